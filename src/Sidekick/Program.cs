@@ -1,0 +1,6 @@
+namespace Sidekick;
+
+internal static class Program
+{
+    public static int Main(string[] args) => args.Length;
+}
