@@ -1,0 +1,56 @@
+namespace Sidekick.Cli;
+
+/// <summary>
+/// Everything the command line says, validated once. Defaults match the Go sidekick.
+/// Runtime components read from this record; nothing mutates it after parsing.
+/// </summary>
+internal sealed record SidekickOptions
+{
+    public string Address { get; init; } = ":8080";
+    public string HealthPath { get; init; } = "/";
+    /// <summary>Probe path for the last site only; defaults to <see cref="HealthPath"/>.</summary>
+    public string ReadHealthPath { get; init; } = "/";
+    public int HealthPort { get; init; }
+    public TimeSpan HealthDuration { get; init; } = TimeSpan.FromSeconds(5);
+    public TimeSpan HealthTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    public bool HealthOptimistic { get; init; }
+    public bool Insecure { get; init; }
+    public bool RoundRobinDns { get; init; }
+    public string HostBalance { get; init; } = "least";
+
+    // Observability
+    public bool Log { get; init; }
+    /// <summary>Trace filter: all, application or minio; empty disables trace printing.</summary>
+    public string Trace { get; init; } = "all";
+    /// <summary>True when --trace was given on the command line (forces console mode, as upstream).</summary>
+    public bool TraceExplicit { get; init; }
+    public bool Quiet { get; init; }
+    public bool Json { get; init; }
+    public bool Debug { get; init; }
+    public bool ErrorsOnly { get; init; }
+    public IReadOnlyList<int> StatusCodes { get; init; } = [];
+    public string? Pprof { get; init; }
+
+    // TLS
+    public string? AutoTlsHost { get; init; }
+    public string? CaCert { get; init; }
+    public string? ClientCert { get; init; }
+    public string? ClientKey { get; init; }
+    public string? Cert { get; init; }
+    public string? Key { get; init; }
+    public string? KeyPassword { get; init; }
+    public string TlsMax { get; init; } = "1.3";
+
+    // DNS
+    public TimeSpan DnsTtl { get; init; } = TimeSpan.FromMinutes(10);
+
+    // Lifecycle
+    /// <summary>How long SIGTERM/SIGINT waits for in-flight requests before closing them.</summary>
+    public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The SITE arguments in failover order, as typed.</summary>
+    public IReadOnlyList<string> Sites { get; init; } = [];
+
+    /// <summary>argv[0] as the user typed it (used in messages like upstream).</summary>
+    public string ProgramName { get; init; } = "sidekick";
+}
