@@ -1,0 +1,60 @@
+using System.Net;
+using System.Net.Http;
+using System.Net.Security;
+
+namespace Sidekick.Forwarding;
+
+/// <summary>
+/// Creates the connection pool of a site. Settings follow upstream sidekick (idle 15 s, connect 10 s,
+/// no response timeout) and YARP's forwarder advice (no redirects, no decompression, no cookies).
+/// </summary>
+internal sealed class BackendTransportFactory(
+    Func<Uri, SslClientAuthenticationOptions>? tlsOptions = null,
+    Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? connect = null)
+{
+    public static readonly TimeSpan PooledConnectionIdleTimeout = TimeSpan.FromSeconds(15);
+    public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
+    private const int OneMebibyteInKibibytes = 1024;
+
+    public HttpMessageInvoker Create(Uri firstEndpoint)
+    {
+        var handler = new SocketsHttpHandler
+        {
+            UseProxy = UseEnvironmentProxy,
+            AllowAutoRedirect = false,
+            AutomaticDecompression = DecompressionMethods.None,
+            UseCookies = false,
+            EnableMultipleHttp2Connections = true,
+            PooledConnectionIdleTimeout = PooledConnectionIdleTimeout,
+            ConnectTimeout = ConnectTimeout,
+            // S3 PUTs send Expect: 100-continue; wait for the backend as long as upstream does.
+            Expect100ContinueTimeout = TimeSpan.FromSeconds(15),
+#pragma warning disable CA2262 // The value is in KiB on purpose: 1 MiB of response headers, like Go's limit.
+            MaxResponseHeadersLength = OneMebibyteInKibibytes,
+#pragma warning restore CA2262
+            // Trace context is the application's business; do not inject our own headers.
+            ActivityHeadersPropagator = null,
+        };
+
+        if (tlsOptions is not null && firstEndpoint.Scheme == Uri.UriSchemeHttps)
+        {
+            handler.SslOptions = tlsOptions(firstEndpoint);
+        }
+
+        if (connect is not null)
+        {
+            handler.ConnectCallback = connect;
+        }
+
+        return new HttpMessageInvoker(handler, disposeHandler: true);
+    }
+
+    /// <summary>
+    /// Upstream honours HTTP_PROXY/HTTPS_PROXY/NO_PROXY for backend traffic; we do the same when one is set.
+    /// </summary>
+    private static bool UseEnvironmentProxy =>
+        !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("HTTP_PROXY")) ||
+        !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("http_proxy")) ||
+        !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("HTTPS_PROXY")) ||
+        !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("https_proxy"));
+}

@@ -1,0 +1,38 @@
+using System.Net.Sockets;
+using System.Security.Authentication;
+
+namespace Sidekick.Health;
+
+/// <summary>Short, operator-readable descriptions of transport failures (no stack traces, no nesting noise).</summary>
+internal static class TransportErrors
+{
+    public static string Describe(Exception exception)
+    {
+        for (var current = exception; current is not null; current = current.InnerException)
+        {
+            switch (current)
+            {
+                case SocketException socket:
+                    return $"{socket.SocketErrorCode switch
+                    {
+                        SocketError.ConnectionRefused => "connection refused",
+                        SocketError.ConnectionReset => "connection reset",
+                        SocketError.TimedOut => "connect timed out",
+                        SocketError.HostNotFound or SocketError.NoData => "host not found",
+                        SocketError.HostUnreachable or SocketError.NetworkUnreachable => "host unreachable",
+                        _ => socket.Message,
+                    }}";
+                case AuthenticationException auth:
+                    return $"TLS handshake failed: {auth.Message}";
+            }
+        }
+
+        var innermost = exception;
+        while (innermost.InnerException is not null)
+        {
+            innermost = innermost.InnerException;
+        }
+
+        return innermost.Message;
+    }
+}

@@ -1,0 +1,164 @@
+using System.Net;
+using System.Runtime.InteropServices;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Sidekick.Cli;
+using Sidekick.Forwarding;
+using Sidekick.Health;
+using Sidekick.Routing;
+using Sidekick.Topology;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace Sidekick.Hosting;
+
+/// <summary>
+/// Composes one sidekick instance: Kestrel listener, local endpoints, proxy handler, health prober and the
+/// topology. Used by Program and, in-process, by the tests and the demo.
+/// </summary>
+internal sealed class SidekickServer : IAsyncDisposable
+{
+    private readonly SidekickOptions _options;
+    private readonly Func<IReadOnlyList<SiteDefinition>> _loadSites;
+    private readonly WebApplication _app;
+    private readonly TopologyBuilder _builder;
+    private readonly Lock _reloadGate = new();
+    private PosixSignalRegistration? _sighup;
+
+    private SidekickServer(SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickServerHooks hooks)
+    {
+        _options = options;
+        _loadSites = loadSites;
+        var time = hooks.Time ?? TimeProvider.System;
+        Topology = new TopologyStore();
+        _builder = new TopologyBuilder(new BackendTransportFactory(hooks.BackendTls, hooks.Connect), time);
+        Prober = new HealthProber(
+            new HealthProberOptions(options.HealthDuration, options.HealthTimeout, options.HealthOptimistic,
+                CountProbesInStats: options.Trace != "application"),
+            Topology, time, hooks.Random ?? new Random());
+
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        builder.Logging.ClearProviders();
+        builder.Services.AddHttpForwarder();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            // A proxy for object storage: no body size cap and no minimum data rate (slow clients of huge
+            // objects are legitimate); connection-level timeouts keep Kestrel's defaults.
+            kestrel.Limits.MaxRequestBodySize = null;
+            kestrel.Limits.MinRequestBodyDataRate = null;
+            kestrel.Limits.MinResponseDataRate = null;
+            var address = ListenAddress.Parse(options.Address);
+            void Configure(ListenOptions listen)
+            {
+                if (hooks.ConfigureTls is { } tls)
+                {
+                    listen.Protocols = HttpProtocols.Http1AndHttp2;
+                    tls(listen);
+                }
+                else
+                {
+                    listen.Protocols = HttpProtocols.Http1;
+                }
+            }
+
+            if (address.BindAddress is { } ip)
+            {
+                kestrel.Listen(ip, address.Port, Configure);
+            }
+            else
+            {
+                kestrel.ListenAnyIP(address.Port, Configure);
+            }
+        });
+
+        _app = builder.Build();
+        var forwarder = _app.Services.GetRequiredService<IHttpForwarder>();
+        Proxy = new ProxyHandler(Topology, Balancers.Create(options.HostBalance), forwarder, Prober, time);
+        var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null));
+        _app.Run(context => local.TryHandle(context, out var handled) ? handled : Proxy.ForwardAsync(context));
+    }
+
+    public TopologyStore Topology { get; }
+
+    public HealthProber Prober { get; }
+
+    public ProxyHandler Proxy { get; }
+
+    /// <summary>The addresses Kestrel bound, e.g. <c>http://127.0.0.1:41234</c> (known after start).</summary>
+    public IReadOnlyCollection<string> Addresses =>
+        _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.ToArray() ?? [];
+
+    /// <summary>The first bound address, usable as a base URI by clients on this host.</summary>
+    public Uri BaseAddress => new(Addresses.First().Replace("[::]", "127.0.0.1", StringComparison.Ordinal)
+        .Replace("0.0.0.0", "127.0.0.1", StringComparison.Ordinal));
+
+    public static SidekickServer Create(
+        SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickServerHooks? hooks = null) =>
+        new(options, loadSites, hooks ?? new SidekickServerHooks());
+
+    /// <summary>Builds the topology, starts probing and binds the listener.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        Topology.Publish(_builder.Build(_loadSites(), Topology.Current));
+        Prober.Start();
+        try
+        {
+            await _app.StartAsync(cancellationToken);
+        }
+        catch (IOException ex)
+        {
+            throw new FatalException($"unable to listen on \"{_options.Address}\": {ex.Message}", ex);
+        }
+
+        if (!OperatingSystem.IsWindows())
+        {
+            _sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, signal =>
+            {
+                signal.Cancel = true;
+                _ = Task.Run(Reload);
+            });
+        }
+    }
+
+    /// <summary>
+    /// Re-reads the SITE arguments (re-expanding and re-resolving) and swaps the topology. Unchanged
+    /// backends keep their state, so there is no window of 502s.
+    /// </summary>
+    public void Reload()
+    {
+        lock (_reloadGate)
+        {
+            Topology.Publish(_builder.Build(_loadSites(), Topology.Current));
+        }
+    }
+
+    /// <summary>Waits until the host stops (SIGTERM, SIGINT or <see cref="StopAsync"/>).</summary>
+    public Task WaitForShutdownAsync() => _app.WaitForShutdownAsync();
+
+    /// <summary>Stops accepting, lets in-flight requests finish within the shutdown timeout, then stops.</summary>
+    public Task StopAsync() => _app.StopAsync();
+
+    public async ValueTask DisposeAsync()
+    {
+        _sighup?.Dispose();
+        Prober.Dispose();
+        await _app.DisposeAsync();
+        foreach (var site in Topology.Current.Sites)
+        {
+            site.Invoker.Dispose();
+        }
+    }
+}
+
+/// <summary>Optional seams and integrations (TLS, DNS, time) supplied by the composition root or tests.</summary>
+internal sealed record SidekickServerHooks
+{
+    public TimeProvider? Time { get; init; }
+    public Random? Random { get; init; }
+    public Action<ListenOptions>? ConfigureTls { get; init; }
+    public Func<string?>? CertificatePem { get; init; }
+    public Func<Uri, System.Net.Security.SslClientAuthenticationOptions>? BackendTls { get; init; }
+    public Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? Connect { get; init; }
+}
