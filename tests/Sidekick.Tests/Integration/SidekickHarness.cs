@@ -1,0 +1,84 @@
+using Sidekick.Cli;
+using Sidekick.Hosting;
+using Sidekick.Topology;
+
+namespace Sidekick.Tests.Integration;
+
+/// <summary>Runs a real sidekick in-process on a free loopback port in front of test backends.</summary>
+internal sealed class SidekickHarness : IAsyncDisposable
+{
+    private SidekickHarness(SidekickServer server, HttpClient client)
+    {
+        Server = server;
+        Client = client;
+    }
+
+    public SidekickServer Server { get; }
+
+    public HttpClient Client { get; }
+
+    public Uri BaseAddress => Server.BaseAddress;
+
+    public static SidekickOptions FastOptions => new()
+    {
+        Address = "127.0.0.1:0",
+        HealthPath = "/health",
+        ReadHealthPath = "/health",
+        HealthDuration = TimeSpan.FromMilliseconds(200),
+        HealthTimeout = TimeSpan.FromSeconds(2),
+        ShutdownTimeout = TimeSpan.FromSeconds(10),
+        Trace = "",
+    };
+
+    public static Task<SidekickHarness> StartAsync(params TestBackend[][] sites) => StartAsync(FastOptions, sites);
+
+    public static async Task<SidekickHarness> StartAsync(SidekickOptions options, params TestBackend[][] sites)
+    {
+        var definitions = Definitions(options, sites);
+        var server = SidekickServer.Create(options, () => definitions);
+        await server.StartAsync();
+        var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false })
+        {
+            BaseAddress = server.BaseAddress,
+            Timeout = TimeSpan.FromMinutes(2),
+        };
+        var harness = new SidekickHarness(server, client);
+        await harness.WaitUntilAsync(() => server.Topology.Current.AllBackends.All(b => b.IsUp || !IsHealthy(b, sites)));
+        return harness;
+    }
+
+    public static IReadOnlyList<SiteDefinition> Definitions(SidekickOptions options, TestBackend[][] sites) =>
+        sites.Select((backends, i) => new SiteDefinition(i + 1, backends.Select(b =>
+        {
+            var url = b.Url.ToString().TrimEnd('/');
+            var path = i == sites.Length - 1 ? options.ReadHealthPath : options.HealthPath;
+            return new BackendDefinition(b.Url, url, new Uri(url + path));
+        }).ToArray())).ToArray();
+
+    public Backend BackendOf(TestBackend backend) =>
+        Server.Topology.Current.AllBackends.Single(b => b.Definition.Endpoint.Port == backend.Port);
+
+    public async Task WaitUntilAsync(Func<bool> condition, int timeoutMs = 15000)
+    {
+        var deadline = Environment.TickCount64 + timeoutMs;
+        while (!condition())
+        {
+            if (Environment.TickCount64 > deadline)
+            {
+                throw new TimeoutException("condition not reached in time");
+            }
+
+            await Task.Delay(25);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Client.Dispose();
+        await Server.StopAsync();
+        await Server.DisposeAsync();
+    }
+
+    private static bool IsHealthy(Backend backend, TestBackend[][] sites) =>
+        sites.SelectMany(s => s).Any(t => t.Port == backend.Definition.Endpoint.Port && t.Healthy);
+}
