@@ -44,6 +44,14 @@ internal sealed record SidekickOptions
     // DNS
     public TimeSpan DnsTtl { get; init; } = TimeSpan.FromMinutes(10);
 
+    // Retries
+    /// <summary>Attempts per request when earlier ones provably did not reach a backend (1 = no retries).</summary>
+    public int MaxAttempts { get; init; } = 3;
+    /// <summary>Retries allowed as a share of recent requests.</summary>
+    public double RetryBudgetRatio { get; init; } = 0.2;
+    /// <summary>Retries always allowed per second, whatever the traffic.</summary>
+    public int RetryBudgetMinPerSecond { get; init; } = 10;
+
     // Lifecycle
     /// <summary>How long SIGTERM/SIGINT waits for in-flight requests before closing them.</summary>
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);

@@ -9,13 +9,15 @@ namespace Sidekick.Forwarding;
 
 /// <summary>
 /// The request path: first site with an up backend, one backend by the balancer, forward, and learn from
-/// the outcome (passive health, statistics).
+/// the outcome (passive health, statistics). A request that provably never reached a backend's
+/// application is retried on another backend, within a retry budget.
 /// </summary>
 internal sealed class ProxyHandler(
     TopologyStore topology,
     IBalancer balancer,
     IHttpForwarder forwarder,
     HealthProber health,
+    RetryPolicy retries,
     TimeProvider time)
 {
     private static readonly ForwarderRequestConfig RequestConfig = new()
@@ -30,24 +32,67 @@ internal sealed class ProxyHandler(
 
     public async Task ForwardAsync(HttpContext context)
     {
-        var site = topology.Current.ActiveSite;
-        var backend = site is null ? null : balancer.Pick(site.Backends);
-        if (site is null || backend is null)
+        retries.Budget.OnRequest();
+        for (var attempt = 1; ; attempt++)
         {
-            await BackendErrorResponse.WriteAsync(context, BackendErrorResponse.AllOffline);
+            // Re-read the topology on every attempt: a failed backend was just marked down, so the balancer
+            // moves on to another backend of the site, then to the next site.
+            var site = topology.Current.ActiveSite;
+            var backend = site is null ? null : balancer.Pick(site.Backends);
+            if (site is null || backend is null)
+            {
+                await BackendErrorResponse.WriteAsync(context, BackendErrorResponse.AllOffline);
+                return;
+            }
+
+            var failed = await ForwardOnceAsync(context, site, backend);
+            if (failed is null)
+            {
+                return;
+            }
+
+            if (attempt < retries.MaxAttempts && CanRetry(context, failed.Value) && retries.Budget.TryWithdraw())
+            {
+                retries.Count.Add(1);
+                context.Response.Clear();
+                continue;
+            }
+
+            await BackendErrorResponse.WriteAsync(context, failed.Value.Reason);
             return;
         }
+    }
 
+    /// <summary>Forwards once; returns null when the exchange is over (answered, aborted or the client left).</summary>
+    private async Task<FailedAttempt?> ForwardOnceAsync(HttpContext context, Site site, Backend backend)
+    {
         context.Response.Headers.Server = "SideKick";
         var started = time.GetTimestamp();
         backend.BeginRequest();
         try
         {
             var error = await forwarder.SendAsync(context, backend.DestinationPrefix, site.Invoker, RequestConfig, SidekickTransformer.Instance);
-            if (error != ForwarderError.None)
+            if (error == ForwarderError.None)
             {
-                await OnErrorAsync(context, backend, error);
+                return null;
             }
+
+            var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
+            var clientGone = context.RequestAborted.IsCancellationRequested;
+            var reason = exception is null ? error.ToString() : TransportErrors.Describe(exception);
+            if (!clientGone && IsBackendFault(error))
+            {
+                health.ReportTransportFailure(backend, reason);
+            }
+
+            if (context.Response.HasStarted)
+            {
+                // Headers are out: the only honest signal left is to abort, never a silently truncated 200.
+                context.Abort();
+                return null;
+            }
+
+            return clientGone ? null : new FailedAttempt(error, exception, reason);
         }
         finally
         {
@@ -56,25 +101,22 @@ internal sealed class ProxyHandler(
         }
     }
 
-    private async Task OnErrorAsync(HttpContext context, Backend backend, ForwarderError error)
+    /// <summary>
+    /// A retry is safe when nothing of the request can have reached the backend's application: the
+    /// connection was never made, or the request has no body and no response byte was sent.
+    /// </summary>
+    private static bool CanRetry(HttpContext context, FailedAttempt failed)
     {
-        var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
-        var clientGone = context.RequestAborted.IsCancellationRequested;
-        var reason = exception is null ? error.ToString() : TransportErrors.Describe(exception);
-        if (!clientGone && IsBackendFault(error))
+        if (failed.Error != ForwarderError.Request || context.WebSockets.IsWebSocketRequest)
         {
-            health.ReportTransportFailure(backend, reason);
+            return false;
         }
 
-        if (context.Response.HasStarted)
+        var hasBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true;
+        return !hasBody || failed.Exception is HttpRequestException
         {
-            // Headers are out: the only honest signal left is to abort, never a silently truncated 200.
-            context.Abort();
-        }
-        else if (!clientGone)
-        {
-            await BackendErrorResponse.WriteAsync(context, reason);
-        }
+            HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError,
+        };
     }
 
     /// <summary>Errors that say the backend (not the client) failed at the transport level.</summary>
@@ -85,4 +127,26 @@ internal sealed class ProxyHandler(
         ForwarderError.ResponseBodyDestination or
         ForwarderError.UpgradeRequestDestination or
         ForwarderError.UpgradeResponseDestination;
+
+    private readonly record struct FailedAttempt(ForwarderError Error, Exception? Exception, string Reason);
+}
+
+/// <summary>How many attempts a request may make and the budget that keeps retries from multiplying load.</summary>
+internal sealed class RetryPolicy(int maxAttempts, RetryBudget budget)
+{
+    public int MaxAttempts { get; } = maxAttempts;
+
+    public RetryBudget Budget { get; } = budget;
+
+    /// <summary>Retries made so far.</summary>
+    public Counter Count { get; } = new();
+
+    internal sealed class Counter
+    {
+        private long _value;
+
+        public long Value => Volatile.Read(ref _value);
+
+        public void Add(long amount) => Interlocked.Add(ref _value, amount);
+    }
 }

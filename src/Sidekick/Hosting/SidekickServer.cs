@@ -75,7 +75,8 @@ internal sealed class SidekickServer : IAsyncDisposable
 
         _app = builder.Build();
         var forwarder = _app.Services.GetRequiredService<IHttpForwarder>();
-        Proxy = new ProxyHandler(Topology, Balancers.Create(options.HostBalance), forwarder, Prober, time);
+        Retries = new RetryPolicy(options.MaxAttempts, new RetryBudget(options.RetryBudgetRatio, options.RetryBudgetMinPerSecond, time));
+        Proxy = new ProxyHandler(Topology, Balancers.Create(options.HostBalance), forwarder, Prober, Retries, time);
         var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null));
         _app.Run(context => local.TryHandle(context, out var handled) ? handled : Proxy.ForwardAsync(context));
     }
@@ -85,6 +86,8 @@ internal sealed class SidekickServer : IAsyncDisposable
     public HealthProber Prober { get; }
 
     public ProxyHandler Proxy { get; }
+
+    public RetryPolicy Retries { get; }
 
     /// <summary>The addresses Kestrel bound, e.g. <c>http://127.0.0.1:41234</c> (known after start).</summary>
     public IReadOnlyCollection<string> Addresses =>

@@ -166,4 +166,42 @@ public sealed class FailoverTests
         Assert.Same(before, sidekick.BackendOf(a));
         Assert.True(before.Stats.Calls >= 50);
     }
+
+    [Fact]
+    public async Task Refused_connections_are_retried_elsewhere_so_no_client_sees_an_error()
+    {
+        await using var a = await TestBackend.StartAsync("a");
+        await using var b = await TestBackend.StartAsync("b");
+        await using var c = await TestBackend.StartAsync("c");
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, [a, b], [c]);
+
+        await a.StopAsync();
+        await b.StopAsync();
+        var statuses = new List<HttpStatusCode>();
+        for (var i = 0; i < 10; i++)
+        {
+            using var get = await sidekick.Client.GetAsync("/x");
+            statuses.Add(get.StatusCode);
+            using var post = await sidekick.Client.PostAsync("/upload", new StringContent("payload"));
+            statuses.Add(post.StatusCode);
+        }
+
+        Assert.All(statuses, s => Assert.Equal(HttpStatusCode.OK, s));
+        Assert.True(sidekick.Server.Retries.Count.Value >= 2);
+        Assert.False(sidekick.BackendOf(a).IsUp);
+        Assert.False(sidekick.BackendOf(b).IsUp);
+    }
+
+    [Fact]
+    public async Task Without_retries_a_refused_connection_is_a_502_naming_the_error()
+    {
+        await using var a = await TestBackend.StartAsync("a");
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5), MaxAttempts = 1 };
+        await using var sidekick = await SidekickHarness.StartAsync(options, [a]);
+        await a.StopAsync();
+        using var response = await sidekick.Client.GetAsync("/x");
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        Assert.Contains("connection refused", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+    }
 }
