@@ -52,6 +52,18 @@ internal sealed record SidekickOptions
     /// <summary>Retries always allowed per second, whatever the traffic.</summary>
     public int RetryBudgetMinPerSecond { get; init; } = 10;
 
+    // Client-side limits (slow or idle clients must not starve others)
+    /// <summary>Open client connections allowed at once; null = unlimited.</summary>
+    public long? MaxConnections { get; init; }
+    /// <summary>Total size of a request's header block.</summary>
+    public int MaxHeaderBytes { get; init; } = 64 * 1024;
+    /// <summary>Longest request line (method, target, version); presigned URLs can be long.</summary>
+    public int MaxRequestLineBytes { get; init; } = 16 * 1024;
+    /// <summary>How long an idle keep-alive client connection stays open.</summary>
+    public TimeSpan ClientIdleTimeout { get; init; } = TimeSpan.FromSeconds(130);
+    /// <summary>How long a client may take to send its request headers.</summary>
+    public TimeSpan ClientHeaderTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
     // Lifecycle
     /// <summary>How long SIGTERM/SIGINT waits for in-flight requests before closing them.</summary>
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);

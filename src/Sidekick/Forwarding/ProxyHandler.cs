@@ -32,6 +32,12 @@ internal sealed class ProxyHandler(
 
     public async Task ForwardAsync(HttpContext context)
     {
+        if (RequestGuard.FindViolation(context) is { } violation)
+        {
+            await RequestGuard.RejectAsync(context, violation);
+            return;
+        }
+
         retries.Budget.OnRequest();
         for (var attempt = 1; ; attempt++)
         {
@@ -56,6 +62,13 @@ internal sealed class ProxyHandler(
                 retries.Count.Add(1);
                 context.Response.Clear();
                 continue;
+            }
+
+            if (IsClientFault(failed.Value.Error))
+            {
+                // The client sent a broken body (e.g. a bad chunk size): its fault, not the backend's.
+                context.Response.StatusCode = StatusCodes.Status400BadRequest;
+                return;
             }
 
             await BackendErrorResponse.WriteAsync(context, failed.Value.Reason);
@@ -127,6 +140,10 @@ internal sealed class ProxyHandler(
         ForwarderError.ResponseBodyDestination or
         ForwarderError.UpgradeRequestDestination or
         ForwarderError.UpgradeResponseDestination;
+
+    private static bool IsClientFault(ForwarderError error) => error is
+        ForwarderError.RequestBodyClient or
+        ForwarderError.UpgradeRequestClient;
 
     private readonly record struct FailedAttempt(ForwarderError Error, Exception? Exception, string Reason);
 }

@@ -49,6 +49,12 @@ internal sealed class SidekickServer : IAsyncDisposable
             kestrel.Limits.MaxRequestBodySize = null;
             kestrel.Limits.MinRequestBodyDataRate = null;
             kestrel.Limits.MinResponseDataRate = null;
+            kestrel.Limits.MaxConcurrentConnections = options.MaxConnections;
+            kestrel.Limits.MaxConcurrentUpgradedConnections = options.MaxConnections;
+            kestrel.Limits.MaxRequestHeadersTotalSize = options.MaxHeaderBytes;
+            kestrel.Limits.MaxRequestLineSize = options.MaxRequestLineBytes;
+            kestrel.Limits.KeepAliveTimeout = options.ClientIdleTimeout;
+            kestrel.Limits.RequestHeadersTimeout = options.ClientHeaderTimeout;
             var address = ListenAddress.Parse(options.Address);
             void Configure(ListenOptions listen)
             {
