@@ -52,6 +52,20 @@ internal sealed record SidekickOptions
     /// <summary>Retries always allowed per second, whatever the traffic.</summary>
     public int RetryBudgetMinPerSecond { get; init; } = 10;
 
+    // Outlier detection and failback
+    /// <summary>Consecutive 502/503/504 answers that eject a backend; 0 disables outlier detection.</summary>
+    public int OutlierConsecutiveErrors { get; init; } = 5;
+    /// <summary>First ejection time; each further ejection of the same backend adds as much again.</summary>
+    public TimeSpan OutlierEjectionTime { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Longest ejection.</summary>
+    public TimeSpan OutlierMaxEjectionTime { get; init; } = TimeSpan.FromMinutes(5);
+    /// <summary>Most of a site (in percent) that may be ejected at once.</summary>
+    public int OutlierMaxEjectionPercent { get; init; } = 50;
+    /// <summary>How long a recovered backend takes to reach a full share of requests (least balancer).</summary>
+    public TimeSpan SlowStart { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>How long an earlier site must stay healthy after recovering before traffic returns to it.</summary>
+    public TimeSpan FailbackHoldDown { get; init; } = TimeSpan.Zero;
+
     // Client-side limits (slow or idle clients must not starve others)
     /// <summary>Open client connections allowed at once; null = unlimited.</summary>
     public long? MaxConnections { get; init; }

@@ -17,7 +17,9 @@ internal sealed class ProxyHandler(
     IBalancer balancer,
     IHttpForwarder forwarder,
     HealthProber health,
+    OutlierDetector outliers,
     RetryPolicy retries,
+    long failbackHoldDownMilliseconds,
     TimeProvider time)
 {
     private static readonly ForwarderRequestConfig RequestConfig = new()
@@ -43,7 +45,7 @@ internal sealed class ProxyHandler(
         {
             // Re-read the topology on every attempt: a failed backend was just marked down, so the balancer
             // moves on to another backend of the site, then to the next site.
-            var site = topology.Current.ActiveSite;
+            var site = topology.Current.SelectSite(failbackHoldDownMilliseconds);
             var backend = site is null ? null : balancer.Pick(site.Backends);
             if (site is null || backend is null)
             {
@@ -87,6 +89,7 @@ internal sealed class ProxyHandler(
             var error = await forwarder.SendAsync(context, backend.DestinationPrefix, site.Invoker, RequestConfig, SidekickTransformer.Instance);
             if (error == ForwarderError.None)
             {
+                outliers.OnResponse(backend, context.Response.StatusCode);
                 return null;
             }
 

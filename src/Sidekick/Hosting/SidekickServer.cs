@@ -82,7 +82,11 @@ internal sealed class SidekickServer : IAsyncDisposable
         _app = builder.Build();
         var forwarder = _app.Services.GetRequiredService<IHttpForwarder>();
         Retries = new RetryPolicy(options.MaxAttempts, new RetryBudget(options.RetryBudgetRatio, options.RetryBudgetMinPerSecond, time));
-        Proxy = new ProxyHandler(Topology, Balancers.Create(options.HostBalance), forwarder, Prober, Retries, time);
+        Outliers = new OutlierDetector(
+            new OutlierOptions(options.OutlierConsecutiveErrors, options.OutlierEjectionTime, options.OutlierMaxEjectionTime, options.OutlierMaxEjectionPercent),
+            Topology);
+        Proxy = new ProxyHandler(Topology, Balancers.Create(options.HostBalance, options.SlowStart), forwarder, Prober, Outliers, Retries,
+            (long)options.FailbackHoldDown.TotalMilliseconds, time);
         var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null));
         _app.Run(context => local.TryHandle(context, out var handled) ? handled : Proxy.ForwardAsync(context));
     }
@@ -94,6 +98,8 @@ internal sealed class SidekickServer : IAsyncDisposable
     public ProxyHandler Proxy { get; }
 
     public RetryPolicy Retries { get; }
+
+    public OutlierDetector Outliers { get; }
 
     /// <summary>The addresses Kestrel bound, e.g. <c>http://127.0.0.1:41234</c> (known after start).</summary>
     public IReadOnlyCollection<string> Addresses =>

@@ -17,9 +17,9 @@ internal static class Balancers
 {
     public static readonly string[] Names = ["least", "random"];
 
-    public static IBalancer Create(string name) => name switch
+    public static IBalancer Create(string name, TimeSpan slowStart = default) => name switch
     {
-        "" or "least" => new LeastInFlightBalancer(),
+        "" or "least" => new LeastInFlightBalancer((long)slowStart.TotalMilliseconds),
         "random" => new RandomBalancer(),
         _ => throw new ArgumentOutOfRangeException(nameof(name), name, "unknown balancer"),
     };

@@ -5,32 +5,42 @@ namespace Sidekick.Routing;
 /// <summary>
 /// Fewest in-flight requests wins; ties are broken uniformly at random (reservoir sampling), so a lightly
 /// loaded cluster still spreads over every node. This is what upstream's "least" intended (its tie-break
-/// code could keep a busier backend).
+/// code could keep a busier backend). A backend warming up after a recovery counts as more loaded than it
+/// is, in proportion to how far it is from the end of its warm-up.
 /// </summary>
-internal sealed class LeastInFlightBalancer : IBalancer
+internal sealed class LeastInFlightBalancer(long warmupMilliseconds = 0) : IBalancer
 {
     public string Name => "least";
 
     public Backend? Pick(Backend[] backends)
     {
         Backend? chosen = null;
-        var fewest = int.MaxValue;
+        var fewest = double.MaxValue;
         var ties = 0;
         foreach (var backend in backends)
         {
-            if (!backend.IsUp)
+            if (!backend.IsServing)
             {
                 continue;
             }
 
-            var inFlight = backend.InFlight;
-            if (inFlight < fewest)
+            double load = backend.InFlight;
+            if (warmupMilliseconds > 0)
             {
-                fewest = inFlight;
+                var factor = backend.WarmupFactor(warmupMilliseconds);
+                if (factor < 1)
+                {
+                    load = ((load + 1) / factor) - 1;
+                }
+            }
+
+            if (load < fewest)
+            {
+                fewest = load;
                 chosen = backend;
                 ties = 1;
             }
-            else if (inFlight == fewest && Random.Shared.Next(++ties) == 0)
+            else if (load == fewest && Random.Shared.Next(++ties) == 0)
             {
                 chosen = backend;
             }

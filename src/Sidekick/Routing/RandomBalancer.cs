@@ -13,7 +13,7 @@ internal sealed class RandomBalancer : IBalancer
         var seen = 0;
         foreach (var backend in backends)
         {
-            if (backend.IsUp && Random.Shared.Next(++seen) == 0)
+            if (backend.IsServing && Random.Shared.Next(++seen) == 0)
             {
                 chosen = backend;
             }

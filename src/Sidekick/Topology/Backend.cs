@@ -22,6 +22,11 @@ internal sealed class Backend
     private string? _lastDownReason;
     private ProbeResult? _lastProbe;
     private bool _reportedDown;
+    private bool _everUp;
+    private long _ejectedUntilTick;
+    private long _warmStartTick;
+    private int _consecutiveGatewayErrors;
+    private int _ejections;
 
     public Backend(BackendDefinition definition, int siteNumber, TimeProvider time)
     {
@@ -46,6 +51,66 @@ internal sealed class Backend
 
     public bool IsUp => _state == Up;
 
+    /// <summary>Up and not ejected by outlier detection: eligible for new requests.</summary>
+    public bool IsServing => _state == Up && Environment.TickCount64 >= Volatile.Read(ref _ejectedUntilTick);
+
+    public bool IsEjected => Environment.TickCount64 < Volatile.Read(ref _ejectedUntilTick);
+
+    /// <summary>
+    /// Share of full load this backend should take while warming up after a recovery, in (0, 1].
+    /// </summary>
+    public double WarmupFactor(long warmupMilliseconds)
+    {
+        var start = Volatile.Read(ref _warmStartTick);
+        if (start == 0 || warmupMilliseconds <= 0)
+        {
+            return 1;
+        }
+
+        var elapsed = Environment.TickCount64 - start;
+        return elapsed >= warmupMilliseconds ? 1 : Math.Max(0.05, (double)elapsed / warmupMilliseconds);
+    }
+
+    /// <summary>
+    /// True when the backend came back from a failure less than <paramref name="holdDownMilliseconds"/> ago.
+    /// The first up after start is not a recovery.
+    /// </summary>
+    public bool IsRecoveringWithin(long holdDownMilliseconds)
+    {
+        var start = Volatile.Read(ref _warmStartTick);
+        return start != 0 && Environment.TickCount64 - start < holdDownMilliseconds;
+    }
+
+    /// <summary>
+    /// Counts consecutive gateway errors (502/503/504) from this backend; any other status resets the run.
+    /// Returns the current run length.
+    /// </summary>
+    public int RecordGatewayOutcome(bool gatewayError)
+    {
+        if (gatewayError)
+        {
+            return Interlocked.Increment(ref _consecutiveGatewayErrors);
+        }
+
+        // Read first: the common case (no run in progress) must not write a shared cache line per request.
+        if (Volatile.Read(ref _consecutiveGatewayErrors) != 0)
+        {
+            Volatile.Write(ref _consecutiveGatewayErrors, 0);
+        }
+
+        return 0;
+    }
+
+    /// <summary>Takes the backend out of rotation until the back-off ends; the back-off grows with each ejection.</summary>
+    public TimeSpan Eject(TimeSpan baseTime, TimeSpan maxTime)
+    {
+        var count = Interlocked.Increment(ref _ejections);
+        var duration = TimeSpan.FromTicks(Math.Min(maxTime.Ticks, baseTime.Ticks * count));
+        Volatile.Write(ref _ejectedUntilTick, Environment.TickCount64 + (long)duration.TotalMilliseconds);
+        Interlocked.Exchange(ref _consecutiveGatewayErrors, 0);
+        return duration;
+    }
+
     public int InFlight => Volatile.Read(ref _inFlight);
 
     /// <summary>Monotonic timestamp (<see cref="TimeProvider.GetTimestamp"/>) of the last finished request; 0 if none.</summary>
@@ -56,6 +121,18 @@ internal sealed class Backend
 
     /// <summary>Raised after every up/down transition (never for a repeated state).</summary>
     public event Action<Backend, BackendTransition>? StateChanged;
+
+    /// <summary>How long the backend has been up without interruption; zero while down.</summary>
+    public TimeSpan UpFor
+    {
+        get
+        {
+            lock (_transitionGate)
+            {
+                return IsUp && _upSince is { } since ? _time.GetUtcNow() - since : TimeSpan.Zero;
+            }
+        }
+    }
 
     public BackendHealthSnapshot GetHealthSnapshot()
     {
@@ -112,6 +189,9 @@ internal sealed class Backend
             _downSince = null;
             _upSince = now;
             _reportedDown = false;
+            // Only a recovery warms up; the first up at start takes a full share at once.
+            Volatile.Write(ref _warmStartTick, _everUp ? Environment.TickCount64 : 0);
+            _everUp = true;
             _state = Up;
             transition = new BackendTransition(true, now, downtime, null);
         }

@@ -14,13 +14,30 @@ internal sealed class Site(int number, Backend[] backends, HttpMessageInvoker in
     /// <summary>Shared by proxied requests and probes of this site, as upstream does (one transport per site).</summary>
     public HttpMessageInvoker Invoker { get; } = invoker;
 
+    /// <summary>
+    /// True when a backend serves and, with a failback hold-down, has not just recovered: a flapping site
+    /// must stay healthy for the hold-down before it takes traffic back.
+    /// </summary>
+    public bool HasSettledBackend(long holdDownMilliseconds)
+    {
+        foreach (var backend in Backends)
+        {
+            if (backend.IsServing && !backend.IsRecoveringWithin(holdDownMilliseconds))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
     public bool HasUpBackend
     {
         get
         {
             foreach (var backend in Backends)
             {
-                if (backend.IsUp)
+                if (backend.IsServing)
                 {
                     return true;
                 }
@@ -56,6 +73,28 @@ internal sealed class TopologySnapshot(Site[] sites)
 
             return null;
         }
+    }
+
+    /// <summary>
+    /// The site requests go to: the first with a settled backend (see <see cref="Site.HasSettledBackend"/>);
+    /// when none is settled, the first with any serving backend.
+    /// </summary>
+    public Site? SelectSite(long holdDownMilliseconds)
+    {
+        if (holdDownMilliseconds <= 0)
+        {
+            return ActiveSite;
+        }
+
+        foreach (var site in Sites)
+        {
+            if (site.HasSettledBackend(holdDownMilliseconds))
+            {
+                return site;
+            }
+        }
+
+        return ActiveSite;
     }
 
     public IEnumerable<Backend> AllBackends => Sites.SelectMany(static s => s.Backends);

@@ -30,6 +30,9 @@ internal sealed class TestBackend : IAsyncDisposable
     /// <summary>What /health answers: 200 when true, 503 otherwise.</summary>
     public bool Healthy { get; set; } = true;
 
+    /// <summary>When set, every non-health request is answered with this status (e.g. 503 SlowDown).</summary>
+    public int? FailWith { get; set; }
+
     public ConcurrentQueue<SeenRequest> Seen { get; } = new();
 
     public int Hits => Seen.Count(r => !r.RawTarget.StartsWith("/health", StringComparison.Ordinal));
@@ -107,6 +110,13 @@ internal sealed class TestBackend : IAsyncDisposable
         if (path == "/health")
         {
             context.Response.StatusCode = Healthy ? 200 : 503;
+            return;
+        }
+
+        if (FailWith is { } failure)
+        {
+            context.Response.StatusCode = failure;
+            await context.Response.WriteAsync("<Error><Code>SlowDown</Code></Error>");
             return;
         }
 

@@ -1,0 +1,82 @@
+using System.Net;
+using Sidekick.Tests.Integration;
+
+namespace Sidekick.Tests.Health;
+
+public sealed class OutlierDetectionTests
+{
+    [Fact]
+    public async Task A_backend_answering_503_in_a_row_is_ejected_and_traffic_goes_elsewhere()
+    {
+        await using var a = await TestBackend.StartAsync("a");
+        await using var b = await TestBackend.StartAsync("b");
+        await using var c = await TestBackend.StartAsync("c");
+        a.FailWith = 503;
+        var options = SidekickHarness.FastOptions with { OutlierConsecutiveErrors = 3, OutlierEjectionTime = TimeSpan.FromMinutes(1) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, [a, b, c]);
+
+        for (var i = 0; i < 40; i++)
+        {
+            using var _ = await sidekick.Client.GetAsync("/x");
+        }
+
+        Assert.True(sidekick.BackendOf(a).IsEjected);
+        var before = a.Hits;
+        for (var i = 0; i < 20; i++)
+        {
+            using var response = await sidekick.Client.GetAsync("/x");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        Assert.Equal(before, a.Hits);
+    }
+
+    [Fact]
+    public async Task Cluster_wide_throttling_never_ejects_more_than_the_allowed_share()
+    {
+        var backends = new[] { await TestBackend.StartAsync("a"), await TestBackend.StartAsync("b"), await TestBackend.StartAsync("c"), await TestBackend.StartAsync("d") };
+        try
+        {
+            foreach (var backend in backends)
+            {
+                backend.FailWith = 503;
+            }
+
+            var options = SidekickHarness.FastOptions with { OutlierConsecutiveErrors = 2, OutlierMaxEjectionPercent = 50 };
+            await using var sidekick = await SidekickHarness.StartAsync(options, [.. backends]);
+            for (var i = 0; i < 80; i++)
+            {
+                using var response = await sidekick.Client.GetAsync("/x");
+                // Throttling answers reach the client unchanged; the site is never emptied.
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+            }
+
+            Assert.Equal(2, sidekick.Server.Topology.Current.AllBackends.Count(b => b.IsEjected));
+        }
+        finally
+        {
+            foreach (var backend in backends)
+            {
+                await backend.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Failback_waits_for_the_hold_down()
+    {
+        await using var a = await TestBackend.StartAsync("a");
+        await using var b = await TestBackend.StartAsync("b");
+        var options = SidekickHarness.FastOptions with { FailbackHoldDown = TimeSpan.FromSeconds(2) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, [a], [b]);
+        Assert.Equal("a", await sidekick.Client.GetStringAsync("/x"));
+
+        a.Healthy = false;
+        await sidekick.WaitUntilAsync(() => !sidekick.BackendOf(a).IsUp);
+        a.Healthy = true;
+        await sidekick.WaitUntilAsync(() => sidekick.BackendOf(a).IsUp);
+        Assert.Equal("b", await sidekick.Client.GetStringAsync("/x"));
+        await Task.Delay(2500);
+        Assert.Equal("a", await sidekick.Client.GetStringAsync("/x"));
+    }
+}
