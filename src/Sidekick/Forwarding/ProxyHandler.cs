@@ -83,6 +83,7 @@ internal sealed class ProxyHandler(
     {
         context.Response.Headers.Server = "SideKick";
         var started = time.GetTimestamp();
+        var resume = DownloadResume.Watch(context);
         backend.BeginRequest();
         try
         {
@@ -103,8 +104,15 @@ internal sealed class ProxyHandler(
 
             if (context.Response.HasStarted)
             {
-                // Headers are out: the only honest signal left is to abort, never a silently truncated 200.
-                context.Abort();
+                // Headers are out: continue the body from another backend if the object allows it, else
+                // abort — never a silently truncated 200.
+                if (resume is null || !IsBackendFault(error) ||
+                    !await resume.ResumeAsync(() => topology.Current.SelectSite(failbackHoldDownMilliseconds), balancer, health, retries.MaxAttempts))
+                {
+                    context.Abort();
+                    resume?.CompleteAbort();
+                }
+
                 return null;
             }
 

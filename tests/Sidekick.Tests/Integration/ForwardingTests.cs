@@ -77,6 +77,38 @@ public sealed class ForwardingTests
     }
 
     [Fact]
+    public async Task A_backend_dying_halfway_through_a_large_get_is_resumed_elsewhere()
+    {
+        const long size = 200L * 1024 * 1024;
+        await using var a = await TestBackend.StartAsync("a");
+        await using var b = await TestBackend.StartAsync("b");
+        a.DieAfterBytes = size / 2;
+        await using var sidekick = await SidekickHarness.StartAsync([a], [b]);
+
+        using var response = await sidekick.Client.GetAsync($"/download/{size}", HttpCompletionOption.ResponseHeadersRead);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        Assert.Equal(TestBackend.PatternSha256(size), Convert.ToHexString(await SHA256.HashDataAsync(body)));
+        Assert.Contains(b.Seen, r => r.Headers.TryGetValue("Range", out var range) && range.StartsWith("bytes=", StringComparison.Ordinal));
+        // The dying node was marked down (its probes may bring it back since its health endpoint still works).
+        Assert.NotNull(sidekick.BackendOf(a).GetHealthSnapshot().LastDownReason);
+    }
+
+    [Fact]
+    public async Task A_changed_object_is_never_stitched_the_client_response_is_aborted()
+    {
+        const long size = 20L * 1024 * 1024;
+        await using var a = await TestBackend.StartAsync("a");
+        await using var b = await TestBackend.StartAsync("b");
+        a.DieAfterBytes = size / 2;
+        b.Version = "v2";
+        await using var sidekick = await SidekickHarness.StartAsync([a], [b]);
+
+        using var response = await sidekick.Client.GetAsync($"/download/{size}", HttpCompletionOption.ResponseHeadersRead);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        await Assert.ThrowsAnyAsync<IOException>(() => body.CopyToAsync(Stream.Null));
+    }
+
+    [Fact]
     public async Task Event_stream_is_flushed_as_it_arrives()
     {
         await using var a = await TestBackend.StartAsync("a");

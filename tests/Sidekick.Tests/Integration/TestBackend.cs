@@ -30,6 +30,12 @@ internal sealed class TestBackend : IAsyncDisposable
     /// <summary>What /health answers: 200 when true, 503 otherwise.</summary>
     public bool Healthy { get; set; } = true;
 
+    /// <summary>When set, downloads break the connection after this many body bytes (a crashing node).</summary>
+    public long? DieAfterBytes { get; set; }
+
+    /// <summary>Changes the ETag of downloads, as if the object had been overwritten.</summary>
+    public string Version { get; set; } = "v1";
+
     /// <summary>When set, every non-health request is answered with this status (e.g. 503 SlowDown).</summary>
     public int? FailWith { get; set; }
 
@@ -123,13 +129,36 @@ internal sealed class TestBackend : IAsyncDisposable
         if (path.StartsWith("/download/", StringComparison.Ordinal))
         {
             var length = long.Parse(path["/download/".Length..], System.Globalization.CultureInfo.InvariantCulture);
-            var dieAt = request.Query.TryGetValue("dieAt", out var d) ? long.Parse(d!, System.Globalization.CultureInfo.InvariantCulture) : -1;
-            context.Response.ContentLength = length;
-            var buffer = new byte[64 * 1024];
-            for (long done = 0; done < length;)
+            var dieAt = request.Query.TryGetValue("dieAt", out var d) ? long.Parse(d!, System.Globalization.CultureInfo.InvariantCulture) : DieAfterBytes ?? -1;
+            var etag = $"\"{Version}-{length}\"";
+            context.Response.Headers.ETag = etag;
+            context.Response.Headers.AcceptRanges = "bytes";
+            long from = 0, to = length - 1;
+            if (request.Headers.Range.ToString() is { Length: > 0 } range)
             {
-                var n = (int)Math.Min(buffer.Length, length - done);
-                if (dieAt >= 0 && done >= dieAt)
+                if (request.Headers.IfMatch.Count > 0 && request.Headers.IfMatch.ToString() != etag)
+                {
+                    context.Response.StatusCode = 412;
+                    return;
+                }
+
+                var spec = range["bytes=".Length..].Split('-');
+                from = long.Parse(spec[0], System.Globalization.CultureInfo.InvariantCulture);
+                if (spec[1].Length > 0)
+                {
+                    to = long.Parse(spec[1], System.Globalization.CultureInfo.InvariantCulture);
+                }
+
+                context.Response.StatusCode = 206;
+                context.Response.Headers.ContentRange = $"bytes {from}-{to}/{length}";
+            }
+
+            context.Response.ContentLength = to - from + 1;
+            var buffer = new byte[64 * 1024];
+            for (var done = from; done <= to;)
+            {
+                var n = (int)Math.Min(buffer.Length, to + 1 - done);
+                if (dieAt >= 0 && done - from >= dieAt)
                 {
                     await context.Response.Body.FlushAsync();
                     context.Abort();

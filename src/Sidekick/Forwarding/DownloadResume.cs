@@ -1,0 +1,177 @@
+using System.Net;
+using System.Net.Http.Headers;
+using Microsoft.AspNetCore.Http.Features;
+using Sidekick.Health;
+using Sidekick.Routing;
+using Sidekick.Topology;
+
+namespace Sidekick.Forwarding;
+
+/// <summary>
+/// Watches one GET so that, when its backend dies mid-body, the rest can be fetched from another backend
+/// with <c>Range: bytes=N-</c> and <c>If-Match: ETag</c> and appended to the client's stream. It counts the
+/// body bytes sent and holds back the forwarder's abort of the client connection until a resume has been
+/// tried; if the object changed (412) or no backend can continue, the client connection is aborted.
+/// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The counting stream wraps the response body, which the server owns and disposes.")]
+internal sealed class DownloadResume : IHttpRequestLifetimeFeature
+{
+    private readonly HttpContext _context;
+    private readonly IHttpRequestLifetimeFeature _inner;
+    private readonly CountingStream _body;
+    private bool _abortRequested;
+
+    private DownloadResume(HttpContext context, IHttpRequestLifetimeFeature inner)
+    {
+        _context = context;
+        _inner = inner;
+        _body = new CountingStream(context.Response.Body);
+        context.Response.Body = _body;
+        context.Features.Set<IHttpRequestLifetimeFeature>(this);
+    }
+
+    public CancellationToken RequestAborted
+    {
+        get => _inner.RequestAborted;
+        set => _inner.RequestAborted = value;
+    }
+
+    /// <summary>Body bytes sent to the client so far.</summary>
+    public long BytesSent => _body.Written;
+
+    /// <summary>Starts watching a plain GET (no client Range); null for every other request.</summary>
+    public static DownloadResume? Watch(HttpContext context)
+    {
+        var request = context.Request;
+        if (!HttpMethods.IsGet(request.Method) || request.Headers.ContainsKey("Range") ||
+            context.Features.Get<IHttpRequestLifetimeFeature>() is not { } lifetime)
+        {
+            return null;
+        }
+
+        return new DownloadResume(context, lifetime);
+    }
+
+    /// <summary>Deferred: the forwarder asks to abort; we decide after trying to resume.</summary>
+    public void Abort() => _abortRequested = true;
+
+    /// <summary>Aborts the client connection for real if the forwarder asked for it.</summary>
+    public void CompleteAbort()
+    {
+        if (_abortRequested)
+        {
+            _inner.Abort();
+        }
+    }
+
+    /// <summary>
+    /// Whether the response can be continued elsewhere: a 200 with a strong ETag and a known length, cut short.
+    /// </summary>
+    public bool TryGetResumePoint(out string etag, out long length)
+    {
+        var response = _context.Response;
+        etag = response.Headers.ETag.ToString();
+        length = response.ContentLength ?? -1;
+        return response.StatusCode == StatusCodes.Status200OK && etag.Length > 2 && etag[0] == '"' &&
+               length > 0 && BytesSent < length && !_context.RequestAborted.IsCancellationRequested;
+    }
+
+    /// <summary>
+    /// Fetches the remaining bytes from other backends until the body is complete. Returns false when the
+    /// response cannot be completed (no backend, object changed, attempts exhausted).
+    /// </summary>
+    public async Task<bool> ResumeAsync(Func<Site?> selectSite, IBalancer balancer, HealthProber health, int maxAttempts)
+    {
+        if (!TryGetResumePoint(out var etag, out var length))
+        {
+            return false;
+        }
+
+        var buffer = new byte[64 * 1024];
+        for (var attempt = 0; attempt < maxAttempts && BytesSent < length; attempt++)
+        {
+            var site = selectSite();
+            var backend = site is null ? null : balancer.Pick(site.Backends);
+            if (site is null || backend is null)
+            {
+                return false;
+            }
+
+            backend.BeginRequest();
+            try
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Get, backend.DestinationPrefix) { Version = HttpVersion.Version11 };
+                await SidekickTransformer.Instance.TransformRequestAsync(_context, request, backend.DestinationPrefix, _context.RequestAborted);
+                request.Headers.Range = new RangeHeaderValue(BytesSent, length - 1);
+                request.Headers.IfMatch.Clear();
+                request.Headers.TryAddWithoutValidation("If-Match", etag);
+                request.Headers.Remove("If-None-Match");
+                request.Headers.Remove("If-Modified-Since");
+
+                using var response = await site.Invoker.SendAsync(request, _context.RequestAborted);
+                var range = response.Content.Headers.ContentRange;
+                if (response.StatusCode != HttpStatusCode.PartialContent || range?.From != BytesSent || range.Length != length)
+                {
+                    // 412: the object changed; never stitch two versions together.
+                    return false;
+                }
+
+                await using var source = await response.Content.ReadAsStreamAsync(_context.RequestAborted);
+                int read;
+                while ((read = await source.ReadAsync(buffer, _context.RequestAborted)) > 0)
+                {
+                    await _body.WriteAsync(buffer.AsMemory(0, read), _context.RequestAborted);
+                }
+            }
+            catch (Exception ex) when (ex is HttpRequestException or IOException && !_context.RequestAborted.IsCancellationRequested)
+            {
+                health.ReportTransportFailure(backend, TransportErrors.Describe(ex));
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
+            }
+            finally
+            {
+                backend.EndRequest();
+            }
+        }
+
+        return BytesSent == length;
+    }
+
+    /// <summary>Passes writes through and counts them.</summary>
+    private sealed class CountingStream(Stream inner) : Stream
+    {
+        private long _written;
+
+        public long Written => Volatile.Read(ref _written);
+
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override void Flush() => inner.Flush();
+        public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+            inner.Write(buffer, offset, count);
+            _written += count;
+        }
+
+        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            await inner.WriteAsync(buffer, cancellationToken);
+            _written += buffer.Length;
+        }
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+    }
+}
