@@ -1,0 +1,96 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+
+namespace Sidekick.Tests.Infrastructure;
+
+/// <summary>
+/// A real S3 server (s3rver from npm) on a free loopback port. Several instances may share one data
+/// directory and then serve one store, which is how the tests put a load balancer in front of "S3 nodes".
+/// </summary>
+internal sealed partial class S3rverProcess : IAsyncDisposable
+{
+    public const string AccessKey = "S3RVER";
+    public const string SecretKey = "S3RVER";
+
+    private readonly Process _process;
+
+    private S3rverProcess(Process process, int port)
+    {
+        _process = process;
+        Port = port;
+    }
+
+    public int Port { get; }
+
+    public Uri Url => new($"http://127.0.0.1:{Port}");
+
+    public static async Task<S3rverProcess> StartAsync(string dataDirectory, params string[] buckets)
+    {
+        var script = Path.Combine(RepositoryRoot, "node_modules", "s3rver", "bin", "s3rver.js");
+        if (!File.Exists(script))
+        {
+            throw new InvalidOperationException($"s3rver is not installed: run 'npm ci' in the repository root (looked for {script})");
+        }
+
+        var start = new ProcessStartInfo("node")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var argument in new[] { script, "-d", dataDirectory, "-a", "127.0.0.1", "-p", "0", "--silent" })
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        foreach (var bucket in buckets)
+        {
+            start.ArgumentList.Add("--configure-bucket");
+            start.ArgumentList.Add(bucket);
+        }
+
+        var process = Process.Start(start)!;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while (await process.StandardOutput.ReadLineAsync(timeout.Token) is { } line)
+        {
+            var match = ListeningLine().Match(line);
+            if (match.Success)
+            {
+                return new S3rverProcess(process, int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+            }
+        }
+
+        throw new InvalidOperationException($"s3rver did not start: {await process.StandardError.ReadToEndAsync()}");
+    }
+
+    /// <summary>The folder holding package.json, found by walking up from the test binaries.</summary>
+    public static string RepositoryRoot
+    {
+        get
+        {
+            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            {
+                if (File.Exists(Path.Combine(dir.FullName, "package.json")) && File.Exists(Path.Combine(dir.FullName, "sidekick.slnx")))
+                {
+                    return dir.FullName;
+                }
+            }
+
+            throw new InvalidOperationException("repository root (sidekick.slnx) not found above the test binaries");
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+
+        _process.Dispose();
+    }
+
+    [GeneratedRegex(@"listening on 127\.0\.0\.1:(\d+)")]
+    private static partial Regex ListeningLine();
+}
