@@ -47,6 +47,8 @@ internal sealed record SidekickOptions
     // Retries
     /// <summary>Attempts per request when earlier ones provably did not reach a backend (1 = no retries).</summary>
     public int MaxAttempts { get; init; } = 3;
+    /// <summary>Largest idempotent request body (PUT, DELETE) buffered so it can be replayed elsewhere.</summary>
+    public long MaxReplayBytes { get; init; } = 1024 * 1024;
     /// <summary>Retries allowed as a share of recent requests.</summary>
     public double RetryBudgetRatio { get; init; } = 0.2;
     /// <summary>Retries always allowed per second, whatever the traffic.</summary>

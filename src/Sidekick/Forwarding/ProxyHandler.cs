@@ -41,6 +41,18 @@ internal sealed class ProxyHandler(
         }
 
         retries.Budget.OnRequest();
+        ReplayableBody? replayable;
+        try
+        {
+            replayable = await ReplayableBody.CaptureAsync(context, retries.MaxReplayBytes);
+        }
+        catch (IOException)
+        {
+            context.Response.StatusCode = StatusCodes.Status400BadRequest;
+            return;
+        }
+
+        using var _ = replayable;
         for (var attempt = 1; ; attempt++)
         {
             // Re-read the topology on every attempt: a failed backend was just marked down, so the balancer
@@ -59,9 +71,10 @@ internal sealed class ProxyHandler(
                 return;
             }
 
-            if (attempt < retries.MaxAttempts && CanRetry(context, failed.Value) && retries.Budget.TryWithdraw())
+            if (attempt < retries.MaxAttempts && CanRetry(context, failed.Value, replayable is not null) && retries.Budget.TryWithdraw())
             {
                 retries.Count.Add(1);
+                replayable?.Rewind();
                 context.Response.Clear();
                 continue;
             }
@@ -126,22 +139,30 @@ internal sealed class ProxyHandler(
     }
 
     /// <summary>
-    /// A retry is safe when nothing of the request can have reached the backend's application: the
-    /// connection was never made, or the request has no body and no response byte was sent.
+    /// A retry is safe when the connection was never made, or when the request is idempotent and its body
+    /// (if any) was buffered for replay, and no response byte was sent.
     /// </summary>
-    private static bool CanRetry(HttpContext context, FailedAttempt failed)
+    private static bool CanRetry(HttpContext context, FailedAttempt failed, bool bodyBuffered)
     {
-        if (failed.Error != ForwarderError.Request || context.WebSockets.IsWebSocketRequest)
+        if (failed.Error is not (ForwarderError.Request or ForwarderError.RequestBodyDestination) || context.WebSockets.IsWebSocketRequest)
         {
             return false;
         }
 
         var hasBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true;
-        return !hasBody || failed.Exception is HttpRequestException
+        if (bodyBuffered || (!hasBody && IsIdempotent(context.Request.Method)))
+        {
+            return true;
+        }
+
+        return failed.Error == ForwarderError.Request && failed.Exception is HttpRequestException
         {
             HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError,
         };
     }
+
+    private static bool IsIdempotent(string method) =>
+        !HttpMethods.IsPost(method) && !HttpMethods.IsPatch(method) && !HttpMethods.IsConnect(method);
 
     /// <summary>Errors that say the backend (not the client) failed at the transport level.</summary>
     private static bool IsBackendFault(ForwarderError error) => error is
@@ -160,9 +181,12 @@ internal sealed class ProxyHandler(
 }
 
 /// <summary>How many attempts a request may make and the budget that keeps retries from multiplying load.</summary>
-internal sealed class RetryPolicy(int maxAttempts, RetryBudget budget)
+internal sealed class RetryPolicy(int maxAttempts, long maxReplayBytes, RetryBudget budget)
 {
     public int MaxAttempts { get; } = maxAttempts;
+
+    /// <summary>Largest idempotent request body buffered so it can be replayed on another backend.</summary>
+    public long MaxReplayBytes { get; } = maxReplayBytes;
 
     public RetryBudget Budget { get; } = budget;
 

@@ -81,7 +81,7 @@ internal sealed class SidekickServer : IAsyncDisposable
 
         _app = builder.Build();
         var forwarder = _app.Services.GetRequiredService<IHttpForwarder>();
-        Retries = new RetryPolicy(options.MaxAttempts, new RetryBudget(options.RetryBudgetRatio, options.RetryBudgetMinPerSecond, time));
+        Retries = new RetryPolicy(options.MaxAttempts, options.MaxReplayBytes, new RetryBudget(options.RetryBudgetRatio, options.RetryBudgetMinPerSecond, time));
         Outliers = new OutlierDetector(
             new OutlierOptions(options.OutlierConsecutiveErrors, options.OutlierEjectionTime, options.OutlierMaxEjectionTime, options.OutlierMaxEjectionPercent),
             Topology);

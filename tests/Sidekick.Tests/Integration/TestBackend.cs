@@ -62,6 +62,22 @@ internal sealed class TestBackend : IAsyncDisposable
         }
     }
 
+    /// <summary>Stops at once, cutting every open connection (like kill -9 for the clients' point of view).</summary>
+    public async Task KillAsync()
+    {
+        if (_app is { } app)
+        {
+            _app = null;
+            using var now = new CancellationTokenSource();
+            await now.CancelAsync();
+            await app.StopAsync(now.Token);
+            await app.DisposeAsync();
+        }
+    }
+
+    /// <summary>Objects shared by every backend of one test, as a replicated object store would.</summary>
+    public ConcurrentDictionary<string, byte[]>? Store { get; set; }
+
     public ValueTask DisposeAsync() => new(StopAsync());
 
     /// <summary>Deterministic content for downloads, so a hash can be computed without storing the body.</summary>
@@ -174,6 +190,43 @@ internal sealed class TestBackend : IAsyncDisposable
                 done += n;
             }
 
+            return;
+        }
+
+        if (path.StartsWith("/obj/", StringComparison.Ordinal) && Store is { } store)
+        {
+            if (HttpMethods.IsPut(request.Method))
+            {
+                using var buffer = new MemoryStream();
+                await request.Body.CopyToAsync(buffer);
+                store[path] = buffer.ToArray();
+                return;
+            }
+
+            if (!store.TryGetValue(path, out var stored))
+            {
+                context.Response.StatusCode = 404;
+                return;
+            }
+
+            var etag = $"\"{Convert.ToHexString(SHA256.HashData(stored))[..16]}\"";
+            context.Response.Headers.ETag = etag;
+            long from = 0;
+            if (request.Headers.Range.ToString() is { Length: > 0 } range)
+            {
+                if (request.Headers.IfMatch.Count > 0 && request.Headers.IfMatch.ToString() != etag)
+                {
+                    context.Response.StatusCode = 412;
+                    return;
+                }
+
+                from = long.Parse(range["bytes=".Length..].Split('-')[0], System.Globalization.CultureInfo.InvariantCulture);
+                context.Response.StatusCode = 206;
+                context.Response.Headers.ContentRange = $"bytes {from}-{stored.Length - 1}/{stored.Length}";
+            }
+
+            context.Response.ContentLength = stored.Length - from;
+            await context.Response.Body.WriteAsync(stored.AsMemory((int)from));
             return;
         }
 

@@ -1,0 +1,145 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Security.Cryptography;
+using Xunit.Abstractions;
+
+namespace Sidekick.Tests.Integration;
+
+/// <summary>
+/// Backends are killed and restarted while several clients read and write. Nothing acknowledged may be
+/// lost and no GET may fail. The suite runs a short version; SIDEKICK_CHAOS_SECONDS makes it longer.
+/// </summary>
+public sealed class ChaosTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan Duration = TimeSpan.FromSeconds(
+        int.TryParse(Environment.GetEnvironmentVariable("SIDEKICK_CHAOS_SECONDS"), out var s) ? s : 12);
+
+    [Fact]
+    public Task Nodes_killed_one_at_a_time() => RunAsync(killWholeSite: false);
+
+    [Fact]
+    public Task Whole_first_site_killed() => RunAsync(killWholeSite: true);
+
+    private async Task RunAsync(bool killWholeSite)
+    {
+        var store = new ConcurrentDictionary<string, byte[]>();
+        var backends = new List<TestBackend>();
+        for (var i = 0; i < 4; i++)
+        {
+            var backend = await TestBackend.StartAsync($"n{i}");
+            backend.Store = store;
+            backends.Add(backend);
+        }
+
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMilliseconds(100) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, [backends[0], backends[1]], [backends[2], backends[3]]);
+        var acknowledged = new ConcurrentDictionary<string, string>();
+        var failedGets = 0;
+        var failedPuts = 0;
+        var gets = 0;
+        using var stop = new CancellationTokenSource(Duration);
+
+        // Seed a few objects so readers have something to read from the start.
+        for (var i = 0; i < 8; i++)
+        {
+            var body = RandomNumberGenerator.GetBytes(256 * 1024);
+            (await sidekick.Client.PutAsync($"/obj/seed{i}", new ByteArrayContent(body))).EnsureSuccessStatusCode();
+            acknowledged[$"/obj/seed{i}"] = Convert.ToHexString(SHA256.HashData(body));
+        }
+
+        async Task WriterAsync(int id)
+        {
+            for (var n = 0; !stop.IsCancellationRequested; n++)
+            {
+                var key = $"/obj/w{id}-{n}";
+                var body = RandomNumberGenerator.GetBytes(64 * 1024 + n);
+                try
+                {
+                    using var response = await sidekick.Client.PutAsync(key, new ByteArrayContent(body));
+                    if (response.StatusCode == HttpStatusCode.OK)
+                    {
+                        acknowledged[key] = Convert.ToHexString(SHA256.HashData(body));
+                    }
+                    else
+                    {
+                        Interlocked.Increment(ref failedPuts);
+                    }
+                }
+                catch (HttpRequestException)
+                {
+                    Interlocked.Increment(ref failedPuts);
+                }
+            }
+        }
+
+        async Task ReaderAsync()
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var keys = acknowledged.Keys.ToArray();
+                var key = keys[Random.Shared.Next(keys.Length)];
+                Interlocked.Increment(ref gets);
+                try
+                {
+                    var body = await sidekick.Client.GetByteArrayAsync(key);
+                    if (Convert.ToHexString(SHA256.HashData(body)) != acknowledged[key])
+                    {
+                        Interlocked.Increment(ref failedGets);
+                    }
+                }
+                catch (HttpRequestException)
+                {
+                    Interlocked.Increment(ref failedGets);
+                }
+            }
+        }
+
+        async Task ChaosAsync()
+        {
+            var kills = 0;
+            while (!stop.IsCancellationRequested)
+            {
+                var victims = killWholeSite ? backends.Take(2).ToList() : [backends[Random.Shared.Next(backends.Count)]];
+                foreach (var victim in victims)
+                {
+                    await victim.KillAsync();
+                    kills++;
+                }
+
+                await Task.Delay(700);
+                foreach (var victim in victims)
+                {
+                    await victim.RestartAsync();
+                }
+
+                await Task.Delay(900);
+            }
+
+            output.WriteLine($"kills: {kills}");
+        }
+
+        var work = new List<Task> { ChaosAsync() };
+        work.AddRange(Enumerable.Range(0, 3).Select(WriterAsync));
+        work.AddRange(Enumerable.Range(0, 4).Select(_ => ReaderAsync()));
+        await Task.WhenAll(work);
+
+        // Every acknowledged write is readable, byte for byte.
+        var lost = 0;
+        foreach (var (key, hash) in acknowledged)
+        {
+            var body = await sidekick.Client.GetByteArrayAsync(key);
+            lost += Convert.ToHexString(SHA256.HashData(body)) == hash ? 0 : 1;
+        }
+
+        output.WriteLine($"gets: {gets}, failed gets: {failedGets}, acknowledged puts: {acknowledged.Count}, " +
+                         $"failed puts: {failedPuts}, lost: {lost}, retries: {sidekick.Server.Retries.Count.Value}");
+        foreach (var backend in backends)
+        {
+            await backend.DisposeAsync();
+        }
+
+        Assert.Equal(0, failedGets);
+        Assert.Equal(0, lost);
+        Assert.True(gets > 100, $"only {gets} GETs ran");
+    }
+}
