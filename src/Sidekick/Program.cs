@@ -1,6 +1,8 @@
+using Sidekick.Hosting;
+
 namespace Sidekick;
 
 internal static class Program
 {
-    public static int Main(string[] args) => args.Length;
+    public static Task<int> Main(string[] args) => SidekickApp.RunAsync(args, Console.Out, Console.Error);
 }

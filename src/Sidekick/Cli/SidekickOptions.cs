@@ -8,8 +8,8 @@ internal sealed record SidekickOptions
 {
     public string Address { get; init; } = ":8080";
     public string HealthPath { get; init; } = "/";
-    /// <summary>Probe path for the last site only; defaults to <see cref="HealthPath"/>.</summary>
-    public string ReadHealthPath { get; init; } = "/";
+    /// <summary>Probe path for the last site only; empty means <see cref="HealthPath"/> (the parser resolves it).</summary>
+    public string ReadHealthPath { get; init; } = "";
     public int HealthPort { get; init; }
     public TimeSpan HealthDuration { get; init; } = TimeSpan.FromSeconds(5);
     public TimeSpan HealthTimeout { get; init; } = TimeSpan.FromSeconds(10);

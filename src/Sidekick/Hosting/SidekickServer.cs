@@ -145,7 +145,15 @@ internal sealed class SidekickServer : IAsyncDisposable
     {
         lock (_reloadGate)
         {
-            Topology.Publish(_builder.Build(_loadSites(), Topology.Current));
+            try
+            {
+                Topology.Publish(_builder.Build(_loadSites(), Topology.Current));
+            }
+            catch (FatalException ex)
+            {
+                // A reload that cannot be applied keeps the running topology.
+                Console.Error.WriteLine($"{_options.ProgramName}: reload failed, keeping the current sites: {ex.Message}");
+            }
         }
     }
 

@@ -1,0 +1,167 @@
+using System.Globalization;
+using System.Net;
+using Sidekick.Cli;
+
+namespace Sidekick.Topology;
+
+/// <summary>
+/// Turns SITE arguments into site definitions: comma separated pools, range expansion, endpoint validation
+/// and probe URLs. Errors are one clear line (exit 1) naming the offending value.
+/// </summary>
+internal static class SiteParser
+{
+    public static IReadOnlyList<SiteDefinition> Parse(
+        IReadOnlyList<string> siteArgs, string programName, string healthPath, string readHealthPath, int healthPort)
+    {
+        var sites = new SiteDefinition[siteArgs.Count];
+        for (var i = 0; i < siteArgs.Count; i++)
+        {
+            var number = i + 1;
+            // Upstream: the last SITE is the read-only failover site and uses the read health path.
+            var probePath = i == siteArgs.Count - 1 ? readHealthPath : healthPath;
+            var backends = new List<BackendDefinition>();
+            string? scheme = null;
+            foreach (var endpointText in ExpandSite(siteArgs[i]))
+            {
+                var endpoint = ParseEndpoint(endpointText, number, programName);
+                scheme ??= endpoint.Scheme;
+                if (endpoint.Scheme != scheme)
+                {
+                    throw new FatalException($"SITE {number} mixes http and https (\"{endpointText}\"): use one scheme for all endpoints of a site");
+                }
+
+                var text = endpointText.EndsWith('/') ? endpointText[..^1] : endpointText;
+                backends.Add(new BackendDefinition(endpoint, text, ProbeUri(endpoint, probePath, healthPort)));
+            }
+
+            sites[i] = new SiteDefinition(number, backends);
+        }
+
+        return sites;
+    }
+
+    /// <summary>Splits a SITE into pools and expands ranges (only when every pool has one, as upstream).</summary>
+    public static IReadOnlyList<string> ExpandSite(string site)
+    {
+        var items = site.Split(',');
+        if (!items.All(Ellipsis.HasEllipses))
+        {
+            return items;
+        }
+
+        return items.SelectMany(Ellipsis.Expand).ToArray();
+    }
+
+    private static Uri ParseEndpoint(string text, int site, string programName)
+    {
+        var hint = text.StartsWith('-') ? " (flags must come before the SITE arguments)" : "";
+        if (!text.Contains("://", StringComparison.Ordinal))
+        {
+            throw new FatalException($"missing host address \"{text}\" in SITE {site}{hint}, expected a URL such as http://minio1:9000; see '{programName} --help'");
+        }
+
+        var schemeEnd = text.IndexOf("://", StringComparison.Ordinal);
+        var scheme = text[..schemeEnd].ToLowerInvariant();
+        if (scheme is not ("http" or "https"))
+        {
+            throw new FatalException($"unexpected scheme \"{text[..schemeEnd]}\" in \"{text}\", should be http or https");
+        }
+
+        if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Host.Length == 0)
+        {
+            throw new FatalException($"missing or invalid host address in \"{text}\" (SITE {site}); expected e.g. http://minio1:9000");
+        }
+
+        if (uri.UserInfo.Length > 0 || uri.Query.Length > 0 || uri.Fragment.Length > 0)
+        {
+            // Upstream silently ignores them for traffic (probes would send them); better to say so.
+            throw new FatalException($"endpoint \"{text}\" must not carry credentials, a query or a fragment");
+        }
+
+        var authority = text[(schemeEnd + 3)..];
+        var slash = authority.IndexOf('/', StringComparison.Ordinal);
+        authority = slash < 0 ? authority : authority[..slash];
+        var portText = authority.StartsWith('[') ? authority[(authority.IndexOf(']', StringComparison.Ordinal) + 1)..] : authority[(authority.IndexOf(':', StringComparison.Ordinal) + 1)..];
+        if (authority.Contains(':', StringComparison.Ordinal) && !authority.EndsWith(']') &&
+            (!int.TryParse(portText.TrimStart(':'), NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535))
+        {
+            throw new FatalException($"invalid port in \"{text}\": must be a number in [1, 65535]");
+        }
+
+        if (uri.HostNameType == UriHostNameType.Dns && !IsValidHostName(uri.Host))
+        {
+            throw new FatalException($"invalid host name \"{uri.Host}\" in \"{text}\"");
+        }
+
+        return uri;
+    }
+
+    /// <summary>DNS-style labels; underscores are allowed on purpose (docker-compose service names use them).</summary>
+    private static bool IsValidHostName(string host)
+    {
+        var name = host.EndsWith('.') ? host[..^1] : host;
+        if (name.Length is 0 or > 253)
+        {
+            return false;
+        }
+
+        foreach (var label in name.Split('.'))
+        {
+            if (label.Length is 0 or > 63 || label[0] == '-' || label[^1] == '-' ||
+                !label.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>Endpoint path + health path (cleaned), with the port replaced by --health-port when set.</summary>
+    public static Uri ProbeUri(Uri endpoint, string healthPath, int healthPort)
+    {
+        var builder = new UriBuilder(endpoint) { Query = string.Empty };
+        var queryStart = healthPath.IndexOf('?', StringComparison.Ordinal);
+        var path = queryStart < 0 ? healthPath : healthPath[..queryStart];
+        builder.Path = CleanPath(endpoint.AbsolutePath.TrimEnd('/') + (path.StartsWith('/') ? path : "/" + path));
+        if (queryStart >= 0)
+        {
+            builder.Query = healthPath[(queryStart + 1)..];
+        }
+
+        if (healthPort != 0)
+        {
+            builder.Port = healthPort;
+        }
+
+        return builder.Uri;
+    }
+
+    private static string CleanPath(string path)
+    {
+        var trailing = path.Length > 1 && path.EndsWith('/');
+        var parts = new List<string>();
+        foreach (var part in path.Split('/'))
+        {
+            if (part is "" or ".")
+            {
+                continue;
+            }
+
+            if (part == "..")
+            {
+                if (parts.Count > 0)
+                {
+                    parts.RemoveAt(parts.Count - 1);
+                }
+
+                continue;
+            }
+
+            parts.Add(part);
+        }
+
+        var cleaned = "/" + string.Join('/', parts);
+        return trailing && cleaned != "/" ? cleaned + "/" : cleaned;
+    }
+}
