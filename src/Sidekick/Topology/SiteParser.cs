@@ -67,6 +67,17 @@ internal static class SiteParser
             throw new FatalException($"unexpected scheme \"{text[..schemeEnd]}\" in \"{text}\", should be http or https");
         }
 
+        var authority = text[(schemeEnd + 3)..];
+        var slash = authority.IndexOf('/', StringComparison.Ordinal);
+        authority = slash < 0 ? authority : authority[..slash];
+        authority = authority[(authority.LastIndexOf('@') + 1)..];
+        var portText = authority.StartsWith('[') ? authority[(authority.IndexOf(']', StringComparison.Ordinal) + 1)..] : authority[(authority.IndexOf(':', StringComparison.Ordinal) + 1)..];
+        if (authority.Contains(':', StringComparison.Ordinal) && !authority.EndsWith(']') &&
+            (!int.TryParse(portText.TrimStart(':'), NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535))
+        {
+            throw new FatalException($"invalid port in \"{text}\": must be a number in [1, 65535]");
+        }
+
         if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Host.Length == 0)
         {
             throw new FatalException($"missing or invalid host address in \"{text}\" (SITE {site}); expected e.g. http://minio1:9000");
@@ -76,16 +87,6 @@ internal static class SiteParser
         {
             // Upstream silently ignores them for traffic (probes would send them); better to say so.
             throw new FatalException($"endpoint \"{text}\" must not carry credentials, a query or a fragment");
-        }
-
-        var authority = text[(schemeEnd + 3)..];
-        var slash = authority.IndexOf('/', StringComparison.Ordinal);
-        authority = slash < 0 ? authority : authority[..slash];
-        var portText = authority.StartsWith('[') ? authority[(authority.IndexOf(']', StringComparison.Ordinal) + 1)..] : authority[(authority.IndexOf(':', StringComparison.Ordinal) + 1)..];
-        if (authority.Contains(':', StringComparison.Ordinal) && !authority.EndsWith(']') &&
-            (!int.TryParse(portText.TrimStart(':'), NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535))
-        {
-            throw new FatalException($"invalid port in \"{text}\": must be a number in [1, 65535]");
         }
 
         if (uri.HostNameType == UriHostNameType.Dns && !IsValidHostName(uri.Host))

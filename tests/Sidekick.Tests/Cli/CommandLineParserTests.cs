@@ -1,0 +1,138 @@
+using Sidekick.Cli;
+
+namespace Sidekick.Tests.Cli;
+
+public sealed class CommandLineParserTests
+{
+    private static SidekickOptions Run(params string[] args) =>
+        Assert.IsType<CommandLineResult.Run>(CommandLineParser.Parse("sidekick", args)).Options;
+
+    private static string Usage(params string[] args) =>
+        Assert.Throws<UsageException>(() => CommandLineParser.Parse("sidekick", args)).Message;
+
+    [Fact]
+    public void Defaults_match_upstream()
+    {
+        var o = Run("http://minio{1...4}:9000");
+        Assert.Equal(":8080", o.Address);
+        Assert.Equal("/", o.HealthPath);
+        Assert.Equal("/", o.ReadHealthPath);
+        Assert.Equal(TimeSpan.FromSeconds(5), o.HealthDuration);
+        Assert.Equal(TimeSpan.FromSeconds(10), o.HealthTimeout);
+        Assert.Equal(TimeSpan.FromMinutes(10), o.DnsTtl);
+        Assert.Equal("least", o.HostBalance);
+        Assert.Equal("all", o.Trace);
+        Assert.False(o.TraceExplicit);
+        Assert.Equal("1.3", o.TlsMax);
+        Assert.Equal(["http://minio{1...4}:9000"], o.Sites);
+    }
+
+    [Theory]
+    [InlineData("--address", ":8000")]
+    [InlineData("-address", ":8000")]
+    [InlineData("-a", ":8000")]
+    [InlineData("--a", ":8000")]
+    public void Every_spelling_of_a_value_flag_works(string flag, string value)
+    {
+        Assert.Equal(value, Run(flag, value, "http://x:1").Address);
+        Assert.Equal(value, Run($"{flag}={value}", "http://x:1").Address);
+    }
+
+    [Fact]
+    public void Health_paths_are_normalized_and_read_path_defaults_to_health_path()
+    {
+        var o = Run("--health-path", "minio/health/ready", "http://x:1");
+        Assert.Equal("/minio/health/ready", o.HealthPath);
+        Assert.Equal("/minio/health/ready", o.ReadHealthPath);
+        Assert.Equal("/r", Run("-p", "/a", "-r", "r", "http://x:1").ReadHealthPath);
+    }
+
+    [Theory]
+    [InlineData("--insecure", true)]
+    [InlineData("-i", true)]
+    [InlineData("--insecure=true", true)]
+    [InlineData("--insecure=1", true)]
+    [InlineData("--insecure=T", true)]
+    [InlineData("--insecure=false", false)]
+    [InlineData("--insecure=0", false)]
+    [InlineData("--insecure=FALSE", false)]
+    public void Boolean_spellings(string arg, bool expected) => Assert.Equal(expected, Run(arg, "http://x:1").Insecure);
+
+    [Fact]
+    public void A_boolean_never_takes_the_next_argument()
+    {
+        // Go flag semantics: "false" is the first positional, so it becomes a SITE.
+        var o = Run("--insecure", "false", "http://x:1");
+        Assert.True(o.Insecure);
+        Assert.Equal(["false", "http://x:1"], o.Sites);
+    }
+
+    [Fact]
+    public void Parsing_stops_at_the_first_site()
+    {
+        var o = Run("http://a:9000", "--log");
+        Assert.False(o.Log);
+        Assert.Equal(["http://a:9000", "--log"], o.Sites);
+        Assert.Equal(["--x"], Run("--", "--x").Sites);
+    }
+
+    [Theory]
+    [InlineData("5s", 5)]
+    [InlineData("1m30s", 90)]
+    public void Durations_use_go_syntax(string text, int seconds) =>
+        Assert.Equal(TimeSpan.FromSeconds(seconds), Run("-d", text, "http://x:1").HealthDuration);
+
+    [Fact]
+    public void Go_integer_literals() =>
+        Assert.Equal(0x1F, Run("--health-port", "0x1F", "http://x:1").HealthPort);
+
+    [Fact]
+    public void Status_codes_repeat_and_accept_lists() =>
+        Assert.Equal([500, 502, 503], Run("--status-code", "500", "--status-code=502,503", "http://x:1").StatusCodes);
+
+    [Fact]
+    public void Last_value_wins_for_repeated_flags() =>
+        Assert.Equal(":2", Run("--address", ":1", "--address", ":2", "http://x:1").Address);
+
+    [Theory]
+    [InlineData("flag provided but not defined: -foo", "--foo", "http://x:1")]
+    [InlineData("flag needs an argument: -address", "--address")]
+    [InlineData("cannot use two forms of the same flag: -address and -a", "--address", ":1", "-a", ":2", "http://x:1")]
+    [InlineData("invalid value \"5\" for flag -health-duration", "--health-duration", "5", "http://x:1")]
+    [InlineData("invalid --health-duration \"0s\"", "--health-duration", "0", "http://x:1")]
+    [InlineData("invalid --health-timeout \"-1s\"", "--health-timeout=-1s", "http://x:1")]
+    [InlineData("invalid --dns-ttl \"0s\"", "--dns-ttl=0s", "http://x:1")]
+    [InlineData("invalid health check port \"65536\"", "--health-port", "65536", "http://x:1")]
+    [InlineData("invalid --host-balance \"foo\"", "--host-balance", "foo", "http://x:1")]
+    [InlineData("invalid --trace \"everything\"", "--trace", "everything", "http://x:1")]
+    [InlineData("invalid TLS max version specified '1.1'", "--tls-max", "1.1", "http://x:1")]
+    [InlineData("invalid boolean value \"yes\" for -insecure", "--insecure=yes", "http://x:1")]
+    [InlineData("invalid value \"5xx\" for flag -status-code", "--status-code", "5xx", "http://x:1")]
+    [InlineData("no SITE given", "--log")]
+    public void Usage_errors_name_the_value(string expected, params string[] args) =>
+        Assert.Contains(expected, Usage(args), StringComparison.Ordinal);
+
+    [Fact]
+    public void Help_wins_over_version_and_lists_every_visible_flag()
+    {
+        var help = Assert.IsType<CommandLineResult.ShowText>(CommandLineParser.Parse("sidekick", ["-v", "-h"])).Text;
+        foreach (var flag in Flags.All.Where(f => !f.Hidden))
+        {
+            Assert.Contains("--" + flag.Names[0], help, StringComparison.Ordinal);
+        }
+
+        Assert.DoesNotContain("tls-max", help, StringComparison.Ordinal);
+        Assert.Contains("SITE:", help, StringComparison.Ordinal);
+        Assert.Contains("http://minio{1...4}:9000", help, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Version_prints_program_and_version() =>
+        Assert.StartsWith("./sidekick version ", Assert.IsType<CommandLineResult.ShowText>(CommandLineParser.Parse("./sidekick", ["--version"])).Text, StringComparison.Ordinal);
+
+    [Fact]
+    public void Empty_host_balance_means_least() => Assert.Equal("least", Run("--host-balance=", "http://x:1").HostBalance);
+
+    [Fact]
+    public void Trace_given_explicitly_is_remembered() => Assert.True(Run("--trace=all", "http://x:1").TraceExplicit);
+}
