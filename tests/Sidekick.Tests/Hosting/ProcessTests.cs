@@ -1,0 +1,91 @@
+using System.Net;
+using System.Net.Sockets;
+using Sidekick.Tests.Infrastructure;
+using Sidekick.Tests.Integration;
+
+namespace Sidekick.Tests.Hosting;
+
+/// <summary>The built program, run as a process: exit codes, messages, signals.</summary>
+public sealed class ProcessTests
+{
+    [Theory]
+    [InlineData(2, "flag provided but not defined: -nope", "--nope", "http://x:1")]
+    [InlineData(2, "no SITE given")]
+    [InlineData(2, "invalid --health-duration \"0s\"", "--health-duration", "0s", "http://x:1")]
+    [InlineData(2, "invalid value \"5\" for flag -d", "-d", "5", "http://x:1")]
+    [InlineData(1, "unexpected scheme \"ftp\"", "ftp://x:1")]
+    [InlineData(1, "flags must come before the SITE arguments", "http://x:1", "--log")]
+    public async Task Mistakes_are_one_line_and_a_nonzero_exit(int code, string message, params string[] args)
+    {
+        var (exitCode, stdout, stderr) = await SidekickProcess.RunAsync(args);
+        Assert.Equal(code, exitCode);
+        Assert.Contains(message, stderr, StringComparison.Ordinal);
+        Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, stdout.Trim());
+    }
+
+    [Fact]
+    public async Task Help_and_version_exit_zero()
+    {
+        var help = await SidekickProcess.RunAsync("--help");
+        Assert.Equal(0, help.ExitCode);
+        Assert.Contains("USAGE:", help.Stdout, StringComparison.Ordinal);
+        var version = await SidekickProcess.RunAsync("--version");
+        Assert.Equal(0, version.ExitCode);
+        Assert.Contains(" version ", version.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_busy_port_is_a_fatal_one_liner()
+    {
+        using var blocker = new TcpListener(IPAddress.Loopback, 0);
+        blocker.Start();
+        var port = ((IPEndPoint)blocker.LocalEndpoint).Port;
+        var (exitCode, _, stderr) = await SidekickProcess.RunAsync("--address", $"127.0.0.1:{port}", "http://127.0.0.1:1");
+        Assert.Equal(1, exitCode);
+        Assert.Contains($"unable to listen on \"127.0.0.1:{port}\"", stderr, StringComparison.Ordinal);
+        Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
+
+    [Fact]
+    public async Task Sigterm_drains_in_flight_requests_and_exits_zero()
+    {
+        await using var backend = await TestBackend.StartAsync("a");
+        var port = SidekickProcess.FreePort();
+        await using var sidekick = SidekickProcess.Start("--address", $"127.0.0.1:{port}", "--health-path", "/health", "--trace", "", backend.Url.ToString());
+        await sidekick.WaitForHealthAsync(port);
+
+        using var client = new HttpClient();
+        var slow = client.GetStringAsync($"http://127.0.0.1:{port}/slow?ms=2000");
+        await Task.Delay(500);
+        sidekick.Signal("TERM");
+        Assert.Equal("a", await slow);
+        await sidekick.Process.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
+        Assert.Equal(0, sidekick.Process.ExitCode);
+    }
+
+    [Fact]
+    public async Task Sighup_reloads_without_a_single_failed_request()
+    {
+        await using var backend = await TestBackend.StartAsync("a");
+        var port = SidekickProcess.FreePort();
+        await using var sidekick = SidekickProcess.Start("--address", $"127.0.0.1:{port}", "--health-path", "/health", "--trace", "", backend.Url.ToString());
+        await sidekick.WaitForHealthAsync(port);
+
+        using var client = new HttpClient();
+        var failures = 0;
+        for (var i = 0; i < 20; i++)
+        {
+            sidekick.Signal("HUP");
+            for (var j = 0; j < 10; j++)
+            {
+                using var response = await client.GetAsync($"http://127.0.0.1:{port}/x");
+                failures += response.IsSuccessStatusCode ? 0 : 1;
+            }
+        }
+
+        Assert.Equal(0, failures);
+        Assert.False(sidekick.Process.HasExited);
+    }
+}

@@ -1,0 +1,104 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace Sidekick.Tests.Infrastructure;
+
+/// <summary>The built sidekick program run as a real process, as an operator would run it.</summary>
+internal sealed class SidekickProcess : IAsyncDisposable
+{
+    private readonly StringBuilder _stdout = new();
+    private readonly StringBuilder _stderr = new();
+
+    private SidekickProcess(Process process)
+    {
+        Process = process;
+        process.OutputDataReceived += (_, e) => { lock (_stdout) { _stdout.AppendLine(e.Data); } };
+        process.ErrorDataReceived += (_, e) => { lock (_stderr) { _stderr.AppendLine(e.Data); } };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+    }
+
+    public Process Process { get; }
+
+    public string Stdout { get { lock (_stdout) { return _stdout.ToString(); } } }
+
+    public string Stderr { get { lock (_stderr) { return _stderr.ToString(); } } }
+
+    public static SidekickProcess Start(params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "sidekick.dll"));
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        return new SidekickProcess(Process.Start(start)!);
+    }
+
+    /// <summary>Runs to completion and returns the exit code.</summary>
+    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(params string[] args)
+    {
+        await using var process = Start(args);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.Process.WaitForExitAsync(timeout.Token);
+        process.Process.WaitForExit(); // flush the async readers
+        return (process.Process.ExitCode, process.Stdout, process.Stderr);
+    }
+
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    public void Signal(string name)
+    {
+        using var kill = System.Diagnostics.Process.Start("kill", ["-" + name, Process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        kill.WaitForExit();
+    }
+
+    public async Task WaitForHealthAsync(int port)
+    {
+        using var client = new HttpClient();
+        var deadline = Environment.TickCount64 + 30000;
+        while (Environment.TickCount64 < deadline)
+        {
+            try
+            {
+                using var response = await client.GetAsync($"http://127.0.0.1:{port}/v1/health");
+                if (response.IsSuccessStatusCode)
+                {
+                    return;
+                }
+            }
+            catch (HttpRequestException)
+            {
+            }
+
+            await Task.Delay(50);
+        }
+
+        throw new TimeoutException($"sidekick did not become healthy; stderr: {Stderr}");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!Process.HasExited)
+        {
+            Process.Kill(entireProcessTree: true);
+            await Process.WaitForExitAsync();
+        }
+
+        Process.Dispose();
+    }
+}
