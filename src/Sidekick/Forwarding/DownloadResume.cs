@@ -9,24 +9,22 @@ namespace Sidekick.Forwarding;
 
 /// <summary>
 /// Watches one GET so that, when its backend dies mid-body, the rest can be fetched from another backend
-/// with <c>Range: bytes=N-</c> and <c>If-Match: ETag</c> and appended to the client's stream. It counts the
-/// body bytes sent and holds back the forwarder's abort of the client connection until a resume has been
+/// with <c>Range: bytes=N-</c> and <c>If-Match: ETag</c> and appended to the client's stream. It reads the
+/// body bytes sent from the exchange meter and holds back the forwarder's abort of the client connection until a resume has been
 /// tried; if the object changed (412) or no backend can continue, the client connection is aborted.
 /// </summary>
-[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The counting stream wraps the response body, which the server owns and disposes.")]
 internal sealed class DownloadResume : IHttpRequestLifetimeFeature
 {
     private readonly HttpContext _context;
     private readonly IHttpRequestLifetimeFeature _inner;
-    private readonly CountingStream _body;
+    private readonly ExchangeMeter _meter;
     private bool _abortRequested;
 
-    private DownloadResume(HttpContext context, IHttpRequestLifetimeFeature inner)
+    private DownloadResume(HttpContext context, IHttpRequestLifetimeFeature inner, ExchangeMeter meter)
     {
         _context = context;
         _inner = inner;
-        _body = new CountingStream(context.Response.Body);
-        context.Response.Body = _body;
+        _meter = meter;
         context.Features.Set<IHttpRequestLifetimeFeature>(this);
     }
 
@@ -37,10 +35,10 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
     }
 
     /// <summary>Body bytes sent to the client so far.</summary>
-    public long BytesSent => _body.Written;
+    public long BytesSent => _meter.ResponseBodyBytes;
 
     /// <summary>Starts watching a plain GET (no client Range); null for every other request.</summary>
-    public static DownloadResume? Watch(HttpContext context)
+    public static DownloadResume? Watch(HttpContext context, ExchangeMeter meter)
     {
         var request = context.Request;
         if (!HttpMethods.IsGet(request.Method) || request.Headers.ContainsKey("Range") ||
@@ -49,7 +47,7 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
             return null;
         }
 
-        return new DownloadResume(context, lifetime);
+        return new DownloadResume(context, lifetime, meter);
     }
 
     /// <summary>Deferred: the forwarder asks to abort; we decide after trying to resume.</summary>
@@ -120,7 +118,8 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
                 int read;
                 while ((read = await source.ReadAsync(buffer, _context.RequestAborted)) > 0)
                 {
-                    await _body.WriteAsync(buffer.AsMemory(0, read), _context.RequestAborted);
+                    // Through the response body (the meter's stream), so the bytes are counted.
+                    await _context.Response.Body.WriteAsync(buffer.AsMemory(0, read), _context.RequestAborted);
                 }
             }
             catch (Exception ex) when (ex is HttpRequestException or IOException && !_context.RequestAborted.IsCancellationRequested)
@@ -138,40 +137,5 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
         }
 
         return BytesSent == length;
-    }
-
-    /// <summary>Passes writes through and counts them.</summary>
-    private sealed class CountingStream(Stream inner) : Stream
-    {
-        private long _written;
-
-        public long Written => Volatile.Read(ref _written);
-
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-        public override void Flush() => inner.Flush();
-        public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        public override void Write(byte[] buffer, int offset, int count)
-        {
-            inner.Write(buffer, offset, count);
-            _written += count;
-        }
-
-        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
-        {
-            await inner.WriteAsync(buffer, cancellationToken);
-            _written += buffer.Length;
-        }
-
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
     }
 }

@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.AspNetCore.Http.Features;
 using Sidekick.Health;
+using Sidekick.Observability;
 using Sidekick.Routing;
 using Sidekick.Topology;
 using Yarp.ReverseProxy.Forwarder;
@@ -20,6 +21,7 @@ internal sealed class ProxyHandler(
     OutlierDetector outliers,
     RetryPolicy retries,
     long failbackHoldDownMilliseconds,
+    TraceSink trace,
     TimeProvider time)
 {
     private static readonly ForwarderRequestConfig RequestConfig = new()
@@ -41,6 +43,7 @@ internal sealed class ProxyHandler(
         }
 
         retries.Budget.OnRequest();
+        context.Response.Headers.Server = "SideKick";
         ReplayableBody? replayable;
         try
         {
@@ -53,6 +56,8 @@ internal sealed class ProxyHandler(
         }
 
         using var _ = replayable;
+        var meter = new ExchangeMeter(context, time, trace.WantsHeaders);
+        var resume = DownloadResume.Watch(context, meter);
         for (var attempt = 1; ; attempt++)
         {
             // Re-read the topology on every attempt: a failed backend was just marked down, so the balancer
@@ -65,7 +70,7 @@ internal sealed class ProxyHandler(
                 return;
             }
 
-            var failed = await ForwardOnceAsync(context, site, backend);
+            var failed = await ForwardOnceAsync(context, site, backend, meter, resume);
             if (failed is null)
             {
                 return;
@@ -92,11 +97,10 @@ internal sealed class ProxyHandler(
     }
 
     /// <summary>Forwards once; returns null when the exchange is over (answered, aborted or the client left).</summary>
-    private async Task<FailedAttempt?> ForwardOnceAsync(HttpContext context, Site site, Backend backend)
+    private async Task<FailedAttempt?> ForwardOnceAsync(
+        HttpContext context, Site site, Backend backend, ExchangeMeter meter, DownloadResume? resume)
     {
-        context.Response.Headers.Server = "SideKick";
         var started = time.GetTimestamp();
-        var resume = DownloadResume.Watch(context);
         backend.BeginRequest();
         try
         {
@@ -134,8 +138,45 @@ internal sealed class ProxyHandler(
         finally
         {
             backend.EndRequest();
-            backend.Stats.RecordCall(context.Response.StatusCode, time.GetElapsedTime(started), 0, 0);
+            Account(context, backend, meter, started);
         }
+    }
+
+    /// <summary>Statistics always; a trace record only when something will print it.</summary>
+    private void Account(HttpContext context, Backend backend, ExchangeMeter meter, long started)
+    {
+        var latency = time.GetElapsedTime(started);
+        var status = context.Response.StatusCode;
+        var rx = meter.RequestBodyBytes + ExchangeMeter.RequestHeaderBytes(context.Request);
+        var tx = meter.ResponseBodyBytes + ExchangeMeter.ResponseHeaderBytes(context.Response);
+        backend.Stats.RecordCall(status, latency, rx, tx);
+        backend.Stats.RecordRequestDuration(latency);
+        if (!trace.Enabled)
+        {
+            return;
+        }
+
+        var request = context.Request;
+        var firstByte = meter.FirstByteTimestamp;
+        trace.Write(new TraceRecord
+        {
+            IsProbe = false,
+            Host = backend.Name,
+            Time = time.GetUtcNow().UtcDateTime,
+            Client = TraceSink.ClientOf(context),
+            Rx = rx,
+            Tx = tx,
+            Latency = latency,
+            TimeToFirstByte = firstByte == 0 ? TimeSpan.Zero : time.GetElapsedTime(started, firstByte),
+            StatusCode = status,
+            Method = request.Method,
+            Path = request.Path.Value ?? "/",
+            Query = request.QueryString.HasValue ? request.QueryString.Value![1..] : "",
+            ProbeUrl = backend.Definition.ProbeUri.ToString(),
+            RequestHeaders = trace.WantsHeaders ? TraceSink.Capture(request.Headers) : null,
+            ResponseHeaders = trace.WantsHeaders ? TraceSink.Capture(context.Response.Headers) : null,
+            ResponseBody = meter.CapturedErrorBody,
+        });
     }
 
     /// <summary>

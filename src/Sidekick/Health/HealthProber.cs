@@ -51,6 +51,7 @@ internal sealed class HealthProber : IDisposable
         var started = _time.GetUtcNow();
         var startTimestamp = _time.GetTimestamp();
         ProbeResult result;
+        var failure = ProbeFailureKind.Other;
         using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
         {
             timeout.CancelAfter(_options.Timeout);
@@ -68,16 +69,19 @@ internal sealed class HealthProber : IDisposable
                 var healthy = status == 200;
                 result = new ProbeResult(started, healthy, status, _time.GetElapsedTime(startTimestamp),
                     healthy ? null : $"response status {status}");
+                failure = ProbeFailureKind.Status;
             }
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
             {
                 result = new ProbeResult(started, false, null, _time.GetElapsedTime(startTimestamp),
                     $"probe {backend.Definition.ProbeUri} timed out after {_options.Timeout.TotalSeconds:0.###}s");
+                failure = ProbeFailureKind.Timeout;
             }
             catch (Exception ex) when (ex is HttpRequestException or IOException)
             {
                 result = new ProbeResult(started, false, null, _time.GetElapsedTime(startTimestamp),
                     $"probe {backend.Definition.ProbeUri} failed: {TransportErrors.Describe(ex)}");
+                failure = TransportErrors.Classify(ex);
             }
         }
 
@@ -93,7 +97,7 @@ internal sealed class HealthProber : IDisposable
         }
         else
         {
-            backend.Stats.RecordHealthError();
+            backend.Stats.RecordHealthError(failure);
             backend.MarkDown(result.Error!);
         }
 

@@ -1,11 +1,31 @@
 using System.Net.Sockets;
 using System.Security.Authentication;
+using Sidekick.Topology;
 
 namespace Sidekick.Health;
 
 /// <summary>Short, operator-readable descriptions of transport failures (no stack traces, no nesting noise).</summary>
 internal static class TransportErrors
 {
+    public static ProbeFailureKind Classify(Exception exception)
+    {
+        for (var current = exception; current is not null; current = current.InnerException)
+        {
+            switch (current)
+            {
+                case SocketException { SocketErrorCode: SocketError.ConnectionRefused }:
+                    return ProbeFailureKind.Refused;
+                case SocketException { SocketErrorCode: SocketError.TimedOut }:
+                case TimeoutException:
+                    return ProbeFailureKind.Timeout;
+                case AuthenticationException:
+                    return ProbeFailureKind.Tls;
+            }
+        }
+
+        return ProbeFailureKind.Other;
+    }
+
     public static string Describe(Exception exception)
     {
         for (var current = exception; current is not null; current = current.InnerException)

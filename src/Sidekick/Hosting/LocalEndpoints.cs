@@ -1,4 +1,5 @@
 using Sidekick.Forwarding;
+using Sidekick.Observability;
 using Sidekick.Topology;
 
 namespace Sidekick.Hosting;
@@ -7,8 +8,9 @@ namespace Sidekick.Hosting;
 /// Paths sidekick answers itself instead of proxying. Matching is exact and cheap; everything else is
 /// proxied untouched.
 /// </summary>
-internal sealed class LocalEndpoints(TopologyStore topology, Func<string?> certificatePem)
+internal sealed class LocalEndpoints(TopologyStore topology, Func<string?> certificatePem, PrometheusExporter metrics)
 {
+    public const string MetricsPath = "/.prometheus/metrics";
     public const string HealthPath = "/v1/health";
     public const string CertificatesPath = "/v1/certificates";
 
@@ -19,6 +21,19 @@ internal sealed class LocalEndpoints(TopologyStore topology, Func<string?> certi
         if (path == HealthPath)
         {
             handled = Health(context);
+            return true;
+        }
+
+        if (path == MetricsPath)
+        {
+            context.Response.ContentType = PrometheusExporter.ContentType;
+            handled = context.Response.WriteAsync(metrics.Render());
+            return true;
+        }
+
+        if (path == StateEndpoint.Path && HttpMethods.IsGet(context.Request.Method))
+        {
+            handled = StateEndpoint.WriteAsync(context, topology.Current);
             return true;
         }
 

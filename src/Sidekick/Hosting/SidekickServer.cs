@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Sidekick.Cli;
 using Sidekick.Forwarding;
 using Sidekick.Health;
+using Sidekick.Observability;
 using Sidekick.Routing;
 using Sidekick.Topology;
 using Yarp.ReverseProxy.Forwarder;
@@ -23,19 +24,33 @@ internal sealed class SidekickServer : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly TopologyBuilder _builder;
     private readonly Lock _reloadGate = new();
+    private readonly ConsoleMode _mode;
+    private readonly TextWriter _stdout;
+    private readonly StateLog? _stateLog;
+    private readonly CancellationTokenSource _stopping = new();
     private PosixSignalRegistration? _sighup;
+    private Task _table = Task.CompletedTask;
+    private long _ejections;
 
     private SidekickServer(SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickServerHooks hooks)
     {
         _options = options;
         _loadSites = loadSites;
         var time = hooks.Time ?? TimeProvider.System;
+        _stdout = hooks.Stdout ?? Console.Out;
+        _mode = ConsoleMode.From(options, hooks.StdoutIsTerminal ?? !Console.IsOutputRedirected);
+        Output = new OutputQueue(_stdout);
         Topology = new TopologyStore();
+        Sites = new SiteWatch(Topology);
+        Trace = new TraceSink(options, _mode, Output);
+        _stateLog = options.Log && !options.Quiet ? new StateLog(_mode, Output) : null;
+        Topology.Changed += OnTopologyChanged;
         _builder = new TopologyBuilder(new BackendTransportFactory(hooks.BackendTls, hooks.Connect), time);
         Prober = new HealthProber(
             new HealthProberOptions(options.HealthDuration, options.HealthTimeout, options.HealthOptimistic,
                 CountProbesInStats: options.Trace != "application"),
             Topology, time, hooks.Random ?? new Random());
+        Prober.ProbeCompleted += Trace.OnProbe;
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
@@ -77,6 +92,23 @@ internal sealed class SidekickServer : IAsyncDisposable
             {
                 kestrel.ListenAnyIP(address.Port, Configure);
             }
+
+            if (options.Pprof is { Length: > 0 } pprof)
+            {
+                // The diagnostics listener is plain HTTP on its own address; requests to it never reach the proxy.
+                var diagnostics = ListenAddress.Parse(pprof);
+                void Plain(ListenOptions listen) => listen.Protocols = HttpProtocols.Http1;
+                if (diagnostics.BindAddress is { } diagnosticsIp)
+                {
+                    kestrel.Listen(diagnosticsIp, diagnostics.Port, Plain);
+                }
+                else
+                {
+                    kestrel.ListenAnyIP(diagnostics.Port, Plain);
+                }
+
+                _diagnosticsPort = diagnostics.Port;
+            }
         });
 
         _app = builder.Build();
@@ -85,10 +117,21 @@ internal sealed class SidekickServer : IAsyncDisposable
         Outliers = new OutlierDetector(
             new OutlierOptions(options.OutlierConsecutiveErrors, options.OutlierEjectionTime, options.OutlierMaxEjectionTime, options.OutlierMaxEjectionPercent),
             Topology);
+        Outliers.Ejected += (_, _) => Interlocked.Increment(ref _ejections);
         Proxy = new ProxyHandler(Topology, Balancers.Create(options.HostBalance, options.SlowStart), forwarder, Prober, Outliers, Retries,
-            (long)options.FailbackHoldDown.TotalMilliseconds, time);
-        var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null));
-        _app.Run(context => local.TryHandle(context, out var handled) ? handled : Proxy.ForwardAsync(context));
+            (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time);
+        Meter = new SidekickMeter(Topology, Sites, Retries);
+        var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped);
+        var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null), metrics);
+        _app.Run(context =>
+        {
+            if (_diagnosticsPort is { } port && context.Connection.LocalPort == port)
+            {
+                return DiagnosticsEndpoints.HandleAsync(context);
+            }
+
+            return local.TryHandle(context, out var handled) ? handled : Proxy.ForwardAsync(context);
+        });
     }
 
     public TopologyStore Topology { get; }
@@ -100,6 +143,16 @@ internal sealed class SidekickServer : IAsyncDisposable
     public RetryPolicy Retries { get; }
 
     public OutlierDetector Outliers { get; }
+
+    public TraceSink Trace { get; }
+
+    public OutputQueue Output { get; }
+
+    public SiteWatch Sites { get; }
+
+    public SidekickMeter Meter { get; }
+
+    private int? _diagnosticsPort;
 
     /// <summary>The addresses Kestrel bound, e.g. <c>http://127.0.0.1:41234</c> (known after start).</summary>
     public IReadOnlyCollection<string> Addresses =>
@@ -113,6 +166,26 @@ internal sealed class SidekickServer : IAsyncDisposable
         SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickServerHooks? hooks = null) =>
         new(options, loadSites, hooks ?? new SidekickServerHooks());
 
+    private void OnTopologyChanged(TopologySnapshot previous, TopologySnapshot next)
+    {
+        var known = new HashSet<Backend>(previous.AllBackends);
+        foreach (var backend in next.AllBackends)
+        {
+            if (known.Add(backend))
+            {
+                backend.StateChanged += OnTransition;
+            }
+        }
+
+        Sites.Refresh();
+    }
+
+    private void OnTransition(Backend backend, BackendTransition transition)
+    {
+        _stateLog?.OnTransition(backend, transition);
+        Sites.Refresh();
+    }
+
     /// <summary>Builds the topology, starts probing and binds the listener.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
@@ -125,6 +198,16 @@ internal sealed class SidekickServer : IAsyncDisposable
         catch (IOException ex)
         {
             throw new FatalException($"unable to listen on \"{_options.Address}\": {ex.Message}", ex);
+        }
+
+        if (_mode.ConsoleDisplay)
+        {
+            await _stdout.WriteLineAsync($"{_options.ProgramName}: listening on '{_options.Address}'");
+        }
+        else
+        {
+            _table = new StatusTable(Topology, TimeProvider.System).RunAsync(_stdout, _stopping.Token)
+                .ContinueWith(static _ => { }, TaskScheduler.Default);
         }
 
         if (!OperatingSystem.IsWindows())
@@ -166,7 +249,11 @@ internal sealed class SidekickServer : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _sighup?.Dispose();
+        await _stopping.CancelAsync();
+        await _table;
         Prober.Dispose();
+        Meter.Dispose();
+        await Output.DisposeAsync();
         await _app.DisposeAsync();
         foreach (var site in Topology.Current.Sites)
         {
@@ -175,9 +262,11 @@ internal sealed class SidekickServer : IAsyncDisposable
     }
 }
 
-/// <summary>Optional seams and integrations (TLS, DNS, time) supplied by the composition root or tests.</summary>
+/// <summary>Optional seams and integrations (TLS, DNS, time, console) supplied by the composition root or tests.</summary>
 internal sealed record SidekickServerHooks
 {
+    public TextWriter? Stdout { get; init; }
+    public bool? StdoutIsTerminal { get; init; }
     public TimeProvider? Time { get; init; }
     public Random? Random { get; init; }
     public Action<ListenOptions>? ConfigureTls { get; init; }

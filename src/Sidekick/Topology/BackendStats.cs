@@ -64,6 +64,58 @@ internal sealed class BackendStats
         }
     }
 
-    /// <summary>Counts a failed probe (transport error, timeout or non-200 status).</summary>
-    public void RecordHealthError() => Interlocked.Increment(ref _healthErrors);
+    /// <summary>Upper bounds (seconds) of the request duration histogram buckets.</summary>
+    public static readonly double[] DurationBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+    private readonly long[] _durationCounts = new long[DurationBuckets.Length + 1];
+    private long _durationSumTicks;
+
+    /// <summary>Count per bucket (not cumulative); the last slot is +Inf.</summary>
+    public long[] DurationCounts()
+    {
+        var copy = new long[_durationCounts.Length];
+        for (var i = 0; i < copy.Length; i++)
+        {
+            copy[i] = Volatile.Read(ref _durationCounts[i]);
+        }
+
+        return copy;
+    }
+
+    public TimeSpan DurationSum => TimeSpan.FromTicks(Volatile.Read(ref _durationSumTicks));
+
+    /// <summary>Adds a proxied request's duration to the histogram.</summary>
+    public void RecordRequestDuration(TimeSpan latency)
+    {
+        var seconds = latency.TotalSeconds;
+        var bucket = 0;
+        while (bucket < DurationBuckets.Length && seconds > DurationBuckets[bucket])
+        {
+            bucket++;
+        }
+
+        Interlocked.Increment(ref _durationCounts[bucket]);
+        Interlocked.Add(ref _durationSumTicks, latency.Ticks);
+    }
+
+    private readonly long[] _probeFailures = new long[Enum.GetValues<ProbeFailureKind>().Length];
+
+    public long ProbeFailures(ProbeFailureKind kind) => Volatile.Read(ref _probeFailures[(int)kind]);
+
+    /// <summary>Counts a failed probe (transport error, timeout or non-200 status) by its kind.</summary>
+    public void RecordHealthError(ProbeFailureKind kind)
+    {
+        Interlocked.Increment(ref _healthErrors);
+        Interlocked.Increment(ref _probeFailures[(int)kind]);
+    }
+}
+
+/// <summary>Why a probe failed, in a few classes small enough for a metric label.</summary>
+internal enum ProbeFailureKind
+{
+    Refused,
+    Timeout,
+    Status,
+    Tls,
+    Other,
 }

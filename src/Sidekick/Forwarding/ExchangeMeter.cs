@@ -1,0 +1,146 @@
+using System.Text;
+
+namespace Sidekick.Forwarding;
+
+/// <summary>
+/// Counts the body bytes of one exchange in both directions (for Rx/Tx statistics, upstream §8.4), notes
+/// when the first response byte went out, and can keep the start of an error body for the debug trace.
+/// Installed once per request by wrapping the request and response body streams.
+/// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The wrappers pass through the server-owned body streams, which the server disposes.")]
+internal sealed class ExchangeMeter
+{
+    public const int MaxCapturedBody = 64 * 1024;
+
+    private readonly CountingReadStream _request;
+    private readonly CountingWriteStream _response;
+
+    public ExchangeMeter(HttpContext context, TimeProvider time, bool captureErrorBody)
+    {
+        _request = new CountingReadStream(context.Request.Body);
+        _response = new CountingWriteStream(context.Response.Body, time, captureErrorBody ? context.Response : null);
+        context.Request.Body = _request;
+        context.Response.Body = _response;
+    }
+
+    public long RequestBodyBytes => _request.BytesRead;
+
+    public long ResponseBodyBytes => _response.Written;
+
+    /// <summary>Timestamp (<see cref="TimeProvider.GetTimestamp"/>) of the first body byte sent; 0 if none.</summary>
+    public long FirstByteTimestamp => _response.FirstWriteTimestamp;
+
+    public string? CapturedErrorBody => _response.Captured;
+
+    /// <summary>Header bytes as upstream counts them: every value of every header, plus Host and length.</summary>
+    public static long RequestHeaderBytes(HttpRequest request)
+    {
+        long total = "Host".Length + request.Host.Value?.Length ?? 0;
+        foreach (var (name, values) in request.Headers)
+        {
+            foreach (var value in values)
+            {
+                total += name.Length + (value?.Length ?? 0);
+            }
+        }
+
+        return total;
+    }
+
+    /// <summary>Status line and one line per response header with its first value, as upstream approximates.</summary>
+    public static long ResponseHeaderBytes(HttpResponse response)
+    {
+        long total = 4 + (Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(response.StatusCode).Length) + 1;
+        foreach (var (name, values) in response.Headers)
+        {
+            total += name.Length + 2 + (values.Count > 0 ? values[0]?.Length ?? 0 : 0) + 1;
+        }
+
+        return total;
+    }
+
+    private sealed class CountingReadStream(Stream inner) : Stream
+    {
+        private long _read;
+
+        public long BytesRead => Volatile.Read(ref _read);
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            var n = inner.Read(buffer, offset, count);
+            _read += n;
+            return n;
+        }
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            var n = await inner.ReadAsync(buffer, cancellationToken);
+            _read += n;
+            return n;
+        }
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override void Flush() => inner.Flush();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    }
+
+    private sealed class CountingWriteStream(Stream inner, TimeProvider time, HttpResponse? captureFrom) : Stream
+    {
+        private long _written;
+        private StringBuilder? _captured;
+
+        public long Written => Volatile.Read(ref _written);
+
+        public long FirstWriteTimestamp { get; private set; }
+
+        public string? Captured => _captured?.ToString();
+
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override void Flush() => inner.Flush();
+        public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => WriteAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+
+        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            Observe(buffer.Span);
+            await inner.WriteAsync(buffer, cancellationToken);
+            _written += buffer.Length;
+        }
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        private void Observe(ReadOnlySpan<byte> data)
+        {
+            if (FirstWriteTimestamp == 0 && data.Length > 0)
+            {
+                FirstWriteTimestamp = time.GetTimestamp();
+            }
+
+            if (captureFrom is { StatusCode: >= 400 } && _written < MaxCapturedBody)
+            {
+                _captured ??= new StringBuilder();
+                _captured.Append(Encoding.UTF8.GetString(data[..(int)Math.Min(data.Length, MaxCapturedBody - _written)]));
+            }
+        }
+    }
+}

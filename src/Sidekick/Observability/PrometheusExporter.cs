@@ -1,0 +1,107 @@
+using System.Globalization;
+using System.Text;
+using Sidekick.Forwarding;
+using Sidekick.Topology;
+
+namespace Sidekick.Observability;
+
+/// <summary>
+/// Writes the Prometheus text exposition (format 0.0.4) by hand: upstream's five counters for the backends of
+/// every site, plus what operators need (durations, in-flight, up, active site, probe failures, failovers,
+/// retries). Read from the counters on demand; nothing is computed on the request path.
+/// </summary>
+internal sealed class PrometheusExporter(TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces)
+{
+    public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+    public string Render()
+    {
+        var backends = topology.Current.AllBackends.ToArray();
+        var text = new StringBuilder();
+        Counter(text, "sidekick_requests_total", "Total number of calls in current SideKick server instance", backends, b => b.Stats.Calls);
+        Counter(text, "sidekick_errors_total", "Total number of failed calls in current SideKick server instance", backends, b => b.Stats.Failures);
+        Counter(text, "sidekick_rx_bytes_total", "Total number of bytes received by current SideKick server instance", backends, b => b.Stats.RxBytes);
+        Counter(text, "sidekick_tx_bytes_total", "Total number of bytes sent by current SideKick server instance", backends, b => b.Stats.TxBytes);
+        Counter(text, "sidekick_health_error_counts", "Total number of health check errors", backends, b => b.Stats.HealthErrors);
+
+        Header(text, "sidekick_request_duration_seconds", "Duration of proxied requests per backend", "histogram");
+        foreach (var backend in backends)
+        {
+            var counts = backend.Stats.DurationCounts();
+            long cumulative = 0;
+            for (var i = 0; i < BackendStats.DurationBuckets.Length; i++)
+            {
+                cumulative += counts[i];
+                text.Append("sidekick_request_duration_seconds_bucket{endpoint=\"").Append(Escape(backend.Name)).Append("\",le=\"")
+                    .Append(BackendStats.DurationBuckets[i].ToString(CultureInfo.InvariantCulture)).Append("\"} ").Append(cumulative).Append('\n');
+            }
+
+            cumulative += counts[^1];
+            text.Append("sidekick_request_duration_seconds_bucket{endpoint=\"").Append(Escape(backend.Name)).Append("\",le=\"+Inf\"} ").Append(cumulative).Append('\n');
+            text.Append("sidekick_request_duration_seconds_sum{endpoint=\"").Append(Escape(backend.Name)).Append("\"} ")
+                .Append(backend.Stats.DurationSum.TotalSeconds.ToString("0.######", CultureInfo.InvariantCulture)).Append('\n');
+            text.Append("sidekick_request_duration_seconds_count{endpoint=\"").Append(Escape(backend.Name)).Append("\"} ").Append(cumulative).Append('\n');
+        }
+
+        Header(text, "sidekick_backend_in_flight", "Requests in flight per backend", "gauge");
+        foreach (var backend in backends)
+        {
+            Sample(text, "sidekick_backend_in_flight", backend, backend.InFlight);
+        }
+
+        Header(text, "sidekick_backend_up", "1 when the backend takes traffic (up and not ejected), else 0", "gauge");
+        foreach (var backend in backends)
+        {
+            Sample(text, "sidekick_backend_up", backend, backend.IsServing ? 1 : 0);
+        }
+
+        Header(text, "sidekick_site_active", "1 for the site that takes traffic, else 0", "gauge");
+        var active = topology.Current.ActiveSite?.Number ?? 0;
+        foreach (var site in topology.Current.Sites)
+        {
+            text.Append("sidekick_site_active{site=\"").Append(site.Number).Append("\"} ").Append(site.Number == active ? 1 : 0).Append('\n');
+        }
+
+        Header(text, "sidekick_probe_failures_total", "Failed health probes by reason", "counter");
+        foreach (var backend in backends)
+        {
+            foreach (var kind in Enum.GetValues<ProbeFailureKind>())
+            {
+                text.Append("sidekick_probe_failures_total{endpoint=\"").Append(Escape(backend.Name)).Append("\",reason=\"")
+                    .Append(kind.ToString().ToLowerInvariant()).Append("\"} ").Append(backend.Stats.ProbeFailures(kind)).Append('\n');
+            }
+        }
+
+        Single(text, "sidekick_failovers_total", "Times traffic moved from one site to another", sites.Failovers);
+        Single(text, "sidekick_retries_total", "Requests retried on another backend", retries.Count.Value);
+        Single(text, "sidekick_outlier_ejections_total", "Backends ejected for consecutive gateway errors", ejections());
+        Single(text, "sidekick_trace_dropped_total", "Trace and log lines dropped because the console was too slow", droppedTraces());
+        return text.ToString();
+    }
+
+    private static void Counter(StringBuilder text, string name, string help, Backend[] backends, Func<Backend, long> value)
+    {
+        Header(text, name, help, "counter");
+        foreach (var backend in backends)
+        {
+            Sample(text, name, backend, value(backend));
+        }
+    }
+
+    private static void Single(StringBuilder text, string name, string help, long value)
+    {
+        Header(text, name, help, "counter");
+        text.Append(name).Append(' ').Append(value).Append('\n');
+    }
+
+    private static void Header(StringBuilder text, string name, string help, string type) =>
+        text.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n')
+            .Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
+
+    private static void Sample(StringBuilder text, string name, Backend backend, long value) =>
+        text.Append(name).Append("{endpoint=\"").Append(Escape(backend.Name)).Append("\",site=\"").Append(backend.SiteNumber).Append("\"} ")
+            .Append(value).Append('\n');
+
+    private static string Escape(string value) =>
+        value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
+}

@@ -1,0 +1,85 @@
+using System.Text.Json;
+using Sidekick.Topology;
+
+namespace Sidekick.Observability;
+
+/// <summary>
+/// <c>/v1/state</c>: every site and backend as JSON — up or down and since when, the last probe, why it was
+/// marked down, in-flight requests, ejection — and which site takes traffic. Answers "why is traffic going there?".
+/// </summary>
+internal static class StateEndpoint
+{
+    public const string Path = "/v1/state";
+
+    public static async Task WriteAsync(HttpContext context, TopologySnapshot topology)
+    {
+        context.Response.ContentType = "application/json";
+        await using var json = new Utf8JsonWriter(context.Response.Body, new JsonWriterOptions { Indented = true });
+        var active = topology.ActiveSite?.Number;
+        json.WriteStartObject();
+        if (active is { } number)
+        {
+            json.WriteNumber("activeSite", number);
+        }
+        else
+        {
+            json.WriteNull("activeSite");
+        }
+
+        json.WriteStartArray("sites");
+        foreach (var site in topology.Sites)
+        {
+            json.WriteStartObject();
+            json.WriteNumber("site", site.Number);
+            json.WriteBoolean("active", site.Number == active);
+            json.WriteStartArray("backends");
+            foreach (var backend in site.Backends)
+            {
+                var health = backend.GetHealthSnapshot();
+                json.WriteStartObject();
+                json.WriteString("endpoint", backend.Name);
+                json.WriteString("status", health.IsUp ? (backend.IsEjected ? "ejected" : "up") : "down");
+                if (health.Since is { } since)
+                {
+                    json.WriteString("since", since);
+                }
+
+                json.WriteNumber("inFlight", backend.InFlight);
+                json.WriteNumber("calls", backend.Stats.Calls);
+                json.WriteNumber("failures", backend.Stats.Failures);
+                json.WriteNumber("totalDowntimeSeconds", health.TotalDowntime.TotalSeconds);
+                if (health.LastDownReason is { } reason)
+                {
+                    json.WriteString("lastDownReason", reason);
+                }
+
+                if (health.LastProbe is { } probe)
+                {
+                    json.WriteStartObject("lastProbe");
+                    json.WriteString("at", probe.At);
+                    json.WriteBoolean("healthy", probe.Healthy);
+                    if (probe.StatusCode is { } status)
+                    {
+                        json.WriteNumber("status", status);
+                    }
+
+                    json.WriteNumber("latencyMs", probe.Latency.TotalMilliseconds);
+                    if (probe.Error is { } error)
+                    {
+                        json.WriteString("error", error);
+                    }
+
+                    json.WriteEndObject();
+                }
+
+                json.WriteEndObject();
+            }
+
+            json.WriteEndArray();
+            json.WriteEndObject();
+        }
+
+        json.WriteEndArray();
+        json.WriteEndObject();
+    }
+}

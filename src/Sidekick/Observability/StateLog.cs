@@ -1,0 +1,62 @@
+using System.Text;
+using System.Text.Json;
+using Sidekick.Cli;
+using Sidekick.Topology;
+
+namespace Sidekick.Observability;
+
+/// <summary>
+/// Prints one line per backend up/down transition (--log), as text or JSON (upstream §8.2). A backend that is
+/// unreachable from the start is reported down once.
+/// </summary>
+internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
+{
+    public void OnTransition(Backend backend, BackendTransition transition) => output.Enqueue(Format(backend, transition));
+
+    public string Format(Backend backend, BackendTransition transition)
+    {
+        if (mode.Json)
+        {
+            using var buffer = new MemoryStream();
+            using (var json = new Utf8JsonWriter(buffer))
+            {
+                json.WriteStartObject();
+                json.WriteString("Type", "LOG");
+                json.WriteString("Endpoint", backend.Name);
+                if (transition.Reason is { } reason)
+                {
+                    json.WriteString("Error", reason);
+                }
+
+                json.WriteString("Status", transition.IsUp ? "up" : "down");
+                if (transition.Downtime is { } downtime && downtime > TimeSpan.Zero)
+                {
+                    json.WriteNumber("Downtime", downtime.Ticks * 100);
+                }
+
+                json.WriteString("Timestamp", transition.At.UtcDateTime);
+                json.WriteEndObject();
+            }
+
+            return Encoding.UTF8.GetString(buffer.ToArray());
+        }
+
+        var line = new StringBuilder();
+        line.Append(mode.Paint("LOG", "35")).Append("  : ").Append(transition.At.UtcDateTime.ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture))
+            .Append("  ").Append(backend.Name);
+        if (transition.IsUp)
+        {
+            line.Append(" is up");
+            if (transition.Downtime is { } downtime)
+            {
+                line.Append(" Downtime duration: ").Append(GoDuration.FormatRounded(downtime));
+            }
+        }
+        else
+        {
+            line.Append(" is down: ").Append(transition.Reason);
+        }
+
+        return line.ToString();
+    }
+}

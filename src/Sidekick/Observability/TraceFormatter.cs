@@ -1,0 +1,157 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using Microsoft.AspNetCore.WebUtilities;
+using Sidekick.Cli;
+
+namespace Sidekick.Observability;
+
+/// <summary>The upstream trace shapes (§8.3): the short text line, the --debug block, and both JSON forms.</summary>
+internal sealed class TraceFormatter(ConsoleMode mode)
+{
+    private static readonly JsonWriterOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    public string Format(TraceRecord record) => (mode.Json, mode.Debug) switch
+    {
+        (true, false) => ShortJson(record),
+        (true, true) => FullJson(record),
+        (false, false) => ShortText(record),
+        (false, true) => DebugText(record),
+    };
+
+    public string ShortText(TraceRecord r)
+    {
+        var status = $"{r.StatusCode} {ReasonPhrases.GetReasonPhrase(r.StatusCode)}";
+        var latency = GoDuration.FormatRounded(r.Latency);
+        var line = new StringBuilder("   LOG: ");
+        line.Append(r.Time.ToString("HH:mm:ss.fff", CultureInfo.InvariantCulture)).Append(" [")
+            .Append(mode.Paint(status, r.StatusCode >= 400 ? "31" : "33")).Append("]  ")
+            .Append(r.Host).Append(' ').Append(r.Method).Append(' ').Append(r.Path);
+        if (r.Query.Length > 0)
+        {
+            line.Append('?').Append(r.Query);
+        }
+
+        line.Append(' ').Append(r.Client).Append(' ').Append(' ', Math.Max(Math.Abs(15 - r.Client.Length), 1)).Append("  ")
+            .Append(latency).Append(' ', Math.Max(Math.Abs(12 - latency.Length), 1))
+            .Append(" ↑ ").Append(ByteSize.FormatIec(r.Rx)).Append(" ↓ ").Append(ByteSize.FormatIec(r.Tx));
+        return line.ToString();
+    }
+
+    public static string DebugText(TraceRecord r)
+    {
+        var prefix = $"DEBUG: {r.Host} ";
+        var text = new StringBuilder();
+        void Line(string value) => text.Append(prefix).Append(value).Append('\n');
+        Line($"[REQUEST] {r.Time:HH:mm:ss.fff}");
+        Line($"{r.Method} {r.Path}{(r.Query.Length > 0 ? "?" + r.Query : "")}");
+        foreach (var (name, values) in r.RequestHeaders ?? [])
+        {
+            Line($"{name}: {string.Concat(values)}");
+        }
+
+        Line("<BODY>");
+        Line($"[RESPONSE] [{(r.ResponseTime ?? r.Time):HH:mm:ss.fff}] [ Duration {GoDuration.FormatRounded(r.Latency)}  ↑ {ByteSize.FormatIec(r.Rx)}  ↓ {ByteSize.FormatIec(r.Tx)} ]");
+        Line($"{r.StatusCode} {ReasonPhrases.GetReasonPhrase(r.StatusCode)}");
+        foreach (var (name, values) in r.ResponseHeaders ?? [])
+        {
+            Line($"{name}: {string.Concat(values)}");
+        }
+
+        Line(r.StatusCode < 400 || r.ResponseBody is null ? "<BODY>" : r.ResponseBody);
+        text.Append(prefix);
+        return text.ToString();
+    }
+
+    public static string ShortJson(TraceRecord r) => Json(json =>
+    {
+        json.WriteStartObject();
+        json.WriteString("type", "TRACE");
+        json.WriteString("host", r.Host);
+        json.WriteString("time", r.Time);
+        json.WriteString("client", r.Client);
+        WriteStats(json, "callStats", r, includeTtfb: false);
+        json.WriteNumber("statusCode", r.StatusCode);
+        json.WriteString("statusMsg", ReasonPhrases.GetReasonPhrase(r.StatusCode));
+        json.WriteString("method", r.Method);
+        json.WriteString("path", r.Path);
+        json.WriteString("query", r.Query);
+        json.WriteEndObject();
+    });
+
+    public static string FullJson(TraceRecord r) => Json(json =>
+    {
+        json.WriteStartObject();
+        json.WriteString("type", "DEBUG");
+        json.WriteString("nodename", r.Host);
+        json.WriteStartObject("request");
+        json.WriteString("time", r.Time);
+        json.WriteString("method", r.Method);
+        if (r.Path.Length > 0)
+        {
+            json.WriteString("path", r.Path);
+        }
+
+        if (r.Query.Length > 0)
+        {
+            json.WriteString("rawquery", r.Query);
+        }
+
+        WriteHeaders(json, r.RequestHeaders);
+        json.WriteString("client", r.Client);
+        json.WriteEndObject();
+        json.WriteStartObject("response");
+        json.WriteString("time", r.ResponseTime ?? r.Time);
+        WriteHeaders(json, r.ResponseHeaders);
+        json.WriteString("body", r.StatusCode >= 400 ? r.ResponseBody ?? "" : "");
+        json.WriteNumber("statuscode", r.StatusCode);
+        json.WriteEndObject();
+        WriteStats(json, "stats", r, includeTtfb: true);
+        json.WriteEndObject();
+    });
+
+    private static void WriteStats(Utf8JsonWriter json, string name, TraceRecord r, bool includeTtfb)
+    {
+        json.WriteStartObject(name);
+        json.WriteNumber("rx", r.Rx);
+        json.WriteNumber("tx", r.Tx);
+        json.WriteNumber("latency", r.Latency.Ticks * 100);
+        json.WriteNumber("timetofirstbyte", includeTtfb ? r.TimeToFirstByte.Ticks * 100 : 0);
+        json.WriteNull("healthError");
+        json.WriteEndObject();
+    }
+
+    private static void WriteHeaders(Utf8JsonWriter json, IReadOnlyList<KeyValuePair<string, string[]>>? headers)
+    {
+        if (headers is null || headers.Count == 0)
+        {
+            return;
+        }
+
+        json.WriteStartObject("headers");
+        foreach (var (name, values) in headers)
+        {
+            json.WriteStartArray(name);
+            foreach (var value in values)
+            {
+                json.WriteStringValue(value);
+            }
+
+            json.WriteEndArray();
+        }
+
+        json.WriteEndObject();
+    }
+
+    private static string Json(Action<Utf8JsonWriter> write)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer, JsonOptions))
+        {
+            write(json);
+        }
+
+        return Encoding.UTF8.GetString(buffer.ToArray());
+    }
+}

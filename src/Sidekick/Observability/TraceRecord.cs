@@ -1,0 +1,25 @@
+namespace Sidekick.Observability;
+
+/// <summary>One traced exchange: a proxied request or a health probe that got a response.</summary>
+internal sealed record TraceRecord
+{
+    public required bool IsProbe { get; init; }
+    public required string Host { get; init; }
+    public required DateTime Time { get; init; }
+    public required string Client { get; init; }
+    public long Rx { get; init; }
+    public long Tx { get; init; }
+    public TimeSpan Latency { get; init; }
+    public TimeSpan TimeToFirstByte { get; init; }
+    public required int StatusCode { get; init; }
+    public required string Method { get; init; }
+    public required string Path { get; init; }
+    public string Query { get; init; } = "";
+    /// <summary>The backend's probe URL (the <c>minio</c> trace filter matches against it).</summary>
+    public required string ProbeUrl { get; init; }
+    public DateTime? ResponseTime { get; init; }
+    public IReadOnlyList<KeyValuePair<string, string[]>>? RequestHeaders { get; init; }
+    public IReadOnlyList<KeyValuePair<string, string[]>>? ResponseHeaders { get; init; }
+    /// <summary>The start of an error response body (at most 64 KiB), for the debug trace.</summary>
+    public string? ResponseBody { get; init; }
+}

@@ -1,0 +1,140 @@
+using Microsoft.Extensions.Primitives;
+using Sidekick.Cli;
+using Sidekick.Topology;
+
+namespace Sidekick.Observability;
+
+/// <summary>
+/// Decides which records are printed (--trace, --errors, --status-code; filters never affect statistics)
+/// and hands them to the output queue, formatted off the request path.
+/// </summary>
+internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, OutputQueue output)
+{
+    private readonly TraceFormatter _formatter = new(mode);
+    private readonly HashSet<int> _statusCodes = [.. options.StatusCodes];
+
+    /// <summary>False when nothing would ever be printed: callers then skip building records at all.</summary>
+    public bool Enabled { get; } = mode.PrintsTraces(options.Trace);
+
+    /// <summary>Whether records need headers (the --debug shapes).</summary>
+    public bool WantsHeaders => Enabled && mode.Debug;
+
+    public bool ShouldPrint(TraceRecord record)
+    {
+        if (!Enabled || (record.IsProbe && options.Trace == "application"))
+        {
+            return false;
+        }
+
+        if (options.Trace == "minio" && !record.ProbeUrl.Contains(record.Path, StringComparison.Ordinal))
+        {
+            return false;
+        }
+
+        if (options.ErrorsOnly && record.StatusCode is < 400 or > 599)
+        {
+            return false;
+        }
+
+        return _statusCodes.Count == 0 || _statusCodes.Contains(record.StatusCode);
+    }
+
+    public void Write(TraceRecord record)
+    {
+        if (ShouldPrint(record))
+        {
+            output.Enqueue(_formatter.Format(record));
+        }
+    }
+
+    public void OnProbe(Backend backend, ProbeResult result)
+    {
+        if (!Enabled || result.StatusCode is not { } status)
+        {
+            return;
+        }
+
+        var probe = backend.Definition.ProbeUri;
+        Write(new TraceRecord
+        {
+            IsProbe = true,
+            Host = backend.Name,
+            Time = result.At.UtcDateTime,
+            Client = "",
+            StatusCode = status,
+            Latency = result.Latency,
+            Method = "GET",
+            Path = probe.AbsolutePath,
+            Query = probe.Query.TrimStart('?'),
+            ProbeUrl = probe.ToString(),
+        });
+    }
+
+    /// <summary>
+    /// The client as upstream reports it: first X-Forwarded-For entry, else X-Real-IP, else Forwarded for=,
+    /// else the peer; the port is removed without breaking IPv6 addresses.
+    /// </summary>
+    public static string ClientOf(HttpContext context)
+    {
+        var headers = context.Request.Headers;
+        string? client = null;
+        if (headers["X-Forwarded-For"] is { Count: > 0 } xff)
+        {
+            client = xff[0]!.Split(',')[0].Trim();
+        }
+        else if (headers["X-Real-IP"] is { Count: > 0 } realIp)
+        {
+            client = realIp[0];
+        }
+        else if (headers["Forwarded"] is { Count: > 0 } forwarded)
+        {
+            foreach (var part in forwarded[0]!.Split([';', ',']))
+            {
+                var trimmed = part.Trim();
+                if (trimmed.StartsWith("for=", StringComparison.OrdinalIgnoreCase))
+                {
+                    client = trimmed[4..].Trim('"');
+                    break;
+                }
+            }
+        }
+
+        client ??= context.Connection.RemoteIpAddress?.ToString() ?? "";
+        return StripPort(client);
+    }
+
+    public static IReadOnlyList<KeyValuePair<string, string[]>> Capture(IHeaderDictionary headers)
+    {
+        var list = new List<KeyValuePair<string, string[]>>(headers.Count);
+        foreach (var (name, values) in headers)
+        {
+            list.Add(new(name, StringValuesToArray(values)));
+        }
+
+        return list;
+    }
+
+    private static string[] StringValuesToArray(StringValues values)
+    {
+        var array = new string[values.Count];
+        for (var i = 0; i < array.Length; i++)
+        {
+            array[i] = values[i] ?? "";
+        }
+
+        return array;
+    }
+
+    private static string StripPort(string address)
+    {
+        if (address.StartsWith('['))
+        {
+            var close = address.IndexOf(']', StringComparison.Ordinal);
+            return close > 0 ? address[1..close] : address;
+        }
+
+        // Exactly one colon: IPv4 or name with a port. More than one: a bare IPv6 address, kept whole.
+        var colon = address.IndexOf(':', StringComparison.Ordinal);
+        return colon > 0 && colon == address.LastIndexOf(':') ? address[..colon] : address;
+    }
+}
