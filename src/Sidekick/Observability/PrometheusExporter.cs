@@ -22,7 +22,15 @@ internal sealed class PrometheusExporter(TopologyStore topology, SiteWatch sites
         Counter(text, "sidekick_errors_total", "Total number of failed calls in current SideKick server instance", backends, b => b.Stats.Failures);
         Counter(text, "sidekick_rx_bytes_total", "Total number of bytes received by current SideKick server instance", backends, b => b.Stats.RxBytes);
         Counter(text, "sidekick_tx_bytes_total", "Total number of bytes sent by current SideKick server instance", backends, b => b.Stats.TxBytes);
-        Counter(text, "sidekick_health_error_counts", "Total number of health check errors", backends, b => b.Stats.HealthErrors);
+        // Upstream's name lacks the _total suffix that counters need; keep it (dashboards use it) as untyped,
+        // and publish the same value under a proper counter name.
+        Header(text, "sidekick_health_error_counts", "Total number of health check errors", "untyped");
+        foreach (var backend in backends)
+        {
+            Sample(text, "sidekick_health_error_counts", backend, backend.Stats.HealthErrors);
+        }
+
+        Counter(text, "sidekick_health_errors_total", "Total number of health check errors", backends, b => b.Stats.HealthErrors);
 
         Header(text, "sidekick_request_duration_seconds", "Duration of proxied requests per backend", "histogram");
         foreach (var backend in backends)

@@ -1,0 +1,137 @@
+using System.Text.Json;
+using Sidekick.Cli;
+using Sidekick.Observability;
+using Sidekick.Topology;
+
+namespace Sidekick.Tests.Observability;
+
+public sealed class TraceFormatTests
+{
+    private static readonly TraceRecord Record = new()
+    {
+        IsProbe = false,
+        Host = "http://minio2:9000",
+        Time = new DateTime(2026, 1, 1, 12, 0, 0, 123, DateTimeKind.Utc),
+        Client = "127.0.0.1",
+        Rx = 512,
+        Tx = 1024 * 1024,
+        Latency = TimeSpan.FromTicks(12_340),
+        TimeToFirstByte = TimeSpan.FromMilliseconds(1),
+        StatusCode = 200,
+        Method = "GET",
+        Path = "/bucket/obj",
+        Query = "versionId=1",
+        ProbeUrl = "http://minio2:9000/minio/health/ready",
+        RequestHeaders = [new("Authorization", ["AWS4-HMAC-SHA256 x"])],
+        ResponseHeaders = [new("Etag", ["\"abc\""])],
+    };
+
+    private static ConsoleMode Mode(bool json = false, bool debug = false) => new(true, false, false, json, debug);
+
+    [Fact]
+    public void Short_text_line_matches_upstream_layout() =>
+        Assert.Equal(
+            "   LOG: 12:00:00.123 [200 OK]  http://minio2:9000 GET /bucket/obj?versionId=1 127.0.0.1       " +
+            "  1.234ms      ↑ 512 B ↓ 1.0 MiB",
+            new TraceFormatter(Mode()).ShortText(Record));
+
+    [Fact]
+    public void Debug_block_prefixes_every_line_and_lists_headers()
+    {
+        var block = TraceFormatter.DebugText(Record);
+        var lines = block.Split('\n');
+        Assert.All(lines, l => Assert.StartsWith("DEBUG: http://minio2:9000 ", l, StringComparison.Ordinal));
+        Assert.Contains("DEBUG: http://minio2:9000 GET /bucket/obj?versionId=1", block, StringComparison.Ordinal);
+        Assert.Contains("Authorization: AWS4-HMAC-SHA256 x", block, StringComparison.Ordinal);
+        Assert.Contains("200 OK", block, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Short_json_has_upstream_fields_and_no_ansi()
+    {
+        var json = JsonDocument.Parse(new TraceFormatter(new ConsoleMode(true, true, false, true, false)).Format(Record)).RootElement;
+        Assert.Equal("TRACE", json.GetProperty("type").GetString());
+        Assert.Equal("http://minio2:9000", json.GetProperty("host").GetString());
+        Assert.Equal(200, json.GetProperty("statusCode").GetInt32());
+        Assert.Equal("OK", json.GetProperty("statusMsg").GetString());
+        Assert.Equal(1_234_000, json.GetProperty("callStats").GetProperty("latency").GetInt64());
+        Assert.Equal(512, json.GetProperty("callStats").GetProperty("rx").GetInt64());
+        Assert.Equal("versionId=1", json.GetProperty("query").GetString());
+    }
+
+    [Fact]
+    public void Full_json_has_request_response_and_stats()
+    {
+        var json = JsonDocument.Parse(new TraceFormatter(Mode(json: true, debug: true)).Format(Record)).RootElement;
+        Assert.Equal("DEBUG", json.GetProperty("type").GetString());
+        Assert.Equal("http://minio2:9000", json.GetProperty("nodename").GetString());
+        Assert.Equal("AWS4-HMAC-SHA256 x", json.GetProperty("request").GetProperty("headers").GetProperty("Authorization")[0].GetString());
+        Assert.Equal(200, json.GetProperty("response").GetProperty("statuscode").GetInt32());
+        Assert.Equal(1_000_000, json.GetProperty("stats").GetProperty("timetofirstbyte").GetInt64());
+    }
+
+    [Theory]
+    [InlineData("all", false, new int[0], 200, "/x", true)]
+    [InlineData("all", true, new int[0], 200, "/x", false)]
+    [InlineData("all", true, new int[0], 503, "/x", true)]
+    [InlineData("all", false, new[] { 404 }, 503, "/x", false)]
+    [InlineData("all", false, new[] { 404, 503 }, 503, "/x", true)]
+    [InlineData("minio", false, new int[0], 200, "/x", false)]
+    [InlineData("minio", false, new int[0], 200, "/minio/health/ready", true)]
+    [InlineData("", false, new int[0], 200, "/x", false)]
+    public void Filters(string trace, bool errors, int[] codes, int status, string path, bool printed)
+    {
+        var options = new SidekickOptions { Trace = trace, ErrorsOnly = errors, StatusCodes = codes };
+        var sink = new TraceSink(options, Mode(), new OutputQueue(TextWriter.Null));
+        Assert.Equal(printed, sink.ShouldPrint(Record with { StatusCode = status, Path = path }));
+    }
+
+    [Fact]
+    public void Application_trace_skips_probes()
+    {
+        var sink = new TraceSink(new SidekickOptions { Trace = "application" }, Mode(), new OutputQueue(TextWriter.Null));
+        Assert.False(sink.ShouldPrint(Record with { IsProbe = true }));
+        Assert.True(sink.ShouldPrint(Record));
+    }
+
+    [Fact]
+    public void State_log_lines_text_and_json()
+    {
+        var backend = new Backend(new BackendDefinition(new Uri("http://m1:9000"), "http://m1:9000", new Uri("http://m1:9000/h")), 1, TimeProvider.System);
+        var at = new DateTimeOffset(2026, 1, 1, 12, 0, 1, 123, TimeSpan.Zero);
+        var text = new StateLog(Mode(), new OutputQueue(TextWriter.Null));
+        Assert.Equal("LOG  : 12:00:01.123  http://m1:9000 is down: connection refused",
+            text.Format(backend, new BackendTransition(false, at, null, "connection refused")));
+        Assert.Equal("LOG  : 12:00:01.123  http://m1:9000 is up Downtime duration: 5.333s",
+            text.Format(backend, new BackendTransition(true, at, TimeSpan.FromMilliseconds(5333), null)));
+
+        var json = JsonDocument.Parse(new StateLog(Mode(json: true), new OutputQueue(TextWriter.Null))
+            .Format(backend, new BackendTransition(true, at, TimeSpan.FromMilliseconds(5333), null))).RootElement;
+        Assert.Equal("LOG", json.GetProperty("Type").GetString());
+        Assert.Equal("up", json.GetProperty("Status").GetString());
+        Assert.Equal(5_333_000_000, json.GetProperty("Downtime").GetInt64());
+        Assert.False(json.TryGetProperty("Error", out _));
+    }
+
+    [Theory]
+    [InlineData("1.2.3.4, 5.6.7.8", null, "1.2.3.4")]
+    [InlineData(null, "9.9.9.9", "9.9.9.9")]
+    [InlineData("[2001:db8::1]:443", null, "2001:db8::1")]
+    [InlineData("2001:db8::1", null, "2001:db8::1")]
+    [InlineData("10.0.0.1:5555", null, "10.0.0.1")]
+    public void Client_address_is_ipv6_safe(string? xff, string? realIp, string expected)
+    {
+        var context = new DefaultHttpContext();
+        if (xff is not null)
+        {
+            context.Request.Headers["X-Forwarded-For"] = xff;
+        }
+
+        if (realIp is not null)
+        {
+            context.Request.Headers["X-Real-IP"] = realIp;
+        }
+
+        Assert.Equal(expected, TraceSink.ClientOf(context));
+    }
+}
