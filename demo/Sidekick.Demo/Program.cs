@@ -25,7 +25,8 @@ string[] commandLine =
 ];
 Console.WriteLine("$ sidekick " + string.Join(" ", commandLine));
 var options = ((CommandLineResult.Run)CommandLineParser.Parse("sidekick", commandLine)).Options;
-await using var sidekick = SidekickApp.Create(options);
+await using var instance = SidekickApp.Create(options);
+var sidekick = instance.Server;
 await sidekick.StartAsync();
 Console.WriteLine($"sidekick listens on http://127.0.0.1:{listenPort} in front of 2 sites x 2 backends\n");
 

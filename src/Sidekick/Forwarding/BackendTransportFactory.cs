@@ -9,14 +9,16 @@ namespace Sidekick.Forwarding;
 /// no response timeout) and YARP's forwarder advice (no redirects, no decompression, no cookies).
 /// </summary>
 internal sealed class BackendTransportFactory(
-    Func<Uri, SslClientAuthenticationOptions>? tlsOptions = null,
+    Func<string, SslClientAuthenticationOptions>? tlsOptions = null,
     Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? connect = null)
 {
     public static readonly TimeSpan PooledConnectionIdleTimeout = TimeSpan.FromSeconds(15);
     public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
     private const int OneMebibyteInKibibytes = 1024;
 
-    public HttpMessageInvoker Create(Uri firstEndpoint)
+    /// <param name="firstEndpoint">Any endpoint of the site (they share a scheme).</param>
+    /// <param name="serverName">TLS name to verify and send as SNI; null for the endpoint's own host.</param>
+    public HttpMessageInvoker Create(Uri firstEndpoint, string? serverName = null)
     {
         var handler = new SocketsHttpHandler
         {
@@ -38,7 +40,7 @@ internal sealed class BackendTransportFactory(
 
         if (tlsOptions is not null && firstEndpoint.Scheme == Uri.UriSchemeHttps)
         {
-            handler.SslOptions = tlsOptions(firstEndpoint);
+            handler.SslOptions = tlsOptions(serverName ?? firstEndpoint.IdnHost);
         }
 
         if (connect is not null)

@@ -1,11 +1,13 @@
 using Sidekick.Cli;
+using Sidekick.Security;
 using Sidekick.Topology;
+using Sidekick.Topology.Dns;
 
 namespace Sidekick.Hosting;
 
 /// <summary>
-/// The process: parse the command line, validate the SITEs, run the server until SIGTERM/SIGINT. User
-/// mistakes are one line on stderr (exit 2 for usage, 1 for configurations that cannot start).
+/// The process: parse the command line, validate the SITEs, set up TLS and DNS, run the server until
+/// SIGTERM/SIGINT. User mistakes are one line on stderr (exit 2 for usage, 1 for configurations that cannot start).
 /// </summary>
 internal static class SidekickApp
 {
@@ -22,9 +24,9 @@ internal static class SidekickApp
             }
 
             var options = ((CommandLineResult.Run)parsed).Options;
-            await using var server = Create(options);
-            await server.StartAsync();
-            await server.WaitForShutdownAsync();
+            await using var app = Create(options, new SidekickAppSeams { Stdout = stdout, Stderr = stderr });
+            await app.Server.StartAsync();
+            await app.Server.WaitForShutdownAsync();
             return 0;
         }
         catch (UsageException ex)
@@ -39,26 +41,77 @@ internal static class SidekickApp
         }
     }
 
-    /// <summary>Builds a server from validated options (used by the process and by in-process tests).</summary>
-    public static SidekickServer Create(SidekickOptions options)
+    /// <summary>Builds a running configuration from validated options: TLS, DNS and the server.</summary>
+    public static SidekickInstance Create(SidekickOptions options, SidekickAppSeams? seams = null)
     {
+        seams ??= new SidekickAppSeams();
+        var stdout = seams.Stdout ?? Console.Out;
+        var stderr = seams.Stderr ?? Console.Error;
+        var time = seams.Time ?? TimeProvider.System;
+        var resolver = seams.Resolver ?? SystemHostResolver.Instance;
+
         // Validate the SITEs before anything binds, so a typo fails fast with one line.
-        var first = LoadSites(options);
-        var loaded = false;
-        return SidekickServer.Create(options, () =>
+        var parsed = SiteParser.Parse(options.Sites, options.ProgramName, options.HealthPath, options.ReadHealthPath, options.HealthPort);
+        var tls = ServerTls.Create(options, stdout, stderr, time);
+        var backendTls = parsed.Any(s => s.Backends.Any(b => b.Endpoint.Scheme == Uri.UriSchemeHttps)) ? BackendTls.Load(options) : null;
+        var dns = new DnsCache(resolver, options.DnsTtl, time);
+        var lookupFailed = false;
+
+        IReadOnlyList<SiteDefinition> LoadSites()
         {
-            if (!loaded)
+            var sites = SiteParser.Parse(options.Sites, options.ProgramName, options.HealthPath, options.ReadHealthPath, options.HealthPort);
+            if (!options.RoundRobinDns)
             {
-                loaded = true;
-                return first;
+                return sites;
             }
 
-            return LoadSites(options);
-        });
-    }
+            var failed = false;
+            var expanded = sites.Select(site => RoundRobinDns.ExpandAsync(site, resolver, error =>
+            {
+                failed = true;
+                stderr.WriteLine($"{options.ProgramName}: {error}");
+            }).GetAwaiter().GetResult()).ToArray();
+            lookupFailed = failed;
+            return expanded;
+        }
 
-    private static IReadOnlyList<SiteDefinition> LoadSites(SidekickOptions options) =>
-        SiteParser.Parse(options.Sites, options.ProgramName, options.HealthPath, options.ReadHealthPath, options.HealthPort);
+        if (options.RoundRobinDns)
+        {
+            foreach (var site in parsed.Where(s => s.Backends.Count == 1))
+            {
+                stdout.WriteLine($"{options.ProgramName}: RR DNS mode enabled, using {site.Backends[0].EndpointText} as hostname");
+            }
+        }
+
+        var server = SidekickServer.Create(options, LoadSites, new SidekickServerHooks
+        {
+            Time = seams.Time,
+            Stdout = stdout,
+            StdoutIsTerminal = seams.Stdout is null ? null : false,
+            ConfigureTls = tls is null ? null : listen => listen.UseHttps(tls.Configure),
+            CertificatePem = () => tls?.CertificatePem,
+            BackendTls = backendTls is null ? null : backendTls.Create,
+            Connect = dns.ConnectAsync,
+        });
+
+        // Round-robin DNS follows record changes every --dns-ttl; a name that did not resolve is retried sooner.
+        ITimer? refresh = null;
+        if (options.RoundRobinDns)
+        {
+            var retry = options.DnsTtl < TimeSpan.FromSeconds(5) ? options.DnsTtl : TimeSpan.FromSeconds(5);
+            var last = time.GetTimestamp();
+            refresh = time.CreateTimer(_ =>
+            {
+                if (time.GetElapsedTime(last) >= (lookupFailed ? retry : options.DnsTtl))
+                {
+                    last = time.GetTimestamp();
+                    server.Reload();
+                }
+            }, null, retry, retry);
+        }
+
+        return new SidekickInstance(server, [tls, dns, refresh]);
+    }
 
     /// <summary>argv[0]'s file name, as upstream prints it; "sidekick" when run through the dotnet host.</summary>
     private static string ProgramName
@@ -70,4 +123,28 @@ internal static class SidekickApp
             return name is "dotnet" or "" ? "sidekick" : name;
         }
     }
+}
+
+/// <summary>A server and what it depends on (certificate watcher, DNS cache, timers), disposed together.</summary>
+internal sealed class SidekickInstance(SidekickServer server, IDisposable?[] resources) : IAsyncDisposable
+{
+    public SidekickServer Server { get; } = server;
+
+    public async ValueTask DisposeAsync()
+    {
+        await Server.DisposeAsync();
+        foreach (var resource in resources)
+        {
+            resource?.Dispose();
+        }
+    }
+}
+
+/// <summary>Seams for tests and the demo: console writers, time and the DNS resolver.</summary>
+internal sealed record SidekickAppSeams
+{
+    public TextWriter? Stdout { get; init; }
+    public TextWriter? Stderr { get; init; }
+    public TimeProvider? Time { get; init; }
+    public IHostResolver? Resolver { get; init; }
 }

@@ -271,6 +271,6 @@ internal sealed record SidekickServerHooks
     public Random? Random { get; init; }
     public Action<ListenOptions>? ConfigureTls { get; init; }
     public Func<string?>? CertificatePem { get; init; }
-    public Func<Uri, System.Net.Security.SslClientAuthenticationOptions>? BackendTls { get; init; }
+    public Func<string, System.Net.Security.SslClientAuthenticationOptions>? BackendTls { get; init; }
     public Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? Connect { get; init; }
 }

@@ -1,6 +1,10 @@
 namespace Sidekick.Topology;
 
-// Placeholder until the SITE parser lands; the parser branch owns this file.
-internal sealed record SiteDefinition(int Number, IReadOnlyList<BackendDefinition> Backends);
+/// <summary>
+/// One SITE as the command line describes it. <paramref name="ServerName"/> is the TLS name for its
+/// backends when they are addressed by IP (round-robin DNS mode); null means each endpoint's own host.
+/// </summary>
+internal sealed record SiteDefinition(int Number, IReadOnlyList<BackendDefinition> Backends, string? ServerName = null);
 
+/// <summary>One backend: its URL, the text shown for it (logs, metrics), and the URL its probes go to.</summary>
 internal sealed record BackendDefinition(Uri Endpoint, string EndpointText, Uri ProbeUri);

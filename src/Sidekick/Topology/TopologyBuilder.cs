@@ -42,7 +42,7 @@ internal sealed class TopologyBuilder(BackendTransportFactory transports, TimePr
             var scheme = definition.Backends.Count > 0 ? definition.Backends[0].Endpoint.Scheme : Uri.UriSchemeHttp;
             var invoker = oldSites.TryGetValue((definition.Number, scheme), out var oldSite)
                 ? oldSite.Invoker
-                : transports.Create(definition.Backends.Count > 0 ? definition.Backends[0].Endpoint : new Uri("http://localhost"));
+                : transports.Create(definition.Backends.Count > 0 ? definition.Backends[0].Endpoint : new Uri("http://localhost"), definition.ServerName);
             sites[i] = new Site(definition.Number, backends, invoker);
         }
 

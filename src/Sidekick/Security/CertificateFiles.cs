@@ -1,0 +1,72 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Sidekick.Cli;
+
+namespace Sidekick.Security;
+
+/// <summary>Loads a certificate chain and its private key from PEM files into one usable certificate.</summary>
+internal static class CertificateFiles
+{
+    public static X509Certificate2 Load(string certPath, string keyPath, string? password)
+    {
+        string certPem;
+        try
+        {
+            certPem = File.ReadAllText(certPath);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new FatalException($"unable to read the public key {certPath}: {ex.Message}");
+        }
+
+        if (!File.Exists(keyPath))
+        {
+            throw new FatalException($"unable to read the private key {keyPath}: file not found");
+        }
+
+        X509Certificate2 leaf;
+        try
+        {
+            leaf = X509Certificate2.CreateFromPem(certPem);
+        }
+        catch (CryptographicException ex)
+        {
+            throw new FatalException($"unable to load certs from {certPath}: {ex.Message}");
+        }
+
+        using (leaf)
+        {
+            using var key = PemKeyReader.Read(keyPath, password);
+            try
+            {
+                using var paired = key switch
+                {
+                    RSA rsa => leaf.CopyWithPrivateKey(rsa),
+                    ECDsa ec => leaf.CopyWithPrivateKey(ec),
+                    _ => throw new FatalException($"unsupported private key type in {keyPath}"),
+                };
+
+                // A PKCS#12 round trip gives a certificate whose key the TLS stack can use on every platform.
+                return X509CertificateLoader.LoadPkcs12(paired.Export(X509ContentType.Pkcs12), null);
+            }
+            catch (CryptographicException ex)
+            {
+                throw new FatalException($"unable to load certs: the private key {keyPath} does not match the certificate {certPath} ({ex.Message})");
+            }
+        }
+    }
+
+    /// <summary>The intermediate certificates that follow the leaf in a chain file.</summary>
+    public static X509Certificate2Collection LoadChain(string certPath)
+    {
+        var all = new X509Certificate2Collection();
+        all.ImportFromPemFile(certPath);
+        var chain = new X509Certificate2Collection();
+        for (var i = 1; i < all.Count; i++)
+        {
+            chain.Add(all[i]);
+        }
+
+        return chain;
+    }
+}

@@ -1,0 +1,92 @@
+using System.Security.Cryptography.X509Certificates;
+using Sidekick.Cli;
+
+namespace Sidekick.Security;
+
+/// <summary>
+/// The server certificate from --cert/--key, reloaded when the files change without a restart and without
+/// dropping connections (new handshakes get the new certificate). Directory watching catches ordinary
+/// writes; a periodic check of the files' contents also catches Kubernetes secret updates, which swap a
+/// symlink. A reload that fails keeps the current certificate and says so once on stderr.
+/// </summary>
+internal sealed class ReloadingCertificate : IDisposable
+{
+    private readonly string _certPath;
+    private readonly string _keyPath;
+    private readonly string? _password;
+    private readonly TextWriter _stderr;
+    private readonly List<FileSystemWatcher> _watchers = [];
+    private readonly ITimer _poll;
+    private readonly Lock _gate = new();
+    private volatile X509Certificate2 _current;
+    private string _fingerprint;
+    private string? _lastError;
+
+    public ReloadingCertificate(string certPath, string keyPath, string? password, TimeSpan pollInterval, TimeProvider time, TextWriter stderr)
+    {
+        _certPath = Path.GetFullPath(certPath);
+        _keyPath = Path.GetFullPath(keyPath);
+        _password = password;
+        _stderr = stderr;
+        _current = CertificateFiles.Load(_certPath, _keyPath, password);
+        _fingerprint = ContentFingerprint();
+        foreach (var directory in new[] { Path.GetDirectoryName(_certPath)!, Path.GetDirectoryName(_keyPath)! }.Distinct())
+        {
+            var watcher = new FileSystemWatcher(directory) { NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.CreationTime };
+            watcher.Changed += (_, _) => TryReload();
+            watcher.Created += (_, _) => TryReload();
+            watcher.Renamed += (_, _) => TryReload();
+            watcher.EnableRaisingEvents = true;
+            _watchers.Add(watcher);
+        }
+
+        _poll = time.CreateTimer(_ => TryReload(), null, pollInterval, pollInterval);
+    }
+
+    public X509Certificate2 Current => _current;
+
+    /// <summary>Reloads when the files' contents changed; returns true when a new certificate is in use.</summary>
+    public bool TryReload()
+    {
+        lock (_gate)
+        {
+            try
+            {
+                var fingerprint = ContentFingerprint();
+                if (fingerprint == _fingerprint)
+                {
+                    return false;
+                }
+
+                _current = CertificateFiles.Load(_certPath, _keyPath, _password);
+                _fingerprint = fingerprint;
+                _lastError = null;
+                return true;
+            }
+            catch (Exception ex) when (ex is FatalException or IOException or UnauthorizedAccessException)
+            {
+                // Files are often written one after the other; report a persistent failure once.
+                if (_lastError != ex.Message)
+                {
+                    _lastError = ex.Message;
+                    _stderr.WriteLine($"sidekick: certificate reload failed, keeping the current certificate: {ex.Message}");
+                }
+
+                return false;
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        _poll.Dispose();
+        foreach (var watcher in _watchers)
+        {
+            watcher.Dispose();
+        }
+    }
+
+    private string ContentFingerprint() =>
+        Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(
+            [.. File.ReadAllBytes(_certPath), .. File.ReadAllBytes(_keyPath)]));
+}

@@ -1,0 +1,116 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Http;
+using System.Net.Sockets;
+
+namespace Sidekick.Topology.Dns;
+
+/// <summary>
+/// Process-wide DNS cache for backend names: concurrent lookups of one name share a single query, answers
+/// are refreshed every --dns-ttl for names used since the last refresh (a failed refresh keeps the old
+/// answer), unused names are dropped, and failures are never cached. Its <see cref="ConnectAsync"/> is the
+/// connection callback of every site's pool: it tries the addresses in order until one connects.
+/// </summary>
+internal sealed class DnsCache : IDisposable
+{
+    private static readonly TimeSpan LookupTimeout = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly IHostResolver _resolver;
+    private readonly ConcurrentDictionary<string, Entry> _entries = new(StringComparer.OrdinalIgnoreCase);
+    private readonly ITimer _refresh;
+
+    public DnsCache(IHostResolver resolver, TimeSpan ttl, TimeProvider time)
+    {
+        _resolver = resolver;
+        _refresh = time.CreateTimer(_ => _ = RefreshAsync(), null, ttl, ttl);
+    }
+
+    /// <summary>Names currently cached (for tests and diagnostics).</summary>
+    public IReadOnlyCollection<string> Names => _entries.Keys.ToArray();
+
+    public async ValueTask<IPAddress[]> ResolveAsync(string host, CancellationToken cancellationToken)
+    {
+        if (IPAddress.TryParse(host.Trim('[', ']'), out var literal))
+        {
+            return [literal];
+        }
+
+        var entry = _entries.GetOrAdd(host, static (name, cache) => new Entry(cache.LookupAsync(name)), this);
+        entry.Used = true;
+        try
+        {
+            return await entry.Addresses.WaitAsync(cancellationToken);
+        }
+        catch (Exception ex) when (ex is SocketException or TimeoutException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            // Failures are not cached: the next request asks again.
+            _entries.TryRemove(new KeyValuePair<string, Entry>(host, entry));
+            throw;
+        }
+    }
+
+    public async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
+    {
+        var addresses = await ResolveAsync(context.DnsEndPoint.Host, cancellationToken);
+        Exception? last = null;
+        foreach (var address in addresses)
+        {
+            var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(ConnectTimeout);
+            try
+            {
+                await socket.ConnectAsync(new IPEndPoint(address, context.DnsEndPoint.Port), timeout.Token);
+                return new NetworkStream(socket, ownsSocket: true);
+            }
+            catch (Exception ex) when (ex is SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            {
+                socket.Dispose();
+                last = ex is OperationCanceledException ? new SocketException((int)SocketError.TimedOut) : ex;
+            }
+        }
+
+        throw last ?? new SocketException((int)SocketError.HostNotFound);
+    }
+
+    /// <summary>Re-resolves names used since the last refresh and drops the others.</summary>
+    public async Task RefreshAsync()
+    {
+        foreach (var (name, entry) in _entries)
+        {
+            if (!entry.Used)
+            {
+                _entries.TryRemove(new KeyValuePair<string, Entry>(name, entry));
+                continue;
+            }
+
+            entry.Used = false;
+            try
+            {
+                var fresh = await LookupAsync(name);
+                _entries[name] = new Entry(Task.FromResult(fresh)) { Used = false };
+            }
+            catch (Exception ex) when (ex is SocketException or TimeoutException or OperationCanceledException)
+            {
+                // Keep the previous answer: a flaky resolver must not take working backends away.
+            }
+        }
+    }
+
+    public void Dispose() => _refresh.Dispose();
+
+    private async Task<IPAddress[]> LookupAsync(string host)
+    {
+        using var timeout = new CancellationTokenSource(LookupTimeout);
+        var addresses = await _resolver.ResolveAsync(host, timeout.Token);
+        return addresses.Length > 0 ? addresses : throw new SocketException((int)SocketError.HostNotFound);
+    }
+
+    private sealed class Entry(Task<IPAddress[]> addresses)
+    {
+        public Task<IPAddress[]> Addresses { get; } = addresses;
+
+        public bool Used { get; set; }
+    }
+}
