@@ -49,7 +49,7 @@ internal static class CertificateFiles
                 // A PKCS#12 round trip gives a certificate whose key the TLS stack can use on every platform.
                 return X509CertificateLoader.LoadPkcs12(paired.Export(X509ContentType.Pkcs12), null);
             }
-            catch (CryptographicException ex)
+            catch (Exception ex) when (ex is CryptographicException or ArgumentException)
             {
                 throw new FatalException($"unable to load certs: the private key {keyPath} does not match the certificate {certPath} ({ex.Message})");
             }

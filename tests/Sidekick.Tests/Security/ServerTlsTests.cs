@@ -1,0 +1,187 @@
+using System.Net;
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
+using Sidekick.Cli;
+using Sidekick.Hosting;
+using Sidekick.Security;
+using Sidekick.Tests.Infrastructure;
+using Sidekick.Tests.Integration;
+
+namespace Sidekick.Tests.Security;
+
+public sealed class ServerTlsTests
+{
+    private static SidekickOptions Options(TestBackend backend, int port) => SidekickHarness.FastOptions with
+    {
+        Address = $"127.0.0.1:{port}",
+        Sites = [backend.Url.ToString()],
+    };
+
+    private static async Task<X509Certificate2> ServedCertificateAsync(int port, Version? version = null)
+    {
+        X509Certificate2? seen = null;
+        using var handler = new SocketsHttpHandler
+        {
+            SslOptions = new SslClientAuthenticationOptions
+            {
+                RemoteCertificateValidationCallback = (_, certificate, _, _) =>
+                {
+                    seen = X509CertificateLoader.LoadCertificate(certificate!.GetRawCertData());
+                    return true;
+                },
+            },
+        };
+        using var client = new HttpClient(handler);
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"https://127.0.0.1:{port}/v1/health")
+        {
+            Version = version ?? HttpVersion.Version11,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
+        using var response = await client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(version ?? HttpVersion.Version11, response.Version);
+        return seen!;
+    }
+
+    [Fact]
+    public async Task Static_certificate_is_served_over_http1_and_http2_and_hot_reloaded()
+    {
+        using var certificates = new TestCertificates();
+        var first = certificates.Leaf("first");
+        await using var backend = await TestBackend.StartAsync("a");
+        var port = SidekickProcess.FreePort();
+        var options = Options(backend, port) with { Cert = first.CertPath, Key = first.KeyPath };
+        await using var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null });
+        await instance.Server.StartAsync();
+        await WaitAsync(() => instance.Server.Topology.Current.ActiveSite is not null);
+
+        Assert.Equal(first.Certificate.Thumbprint, (await ServedCertificateAsync(port)).Thumbprint);
+        Assert.Equal(first.Certificate.Thumbprint, (await ServedCertificateAsync(port, HttpVersion.Version20)).Thumbprint);
+
+        // Replace the files in place: the next handshake must see the new certificate, without a restart.
+        var second = certificates.Leaf("second");
+        File.Copy(second.CertPath, first.CertPath, overwrite: true);
+        File.Copy(second.KeyPath, first.KeyPath, overwrite: true);
+        var deadline = Environment.TickCount64 + 10000;
+        while ((await ServedCertificateAsync(port)).Thumbprint != second.Certificate.Thumbprint)
+        {
+            Assert.True(Environment.TickCount64 < deadline, "the new certificate was not picked up");
+            await Task.Delay(100);
+        }
+    }
+
+    [Fact]
+    public async Task Symlink_swap_like_kubernetes_is_picked_up_by_polling()
+    {
+        using var certificates = new TestCertificates();
+        var first = certificates.Leaf("one");
+        var second = certificates.Leaf("two");
+        var link = Path.Combine(certificates.Directory, "current");
+        Directory.CreateSymbolicLink(link + ".crt", first.CertPath);
+        Directory.CreateSymbolicLink(link + ".key", first.KeyPath);
+        using var reloading = new ReloadingCertificate(link + ".crt", link + ".key", null, TimeSpan.FromMilliseconds(200), TimeProvider.System, TextWriter.Null);
+        Assert.Equal(first.Certificate.Thumbprint, reloading.Current.Thumbprint);
+
+        File.Delete(link + ".crt");
+        File.Delete(link + ".key");
+        File.CreateSymbolicLink(link + ".crt", second.CertPath);
+        File.CreateSymbolicLink(link + ".key", second.KeyPath);
+        await WaitAsync(() => reloading.Current.Thumbprint == second.Certificate.Thumbprint);
+    }
+
+    [Fact]
+    public async Task Auto_tls_prints_the_fingerprint_and_serves_its_pem()
+    {
+        await using var backend = await TestBackend.StartAsync("a");
+        var port = SidekickProcess.FreePort();
+        var stdout = new StringWriter();
+        var options = Options(backend, port) with { AutoTlsHost = "127.0.0.1,localhost" };
+        await using var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = stdout, Stderr = TextWriter.Null });
+        await instance.Server.StartAsync();
+        await WaitAsync(() => instance.Server.Topology.Current.ActiveSite is not null);
+
+        Assert.Contains("Generated TLS certificate for host '127.0.0.1,localhost'", stdout.ToString(), StringComparison.Ordinal);
+        Assert.Matches(@"Certificate: ([0-9A-F]{2} ){15}[0-9A-F]{2}\n {13}([0-9A-F]{2} ){15}[0-9A-F]{2}\nPublic Key:  \S+=", stdout.ToString());
+        var served = await ServedCertificateAsync(port);
+        using var handler = new SocketsHttpHandler { SslOptions = { RemoteCertificateValidationCallback = (_, _, _, _) => true } };
+        using var client = new HttpClient(handler);
+        var pem = await client.GetStringAsync($"https://127.0.0.1:{port}/v1/certificates");
+        Assert.Equal(served.Thumbprint, X509Certificate2.CreateFromPem(pem).Thumbprint);
+        Assert.Contains("127.0.0.1", served.Extensions.OfType<X509SubjectAlternativeNameExtension>().Single().Format(false), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Curl_negotiates_http2()
+    {
+        if (!File.Exists("/usr/bin/curl"))
+        {
+            Assert.Fail("curl is not installed: run scripts/test.sh");
+        }
+
+        await using var backend = await TestBackend.StartAsync("a");
+        var port = SidekickProcess.FreePort();
+        var options = Options(backend, port) with { AutoTlsHost = "127.0.0.1" };
+        await using var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null });
+        await instance.Server.StartAsync();
+        await WaitAsync(() => instance.Server.Topology.Current.ActiveSite is not null);
+        var start = new System.Diagnostics.ProcessStartInfo("curl", ["-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}", $"https://127.0.0.1:{port}/x"]) { RedirectStandardOutput = true };
+        using var curl = System.Diagnostics.Process.Start(start)!;
+        var version = await curl.StandardOutput.ReadToEndAsync();
+        await curl.WaitForExitAsync();
+        Assert.Equal("2", version);
+    }
+
+    [Theory]
+    [InlineData("genrsa")] // OpenSSL 3 writes PKCS#8 "ENCRYPTED PRIVATE KEY"
+    [InlineData("traditional")] // legacy "Proc-Type: 4,ENCRYPTED" with AES-256-CBC
+    [InlineData("traditional-des3")] // legacy with DES-EDE3-CBC
+    public void Encrypted_keys_written_by_openssl_load_with_the_password(string format)
+    {
+        using var certificates = new TestCertificates();
+        var leaf = certificates.Leaf("enc");
+        var encrypted = Path.Combine(certificates.Directory, "enc-encrypted.key");
+        switch (format)
+        {
+            case "genrsa":
+                TestCertificates.OpenSsl("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", leaf.KeyPath, "-out", encrypted, "-passout", "pass:s3cret");
+                break;
+            case "traditional":
+                TestCertificates.OpenSsl("rsa", "-aes256", "-traditional", "-in", leaf.KeyPath, "-out", encrypted, "-passout", "pass:s3cret");
+                break;
+            default:
+                TestCertificates.OpenSsl("rsa", "-des3", "-traditional", "-in", leaf.KeyPath, "-out", encrypted, "-passout", "pass:s3cret");
+                break;
+        }
+
+        using var loaded = CertificateFiles.Load(leaf.CertPath, encrypted, "s3cret");
+        Assert.True(loaded.HasPrivateKey);
+        Assert.Equal(leaf.Certificate.Thumbprint, loaded.Thumbprint);
+
+        var missing = Assert.Throws<FatalException>(() => CertificateFiles.Load(leaf.CertPath, encrypted, null));
+        Assert.Contains("is encrypted, please set the flag --key-password", missing.Message, StringComparison.Ordinal);
+        var wrong = Assert.Throws<FatalException>(() => CertificateFiles.Load(leaf.CertPath, encrypted, "nope"));
+        Assert.Contains("unable to decrypt private key", wrong.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Mismatched_key_and_missing_files_are_one_clear_line()
+    {
+        using var certificates = new TestCertificates();
+        var a = certificates.Leaf("a");
+        var b = certificates.Leaf("b");
+        Assert.Contains("does not match", Assert.Throws<FatalException>(() => CertificateFiles.Load(a.CertPath, b.KeyPath, null)).Message, StringComparison.Ordinal);
+        Assert.Contains("unable to read the private key", Assert.Throws<FatalException>(() => CertificateFiles.Load(a.CertPath, "/nonexistent.key", null)).Message, StringComparison.Ordinal);
+        var options = new SidekickOptions { Cert = a.CertPath };
+        Assert.Contains("--key is not", Assert.Throws<FatalException>(() => ServerTls.Create(options, TextWriter.Null, TextWriter.Null, TimeProvider.System)).Message, StringComparison.Ordinal);
+    }
+
+    private static async Task WaitAsync(Func<bool> condition)
+    {
+        var deadline = Environment.TickCount64 + 15000;
+        while (!condition())
+        {
+            Assert.True(Environment.TickCount64 < deadline, "timed out");
+            await Task.Delay(25);
+        }
+    }
+}
