@@ -17,6 +17,7 @@ internal sealed class ReloadingCertificate : IDisposable
     private readonly TextWriter _stderr;
     private readonly List<FileSystemWatcher> _watchers = [];
     private readonly ITimer _poll;
+    private readonly ITimer _retry;
     private readonly Lock _gate = new();
     private volatile X509Certificate2 _current;
     private string _fingerprint;
@@ -41,6 +42,7 @@ internal sealed class ReloadingCertificate : IDisposable
         }
 
         _poll = time.CreateTimer(_ => TryReload(), null, pollInterval, pollInterval);
+        _retry = time.CreateTimer(_ => TryReload(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
     public X509Certificate2 Current => _current;
@@ -65,7 +67,9 @@ internal sealed class ReloadingCertificate : IDisposable
             }
             catch (Exception ex) when (ex is FatalException or IOException or UnauthorizedAccessException)
             {
-                // Files are often written one after the other; report a persistent failure once.
+                // Files are often written one after the other (certificate, then key): try again shortly,
+                // and report a persistent failure once.
+                _retry.Change(TimeSpan.FromMilliseconds(500), Timeout.InfiniteTimeSpan);
                 if (_lastError != ex.Message)
                 {
                     _lastError = ex.Message;
@@ -80,6 +84,7 @@ internal sealed class ReloadingCertificate : IDisposable
     public void Dispose()
     {
         _poll.Dispose();
+        _retry.Dispose();
         foreach (var watcher in _watchers)
         {
             watcher.Dispose();

@@ -1,0 +1,151 @@
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Sidekick.Cli;
+using Sidekick.Hosting;
+using Sidekick.Tests.Integration;
+
+namespace Sidekick.Tests.Security;
+
+public sealed class BackendTlsTests
+{
+    /// <summary>An HTTPS backend on loopback, optionally requiring a client certificate signed by the test CA.</summary>
+    private static async Task<(WebApplication App, int Port)> StartTlsBackendAsync(X509Certificate2 certificate, X509Certificate2? requireClientCa)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.UseHttps(https =>
+        {
+            https.ServerCertificate = certificate;
+            if (requireClientCa is not null)
+            {
+                https.ClientCertificateMode = ClientCertificateMode.RequireCertificate;
+                https.ClientCertificateValidation = (client, _, _) =>
+                {
+                    using var chain = new X509Chain();
+                    chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+                    chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                    chain.ChainPolicy.CustomTrustStore.Add(requireClientCa);
+                    return chain.Build(client);
+                };
+            }
+        })));
+        var app = builder.Build();
+        app.Run(context => context.Response.WriteAsync(context.Connection.ClientCertificate?.Subject ?? "no client certificate"));
+        await app.StartAsync();
+        var port = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        return (app, port);
+    }
+
+    private static async Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(int backendPort, Func<SidekickOptions, SidekickOptions> configure)
+    {
+        var port = Sidekick.Tests.Infrastructure.SidekickProcess.FreePort();
+        var options = configure(SidekickHarness.FastOptions with
+        {
+            Address = $"127.0.0.1:{port}",
+            HealthPath = "/",
+            ReadHealthPath = "/",
+            Sites = [$"https://localhost:{backendPort}"],
+        });
+        var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null });
+        await instance.Server.StartAsync();
+        return (instance, new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") });
+    }
+
+    private static async Task WaitForProbeAsync(SidekickInstance instance)
+    {
+        var deadline = Environment.TickCount64 + 15000;
+        while (instance.Server.Topology.Current.AllBackends.Single().GetHealthSnapshot().LastProbe is null)
+        {
+            Assert.True(Environment.TickCount64 < deadline, "no probe result");
+            await Task.Delay(25);
+        }
+    }
+
+    [Fact]
+    public async Task Mutual_tls_to_a_backend_that_requires_a_client_certificate()
+    {
+        using var certificates = new TestCertificates();
+        var server = certificates.Leaf("backend");
+        var client = certificates.Leaf("sidekick-client", clientAuth: true);
+        var (backend, backendPort) = await StartTlsBackendAsync(server.Certificate, certificates.Ca);
+        await using var _ = backend;
+        var (instance, http) = await StartSidekickAsync(backendPort, o => o with
+        {
+            CaCert = certificates.CaPath, ClientCert = client.CertPath, ClientKey = client.KeyPath,
+        });
+        await using (instance)
+        using (http)
+        {
+            await WaitForProbeAsync(instance);
+            Assert.True(instance.Server.Topology.Current.AllBackends.Single().IsUp);
+            Assert.Equal("CN=sidekick-client", await http.GetStringAsync("/x"));
+        }
+    }
+
+    [Fact]
+    public async Task Without_the_client_certificate_the_backend_stays_down()
+    {
+        using var certificates = new TestCertificates();
+        var server = certificates.Leaf("backend");
+        var (backend, backendPort) = await StartTlsBackendAsync(server.Certificate, certificates.Ca);
+        await using var _ = backend;
+        var (instance, http) = await StartSidekickAsync(backendPort, o => o with { CaCert = certificates.CaPath });
+        await using (instance)
+        using (http)
+        {
+            await WaitForProbeAsync(instance);
+            Assert.False(instance.Server.Topology.Current.AllBackends.Single().IsUp);
+        }
+    }
+
+    [Fact]
+    public async Task Insecure_accepts_a_self_signed_backend_and_a_wrong_cacert_refuses_it()
+    {
+        using var certificates = new TestCertificates();
+        using var other = new TestCertificates();
+        var server = certificates.Leaf("backend");
+        var (backend, backendPort) = await StartTlsBackendAsync(server.Certificate, null);
+        await using var _ = backend;
+
+        var (insecure, insecureClient) = await StartSidekickAsync(backendPort, o => o with { Insecure = true });
+        await using (insecure)
+        using (insecureClient)
+        {
+            await WaitForProbeAsync(insecure);
+            Assert.Equal("no client certificate", await insecureClient.GetStringAsync("/x"));
+        }
+
+        var (wrong, wrongClient) = await StartSidekickAsync(backendPort, o => o with { CaCert = other.CaPath });
+        await using (wrong)
+        using (wrongClient)
+        {
+            await WaitForProbeAsync(wrong);
+            var backendState = wrong.Server.Topology.Current.AllBackends.Single();
+            Assert.False(backendState.IsUp);
+            Assert.Contains("TLS", backendState.GetHealthSnapshot().LastDownReason, StringComparison.Ordinal);
+        }
+
+        var (right, rightClient) = await StartSidekickAsync(backendPort, o => o with { CaCert = certificates.CaPath });
+        await using (right)
+        using (rightClient)
+        {
+            await WaitForProbeAsync(right);
+            Assert.True(right.Server.Topology.Current.AllBackends.Single().IsUp);
+        }
+    }
+
+    [Fact]
+    public void Bad_ca_bundle_and_half_client_pair_are_fatal_one_liners()
+    {
+        using var certificates = new TestCertificates();
+        var notPem = Path.Combine(certificates.Directory, "empty.pem");
+        File.WriteAllText(notPem, "nothing here");
+        var error = Assert.Throws<FatalException>(() => Sidekick.Security.BackendTls.Load(new SidekickOptions { CaCert = notPem }));
+        Assert.Contains("is not valid certificate", error.Message, StringComparison.Ordinal);
+        var half = Assert.Throws<FatalException>(() => Sidekick.Security.BackendTls.Load(new SidekickOptions { ClientCert = "x.crt" }));
+        Assert.Equal("both --client-cert and --client-key must be specified", half.Message);
+    }
+}
