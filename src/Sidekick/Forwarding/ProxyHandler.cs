@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.AspNetCore.Http.Features;
+using Sidekick.Caching;
 using Sidekick.Health;
 using Sidekick.Observability;
 using Sidekick.Routing;
@@ -14,6 +15,7 @@ namespace Sidekick.Forwarding;
 /// application is retried on another backend, within a retry budget.
 /// </summary>
 internal sealed class ProxyHandler(
+    ResponseCache? cache,
     TopologyStore topology,
     IBalancer balancer,
     IHttpForwarder forwarder,
@@ -22,7 +24,7 @@ internal sealed class ProxyHandler(
     RetryPolicy retries,
     long failbackHoldDownMilliseconds,
     TraceSink trace,
-    TimeProvider time)
+    TimeProvider time) : ICacheOrigin
 {
     private static readonly ForwarderRequestConfig RequestConfig = new()
     {
@@ -34,7 +36,8 @@ internal sealed class ProxyHandler(
         AllowResponseBuffering = false,
     };
 
-    public async Task ForwardAsync(HttpContext context)
+    /// <summary>Entry point for every proxied request: refuse ambiguous input, then the cache (if any), then forward.</summary>
+    public async Task HandleAsync(HttpContext context)
     {
         if (RequestGuard.FindViolation(context) is { } violation)
         {
@@ -42,6 +45,31 @@ internal sealed class ProxyHandler(
             return;
         }
 
+        if (cache is null)
+        {
+            await ForwardAsync(context);
+            return;
+        }
+
+        var started = time.GetTimestamp();
+        await cache.HandleAsync(context, this);
+        if (trace.Enabled && context.Response.Headers["X-Cache"] is [var outcome] && outcome is "HIT" or "REVALIDATED")
+        {
+            TraceCacheServed(context, started, outcome);
+        }
+    }
+
+    public (Site Site, Backend Backend)? Pick()
+    {
+        var site = topology.Current.SelectSite(failbackHoldDownMilliseconds);
+        return site is not null && balancer.Pick(site.Backends) is { } backend ? (site, backend) : null;
+    }
+
+    public void ReportTransportFailure(Backend backend, string reason) => health.ReportTransportFailure(backend, reason);
+
+    /// <summary>Forwards to a backend, with retries and failover (also the cache's path for pass-through).</summary>
+    public async Task ForwardAsync(HttpContext context)
+    {
         retries.Budget.OnRequest();
         context.Response.Headers.Server = "SideKick";
         ReplayableBody? replayable;
@@ -142,6 +170,26 @@ internal sealed class ProxyHandler(
         }
     }
 
+    private void TraceCacheServed(HttpContext context, long started, string outcome)
+    {
+        var request = context.Request;
+        trace.Write(new TraceRecord
+        {
+            IsProbe = false,
+            Host = "cache",
+            Time = time.GetUtcNow().UtcDateTime,
+            Client = TraceSink.ClientOf(context),
+            Tx = context.Response.ContentLength ?? 0,
+            Latency = time.GetElapsedTime(started),
+            StatusCode = context.Response.StatusCode,
+            Method = request.Method,
+            Path = request.Path.Value ?? "/",
+            Query = request.QueryString.HasValue ? request.QueryString.Value![1..] : "",
+            ProbeUrl = "",
+            Cache = outcome,
+        });
+    }
+
     /// <summary>Statistics always; a trace record only when something will print it.</summary>
     private void Account(HttpContext context, Backend backend, ExchangeMeter meter, long started)
     {
@@ -176,6 +224,7 @@ internal sealed class ProxyHandler(
             RequestHeaders = trace.WantsHeaders ? TraceSink.Capture(request.Headers) : null,
             ResponseHeaders = trace.WantsHeaders ? TraceSink.Capture(context.Response.Headers) : null,
             ResponseBody = meter.CapturedErrorBody,
+            Cache = context.Response.Headers["X-Cache"] is [var outcome] ? outcome : null,
         });
     }
 

@@ -55,6 +55,7 @@ internal static class SidekickApp
         var tls = ServerTls.Create(options, stdout, stderr, time);
         var backendTls = parsed.Any(s => s.Backends.Any(b => b.Endpoint.Scheme == Uri.UriSchemeHttps)) ? BackendTls.Load(options) : null;
         var dns = new DnsCache(resolver, options.DnsTtl, time);
+        var cache = Caching.ResponseCache.FromEnvironment(seams.Environment ?? EnvironmentVariables(), time);
         var lookupFailed = false;
 
         IReadOnlyList<SiteDefinition> LoadSites()
@@ -92,6 +93,7 @@ internal static class SidekickApp
             CertificatePem = () => tls?.CertificatePem,
             BackendTls = backendTls is null ? null : backendTls.Create,
             Connect = dns.ConnectAsync,
+            Cache = cache,
         });
 
         // Round-robin DNS follows record changes every --dns-ttl; a name that did not resolve is retried sooner.
@@ -113,12 +115,23 @@ internal static class SidekickApp
         return new SidekickInstance(server, [tls, dns, refresh]);
     }
 
+    private static Dictionary<string, string?> EnvironmentVariables()
+    {
+        var variables = new Dictionary<string, string?>(StringComparer.Ordinal);
+        foreach (System.Collections.DictionaryEntry entry in System.Environment.GetEnvironmentVariables())
+        {
+            variables[(string)entry.Key] = entry.Value as string;
+        }
+
+        return variables;
+    }
+
     /// <summary>argv[0]'s file name, as upstream prints it; "sidekick" when run through the dotnet host.</summary>
     private static string ProgramName
     {
         get
         {
-            var path = Environment.ProcessPath;
+            var path = System.Environment.ProcessPath;
             var name = path is null ? "sidekick" : Path.GetFileNameWithoutExtension(path);
             return name is "dotnet" or "" ? "sidekick" : name;
         }
@@ -147,4 +160,6 @@ internal sealed record SidekickAppSeams
     public TextWriter? Stderr { get; init; }
     public TimeProvider? Time { get; init; }
     public IHostResolver? Resolver { get; init; }
+    /// <summary>Environment variables (the SIDEKICK_CACHE_* settings); the process environment when null.</summary>
+    public IReadOnlyDictionary<string, string?>? Environment { get; init; }
 }

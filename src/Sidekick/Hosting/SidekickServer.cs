@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Sidekick.Caching;
 using Sidekick.Cli;
 using Sidekick.Forwarding;
 using Sidekick.Health;
@@ -118,10 +119,11 @@ internal sealed class SidekickServer : IAsyncDisposable
             new OutlierOptions(options.OutlierConsecutiveErrors, options.OutlierEjectionTime, options.OutlierMaxEjectionTime, options.OutlierMaxEjectionPercent),
             Topology);
         Outliers.Ejected += (_, _) => Interlocked.Increment(ref _ejections);
-        Proxy = new ProxyHandler(Topology, Balancers.Create(options.HostBalance, options.SlowStart), forwarder, Prober, Outliers, Retries,
+        Cache = hooks.Cache;
+        Proxy = new ProxyHandler(Cache, Topology, Balancers.Create(options.HostBalance, options.SlowStart), forwarder, Prober, Outliers, Retries,
             (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time);
         Meter = new SidekickMeter(Topology, Sites, Retries);
-        var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped);
+        var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, Cache?.Metrics);
         var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null), metrics);
         _app.Run(context =>
         {
@@ -130,7 +132,7 @@ internal sealed class SidekickServer : IAsyncDisposable
                 return DiagnosticsEndpoints.HandleAsync(context);
             }
 
-            return local.TryHandle(context, out var handled) ? handled : Proxy.ForwardAsync(context);
+            return local.TryHandle(context, out var handled) ? handled : Proxy.HandleAsync(context);
         });
     }
 
@@ -145,6 +147,8 @@ internal sealed class SidekickServer : IAsyncDisposable
     public OutlierDetector Outliers { get; }
 
     public TraceSink Trace { get; }
+
+    public ResponseCache? Cache { get; }
 
     public OutputQueue Output { get; }
 
@@ -253,6 +257,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         await _table;
         Prober.Dispose();
         Meter.Dispose();
+        Cache?.Dispose();
         await Output.DisposeAsync();
         await _app.DisposeAsync();
         foreach (var site in Topology.Current.Sites)
@@ -273,4 +278,5 @@ internal sealed record SidekickServerHooks
     public Func<string?>? CertificatePem { get; init; }
     public Func<string, System.Net.Security.SslClientAuthenticationOptions>? BackendTls { get; init; }
     public Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? Connect { get; init; }
+    public ResponseCache? Cache { get; init; }
 }

@@ -10,7 +10,8 @@ namespace Sidekick.Observability;
 /// every site, plus what operators need (durations, in-flight, up, active site, probe failures, failovers,
 /// retries). Read from the counters on demand; nothing is computed on the request path.
 /// </summary>
-internal sealed class PrometheusExporter(TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces)
+internal sealed class PrometheusExporter(
+    TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Caching.CacheMetrics? cache = null)
 {
     public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -84,6 +85,7 @@ internal sealed class PrometheusExporter(TopologyStore topology, SiteWatch sites
         Single(text, "sidekick_retries_total", "Requests retried on another backend", retries.Count.Value);
         Single(text, "sidekick_outlier_ejections_total", "Backends ejected for consecutive gateway errors", ejections());
         Single(text, "sidekick_trace_dropped_total", "Trace and log lines dropped because the console was too slow", droppedTraces());
+        cache?.WriteTo(text);
         return text.ToString();
     }
 

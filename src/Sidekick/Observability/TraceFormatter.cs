@@ -36,6 +36,11 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         line.Append(' ').Append(r.Client).Append(' ').Append(' ', Math.Max(Math.Abs(15 - r.Client.Length), 1)).Append("  ")
             .Append(latency).Append(' ', Math.Max(Math.Abs(12 - latency.Length), 1))
             .Append(" ↑ ").Append(ByteSize.FormatIec(r.Rx)).Append(" ↓ ").Append(ByteSize.FormatIec(r.Tx));
+        if (r.Cache is not null)
+        {
+            line.Append(" cache=").Append(r.Cache);
+        }
+
         return line.ToString();
     }
 
@@ -77,6 +82,11 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         json.WriteString("method", r.Method);
         json.WriteString("path", r.Path);
         json.WriteString("query", r.Query);
+        if (r.Cache is not null)
+        {
+            json.WriteString("cache", r.Cache);
+        }
+
         json.WriteEndObject();
     });
 

@@ -20,6 +20,8 @@ internal sealed record TraceRecord
     public DateTime? ResponseTime { get; init; }
     public IReadOnlyList<KeyValuePair<string, string[]>>? RequestHeaders { get; init; }
     public IReadOnlyList<KeyValuePair<string, string[]>>? ResponseHeaders { get; init; }
+    /// <summary>The cache's verdict (HIT, MISS, REVALIDATED, BYPASS) when the cache is on.</summary>
+    public string? Cache { get; init; }
     /// <summary>The start of an error response body (at most 64 KiB), for the debug trace.</summary>
     public string? ResponseBody { get; init; }
 }

@@ -1,0 +1,64 @@
+using System.Globalization;
+using Microsoft.Extensions.Primitives;
+
+namespace Sidekick.Caching;
+
+/// <summary>Parsed Cache-Control directives (RFC 9111 §5.2): names case-insensitive, quoted values allowed.</summary>
+internal sealed class CacheControl
+{
+    private readonly Dictionary<string, string?> _directives = new(StringComparer.OrdinalIgnoreCase);
+
+    private CacheControl()
+    {
+    }
+
+    public static CacheControl Parse(StringValues headers)
+    {
+        var control = new CacheControl();
+        foreach (var header in headers)
+        {
+            if (header is null)
+            {
+                continue;
+            }
+
+            var position = 0;
+            while (position < header.Length)
+            {
+                var end = position;
+                var inQuotes = false;
+                while (end < header.Length && (inQuotes || header[end] != ','))
+                {
+                    inQuotes ^= header[end] == '"';
+                    end++;
+                }
+
+                var part = header[position..end].Trim();
+                position = end + 1;
+                if (part.Length == 0)
+                {
+                    continue;
+                }
+
+                var equals = part.IndexOf('=', StringComparison.Ordinal);
+                var name = equals < 0 ? part : part[..equals].Trim();
+                var value = equals < 0 ? null : part[(equals + 1)..].Trim().Trim('"');
+                control._directives.TryAdd(name, value);
+            }
+        }
+
+        return control;
+    }
+
+    public bool Has(string directive) => _directives.ContainsKey(directive);
+
+    /// <summary>Delta-seconds value of a directive; null when absent or malformed (RFC 9111 §1.2.2).</summary>
+    public TimeSpan? Seconds(string directive) =>
+        _directives.TryGetValue(directive, out var value) && value is not null &&
+        long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds)
+            ? TimeSpan.FromSeconds(Math.Min(seconds, int.MaxValue))
+            : null;
+
+    /// <summary><c>max-stale</c> without a value means any staleness is acceptable.</summary>
+    public TimeSpan? MaxStale => Has("max-stale") ? Seconds("max-stale") ?? TimeSpan.MaxValue : null;
+}

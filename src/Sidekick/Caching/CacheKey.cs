@@ -1,0 +1,47 @@
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.AspNetCore.Http.Features;
+
+namespace Sidekick.Caching;
+
+/// <summary>
+/// Names entries in the bucket. The key is the SHA-256 of the Host and the request target with its query
+/// sorted and the presigned-credential parameters removed, so presigned URLs that differ only in their
+/// signature share one entry. Objects are spread as <c>ab/cd/abcd…</c>; a response with Vary is stored under
+/// <c>…/v/&lt;hash of the selected request headers&gt;</c> next to a marker at the plain key naming the Vary headers.
+/// </summary>
+internal static class CacheKey
+{
+    public static string For(HttpContext context, bool withQuery = true)
+    {
+        var request = context.Request;
+        var target = context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? request.Path.Value ?? "/";
+        var question = target.IndexOf('?', StringComparison.Ordinal);
+        var path = question < 0 ? target : target[..question];
+        var text = new StringBuilder();
+        text.Append(request.Host.Value?.ToLowerInvariant()).Append(path);
+        if (withQuery && question >= 0)
+        {
+            var parameters = target[(question + 1)..]
+                .Split('&', StringSplitOptions.RemoveEmptyEntries)
+                .Where(p => !CachePolicy.IsCredentialParameter(Uri.UnescapeDataString(p.Split('=')[0])))
+                .Order(StringComparer.Ordinal)
+                .ToArray();
+            if (parameters.Length > 0)
+            {
+                text.Append('?').Append(string.Join('&', parameters));
+            }
+        }
+
+        return Spread(Hash(text.ToString()));
+    }
+
+    public static string Variant(string key, IReadOnlyList<string> values) =>
+        key + "/v/" + Hash(string.Join('\n', values))[..32];
+
+    public static string VariantPrefix(string key) => key + "/v/";
+
+    private static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+
+    private static string Spread(string hash) => $"{hash[..2]}/{hash[2..4]}/{hash}";
+}

@@ -1,0 +1,72 @@
+using System.Diagnostics.Metrics;
+
+namespace Sidekick.Caching;
+
+/// <summary>Cache counters, for the Prometheus exposition and (meter "Sidekick") dotnet-counters/OpenTelemetry.</summary>
+internal sealed class CacheMetrics : IDisposable
+{
+    private readonly Meter _meter = new("Sidekick.Cache");
+    private long _hits;
+    private long _misses;
+    private long _revalidated;
+    private long _bypassed;
+    private long _fills;
+    private long _fillsCompleted;
+    private long _fillsAbandoned;
+    private long _bytesServed;
+    private long _storeErrors;
+    private long _evictions;
+
+    public CacheMetrics()
+    {
+        _meter.CreateObservableCounter("sidekick.cache.hits", () => Hits);
+        _meter.CreateObservableCounter("sidekick.cache.misses", () => Misses);
+        _meter.CreateObservableCounter("sidekick.cache.revalidated", () => Revalidated);
+        _meter.CreateObservableCounter("sidekick.cache.fills", () => Fills);
+        _meter.CreateObservableCounter("sidekick.cache.fills_abandoned", () => FillsAbandoned);
+        _meter.CreateObservableCounter("sidekick.cache.bytes_served", () => BytesServed, unit: "By");
+        _meter.CreateObservableCounter("sidekick.cache.store_errors", () => StoreErrors);
+    }
+
+    public long Hits => Volatile.Read(ref _hits);
+    public long Misses => Volatile.Read(ref _misses);
+    public long Revalidated => Volatile.Read(ref _revalidated);
+    public long Bypassed => Volatile.Read(ref _bypassed);
+    public long Fills => Volatile.Read(ref _fills);
+    public long FillsCompleted => Volatile.Read(ref _fillsCompleted);
+    public long FillsAbandoned => Volatile.Read(ref _fillsAbandoned);
+    public long BytesServed => Volatile.Read(ref _bytesServed);
+    public long StoreErrors => Volatile.Read(ref _storeErrors);
+    public long Evictions => Volatile.Read(ref _evictions);
+
+    public void Hit() => Interlocked.Increment(ref _hits);
+    public void Miss() => Interlocked.Increment(ref _misses);
+    public void Revalidation() => Interlocked.Increment(ref _revalidated);
+    public void Bypass() => Interlocked.Increment(ref _bypassed);
+    public void FillStarted() => Interlocked.Increment(ref _fills);
+    public void FillCompleted() => Interlocked.Increment(ref _fillsCompleted);
+    public void FillAbandoned() => Interlocked.Increment(ref _fillsAbandoned);
+    public void Served(long bytes) => Interlocked.Add(ref _bytesServed, bytes);
+    public void StoreError() => Interlocked.Increment(ref _storeErrors);
+    public void Evicted() => Interlocked.Increment(ref _evictions);
+
+    /// <summary>Prometheus text for the cache counters.</summary>
+    public void WriteTo(System.Text.StringBuilder text)
+    {
+        void Counter(string name, string help, long value) =>
+            text.Append("# HELP ").Append(name).Append(' ').Append(help).Append("\n# TYPE ").Append(name).Append(" counter\n")
+                .Append(name).Append(' ').Append(value).Append('\n');
+        Counter("sidekick_cache_hits_total", "Responses served from the cache without asking a backend", Hits);
+        Counter("sidekick_cache_misses_total", "Cacheable requests not found in the cache", Misses);
+        Counter("sidekick_cache_revalidated_total", "Stored responses confirmed by a backend (304) and served from the cache", Revalidated);
+        Counter("sidekick_cache_bypassed_total", "Requests that did not use the cache (store down, no-store, errors)", Bypassed);
+        Counter("sidekick_cache_fills_total", "Responses being written to the cache while served", Fills);
+        Counter("sidekick_cache_fills_completed_total", "Fills that became visible entries", FillsCompleted);
+        Counter("sidekick_cache_fills_abandoned_total", "Fills given up (client gone, store too slow, length mismatch)", FillsAbandoned);
+        Counter("sidekick_cache_served_bytes_total", "Body bytes served from the cache", BytesServed);
+        Counter("sidekick_cache_store_errors_total", "Errors talking to the cache store", StoreErrors);
+        Counter("sidekick_cache_evictions_total", "Entries removed (404/410, invalidation by PUT/POST/DELETE)", Evictions);
+    }
+
+    public void Dispose() => _meter.Dispose();
+}

@@ -1,0 +1,149 @@
+using System.Globalization;
+using Sidekick.Cli;
+
+namespace Sidekick.Caching;
+
+/// <summary>
+/// The shared cache's settings, from SIDEKICK_CACHE_* environment variables (names and meaning as upstream,
+/// plus a few of ours). Every bad value is one line naming the variable and a valid example; the secret key
+/// is never printed.
+/// </summary>
+internal sealed record CacheOptions
+{
+    public const string Prefix = "SIDEKICK_CACHE_";
+
+    private static readonly string[] RequiredNames = ["ACCESS_KEY", "SECRET_KEY", "BUCKET"];
+
+    public required Uri Endpoint { get; init; }
+    public required string AccessKey { get; init; }
+    public required string SecretKey { get; init; }
+    public required string Bucket { get; init; }
+    public string Region { get; init; } = "us-east-1";
+    public bool PathStyle { get; init; } = true;
+    /// <summary>Smallest response (Content-Length) worth caching.</summary>
+    public long MinSize { get; init; } = 1024 * 1024;
+    /// <summary>Largest response cached.</summary>
+    public long MaxSize { get; init; } = 5L * 1024 * 1024 * 1024;
+    public TimeSpan HealthInterval { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>Freshness for responses with neither explicit freshness nor Last-Modified; zero = none.</summary>
+    public TimeSpan DefaultMaxAge { get; init; } = TimeSpan.Zero;
+    /// <summary>Multipart part size (S3 needs at least 5 MiB for all parts but the last).</summary>
+    public int PartSize { get; init; } = 5 * 1024 * 1024;
+    /// <summary>How far the store may fall behind the client before the fill is abandoned.</summary>
+    public long MaxLag { get; init; } = 8 * 1024 * 1024;
+    /// <summary>Fills running at once; further misses are served without filling.</summary>
+    public int MaxFills { get; init; } = 16;
+    /// <summary>A store operation on the request path taking longer than this bypasses the cache.</summary>
+    public TimeSpan StoreTimeout { get; init; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Null when SIDEKICK_CACHE_ENDPOINT is unset or empty (the cache is off).</summary>
+    public static CacheOptions? FromEnvironment(IReadOnlyDictionary<string, string?> env)
+    {
+        string? Get(string name) => env.TryGetValue(Prefix + name, out var value) && !string.IsNullOrWhiteSpace(value) ? value.Trim() : null;
+
+        var endpointText = Get("ENDPOINT");
+        if (endpointText is null)
+        {
+            return null;
+        }
+
+        if (!Uri.TryCreate(endpointText, UriKind.Absolute, out var endpoint) || endpoint.Scheme is not ("http" or "https") || endpoint.Host.Length == 0)
+        {
+            throw new UsageException($"invalid {Prefix}ENDPOINT \"{endpointText}\": expected an http or https URL such as http://minio-cache:9000");
+        }
+
+        var missing = RequiredNames.Where(n => Get(n) is null).Select(n => Prefix + n).ToArray();
+        if (missing.Length > 0)
+        {
+            throw new UsageException($"{string.Join(", ", missing)} must be set when {Prefix}ENDPOINT is set");
+        }
+
+        var options = new CacheOptions { Endpoint = endpoint, AccessKey = Get("ACCESS_KEY")!, SecretKey = Get("SECRET_KEY")!, Bucket = Get("BUCKET")! };
+        if (Get("REGION") is { } region)
+        {
+            options = options with { Region = region };
+        }
+
+        if (Get("PATH_STYLE") is { } pathStyle)
+        {
+            options = options with { PathStyle = ParseBool("PATH_STYLE", pathStyle) };
+        }
+
+        if (Get("MIN_SIZE") is { } min)
+        {
+            options = options with { MinSize = ParseSize("MIN_SIZE", min, "64MB") };
+        }
+
+        if (Get("MAX_SIZE") is { } max)
+        {
+            options = options with { MaxSize = ParseSize("MAX_SIZE", max, "5GiB") };
+        }
+
+        if (Get("HEALTH_DURATION") is { } health)
+        {
+            options = options with { HealthInterval = ParseSeconds("HEALTH_DURATION", health, "20 or 20s") };
+        }
+
+        if (Get("DEFAULT_MAX_AGE") is { } maxAge)
+        {
+            options = options with { DefaultMaxAge = ParseSeconds("DEFAULT_MAX_AGE", maxAge, "300 or 5m", allowZero: true) };
+        }
+
+        if (Get("PART_SIZE") is { } part)
+        {
+            var size = ParseSize("PART_SIZE", part, "8MiB");
+            if (size is < 5 * 1024 * 1024 or > 512L * 1024 * 1024)
+            {
+                throw new UsageException($"invalid {Prefix}PART_SIZE \"{part}\": must be between 5MiB and 512MiB, e.g. 8MiB");
+            }
+
+            options = options with { PartSize = (int)size };
+        }
+
+        if (Get("MAX_FILLS") is { } fills)
+        {
+            options = options with { MaxFills = int.TryParse(fills, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n > 0
+                ? n : throw new UsageException($"invalid {Prefix}MAX_FILLS \"{fills}\": expected a positive integer such as 16") };
+        }
+
+        if (options.MinSize > options.MaxSize)
+        {
+            throw new UsageException($"{Prefix}MIN_SIZE must not be larger than {Prefix}MAX_SIZE");
+        }
+
+        return options;
+    }
+
+    private static long ParseSize(string name, string value, string example) =>
+        ByteSize.TryParse(value, out var bytes) && bytes >= 0
+            ? bytes
+            : throw new UsageException($"invalid {Prefix}{name} \"{value}\": expected a size in human units such as {example}");
+
+    /// <summary>Integer seconds (as upstream) or a Go duration such as 20s or 1m.</summary>
+    private static TimeSpan ParseSeconds(string name, string value, string example, bool allowZero = false)
+    {
+        TimeSpan result;
+        if (int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds))
+        {
+            result = TimeSpan.FromSeconds(seconds);
+        }
+        else if (!GoDuration.TryParse(value, out result))
+        {
+            throw new UsageException($"invalid {Prefix}{name} \"{value}\": expected seconds or a duration such as {example}");
+        }
+
+        return result > TimeSpan.Zero || (allowZero && result == TimeSpan.Zero)
+            ? result
+            : throw new UsageException($"invalid {Prefix}{name} \"{value}\": must be greater than 0, e.g. {example}");
+    }
+
+    private static bool ParseBool(string name, string value) => value.ToLowerInvariant() switch
+    {
+        "1" or "true" or "on" or "yes" => true,
+        "0" or "false" or "off" or "no" => false,
+        _ => throw new UsageException($"invalid {Prefix}{name} \"{value}\": expected true or false"),
+    };
+
+    /// <summary>Never shows the secret (records print every property by default).</summary>
+    public override string ToString() => $"cache {Endpoint} bucket {Bucket} (access key {AccessKey})";
+}

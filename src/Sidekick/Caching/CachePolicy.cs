@@ -1,0 +1,170 @@
+using Microsoft.Net.Http.Headers;
+
+namespace Sidekick.Caching;
+
+/// <summary>What to do with a stored response for one request.</summary>
+internal enum CacheDecision
+{
+    /// <summary>Fresh and allowed: serve without contacting the backend.</summary>
+    Serve,
+
+    /// <summary>Stale within stale-while-revalidate: serve now, revalidate in the background.</summary>
+    ServeAndRevalidate,
+
+    /// <summary>Ask the backend first (conditional request with the requester's own credentials).</summary>
+    Revalidate,
+}
+
+/// <summary>The RFC 9111 rules for a shared cache, as pure functions of headers and time.</summary>
+internal static class CachePolicy
+{
+    /// <summary>Presigned-URL query parameters that carry credentials (SigV4 and SigV2).</summary>
+    private static readonly string[] CredentialParameters =
+        ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-Security-Token", "X-Amz-SignedHeaders", "X-Amz-Algorithm", "Signature", "AWSAccessKeyId", "Expires"];
+
+    public static bool IsCredentialParameter(string name) =>
+        CredentialParameters.Any(p => string.Equals(p, name, StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>The request carries credentials: an Authorization header or a presigned query (§3.5).</summary>
+    public static bool IsAuthorized(HttpRequest request) =>
+        request.Headers.ContainsKey(HeaderNames.Authorization) ||
+        request.Query.Keys.Any(k => string.Equals(k, "X-Amz-Signature", StringComparison.OrdinalIgnoreCase) ||
+                                    string.Equals(k, "Signature", StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>
+    /// Whether a response may be stored (§3): a complete 200 to a GET, no no-store on either side, not
+    /// private (this is a shared cache), not Vary: *, a known length within bounds, and something that lets
+    /// it be reused (explicit freshness or a validator).
+    /// </summary>
+    public static bool IsStorable(int status, CacheControl request, CacheControl response, IReadOnlyList<KeyValuePair<string, string>> headers, long? length, CacheOptions options)
+    {
+        string? Header(string name) => headers.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
+        if (status != 200 || request.Has("no-store") || response.Has("no-store") || response.Has("private"))
+        {
+            return false;
+        }
+
+        if (Header(HeaderNames.Vary)?.Trim() == "*" || Header(HeaderNames.ContentRange) is not null)
+        {
+            return false;
+        }
+
+        if (length is not { } size || size < options.MinSize || size > options.MaxSize)
+        {
+            return false;
+        }
+
+        var hasFreshness = response.Has("max-age") || response.Has("s-maxage") || Header(HeaderNames.Expires) is not null;
+        var hasValidator = Header(HeaderNames.ETag) is not null || Header(HeaderNames.LastModified) is not null;
+        return hasFreshness || hasValidator || options.DefaultMaxAge > TimeSpan.Zero;
+    }
+
+    /// <summary>Freshness lifetime (§4.2.1): s-maxage, max-age, Expires − Date, then a heuristic (§4.2.2).</summary>
+    public static TimeSpan FreshnessLifetime(CachedResponse entry, CacheControl response, CacheOptions options)
+    {
+        if (response.Seconds("s-maxage") is { } shared)
+        {
+            return shared;
+        }
+
+        if (response.Seconds("max-age") is { } maxAge)
+        {
+            return maxAge;
+        }
+
+        if (entry.Header(HeaderNames.Expires) is { } expiresText)
+        {
+            // An invalid Expires (e.g. "0") means already expired.
+            var expires = CachedResponse.HttpDate(expiresText);
+            var date = entry.Date ?? entry.ReceivedAt;
+            return expires is { } at && at > date ? at - date : TimeSpan.Zero;
+        }
+
+        if (entry.LastModified is { } lastModified)
+        {
+            // 10% of the time since last modification, the common heuristic; capped at one day.
+            var since = (entry.Date ?? entry.ReceivedAt) - lastModified;
+            return since > TimeSpan.Zero ? TimeSpan.FromTicks(Math.Min(since.Ticks / 10, TimeSpan.TicksPerDay)) : TimeSpan.Zero;
+        }
+
+        return options.DefaultMaxAge;
+    }
+
+    /// <summary>current_age (§4.2.3): the age when received plus the time it has been stored.</summary>
+    public static TimeSpan CurrentAge(CachedResponse entry, DateTimeOffset now)
+    {
+        var resident = now - entry.ReceivedAt;
+        return entry.InitialAge + (resident > TimeSpan.Zero ? resident : TimeSpan.Zero);
+    }
+
+    /// <summary>corrected_initial_age from the response's Age and Date and the request/response times.</summary>
+    public static TimeSpan InitialAge(string? ageHeader, DateTimeOffset? date, DateTimeOffset requestTime, DateTimeOffset responseTime)
+    {
+        var apparent = date is { } d && responseTime > d ? responseTime - d : TimeSpan.Zero;
+        var ageValue = long.TryParse(ageHeader, out var seconds) && seconds > 0 ? TimeSpan.FromSeconds(seconds) : TimeSpan.Zero;
+        var corrected = ageValue + (responseTime - requestTime);
+        return apparent > corrected ? apparent : corrected;
+    }
+
+    /// <summary>
+    /// Decides how to use a stored response (§4, §4.2.4, RFC 5861). Entries stored from authorized requests are
+    /// always confirmed with the backend unless the response allows shared reuse (public or s-maxage).
+    /// </summary>
+    public static CacheDecision Decide(CachedResponse entry, CacheControl request, CacheControl response, DateTimeOffset now, CacheOptions options, bool authorized)
+    {
+        if (authorized && entry.AuthRequired && !response.Has("public") && !response.Has("s-maxage"))
+        {
+            return CacheDecision.Revalidate;
+        }
+
+        if (request.Has("no-cache") || response.Has("no-cache"))
+        {
+            return CacheDecision.Revalidate;
+        }
+
+        var lifetime = FreshnessLifetime(entry, response, options);
+        var age = CurrentAge(entry, now);
+        var fresh = age < lifetime;
+        if (request.Seconds("max-age") is { } maxAge && age > maxAge)
+        {
+            fresh = false;
+        }
+
+        if (request.Seconds("min-fresh") is { } minFresh && lifetime - age < minFresh)
+        {
+            fresh = false;
+        }
+
+        if (fresh)
+        {
+            return CacheDecision.Serve;
+        }
+
+        var staleness = age - lifetime;
+        var mustRevalidate = response.Has("must-revalidate") || response.Has("proxy-revalidate") || response.Has("s-maxage");
+        if (!mustRevalidate && request.MaxStale is { } maxStale && staleness <= maxStale)
+        {
+            return CacheDecision.Serve;
+        }
+
+        if (!mustRevalidate && !authorized && response.Seconds("stale-while-revalidate") is { } swr && staleness <= swr)
+        {
+            return CacheDecision.ServeAndRevalidate;
+        }
+
+        return CacheDecision.Revalidate;
+    }
+
+    /// <summary>Whether a stale entry may stand in for a failed revalidation (RFC 5861 stale-if-error).</summary>
+    public static bool MayServeStaleOnError(CachedResponse entry, CacheControl request, CacheControl response, DateTimeOffset now, CacheOptions options, bool authorized)
+    {
+        if ((authorized && entry.AuthRequired) || response.Has("must-revalidate") || response.Has("proxy-revalidate"))
+        {
+            return false;
+        }
+
+        var staleness = CurrentAge(entry, now) - FreshnessLifetime(entry, response, options);
+        var window = request.Seconds("stale-if-error") ?? response.Seconds("stale-if-error");
+        return window is { } allowed && staleness <= allowed;
+    }
+}

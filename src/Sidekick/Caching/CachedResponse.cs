@@ -1,0 +1,136 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Net.Http.Headers;
+
+namespace Sidekick.Caching;
+
+/// <summary>
+/// What the cache keeps about a stored response besides its body: status, the end-to-end headers, when it
+/// was received (for Age, RFC 9111 §4.2.3), the Vary-selected request headers, and whether every reuse must
+/// be confirmed by the backend with the requester's own credentials. Kept as S3 user metadata (compact JSON).
+/// </summary>
+internal sealed record CachedResponse
+{
+    /// <summary>Response headers worth keeping; hop-by-hop and per-connection ones are left out.</summary>
+    private static readonly HashSet<string> Skipped = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "TE", "Trailer",
+        "Set-Cookie", "Server", "X-Proxy", "X-Cache", "Age", "Date",
+    };
+
+    public required int Status { get; init; }
+    public required IReadOnlyList<KeyValuePair<string, string>> Headers { get; init; }
+    public required long Length { get; init; }
+    /// <summary>When the response was received (response_time).</summary>
+    public required DateTimeOffset ReceivedAt { get; init; }
+    /// <summary>corrected_initial_age at the time it was received.</summary>
+    public required TimeSpan InitialAge { get; init; }
+    /// <summary>The backend's Date header (for heuristic freshness and age).</summary>
+    public DateTimeOffset? Date { get; init; }
+    public IReadOnlyList<string> VaryNames { get; init; } = [];
+    public IReadOnlyList<string> VaryValues { get; init; } = [];
+    /// <summary>Stored from an authorized request: reuse only after the backend confirms (see docs/cache.md).</summary>
+    public bool AuthRequired { get; init; }
+
+    public string? Header(string name) =>
+        Headers.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
+
+    public string? ETag => Header(HeaderNames.ETag);
+
+    public DateTimeOffset? LastModified => HttpDate(Header(HeaderNames.LastModified));
+
+    public static bool KeepHeader(string name) => !Skipped.Contains(name);
+
+    public static DateTimeOffset? HttpDate(string? value) =>
+        value is not null && DateTimeOffset.TryParseExact(value, "r", CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var date)
+            ? date
+            : null;
+
+    public string Serialize()
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteNumber("s", Status);
+            json.WriteNumber("l", Length);
+            json.WriteNumber("r", ReceivedAt.ToUnixTimeMilliseconds());
+            json.WriteNumber("a", (long)InitialAge.TotalSeconds);
+            if (Date is { } date)
+            {
+                json.WriteNumber("d", date.ToUnixTimeSeconds());
+            }
+
+            json.WriteBoolean("p", AuthRequired);
+            json.WriteStartArray("h");
+            foreach (var (name, value) in Headers)
+            {
+                json.WriteStringValue(name);
+                json.WriteStringValue(value);
+            }
+
+            json.WriteEndArray();
+            json.WriteStartArray("v");
+            for (var i = 0; i < VaryNames.Count; i++)
+            {
+                json.WriteStringValue(VaryNames[i]);
+                json.WriteStringValue(VaryValues[i]);
+            }
+
+            json.WriteEndArray();
+            json.WriteEndObject();
+        }
+
+        return Convert.ToBase64String(buffer.ToArray());
+    }
+
+    public static CachedResponse? Deserialize(string? text)
+    {
+        if (string.IsNullOrEmpty(text))
+        {
+            return null;
+        }
+
+        try
+        {
+            using var document = JsonDocument.Parse(Convert.FromBase64String(text));
+            var root = document.RootElement;
+            var headers = new List<KeyValuePair<string, string>>();
+            var list = root.GetProperty("h");
+            for (var i = 0; i + 1 < list.GetArrayLength(); i += 2)
+            {
+                headers.Add(new(list[i].GetString()!, list[i + 1].GetString()!));
+            }
+
+            var varyNames = new List<string>();
+            var varyValues = new List<string>();
+            var vary = root.GetProperty("v");
+            for (var i = 0; i + 1 < vary.GetArrayLength(); i += 2)
+            {
+                varyNames.Add(vary[i].GetString()!);
+                varyValues.Add(vary[i + 1].GetString()!);
+            }
+
+            return new CachedResponse
+            {
+                Status = root.GetProperty("s").GetInt32(),
+                Length = root.GetProperty("l").GetInt64(),
+                ReceivedAt = DateTimeOffset.FromUnixTimeMilliseconds(root.GetProperty("r").GetInt64()),
+                InitialAge = TimeSpan.FromSeconds(root.GetProperty("a").GetInt64()),
+                Date = root.TryGetProperty("d", out var d) ? DateTimeOffset.FromUnixTimeSeconds(d.GetInt64()) : null,
+                AuthRequired = root.GetProperty("p").GetBoolean(),
+                Headers = headers,
+                VaryNames = varyNames,
+                VaryValues = varyValues,
+            };
+        }
+        catch (Exception ex) when (ex is FormatException or JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            return null; // not ours or damaged: treated as a miss
+        }
+    }
+
+    /// <summary>Size check against S3's 2 KB user-metadata limit (with room for the key name).</summary>
+    public static bool FitsInMetadata(string serialized) => Encoding.ASCII.GetByteCount(serialized) <= 1900;
+}

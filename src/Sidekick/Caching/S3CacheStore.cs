@@ -1,0 +1,145 @@
+using System.Net;
+using Amazon.Runtime;
+using Amazon.S3;
+using Amazon.S3.Model;
+
+namespace Sidekick.Caching;
+
+/// <summary>
+/// The bucket holding the cache, through the AWS SDK (works with any S3-compatible store). Entries are
+/// objects whose user metadata carries the <see cref="CachedResponse"/>; Vary markers are empty objects
+/// naming the Vary headers. Uploads never use aws-chunked framing (some S3 emulators store it verbatim).
+/// </summary>
+internal sealed class S3CacheStore : IDisposable
+{
+    public const string EntryMetadata = "x-amz-meta-sidekick";
+    public const string VaryMetadata = "x-amz-meta-sidekick-vary";
+
+    private readonly AmazonS3Client _s3;
+    private readonly string _bucket;
+
+    public S3CacheStore(CacheOptions options)
+    {
+        _bucket = options.Bucket;
+        _s3 = new AmazonS3Client(
+            new BasicAWSCredentials(options.AccessKey, options.SecretKey),
+            new AmazonS3Config
+            {
+                ServiceURL = options.Endpoint.ToString(),
+                ForcePathStyle = options.PathStyle,
+                AuthenticationRegion = options.Region,
+                RequestChecksumCalculation = RequestChecksumCalculation.WHEN_REQUIRED,
+                ResponseChecksumValidation = ResponseChecksumValidation.WHEN_REQUIRED,
+                MaxErrorRetry = 1,
+                Timeout = TimeSpan.FromMinutes(5),
+            });
+    }
+
+    /// <summary>Metadata of an object, or null when it does not exist.</summary>
+    public async Task<(CachedResponse? Entry, string? VaryNames)?> HeadAsync(string key, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var head = await _s3.GetObjectMetadataAsync(new GetObjectMetadataRequest { BucketName = _bucket, Key = key }, cancellationToken);
+            return (CachedResponse.Deserialize(head.Metadata[EntryMetadata]), head.Metadata[VaryMetadata]);
+        }
+        catch (AmazonS3Exception ex) when (ex.StatusCode == HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+    }
+
+    public Task<GetObjectResponse> OpenAsync(string key, long? from, long? to, CancellationToken cancellationToken)
+    {
+        var request = new GetObjectRequest { BucketName = _bucket, Key = key };
+        if (from is { } start)
+        {
+            request.ByteRange = new ByteRange(start, to ?? long.MaxValue);
+        }
+
+        return _s3.GetObjectAsync(request, cancellationToken);
+    }
+
+    public Task PutAsync(string key, ReadOnlyMemory<byte> body, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
+    {
+        var request = new PutObjectRequest
+        {
+            BucketName = _bucket,
+            Key = key,
+            InputStream = new MemoryStream(body.ToArray(), writable: false),
+            UseChunkEncoding = false,
+            AutoCloseStream = true,
+        };
+        foreach (var (name, value) in metadata)
+        {
+            request.Metadata[name] = value;
+        }
+
+        return _s3.PutObjectAsync(request, cancellationToken);
+    }
+
+    public async Task<string> BeginMultipartAsync(string key, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
+    {
+        var request = new InitiateMultipartUploadRequest { BucketName = _bucket, Key = key };
+        foreach (var (name, value) in metadata)
+        {
+            request.Metadata[name] = value;
+        }
+
+        return (await _s3.InitiateMultipartUploadAsync(request, cancellationToken)).UploadId;
+    }
+
+    public async Task<PartETag> UploadPartAsync(string key, string uploadId, int number, byte[] buffer, int length, CancellationToken cancellationToken)
+    {
+        using var stream = new MemoryStream(buffer, 0, length, writable: false);
+        var response = await _s3.UploadPartAsync(new UploadPartRequest
+        {
+            BucketName = _bucket, Key = key, UploadId = uploadId, PartNumber = number,
+            InputStream = stream, PartSize = length, UseChunkEncoding = false,
+        }, cancellationToken);
+        return new PartETag(number, response.ETag);
+    }
+
+    public Task CompleteMultipartAsync(string key, string uploadId, List<PartETag> parts, CancellationToken cancellationToken) =>
+        _s3.CompleteMultipartUploadAsync(new CompleteMultipartUploadRequest { BucketName = _bucket, Key = key, UploadId = uploadId, PartETags = parts }, cancellationToken);
+
+    public Task AbortMultipartAsync(string key, string uploadId) =>
+        _s3.AbortMultipartUploadAsync(new AbortMultipartUploadRequest { BucketName = _bucket, Key = key, UploadId = uploadId });
+
+    /// <summary>Replaces an entry's metadata in place (after a 304 refreshed its headers).</summary>
+    public Task UpdateMetadataAsync(string key, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
+    {
+        var request = new CopyObjectRequest
+        {
+            SourceBucket = _bucket, SourceKey = key, DestinationBucket = _bucket, DestinationKey = key,
+            MetadataDirective = S3MetadataDirective.REPLACE,
+        };
+        foreach (var (name, value) in metadata)
+        {
+            request.Metadata[name] = value;
+        }
+
+        return _s3.CopyObjectAsync(request, cancellationToken);
+    }
+
+    public Task DeleteAsync(string key, CancellationToken cancellationToken) =>
+        _s3.DeleteObjectAsync(new DeleteObjectRequest { BucketName = _bucket, Key = key }, cancellationToken);
+
+    /// <summary>Deletes an entry, its Vary marker and every variant stored under it.</summary>
+    public async Task DeleteEntryAsync(string key, CancellationToken cancellationToken)
+    {
+        var listing = await _s3.ListObjectsV2Async(new ListObjectsV2Request { BucketName = _bucket, Prefix = CacheKey.VariantPrefix(key) }, cancellationToken);
+        foreach (var variant in listing.S3Objects ?? [])
+        {
+            await DeleteAsync(variant.Key, cancellationToken);
+        }
+
+        await DeleteAsync(key, cancellationToken);
+    }
+
+    /// <summary>One cheap request that proves the store answers and the bucket exists.</summary>
+    public async Task ProbeAsync(CancellationToken cancellationToken) =>
+        await _s3.ListObjectsV2Async(new ListObjectsV2Request { BucketName = _bucket, MaxKeys = 1 }, cancellationToken);
+
+    public void Dispose() => _s3.Dispose();
+}
