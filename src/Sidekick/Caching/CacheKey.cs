@@ -7,8 +7,9 @@ namespace Sidekick.Caching;
 /// <summary>
 /// Names entries in the bucket. The key is the SHA-256 of the Host and the request target with its query
 /// sorted and the presigned-credential parameters removed, so presigned URLs that differ only in their
-/// signature share one entry. Objects are spread as <c>ab/cd/abcd…</c>; a response with Vary is stored under
-/// <c>…/v/&lt;hash of the selected request headers&gt;</c> next to a marker at the plain key naming the Vary headers.
+/// signature share one entry. Names are flat (S3 needs no directory sharding, and a flat name keeps server-side
+/// copies simple on every S3 implementation); a response with Vary is stored as
+/// <c>abcd….v.&lt;hash of the selected request headers&gt;</c> next to a marker at the plain key naming the Vary headers.
 /// </summary>
 internal static class CacheKey
 {
@@ -33,15 +34,15 @@ internal static class CacheKey
             }
         }
 
-        return Spread(Hash(text.ToString()));
+        return Hash(text.ToString());
     }
 
+    // A variant must not sit "under" its marker: stores with a file-system layout (MinIO, s3rver) refuse an
+    // object whose name is a prefix directory of another.
     public static string Variant(string key, IReadOnlyList<string> values) =>
-        key + "/v/" + Hash(string.Join('\n', values))[..32];
+        VariantPrefix(key) + Hash(string.Join('\n', values))[..32];
 
-    public static string VariantPrefix(string key) => key + "/v/";
+    public static string VariantPrefix(string key) => key + ".v.";
 
     private static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
-
-    private static string Spread(string hash) => $"{hash[..2]}/{hash[2..4]}/{hash}";
 }

@@ -27,6 +27,7 @@ internal sealed class ResponseCache : IDisposable
     private readonly CacheHealth _health;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, Task> _fills = new();
+    private readonly ConcurrentDictionary<string, CachedResponse> _refreshed = new();
     private int _activeFills;
 
     public ResponseCache(CacheOptions options, TimeProvider time)
@@ -135,11 +136,18 @@ internal sealed class ResponseCache : IDisposable
             var names = varyNames.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             var variantKey = CacheKey.Variant(key, names.Select(n => request.Headers[n].ToString()).ToArray());
             var variant = await _store.HeadAsync(variantKey, timeout.Token);
-            return variant is { Entry: { } variantEntry } ? new Lookup(variantKey, variantEntry) : null;
+            return variant is { Entry: { } variantEntry } ? new Lookup(variantKey, Newest(variantKey, variantEntry)) : null;
         }
 
-        return found.Entry is { } entry ? new Lookup(key, entry) : null;
+        return found.Entry is { } entry ? new Lookup(key, Newest(key, entry)) : null;
     }
+
+    /// <summary>The stored entry, or the headers a later 304 refreshed when those are newer (same object only).</summary>
+    private CachedResponse Newest(string key, CachedResponse stored) =>
+        _refreshed.TryGetValue(key, out var refreshed) && refreshed.ReceivedAt > stored.ReceivedAt &&
+        refreshed.ETag == stored.ETag && refreshed.Length == stored.Length
+            ? refreshed
+            : stored;
 
     private async Task MissAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl)
     {
@@ -720,8 +728,18 @@ internal sealed class ResponseCache : IDisposable
         };
     }
 
+    /// <summary>
+    /// Stores refreshed headers: in this process at once (so the next request sees them), and in the bucket
+    /// for the other sidecars (a server-side copy onto itself with new metadata).
+    /// </summary>
     private async Task UpdateMetadataAsync(string key, CachedResponse entry)
     {
+        if (_refreshed.Count > 10_000)
+        {
+            _refreshed.Clear(); // a bound, not an LRU: losing an overlay only costs one more revalidation
+        }
+
+        _refreshed[key] = entry;
         var serialized = entry.Serialize();
         if (!CachedResponse.FitsInMetadata(serialized))
         {
@@ -734,12 +752,14 @@ internal sealed class ResponseCache : IDisposable
         }
         catch (Exception ex) when (IsStoreError(ex))
         {
-            _health.MarkOffline();
+            // A failed refresh is not a store outage: this sidecar still has the refreshed headers in memory.
+            Metrics.StoreError();
         }
     }
 
     private async Task EvictAsync(string key)
     {
+        _refreshed.TryRemove(key, out _);
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));

@@ -137,9 +137,12 @@ internal sealed class S3CacheStore : IDisposable
         await DeleteAsync(key, cancellationToken);
     }
 
-    /// <summary>One cheap request that proves the store answers and the bucket exists.</summary>
+    /// <summary>
+    /// One cheap request that proves the store answers and the bucket exists: a listing of a prefix that holds
+    /// nothing (an empty, untruncated answer; a missing bucket is an error).
+    /// </summary>
     public async Task ProbeAsync(CancellationToken cancellationToken) =>
-        await _s3.ListObjectsV2Async(new ListObjectsV2Request { BucketName = _bucket, MaxKeys = 1 }, cancellationToken);
+        await _s3.ListObjectsV2Async(new ListObjectsV2Request { BucketName = _bucket, Prefix = "sidekick-health-probe/" }, cancellationToken);
 
     public void Dispose() => _s3.Dispose();
 }

@@ -22,6 +22,8 @@ internal sealed partial class S3rverProcess : IAsyncDisposable
 
     public int Port { get; }
 
+    public bool HasExited => _process.HasExited;
+
     public Uri Url => new($"http://127.0.0.1:{Port}");
 
     public static async Task<S3rverProcess> StartAsync(string dataDirectory, params string[] buckets)
@@ -56,6 +58,9 @@ internal sealed partial class S3rverProcess : IAsyncDisposable
             var match = ListeningLine().Match(line);
             if (match.Success)
             {
+                // Keep draining both pipes: a full pipe would block the server.
+                _ = process.StandardOutput.BaseStream.CopyToAsync(Stream.Null);
+                _ = process.StandardError.BaseStream.CopyToAsync(Stream.Null);
                 return new S3rverProcess(process, int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
             }
         }

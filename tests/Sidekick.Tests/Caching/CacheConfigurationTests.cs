@@ -1,0 +1,49 @@
+using Sidekick.Caching;
+using Sidekick.Cli;
+
+namespace Sidekick.Tests.Caching;
+
+public sealed class CacheConfigurationTests
+{
+    private static Dictionary<string, string?> Valid() => new()
+    {
+        ["SIDEKICK_CACHE_ENDPOINT"] = "http://minio-remote:9000",
+        ["SIDEKICK_CACHE_ACCESS_KEY"] = "minio",
+        ["SIDEKICK_CACHE_SECRET_KEY"] = "minio123-very-secret",
+        ["SIDEKICK_CACHE_BUCKET"] = "cache01",
+    };
+
+    [Fact]
+    public void Unset_endpoint_means_no_cache() => Assert.Null(CacheOptions.FromEnvironment(new Dictionary<string, string?>()));
+
+    [Theory]
+    [InlineData("64MB", 64_000_000L)]
+    [InlineData("32MiB", 33_554_432L)]
+    public void Upstream_sizes_and_durations(string size, long bytes)
+    {
+        var env = Valid();
+        env["SIDEKICK_CACHE_MIN_SIZE"] = size;
+        env["SIDEKICK_CACHE_HEALTH_DURATION"] = "20";
+        var options = CacheOptions.FromEnvironment(env)!;
+        Assert.Equal(bytes, options.MinSize);
+        Assert.Equal(TimeSpan.FromSeconds(20), options.HealthInterval);
+        env["SIDEKICK_CACHE_HEALTH_DURATION"] = "20s";
+        Assert.Equal(TimeSpan.FromSeconds(20), CacheOptions.FromEnvironment(env)!.HealthInterval);
+    }
+
+    [Theory]
+    [InlineData("SIDEKICK_CACHE_MIN_SIZE", "lots", "invalid SIDEKICK_CACHE_MIN_SIZE \"lots\"")]
+    [InlineData("SIDEKICK_CACHE_HEALTH_DURATION", "soon", "invalid SIDEKICK_CACHE_HEALTH_DURATION \"soon\"")]
+    [InlineData("SIDEKICK_CACHE_ENDPOINT", "ftp://x", "invalid SIDEKICK_CACHE_ENDPOINT \"ftp://x\"")]
+    [InlineData("SIDEKICK_CACHE_BUCKET", "", "SIDEKICK_CACHE_BUCKET must be set")]
+    [InlineData("SIDEKICK_CACHE_PART_SIZE", "1MiB", "must be between 5MiB and 512MiB")]
+    public void Bad_values_name_the_variable_and_never_the_secret(string name, string value, string expected)
+    {
+        var env = Valid();
+        env[name] = value;
+        var error = Assert.Throws<UsageException>(() => CacheOptions.FromEnvironment(env));
+        Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("minio123-very-secret", error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("minio123-very-secret", CacheOptions.FromEnvironment(Valid())!.ToString(), StringComparison.Ordinal);
+    }
+}

@@ -1,0 +1,63 @@
+using Amazon.Runtime;
+using Amazon.S3;
+using Sidekick.Hosting;
+using Sidekick.Tests.Infrastructure;
+using Sidekick.Tests.Integration;
+
+namespace Sidekick.Tests.Caching;
+
+/// <summary>A real s3rver for the cache, and a way to start sidekick with the cache pointed at it.</summary>
+public sealed class CacheFixture : IAsyncLifetime
+{
+    public const string Bucket = "cache";
+
+    private S3rverProcess? _s3;
+
+    internal S3rverProcess S3 => _s3!;
+
+    public string DataDirectory { get; } = Directory.CreateTempSubdirectory("sidekick-cache").FullName;
+
+    public async Task InitializeAsync() => _s3 = await S3rverProcess.StartAsync(DataDirectory, Bucket);
+
+    public async Task DisposeAsync()
+    {
+        if (_s3 is not null)
+        {
+            await _s3.DisposeAsync();
+        }
+    }
+
+    internal AmazonS3Client Client() => new(
+        new BasicAWSCredentials(S3rverProcess.AccessKey, S3rverProcess.SecretKey),
+        new AmazonS3Config { ServiceURL = S3.Url.ToString(), ForcePathStyle = true, AuthenticationRegion = "us-east-1" });
+
+    internal Dictionary<string, string?> Environment(Uri? endpoint = null) => new()
+    {
+        ["SIDEKICK_CACHE_ENDPOINT"] = (endpoint ?? S3.Url).ToString(),
+        ["SIDEKICK_CACHE_ACCESS_KEY"] = S3rverProcess.AccessKey,
+        ["SIDEKICK_CACHE_SECRET_KEY"] = S3rverProcess.SecretKey,
+        ["SIDEKICK_CACHE_BUCKET"] = Bucket,
+        ["SIDEKICK_CACHE_MIN_SIZE"] = "1KiB",
+        ["SIDEKICK_CACHE_HEALTH_DURATION"] = "1s",
+    };
+
+    internal async Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(CacheTestBackend backend, Dictionary<string, string?>? environment = null)
+    {
+        var port = SidekickProcess.FreePort();
+        var options = SidekickHarness.FastOptions with { Address = $"127.0.0.1:{port}", Sites = [backend.Url.ToString()] };
+        var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null, Environment = environment ?? Environment() });
+        await instance.Server.StartAsync();
+        var deadline = System.Environment.TickCount64 + 15000;
+        while (instance.Server.Topology.Current.ActiveSite is null || !instance.Server.Cache!.Health.Online)
+        {
+            if (System.Environment.TickCount64 > deadline)
+            {
+                throw new TimeoutException($"sidekick or its cache store did not come up: site={instance.Server.Topology.Current.ActiveSite?.Number}, store online={instance.Server.Cache?.Health.Online}, s3rver exited={S3.HasExited}");
+            }
+
+            await Task.Delay(25);
+        }
+
+        return (instance, new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromMinutes(2) });
+    }
+}

@@ -1,0 +1,165 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Security.Cryptography;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+
+namespace Sidekick.Tests.Caching;
+
+/// <summary>One object of the test origin.</summary>
+internal sealed class OriginObject
+{
+    public required byte[] Body { get; set; }
+    public string ETag { get; set; } = "\"" + Guid.NewGuid().ToString("N") + "\"";
+    public string? CacheControl { get; set; }
+    public string? Vary { get; set; }
+    /// <summary>When set, only "Authorization: Bearer &lt;user&gt;" may read it; others get 403.</summary>
+    public string? AllowedUser { get; set; }
+    public int? FailWith { get; set; }
+}
+
+/// <summary>
+/// An object-store-like origin on loopback: GET/HEAD with ETag, Last-Modified and conditional requests,
+/// per-object Cache-Control, Vary and access control, PUT and DELETE. Counts full bodies it sent.
+/// </summary>
+internal sealed class CacheTestBackend : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private CacheTestBackend(WebApplication app, int port)
+    {
+        _app = app;
+        Url = new Uri($"http://127.0.0.1:{port}");
+    }
+
+    public Uri Url { get; }
+
+    public ConcurrentDictionary<string, OriginObject> Objects { get; } = new();
+
+    public ConcurrentDictionary<string, int> FullBodies { get; } = new();
+
+    public ConcurrentQueue<string> ConditionalRequests { get; } = new();
+
+    /// <summary>Milliseconds to wait between 64 KiB chunks (a slow origin).</summary>
+    public int ChunkDelayMs { get; set; }
+
+    public static async Task<CacheTestBackend> StartAsync()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Limits.MaxRequestBodySize = null;
+            k.Listen(IPAddress.Loopback, 0);
+        });
+        var app = builder.Build();
+        CacheTestBackend? backend = null;
+        app.Run(context => backend!.HandleAsync(context));
+        await app.StartAsync();
+        var port = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        backend = new CacheTestBackend(app, port);
+        return backend;
+    }
+
+    public OriginObject Put(string path, int size, string? cacheControl = "max-age=300")
+    {
+        var item = new OriginObject { Body = RandomNumberGenerator.GetBytes(size), CacheControl = cacheControl };
+        Objects[path] = item;
+        return item;
+    }
+
+    public int Served(string path) => FullBodies.GetValueOrDefault(path);
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+
+    private async Task HandleAsync(HttpContext context)
+    {
+        var request = context.Request;
+        var path = request.Path.Value!;
+        if (path == "/health")
+        {
+            return;
+        }
+
+        if (HttpMethods.IsPut(request.Method))
+        {
+            using var buffer = new MemoryStream();
+            await request.Body.CopyToAsync(buffer);
+            Objects[path] = new OriginObject { Body = buffer.ToArray(), CacheControl = "max-age=300" };
+            return;
+        }
+
+        if (HttpMethods.IsDelete(request.Method))
+        {
+            Objects.TryRemove(path, out _);
+            context.Response.StatusCode = 204;
+            return;
+        }
+
+        if (!Objects.TryGetValue(path, out var item))
+        {
+            context.Response.StatusCode = 404;
+            return;
+        }
+
+        if (item.FailWith is { } failure)
+        {
+            context.Response.StatusCode = failure;
+            await context.Response.WriteAsync("origin error");
+            return;
+        }
+
+        if (item.AllowedUser is { } user && request.Headers.Authorization.ToString() != "Bearer " + user)
+        {
+            context.Response.StatusCode = 403;
+            await context.Response.WriteAsync("<Error><Code>AccessDenied</Code></Error>");
+            return;
+        }
+
+        var body = item.Body;
+        if (item.Vary is not null)
+        {
+            // A different representation per Accept-Encoding, like a compressing origin.
+            var prefix = System.Text.Encoding.ASCII.GetBytes($"[{request.Headers.AcceptEncoding}]");
+            body = [.. prefix, .. item.Body];
+            context.Response.Headers.Vary = item.Vary;
+        }
+
+        context.Response.Headers.ETag = item.ETag;
+        context.Response.Headers.LastModified = DateTimeOffset.UtcNow.AddHours(-1).ToString("r");
+        if (item.CacheControl is not null)
+        {
+            context.Response.Headers.CacheControl = item.CacheControl;
+        }
+
+        if (request.Headers.IfNoneMatch.ToString() is { Length: > 0 } inm)
+        {
+            ConditionalRequests.Enqueue(path);
+            if (inm == item.ETag)
+            {
+                context.Response.StatusCode = 304;
+                return;
+            }
+        }
+
+        context.Response.ContentLength = body.Length;
+        if (HttpMethods.IsHead(request.Method))
+        {
+            return;
+        }
+
+        FullBodies.AddOrUpdate(path, 1, (_, n) => n + 1);
+        for (var offset = 0; offset < body.Length; offset += 64 * 1024)
+        {
+            await context.Response.Body.WriteAsync(body.AsMemory(offset, Math.Min(64 * 1024, body.Length - offset)));
+            if (ChunkDelayMs > 0)
+            {
+                await Task.Delay(ChunkDelayMs);
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Security.Cryptography;
+
+namespace Sidekick.Tests.Caching;
+
+public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<CacheFixture>
+{
+    private static string Outcome(HttpResponseMessage response) =>
+        response.Headers.TryGetValues("X-Cache", out var values) ? values.Single() : "(none)";
+
+    private static async Task<(HttpResponseMessage Response, byte[] Body)> GetAsync(HttpClient client, string path, Action<HttpRequestMessage>? configure = null)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Get, path);
+        configure?.Invoke(request);
+        var response = await client.SendAsync(request);
+        return (response, await response.Content.ReadAsByteArrayAsync());
+    }
+
+    private static async Task WaitForAsync(Func<Task<bool>> condition)
+    {
+        var deadline = Environment.TickCount64 + 15000;
+        while (!await condition())
+        {
+            Assert.True(Environment.TickCount64 < deadline, "timed out");
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>Fills settle in the background after the response; wait until the entry is visible.</summary>
+    private static Task UntilCachedAsync(HttpClient client, string path) => WaitForAsync(async () =>
+    {
+        using var response = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, path) { Headers = { { "Cache-Control", "only-if-cached" } } });
+        return response.StatusCode == HttpStatusCode.OK;
+    });
+
+    [Fact]
+    public async Task Miss_fills_then_hits_with_age_and_identical_bytes()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/a.bin", 3 * 1024 * 1024 + 17);
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+
+        var (first, firstBody) = await GetAsync(client, "/bucket/a.bin");
+        Assert.Equal("MISS", Outcome(first));
+        Assert.Equal(item.Body, firstBody);
+        await UntilCachedAsync(client, "/bucket/a.bin");
+
+        var (second, secondBody) = await GetAsync(client, "/bucket/a.bin");
+        Assert.Equal(HttpStatusCode.OK, second.StatusCode);
+        Assert.Equal("HIT", Outcome(second));
+        Assert.Equal(item.Body, secondBody);
+        Assert.NotNull(second.Headers.Age);
+        Assert.Equal(item.ETag, second.Headers.ETag!.ToString());
+        Assert.Equal(1, backend.Served("/bucket/a.bin"));
+        Assert.True(instance.Server.Cache!.Metrics.BytesServed >= item.Body.Length);
+    }
+
+    [Fact]
+    public async Task Small_responses_and_no_store_are_not_cached_and_errors_pass_unchanged()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        backend.Put("/small", 100);
+        backend.Put("/nostore", 4096, "no-store");
+        backend.Put("/private", 4096, "private, max-age=60");
+        backend.Put("/broken", 4096).FailWith = 500;
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+
+        foreach (var path in new[] { "/small", "/nostore", "/private" })
+        {
+            await GetAsync(client, path);
+            await Task.Delay(300);
+            var (again, _) = await GetAsync(client, path);
+            Assert.Equal("MISS", Outcome(again));
+            Assert.Equal(2, backend.Served(path));
+        }
+
+        var (broken, body) = await GetAsync(client, "/broken");
+        Assert.Equal(HttpStatusCode.InternalServerError, broken.StatusCode);
+        Assert.Equal("origin error", System.Text.Encoding.ASCII.GetString(body));
+
+        var (missing, _) = await GetAsync(client, "/nope");
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+
+        using var onlyCached = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/never-seen") { Headers = { { "Cache-Control", "only-if-cached" } } });
+        Assert.Equal(HttpStatusCode.GatewayTimeout, onlyCached.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_user_without_access_never_gets_another_users_cached_bytes()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/secret/report.bin", 64 * 1024, cacheControl: null);
+        item.AllowedUser = "alice";
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        void Alice(HttpRequestMessage r) => r.Headers.Authorization = new AuthenticationHeaderValue("Bearer", "alice");
+        void Bob(HttpRequestMessage r) => r.Headers.Authorization = new AuthenticationHeaderValue("Bearer", "bob");
+
+        var (first, _) = await GetAsync(client, "/secret/report.bin", Alice);
+        Assert.Equal("MISS", Outcome(first));
+        await UntilCachedAsync(client, "/secret/report.bin");
+
+        // Alice again: confirmed by the backend with her own credentials (304), bytes from the cache.
+        var (again, againBody) = await GetAsync(client, "/secret/report.bin", Alice);
+        Assert.Equal("REVALIDATED", Outcome(again));
+        Assert.Equal(item.Body, againBody);
+        Assert.Equal(1, backend.Served("/secret/report.bin"));
+
+        // Bob: the backend refuses him, and so does the cache.
+        var (bob, bobBody) = await GetAsync(client, "/secret/report.bin", Bob);
+        Assert.Equal(HttpStatusCode.Forbidden, bob.StatusCode);
+        Assert.DoesNotContain(item.Body.Take(64).ToArray(), SplitIntoChunks(bobBody));
+        Assert.True(bobBody.Length < 1000);
+    }
+
+    private static IEnumerable<byte[]> SplitIntoChunks(byte[] body) => body.Chunk(64);
+
+    [Fact]
+    public async Task Presigned_urls_differing_only_in_signature_share_one_entry()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/shared.bin", 32 * 1024, "public, max-age=300");
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        await GetAsync(client, "/bucket/shared.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=aaaa&X-Amz-Date=20260101T000000Z");
+        await WaitForAsync(async () =>
+        {
+            var (response, _) = await GetAsync(client, "/bucket/shared.bin?X-Amz-Signature=bbbb&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20260102T000000Z");
+            return Outcome(response) == "HIT";
+        });
+        Assert.Equal(1, backend.Served("/bucket/shared.bin"));
+    }
+
+    [Fact]
+    public async Task Changed_object_replaces_the_entry_and_404_evicts_it()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        backend.Put("/bucket/v.bin", 16 * 1024, "max-age=0");
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        await GetAsync(client, "/bucket/v.bin");
+        await UntilCachedAsync(client, "/bucket/v.bin");
+        var (revalidated, _) = await GetAsync(client, "/bucket/v.bin");
+        Assert.Equal("REVALIDATED", Outcome(revalidated));
+
+        // The object changes behind sidekick's back: the revalidation returns 200 and the entry is replaced.
+        var changed = backend.Put("/bucket/v.bin", 20 * 1024, "max-age=0");
+        var (fresh, freshBody) = await GetAsync(client, "/bucket/v.bin");
+        Assert.Equal("MISS", Outcome(fresh));
+        Assert.Equal(changed.Body, freshBody);
+        await WaitForAsync(async () =>
+        {
+            var (response, body) = await GetAsync(client, "/bucket/v.bin");
+            return Outcome(response) == "REVALIDATED" && body.SequenceEqual(changed.Body);
+        });
+
+        // Deleted at the origin: 404 passes through and the entry is gone.
+        backend.Objects.TryRemove("/bucket/v.bin", out _);
+        var (gone, _) = await GetAsync(client, "/bucket/v.bin");
+        Assert.Equal(HttpStatusCode.NotFound, gone.StatusCode);
+        using var onlyCached = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/bucket/v.bin") { Headers = { { "Cache-Control", "only-if-cached" } } });
+        Assert.Equal(HttpStatusCode.GatewayTimeout, onlyCached.StatusCode);
+    }
+
+    [Fact]
+    public async Task Put_and_delete_through_sidekick_invalidate()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        backend.Put("/bucket/w.bin", 16 * 1024);
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        await GetAsync(client, "/bucket/w.bin");
+        await UntilCachedAsync(client, "/bucket/w.bin");
+
+        var replacement = RandomNumberGenerator.GetBytes(8 * 1024);
+        (await client.PutAsync("/bucket/w.bin", new ByteArrayContent(replacement))).EnsureSuccessStatusCode();
+        var (afterPut, body) = await GetAsync(client, "/bucket/w.bin");
+        Assert.Equal("MISS", Outcome(afterPut));
+        Assert.Equal(replacement, body);
+        await UntilCachedAsync(client, "/bucket/w.bin");
+
+        (await client.DeleteAsync("/bucket/w.bin")).EnsureSuccessStatusCode();
+        var (afterDelete, _) = await GetAsync(client, "/bucket/w.bin");
+        Assert.Equal(HttpStatusCode.NotFound, afterDelete.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_client_aborting_mid_fill_leaves_no_entry()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        backend.Put("/bucket/big.bin", 12 * 1024 * 1024);
+        backend.ChunkDelayMs = 5;
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        using (var response = await client.GetAsync("/bucket/big.bin", HttpCompletionOption.ResponseHeadersRead))
+        {
+            var stream = await response.Content.ReadAsStreamAsync();
+            var buffer = new byte[256 * 1024];
+            await stream.ReadAtLeastAsync(buffer, buffer.Length);
+        }
+
+        await WaitForAsync(() => Task.FromResult(instance.Server.Cache!.Metrics.FillsAbandoned >= 1));
+        using var onlyCached = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/bucket/big.bin") { Headers = { { "Cache-Control", "only-if-cached" } } });
+        Assert.Equal(HttpStatusCode.GatewayTimeout, onlyCached.StatusCode);
+    }
+
+    [Fact]
+    public async Task Twenty_concurrent_misses_make_one_backend_fill()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/hot.bin", 2 * 1024 * 1024);
+        backend.ChunkDelayMs = 2;
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        var bodies = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => client.GetByteArrayAsync("/bucket/hot.bin")));
+        Assert.All(bodies, b => Assert.Equal(item.Body, b));
+        Assert.Equal(1, backend.Served("/bucket/hot.bin"));
+    }
+
+    [Fact]
+    public async Task Range_and_head_are_answered_from_the_cache()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/r.bin", 1024 * 1024);
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        await GetAsync(client, "/bucket/r.bin");
+        await UntilCachedAsync(client, "/bucket/r.bin");
+
+        var (ranged, part) = await GetAsync(client, "/bucket/r.bin", r => r.Headers.Range = new RangeHeaderValue(1000, 1999));
+        Assert.Equal(HttpStatusCode.PartialContent, ranged.StatusCode);
+        Assert.Equal("HIT", Outcome(ranged));
+        Assert.Equal("bytes 1000-1999/1048576", ranged.Content.Headers.ContentRange!.ToString());
+        Assert.Equal(item.Body.AsSpan(1000, 1000).ToArray(), part);
+
+        var (suffix, tail) = await GetAsync(client, "/bucket/r.bin", r => r.Headers.TryAddWithoutValidation("Range", "bytes=-10"));
+        Assert.Equal(HttpStatusCode.PartialContent, suffix.StatusCode);
+        Assert.Equal(item.Body[^10..], tail);
+
+        var (beyond, _) = await GetAsync(client, "/bucket/r.bin", r => r.Headers.TryAddWithoutValidation("Range", "bytes=2000000-"));
+        Assert.Equal(HttpStatusCode.RequestedRangeNotSatisfiable, beyond.StatusCode);
+
+        using var head = await client.SendAsync(new HttpRequestMessage(HttpMethod.Head, "/bucket/r.bin"));
+        Assert.Equal("HIT", Outcome(head));
+        Assert.Equal(item.Body.Length, head.Content.Headers.ContentLength);
+
+        var (notModified, _) = await GetAsync(client, "/bucket/r.bin", r => r.Headers.TryAddWithoutValidation("If-None-Match", item.ETag));
+        Assert.Equal(HttpStatusCode.NotModified, notModified.StatusCode);
+        Assert.Equal(1, backend.Served("/bucket/r.bin"));
+    }
+
+    [Fact]
+    public async Task Vary_accept_encoding_keeps_two_variants_apart()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        backend.Put("/bucket/page", 8 * 1024).Vary = "Accept-Encoding";
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        void Gzip(HttpRequestMessage r) => r.Headers.TryAddWithoutValidation("Accept-Encoding", "gzip");
+        void Identity(HttpRequestMessage r) => r.Headers.TryAddWithoutValidation("Accept-Encoding", "identity");
+
+        var (_, gzipBody) = await GetAsync(client, "/bucket/page", Gzip);
+        var (_, identityBody) = await GetAsync(client, "/bucket/page", Identity);
+        Assert.NotEqual(gzipBody, identityBody);
+        await WaitForAsync(async () =>
+        {
+            var (g, gb) = await GetAsync(client, "/bucket/page", Gzip);
+            var (i, ib) = await GetAsync(client, "/bucket/page", Identity);
+            return Outcome(g) == "HIT" && Outcome(i) == "HIT" && gb.SequenceEqual(gzipBody) && ib.SequenceEqual(identityBody);
+        });
+    }
+
+    [Fact]
+    public async Task Store_stopped_mid_run_means_uncached_traffic_without_errors()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/s.bin", 64 * 1024);
+        var data = Directory.CreateTempSubdirectory("sidekick-cache-stop").FullName;
+        var store = await Sidekick.Tests.Infrastructure.S3rverProcess.StartAsync(data, CacheFixture.Bucket);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(store.Url));
+        await using var running = instance;
+        await GetAsync(client, "/bucket/s.bin");
+        await UntilCachedAsync(client, "/bucket/s.bin");
+
+        await store.DisposeAsync();
+        for (var i = 0; i < 10; i++)
+        {
+            var (response, body) = await GetAsync(client, "/bucket/s.bin");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal(item.Body, body);
+        }
+
+        Assert.False(instance.Server.Cache!.Health.Online);
+        var (bypassed, _) = await GetAsync(client, "/bucket/s.bin");
+        Assert.Equal("BYPASS", Outcome(bypassed));
+    }
+
+    [Fact]
+    public async Task Cache_counters_appear_in_the_metrics()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        backend.Put("/bucket/m.bin", 16 * 1024);
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        await GetAsync(client, "/bucket/m.bin");
+        await UntilCachedAsync(client, "/bucket/m.bin");
+        var metrics = await client.GetStringAsync("/.prometheus/metrics");
+        Assert.Matches(@"sidekick_cache_hits_total [1-9]", metrics);
+        Assert.Matches(@"sidekick_cache_fills_completed_total 1", metrics);
+    }
+}
