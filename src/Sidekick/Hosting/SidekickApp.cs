@@ -88,7 +88,7 @@ internal static class SidekickApp
         {
             Time = seams.Time,
             Stdout = stdout,
-            StdoutIsTerminal = seams.Stdout is null ? null : false,
+            StdoutIsTerminal = seams.StdoutIsTerminal,
             ConfigureTls = tls is null ? null : listen => listen.UseHttps(tls.Configure),
             CertificatePem = () => tls?.CertificatePem,
             BackendTls = backendTls is null ? null : backendTls.Create,
@@ -160,6 +160,8 @@ internal sealed record SidekickAppSeams
     public TextWriter? Stderr { get; init; }
     public TimeProvider? Time { get; init; }
     public IHostResolver? Resolver { get; init; }
+    /// <summary>Whether stdout is a terminal (table mode); null detects it from the real console.</summary>
+    public bool? StdoutIsTerminal { get; init; }
     /// <summary>Environment variables (the SIDEKICK_CACHE_* settings); the process environment when null.</summary>
     public IReadOnlyDictionary<string, string?>? Environment { get; init; }
 }
