@@ -206,7 +206,7 @@ internal sealed class ResponseCache : IDisposable
                 return;
             }
 
-            var fill = await FetchAndServeAsync(context, origin, key, entryToReplace: null);
+            var fill = await FetchAndServeAsync(context, origin, key);
             if (fill is not null)
             {
                 // The client has its whole body; the entry becomes visible when the upload completes.
@@ -277,7 +277,7 @@ internal sealed class ResponseCache : IDisposable
         if (entry.ETag is null && entry.LastModified is null)
         {
             // Nothing to validate with: fetch a fresh copy and replace the entry.
-            var fill = await FetchAndServeAsync(context, origin, hit.Key, entry);
+            var fill = await FetchAndServeAsync(context, origin, hit.Key);
             if (fill is not null)
             {
                 await fill;
@@ -293,26 +293,10 @@ internal sealed class ResponseCache : IDisposable
         }
 
         using var message = await BuildRequestAsync(context, backend, HttpMethods.IsHead(context.Request.Method) ? HttpMethod.Head : HttpMethod.Get);
-        if (entry.ETag is { } etag)
-        {
-            message.Headers.TryAddWithoutValidation(HeaderNames.IfNoneMatch, etag);
-        }
-        else if (entry.Header(HeaderNames.LastModified) is { } lastModified)
-        {
-            message.Headers.TryAddWithoutValidation(HeaderNames.IfModifiedSince, lastModified);
-        }
-
+        AddValidators(message, entry);
         var requestTime = _time.GetUtcNow();
-        HttpResponseMessage response;
-        backend.BeginRequest();
-        try
+        if (await SendAsync(origin, site, backend, message, context.RequestAborted) is not { } response)
         {
-            response = await site.Invoker.SendAsync(message, context.RequestAborted);
-        }
-        catch (Exception ex) when (ex is HttpRequestException or IOException && !context.RequestAborted.IsCancellationRequested)
-        {
-            origin.ReportTransportFailure(backend, TransportErrors.Describe(ex));
-            backend.EndRequest();
             await StaleOrForwardAsync(context, origin, hit, requestControl, responseControl, authorized);
             return;
         }
@@ -378,9 +362,8 @@ internal sealed class ResponseCache : IDisposable
     /// Fetches the full response from a backend and streams it to the client, filling the cache at the same
     /// time when the response is storable. Returns the fill's completion, or null when nothing is being stored.
     /// </summary>
-    private async Task<Task?> FetchAndServeAsync(HttpContext context, ICacheOrigin origin, string key, CachedResponse? entryToReplace)
+    private async Task<Task?> FetchAndServeAsync(HttpContext context, ICacheOrigin origin, string key)
     {
-        _ = entryToReplace;
         if (origin.Pick() is not var (site, backend))
         {
             context.Response.Headers[CacheHeader] = "MISS";
@@ -390,16 +373,8 @@ internal sealed class ResponseCache : IDisposable
 
         using var message = await BuildRequestAsync(context, backend, HttpMethod.Get);
         var requestTime = _time.GetUtcNow();
-        HttpResponseMessage response;
-        backend.BeginRequest();
-        try
+        if (await SendAsync(origin, site, backend, message, context.RequestAborted) is not { } response)
         {
-            response = await site.Invoker.SendAsync(message, context.RequestAborted);
-        }
-        catch (Exception ex) when (ex is HttpRequestException or IOException && !context.RequestAborted.IsCancellationRequested)
-        {
-            origin.ReportTransportFailure(backend, TransportErrors.Describe(ex));
-            backend.EndRequest();
             context.Response.Headers[CacheHeader] = "MISS";
             await origin.ForwardAsync(context); // retries elsewhere
             return null;
@@ -820,6 +795,38 @@ internal sealed class ResponseCache : IDisposable
         return message;
     }
 
+    /// <summary>Makes a request conditional on the stored validators (ETag first, else Last-Modified).</summary>
+    private static void AddValidators(HttpRequestMessage message, CachedResponse entry)
+    {
+        if (entry.ETag is { } etag)
+        {
+            message.Headers.TryAddWithoutValidation(HeaderNames.IfNoneMatch, etag);
+        }
+        else if (entry.Header(HeaderNames.LastModified) is { } lastModified)
+        {
+            message.Headers.TryAddWithoutValidation(HeaderNames.IfModifiedSince, lastModified);
+        }
+    }
+
+    /// <summary>
+    /// Sends to the backend, counted as in flight (the caller ends it); null after a transport failure, which is
+    /// reported to passive health.
+    /// </summary>
+    private static async Task<HttpResponseMessage?> SendAsync(ICacheOrigin origin, Sidekick.Topology.Site site, Sidekick.Topology.Backend backend, HttpRequestMessage message, CancellationToken cancellationToken)
+    {
+        backend.BeginRequest();
+        try
+        {
+            return await site.Invoker.SendAsync(message, cancellationToken);
+        }
+        catch (Exception ex) when (ex is HttpRequestException or IOException && !cancellationToken.IsCancellationRequested)
+        {
+            origin.ReportTransportFailure(backend, TransportErrors.Describe(ex));
+            backend.EndRequest();
+            return null;
+        }
+    }
+
     private static List<KeyValuePair<string, string>> Collect(HttpResponseMessage response)
     {
         var headers = new List<KeyValuePair<string, string>>();
@@ -859,15 +866,7 @@ internal sealed class ResponseCache : IDisposable
             }
 
             message.Headers.Host = Host;
-            if (entry.ETag is { } etag)
-            {
-                message.Headers.TryAddWithoutValidation(HeaderNames.IfNoneMatch, etag);
-            }
-            else if (entry.Header(HeaderNames.LastModified) is { } lastModified)
-            {
-                message.Headers.TryAddWithoutValidation(HeaderNames.IfModifiedSince, lastModified);
-            }
-
+            AddValidators(message, entry);
             return message;
         }
     }
