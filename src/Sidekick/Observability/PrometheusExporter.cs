@@ -41,15 +41,15 @@ internal sealed class PrometheusExporter(
             for (var i = 0; i < BackendStats.DurationBuckets.Length; i++)
             {
                 cumulative += counts[i];
-                text.Append("sidekick_request_duration_seconds_bucket{endpoint=\"").Append(Escape(backend.Name)).Append("\",le=\"")
+                text.Append("sidekick_request_duration_seconds_bucket{").Append(Labels(backend)).Append(",le=\"")
                     .Append(BackendStats.DurationBuckets[i].ToString(CultureInfo.InvariantCulture)).Append("\"} ").Append(cumulative).Append('\n');
             }
 
             cumulative += counts[^1];
-            text.Append("sidekick_request_duration_seconds_bucket{endpoint=\"").Append(Escape(backend.Name)).Append("\",le=\"+Inf\"} ").Append(cumulative).Append('\n');
-            text.Append("sidekick_request_duration_seconds_sum{endpoint=\"").Append(Escape(backend.Name)).Append("\"} ")
+            text.Append("sidekick_request_duration_seconds_bucket{").Append(Labels(backend)).Append(",le=\"+Inf\"} ").Append(cumulative).Append('\n');
+            text.Append("sidekick_request_duration_seconds_sum{").Append(Labels(backend)).Append("} ")
                 .Append(backend.Stats.DurationSum.TotalSeconds.ToString("0.######", CultureInfo.InvariantCulture)).Append('\n');
-            text.Append("sidekick_request_duration_seconds_count{endpoint=\"").Append(Escape(backend.Name)).Append("\"} ").Append(cumulative).Append('\n');
+            text.Append("sidekick_request_duration_seconds_count{").Append(Labels(backend)).Append("} ").Append(cumulative).Append('\n');
         }
 
         Header(text, "sidekick_backend_in_flight", "Requests in flight per backend", "gauge");
@@ -76,7 +76,7 @@ internal sealed class PrometheusExporter(
         {
             foreach (var kind in Enum.GetValues<ProbeFailureKind>())
             {
-                text.Append("sidekick_probe_failures_total{endpoint=\"").Append(Escape(backend.Name)).Append("\",reason=\"")
+                text.Append("sidekick_probe_failures_total{").Append(Labels(backend)).Append(",reason=\"")
                     .Append(kind.ToString().ToLowerInvariant()).Append("\"} ").Append(backend.Stats.ProbeFailures(kind)).Append('\n');
             }
         }
@@ -109,8 +109,11 @@ internal sealed class PrometheusExporter(
             .Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
 
     private static void Sample(StringBuilder text, string name, Backend backend, long value) =>
-        text.Append(name).Append("{endpoint=\"").Append(Escape(backend.Name)).Append("\",site=\"").Append(backend.SiteNumber).Append("\"} ")
-            .Append(value).Append('\n');
+        text.Append(name).Append('{').Append(Labels(backend)).Append("} ").Append(value).Append('\n');
+
+    /// <summary>endpoint and site: the same endpoint may appear in two sites, and series must stay unique.</summary>
+    private static string Labels(Backend backend) =>
+        $"endpoint=\"{Escape(backend.Name)}\",site=\"{backend.SiteNumber}\"";
 
     private static string Escape(string value) =>
         value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);

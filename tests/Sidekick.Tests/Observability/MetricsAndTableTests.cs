@@ -32,9 +32,25 @@ public sealed class MetricsAndTableTests
         Assert.Contains($"sidekick_requests_total{{endpoint=\"{bName}\",site=\"2\"}} 0", text, StringComparison.Ordinal);
         Assert.Contains($"sidekick_backend_up{{endpoint=\"{bName}\",site=\"2\"}} 1", text, StringComparison.Ordinal);
         Assert.Contains("sidekick_site_active{site=\"1\"} 1", text, StringComparison.Ordinal);
-        Assert.Contains($"sidekick_request_duration_seconds_count{{endpoint=\"{aName}\"}} 8", text, StringComparison.Ordinal);
+        Assert.Contains($"sidekick_request_duration_seconds_count{{endpoint=\"{aName}\",site=\"1\"}} 8", text, StringComparison.Ordinal);
         Assert.Contains("sidekick_tx_bytes_total", text, StringComparison.Ordinal);
+        await PromtoolAsync(text);
+    }
 
+    [Fact]
+    public async Task The_same_endpoint_in_two_sites_gives_distinct_series()
+    {
+        await using var a = await TestBackend.StartAsync("a");
+        await using var sidekick = await SidekickHarness.StartAsync([a], [a]);
+        await sidekick.Client.GetStringAsync("/x");
+        var text = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        var samples = text.Split('\n').Where(l => l.Length > 0 && !l.StartsWith('#')).Select(l => l[..l.LastIndexOf(' ')]).ToArray();
+        Assert.Equal(samples.Length, samples.Distinct().Count());
+        await PromtoolAsync(text);
+    }
+
+    private static async Task PromtoolAsync(string text)
+    {
         var promtool = FindPromtool();
         Assert.True(promtool is not null, "promtool is not installed: run scripts/test.sh (it installs the Debian package 'prometheus')");
         var start = new ProcessStartInfo(promtool!, "check metrics") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };

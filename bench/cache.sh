@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Cache benchmark on loopback: time to first byte and throughput for a 64 MiB object fetched directly from
+# the backend, through sidekick without the cache, and as a cache hit (s3rver as the store); then sidekick's
+# RSS during 20 concurrent fills of 100 MiB objects. Usage: bench/cache.sh   (writes bench/cache-results.md)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD; OUT=$ROOT/bench/out/cache; mkdir -p "$OUT"; chmod 755 "$ROOT/bench/out" "$OUT"
+command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+[ -d node_modules/s3rver ] || npm ci --no-audit --no-fund --loglevel=error
+[ -x bench/out/sidekick/sidekick ] || dotnet publish src/Sidekick -c Release -r linux-x64 -o bench/out/sidekick -v quiet -nologo >/dev/null
+SIDEKICK=$ROOT/bench/out/sidekick/sidekick
+
+WEB=$OUT/www; mkdir -p "$WEB"; chmod 755 "$WEB"
+head -c $((64 * 1024 * 1024)) /dev/urandom > "$WEB/obj64"
+for i in $(seq 1 20); do head -c $((100 * 1024 * 1024)) /dev/urandom > "$WEB/fill$i"; done
+echo ok > "$WEB/health"; chmod 644 "$WEB"/*
+BP=18281; SK1=18282; SK2=18283
+cat > "$OUT/backend.conf" <<CONF
+worker_processes 1; pid $OUT/backend.pid; error_log $OUT/backend.err; daemon on;
+events { worker_connections 1024; }
+http { access_log off; sendfile on; server { listen 127.0.0.1:$BP; root $WEB; add_header Cache-Control "max-age=3600"; } }
+CONF
+rm -rf "$OUT/s3data"; mkdir -p "$OUT/s3data"
+node node_modules/s3rver/bin/s3rver.js -d "$OUT/s3data" -a 127.0.0.1 -p 0 --silent --configure-bucket cache > "$OUT/s3rver.log" 2>&1 &
+S3_PID=$!
+cleanup() { kill "$(cat "$OUT/backend.pid")" $S3_PID ${SK_PID:-} ${SKC_PID:-} 2>/dev/null || true; }
+trap cleanup EXIT
+nginx -c "$OUT/backend.conf" -p "$OUT"
+until grep -q listening "$OUT/s3rver.log"; do sleep 0.1; done
+S3PORT=$(grep -o '127.0.0.1:[0-9]*' "$OUT/s3rver.log" | cut -d: -f2)
+
+"$SIDEKICK" --address 127.0.0.1:$SK1 --health-path=/health --trace "" --quiet http://127.0.0.1:$BP >/dev/null 2>&1 & SK_PID=$!
+SIDEKICK_CACHE_ENDPOINT=http://127.0.0.1:$S3PORT SIDEKICK_CACHE_ACCESS_KEY=S3RVER SIDEKICK_CACHE_SECRET_KEY=S3RVER \
+SIDEKICK_CACHE_BUCKET=cache SIDEKICK_CACHE_MIN_SIZE=1MiB SIDEKICK_CACHE_HEALTH_DURATION=2 \
+  "$SIDEKICK" --address 127.0.0.1:$SK2 --health-path=/health --trace "" --quiet http://127.0.0.1:$BP >/dev/null 2>&1 & SKC_PID=$!
+until curl -sf -o /dev/null http://127.0.0.1:$SK1/health && curl -sf -o /dev/null http://127.0.0.1:$SK2/health; do sleep 0.05; done
+sleep 3   # first store probe
+
+fetch() { curl -s -o /dev/null -w "%{time_starttransfer} %{speed_download} %header{x-cache}" "$1"; }
+row() { read -r ttfb speed cache <<< "$(fetch "$2")"; printf "| %s | %.1f | %.0f | %s |\n" "$1" "$(echo "$ttfb*1000" | bc)" "$(echo "$speed/1048576" | bc)" "${cache:--}"; }
+{
+  echo "# Cache benchmark"
+  echo
+  echo "64 MiB object, loopback, store = s3rver (a Node.js S3 emulator writing to local disk; a real MinIO is faster)."
+  echo "Median of three fetches is not taken: single fetches, machine shared by all processes — read the order of magnitude."
+  echo
+  echo "| path | time to first byte ms | MiB/s | X-Cache |"
+  echo "|---|---|---|---|"
+  row "direct from the backend" "http://127.0.0.1:$BP/obj64"
+  row "through sidekick, no cache" "http://127.0.0.1:$SK1/obj64"
+  row "through sidekick, miss (fill)" "http://127.0.0.1:$SK2/obj64"
+  sleep 2
+  row "through sidekick, cache hit" "http://127.0.0.1:$SK2/obj64"
+  row "through sidekick, cache hit again" "http://127.0.0.1:$SK2/obj64"
+} > bench/cache-results.md
+
+# 20 concurrent fills of 100 MiB: sample sidekick's RSS while they run.
+base=$(awk '/VmRSS/ {print $2}' /proc/$SKC_PID/status)
+for i in $(seq 1 20); do curl -s -o /dev/null "http://127.0.0.1:$SK2/fill$i" & done
+peak=$base
+while [ -n "$(jobs -r)" ]; do
+  now=$(awk '/VmRSS/ {print $2}' /proc/$SKC_PID/status); [ "$now" -gt "$peak" ] && peak=$now; sleep 0.2
+done
+completed=$(curl -s http://127.0.0.1:$SK2/.prometheus/metrics | awk '/^sidekick_cache_fills_completed_total/ {print $2}')
+abandoned=$(curl -s http://127.0.0.1:$SK2/.prometheus/metrics | awk '/^sidekick_cache_fills_abandoned_total/ {print $2}')
+{
+  echo
+  echo "20 concurrent 100 MiB fills: sidekick RSS $((base / 1024)) MB before, peak $((peak / 1024)) MB while filling"
+  echo "(bound by design: one 5 MiB part + at most 8 MiB of lag per fill, 16 fills at once, so ≤ ~210 MiB of fill buffers)."
+  echo "Fills completed (including the 64 MiB one): ${completed:-?}; abandoned because the store fell behind or similar: ${abandoned:-?}."
+} >> bench/cache-results.md
+cat bench/cache-results.md
