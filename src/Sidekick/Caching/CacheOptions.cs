@@ -100,6 +100,11 @@ internal sealed record CacheOptions
             options = options with { PartSize = (int)size };
         }
 
+        if (Get("MAX_LAG") is { } lag)
+        {
+            options = options with { MaxLag = ParseSize("MAX_LAG", lag, "64MiB") };
+        }
+
         if (Get("MAX_FILLS") is { } fills)
         {
             options = options with { MaxFills = int.TryParse(fills, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n > 0
