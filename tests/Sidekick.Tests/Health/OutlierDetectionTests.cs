@@ -79,4 +79,27 @@ public sealed class OutlierDetectionTests
         await Task.Delay(2500);
         Assert.Equal("a", await sidekick.Client.GetStringAsync("/x"));
     }
+
+    [Fact]
+    public async Task A_recovered_backend_warms_up_instead_of_taking_a_full_share_at_once()
+    {
+        await using var a = await TestBackend.StartAsync("a");
+        await using var b = await TestBackend.StartAsync("b");
+        var options = SidekickHarness.FastOptions with { SlowStart = TimeSpan.FromSeconds(30) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, [a, b]);
+        a.Healthy = false;
+        await sidekick.WaitUntilAsync(() => !sidekick.BackendOf(a).IsUp);
+        a.Healthy = true;
+        await sidekick.WaitUntilAsync(() => sidekick.BackendOf(a).IsUp);
+
+        // Eight requests at a time: a backend at the start of its warm-up looks many times busier than it is.
+        var before = a.Hits;
+        for (var round = 0; round < 10; round++)
+        {
+            await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => sidekick.Client.GetStringAsync("/slow?ms=20")));
+        }
+
+        var warmed = a.Hits - before;
+        Assert.True(warmed < 20, $"the recovering backend took {warmed} of 80 requests");
+    }
 }
