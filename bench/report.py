@@ -33,7 +33,19 @@ for (size, conns), rs in groups.items():
                 return ""
         lines.append(f"| {size} | {conns} | {r['target']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['cpu_us_per_req']} | {r['rss_mb']} | "
                      f"{ratio('rps')} | {ratio('cpu_us_per_req') if r['target'] != 'direct' else ''} | {ratio('p99_ms')} |")
-lines += ["", "CPU per request is user+system time of the proxy's processes from /proc over the measured window divided by the "
+trace = []
+for (size, conns), rs in groups.items():
+    by = {r["target"]: r for r in rs}
+    if "sidekick" in by and "sidekick+trace" in by:
+        off, on = by["sidekick"], by["sidekick+trace"]
+        trace.append(f"{size} x {conns}: {float(on['rps']) / float(off['rps']) - 1:+.1%} req/s, "
+                     f"{float(on['cpu_us_per_req']) - float(off['cpu_us_per_req']):+.1f} µs CPU per request")
+if trace:
+    lines += ["", "Cost of tracing (`sidekick+trace`: `--trace all --json` to /dev/null, against `sidekick` with tracing off, "
+              "same run): " + "; ".join(trace) + "."]
+lines += ["", "Rows `1k h2` are HTTP/2 over TLS from the client (h2load, 32 connections x 8 streams; every proxy uses "
+          "HTTP/1.1 keep-alive to the backend); for them the p50 column holds h2load's mean latency (it reports no percentiles).",
+          "", "CPU per request is user+system time of the proxy's processes from /proc over the measured window divided by the "
           "requests served; RSS is sampled in the middle of the window. `direct` is wrk against the nginx backend itself.", "",
           "![requests per second, relative to HAProxy](results.svg)", ""]
 open(os.path.join(here, "results.md"), "w").write("\n".join(lines))

@@ -11,9 +11,9 @@ DURATION=15
 mkdir -p "$OUT"
 
 need=()
-for tool in wrk haproxy nginx clang; do command -v $tool >/dev/null || need+=("$tool"); done
+for tool in wrk h2load haproxy nginx clang openssl; do command -v $tool >/dev/null || need+=("$tool"); done
 if [ ${#need[@]} -gt 0 ]; then
-  pkgs=(); for t in "${need[@]}"; do case $t in clang) pkgs+=(clang lld zlib1g-dev);; *) pkgs+=("$t");; esac; done
+  pkgs=(); for t in "${need[@]}"; do case $t in clang) pkgs+=(clang lld zlib1g-dev);; h2load) pkgs+=(nghttp2-client);; *) pkgs+=("$t");; esac; done
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
 
@@ -25,12 +25,18 @@ SIDEKICK=$OUT/sidekick/sidekick
 WEB=$OUT/www; mkdir -p "$WEB"; chmod 755 "$OUT" "$WEB"
 head -c 1024 /dev/urandom > "$WEB/1k"; head -c 65536 /dev/urandom > "$WEB/64k"; head -c 1048576 /dev/urandom > "$WEB/1m"
 echo ok > "$WEB/health"; chmod 644 "$WEB"/*
-B1=18181; B2=18182; HAP=18183; NGP=18184; SK=18185
+B1=18181; B2=18182; HAP=18183; NGP=18184; SK=18185; SKT=18186
+# TLS listeners for HTTP/2 from the client side (h2load negotiates h2 with ALPN): same proxies, same backend.
+DIRECT_TLS=18191; HAP_TLS=18193; NGP_TLS=18194; SK_TLS=18195
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+  -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
+cat "$OUT/cert.pem" "$OUT/key.pem" > "$OUT/haproxy.pem"
 cat > "$OUT/backend.conf" <<CONF
 worker_processes 1; pid $OUT/backend.pid; error_log $OUT/backend.err; daemon on;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000; sendfile on;
-  server { listen 127.0.0.1:$B1; listen 127.0.0.1:$B2; root $WEB; } }
+  server { listen 127.0.0.1:$B1; listen 127.0.0.1:$B2; root $WEB; }
+  server { listen 127.0.0.1:$DIRECT_TLS ssl http2; ssl_certificate $OUT/cert.pem; ssl_certificate_key $OUT/key.pem; root $WEB; } }
 CONF
 cat > "$OUT/haproxy.cfg" <<CONF
 global
@@ -44,6 +50,7 @@ defaults
   option http-keep-alive
 frontend fe
   bind 127.0.0.1:$HAP
+  bind 127.0.0.1:$HAP_TLS ssl crt $OUT/haproxy.pem alpn h2,http/1.1
   default_backend be
 backend be
   balance leastconn
@@ -57,7 +64,8 @@ worker_processes 1; pid $OUT/proxy.pid; error_log $OUT/proxy.err; daemon on;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   upstream be { least_conn; server 127.0.0.1:$B1; server 127.0.0.1:$B2; keepalive 256; }
-  server { listen 127.0.0.1:$NGP;
+  server { listen 127.0.0.1:$NGP; listen 127.0.0.1:$NGP_TLS ssl http2;
+    ssl_certificate $OUT/cert.pem; ssl_certificate_key $OUT/key.pem;
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } } }
 CONF
 
@@ -65,7 +73,7 @@ cleanup() {
   [ -f "$OUT/backend.pid" ] && kill "$(cat "$OUT/backend.pid")" 2>/dev/null || true
   [ -f "$OUT/proxy.pid" ] && kill "$(cat "$OUT/proxy.pid")" 2>/dev/null || true
   [ -n "${HAP_PID:-}" ] && kill "$HAP_PID" 2>/dev/null || true
-  [ -n "${SK_PID:-}" ] && kill "$SK_PID" 2>/dev/null || true
+  for pid in ${SK_PID:-} ${SKT_PID:-} ${SKS_PID:-}; do kill "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
@@ -80,6 +88,14 @@ DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 "$SIDEKICK" --address 127.0.0.1:$
 SK_PID=$!
 until curl -sf -o /dev/null "http://127.0.0.1:$SK/1k"; do sleep 0.002; done
 STARTUP_MS=$(( ($(date +%s%N) - start) / 1000000 ))
+# The same with every request traced as JSON (to /dev/null): the cost of tracing (observability issue).
+DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 "$SIDEKICK" --address 127.0.0.1:$SKT --health-path=/health --trace all --json \
+  "http://127.0.0.1:{$B1...$B2}" >/dev/null 2>&1 &
+SKT_PID=$!
+DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 "$SIDEKICK" --address 127.0.0.1:$SK_TLS --cert "$OUT/cert.pem" --key "$OUT/key.pem" \
+  --health-path=/health --trace "" --quiet "http://127.0.0.1:{$B1...$B2}" >/dev/null 2>&1 &
+SKS_PID=$!
+until curl -sf -o /dev/null "http://127.0.0.1:$SKT/1k" && curl -skf -o /dev/null "https://127.0.0.1:$SK_TLS/1k"; do sleep 0.05; done
 sleep 1
 SK_IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$SK_PID/status)
 HAP_IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$HAP_PID/status)
@@ -90,9 +106,12 @@ pids_of() { # the proxy's processes (nginx: master + workers)
     haproxy) echo "$HAP_PID";;
     nginx) echo "$(cat "$OUT/proxy.pid") $(pgrep -P "$(cat "$OUT/proxy.pid")" | tr '\n' ' ')";;
     sidekick) echo "$SK_PID";;
+    sidekick+trace) echo "$SKT_PID";;
+    sidekick-tls) echo "$SKS_PID";;
   esac
 }
-port_of() { case $1 in direct) echo $B1;; haproxy) echo $HAP;; nginx) echo $NGP;; sidekick) echo $SK;; esac; }
+port_of() { case $1 in direct) echo $B1;; haproxy) echo $HAP;; nginx) echo $NGP;; sidekick) echo $SK;; sidekick+trace) echo $SKT;; esac; }
+tls_port_of() { case $1 in direct) echo $DIRECT_TLS;; haproxy) echo $HAP_TLS;; nginx) echo $NGP_TLS;; sidekick) echo $SK_TLS;; esac; }
 cpu_ticks() { local t=0; for p in $1; do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $t; }
 rss_kb() { local t=0; for p in $1; do t=$((t + $(awk '/VmRSS/ {print $2}' /proc/$p/status))); done; echo $t; }
 
@@ -102,7 +121,7 @@ HZ=$(getconf CLK_TCK)
 for size in 1k 64k 1m; do
   for conns in 32 256; do
     [ "$size" != 1k ] && [ "$conns" = 256 ] && continue
-    for target in direct haproxy nginx sidekick; do
+    for target in direct haproxy nginx sidekick sidekick+trace; do
       pids=$(pids_of $target); port=$(port_of $target)
       wrk -t2 -c$conns -d1s "http://127.0.0.1:$port/$size" >/dev/null 2>&1 || true   # warm-up
       before=$( [ -n "$pids" ] && cpu_ticks "$pids" || echo 0 )
@@ -126,6 +145,29 @@ PY
       tail -1 "$RESULTS"
     done
   done
+done
+
+# HTTP/2 from the client side: h2load over TLS (ALPN h2), 32 connections x 8 concurrent streams, 1 KiB.
+# Every proxy speaks HTTP/1.1 with keep-alive to the backend, as above. h2load reports the mean latency only.
+for target in direct haproxy nginx sidekick; do
+  pids=$( [ $target = sidekick ] && echo "$SKS_PID" || pids_of $target ); port=$(tls_port_of $target)
+  before=$( [ -n "$pids" ] && cpu_ticks "$pids" || echo 0 )
+  h2load -t2 -c32 -m8 -D $DURATION --warm-up-time=1 "https://127.0.0.1:$port/1k" > "$OUT/h2load.txt" 2>&1 &
+  H2=$!; sleep $((DURATION / 2 + 1)); rss=$( [ -n "$pids" ] && rss_kb "$pids" || echo 0 ); wait $H2
+  after=$( [ -n "$pids" ] && cpu_ticks "$pids" || echo 0 )
+  python3 - "$OUT/h2load.txt" "$target" "$((after - before))" "$HZ" "$rss" >> "$RESULTS" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+target, ticks, hz, rss = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+def ms(v, u): return float(v) / 1000 if u == "us" else float(v) * 1000 if u == "s" else float(v)
+rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text).group(1))
+done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", text).group(1))
+m = re.search(r"time for request:\s+[\d.]+\w+\s+[\d.]+\w+\s+([\d.]+)(us|ms|s)", text)
+mean = ms(m.group(1), m.group(2)) if m else float("nan")
+cpu = ticks / hz * 1e6 / done if done and ticks else 0
+print(f"{target}\t1k h2\t32x8\t{rps:.0f}\t{mean:.3f}\tnan\t{cpu:.1f}\t{rss/1024:.1f}")
+PY
+  tail -1 "$RESULTS"
 done
 
 python3 bench/report.py "$RESULTS" "$STARTUP_MS" "$SK_IDLE_RSS" "$HAP_IDLE_RSS" "$(stat -c %s "$SIDEKICK")" "$DURATION"

@@ -40,7 +40,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         var time = hooks.Time ?? TimeProvider.System;
         _stdout = hooks.Stdout ?? Console.Out;
         _mode = ConsoleMode.From(options, hooks.StdoutIsTerminal ?? !Console.IsOutputRedirected);
-        Output = new OutputQueue(_stdout);
+        Output = new OutputQueue(_stdout, new TraceFormatter(_mode));
         Topology = new TopologyStore();
         Sites = new SiteWatch(Topology);
         Trace = new TraceSink(options, _mode, Output);

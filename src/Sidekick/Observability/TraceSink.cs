@@ -6,11 +6,10 @@ namespace Sidekick.Observability;
 
 /// <summary>
 /// Decides which records are printed (--trace, --errors, --status-code; filters never affect statistics)
-/// and hands them to the output queue, formatted off the request path.
+/// and hands them to the output queue, which formats them off the request path.
 /// </summary>
 internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, OutputQueue output)
 {
-    private readonly TraceFormatter _formatter = new(mode);
     private readonly HashSet<int> _statusCodes = [.. options.StatusCodes];
 
     /// <summary>False when nothing would ever be printed: callers then skip building records at all.</summary>
@@ -43,7 +42,7 @@ internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, Outpu
     {
         if (ShouldPrint(record))
         {
-            output.Enqueue(_formatter.Format(record));
+            output.Enqueue(record);
         }
     }
 

@@ -82,14 +82,53 @@ public sealed class TraceFormatTests
     public void Filters(string trace, bool errors, int[] codes, int status, string path, bool printed)
     {
         var options = new SidekickOptions { Trace = trace, ErrorsOnly = errors, StatusCodes = codes };
-        var sink = new TraceSink(options, Mode(), new OutputQueue(TextWriter.Null));
+        var sink = new TraceSink(options, Mode(), new OutputQueue(TextWriter.Null, new TraceFormatter(Mode())));
         Assert.Equal(printed, sink.ShouldPrint(Record with { StatusCode = status, Path = path }));
+    }
+
+    [Fact]
+    public async Task A_stuck_console_drops_and_counts_records_instead_of_blocking_requests()
+    {
+        var console = new StuckWriter();
+        var queue = new OutputQueue(console, new TraceFormatter(Mode(json: true)));
+        var enqueue = Task.Run(() =>
+        {
+            for (var i = 0; i < 50_000; i++)
+            {
+                queue.Enqueue(Record);
+            }
+        });
+
+        // Enqueueing never waits on the console, so it finishes while the console is still stuck.
+        Assert.Same(enqueue, await Task.WhenAny(enqueue, Task.Delay(TimeSpan.FromSeconds(10))));
+        Assert.InRange(queue.Dropped, 50_000 - (16 * 1024) - 1, 50_000);
+        console.Release();
+        await queue.DisposeAsync();
+        Assert.StartsWith("{\"type\":\"TRACE\"", console.First);
+    }
+
+    /// <summary>A console whose first write hangs until released, as a terminal stopped with Ctrl-S.</summary>
+    private sealed class StuckWriter : TextWriter
+    {
+        private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public string? First { get; private set; }
+
+        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
+
+        public void Release() => _released.TrySetResult();
+
+        public override async Task WriteAsync(System.Text.StringBuilder? value, CancellationToken cancellationToken = default)
+        {
+            First ??= value?.ToString();
+            await _released.Task;
+        }
     }
 
     [Fact]
     public void Application_trace_skips_probes()
     {
-        var sink = new TraceSink(new SidekickOptions { Trace = "application" }, Mode(), new OutputQueue(TextWriter.Null));
+        var sink = new TraceSink(new SidekickOptions { Trace = "application" }, Mode(), new OutputQueue(TextWriter.Null, new TraceFormatter(Mode())));
         Assert.False(sink.ShouldPrint(Record with { IsProbe = true }));
         Assert.True(sink.ShouldPrint(Record));
     }
@@ -99,13 +138,13 @@ public sealed class TraceFormatTests
     {
         var backend = new Backend(new BackendDefinition(new Uri("http://m1:9000"), "http://m1:9000", new Uri("http://m1:9000/h")), 1, TimeProvider.System);
         var at = new DateTimeOffset(2026, 1, 1, 12, 0, 1, 123, TimeSpan.Zero);
-        var text = new StateLog(Mode(), new OutputQueue(TextWriter.Null));
+        var text = new StateLog(Mode(), new OutputQueue(TextWriter.Null, new TraceFormatter(Mode())));
         Assert.Equal("LOG  : 12:00:01.123  http://m1:9000 is down: connection refused",
             text.Format(backend, new BackendTransition(false, at, null, "connection refused")));
         Assert.Equal("LOG  : 12:00:01.123  http://m1:9000 is up Downtime duration: 5.333s",
             text.Format(backend, new BackendTransition(true, at, TimeSpan.FromMilliseconds(5333), null)));
 
-        var json = JsonDocument.Parse(new StateLog(Mode(json: true), new OutputQueue(TextWriter.Null))
+        var json = JsonDocument.Parse(new StateLog(Mode(json: true), new OutputQueue(TextWriter.Null, new TraceFormatter(Mode())))
             .Format(backend, new BackendTransition(true, at, TimeSpan.FromMilliseconds(5333), null))).RootElement;
         Assert.Equal("LOG", json.GetProperty("Type").GetString());
         Assert.Equal("up", json.GetProperty("Status").GetString());
