@@ -1,70 +1,81 @@
-using System.Buffers;
 using System.Threading.Channels;
 using Amazon.S3.Model;
 
 namespace Sidekick.Caching;
 
 /// <summary>
-/// Writes one response into the bucket while it is being sent to the client. Chunks are copied into pooled
-/// buffers and queued; a background uploader packs them into parts (multipart upload, or one PUT for a small
-/// body). The queue is bounded: when the store falls behind by more than the allowed lag, the fill is
-/// abandoned so the client is never slowed. The entry becomes visible only when the upload completes with
-/// exactly the announced length; an abandoned fill aborts its multipart upload.
+/// Writes one response into the bucket while it is being sent to the client. The body is copied straight
+/// into part buffers; each full part goes to a background uploader (multipart upload, or one PUT for a body
+/// that fits one part). At most <see cref="CacheOptions.MaxLag"/> worth of full parts (at least one) may wait
+/// for the store; when another part fills up before the store has caught up, the fill is abandoned so the
+/// client is never slowed. Memory per fill is therefore bounded by <see cref="MemoryBound"/>. The entry becomes
+/// visible only when the upload completes with exactly the announced length; an abandoned fill aborts its
+/// multipart upload. Offer, CompleteAsync and Abandon are called by the one loop copying the response.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A CancellationTokenSource without a timer holds nothing to release; Abandon may run after the upload ended.")]
 internal sealed class CacheFill
 {
-    private const int ChunkSize = 64 * 1024;
-
     private readonly S3CacheStore _store;
     private readonly string _key;
     private readonly IReadOnlyDictionary<string, string> _metadata;
     private readonly long _expectedLength;
-    private readonly CacheOptions _options;
+    private readonly PartBuffers _buffers;
+    private readonly int _maxWaiting;
     private readonly CacheMetrics _metrics;
-    private readonly Channel<(byte[] Buffer, int Length)> _chunks = Channel.CreateUnbounded<(byte[], int)>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly Channel<Part> _parts = Channel.CreateUnbounded<Part>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private readonly CancellationTokenSource _abandon = new();
     private readonly Task<bool> _upload;
-    private long _queued;
+    private byte[]? _filling;
+    private int _filled;
+    private int _waiting;
     private long _offered;
 
-    public CacheFill(S3CacheStore store, string key, IReadOnlyDictionary<string, string> metadata, long expectedLength, CacheOptions options, CacheMetrics metrics)
+    public CacheFill(S3CacheStore store, string key, IReadOnlyDictionary<string, string> metadata, long expectedLength,
+        CacheOptions options, PartBuffers buffers, CacheMetrics metrics)
     {
         _store = store;
         _key = key;
         _metadata = metadata;
         _expectedLength = expectedLength;
-        _options = options;
+        _buffers = buffers;
+        _maxWaiting = WaitingParts(options);
         _metrics = metrics;
         metrics.FillStarted();
         _upload = Task.Run(UploadAsync);
     }
 
+    /// <summary>The most memory one fill holds: the part being filled plus the parts waiting for the store.</summary>
+    public static long MemoryBound(CacheOptions options) => (1L + WaitingParts(options)) * options.PartSize;
+
     public bool Abandoned => _abandon.IsCancellationRequested;
 
-    /// <summary>Queues a copy of the chunk; false once the fill has been abandoned.</summary>
+    /// <summary>Copies the chunk into the current part; false once the fill has been abandoned.</summary>
     public bool Offer(ReadOnlySpan<byte> data)
     {
         if (Abandoned)
         {
+            ReleaseFilling(); // the uploader may have given up on a store error
             return false;
         }
 
-        if (Interlocked.Read(ref _queued) + data.Length > _options.MaxLag)
-        {
-            Abandon(); // the store fell behind
-            return false;
-        }
-
+        _offered += data.Length;
         while (!data.IsEmpty)
         {
-            var length = Math.Min(ChunkSize, data.Length);
-            var buffer = ArrayPool<byte>.Shared.Rent(ChunkSize);
-            data[..length].CopyTo(buffer);
-            Interlocked.Add(ref _queued, length);
-            _offered += length;
-            _chunks.Writer.TryWrite((buffer, length));
-            data = data[length..];
+            _filling ??= _buffers.Rent();
+            var n = Math.Min(data.Length, _filling.Length - _filled);
+            data[..n].CopyTo(_filling.AsSpan(_filled));
+            _filled += n;
+            data = data[n..];
+            if (_filled == _filling.Length)
+            {
+                if (Volatile.Read(ref _waiting) >= _maxWaiting)
+                {
+                    Abandon(); // the store fell behind
+                    return false;
+                }
+
+                Hand(isLast: false);
+            }
         }
 
         return true;
@@ -73,77 +84,107 @@ internal sealed class CacheFill
     /// <summary>Signals the end of the body; true when the entry was committed.</summary>
     public async Task<bool> CompleteAsync()
     {
-        if (_offered != _expectedLength)
+        if (_offered != _expectedLength || Abandoned)
         {
             Abandon(); // the body is not what the headers announced: never store it
         }
+        else
+        {
+            _filling ??= _buffers.Rent();
+            Hand(isLast: true);
+        }
 
-        _chunks.Writer.TryComplete();
+        _parts.Writer.TryComplete();
         return await _upload;
     }
 
     public void Abandon()
     {
+        Stop();
+        ReleaseFilling();
+    }
+
+    /// <summary>Ends the fill; safe from the uploader too (it never touches the part being filled).</summary>
+    private void Stop()
+    {
         if (!_abandon.IsCancellationRequested)
         {
             _abandon.Cancel();
-            _chunks.Writer.TryComplete();
+            _parts.Writer.TryComplete();
         }
+    }
+
+    private void ReleaseFilling()
+    {
+        if (_filling is { } buffer)
+        {
+            _filling = null;
+            _buffers.Return(buffer);
+        }
+    }
+
+    private static int WaitingParts(CacheOptions options) => (int)Math.Max(1, options.MaxLag / options.PartSize);
+
+    private void Hand(bool isLast)
+    {
+        Interlocked.Increment(ref _waiting);
+        if (!_parts.Writer.TryWrite(new Part(_filling!, _filled, isLast)))
+        {
+            Interlocked.Decrement(ref _waiting); // stopped meanwhile: the part stays ours
+            ReleaseFilling();
+        }
+
+        _filling = null;
+        _filled = 0;
     }
 
     private async Task<bool> UploadAsync()
     {
-        var part = ArrayPool<byte>.Shared.Rent(_options.PartSize);
-        var filled = 0;
-        var parts = new List<PartETag>();
+        var etags = new List<PartETag>();
         string? uploadId = null;
+        var committed = false;
         var token = _abandon.Token;
         try
         {
-            await foreach (var (buffer, length) in _chunks.Reader.ReadAllAsync(CancellationToken.None))
+            await foreach (var part in _parts.Reader.ReadAllAsync(CancellationToken.None))
             {
                 try
                 {
                     if (token.IsCancellationRequested)
                     {
-                        continue; // drain and return buffers
+                        continue; // drain and return the buffers
                     }
 
-                    var offset = 0;
-                    while (offset < length)
+                    if (part.IsLast && uploadId is null)
                     {
-                        var n = Math.Min(length - offset, _options.PartSize - filled);
-                        Buffer.BlockCopy(buffer, offset, part, filled, n);
-                        filled += n;
-                        offset += n;
-                        if (filled == _options.PartSize)
-                        {
-                            uploadId ??= await _store.BeginMultipartAsync(_key, _metadata, token);
-                            parts.Add(await _store.UploadPartAsync(_key, uploadId, parts.Count + 1, part, filled, token));
-                            filled = 0;
-                        }
+                        await _store.PutAsync(_key, part.Buffer.AsMemory(0, part.Length), _metadata, token);
+                        committed = true;
+                        continue;
+                    }
+
+                    uploadId ??= await _store.BeginMultipartAsync(_key, _metadata, token);
+                    if (part.Length > 0)
+                    {
+                        etags.Add(await _store.UploadPartAsync(_key, uploadId, etags.Count + 1, part.Buffer, part.Length, token));
+                    }
+
+                    if (part.IsLast)
+                    {
+                        await _store.CompleteMultipartAsync(_key, uploadId, etags, token);
+                        committed = true;
                     }
                 }
                 finally
                 {
-                    Interlocked.Add(ref _queued, -length);
-                    ArrayPool<byte>.Shared.Return(buffer);
+                    Interlocked.Decrement(ref _waiting);
+                    _buffers.Return(part.Buffer);
                 }
             }
 
             token.ThrowIfCancellationRequested();
-            if (uploadId is null)
+            if (!committed)
             {
-                await _store.PutAsync(_key, part.AsMemory(0, filled), _metadata, token);
-            }
-            else
-            {
-                if (filled > 0)
-                {
-                    parts.Add(await _store.UploadPartAsync(_key, uploadId, parts.Count + 1, part, filled, token));
-                }
-
-                await _store.CompleteMultipartAsync(_key, uploadId, parts, token);
+                throw new OperationCanceledException("the body ended without its last part");
             }
 
             _metrics.FillCompleted();
@@ -154,6 +195,7 @@ internal sealed class CacheFill
             if (ex is not OperationCanceledException)
             {
                 _metrics.StoreError();
+                Stop(); // stop the copy loop from filling parts nobody will upload
             }
 
             _metrics.FillAbandoned();
@@ -171,9 +213,7 @@ internal sealed class CacheFill
 
             return false;
         }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(part);
-        }
     }
+
+    private readonly record struct Part(byte[] Buffer, int Length, bool IsLast);
 }

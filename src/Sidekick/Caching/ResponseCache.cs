@@ -25,6 +25,7 @@ internal sealed class ResponseCache : IDisposable
     private readonly CacheOptions _options;
     private readonly S3CacheStore _store;
     private readonly CacheHealth _health;
+    private readonly PartBuffers _partBuffers;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, Task> _fills = new();
     private readonly ConcurrentDictionary<string, CachedResponse> _refreshed = new();
@@ -33,6 +34,7 @@ internal sealed class ResponseCache : IDisposable
     public ResponseCache(CacheOptions options, TimeProvider time)
     {
         _options = options;
+        _partBuffers = new PartBuffers(options.PartSize, retain: options.MaxFills * 2);
         _time = time;
         _store = new S3CacheStore(options);
         Metrics = new CacheMetrics();
@@ -450,7 +452,7 @@ internal sealed class ResponseCache : IDisposable
             });
         }
 
-        return new CacheFill(_store, entryKey, new Dictionary<string, string> { ["sidekick"] = serialized }, entry.Length, _options, Metrics);
+        return new CacheFill(_store, entryKey, new Dictionary<string, string> { ["sidekick"] = serialized }, entry.Length, _options, _partBuffers, Metrics);
     }
 
     /// <summary>Sends the backend's status, headers and body to the client, feeding the fill on the way.</summary>
