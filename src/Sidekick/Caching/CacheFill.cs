@@ -144,6 +144,9 @@ internal sealed class CacheFill
         string? uploadId = null;
         var committed = false;
         var token = _abandon.Token;
+        // A body larger than one part needs a multipart upload: start it now, while the first part fills,
+        // so the store is not a round trip behind when that part is ready.
+        var begin = _expectedLength > _buffers.PartSize ? _store.BeginMultipartAsync(_key, _metadata, token) : null;
         try
         {
             await foreach (var part in _parts.Reader.ReadAllAsync(CancellationToken.None))
@@ -162,7 +165,7 @@ internal sealed class CacheFill
                         continue;
                     }
 
-                    uploadId ??= await _store.BeginMultipartAsync(_key, _metadata, token);
+                    uploadId ??= await (begin ?? _store.BeginMultipartAsync(_key, _metadata, token));
                     if (part.Length > 0)
                     {
                         etags.Add(await _store.UploadPartAsync(_key, uploadId, etags.Count + 1, part.Buffer, part.Length, token));
@@ -199,6 +202,7 @@ internal sealed class CacheFill
             }
 
             _metrics.FillAbandoned();
+            uploadId ??= await StartedUploadAsync(begin);
             if (uploadId is not null)
             {
                 try
@@ -212,6 +216,19 @@ internal sealed class CacheFill
             }
 
             return false;
+        }
+    }
+
+    /// <summary>The id of an upload begun early but not used yet, so it can be aborted; null if it never began.</summary>
+    private static async Task<string?> StartedUploadAsync(Task<string>? begin)
+    {
+        try
+        {
+            return begin is null ? null : await begin;
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or Amazon.Runtime.AmazonServiceException or Amazon.Runtime.AmazonClientException or IOException or HttpRequestException)
+        {
+            return null;
         }
     }
 

@@ -7,7 +7,9 @@ namespace Sidekick.Tests.Integration;
 
 /// <summary>
 /// Backends are killed and restarted while several clients read and write. Nothing acknowledged may be
-/// lost and no GET may fail. The suite runs a short version; SIDEKICK_CHAOS_SECONDS makes it longer.
+/// lost and no GET may fail. The suite runs a short version; SIDEKICK_CHAOS_SECONDS makes it longer, and
+/// SIDEKICK_CHAOS_AGAINST=haproxy runs the same scenario through HAProxy instead, printing its counts for
+/// comparison without asserting (bench/chaos.sh).
 /// </summary>
 public sealed class ChaosTests(ITestOutputHelper output)
 {
@@ -31,8 +33,11 @@ public sealed class ChaosTests(ITestOutputHelper output)
             backends.Add(backend);
         }
 
+        var againstHaproxy = Environment.GetEnvironmentVariable("SIDEKICK_CHAOS_AGAINST") == "haproxy";
         var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMilliseconds(100) };
-        await using var sidekick = await SidekickHarness.StartAsync(options, [backends[0], backends[1]], [backends[2], backends[3]]);
+        await using var sidekick = againstHaproxy ? null : await SidekickHarness.StartAsync(options, [backends[0], backends[1]], [backends[2], backends[3]]);
+        await using var haproxy = againstHaproxy ? await HaproxyProcess.StartAsync([backends[0], backends[1]], [backends[2], backends[3]]) : null;
+        var client = sidekick?.Client ?? haproxy!.Client;
         var acknowledged = new ConcurrentDictionary<string, string>();
         var failedGets = 0;
         var failedPuts = 0;
@@ -43,7 +48,7 @@ public sealed class ChaosTests(ITestOutputHelper output)
         for (var i = 0; i < 8; i++)
         {
             var body = RandomNumberGenerator.GetBytes(256 * 1024);
-            (await sidekick.Client.PutAsync($"/obj/seed{i}", new ByteArrayContent(body))).EnsureSuccessStatusCode();
+            (await client.PutAsync($"/obj/seed{i}", new ByteArrayContent(body))).EnsureSuccessStatusCode();
             acknowledged[$"/obj/seed{i}"] = Convert.ToHexString(SHA256.HashData(body));
         }
 
@@ -55,7 +60,7 @@ public sealed class ChaosTests(ITestOutputHelper output)
                 var body = RandomNumberGenerator.GetBytes(64 * 1024 + n);
                 try
                 {
-                    using var response = await sidekick.Client.PutAsync(key, new ByteArrayContent(body));
+                    using var response = await client.PutAsync(key, new ByteArrayContent(body));
                     if (response.StatusCode == HttpStatusCode.OK)
                     {
                         acknowledged[key] = Convert.ToHexString(SHA256.HashData(body));
@@ -81,7 +86,7 @@ public sealed class ChaosTests(ITestOutputHelper output)
                 Interlocked.Increment(ref gets);
                 try
                 {
-                    var body = await sidekick.Client.GetByteArrayAsync(key);
+                    var body = await client.GetByteArrayAsync(key);
                     if (Convert.ToHexString(SHA256.HashData(body)) != acknowledged[key])
                     {
                         Interlocked.Increment(ref failedGets);
@@ -127,15 +132,28 @@ public sealed class ChaosTests(ITestOutputHelper output)
         var lost = 0;
         foreach (var (key, hash) in acknowledged)
         {
-            var body = await sidekick.Client.GetByteArrayAsync(key);
-            lost += Convert.ToHexString(SHA256.HashData(body)) == hash ? 0 : 1;
+            try
+            {
+                var body = await client.GetByteArrayAsync(key);
+                lost += Convert.ToHexString(SHA256.HashData(body)) == hash ? 0 : 1;
+            }
+            catch (HttpRequestException)
+            {
+                lost++;
+            }
         }
 
-        output.WriteLine($"gets: {gets}, failed gets: {failedGets}, acknowledged puts: {acknowledged.Count}, " +
-                         $"failed puts: {failedPuts}, lost: {lost}, retries: {sidekick.Server.Retries.Count.Value}");
+        output.WriteLine($"{(againstHaproxy ? "haproxy" : "sidekick")} ({Duration.TotalSeconds} s, {(killWholeSite ? "whole site" : "one node")} killed): " +
+                         $"gets: {gets}, failed gets: {failedGets}, acknowledged puts: {acknowledged.Count}, failed puts: {failedPuts}, " +
+                         $"lost: {lost}, retries: {(sidekick is null ? "-" : sidekick.Server.Retries.Count.Value)}");
         foreach (var backend in backends)
         {
             await backend.DisposeAsync();
+        }
+
+        if (againstHaproxy)
+        {
+            return; // a comparison run: the counts above are the result
         }
 
         Assert.Equal(0, failedGets);
