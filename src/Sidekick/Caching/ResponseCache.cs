@@ -34,7 +34,9 @@ internal sealed class ResponseCache : IDisposable
     public ResponseCache(CacheOptions options, TimeProvider time)
     {
         _options = options;
-        _partBuffers = new PartBuffers(options.PartSize, retain: options.MaxFills * 2);
+        // A few spare parts serve a steady trickle of fills; a burst allocates more and gives them back to the GC,
+        // so an idle sidecar does not keep the burst's memory.
+        _partBuffers = new PartBuffers(options.PartSize, retain: 4);
         _time = time;
         _store = new S3CacheStore(options);
         Metrics = new CacheMetrics();
