@@ -28,7 +28,7 @@ internal sealed class HaproxyProcess : IAsyncDisposable
     {
         var port = SidekickProcess.FreePort();
         var directory = Directory.CreateTempSubdirectory("haproxy-").FullName;
-        var config = new StringBuilder(CultureInfo.InvariantCulture, $"""
+        var config = new StringBuilder(string.Create(CultureInfo.InvariantCulture, $"""
             global
               maxconn 4000
             defaults
@@ -45,7 +45,7 @@ internal sealed class HaproxyProcess : IAsyncDisposable
             backend be
               balance leastconn
               option httpchk GET /health
-            """);
+            """));
         config.Append('\n');
         foreach (var (backend, backup) in site1.Select(b => (b, "")).Concat(site2.Select(b => (b, " backup"))))
         {

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Security.Cryptography;
+using Sidekick.Tests.Infrastructure;
 using Xunit.Abstractions;
 
 namespace Sidekick.Tests.Integration;
