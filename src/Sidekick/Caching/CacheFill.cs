@@ -8,9 +8,9 @@ namespace Sidekick.Caching;
 /// into part buffers; each full part goes to a background uploader (multipart upload, or one PUT for a body
 /// that fits one part). At most <see cref="CacheOptions.MaxLag"/> worth of full parts (at least one) may wait
 /// for the store; when another part fills up before the store has caught up, the fill is abandoned so the
-/// client is never slowed. Memory per fill is therefore bounded by <see cref="MemoryBound"/>. The entry becomes
-/// visible only when the upload completes with exactly the announced length; an abandoned fill aborts its
-/// multipart upload. Offer, CompleteAsync and Abandon are called by the one loop copying the response.
+/// client is never slowed. Memory per fill is therefore bounded by the part being filled plus the waiting
+/// parts (docs/cache.md). The entry becomes visible only when the upload completes with exactly the announced
+/// length; an abandoned fill aborts its multipart upload. Offer, CompleteAsync and Abandon are called by the one loop copying the response.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A CancellationTokenSource without a timer holds nothing to release; Abandon may run after the upload ended.")]
 internal sealed class CacheFill
@@ -43,9 +43,6 @@ internal sealed class CacheFill
         metrics.FillStarted();
         _upload = Task.Run(UploadAsync);
     }
-
-    /// <summary>The most memory one fill holds: the part being filled plus the parts waiting for the store.</summary>
-    public static long MemoryBound(CacheOptions options) => (1L + WaitingParts(options)) * options.PartSize;
 
     public bool Abandoned => _abandon.IsCancellationRequested;
 
@@ -86,7 +83,7 @@ internal sealed class CacheFill
     {
         if (_offered != _expectedLength || Abandoned)
         {
-            Abandon(); // the body is not what the headers announced: never store it
+            Abandon(); // already given up, or the body is not what the headers announced: never store it
         }
         else
         {
@@ -198,8 +195,9 @@ internal sealed class CacheFill
             if (ex is not OperationCanceledException)
             {
                 _metrics.StoreError();
-                Stop(); // stop the copy loop from filling parts nobody will upload
             }
+
+            Stop(); // stop the copy loop from filling parts nobody will upload
 
             _metrics.FillAbandoned();
             uploadId ??= await StartedUploadAsync(begin);
