@@ -17,7 +17,7 @@ public sealed class ForwardingTests
         // A raw socket, so nothing on the client side re-encodes the target.
         const string target = "/bucket/a%2Fb%2Bc+d;v=1/%E2%82%AC?X-Amz-Signature=ab%2Bcd&list-type=2&prefix=a%20b;c";
         var response = await RawRequestAsync(sidekick.BaseAddress,
-            $"GET {target} HTTP/1.1\r\nHost: s3.example:9000\r\nX-Forwarded-For: 9.9.9.9\r\nConnection: X-Drop\r\nX-Drop: 1\r\nProxy-Connection: x\r\n\r\n");
+            $"GET {target} HTTP/1.1\r\nHost: s3.example:9000\r\nX-Forwarded-For: 9.9.9.9\r\nConnection: X-Drop\r\nX-Drop: 1\r\nProxy-Connection: x\r\nX-Want-Hop: 1\r\n\r\n");
 
         Assert.StartsWith("HTTP/1.1 200", response, StringComparison.Ordinal);
         var seen = a.Seen.Last(r => !r.RawTarget.StartsWith("/health", StringComparison.Ordinal));
@@ -35,6 +35,7 @@ public sealed class ForwardingTests
         Assert.Contains("X-Proxy: true", response, StringComparison.Ordinal);
         Assert.Contains("Server: SideKick", response, StringComparison.Ordinal);
         Assert.Contains("TestBackend", response, StringComparison.Ordinal);
+        Assert.True(seen.Headers.ContainsKey("X-Want-Hop"), "the backend was not asked to name a hop-by-hop header");
         Assert.DoesNotContain("X-Hop: secret", response, StringComparison.Ordinal);
     }
 

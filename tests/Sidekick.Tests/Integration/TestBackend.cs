@@ -285,8 +285,14 @@ internal sealed class TestBackend : IAsyncDisposable
         }
 
         context.Response.Headers.Server = "TestBackend";
-        context.Response.Headers.Connection = "X-Hop";
-        context.Response.Headers["X-Hop"] = "secret";
+        if (request.Headers.ContainsKey("X-Want-Hop"))
+        {
+            // Names a hop-by-hop header the proxy must drop. Only on request: Kestrel closes the connection after
+            // a response whose Connection header lacks keep-alive, and every next request would race that close.
+            context.Response.Headers.Connection = "X-Hop";
+            context.Response.Headers["X-Hop"] = "secret";
+        }
+
         await context.Response.WriteAsync(Name);
     }
 }

@@ -29,8 +29,10 @@ public sealed class TableUnderTmuxTests
         await using var b = await TestBackend.StartAsync("b");
         var port = SidekickProcess.FreePort();
         var session = "sidekick-table-" + Environment.ProcessId;
-        var command = $"dotnet {Path.Combine(AppContext.BaseDirectory, "sidekick.dll")} --address 127.0.0.1:{port} --health-path /health --health-duration 200ms {a.Url} {b.Url}";
+        var command = $"exec dotnet {Path.Combine(AppContext.BaseDirectory, "sidekick.dll")} --address 127.0.0.1:{port} --health-path /health --health-duration 200ms {a.Url} {b.Url}";
         Tmux("new-session", "-d", "-s", session, "-x", "220", "-y", "30", command);
+        // kill-session only sends SIGHUP, which sidekick (like upstream) takes as "reload": stop it by its pid.
+        var pid = int.Parse(Tmux("display-message", "-p", "-t", session, "#{pane_pid}").Trim(), System.Globalization.CultureInfo.InvariantCulture);
         try
         {
             async Task<string> ScreenAsync(Func<string, bool> until)
@@ -60,6 +62,12 @@ public sealed class TableUnderTmuxTests
         }
         finally
         {
+            using (var sidekick = System.Diagnostics.Process.GetProcessById(pid))
+            {
+                sidekick.Kill();
+                await sidekick.WaitForExitAsync();
+            }
+
             Tmux("kill-session", "-t", session);
         }
     }
