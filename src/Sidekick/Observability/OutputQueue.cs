@@ -31,7 +31,7 @@ internal sealed class OutputQueue : IAsyncDisposable
         _writer = Task.Run(WriteAsync);
     }
 
-    /// <summary>Lines dropped because the console was too slow.</summary>
+    /// <summary>Entries dropped because the console was too slow or could not be written to.</summary>
     public long Dropped => Volatile.Read(ref _dropped);
 
     public void Enqueue(string line) => Add(line);
@@ -61,13 +61,24 @@ internal sealed class OutputQueue : IAsyncDisposable
         var batch = new StringBuilder();
         while (await reader.WaitToReadAsync())
         {
+            var entries = 0;
             while (batch.Length < 64 * 1024 && reader.TryRead(out var entry))
             {
                 batch.Append(entry as string ?? _formatter.Format((TraceRecord)entry)).Append('\n');
+                entries++;
             }
 
-            await _output.WriteAsync(batch);
-            await _output.FlushAsync();
+            try
+            {
+                await _output.WriteAsync(batch);
+                await _output.FlushAsync();
+            }
+            catch (IOException)
+            {
+                // stdout went away (a closed pipe, a full disk): keep proxying, count what could not be written.
+                Interlocked.Add(ref _dropped, entries);
+            }
+
             batch.Clear();
         }
     }

@@ -108,6 +108,28 @@ public sealed class TraceFormatTests
         Assert.StartsWith("{\"type\":\"TRACE\"", console.First);
     }
 
+    [Fact]
+    public async Task A_console_that_fails_counts_the_lost_records_and_shuts_down_cleanly()
+    {
+        var queue = new OutputQueue(new BrokenWriter(), new TraceFormatter(Mode()));
+        for (var i = 0; i < 100; i++)
+        {
+            queue.Enqueue(Record);
+        }
+
+        await queue.DisposeAsync();
+        Assert.Equal(100, queue.Dropped);
+    }
+
+    /// <summary>A console whose reader went away (stdout piped into a program that exited).</summary>
+    private sealed class BrokenWriter : TextWriter
+    {
+        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
+
+        public override Task WriteAsync(System.Text.StringBuilder? value, CancellationToken cancellationToken = default) =>
+            throw new IOException("Broken pipe");
+    }
+
     /// <summary>A console whose first write hangs until released, as a terminal stopped with Ctrl-S.</summary>
     private sealed class StuckWriter : TextWriter
     {
