@@ -84,7 +84,7 @@ internal sealed class PrometheusExporter(
         Single(text, "sidekick_failovers_total", "Times traffic moved from one site to another", sites.Failovers);
         Single(text, "sidekick_retries_total", "Requests retried on another backend", retries.Count.Value);
         Single(text, "sidekick_outlier_ejections_total", "Backends ejected for consecutive gateway errors", ejections());
-        Single(text, "sidekick_trace_dropped_total", "Trace and log lines dropped because the console was too slow", droppedTraces());
+        Single(text, "sidekick_trace_dropped_total", "Trace and log lines dropped because the console was too slow or could not be written to", droppedTraces());
         cache?.WriteTo(text);
         return text.ToString();
     }
