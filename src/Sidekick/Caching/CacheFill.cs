@@ -10,7 +10,8 @@ namespace Sidekick.Caching;
 /// for the store; when another part fills up before the store has caught up, the fill is abandoned so the
 /// client is never slowed. Memory per fill is therefore bounded by the part being filled plus the waiting
 /// parts (docs/cache.md). The entry becomes visible only when the upload completes with exactly the announced
-/// length; an abandoned fill aborts its multipart upload. Offer, CompleteAsync and Abandon are called by the one loop copying the response.
+/// length; an abandoned fill aborts its multipart upload. Offer, CompleteAsync and Abandon are called by the
+/// one loop copying the response.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A CancellationTokenSource without a timer holds nothing to release; Abandon may run after the upload ended.")]
 internal sealed class CacheFill
@@ -190,7 +191,7 @@ internal sealed class CacheFill
             _metrics.FillCompleted();
             return true;
         }
-        catch (Exception ex) when (ex is OperationCanceledException or Amazon.Runtime.AmazonServiceException or Amazon.Runtime.AmazonClientException or IOException or HttpRequestException)
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
         {
             if (ex is not OperationCanceledException)
             {
@@ -207,7 +208,7 @@ internal sealed class CacheFill
                 {
                     await _store.AbortMultipartAsync(_key, uploadId);
                 }
-                catch (Exception abortError) when (abortError is Amazon.Runtime.AmazonServiceException or Amazon.Runtime.AmazonClientException or IOException or HttpRequestException)
+                catch (Exception abortError) when (S3CacheStore.IsStoreError(abortError))
                 {
                     _metrics.StoreError(); // the store expires incomplete uploads by its own lifecycle rules
                 }
@@ -224,7 +225,7 @@ internal sealed class CacheFill
         {
             return begin is null ? null : await begin;
         }
-        catch (Exception ex) when (ex is OperationCanceledException or Amazon.Runtime.AmazonServiceException or Amazon.Runtime.AmazonClientException or IOException or HttpRequestException)
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
         {
             return null;
         }

@@ -78,7 +78,7 @@ internal sealed class ResponseCache : IDisposable
         {
             found = await FindAsync(key, request, context.RequestAborted);
         }
-        catch (Exception ex) when (IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {
             _health.MarkOffline();
             await BypassAsync(context, origin);
@@ -111,9 +111,6 @@ internal sealed class ResponseCache : IDisposable
         // HTTP/1.0 Pragma: no-cache counts only without Cache-Control (RFC 9111 §5.4).
         return CacheControl.Parse(control.Count == 0 && request.Headers.Pragma.ToString().Contains("no-cache", StringComparison.OrdinalIgnoreCase) ? "no-cache" : control);
     }
-
-    private static bool IsStoreError(Exception ex) =>
-        ex is OperationCanceledException or Amazon.Runtime.AmazonServiceException or Amazon.Runtime.AmazonClientException or HttpRequestException or IOException;
 
     private async Task BypassAsync(HttpContext context, ICacheOrigin origin)
     {
@@ -183,7 +180,7 @@ internal sealed class ResponseCache : IDisposable
             {
                 after = await FindAsync(key, request, context.RequestAborted);
             }
-            catch (Exception ex) when (IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+            catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
                 _health.MarkOffline();
             }
@@ -447,7 +444,7 @@ internal sealed class ResponseCache : IDisposable
                 {
                     await _store.PutAsync(key, ReadOnlyMemory<byte>.Empty, marker, CancellationToken.None);
                 }
-                catch (Exception ex) when (IsStoreError(ex))
+                catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
                 {
                     _health.MarkOffline();
                 }
@@ -560,7 +557,7 @@ internal sealed class ResponseCache : IDisposable
                 timeout.CancelAfter(_options.StoreTimeout);
                 stored = await _store.OpenAsync(hit.Key, partial ? from : null, partial ? to : null, timeout.Token);
             }
-            catch (Exception ex) when (IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+            catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
                 _health.MarkOffline();
                 return false;
@@ -611,7 +608,7 @@ internal sealed class ResponseCache : IDisposable
                     ArrayPool<byte>.Shared.Return(buffer);
                 }
             }
-            catch (Exception ex) when (IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+            catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
                 // Headers are out: abort rather than send a truncated body.
                 _health.MarkOffline();
@@ -729,7 +726,7 @@ internal sealed class ResponseCache : IDisposable
         {
             await _store.UpdateMetadataAsync(key, new Dictionary<string, string> { ["sidekick"] = serialized }, CancellationToken.None);
         }
-        catch (Exception ex) when (IsStoreError(ex))
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
         {
             // A failed refresh is not a store outage: this sidecar still has the refreshed headers in memory.
             Metrics.StoreError();
@@ -745,7 +742,7 @@ internal sealed class ResponseCache : IDisposable
             await _store.DeleteEntryAsync(key, timeout.Token);
             Metrics.Evicted();
         }
-        catch (Exception ex) when (IsStoreError(ex))
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
         {
             _health.MarkOffline();
         }

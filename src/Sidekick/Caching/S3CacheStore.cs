@@ -16,6 +16,10 @@ internal sealed class S3CacheStore : IDisposable
     public const string VaryMetadata = "x-amz-meta-sidekick-vary";
 
     private readonly AmazonS3Client _s3;
+
+    /// <summary>What a store call throws when the store is down, slow or refuses: never the client's problem.</summary>
+    public static bool IsStoreError(Exception ex) =>
+        ex is OperationCanceledException or AmazonServiceException or AmazonClientException or HttpRequestException or IOException;
     private readonly string _bucket;
 
     public S3CacheStore(CacheOptions options)

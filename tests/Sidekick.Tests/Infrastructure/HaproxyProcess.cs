@@ -54,7 +54,7 @@ internal sealed class HaproxyProcess : IAsyncDisposable
 
         var path = Path.Combine(directory, "haproxy.cfg");
         await File.WriteAllTextAsync(path, config.ToString());
-        var start = new ProcessStartInfo("haproxy") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        var start = new ProcessStartInfo("haproxy") { UseShellExecute = false };
         start.ArgumentList.Add("-db");
         start.ArgumentList.Add("-f");
         start.ArgumentList.Add(path);
