@@ -29,3 +29,9 @@ if [ -f package-lock.json ]; then
 fi
 
 dotnet test sidekick.slnx -c Release --logger "console;verbosity=normal" "$@"
+
+# The forwarding suites once more with every request through YARP: the HTTP/1.1 fast path and YARP must
+# behave the same (Http1PathTests pin the fast path themselves and are not repeated).
+echo "== forwarding and cache suites again, through YARP only (SIDEKICK_FORWARDER=yarp) =="
+SIDEKICK_FORWARDER=yarp dotnet test sidekick.slnx -c Release --no-build --logger "console;verbosity=minimal" \
+  --filter "(FullyQualifiedName~Sidekick.Tests.Integration.|FullyQualifiedName~Sidekick.Tests.Caching.)&FullyQualifiedName!~Http1PathTests"

@@ -52,9 +52,10 @@ internal sealed class BackendTransportFactory(
     }
 
     /// <summary>
-    /// Upstream honours HTTP_PROXY/HTTPS_PROXY/NO_PROXY for backend traffic; we do the same when one is set.
+    /// Upstream honours HTTP_PROXY/HTTPS_PROXY/NO_PROXY for backend traffic; we do the same when one is set (all
+    /// backend traffic then goes through HttpClient, which implements it).
     /// </summary>
-    private static bool UseEnvironmentProxy =>
+    public static bool UseEnvironmentProxy =>
         !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("HTTP_PROXY")) ||
         !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("http_proxy")) ||
         !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("HTTPS_PROXY")) ||

@@ -93,6 +93,8 @@ internal static class SidekickApp
             CertificatePem = () => tls?.CertificatePem,
             BackendTls = backendTls is null ? null : backendTls.Create,
             Connect = dns.ConnectAsync,
+            ConnectSocket = dns.ConnectSocketAsync,
+            Forwarder = (seams.Environment ?? EnvironmentVariables()).GetValueOrDefault(Forwarding.Http1.ForwarderChoice.Variable),
             Cache = cache,
         });
 

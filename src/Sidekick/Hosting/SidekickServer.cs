@@ -10,6 +10,7 @@ using Sidekick.Health;
 using Sidekick.Observability;
 using Sidekick.Routing;
 using Sidekick.Topology;
+using Sidekick.Forwarding.Http1;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace Sidekick.Hosting;
@@ -31,6 +32,7 @@ internal sealed class SidekickServer : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private PosixSignalRegistration? _sighup;
     private Task _table = Task.CompletedTask;
+    private readonly Http1Forwarder _forwarder;
     private long _ejections;
 
     private SidekickServer(SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickServerHooks hooks)
@@ -116,14 +118,20 @@ internal sealed class SidekickServer : IAsyncDisposable
         });
 
         _app = builder.Build();
-        var forwarder = _app.Services.GetRequiredService<IHttpForwarder>();
+        _forwarder = new Http1Forwarder(
+            _app.Services.GetRequiredService<IHttpForwarder>(),
+            hooks.ConnectSocket,
+            BackendTransportFactory.ConnectTimeout,
+            BackendTransportFactory.PooledConnectionIdleTimeout,
+            enabled: ForwarderChoice.UsesHttp1Path(hooks.Forwarder ?? Environment.GetEnvironmentVariable(ForwarderChoice.Variable)) &&
+                     !BackendTransportFactory.UseEnvironmentProxy);
         Retries = new RetryPolicy(options.MaxAttempts, options.MaxReplayBytes, new RetryBudget(options.RetryBudgetRatio, options.RetryBudgetMinPerSecond, time));
         Outliers = new OutlierDetector(
             new OutlierOptions(options.OutlierConsecutiveErrors, options.OutlierEjectionTime, options.OutlierMaxEjectionTime, options.OutlierMaxEjectionPercent),
             Topology);
         Outliers.Ejected += (_, _) => Interlocked.Increment(ref _ejections);
         Cache = hooks.Cache;
-        Proxy = new ProxyHandler(Cache, Topology, Balancers.Create(options.HostBalance, options.SlowStart), forwarder, Prober, Outliers, Retries,
+        Proxy = new ProxyHandler(Cache, Topology, Balancers.Create(options.HostBalance, options.SlowStart), _forwarder, Prober, Outliers, Retries,
             (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time);
         Meter = new SidekickMeter(Topology, Sites, Retries);
         var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, Cache?.Metrics);
@@ -140,6 +148,9 @@ internal sealed class SidekickServer : IAsyncDisposable
     }
 
     public TopologyStore Topology { get; }
+
+    /// <summary>Requests carried by the HTTP/1.1 fast path (the others went through YARP).</summary>
+    public long FastPathRequests => _forwarder.Forwarded;
 
     public HealthProber Prober { get; }
 
@@ -263,6 +274,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         Cache?.Dispose();
         await Output.DisposeAsync();
         await _app.DisposeAsync();
+        _forwarder.Dispose();
         foreach (var site in Topology.Current.Sites)
         {
             site.Invoker.Dispose();
@@ -281,5 +293,9 @@ internal sealed record SidekickServerHooks
     public Func<string?>? CertificatePem { get; init; }
     public Func<string, System.Net.Security.SslClientAuthenticationOptions>? BackendTls { get; init; }
     public Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? Connect { get; init; }
+    public BackendConnect? ConnectSocket { get; init; }
+
+    /// <summary>The forwarding path (<see cref="ForwarderChoice"/>); null reads SIDEKICK_FORWARDER.</summary>
+    public string? Forwarder { get; init; }
     public ResponseCache? Cache { get; init; }
 }

@@ -32,10 +32,14 @@ internal sealed class SidekickHarness : IAsyncDisposable
 
     public static Task<SidekickHarness> StartAsync(params TestBackend[][] sites) => StartAsync(FastOptions, sites);
 
-    public static async Task<SidekickHarness> StartAsync(SidekickOptions options, params TestBackend[][] sites)
+    public static Task<SidekickHarness> StartAsync(SidekickOptions options, params TestBackend[][] sites) =>
+        StartAsync(options, Definitions(options, sites), hooks: null, expectedUp: b => IsHealthy(b, sites));
+
+    /// <summary>Starts in front of any backends; waits until those expected up (all by default) are up.</summary>
+    public static async Task<SidekickHarness> StartAsync(
+        SidekickOptions options, IReadOnlyList<SiteDefinition> definitions, SidekickServerHooks? hooks, Func<Backend, bool>? expectedUp = null)
     {
-        var definitions = Definitions(options, sites);
-        var server = SidekickServer.Create(options, () => definitions);
+        var server = SidekickServer.Create(options, () => definitions, hooks);
         await server.StartAsync();
         var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false })
         {
@@ -43,7 +47,7 @@ internal sealed class SidekickHarness : IAsyncDisposable
             Timeout = TimeSpan.FromMinutes(2),
         };
         var harness = new SidekickHarness(server, client);
-        await harness.WaitUntilAsync(() => server.Topology.Current.AllBackends.All(b => b.IsUp || !IsHealthy(b, sites)));
+        await harness.WaitUntilAsync(() => server.Topology.Current.AllBackends.All(b => b.IsUp || !(expectedUp?.Invoke(b) ?? true)));
         return harness;
     }
 

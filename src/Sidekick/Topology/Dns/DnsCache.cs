@@ -9,12 +9,12 @@ namespace Sidekick.Topology.Dns;
 /// Process-wide DNS cache for backend names: concurrent lookups of one name share a single query, answers
 /// are refreshed every --dns-ttl for names used since the last refresh (a failed refresh keeps the old
 /// answer), unused names are dropped, and failures are never cached. Its <see cref="ConnectAsync"/> is the
-/// connection callback of every site's pool: it tries the addresses in order until one connects.
+/// connection callback of every site's pool (and <see cref="ConnectSocketAsync"/> that of the HTTP/1.1
+/// fast path): it tries the addresses in order until one connects.
 /// </summary>
 internal sealed class DnsCache : IDisposable
 {
     private static readonly TimeSpan LookupTimeout = TimeSpan.FromSeconds(5);
-    private static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
 
     private readonly IHostResolver _resolver;
     private readonly ConcurrentDictionary<string, Entry> _entries = new(StringComparer.OrdinalIgnoreCase);
@@ -50,29 +50,12 @@ internal sealed class DnsCache : IDisposable
         }
     }
 
-    public async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
-    {
-        var addresses = await ResolveAsync(context.DnsEndPoint.Host, cancellationToken);
-        Exception? last = null;
-        foreach (var address in addresses)
-        {
-            var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(ConnectTimeout);
-            try
-            {
-                await socket.ConnectAsync(new IPEndPoint(address, context.DnsEndPoint.Port), timeout.Token);
-                return new NetworkStream(socket, ownsSocket: true);
-            }
-            catch (Exception ex) when (ex is SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
-            {
-                socket.Dispose();
-                last = ex is OperationCanceledException ? new SocketException((int)SocketError.TimedOut) : ex;
-            }
-        }
+    public async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken) =>
+        new NetworkStream(await ConnectSocketAsync(context.DnsEndPoint, cancellationToken), ownsSocket: true);
 
-        throw last ?? new SocketException((int)SocketError.HostNotFound);
-    }
+    /// <summary>Resolves (from the cache) and connects to the first address that accepts.</summary>
+    public async ValueTask<Socket> ConnectSocketAsync(DnsEndPoint endpoint, CancellationToken cancellationToken) =>
+        await BackendSockets.ConnectAsync(await ResolveAsync(endpoint.Host, cancellationToken), endpoint.Port, cancellationToken);
 
     /// <summary>Re-resolves names used since the last refresh and drops the others.</summary>
     public async Task RefreshAsync()

@@ -1,0 +1,184 @@
+using System.Buffers;
+using System.Net.Sockets;
+
+namespace Sidekick.Forwarding.Http1;
+
+/// <summary>
+/// One keep-alive HTTP/1.1 connection to a backend. It holds a receive buffer only while it carries a
+/// request (idle connections keep none, so thousands of them cost a socket each and little memory), and
+/// knows when it was last used so the pool can retire it.
+/// </summary>
+internal sealed class BackendConnection : IDisposable
+{
+    /// <summary>Fits a typical response head plus a small body in one receive.</summary>
+    public const int SmallBufferSize = 16 * 1024;
+
+    /// <summary>Used for long bodies: fewer system calls per megabyte.</summary>
+    public const int LargeBufferSize = 64 * 1024;
+
+    private readonly Socket _socket;
+    private byte[]? _buffer;
+    private int _start;
+    private int _end;
+    private int _closed;
+    private long _activityTimeoutMilliseconds;
+
+    public BackendConnection(Socket socket, BackendConnectionPool pool)
+    {
+        _socket = socket;
+        Pool = pool;
+    }
+
+    public BackendConnectionPool Pool { get; }
+
+    /// <summary>True once a request completed on it: a failure before any response byte may be a stale connection.</summary>
+    public bool HasServedRequest { get; set; }
+
+    /// <summary><see cref="Environment.TickCount64"/> when it went back to the pool.</summary>
+    public long IdleSince { get; set; }
+
+    /// <summary><see cref="Environment.TickCount64"/> after which an exchange without progress is cut (0: idle).</summary>
+    public long ActivityDeadline { get; set; }
+
+    /// <summary>Set when the pool cut the exchange for inactivity, so the error says "timed out".</summary>
+    public bool TimedOut { get; private set; }
+
+    public bool IsClosed => Volatile.Read(ref _closed) != 0;
+
+    /// <summary>Per-connection memory of header values, so a backend repeating a value costs no new string.</summary>
+    public ResponseHeaderValues HeaderValues { get; } = new();
+
+    /// <summary>Received bytes not yet consumed.</summary>
+    public ReadOnlySpan<byte> Buffered => _buffer.AsSpan(_start, _end - _start);
+
+    public Memory<byte> BufferedMemory => _buffer.AsMemory(_start, _end - _start);
+
+    public int BufferedCount => _end - _start;
+
+    public void Consume(int count) => _start += count;
+
+    /// <summary>Takes a receive buffer for one exchange, which is cut after <paramref name="activityTimeout"/> without progress.</summary>
+    public void BeginExchange(TimeSpan activityTimeout)
+    {
+        _buffer ??= ArrayPool<byte>.Shared.Rent(SmallBufferSize);
+        _start = _end = 0;
+        _activityTimeoutMilliseconds = (long)activityTimeout.TotalMilliseconds;
+        Touch();
+    }
+
+    /// <summary>Notes progress (bytes moved either way) for the activity deadline.</summary>
+    public void Touch() => ActivityDeadline = Environment.TickCount64 + _activityTimeoutMilliseconds;
+
+    /// <summary>Gives the receive buffer back; the connection is then idle (or about to be closed).</summary>
+    public void EndExchange()
+    {
+        ActivityDeadline = 0;
+        if (_buffer is { } buffer)
+        {
+            _buffer = null;
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>Switches to the large buffer for a long body, keeping what was already received.</summary>
+    public void UseLargeBuffer()
+    {
+        if (_buffer is not { Length: < LargeBufferSize } small)
+        {
+            return;
+        }
+
+        var large = ArrayPool<byte>.Shared.Rent(LargeBufferSize);
+        var count = _end - _start;
+        small.AsSpan(_start, count).CopyTo(large);
+        ArrayPool<byte>.Shared.Return(small);
+        _buffer = large;
+        _start = 0;
+        _end = count;
+    }
+
+    public async ValueTask SendAsync(ReadOnlyMemory<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            var sent = await _socket.SendAsync(data, SocketFlags.None);
+            data = data[sent..];
+            Touch();
+        }
+    }
+
+    /// <summary>
+    /// Receives more bytes after those buffered; returns how many (0 at end of stream). A buffer full of
+    /// unconsumed bytes grows, up to <paramref name="limit"/>, past which it throws.
+    /// </summary>
+    public async ValueTask<int> ReceiveAsync(int limit = LargeBufferSize)
+    {
+        var buffer = _buffer!;
+        if (_start == _end)
+        {
+            _start = _end = 0;
+        }
+        else if (_end == buffer.Length)
+        {
+            if (_start > 0)
+            {
+                buffer.AsSpan(_start, _end - _start).CopyTo(buffer);
+                _end -= _start;
+                _start = 0;
+            }
+            else
+            {
+                if (buffer.Length >= limit)
+                {
+                    throw new HttpRequestException(HttpRequestError.InvalidResponse, $"the backend sent more than {limit} bytes of response head or chunk framing");
+                }
+
+                var larger = ArrayPool<byte>.Shared.Rent(Math.Min(buffer.Length * 2, limit));
+                buffer.AsSpan(0, _end).CopyTo(larger);
+                ArrayPool<byte>.Shared.Return(buffer);
+                _buffer = buffer = larger;
+            }
+        }
+
+        var received = await _socket.ReceiveAsync(buffer.AsMemory(_end), SocketFlags.None);
+        _end += received;
+        Touch();
+        return received;
+    }
+
+    /// <summary>
+    /// Whether an idle connection was closed (or sent something unasked) by the backend: a non-blocking
+    /// readability check, paid only for connections idle long enough for a backend to have dropped them.
+    /// </summary>
+    public bool LooksDead()
+    {
+        try
+        {
+            // Readable with nothing asked for means end of stream, a reset, or stray bytes: unusable either way.
+            return _socket.Poll(0, SelectMode.SelectRead);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            return true;
+        }
+    }
+
+    /// <summary>Cuts a stalled exchange (the pending receive or send fails at once).</summary>
+    public void TimeOut()
+    {
+        TimedOut = true;
+        Dispose();
+    }
+
+    public void Dispose()
+    {
+        // The exchange, a client abort and the pool's sweeper may all close it; only the first does.
+        if (Interlocked.Exchange(ref _closed, 1) != 0)
+        {
+            return;
+        }
+
+        _socket.Dispose();
+        Pool.OnClosed(this);
+    }
+}

@@ -1,0 +1,400 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Primitives;
+using Microsoft.Net.Http.Headers;
+using Sidekick.Topology.Dns;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace Sidekick.Forwarding.Http1;
+
+/// <summary>
+/// The forwarder for the plain case, which is nearly all of a sidecar's traffic: an HTTP/1.1 backend over
+/// plain TCP and a request without a body or with a small one of known length. It writes the request head
+/// from a pooled buffer, parses the response head in place, and copies the body through one buffer per
+/// exchange, over its own keep-alive connections; no HttpRequestMessage, HttpResponseMessage or header
+/// collections in between. Everything else (TLS backends, upgrades, Expect: 100-continue, large or
+/// chunked uploads, an HTTP proxy in the environment) goes to YARP. Both report outcomes the same way
+/// (<see cref="ForwarderError"/> and <see cref="IForwarderErrorFeature"/>), so retries, download resume,
+/// metering and tracing do not know which path carried a request.
+/// </summary>
+internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
+{
+    /// <summary>Larger bodies go to YARP, which sends them while already reading an early response.</summary>
+    public const int MaxInlineBodyBytes = 64 * 1024;
+
+    /// <summary>As the YARP path's MaxResponseHeadersLength: Go's 1 MiB limit.</summary>
+    private const int MaxResponseHeadBytes = 1024 * 1024;
+
+    /// <summary>Chunk-size lines and trailers larger than this are not a body anyone should stream.</summary>
+    private const int MaxChunkFramingBytes = 64 * 1024;
+
+    private static readonly TimeSpan DefaultActivityTimeout = TimeSpan.FromSeconds(100);
+    private static readonly StringValues ProxyMarker = new("true");
+
+    private readonly IHttpForwarder _fallback;
+    private readonly BackendConnect _connect;
+    private readonly TimeSpan _connectTimeout;
+    private readonly BackendConnectionPools _pools;
+    private readonly bool _enabled;
+
+    public Http1Forwarder(IHttpForwarder fallback, BackendConnect? connect, TimeSpan connectTimeout, TimeSpan idleTimeout, bool enabled)
+    {
+        _fallback = fallback;
+        _connect = connect ?? ConnectDirectAsync;
+        _connectTimeout = connectTimeout;
+        _pools = new BackendConnectionPools(idleTimeout);
+        _enabled = enabled;
+    }
+
+    /// <summary>Requests this path carried (the rest went to YARP).</summary>
+    public long Forwarded => Volatile.Read(ref _forwarded);
+
+    private long _forwarded;
+
+    public ValueTask<ForwarderError> SendAsync(
+        HttpContext context, string destinationPrefix, HttpMessageInvoker httpClient, ForwarderRequestConfig requestConfig, HttpTransformer transformer) =>
+        _enabled && PlainTarget(context, destinationPrefix, transformer) is { } rawTarget
+            ? ForwardAsync(context, _pools.For(destinationPrefix), rawTarget, requestConfig.ActivityTimeout ?? DefaultActivityTimeout)
+            : _fallback.SendAsync(context, destinationPrefix, httpClient, requestConfig, transformer);
+
+    public ValueTask<ForwarderError> SendAsync(
+        HttpContext context, string destinationPrefix, HttpMessageInvoker httpClient, ForwarderRequestConfig requestConfig, HttpTransformer transformer,
+        CancellationToken cancellationToken) =>
+        _fallback.SendAsync(context, destinationPrefix, httpClient, requestConfig, transformer, cancellationToken);
+
+    public void Dispose() => _pools.Dispose();
+
+    /// <summary>The raw request target when this path can carry the request; null sends it to YARP.</summary>
+    private static string? PlainTarget(HttpContext context, string destinationPrefix, HttpTransformer transformer)
+    {
+        if (!ReferenceEquals(transformer, SidekickTransformer.Instance) || !destinationPrefix.StartsWith("http://", StringComparison.OrdinalIgnoreCase))
+        {
+            return null;
+        }
+
+        var request = context.Request;
+        if (HttpMethods.IsConnect(request.Method) || request.Headers.ContainsKey(HeaderNames.Expect) ||
+            context.Features.Get<IHttpUpgradeFeature>() is { IsUpgradableRequest: true } ||
+            context.Features.Get<IHttpExtendedConnectFeature>() is { IsExtendedConnect: true })
+        {
+            return null;
+        }
+
+        if ((context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true) && request.ContentLength is not (> 0 and <= MaxInlineBodyBytes))
+        {
+            return null;
+        }
+
+        // Origin-form only; an absolute-form or asterisk target keeps YARP's handling.
+        var rawTarget = context.Features.Get<IHttpRequestFeature>()?.RawTarget;
+        return rawTarget is { Length: > 0 } && rawTarget[0] == '/' ? rawTarget : null;
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<ForwarderError> ForwardAsync(HttpContext context, BackendConnectionPool pool, string rawTarget, TimeSpan activityTimeout)
+    {
+        Interlocked.Increment(ref _forwarded);
+        var request = context.Request;
+        var bodyLength = (context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true) ? (int)request.ContentLength!.Value : 0;
+        var resendable = IsIdempotent(request.Method);
+        using var head = RequestHead.Write(context, rawTarget, pool.Authority);
+        var headBytes = head.Bytes;
+        for (var attempt = 1; ; attempt++)
+        {
+            BackendConnection connection;
+            try
+            {
+                connection = pool.TakeIdle(mustBeAlive: !resendable) ?? await pool.ConnectAsync(_connect, _connectTimeout, context.RequestAborted);
+            }
+            catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException)
+            {
+                // Nothing was read from the client yet, so the caller may still try another backend.
+                return context.RequestAborted.IsCancellationRequested
+                    ? Fail(context, ForwarderError.RequestCanceled, ex)
+                    : Fail(context, ForwarderError.Request, new HttpRequestException(HttpRequestError.ConnectionError, ConnectFailure(pool, ex), ex));
+            }
+
+            if (attempt == 1 && bodyLength > 0)
+            {
+                // Read the small body only once a connection exists; it goes out with the head in one write.
+                var body = head.ReserveBody(bodyLength);
+                headBytes = head.Bytes;
+                if (await ReadBodyAsync(context, body) is { } clientError)
+                {
+                    pool.Return(connection);
+                    return clientError;
+                }
+            }
+
+            if (await ExchangeAsync(context, connection, headBytes, activityTimeout, resendable || bodyLength == 0) is { } outcome)
+            {
+                return outcome;
+            }
+
+            // The backend had closed the kept-alive connection as we sent on it: nothing reached its
+            // application, so the same bytes go out again on a fresh connection.
+        }
+    }
+
+    private static async ValueTask<ForwarderError?> ReadBodyAsync(HttpContext context, Memory<byte> body)
+    {
+        try
+        {
+            while (!body.IsEmpty)
+            {
+                var read = await context.Request.Body.ReadAsync(body, context.RequestAborted);
+                if (read == 0)
+                {
+                    return Fail(context, ForwarderError.RequestBodyClient, new IOException("the client sent less request body than its Content-Length"));
+                }
+
+                body = body[read..];
+            }
+
+            return null;
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or BadHttpRequestException)
+        {
+            return Fail(context, context.RequestAborted.IsCancellationRequested ? ForwarderError.RequestCanceled : ForwarderError.RequestBodyClient, ex);
+        }
+    }
+
+    /// <summary>
+    /// One request and response on one connection: the outcome, or null when a reused connection turned
+    /// out closed by the backend before any response byte and the request may go out again.
+    /// </summary>
+    private static async ValueTask<ForwarderError?> ExchangeAsync(
+        HttpContext context, BackendConnection connection, ReadOnlyMemory<byte> requestBytes, TimeSpan activityTimeout, bool mayResend)
+    {
+        connection.BeginExchange(activityTimeout);
+        var registration = context.RequestAborted.UnsafeRegister(static c => ((BackendConnection)c!).Dispose(), connection);
+        var reused = connection.HasServedRequest;
+        var receivedAny = false;
+        ResponseHead response;
+        try
+        {
+            await connection.SendAsync(requestBytes);
+            int headLength;
+            while (true)
+            {
+                headLength = ResponseHead.FindEnd(connection.Buffered);
+                if (headLength < 0)
+                {
+                    if (await connection.ReceiveAsync(MaxResponseHeadBytes) == 0)
+                    {
+                        throw new HttpRequestException(HttpRequestError.ResponseEnded, "the backend closed the connection before a complete response head");
+                    }
+
+                    receivedAny = true;
+                    continue;
+                }
+
+                // 1xx interim responses (100 Continue, 103 Early Hints) are not forwarded, as with HttpClient.
+                if (ResponseHead.PeekStatus(connection.Buffered[..headLength]) is >= 100 and < 200 and not 101)
+                {
+                    connection.Consume(headLength);
+                    continue;
+                }
+
+                break;
+            }
+
+            response = ResponseHead.Apply(connection.Buffered[..headLength], context.Response, HttpMethods.IsHead(context.Request.Method), connection.HeaderValues);
+            context.Response.Headers["X-Proxy"] = ProxyMarker;
+            connection.Consume(headLength);
+        }
+        catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or HttpRequestException)
+        {
+            registration.Dispose();
+            Close(connection);
+            if (context.RequestAborted.IsCancellationRequested)
+            {
+                return Fail(context, ForwarderError.RequestCanceled, ex);
+            }
+
+            if (reused && !receivedAny && mayResend && ex is not HttpRequestException { HttpRequestError: HttpRequestError.InvalidResponse })
+            {
+                return null;
+            }
+
+            return connection.TimedOut
+                ? Fail(context, ForwarderError.RequestTimedOut, new TimeoutException("the backend did not answer within the activity timeout", ex))
+                : Fail(context, ForwarderError.Request, ex as HttpRequestException ?? new HttpRequestException(HttpRequestError.Unknown, TransportFailure(ex), ex));
+        }
+
+        try
+        {
+            switch (response.Framing)
+            {
+                case BodyFraming.ContentLength:
+                    await CopyLengthAsync(context, connection, response.ContentLength);
+                    break;
+                case BodyFraming.Chunked:
+                    await CopyChunkedAsync(context, connection);
+                    break;
+                case BodyFraming.UntilClose:
+                    await CopyToEndAsync(context, connection);
+                    break;
+            }
+        }
+        catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or HttpRequestException or OperationCanceledException)
+        {
+            registration.Dispose();
+            Close(connection);
+            var (error, cause) = context.RequestAborted.IsCancellationRequested ? (ForwarderError.ResponseBodyCanceled, ex)
+                : ex is ClientWriteException ? (ForwarderError.ResponseBodyClient, ex.InnerException!)
+                : connection.TimedOut ? (ForwarderError.ResponseBodyDestination, new TimeoutException("the backend stalled past the activity timeout", ex))
+                : (ForwarderError.ResponseBodyDestination, ex);
+            return Fail(context, error, cause);
+        }
+
+        registration.Dispose();
+        if (response.Reusable && connection.BufferedCount == 0 && !connection.IsClosed)
+        {
+            connection.EndExchange();
+            connection.HasServedRequest = true;
+            connection.Pool.Return(connection);
+        }
+        else
+        {
+            Close(connection);
+        }
+
+        return ForwarderError.None;
+    }
+
+    /// <summary>Copies a body of known length; a failed client write surfaces as <see cref="ClientWriteException"/>.</summary>
+    private static async ValueTask CopyLengthAsync(HttpContext context, BackendConnection connection, long remaining)
+    {
+        var client = context.Response.Body;
+        if (remaining - connection.BufferedCount > BackendConnection.SmallBufferSize)
+        {
+            connection.UseLargeBuffer();
+        }
+
+        while (remaining > 0)
+        {
+            if (connection.BufferedCount == 0 && await connection.ReceiveAsync() == 0)
+            {
+                throw new HttpIOException(HttpRequestError.ResponseEnded, $"the backend closed the connection with {remaining} bytes of the body still to come");
+            }
+
+            var take = (int)Math.Min(connection.BufferedCount, remaining);
+            await WriteToClientAsync(client, connection, take);
+            remaining -= take;
+        }
+    }
+
+    private static async ValueTask CopyChunkedAsync(HttpContext context, BackendConnection connection)
+    {
+        var client = context.Response.Body;
+        var decoder = default(ChunkedDecoder);
+        while (true)
+        {
+            switch (decoder.Next(connection.Buffered, out var consumed, out var dataStart, out var dataLength))
+            {
+                case ChunkedDecoder.Step.Data:
+                    connection.Consume(dataStart);
+                    await WriteToClientAsync(client, connection, dataLength);
+                    connection.Consume(consumed - dataStart - dataLength);
+                    break;
+                case ChunkedDecoder.Step.NeedMore:
+                    connection.Consume(consumed);
+                    if (await connection.ReceiveAsync(MaxChunkFramingBytes) == 0)
+                    {
+                        throw new HttpIOException(HttpRequestError.ResponseEnded, "the backend closed the connection inside a chunked body");
+                    }
+
+                    break;
+                default:
+                    connection.Consume(consumed);
+                    return;
+            }
+        }
+    }
+
+    private static async ValueTask CopyToEndAsync(HttpContext context, BackendConnection connection)
+    {
+        var client = context.Response.Body;
+        connection.UseLargeBuffer();
+        while (connection.BufferedCount > 0 || await connection.ReceiveAsync() > 0)
+        {
+            await WriteToClientAsync(client, connection, connection.BufferedCount);
+        }
+    }
+
+    /// <summary>Writes the next <paramref name="count"/> buffered bytes to the client and consumes them.</summary>
+    private static async ValueTask WriteToClientAsync(Stream client, BackendConnection connection, int count)
+    {
+        try
+        {
+            await client.WriteAsync(connection.BufferedMemory[..count]);
+        }
+        catch (Exception ex) when (ex is not ClientWriteException)
+        {
+            throw new ClientWriteException(ex);
+        }
+
+        connection.Consume(count);
+        connection.Touch();
+    }
+
+    private static void Close(BackendConnection connection)
+    {
+        connection.EndExchange();
+        connection.Dispose();
+    }
+
+    private static ForwarderError Fail(HttpContext context, ForwarderError error, Exception exception)
+    {
+        context.Features.Set<IForwarderErrorFeature>(new ErrorFeature(error, exception));
+        var response = context.Response;
+        if (!response.HasStarted)
+        {
+            // As YARP does: nothing of the failed attempt (status, headers) may leak into what follows.
+            response.Clear();
+            response.StatusCode = error switch
+            {
+                ForwarderError.RequestTimedOut => StatusCodes.Status504GatewayTimeout,
+                ForwarderError.RequestBodyClient => StatusCodes.Status400BadRequest,
+                _ => StatusCodes.Status502BadGateway,
+            };
+        }
+
+        return error;
+    }
+
+    private static string ConnectFailure(BackendConnectionPool pool, Exception ex) =>
+        $"{TransportFailure(ex)} ({pool.Authority})";
+
+    private static string TransportFailure(Exception ex) => ex switch
+    {
+        SocketException socket => socket.Message,
+        _ => ex.InnerException?.Message ?? ex.Message,
+    };
+
+    private static bool IsIdempotent(string method) =>
+        HttpMethods.IsGet(method) || HttpMethods.IsHead(method) || HttpMethods.IsPut(method) ||
+        HttpMethods.IsDelete(method) || HttpMethods.IsOptions(method) || HttpMethods.IsTrace(method);
+
+    /// <summary>Without DNS hooks (tests): the system resolver, each address in turn.</summary>
+    private static async ValueTask<Socket> ConnectDirectAsync(DnsEndPoint endpoint, CancellationToken cancellationToken)
+    {
+        var addresses = IPAddress.TryParse(endpoint.Host.Trim('[', ']'), out var literal)
+            ? [literal]
+            : await Dns.GetHostAddressesAsync(endpoint.Host, cancellationToken);
+        return await BackendSockets.ConnectAsync(addresses, endpoint.Port, cancellationToken);
+    }
+
+    private sealed class ErrorFeature(ForwarderError error, Exception? exception) : IForwarderErrorFeature
+    {
+        public ForwarderError Error { get; } = error;
+
+        public Exception? Exception { get; } = exception;
+    }
+
+    /// <summary>Marks a failure on the client side of the copy, so it is not blamed on the backend.</summary>
+    private sealed class ClientWriteException(Exception inner) : IOException(inner.Message, inner);
+}

@@ -1,0 +1,153 @@
+using System.Buffers;
+using System.Text;
+using Microsoft.Extensions.Primitives;
+
+namespace Sidekick.Forwarding.Http1;
+
+/// <summary>
+/// The bytes of one request to a backend (request line, headers and a small body) in a pooled buffer.
+/// Shapes the request exactly as <see cref="SidekickTransformer"/> does on the YARP path: the client's raw
+/// target and Host byte for byte, X-Forwarded-For / X-Real-IP / X-Forwarded-Host set once, hop-by-hop
+/// headers and those named in Connection dropped. Header values are written as UTF-8, the encoding Kestrel
+/// accepted them in, so signed non-ASCII metadata reaches the backend unchanged.
+/// </summary>
+internal struct RequestHead : IDisposable
+{
+    private const int InitialSize = 4096;
+
+    private byte[] _buffer;
+    private int _length;
+
+    private RequestHead(int size)
+    {
+        _buffer = ArrayPool<byte>.Shared.Rent(size);
+        _length = 0;
+    }
+
+    public readonly ReadOnlyMemory<byte> Bytes => _buffer.AsMemory(0, _length);
+
+    /// <summary>Writes the head; the body (if any) is appended by the caller with <see cref="ReserveBody"/>.</summary>
+    public static RequestHead Write(HttpContext context, string rawTarget, string backendAuthority)
+    {
+        var request = context.Request;
+        var head = new RequestHead(InitialSize);
+        head.Append(request.Method);
+        head.Append(" "u8);
+        head.Append(rawTarget);
+        head.Append(" HTTP/1.1\r\nHost: "u8);
+        var host = request.Headers.Host.ToString();
+        // A client without Host (HTTP/1.0) gets the backend's authority, as HttpClient would send.
+        head.Append(host.Length > 0 ? host : backendAuthority);
+        head.Append("\r\n"u8);
+
+        var headers = request.Headers;
+        var connectionNamed = headers.Connection.Count == 0 ? null : HopByHopHeaders.NamedIn(headers.Connection);
+        foreach (var (name, values) in headers)
+        {
+            if (IsReplacedOrDropped(name, host.Length > 0) || HopByHopHeaders.IsNamed(connectionNamed, name))
+            {
+                continue;
+            }
+
+            foreach (var value in values)
+            {
+                head.AppendHeader(name, value);
+            }
+        }
+
+        var ip = ClientAddress.For(context.Connection.RemoteIpAddress);
+        head.Append("X-Forwarded-For: "u8);
+        var prior = headers["X-Forwarded-For"];
+        if (prior.Count > 0)
+        {
+            head.AppendJoined(prior);
+            head.Append(", "u8);
+        }
+
+        head.Append(ip);
+        head.Append("\r\nX-Real-IP: "u8);
+        head.Append(ip);
+        head.Append("\r\n"u8);
+        if (host.Length > 0)
+        {
+            head.AppendHeader("X-Forwarded-Host", host);
+        }
+
+        head.Append("\r\n"u8);
+        return head;
+    }
+
+    /// <summary>Room for <paramref name="length"/> body bytes after the head, to be filled by the caller.</summary>
+    public Memory<byte> ReserveBody(int length)
+    {
+        Ensure(length);
+        var room = _buffer.AsMemory(_length, length);
+        _length += length;
+        return room;
+    }
+
+    public void Dispose()
+    {
+        if (_buffer is { } buffer)
+        {
+            _buffer = null!;
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private static bool IsReplacedOrDropped(string name, bool hasHost) =>
+        name.Length == 0 || name[0] == ':' ||
+        name.Equals("Host", StringComparison.OrdinalIgnoreCase) ||
+        name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase) ||
+        name.Equals("X-Real-IP", StringComparison.OrdinalIgnoreCase) ||
+        (hasHost && name.Equals("X-Forwarded-Host", StringComparison.OrdinalIgnoreCase)) ||
+        HopByHopHeaders.Contains(name);
+
+    private void AppendHeader(string name, string? value)
+    {
+        Append(name);
+        Append(": "u8);
+        Append(value ?? "");
+        Append("\r\n"u8);
+    }
+
+    private void AppendJoined(StringValues values)
+    {
+        for (var i = 0; i < values.Count; i++)
+        {
+            if (i > 0)
+            {
+                Append(","u8);
+            }
+
+            Append(values[i] ?? "");
+        }
+    }
+
+    private void Append(ReadOnlySpan<byte> bytes)
+    {
+        Ensure(bytes.Length);
+        bytes.CopyTo(_buffer.AsSpan(_length));
+        _length += bytes.Length;
+    }
+
+    private void Append(string text)
+    {
+        // Worst case three bytes per UTF-16 unit; almost every value is ASCII and far from the end.
+        Ensure(text.Length * 3);
+        _length += Encoding.UTF8.GetBytes(text, _buffer.AsSpan(_length));
+    }
+
+    private void Ensure(int more)
+    {
+        if (_buffer.Length - _length >= more)
+        {
+            return;
+        }
+
+        var larger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, _length + more));
+        _buffer.AsSpan(0, _length).CopyTo(larger);
+        ArrayPool<byte>.Shared.Return(_buffer);
+        _buffer = larger;
+    }
+}

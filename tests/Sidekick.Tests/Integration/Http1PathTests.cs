@@ -1,0 +1,164 @@
+using System.Net;
+using System.Text;
+using Sidekick.Hosting;
+using Sidekick.Topology;
+
+namespace Sidekick.Tests.Integration;
+
+/// <summary>
+/// What only the HTTP/1.1 fast path can show: which requests it carries, and how it treats the backend's
+/// side of a kept-alive connection. Everything else about forwarding is the shared suite, which
+/// scripts/test.sh runs against both paths (SIDEKICK_FORWARDER=yarp for the second run).
+/// </summary>
+public sealed class Http1PathTests
+{
+    private static readonly SidekickServerHooks FastPath = new() { Forwarder = "http1" };
+
+    [Fact]
+    public async Task Plain_requests_take_the_fast_path_and_the_rest_go_through_yarp()
+    {
+        await using var a = await TestBackend.StartAsync("a");
+        await using var sidekick = await StartAsync(FastPath, a.Url);
+        var server = sidekick.Server;
+
+        await sidekick.Client.GetStringAsync("/x");
+        using (var small = await sidekick.Client.PutAsync("/upload", new ByteArrayContent(new byte[1000])))
+        {
+            small.EnsureSuccessStatusCode();
+        }
+
+        Assert.Equal(2, server.FastPathRequests);
+
+        // Unknown length, Expect: 100-continue and bodies past the inline limit go to YARP.
+        using var chunked = new HttpRequestMessage(HttpMethod.Put, "/upload") { Content = new StreamContent(new MemoryStream(new byte[10])) };
+        chunked.Headers.TransferEncodingChunked = true;
+        (await sidekick.Client.SendAsync(chunked)).Dispose();
+        using var expect = new HttpRequestMessage(HttpMethod.Put, "/upload") { Content = new ByteArrayContent(new byte[10]) };
+        expect.Headers.ExpectContinue = true;
+        (await sidekick.Client.SendAsync(expect)).Dispose();
+        (await sidekick.Client.PutAsync("/upload", new ByteArrayContent(new byte[200_000]))).Dispose();
+        Assert.Equal(2, server.FastPathRequests);
+
+        await using var yarpOnly = await StartAsync(new SidekickServerHooks { Forwarder = "yarp" }, a.Url);
+        await yarpOnly.Client.GetStringAsync("/x");
+        Assert.Equal(0, yarpOnly.Server.FastPathRequests);
+    }
+
+    [Fact]
+    public async Task Sequential_requests_share_one_kept_alive_connection()
+    {
+        await using var backend = new RawBackend(_ => RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+        await using var sidekick = await StartAsync(FastPath, backend.Url);
+        var before = backend.Connections;
+
+        for (var i = 0; i < 50; i++)
+        {
+            Assert.Equal("ok", await sidekick.Client.GetStringAsync($"/r{i}"));
+        }
+
+        Assert.Equal(50, backend.Requests.Count);
+        Assert.Equal(1, backend.Connections - before);
+    }
+
+    [Fact]
+    public async Task A_backend_closing_kept_alive_connections_unannounced_costs_no_request()
+    {
+        // Every response is followed by a close the response never announced: each next request finds
+        // its pooled connection dead. Idempotent requests are resent on a fresh connection; a POST is
+        // never sent on a connection that looks closed.
+        await using var backend = new RawBackend(_ => RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone", close: true));
+        await using var sidekick = await StartAsync(FastPath, backend.Url);
+        var client = sidekick.Client;
+
+        var sent = 0;
+        for (var i = 0; i < 5; i++)
+        {
+            foreach (var method in new[] { HttpMethod.Get, HttpMethod.Put, HttpMethod.Delete, HttpMethod.Post })
+            {
+                // The pause lets the close arrive first, as it does when a backend's idle timer fires.
+                await Task.Delay(20);
+                using var request = new HttpRequestMessage(method, $"/o{sent}");
+                if (method == HttpMethod.Put || method == HttpMethod.Post)
+                {
+                    request.Content = new StringContent("body");
+                }
+
+                using var response = await client.SendAsync(request);
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                Assert.Equal("done", await response.Content.ReadAsStringAsync());
+                sent++;
+            }
+        }
+
+        // Each request reached the backend exactly once, and the backend was never blamed.
+        Assert.Equal(Enumerable.Range(0, sent).Select(i => $"/o{i}"), backend.Requests.Select(r => r.Target));
+        Assert.Null(sidekick.Server.Topology.Current.AllBackends.Single().GetHealthSnapshot().LastDownReason);
+    }
+
+    [Fact]
+    public async Task Legal_but_unusual_framing_is_decoded()
+    {
+        // Bare LF line ends, a 1xx before the answer, chunk extensions and trailers, a header named in
+        // Connection (dropped), repeated headers (kept, in order).
+        const string wire =
+            "HTTP/1.1 103 Early Hints\nLink: </a.css>\n\n" +
+            "HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nConnection: X-Secret\nX-Secret: 1\nX-Multi: one\nX-Multi: two\n\n" +
+            "5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n";
+        await using var backend = new RawBackend(_ => RawResponse.Text(wire));
+        await using var sidekick = await StartAsync(FastPath, backend.Url);
+
+        using var response = await sidekick.Client.GetAsync("/chunks");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("hello, world", await response.Content.ReadAsStringAsync());
+        Assert.False(response.Headers.Contains("X-Secret"));
+        Assert.Equal(["one", "two"], response.Headers.GetValues("X-Multi"));
+
+        // And again on the same connection: the decoder left nothing behind.
+        Assert.Equal("hello, world", await sidekick.Client.GetStringAsync("/chunks"));
+        Assert.Single(backend.Requests.Select(r => r.ConnectionNumber).Distinct());
+    }
+
+    [Theory]
+    [InlineData("garbage\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")]
+    [InlineData("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\n\r\n")]
+    public async Task A_response_head_that_cannot_be_trusted_is_a_502_and_counts_against_the_backend(string wire)
+    {
+        await using var backend = new RawBackend(_ => RawResponse.Text(wire, close: true));
+        await using var sidekick = await StartAsync(FastPath, backend.Url);
+
+        using var response = await sidekick.Client.GetAsync("/bad");
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        Assert.Contains("<Code>BackendDown</Code>", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Contains("invalid response", sidekick.Server.Topology.Current.AllBackends.Single().GetHealthSnapshot().LastDownReason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_body_cut_short_aborts_the_client_response()
+    {
+        await using var backend = new RawBackend(r => r.Target == "/short"
+            ? RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + new string('x', 5000), close: true)
+            : RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+        await using var sidekick = await StartAsync(FastPath, backend.Url);
+
+        using var response = await sidekick.Client.GetAsync("/short", HttpCompletionOption.ResponseHeadersRead);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        await Assert.ThrowsAnyAsync<IOException>(() => body.CopyToAsync(Stream.Null));
+
+        // The backend was marked down for it; once its probe brings it back, the next request is whole.
+        var node = sidekick.Server.Topology.Current.AllBackends.Single();
+        Assert.NotNull(node.GetHealthSnapshot().LastDownReason);
+        await sidekick.WaitUntilAsync(() => node.IsUp);
+        Assert.Equal("ok", await sidekick.Client.GetStringAsync("/after"));
+    }
+
+    private static Task<SidekickHarness> StartAsync(SidekickServerHooks hooks, Uri backend)
+    {
+        var options = SidekickHarness.FastOptions;
+        var url = backend.ToString().TrimEnd('/');
+        SiteDefinition[] sites = [new(1, [new BackendDefinition(backend, url, new Uri(url + options.HealthPath))])];
+        return SidekickHarness.StartAsync(options, sites, hooks);
+    }
+}
