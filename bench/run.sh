@@ -83,16 +83,16 @@ nginx -c "$OUT/proxy.conf" -p "$OUT"
 
 # sidekick: startup to first proxied 200
 start=$(date +%s%N)
-DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 "$SIDEKICK" --address 127.0.0.1:$SK --health-path=/health --trace "" --quiet \
+"$SIDEKICK" --address 127.0.0.1:$SK --health-path=/health --trace "" --quiet \
   "http://127.0.0.1:{$B1...$B2}" >/dev/null 2>&1 &
 SK_PID=$!
 until curl -sf -o /dev/null "http://127.0.0.1:$SK/1k"; do sleep 0.002; done
 STARTUP_MS=$(( ($(date +%s%N) - start) / 1000000 ))
 # The same with every request traced as JSON (to /dev/null): the cost of tracing (observability issue).
-DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 "$SIDEKICK" --address 127.0.0.1:$SKT --health-path=/health --trace all --json \
+"$SIDEKICK" --address 127.0.0.1:$SKT --health-path=/health --trace all --json \
   "http://127.0.0.1:{$B1...$B2}" >/dev/null 2>&1 &
 SKT_PID=$!
-DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 "$SIDEKICK" --address 127.0.0.1:$SK_TLS --cert "$OUT/cert.pem" --key "$OUT/key.pem" \
+"$SIDEKICK" --address 127.0.0.1:$SK_TLS --cert "$OUT/cert.pem" --key "$OUT/key.pem" \
   --health-path=/health --trace "" --quiet "http://127.0.0.1:{$B1...$B2}" >/dev/null 2>&1 &
 SKS_PID=$!
 until curl -sf -o /dev/null "http://127.0.0.1:$SKT/1k" && curl -skf -o /dev/null "https://127.0.0.1:$SK_TLS/1k"; do sleep 0.05; done

@@ -91,7 +91,7 @@ internal sealed class ProxyHandler(
             // Re-read the topology on every attempt: a failed backend was just marked down, so the balancer
             // moves on to another backend of the site, then to the next site.
             var site = topology.Current.SelectSite(failbackHoldDownMilliseconds);
-            var backend = site is null ? null : balancer.Pick(site.Backends);
+            var backend = site is null ? null : Claim(site);
             if (site is null || backend is null)
             {
                 await BackendErrorResponse.WriteAsync(context, BackendErrorResponse.AllOffline);
@@ -124,12 +124,35 @@ internal sealed class ProxyHandler(
         }
     }
 
-    /// <summary>Forwards once; returns null when the exchange is over (answered, aborted or the client left).</summary>
+    /// <summary>Picks a backend and counts the request in flight on it (the caller's attempt ends it).</summary>
+    private Backend? Claim(Site site)
+    {
+        for (var tries = 1; ; tries++)
+        {
+            var backend = balancer.Pick(site.Backends);
+            if (backend is null)
+            {
+                return null;
+            }
+
+            backend.BeginRequest();
+            if (tries == 3 || !balancer.ShouldRepick(site.Backends, backend))
+            {
+                return backend;
+            }
+
+            backend.EndRequest();
+        }
+    }
+
+    /// <summary>
+    /// Forwards once on a backend already claimed by <see cref="Claim"/>; returns null when the exchange is
+    /// over (answered, aborted or the client left).
+    /// </summary>
     private async Task<FailedAttempt?> ForwardOnceAsync(
         HttpContext context, Site site, Backend backend, ExchangeMeter meter, DownloadResume? resume)
     {
         var started = time.GetTimestamp();
-        backend.BeginRequest();
         try
         {
             var error = await forwarder.SendAsync(context, backend.DestinationPrefix, site.Invoker, RequestConfig, SidekickTransformer.Instance);

@@ -10,6 +10,12 @@ internal interface IBalancer
 
     /// <summary>Returns an up backend of <paramref name="backends"/>, or null when none is up.</summary>
     Backend? Pick(Backend[] backends);
+
+    /// <summary>
+    /// After <paramref name="claimed"/> was picked and its in-flight count raised: whether a concurrent
+    /// pick made another backend the better choice, so the claim should be given back and the pick redone.
+    /// </summary>
+    bool ShouldRepick(Backend[] backends, Backend claimed) => false;
 }
 
 /// <summary>Looks a balancer up by its command-line name.</summary>

@@ -24,16 +24,7 @@ internal sealed class LeastInFlightBalancer(long warmupMilliseconds = 0) : IBala
                 continue;
             }
 
-            double load = backend.InFlight;
-            if (warmupMilliseconds > 0)
-            {
-                var factor = backend.WarmupFactor(warmupMilliseconds);
-                if (factor < 1)
-                {
-                    load = ((load + 1) / factor) - 1;
-                }
-            }
-
+            var load = Load(backend, backend.InFlight);
             if (load < fewest)
             {
                 fewest = load;
@@ -47,5 +38,38 @@ internal sealed class LeastInFlightBalancer(long warmupMilliseconds = 0) : IBala
         }
 
         return chosen;
+    }
+
+    /// <summary>
+    /// Requests picked at the same moment all see the same counts and may claim the same idle backend;
+    /// a claim is given back when another backend is now strictly less loaded than the claimed one was.
+    /// </summary>
+    public bool ShouldRepick(Backend[] backends, Backend claimed)
+    {
+        var claimedLoad = Load(claimed, claimed.InFlight - 1);
+        foreach (var backend in backends)
+        {
+            if (backend != claimed && backend.IsServing && Load(backend, backend.InFlight) < claimedLoad)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private double Load(Backend backend, int inFlight)
+    {
+        double load = inFlight;
+        if (warmupMilliseconds > 0)
+        {
+            var factor = backend.WarmupFactor(warmupMilliseconds);
+            if (factor < 1)
+            {
+                load = ((load + 1) / factor) - 1;
+            }
+        }
+
+        return load;
     }
 }

@@ -154,6 +154,20 @@ public sealed class Http1PathTests
         Assert.Equal("ok", await sidekick.Client.GetStringAsync("/after"));
     }
 
+    [Theory]
+    [InlineData(null, true)]
+    [InlineData("http1", true)]
+    [InlineData(" YARP ", false)]
+    public void The_forwarder_variable_picks_the_path(string? value, bool http1) =>
+        Assert.Equal(http1, Sidekick.Forwarding.Http1.ForwarderChoice.UsesHttp1Path(value));
+
+    [Fact]
+    public void An_unknown_forwarder_is_refused_in_one_line_naming_it()
+    {
+        var error = Assert.Throws<Sidekick.Cli.FatalException>(() => Sidekick.Forwarding.Http1.ForwarderChoice.UsesHttp1Path("fast"));
+        Assert.Equal("invalid SIDEKICK_FORWARDER 'fast': expected 'http1' (the default) or 'yarp'", error.Message);
+    }
+
     private static Task<SidekickHarness> StartAsync(SidekickServerHooks hooks, Uri backend)
     {
         var options = SidekickHarness.FastOptions;
