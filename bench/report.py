@@ -48,6 +48,10 @@ lines += ["", "Rows `1k h2` are HTTP/2 over TLS from the client (h2load, 32 conn
           "", "CPU per request is user+system time of the proxy's processes from /proc over the measured window divided by the "
           "requests served; RSS is sampled in the middle of the window. `direct` is wrk against the nginx backend itself.", "",
           "![requests per second, relative to HAProxy](results.svg)", ""]
+# Hand-written analysis (what changed, A/B runs, where the gap is) follows the generated tables.
+notes = os.path.join(here, "results-notes.md")
+if os.path.exists(notes):
+    lines += [open(notes).read().rstrip(), ""]
 open(os.path.join(here, "results.md"), "w").write("\n".join(lines))
 
 # SVG: req/s relative to HAProxy per scenario and target.
