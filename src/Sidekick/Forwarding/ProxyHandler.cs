@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Net;
 using Microsoft.AspNetCore.Http.Features;
 using Sidekick.Caching;
@@ -37,20 +38,19 @@ internal sealed class ProxyHandler(
     };
 
     /// <summary>Entry point for every proxied request: refuse ambiguous input, then the cache (if any), then forward.</summary>
-    public async Task HandleAsync(HttpContext context)
+    public Task HandleAsync(HttpContext context)
     {
         if (RequestGuard.FindViolation(context) is { } violation)
         {
-            await RequestGuard.RejectAsync(context, violation);
-            return;
+            return RequestGuard.RejectAsync(context, violation);
         }
 
-        if (cache is null)
-        {
-            await ForwardAsync(context);
-            return;
-        }
+        // Without a cache the forwarding task is returned as is: no second state machine per request.
+        return cache is null ? ForwardAsync(context) : HandleWithCacheAsync(context, cache);
+    }
 
+    private async Task HandleWithCacheAsync(HttpContext context, ResponseCache cache)
+    {
         var started = time.GetTimestamp();
         await cache.HandleAsync(context, this);
         if (trace.Enabled && context.Response.Headers["X-Cache"] is [var outcome] && outcome is "HIT" or "REVALIDATED")
@@ -149,7 +149,8 @@ internal sealed class ProxyHandler(
     /// Forwards once on a backend already claimed by <see cref="Claim"/>; returns null when the exchange is
     /// over (answered, aborted or the client left).
     /// </summary>
-    private async Task<FailedAttempt?> ForwardOnceAsync(
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<FailedAttempt?> ForwardOnceAsync(
         HttpContext context, Site site, Backend backend, ExchangeMeter meter, DownloadResume? resume)
     {
         var started = time.GetTimestamp();

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers;
 using System.Net.Sockets;
 
@@ -97,6 +98,7 @@ internal sealed class BackendConnection : IDisposable
         _end = count;
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask SendAsync(ReadOnlyMemory<byte> data)
     {
         while (!data.IsEmpty)
@@ -111,6 +113,7 @@ internal sealed class BackendConnection : IDisposable
     /// Receives more bytes after those buffered; returns how many (0 at end of stream). A buffer full of
     /// unconsumed bytes grows, up to <paramref name="limit"/>, past which it throws.
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<int> ReceiveAsync(int limit = LargeBufferSize)
     {
         var buffer = _buffer!;

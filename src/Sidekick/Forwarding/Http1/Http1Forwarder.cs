@@ -106,7 +106,9 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
             BackendConnection connection;
             try
             {
-                connection = pool.TakeIdle(mustBeAlive: !resendable) ?? await pool.ConnectAsync(_connect, _connectTimeout, context.RequestAborted);
+                // A resend takes a new connection: after a backend restart every idle one is stale.
+                connection = (attempt == 1 ? pool.TakeIdle(mustBeAlive: !resendable) : null) ??
+                             await pool.ConnectAsync(_connect, _connectTimeout, context.RequestAborted);
             }
             catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException)
             {
@@ -138,6 +140,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private static async ValueTask<ForwarderError?> ReadBodyAsync(HttpContext context, Memory<byte> body)
     {
         try
@@ -165,6 +168,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     /// One request and response on one connection: the outcome, or null when a reused connection turned
     /// out closed by the backend before any response byte and the request may go out again.
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private static async ValueTask<ForwarderError?> ExchangeAsync(
         HttpContext context, BackendConnection connection, ReadOnlyMemory<byte> requestBytes, TimeSpan activityTimeout, bool mayResend)
     {
@@ -266,6 +270,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     }
 
     /// <summary>Copies a body of known length; a failed client write surfaces as <see cref="ClientWriteException"/>.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private static async ValueTask CopyLengthAsync(HttpContext context, BackendConnection connection, long remaining)
     {
         var client = context.Response.Body;
@@ -287,6 +292,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private static async ValueTask CopyChunkedAsync(HttpContext context, BackendConnection connection)
     {
         var client = context.Response.Body;
@@ -315,6 +321,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private static async ValueTask CopyToEndAsync(HttpContext context, BackendConnection connection)
     {
         var client = context.Response.Body;
@@ -326,6 +333,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     }
 
     /// <summary>Writes the next <paramref name="count"/> buffered bytes to the client and consumes them.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private static async ValueTask WriteToClientAsync(Stream client, BackendConnection connection, int count)
     {
         try
