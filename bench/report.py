@@ -2,7 +2,23 @@
 import csv, os, platform, subprocess, sys
 
 tsv, startup_ms, sk_idle_kb, hap_idle_kb, size_bytes, duration = sys.argv[1:7]
-rows = list(csv.DictReader(open(tsv), delimiter="\t"))
+raw = list(csv.DictReader(open(tsv), delimiter="\t"))
+
+# Each measurement may have been taken in several rounds (ROUNDS in run.sh); every figure is the median of
+# its rounds, which keeps one noisy window on this shared machine from deciding a ratio.
+def median_row(rs):
+    out = dict(rs[0])
+    for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_mb"):
+        values = sorted(float(r[key]) for r in rs)
+        m = values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+        out[key] = f"{m:.0f}" if key == "rps" else f"{m:.3f}" if key.endswith("_ms") else f"{m:.1f}"
+    return out
+
+ordered = {}
+for r in raw:
+    ordered.setdefault((r["target"], r["size"], r["conns"]), []).append(r)
+rows = [median_row(rs) for rs in ordered.values()]
+rounds = max(len(rs) for rs in ordered.values())
 here = os.path.dirname(os.path.abspath(__file__))
 
 def cpu_model():
@@ -15,7 +31,8 @@ dotnet = subprocess.run(["dotnet", "--version"], capture_output=True, text=True)
 lines = ["# Benchmark results", "",
          f"Machine: {os.cpu_count()} cores, {cpu_model()}, Linux {platform.release()}, .NET SDK {dotnet}. "
          f"Load generator (wrk, 2 threads), backend (nginx, 1 worker), proxy and wrk share the same 2 cores, so absolute "
-         f"numbers are low and noisy; **ratios against HAProxy from the same run are the headline**. {duration} s per measurement.", "",
+         f"numbers are low and noisy; **ratios against HAProxy from the same run are the headline**. {duration} s per measurement; "
+         f"{rounds} round(s), interleaved, each figure the median of its rounds.", "",
          f"sidekick Native AOT binary: {int(size_bytes) / 1e6:.1f} MB; startup to first proxied 200: {startup_ms} ms; "
          f"idle RSS: {int(sk_idle_kb) / 1024:.1f} MB (HAProxy {int(hap_idle_kb) / 1024:.1f} MB).", "",
          "| size | conns | target | req/s | p50 ms | p99 ms | proxy CPU µs/req | proxy RSS MB | req/s vs HAProxy | CPU vs HAProxy | p99 vs HAProxy |",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load benchmark on loopback: direct nginx vs HAProxy vs nginx proxy vs sidekick (Native AOT), same backend.
-# Usage: bench/run.sh [--quick]    (quick: 5 s per measurement; full: 15 s)
+# Usage: [ROUNDS=3] bench/run.sh [--quick]    (quick: 5 s per measurement; full: 15 s; figures are medians of ROUNDS)
 # Writes bench/results.md and bench/results.svg. See bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,8 @@ ROOT=$PWD
 OUT=$ROOT/bench/out
 DURATION=15
 [ "${1:-}" = "--quick" ] && DURATION=5
+# Rounds of the whole matrix; each figure in results.md is the median of its rounds (this machine is shared).
+ROUNDS=${ROUNDS:-3}
 mkdir -p "$OUT"
 
 need=()
@@ -118,6 +120,7 @@ rss_kb() { local t=0; for p in $1; do t=$((t + $(awk '/VmRSS/ {print $2}' /proc/
 RESULTS=$OUT/results.tsv
 echo -e "target\tsize\tconns\trps\tp50_ms\tp99_ms\tcpu_us_per_req\trss_mb" > "$RESULTS"
 HZ=$(getconf CLK_TCK)
+for round in $(seq "$ROUNDS"); do
 for size in 1k 64k 1m; do
   for conns in 32 256; do
     [ "$size" != 1k ] && [ "$conns" = 256 ] && continue
@@ -146,9 +149,11 @@ PY
     done
   done
 done
+done
 
 # HTTP/2 from the client side: h2load over TLS (ALPN h2), 32 connections x 8 concurrent streams, 1 KiB.
 # Every proxy speaks HTTP/1.1 with keep-alive to the backend, as above. h2load reports the mean latency only.
+for round in $(seq "$ROUNDS"); do
 for target in direct haproxy nginx sidekick; do
   pids=$( [ $target = sidekick ] && echo "$SKS_PID" || pids_of $target ); port=$(tls_port_of $target)
   before=$( [ -n "$pids" ] && cpu_ticks "$pids" || echo 0 )
@@ -168,6 +173,7 @@ cpu = ticks / hz * 1e6 / done if done and ticks else 0
 print(f"{target}\t1k h2\t32x8\t{rps:.0f}\t{mean:.3f}\tnan\t{cpu:.1f}\t{rss/1024:.1f}")
 PY
   tail -1 "$RESULTS"
+done
 done
 
 python3 bench/report.py "$RESULTS" "$STARTUP_MS" "$SK_IDLE_RSS" "$HAP_IDLE_RSS" "$(stat -c %s "$SIDEKICK")" "$DURATION"
