@@ -1,5 +1,5 @@
-using System.Runtime.CompilerServices;
 using System.Net;
+using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Http.Features;
 using Sidekick.Caching;
 using Sidekick.Health;

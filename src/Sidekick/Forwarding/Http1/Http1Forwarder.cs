@@ -55,8 +55,8 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
 
     public ValueTask<ForwarderError> SendAsync(
         HttpContext context, string destinationPrefix, HttpMessageInvoker httpClient, ForwarderRequestConfig requestConfig, HttpTransformer transformer) =>
-        _enabled && PlainTarget(context, destinationPrefix, transformer) is { } rawTarget
-            ? ForwardAsync(context, _pools.For(destinationPrefix), rawTarget, requestConfig.ActivityTimeout ?? DefaultActivityTimeout)
+        _enabled && PlainTarget(context, destinationPrefix, transformer, out var bodyLength) is { } rawTarget
+            ? ForwardAsync(context, _pools.For(destinationPrefix), rawTarget, bodyLength, requestConfig.ActivityTimeout ?? DefaultActivityTimeout)
             : _fallback.SendAsync(context, destinationPrefix, httpClient, requestConfig, transformer);
 
     public ValueTask<ForwarderError> SendAsync(
@@ -66,9 +66,13 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
 
     public void Dispose() => _pools.Dispose();
 
-    /// <summary>The raw request target when this path can carry the request; null sends it to YARP.</summary>
-    private static string? PlainTarget(HttpContext context, string destinationPrefix, HttpTransformer transformer)
+    /// <summary>
+    /// The raw request target when this path can carry the request (and the length of its body, 0 for
+    /// none); null sends it to YARP.
+    /// </summary>
+    private static string? PlainTarget(HttpContext context, string destinationPrefix, HttpTransformer transformer, out int bodyLength)
     {
+        bodyLength = 0;
         if (!ReferenceEquals(transformer, SidekickTransformer.Instance) || !destinationPrefix.StartsWith("http://", StringComparison.OrdinalIgnoreCase))
         {
             return null;
@@ -82,9 +86,14 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
             return null;
         }
 
-        if ((context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true) && request.ContentLength is not (> 0 and <= MaxInlineBodyBytes))
+        if (context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true)
         {
-            return null;
+            if (request.ContentLength is not (> 0 and <= MaxInlineBodyBytes))
+            {
+                return null;
+            }
+
+            bodyLength = (int)request.ContentLength.Value;
         }
 
         // Origin-form only; an absolute-form or asterisk target keeps YARP's handling.
@@ -93,12 +102,11 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<ForwarderError> ForwardAsync(HttpContext context, BackendConnectionPool pool, string rawTarget, TimeSpan activityTimeout)
+    private async ValueTask<ForwarderError> ForwardAsync(
+        HttpContext context, BackendConnectionPool pool, string rawTarget, int bodyLength, TimeSpan activityTimeout)
     {
         Interlocked.Increment(ref _forwarded);
-        var request = context.Request;
-        var bodyLength = (context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true) ? (int)request.ContentLength!.Value : 0;
-        var resendable = IsIdempotent(request.Method);
+        var resendable = IsIdempotent(context.Request.Method);
         using var head = RequestHead.Write(context, rawTarget, pool.Authority);
         var headBytes = head.Bytes;
         for (var attempt = 1; ; attempt++)
