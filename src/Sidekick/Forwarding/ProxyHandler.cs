@@ -264,7 +264,7 @@ internal sealed class ProxyHandler(
         }
 
         var hasBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true;
-        if (bodyBuffered || (!hasBody && IsIdempotent(context.Request.Method)))
+        if (bodyBuffered || (!hasBody && IdempotentMethods.Contains(context.Request.Method)))
         {
             return true;
         }
@@ -274,9 +274,6 @@ internal sealed class ProxyHandler(
             HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError,
         };
     }
-
-    private static bool IsIdempotent(string method) =>
-        !HttpMethods.IsPost(method) && !HttpMethods.IsPatch(method) && !HttpMethods.IsConnect(method);
 
     /// <summary>Errors that say the backend (not the client) failed at the transport level.</summary>
     private static bool IsBackendFault(ForwarderError error) => error is

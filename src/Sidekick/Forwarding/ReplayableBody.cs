@@ -22,7 +22,7 @@ internal sealed class ReplayableBody : IDisposable
     public static async ValueTask<ReplayableBody?> CaptureAsync(HttpContext context, long maxBytes)
     {
         var request = context.Request;
-        if (maxBytes <= 0 || request.ContentLength is not { } length || length <= 0 || length > maxBytes || !IsIdempotent(request.Method))
+        if (maxBytes <= 0 || request.ContentLength is not { } length || length <= 0 || length > maxBytes || !IdempotentMethods.Contains(request.Method))
         {
             return null;
         }
@@ -71,8 +71,4 @@ internal sealed class ReplayableBody : IDisposable
             ArrayPool<byte>.Shared.Return(buffer);
         }
     }
-
-    private static bool IsIdempotent(string method) =>
-        HttpMethods.IsPut(method) || HttpMethods.IsDelete(method) || HttpMethods.IsGet(method) ||
-        HttpMethods.IsHead(method) || HttpMethods.IsOptions(method);
 }

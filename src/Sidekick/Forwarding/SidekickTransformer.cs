@@ -43,7 +43,14 @@ internal sealed class SidekickTransformer : HttpTransformer
             proxyRequest.Headers.TryAddWithoutValidation("X-Forwarded-Host", host);
         }
 
-        RemoveConnectionNamed(request.Headers.Connection, proxyRequest.Headers, proxyRequest.Content?.Headers);
+        if (HopByHopHeaders.NamedIn(request.Headers.Connection) is { } named)
+        {
+            foreach (var name in named)
+            {
+                proxyRequest.Headers.Remove(name);
+                proxyRequest.Content?.Headers.Remove(name);
+            }
+        }
     }
 
     public override async ValueTask<bool> TransformResponseAsync(
@@ -53,18 +60,12 @@ internal sealed class SidekickTransformer : HttpTransformer
         if (proxyResponse is not null)
         {
             var headers = httpContext.Response.Headers;
-            if (proxyResponse.Headers.TryGetValues("Connection", out var connection))
+            if (proxyResponse.Headers.TryGetValues("Connection", out var connection) &&
+                HopByHopHeaders.NamedIn(new StringValues(connection.ToArray())) is { } named)
             {
-                foreach (var value in connection)
+                foreach (var name in named)
                 {
-                    foreach (var token in value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-                    {
-                        if (!token.Equals("close", StringComparison.OrdinalIgnoreCase) &&
-                            !token.Equals("keep-alive", StringComparison.OrdinalIgnoreCase))
-                        {
-                            headers.Remove(token);
-                        }
-                    }
+                    headers.Remove(name);
                 }
             }
 
@@ -72,31 +73,5 @@ internal sealed class SidekickTransformer : HttpTransformer
         }
 
         return proceed;
-    }
-
-    private static void RemoveConnectionNamed(
-        StringValues connection, System.Net.Http.Headers.HttpHeaders headers, System.Net.Http.Headers.HttpHeaders? contentHeaders)
-    {
-        foreach (var value in connection)
-        {
-            if (value is null)
-            {
-                continue;
-            }
-
-            foreach (var token in value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-            {
-                // Upgrade and keep-alive handling belongs to the forwarder; other named headers are hop-by-hop.
-                if (token.Equals("upgrade", StringComparison.OrdinalIgnoreCase) ||
-                    token.Equals("keep-alive", StringComparison.OrdinalIgnoreCase) ||
-                    token.Equals("close", StringComparison.OrdinalIgnoreCase))
-                {
-                    continue;
-                }
-
-                headers.Remove(token);
-                contentHeaders?.Remove(token);
-            }
-        }
     }
 }

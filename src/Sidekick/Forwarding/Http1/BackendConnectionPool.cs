@@ -190,9 +190,7 @@ internal sealed class BackendConnectionPools : IDisposable
     }
 
     public BackendConnectionPool For(string destinationPrefix) =>
-        _pools.TryGetValue(destinationPrefix, out var pool)
-            ? pool
-            : _pools.GetOrAdd(destinationPrefix, static prefix => new BackendConnectionPool(prefix));
+        _pools.GetOrAdd(destinationPrefix, static prefix => new BackendConnectionPool(prefix));
 
     public void Dispose()
     {

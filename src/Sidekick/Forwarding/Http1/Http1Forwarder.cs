@@ -38,6 +38,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     private readonly TimeSpan _connectTimeout;
     private readonly BackendConnectionPools _pools;
     private readonly bool _enabled;
+    private long _forwarded;
 
     public Http1Forwarder(IHttpForwarder fallback, BackendConnect? connect, TimeSpan connectTimeout, TimeSpan idleTimeout, bool enabled)
     {
@@ -50,8 +51,6 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
 
     /// <summary>Requests this path carried (the rest went to YARP).</summary>
     public long Forwarded => Volatile.Read(ref _forwarded);
-
-    private long _forwarded;
 
     public ValueTask<ForwarderError> SendAsync(
         HttpContext context, string destinationPrefix, HttpMessageInvoker httpClient, ForwarderRequestConfig requestConfig, HttpTransformer transformer) =>
@@ -106,7 +105,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         HttpContext context, BackendConnectionPool pool, string rawTarget, int bodyLength, TimeSpan activityTimeout)
     {
         Interlocked.Increment(ref _forwarded);
-        var resendable = IsIdempotent(context.Request.Method);
+        var resendable = IdempotentMethods.Contains(context.Request.Method);
         using var head = RequestHead.Write(context, rawTarget, pool.Authority);
         var headBytes = head.Bytes;
         for (var attempt = 1; ; attempt++)
@@ -390,10 +389,6 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         SocketException socket => socket.Message,
         _ => ex.InnerException?.Message ?? ex.Message,
     };
-
-    private static bool IsIdempotent(string method) =>
-        HttpMethods.IsGet(method) || HttpMethods.IsHead(method) || HttpMethods.IsPut(method) ||
-        HttpMethods.IsDelete(method) || HttpMethods.IsOptions(method) || HttpMethods.IsTrace(method);
 
     /// <summary>Without DNS hooks (tests): the system resolver, each address in turn.</summary>
     private static async ValueTask<Socket> ConnectDirectAsync(DnsEndPoint endpoint, CancellationToken cancellationToken)

@@ -20,15 +20,12 @@ internal enum BodyFraming
 /// </summary>
 internal readonly struct ResponseHead
 {
-    private ResponseHead(int status, BodyFraming framing, long contentLength, bool reusable)
+    private ResponseHead(BodyFraming framing, long contentLength, bool reusable)
     {
-        Status = status;
         Framing = framing;
         ContentLength = contentLength;
         Reusable = reusable;
     }
-
-    public int Status { get; }
 
     public BodyFraming Framing { get; }
 
@@ -140,7 +137,7 @@ internal readonly struct ResponseHead
             : contentLength == 0 ? BodyFraming.None
             : contentLength > 0 ? BodyFraming.ContentLength
             : BodyFraming.UntilClose;
-        return new ResponseHead(status, framing, contentLength, !close && framing != BodyFraming.UntilClose);
+        return new ResponseHead(framing, contentLength, !close && framing != BodyFraming.UntilClose);
     }
 
     private static string NewName(ReadOnlySpan<byte> name)

@@ -1,7 +1,7 @@
 using System.Collections.Frozen;
 using Microsoft.Extensions.Primitives;
 
-namespace Sidekick.Forwarding.Http1;
+namespace Sidekick.Forwarding;
 
 /// <summary>
 /// Headers that describe one connection, not the message, and so never cross the proxy in either
