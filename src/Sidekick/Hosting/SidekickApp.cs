@@ -26,6 +26,8 @@ internal static class SidekickApp
             var options = ((CommandLineResult.Run)parsed).Options;
             await using var app = Create(options, new SidekickAppSeams { Stdout = stdout, Stderr = stderr });
             await app.Server.StartAsync();
+            // Start-up code (flags, host, listener) will not run again: let its pages leave the resident set.
+            StartupCodePages.Release();
             await app.Server.WaitForShutdownAsync();
             return 0;
         }

@@ -11,8 +11,8 @@ namespace Sidekick.Forwarding.Http1;
 /// </summary>
 internal sealed class BackendConnection : IDisposable
 {
-    /// <summary>Fits a typical response head plus a small body in one receive.</summary>
-    public const int SmallBufferSize = 16 * 1024;
+    /// <summary>Fits a typical response head plus a small body in one receive; held by every exchange in flight.</summary>
+    public const int SmallBufferSize = 4 * 1024;
 
     /// <summary>Used for long bodies: fewer system calls per megabyte.</summary>
     public const int LargeBufferSize = 64 * 1024;
