@@ -1,5 +1,7 @@
+using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
 using System.Text;
+using Microsoft.AspNetCore.Http.Features;
 
 namespace Sidekick.Forwarding;
 
@@ -19,7 +21,8 @@ internal sealed class ExchangeMeter
     public ExchangeMeter(HttpContext context, TimeProvider time, bool captureErrorBody)
     {
         _request = new CountingReadStream(context.Request.Body);
-        _response = new CountingWriteStream(context.Response.Body, time, captureErrorBody ? context.Response : null);
+        _response = new CountingWriteStream(
+            context.Response.Body, context.Features.Get<IHttpResponseBodyFeature>(), time, captureErrorBody ? context.Response : null);
         context.Request.Body = _request;
         context.Response.Body = _response;
     }
@@ -96,7 +99,8 @@ internal sealed class ExchangeMeter
         public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
-    private sealed class CountingWriteStream(Stream inner, TimeProvider time, HttpResponse? captureFrom) : Stream
+    private sealed class CountingWriteStream(Stream inner, IHttpResponseBodyFeature? server, TimeProvider time, HttpResponse? captureFrom)
+        : Stream, IServerBodyWriter
     {
         private long _written;
         private StringBuilder? _captured;
@@ -106,6 +110,17 @@ internal sealed class ExchangeMeter
         public long FirstWriteTimestamp { get; private set; }
 
         public string? Captured => _captured?.ToString();
+
+        // Only when this meter wraps the server's own stream: behind another wrapper, bytes must pass through it.
+        public PipeWriter? Writer => server is not null && ReferenceEquals(server.Stream, inner) ? server.Writer : null;
+
+        public Task StartAsync() => server!.StartAsync();
+
+        public void Wrote(ReadOnlySpan<byte> data)
+        {
+            Observe(data);
+            _written += data.Length;
+        }
 
         public override bool CanRead => false;
         public override bool CanSeek => false;

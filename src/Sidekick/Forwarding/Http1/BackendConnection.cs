@@ -149,6 +149,15 @@ internal sealed class BackendConnection : IDisposable
         return received;
     }
 
+    /// <summary>Receives into memory the caller owns (nothing may be buffered); returns how many bytes, 0 at end of stream.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    public async ValueTask<int> ReceiveIntoAsync(Memory<byte> destination)
+    {
+        var received = await _socket.ReceiveAsync(destination, SocketFlags.None);
+        Touch();
+        return received;
+    }
+
     /// <summary>
     /// Whether an idle connection was closed (or sent something unasked) by the backend: a non-blocking
     /// readability check, paid only for connections idle long enough for a backend to have dropped them.

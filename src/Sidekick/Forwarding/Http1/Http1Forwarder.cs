@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
@@ -281,6 +283,12 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     private static async ValueTask CopyLengthAsync(HttpContext context, BackendConnection connection, long remaining)
     {
         var client = context.Response.Body;
+        if (remaining > 0 && client is IServerBodyWriter { Writer: { } writer } server)
+        {
+            await CopyLengthDirectAsync(server, writer, connection, remaining);
+            return;
+        }
+
         if (remaining - connection.BufferedCount > BackendConnection.SmallBufferSize)
         {
             connection.UseLargeBuffer();
@@ -297,6 +305,81 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
             await WriteToClientAsync(client, connection, take);
             remaining -= take;
         }
+    }
+
+    /// <summary>
+    /// A body of known length, written into the server's output buffers: the bytes that came with the
+    /// head are copied there, the rest is received straight into them, and the response head leaves with
+    /// the first body bytes. No stream layers and no second copy.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private static async ValueTask CopyLengthDirectAsync(IServerBodyWriter server, PipeWriter writer, BackendConnection connection, long remaining)
+    {
+        try
+        {
+            await server.StartAsync();
+            var early = (int)Math.Min(connection.BufferedCount, remaining);
+            if (early > 0)
+            {
+                // The body bytes that arrived with the head.
+                server.Wrote(connection.Buffered[..early]);
+                writer.Write(connection.Buffered[..early]);
+                connection.Consume(early);
+                remaining -= early;
+            }
+        }
+        catch (Exception ex)
+        {
+            throw new ClientWriteException(ex);
+        }
+
+        if (remaining == 0)
+        {
+            // The whole body came with the head (the common small response): one send for both.
+            await FlushToClientAsync(writer, connection);
+            return;
+        }
+
+        while (remaining > 0)
+        {
+            var memory = writer.GetMemory((int)Math.Min(remaining, BackendConnection.LargeBufferSize));
+            if (memory.Length > remaining)
+            {
+                memory = memory[..(int)remaining];
+            }
+
+            var received = await connection.ReceiveIntoAsync(memory);
+            if (received == 0)
+            {
+                throw new HttpIOException(HttpRequestError.ResponseEnded, $"the backend closed the connection with {remaining} bytes of the body still to come");
+            }
+
+            server.Wrote(memory.Span[..received]);
+            writer.Advance(received);
+            remaining -= received;
+            await FlushToClientAsync(writer, connection);
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private static async ValueTask FlushToClientAsync(PipeWriter writer, BackendConnection connection)
+    {
+        FlushResult flushed;
+        try
+        {
+            flushed = await writer.FlushAsync();
+        }
+        catch (Exception ex)
+        {
+            throw new ClientWriteException(ex);
+        }
+
+        if (flushed.IsCompleted || flushed.IsCanceled)
+        {
+            throw new ClientWriteException(new IOException("the client connection closed during the response body"));
+        }
+
+        connection.Touch();
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
