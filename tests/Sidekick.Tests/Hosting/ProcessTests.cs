@@ -49,6 +49,51 @@ public sealed class ProcessTests
     }
 
     [Fact]
+    public async Task The_working_directory_is_neither_read_nor_watched()
+    {
+        // ASP.NET Core's default host would read appsettings.json from it (here: one more listener) and watch
+        // it and every subdirectory for changes.
+        var directory = Directory.CreateTempSubdirectory("sidekick-cwd-");
+        try
+        {
+            Directory.CreateDirectory(Path.Combine(directory.FullName, "a", "b"));
+            var stray = SidekickProcess.FreePort();
+            await File.WriteAllTextAsync(Path.Combine(directory.FullName, "appsettings.json"),
+                "{\"Kestrel\":{\"Endpoints\":{\"Stray\":{\"Url\":\"http://127.0.0.1:" + stray + "\"}}}}");
+            var port = SidekickProcess.FreePort();
+            await using var process = SidekickProcess.StartIn(directory.FullName, "--address", $"127.0.0.1:{port}", "http://127.0.0.1:1");
+            await WaitForListenerAsync(port);
+
+            var watchers = Directory.GetFiles($"/proc/{process.Process.Id}/fd")
+                .Select(fd => File.ResolveLinkTarget(fd, returnFinalTarget: false)?.LinkTarget)
+                .Count(target => target == "anon_inode:inotify");
+            Assert.Equal(0, watchers);
+            using var probe = new TcpClient();
+            await Assert.ThrowsAnyAsync<SocketException>(() => probe.ConnectAsync(IPAddress.Loopback, stray));
+        }
+        finally
+        {
+            directory.Delete(recursive: true);
+        }
+    }
+
+    private static async Task WaitForListenerAsync(int port)
+    {
+        for (var deadline = Environment.TickCount64 + 30000; ; await Task.Delay(50))
+        {
+            try
+            {
+                using var client = new TcpClient();
+                await client.ConnectAsync(IPAddress.Loopback, port);
+                return;
+            }
+            catch (SocketException) when (Environment.TickCount64 < deadline)
+            {
+            }
+        }
+    }
+
+    [Fact]
     public async Task Sigterm_drains_in_flight_requests_and_exits_zero()
     {
         await using var backend = await TestBackend.StartAsync("a");

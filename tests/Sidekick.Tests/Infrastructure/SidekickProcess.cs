@@ -26,10 +26,13 @@ internal sealed class SidekickProcess : IAsyncDisposable
 
     public string Stderr { get { lock (_stderr) { return _stderr.ToString(); } } }
 
-    public static SidekickProcess Start(params string[] args)
+    public static SidekickProcess Start(params string[] args) => StartIn(Environment.CurrentDirectory, args);
+
+    public static SidekickProcess StartIn(string workingDirectory, params string[] args)
     {
         var start = new ProcessStartInfo("dotnet")
         {
+            WorkingDirectory = workingDirectory,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
