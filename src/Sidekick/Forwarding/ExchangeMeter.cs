@@ -8,7 +8,9 @@ namespace Sidekick.Forwarding;
 /// <summary>
 /// Counts the body bytes of one exchange in both directions (for Rx/Tx statistics, upstream §8.4), notes
 /// when the first response byte went out, and can keep the start of an error body for the debug trace.
-/// Installed once per request by wrapping the request and response body streams.
+/// Installed once per request by wrapping the request body stream and standing in for the server's response
+/// body feature (replacing the feature directly costs less than setting Response.Body, which adds a feature
+/// wrapper and a completion callback to every request).
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The wrappers pass through the server-owned body streams, which the server disposes.")]
 internal sealed class ExchangeMeter
@@ -21,10 +23,9 @@ internal sealed class ExchangeMeter
     public ExchangeMeter(HttpContext context, TimeProvider time, bool captureErrorBody)
     {
         _request = new CountingReadStream(context.Request.Body);
-        _response = new CountingWriteStream(
-            context.Response.Body, context.Features.Get<IHttpResponseBodyFeature>(), time, captureErrorBody ? context.Response : null);
+        _response = new CountingWriteStream(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.Response, time, captureErrorBody);
         context.Request.Body = _request;
-        context.Response.Body = _response;
+        context.Features.Set<IHttpResponseBodyFeature>(_response);
     }
 
     public long RequestBodyBytes => _request.BytesRead;
@@ -99,11 +100,13 @@ internal sealed class ExchangeMeter
         public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
-    private sealed class CountingWriteStream(Stream inner, IHttpResponseBodyFeature? server, TimeProvider time, HttpResponse? captureFrom)
-        : Stream, IServerBodyWriter
+    private sealed class CountingWriteStream(IHttpResponseBodyFeature server, HttpResponse response, TimeProvider time, bool captureErrorBody)
+        : Stream, IServerBodyWriter, IHttpResponseBodyFeature
     {
+        private readonly Stream _inner = server.Stream;
         private long _written;
         private StringBuilder? _captured;
+        private PipeWriter? _writer;
 
         public long Written => Volatile.Read(ref _written);
 
@@ -111,15 +114,41 @@ internal sealed class ExchangeMeter
 
         public string? Captured => _captured?.ToString();
 
-        // Only when this meter wraps the server's own stream: behind another wrapper, bytes must pass through it.
-        public PipeWriter? Writer => server is not null && ReferenceEquals(server.Stream, inner) ? server.Writer : null;
-
-        public Task StartAsync() => server!.StartAsync();
+        public PipeWriter ServerWriter => server.Writer;
 
         public void Wrote(ReadOnlySpan<byte> data)
         {
             Observe(data);
             _written += data.Length;
+        }
+
+        Stream IHttpResponseBodyFeature.Stream => this;
+
+        // Rarely used (the proxy writes through the stream): created on demand, writing through this stream.
+        PipeWriter IHttpResponseBodyFeature.Writer => _writer ??= CreateWriter();
+
+        void IHttpResponseBodyFeature.DisableBuffering() => server.DisableBuffering();
+
+        Task IHttpResponseBodyFeature.StartAsync(CancellationToken cancellationToken) => server.StartAsync(cancellationToken);
+
+        Task IHttpResponseBodyFeature.SendFileAsync(string path, long offset, long? count, CancellationToken cancellationToken) =>
+            SendFileFallback.SendFileAsync(this, path, offset, count, cancellationToken);
+
+        async Task IHttpResponseBodyFeature.CompleteAsync()
+        {
+            if (_writer is not null)
+            {
+                await _writer.CompleteAsync();
+            }
+
+            await server.CompleteAsync();
+        }
+
+        private PipeWriter CreateWriter()
+        {
+            var writer = PipeWriter.Create(this, new StreamPipeWriterOptions(leaveOpen: true));
+            response.OnCompleted(static w => ((PipeWriter)w).CompleteAsync().AsTask(), writer);
+            return writer;
         }
 
         public override bool CanRead => false;
@@ -128,8 +157,8 @@ internal sealed class ExchangeMeter
         public override long Length => throw new NotSupportedException();
         public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
 
-        public override void Flush() => inner.Flush();
-        public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+        public override void Flush() => _inner.Flush();
+        public override Task FlushAsync(CancellationToken cancellationToken) => _inner.FlushAsync(cancellationToken);
         public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
         public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
         public override void SetLength(long value) => throw new NotSupportedException();
@@ -140,7 +169,7 @@ internal sealed class ExchangeMeter
         public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
         {
             Observe(buffer.Span);
-            await inner.WriteAsync(buffer, cancellationToken);
+            await _inner.WriteAsync(buffer, cancellationToken);
             _written += buffer.Length;
         }
 
@@ -154,7 +183,7 @@ internal sealed class ExchangeMeter
                 FirstWriteTimestamp = time.GetTimestamp();
             }
 
-            if (captureFrom is { StatusCode: >= 400 } && _written < MaxCapturedBody)
+            if (captureErrorBody && response.StatusCode >= 400 && _written < MaxCapturedBody)
             {
                 _captured ??= new StringBuilder();
                 _captured.Append(Encoding.UTF8.GetString(data[..(int)Math.Min(data.Length, MaxCapturedBody - _written)]));

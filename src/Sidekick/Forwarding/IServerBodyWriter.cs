@@ -9,12 +9,9 @@ namespace Sidekick.Forwarding;
 /// </summary>
 internal interface IServerBodyWriter
 {
-    /// <summary>The server's writer, or null when the bytes must go through the stream.</summary>
-    PipeWriter? Writer { get; }
+    /// <summary>The server's own writer (start the response first, so its head goes out with the first body bytes).</summary>
+    PipeWriter ServerWriter { get; }
 
-    /// <summary>Starts the response: its head goes into the output buffers, to leave with the first body bytes.</summary>
-    Task StartAsync();
-
-    /// <summary>Counts bytes written through <see cref="Writer"/>.</summary>
+    /// <summary>Counts bytes written through <see cref="ServerWriter"/>.</summary>
     void Wrote(ReadOnlySpan<byte> data);
 }

@@ -177,7 +177,8 @@ public sealed class ServerTlsTests
 
     private static async Task WaitAsync(Func<bool> condition)
     {
-        var deadline = Environment.TickCount64 + 15000;
+        // Generous: the full suite on two busy cores has delayed a first probe past 15 s (seen twice).
+        var deadline = Environment.TickCount64 + 45000;
         while (!condition())
         {
             Assert.True(Environment.TickCount64 < deadline, "timed out");

@@ -283,9 +283,9 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     private static async ValueTask CopyLengthAsync(HttpContext context, BackendConnection connection, long remaining)
     {
         var client = context.Response.Body;
-        if (remaining > 0 && client is IServerBodyWriter { Writer: { } writer } server)
+        if (remaining > 0 && client is IServerBodyWriter server)
         {
-            await CopyLengthDirectAsync(server, writer, connection, remaining);
+            await CopyLengthDirectAsync(context, server, connection, remaining);
             return;
         }
 
@@ -313,11 +313,12 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     /// the first body bytes. No stream layers and no second copy.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private static async ValueTask CopyLengthDirectAsync(IServerBodyWriter server, PipeWriter writer, BackendConnection connection, long remaining)
+    private static async ValueTask CopyLengthDirectAsync(HttpContext context, IServerBodyWriter server, BackendConnection connection, long remaining)
     {
+        var writer = server.ServerWriter;
         try
         {
-            await server.StartAsync();
+            await context.Response.StartAsync();
             var early = (int)Math.Min(connection.BufferedCount, remaining);
             if (early > 0)
             {
