@@ -139,7 +139,10 @@ internal sealed class HealthProber : IDisposable
             }
         }
 
-        _ = RunLoopAsync(backend, probeImmediately);
+        // On the thread pool, never on the caller's synchronization context: a host (the tests' runner, an
+        // embedding app) may run few threads on it, and a probe continuation waiting there can outlive the
+        // probe's timeout and mark a healthy backend down.
+        _ = Task.Run(() => RunLoopAsync(backend, probeImmediately));
     }
 
     private async Task RunLoopAsync(Backend backend, bool probeImmediately)

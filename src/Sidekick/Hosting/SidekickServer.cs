@@ -235,7 +235,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         }
         else
         {
-            _table = new StatusTable(Topology, TimeProvider.System).RunAsync(_stdout, _stopping.Token)
+            _table = Task.Run(() => new StatusTable(Topology, TimeProvider.System).RunAsync(_stdout, _stopping.Token), CancellationToken.None)
                 .ContinueWith(static _ => { }, TaskScheduler.Default);
         }
 

@@ -1,9 +1,53 @@
+using Sidekick.Forwarding;
+using Sidekick.Health;
 using Sidekick.Tests.Integration;
+using Sidekick.Topology;
 
 namespace Sidekick.Tests.Health;
 
 public sealed class HealthProberTests
 {
+    [Fact]
+    public async Task Probing_does_not_run_on_the_starting_threads_synchronization_context()
+    {
+        // A host may start sidekick on a context with few threads (the test runner, an embedding app); a
+        // probe continuation queued there can outlive the probe's timeout. Here the context never runs anything.
+        await using var a = await TestBackend.StartAsync("a");
+        var options = SidekickHarness.FastOptions;
+        var topology = new TopologyStore();
+        topology.Publish(new TopologyBuilder(new BackendTransportFactory(), TimeProvider.System)
+            .Build(SidekickHarness.Definitions(options, [[a]]), topology.Current));
+        using var prober = new HealthProber(
+            new HealthProberOptions(options.HealthDuration, options.HealthTimeout, Optimistic: false, CountProbesInStats: true),
+            topology, TimeProvider.System, new Random(1));
+
+        var previous = SynchronizationContext.Current;
+        SynchronizationContext.SetSynchronizationContext(new NeverRunsContext());
+        try
+        {
+            prober.Start();
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        var backend = topology.Current.AllBackends.Single();
+        for (var deadline = Environment.TickCount64 + 10000; !backend.IsUp; await Task.Delay(25))
+        {
+            Assert.True(Environment.TickCount64 < deadline, "the backend was never probed up");
+        }
+    }
+
+    private sealed class NeverRunsContext : SynchronizationContext
+    {
+        public override void Post(SendOrPostCallback d, object? state)
+        {
+        }
+
+        public override void Send(SendOrPostCallback d, object? state) => throw new NotSupportedException();
+    }
+
     [Fact]
     public async Task Probes_come_every_interval_plus_jitter_below_one_interval()
     {
