@@ -96,6 +96,33 @@ public sealed class ForwardingTests
     }
 
     [Fact]
+    public async Task A_client_leaving_mid_body_costs_the_backend_nothing()
+    {
+        await using var a = await TestBackend.StartAsync("a");
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, [a]);
+
+        using (var response = await sidekick.Client.GetAsync("/download/104857600", HttpCompletionOption.ResponseHeadersRead))
+        await using (var body = await response.Content.ReadAsStreamAsync())
+        {
+            var buffer = new byte[64 * 1024];
+            for (var read = 0L; read < 1024 * 1024;)
+            {
+                read += await body.ReadAsync(buffer);
+            }
+        } // disposed with ~99 MiB unread: the client connection is dropped
+
+        await Task.Delay(300);
+        Assert.True(sidekick.BackendOf(a).IsUp);
+        // Whatever the backend still had in flight must not leak into the next responses.
+        for (var i = 0; i < 3; i++)
+        {
+            var bytes = await sidekick.Client.GetByteArrayAsync("/download/100000");
+            Assert.Equal(TestBackend.PatternSha256(100000), Convert.ToHexString(SHA256.HashData(bytes)));
+        }
+    }
+
+    [Fact]
     public async Task A_changed_object_is_never_stitched_the_client_response_is_aborted()
     {
         const long size = 20L * 1024 * 1024;
