@@ -1,5 +1,4 @@
 using Microsoft.AspNetCore.Http.Features;
-using Microsoft.Extensions.Primitives;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace Sidekick.Forwarding;
@@ -60,10 +59,15 @@ internal sealed class SidekickTransformer : HttpTransformer
         if (proxyResponse is not null)
         {
             var headers = httpContext.Response.Headers;
-            if (proxyResponse.Headers.TryGetValues("Connection", out var connection) &&
-                HopByHopHeaders.NamedIn(new StringValues(connection.ToArray())) is { } named)
+            if (proxyResponse.Headers.TryGetValues("Connection", out var connection))
             {
-                foreach (var name in named)
+                List<string>? named = null;
+                foreach (var value in connection)
+                {
+                    HopByHopHeaders.AddNamed(value, ref named);
+                }
+
+                foreach (var name in named ?? [])
                 {
                     headers.Remove(name);
                 }

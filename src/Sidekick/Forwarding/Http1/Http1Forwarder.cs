@@ -241,6 +241,9 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         {
             switch (response.Framing)
             {
+                case BodyFraming.ContentLength when context.Response.Body is IServerBodyWriter server:
+                    await CopyLengthDirectAsync(context, server, connection, response.ContentLength);
+                    break;
                 case BodyFraming.ContentLength:
                     await CopyLengthAsync(context, connection, response.ContentLength);
                     break;
@@ -278,17 +281,14 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         return ForwarderError.None;
     }
 
-    /// <summary>Copies a body of known length; a failed client write surfaces as <see cref="ClientWriteException"/>.</summary>
+    /// <summary>
+    /// Copies a body of known length through the response stream (when something other than the exchange
+    /// meter wraps it); a failed client write surfaces as <see cref="ClientWriteException"/>.
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private static async ValueTask CopyLengthAsync(HttpContext context, BackendConnection connection, long remaining)
     {
         var client = context.Response.Body;
-        if (remaining > 0 && client is IServerBodyWriter server)
-        {
-            await CopyLengthDirectAsync(context, server, connection, remaining);
-            return;
-        }
-
         if (remaining - connection.BufferedCount > BackendConnection.SmallBufferSize)
         {
             connection.UseLargeBuffer();
