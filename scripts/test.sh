@@ -35,3 +35,9 @@ dotnet test sidekick.slnx -c Release --logger "console;verbosity=normal" "$@"
 echo "== forwarding and cache suites again, through YARP only (SIDEKICK_FORWARDER=yarp) =="
 SIDEKICK_FORWARDER=yarp dotnet test sidekick.slnx -c Release --no-build --logger "console;verbosity=minimal" \
   --filter "(FullyQualifiedName~Sidekick.Tests.Integration.|FullyQualifiedName~Sidekick.Tests.Caching.)&FullyQualifiedName!~Http1PathTests"
+
+# The forwarding suite once more on the .NET socket engine (SIDEKICK_IO=dotnet), the operator's fallback
+# from sidekick's own event loops, which carry the runs above.
+echo "== forwarding suite again, on the .NET socket engine (SIDEKICK_IO=dotnet) =="
+SIDEKICK_IO=dotnet dotnet test sidekick.slnx -c Release --no-build --logger "console;verbosity=minimal" \
+  --filter "FullyQualifiedName~Sidekick.Tests.Integration."

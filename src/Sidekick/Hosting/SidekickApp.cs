@@ -95,8 +95,9 @@ internal static class SidekickApp
             CertificatePem = () => tls?.CertificatePem,
             BackendTls = backendTls is null ? null : backendTls.Create,
             Connect = dns.ConnectAsync,
-            ConnectSocket = dns.ConnectSocketAsync,
+            ResolveBackend = dns.ResolveAsync,
             Forwarder = (seams.Environment ?? EnvironmentVariables()).GetValueOrDefault(Forwarding.Http1.ForwarderChoice.Variable),
+            Io = (seams.Environment ?? EnvironmentVariables()).GetValueOrDefault(Networking.EventLoops.Variable),
             Cache = cache,
         });
 

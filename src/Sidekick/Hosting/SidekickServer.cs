@@ -1,5 +1,6 @@
 using System.Net;
 using System.Runtime.InteropServices;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -7,6 +8,7 @@ using Sidekick.Caching;
 using Sidekick.Cli;
 using Sidekick.Forwarding;
 using Sidekick.Health;
+using Sidekick.Networking;
 using Sidekick.Observability;
 using Sidekick.Routing;
 using Sidekick.Topology;
@@ -33,6 +35,7 @@ internal sealed class SidekickServer : IAsyncDisposable
     private PosixSignalRegistration? _sighup;
     private Task _table = Task.CompletedTask;
     private readonly Http1Forwarder _forwarder;
+    private readonly EventLoops? _loops;
     private long _ejections;
 
     private SidekickServer(SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickServerHooks hooks)
@@ -62,16 +65,27 @@ internal sealed class SidekickServer : IAsyncDisposable
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { Args = [] });
         builder.WebHost.UseKestrelCore();
         builder.Services.AddHttpForwarder();
-        // The request path is fully asynchronous and never blocks, so socket completions can run it inline
-        // instead of hopping to the thread pool: measured ~25 % less CPU per request on a small proxy.
-        builder.WebHost.UseSockets(sockets =>
+        _loops = EventLoops.Chosen(hooks.Io ?? Environment.GetEnvironmentVariable(EventLoops.Variable)) ? EventLoops.Shared : null;
+        if (_loops is not null)
         {
-            sockets.UnsafePreferInlineScheduling = true;
-            // Read straight into a buffer instead of a zero-byte "wait for data" read first: one receive
-            // system call fewer per request (strace: 3.1 -> 2.2 per proxied request), for a 4 KiB buffer
-            // held by each idle client connection.
-            sockets.WaitForDataBeforeAllocatingBuffer = false;
-        });
+            // Client connections on sidekick's event loops (see Networking/): no speculative receives, and
+            // requests are parsed and forwarded on the thread that saw them arrive.
+            builder.Services.AddSingleton<IConnectionListenerFactory, LoopTransportFactory>();
+        }
+        else
+        {
+            // The request path is fully asynchronous and never blocks, so socket completions can run it inline
+            // instead of hopping to the thread pool: measured ~25 % less CPU per request on a small proxy.
+            builder.WebHost.UseSockets(sockets =>
+            {
+                sockets.UnsafePreferInlineScheduling = true;
+                // Read straight into a buffer instead of a zero-byte "wait for data" read first: one receive
+                // system call fewer per request (strace: 3.1 -> 2.2 per proxied request), for a 4 KiB buffer
+                // held by each idle client connection.
+                sockets.WaitForDataBeforeAllocatingBuffer = false;
+            });
+        }
+
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -131,7 +145,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         _app = builder.Build();
         _forwarder = new Http1Forwarder(
             _app.Services.GetRequiredService<IHttpForwarder>(),
-            hooks.ConnectSocket,
+            hooks.ResolveBackend,
+            _loops,
             BackendTransportFactory.ConnectTimeout,
             BackendTransportFactory.PooledConnectionIdleTimeout,
             enabled: ForwarderChoice.UsesHttp1Path(hooks.Forwarder ?? Environment.GetEnvironmentVariable(ForwarderChoice.Variable)) &&
@@ -162,6 +177,9 @@ internal sealed class SidekickServer : IAsyncDisposable
 
     /// <summary>Requests carried by the HTTP/1.1 fast path (the others went through YARP).</summary>
     public long FastPathRequests => _forwarder.Forwarded;
+
+    /// <summary>Client connections served by sidekick's event loops (0 with the .NET socket engine).</summary>
+    public long EventLoopConnections => (_app.Services.GetService<IConnectionListenerFactory>() as LoopTransportFactory)?.Accepted ?? 0;
 
     public HealthProber Prober { get; }
 
@@ -304,7 +322,10 @@ internal sealed record SidekickServerHooks
     public Func<string?>? CertificatePem { get; init; }
     public Func<string, System.Net.Security.SslClientAuthenticationOptions>? BackendTls { get; init; }
     public Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? Connect { get; init; }
-    public BackendConnect? ConnectSocket { get; init; }
+    public BackendResolve? ResolveBackend { get; init; }
+
+    /// <summary>The socket engine (<see cref="EventLoops.Chosen"/>); null reads SIDEKICK_IO.</summary>
+    public string? Io { get; init; }
 
     /// <summary>The forwarding path (<see cref="ForwarderChoice"/>); null reads SIDEKICK_FORWARDER.</summary>
     public string? Forwarder { get; init; }

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using Sidekick.Networking;
 
 namespace Sidekick.Forwarding.Http1;
 
@@ -18,6 +19,8 @@ internal sealed class BackendConnection : IDisposable
     public const int LargeBufferSize = 64 * 1024;
 
     private readonly Socket _socket;
+    // Set when the socket is served by sidekick's event loops; I/O then goes through it, not the .NET engine.
+    private readonly LoopSocket? _loopSocket;
     private byte[]? _buffer;
     private int _start;
     private int _end;
@@ -27,6 +30,13 @@ internal sealed class BackendConnection : IDisposable
     public BackendConnection(Socket socket, BackendConnectionPool pool)
     {
         _socket = socket;
+        Pool = pool;
+    }
+
+    public BackendConnection(LoopSocket socket, BackendConnectionPool pool)
+    {
+        _socket = socket.Socket;
+        _loopSocket = socket;
         Pool = pool;
     }
 
@@ -103,6 +113,13 @@ internal sealed class BackendConnection : IDisposable
     {
         while (!data.IsEmpty)
         {
+            if (_loopSocket is { } loopSocket)
+            {
+                await loopSocket.SendAsync(data);
+                Touch();
+                return;
+            }
+
             var sent = await _socket.SendAsync(data, SocketFlags.None);
             data = data[sent..];
             Touch();
@@ -143,7 +160,10 @@ internal sealed class BackendConnection : IDisposable
             }
         }
 
-        var received = await _socket.ReceiveAsync(buffer.AsMemory(_end), SocketFlags.None);
+        var destination = buffer.AsMemory(_end);
+        var received = _loopSocket is { } loopSocket
+            ? await loopSocket.ReceiveAsync(destination)
+            : await _socket.ReceiveAsync(destination, SocketFlags.None);
         _end += received;
         Touch();
         return received;
@@ -153,7 +173,9 @@ internal sealed class BackendConnection : IDisposable
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<int> ReceiveIntoAsync(Memory<byte> destination)
     {
-        var received = await _socket.ReceiveAsync(destination, SocketFlags.None);
+        var received = _loopSocket is { } loopSocket
+            ? await loopSocket.ReceiveAsync(destination)
+            : await _socket.ReceiveAsync(destination, SocketFlags.None);
         Touch();
         return received;
     }
@@ -190,7 +212,15 @@ internal sealed class BackendConnection : IDisposable
             return;
         }
 
-        _socket.Dispose();
+        if (_loopSocket is { } loopSocket)
+        {
+            loopSocket.Dispose();
+        }
+        else
+        {
+            _socket.Dispose();
+        }
+
         Pool.OnClosed(this);
     }
 }

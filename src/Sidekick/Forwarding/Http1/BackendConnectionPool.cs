@@ -1,11 +1,13 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
+using Sidekick.Networking;
+using Sidekick.Topology.Dns;
 
 namespace Sidekick.Forwarding.Http1;
 
-/// <summary>Opens a TCP connection to a backend (DNS through the process-wide cache when one is set).</summary>
-internal delegate ValueTask<Socket> BackendConnect(DnsEndPoint endpoint, CancellationToken cancellationToken);
+/// <summary>A backend host's addresses (through the process-wide DNS cache when one is set).</summary>
+internal delegate ValueTask<IPAddress[]> BackendResolve(string host, CancellationToken cancellationToken);
 
 /// <summary>
 /// The keep-alive connections to one backend. Idle connections are reused most-recent first (so a burst's
@@ -70,21 +72,27 @@ internal sealed class BackendConnectionPool
         }
     }
 
-    public async ValueTask<BackendConnection> ConnectAsync(BackendConnect connect, TimeSpan timeout, CancellationToken cancellationToken)
+    /// <summary>
+    /// Opens a connection to the first of the backend's addresses that accepts, through sidekick's event
+    /// loops when <paramref name="loops"/> is set, all within <paramref name="timeout"/>.
+    /// </summary>
+    public async ValueTask<BackendConnection> ConnectAsync(BackendResolve resolve, EventLoops? loops, TimeSpan timeout, CancellationToken cancellationToken)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(timeout);
-        Socket socket;
+        BackendConnection connection;
         try
         {
-            socket = await connect(Endpoint, deadline.Token);
+            var addresses = await resolve(Endpoint.Host, deadline.Token);
+            connection = loops is null
+                ? new BackendConnection(await BackendSockets.ConnectAsync(addresses, Endpoint.Port, deadline.Token), this)
+                : new BackendConnection(await BackendSockets.ConnectAsync(addresses, Endpoint.Port, loops, deadline.Token), this);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
             throw new SocketException((int)SocketError.TimedOut);
         }
 
-        var connection = new BackendConnection(socket, this);
         lock (_gate)
         {
             _open.Add(connection);

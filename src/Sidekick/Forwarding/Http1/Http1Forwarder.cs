@@ -9,6 +9,8 @@ using Microsoft.Net.Http.Headers;
 using Sidekick.Topology.Dns;
 using Yarp.ReverseProxy.Forwarder;
 
+using Sidekick.Networking;
+
 namespace Sidekick.Forwarding.Http1;
 
 /// <summary>
@@ -36,16 +38,20 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     private static readonly StringValues ProxyMarker = new("true");
 
     private readonly IHttpForwarder _fallback;
-    private readonly BackendConnect _connect;
+    private readonly BackendResolve _resolve;
+    private readonly EventLoops? _loops;
     private readonly TimeSpan _connectTimeout;
     private readonly BackendConnectionPools _pools;
     private readonly bool _enabled;
     private long _forwarded;
 
-    public Http1Forwarder(IHttpForwarder fallback, BackendConnect? connect, TimeSpan connectTimeout, TimeSpan idleTimeout, bool enabled)
+    /// <param name="loops">Sidekick's event loops for backend sockets; null uses the .NET socket engine.</param>
+    public Http1Forwarder(
+        IHttpForwarder fallback, BackendResolve? resolve, EventLoops? loops, TimeSpan connectTimeout, TimeSpan idleTimeout, bool enabled)
     {
         _fallback = fallback;
-        _connect = connect ?? ConnectDirectAsync;
+        _resolve = resolve ?? ResolveDirectAsync;
+        _loops = loops;
         _connectTimeout = connectTimeout;
         _pools = new BackendConnectionPools(idleTimeout);
         _enabled = enabled;
@@ -117,7 +123,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
             {
                 // A resend takes a new connection: after a backend restart every idle one is stale.
                 connection = (attempt == 1 ? pool.TakeIdle(mustBeAlive: !resendable) : null) ??
-                             await pool.ConnectAsync(_connect, _connectTimeout, context.RequestAborted);
+                             await pool.ConnectAsync(_resolve, _loops, _connectTimeout, context.RequestAborted);
             }
             catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException)
             {
@@ -475,13 +481,8 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     };
 
     /// <summary>Without DNS hooks (tests): the system resolver, each address in turn.</summary>
-    private static async ValueTask<Socket> ConnectDirectAsync(DnsEndPoint endpoint, CancellationToken cancellationToken)
-    {
-        var addresses = IPAddress.TryParse(endpoint.Host.Trim('[', ']'), out var literal)
-            ? [literal]
-            : await Dns.GetHostAddressesAsync(endpoint.Host, cancellationToken);
-        return await BackendSockets.ConnectAsync(addresses, endpoint.Port, cancellationToken);
-    }
+    private static async ValueTask<IPAddress[]> ResolveDirectAsync(string host, CancellationToken cancellationToken) =>
+        IPAddress.TryParse(host.Trim('[', ']'), out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancellationToken);
 
     private sealed class ErrorFeature(ForwarderError error, Exception? exception) : IForwarderErrorFeature
     {

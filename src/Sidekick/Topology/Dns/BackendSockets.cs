@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using Sidekick.Networking;
 
 namespace Sidekick.Topology.Dns;
 
@@ -24,6 +25,28 @@ internal static class BackendSockets
             catch (Exception ex) when (ex is SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
             {
                 socket.Dispose();
+                last = ex is OperationCanceledException ? new SocketException((int)SocketError.TimedOut) : ex;
+            }
+        }
+
+        throw last ?? new SocketException((int)SocketError.HostNotFound);
+    }
+
+    /// <summary>The same, for a socket served by sidekick's event loops (the caller's own loop when it runs on one).</summary>
+    public static async ValueTask<LoopSocket> ConnectAsync(IReadOnlyList<IPAddress> addresses, int port, EventLoops loops, CancellationToken cancellationToken)
+    {
+        Exception? last = null;
+        var loop = loops.Pick();
+        foreach (var address in addresses)
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(ConnectTimeout);
+            try
+            {
+                return await LoopSocket.ConnectAsync(new IPEndPoint(address, port), loop, timeout.Token);
+            }
+            catch (Exception ex) when (ex is SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            {
                 last = ex is OperationCanceledException ? new SocketException((int)SocketError.TimedOut) : ex;
             }
         }

@@ -1,0 +1,177 @@
+using System.Runtime.InteropServices;
+
+namespace Sidekick.Networking;
+
+/// <summary>
+/// One thread waiting in <c>epoll_wait</c> for the sockets registered with it and running their waiting
+/// operations when they become ready. Sockets are registered once, edge-triggered, for both directions,
+/// so readiness costs no further system calls; what waits on a socket runs inline on this thread.
+/// </summary>
+internal sealed unsafe class EventLoop : IDisposable
+{
+    private const int MaxEvents = 256;
+    private const ulong WakeToken = ulong.MaxValue;
+
+    [ThreadStatic]
+    private static EventLoop? t_current;
+
+    private readonly int _epoll;
+    private readonly int _wake;
+    private readonly Thread _thread;
+    private readonly Lock _gate = new();
+    private readonly Stack<int> _freeSlots = new();
+    private LoopSocket?[] _slots = new LoopSocket?[64];
+    private int _usedSlots;
+    private uint _generation;
+    private volatile bool _stopping;
+
+    public EventLoop(string name)
+    {
+        _epoll = Libc.epoll_create1(Libc.EPOLL_CLOEXEC);
+        if (_epoll < 0)
+        {
+            throw new IOException($"epoll_create1 failed (errno {Marshal.GetLastPInvokeError()})");
+        }
+
+        _wake = Libc.eventfd(0, Libc.EFD_NONBLOCK | Libc.EFD_CLOEXEC);
+        if (_wake < 0)
+        {
+            Libc.close(_epoll);
+            throw new IOException($"eventfd failed (errno {Marshal.GetLastPInvokeError()})");
+        }
+
+        Add(_wake, Libc.EPOLLIN, WakeToken);
+        _thread = new Thread(Run) { IsBackground = true, Name = name };
+        _thread.UnsafeStart();
+    }
+
+    /// <summary>The loop whose thread is running the caller, if any.</summary>
+    public static EventLoop? Current => t_current;
+
+    /// <summary>Watches <paramref name="socket"/> from now on; its readiness is delivered to it on this thread.</summary>
+    public void Register(LoopSocket socket, int fd)
+    {
+        ulong token;
+        lock (_gate)
+        {
+            int slot;
+            if (!_freeSlots.TryPop(out slot))
+            {
+                slot = _usedSlots++;
+                if (slot == _slots.Length)
+                {
+                    var larger = new LoopSocket?[_slots.Length * 2];
+                    _slots.CopyTo(larger, 0);
+                    Volatile.Write(ref _slots, larger);
+                }
+            }
+
+            // The generation tells a stale event (for a socket closed while its event was in flight) from
+            // one for the socket that took the slot over.
+            token = (ulong)++_generation << 32 | (uint)slot;
+            socket.Token = token;
+            Volatile.Write(ref _slots[slot], socket);
+        }
+
+        Add(fd, Libc.EPOLLIN | Libc.EPOLLOUT | Libc.EPOLLRDHUP | Libc.EPOLLET, token);
+    }
+
+    /// <summary>Frees the socket's slot; its descriptor must already be closed (which leaves the epoll set).</summary>
+    public void Unregister(LoopSocket socket)
+    {
+        var slot = (int)(uint)socket.Token;
+        lock (_gate)
+        {
+            if (ReferenceEquals(_slots[slot], socket))
+            {
+                _slots[slot] = null;
+                _freeSlots.Push(slot);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        _stopping = true;
+        ulong one = 1;
+        Libc.write(_wake, (byte*)&one, sizeof(ulong));
+        if (Thread.CurrentThread != _thread)
+        {
+            _thread.Join();
+        }
+    }
+
+    private void Add(int fd, uint events, ulong token)
+    {
+        var eventData = stackalloc byte[16];
+        *(uint*)eventData = events;
+        *(ulong*)(eventData + Libc.EpollDataOffset) = token;
+        if (Libc.epoll_ctl(_epoll, Libc.EPOLL_CTL_ADD, fd, eventData) != 0)
+        {
+            throw new IOException($"epoll_ctl failed (errno {Marshal.GetLastPInvokeError()})");
+        }
+    }
+
+    private void Run()
+    {
+        t_current = this;
+        var size = Libc.EpollEventSize;
+        var events = (byte*)NativeMemory.Alloc((nuint)(MaxEvents * size));
+        try
+        {
+            while (!_stopping)
+            {
+                var count = Libc.epoll_wait(_epoll, events, MaxEvents, -1);
+                if (count < 0)
+                {
+                    if (Marshal.GetLastPInvokeError() == Libc.EINTR)
+                    {
+                        continue;
+                    }
+
+                    throw new IOException($"epoll_wait failed (errno {Marshal.GetLastPInvokeError()})");
+                }
+
+                // Read after the wait: a socket is in the table before it is added to the epoll set.
+                var slots = Volatile.Read(ref _slots);
+                for (var i = 0; i < count; i++)
+                {
+                    var entry = events + i * size;
+                    var token = *(ulong*)(entry + Libc.EpollDataOffset);
+                    if (token == WakeToken)
+                    {
+                        ulong drained;
+                        Libc.read(_wake, (byte*)&drained, sizeof(ulong));
+                        continue;
+                    }
+
+                    var slot = (int)(uint)token;
+                    if (slot < slots.Length && Volatile.Read(ref slots[slot]) is { } socket && socket.Token == token)
+                    {
+                        Dispatch(socket, *(uint*)entry);
+                    }
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.Free(events);
+            Libc.close(_wake);
+            Libc.close(_epoll);
+        }
+    }
+
+    private static void Dispatch(LoopSocket socket, uint events)
+    {
+        try
+        {
+            socket.OnReadiness(events);
+        }
+        catch (Exception ex)
+        {
+            // What runs here are continuations of awaits, which keep their own exceptions; anything that
+            // escapes is a defect, and must not take the loop (and every connection on it) down.
+            Console.Error.WriteLine($"sidekick: event loop: {ex}");
+        }
+    }
+}

@@ -1,0 +1,48 @@
+using Sidekick.Cli;
+
+namespace Sidekick.Networking;
+
+/// <summary>
+/// The process's event loops, one per core. Client and backend sockets are spread over them; a backend
+/// connection opened while serving a client goes to that client's loop, so one exchange usually runs on
+/// one thread from request to response.
+/// </summary>
+internal sealed class EventLoops
+{
+    /// <summary>Chooses the socket engine: <c>epoll</c> (sidekick's event loops, the default on Linux) or <c>dotnet</c>.</summary>
+    public const string Variable = "SIDEKICK_IO";
+
+    private static readonly Lazy<EventLoops> s_shared = new(static () => new EventLoops(Environment.ProcessorCount));
+    private readonly EventLoop[] _loops;
+    private uint _next;
+
+    private EventLoops(int count)
+    {
+        _loops = new EventLoop[Math.Max(1, count)];
+        for (var i = 0; i < _loops.Length; i++)
+        {
+            _loops[i] = new EventLoop($"sidekick-io-{i}");
+        }
+    }
+
+    /// <summary>The loops, started on first use.</summary>
+    public static EventLoops Shared => s_shared.Value;
+
+    /// <summary>
+    /// Whether sockets go through sidekick's event loops for the <paramref name="choice"/> made in
+    /// <see cref="Variable"/> (null: the default). Throws for a value that is neither engine.
+    /// </summary>
+    public static bool Chosen(string? choice) => choice?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "epoll" => OperatingSystem.IsLinux(),
+        "dotnet" => false,
+        _ => throw new FatalException($"invalid {Variable} '{choice}': expected 'epoll' (the default on Linux) or 'dotnet'"),
+    };
+
+    /// <summary>The caller's own loop when it runs on one, otherwise the next in turn.</summary>
+    public EventLoop Pick() =>
+        EventLoop.Current ?? _loops[(int)(Interlocked.Increment(ref _next) % (uint)_loops.Length)];
+
+    /// <summary>The next loop in turn (for accepted connections).</summary>
+    public EventLoop Next() => _loops[(int)(Interlocked.Increment(ref _next) % (uint)_loops.Length)];
+}

@@ -1,0 +1,97 @@
+using System.Buffers;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Connections;
+
+namespace Sidekick.Networking;
+
+/// <summary>
+/// Kestrel's transport on sidekick's event loops: client connections are accepted by a .NET listening
+/// socket (accepts are rare) and then served by a <see cref="LoopSocket"/>, so Kestrel parses requests and
+/// the proxy forwards them on the loop thread that saw the bytes arrive.
+/// </summary>
+internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools) : IConnectionListenerFactory, IConnectionListenerFactorySelector
+{
+    /// <summary>Pending connections the kernel queues before accept (Kestrel's default).</summary>
+    private const int Backlog = 512;
+
+    private long _accepted;
+
+    /// <summary>Client connections accepted onto the event loops so far.</summary>
+    public long Accepted => Interlocked.Read(ref _accepted);
+
+    public bool CanBind(EndPoint endpoint) => endpoint is IPEndPoint;
+
+    public ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
+    {
+        var ip = endpoint as IPEndPoint ?? throw new NotSupportedException($"{endpoint} is not an IP endpoint");
+        var socket = new Socket(ip.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            if (ip.Address.Equals(IPAddress.IPv6Any))
+            {
+                socket.DualMode = true; // [::] takes IPv4 clients too, as Kestrel's own transport does
+            }
+
+            socket.Bind(ip);
+            socket.Listen(Backlog);
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        {
+            socket.Dispose();
+            throw new AddressInUseException(ex.Message, ex);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        return ValueTask.FromResult<IConnectionListener>(new LoopListener(this, socket, pools.Create(new MemoryPoolOptions()), EventLoops.Shared));
+    }
+
+    private sealed class LoopListener(LoopTransportFactory factory, Socket socket, MemoryPool<byte> pool, EventLoops loops) : IConnectionListener
+    {
+        public EndPoint EndPoint { get; } = socket.LocalEndPoint!;
+
+        public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+        {
+            while (true)
+            {
+                Socket accepted;
+                try
+                {
+                    accepted = await socket.AcceptAsync(cancellationToken);
+                }
+                catch (Exception ex) when (ex is ObjectDisposedException or OperationCanceledException ||
+                                           ex is SocketException { SocketErrorCode: SocketError.OperationAborted })
+                {
+                    return null; // unbound
+                }
+                catch (SocketException)
+                {
+                    continue; // a client that reset before we accepted it
+                }
+
+                accepted.NoDelay = true;
+                Interlocked.Increment(ref factory._accepted);
+                var connection = new LoopConnection(LoopSocket.Accepted(accepted, loops.Next()), accepted, pool);
+                connection.Start();
+                return connection;
+            }
+        }
+
+        public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
+        {
+            socket.Dispose();
+            return ValueTask.CompletedTask;
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            socket.Dispose();
+            pool.Dispose();
+            return ValueTask.CompletedTask;
+        }
+    }
+}
