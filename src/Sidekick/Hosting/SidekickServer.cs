@@ -65,6 +65,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { Args = [] });
         builder.WebHost.UseKestrelCore();
         builder.Services.AddHttpForwarder();
+        // Checked here so that a bad value is refused at start even if the loops were started before.
+        EventLoops.Threads(Environment.GetEnvironmentVariable(EventLoops.ThreadsVariable));
         _loops = EventLoops.Chosen(hooks.Io ?? Environment.GetEnvironmentVariable(EventLoops.Variable)) ? EventLoops.Shared : null;
         if (_loops is not null)
         {

@@ -25,8 +25,9 @@ internal sealed unsafe class EventLoop : IDisposable
     private uint _generation;
     private volatile bool _stopping;
 
-    public EventLoop(string name)
+    public EventLoop(int index)
     {
+        Index = index;
         _epoll = Libc.epoll_create1(Libc.EPOLL_CLOEXEC);
         if (_epoll < 0)
         {
@@ -41,9 +42,12 @@ internal sealed unsafe class EventLoop : IDisposable
         }
 
         Add(_wake, Libc.EPOLLIN, WakeToken);
-        _thread = new Thread(Run) { IsBackground = true, Name = name };
+        _thread = new Thread(Run) { IsBackground = true, Name = $"sidekick-io-{index}" };
         _thread.UnsafeStart();
     }
+
+    /// <summary>Its place among the process's loops (0-based).</summary>
+    public int Index { get; }
 
     /// <summary>The loop whose thread is running the caller, if any.</summary>
     public static EventLoop? Current => t_current;

@@ -52,6 +52,9 @@ internal sealed class LoopSocket : IDisposable
     /// <summary>The .NET socket underneath: options, addresses and shutdown go through it, I/O does not.</summary>
     public Socket Socket { get; }
 
+    /// <summary>The loop serving this socket.</summary>
+    public EventLoop Loop => _loop;
+
     /// <summary>The loop's key for this socket's events.</summary>
     public ulong Token { get; set; }
 

@@ -25,6 +25,20 @@ public sealed class ProcessTests
         Assert.Equal(string.Empty, stdout.Trim());
     }
 
+    [Theory]
+    [InlineData("SIDEKICK_IO", "uring", "invalid SIDEKICK_IO 'uring'")]
+    [InlineData("SIDEKICK_IO_THREADS", "0", "invalid SIDEKICK_IO_THREADS '0'")]
+    [InlineData("SIDEKICK_FORWARDER", "fast", "invalid SIDEKICK_FORWARDER 'fast'")]
+    public async Task A_bad_engine_variable_is_one_line_and_a_nonzero_exit(string variable, string value, string message)
+    {
+        var (exitCode, stdout, stderr) = await SidekickProcess.RunAsync(new Dictionary<string, string> { [variable] = value }, "http://127.0.0.1:1");
+        Assert.Equal(1, exitCode);
+        Assert.Contains(message, stderr, StringComparison.Ordinal);
+        Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, stdout.Trim());
+    }
+
     [Fact]
     public async Task Help_and_version_exit_zero()
     {

@@ -28,7 +28,10 @@ internal sealed class SidekickProcess : IAsyncDisposable
 
     public static SidekickProcess Start(params string[] args) => StartIn(Environment.CurrentDirectory, args);
 
-    public static SidekickProcess StartIn(string workingDirectory, params string[] args)
+    public static SidekickProcess StartIn(string workingDirectory, params string[] args) =>
+        StartIn(workingDirectory, new Dictionary<string, string>(), args);
+
+    public static SidekickProcess StartIn(string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] args)
     {
         var start = new ProcessStartInfo("dotnet")
         {
@@ -38,6 +41,11 @@ internal sealed class SidekickProcess : IAsyncDisposable
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        foreach (var (name, value) in environment)
+        {
+            start.Environment[name] = value;
+        }
+
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "sidekick.dll"));
         foreach (var arg in args)
         {
@@ -48,9 +56,13 @@ internal sealed class SidekickProcess : IAsyncDisposable
     }
 
     /// <summary>Runs to completion and returns the exit code.</summary>
-    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(params string[] args)
+    public static Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(params string[] args) =>
+        RunAsync(new Dictionary<string, string>(), args);
+
+    /// <summary>Runs to completion with extra environment variables and returns the exit code.</summary>
+    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(IReadOnlyDictionary<string, string> environment, params string[] args)
     {
-        await using var process = Start(args);
+        await using var process = StartIn(Environment.CurrentDirectory, environment, args);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         await process.Process.WaitForExitAsync(timeout.Token);
         process.Process.WaitForExit(); // flush the async readers

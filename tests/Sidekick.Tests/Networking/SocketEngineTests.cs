@@ -43,6 +43,30 @@ public sealed class SocketEngineTests
         Assert.Equal("invalid SIDEKICK_IO 'io_uring': expected 'epoll' (the default on Linux) or 'dotnet'", error.Message);
     }
 
+    [Theory]
+    [InlineData("1", 1)]
+    [InlineData(" 3 ", 3)]
+    public void The_threads_variable_sets_the_number_of_loops(string value, int threads) =>
+        Assert.Equal(threads, EventLoops.Threads(value));
+
+    [Fact]
+    public void By_default_the_loops_take_half_the_cores()
+    {
+        Assert.Equal(Math.Max(1, Environment.ProcessorCount / 2), EventLoops.Threads(null));
+        Assert.Equal(Math.Max(1, Environment.ProcessorCount / 2), EventLoops.Threads(""));
+    }
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("-2")]
+    [InlineData("two")]
+    [InlineData("1025")]
+    public void A_thread_count_out_of_range_is_refused_in_one_line_naming_it(string value)
+    {
+        var error = Assert.Throws<Sidekick.Cli.FatalException>(() => EventLoops.Threads(value));
+        Assert.Equal($"invalid SIDEKICK_IO_THREADS '{value}': expected a number of threads from 1 to 1024", error.Message);
+    }
+
     private static Task<SidekickHarness> StartAsync(string io, Uri backend)
     {
         var options = SidekickHarness.FastOptions;

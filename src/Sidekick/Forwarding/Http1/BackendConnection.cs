@@ -42,6 +42,9 @@ internal sealed class BackendConnection : IDisposable
 
     public BackendConnectionPool Pool { get; }
 
+    /// <summary>The index of the event loop serving the socket (0 on the .NET engine): its lane in the pool.</summary>
+    public int Lane => _loopSocket?.Loop.Index ?? 0;
+
     /// <summary>True once a request completed on it: a failure before any response byte may be a stale connection.</summary>
     public bool HasServedRequest { get; set; }
 

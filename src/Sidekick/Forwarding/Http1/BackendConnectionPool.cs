@@ -13,7 +13,8 @@ internal delegate ValueTask<IPAddress[]> BackendResolve(string host, Cancellatio
 /// The keep-alive connections to one backend. Idle connections are reused most-recent first (so a burst's
 /// extra connections age out), retired after the idle timeout, and checked for a backend-side close before
 /// reuse once they have been idle long enough for a backend to have dropped them, or always for a request
-/// that must not be sent twice.
+/// that must not be sent twice. With event loops, idle connections wait in one lane per loop and a request
+/// takes one from its own loop's lane first, so an exchange stays on one thread from request to response.
 /// </summary>
 internal sealed class BackendConnectionPool
 {
@@ -21,13 +22,20 @@ internal sealed class BackendConnectionPool
     private const long StaleCheckAfterMilliseconds = 1000;
 
     private readonly Lock _gate = new();
-    // Used as a stack: most recently returned last, so the oldest are at the front when they expire.
-    private readonly List<BackendConnection> _idle = [];
+    // One per event loop (one in all without loops). Each is used as a stack: most recently returned last,
+    // so the oldest are at the front when they expire.
+    private readonly List<BackendConnection>[] _idle;
     private readonly HashSet<BackendConnection> _open = [];
     private bool _retired;
 
-    public BackendConnectionPool(string destinationPrefix)
+    public BackendConnectionPool(string destinationPrefix, int lanes = 1)
     {
+        _idle = new List<BackendConnection>[lanes];
+        for (var i = 0; i < lanes; i++)
+        {
+            _idle[i] = [];
+        }
+
         var uri = new Uri(destinationPrefix);
         Endpoint = new DnsEndPoint(uri.IdnHost, uri.Port);
         Authority = uri.Authority;
@@ -51,16 +59,26 @@ internal sealed class BackendConnectionPool
         LastUsed = now;
         while (true)
         {
-            BackendConnection? connection;
+            BackendConnection? connection = null;
             lock (_gate)
             {
-                if (_idle.Count == 0)
+                // The caller's own lane, then the others: a connection from another loop works, it only
+                // finishes the exchange on that loop's thread.
+                var own = (EventLoop.Current?.Index ?? 0) % _idle.Length;
+                for (var i = 0; i < _idle.Length && connection is null; i++)
                 {
-                    return null;
+                    var lane = _idle[(own + i) % _idle.Length];
+                    if (lane.Count > 0)
+                    {
+                        connection = lane[^1];
+                        lane.RemoveAt(lane.Count - 1);
+                    }
                 }
+            }
 
-                connection = _idle[^1];
-                _idle.RemoveAt(_idle.Count - 1);
+            if (connection is null)
+            {
+                return null;
             }
 
             if ((!mustBeAlive && now - connection.IdleSince < StaleCheckAfterMilliseconds) || !connection.LooksDead())
@@ -109,7 +127,7 @@ internal sealed class BackendConnectionPool
         {
             if (!_retired && !connection.IsClosed)
             {
-                _idle.Add(connection);
+                _idle[connection.Lane % _idle.Length].Add(connection);
                 return;
             }
         }
@@ -135,16 +153,22 @@ internal sealed class BackendConnectionPool
         List<BackendConnection>? stalled = null;
         lock (_gate)
         {
-            var old = 0;
-            while (old < _idle.Count && now - _idle[old].IdleSince >= (long)idleTimeout.TotalMilliseconds)
+            var idle = 0;
+            foreach (var lane in _idle)
             {
-                old++;
-            }
+                var old = 0;
+                while (old < lane.Count && now - lane[old].IdleSince >= (long)idleTimeout.TotalMilliseconds)
+                {
+                    old++;
+                }
 
-            if (old > 0)
-            {
-                expired = _idle.GetRange(0, old);
-                _idle.RemoveRange(0, old);
+                if (old > 0)
+                {
+                    (expired ??= []).AddRange(lane.GetRange(0, old));
+                    lane.RemoveRange(0, old);
+                }
+
+                idle += lane.Count;
             }
 
             foreach (var connection in _open)
@@ -155,7 +179,7 @@ internal sealed class BackendConnectionPool
                 }
             }
 
-            if (_open.Count == 0 && _idle.Count == 0 && now - LastUsed > 2 * (long)idleTimeout.TotalMilliseconds)
+            if (_open.Count == 0 && idle == 0 && now - LastUsed > 2 * (long)idleTimeout.TotalMilliseconds)
             {
                 _retired = true;
             }
@@ -173,7 +197,11 @@ internal sealed class BackendConnectionPool
         lock (_gate)
         {
             _retired = true;
-            _idle.Clear();
+            foreach (var lane in _idle)
+            {
+                lane.Clear();
+            }
+
             all = [.. _open];
         }
 
@@ -189,16 +217,19 @@ internal sealed class BackendConnectionPools : IDisposable
 {
     private readonly ConcurrentDictionary<string, BackendConnectionPool> _pools = new(StringComparer.Ordinal);
     private readonly TimeSpan _idleTimeout;
+    private readonly int _lanes;
     private readonly Timer _sweeper;
 
-    public BackendConnectionPools(TimeSpan idleTimeout)
+    /// <param name="lanes">Idle lanes per pool: the number of event loops (1 without).</param>
+    public BackendConnectionPools(TimeSpan idleTimeout, int lanes)
     {
         _idleTimeout = idleTimeout;
+        _lanes = lanes;
         _sweeper = new Timer(static state => ((BackendConnectionPools)state!).Sweep(), this, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
     }
 
     public BackendConnectionPool For(string destinationPrefix) =>
-        _pools.GetOrAdd(destinationPrefix, static prefix => new BackendConnectionPool(prefix));
+        _pools.GetOrAdd(destinationPrefix, static (prefix, lanes) => new BackendConnectionPool(prefix, lanes), _lanes);
 
     public void Dispose()
     {

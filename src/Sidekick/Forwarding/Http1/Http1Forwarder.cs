@@ -53,7 +53,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         _resolve = resolve ?? ResolveDirectAsync;
         _loops = loops;
         _connectTimeout = connectTimeout;
-        _pools = new BackendConnectionPools(idleTimeout);
+        _pools = new BackendConnectionPools(idleTimeout, loops?.Count ?? 1);
         _enabled = enabled;
     }
 
