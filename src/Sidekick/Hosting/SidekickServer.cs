@@ -35,7 +35,6 @@ internal sealed class SidekickServer : IAsyncDisposable
     private PosixSignalRegistration? _sighup;
     private Task _table = Task.CompletedTask;
     private readonly Http1Forwarder _forwarder;
-    private readonly EventLoops? _loops;
     private long _ejections;
 
     private SidekickServer(SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickServerHooks hooks)
@@ -67,8 +66,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         builder.Services.AddHttpForwarder();
         // Checked here so that a bad value is refused at start even if the loops were started before.
         EventLoops.Threads(Environment.GetEnvironmentVariable(EventLoops.ThreadsVariable));
-        _loops = EventLoops.Chosen(hooks.Io ?? Environment.GetEnvironmentVariable(EventLoops.Variable)) ? EventLoops.Shared : null;
-        if (_loops is not null)
+        var loops = EventLoops.Chosen(hooks.Io ?? Environment.GetEnvironmentVariable(EventLoops.Variable)) ? EventLoops.Shared : null;
+        if (loops is not null)
         {
             // Client connections on sidekick's event loops (see Networking/): no speculative receives, and
             // requests are parsed and forwarded on the thread that saw them arrive.
@@ -148,7 +147,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         _forwarder = new Http1Forwarder(
             _app.Services.GetRequiredService<IHttpForwarder>(),
             hooks.ResolveBackend,
-            _loops,
+            loops,
             BackendTransportFactory.ConnectTimeout,
             BackendTransportFactory.PooledConnectionIdleTimeout,
             enabled: ForwarderChoice.UsesHttp1Path(hooks.Forwarder ?? Environment.GetEnvironmentVariable(ForwarderChoice.Variable)) &&

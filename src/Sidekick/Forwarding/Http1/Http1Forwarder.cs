@@ -6,10 +6,9 @@ using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Primitives;
 using Microsoft.Net.Http.Headers;
+using Sidekick.Networking;
 using Sidekick.Topology.Dns;
 using Yarp.ReverseProxy.Forwarder;
-
-using Sidekick.Networking;
 
 namespace Sidekick.Forwarding.Http1;
 
