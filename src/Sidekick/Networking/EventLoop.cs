@@ -5,25 +5,22 @@ namespace Sidekick.Networking;
 /// <summary>
 /// One thread waiting in <c>epoll_wait</c> for the sockets registered with it and running their waiting
 /// operations when they become ready. Sockets are registered once, edge-triggered, for both directions,
-/// so readiness costs no further system calls; what waits on a socket runs inline on this thread.
+/// so readiness costs no further system calls; what waits on a socket runs inline on this thread. Loops
+/// live as long as the process.
 /// </summary>
-internal sealed unsafe class EventLoop : IDisposable
+internal sealed unsafe class EventLoop
 {
     private const int MaxEvents = 256;
-    private const ulong WakeToken = ulong.MaxValue;
 
     [ThreadStatic]
     private static EventLoop? t_current;
 
     private readonly int _epoll;
-    private readonly int _wake;
-    private readonly Thread _thread;
     private readonly Lock _gate = new();
     private readonly Stack<int> _freeSlots = new();
     private LoopSocket?[] _slots = new LoopSocket?[64];
     private int _usedSlots;
     private uint _generation;
-    private volatile bool _stopping;
 
     public EventLoop(int index)
     {
@@ -34,16 +31,7 @@ internal sealed unsafe class EventLoop : IDisposable
             throw new IOException($"epoll_create1 failed (errno {Marshal.GetLastPInvokeError()})");
         }
 
-        _wake = Libc.eventfd(0, Libc.EFD_NONBLOCK | Libc.EFD_CLOEXEC);
-        if (_wake < 0)
-        {
-            Libc.close(_epoll);
-            throw new IOException($"eventfd failed (errno {Marshal.GetLastPInvokeError()})");
-        }
-
-        Add(_wake, Libc.EPOLLIN, WakeToken);
-        _thread = new Thread(Run) { IsBackground = true, Name = $"sidekick-io-{index}" };
-        _thread.UnsafeStart();
+        new Thread(Run) { IsBackground = true, Name = $"sidekick-io-{index}" }.UnsafeStart();
     }
 
     /// <summary>Its place among the process's loops (0-based).</summary>
@@ -94,17 +82,6 @@ internal sealed unsafe class EventLoop : IDisposable
         }
     }
 
-    public void Dispose()
-    {
-        _stopping = true;
-        ulong one = 1;
-        Libc.write(_wake, (byte*)&one, sizeof(ulong));
-        if (Thread.CurrentThread != _thread)
-        {
-            _thread.Join();
-        }
-    }
-
     private void Add(int fd, uint events, ulong token)
     {
         var eventData = stackalloc byte[16];
@@ -121,47 +98,31 @@ internal sealed unsafe class EventLoop : IDisposable
         t_current = this;
         var size = Libc.EpollEventSize;
         var events = (byte*)NativeMemory.Alloc((nuint)(MaxEvents * size));
-        try
+        while (true)
         {
-            while (!_stopping)
+            var count = Libc.epoll_wait(_epoll, events, MaxEvents, -1);
+            if (count < 0)
             {
-                var count = Libc.epoll_wait(_epoll, events, MaxEvents, -1);
-                if (count < 0)
+                if (Marshal.GetLastPInvokeError() == Libc.EINTR)
                 {
-                    if (Marshal.GetLastPInvokeError() == Libc.EINTR)
-                    {
-                        continue;
-                    }
-
-                    throw new IOException($"epoll_wait failed (errno {Marshal.GetLastPInvokeError()})");
+                    continue;
                 }
 
-                // Read after the wait: a socket is in the table before it is added to the epoll set.
-                var slots = Volatile.Read(ref _slots);
-                for (var i = 0; i < count; i++)
-                {
-                    var entry = events + i * size;
-                    var token = *(ulong*)(entry + Libc.EpollDataOffset);
-                    if (token == WakeToken)
-                    {
-                        ulong drained;
-                        Libc.read(_wake, (byte*)&drained, sizeof(ulong));
-                        continue;
-                    }
+                throw new IOException($"epoll_wait failed (errno {Marshal.GetLastPInvokeError()})");
+            }
 
-                    var slot = (int)(uint)token;
-                    if (slot < slots.Length && Volatile.Read(ref slots[slot]) is { } socket && socket.Token == token)
-                    {
-                        Dispatch(socket, *(uint*)entry);
-                    }
+            // Read after the wait: a socket is in the table before it is added to the epoll set.
+            var slots = Volatile.Read(ref _slots);
+            for (var i = 0; i < count; i++)
+            {
+                var entry = events + i * size;
+                var token = *(ulong*)(entry + Libc.EpollDataOffset);
+                var slot = (int)(uint)token;
+                if (slot < slots.Length && Volatile.Read(ref slots[slot]) is { } socket && socket.Token == token)
+                {
+                    Dispatch(socket, *(uint*)entry);
                 }
             }
-        }
-        finally
-        {
-            NativeMemory.Free(events);
-            Libc.close(_wake);
-            Libc.close(_epoll);
         }
     }
 

@@ -14,8 +14,6 @@ internal static unsafe partial class Libc
     public const uint EPOLLET = 1u << 31;
     public const int EPOLL_CTL_ADD = 1;
     public const int EPOLL_CLOEXEC = 0x80000;
-    public const int EFD_NONBLOCK = 0x800;
-    public const int EFD_CLOEXEC = 0x80000;
     public const int MSG_NOSIGNAL = 0x4000;
     public const int EINTR = 4;
     public const int EAGAIN = 11;
@@ -52,18 +50,6 @@ internal static unsafe partial class Libc
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int epoll_wait(int epfd, byte* events, int maxEvents, int timeout);
-
-    [LibraryImport("libc", SetLastError = true)]
-    public static partial int eventfd(uint initialValue, int flags);
-
-    [LibraryImport("libc", SetLastError = true)]
-    public static partial nint read(int fd, byte* buffer, nint count);
-
-    [LibraryImport("libc", SetLastError = true)]
-    public static partial nint write(int fd, byte* buffer, nint count);
-
-    [LibraryImport("libc", SetLastError = true)]
-    public static partial int close(int fd);
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial nint recv(SafeSocketHandle socket, byte* buffer, nint length, int flags);

@@ -18,7 +18,6 @@ internal sealed class LoopSocket : IDisposable
     private const int MaxVectors = 32;
 
     private readonly SafeSocketHandle _handle;
-    private readonly EventLoop _loop;
     private readonly ReceiveOperation _receive;
     private readonly SendOperation _send;
     private MemoryHandle[]? _pins;
@@ -38,7 +37,7 @@ internal sealed class LoopSocket : IDisposable
         Socket = socket;
         socket.Blocking = false;
         _handle = socket.SafeHandle;
-        _loop = loop;
+        Loop = loop;
         _receive = new ReceiveOperation(this);
         _send = new SendOperation(this);
         if (connecting)
@@ -53,7 +52,7 @@ internal sealed class LoopSocket : IDisposable
     public Socket Socket { get; }
 
     /// <summary>The loop serving this socket.</summary>
-    public EventLoop Loop => _loop;
+    public EventLoop Loop { get; }
 
     /// <summary>The loop's key for this socket's events.</summary>
     public ulong Token { get; set; }
@@ -90,16 +89,14 @@ internal sealed class LoopSocket : IDisposable
 
             return connection;
         }
-        catch (SocketException) when (cancellationToken.IsCancellationRequested)
+        catch (Exception ex)
         {
-            connection?.Dispose();
-            socket.Dispose();
-            throw new OperationCanceledException(cancellationToken);
-        }
-        catch
-        {
-            connection?.Dispose();
-            socket.Dispose();
+            ((IDisposable?)connection ?? socket).Dispose();
+            if (ex is SocketException && cancellationToken.IsCancellationRequested)
+            {
+                throw new OperationCanceledException(cancellationToken);
+            }
+
             throw;
         }
     }
@@ -140,7 +137,7 @@ internal sealed class LoopSocket : IDisposable
         // Pending operations fail now rather than wait for an event that a closed descriptor never gets.
         OnReadiness(Libc.EPOLLIN | Libc.EPOLLOUT);
         Socket.Dispose();
-        _loop.Unregister(this);
+        Loop.Unregister(this);
     }
 
     /// <summary>Called by the loop with the events the kernel reported.</summary>
@@ -209,14 +206,9 @@ internal sealed class LoopSocket : IDisposable
                 return 0; // end of stream stays readable: no edge will announce it twice
             }
 
-            var errno = Marshal.GetLastPInvokeError();
-            if (errno == Libc.EAGAIN)
+            if (WouldBlock())
             {
                 _readDrained = seen;
-            }
-            else if (errno != Libc.EINTR)
-            {
-                throw new SocketException((int)Libc.ToSocketError(errno));
             }
         }
     }
@@ -249,14 +241,9 @@ internal sealed class LoopSocket : IDisposable
                 continue;
             }
 
-            var errno = Marshal.GetLastPInvokeError();
-            if (errno == Libc.EAGAIN)
+            if (WouldBlock())
             {
                 _writeDrained = seen;
-            }
-            else if (errno != Libc.EINTR)
-            {
-                throw new SocketException((int)Libc.ToSocketError(errno));
             }
         }
 
@@ -318,6 +305,16 @@ internal sealed class LoopSocket : IDisposable
         return error == 0 ? true : throw new SocketException(error);
     }
 
+    /// <summary>
+    /// After a failed call: true for EAGAIN (wait for the next edge), false for EINTR (ask again at once);
+    /// any other error is thrown as the <see cref="SocketException"/> .NET would report.
+    /// </summary>
+    private static bool WouldBlock()
+    {
+        var errno = Marshal.GetLastPInvokeError();
+        return errno == Libc.EAGAIN || (errno != Libc.EINTR ? throw new SocketException((int)Libc.ToSocketError(errno)) : false);
+    }
+
     private void ThrowIfClosed()
     {
         if (Volatile.Read(ref _closed) != 0)
@@ -326,78 +323,22 @@ internal sealed class LoopSocket : IDisposable
         }
     }
 
-    /// <summary>The pending receive: completed by whichever thread sees the socket readable first.</summary>
-    private sealed class ReceiveOperation(LoopSocket socket) : IValueTaskSource<int>
+    /// <summary>
+    /// A pending operation, completed by whichever thread first finds it can finish: the loop on an edge,
+    /// the caller right after arming (an edge may have come between its failed attempt and arming), or
+    /// <see cref="Dispose"/>. <c>_waiting</c> hands the attempt to exactly one of them.
+    /// </summary>
+    private abstract class PendingOperation<TResult> : IValueTaskSource<TResult>, IValueTaskSource
     {
-        private ManualResetValueTaskSourceCore<int> _core;
-        private Memory<byte> _buffer;
+        private ManualResetValueTaskSourceCore<TResult> _core;
         private int _waiting;
 
-        public ValueTask<int> Wait(Memory<byte> buffer)
+        protected short Arm()
         {
-            _buffer = buffer;
-            _core.Reset();
-            Interlocked.Exchange(ref _waiting, 1);
-            TryComplete(); // an edge may have come between the failed attempt and arming
-            return new ValueTask<int>(this, _core.Version);
-        }
-
-        public void TryComplete()
-        {
-            while (Interlocked.Exchange(ref _waiting, 0) == 1)
-            {
-                int received;
-                try
-                {
-                    received = socket.TryReceive(_buffer.Span);
-                }
-                catch (Exception ex)
-                {
-                    _buffer = default;
-                    _core.SetException(ex);
-                    return;
-                }
-
-                if (received >= 0)
-                {
-                    _buffer = default;
-                    _core.SetResult(received);
-                    return;
-                }
-
-                // Still nothing: wait again, unless an edge arrived while we looked.
-                Interlocked.Exchange(ref _waiting, 1);
-                if (!socket.MaybeReadable)
-                {
-                    return;
-                }
-            }
-        }
-
-        public int GetResult(short token) => _core.GetResult(token);
-
-        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
-
-        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-            _core.OnCompleted(continuation, state, token, flags);
-    }
-
-    /// <summary>The pending send (or connect): completed when the socket took everything (or connected).</summary>
-    private sealed class SendOperation(LoopSocket socket) : IValueTaskSource
-    {
-        private ManualResetValueTaskSourceCore<bool> _core;
-        private ReadOnlySequence<byte> _remaining;
-        private bool _connecting;
-        private int _waiting;
-
-        public ValueTask Wait(ReadOnlySequence<byte> remaining, bool connecting)
-        {
-            _remaining = remaining;
-            _connecting = connecting;
             _core.Reset();
             Interlocked.Exchange(ref _waiting, 1);
             TryComplete();
-            return new ValueTask(this, _core.Version);
+            return _core.Version;
         }
 
         public void TryComplete()
@@ -405,37 +346,96 @@ internal sealed class LoopSocket : IDisposable
             while (Interlocked.Exchange(ref _waiting, 0) == 1)
             {
                 bool done;
+                TResult result;
                 try
                 {
-                    done = _connecting ? socket.TryFinishConnect() : socket.TrySend(ref _remaining);
+                    done = TryFinish(out result);
                 }
                 catch (Exception ex)
                 {
-                    _remaining = default;
+                    Forget();
                     _core.SetException(ex);
                     return;
                 }
 
                 if (done)
                 {
-                    _remaining = default;
-                    _core.SetResult(true);
+                    Forget();
+                    _core.SetResult(result);
                     return;
                 }
 
+                // Still not possible: wait again, unless an edge arrived while we looked.
                 Interlocked.Exchange(ref _waiting, 1);
-                if (!socket.MaybeWritable)
+                if (!MaybeReady)
                 {
                     return;
                 }
             }
         }
 
-        public void GetResult(short token) => _core.GetResult(token);
+        /// <summary>Whether an edge came since the kernel last said EAGAIN.</summary>
+        protected abstract bool MaybeReady { get; }
+
+        /// <summary>One attempt: true with the result when done; throws the operation's error.</summary>
+        protected abstract bool TryFinish(out TResult result);
+
+        /// <summary>Drops the references to the caller's memory once the operation is over.</summary>
+        protected abstract void Forget();
+
+        public TResult GetResult(short token) => _core.GetResult(token);
+
+        void IValueTaskSource.GetResult(short token) => _core.GetResult(token);
 
         public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
 
         public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
             _core.OnCompleted(continuation, state, token, flags);
+    }
+
+    /// <summary>The pending receive.</summary>
+    private sealed class ReceiveOperation(LoopSocket socket) : PendingOperation<int>
+    {
+        private Memory<byte> _buffer;
+
+        public ValueTask<int> Wait(Memory<byte> buffer)
+        {
+            _buffer = buffer;
+            return new ValueTask<int>(this, Arm());
+        }
+
+        protected override bool MaybeReady => socket.MaybeReadable;
+
+        protected override bool TryFinish(out int received)
+        {
+            received = socket.TryReceive(_buffer.Span);
+            return received >= 0;
+        }
+
+        protected override void Forget() => _buffer = default;
+    }
+
+    /// <summary>The pending send (or connect): done when the socket took everything (or connected).</summary>
+    private sealed class SendOperation(LoopSocket socket) : PendingOperation<bool>
+    {
+        private ReadOnlySequence<byte> _remaining;
+        private bool _connecting;
+
+        public ValueTask Wait(ReadOnlySequence<byte> remaining, bool connecting)
+        {
+            _remaining = remaining;
+            _connecting = connecting;
+            return new ValueTask(this, Arm());
+        }
+
+        protected override bool MaybeReady => socket.MaybeWritable;
+
+        protected override bool TryFinish(out bool done)
+        {
+            done = _connecting ? socket.TryFinishConnect() : socket.TrySend(ref _remaining);
+            return done;
+        }
+
+        protected override void Forget() => _remaining = default;
     }
 }

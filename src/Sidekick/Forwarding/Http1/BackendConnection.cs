@@ -114,15 +114,15 @@ internal sealed class BackendConnection : IDisposable
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask SendAsync(ReadOnlyMemory<byte> data)
     {
+        if (_loopSocket is { } loopSocket)
+        {
+            await loopSocket.SendAsync(data); // sends it all
+            Touch();
+            return;
+        }
+
         while (!data.IsEmpty)
         {
-            if (_loopSocket is { } loopSocket)
-            {
-                await loopSocket.SendAsync(data);
-                Touch();
-                return;
-            }
-
             var sent = await _socket.SendAsync(data, SocketFlags.None);
             data = data[sent..];
             Touch();
@@ -163,10 +163,7 @@ internal sealed class BackendConnection : IDisposable
             }
         }
 
-        var destination = buffer.AsMemory(_end);
-        var received = _loopSocket is { } loopSocket
-            ? await loopSocket.ReceiveAsync(destination)
-            : await _socket.ReceiveAsync(destination, SocketFlags.None);
+        var received = await ReceiveFromSocketAsync(buffer.AsMemory(_end));
         _end += received;
         Touch();
         return received;
@@ -176,12 +173,13 @@ internal sealed class BackendConnection : IDisposable
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<int> ReceiveIntoAsync(Memory<byte> destination)
     {
-        var received = _loopSocket is { } loopSocket
-            ? await loopSocket.ReceiveAsync(destination)
-            : await _socket.ReceiveAsync(destination, SocketFlags.None);
+        var received = await ReceiveFromSocketAsync(destination);
         Touch();
         return received;
     }
+
+    private ValueTask<int> ReceiveFromSocketAsync(Memory<byte> destination) =>
+        _loopSocket?.ReceiveAsync(destination) ?? _socket.ReceiveAsync(destination, SocketFlags.None);
 
     /// <summary>
     /// Whether an idle connection was closed (or sent something unasked) by the backend: a non-blocking
@@ -215,15 +213,7 @@ internal sealed class BackendConnection : IDisposable
             return;
         }
 
-        if (_loopSocket is { } loopSocket)
-        {
-            loopSocket.Dispose();
-        }
-        else
-        {
-            _socket.Dispose();
-        }
-
+        ((IDisposable?)_loopSocket ?? _socket).Dispose();
         Pool.OnClosed(this);
     }
 }

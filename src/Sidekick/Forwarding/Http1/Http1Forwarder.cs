@@ -479,7 +479,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         _ => ex.InnerException?.Message ?? ex.Message,
     };
 
-    /// <summary>Without DNS hooks (tests): the system resolver, each address in turn.</summary>
+    /// <summary>Without DNS hooks (tests): an IP literal as it is, names through the system resolver.</summary>
     private static async ValueTask<IPAddress[]> ResolveDirectAsync(string host, CancellationToken cancellationToken) =>
         IPAddress.TryParse(host.Trim('[', ']'), out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancellationToken);
 

@@ -9,41 +9,40 @@ internal static class BackendSockets
 {
     public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
 
-    public static async ValueTask<Socket> ConnectAsync(IReadOnlyList<IPAddress> addresses, int port, CancellationToken cancellationToken)
-    {
-        Exception? last = null;
-        foreach (var address in addresses)
+    public static ValueTask<Socket> ConnectAsync(IReadOnlyList<IPAddress> addresses, int port, CancellationToken cancellationToken) =>
+        FirstThatAcceptsAsync(addresses, port, static async (endpoint, timeout) =>
         {
-            var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(ConnectTimeout);
+            var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             try
             {
-                await socket.ConnectAsync(new IPEndPoint(address, port), timeout.Token);
+                await socket.ConnectAsync(endpoint, timeout);
                 return socket;
             }
-            catch (Exception ex) when (ex is SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            catch
             {
                 socket.Dispose();
-                last = ex is OperationCanceledException ? new SocketException((int)SocketError.TimedOut) : ex;
+                throw;
             }
-        }
-
-        throw last ?? new SocketException((int)SocketError.HostNotFound);
-    }
+        }, cancellationToken);
 
     /// <summary>The same, for a socket served by sidekick's event loops (the caller's own loop when it runs on one).</summary>
-    public static async ValueTask<LoopSocket> ConnectAsync(IReadOnlyList<IPAddress> addresses, int port, EventLoops loops, CancellationToken cancellationToken)
+    public static ValueTask<LoopSocket> ConnectAsync(IReadOnlyList<IPAddress> addresses, int port, EventLoops loops, CancellationToken cancellationToken)
+    {
+        var loop = loops.Pick();
+        return FirstThatAcceptsAsync(addresses, port, (endpoint, timeout) => LoopSocket.ConnectAsync(endpoint, loop, timeout), cancellationToken);
+    }
+
+    private static async ValueTask<T> FirstThatAcceptsAsync<T>(
+        IReadOnlyList<IPAddress> addresses, int port, Func<IPEndPoint, CancellationToken, ValueTask<T>> connect, CancellationToken cancellationToken)
     {
         Exception? last = null;
-        var loop = loops.Pick();
         foreach (var address in addresses)
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(ConnectTimeout);
             try
             {
-                return await LoopSocket.ConnectAsync(new IPEndPoint(address, port), loop, timeout.Token);
+                return await connect(new IPEndPoint(address, port), timeout.Token);
             }
             catch (Exception ex) when (ex is SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
             {
