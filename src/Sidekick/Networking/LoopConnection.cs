@@ -120,6 +120,8 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
             var writer = _input.Writer;
             while (true)
             {
+                // Take a block of the pool only once bytes are there: an idle keep-alive connection holds none.
+                await _socket.WaitReadableAsync();
                 var received = await _socket.ReceiveAsync(writer.GetMemory(MinimumReceiveSpace));
                 if (received == 0)
                 {

@@ -108,6 +108,12 @@ internal sealed class LoopSocket : IDisposable
         return received >= 0 ? new ValueTask<int>(received) : _receive.Wait(buffer);
     }
 
+    /// <summary>
+    /// Completes once bytes or the end of the stream may be waiting, without taking a buffer, so an idle
+    /// connection holds no memory (a spurious edge is possible: the receive that follows may still wait).
+    /// </summary>
+    public ValueTask WaitReadableAsync() => MaybeReadable ? default : _receive.WaitReadable();
+
     public ValueTask SendAsync(ReadOnlyMemory<byte> data) => SendAsync(new ReadOnlySequence<byte>(data));
 
     /// <summary>Sends all of <paramref name="data"/> (several segments in one system call).</summary>
@@ -393,21 +399,36 @@ internal sealed class LoopSocket : IDisposable
             _core.OnCompleted(continuation, state, token, flags);
     }
 
-    /// <summary>The pending receive.</summary>
+    /// <summary>The pending receive, or the wait for readiness that comes before one.</summary>
     private sealed class ReceiveOperation(LoopSocket socket) : PendingOperation<int>
     {
         private Memory<byte> _buffer;
+        private bool _readinessOnly;
 
         public ValueTask<int> Wait(Memory<byte> buffer)
         {
             _buffer = buffer;
+            _readinessOnly = false;
             return new ValueTask<int>(this, Arm());
+        }
+
+        public ValueTask WaitReadable()
+        {
+            _readinessOnly = true;
+            return new ValueTask(this, Arm());
         }
 
         protected override bool MaybeReady => socket.MaybeReadable;
 
         protected override bool TryFinish(out int received)
         {
+            if (_readinessOnly)
+            {
+                received = 0;
+                socket.ThrowIfClosed();
+                return socket.MaybeReadable;
+            }
+
             received = socket.TryReceive(_buffer.Span);
             return received >= 0;
         }

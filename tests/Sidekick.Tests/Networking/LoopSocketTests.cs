@@ -72,6 +72,40 @@ public sealed class LoopSocketTests : IDisposable
     }
 
     [Fact]
+    public async Task Waiting_for_readiness_takes_no_bytes_and_ends_with_data_close_or_dispose()
+    {
+        using var socket = await LoopSocket.ConnectAsync(Endpoint, EventLoops.Shared.Pick(), CancellationToken.None);
+        using var peer = await _listener.AcceptAsync();
+        var buffer = new byte[100];
+
+        for (var round = 0; round < 2; round++)
+        {
+            // Nothing sent yet, or the last bytes were all received: the wait must not end by itself.
+            var waiting = socket.WaitReadableAsync().AsTask();
+            await Task.Delay(100);
+            Assert.False(waiting.IsCompleted);
+            await peer.SendAsync("hello"u8.ToArray());
+            await waiting.WaitAsync(Patience);
+            var stillReadable = socket.WaitReadableAsync().AsTask(); // nothing was taken: ready at once
+            Assert.True(stillReadable.IsCompletedSuccessfully);
+            Assert.Equal(5, await socket.ReceiveAsync(buffer).AsTask().WaitAsync(Patience));
+            Assert.Equal("hello"u8.ToArray(), buffer[..5]);
+        }
+
+        var untilClose = socket.WaitReadableAsync().AsTask();
+        peer.Shutdown(SocketShutdown.Send);
+        await untilClose.WaitAsync(Patience);
+        Assert.Equal(0, await socket.ReceiveAsync(buffer).AsTask().WaitAsync(Patience));
+
+        using var other = await LoopSocket.ConnectAsync(Endpoint, EventLoops.Shared.Pick(), CancellationToken.None);
+        using var otherPeer = await _listener.AcceptAsync();
+        var untilDispose = other.WaitReadableAsync().AsTask();
+        other.Dispose();
+        var error = await Assert.ThrowsAsync<SocketException>(() => untilDispose.WaitAsync(Patience));
+        Assert.Equal(SocketError.OperationAborted, error.SocketErrorCode);
+    }
+
+    [Fact]
     public async Task End_of_stream_is_reported_every_time_it_is_asked()
     {
         using var socket = await LoopSocket.ConnectAsync(Endpoint, EventLoops.Shared.Pick(), CancellationToken.None);
