@@ -2,6 +2,9 @@
 import csv, os, platform, subprocess, sys
 
 tsv, startup_ms, sk_idle_kb, hap_idle_kb, size_bytes, duration = sys.argv[1:7]
+# "121 (five launches: 124 120 122 121 119)" from run.sh: the median first, every launch after it.
+startup_median, _, launches = startup_ms.partition(" (five launches: ")
+startup_text = f"{startup_median} ms" + (f" (median of five launches: {launches.rstrip(')').replace(' ', ', ')} ms)" if launches else "")
 raw = list(csv.DictReader(open(tsv), delimiter="\t"))
 
 # Each measurement may have been taken in several rounds (ROUNDS in run.sh); every figure is the median of
@@ -33,7 +36,7 @@ lines = ["# Benchmark results", "",
          f"Load generator (wrk, 2 threads), backend (nginx, 1 worker), proxy and wrk share the same 2 cores, so absolute "
          f"numbers are low and noisy; **ratios against HAProxy from the same run are the headline**. {duration} s per measurement; "
          f"{rounds} round(s), interleaved, each figure the median of its rounds.", "",
-         f"sidekick Native AOT binary: {int(size_bytes) / 1e6:.1f} MB; startup to first proxied 200: {startup_ms} ms; "
+         f"sidekick Native AOT binary: {int(size_bytes) / 1e6:.1f} MB; startup to first proxied 200: {startup_text}; "
          f"idle RSS: {int(sk_idle_kb) / 1024:.1f} MB (HAProxy {int(hap_idle_kb) / 1024:.1f} MB).", "",
          "| size | conns | target | req/s | p50 ms | p99 ms | proxy CPU µs/req | proxy RSS MB | req/s vs HAProxy | CPU vs HAProxy | p99 vs HAProxy |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]

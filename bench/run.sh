@@ -83,13 +83,19 @@ nginx -c "$OUT/backend.conf" -p "$OUT"
 haproxy -f "$OUT/haproxy.cfg" -D -p "$OUT/haproxy.pid"; HAP_PID=$(cat "$OUT/haproxy.pid")
 nginx -c "$OUT/proxy.conf" -p "$OUT"
 
-# sidekick: startup to first proxied 200
-start=$(date +%s%N)
-"$SIDEKICK" --address 127.0.0.1:$SK --health-path=/health --trace "" --quiet \
-  "http://127.0.0.1:{$B1...$B2}" >/dev/null 2>&1 &
-SK_PID=$!
-until curl -sf -o /dev/null "http://127.0.0.1:$SK/1k"; do sleep 0.002; done
-STARTUP_MS=$(( ($(date +%s%N) - start) / 1000000 ))
+# sidekick: startup to first proxied 200, the median of five launches (one launch on a busy shared
+# machine can take twice as long as the next).
+startups=()
+for launch in 1 2 3 4 5; do
+  start=$(date +%s%N)
+  "$SIDEKICK" --address 127.0.0.1:$SK --health-path=/health --trace "" --quiet \
+    "http://127.0.0.1:{$B1...$B2}" >/dev/null 2>&1 &
+  SK_PID=$!
+  until curl -sf -o /dev/null "http://127.0.0.1:$SK/1k"; do sleep 0.002; done
+  startups+=($(( ($(date +%s%N) - start) / 1000000 )))
+  if [ $launch -lt 5 ]; then kill $SK_PID; wait $SK_PID 2>/dev/null || true; fi
+done
+STARTUP_MS="$(printf '%s\n' "${startups[@]}" | sort -n | sed -n 3p) (five launches: ${startups[*]})"
 # The same with every request traced as JSON (to /dev/null): the cost of tracing (observability issue).
 "$SIDEKICK" --address 127.0.0.1:$SKT --health-path=/health --trace all --json \
   "http://127.0.0.1:{$B1...$B2}" >/dev/null 2>&1 &
