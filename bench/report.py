@@ -2,9 +2,10 @@
 import csv, os, platform, subprocess, sys
 
 tsv, startup_ms, sk_idle_kb, hap_idle_kb, size_bytes, duration = sys.argv[1:7]
-# "121 (five launches: 124 120 122 121 119)" from run.sh: the median first, every launch after it.
-startup_median, _, launches = startup_ms.partition(" (five launches: ")
-startup_text = f"{startup_median} ms" + (f" (median of five launches: {launches.rstrip(')').replace(' ', ', ')} ms)" if launches else "")
+# Every launch's startup in ms, space-separated (run.sh launches five): the median, then all of them.
+launches = sorted(int(ms) for ms in startup_ms.split())
+startup_text = f"{launches[len(launches) // 2]} ms" + (
+    f" (median of {len(launches)} launches: {', '.join(startup_ms.split())} ms)" if len(launches) > 1 else "")
 raw = list(csv.DictReader(open(tsv), delimiter="\t"))
 
 # Each measurement may have been taken in several rounds (ROUNDS in run.sh); every figure is the median of

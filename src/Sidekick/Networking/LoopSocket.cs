@@ -318,7 +318,17 @@ internal sealed class LoopSocket : IDisposable
     private static bool WouldBlock()
     {
         var errno = Marshal.GetLastPInvokeError();
-        return errno == Libc.EAGAIN || (errno != Libc.EINTR ? throw new SocketException((int)Libc.ToSocketError(errno)) : false);
+        if (errno == Libc.EAGAIN)
+        {
+            return true;
+        }
+
+        if (errno == Libc.EINTR)
+        {
+            return false;
+        }
+
+        throw new SocketException((int)Libc.ToSocketError(errno));
     }
 
     private void ThrowIfClosed()
