@@ -144,13 +144,95 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
                 }
             }
 
-            if (await ExchangeAsync(context, connection, headBytes, activityTimeout, resendable || bodyLength == 0) is { } outcome)
+            // One request and response on this connection. Written out in the attempt loop rather than
+            // awaited as its own method: one state machine per exchange instead of two.
+            connection.BeginExchange(activityTimeout);
+            var registration = context.RequestAborted.UnsafeRegister(static c => ((BackendConnection)c!).Dispose(), connection);
+            var reused = connection.HasServedRequest;
+            var receivedAny = false;
+            ResponseHead response;
+            try
             {
-                return outcome;
+                await connection.SendAsync(headBytes);
+                int headLength;
+                while (true)
+                {
+                    headLength = ResponseHead.FindEnd(connection.Buffered);
+                    if (headLength < 0)
+                    {
+                        if (await connection.ReceiveAsync(MaxResponseHeadBytes) == 0)
+                        {
+                            throw new HttpRequestException(HttpRequestError.ResponseEnded, "the backend closed the connection before a complete response head");
+                        }
+
+                        receivedAny = true;
+                        continue;
+                    }
+
+                    // 1xx interim responses (100 Continue, 103 Early Hints) are not forwarded, as with HttpClient.
+                    if (ResponseHead.PeekStatus(connection.Buffered[..headLength]) is >= 100 and < 200 and not 101)
+                    {
+                        connection.Consume(headLength);
+                        continue;
+                    }
+
+                    break;
+                }
+
+                response = ResponseHead.Apply(connection.Buffered[..headLength], context.Response, HttpMethods.IsHead(context.Request.Method), connection.HeaderValues);
+                context.Response.Headers["X-Proxy"] = ProxyMarker;
+                connection.Consume(headLength);
+            }
+            catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or HttpRequestException)
+            {
+                registration.Dispose();
+                Close(connection);
+                if (context.RequestAborted.IsCancellationRequested)
+                {
+                    return Fail(context, ForwarderError.RequestCanceled, ex);
+                }
+
+                if (reused && !receivedAny && (resendable || bodyLength == 0) &&
+                    ex is not HttpRequestException { HttpRequestError: HttpRequestError.InvalidResponse })
+                {
+                    // The backend had closed the kept-alive connection as we sent on it: nothing reached
+                    // its application, so the same bytes go out again on a fresh connection.
+                    continue;
+                }
+
+                return connection.TimedOut
+                    ? Fail(context, ForwarderError.RequestTimedOut, new TimeoutException("the backend did not answer within the activity timeout", ex))
+                    : Fail(context, ForwarderError.Request, ex as HttpRequestException ?? new HttpRequestException(HttpRequestError.Unknown, TransportFailure(ex), ex));
             }
 
-            // The backend had closed the kept-alive connection as we sent on it: nothing reached its
-            // application, so the same bytes go out again on a fresh connection.
+            try
+            {
+                await CopyBodyAsync(context, connection, response);
+            }
+            catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or HttpRequestException or OperationCanceledException)
+            {
+                registration.Dispose();
+                Close(connection);
+                var (error, cause) = context.RequestAborted.IsCancellationRequested ? (ForwarderError.ResponseBodyCanceled, ex)
+                    : ex is ClientWriteException ? (ForwarderError.ResponseBodyClient, ex.InnerException!)
+                    : connection.TimedOut ? (ForwarderError.ResponseBodyDestination, new TimeoutException("the backend stalled past the activity timeout", ex))
+                    : (ForwarderError.ResponseBodyDestination, ex);
+                return Fail(context, error, cause);
+            }
+
+            registration.Dispose();
+            if (response.Reusable && connection.BufferedCount == 0 && !connection.IsClosed)
+            {
+                connection.EndExchange();
+                connection.HasServedRequest = true;
+                connection.Pool.Return(connection);
+            }
+            else
+            {
+                Close(connection);
+            }
+
+            return ForwarderError.None;
         }
     }
 
@@ -178,113 +260,15 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         }
     }
 
-    /// <summary>
-    /// One request and response on one connection: the outcome, or null when a reused connection turned
-    /// out closed by the backend before any response byte and the request may go out again.
-    /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private static async ValueTask<ForwarderError?> ExchangeAsync(
-        HttpContext context, BackendConnection connection, ReadOnlyMemory<byte> requestBytes, TimeSpan activityTimeout, bool mayResend)
+    /// <summary>The response body as the backend framed it (the caller's await is the only state machine).</summary>
+    private static ValueTask CopyBodyAsync(HttpContext context, BackendConnection connection, ResponseHead response) => response.Framing switch
     {
-        connection.BeginExchange(activityTimeout);
-        var registration = context.RequestAborted.UnsafeRegister(static c => ((BackendConnection)c!).Dispose(), connection);
-        var reused = connection.HasServedRequest;
-        var receivedAny = false;
-        ResponseHead response;
-        try
-        {
-            await connection.SendAsync(requestBytes);
-            int headLength;
-            while (true)
-            {
-                headLength = ResponseHead.FindEnd(connection.Buffered);
-                if (headLength < 0)
-                {
-                    if (await connection.ReceiveAsync(MaxResponseHeadBytes) == 0)
-                    {
-                        throw new HttpRequestException(HttpRequestError.ResponseEnded, "the backend closed the connection before a complete response head");
-                    }
-
-                    receivedAny = true;
-                    continue;
-                }
-
-                // 1xx interim responses (100 Continue, 103 Early Hints) are not forwarded, as with HttpClient.
-                if (ResponseHead.PeekStatus(connection.Buffered[..headLength]) is >= 100 and < 200 and not 101)
-                {
-                    connection.Consume(headLength);
-                    continue;
-                }
-
-                break;
-            }
-
-            response = ResponseHead.Apply(connection.Buffered[..headLength], context.Response, HttpMethods.IsHead(context.Request.Method), connection.HeaderValues);
-            context.Response.Headers["X-Proxy"] = ProxyMarker;
-            connection.Consume(headLength);
-        }
-        catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or HttpRequestException)
-        {
-            registration.Dispose();
-            Close(connection);
-            if (context.RequestAborted.IsCancellationRequested)
-            {
-                return Fail(context, ForwarderError.RequestCanceled, ex);
-            }
-
-            if (reused && !receivedAny && mayResend && ex is not HttpRequestException { HttpRequestError: HttpRequestError.InvalidResponse })
-            {
-                return null;
-            }
-
-            return connection.TimedOut
-                ? Fail(context, ForwarderError.RequestTimedOut, new TimeoutException("the backend did not answer within the activity timeout", ex))
-                : Fail(context, ForwarderError.Request, ex as HttpRequestException ?? new HttpRequestException(HttpRequestError.Unknown, TransportFailure(ex), ex));
-        }
-
-        try
-        {
-            switch (response.Framing)
-            {
-                case BodyFraming.ContentLength when context.Response.Body is IServerBodyWriter server:
-                    await CopyLengthDirectAsync(context, server, connection, response.ContentLength);
-                    break;
-                case BodyFraming.ContentLength:
-                    await CopyLengthAsync(context, connection, response.ContentLength);
-                    break;
-                case BodyFraming.Chunked:
-                    await CopyChunkedAsync(context, connection);
-                    break;
-                case BodyFraming.UntilClose:
-                    await CopyToEndAsync(context, connection);
-                    break;
-            }
-        }
-        catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or HttpRequestException or OperationCanceledException)
-        {
-            registration.Dispose();
-            Close(connection);
-            var (error, cause) = context.RequestAborted.IsCancellationRequested ? (ForwarderError.ResponseBodyCanceled, ex)
-                : ex is ClientWriteException ? (ForwarderError.ResponseBodyClient, ex.InnerException!)
-                : connection.TimedOut ? (ForwarderError.ResponseBodyDestination, new TimeoutException("the backend stalled past the activity timeout", ex))
-                : (ForwarderError.ResponseBodyDestination, ex);
-            return Fail(context, error, cause);
-        }
-
-        registration.Dispose();
-        if (response.Reusable && connection.BufferedCount == 0 && !connection.IsClosed)
-        {
-            connection.EndExchange();
-            connection.HasServedRequest = true;
-            connection.Pool.Return(connection);
-        }
-        else
-        {
-            Close(connection);
-        }
-
-        return ForwarderError.None;
-    }
+        BodyFraming.ContentLength when context.Response.Body is IServerBodyWriter server => CopyLengthDirectAsync(context, server, connection, response.ContentLength),
+        BodyFraming.ContentLength => CopyLengthAsync(context, connection, response.ContentLength),
+        BodyFraming.Chunked => CopyChunkedAsync(context, connection),
+        BodyFraming.UntilClose => CopyToEndAsync(context, connection),
+        _ => ValueTask.CompletedTask,
+    };
 
     /// <summary>
     /// Copies a body of known length through the response stream (when something other than the exchange
