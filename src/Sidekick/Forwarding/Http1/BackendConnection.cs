@@ -136,6 +136,19 @@ internal sealed class BackendConnection : IDisposable
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<int> ReceiveAsync(int limit = LargeBufferSize)
     {
+        var received = await ReceiveIntoAsync(ReceiveRoom(limit));
+        Received(received);
+        return received;
+    }
+
+    /// <summary>
+    /// The free space after the buffered bytes, for <see cref="ReceiveIntoAsync"/> then <see cref="Received"/>:
+    /// the exchange's hot path awaits the socket in these two steps, without a state machine of
+    /// <see cref="ReceiveAsync"/>'s in between. A buffer full of unconsumed bytes grows, up to
+    /// <paramref name="limit"/>, past which it throws.
+    /// </summary>
+    public Memory<byte> ReceiveRoom(int limit)
+    {
         var buffer = _buffer!;
         if (_start == _end)
         {
@@ -163,22 +176,21 @@ internal sealed class BackendConnection : IDisposable
             }
         }
 
-        var received = await ReceiveFromSocketAsync(buffer.AsMemory(_end));
-        _end += received;
-        Touch();
-        return received;
+        return buffer.AsMemory(_end);
     }
 
-    /// <summary>Receives into memory the caller owns (nothing may be buffered); returns how many bytes, 0 at end of stream.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    public async ValueTask<int> ReceiveIntoAsync(Memory<byte> destination)
+    /// <summary>Counts bytes received into <see cref="ReceiveRoom"/> as buffered.</summary>
+    public void Received(int count)
     {
-        var received = await ReceiveFromSocketAsync(destination);
+        _end += count;
         Touch();
-        return received;
     }
 
-    private ValueTask<int> ReceiveFromSocketAsync(Memory<byte> destination) =>
+    /// <summary>
+    /// One socket receive into <paramref name="destination"/>; returns how many bytes, 0 at end of stream.
+    /// The caller notes the progress (<see cref="Received"/> or <see cref="Touch"/>).
+    /// </summary>
+    public ValueTask<int> ReceiveIntoAsync(Memory<byte> destination) =>
         _loopSocket?.ReceiveAsync(destination) ?? _socket.ReceiveAsync(destination, SocketFlags.None);
 
     /// <summary>

@@ -160,7 +160,10 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
                     headLength = ResponseHead.FindEnd(connection.Buffered);
                     if (headLength < 0)
                     {
-                        if (await connection.ReceiveAsync(MaxResponseHeadBytes) == 0)
+                        // In two steps, so nothing sits between this state machine and the socket's.
+                        var received = await connection.ReceiveIntoAsync(connection.ReceiveRoom(MaxResponseHeadBytes));
+                        connection.Received(received);
+                        if (received == 0)
                         {
                             throw new HttpRequestException(HttpRequestError.ResponseEnded, "the backend closed the connection before a complete response head");
                         }
@@ -339,6 +342,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
             }
 
             var received = await connection.ReceiveIntoAsync(memory);
+            connection.Touch();
             if (received == 0)
             {
                 throw new HttpIOException(HttpRequestError.ResponseEnded, $"the backend closed the connection with {remaining} bytes of the body still to come");
