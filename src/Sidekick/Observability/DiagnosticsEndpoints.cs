@@ -62,6 +62,20 @@ internal static class DiagnosticsEndpoints
         json.WriteNumber("totalPauseMs", GC.GetTotalPauseDuration().TotalMilliseconds);
         json.WriteBoolean("serverGC", GCSettings.IsServerGC);
         json.WriteString("latencyMode", GCSettings.LatencyMode.ToString());
+        // Sizes after the last collection, per generation: where a large heap sits (the pinned heap holds
+        // Kestrel's I/O buffers).
+        json.WriteStartObject("generations");
+        ReadOnlySpan<string> names = ["gen0", "gen1", "gen2", "loh", "poh"];
+        var generations = info.GenerationInfo;
+        for (var i = 0; i < names.Length && i < generations.Length; i++)
+        {
+            json.WriteStartObject(names[i]);
+            json.WriteNumber("sizeAfterBytes", generations[i].SizeAfterBytes);
+            json.WriteNumber("fragmentationAfterBytes", generations[i].FragmentationAfterBytes);
+            json.WriteEndObject();
+        }
+
+        json.WriteEndObject();
     }
 
     private static void WriteThreadPool(Utf8JsonWriter json)

@@ -152,6 +152,8 @@ public sealed class MetricsAndTableTests
         using var client = new HttpClient();
         var gc = JsonDocument.Parse(await client.GetStringAsync($"http://127.0.0.1:{port}/debug/gc")).RootElement;
         Assert.True(gc.GetProperty("heapSizeBytes").GetInt64() > 0);
+        Assert.True(gc.GetProperty("generations").GetProperty("gen2").GetProperty("sizeAfterBytes").GetInt64() >= 0);
+        Assert.Equal(5, gc.GetProperty("generations").EnumerateObject().Count());
         var pool = JsonDocument.Parse(await client.GetStringAsync($"http://127.0.0.1:{port}/debug/threadpool")).RootElement;
         Assert.True(pool.GetProperty("threadCount").GetInt32() > 0);
         // The diagnostics port never proxies.
