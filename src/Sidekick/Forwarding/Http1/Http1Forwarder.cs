@@ -107,6 +107,10 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         return rawTarget is { Length: > 0 } && rawTarget[0] == '/' ? rawTarget : null;
     }
 
+    /// <summary>
+    /// Sends the request on a kept-alive or new connection and copies the response to the client. A kept-alive
+    /// connection the backend had already closed gets the same bytes again on a fresh one.
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<ForwarderError> ForwardAsync(
         HttpContext context, BackendConnectionPool pool, string rawTarget, int bodyLength, TimeSpan activityTimeout)
