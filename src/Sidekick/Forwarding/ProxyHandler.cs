@@ -1,5 +1,4 @@
 using System.Net;
-using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Http.Features;
 using Sidekick.Caching;
 using Sidekick.Health;
