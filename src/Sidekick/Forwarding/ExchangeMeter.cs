@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.WebUtilities;
 
 namespace Sidekick.Forwarding;
 
@@ -17,30 +18,46 @@ internal sealed class ExchangeMeter
 {
     public const int MaxCapturedBody = 64 * 1024;
 
-    private readonly CountingReadStream _request;
+    // The reason phrase's length for every status code below 600: a table read instead of a dictionary lookup per request.
+    private static readonly int[] ReasonLengths = Enumerable.Range(0, 600).Select(status => ReasonPhrases.GetReasonPhrase(status).Length).ToArray();
+
+    private readonly CountingReadStream? _request;
     private readonly CountingWriteStream _response;
 
-    public ExchangeMeter(HttpContext context, TimeProvider time, bool captureErrorBody)
+    /// <param name="firstByteClock">Notes when the first body byte went out (for traces); null skips the clock read.</param>
+    public ExchangeMeter(HttpContext context, TimeProvider? firstByteClock, bool captureErrorBody)
     {
-        _request = new CountingReadStream(context.Request.Body);
-        _response = new CountingWriteStream(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.Response, time, captureErrorBody);
-        context.Request.Body = _request;
+        // A request that cannot have a body (a GET without Content-Length or chunking) reads none: no wrapper.
+        if (context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false)
+        {
+            _request = new CountingReadStream(context.Request.Body);
+            context.Request.Body = _request;
+        }
+
+        _response = new CountingWriteStream(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.Response, firstByteClock, captureErrorBody);
         context.Features.Set<IHttpResponseBodyFeature>(_response);
     }
 
-    public long RequestBodyBytes => _request.BytesRead;
+    public long RequestBodyBytes => _request?.BytesRead ?? 0;
 
     public long ResponseBodyBytes => _response.Written;
 
-    /// <summary>Timestamp (<see cref="TimeProvider.GetTimestamp"/>) of the first body byte sent; 0 if none.</summary>
+    /// <summary>Timestamp (<see cref="TimeProvider.GetTimestamp"/>) of the first body byte sent; 0 if none or not timed.</summary>
     public long FirstByteTimestamp => _response.FirstWriteTimestamp;
 
     public string? CapturedErrorBody => _response.Captured;
 
-    /// <summary>Header bytes as upstream counts them: every value of every header, plus Host and length.</summary>
+    /// <summary>The request's header bytes, as the forwarder counted them or (if it did not) counted now.</summary>
+    public long RequestHeaderBytesOf(HttpRequest request) =>
+        _response.CountedRequestHeaderBytes is >= 0 and var counted ? counted : RequestHeaderBytes(request);
+
+    /// <summary>
+    /// Header bytes as upstream counts them: name and value of every header, Host included once (upstream
+    /// adds the host to a header map that lacks it; Kestrel's holds it).
+    /// </summary>
     public static long RequestHeaderBytes(HttpRequest request)
     {
-        long total = "Host".Length + request.Host.Value?.Length ?? 0;
+        long total = 0;
         foreach (var (name, values) in request.Headers)
         {
             foreach (var value in values)
@@ -55,7 +72,8 @@ internal sealed class ExchangeMeter
     /// <summary>Status line and one line per response header with its first value, as upstream approximates.</summary>
     public static long ResponseHeaderBytes(HttpResponse response)
     {
-        long total = 4 + (Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(response.StatusCode).Length) + 1;
+        var status = response.StatusCode;
+        long total = 4 + ((uint)status < (uint)ReasonLengths.Length ? ReasonLengths[status] : ReasonPhrases.GetReasonPhrase(status).Length) + 1;
         foreach (var (name, values) in response.Headers)
         {
             total += name.Length + 2 + (values.Count > 0 ? values[0]?.Length ?? 0 : 0) + 1;
@@ -100,8 +118,8 @@ internal sealed class ExchangeMeter
         public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
-    private sealed class CountingWriteStream(IHttpResponseBodyFeature server, HttpResponse response, TimeProvider time, bool captureErrorBody)
-        : Stream, IServerBodyWriter, IHttpResponseBodyFeature
+    private sealed class CountingWriteStream(IHttpResponseBodyFeature server, HttpResponse response, TimeProvider? firstByteClock, bool captureErrorBody)
+        : Stream, IMeteredResponseBody, IHttpResponseBodyFeature
     {
         private readonly Stream _inner = server.Stream;
         private long _written;
@@ -115,6 +133,10 @@ internal sealed class ExchangeMeter
         public string? Captured => _captured?.ToString();
 
         public PipeWriter ServerWriter => server.Writer;
+
+        public long CountedRequestHeaderBytes { get; private set; } = -1;
+
+        public void CountedRequestHeaders(long bytes) => CountedRequestHeaderBytes = bytes;
 
         public void Wrote(ReadOnlySpan<byte> data)
         {
@@ -178,9 +200,9 @@ internal sealed class ExchangeMeter
 
         private void Observe(ReadOnlySpan<byte> data)
         {
-            if (FirstWriteTimestamp == 0 && data.Length > 0)
+            if (firstByteClock is not null && FirstWriteTimestamp == 0 && data.Length > 0)
             {
-                FirstWriteTimestamp = time.GetTimestamp();
+                FirstWriteTimestamp = firstByteClock.GetTimestamp();
             }
 
             if (captureErrorBody && response.StatusCode >= 400 && _written < MaxCapturedBody)

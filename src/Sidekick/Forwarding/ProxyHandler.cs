@@ -83,7 +83,7 @@ internal sealed class ProxyHandler(
         }
 
         using var _ = replayable;
-        var meter = new ExchangeMeter(context, time, trace.WantsHeaders);
+        var meter = new ExchangeMeter(context, trace.Enabled ? time : null, trace.WantsHeaders);
         var resume = DownloadResume.Watch(context, meter);
         for (var attempt = 1; ; attempt++)
         {
@@ -221,7 +221,7 @@ internal sealed class ProxyHandler(
     {
         var latency = time.GetElapsedTime(started);
         var status = context.Response.StatusCode;
-        var rx = meter.RequestBodyBytes + ExchangeMeter.RequestHeaderBytes(context.Request);
+        var rx = meter.RequestBodyBytes + meter.RequestHeaderBytesOf(context.Request);
         var tx = meter.ResponseBodyBytes + ExchangeMeter.ResponseHeaderBytes(context.Response);
         backend.Stats.RecordCall(status, latency, rx, tx);
         backend.Stats.RecordRequestDuration(latency);

@@ -14,7 +14,6 @@ internal sealed class Backend
     private readonly object _transitionGate = new();
     private volatile int _state = Down;
     private int _inFlight;
-    private long _lastFinishedTimestamp;
     private DateTimeOffset? _downSince;
     private DateTimeOffset? _upSince;
     private TimeSpan _lastDowntime;
@@ -113,9 +112,6 @@ internal sealed class Backend
 
     public int InFlight => Volatile.Read(ref _inFlight);
 
-    /// <summary>Monotonic timestamp (<see cref="TimeProvider.GetTimestamp"/>) of the last finished request; 0 if none.</summary>
-    public long LastFinishedTimestamp => Volatile.Read(ref _lastFinishedTimestamp);
-
     /// <summary>Cancelled when the backend leaves the topology; stops its probe loop.</summary>
     public CancellationTokenSource Lifetime { get; } = new();
 
@@ -152,11 +148,7 @@ internal sealed class Backend
 
     public void BeginRequest() => Interlocked.Increment(ref _inFlight);
 
-    public void EndRequest()
-    {
-        Interlocked.Decrement(ref _inFlight);
-        Volatile.Write(ref _lastFinishedTimestamp, _time.GetTimestamp());
-    }
+    public void EndRequest() => Interlocked.Decrement(ref _inFlight);
 
     public void RecordProbe(ProbeResult result)
     {

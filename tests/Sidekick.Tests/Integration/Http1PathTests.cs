@@ -44,6 +44,25 @@ public sealed class Http1PathTests
         Assert.Equal(0, yarpOnly.Server.FastPathRequests);
     }
 
+    [Theory]
+    [InlineData("http1")]
+    [InlineData("yarp")]
+    public async Task Both_paths_count_request_headers_as_upstream_does(string forwarder)
+    {
+        // Rx of a bodyless request: name and value of every header the client sent, Host once.
+        await using var a = await TestBackend.StartAsync("a");
+        await using var sidekick = await StartAsync(new SidekickServerHooks { Forwarder = forwarder }, a.Url);
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/x");
+        request.Headers.Add("X-Counted", ["one", "three"]);
+        (await sidekick.Client.SendAsync(request)).Dispose();
+
+        // HttpClient sends the two values on one line: "X-Counted: one, three".
+        var expected = "Host".Length + sidekick.Client.BaseAddress!.Authority.Length + "X-Counted".Length + "one, three".Length;
+        var backend = sidekick.Server.Topology.Current.AllBackends.Single();
+        await sidekick.WaitUntilAsync(() => backend.Stats.RxBytes > 0);
+        Assert.Equal(expected, backend.Stats.RxBytes);
+    }
+
     [Fact]
     public async Task Sequential_requests_share_one_kept_alive_connection()
     {

@@ -118,6 +118,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         Interlocked.Increment(ref _forwarded);
         var resendable = IdempotentMethods.Contains(context.Request.Method);
         using var head = RequestHead.Write(context, rawTarget, pool.Authority);
+        (context.Response.Body as IMeteredResponseBody)?.CountedRequestHeaders(head.HeaderBytes);
         var headBytes = head.Bytes;
         for (var attempt = 1; ; attempt++)
         {
@@ -270,7 +271,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     /// <summary>The response body as the backend framed it (the caller's await is the only state machine).</summary>
     private static ValueTask CopyBodyAsync(HttpContext context, BackendConnection connection, ResponseHead response) => response.Framing switch
     {
-        BodyFraming.ContentLength when context.Response.Body is IServerBodyWriter server => CopyLengthDirectAsync(context, server, connection, response.ContentLength),
+        BodyFraming.ContentLength when context.Response.Body is IMeteredResponseBody server => CopyLengthDirectAsync(context, server, connection, response.ContentLength),
         BodyFraming.ContentLength => CopyLengthAsync(context, connection, response.ContentLength),
         BodyFraming.Chunked => CopyChunkedAsync(context, connection),
         BodyFraming.UntilClose => CopyToEndAsync(context, connection),
@@ -309,7 +310,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     /// the first body bytes. No stream layers and no second copy.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private static async ValueTask CopyLengthDirectAsync(HttpContext context, IServerBodyWriter server, BackendConnection connection, long remaining)
+    private static async ValueTask CopyLengthDirectAsync(HttpContext context, IMeteredResponseBody server, BackendConnection connection, long remaining)
     {
         var writer = server.ServerWriter;
         try

@@ -26,6 +26,9 @@ internal struct RequestHead : IDisposable
 
     public readonly ReadOnlyMemory<byte> Bytes => _buffer.AsMemory(0, _length);
 
+    /// <summary>The client's header bytes as <see cref="ExchangeMeter.RequestHeaderBytes"/> counts them (counted while copying).</summary>
+    public long HeaderBytes { get; private set; }
+
     /// <summary>Writes the head; the body (if any) is appended by the caller with <see cref="ReserveBody"/>.</summary>
     public static RequestHead Write(HttpContext context, string rawTarget, string backendAuthority)
     {
@@ -42,8 +45,22 @@ internal struct RequestHead : IDisposable
 
         var headers = request.Headers;
         var connectionNamed = headers.Connection.Count == 0 ? null : HopByHopHeaders.NamedIn(headers.Connection);
+        StringValues prior = default;
+        long headerBytes = 0;
         foreach (var (name, values) in headers)
         {
+            foreach (var value in values)
+            {
+                headerBytes += name.Length + (value?.Length ?? 0);
+            }
+
+            if (name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase))
+            {
+                // Continued below, not copied: found here rather than looked up again.
+                prior = values;
+                continue;
+            }
+
             if (IsReplacedOrDropped(name, host.Length > 0) || HopByHopHeaders.IsNamed(connectionNamed, name))
             {
                 continue;
@@ -55,9 +72,9 @@ internal struct RequestHead : IDisposable
             }
         }
 
+        head.HeaderBytes = headerBytes;
         var ip = ClientAddress.For(context.Connection.RemoteIpAddress);
         head.Append("X-Forwarded-For: "u8);
-        var prior = headers["X-Forwarded-For"];
         if (prior.Count > 0)
         {
             head.AppendJoined(prior);
@@ -98,7 +115,6 @@ internal struct RequestHead : IDisposable
     private static bool IsReplacedOrDropped(string name, bool hasHost) =>
         name.Length == 0 || name[0] == ':' ||
         name.Equals("Host", StringComparison.OrdinalIgnoreCase) ||
-        name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase) ||
         name.Equals("X-Real-IP", StringComparison.OrdinalIgnoreCase) ||
         (hasHost && name.Equals("X-Forwarded-Host", StringComparison.OrdinalIgnoreCase)) ||
         HopByHopHeaders.Contains(name);

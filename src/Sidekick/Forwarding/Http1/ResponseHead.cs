@@ -34,13 +34,36 @@ internal readonly struct ResponseHead
     /// <summary>The backend lets the connection carry another request after this response.</summary>
     public bool Reusable { get; }
 
+    /// <summary>Fields of a head parsed on the stack; a head with more takes a heap array (nginx sends 8).</summary>
+    private const int FieldsOnStack = 32;
+
     /// <summary>Length of the head including its blank line, or -1 if it is not complete yet.</summary>
     public static int FindEnd(ReadOnlySpan<byte> data)
     {
-        var crlf = data.IndexOf("\r\n\r\n"u8);
-        // Bare LF line ends are tolerated (RFC 9112 §2.2), as HttpClient does.
-        var lf = data.IndexOf("\n\n"u8);
-        return crlf >= 0 && (lf < 0 || crlf + 2 < lf) ? crlf + 4 : lf >= 0 ? lf + 2 : -1;
+        // Line by line to the first empty one, CRLF or bare LF (RFC 9112 §2.2; tolerated, as HttpClient does),
+        // so the body that came in the same receive is never searched.
+        var lineStart = 0;
+        while (true)
+        {
+            var lineEnd = data[lineStart..].IndexOf((byte)'\n');
+            if (lineEnd < 0)
+            {
+                return -1;
+            }
+
+            var next = lineStart + lineEnd + 1;
+            if (next < data.Length && data[next] == (byte)'\n')
+            {
+                return next + 1;
+            }
+
+            if (next + 1 < data.Length && data[next] == (byte)'\r' && data[next + 1] == (byte)'\n')
+            {
+                return next + 2;
+            }
+
+            lineStart = next;
+        }
     }
 
     /// <summary>Reads only the status code of a complete head (to skip 1xx interim responses).</summary>
@@ -50,7 +73,8 @@ internal readonly struct ResponseHead
 
     /// <summary>
     /// Parses a complete head and applies it to <paramref name="response"/>. Throws
-    /// <see cref="HttpRequestException"/> (InvalidResponse) for a head that cannot be trusted.
+    /// <see cref="HttpRequestException"/> (InvalidResponse) for a head that cannot be trusted, before
+    /// anything is applied.
     /// </summary>
     public static ResponseHead Apply(ReadOnlySpan<byte> head, HttpResponse response, bool isHeadRequest, ResponseHeaderValues values)
     {
@@ -60,69 +84,75 @@ internal readonly struct ResponseHead
             throw Invalid("malformed status line");
         }
 
-        var keepAliveByDefault = head[7] == (byte)'1';
-        var firstLineEnd = head.IndexOf((byte)'\n') + 1;
-        var fields = head[firstLineEnd..];
-
-        // First pass: framing and connection options, which decide what the second pass copies.
+        // Each field is parsed once, into offsets: framing and connection options decide what is copied,
+        // and a Connection header naming more hop-by-hop fields may come after them.
+        var lines = head.Count((byte)'\n');
+        var fields = lines <= FieldsOnStack ? stackalloc Field[FieldsOnStack] : new Field[lines];
+        var count = 0;
         long contentLength = -1;
         var chunked = false;
-        var close = !keepAliveByDefault;
+        var close = head[7] != (byte)'1';
         List<string>? connectionNamed = null;
-        foreach (var (name, value) in new FieldEnumerator(fields))
+        var lineStart = head.IndexOf((byte)'\n') + 1;
+        while (lineStart < head.Length)
         {
-            if (Ascii.EqualsIgnoreCase(name, "Content-Length"u8))
+            var line = head[lineStart..];
+            if (line.IndexOf((byte)'\n') is var lineLength and >= 0)
             {
-                if (!Utf8Parser.TryParse(value, out long length, out var used) || used != value.Length || length < 0 ||
-                    (contentLength >= 0 && contentLength != length))
-                {
-                    throw Invalid("invalid Content-Length");
-                }
-
-                contentLength = length;
+                line = line[..lineLength];
             }
-            else if (Ascii.EqualsIgnoreCase(name, "Transfer-Encoding"u8))
-            {
-                if (!Ascii.EqualsIgnoreCase(value, "chunked"u8))
-                {
-                    throw Invalid("unsupported Transfer-Encoding");
-                }
 
-                chunked = true;
-            }
-            else if (Ascii.EqualsIgnoreCase(name, "Connection"u8))
+            var field = Parse(line, lineStart);
+            lineStart += line.Length + 1;
+            if (field.NameLength == 0)
             {
-                var text = ResponseHeaderValues.Decode(value);
-                foreach (var range in text.AsSpan().Split(','))
-                {
-                    var token = text.AsSpan(range).Trim(" \t");
-                    if (token.Equals("close", StringComparison.OrdinalIgnoreCase))
+                break;
+            }
+
+            var value = head.Slice(field.ValueStart, field.ValueLength);
+            switch (field.Known)
+            {
+                case ResponseHeaderValues.ContentLength:
+                    if (!Utf8Parser.TryParse(value, out long length, out var used) || used != value.Length || length < 0 ||
+                        (contentLength >= 0 && contentLength != length))
                     {
-                        close = true;
+                        throw Invalid("invalid Content-Length");
                     }
-                    else if (token.Equals("keep-alive", StringComparison.OrdinalIgnoreCase))
-                    {
-                        close = false;
-                    }
-                }
 
-                HopByHopHeaders.AddNamed(text, ref connectionNamed);
+                    contentLength = length;
+                    break;
+                case ResponseHeaderValues.TransferEncoding:
+                    if (!Ascii.EqualsIgnoreCase(value, "chunked"u8))
+                    {
+                        throw Invalid("unsupported Transfer-Encoding");
+                    }
+
+                    chunked = true;
+                    break;
+                case ResponseHeaderValues.Connection:
+                    ReadConnectionOptions(value, ref close, ref connectionNamed);
+                    break;
             }
+
+            fields[count++] = field;
         }
 
         response.StatusCode = status;
         var headers = response.Headers;
-        foreach (var (nameBytes, valueBytes) in new FieldEnumerator(fields))
+        foreach (var field in fields[..count])
         {
-            var known = ResponseHeaderValues.IndexOf(nameBytes);
-            var name = known >= 0 ? ResponseHeaderValues.NameAt(known) : NewName(nameBytes);
-            if (HopByHopHeaders.Contains(name) || HopByHopHeaders.IsNamed(connectionNamed, name) ||
-                name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+            if (field.Known >= 0 && ResponseHeaderValues.IsDropped(field.Known))
             {
                 continue;
             }
 
-            var value = known >= 0 ? values.Value(known, valueBytes) : ResponseHeaderValues.Decode(valueBytes);
+            var name = field.Known >= 0 ? ResponseHeaderValues.NameAt(field.Known) : Encoding.ASCII.GetString(head.Slice(field.NameStart, field.NameLength));
+            if ((field.Known < 0 && HopByHopHeaders.Contains(name)) || HopByHopHeaders.IsNamed(connectionNamed, name))
+            {
+                continue;
+            }
+
+            var value = values.Value(field.Known, head.Slice(field.ValueStart, field.ValueLength));
             headers[name] = headers.TryGetValue(name, out var existing) ? StringValues.Concat(existing, value) : new StringValues(value);
         }
 
@@ -140,83 +170,119 @@ internal readonly struct ResponseHead
         return new ResponseHead(framing, contentLength, !close && framing != BodyFraming.UntilClose);
     }
 
-    private static string NewName(ReadOnlySpan<byte> name)
+    /// <summary>
+    /// One "name: value" line (without its LF) at <paramref name="offset"/> in the head, value trimmed of
+    /// OWS; a field with no name marks the blank line that ends the head.
+    /// </summary>
+    private static Field Parse(ReadOnlySpan<byte> line, int offset)
     {
-        foreach (var b in name)
+        if (!line.IsEmpty && line[^1] == (byte)'\r')
         {
-            // RFC 9110 §5.6.2 token characters.
-            if (b <= 32 || b >= 127 || "\"(),/:;<=>?@[\\]{}"u8.Contains(b))
+            line = line[..^1];
+        }
+
+        if (line.IsEmpty)
+        {
+            return default;
+        }
+
+        if (line[0] is (byte)' ' or (byte)'\t')
+        {
+            throw Invalid("obsolete line folding");
+        }
+
+        var colon = line.IndexOf((byte)':');
+        if (colon <= 0)
+        {
+            throw Invalid("header line without a name");
+        }
+
+        var name = line[..colon];
+        var known = ResponseHeaderValues.IndexOf(name);
+        if (known < 0)
+        {
+            foreach (var b in name)
             {
-                throw Invalid("invalid header name");
+                // RFC 9110 §5.6.2 token characters.
+                if (b <= 32 || b >= 127 || "\"(),/:;<=>?@[\\]{}"u8.Contains(b))
+                {
+                    throw Invalid("invalid header name");
+                }
             }
         }
 
-        return System.Text.Encoding.ASCII.GetString(name);
+        var valueStart = colon + 1;
+        var valueEnd = line.Length;
+        while (valueStart < valueEnd && line[valueStart] is (byte)' ' or (byte)'\t')
+        {
+            valueStart++;
+        }
+
+        while (valueEnd > valueStart && line[valueEnd - 1] is (byte)' ' or (byte)'\t')
+        {
+            valueEnd--;
+        }
+
+        if (line[valueStart..valueEnd].IndexOfAny((byte)0, (byte)'\r') >= 0)
+        {
+            throw Invalid("control character in a header value");
+        }
+
+        return new Field(offset, colon, offset + valueStart, valueEnd - valueStart, known);
+    }
+
+    /// <summary>
+    /// The Connection header's options (close, keep-alive) and the extra hop-by-hop names it lists
+    /// (RFC 9110 §7.6.1); the same tokens <see cref="HopByHopHeaders.AddNamed"/> skips are not names.
+    /// </summary>
+    private static void ReadConnectionOptions(ReadOnlySpan<byte> value, ref bool close, ref List<string>? named)
+    {
+        while (true)
+        {
+            var comma = value.IndexOf((byte)',');
+            var token = TrimOws(comma < 0 ? value : value[..comma]);
+            if (Ascii.EqualsIgnoreCase(token, "close"u8))
+            {
+                close = true;
+            }
+            else if (Ascii.EqualsIgnoreCase(token, "keep-alive"u8))
+            {
+                close = false;
+            }
+            else if (!token.IsEmpty && !Ascii.EqualsIgnoreCase(token, "upgrade"u8))
+            {
+                (named ??= []).Add(ResponseHeaderValues.Decode(token));
+            }
+
+            if (comma < 0)
+            {
+                return;
+            }
+
+            value = value[(comma + 1)..];
+        }
+    }
+
+    private static ReadOnlySpan<byte> TrimOws(ReadOnlySpan<byte> text)
+    {
+        var start = 0;
+        var end = text.Length;
+        while (start < end && text[start] is (byte)' ' or (byte)'\t')
+        {
+            start++;
+        }
+
+        while (end > start && text[end - 1] is (byte)' ' or (byte)'\t')
+        {
+            end--;
+        }
+
+        return text[start..end];
     }
 
     private static HttpRequestException Invalid(string what) =>
         new(HttpRequestError.InvalidResponse, $"the backend sent an invalid response head ({what})");
 
-    /// <summary>Walks "name: value" lines of a head (after the status line), values trimmed of OWS.</summary>
-    private ref struct FieldEnumerator(ReadOnlySpan<byte> fields)
-    {
-        private ReadOnlySpan<byte> _rest = fields;
-
-        public Field Current { get; private set; }
-
-        public readonly FieldEnumerator GetEnumerator() => this;
-
-        public bool MoveNext()
-        {
-            var lineEnd = _rest.IndexOf((byte)'\n');
-            if (lineEnd < 0)
-            {
-                return false;
-            }
-
-            var line = _rest[..lineEnd];
-            _rest = _rest[(lineEnd + 1)..];
-            if (!line.IsEmpty && line[^1] == (byte)'\r')
-            {
-                line = line[..^1];
-            }
-
-            if (line.IsEmpty)
-            {
-                return false;
-            }
-
-            if (line[0] is (byte)' ' or (byte)'\t')
-            {
-                throw Invalid("obsolete line folding");
-            }
-
-            var colon = line.IndexOf((byte)':');
-            if (colon <= 0)
-            {
-                throw Invalid("header line without a name");
-            }
-
-            var value = line[(colon + 1)..].Trim(" \t"u8);
-            if (value.Contains((byte)0) || value.Contains((byte)'\r'))
-            {
-                throw Invalid("control character in a header value");
-            }
-
-            Current = new Field(line[..colon], value);
-            return true;
-        }
-    }
-
-    private readonly ref struct Field(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
-    {
-        private readonly ReadOnlySpan<byte> _name = name;
-        private readonly ReadOnlySpan<byte> _value = value;
-
-        public void Deconstruct(out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value)
-        {
-            name = _name;
-            value = _value;
-        }
-    }
+    /// <summary>Where one field's name and value lie in the head, and its known-name index (or -1).</summary>
+    private readonly record struct Field(int NameStart, int NameLength, int ValueStart, int ValueLength, int Known);
 }

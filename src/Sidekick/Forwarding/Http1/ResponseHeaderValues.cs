@@ -8,6 +8,11 @@ namespace Sidekick.Forwarding.Http1;
 /// </summary>
 internal sealed class ResponseHeaderValues
 {
+    // Indexes in Names of the fields that frame the body or the connection.
+    public const int ContentLength = 0;
+    public const int Connection = 7;
+    public const int TransferEncoding = 9;
+
     private static readonly string[] Names =
     [
         "Content-Length", "Content-Type", "Date", "Server", "ETag", "Last-Modified", "Accept-Ranges",
@@ -20,14 +25,31 @@ internal sealed class ResponseHeaderValues
 
     private static readonly byte[][] NameBytes = Names.Select(Encoding.ASCII.GetBytes).ToArray();
 
+    /// <summary>Indexes of the names of each length: a name is compared only with the few as long as it.</summary>
+    private static readonly int[][] ByLength = Enumerable.Range(0, Names.Max(n => n.Length) + 1)
+        .Select(length => Enumerable.Range(0, Names.Length).Where(i => Names[i].Length == length).ToArray())
+        .ToArray();
+
+    /// <summary>Known names never copied to the client: hop-by-hop ones, and Content-Length (Kestrel frames the body).</summary>
+    private static readonly bool[] Dropped = Names
+        .Select(n => HopByHopHeaders.Contains(n) || n.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+        .ToArray();
+
     private readonly string?[] _lastValues = new string?[Names.Length];
 
     /// <summary>Index of a known name (ASCII case-insensitive), or -1.</summary>
     public static int IndexOf(ReadOnlySpan<byte> name)
     {
-        for (var i = 0; i < NameBytes.Length; i++)
+        if ((uint)name.Length >= (uint)ByLength.Length)
         {
-            if (NameBytes[i].Length == name.Length && System.Text.Ascii.EqualsIgnoreCase(NameBytes[i], name))
+            return -1;
+        }
+
+        foreach (var i in ByLength[name.Length])
+        {
+            // The first letter (case folded) rules most candidates out without a call.
+            var known = NameBytes[i];
+            if ((known[0] | 0x20) == (name[0] | 0x20) && System.Text.Ascii.EqualsIgnoreCase(known, name))
             {
                 return i;
             }
@@ -37,6 +59,8 @@ internal sealed class ResponseHeaderValues
     }
 
     public static string NameAt(int index) => Names[index];
+
+    public static bool IsDropped(int index) => Dropped[index];
 
     /// <summary>The value as a string, reusing the previous one when the bytes are the same.</summary>
     public string Value(int knownIndex, ReadOnlySpan<byte> value)

@@ -1,0 +1,24 @@
+using System.IO.Pipelines;
+
+namespace Sidekick.Forwarding;
+
+/// <summary>
+/// The response body as the exchange meter wraps it, seen by a forwarder that works below the stream: it can
+/// take the server's own output writer, so a long body is received from the backend straight into the
+/// buffers the server sends from (no copy through a stream), and it reports what it wrote and what it
+/// already counted, so the exchange is metered as if everything had gone through the stream.
+/// </summary>
+internal interface IMeteredResponseBody
+{
+    /// <summary>The server's own writer (start the response first, so its head goes out with the first body bytes).</summary>
+    PipeWriter ServerWriter { get; }
+
+    /// <summary>Counts bytes written through <see cref="ServerWriter"/>.</summary>
+    void Wrote(ReadOnlySpan<byte> data);
+
+    /// <summary>
+    /// The request's header bytes as <see cref="ExchangeMeter.RequestHeaderBytes"/> counts them, from a forwarder
+    /// that walked the headers anyway (so the meter need not walk them again).
+    /// </summary>
+    void CountedRequestHeaders(long bytes);
+}

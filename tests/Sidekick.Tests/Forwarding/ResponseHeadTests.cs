@@ -1,0 +1,101 @@
+using System.Text;
+using Microsoft.AspNetCore.Http;
+using Sidekick.Forwarding.Http1;
+
+namespace Sidekick.Tests.Forwarding;
+
+public sealed class ResponseHeadTests
+{
+    [Theory]
+    [InlineData("HTTP/1.1 200 OK\r\nA: 1\r\n\r\nbody\n\nmore", 25)]
+    [InlineData("HTTP/1.1 200 OK\r\n\r\n", 19)]
+    [InlineData("HTTP/1.1 200 OK\nA: 1\n\nbody", 22)]
+    [InlineData("HTTP/1.1 200 OK\r\nA: 1\r\n\nbody", 24)] // CRLF fields, a bare LF blank line
+    [InlineData("HTTP/1.1 200 OK\nA: 1\n\r\nbody", 23)] // bare LF fields, a CRLF blank line
+    [InlineData("HTTP/1.1 200 OK\r\nA: 1\r\n", -1)]
+    [InlineData("HTTP/1.1 200 OK\r\nA: 1\r\n\r", -1)]
+    [InlineData("HTTP/1.1 200 OK\r\nA: 1", -1)]
+    [InlineData("", -1)]
+    public void The_head_ends_at_the_first_empty_line(string data, int expected) =>
+        Assert.Equal(expected, ResponseHead.FindEnd(Encoding.ASCII.GetBytes(data)));
+
+    [Fact]
+    public void The_framing_indexes_name_their_fields()
+    {
+        Assert.Equal("Content-Length", ResponseHeaderValues.NameAt(ResponseHeaderValues.ContentLength));
+        Assert.Equal("Connection", ResponseHeaderValues.NameAt(ResponseHeaderValues.Connection));
+        Assert.Equal("Transfer-Encoding", ResponseHeaderValues.NameAt(ResponseHeaderValues.TransferEncoding));
+        Assert.Equal(ResponseHeaderValues.ContentLength, ResponseHeaderValues.IndexOf("content-LENGTH"u8));
+        Assert.Equal(-1, ResponseHeaderValues.IndexOf("Content-Lengthy"u8));
+        Assert.Equal(-1, ResponseHeaderValues.IndexOf("Xontent-Length"u8));
+    }
+
+    [Fact]
+    public void End_to_end_fields_are_copied_and_connection_fields_dropped()
+    {
+        var response = new DefaultHttpContext().Response;
+        response.Headers["X-Preset"] = "proxy";
+        var head = Apply(
+            "HTTP/1.1 201 Created\r\nServer:  nginx \r\nContent-Length: 4\r\nConnection: keep-alive, X-Secret\r\n" +
+            "X-Secret: s\r\nKeep-Alive: timeout=5\r\nx-preset: backend\r\nX-Multi: one\r\nX-Multi: two\r\n\r\n",
+            response);
+
+        Assert.Equal(201, response.StatusCode);
+        Assert.Equal(4, response.ContentLength);
+        Assert.Equal("nginx", response.Headers.Server.ToString());
+        Assert.Equal("proxy,backend", response.Headers["X-Preset"].ToString());
+        Assert.Equal("one,two", response.Headers["X-Multi"].ToString());
+        Assert.False(response.Headers.ContainsKey("X-Secret"));
+        Assert.False(response.Headers.ContainsKey("Keep-Alive"));
+        Assert.False(response.Headers.ContainsKey("Connection"));
+        Assert.Equal(BodyFraming.ContentLength, head.Framing);
+        Assert.True(head.Reusable);
+    }
+
+    [Theory]
+    [InlineData("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", "ContentLength", false)]
+    [InlineData("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", "ContentLength", false)]
+    [InlineData("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\n", "ContentLength", true)]
+    [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "Chunked", true)]
+    [InlineData("HTTP/1.1 200 OK\r\n\r\n", "UntilClose", false)]
+    [InlineData("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", "None", true)]
+    public void Framing_and_reuse_follow_the_head(string wire, string framing, bool reusable)
+    {
+        var head = Apply(wire, new DefaultHttpContext().Response);
+        Assert.Equal(framing, head.Framing.ToString());
+        Assert.Equal(reusable, head.Reusable);
+    }
+
+    [Fact]
+    public void A_head_with_more_fields_than_fit_on_the_stack_is_copied_whole()
+    {
+        var fields = string.Concat(Enumerable.Range(0, 100).Select(i => $"X-Field-{i}: {i}\r\n"));
+        var response = new DefaultHttpContext().Response;
+        Apply($"HTTP/1.1 200 OK\r\n{fields}Content-Length: 0\r\n\r\n", response);
+        Assert.Equal(100, response.Headers.Count(h => h.Key.StartsWith("X-Field-", StringComparison.Ordinal)));
+        Assert.Equal("99", response.Headers["X-Field-99"].ToString());
+    }
+
+    [Theory]
+    [InlineData("HTTP/1.1 200 OK\r\nX-Good: 1\r\nBad Name: x\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nX-Good: 1\r\nX-Bad: a\rb\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nX-Good: 1\r\n folded\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nX-Good: 1\r\n: no name\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 1\r\ncontent-length: 2\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")]
+    [InlineData("HTTP/1.1 99 Odd\r\n\r\n")]
+    public void An_untrustworthy_head_throws_before_anything_is_applied(string wire)
+    {
+        var response = new DefaultHttpContext().Response;
+        var error = Assert.Throws<HttpRequestException>(() => Apply(wire, response));
+        Assert.Equal(HttpRequestError.InvalidResponse, error.HttpRequestError);
+        Assert.Empty(response.Headers);
+    }
+
+    private static ResponseHead Apply(string wire, HttpResponse response)
+    {
+        var bytes = Encoding.Latin1.GetBytes(wire);
+        return ResponseHead.Apply(bytes.AsSpan(0, ResponseHead.FindEnd(bytes)), response, isHeadRequest: false, new ResponseHeaderValues());
+    }
+}
