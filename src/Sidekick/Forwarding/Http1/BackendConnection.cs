@@ -59,9 +59,6 @@ internal sealed class BackendConnection : IDisposable
 
     public bool IsClosed => Volatile.Read(ref _closed) != 0;
 
-    /// <summary>Per-connection memory of header values, so a backend repeating a value costs no new string.</summary>
-    public ResponseHeaderValues HeaderValues { get; } = new();
-
     /// <summary>Received bytes not yet consumed.</summary>
     public ReadOnlySpan<byte> Buffered => _buffer.AsSpan(_start, _end - _start);
 

@@ -43,6 +43,9 @@ internal sealed class BackendConnectionPool
 
     public DnsEndPoint Endpoint { get; }
 
+    /// <summary>The last header values this backend sent, shared by its connections.</summary>
+    public ResponseHeaderValues HeaderValues { get; } = new();
+
     /// <summary>host:port as a Host header would carry it.</summary>
     public string Authority { get; }
 

@@ -187,7 +187,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
                     break;
                 }
 
-                response = ResponseHead.Apply(connection.Buffered[..headLength], context.Response, HttpMethods.IsHead(context.Request.Method), connection.HeaderValues);
+                response = ResponseHead.Apply(connection.Buffered[..headLength], context.Response, HttpMethods.IsHead(context.Request.Method), pool.HeaderValues);
                 context.Response.Headers["X-Proxy"] = ProxyMarker;
                 connection.Consume(headLength);
             }

@@ -3,8 +3,11 @@ using System.Text;
 namespace Sidekick.Forwarding.Http1;
 
 /// <summary>
-/// Header names a backend commonly sends, so parsing one costs no string, and a per-connection memory of
-/// their last values (Date, Server, Content-Type, … repeat from response to response) for the same reason.
+/// Header names a backend commonly sends, so parsing one costs no string, and a memory of their last values
+/// (Date, Server, Content-Type, … repeat from response to response) for the same reason. One memory serves
+/// all connections to a backend: with hundreds of connections a per-connection one was rarely in the CPU
+/// cache (1 KiB x 256: 2.6 % of the user time, 0.7 % at x 32). Event loops on other threads may race on a
+/// slot; a string is replaced whole and every reuse compares the bytes first, so a race costs only a miss.
 /// </summary>
 internal sealed class ResponseHeaderValues
 {
