@@ -20,6 +20,9 @@ internal enum BodyFraming
 /// </summary>
 internal readonly struct ResponseHead
 {
+    /// <summary>Fields of a head parsed on the stack; a head with more takes a heap array (nginx sends 8).</summary>
+    private const int FieldsOnStack = 32;
+
     private ResponseHead(BodyFraming framing, long contentLength, bool reusable)
     {
         Framing = framing;
@@ -33,9 +36,6 @@ internal readonly struct ResponseHead
 
     /// <summary>The backend lets the connection carry another request after this response.</summary>
     public bool Reusable { get; }
-
-    /// <summary>Fields of a head parsed on the stack; a head with more takes a heap array (nginx sends 8).</summary>
-    private const int FieldsOnStack = 32;
 
     /// <summary>Length of the head including its blank line, or -1 if it is not complete yet.</summary>
     public static int FindEnd(ReadOnlySpan<byte> data)
@@ -211,24 +211,14 @@ internal readonly struct ResponseHead
             }
         }
 
-        var valueStart = colon + 1;
-        var valueEnd = line.Length;
-        while (valueStart < valueEnd && line[valueStart] is (byte)' ' or (byte)'\t')
-        {
-            valueStart++;
-        }
-
-        while (valueEnd > valueStart && line[valueEnd - 1] is (byte)' ' or (byte)'\t')
-        {
-            valueEnd--;
-        }
-
-        if (line[valueStart..valueEnd].IndexOfAny((byte)0, (byte)'\r') >= 0)
+        var (start, length) = WithoutOws(line[(colon + 1)..]);
+        var valueStart = colon + 1 + start;
+        if (line.Slice(valueStart, length).IndexOfAny((byte)0, (byte)'\r') >= 0)
         {
             throw Invalid("control character in a header value");
         }
 
-        return new Field(offset, colon, offset + valueStart, valueEnd - valueStart, known);
+        return new Field(offset, colon, offset + valueStart, length, known);
     }
 
     /// <summary>
@@ -240,7 +230,9 @@ internal readonly struct ResponseHead
         while (true)
         {
             var comma = value.IndexOf((byte)',');
-            var token = TrimOws(comma < 0 ? value : value[..comma]);
+            var part = comma < 0 ? value : value[..comma];
+            var (start, length) = WithoutOws(part);
+            var token = part.Slice(start, length);
             if (Ascii.EqualsIgnoreCase(token, "close"u8))
             {
                 close = true;
@@ -263,7 +255,8 @@ internal readonly struct ResponseHead
         }
     }
 
-    private static ReadOnlySpan<byte> TrimOws(ReadOnlySpan<byte> text)
+    /// <summary>Where <paramref name="text"/> lies without its leading and trailing spaces and tabs (OWS).</summary>
+    private static (int Start, int Length) WithoutOws(ReadOnlySpan<byte> text)
     {
         var start = 0;
         var end = text.Length;
@@ -277,7 +270,7 @@ internal readonly struct ResponseHead
             end--;
         }
 
-        return text[start..end];
+        return (start, end - start);
     }
 
     private static HttpRequestException Invalid(string what) =>
