@@ -118,7 +118,8 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
         Interlocked.Increment(ref _forwarded);
         var resendable = IdempotentMethods.Contains(context.Request.Method);
         using var head = RequestHead.Write(context, rawTarget, pool.Authority);
-        (context.Response.Body as IMeteredResponseBody)?.CountedRequestHeaders(head.HeaderBytes);
+        var metered = context.Response.Body as IMeteredResponseBody;
+        metered?.CountedRequestHeaders(head.HeaderBytes);
         var headBytes = head.Bytes;
         for (var attempt = 1; ; attempt++)
         {
@@ -215,7 +216,7 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
 
             try
             {
-                await CopyBodyAsync(context, connection, response);
+                await CopyBodyAsync(context, metered, connection, response);
             }
             catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or HttpRequestException or OperationCanceledException)
             {
@@ -269,9 +270,9 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     }
 
     /// <summary>The response body as the backend framed it (the caller's await is the only state machine).</summary>
-    private static ValueTask CopyBodyAsync(HttpContext context, BackendConnection connection, ResponseHead response) => response.Framing switch
+    private static ValueTask CopyBodyAsync(HttpContext context, IMeteredResponseBody? metered, BackendConnection connection, ResponseHead response) => response.Framing switch
     {
-        BodyFraming.ContentLength when context.Response.Body is IMeteredResponseBody server => CopyLengthDirectAsync(context, server, connection, response.ContentLength),
+        BodyFraming.ContentLength when metered is not null => CopyLengthDirectAsync(context, metered, connection, response.ContentLength),
         BodyFraming.ContentLength => CopyLengthAsync(context, connection, response.ContentLength),
         BodyFraming.Chunked => CopyChunkedAsync(context, connection),
         BodyFraming.UntilClose => CopyToEndAsync(context, connection),

@@ -49,26 +49,21 @@ internal struct RequestHead : IDisposable
         long headerBytes = 0;
         foreach (var (name, values) in headers)
         {
-            foreach (var value in values)
-            {
-                headerBytes += name.Length + (value?.Length ?? 0);
-            }
-
-            if (name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase))
+            var isPriorHop = name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase);
+            if (isPriorHop)
             {
                 // Continued below, not copied: found here rather than looked up again.
                 prior = values;
-                continue;
             }
 
-            if (IsReplacedOrDropped(name, host.Length > 0) || HopByHopHeaders.IsNamed(connectionNamed, name))
-            {
-                continue;
-            }
-
+            var copied = !isPriorHop && !IsReplacedOrDropped(name, host.Length > 0) && !HopByHopHeaders.IsNamed(connectionNamed, name);
             foreach (var value in values)
             {
-                head.AppendHeader(name, value);
+                headerBytes += name.Length + (value?.Length ?? 0);
+                if (copied)
+                {
+                    head.AppendHeader(name, value);
+                }
             }
         }
 

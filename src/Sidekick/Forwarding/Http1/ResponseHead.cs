@@ -130,7 +130,9 @@ internal readonly struct ResponseHead
                     chunked = true;
                     break;
                 case ResponseHeaderValues.Connection:
-                    ReadConnectionOptions(value, ref close, ref connectionNamed);
+                    var options = values.Value(field.Known, value);
+                    close = Closes(options, close);
+                    HopByHopHeaders.AddNamed(options, ref connectionNamed);
                     break;
             }
 
@@ -221,38 +223,24 @@ internal readonly struct ResponseHead
         return new Field(offset, colon, offset + valueStart, length, known);
     }
 
-    /// <summary>
-    /// The Connection header's options (close, keep-alive) and the extra hop-by-hop names it lists
-    /// (RFC 9110 §7.6.1); the same tokens <see cref="HopByHopHeaders.AddNamed"/> skips are not names.
-    /// </summary>
-    private static void ReadConnectionOptions(ReadOnlySpan<byte> value, ref bool close, ref List<string>? named)
+    /// <summary>Whether a Connection header's options (RFC 9112 §9.3) end the connection after this response.</summary>
+    private static bool Closes(string connection, bool byDefault)
     {
-        while (true)
+        var closes = byDefault;
+        foreach (var range in connection.AsSpan().Split(','))
         {
-            var comma = value.IndexOf((byte)',');
-            var part = comma < 0 ? value : value[..comma];
-            var (start, length) = WithoutOws(part);
-            var token = part.Slice(start, length);
-            if (Ascii.EqualsIgnoreCase(token, "close"u8))
+            var token = connection.AsSpan(range).Trim(" \t");
+            if (token.Equals("close", StringComparison.OrdinalIgnoreCase))
             {
-                close = true;
+                closes = true;
             }
-            else if (Ascii.EqualsIgnoreCase(token, "keep-alive"u8))
+            else if (token.Equals("keep-alive", StringComparison.OrdinalIgnoreCase))
             {
-                close = false;
+                closes = false;
             }
-            else if (!token.IsEmpty && !Ascii.EqualsIgnoreCase(token, "upgrade"u8))
-            {
-                (named ??= []).Add(ResponseHeaderValues.Decode(token));
-            }
-
-            if (comma < 0)
-            {
-                return;
-            }
-
-            value = value[(comma + 1)..];
         }
+
+        return closes;
     }
 
     /// <summary>Where <paramref name="text"/> lies without its leading and trailing spaces and tabs (OWS).</summary>
