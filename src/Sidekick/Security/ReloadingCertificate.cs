@@ -6,8 +6,10 @@ namespace Sidekick.Security;
 /// <summary>
 /// The server certificate from --cert/--key, reloaded when the files change without a restart and without
 /// dropping connections (new handshakes get the new certificate). Directory watching catches ordinary
-/// writes; a periodic check of the files' contents also catches Kubernetes secret updates, which swap a
-/// symlink. A reload that fails keeps the current certificate and says so once on stderr.
+/// writes to the two files (events for the directory's other files are ignored: a log written next to the
+/// certificate must not make every write a reload check); a periodic check of the files' contents also
+/// catches Kubernetes secret updates, which swap a symlink. A reload that fails keeps the current
+/// certificate and says so once on stderr.
 /// </summary>
 internal sealed class ReloadingCertificate : IDisposable
 {
@@ -22,6 +24,7 @@ internal sealed class ReloadingCertificate : IDisposable
     private volatile X509Certificate2 _current;
     private string _fingerprint;
     private string? _lastError;
+    private int _checks;
 
     public ReloadingCertificate(string certPath, string keyPath, string? password, TimeSpan pollInterval, TimeProvider time, TextWriter stderr)
     {
@@ -31,12 +34,14 @@ internal sealed class ReloadingCertificate : IDisposable
         _stderr = stderr;
         _current = CertificateFiles.Load(_certPath, _keyPath, password);
         _fingerprint = ContentFingerprint();
+        string[] names = [Path.GetFileName(_certPath), Path.GetFileName(_keyPath)];
         foreach (var directory in new[] { Path.GetDirectoryName(_certPath)!, Path.GetDirectoryName(_keyPath)! }.Distinct())
         {
             var watcher = new FileSystemWatcher(directory) { NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.CreationTime };
-            watcher.Changed += (_, _) => TryReload();
-            watcher.Created += (_, _) => TryReload();
-            watcher.Renamed += (_, _) => TryReload();
+            watcher.Changed += (_, e) => ReloadIfOneOf(names, e.Name);
+            watcher.Created += (_, e) => ReloadIfOneOf(names, e.Name);
+            // An editor or a deploy tool writes a temporary file and renames it over the certificate.
+            watcher.Renamed += (_, e) => ReloadIfOneOf(names, e.Name);
             watcher.EnableRaisingEvents = true;
             _watchers.Add(watcher);
         }
@@ -47,6 +52,9 @@ internal sealed class ReloadingCertificate : IDisposable
 
     public X509Certificate2 Current => _current;
 
+    /// <summary>How many times the files were read to see whether they changed (for tests).</summary>
+    internal int Checks => Volatile.Read(ref _checks);
+
     /// <summary>Reloads when the files' contents changed; returns true when a new certificate is in use.</summary>
     public bool TryReload()
     {
@@ -54,6 +62,7 @@ internal sealed class ReloadingCertificate : IDisposable
         {
             try
             {
+                _checks++;
                 var fingerprint = ContentFingerprint();
                 if (fingerprint == _fingerprint)
                 {
@@ -78,6 +87,14 @@ internal sealed class ReloadingCertificate : IDisposable
 
                 return false;
             }
+        }
+    }
+
+    private void ReloadIfOneOf(string[] names, string? changed)
+    {
+        if (changed is not null && names.Contains(changed))
+        {
+            TryReload();
         }
     }
 

@@ -90,6 +90,29 @@ public sealed class ServerTlsTests
     }
 
     [Fact]
+    public async Task Writes_to_other_files_next_to_the_certificate_do_not_make_it_reread()
+    {
+        using var certificates = new TestCertificates();
+        var leaf = certificates.Leaf("quiet");
+        using var reloading = new ReloadingCertificate(leaf.CertPath, leaf.KeyPath, null, TimeSpan.FromHours(1), TimeProvider.System, TextWriter.Null);
+
+        // A log and other files written in the same directory, then the certificate itself rewritten as is.
+        // Events arrive in order, so once the certificate's write was seen every earlier event was handled.
+        var log = Path.Combine(certificates.Directory, "sidekick.log");
+        for (var i = 0; i < 50; i++)
+        {
+            await File.AppendAllTextAsync(log, $"line {i}\n");
+            await File.WriteAllTextAsync(Path.Combine(certificates.Directory, $"other{i % 5}.txt"), "x");
+        }
+
+        await File.WriteAllBytesAsync(leaf.CertPath, await File.ReadAllBytesAsync(leaf.CertPath));
+        await WaitAsync(() => reloading.Checks > 0);
+        await Task.Delay(200);
+        Assert.InRange(reloading.Checks, 1, 3); // the certificate's own write raises one to three events
+        Assert.Equal(leaf.Certificate.Thumbprint, reloading.Current.Thumbprint);
+    }
+
+    [Fact]
     public async Task Auto_tls_prints_the_fingerprint_and_serves_its_pem()
     {
         await using var backend = await TestBackend.StartAsync("a");
