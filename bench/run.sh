@@ -12,34 +12,18 @@ DURATION=15
 ROUNDS=${ROUNDS:-3}
 mkdir -p "$OUT"
 
-need=()
-for tool in wrk h2load haproxy nginx clang openssl; do command -v $tool >/dev/null || need+=("$tool"); done
-if [ ${#need[@]} -gt 0 ]; then
-  pkgs=(); for t in "${need[@]}"; do case $t in clang) pkgs+=(clang lld zlib1g-dev);; h2load) pkgs+=(nghttp2-client);; *) pkgs+=("$t");; esac; done
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
-fi
+source bench/backend.sh   # B1 B2 DIRECT_TLS and the functions below
+install_missing wrk h2load haproxy nginx clang openssl
+write_backend
 
 echo "building sidekick (Native AOT)…"
 dotnet publish src/Sidekick -c Release -r linux-x64 -o "$OUT/sidekick" -v quiet -nologo >/dev/null
 SIDEKICK=$OUT/sidekick/sidekick
 
-# Backend: nginx serving static files on two ports (so balancing is real).
-WEB=$OUT/www; mkdir -p "$WEB"; chmod 755 "$OUT" "$WEB"
-head -c 1024 /dev/urandom > "$WEB/1k"; head -c 65536 /dev/urandom > "$WEB/64k"; head -c 1048576 /dev/urandom > "$WEB/1m"
-echo ok > "$WEB/health"; chmod 644 "$WEB"/*
-B1=18181; B2=18182; HAP=18183; NGP=18184; SK=18185; SKT=18186
+HAP=18183; NGP=18184; SK=18185; SKT=18186
 # TLS listeners for HTTP/2 from the client side (h2load negotiates h2 with ALPN): same proxies, same backend.
-DIRECT_TLS=18191; HAP_TLS=18193; NGP_TLS=18194; SK_TLS=18195
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
-  -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
-cat "$OUT/cert.pem" "$OUT/key.pem" > "$OUT/haproxy.pem"
-cat > "$OUT/backend.conf" <<CONF
-worker_processes 1; pid $OUT/backend.pid; error_log $OUT/backend.err; daemon on;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; sendfile on;
-  server { listen 127.0.0.1:$B1; listen 127.0.0.1:$B2; root $WEB; }
-  server { listen 127.0.0.1:$DIRECT_TLS ssl http2; ssl_certificate $OUT/cert.pem; ssl_certificate_key $OUT/key.pem; root $WEB; } }
-CONF
+HAP_TLS=18193; NGP_TLS=18194; SK_TLS=18195
+cat "$OUT/tls/cert.pem" "$OUT/tls/key.pem" > "$OUT/haproxy.pem"
 cat > "$OUT/haproxy.cfg" <<CONF
 global
   maxconn 4000
@@ -67,19 +51,19 @@ events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   upstream be { least_conn; server 127.0.0.1:$B1; server 127.0.0.1:$B2; keepalive 256; }
   server { listen 127.0.0.1:$NGP; listen 127.0.0.1:$NGP_TLS ssl http2;
-    ssl_certificate $OUT/cert.pem; ssl_certificate_key $OUT/key.pem;
+    ssl_certificate $OUT/tls/cert.pem; ssl_certificate_key $OUT/tls/key.pem;
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } } }
 CONF
 
 cleanup() {
-  [ -f "$OUT/backend.pid" ] && kill "$(cat "$OUT/backend.pid")" 2>/dev/null || true
+  stop_backend
   [ -f "$OUT/proxy.pid" ] && kill "$(cat "$OUT/proxy.pid")" 2>/dev/null || true
   [ -n "${HAP_PID:-}" ] && kill "$HAP_PID" 2>/dev/null || true
   for pid in ${SK_PID:-} ${SKT_PID:-} ${SKS_PID:-}; do kill "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
-nginx -c "$OUT/backend.conf" -p "$OUT"
+start_backend
 haproxy -f "$OUT/haproxy.cfg" -D -p "$OUT/haproxy.pid"; HAP_PID=$(cat "$OUT/haproxy.pid")
 nginx -c "$OUT/proxy.conf" -p "$OUT"
 
@@ -100,7 +84,7 @@ STARTUP_MS="${startups[*]}"   # report.py takes the median
 "$SIDEKICK" --address 127.0.0.1:$SKT --health-path=/health --trace all --json \
   "http://127.0.0.1:{$B1...$B2}" >/dev/null 2>&1 &
 SKT_PID=$!
-"$SIDEKICK" --address 127.0.0.1:$SK_TLS --cert "$OUT/cert.pem" --key "$OUT/key.pem" \
+"$SIDEKICK" --address 127.0.0.1:$SK_TLS --cert "$OUT/tls/cert.pem" --key "$OUT/tls/key.pem" \
   --health-path=/health --trace "" --quiet "http://127.0.0.1:{$B1...$B2}" >/dev/null 2>&1 &
 SKS_PID=$!
 until curl -sf -o /dev/null "http://127.0.0.1:$SKT/1k" && curl -skf -o /dev/null "https://127.0.0.1:$SK_TLS/1k"; do sleep 0.05; done

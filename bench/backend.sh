@@ -1,0 +1,39 @@
+# Sourced by run.sh and layout.sh, with OUT set: installs missing tools and writes the static backend every
+# proxy is measured against: one nginx serving 1 KiB, 64 KiB and 1 MiB files and /health on two loopback
+# ports (so balancing is real), plus a self-signed certificate for the TLS listeners.
+
+# install_missing TOOL...: the Debian packages behind the tools not on PATH.
+install_missing() {
+  local need=() pkgs=() tool
+  for tool in "$@"; do command -v "$tool" >/dev/null || need+=("$tool"); done
+  [ ${#need[@]} -eq 0 ] && return 0
+  for tool in "${need[@]}"; do
+    case $tool in clang) pkgs+=(clang lld zlib1g-dev);; h2load) pkgs+=(nghttp2-client);; cc) pkgs+=(gcc);; *) pkgs+=("$tool");; esac
+  done
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+}
+
+B1=18181; B2=18182
+# The backend's own TLS listener (HTTP/2 straight to nginx, the "direct" row).
+DIRECT_TLS=18191
+# write_backend: the files nginx serves, the certificate and nginx's configuration.
+write_backend() {
+  WEB=$OUT/www; mkdir -p "$WEB"; chmod 755 "$OUT" "$WEB"
+  head -c 1024 /dev/urandom > "$WEB/1k"; head -c 65536 /dev/urandom > "$WEB/64k"; head -c 1048576 /dev/urandom > "$WEB/1m"
+  echo ok > "$WEB/health"; chmod 644 "$WEB"/*
+  # The certificate sits in its own directory: sidekick watches the directory of --cert for changes, and the
+  # benchmarks write their outputs to $OUT.
+  mkdir -p "$OUT/tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$OUT/tls/key.pem" -out "$OUT/tls/cert.pem" 2>/dev/null
+  cat > "$OUT/backend.conf" <<CONF
+worker_processes 1; pid $OUT/backend.pid; error_log $OUT/backend.err; daemon on;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; sendfile on;
+  server { listen 127.0.0.1:$B1; listen 127.0.0.1:$B2; root $WEB; }
+  server { listen 127.0.0.1:$DIRECT_TLS ssl http2; ssl_certificate $OUT/tls/cert.pem; ssl_certificate_key $OUT/tls/key.pem; root $WEB; } }
+CONF
+}
+
+start_backend() { nginx -c "$OUT/backend.conf" -p "$OUT"; }
+stop_backend() { [ -f "$OUT/backend.pid" ] && kill "$(cat "$OUT/backend.pid")" 2>/dev/null || true; }
