@@ -43,6 +43,8 @@ public sealed class ChaosTests(ITestOutputHelper output)
         var acknowledged = new ConcurrentDictionary<string, string>();
         var failedGets = 0;
         var failedPuts = 0;
+        // Why the first reads failed: a rare failure must say what the client saw.
+        var getFailures = new ConcurrentQueue<string>();
         var gets = 0;
         using var stop = new CancellationTokenSource(Duration);
 
@@ -92,14 +94,18 @@ public sealed class ChaosTests(ITestOutputHelper output)
                     if (Convert.ToHexString(SHA256.HashData(body)) != acknowledged[key])
                     {
                         Interlocked.Increment(ref failedGets);
+                        getFailures.Enqueue($"{DateTime.UtcNow:HH:mm:ss.fff} GET {key}: {body.Length} bytes that differ from what was written");
                     }
                 }
-                catch (HttpRequestException)
+                catch (HttpRequestException ex)
                 {
                     Interlocked.Increment(ref failedGets);
+                    getFailures.Enqueue($"{DateTime.UtcNow:HH:mm:ss.fff} GET {key}: {ex.StatusCode?.ToString() ?? "no status"}: {ex.Message} {ex.InnerException?.Message}");
                 }
             }
         }
+
+        var chaosLog = new ConcurrentQueue<string>();
 
         async Task ChaosAsync()
         {
@@ -111,12 +117,14 @@ public sealed class ChaosTests(ITestOutputHelper output)
                 {
                     await victim.KillAsync();
                     kills++;
+                    chaosLog.Enqueue($"{DateTime.UtcNow:HH:mm:ss.fff} killed {victim.Name}");
                 }
 
                 await Task.Delay(700);
                 foreach (var victim in victims)
                 {
                     await victim.RestartAsync();
+                    chaosLog.Enqueue($"{DateTime.UtcNow:HH:mm:ss.fff} restarted {victim.Name}");
                 }
 
                 await Task.Delay(900);
@@ -148,6 +156,16 @@ public sealed class ChaosTests(ITestOutputHelper output)
         output.WriteLine($"{(againstHaproxy ? "haproxy" : "sidekick")} ({Duration.TotalSeconds} s, {(killWholeSite ? "whole site" : "one node")} killed): " +
                          $"gets: {gets}, failed gets: {failedGets}, acknowledged puts: {acknowledged.Count}, failed puts: {failedPuts}, " +
                          $"lost: {lost}, retries: {(sidekick is null ? "-" : sidekick.Server.Retries.Count.Value)}");
+        foreach (var failure in getFailures.Take(10))
+        {
+            output.WriteLine(failure);
+        }
+
+        if (!getFailures.IsEmpty)
+        {
+            output.WriteLine("chaos: " + string.Join("; ", chaosLog.TakeLast(12)));
+        }
+
         foreach (var backend in backends)
         {
             await backend.DisposeAsync();
@@ -158,7 +176,7 @@ public sealed class ChaosTests(ITestOutputHelper output)
             return; // a comparison run: the counts above are the result
         }
 
-        Assert.Equal(0, failedGets);
+        Assert.True(failedGets == 0, $"{failedGets} failed GETs; first: {(getFailures.TryPeek(out var first) ? first : "-")}");
         Assert.Equal(0, lost);
         Assert.True(gets > 100, $"only {gets} GETs ran");
     }
