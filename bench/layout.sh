@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates src/Sidekick/method-order.txt, the order in which the Native AOT build lays out managed methods.
-# Usage: bench/layout.sh     (Linux, root: it reads /proc/PID/pagemap; ~6 minutes)
+# Usage: bench/layout.sh     (Linux, root: it reads /proc/PID/pagemap; ~5 minutes)
 #
 # The build places the listed methods first, together, so the code sidekick runs once started shares as few
-# pages as possible; the rest of the ~8 MB of code stays on disk after start-up. Each pass builds the binary,
+# pages as possible; the rest of the ~8 MB of code leaves the resident set after start-up. Each pass builds the binary,
 # runs a plain and a TLS sidekick under the bench workload with fault-around disabled for the executable
 # (layout-split.c), and lists the methods on the code pages they touched. The second pass starts from the
 # first pass's layout, where fewer untouched methods share a page with touched ones.
