@@ -15,6 +15,7 @@ internal sealed class ReloadingCertificate : IDisposable
 {
     private readonly string _certPath;
     private readonly string _keyPath;
+    private readonly string[] _fileNames;
     private readonly string? _password;
     private readonly TextWriter _stderr;
     private readonly List<FileSystemWatcher> _watchers = [];
@@ -34,14 +35,14 @@ internal sealed class ReloadingCertificate : IDisposable
         _stderr = stderr;
         _current = CertificateFiles.Load(_certPath, _keyPath, password);
         _fingerprint = ContentFingerprint();
-        string[] names = [Path.GetFileName(_certPath), Path.GetFileName(_keyPath)];
+        _fileNames = [Path.GetFileName(_certPath), Path.GetFileName(_keyPath)];
         foreach (var directory in new[] { Path.GetDirectoryName(_certPath)!, Path.GetDirectoryName(_keyPath)! }.Distinct())
         {
             var watcher = new FileSystemWatcher(directory) { NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.CreationTime };
-            watcher.Changed += (_, e) => ReloadIfOneOf(names, e.Name);
-            watcher.Created += (_, e) => ReloadIfOneOf(names, e.Name);
+            watcher.Changed += OnDirectoryEvent;
+            watcher.Created += OnDirectoryEvent;
             // An editor or a deploy tool writes a temporary file and renames it over the certificate.
-            watcher.Renamed += (_, e) => ReloadIfOneOf(names, e.Name);
+            watcher.Renamed += OnDirectoryEvent;
             watcher.EnableRaisingEvents = true;
             _watchers.Add(watcher);
         }
@@ -90,9 +91,9 @@ internal sealed class ReloadingCertificate : IDisposable
         }
     }
 
-    private void ReloadIfOneOf(string[] names, string? changed)
+    private void OnDirectoryEvent(object? sender, FileSystemEventArgs e)
     {
-        if (changed is not null && names.Contains(changed))
+        if (e.Name is { } name && _fileNames.Contains(name))
         {
             TryReload();
         }
