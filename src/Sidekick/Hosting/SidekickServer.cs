@@ -88,6 +88,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         }
 
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
+        Compactor = new HeapCompactor(time);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -105,6 +106,7 @@ internal sealed class SidekickServer : IAsyncDisposable
             var address = ListenAddress.Parse(options.Address);
             void Configure(ListenOptions listen)
             {
+                listen.Use(Compactor.Track);
                 if (hooks.ConfigureTls is { } tls)
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2;
@@ -199,6 +201,9 @@ internal sealed class SidekickServer : IAsyncDisposable
     public SiteWatch Sites { get; }
 
     public SidekickMeter Meter { get; }
+
+    /// <summary>Compacts the heap after bursts of closed client connections.</summary>
+    public HeapCompactor Compactor { get; }
 
     private int? _diagnosticsPort;
 
@@ -301,6 +306,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         await _table;
         Prober.Dispose();
         Meter.Dispose();
+        Compactor.Dispose();
         Cache?.Dispose();
         await Output.DisposeAsync();
         await _app.DisposeAsync();
