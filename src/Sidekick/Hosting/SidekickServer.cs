@@ -88,7 +88,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         }
 
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
-        Compactor = new HeapCompactor(time);
+        Compactor = hooks.Compactor ?? HeapCompactor.Shared;
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -202,7 +202,7 @@ internal sealed class SidekickServer : IAsyncDisposable
 
     public SidekickMeter Meter { get; }
 
-    /// <summary>Compacts the heap after bursts of closed client connections.</summary>
+    /// <summary>Compacts the heap after bursts of closed client connections (one per process: the heap is).</summary>
     public HeapCompactor Compactor { get; }
 
     private int? _diagnosticsPort;
@@ -306,7 +306,6 @@ internal sealed class SidekickServer : IAsyncDisposable
         await _table;
         Prober.Dispose();
         Meter.Dispose();
-        Compactor.Dispose();
         Cache?.Dispose();
         await Output.DisposeAsync();
         await _app.DisposeAsync();
@@ -337,4 +336,7 @@ internal sealed record SidekickServerHooks
     /// <summary>The forwarding path (<see cref="ForwarderChoice"/>); null reads SIDEKICK_FORWARDER.</summary>
     public string? Forwarder { get; init; }
     public ResponseCache? Cache { get; init; }
+
+    /// <summary>Counts this server's closed connections; null shares <see cref="HeapCompactor.Shared"/>.</summary>
+    public HeapCompactor? Compactor { get; init; }
 }

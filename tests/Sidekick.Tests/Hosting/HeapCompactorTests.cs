@@ -17,11 +17,21 @@ public sealed class HeapCompactorTests
         public void Compact() => Compactions++;
     }
 
+    /// <summary>Connections that open and close (each closure is a burst's member).</summary>
     private static void Close(HeapCompactor compactor, int connections)
     {
         for (var i = 0; i < connections; i++)
         {
+            compactor.OnConnectionOpened();
             compactor.OnConnectionClosed();
+        }
+    }
+
+    private static void Open(HeapCompactor compactor, int connections)
+    {
+        for (var i = 0; i < connections; i++)
+        {
+            compactor.OnConnectionOpened();
         }
     }
 
@@ -55,6 +65,40 @@ public sealed class HeapCompactorTests
         Assert.Equal(0, recorder.Compactions);
 
         Close(compactor, 1); // the count carries over until it is worth it
+        time.Advance(HeapCompactor.Quiet);
+        Assert.Equal(1, recorder.Compactions);
+    }
+
+    [Fact]
+    public void Closures_fewer_than_the_connections_still_open_wait_until_they_are_as_many()
+    {
+        var time = new FakeTimeProvider();
+        var recorder = new Recorder();
+        using var compactor = new HeapCompactor(time, recorder.Compact);
+        Open(compactor, 100);
+
+        Close(compactor, 99);
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal(0, recorder.Compactions);
+
+        Close(compactor, 1);
+        time.Advance(HeapCompactor.Quiet);
+        Assert.Equal(1, recorder.Compactions);
+    }
+
+    [Fact]
+    public void Connections_opened_during_the_quiet_second_put_the_compaction_off()
+    {
+        var time = new FakeTimeProvider();
+        var recorder = new Recorder();
+        using var compactor = new HeapCompactor(time, recorder.Compact);
+
+        Close(compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        Open(compactor, HeapCompactor.ClosedConnectionsWorthCompacting + 1);
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal(0, recorder.Compactions);
+
+        Close(compactor, 1);
         time.Advance(HeapCompactor.Quiet);
         Assert.Equal(1, recorder.Compactions);
     }
@@ -126,7 +170,10 @@ public sealed class HeapCompactorTests
     public async Task Client_connections_closed_on_the_proxy_listener_are_counted()
     {
         await using var backend = await TestBackend.StartAsync("a");
-        await using var sidekick = await SidekickHarness.StartAsync([backend]);
+        var compactions = 0;
+        using var compactor = new HeapCompactor(TimeProvider.System, () => Interlocked.Increment(ref compactions));
+        await using var sidekick = await SidekickHarness.StartAsync(SidekickHarness.FastOptions,
+            SidekickHarness.Definitions(SidekickHarness.FastOptions, [[backend]]), new SidekickServerHooks { Compactor = compactor });
         var endpoint = new IPEndPoint(IPAddress.Loopback, sidekick.BaseAddress.Port);
 
         for (var i = 0; i < HeapCompactor.ClosedConnectionsWorthCompacting; i++)
@@ -140,6 +187,7 @@ public sealed class HeapCompactorTests
         }
 
         // Kestrel finishes with a connection after the client has read its response: wait for the last ones.
-        await sidekick.WaitUntilAsync(() => sidekick.Server.Compactor.Compactions == 1, timeoutMs: 10_000);
+        await sidekick.WaitUntilAsync(() => Volatile.Read(ref compactions) == 1, timeoutMs: 10_000);
+        Assert.Same(compactor, sidekick.Server.Compactor);
     }
 }
