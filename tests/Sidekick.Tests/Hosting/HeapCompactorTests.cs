@@ -8,14 +8,21 @@ using Sidekick.Tests.Integration;
 namespace Sidekick.Tests.Hosting;
 
 /// <summary>One compacting collection after each burst of closed client connections, never during one.</summary>
-public sealed class HeapCompactorTests
+public sealed class HeapCompactorTests : IDisposable
 {
-    private sealed class Recorder
-    {
-        public int Compactions { get; private set; }
+    // xUnit makes a new instance for each test: a fresh fake clock and compactor every time.
+    private readonly FakeTimeProvider _time = new();
+    private readonly HeapCompactor _compactor;
+    private int _compactions;
+    private Action? _whileCompacting;
 
-        public void Compact() => Compactions++;
-    }
+    public HeapCompactorTests() => _compactor = new HeapCompactor(_time, () =>
+    {
+        _compactions++;
+        _whileCompacting?.Invoke();
+    });
+
+    public void Dispose() => _compactor.Dispose();
 
     /// <summary>Connections that open and close (each closure is a burst's member).</summary>
     private static void Close(HeapCompactor compactor, int connections)
@@ -38,132 +45,101 @@ public sealed class HeapCompactorTests
     [Fact]
     public void A_burst_of_closures_is_compacted_once_a_quiet_second_after_it()
     {
-        var time = new FakeTimeProvider();
-        var recorder = new Recorder();
-        using var compactor = new HeapCompactor(time, recorder.Compact);
+        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        _time.Advance(HeapCompactor.Quiet - TimeSpan.FromMilliseconds(1));
+        Assert.Equal(0, _compactions);
+        _time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.Equal(1, _compactions);
+        Assert.Equal(1, _compactor.Compactions);
 
-        Close(compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
-        time.Advance(HeapCompactor.Quiet - TimeSpan.FromMilliseconds(1));
-        Assert.Equal(0, recorder.Compactions);
-        time.Advance(TimeSpan.FromMilliseconds(1));
-        Assert.Equal(1, recorder.Compactions);
-        Assert.Equal(1, compactor.Compactions);
-
-        time.Advance(TimeSpan.FromMinutes(5));
-        Assert.Equal(1, recorder.Compactions);
+        _time.Advance(TimeSpan.FromMinutes(5));
+        Assert.Equal(1, _compactions);
     }
 
     [Fact]
     public void Fewer_closures_than_worth_a_pause_never_compact()
     {
-        var time = new FakeTimeProvider();
-        var recorder = new Recorder();
-        using var compactor = new HeapCompactor(time, recorder.Compact);
+        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting - 1);
+        _time.Advance(TimeSpan.FromMinutes(5));
+        Assert.Equal(0, _compactions);
 
-        Close(compactor, HeapCompactor.ClosedConnectionsWorthCompacting - 1);
-        time.Advance(TimeSpan.FromMinutes(5));
-        Assert.Equal(0, recorder.Compactions);
-
-        Close(compactor, 1); // the count carries over until it is worth it
-        time.Advance(HeapCompactor.Quiet);
-        Assert.Equal(1, recorder.Compactions);
+        Close(_compactor, 1); // the count carries over until it is worth it
+        _time.Advance(HeapCompactor.Quiet);
+        Assert.Equal(1, _compactions);
     }
 
     [Fact]
     public void Closures_fewer_than_the_connections_still_open_wait_until_they_are_as_many()
     {
-        var time = new FakeTimeProvider();
-        var recorder = new Recorder();
-        using var compactor = new HeapCompactor(time, recorder.Compact);
-        Open(compactor, 100);
+        Open(_compactor, 100);
 
-        Close(compactor, 99);
-        time.Advance(TimeSpan.FromMinutes(1));
-        Assert.Equal(0, recorder.Compactions);
+        Close(_compactor, 99);
+        _time.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal(0, _compactions);
 
-        Close(compactor, 1);
-        time.Advance(HeapCompactor.Quiet);
-        Assert.Equal(1, recorder.Compactions);
+        Close(_compactor, 1);
+        _time.Advance(HeapCompactor.Quiet);
+        Assert.Equal(1, _compactions);
     }
 
     [Fact]
     public void Connections_opened_during_the_quiet_second_put_the_compaction_off()
     {
-        var time = new FakeTimeProvider();
-        var recorder = new Recorder();
-        using var compactor = new HeapCompactor(time, recorder.Compact);
+        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        Open(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting + 1);
+        _time.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal(0, _compactions);
 
-        Close(compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
-        Open(compactor, HeapCompactor.ClosedConnectionsWorthCompacting + 1);
-        time.Advance(TimeSpan.FromMinutes(1));
-        Assert.Equal(0, recorder.Compactions);
-
-        Close(compactor, 1);
-        time.Advance(HeapCompactor.Quiet);
-        Assert.Equal(1, recorder.Compactions);
+        Close(_compactor, 1);
+        _time.Advance(HeapCompactor.Quiet);
+        Assert.Equal(1, _compactions);
     }
 
     [Fact]
     public void Closures_that_keep_coming_postpone_the_compaction_until_they_stop()
     {
-        var time = new FakeTimeProvider();
-        var recorder = new Recorder();
-        using var compactor = new HeapCompactor(time, recorder.Compact);
-
-        Close(compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
         for (var i = 0; i < 10; i++)
         {
-            time.Advance(HeapCompactor.Quiet / 2);
-            Close(compactor, 1);
+            _time.Advance(HeapCompactor.Quiet / 2);
+            Close(_compactor, 1);
         }
 
-        Assert.Equal(0, recorder.Compactions);
-        time.Advance(HeapCompactor.Quiet);
-        Assert.Equal(1, recorder.Compactions);
+        Assert.Equal(0, _compactions);
+        _time.Advance(HeapCompactor.Quiet);
+        Assert.Equal(1, _compactions);
     }
 
     [Fact]
     public void Bursts_closer_together_than_the_minimum_interval_are_compacted_once_it_has_passed()
     {
-        var time = new FakeTimeProvider();
-        var recorder = new Recorder();
-        using var compactor = new HeapCompactor(time, recorder.Compact);
+        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        _time.Advance(HeapCompactor.Quiet);
+        Assert.Equal(1, _compactions);
 
-        Close(compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
-        time.Advance(HeapCompactor.Quiet);
-        Assert.Equal(1, recorder.Compactions);
-
-        Close(compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
-        time.Advance(HeapCompactor.Quiet);
-        Assert.Equal(1, recorder.Compactions);
-        time.Advance(HeapCompactor.MinInterval - HeapCompactor.Quiet - TimeSpan.FromMilliseconds(1)); // the first ran at Quiet
-        Assert.Equal(1, recorder.Compactions);
-        time.Advance(TimeSpan.FromMilliseconds(1));
-        Assert.Equal(2, recorder.Compactions);
+        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        _time.Advance(HeapCompactor.Quiet);
+        Assert.Equal(1, _compactions);
+        _time.Advance(HeapCompactor.MinInterval - HeapCompactor.Quiet - TimeSpan.FromMilliseconds(1)); // the first ran at Quiet
+        Assert.Equal(1, _compactions);
+        _time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.Equal(2, _compactions);
     }
 
     [Fact]
     public void Connections_that_close_while_a_compaction_runs_count_toward_the_next()
     {
-        var time = new FakeTimeProvider();
-        HeapCompactor? compactor = null;
-        var compactions = 0;
-        compactor = new HeapCompactor(time, () =>
+        _whileCompacting = () =>
         {
-            compactions++;
-            if (compactions == 1)
-            {
-                Close(compactor!, HeapCompactor.ClosedConnectionsWorthCompacting);
-            }
-        });
-        using (compactor)
-        {
-            Close(compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
-            time.Advance(HeapCompactor.Quiet);
-            Assert.Equal(1, compactions);
-            time.Advance(HeapCompactor.MinInterval);
-            Assert.Equal(2, compactions);
-        }
+            _whileCompacting = null;
+            Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        };
+
+        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        _time.Advance(HeapCompactor.Quiet);
+        Assert.Equal(1, _compactions);
+        _time.Advance(HeapCompactor.MinInterval);
+        Assert.Equal(2, _compactions);
     }
 
     [Fact]
