@@ -62,6 +62,8 @@ internal static class DiagnosticsEndpoints
         json.WriteNumber("totalPauseMs", GC.GetTotalPauseDuration().TotalMilliseconds);
         json.WriteBoolean("serverGC", GCSettings.IsServerGC);
         json.WriteString("latencyMode", GCSettings.LatencyMode.ToString());
+        // Collections sidekick forced after bursts of closed client connections (Hosting/HeapCompactor.cs).
+        json.WriteNumber("compactionsAfterClosedConnections", Hosting.HeapCompactor.Shared.Compactions);
         // Sizes after the last collection, per generation: where a large heap sits (the pinned heap holds
         // Kestrel's I/O buffers).
         json.WriteStartObject("generations");

@@ -25,27 +25,38 @@ public sealed class HeapCompactorTests : IDisposable
     public void Dispose() => _compactor.Dispose();
 
     /// <summary>Connections that open and close (each closure is a burst's member).</summary>
-    private static void Close(HeapCompactor compactor, int connections)
+    private void Close(int connections)
     {
         for (var i = 0; i < connections; i++)
         {
-            compactor.OnConnectionOpened();
-            compactor.OnConnectionClosed();
+            _compactor.OnConnectionOpened();
+            _compactor.OnConnectionClosed();
         }
     }
 
-    private static void Open(HeapCompactor compactor, int connections)
+    private void Open(int connections)
     {
         for (var i = 0; i < connections; i++)
         {
-            compactor.OnConnectionOpened();
+            _compactor.OnConnectionOpened();
         }
+    }
+
+    /// <summary>Nothing happens while the clock runs for <paramref name="idle"/>; one more closure then does it.</summary>
+    private void AssertOneMoreClosureCompactsAfter(TimeSpan idle)
+    {
+        _time.Advance(idle);
+        Assert.Equal(0, _compactions);
+
+        Close(1);
+        _time.Advance(HeapCompactor.Quiet);
+        Assert.Equal(1, _compactions);
     }
 
     [Fact]
     public void A_burst_of_closures_is_compacted_once_a_quiet_second_after_it()
     {
-        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        Close(HeapCompactor.ClosedConnectionsWorthCompacting);
         _time.Advance(HeapCompactor.Quiet - TimeSpan.FromMilliseconds(1));
         Assert.Equal(0, _compactions);
         _time.Advance(TimeSpan.FromMilliseconds(1));
@@ -59,50 +70,35 @@ public sealed class HeapCompactorTests : IDisposable
     [Fact]
     public void Fewer_closures_than_worth_a_pause_never_compact()
     {
-        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting - 1);
-        _time.Advance(TimeSpan.FromMinutes(5));
-        Assert.Equal(0, _compactions);
-
-        Close(_compactor, 1); // the count carries over until it is worth it
-        _time.Advance(HeapCompactor.Quiet);
-        Assert.Equal(1, _compactions);
+        Close(HeapCompactor.ClosedConnectionsWorthCompacting - 1);
+        AssertOneMoreClosureCompactsAfter(TimeSpan.FromMinutes(5)); // the count carries over until it is worth it
     }
 
     [Fact]
     public void Closures_fewer_than_the_connections_still_open_wait_until_they_are_as_many()
     {
-        Open(_compactor, 100);
+        Open(100);
 
-        Close(_compactor, 99);
-        _time.Advance(TimeSpan.FromMinutes(1));
-        Assert.Equal(0, _compactions);
-
-        Close(_compactor, 1);
-        _time.Advance(HeapCompactor.Quiet);
-        Assert.Equal(1, _compactions);
+        Close(99);
+        AssertOneMoreClosureCompactsAfter(TimeSpan.FromMinutes(1));
     }
 
     [Fact]
     public void Connections_opened_during_the_quiet_second_put_the_compaction_off()
     {
-        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
-        Open(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting + 1);
-        _time.Advance(TimeSpan.FromMinutes(1));
-        Assert.Equal(0, _compactions);
-
-        Close(_compactor, 1);
-        _time.Advance(HeapCompactor.Quiet);
-        Assert.Equal(1, _compactions);
+        Close(HeapCompactor.ClosedConnectionsWorthCompacting);
+        Open(HeapCompactor.ClosedConnectionsWorthCompacting + 1);
+        AssertOneMoreClosureCompactsAfter(TimeSpan.FromMinutes(1));
     }
 
     [Fact]
     public void Closures_that_keep_coming_postpone_the_compaction_until_they_stop()
     {
-        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        Close(HeapCompactor.ClosedConnectionsWorthCompacting);
         for (var i = 0; i < 10; i++)
         {
             _time.Advance(HeapCompactor.Quiet / 2);
-            Close(_compactor, 1);
+            Close(1);
         }
 
         Assert.Equal(0, _compactions);
@@ -113,11 +109,11 @@ public sealed class HeapCompactorTests : IDisposable
     [Fact]
     public void Bursts_closer_together_than_the_minimum_interval_are_compacted_once_it_has_passed()
     {
-        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        Close(HeapCompactor.ClosedConnectionsWorthCompacting);
         _time.Advance(HeapCompactor.Quiet);
         Assert.Equal(1, _compactions);
 
-        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        Close(HeapCompactor.ClosedConnectionsWorthCompacting);
         _time.Advance(HeapCompactor.Quiet);
         Assert.Equal(1, _compactions);
         _time.Advance(HeapCompactor.MinInterval - HeapCompactor.Quiet - TimeSpan.FromMilliseconds(1)); // the first ran at Quiet
@@ -132,10 +128,10 @@ public sealed class HeapCompactorTests : IDisposable
         _whileCompacting = () =>
         {
             _whileCompacting = null;
-            Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+            Close(HeapCompactor.ClosedConnectionsWorthCompacting);
         };
 
-        Close(_compactor, HeapCompactor.ClosedConnectionsWorthCompacting);
+        Close(HeapCompactor.ClosedConnectionsWorthCompacting);
         _time.Advance(HeapCompactor.Quiet);
         Assert.Equal(1, _compactions);
         _time.Advance(HeapCompactor.MinInterval);

@@ -154,6 +154,7 @@ public sealed class MetricsAndTableTests
         Assert.True(gc.GetProperty("heapSizeBytes").GetInt64() > 0);
         Assert.True(gc.GetProperty("generations").GetProperty("gen2").GetProperty("sizeAfterBytes").GetInt64() >= 0);
         Assert.Equal(5, gc.GetProperty("generations").EnumerateObject().Count());
+        Assert.True(gc.GetProperty("compactionsAfterClosedConnections").GetInt32() >= 0);
         var pool = JsonDocument.Parse(await client.GetStringAsync($"http://127.0.0.1:{port}/debug/threadpool")).RootElement;
         Assert.True(pool.GetProperty("threadCount").GetInt32() > 0);
         // The diagnostics port never proxies.
