@@ -25,7 +25,9 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
         _context = context;
         _inner = inner;
         _meter = meter;
-        context.Features.Set<IHttpRequestLifetimeFeature>(this);
+        // In front of the server's lifetime feature whenever the meter is (a forwarder writing through the
+        // HttpContext, such as YARP, aborts the client through it).
+        meter.InstallWith(this);
     }
 
     public CancellationToken RequestAborted
@@ -85,6 +87,8 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
             return false;
         }
 
+        // The rest goes through the HttpContext: counted by the meter, aborts deferred to this watch.
+        _meter.Install();
         var buffer = new byte[64 * 1024];
         for (var attempt = 0; attempt < maxAttempts && BytesSent < length; attempt++)
         {

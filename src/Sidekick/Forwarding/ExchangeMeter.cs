@@ -9,9 +9,10 @@ namespace Sidekick.Forwarding;
 /// <summary>
 /// Counts the body bytes of one exchange in both directions (for Rx/Tx statistics, upstream §8.4), notes
 /// when the first response byte went out, and can keep the start of an error body for the debug trace.
-/// Installed once per request by wrapping the request body stream and standing in for the server's response
-/// body feature (replacing the feature directly costs less than setting Response.Body, which adds a feature
-/// wrapper and a completion callback to every request).
+/// The request body stream is wrapped at once; the response side is handed to the plain HTTP/1.1 forwarder
+/// directly (<see cref="Body"/>) and stands in for the server's response body feature only when something
+/// writes through the HttpContext (YARP, a resumed download): <see cref="Install"/>. Replacing a feature
+/// makes every feature reference ASP.NET cached for the request fetch again, a cost the plain path skips.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The wrappers pass through the server-owned body streams, which the server disposes.")]
 internal sealed class ExchangeMeter
@@ -21,12 +22,16 @@ internal sealed class ExchangeMeter
     // The reason phrase's length for every status code below 600: a table read instead of a dictionary lookup per request.
     private static readonly int[] ReasonLengths = Enumerable.Range(0, 600).Select(status => ReasonPhrases.GetReasonPhrase(status).Length).ToArray();
 
+    private readonly HttpContext _context;
     private readonly CountingReadStream? _request;
     private readonly CountingWriteStream _response;
+    private IHttpRequestLifetimeFeature? _lifetime;
+    private bool _installed;
 
     /// <param name="firstByteClock">Notes when the first body byte went out (for traces); null skips the clock read.</param>
     public ExchangeMeter(HttpContext context, TimeProvider? firstByteClock, bool captureErrorBody)
     {
+        _context = context;
         // A request that cannot have a body (a GET without Content-Length or chunking) reads none: no wrapper.
         if (context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false)
         {
@@ -35,7 +40,32 @@ internal sealed class ExchangeMeter
         }
 
         _response = new CountingWriteStream(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.Response, firstByteClock, captureErrorBody);
-        context.Features.Set<IHttpResponseBodyFeature>(_response);
+    }
+
+    /// <summary>The response body, counted, for a forwarder that writes below the HttpContext.</summary>
+    public IMeteredResponseBody Body => _response;
+
+    /// <summary>A stand-in for the request's lifetime feature, installed together with the meter.</summary>
+    public void InstallWith(IHttpRequestLifetimeFeature lifetime) => _lifetime = lifetime;
+
+    /// <summary>
+    /// Puts the meter (and the stand-ins given to <see cref="InstallWith"/>) in front of the server's features,
+    /// so that whatever writes through the HttpContext from now on is counted. Both features are replaced
+    /// together: ASP.NET refetches its cached feature references once, not once per replacement.
+    /// </summary>
+    public void Install()
+    {
+        if (_installed)
+        {
+            return;
+        }
+
+        _installed = true;
+        _context.Features.Set<IHttpResponseBodyFeature>(_response);
+        if (_lifetime is not null)
+        {
+            _context.Features.Set(_lifetime);
+        }
     }
 
     public long RequestBodyBytes => _request?.BytesRead ?? 0;
@@ -133,6 +163,8 @@ internal sealed class ExchangeMeter
         public string? Captured => _captured?.ToString();
 
         public PipeWriter ServerWriter => server.Writer;
+
+        public Stream Body => this;
 
         public long CountedRequestHeaderBytes { get; private set; } = -1;
 

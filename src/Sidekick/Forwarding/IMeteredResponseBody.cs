@@ -13,6 +13,9 @@ internal interface IMeteredResponseBody
     /// <summary>The server's own writer (start the response first, so its head goes out with the first body bytes).</summary>
     PipeWriter ServerWriter { get; }
 
+    /// <summary>The response body as a stream that counts what goes through it (for bodies copied in pieces).</summary>
+    Stream Body { get; }
+
     /// <summary>Counts bytes written through <see cref="ServerWriter"/>.</summary>
     void Wrote(ReadOnlySpan<byte> data);
 

@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.AspNetCore.Http.Features;
 using Sidekick.Caching;
+using Sidekick.Forwarding.Http1;
 using Sidekick.Health;
 using Sidekick.Observability;
 using Sidekick.Routing;
@@ -18,7 +19,7 @@ internal sealed class ProxyHandler(
     ResponseCache? cache,
     TopologyStore topology,
     IBalancer balancer,
-    IHttpForwarder forwarder,
+    Http1Forwarder forwarder,
     HealthProber health,
     OutlierDetector outliers,
     RetryPolicy retries,
@@ -103,7 +104,7 @@ internal sealed class ProxyHandler(
             FailedAttempt failed;
             try
             {
-                var error = await forwarder.SendAsync(context, backend.DestinationPrefix, site.Invoker, RequestConfig, SidekickTransformer.Instance);
+                var error = await forwarder.SendAsync(context, meter, backend.DestinationPrefix, site.Invoker, RequestConfig, SidekickTransformer.Instance);
                 if (error == ForwarderError.None)
                 {
                     outliers.OnResponse(backend, context.Response.StatusCode);

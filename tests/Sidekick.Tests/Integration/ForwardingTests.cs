@@ -91,6 +91,8 @@ public sealed class ForwardingTests
         await using var body = await response.Content.ReadAsStreamAsync();
         Assert.Equal(TestBackend.PatternSha256(size), Convert.ToHexString(await SHA256.HashDataAsync(body)));
         Assert.Contains(b.Seen, r => r.Headers.TryGetValue("Range", out var range) && range.StartsWith("bytes=", StringComparison.Ordinal));
+        // The resumed bytes count as the exchange's (on the backend it started with), like the first half.
+        await sidekick.WaitUntilAsync(() => sidekick.BackendOf(a).Stats.TxBytes >= size);
         // The dying node was marked down (its probes may bring it back since its health endpoint still works).
         Assert.NotNull(sidekick.BackendOf(a).GetHealthSnapshot().LastDownReason);
     }

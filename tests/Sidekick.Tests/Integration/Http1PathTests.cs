@@ -63,6 +63,29 @@ public sealed class Http1PathTests
         Assert.Equal(expected, backend.Stats.RxBytes);
     }
 
+    [Theory]
+    [InlineData("http1", "length")]
+    [InlineData("http1", "chunked")]
+    [InlineData("http1", "close")]
+    [InlineData("yarp", "length")]
+    [InlineData("yarp", "chunked")]
+    [InlineData("yarp", "close")]
+    public async Task Both_paths_count_response_body_bytes_whatever_the_framing(string forwarder, string framing)
+    {
+        // Two responses with heads of the same length and bodies 8,000 bytes apart: Tx grows by that much more.
+        await using var backend = new RawBackend(request => Framed(framing, request.Target == "/small" ? 1000 : 9000));
+        await using var sidekick = await StartAsync(new SidekickServerHooks { Forwarder = forwarder }, backend.Url);
+        var stats = sidekick.Server.Topology.Current.AllBackends.Single().Stats;
+
+        Assert.Equal(1000, (await sidekick.Client.GetByteArrayAsync("/small")).Length);
+        await sidekick.WaitUntilAsync(() => stats.TxBytes > 0);
+        var small = stats.TxBytes;
+        Assert.Equal(9000, (await sidekick.Client.GetByteArrayAsync("/large")).Length);
+        await sidekick.WaitUntilAsync(() => stats.TxBytes > small);
+
+        Assert.Equal(8000, stats.TxBytes - small - small);
+    }
+
     [Fact]
     public async Task Sequential_requests_share_one_kept_alive_connection()
     {
@@ -185,6 +208,18 @@ public sealed class Http1PathTests
     {
         var error = Assert.Throws<Sidekick.Cli.FatalException>(() => Sidekick.Forwarding.Http1.ForwarderChoice.UsesHttp1Path("fast"));
         Assert.Equal("invalid SIDEKICK_FORWARDER 'fast': expected 'http1' (the default) or 'yarp'", error.Message);
+    }
+
+    /// <summary>A 200 with <paramref name="size"/> body bytes, framed by a length, by chunks, or by closing.</summary>
+    private static RawResponse Framed(string framing, int size)
+    {
+        var body = new string('b', size);
+        return framing switch
+        {
+            "length" => RawResponse.Text($"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n{body}"),
+            "chunked" => RawResponse.Text($"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{size:x}\r\n{body}\r\n0\r\n\r\n"),
+            _ => RawResponse.Text($"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{body}", close: true),
+        };
     }
 
     private static Task<SidekickHarness> StartAsync(SidekickServerHooks hooks, Uri backend)

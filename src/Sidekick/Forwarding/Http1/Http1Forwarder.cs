@@ -20,9 +20,10 @@ namespace Sidekick.Forwarding.Http1;
 /// collections in between. Everything else (TLS backends, upgrades, Expect: 100-continue, large or
 /// chunked uploads, an HTTP proxy in the environment) goes to YARP. Both report outcomes the same way
 /// (<see cref="ForwarderError"/> and <see cref="IForwarderErrorFeature"/>), so retries, download resume,
-/// metering and tracing do not know which path carried a request.
+/// metering and tracing do not know which path carried a request. This path reports to the exchange meter
+/// directly; YARP writes through the HttpContext, so the meter is installed in front of it first.
 /// </summary>
-internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
+internal sealed class Http1Forwarder : IDisposable
 {
     /// <summary>Larger bodies go to YARP, which sends them while already reading an early response.</summary>
     public const int MaxInlineBodyBytes = 64 * 1024;
@@ -59,16 +60,19 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     /// <summary>Requests this path carried (the rest went to YARP).</summary>
     public long Forwarded => Volatile.Read(ref _forwarded);
 
+    /// <summary>Forwards one attempt of the exchange <paramref name="meter"/> counts, on this path or YARP's.</summary>
     public ValueTask<ForwarderError> SendAsync(
-        HttpContext context, string destinationPrefix, HttpMessageInvoker httpClient, ForwarderRequestConfig requestConfig, HttpTransformer transformer) =>
-        _enabled && PlainTarget(context, destinationPrefix, transformer, out var bodyLength) is { } rawTarget
-            ? ForwardAsync(context, _pools.For(destinationPrefix), rawTarget, bodyLength, requestConfig.ActivityTimeout ?? DefaultActivityTimeout)
-            : _fallback.SendAsync(context, destinationPrefix, httpClient, requestConfig, transformer);
+        HttpContext context, ExchangeMeter meter, string destinationPrefix, HttpMessageInvoker httpClient, ForwarderRequestConfig requestConfig,
+        HttpTransformer transformer)
+    {
+        if (_enabled && PlainTarget(context, destinationPrefix, transformer, out var bodyLength) is { } rawTarget)
+        {
+            return ForwardAsync(context, meter.Body, _pools.For(destinationPrefix), rawTarget, bodyLength, requestConfig.ActivityTimeout ?? DefaultActivityTimeout);
+        }
 
-    public ValueTask<ForwarderError> SendAsync(
-        HttpContext context, string destinationPrefix, HttpMessageInvoker httpClient, ForwarderRequestConfig requestConfig, HttpTransformer transformer,
-        CancellationToken cancellationToken) =>
-        _fallback.SendAsync(context, destinationPrefix, httpClient, requestConfig, transformer, cancellationToken);
+        meter.Install();
+        return _fallback.SendAsync(context, destinationPrefix, httpClient, requestConfig, transformer);
+    }
 
     public void Dispose() => _pools.Dispose();
 
@@ -113,13 +117,12 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<ForwarderError> ForwardAsync(
-        HttpContext context, BackendConnectionPool pool, string rawTarget, int bodyLength, TimeSpan activityTimeout)
+        HttpContext context, IMeteredResponseBody metered, BackendConnectionPool pool, string rawTarget, int bodyLength, TimeSpan activityTimeout)
     {
         Interlocked.Increment(ref _forwarded);
         var resendable = IdempotentMethods.Contains(context.Request.Method);
         using var head = RequestHead.Write(context, rawTarget, pool.Authority);
-        var metered = context.Response.Body as IMeteredResponseBody;
-        metered?.CountedRequestHeaders(head.HeaderBytes);
+        metered.CountedRequestHeaders(head.HeaderBytes);
         var headBytes = head.Bytes;
         for (var attempt = 1; ; attempt++)
         {
@@ -270,40 +273,13 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     }
 
     /// <summary>The response body as the backend framed it (the caller's await is the only state machine).</summary>
-    private static ValueTask CopyBodyAsync(HttpContext context, IMeteredResponseBody? metered, BackendConnection connection, ResponseHead response) => response.Framing switch
+    private static ValueTask CopyBodyAsync(HttpContext context, IMeteredResponseBody metered, BackendConnection connection, ResponseHead response) => response.Framing switch
     {
-        BodyFraming.ContentLength when metered is not null => CopyLengthDirectAsync(context, metered, connection, response.ContentLength),
-        BodyFraming.ContentLength => CopyLengthAsync(context, connection, response.ContentLength),
-        BodyFraming.Chunked => CopyChunkedAsync(context, connection),
-        BodyFraming.UntilClose => CopyToEndAsync(context, connection),
+        BodyFraming.ContentLength => CopyLengthDirectAsync(context, metered, connection, response.ContentLength),
+        BodyFraming.Chunked => CopyChunkedAsync(metered.Body, connection),
+        BodyFraming.UntilClose => CopyToEndAsync(metered.Body, connection),
         _ => ValueTask.CompletedTask,
     };
-
-    /// <summary>
-    /// Copies a body of known length through the response stream (when something other than the exchange
-    /// meter wraps it); a failed client write surfaces as <see cref="ClientWriteException"/>.
-    /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private static async ValueTask CopyLengthAsync(HttpContext context, BackendConnection connection, long remaining)
-    {
-        var client = context.Response.Body;
-        if (remaining - connection.BufferedCount > BackendConnection.SmallBufferSize)
-        {
-            connection.UseLargeBuffer();
-        }
-
-        while (remaining > 0)
-        {
-            if (connection.BufferedCount == 0 && await connection.ReceiveAsync() == 0)
-            {
-                throw new HttpIOException(HttpRequestError.ResponseEnded, $"the backend closed the connection with {remaining} bytes of the body still to come");
-            }
-
-            var take = (int)Math.Min(connection.BufferedCount, remaining);
-            await WriteToClientAsync(client, connection, take);
-            remaining -= take;
-        }
-    }
 
     /// <summary>
     /// A body of known length, written into the server's output buffers: the bytes that came with the
@@ -383,9 +359,8 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private static async ValueTask CopyChunkedAsync(HttpContext context, BackendConnection connection)
+    private static async ValueTask CopyChunkedAsync(Stream client, BackendConnection connection)
     {
-        var client = context.Response.Body;
         var decoder = default(ChunkedDecoder);
         while (true)
         {
@@ -412,9 +387,8 @@ internal sealed class Http1Forwarder : IHttpForwarder, IDisposable
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private static async ValueTask CopyToEndAsync(HttpContext context, BackendConnection connection)
+    private static async ValueTask CopyToEndAsync(Stream client, BackendConnection connection)
     {
-        var client = context.Response.Body;
         connection.UseLargeBuffer();
         while (connection.BufferedCount > 0 || await connection.ReceiveAsync() > 0)
         {
