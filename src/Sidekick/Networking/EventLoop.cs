@@ -12,12 +12,17 @@ internal sealed unsafe class EventLoop
 {
     private const int MaxEvents = 256;
 
+    /// <summary>Passed to <see cref="Dispatch"/> instead of readiness: make the socket's deferred send.</summary>
+    private const uint DeferredSend = 0;
+
     [ThreadStatic]
     private static EventLoop? t_current;
 
     private readonly int _epoll;
     private readonly Lock _gate = new();
     private readonly Stack<int> _freeSlots = new();
+    private readonly List<LoopSocket> _deferredSends = [];
+    private bool _inBatch;
     private LoopSocket?[] _slots = new LoopSocket?[64];
     private int _usedSlots;
     private uint _generation;
@@ -82,6 +87,24 @@ internal sealed unsafe class EventLoop
         }
     }
 
+    /// <summary>
+    /// Takes over a send asked for on this loop's thread while it works through a batch of events: the loop
+    /// makes it once the batch is done (<see cref="LoopSocket.SendDeferred"/>). The peers (clients, backends)
+    /// then find several requests or responses at once when they wake instead of being woken for each one;
+    /// measured at 1 KiB x 256 connections, wrk and nginx used ~20 % less CPU per request and sidekick ~10 %
+    /// less, for the same system calls. Under light load a batch is an event or two, so nothing waits.
+    /// </summary>
+    public bool TryDeferSend(LoopSocket socket)
+    {
+        if (!_inBatch || t_current != this)
+        {
+            return false;
+        }
+
+        _deferredSends.Add(socket);
+        return true;
+    }
+
     private void Add(int fd, uint events, ulong token)
     {
         var eventData = stackalloc byte[16];
@@ -113,6 +136,7 @@ internal sealed unsafe class EventLoop
 
             // Read after the wait: a socket is in the table before it is added to the epoll set.
             var slots = Volatile.Read(ref _slots);
+            _inBatch = true;
             for (var i = 0; i < count; i++)
             {
                 var entry = events + i * size;
@@ -123,14 +147,31 @@ internal sealed unsafe class EventLoop
                     Dispatch(socket, *(uint*)entry);
                 }
             }
+
+            // What the batch's sends wake up (the senders' continuations) runs now and sends at once.
+            _inBatch = false;
+            for (var i = 0; i < _deferredSends.Count; i++)
+            {
+                Dispatch(_deferredSends[i], DeferredSend);
+            }
+
+            _deferredSends.Clear();
         }
     }
 
+    /// <summary>Delivers readiness <paramref name="events"/> to a socket, or makes its deferred send.</summary>
     private static void Dispatch(LoopSocket socket, uint events)
     {
         try
         {
-            socket.OnReadiness(events);
+            if (events == DeferredSend)
+            {
+                socket.SendDeferred();
+            }
+            else
+            {
+                socket.OnReadiness(events);
+            }
         }
         catch (Exception ex)
         {

@@ -102,9 +102,10 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
 
     public override async ValueTask DisposeAsync()
     {
+        // The response bytes still in the output pipe are sent before the socket closes (the send loop ends
+        // once it has drained the completed pipe); only Abort drops them.
         _input.Reader.Complete();
         _output.Writer.Complete();
-        _output.Reader.CancelPendingRead();
         await _receiving;
         await _sending;
         _socket.Dispose();

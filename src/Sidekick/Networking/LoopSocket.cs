@@ -116,13 +116,25 @@ internal sealed class LoopSocket : IDisposable
 
     public ValueTask SendAsync(ReadOnlyMemory<byte> data) => SendAsync(new ReadOnlySequence<byte>(data));
 
-    /// <summary>Sends all of <paramref name="data"/> (several segments in one system call).</summary>
+    /// <summary>
+    /// Sends all of <paramref name="data"/> (several segments in one system call); asked for on the loop's
+    /// thread during a batch of events, once the batch is done (<see cref="EventLoop.TryDeferSend"/>).
+    /// </summary>
     public ValueTask SendAsync(ReadOnlySequence<byte> data) =>
-        TrySend(ref data) ? default : _send.Wait(data, connecting: false);
+        Loop.TryDeferSend(this) ? _send.WaitDeferred(data)
+        : TrySend(ref data) ? default : _send.Wait(data, connecting: false);
 
-    /// <summary>Shuts both directions down: pending and later operations end (end of stream or an error).</summary>
+    /// <summary>Makes the send the loop deferred to the end of its batch (it may still wait for room).</summary>
+    public void SendDeferred() => _send.TryComplete();
+
+    /// <summary>
+    /// Shuts both directions down: pending and later operations end (end of stream or an error). A send the
+    /// loop deferred to the end of its batch is made first, as far as the socket takes it without waiting:
+    /// it would have gone out at once without the deferral (a response Kestrel wrote just before aborting).
+    /// </summary>
     public void Shutdown()
     {
+        _send.TryComplete();
         try
         {
             Socket.Shutdown(SocketShutdown.Both);
@@ -357,6 +369,14 @@ internal sealed class LoopSocket : IDisposable
             return _core.Version;
         }
 
+        /// <summary>Arms without a first attempt: the loop makes it later (a deferred send).</summary>
+        protected short ArmDeferred()
+        {
+            _core.Reset();
+            Interlocked.Exchange(ref _waiting, 1);
+            return _core.Version;
+        }
+
         public void TryComplete()
         {
             while (Interlocked.Exchange(ref _waiting, 0) == 1)
@@ -457,6 +477,13 @@ internal sealed class LoopSocket : IDisposable
             _remaining = remaining;
             _connecting = connecting;
             return new ValueTask(this, Arm());
+        }
+
+        public ValueTask WaitDeferred(ReadOnlySequence<byte> remaining)
+        {
+            _remaining = remaining;
+            _connecting = false;
+            return new ValueTask(this, ArmDeferred());
         }
 
         protected override bool MaybeReady => socket.MaybeWritable;

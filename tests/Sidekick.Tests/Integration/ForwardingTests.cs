@@ -98,6 +98,44 @@ public sealed class ForwardingTests
     }
 
     [Fact]
+    public async Task A_slow_client_asking_to_close_gets_the_whole_body_before_the_close()
+    {
+        // The response is written faster than the client reads, and the connection closes after it: what is
+        // still queued for the socket when the server is done with the connection must go out first.
+        const int size = 16 * 1024 * 1024;
+        await using var a = await TestBackend.StartAsync("a");
+        await using var sidekick = await SidekickHarness.StartAsync([a]);
+        using var tcp = new TcpClient { ReceiveBufferSize = 16 * 1024 };
+        await tcp.ConnectAsync(IPAddress.Loopback, sidekick.BaseAddress.Port);
+        var stream = tcp.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET /download/{size} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+
+        using var received = new MemoryStream();
+        var buffer = new byte[16 * 1024];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        for (var reads = 0; ; reads++)
+        {
+            var read = await stream.ReadAsync(buffer, timeout.Token);
+            if (read == 0)
+            {
+                break;
+            }
+
+            received.Write(buffer, 0, read);
+            if (reads % 64 == 0)
+            {
+                await Task.Delay(10, timeout.Token); // slower than the server writes
+            }
+        }
+
+        var bytes = received.ToArray();
+        var headEnd = bytes.AsSpan().IndexOf("\r\n\r\n"u8) + 4;
+        Assert.StartsWith("HTTP/1.1 200", Encoding.ASCII.GetString(bytes, 0, 12), StringComparison.Ordinal);
+        Assert.Equal(size, bytes.Length - headEnd);
+        Assert.Equal(TestBackend.PatternSha256(size), Convert.ToHexString(SHA256.HashData(bytes.AsSpan(headEnd))));
+    }
+
+    [Fact]
     public async Task A_client_leaving_mid_body_costs_the_backend_nothing()
     {
         await using var a = await TestBackend.StartAsync("a");

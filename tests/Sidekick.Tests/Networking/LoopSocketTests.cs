@@ -54,6 +54,51 @@ public sealed class LoopSocketTests : IDisposable
     }
 
     [Fact]
+    public async Task A_send_made_while_the_loop_runs_a_batch_of_events_leaves_when_the_batch_is_done()
+    {
+        var loop = EventLoops.Shared.Pick();
+        using var trigger = await LoopSocket.ConnectAsync(Endpoint, loop, CancellationToken.None);
+        using var triggerPeer = await _listener.AcceptAsync();
+        using var socket = await LoopSocket.ConnectAsync(Endpoint, loop, CancellationToken.None);
+        using var peer = await _listener.AcceptAsync();
+
+        // From any other thread a send goes out at once.
+        Assert.True(await Task.Run(() => socket.SendAsync("now"u8.ToArray()).AsTask().IsCompletedSuccessfully));
+        Assert.Equal("now"u8.ToArray(), await ReadExactlyAsync(peer, 3).WaitAsync(Patience));
+
+        // From a continuation the loop runs for a readiness event, it waits for the end of that batch.
+        var inBatch = trigger.ReceiveAsync(new byte[16]).AsTask().ContinueWith(
+            _ =>
+            {
+                var sending = socket.SendAsync("later"u8.ToArray()).AsTask();
+                return (OnLoop: EventLoop.Current == loop, Immediate: sending.IsCompleted, AtPeer: peer.Available, Sent: sending);
+            },
+            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        await triggerPeer.SendAsync("go"u8.ToArray());
+        var seen = await inBatch.WaitAsync(Patience);
+
+        Assert.True(seen.OnLoop);
+        Assert.False(seen.Immediate);
+        Assert.Equal(0, seen.AtPeer);
+        await seen.Sent.WaitAsync(Patience);
+        Assert.Equal("later"u8.ToArray(), await ReadExactlyAsync(peer, 5).WaitAsync(Patience));
+
+        // Shut down in the same batch (an abort right after a response was written): the send goes out first.
+        var shutInBatch = trigger.ReceiveAsync(new byte[16]).AsTask().ContinueWith(
+            _ =>
+            {
+                var sending = socket.SendAsync("last"u8.ToArray()).AsTask();
+                socket.Shutdown();
+                return sending;
+            },
+            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        await triggerPeer.SendAsync("go"u8.ToArray());
+        await (await shutInBatch.WaitAsync(Patience)).WaitAsync(Patience);
+        Assert.Equal("last"u8.ToArray(), await ReadExactlyAsync(peer, 4).WaitAsync(Patience));
+        Assert.Equal(0, await peer.ReceiveAsync(new byte[1]).WaitAsync(Patience));
+    }
+
+    [Fact]
     public async Task A_receive_with_nothing_there_completes_when_the_bytes_arrive()
     {
         using var socket = await LoopSocket.ConnectAsync(Endpoint, EventLoops.Shared.Pick(), CancellationToken.None);
