@@ -71,7 +71,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         {
             // Client connections on sidekick's event loops (see Networking/): no speculative receives, and
             // requests are parsed and forwarded on the thread that saw them arrive.
-            builder.Services.AddSingleton<IConnectionListenerFactory, LoopTransportFactory>();
+            builder.Services.AddSingleton<IConnectionListenerFactory>(services =>
+                new LoopTransportFactory(services.GetRequiredService<IMemoryPoolFactory<byte>>(), deferClientSends: hooks.ConfigureTls is null));
         }
         else
         {

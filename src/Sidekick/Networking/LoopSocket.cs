@@ -20,6 +20,7 @@ internal sealed class LoopSocket : IDisposable
     private readonly SafeSocketHandle _handle;
     private readonly ReceiveOperation _receive;
     private readonly SendOperation _send;
+    private readonly bool _deferSends;
     private MemoryHandle[]? _pins;
     // Readiness bookkeeping per direction: the loop counts edges, an operation notes the count it last saw
     // drained; equal counts mean nothing new has arrived since the kernel said EAGAIN.
@@ -32,8 +33,9 @@ internal sealed class LoopSocket : IDisposable
     private volatile bool _readEnded;
     private int _closed;
 
-    private LoopSocket(Socket socket, EventLoop loop, bool connecting)
+    private LoopSocket(Socket socket, EventLoop loop, bool connecting, bool deferSends)
     {
+        _deferSends = deferSends;
         Socket = socket;
         socket.Blocking = false;
         _handle = socket.SafeHandle;
@@ -57,8 +59,11 @@ internal sealed class LoopSocket : IDisposable
     /// <summary>The loop's key for this socket's events.</summary>
     public ulong Token { get; set; }
 
-    /// <summary>Serves an accepted (connected) socket.</summary>
-    public static LoopSocket Accepted(Socket socket, EventLoop loop) => new(socket, loop, connecting: false);
+    /// <summary>
+    /// Serves an accepted (connected) socket. <paramref name="deferSends"/>: its sends from the loop thread
+    /// may wait for the end of the loop's batch (<see cref="EventLoop.TryDeferSend"/>).
+    /// </summary>
+    public static LoopSocket Accepted(Socket socket, EventLoop loop, bool deferSends = true) => new(socket, loop, connecting: false, deferSends);
 
     /// <summary>Connects to <paramref name="endpoint"/> without blocking; a cancelled connect closes the socket.</summary>
     public static async ValueTask<LoopSocket> ConnectAsync(IPEndPoint endpoint, EventLoop loop, CancellationToken cancellationToken)
@@ -78,7 +83,7 @@ internal sealed class LoopSocket : IDisposable
             }
 
             // Registered only now: an unconnected socket reports itself writable (and hung up) at once.
-            connection = new LoopSocket(socket, loop, connecting: pending);
+            connection = new LoopSocket(socket, loop, connecting: pending, deferSends: true);
             if (pending)
             {
                 using (cancellationToken.UnsafeRegister(static state => ((LoopSocket)state!).Dispose(), connection))
@@ -121,7 +126,7 @@ internal sealed class LoopSocket : IDisposable
     /// thread during a batch of events, once the batch is done (<see cref="EventLoop.TryDeferSend"/>).
     /// </summary>
     public ValueTask SendAsync(ReadOnlySequence<byte> data) =>
-        Loop.TryDeferSend(this) ? _send.WaitDeferred(data)
+        _deferSends && Loop.TryDeferSend(this) ? _send.WaitDeferred(data)
         : TrySend(ref data) ? default : _send.Wait(data, connecting: false);
 
     /// <summary>Makes the send the loop deferred to the end of its batch (it may still wait for room).</summary>
