@@ -63,7 +63,7 @@ internal sealed class LoopSocket : IDisposable
     /// Serves an accepted (connected) socket. <paramref name="deferSends"/>: its sends from the loop thread
     /// may wait for the end of the loop's batch (<see cref="EventLoop.TryDeferSend"/>).
     /// </summary>
-    public static LoopSocket Accepted(Socket socket, EventLoop loop, bool deferSends = true) => new(socket, loop, connecting: false, deferSends);
+    public static LoopSocket Accepted(Socket socket, EventLoop loop, bool deferSends) => new(socket, loop, connecting: false, deferSends);
 
     /// <summary>Connects to <paramref name="endpoint"/> without blocking; a cancelled connect closes the socket.</summary>
     public static async ValueTask<LoopSocket> ConnectAsync(IPEndPoint endpoint, EventLoop loop, CancellationToken cancellationToken)
