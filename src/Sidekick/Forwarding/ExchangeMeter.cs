@@ -10,7 +10,7 @@ namespace Sidekick.Forwarding;
 /// Counts the body bytes of one exchange in both directions (for Rx/Tx statistics, upstream §8.4), notes
 /// when the first response byte went out, and can keep the start of an error body for the debug trace.
 /// The request body stream is wrapped at once; the response side is handed to the plain HTTP/1.1 forwarder
-/// directly (<see cref="Body"/>) and stands in for the server's response body feature only when something
+/// directly (<see cref="Response"/>) and stands in for the server's response body feature only when something
 /// writes through the HttpContext (YARP, a resumed download): <see cref="Install"/>. Replacing a feature
 /// makes every feature reference ASP.NET cached for the request fetch again, a cost the plain path skips.
 /// </summary>
@@ -43,7 +43,7 @@ internal sealed class ExchangeMeter
     }
 
     /// <summary>The response body, counted, for a forwarder that writes below the HttpContext.</summary>
-    public IMeteredResponseBody Body => _response;
+    public IMeteredResponseBody Response => _response;
 
     /// <summary>A stand-in for the request's lifetime feature, installed together with the meter.</summary>
     public void InstallWith(IHttpRequestLifetimeFeature lifetime) => _lifetime = lifetime;

@@ -67,7 +67,7 @@ internal sealed class Http1Forwarder : IDisposable
     {
         if (_enabled && PlainTarget(context, destinationPrefix, transformer, out var bodyLength) is { } rawTarget)
         {
-            return ForwardAsync(context, meter.Body, _pools.For(destinationPrefix), rawTarget, bodyLength, requestConfig.ActivityTimeout ?? DefaultActivityTimeout);
+            return ForwardAsync(context, meter.Response, _pools.For(destinationPrefix), rawTarget, bodyLength, requestConfig.ActivityTimeout ?? DefaultActivityTimeout);
         }
 
         meter.Install();
