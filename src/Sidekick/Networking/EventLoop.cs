@@ -12,9 +12,6 @@ internal sealed unsafe class EventLoop
 {
     private const int MaxEvents = 256;
 
-    /// <summary>Passed to <see cref="Dispatch"/> instead of readiness: make the socket's deferred send.</summary>
-    private const uint DeferredSend = 0;
-
     [ThreadStatic]
     private static EventLoop? t_current;
 
@@ -153,32 +150,40 @@ internal sealed unsafe class EventLoop
             _inBatch = false;
             for (var i = 0; i < _deferredSends.Count; i++)
             {
-                Dispatch(_deferredSends[i], DeferredSend);
+                SendDeferred(_deferredSends[i]);
             }
 
             _deferredSends.Clear();
         }
     }
 
-    /// <summary>Delivers readiness <paramref name="events"/> to a socket, or makes its deferred send.</summary>
     private static void Dispatch(LoopSocket socket, uint events)
     {
         try
         {
-            if (events == DeferredSend)
-            {
-                socket.SendDeferred();
-            }
-            else
-            {
-                socket.OnReadiness(events);
-            }
+            socket.OnReadiness(events);
         }
         catch (Exception ex)
         {
-            // What runs here are continuations of awaits, which keep their own exceptions; anything that
-            // escapes is a defect, and must not take the loop (and every connection on it) down.
-            Console.Error.WriteLine($"sidekick: event loop: {ex}");
+            ReportEscaped(ex);
         }
     }
+
+    private static void SendDeferred(LoopSocket socket)
+    {
+        try
+        {
+            socket.SendDeferred();
+        }
+        catch (Exception ex)
+        {
+            ReportEscaped(ex);
+        }
+    }
+
+    /// <summary>
+    /// What the loop runs are continuations of awaits, which keep their own exceptions; anything that escapes
+    /// is a defect, and must not take the loop (and every connection on it) down.
+    /// </summary>
+    private static void ReportEscaped(Exception ex) => Console.Error.WriteLine($"sidekick: event loop: {ex}");
 }

@@ -67,15 +67,11 @@ public sealed class LoopSocketTests : IDisposable
         Assert.Equal("now"u8.ToArray(), await ReadExactlyAsync(peer, 3).WaitAsync(Patience));
 
         // From a continuation the loop runs for a readiness event, it waits for the end of that batch.
-        var inBatch = trigger.ReceiveAsync(new byte[16]).AsTask().ContinueWith(
-            _ =>
-            {
-                var sending = socket.SendAsync("later"u8.ToArray()).AsTask();
-                return (OnLoop: EventLoop.Current == loop, Immediate: sending.IsCompleted, AtPeer: peer.Available, Sent: sending);
-            },
-            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        await triggerPeer.SendAsync("go"u8.ToArray());
-        var seen = await inBatch.WaitAsync(Patience);
+        var seen = await InBatchAsync(trigger, triggerPeer, () =>
+        {
+            var sending = socket.SendAsync("later"u8.ToArray()).AsTask();
+            return (OnLoop: EventLoop.Current == loop, Immediate: sending.IsCompleted, AtPeer: peer.Available, Sent: sending);
+        });
 
         Assert.True(seen.OnLoop);
         Assert.False(seen.Immediate);
@@ -84,16 +80,13 @@ public sealed class LoopSocketTests : IDisposable
         Assert.Equal("later"u8.ToArray(), await ReadExactlyAsync(peer, 5).WaitAsync(Patience));
 
         // Shut down in the same batch (an abort right after a response was written): the send goes out first.
-        var shutInBatch = trigger.ReceiveAsync(new byte[16]).AsTask().ContinueWith(
-            _ =>
-            {
-                var sending = socket.SendAsync("last"u8.ToArray()).AsTask();
-                socket.Shutdown();
-                return sending;
-            },
-            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        await triggerPeer.SendAsync("go"u8.ToArray());
-        await (await shutInBatch.WaitAsync(Patience)).WaitAsync(Patience);
+        var last = await InBatchAsync(trigger, triggerPeer, () =>
+        {
+            var sending = socket.SendAsync("last"u8.ToArray()).AsTask();
+            socket.Shutdown();
+            return sending;
+        });
+        await last.WaitAsync(Patience);
         Assert.Equal("last"u8.ToArray(), await ReadExactlyAsync(peer, 4).WaitAsync(Patience));
         Assert.Equal(0, await peer.ReceiveAsync(new byte[1]).WaitAsync(Patience));
     }
@@ -258,6 +251,18 @@ public sealed class LoopSocketTests : IDisposable
         }
 
         return new ReadOnlySequence<byte>(first, 0, last, last.Memory.Length);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="inBatch"/> on the loop thread while it handles a batch of events: as the
+    /// continuation of a receive on <paramref name="trigger"/>, which <paramref name="triggerPeer"/> completes.
+    /// </summary>
+    private static async Task<T> InBatchAsync<T>(LoopSocket trigger, Socket triggerPeer, Func<T> inBatch)
+    {
+        var running = trigger.ReceiveAsync(new byte[16]).AsTask().ContinueWith(
+            _ => inBatch(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        await triggerPeer.SendAsync("go"u8.ToArray());
+        return await running.WaitAsync(Patience);
     }
 
     private static async Task<byte[]> ReadExactlyAsync(Socket socket, int length)
