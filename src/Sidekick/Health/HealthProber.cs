@@ -151,12 +151,14 @@ internal sealed class HealthProber : IDisposable
         var token = linked.Token;
         try
         {
-            var first = true;
+            var probed = false;
+            var waited = false;
             while (!token.IsCancellationRequested)
             {
-                if (!first || !probeImmediately)
+                if (probed || !probeImmediately)
                 {
-                    await Task.Delay(NextDelay(first), _time, token);
+                    await Task.Delay(NextDelay(first: !waited), _time, token);
+                    waited = true;
                 }
 
                 var invoker = FindInvoker(backend);
@@ -166,7 +168,7 @@ internal sealed class HealthProber : IDisposable
                 }
 
                 var result = await ProbeAsync(backend, invoker, token);
-                first = false;
+                probed = true;
                 if (result.Healthy && _options.Optimistic)
                 {
                     return;
@@ -191,7 +193,10 @@ internal sealed class HealthProber : IDisposable
         }
     }
 
-    /// <summary>The first wait after the immediate probe is exactly the interval; later ones add jitter.</summary>
+    /// <summary>
+    /// A loop's first wait (after its immediate probe, or before the first probe of a loop restarted by a
+    /// passive failure) is exactly the interval; later ones add jitter.
+    /// </summary>
     private TimeSpan NextDelay(bool first)
     {
         var interval = _options.Interval;
