@@ -22,6 +22,8 @@ internal static class Program
         // collections in 5 s; with room for 512 per core, 1.4 KB and 2-4. Read once, at the pool's first use.
         SetUnlessSet(ArraysPerPartition, "512");
 
+        NativeHeap.LimitArenas();
+
         return SidekickApp.RunAsync(args, Console.Out, Console.Error);
     }
 

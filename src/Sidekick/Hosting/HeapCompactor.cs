@@ -76,8 +76,14 @@ internal sealed class HeapCompactor : IDisposable
 
     public void Dispose() => _timer.Dispose();
 
-    private static void CompactHeap() =>
+    private static void CompactHeap()
+    {
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+        // The closed connections' TLS state was in the C library's heap, and closing them ran code that
+        // serving does not.
+        NativeHeap.Trim();
+        CodePages.Release();
+    }
 
     private bool WorthCompacting =>
         Volatile.Read(ref _closedSinceCompaction) is var closed && closed >= ClosedConnectionsWorthCompacting && closed >= Volatile.Read(ref _open);

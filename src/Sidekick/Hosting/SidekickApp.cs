@@ -27,7 +27,7 @@ internal static class SidekickApp
             await using var app = Create(options, new SidekickAppSeams { Stdout = stdout, Stderr = stderr });
             await app.Server.StartAsync();
             // Start-up code (flags, host, listener) will not run again: let its pages leave the resident set.
-            StartupCodePages.Release();
+            CodePages.Release();
             await app.Server.WaitForShutdownAsync();
             return 0;
         }

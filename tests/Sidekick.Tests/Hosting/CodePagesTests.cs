@@ -3,7 +3,7 @@ using Sidekick.Hosting;
 namespace Sidekick.Tests.Hosting;
 
 /// <summary>Which of the executable's mappings may be dropped from the resident set after start-up.</summary>
-public sealed class StartupCodePagesTests
+public sealed class CodePagesTests
 {
     private const string Exe = "/opt/sidekick/sidekick";
 
@@ -30,7 +30,7 @@ public sealed class StartupCodePagesTests
             Mapping("9000-a000", "rw-p", ""))                         // anonymous memory: kept
             .Split('\n');
 
-        var released = StartupCodePages.CleanMappingsOf(Exe, smaps).ToArray();
+        var released = CodePages.CleanMappingsOf(Exe, smaps).ToArray();
 
         Assert.Equal([(0x1000UL, 0x2000UL), (0x4000UL, 0x2000UL)], released);
     }
@@ -43,14 +43,14 @@ public sealed class StartupCodePagesTests
     {
         var smaps = new[] { "1000-3000 r-xp 00000000 fe:00 1 " + Exe }.Concat(fields);
 
-        Assert.Empty(StartupCodePages.CleanMappingsOf(Exe, smaps));
+        Assert.Empty(CodePages.CleanMappingsOf(Exe, smaps));
     }
 
     [Fact]
     public async Task Releasing_for_real_drops_pages_and_the_process_runs_on()
     {
         // On this very process (the test host's executable): the dropped code comes back on first use.
-        var released = StartupCodePages.Release();
+        var released = CodePages.Release();
 
         Assert.True(released > 0, "nothing was released from the test host's executable");
         Assert.Equal(3, await Task.Run(() => Enumerable.Range(1, 2).Sum()));
