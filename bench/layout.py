@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Writes the method order file from the code pages running sidekick processes touched (see layout.sh).
 
-usage: layout.py ORDER_FILE BINARY PID...
+usage: layout.py sample PAGES BINARY PID...        adds the pages touched so far to the file PAGES
+       layout.py write ORDER PAGES BINARY PID...    writes ORDER from PAGES and the pages touched now
 Reads each process's resident pages of BINARY's executable mappings from /proc/PID/pagemap (root only), and
 lists every managed method on those pages, in the binary's address order, using the symbols of BINARY.dbg.
+Sampled between workloads because sidekick drops its code pages after each burst of closed connections.
 """
 import os
 import struct
@@ -53,9 +55,23 @@ def managed_methods(binary):
                 yield address, size, fields[3]
 
 
+def read_pages(path):
+    if not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        return {int(line) for line in f if line.strip()}
+
+
 def main():
-    order_file, binary, pids = sys.argv[1], os.path.realpath(sys.argv[2]), sys.argv[3:]
-    pages = set().union(*(touched_pages(pid, binary) for pid in pids))
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "sample":
+        pages_file, binary, pids = args[0], os.path.realpath(args[1]), args[2:]
+        pages = read_pages(pages_file).union(*(touched_pages(pid, binary) for pid in pids))
+        with open(pages_file, "w") as out:
+            out.write("".join(f"{page}\n" for page in sorted(pages)))
+        return
+    order_file, pages_file, binary, pids = args[0], args[1], os.path.realpath(args[2]), args[3:]
+    pages = read_pages(pages_file).union(*(touched_pages(pid, binary) for pid in pids))
     names, seen = [], set()
     for address, size, name in managed_methods(binary):
         first, last = address // 4096 * 4096, (address + max(size, 1) - 1) // 4096 * 4096

@@ -37,11 +37,14 @@ for pass in 1 2; do
   P2=$!
   until curl -sf -o /dev/null "http://127.0.0.1:$PLAIN/1k" && curl -skf -o /dev/null "https://127.0.0.1:$TLS/1k"; do sleep 0.05; done
 
-  # What the bench runs, and what clients commonly send besides.
-  for size in 1k 64k 1m; do wrk -t2 -c32 -d3s "http://127.0.0.1:$PLAIN/$size" >/dev/null; done
-  wrk -t2 -c256 -d3s "http://127.0.0.1:$PLAIN/1k" >/dev/null
-  h2load -t2 -c32 -m8 -D 4 "https://127.0.0.1:$TLS/1k" >/dev/null 2>&1
-  for round in 1 2 3; do h2load -t2 -c32 -m8 -n 3200 "https://127.0.0.1:$TLS/1k" >/dev/null 2>&1; done
+  # What the bench runs, and what clients commonly send besides. The pages are sampled after each load: a
+  # second after a burst of closed connections sidekick compacts its heap and drops its code pages again.
+  PAGES=$OUT/pages.$pass; rm -f "$PAGES"
+  sample() { python3 bench/layout.py sample "$PAGES" "$SIDEKICK" $P1 $P2; }
+  for size in 1k 64k 1m; do wrk -t2 -c32 -d3s "http://127.0.0.1:$PLAIN/$size" >/dev/null; sample; done
+  wrk -t2 -c256 -d3s "http://127.0.0.1:$PLAIN/1k" >/dev/null; sample
+  h2load -t2 -c32 -m8 -D 4 "https://127.0.0.1:$TLS/1k" >/dev/null 2>&1; sample
+  for round in 1 2 3; do h2load -t2 -c32 -m8 -n 3200 "https://127.0.0.1:$TLS/1k" >/dev/null 2>&1; sample; done
   for round in 1 2 3 4 5; do
     curl -s -o /dev/null -I "http://127.0.0.1:$PLAIN/64k"
     curl -s -o /dev/null -H "Range: bytes=0-99" "http://127.0.0.1:$PLAIN/1m"
@@ -51,7 +54,7 @@ for pass in 1 2; do
     curl -sk -o /dev/null "https://127.0.0.1:$TLS/64k"
   done
   sleep 6   # a few health-probe rounds
-  python3 bench/layout.py "$ORDER" "$SIDEKICK" $P1 $P2
+  python3 bench/layout.py write "$ORDER" "$PAGES" "$SIDEKICK" $P1 $P2
   kill $P1 $P2; wait $P1 $P2 2>/dev/null || true
 done
 echo "rebuild to use it: dotnet publish src/Sidekick -c Release -r linux-x64"
