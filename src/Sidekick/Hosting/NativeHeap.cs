@@ -20,7 +20,10 @@ internal static partial class NativeHeap
     /// </summary>
     private const int Arenas = 2;
 
-    /// <summary>Caps the arenas; call at start-up (glibc reads the cap until it has made eight arenas, then fixes its limit).</summary>
+    /// <summary>
+    /// Caps the arenas. Call at start-up: glibc reads the cap when a thread first needs an arena and fixes its
+    /// limit then, and the runtime's own threads may already have made one (three arenas in all, measured).
+    /// </summary>
     public static void LimitArenas()
     {
         if (OperatingSystem.IsLinux() && Environment.GetEnvironmentVariable("MALLOC_ARENA_MAX") is null)
