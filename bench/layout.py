@@ -65,13 +65,15 @@ def read_pages(path):
 def main():
     command, args = sys.argv[1], sys.argv[2:]
     if command == "sample":
-        pages_file, binary, pids = args[0], os.path.realpath(args[1]), args[2:]
-        pages = read_pages(pages_file).union(*(touched_pages(pid, binary) for pid in pids))
+        (pages_file, binary), pids = args[:2], args[2:]
+    else:
+        (order_file, pages_file, binary), pids = args[:3], args[3:]
+    binary = os.path.realpath(binary)
+    pages = read_pages(pages_file).union(*(touched_pages(pid, binary) for pid in pids))
+    if command == "sample":
         with open(pages_file, "w") as out:
             out.write("".join(f"{page}\n" for page in sorted(pages)))
         return
-    order_file, pages_file, binary, pids = args[0], args[1], os.path.realpath(args[2]), args[3:]
-    pages = read_pages(pages_file).union(*(touched_pages(pid, binary) for pid in pids))
     names, seen = [], set()
     for address, size, name in managed_methods(binary):
         first, last = address // 4096 * 4096, (address + max(size, 1) - 1) // 4096 * 4096

@@ -151,14 +151,14 @@ internal sealed class HealthProber : IDisposable
         var token = linked.Token;
         try
         {
-            var probed = false;
-            var waited = false;
+            var wait = !probeImmediately;
+            var firstWait = true;
             while (!token.IsCancellationRequested)
             {
-                if (probed || !probeImmediately)
+                if (wait)
                 {
-                    await Task.Delay(NextDelay(first: !waited), _time, token);
-                    waited = true;
+                    await Task.Delay(NextDelay(firstWait), _time, token);
+                    firstWait = false;
                 }
 
                 var invoker = FindInvoker(backend);
@@ -168,7 +168,7 @@ internal sealed class HealthProber : IDisposable
                 }
 
                 var result = await ProbeAsync(backend, invoker, token);
-                probed = true;
+                wait = true;
                 if (result.Healthy && _options.Optimistic)
                 {
                     return;

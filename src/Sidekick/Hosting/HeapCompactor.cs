@@ -10,7 +10,9 @@ namespace Sidekick.Hosting;
 /// HTTP/2 connections, with the same live objects as in the first round). One blocking, compacting collection
 /// once the closures have stopped gives the space back (~2-4 ms pause for a ~7 MB heap). It is only worth
 /// its pause when the closed connections are many and at least as many as those still open (16 of 1,000 open
-/// connections closing would pause a large heap to reclaim little).
+/// connections closing would pause a large heap to reclaim little). The same moment gives back what else the
+/// closed connections left: their TLS state's pages in the C library's heap (<see cref="NativeHeap.Trim"/>)
+/// and the code that closing them ran (<see cref="CodePages.Release"/>).
 /// </summary>
 internal sealed class HeapCompactor : IDisposable
 {
