@@ -15,20 +15,12 @@ namespace Sidekick.Forwarding;
 /// </summary>
 internal sealed class DownloadResume : IHttpRequestLifetimeFeature
 {
-    private readonly HttpContext _context;
-    private readonly IHttpRequestLifetimeFeature _inner;
     private readonly ExchangeMeter _meter;
+    private HttpContext _context = null!;
+    private IHttpRequestLifetimeFeature _inner = null!;
     private bool _abortRequested;
 
-    private DownloadResume(HttpContext context, IHttpRequestLifetimeFeature inner, ExchangeMeter meter)
-    {
-        _context = context;
-        _inner = inner;
-        _meter = meter;
-        // In front of the server's lifetime feature whenever the meter is (a forwarder writing through the
-        // HttpContext, such as YARP, aborts the client through it).
-        meter.InstallWith(this);
-    }
+    private DownloadResume(ExchangeMeter meter) => _meter = meter;
 
     public CancellationToken RequestAborted
     {
@@ -39,7 +31,10 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
     /// <summary>Body bytes sent to the client so far.</summary>
     public long BytesSent => _meter.ResponseBodyBytes;
 
-    /// <summary>Starts watching a plain GET (no client Range); null for every other request.</summary>
+    /// <summary>
+    /// Starts watching a plain GET (no client Range); null for every other request. The watch is kept with
+    /// the exchange's meter, which is kept per connection, so watching allocates nothing after the first time.
+    /// </summary>
     public static DownloadResume? Watch(HttpContext context, ExchangeMeter meter)
     {
         var request = context.Request;
@@ -49,7 +44,14 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
             return null;
         }
 
-        return new DownloadResume(context, lifetime, meter);
+        var watch = meter.KeptResume ??= new DownloadResume(meter);
+        watch._context = context;
+        watch._inner = lifetime;
+        watch._abortRequested = false;
+        // In front of the server's lifetime feature whenever the meter is (a forwarder writing through the
+        // HttpContext, such as YARP, aborts the client through it).
+        meter.InstallWith(watch);
+        return watch;
     }
 
     /// <summary>Deferred: the forwarder asks to abort; we decide after trying to resume.</summary>

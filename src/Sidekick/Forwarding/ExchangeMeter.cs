@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
 using System.Text;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.WebUtilities;
 
@@ -13,33 +14,77 @@ namespace Sidekick.Forwarding;
 /// directly (<see cref="Response"/>) and stands in for the server's response body feature only when something
 /// writes through the HttpContext (YARP, a resumed download): <see cref="Install"/>. Replacing a feature
 /// makes every feature reference ASP.NET cached for the request fetch again, a cost the plain path skips.
+/// One meter (with its streams and download watch) is kept per connection, or per HTTP/2 stream, in the
+/// state Kestrel keeps across the requests it carries: the exchanges on it take turns, so none allocates one.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The wrappers pass through the server-owned body streams, which the server disposes.")]
-internal sealed class ExchangeMeter
+internal sealed class ExchangeMeter : IDisposable
 {
     public const int MaxCapturedBody = 64 * 1024;
 
     // The reason phrase's length for every status code below 600: a table read instead of a dictionary lookup per request.
     private static readonly int[] ReasonLengths = Enumerable.Range(0, 600).Select(status => ReasonPhrases.GetReasonPhrase(status).Length).ToArray();
 
-    private readonly HttpContext _context;
-    private readonly CountingReadStream? _request;
-    private readonly CountingWriteStream _response;
+    /// <summary>The key of the kept meter in a connection's persistent state.</summary>
+    private static readonly object StateKey = new();
+
+    private readonly CountingReadStream _request = new();
+    private readonly CountingWriteStream _response = new();
+    private HttpContext _context = null!;
+    private bool _requestCounted;
+    private bool _busy;
+    private IHttpResponseBodyFeature? _serverBody;
     private IHttpRequestLifetimeFeature? _lifetime;
+    private IHttpRequestLifetimeFeature? _serverLifetime;
     private bool _installed;
 
-    /// <param name="firstByteClock">Notes when the first body byte went out (for traces); null skips the clock read.</param>
-    public ExchangeMeter(HttpContext context, TimeProvider? firstByteClock, bool captureErrorBody)
+    private ExchangeMeter()
     {
-        _context = context;
+    }
+
+    /// <summary>The download watch kept with this meter (see <see cref="DownloadResume.Watch"/>).</summary>
+    internal DownloadResume? KeptResume { get; set; }
+
+    /// <summary>
+    /// Starts metering an exchange with the meter kept for the connection, or a new one when the server keeps
+    /// no state or the kept one is still in use. Dispose it when the exchange is over.
+    /// </summary>
+    /// <param name="firstByteClock">Notes when the first body byte went out (for traces); null skips the clock read.</param>
+    public static ExchangeMeter Begin(HttpContext context, TimeProvider? firstByteClock, bool captureErrorBody)
+    {
+        var meter = Kept(context) ?? new ExchangeMeter();
+        meter._busy = true;
+        meter._context = context;
+        meter._installed = false;
+        meter._lifetime = null;
         // A request that cannot have a body (a GET without Content-Length or chunking) reads none: no wrapper.
-        if (context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false)
+        meter._requestCounted = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false;
+        if (meter._requestCounted)
         {
-            _request = new CountingReadStream(context.Request.Body);
-            context.Request.Body = _request;
+            meter._request.Begin(context.Request.Body);
+            context.Request.Body = meter._request;
         }
 
-        _response = new CountingWriteStream(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.Response, firstByteClock, captureErrorBody);
+        meter._serverBody = context.Features.GetRequiredFeature<IHttpResponseBodyFeature>();
+        meter._response.Begin(meter._serverBody, context.Response, firstByteClock, captureErrorBody);
+        return meter;
+    }
+
+    private static ExchangeMeter? Kept(HttpContext context)
+    {
+        if (context.Features.Get<IPersistentStateFeature>()?.State is not { } state)
+        {
+            return null;
+        }
+
+        if (state.TryGetValue(StateKey, out var kept))
+        {
+            return kept is ExchangeMeter { _busy: false } free ? free : null;
+        }
+
+        var meter = new ExchangeMeter();
+        state[StateKey] = meter;
+        return meter;
     }
 
     /// <summary>The response body, counted, for a forwarder that writes below the HttpContext.</summary>
@@ -64,11 +109,35 @@ internal sealed class ExchangeMeter
         _context.Features.Set<IHttpResponseBodyFeature>(_response);
         if (_lifetime is not null)
         {
+            _serverLifetime = _context.Features.Get<IHttpRequestLifetimeFeature>();
             _context.Features.Set(_lifetime);
         }
     }
 
-    public long RequestBodyBytes => _request?.BytesRead ?? 0;
+    /// <summary>
+    /// Ends the exchange: the request gets back the body stream and features it had before
+    /// <see cref="Begin"/>, so a later exchange in the same request wraps the server's, not this meter's.
+    /// </summary>
+    public void Dispose()
+    {
+        if (_requestCounted && ReferenceEquals(_context.Request.Body, _request))
+        {
+            _context.Request.Body = _request.Inner;
+        }
+
+        if (_installed)
+        {
+            _context.Features.Set(_serverBody);
+            if (_lifetime is not null)
+            {
+                _context.Features.Set(_serverLifetime);
+            }
+        }
+
+        _busy = false;
+    }
+
+    public long RequestBodyBytes => _requestCounted ? _request.BytesRead : 0;
 
     public long ResponseBodyBytes => _response.Written;
 
@@ -112,11 +181,20 @@ internal sealed class ExchangeMeter
         return total;
     }
 
-    private sealed class CountingReadStream(Stream inner) : Stream
+    private sealed class CountingReadStream : Stream
     {
+        private Stream _inner = Null;
         private long _read;
 
+        public Stream Inner => _inner;
+
         public long BytesRead => Volatile.Read(ref _read);
+
+        public void Begin(Stream inner)
+        {
+            _inner = inner;
+            _read = 0;
+        }
 
         public override bool CanRead => true;
         public override bool CanSeek => false;
@@ -126,15 +204,15 @@ internal sealed class ExchangeMeter
 
         public override int Read(byte[] buffer, int offset, int count)
         {
-            var n = inner.Read(buffer, offset, count);
+            var n = _inner.Read(buffer, offset, count);
             _read += n;
             return n;
         }
 
-        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder<>))]
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
-            var n = await inner.ReadAsync(buffer, cancellationToken);
+            var n = await _inner.ReadAsync(buffer, cancellationToken);
             _read += n;
             return n;
         }
@@ -142,19 +220,36 @@ internal sealed class ExchangeMeter
         public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
             ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
-        public override void Flush() => inner.Flush();
+        public override void Flush() => _inner.Flush();
         public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
         public override void SetLength(long value) => throw new NotSupportedException();
         public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
-    private sealed class CountingWriteStream(IHttpResponseBodyFeature server, HttpResponse response, TimeProvider? firstByteClock, bool captureErrorBody)
-        : Stream, IMeteredResponseBody, IHttpResponseBodyFeature
+    private sealed class CountingWriteStream : Stream, IMeteredResponseBody, IHttpResponseBodyFeature
     {
-        private readonly Stream _inner = server.Stream;
+        private IHttpResponseBodyFeature _server = null!;
+        private HttpResponse _response = null!;
+        private TimeProvider? _firstByteClock;
+        private bool _captureErrorBody;
+        private Stream _inner = Null;
         private long _written;
         private StringBuilder? _captured;
         private PipeWriter? _writer;
+
+        public void Begin(IHttpResponseBodyFeature serverBody, HttpResponse serverResponse, TimeProvider? clock, bool capture)
+        {
+            _server = serverBody;
+            _response = serverResponse;
+            _firstByteClock = clock;
+            _captureErrorBody = capture;
+            _inner = serverBody.Stream;
+            _written = 0;
+            _captured = null;
+            _writer = null;
+            FirstWriteTimestamp = 0;
+            CountedRequestHeaderBytes = -1;
+        }
 
         public long Written => Volatile.Read(ref _written);
 
@@ -162,7 +257,7 @@ internal sealed class ExchangeMeter
 
         public string? Captured => _captured?.ToString();
 
-        public PipeWriter ServerWriter => server.Writer;
+        public PipeWriter ServerWriter => _server.Writer;
 
         public Stream Body => this;
 
@@ -181,9 +276,9 @@ internal sealed class ExchangeMeter
         // Rarely used (the proxy writes through the stream): created on demand, writing through this stream.
         PipeWriter IHttpResponseBodyFeature.Writer => _writer ??= CreateWriter();
 
-        void IHttpResponseBodyFeature.DisableBuffering() => server.DisableBuffering();
+        void IHttpResponseBodyFeature.DisableBuffering() => _server.DisableBuffering();
 
-        Task IHttpResponseBodyFeature.StartAsync(CancellationToken cancellationToken) => server.StartAsync(cancellationToken);
+        Task IHttpResponseBodyFeature.StartAsync(CancellationToken cancellationToken) => _server.StartAsync(cancellationToken);
 
         Task IHttpResponseBodyFeature.SendFileAsync(string path, long offset, long? count, CancellationToken cancellationToken) =>
             SendFileFallback.SendFileAsync(this, path, offset, count, cancellationToken);
@@ -195,13 +290,13 @@ internal sealed class ExchangeMeter
                 await _writer.CompleteAsync();
             }
 
-            await server.CompleteAsync();
+            await _server.CompleteAsync();
         }
 
         private PipeWriter CreateWriter()
         {
             var writer = PipeWriter.Create(this, new StreamPipeWriterOptions(leaveOpen: true));
-            response.OnCompleted(static w => ((PipeWriter)w).CompleteAsync().AsTask(), writer);
+            _response.OnCompleted(static w => ((PipeWriter)w).CompleteAsync().AsTask(), writer);
             return writer;
         }
 
@@ -219,7 +314,7 @@ internal sealed class ExchangeMeter
 
         public override void Write(byte[] buffer, int offset, int count) => WriteAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
 
-        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+        [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder))]
         public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
         {
             Observe(buffer.Span);
@@ -232,12 +327,12 @@ internal sealed class ExchangeMeter
 
         private void Observe(ReadOnlySpan<byte> data)
         {
-            if (firstByteClock is not null && FirstWriteTimestamp == 0 && data.Length > 0)
+            if (_firstByteClock is not null && FirstWriteTimestamp == 0 && data.Length > 0)
             {
-                FirstWriteTimestamp = firstByteClock.GetTimestamp();
+                FirstWriteTimestamp = _firstByteClock.GetTimestamp();
             }
 
-            if (captureErrorBody && response.StatusCode >= 400 && _written < MaxCapturedBody)
+            if (_captureErrorBody && _response.StatusCode >= 400 && _written < MaxCapturedBody)
             {
                 _captured ??= new StringBuilder();
                 _captured.Append(Encoding.UTF8.GetString(data[..(int)Math.Min(data.Length, MaxCapturedBody - _written)]));

@@ -84,7 +84,7 @@ internal sealed class ProxyHandler(
         }
 
         using var _ = replayable;
-        var meter = new ExchangeMeter(context, trace.Enabled ? time : null, trace.WantsHeaders);
+        using var meter = ExchangeMeter.Begin(context, trace.Enabled ? time : null, trace.WantsHeaders);
         var resume = DownloadResume.Watch(context, meter);
         for (var attempt = 1; ; attempt++)
         {

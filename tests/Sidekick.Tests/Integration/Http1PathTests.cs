@@ -86,6 +86,33 @@ public sealed class Http1PathTests
         Assert.Equal(8000, stats.TxBytes - small - small);
     }
 
+    [Theory]
+    [InlineData("http1")]
+    [InlineData("yarp")]
+    public async Task Exchanges_on_one_kept_alive_connection_count_only_their_own_bytes(string forwarder)
+    {
+        // One meter serves the exchanges of a client connection in turn: each must start from zero.
+        await using var a = await TestBackend.StartAsync("a");
+        await using var sidekick = await StartAsync(new SidekickServerHooks { Forwarder = forwarder }, a.Url);
+        var stats = sidekick.Server.Topology.Current.AllBackends.Single().Stats;
+        async Task<(long Rx, long Tx)> Exchange(Func<Task<HttpResponseMessage>> send)
+        {
+            var (calls, rx, tx) = (stats.Calls, stats.RxBytes, stats.TxBytes);
+            (await send()).EnsureSuccessStatusCode().Dispose();
+            await sidekick.WaitUntilAsync(() => stats.Calls > calls);
+            return (stats.RxBytes - rx, stats.TxBytes - tx);
+        }
+
+        var firstGet = await Exchange(() => sidekick.Client.GetAsync("/x"));
+        var largePut = await Exchange(() => sidekick.Client.PutAsync("/upload", new ByteArrayContent(new byte[1000])));
+        var smallPut = await Exchange(() => sidekick.Client.PutAsync("/upload", new ByteArrayContent(new byte[10])));
+        var secondGet = await Exchange(() => sidekick.Client.GetAsync("/x"));
+
+        // Same headers but the body length's digits (4 against 2): 990 body bytes and 2 header bytes apart.
+        Assert.Equal(992, largePut.Rx - smallPut.Rx);
+        Assert.Equal(firstGet, secondGet);
+    }
+
     [Fact]
     public async Task Sequential_requests_share_one_kept_alive_connection()
     {

@@ -108,16 +108,18 @@ internal sealed class BackendConnection : IDisposable
         _end = count;
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask SendAsync(ReadOnlyMemory<byte> data)
-    {
-        if (_loopSocket is { } loopSocket)
-        {
-            await loopSocket.SendAsync(data); // sends it all
-            Touch();
-            return;
-        }
+    /// <summary>
+    /// Sends a request head (and its inline body) at the start of an exchange. On the event loop the socket
+    /// sends it all and the send is returned as is: the loop defers it to the end of its batch, so awaiting
+    /// it here would cost a state machine per request. The activity deadline set by
+    /// <see cref="BeginExchange"/> covers the send; the first bytes received move it on.
+    /// </summary>
+    public ValueTask SendAsync(ReadOnlyMemory<byte> data) =>
+        _loopSocket is { } loopSocket ? loopSocket.SendAsync(data) : SendInPartsAsync(data);
 
+    [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder))]
+    private async ValueTask SendInPartsAsync(ReadOnlyMemory<byte> data)
+    {
         while (!data.IsEmpty)
         {
             var sent = await _socket.SendAsync(data, SocketFlags.None);
@@ -130,7 +132,7 @@ internal sealed class BackendConnection : IDisposable
     /// Receives more bytes after those buffered; returns how many (0 at end of stream). A buffer full of
     /// unconsumed bytes grows, up to <paramref name="limit"/>, past which it throws.
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder<>))]
     public async ValueTask<int> ReceiveAsync(int limit = LargeBufferSize)
     {
         var received = await ReceiveIntoAsync(ReceiveRoom(limit));

@@ -115,7 +115,7 @@ internal sealed class Http1Forwarder : IDisposable
     /// Sends the request on a kept-alive or new connection and copies the response to the client. A kept-alive
     /// connection the backend had already closed gets the same bytes again on a fresh one.
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder<>))]
     private async ValueTask<ForwarderError> ForwardAsync(
         HttpContext context, IMeteredResponseBody metered, BackendConnectionPool pool, string rawTarget, int bodyLength, TimeSpan activityTimeout)
     {
@@ -248,7 +248,7 @@ internal sealed class Http1Forwarder : IDisposable
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder<>))]
     private static async ValueTask<ForwarderError?> ReadBodyAsync(HttpContext context, Memory<byte> body)
     {
         try
@@ -286,7 +286,7 @@ internal sealed class Http1Forwarder : IDisposable
     /// head are copied there, the rest is received straight into them, and the response head leaves with
     /// the first body bytes. No stream layers and no second copy.
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder))]
     private static async ValueTask CopyLengthDirectAsync(HttpContext context, IMeteredResponseBody server, BackendConnection connection, long remaining)
     {
         var writer = server.ServerWriter;
@@ -337,7 +337,7 @@ internal sealed class Http1Forwarder : IDisposable
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder))]
     private static async ValueTask FlushToClientAsync(PipeWriter writer, BackendConnection connection)
     {
         FlushResult flushed;
@@ -358,7 +358,7 @@ internal sealed class Http1Forwarder : IDisposable
         connection.Touch();
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder))]
     private static async ValueTask CopyChunkedAsync(Stream client, BackendConnection connection)
     {
         var decoder = default(ChunkedDecoder);
@@ -386,7 +386,7 @@ internal sealed class Http1Forwarder : IDisposable
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder))]
     private static async ValueTask CopyToEndAsync(Stream client, BackendConnection connection)
     {
         connection.UseLargeBuffer();
@@ -397,7 +397,7 @@ internal sealed class Http1Forwarder : IDisposable
     }
 
     /// <summary>Writes the next <paramref name="count"/> buffered bytes to the client and consumes them.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder))]
     private static async ValueTask WriteToClientAsync(Stream client, BackendConnection connection, int count)
     {
         try

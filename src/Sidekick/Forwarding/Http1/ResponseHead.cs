@@ -155,7 +155,7 @@ internal readonly struct ResponseHead
             }
 
             var value = values.Value(field.Known, head.Slice(field.ValueStart, field.ValueLength));
-            headers[name] = headers.TryGetValue(name, out var existing) ? StringValues.Concat(existing, value) : new StringValues(value);
+            headers[name] = headers.TryGetValue(name, out var existing) ? values.Append(field.Known, existing, value) : new StringValues(value);
         }
 
         var noBody = isHeadRequest || status is 204 or 304;

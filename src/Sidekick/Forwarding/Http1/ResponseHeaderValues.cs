@@ -1,4 +1,5 @@
 using System.Text;
+using Microsoft.Extensions.Primitives;
 
 namespace Sidekick.Forwarding.Http1;
 
@@ -39,6 +40,8 @@ internal sealed class ResponseHeaderValues
         .ToArray();
 
     private readonly string?[] _lastValues = new string?[Names.Length];
+
+    private readonly Appended?[] _lastAppended = new Appended?[Names.Length];
 
     /// <summary>Index of a known name (ASCII case-insensitive), or -1.</summary>
     public static int IndexOf(ReadOnlySpan<byte> name)
@@ -82,6 +85,32 @@ internal sealed class ResponseHeaderValues
         return _lastValues[knownIndex] = Decode(value);
     }
 
+    /// <summary>
+    /// A value the proxy set before (Server: SideKick) with the backend's appended, reusing the previous
+    /// pair's array when both strings are the same ones. StringValues never writes into its array, so one
+    /// array can stand in many responses.
+    /// </summary>
+    public StringValues Append(int knownIndex, StringValues existing, string value)
+    {
+        if (knownIndex < 0 || existing.Count != 1)
+        {
+            return StringValues.Concat(existing, value);
+        }
+
+        var first = existing[0];
+        if (_lastAppended[knownIndex] is { } last && ReferenceEquals(last.First, first) && ReferenceEquals(last.Second, value))
+        {
+            return last.Both;
+        }
+
+        var both = StringValues.Concat(existing, value);
+        _lastAppended[knownIndex] = new Appended(first, value, both);
+        return both;
+    }
+
     /// <summary>Latin-1, as HttpClient decodes response headers: every byte maps to one char and back.</summary>
     public static string Decode(ReadOnlySpan<byte> value) => value.IsEmpty ? "" : Encoding.Latin1.GetString(value);
+
+    /// <summary>Replaced whole, so a thread racing on the slot sees a consistent pair.</summary>
+    private sealed record Appended(string? First, string Second, StringValues Both);
 }
