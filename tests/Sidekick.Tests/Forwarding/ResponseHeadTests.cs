@@ -52,6 +52,25 @@ public sealed class ResponseHeadTests
         Assert.True(head.Reusable);
     }
 
+    [Fact]
+    public void A_value_appended_to_ours_is_the_backends_own_each_time()
+    {
+        // One memory serves every response from a backend: the pair it reuses must follow a changed value.
+        var values = new ResponseHeaderValues();
+        string ServerAfter(string backendServer)
+        {
+            var response = new DefaultHttpContext().Response;
+            response.Headers.Server = "SideKick";
+            Apply($"HTTP/1.1 200 OK\r\nServer: {backendServer}\r\nContent-Length: 0\r\n\r\n", response, values);
+            return response.Headers.Server.ToString();
+        }
+
+        Assert.Equal("SideKick,nginx", ServerAfter("nginx"));
+        Assert.Equal("SideKick,nginx", ServerAfter("nginx"));
+        Assert.Equal("SideKick,MinIO", ServerAfter("MinIO"));
+        Assert.Equal("SideKick,nginx", ServerAfter("nginx"));
+    }
+
     [Theory]
     [InlineData("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", "ContentLength", false)]
     [InlineData("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", "ContentLength", false)]
@@ -93,9 +112,9 @@ public sealed class ResponseHeadTests
         Assert.Empty(response.Headers);
     }
 
-    private static ResponseHead Apply(string wire, HttpResponse response)
+    private static ResponseHead Apply(string wire, HttpResponse response, ResponseHeaderValues? values = null)
     {
         var bytes = Encoding.Latin1.GetBytes(wire);
-        return ResponseHead.Apply(bytes.AsSpan(0, ResponseHead.FindEnd(bytes)), response, isHeadRequest: false, new ResponseHeaderValues());
+        return ResponseHead.Apply(bytes.AsSpan(0, ResponseHead.FindEnd(bytes)), response, isHeadRequest: false, values ?? new ResponseHeaderValues());
     }
 }
