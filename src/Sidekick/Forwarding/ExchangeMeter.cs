@@ -116,10 +116,12 @@ internal sealed class ExchangeMeter : IDisposable
 
     /// <summary>
     /// Ends the exchange: the request gets back the body stream and features it had before
-    /// <see cref="Begin"/>, so a later exchange in the same request wraps the server's, not this meter's.
+    /// <see cref="Begin"/>, so a later exchange in the same request wraps the server's, not this meter's,
+    /// and a captured error body is let go rather than kept with an idle connection.
     /// </summary>
     public void Dispose()
     {
+        _response.ReleaseCaptured();
         if (_requestCounted && ReferenceEquals(_context.Request.Body, _request))
         {
             _context.Request.Body = _request.Inner;
@@ -252,6 +254,8 @@ internal sealed class ExchangeMeter : IDisposable
         }
 
         public long Written => Volatile.Read(ref _written);
+
+        public void ReleaseCaptured() => _captured = null;
 
         public long FirstWriteTimestamp { get; private set; }
 
