@@ -33,7 +33,6 @@ internal sealed class ExchangeMeter : IDisposable
     private HttpContext _context = null!;
     private bool _requestCounted;
     private bool _busy;
-    private IHttpResponseBodyFeature? _serverBody;
     private IHttpRequestLifetimeFeature? _lifetime;
     private IHttpRequestLifetimeFeature? _serverLifetime;
     private bool _installed;
@@ -65,8 +64,7 @@ internal sealed class ExchangeMeter : IDisposable
             context.Request.Body = meter._request;
         }
 
-        meter._serverBody = context.Features.GetRequiredFeature<IHttpResponseBodyFeature>();
-        meter._response.Begin(meter._serverBody, context.Response, firstByteClock, captureErrorBody);
+        meter._response.Begin(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.Response, firstByteClock, captureErrorBody);
         return meter;
     }
 
@@ -129,7 +127,7 @@ internal sealed class ExchangeMeter : IDisposable
 
         if (_installed)
         {
-            _context.Features.Set(_serverBody);
+            _context.Features.Set(_response.Server);
             if (_lifetime is not null)
             {
                 _context.Features.Set(_serverLifetime);
@@ -254,6 +252,9 @@ internal sealed class ExchangeMeter : IDisposable
         }
 
         public long Written => Volatile.Read(ref _written);
+
+        /// <summary>The server's response body feature this stream stands in for.</summary>
+        public IHttpResponseBodyFeature Server => _server;
 
         public void ReleaseCaptured() => _captured = null;
 

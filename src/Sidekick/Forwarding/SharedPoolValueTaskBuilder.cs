@@ -85,15 +85,13 @@ internal struct SharedPoolValueTaskBuilder<TResult>
     private StateMachineBox<TStateMachine> BoxFor<TStateMachine>(ref TStateMachine stateMachine)
         where TStateMachine : IAsyncStateMachine
     {
-        if (_box is StateMachineBox<TStateMachine> box)
+        if (_box is not StateMachineBox<TStateMachine> box)
         {
-            box.Context = ExecutionContext.Capture();
-            return box;
+            box = StateMachineBox<TStateMachine>.Rent();
+            _box = box;
+            box.StateMachine = stateMachine;
         }
 
-        box = StateMachineBox<TStateMachine>.Rent();
-        _box = box;
-        box.StateMachine = stateMachine;
         box.Context = ExecutionContext.Capture();
         return box;
     }
