@@ -57,7 +57,10 @@ public sealed class ForwardingTests
         var content = new StreamContent(new PatternStream(size));
         content.Headers.ContentLength = size;
         using var upload = await sidekick.Client.PostAsync("/upload", content);
-        Assert.Equal($"{TestBackend.PatternSha256(size)} {size}", await upload.Content.ReadAsStringAsync());
+        var uploaded = await upload.Content.ReadAsStringAsync();
+        // A failed upload says why (sidekick's error body names the backend's failure).
+        Assert.True(upload.IsSuccessStatusCode, $"upload answered {(int)upload.StatusCode}: {uploaded}");
+        Assert.Equal($"{TestBackend.PatternSha256(size)} {size}", uploaded);
 
         // Unknown length: chunked both ways.
         using var chunked = new HttpRequestMessage(HttpMethod.Put, "/upload") { Content = new StreamContent(new PatternStream(3_000_000)) };
