@@ -18,7 +18,9 @@ namespace Sidekick.Caching;
 /// </summary>
 internal sealed class ResponseCache : IDisposable
 {
-    private const string CacheHeader = "X-Cache";
+    /// <summary>The cache's outcome for a request (HIT, MISS, REVALIDATED, BYPASS) on every response it saw.</summary>
+    public const string CacheHeader = "X-Cache";
+
     private static readonly string[] Conditionals =
         [HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince, HeaderNames.IfMatch, HeaderNames.IfUnmodifiedSince, HeaderNames.IfRange, HeaderNames.Range];
 

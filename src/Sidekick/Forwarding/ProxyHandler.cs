@@ -53,7 +53,7 @@ internal sealed class ProxyHandler(
     {
         var started = time.GetTimestamp();
         await cache.HandleAsync(context, this);
-        if (trace.Enabled && context.Response.Headers["X-Cache"] is [var outcome] && outcome is "HIT" or "REVALIDATED")
+        if (trace.Enabled && context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] && outcome is "HIT" or "REVALIDATED")
         {
             TraceCacheServed(context, started, outcome);
         }
@@ -128,7 +128,7 @@ internal sealed class ProxyHandler(
             {
                 retries.Count.Add(1);
                 replayable?.Rewind();
-                context.Response.Clear();
+                ClearForRetry(context.Response);
                 continue;
             }
 
@@ -141,6 +141,21 @@ internal sealed class ProxyHandler(
 
             await BackendErrorResponse.WriteAsync(context, failed.Reason);
             return;
+        }
+    }
+
+    /// <summary>
+    /// Takes back what a failed attempt put on the response (its status, the backend's headers) and keeps what
+    /// was there before any attempt: our Server marker and the cache's outcome.
+    /// </summary>
+    private static void ClearForRetry(HttpResponse response)
+    {
+        var cacheOutcome = response.Headers[ResponseCache.CacheHeader];
+        response.Clear();
+        response.Headers.Server = "SideKick";
+        if (cacheOutcome.Count > 0)
+        {
+            response.Headers[ResponseCache.CacheHeader] = cacheOutcome;
         }
     }
 
@@ -251,7 +266,7 @@ internal sealed class ProxyHandler(
             RequestHeaders = trace.WantsHeaders ? TraceSink.Capture(request.Headers) : null,
             ResponseHeaders = trace.WantsHeaders ? TraceSink.Capture(context.Response.Headers) : null,
             ResponseBody = meter.CapturedErrorBody,
-            Cache = context.Response.Headers["X-Cache"] is [var outcome] ? outcome : null,
+            Cache = context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] ? outcome : null,
         });
     }
 

@@ -189,6 +189,13 @@ public sealed class FailoverTests
                 {
                     failures.Add($"#{i} {response.RequestMessage!.Method} {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync()}");
                 }
+
+                // A retried response is a proxied response like any other: ours first, then the backend's.
+                var server = response.Headers.TryGetValues("Server", out var values) ? string.Join(" ", values) : "";
+                if (!server.StartsWith("SideKick ", StringComparison.Ordinal))
+                {
+                    failures.Add($"#{i} {response.RequestMessage!.Method} Server: {server}");
+                }
             }
         }
 
