@@ -12,6 +12,15 @@ internal sealed unsafe class EventLoop
 {
     private const int MaxEvents = 256;
 
+    /// <summary>
+    /// Events worked through before the sends they asked for are made: a batch. One wait can return up to
+    /// <see cref="MaxEvents"/>; by the end of that many, the first connections' state had left the CPU's
+    /// caches and came back for their sends (callgrind, 1 KiB x 256: 310 simulated L2 misses per request
+    /// with one batch per wait, 244 with batches of 16, 250 of 8, 269 of 32). Sixteen responses still reach
+    /// their clients together.
+    /// </summary>
+    private const int BatchEvents = 16;
+
     [ThreadStatic]
     private static EventLoop? t_current;
 
@@ -85,12 +94,12 @@ internal sealed unsafe class EventLoop
     }
 
     /// <summary>
-    /// Takes over a send asked for on this loop's thread while it works through a batch of events: the loop
-    /// makes it once the batch is done (<see cref="LoopSocket.SendDeferred"/>). The peers (clients, backends)
-    /// then find several requests or responses at once when they wake instead of being woken for each one:
-    /// in interleaved pairs at 1 KiB, wrk used 10-25 % and nginx up to 20 % less CPU per request, the three
-    /// processes together 5-10 % less, for the same system calls. Under light load a batch is an event or
-    /// two, so nothing waits.
+    /// Takes over a send asked for on this loop's thread while it works through a batch of events (up to
+    /// <see cref="BatchEvents"/>): the loop makes it once the batch is done (<see cref="LoopSocket.SendDeferred"/>).
+    /// The peers (clients, backends) then find several requests or responses at once when they wake instead
+    /// of being woken for each one: in interleaved pairs at 1 KiB, wrk used 10-25 % and nginx up to 20 % less
+    /// CPU per request, the three processes together 5-10 % less, for the same system calls. Under light load
+    /// a batch is an event or two, so nothing waits.
     /// </summary>
     public bool TryDeferSend(LoopSocket socket)
     {
@@ -134,27 +143,36 @@ internal sealed unsafe class EventLoop
 
             // Read after the wait: a socket is in the table before it is added to the epoll set.
             var slots = Volatile.Read(ref _slots);
-            _inBatch = true;
-            for (var i = 0; i < count; i++)
+            for (var start = 0; start < count; start += BatchEvents)
             {
-                var entry = events + i * size;
-                var token = *(ulong*)(entry + Libc.EpollDataOffset);
-                var slot = (int)(uint)token;
-                if (slot < slots.Length && Volatile.Read(ref slots[slot]) is { } socket && socket.Token == token)
+                _inBatch = true;
+                var end = Math.Min(count, start + BatchEvents);
+                for (var i = start; i < end; i++)
                 {
-                    Dispatch(socket, *(uint*)entry);
+                    var entry = events + i * size;
+                    var token = *(ulong*)(entry + Libc.EpollDataOffset);
+                    var slot = (int)(uint)token;
+                    if (slot < slots.Length && Volatile.Read(ref slots[slot]) is { } socket && socket.Token == token)
+                    {
+                        Dispatch(socket, *(uint*)entry);
+                    }
                 }
-            }
 
-            // What the batch's sends wake up (the senders' continuations) runs now and sends at once.
-            _inBatch = false;
-            for (var i = 0; i < _deferredSends.Count; i++)
-            {
-                SendDeferred(_deferredSends[i]);
+                SendBatch();
             }
-
-            _deferredSends.Clear();
         }
+    }
+
+    private void SendBatch()
+    {
+        // What the batch's sends wake up (the senders' continuations) runs now and sends at once.
+        _inBatch = false;
+        for (var i = 0; i < _deferredSends.Count; i++)
+        {
+            SendDeferred(_deferredSends[i]);
+        }
+
+        _deferredSends.Clear();
     }
 
     private static void Dispatch(LoopSocket socket, uint events)
