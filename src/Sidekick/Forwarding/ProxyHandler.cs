@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Primitives;
 using Sidekick.Caching;
 using Sidekick.Forwarding.Http1;
 using Sidekick.Health;
@@ -84,6 +85,8 @@ internal sealed class ProxyHandler(
         }
 
         using var _ = replayable;
+        // The cache's outcome, set before forwarding: a failed attempt clears the response (as YARP does).
+        var cacheOutcome = cache is null ? default : context.Response.Headers[ResponseCache.CacheHeader];
         using var meter = ExchangeMeter.Begin(context, trace.Enabled ? time : null, trace.WantsHeaders);
         var resume = DownloadResume.Watch(context, meter);
         for (var attempt = 1; ; attempt++)
@@ -128,7 +131,7 @@ internal sealed class ProxyHandler(
             {
                 retries.Count.Add(1);
                 replayable?.Rewind();
-                ClearForRetry(context.Response);
+                ClearForRetry(context.Response, cacheOutcome);
                 continue;
             }
 
@@ -145,12 +148,11 @@ internal sealed class ProxyHandler(
     }
 
     /// <summary>
-    /// Takes back what a failed attempt put on the response (its status, the backend's headers) and keeps what
-    /// was there before any attempt: our Server marker and the cache's outcome.
+    /// Takes back what a failed attempt put on the response (its status, the backend's headers) and puts back
+    /// what was there before any attempt: our Server marker and the cache's outcome.
     /// </summary>
-    private static void ClearForRetry(HttpResponse response)
+    private static void ClearForRetry(HttpResponse response, StringValues cacheOutcome)
     {
-        var cacheOutcome = response.Headers[ResponseCache.CacheHeader];
         response.Clear();
         response.Headers.Server = "SideKick";
         if (cacheOutcome.Count > 0)

@@ -1,5 +1,6 @@
 using Amazon.Runtime;
 using Amazon.S3;
+using Sidekick.Cli;
 using Sidekick.Hosting;
 using Sidekick.Tests.Infrastructure;
 using Sidekick.Tests.Integration;
@@ -41,10 +42,15 @@ public sealed class CacheFixture : IAsyncLifetime
         ["SIDEKICK_CACHE_HEALTH_DURATION"] = "1s",
     };
 
-    internal async Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(CacheTestBackend backend, Dictionary<string, string?>? environment = null)
+    internal Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(CacheTestBackend backend, Dictionary<string, string?>? environment = null) =>
+        StartSidekickAsync([backend], SidekickHarness.FastOptions, environment);
+
+    /// <summary>One site of <paramref name="backends"/>, with <paramref name="options"/> for everything but the address.</summary>
+    internal async Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(
+        CacheTestBackend[] backends, SidekickOptions options, Dictionary<string, string?>? environment = null)
     {
         var port = SidekickProcess.FreePort();
-        var options = SidekickHarness.FastOptions with { Address = $"127.0.0.1:{port}", Sites = [backend.Url.ToString()] };
+        options = options with { Address = $"127.0.0.1:{port}", Sites = [string.Join(",", backends.Select(b => b.Url.ToString().TrimEnd('/')))] };
         var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null, Environment = environment ?? Environment() });
         await instance.Server.StartAsync();
         var deadline = System.Environment.TickCount64 + 15000;

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Security.Cryptography;
+using Sidekick.Tests.Integration;
 
 namespace Sidekick.Tests.Caching;
 
@@ -55,6 +56,31 @@ public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<Cac
         Assert.Equal(item.ETag, second.Headers.ETag!.ToString());
         Assert.Equal(1, backend.Served("/bucket/a.bin"));
         Assert.True(instance.Server.Cache!.Metrics.BytesServed >= item.Body.Length);
+    }
+
+    [Fact]
+    public async Task A_bypassing_request_retried_on_another_backend_still_says_bypass()
+    {
+        // The first backend of the site goes away while it is still up in sidekick's eyes, so the first request
+        // to pick it is retried on the second: the retry must not drop what the cache said about the request.
+        var gone = await CacheTestBackend.StartAsync();
+        await using var backend = await CacheTestBackend.StartAsync();
+        backend.Put("/bucket/r.bin", 64 * 1024);
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5) };
+        var (instance, client) = await fixture.StartSidekickAsync([gone, backend], options);
+        await using var running = instance;
+        await WaitForAsync(() => Task.FromResult(instance.Server.Topology.Current.ActiveSite!.Backends.All(b => b.IsUp)));
+        await gone.DisposeAsync();
+
+        for (var i = 0; i < 20 && instance.Server.Retries.Count.Value == 0; i++)
+        {
+            var (response, body) = await GetAsync(client, "/bucket/r.bin", r => r.Headers.CacheControl = new CacheControlHeaderValue { NoStore = true });
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal(64 * 1024, body.Length);
+            Assert.True(Outcome(response) == "BYPASS", $"request {i}: X-Cache {Outcome(response)}, retries {instance.Server.Retries.Count.Value}");
+        }
+
+        Assert.True(instance.Server.Retries.Count.Value >= 1, "no request was retried");
     }
 
     [Fact]
