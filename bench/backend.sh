@@ -1,4 +1,4 @@
-# Sourced by run.sh and layout.sh, with OUT set: installs missing tools and writes the static backend every
+# Sourced by the bench scripts, with OUT set: installs missing tools and writes the static backend every
 # proxy is measured against: one nginx serving 1 KiB, 64 KiB and 1 MiB files and /health on two loopback
 # ports (so balancing is real), plus a self-signed certificate for the TLS listeners.
 
@@ -37,3 +37,17 @@ CONF
 
 start_backend() { nginx -c "$OUT/backend.conf" -p "$OUT"; }
 stop_backend() { [ -f "$OUT/backend.pid" ] && kill "$(cat "$OUT/backend.pid")" 2>/dev/null || true; }
+
+# write_haproxy FILE BIND...: HAProxy with the settings every benchmark compares sidekick against (keep-alive
+# to the backend, least connections, a health check, one thread), one "bind" line per BIND argument.
+write_haproxy() {
+  local file=$1 bind
+  shift
+  {
+    printf 'global\n  maxconn 4000\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 10s\n  timeout client 60s\n'
+    printf '  timeout server 60s\n  option http-keep-alive\nfrontend fe\n'
+    for bind in "$@"; do printf '  bind %s\n' "$bind"; done
+    printf '  default_backend be\nbackend be\n  balance leastconn\n  option httpchk GET /health\n  http-reuse always\n'
+    printf '  server b1 127.0.0.1:%s check inter 5s\n  server b2 127.0.0.1:%s check inter 5s\n' "$B1" "$B2"
+  } > "$file"
+}

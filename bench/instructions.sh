@@ -36,26 +36,7 @@ dotnet publish src/Sidekick -c Release -r linux-x64 -o "$OUT/sidekick" -p:StripS
 # valgrind reads function names from the symbol table; it cannot read the DWARF the AOT compiler writes.
 strip --strip-debug "$OUT/sidekick/sidekick"
 
-cat > "$OUT/haproxy.cfg" <<CONF
-global
-  maxconn 4000
-  nbthread 1
-defaults
-  mode http
-  timeout connect 10s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:$PROXY
-  default_backend be
-backend be
-  balance leastconn
-  option httpchk GET /health
-  http-reuse always
-  server b1 127.0.0.1:$B1 check inter 5s
-  server b2 127.0.0.1:$B2 check inter 5s
-CONF
+write_haproxy "$OUT/haproxy.cfg" "127.0.0.1:$PROXY"
 
 served() { curl -s "http://127.0.0.1:$STATUS/status" | awk 'NR == 3 { print $3 }'; }
 

@@ -24,27 +24,7 @@ HAP=18183; NGP=18184; SK=18185; SKT=18186
 # TLS listeners for HTTP/2 from the client side (h2load negotiates h2 with ALPN): same proxies, same backend.
 HAP_TLS=18193; NGP_TLS=18194; SK_TLS=18195
 cat "$OUT/tls/cert.pem" "$OUT/tls/key.pem" > "$OUT/haproxy.pem"
-cat > "$OUT/haproxy.cfg" <<CONF
-global
-  maxconn 4000
-  nbthread 1
-defaults
-  mode http
-  timeout connect 10s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:$HAP
-  bind 127.0.0.1:$HAP_TLS ssl crt $OUT/haproxy.pem alpn h2,http/1.1
-  default_backend be
-backend be
-  balance leastconn
-  option httpchk GET /health
-  http-reuse always
-  server b1 127.0.0.1:$B1 check inter 5s
-  server b2 127.0.0.1:$B2 check inter 5s
-CONF
+write_haproxy "$OUT/haproxy.cfg" "127.0.0.1:$HAP" "127.0.0.1:$HAP_TLS ssl crt $OUT/haproxy.pem alpn h2,http/1.1"
 cat > "$OUT/proxy.conf" <<CONF
 worker_processes 1; pid $OUT/proxy.pid; error_log $OUT/proxy.err; daemon on;
 events { worker_connections 4096; }
