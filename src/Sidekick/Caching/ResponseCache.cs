@@ -239,9 +239,18 @@ internal sealed class ResponseCache : IDisposable
     {
         var request = context.Request;
         var responseControl = CacheControl.Parse(hit.Entry.Header(HeaderNames.CacheControl));
-        var authorized = CachePolicy.IsAuthorized(request);
+        var credentials = CachePolicy.CarriesCredentials(request);
         var now = _time.GetUtcNow();
-        switch (CachePolicy.Decide(hit.Entry, requestControl, responseControl, now, _options, authorized))
+        var decision = CachePolicy.Decide(hit.Entry, requestControl, responseControl, now, _options, credentials);
+        if (decision == CacheDecision.Revalidate && requestControl.Has("only-if-cached"))
+        {
+            // §5.2.1.7: nothing may be served without asking the backend, and the client forbade asking.
+            context.Response.StatusCode = StatusCodes.Status504GatewayTimeout;
+            context.Response.Headers[CacheHeader] = "MISS";
+            return;
+        }
+
+        switch (decision)
         {
             case CacheDecision.Serve:
                 if (await ServeAsync(context, hit, "HIT"))
@@ -262,7 +271,7 @@ internal sealed class ResponseCache : IDisposable
 
                 break;
             default:
-                await RevalidateAsync(context, origin, hit, requestControl, responseControl, authorized);
+                await RevalidateAsync(context, origin, hit, requestControl, responseControl);
                 return;
         }
 
@@ -274,7 +283,7 @@ internal sealed class ResponseCache : IDisposable
     /// Asks the backend whether the stored response is still good, with the requester's own request made
     /// conditional: a 304 both confirms the entry and proves the requester may read it.
     /// </summary>
-    private async Task RevalidateAsync(HttpContext context, ICacheOrigin origin, Lookup hit, CacheControl requestControl, CacheControl responseControl, bool authorized)
+    private async Task RevalidateAsync(HttpContext context, ICacheOrigin origin, Lookup hit, CacheControl requestControl, CacheControl responseControl)
     {
         var entry = hit.Entry;
         if (entry.ETag is null && entry.LastModified is null)
@@ -291,7 +300,7 @@ internal sealed class ResponseCache : IDisposable
 
         if (origin.Pick() is not var (site, backend))
         {
-            await StaleOrForwardAsync(context, origin, hit, requestControl, responseControl, authorized);
+            await StaleOrForwardAsync(context, origin, hit, requestControl, responseControl);
             return;
         }
 
@@ -300,7 +309,7 @@ internal sealed class ResponseCache : IDisposable
         var requestTime = _time.GetUtcNow();
         if (await SendAsync(origin, site, backend, message, context.RequestAborted) is not { } response)
         {
-            await StaleOrForwardAsync(context, origin, hit, requestControl, responseControl, authorized);
+            await StaleOrForwardAsync(context, origin, hit, requestControl, responseControl);
             return;
         }
 
@@ -328,7 +337,7 @@ internal sealed class ResponseCache : IDisposable
                 {
                     await EvictAsync(hit.Key);
                 }
-                else if (status >= 500 && CachePolicy.MayServeStaleOnError(entry, requestControl, responseControl, _time.GetUtcNow(), _options, authorized) &&
+                else if (status >= 500 && CachePolicy.MayServeStaleOnError(entry, requestControl, responseControl, _time.GetUtcNow(), _options) &&
                          await ServeAsync(context, hit, "HIT"))
                 {
                     Metrics.Hit();
@@ -348,9 +357,9 @@ internal sealed class ResponseCache : IDisposable
         }
     }
 
-    private async Task StaleOrForwardAsync(HttpContext context, ICacheOrigin origin, Lookup hit, CacheControl requestControl, CacheControl responseControl, bool authorized)
+    private async Task StaleOrForwardAsync(HttpContext context, ICacheOrigin origin, Lookup hit, CacheControl requestControl, CacheControl responseControl)
     {
-        if (CachePolicy.MayServeStaleOnError(hit.Entry, requestControl, responseControl, _time.GetUtcNow(), _options, authorized) &&
+        if (CachePolicy.MayServeStaleOnError(hit.Entry, requestControl, responseControl, _time.GetUtcNow(), _options) &&
             await ServeAsync(context, hit, "HIT"))
         {
             Metrics.Hit();
@@ -427,7 +436,7 @@ internal sealed class ResponseCache : IDisposable
             Date = date,
             VaryNames = varyNames,
             VaryValues = varyValues,
-            AuthRequired = CachePolicy.IsAuthorized(context.Request) && !responseControl.Has("public") && !responseControl.Has("s-maxage"),
+            FilledWithCredentials = CachePolicy.CarriesCredentials(context.Request),
         };
         var serialized = entry.Serialize();
         if (!CachedResponse.FitsInMetadata(serialized))

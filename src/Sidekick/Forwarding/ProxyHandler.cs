@@ -124,7 +124,7 @@ internal sealed class ProxyHandler(
             finally
             {
                 backend.EndRequest();
-                Account(context, backend, meter, started);
+                Account(context, backend, meter, started, resume?.Failure);
             }
 
             if (attempt < retries.MaxAttempts && CanRetry(context, failed, replayable is not null) && retries.Budget.TryWithdraw())
@@ -142,7 +142,7 @@ internal sealed class ProxyHandler(
                 return;
             }
 
-            await BackendErrorResponse.WriteAsync(context, failed.Reason);
+            await BackendErrorResponse.WriteAsync(context, TransportErrors.Summarize(failed.Exception, failed.Error == ForwarderError.RequestTimedOut));
             return;
         }
     }
@@ -202,7 +202,7 @@ internal sealed class ProxyHandler(
             // Headers are out: continue the body from another backend if the object allows it, else
             // abort — never a silently truncated 200.
             if (resume is null || !IsBackendFault(error) ||
-                !await resume.ResumeAsync(() => topology.Current.SelectSite(failbackHoldDownMilliseconds), balancer, health, retries.MaxAttempts))
+                !await resume.ResumeAsync(() => topology.Current.SelectSite(failbackHoldDownMilliseconds), balancer, health, retries.MaxAttempts, retries.Resumes))
             {
                 context.Abort();
                 resume?.CompleteAbort();
@@ -235,7 +235,7 @@ internal sealed class ProxyHandler(
     }
 
     /// <summary>Statistics always; a trace record only when something will print it.</summary>
-    private void Account(HttpContext context, Backend backend, ExchangeMeter meter, long started)
+    private void Account(HttpContext context, Backend backend, ExchangeMeter meter, long started, string? error)
     {
         var latency = time.GetElapsedTime(started);
         var status = context.Response.StatusCode;
@@ -269,6 +269,7 @@ internal sealed class ProxyHandler(
             ResponseHeaders = trace.WantsHeaders ? TraceSink.Capture(context.Response.Headers) : null,
             ResponseBody = meter.CapturedErrorBody,
             Cache = context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] ? outcome : null,
+            Error = error,
         });
     }
 
@@ -323,6 +324,9 @@ internal sealed class RetryPolicy(int maxAttempts, long maxReplayBytes, RetryBud
 
     /// <summary>Retries made so far.</summary>
     public Counter Count { get; } = new();
+
+    /// <summary>Downloads continued from another backend after a mid-body failure, by outcome.</summary>
+    public ResumeCounters Resumes { get; } = new();
 
     internal sealed class Counter
     {

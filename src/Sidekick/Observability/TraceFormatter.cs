@@ -41,6 +41,11 @@ internal sealed class TraceFormatter(ConsoleMode mode)
             line.Append(" cache=").Append(r.Cache);
         }
 
+        if (r.Error is not null)
+        {
+            line.Append(" error=\"").Append(r.Error).Append('"');
+        }
+
         return line.ToString();
     }
 
@@ -65,6 +70,11 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         }
 
         Line(r.StatusCode < 400 || r.ResponseBody is null ? "<BODY>" : r.ResponseBody);
+        if (r.Error is not null)
+        {
+            Line($"[ERROR] {r.Error}");
+        }
+
         text.Append(prefix);
         return text.ToString();
     }
@@ -85,6 +95,11 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         if (r.Cache is not null)
         {
             json.WriteString("cache", r.Cache);
+        }
+
+        if (r.Error is not null)
+        {
+            json.WriteString("error", r.Error);
         }
 
         json.WriteEndObject();
@@ -118,6 +133,11 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         json.WriteNumber("statuscode", r.StatusCode);
         json.WriteEndObject();
         WriteStats(json, "stats", r, includeTtfb: true);
+        if (r.Error is not null)
+        {
+            json.WriteString("error", r.Error);
+        }
+
         json.WriteEndObject();
     });
 

@@ -121,7 +121,7 @@ internal sealed class Http1Forwarder : IDisposable
     {
         Interlocked.Increment(ref _forwarded);
         var resendable = IdempotentMethods.Contains(context.Request.Method);
-        using var head = RequestHead.Write(context, rawTarget, pool.Authority);
+        using var head = RequestHead.Write(context, rawTarget, pool.Authority, bodyLength);
         metered.CountedRequestHeaders(head.HeaderBytes);
         var headBytes = head.Bytes;
         for (var attempt = 1; ; attempt++)
