@@ -869,9 +869,12 @@ internal sealed class ResponseCache : IDisposable
         public HttpRequestMessage ToRequest(string prefix, CachedResponse entry)
         {
             var message = new HttpRequestMessage(HttpMethod.Get, new Uri(prefix + RawTarget, new UriCreationOptions { DangerousDisablePathAndQueryCanonicalization = true }));
+            var named = HopByHopHeaders.NamedIn(Headers.FirstOrDefault(h => string.Equals(h.Key, HeaderNames.Connection, StringComparison.OrdinalIgnoreCase)).Value);
             foreach (var (name, values) in Headers)
             {
-                if (!string.Equals(name, HeaderNames.Host, StringComparison.OrdinalIgnoreCase) && !string.Equals(name, HeaderNames.Connection, StringComparison.OrdinalIgnoreCase))
+                // The same hop-by-hop rule as the forwarding paths: no connection-level field, none Connection named.
+                if (!string.Equals(name, HeaderNames.Host, StringComparison.OrdinalIgnoreCase) && !HopByHopHeaders.Contains(name) &&
+                    !HopByHopHeaders.IsNamed(named, name) && !string.Equals(name, HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase))
                 {
                     message.Headers.TryAddWithoutValidation(name, (IEnumerable<string?>)values);
                 }
