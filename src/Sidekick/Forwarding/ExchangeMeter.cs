@@ -44,6 +44,9 @@ internal sealed class ExchangeMeter : IDisposable
     /// <summary>The download watch kept with this meter (see <see cref="DownloadResume.Watch"/>).</summary>
     internal DownloadResume? KeptResume { get; set; }
 
+    /// <summary>The path the last attempt took and why (set by the forwarder), for the trace record.</summary>
+    public PathChoice? Path { get; set; }
+
     /// <summary>
     /// Starts metering an exchange with the meter kept for the connection, or a new one when the server keeps
     /// no state or the kept one is still in use. Dispose it when the exchange is over.
@@ -56,6 +59,7 @@ internal sealed class ExchangeMeter : IDisposable
         meter._context = context;
         meter._installed = false;
         meter._lifetime = null;
+        meter.Path = null;
         // A request that cannot have a body (a GET without Content-Length or chunking) reads none: no wrapper.
         meter._requestCounted = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false;
         if (meter._requestCounted)

@@ -107,7 +107,7 @@ internal sealed class ProxyHandler(
             FailedAttempt failed;
             try
             {
-                var error = await forwarder.SendAsync(context, meter, backend.DestinationPrefix, site.Invoker, RequestConfig, SidekickTransformer.Instance);
+                var error = await forwarder.SendAsync(context, meter, backend.DestinationPrefix, site.Invoker, RequestConfig);
                 if (error == ForwarderError.None)
                 {
                     outliers.OnResponse(backend, context.Response.StatusCode);
@@ -270,6 +270,7 @@ internal sealed class ProxyHandler(
             ResponseBody = meter.CapturedErrorBody,
             Cache = context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] ? outcome : null,
             Error = error,
+            Forwarder = meter.Path,
         });
     }
 

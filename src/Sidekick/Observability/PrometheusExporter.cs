@@ -11,7 +11,8 @@ namespace Sidekick.Observability;
 /// retries). Read from the counters on demand; nothing is computed on the request path.
 /// </summary>
 internal sealed class PrometheusExporter(
-    TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Caching.CacheMetrics? cache = null)
+    TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Func<PathReason, long> forwarded,
+    Caching.CacheMetrics? cache = null)
 {
     public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -79,6 +80,13 @@ internal sealed class PrometheusExporter(
                 text.Append("sidekick_probe_failures_total{").Append(Labels(backend)).Append(",reason=\"")
                     .Append(kind.ToString().ToLowerInvariant()).Append("\"} ").Append(backend.Stats.ProbeFailures(kind)).Append('\n');
             }
+        }
+
+        Header(text, "sidekick_forwarded_total", "Forwarding attempts by path (http1: sidekick's own, yarp) and the reason for it", "counter");
+        foreach (var reason in Enum.GetValues<PathReason>())
+        {
+            text.Append("sidekick_forwarded_total{path=\"").Append(reason == PathReason.Plain ? "http1" : "yarp").Append("\",reason=\"")
+                .Append(PathChoice.Reasons[(int)reason]).Append("\"} ").Append(forwarded(reason)).Append('\n');
         }
 
         Single(text, "sidekick_failovers_total", "Times traffic moved from one site to another", sites.Failovers);
