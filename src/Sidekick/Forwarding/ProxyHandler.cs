@@ -60,16 +60,11 @@ internal sealed class ProxyHandler(
         }
     }
 
-    public (Site Site, Backend Backend)? Pick()
-    {
-        var site = topology.Current.SelectSite(failbackHoldDownMilliseconds);
-        return site is not null && balancer.Pick(site.Backends) is { } backend ? (site, backend) : null;
-    }
-
-    public void ReportTransportFailure(Backend backend, string reason) => health.ReportTransportFailure(backend, reason);
-
-    /// <summary>Forwards to a backend, with retries and failover (also the cache's path for pass-through).</summary>
-    public async Task ForwardAsync(HttpContext context)
+    /// <summary>
+    /// Forwards to a backend, with retries and failover: every request to a backend, the cache's included
+    /// (with an <paramref name="observer"/> that sees the response head and body, and may take the response over).
+    /// </summary>
+    public async Task ForwardAsync(HttpContext context, IExchangeObserver? observer = null)
     {
         retries.Budget.OnRequest();
         context.Response.Headers.Server = "SideKick";
@@ -88,6 +83,13 @@ internal sealed class ProxyHandler(
         // The cache's outcome, set before forwarding: a failed attempt clears the response (as YARP does).
         var cacheOutcome = cache is null ? default : context.Response.Headers[ResponseCache.CacheHeader];
         using var meter = ExchangeMeter.Begin(context, trace.Enabled ? time : null, trace.WantsHeaders);
+        if (observer is not null)
+        {
+            // The HTTP/1.1 path asks the meter; YARP's transformer finds it among the features.
+            meter.Observer = observer;
+            context.Features.Set(observer);
+        }
+
         var resume = DownloadResume.Watch(context, meter);
         for (var attempt = 1; ; attempt++)
         {
@@ -97,7 +99,11 @@ internal sealed class ProxyHandler(
             var backend = site is null ? null : Claim(site);
             if (site is null || backend is null)
             {
-                await BackendErrorResponse.WriteAsync(context, BackendErrorResponse.AllOffline);
+                if (observer?.OnNoAnswer(context) != true)
+                {
+                    await BackendErrorResponse.WriteAsync(context, BackendErrorResponse.AllOffline);
+                }
+
                 return;
             }
 
@@ -142,7 +148,11 @@ internal sealed class ProxyHandler(
                 return;
             }
 
-            await BackendErrorResponse.WriteAsync(context, TransportErrors.Summarize(failed.Exception, failed.Error == ForwarderError.RequestTimedOut));
+            if (observer?.OnNoAnswer(context) != true)
+            {
+                await BackendErrorResponse.WriteAsync(context, TransportErrors.Summarize(failed.Exception, failed.Error == ForwarderError.RequestTimedOut));
+            }
+
             return;
         }
     }

@@ -88,6 +88,11 @@ internal sealed class SidekickTransformer : HttpTransformer
             }
 
             headers["X-Proxy"] = "true";
+            if (proceed && httpContext.Features.Get<IExchangeObserver>() is { } observer)
+            {
+                // False: YARP copies no body and sends nothing; the observer answers the client.
+                proceed = observer.OnResponseHead(httpContext);
+            }
         }
 
         return proceed;

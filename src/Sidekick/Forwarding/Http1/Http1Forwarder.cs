@@ -252,6 +252,25 @@ internal sealed class Http1Forwarder : IDisposable
                     : Fail(context, ForwarderError.Request, ex as HttpRequestException ?? new HttpRequestException(HttpRequestError.Unknown, TransportFailure(ex), ex));
             }
 
+            if (metered.Observer is { } observer && !observer.OnResponseHead(context))
+            {
+                // Taken over (the cache answers from the store): the body, if any, is not read, so the
+                // connection cannot carry another exchange unless there is none.
+                registration.Dispose();
+                if (response.Framing == BodyFraming.None && response.Reusable && connection.BufferedCount == 0 && !connection.IsClosed)
+                {
+                    connection.EndExchange();
+                    connection.HasServedRequest = true;
+                    connection.Pool.Return(connection);
+                }
+                else
+                {
+                    Close(connection);
+                }
+
+                return ForwarderError.None;
+            }
+
             try
             {
                 await CopyBodyAsync(context, metered, connection, response);
