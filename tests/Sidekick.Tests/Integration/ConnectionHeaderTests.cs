@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using Sidekick.Hosting;
 using Sidekick.Tests.Infrastructure;
@@ -32,14 +31,14 @@ public sealed class ConnectionHeaderTests
             "--health-path", "/health", "--health-duration", "1h", "--address", $"127.0.0.1:{port}", backend.Url.ToString().TrimEnd('/'));
         await sidekick.WaitForHealthAsync(port);
 
-        var attack = await ExchangeAsync(port, Attack);
+        var attack = await RawClient.ExchangeAsync(port, Attack);
         Assert.Equal(200, attack.Status);
         Assert.Equal("/a", attack.Body);
 
         // Clients after the attacker, each on its own connection, get their own responses.
         for (var i = 0; i < 4; i++)
         {
-            var victim = await ExchangeAsync(port, $"GET /victim{i} HTTP/1.1\r\nHost: x\r\n\r\n");
+            var victim = await RawClient.ExchangeAsync(port, $"GET /victim{i} HTTP/1.1\r\nHost: x\r\n\r\n");
             Assert.Equal($"/victim{i}", victim.Body);
         }
 
@@ -80,7 +79,7 @@ public sealed class ConnectionHeaderTests
             .Append(chunked ? $"Transfer-Encoding: chunked\r\n\r\n{body.Length:x}\r\n{body}\r\n0\r\n\r\n" : $"Content-Length: {body.Length}\r\n\r\n{body}")
             .ToString();
 
-        var response = await ExchangeAsync(port, request, then: "GET /after HTTP/1.1\r\nHost: client.example\r\n\r\n");
+        var response = await RawClient.ExchangeAsync(port, request, then: "GET /after HTTP/1.1\r\nHost: client.example\r\n\r\n");
         Assert.Equal(200, response.Status);
         Assert.Equal("/t", response.Body);
         Assert.Equal("/after", response.Next!.Body);
@@ -143,7 +142,7 @@ public sealed class ConnectionHeaderTests
             : EchoTarget(request));
         await using var sidekick = await StartAsync(forwarder, backend.Url);
 
-        var response = await ExchangeAsync(sidekick.BaseAddress.Port, "GET /named HTTP/1.1\r\nHost: x\r\n\r\n", then: "GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+        var response = await RawClient.ExchangeAsync(sidekick.BaseAddress.Port, "GET /named HTTP/1.1\r\nHost: x\r\n\r\n", then: "GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
         Assert.Equal(200, response.Status);
         Assert.Equal("/named", response.Body);
         Assert.Equal("/next", response.Next!.Body);
@@ -162,7 +161,7 @@ public sealed class ConnectionHeaderTests
         var url = backend.Url.ToString().TrimEnd('/');
         await using var sidekick = await SidekickHarness.StartAsync(options, [new SiteDefinition(1, [new BackendDefinition(backend.Url, url, new Uri(url + "/health"))])],
             new SidekickServerHooks { Forwarder = forwarder });
-        var response = await ExchangeAsync(sidekick.BaseAddress.Port, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+        var response = await RawClient.ExchangeAsync(sidekick.BaseAddress.Port, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
         Assert.Equal(502, response.Status);
         Assert.Matches("<Message>The remote server returned an error \\((invalid response|connection closed early|connection reset|backend error)\\)</Message>", response.Body);
     }
@@ -202,88 +201,5 @@ public sealed class ConnectionHeaderTests
         var url = backend.ToString().TrimEnd('/');
         SiteDefinition[] sites = [new(1, [new BackendDefinition(backend, url, new Uri(url + options.HealthPath))])];
         return SidekickHarness.StartAsync(options, sites, new SidekickServerHooks { Forwarder = forwarder });
-    }
-
-    private sealed record RawAnswer(int Status, string Head, string Body, RawAnswer? Next);
-
-    /// <summary>Sends <paramref name="request"/> (and <paramref name="then"/> on the same connection) and reads the answers.</summary>
-    private static async Task<RawAnswer> ExchangeAsync(int port, string request, string? then = null)
-    {
-        using var tcp = new TcpClient();
-        await tcp.ConnectAsync(IPAddress.Loopback, port);
-        var stream = tcp.GetStream();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        var reader = new ResponseReader(stream, timeout.Token);
-        await stream.WriteAsync(Encoding.Latin1.GetBytes(request), timeout.Token);
-        var (status, head, body) = await reader.ReadAsync();
-        RawAnswer? next = null;
-        if (then is not null)
-        {
-            await stream.WriteAsync(Encoding.Latin1.GetBytes(then), timeout.Token);
-            var (nextStatus, nextHead, nextBody) = await reader.ReadAsync();
-            next = new RawAnswer(nextStatus, nextHead, nextBody, null);
-        }
-
-        return new RawAnswer(status, head, body, next);
-    }
-
-    /// <summary>Reads HTTP/1.1 responses framed by Content-Length or chunked off one connection.</summary>
-    private sealed class ResponseReader(NetworkStream stream, CancellationToken cancellationToken)
-    {
-        private readonly List<byte> _buffered = [];
-
-        public async Task<(int Status, string Head, string Body)> ReadAsync()
-        {
-            var headEnd = await FillUntilAsync(() => IndexOf("\r\n\r\n"u8));
-            var head = Encoding.Latin1.GetString(_buffered.GetRange(0, headEnd + 4).ToArray());
-            _buffered.RemoveRange(0, headEnd + 4);
-            var status = int.Parse(head.AsSpan(9, 3), System.Globalization.CultureInfo.InvariantCulture);
-            var body = new StringBuilder();
-            if (head.Contains("\r\nTransfer-Encoding: chunked\r\n", StringComparison.OrdinalIgnoreCase))
-            {
-                while (true)
-                {
-                    var lineEnd = await FillUntilAsync(() => IndexOf("\r\n"u8));
-                    var size = Convert.ToInt32(Encoding.Latin1.GetString(_buffered.GetRange(0, lineEnd).ToArray()).Split(';')[0], 16);
-                    await FillUntilAsync(() => _buffered.Count >= lineEnd + 2 + size + 2 ? 0 : -1);
-                    body.Append(Encoding.Latin1.GetString(_buffered.GetRange(lineEnd + 2, size).ToArray()));
-                    _buffered.RemoveRange(0, lineEnd + 2 + size + 2);
-                    if (size == 0)
-                    {
-                        break;
-                    }
-                }
-            }
-            else
-            {
-                var lengthLine = head.Split("\r\n").FirstOrDefault(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
-                var length = lengthLine is null ? 0 : int.Parse(lengthLine.AsSpan(15).Trim(), System.Globalization.CultureInfo.InvariantCulture);
-                await FillUntilAsync(() => _buffered.Count >= length ? 0 : -1);
-                body.Append(Encoding.Latin1.GetString(_buffered.GetRange(0, length).ToArray()));
-                _buffered.RemoveRange(0, length);
-            }
-
-            return (status, head, body.ToString());
-        }
-
-        private int IndexOf(ReadOnlySpan<byte> value) => _buffered.ToArray().AsSpan().IndexOf(value);
-
-        private async Task<int> FillUntilAsync(Func<int> found)
-        {
-            var buffer = new byte[64 * 1024];
-            int at;
-            while ((at = found()) < 0)
-            {
-                var read = await stream.ReadAsync(buffer, cancellationToken);
-                if (read == 0)
-                {
-                    throw new IOException($"the connection closed; received so far: {Encoding.Latin1.GetString(_buffered.ToArray())}");
-                }
-
-                _buffered.AddRange(buffer.AsSpan(0, read));
-            }
-
-            return at;
-        }
     }
 }
