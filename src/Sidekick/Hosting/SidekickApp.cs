@@ -14,6 +14,8 @@ internal static class SidekickApp
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
     {
         var programName = ProgramName;
+        SidekickOptions? options = null;
+        var started = false;
         try
         {
             var parsed = CommandLineParser.Parse(programName, args);
@@ -23,9 +25,10 @@ internal static class SidekickApp
                 return 0;
             }
 
-            var options = ((CommandLineResult.Run)parsed).Options;
+            options = ((CommandLineResult.Run)parsed).Options;
             await using var app = Create(options, new SidekickAppSeams { Stdout = stdout, Stderr = stderr });
             await app.Server.StartAsync();
+            started = true;
             // Start-up code (flags, host, listener) will not run again: let its pages leave the resident set.
             CodePages.Release();
             await app.Server.WaitForShutdownAsync();
@@ -41,6 +44,18 @@ internal static class SidekickApp
             await stderr.WriteLineAsync($"{programName}: {ex.Message}");
             return 1;
         }
+        catch (Exception ex)
+        {
+            // What no check foresaw (an inotify limit, a file that vanished while being read) is still one line
+            // with the exception's type; --debug adds the stack trace for a bug report.
+            await stderr.WriteLineAsync($"{programName}: {(started ? "stopped" : "unable to start")}: {ex.Message} ({ex.GetType().Name})");
+            if (options?.Debug == true)
+            {
+                await stderr.WriteLineAsync(ex.ToString());
+            }
+
+            return 1;
+        }
     }
 
     /// <summary>Builds a running configuration from validated options: TLS, DNS and the server.</summary>
@@ -54,10 +69,12 @@ internal static class SidekickApp
 
         // Validate the SITEs before anything binds, so a typo fails fast with one line.
         var parsed = SiteParser.Parse(options.Sites, options.ProgramName, options.HealthPath, options.ReadHealthPath, options.HealthPort);
+        var environment = seams.Environment ?? EnvironmentVariables();
+        options = options with { KeyPassword = KeyPassword.Resolve(options, environment) };
         var tls = ServerTls.Create(options, stdout, stderr, time);
         var backendTls = parsed.Any(s => s.Backends.Any(b => b.Endpoint.Scheme == Uri.UriSchemeHttps)) ? BackendTls.Load(options) : null;
         var dns = new DnsCache(resolver, options.DnsTtl, time);
-        var cache = Caching.ResponseCache.FromEnvironment(seams.Environment ?? EnvironmentVariables(), time);
+        var cache = Caching.ResponseCache.FromEnvironment(environment, time);
         var lookupFailed = false;
 
         IReadOnlyList<SiteDefinition> LoadSites()
@@ -96,8 +113,8 @@ internal static class SidekickApp
             BackendTls = backendTls is null ? null : backendTls.Create,
             Connect = dns.ConnectAsync,
             ResolveBackend = dns.ResolveAsync,
-            Forwarder = (seams.Environment ?? EnvironmentVariables()).GetValueOrDefault(Forwarding.Http1.ForwarderChoice.Variable),
-            Io = (seams.Environment ?? EnvironmentVariables()).GetValueOrDefault(Networking.EventLoops.Variable),
+            Forwarder = environment.GetValueOrDefault(Forwarding.Http1.ForwarderChoice.Variable),
+            Io = environment.GetValueOrDefault(Networking.EventLoops.Variable),
             Cache = cache,
         });
 

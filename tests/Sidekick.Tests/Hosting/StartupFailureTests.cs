@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Sidekick.Tests.Infrastructure;
+using Sidekick.Tests.Security;
 
 namespace Sidekick.Tests.Hosting;
 
@@ -102,4 +103,95 @@ public sealed class StartupFailureTests
         Assert.Equal("sidekick: listening on ':9800'", sidekick.Stdout.Trim());
         Assert.Equal(string.Empty, sidekick.Stderr.Trim());
     }
+
+    [Fact]
+    public async Task A_bad_cache_variable_is_one_line_and_a_usage_exit()
+    {
+        var environment = new Dictionary<string, string>
+        {
+            ["SIDEKICK_CACHE_ENDPOINT"] = "http://127.0.0.1:1",
+            ["SIDEKICK_CACHE_ACCESS_KEY"] = "minio",
+            ["SIDEKICK_CACHE_SECRET_KEY"] = "minio123-very-secret",
+            ["SIDEKICK_CACHE_BUCKET"] = "cache01",
+            ["SIDEKICK_CACHE_MIN_SIZE"] = "abc",
+        };
+        AssertOneLine(2,
+            "sidekick: invalid SIDEKICK_CACHE_MIN_SIZE \"abc\": expected a size in human units such as 64MB (see 'sidekick --help')",
+            await SidekickProcess.RunAsync(environment, "--address", "127.0.0.1:0", "http://127.0.0.1:1"));
+    }
+
+    [Fact]
+    public async Task A_file_that_cannot_be_read_is_one_line()
+    {
+        using var certificates = new TestCertificates();
+        var (_, cert, key) = certificates.Leaf("leaf");
+        var directory = certificates.Directory;
+        (string Line, string[] Args)[] cases =
+        [
+            ($"sidekick: unable to read the public key \"{directory}\": it is a directory, not a file", ["--cert", directory, "--key", key]),
+            ($"sidekick: unable to read the private key \"{directory}\": it is a directory, not a file", ["--cert", cert, "--key", directory]),
+            ($"sidekick: unable to read the private key \"{directory}/missing.key\": no such file", ["--cert", cert, "--key", directory + "/missing.key"]),
+            ($"sidekick: unable to read --key-password-file \"{directory}/missing\": no such file", ["--cert", cert, "--key", key, "--key-password-file", directory + "/missing"]),
+        ];
+        foreach (var (line, args) in cases)
+        {
+            AssertOneLine(1, line, await SidekickProcess.RunAsync([.. args, "--address", "127.0.0.1:0", "http://127.0.0.1:1"]));
+        }
+
+        // Backend TLS files are read only for https SITEs.
+        AssertOneLine(1, $"sidekick: unable to read the CA certificate \"{directory}\": it is a directory, not a file",
+            await SidekickProcess.RunAsync("--cacert", directory, "--address", "127.0.0.1:0", "https://127.0.0.1:1"));
+        AssertOneLine(1, $"sidekick: unable to read the public key \"{directory}/nowhere/c.crt\": no such directory",
+            await SidekickProcess.RunAsync("--client-cert", directory + "/nowhere/c.crt", "--client-key", key, "--address", "127.0.0.1:0", "https://127.0.0.1:1"));
+    }
+
+    [UnprivilegedTheory]
+    [InlineData("epoll")]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public async Task A_file_without_read_permission_is_one_line(string io)
+    {
+        // The tests run as root, which reads anything: the file is root's, mode 600, and sidekick runs as nobody.
+        var directory = Directory.CreateTempSubdirectory("sidekick-perm-");
+        try
+        {
+            File.SetUnixFileMode(directory.FullName, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute |
+                                                     UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
+            var secret = Path.Combine(directory.FullName, "password");
+            await File.WriteAllTextAsync(secret, "s3cret\n");
+            File.SetUnixFileMode(secret, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            AssertOneLine(1, $"sidekick: unable to read the public key \"{secret}\": permission denied",
+                await SidekickProcess.RunUnderAsync(HostConditions.Unprivileged, Engine(io), "--cert", secret, "--key", secret, "--address", "127.0.0.1:0", "http://127.0.0.1:1"));
+        }
+        finally
+        {
+            directory.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_damaged_key_is_one_line()
+    {
+        using var certificates = new TestCertificates();
+        var leaf = certificates.Leaf("leaf");
+        var damaged = Path.Combine(certificates.Directory, "damaged.key");
+        await File.WriteAllTextAsync(damaged, "-----BEGIN PRIVATE KEY-----\n!!!not base64\n-----END PRIVATE KEY-----\n");
+        AssertOneLine(1, $"sidekick: the private key {damaged} is not readable: a PEM block is not valid base64",
+            await SidekickProcess.RunAsync("--cert", leaf.CertPath, "--key", damaged, "--address", "127.0.0.1:0", "http://127.0.0.1:1"));
+
+        var badIv = Path.Combine(certificates.Directory, "bad-iv.key");
+        await File.WriteAllTextAsync(badIv, "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,ZZZZ\n\nAAAA\n-----END RSA PRIVATE KEY-----\n");
+        AssertOneLine(1, $"sidekick: unable to decrypt private key {badIv}: the DEK-Info IV \"ZZZZ\" is not hexadecimal (at least 8 bytes)",
+            await SidekickProcess.RunAsync("--cert", leaf.CertPath, "--key", badIv, "--key-password", "x", "--address", "127.0.0.1:0", "http://127.0.0.1:1"));
+
+        var cut = Path.Combine(certificates.Directory, "cut.key");
+        await File.WriteAllTextAsync(cut, "-----BEGIN PRIVATE KEY\nxx");
+        AssertOneLine(1, $"sidekick: the private key {cut} is not readable: no PEM private key block found",
+            await SidekickProcess.RunAsync("--cert", leaf.CertPath, "--key", cut, "--address", "127.0.0.1:0", "http://127.0.0.1:1"));
+    }
+
+    [Fact]
+    public async Task Two_ways_to_give_the_key_password_is_a_usage_mistake() =>
+        AssertOneLine(2,
+            "sidekick: --key-password and --key-password-file are both set: give the password one way (the file keeps it out of the process list) (see 'sidekick --help')",
+            await SidekickProcess.RunAsync("--key-password", "x", "--key-password-file", "/p", "http://127.0.0.1:1"));
 }
