@@ -1,4 +1,5 @@
 using Sidekick.Cli;
+using Sidekick.Observability;
 using Sidekick.Security;
 using Sidekick.Topology;
 using Sidekick.Topology.Dns;
@@ -36,19 +37,19 @@ internal static class SidekickApp
         }
         catch (UsageException ex)
         {
-            await stderr.WriteLineAsync($"{programName}: {ex.Message} (see '{programName} --help')");
+            await stderr.WriteLineAsync(ErrorLine(options, programName, $"{ex.Message} (see '{programName} --help')"));
             return 2;
         }
         catch (FatalException ex)
         {
-            await stderr.WriteLineAsync($"{programName}: {ex.Message}");
+            await stderr.WriteLineAsync(ErrorLine(options, programName, ex.Message));
             return 1;
         }
         catch (Exception ex)
         {
             // What no check foresaw (an inotify limit, a file that vanished while being read) is still one line
             // with the exception's type; --debug adds the stack trace for a bug report.
-            await stderr.WriteLineAsync($"{programName}: {(started ? "stopped" : "unable to start")}: {ex.Message} ({ex.GetType().Name})");
+            await stderr.WriteLineAsync(ErrorLine(options, programName, $"{(started ? "stopped" : "unable to start")}: {ex.Message} ({ex.GetType().Name})"));
             if (options?.Debug == true)
             {
                 await stderr.WriteLineAsync(ex.ToString());
@@ -57,6 +58,13 @@ internal static class SidekickApp
             return 1;
         }
     }
+
+    /// <summary>
+    /// A failure as one line: JSON once the command line asked for it (a mistake found while reading the command
+    /// line comes before --json is known, and is always text).
+    /// </summary>
+    private static string ErrorLine(SidekickOptions? options, string programName, string message) =>
+        new ConsoleLines(options?.Json == true, programName, TimeProvider.System).Error(message);
 
     /// <summary>Builds a running configuration from validated options: TLS, DNS and the server.</summary>
     public static SidekickInstance Create(SidekickOptions options, SidekickAppSeams? seams = null)
@@ -76,6 +84,7 @@ internal static class SidekickApp
         var dns = new DnsCache(resolver, options.DnsTtl, time);
         var cache = Caching.ResponseCache.FromEnvironment(environment, time);
         var lookupFailed = false;
+        var lines = new ConsoleLines(options.Json, options.ProgramName, time);
 
         IReadOnlyList<SiteDefinition> LoadSites()
         {
@@ -89,7 +98,7 @@ internal static class SidekickApp
             var expanded = sites.Select(site => RoundRobinDns.ExpandAsync(site, resolver, error =>
             {
                 failed = true;
-                stderr.WriteLine($"{options.ProgramName}: {error}");
+                stderr.WriteLine(lines.Error(error));
             }).GetAwaiter().GetResult()).ToArray();
             lookupFailed = failed;
             return expanded;
@@ -99,7 +108,7 @@ internal static class SidekickApp
         {
             foreach (var site in parsed.Where(s => s.Backends.Count == 1))
             {
-                stdout.WriteLine($"{options.ProgramName}: RR DNS mode enabled, using {site.Backends[0].EndpointText} as hostname");
+                stdout.WriteLine(lines.Info($"RR DNS mode enabled, using {site.Backends[0].EndpointText} as hostname", ("Hostname", site.Backends[0].EndpointText)));
             }
         }
 
@@ -107,6 +116,7 @@ internal static class SidekickApp
         {
             Time = seams.Time,
             Stdout = stdout,
+            Stderr = stderr,
             StdoutIsTerminal = seams.StdoutIsTerminal,
             ConfigureTls = tls is null ? null : listen => listen.UseHttps(tls.Configure),
             CertificatePem = () => tls?.CertificatePem,

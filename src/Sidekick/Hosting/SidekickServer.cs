@@ -34,7 +34,8 @@ internal sealed class SidekickServer : IAsyncDisposable
     private readonly TextWriter _stdout;
     private readonly StateLog? _stateLog;
     private readonly CancellationTokenSource _stopping = new();
-    private PosixSignalRegistration? _sighup;
+    private readonly TextWriter _stderr;
+    private readonly List<PosixSignalRegistration> _signals = [];
     private Task _table = Task.CompletedTask;
     private readonly Http1Forwarder _forwarder;
     private long _ejections;
@@ -45,6 +46,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         _loadSites = loadSites;
         var time = hooks.Time ?? TimeProvider.System;
         _stdout = hooks.Stdout ?? Console.Out;
+        _stderr = hooks.Stderr ?? Console.Error;
+        Lines = new ConsoleLines(options.Json, options.ProgramName, time);
         _mode = ConsoleMode.From(options, hooks.StdoutIsTerminal ?? !Console.IsOutputRedirected);
         Output = new OutputQueue(_stdout, new TraceFormatter(_mode));
         Topology = new TopologyStore();
@@ -212,6 +215,9 @@ internal sealed class SidekickServer : IAsyncDisposable
 
     public SidekickMeter Meter { get; }
 
+    /// <summary>sidekick's own lines, as text or (--json) JSON.</summary>
+    public ConsoleLines Lines { get; }
+
     /// <summary>Compacts the heap after bursts of closed client connections (one per process: the heap is).</summary>
     public HeapCompactor Compactor { get; }
 
@@ -268,7 +274,7 @@ internal sealed class SidekickServer : IAsyncDisposable
 
         if (_mode.ConsoleDisplay)
         {
-            await _stdout.WriteLineAsync($"{_options.ProgramName}: listening on '{_options.Address}'");
+            await _stdout.WriteLineAsync(Lines.Info($"listening on '{_options.Address}'", ("Address", _options.Address)));
         }
         else
         {
@@ -278,11 +284,57 @@ internal sealed class SidekickServer : IAsyncDisposable
 
         if (!OperatingSystem.IsWindows())
         {
-            _sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, signal =>
+            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, signal =>
             {
                 signal.Cancel = true;
-                _ = Task.Run(Reload);
-            });
+                _ = Task.Run(ReloadOnSignal);
+            }));
+            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, signal => Drain(signal, "terminated")));
+            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, signal => Drain(signal, "interrupt")));
+        }
+    }
+
+    /// <summary>SIGTERM, SIGINT: say what is draining (upstream printed the signal), then stop gracefully.</summary>
+    private void Drain(PosixSignalContext signal, string name)
+    {
+        signal.Cancel = true;
+        var inFlight = Topology.Current.AllBackends.Sum(static b => b.InFlight);
+        Announce(Lines.Info(
+            $"caught signal '{name}': stopping; {inFlight} {(inFlight == 1 ? "request" : "requests")} in flight get up to {GoDuration.Format(_options.ShutdownTimeout)} to finish",
+            ("Signal", name), ("InFlight", inFlight)));
+        _app.Lifetime.StopApplication();
+    }
+
+    /// <summary>SIGHUP: reload, then one line saying what changed (or why nothing did).</summary>
+    private void ReloadOnSignal()
+    {
+        lock (_reloadGate)
+        {
+            var before = Topology.Current;
+            if (TryReload() is { } error)
+            {
+                _stderr.WriteLine(Lines.Error($"caught signal 'hangup': reload failed, keeping the current sites: {error}", ("Signal", "hangup")));
+                return;
+            }
+
+            var after = Topology.Current;
+            var previous = before.AllBackends.ToHashSet();
+            var current = after.AllBackends.ToHashSet();
+            var added = current.Count(b => !previous.Contains(b));
+            var removed = previous.Count(b => !current.Contains(b));
+            Announce(Lines.Info(
+                $"caught signal 'hangup': reloaded the SITEs: {after.Sites.Length} {(after.Sites.Length == 1 ? "site" : "sites")}, " +
+                $"{current.Count} {(current.Count == 1 ? "backend" : "backends")} ({added} added, {removed} removed, the others keep their state)",
+                ("Signal", "hangup"), ("Sites", after.Sites.Length), ("Backends", current.Count), ("Added", added), ("Removed", removed)));
+        }
+    }
+
+    /// <summary>A line about the whole process: printed with the log and trace lines, never in the table's place.</summary>
+    private void Announce(string line)
+    {
+        if (_mode.ConsoleDisplay)
+        {
+            Output.Enqueue(line);
         }
     }
 
@@ -307,16 +359,25 @@ internal sealed class SidekickServer : IAsyncDisposable
     /// </summary>
     public void Reload()
     {
+        if (TryReload() is { } error)
+        {
+            _stderr.WriteLine(Lines.Error($"reload failed, keeping the current sites: {error}"));
+        }
+    }
+
+    /// <summary>Swaps in the SITEs as they read now; null when done, else why the running topology was kept.</summary>
+    private string? TryReload()
+    {
         lock (_reloadGate)
         {
             try
             {
                 Topology.Publish(_builder.Build(_loadSites(), Topology.Current));
+                return null;
             }
             catch (FatalException ex)
             {
-                // A reload that cannot be applied keeps the running topology.
-                Console.Error.WriteLine($"{_options.ProgramName}: reload failed, keeping the current sites: {ex.Message}");
+                return ex.Message;
             }
         }
     }
@@ -329,7 +390,11 @@ internal sealed class SidekickServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        _sighup?.Dispose();
+        foreach (var signal in _signals)
+        {
+            signal.Dispose();
+        }
+
         await _stopping.CancelAsync();
         await _table;
         Prober.Dispose();
@@ -349,6 +414,8 @@ internal sealed class SidekickServer : IAsyncDisposable
 internal sealed record SidekickServerHooks
 {
     public TextWriter? Stdout { get; init; }
+    /// <summary>Where errors sidekick survives go (a failed reload); the console's stderr when null.</summary>
+    public TextWriter? Stderr { get; init; }
     public bool? StdoutIsTerminal { get; init; }
     public TimeProvider? Time { get; init; }
     public Random? Random { get; init; }
