@@ -9,7 +9,7 @@ namespace Sidekick.Observability;
 /// sidekick's own lines (listening, signals, reloads, the generated certificate, errors while running):
 /// upstream's <c>program: message</c>, or with --json one object per line in the state log's shape
 /// (<c>{"Type":"INFO"|"ERROR","Message":…,…,"Timestamp":…}</c>), so that every line a log collector reads
-/// is JSON.
+/// is JSON. Messages go through <see cref="SecretRedaction.Text"/>.
 /// </summary>
 internal sealed class ConsoleLines(bool json, string programName, TimeProvider time)
 {
@@ -28,6 +28,8 @@ internal sealed class ConsoleLines(bool json, string programName, TimeProvider t
 
     private string Line(string type, string message, ReadOnlySpan<(string Name, object Value)> fields)
     {
+        // A message may quote a SITE or URL the operator typed, credentials and all.
+        message = SecretRedaction.Text(message);
         if (!json)
         {
             return $"{programName}: {message}";

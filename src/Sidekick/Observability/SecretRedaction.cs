@@ -49,6 +49,9 @@ internal static class SecretRedaction
     /// <summary>Where a parameter's value ends in free text (a URL inside a sentence, a header value, XML).</summary>
     private static readonly SearchValues<char> TextValueEnd = SearchValues.Create("&; \t\r\n\"'<>,#");
 
+    /// <summary>Where a URL's authority (and so its user information) ends.</summary>
+    private static readonly SearchValues<char> AuthorityEnd = SearchValues.Create("/?# \t\r\n\"'<>");
+
     public static bool IsSecretHeader(string name) => HeaderNames.Contains(name);
 
     /// <summary>A header value as it may be printed.</summary>
@@ -97,12 +100,14 @@ internal static class SecretRedaction
     }
 
     /// <summary>
-    /// Free text that may hold a URL or a query (a probe failure, a Location or Referer header): each
-    /// <c>name=value</c> of a signing parameter that starts a word or follows '?', '&amp;' or ';' keeps its name
-    /// and loses its value (up to '&amp;', ';', a space, a quote, '&lt;', '&gt;', ',' or '#').
+    /// Free text that may hold a URL or a query (a probe failure, a Location or Referer header, an error about
+    /// a SITE): each <c>name=value</c> of a signing parameter that starts a word or follows '?', '&amp;' or ';'
+    /// keeps its name and loses its value (up to '&amp;', ';', a space, a quote, '&lt;', '&gt;', ',' or '#'), and
+    /// the password of a URL's <c>user:password@</c> goes too.
     /// </summary>
     public static string Text(string text)
     {
+        text = UserInfo(text);
         var span = text.AsSpan();
         if (span.IndexOfAny(Candidates) < 0)
         {
@@ -135,6 +140,37 @@ internal static class SecretRedaction
             redacted.Append(text, copied, valueStart - copied).Append(Redacted);
             copied = valueEnd;
             position = valueEnd;
+        }
+
+        return redacted is null ? text : redacted.Append(text, copied, text.Length - copied).ToString();
+    }
+
+    /// <summary><c>scheme://user:password@host</c> becomes <c>scheme://user:REDACTED@host</c>.</summary>
+    private static string UserInfo(string text)
+    {
+        var scheme = text.IndexOf("://", StringComparison.Ordinal);
+        if (scheme < 0)
+        {
+            return text;
+        }
+
+        StringBuilder? redacted = null;
+        var copied = 0;
+        while (scheme >= 0)
+        {
+            var authority = scheme + 3;
+            var length = text.AsSpan(authority).IndexOfAny(AuthorityEnd);
+            var end = length < 0 ? text.Length : authority + length;
+            var at = text.AsSpan(authority, end - authority).LastIndexOf('@');
+            var colon = at < 0 ? -1 : text.AsSpan(authority, at).IndexOf(':');
+            if (colon >= 0)
+            {
+                redacted ??= new StringBuilder(text.Length);
+                redacted.Append(text, copied, authority + colon + 1 - copied).Append(Redacted);
+                copied = authority + at;
+            }
+
+            scheme = end < text.Length ? text.IndexOf("://", end, StringComparison.Ordinal) : -1;
         }
 
         return redacted is null ? text : redacted.Append(text, copied, text.Length - copied).ToString();

@@ -194,4 +194,10 @@ public sealed class StartupFailureTests
         AssertOneLine(2,
             "sidekick: --key-password and --key-password-file are both set: give the password one way (the file keeps it out of the process list) (see 'sidekick --help')",
             await SidekickProcess.RunAsync("--key-password", "x", "--key-password-file", "/p", "http://127.0.0.1:1"));
+
+    [Fact]
+    public async Task A_site_with_credentials_is_refused_without_printing_the_password() =>
+        AssertOneLine(1,
+            "sidekick: endpoint \"http://minio:REDACTED@127.0.0.1:9000\" must not carry credentials, a query or a fragment",
+            await SidekickProcess.RunAsync("--address", "127.0.0.1:0", "http://minio:pa55w0rd@127.0.0.1:9000"));
 }

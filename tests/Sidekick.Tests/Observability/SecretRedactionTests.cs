@@ -75,6 +75,10 @@ public sealed class SecretRedactionTests
     [InlineData("connection refused", "connection refused")]
     [InlineData("MySignature=abc Signature", "MySignature=abc Signature")]
     [InlineData("ends with Signature=", "ends with Signature=REDACTED")]
+    // A URL's password goes, its user stays.
+    [InlineData("endpoint \"http://minio:pa55w0rd@m1:9000\" must not carry credentials", "endpoint \"http://minio:REDACTED@m1:9000\" must not carry credentials")]
+    [InlineData("a http://u:p@h/x@y b https://v:q:r@[::1]:1?z=@ c", "a http://u:REDACTED@h/x@y b https://v:REDACTED@[::1]:1?z=@ c")]
+    [InlineData("http://user@h:1 and http://h/p@q and mailto:a@b", "http://user@h:1 and http://h/p@q and mailto:a@b")]
     public void Text_loses_the_values_of_signing_parameters(string text, string expected) =>
         Assert.Equal(expected, SecretRedaction.Text(text));
 
