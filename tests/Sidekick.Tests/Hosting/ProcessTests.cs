@@ -52,18 +52,6 @@ public sealed class ProcessTests
     }
 
     [Fact]
-    public async Task A_busy_port_is_a_fatal_one_liner()
-    {
-        using var blocker = new TcpListener(IPAddress.Loopback, 0);
-        blocker.Start();
-        var port = ((IPEndPoint)blocker.LocalEndpoint).Port;
-        var (exitCode, _, stderr) = await SidekickProcess.RunAsync("--address", $"127.0.0.1:{port}", "http://127.0.0.1:1");
-        Assert.Equal(1, exitCode);
-        Assert.Contains($"unable to listen on \"127.0.0.1:{port}\"", stderr, StringComparison.Ordinal);
-        Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-    }
-
-    [Fact]
     public async Task The_working_directory_is_neither_read_nor_watched()
     {
         // ASP.NET Core's default host would read appsettings.json from it (here: one more listener) and watch

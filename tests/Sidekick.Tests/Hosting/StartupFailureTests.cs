@@ -150,7 +150,7 @@ public sealed class StartupFailureTests
     [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     public async Task A_file_without_read_permission_is_one_line(string io)
     {
-        // The tests run as root, which reads anything: the file is root's, mode 600, and sidekick runs as nobody.
+        // Mode 000: its owner cannot read it either, unless the owner is root, and then sidekick runs as nobody.
         var directory = Directory.CreateTempSubdirectory("sidekick-perm-");
         try
         {
@@ -158,7 +158,7 @@ public sealed class StartupFailureTests
                                                      UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
             var secret = Path.Combine(directory.FullName, "password");
             await File.WriteAllTextAsync(secret, "s3cret\n");
-            File.SetUnixFileMode(secret, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            File.SetUnixFileMode(secret, UnixFileMode.None);
             AssertOneLine(1, $"sidekick: unable to read the public key \"{secret}\": permission denied",
                 await SidekickProcess.RunUnderAsync(HostConditions.Unprivileged, Engine(io), "--cert", secret, "--key", secret, "--address", "127.0.0.1:0", "http://127.0.0.1:1"));
         }
