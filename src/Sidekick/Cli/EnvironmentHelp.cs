@@ -28,6 +28,7 @@ internal static class EnvironmentHelp
         new(Cache + "BUCKET", "the cache's bucket, which must exist (required with the endpoint)", null),
         new(Cache + "REGION", "signing region", "\"us-east-1\""),
         new(Cache + "PATH_STYLE", "path-style bucket addressing", "true"),
+        new(Cache + "SHARE_PUBLIC", "serve an entry filled with credentials to anyone when it was marked public or s-maxage (risky: see docs/cache.md)", "false"),
         new(Cache + "MIN_SIZE", "smallest response stored (Content-Length), e.g. 64MB or 32MiB", "1MiB"),
         new(Cache + "MAX_SIZE", "largest response stored", "5GiB"),
         new(Cache + "HEALTH_DURATION", "store probe interval: seconds or a duration such as 20s", "60"),

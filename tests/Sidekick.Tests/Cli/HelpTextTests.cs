@@ -64,6 +64,7 @@ public sealed class HelpTextTests
         Assert.Equal(defaults.DefaultMaxAge, TimeSpan.FromSeconds(int.Parse(HelpDefault("SIDEKICK_CACHE_DEFAULT_MAX_AGE"), CultureInfo.InvariantCulture)));
         Assert.Equal($"\"{defaults.Region}\"", HelpDefault("SIDEKICK_CACHE_REGION"));
         Assert.Equal(defaults.PathStyle, bool.Parse(HelpDefault("SIDEKICK_CACHE_PATH_STYLE")));
+        Assert.Equal(defaults.SharePublic, bool.Parse(HelpDefault("SIDEKICK_CACHE_SHARE_PUBLIC")));
     }
 
     [Fact]
