@@ -225,6 +225,11 @@ internal static class CommandLineParser
             throw new UsageException($"invalid TLS max version specified '{o.TlsMax}' - supported values [1.2, 1.3]");
         }
 
+        if (!string.IsNullOrEmpty(o.KeyPassword) && !string.IsNullOrEmpty(o.KeyPasswordFile))
+        {
+            throw new UsageException("--key-password and --key-password-file are both set: give the password one way (the file keeps it out of the process list)");
+        }
+
         if (o.MaxAttempts < 1)
         {
             throw new UsageException($"invalid --max-attempts \"{o.MaxAttempts}\": must be at least 1 (1 = no retries)");
