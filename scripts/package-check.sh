@@ -67,7 +67,7 @@ if command -v groff >/dev/null; then
   warnings=$(zcat /usr/share/man/man1/sidekick.1.gz | groff -man -Tutf8 -ww -z 2>&1)
   [ -z "$warnings" ] || fail "the man page has groff warnings: $warnings"
 fi
-zcat /usr/share/man/man1/sidekick.1.gz | grep -q -- "--health-path" || fail "the man page does not hold the --help text"
+zcat /usr/share/man/man1/sidekick.1.gz | grep -qF -- 'health\-path' || fail "the man page does not hold the --help text"
 ok "man page /usr/share/man/man1/sidekick.1.gz"
 
 # The installed binary, run for real: its metrics carry the same version and the commit.
