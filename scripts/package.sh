@@ -118,17 +118,26 @@ install -d "$root/usr/share/man/man1"
 gzip -9n < "$stage/sidekick.1" > "$root/usr/share/man/man1/sidekick.1.gz"
 chmod 0644 "$root/usr/share/man/man1/sidekick.1.gz"
 install -d "$root/usr/share/doc/sidekick"
+maintainer=${SIDEKICK_MAINTAINER:-sidekick for .NET developers <sidekick@example.org>}
 {
   echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
   echo "Upstream-Name: sidekick"
   echo
   echo "Files: *"
+  echo "Copyright: the sidekick for .NET developers"
   echo "License: Apache-2.0"
-  echo " On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0; it follows here as well."
-  echo
-  sed 's/^$/./; s/^/ /' LICENSE
+  echo " On Debian systems the full text of the Apache License 2.0 is in"
+  echo " /usr/share/common-licenses/Apache-2.0."
 } > "$root/usr/share/doc/sidekick/copyright"
-chmod 0644 "$root/usr/share/doc/sidekick/copyright"
+# A native package's changelog: one entry, this build.
+{
+  echo "sidekick ($deb_version) unstable; urgency=medium"
+  echo
+  echo "  * Built from commit $commit."
+  echo
+  echo " -- $maintainer  $(date -u -R -d "@$SOURCE_DATE_EPOCH")"
+} | gzip -9n > "$root/usr/share/doc/sidekick/changelog.gz"
+chmod 0644 "$root/usr/share/doc/sidekick/copyright" "$root/usr/share/doc/sidekick/changelog.gz"
 
 depends=()
 glibc=$(readelf -W --dyn-syms "$binary" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
@@ -150,7 +159,7 @@ installed_size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
   echo "Package: sidekick"
   echo "Version: $deb_version"
   echo "Architecture: amd64"
-  echo "Maintainer: ${SIDEKICK_MAINTAINER:-sidekick for .NET developers <sidekick@example.org>}"
+  echo "Maintainer: $maintainer"
   echo "Installed-Size: $installed_size"
   echo "Depends: $(IFS=,; echo "${depends[*]}" | sed 's/,/, /g')"
   echo "Section: net"
@@ -159,18 +168,26 @@ installed_size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
   echo " sidekick runs next to each client process (a Spark executor, a backup job) and"
   echo " balances its requests over the healthy backends of the first available site,"
   echo " failing over to the next site when a whole site is down. A drop-in replacement"
-  echo " for minio/sidekick, built with .NET Native AOT (version $version, commit $commit)."
+  echo " for minio/sidekick, built with .NET Native AOT."
+  echo " ."
+  echo " Version $version."
+  echo " Commit $commit."
 } > "$root/DEBIAN/control"
 echo /etc/default/sidekick > "$root/DEBIAN/conffiles"
 # The unit is installed, not enabled: it needs the sites in /etc/default/sidekick first. An upgrade restarts a
-# running service so it runs the new binary; removing the package stops and disables it.
+# running service so it runs the new binary; removing the package stops and disables it, so no enablement link
+# outlives the unit. deb-systemd-invoke (init-system-helpers) honours policy-rc.d, as in chroots and image builds.
 cat > "$root/DEBIAN/postinst" <<'SCRIPT'
 #!/bin/sh
 set -e
 if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
-  systemctl daemon-reload || true
+  systemctl --system daemon-reload >/dev/null || true
   if [ -n "$2" ]; then
-    systemctl try-restart sidekick.service || true
+    if command -v deb-systemd-invoke >/dev/null; then
+      deb-systemd-invoke try-restart sidekick.service >/dev/null || true
+    else
+      systemctl try-restart sidekick.service >/dev/null || true
+    fi
   fi
 fi
 SCRIPT
@@ -178,14 +195,17 @@ cat > "$root/DEBIAN/prerm" <<'SCRIPT'
 #!/bin/sh
 set -e
 if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-  systemctl disable --now sidekick.service || true
+  if command -v deb-systemd-invoke >/dev/null; then
+    deb-systemd-invoke stop sidekick.service >/dev/null || true
+  fi
+  systemctl disable --now sidekick.service >/dev/null 2>&1 || true
 fi
 SCRIPT
 cat > "$root/DEBIAN/postrm" <<'SCRIPT'
 #!/bin/sh
 set -e
 if [ -d /run/systemd/system ]; then
-  systemctl daemon-reload || true
+  systemctl --system daemon-reload >/dev/null || true
 fi
 SCRIPT
 chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
