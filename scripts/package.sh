@@ -110,6 +110,8 @@ tar -C "$stage/tar" --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=
 
 # The .deb. Its dependencies are the shared libraries the binary names (readelf), plus OpenSSL, which .NET loads
 # at run time for TLS; libc6 at least the newest symbol version the binary uses.
+# (lintian's remaining findings: "embedded-library zlib" is .NET's own zlib-ng, linked into every AOT binary, and
+# "maintainer-script-calls-systemctl" is the disable on removal, which deb-systemd-helper does not cover.)
 root=$stage/deb
 install -D -m 0755 "$binary" "$root/usr/bin/sidekick"
 install -D -m 0644 deploy/systemd/sidekick.service "$root/lib/systemd/system/sidekick.service"
@@ -124,7 +126,7 @@ maintainer=${SIDEKICK_MAINTAINER:-sidekick for .NET developers <sidekick@example
   echo "Upstream-Name: sidekick"
   echo
   echo "Files: *"
-  echo "Copyright: the sidekick for .NET developers"
+  echo "Copyright: $(date -u -d "@$SOURCE_DATE_EPOCH" +%Y) the sidekick for .NET developers"
   echo "License: Apache-2.0"
   echo " On Debian systems the full text of the Apache License 2.0 is in"
   echo " /usr/share/common-licenses/Apache-2.0."
