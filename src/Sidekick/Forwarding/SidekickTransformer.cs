@@ -12,6 +12,13 @@ internal sealed class SidekickTransformer : HttpTransformer
 {
     public static readonly SidekickTransformer Instance = new();
 
+    /// <summary>The names .NET keeps on HttpContent rather than on the request (its content header descriptors).</summary>
+    private static readonly HashSet<string> ContentHeaders = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "Allow", "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length", "Content-Location",
+        "Content-MD5", "Content-Range", "Content-Type", "Expires", "Last-Modified",
+    };
+
     private static readonly UriCreationOptions RawUri = new() { DangerousDisablePathAndQueryCanonicalization = true };
 
     public override async ValueTask TransformRequestAsync(
@@ -46,8 +53,15 @@ internal sealed class SidekickTransformer : HttpTransformer
         {
             foreach (var name in named)
             {
-                proxyRequest.Headers.Remove(name);
-                proxyRequest.Content?.Headers.Remove(name);
+                // Each collection throws for the other's names ("Misused header name"): ask the right one.
+                if (ContentHeaders.Contains(name))
+                {
+                    proxyRequest.Content?.Headers.Remove(name);
+                }
+                else
+                {
+                    proxyRequest.Headers.Remove(name);
+                }
             }
         }
     }
@@ -74,6 +88,11 @@ internal sealed class SidekickTransformer : HttpTransformer
             }
 
             headers["X-Proxy"] = "true";
+            if (proceed && httpContext.Features.Get<IExchangeObserver>() is { } observer)
+            {
+                // False: YARP copies no body and sends nothing; the observer answers the client.
+                proceed = observer.OnResponseHead(httpContext);
+            }
         }
 
         return proceed;

@@ -153,8 +153,9 @@ internal sealed class SidekickServer : IAsyncDisposable
             loops,
             BackendTransportFactory.ConnectTimeout,
             BackendTransportFactory.PooledConnectionIdleTimeout,
-            enabled: ForwarderChoice.UsesHttp1Path(hooks.Forwarder ?? Environment.GetEnvironmentVariable(ForwarderChoice.Variable)) &&
-                     !BackendTransportFactory.UseEnvironmentProxy);
+            disabled: !ForwarderChoice.UsesHttp1Path(hooks.Forwarder ?? Environment.GetEnvironmentVariable(ForwarderChoice.Variable)) ? PathReason.Forced
+                : BackendTransportFactory.UseEnvironmentProxy ? PathReason.HttpProxy
+                : null);
         Retries = new RetryPolicy(options.MaxAttempts, options.MaxReplayBytes, new RetryBudget(options.RetryBudgetRatio, options.RetryBudgetMinPerSecond, time));
         Outliers = new OutlierDetector(
             new OutlierOptions(options.OutlierConsecutiveErrors, options.OutlierEjectionTime, options.OutlierMaxEjectionTime, options.OutlierMaxEjectionPercent),
@@ -164,7 +165,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         Proxy = new ProxyHandler(Cache, Topology, Balancers.Create(options.HostBalance, options.SlowStart), _forwarder, Prober, Outliers, Retries,
             (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time);
         Meter = new SidekickMeter(Topology, Sites, Retries);
-        var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, Cache?.Metrics);
+        var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache?.Metrics);
         var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null), metrics);
         _app.Run(context =>
         {

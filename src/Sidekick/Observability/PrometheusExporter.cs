@@ -11,7 +11,8 @@ namespace Sidekick.Observability;
 /// retries, the build). Read from the counters on demand; nothing is computed on the request path.
 /// </summary>
 internal sealed class PrometheusExporter(
-    TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Caching.CacheMetrics? cache = null)
+    TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Func<PathReason, long> forwarded,
+    Caching.CacheMetrics? cache = null)
 {
     public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -81,8 +82,22 @@ internal sealed class PrometheusExporter(
             }
         }
 
+        Header(text, "sidekick_forwarded_total", "Forwarding attempts by path (http1: sidekick's own, yarp) and the reason for it", "counter");
+        foreach (var reason in Enum.GetValues<PathReason>())
+        {
+            text.Append("sidekick_forwarded_total{path=\"").Append(reason == PathReason.Plain ? "http1" : "yarp").Append("\",reason=\"")
+                .Append(PathChoice.Reasons[(int)reason]).Append("\"} ").Append(forwarded(reason)).Append('\n');
+        }
+
         Single(text, "sidekick_failovers_total", "Times traffic moved from one site to another", sites.Failovers);
         Single(text, "sidekick_retries_total", "Requests retried on another backend", retries.Count.Value);
+        Header(text, "sidekick_download_resumes_total", "GETs cut mid-body and continued from another backend, by outcome", "counter");
+        foreach (var outcome in Enum.GetValues<ResumeOutcome>())
+        {
+            text.Append("sidekick_download_resumes_total{outcome=\"").Append(ResumeOutcomeLabel(outcome)).Append("\"} ")
+                .Append(retries.Resumes.Of(outcome)).Append('\n');
+        }
+
         Single(text, "sidekick_outlier_ejections_total", "Backends ejected for consecutive gateway errors", ejections());
         Single(text, "sidekick_trace_dropped_total", "Trace and log lines dropped because the console was too slow or could not be written to", droppedTraces());
         cache?.WriteTo(text);
@@ -93,6 +108,15 @@ internal sealed class PrometheusExporter(
             .Append("\",runtime=\"").Append(Escape(build.Runtime)).Append("\"} 1\n");
         return text.ToString();
     }
+
+    private static string ResumeOutcomeLabel(ResumeOutcome outcome) => outcome switch
+    {
+        ResumeOutcome.Completed => "completed",
+        ResumeOutcome.ValidatorMismatch => "validator_mismatch",
+        ResumeOutcome.Refused => "refused",
+        ResumeOutcome.NoBackend => "no_backend",
+        _ => "failed",
+    };
 
     private static void Counter(StringBuilder text, string name, string help, Backend[] backends, Func<Backend, long> value)
     {

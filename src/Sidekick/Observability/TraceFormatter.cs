@@ -41,6 +41,20 @@ internal sealed class TraceFormatter(ConsoleMode mode)
             line.Append(" cache=").Append(r.Cache);
         }
 
+        if (r.Forwarder is { } path)
+        {
+            line.Append(" via=").Append(path.PathName);
+            if (path.Path == Forwarding.ForwardingPath.Yarp)
+            {
+                line.Append('(').Append(path.ReasonText).Append(')');
+            }
+        }
+
+        if (r.Error is not null)
+        {
+            line.Append(" error=\"").Append(r.Error).Append('"');
+        }
+
         return line.ToString();
     }
 
@@ -49,7 +63,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         var prefix = $"DEBUG: {r.Host} ";
         var text = new StringBuilder();
         void Line(string value) => text.Append(prefix).Append(value).Append('\n');
-        Line($"[REQUEST] {r.Time:HH:mm:ss.fff}");
+        Line($"[REQUEST] {r.Time:HH:mm:ss.fff}{(r.Forwarder is { } path ? $" [via {path.PathName}: {path.ReasonText}]" : "")}");
         Line($"{r.Method} {r.Path}{(r.Query.Length > 0 ? "?" + r.Query : "")}");
         foreach (var (name, values) in r.RequestHeaders ?? [])
         {
@@ -65,6 +79,11 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         }
 
         Line(r.StatusCode < 400 || r.ResponseBody is null ? "<BODY>" : r.ResponseBody);
+        if (r.Error is not null)
+        {
+            Line($"[ERROR] {r.Error}");
+        }
+
         text.Append(prefix);
         return text.ToString();
     }
@@ -85,6 +104,12 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         if (r.Cache is not null)
         {
             json.WriteString("cache", r.Cache);
+        }
+
+        WriteForwarder(json, r);
+        if (r.Error is not null)
+        {
+            json.WriteString("error", r.Error);
         }
 
         json.WriteEndObject();
@@ -118,8 +143,23 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         json.WriteNumber("statuscode", r.StatusCode);
         json.WriteEndObject();
         WriteStats(json, "stats", r, includeTtfb: true);
+        WriteForwarder(json, r);
+        if (r.Error is not null)
+        {
+            json.WriteString("error", r.Error);
+        }
+
         json.WriteEndObject();
     });
+
+    private static void WriteForwarder(Utf8JsonWriter json, TraceRecord r)
+    {
+        if (r.Forwarder is { } path)
+        {
+            json.WriteString("forwarder", path.PathName);
+            json.WriteString("forwarderReason", path.ReasonText);
+        }
+    }
 
     private static void WriteStats(Utf8JsonWriter json, string name, TraceRecord r, bool includeTtfb)
     {

@@ -29,8 +29,13 @@ internal struct RequestHead : IDisposable
     /// <summary>The client's header bytes as <see cref="ExchangeMeter.RequestHeaderBytes"/> counts them (counted while copying).</summary>
     public long HeaderBytes { get; private set; }
 
-    /// <summary>Writes the head; the body (if any) is appended by the caller with <see cref="ReserveBody"/>.</summary>
-    public static RequestHead Write(HttpContext context, string rawTarget, string backendAuthority)
+    /// <summary>
+    /// Writes the head for a body of <paramref name="bodyLength"/> bytes, which the caller appends with
+    /// <see cref="ReserveBody"/>. The framing is ours, never the client's field copied: Content-Length states
+    /// the bytes sidekick reads and sends (so no Connection token or odd header can make the backend read the
+    /// body as another request), and Transfer-Encoding never reaches this path.
+    /// </summary>
+    public static RequestHead Write(HttpContext context, string rawTarget, string backendAuthority, int bodyLength)
     {
         var request = context.Request;
         var head = new RequestHead(InitialSize);
@@ -68,6 +73,14 @@ internal struct RequestHead : IDisposable
         }
 
         head.HeaderBytes = headerBytes;
+        if (bodyLength > 0 || request.ContentLength is not null)
+        {
+            // An empty POST keeps its "Content-Length: 0": servers answer 411 to a body-less POST without one.
+            head.Append("Content-Length: "u8);
+            head.AppendNumber(bodyLength);
+            head.Append("\r\n"u8);
+        }
+
         var ip = ClientAddress.For(context.Connection.RemoteIpAddress);
         head.Append("X-Forwarded-For: "u8);
         if (prior.Count > 0)
@@ -110,6 +123,7 @@ internal struct RequestHead : IDisposable
     private static bool IsReplacedOrDropped(string name, bool hasHost) =>
         name.Length == 0 || name[0] == ':' ||
         name.Equals("Host", StringComparison.OrdinalIgnoreCase) ||
+        name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase) ||
         name.Equals("X-Real-IP", StringComparison.OrdinalIgnoreCase) ||
         (hasHost && name.Equals("X-Forwarded-Host", StringComparison.OrdinalIgnoreCase)) ||
         HopByHopHeaders.Contains(name);
@@ -120,6 +134,13 @@ internal struct RequestHead : IDisposable
         Append(": "u8);
         Append(value ?? "");
         Append("\r\n"u8);
+    }
+
+    private void AppendNumber(int value)
+    {
+        Ensure(11);
+        value.TryFormat(_buffer.AsSpan(_length), out var written, provider: System.Globalization.CultureInfo.InvariantCulture);
+        _length += written;
     }
 
     private void AppendJoined(StringValues values)
