@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Reflection;
 using Sidekick.Routing;
 
 namespace Sidekick.Cli;
@@ -102,15 +101,7 @@ internal static class CommandLineParser
     }
 
     /// <summary>The version stamped at build time (<c>-p:Version=…</c>), without the commit suffix.</summary>
-    public static string Version
-    {
-        get
-        {
-            var informational = typeof(CommandLineParser).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0-dev";
-            var plus = informational.IndexOf('+', StringComparison.Ordinal);
-            return plus < 0 ? informational : informational[..plus];
-        }
-    }
+    public static string Version => Observability.BuildInfo.Current.Version;
 
     private static FlagValue ReadValue(FlagDefinition flag, string name, string text)
     {

@@ -8,7 +8,7 @@ namespace Sidekick.Observability;
 /// <summary>
 /// Writes the Prometheus text exposition (format 0.0.4) by hand: upstream's five counters for the backends of
 /// every site, plus what operators need (durations, in-flight, up, active site, probe failures, failovers,
-/// retries). Read from the counters on demand; nothing is computed on the request path.
+/// retries, the build). Read from the counters on demand; nothing is computed on the request path.
 /// </summary>
 internal sealed class PrometheusExporter(
     TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Func<PathReason, long> forwarded,
@@ -101,6 +101,11 @@ internal sealed class PrometheusExporter(
         Single(text, "sidekick_outlier_ejections_total", "Backends ejected for consecutive gateway errors", ejections());
         Single(text, "sidekick_trace_dropped_total", "Trace and log lines dropped because the console was too slow or could not be written to", droppedTraces());
         cache?.WriteTo(text);
+        // The usual *_build_info shape: always 1, the facts in the labels, so a query can join them onto any series.
+        var build = BuildInfo.Current;
+        Header(text, "sidekick_build_info", "Version, commit and .NET runtime of this sidekick; always 1", "gauge");
+        text.Append("sidekick_build_info{version=\"").Append(Escape(build.Version)).Append("\",commit=\"").Append(Escape(build.Commit))
+            .Append("\",runtime=\"").Append(Escape(build.Runtime)).Append("\"} 1\n");
         return text.ToString();
     }
 
