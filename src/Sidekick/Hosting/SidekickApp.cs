@@ -3,6 +3,7 @@ using Sidekick.Observability;
 using Sidekick.Security;
 using Sidekick.Topology;
 using Sidekick.Topology.Dns;
+using Sidekick.Platform;
 
 namespace Sidekick.Hosting;
 
