@@ -35,7 +35,6 @@ internal sealed class Http1Forwarder : IDisposable
     private const int MaxChunkFramingBytes = 64 * 1024;
 
     private static readonly TimeSpan DefaultActivityTimeout = TimeSpan.FromSeconds(100);
-    private static readonly StringValues ProxyMarker = new("true");
 
     private readonly IHttpForwarder _fallback;
     private readonly BackendResolve _resolve;
@@ -227,7 +226,7 @@ internal sealed class Http1Forwarder : IDisposable
                 }
 
                 response = ResponseHead.Apply(connection.Buffered[..headLength], context.Response, HttpMethods.IsHead(context.Request.Method), pool.HeaderValues);
-                context.Response.Headers["X-Proxy"] = ProxyMarker;
+                context.Response.Headers[ForwardingHeaders.ProxyMarkerName] = ForwardingHeaders.ProxyMarker;
                 connection.Consume(headLength);
             }
             catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or HttpRequestException)

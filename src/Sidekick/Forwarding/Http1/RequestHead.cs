@@ -6,9 +6,9 @@ namespace Sidekick.Forwarding.Http1;
 
 /// <summary>
 /// The bytes of one request to a backend (request line, headers and a small body) in a pooled buffer.
-/// Shapes the request exactly as <see cref="SidekickTransformer"/> does on the YARP path: the client's raw
-/// target and Host byte for byte, X-Forwarded-For / X-Real-IP / X-Forwarded-Host set once, hop-by-hop
-/// headers and those named in Connection dropped. Header values are written as UTF-8, the encoding Kestrel
+/// Shapes the request by <see cref="ForwardingHeaders"/>, the policy YARP's <see cref="SidekickTransformer"/>
+/// follows too: the client's raw target and Host byte for byte, X-Forwarded-For / X-Real-IP /
+/// X-Forwarded-Host set once, hop-by-hop headers and those named in Connection dropped. Header values are written as UTF-8, the encoding Kestrel
 /// accepted them in, so signed non-ASCII metadata reaches the backend unchanged.
 /// </summary>
 internal struct RequestHead : IDisposable
@@ -54,14 +54,13 @@ internal struct RequestHead : IDisposable
         long headerBytes = 0;
         foreach (var (name, values) in headers)
         {
-            var isPriorHop = name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase);
-            if (isPriorHop)
+            var copied = ForwardingHeaders.IsCopied(name, host.Length > 0, connectionNamed);
+            if (!copied && name.Equals(ForwardingHeaders.ForwardedFor, StringComparison.OrdinalIgnoreCase))
             {
-                // Continued below, not copied: found here rather than looked up again.
+                // Continued below: found here rather than looked up again.
                 prior = values;
             }
 
-            var copied = !isPriorHop && !IsReplacedOrDropped(name, host.Length > 0) && !HopByHopHeaders.IsNamed(connectionNamed, name);
             foreach (var value in values)
             {
                 headerBytes += name.Length + (value?.Length ?? 0);
@@ -119,14 +118,6 @@ internal struct RequestHead : IDisposable
             ArrayPool<byte>.Shared.Return(buffer);
         }
     }
-
-    private static bool IsReplacedOrDropped(string name, bool hasHost) =>
-        name.Length == 0 || name[0] == ':' ||
-        name.Equals("Host", StringComparison.OrdinalIgnoreCase) ||
-        name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase) ||
-        name.Equals("X-Real-IP", StringComparison.OrdinalIgnoreCase) ||
-        (hasHost && name.Equals("X-Forwarded-Host", StringComparison.OrdinalIgnoreCase)) ||
-        HopByHopHeaders.Contains(name);
 
     private void AppendHeader(string name, string? value)
     {
