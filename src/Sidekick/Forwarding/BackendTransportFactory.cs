@@ -12,9 +12,6 @@ internal sealed class BackendTransportFactory(
     Func<string, SslClientAuthenticationOptions>? tlsOptions = null,
     Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? connect = null)
 {
-    public static readonly TimeSpan PooledConnectionIdleTimeout = TimeSpan.FromSeconds(15);
-    public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
-    private const int OneMebibyteInKibibytes = 1024;
 
     /// <param name="firstEndpoint">Any endpoint of the site (they share a scheme).</param>
     /// <param name="serverName">TLS name to verify and send as SNI; null for the endpoint's own host.</param>
@@ -27,12 +24,12 @@ internal sealed class BackendTransportFactory(
             AutomaticDecompression = DecompressionMethods.None,
             UseCookies = false,
             EnableMultipleHttp2Connections = true,
-            PooledConnectionIdleTimeout = PooledConnectionIdleTimeout,
-            ConnectTimeout = ConnectTimeout,
+            PooledConnectionIdleTimeout = BackendLimits.IdleConnectionTimeout,
+            ConnectTimeout = BackendLimits.ConnectTimeout,
             // S3 PUTs send Expect: 100-continue; wait for the backend as long as upstream does.
             Expect100ContinueTimeout = TimeSpan.FromSeconds(15),
-#pragma warning disable CA2262 // The value is in KiB on purpose: 1 MiB of response headers, like Go's limit.
-            MaxResponseHeadersLength = OneMebibyteInKibibytes,
+#pragma warning disable CA2262 // The value is in KiB on purpose.
+            MaxResponseHeadersLength = BackendLimits.MaxResponseHeadBytes / 1024,
 #pragma warning restore CA2262
             // Trace context is the application's business; do not inject our own headers.
             ActivityHeadersPropagator = null,

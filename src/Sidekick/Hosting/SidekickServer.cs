@@ -163,8 +163,8 @@ internal sealed class SidekickServer : IAsyncDisposable
             _app.Services.GetRequiredService<IHttpForwarder>(),
             hooks.ResolveBackend,
             loops,
-            BackendTransportFactory.ConnectTimeout,
-            BackendTransportFactory.PooledConnectionIdleTimeout,
+            BackendLimits.ConnectTimeout,
+            BackendLimits.IdleConnectionTimeout,
             disabled: !ForwarderChoice.UsesHttp1Path(hooks.Forwarder ?? Environment.GetEnvironmentVariable(ForwarderChoice.Variable)) ? PathReason.Forced
                 : BackendTransportFactory.UseEnvironmentProxy ? PathReason.HttpProxy
                 : null);
