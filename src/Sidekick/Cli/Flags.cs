@@ -42,6 +42,8 @@ internal static class Flags
         new(["outlier-max-percent"], FlagKind.Int, "most of a site, in percent, that may be ejected at once", "50", static (o, v) => o with { OutlierMaxEjectionPercent = (int)v.Int }),
         new(["slow-start"], FlagKind.Duration, "time a recovered backend takes to reach a full share of requests", "10s", static (o, v) => o with { SlowStart = v.Duration }),
         new(["failback-hold"], FlagKind.Duration, "time an earlier site must stay healthy before traffic returns to it", "0s", static (o, v) => o with { FailbackHoldDown = v.Duration }),
+        new(["wait-for-backend"], FlagKind.Duration, "how long a request that finds no backend up waits for one before its 502 (0 = fail at once)", "3s", static (o, v) => o with { WaitForBackend = v.Duration }),
+        new(["wait-queue"], FlagKind.Int, "requests that may wait for a backend at once; more get their 502 at once", "1024", static (o, v) => o with { WaitQueue = (int)Math.Clamp(v.Int, -1, int.MaxValue) }),
         new(["max-connections"], FlagKind.Int, "client connections allowed at once (0 = unlimited)", "0", static (o, v) => o with { MaxConnections = v.Int == 0 ? null : v.Int }),
         new(["max-header-size"], FlagKind.Bytes, "largest request header block accepted from a client", "64KiB", static (o, v) => o with { MaxHeaderBytes = (int)v.Int }),
         new(["client-idle-timeout"], FlagKind.Duration, "how long an idle client connection stays open", "2m10s", static (o, v) => o with { ClientIdleTimeout = v.Duration }),

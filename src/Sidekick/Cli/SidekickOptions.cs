@@ -68,6 +68,12 @@ internal sealed record SidekickOptions
     /// <summary>How long an earlier site must stay healthy after recovering before traffic returns to it.</summary>
     public TimeSpan FailbackHoldDown { get; init; } = TimeSpan.Zero;
 
+    // Waiting for a backend
+    /// <summary>How long a request that finds no backend waits for one before its 502; zero fails at once (upstream).</summary>
+    public TimeSpan WaitForBackend { get; init; } = TimeSpan.FromSeconds(3);
+    /// <summary>Requests allowed to wait for a backend at once; more get their 502 at once.</summary>
+    public int WaitQueue { get; init; } = 1024;
+
     // Client-side limits (slow or idle clients must not starve others)
     /// <summary>Open client connections allowed at once; null = unlimited.</summary>
     public long? MaxConnections { get; init; }

@@ -26,7 +26,9 @@ internal sealed class ProxyHandler(
     RetryPolicy retries,
     long failbackHoldDownMilliseconds,
     TraceSink trace,
-    TimeProvider time) : ICacheOrigin
+    TimeProvider time,
+    PanicRule panic,
+    BackendWait waits) : ICacheOrigin
 {
     private static readonly ForwarderRequestConfig RequestConfig = new()
     {
@@ -89,14 +91,35 @@ internal sealed class ProxyHandler(
         var cacheOutcome = cache is null ? default : context.Response.Headers[ResponseCache.CacheHeader];
         using var meter = ExchangeMeter.Begin(context, trace.Enabled ? time : null, trace.WantsHeaders);
         var resume = DownloadResume.Watch(context, meter);
+        var waited = false;
         for (var attempt = 1; ; attempt++)
         {
             // Re-read the topology on every attempt: a failed backend was just marked down, so the balancer
             // moves on to another backend of the site, then to the next site.
             var site = topology.Current.SelectSite(failbackHoldDownMilliseconds);
             var backend = site is null ? null : Claim(site);
-            if (site is null || backend is null)
+            if (backend is not null)
             {
+                panic.Serving();
+            }
+            else if (panic.Claim(topology.Current) is { } panicked)
+            {
+                (site, backend) = panicked;
+            }
+            else
+            {
+                // Nothing to go to: wait (once per request) for a backend rather than answer a 502 that a
+                // moment's patience would have avoided.
+                if (!waited && waits.Enabled)
+                {
+                    waited = true;
+                    if (await waits.WaitAsync(HasBackend, context.RequestAborted))
+                    {
+                        attempt--;
+                        continue;
+                    }
+                }
+
                 await BackendErrorResponse.WriteAsync(context, BackendErrorResponse.AllOffline);
                 return;
             }
@@ -107,9 +130,10 @@ internal sealed class ProxyHandler(
             FailedAttempt failed;
             try
             {
-                var error = await forwarder.SendAsync(context, meter, backend.DestinationPrefix, site.Invoker, RequestConfig, SidekickTransformer.Instance);
+                var error = await forwarder.SendAsync(context, meter, backend.DestinationPrefix, site!.Invoker, RequestConfig, SidekickTransformer.Instance);
                 if (error == ForwarderError.None)
                 {
+                    backend.RecordCompleteResponse();
                     outliers.OnResponse(backend, context.Response.StatusCode);
                     return;
                 }
@@ -161,6 +185,10 @@ internal sealed class ProxyHandler(
         }
     }
 
+    /// <summary>A waiting request may go on: a backend serves, or the panic rule has one.</summary>
+    private bool HasBackend() =>
+        topology.Current.SelectSite(failbackHoldDownMilliseconds) is not null || PanicRule.SelectSite(topology.Current) is not null;
+
     /// <summary>Picks a backend and counts the request in flight on it (the caller's attempt ends it).</summary>
     private Backend? Claim(Site site)
     {
@@ -194,7 +222,14 @@ internal sealed class ProxyHandler(
         var reason = exception is null ? error.ToString() : TransportErrors.Describe(exception);
         if (!clientGone && IsBackendFault(error))
         {
-            health.ReportTransportFailure(backend, reason);
+            if (IsConnectFailure(error, exception))
+            {
+                health.ReportTransportFailure(backend, reason);
+            }
+            else
+            {
+                health.ReportBrokenResponse(backend, context.TraceIdentifier, reason);
+            }
         }
 
         if (context.Response.HasStarted)
@@ -303,6 +338,16 @@ internal sealed class ProxyHandler(
         ForwarderError.ResponseBodyDestination or
         ForwarderError.UpgradeRequestDestination or
         ForwarderError.UpgradeResponseDestination;
+
+    /// <summary>
+    /// The backend could not be reached at all (refused, unreachable, name or TLS failure): that is the
+    /// backend, and marks it down at once. Anything after the connection was made counts as a broken response.
+    /// </summary>
+    private static bool IsConnectFailure(ForwarderError error, Exception? exception) =>
+        error == ForwarderError.Request && exception is HttpRequestException
+        {
+            HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError,
+        };
 
     private static bool IsClientFault(ForwarderError error) => error is
         ForwarderError.RequestBodyClient or

@@ -161,11 +161,14 @@ internal sealed class SidekickServer : IAsyncDisposable
             Topology);
         Outliers.Ejected += (_, _) => Interlocked.Increment(ref _ejections);
         Cache = hooks.Cache;
+        Panic = new PanicRule();
+        Panic.Changed += site => _stateLog?.OnPanic(site, time.GetUtcNow());
+        Waits = new BackendWait(options.WaitForBackend, options.WaitQueue, time, Prober.ProbeDownBackendsNow);
         Proxy = new ProxyHandler(Cache, Topology, Balancers.Create(options.HostBalance, options.SlowStart), _forwarder, Prober, Outliers, Retries,
-            (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time);
+            (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time, Panic, Waits);
         Meter = new SidekickMeter(Topology, Sites, Retries);
-        var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, Cache?.Metrics);
-        var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null), metrics);
+        var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, Cache?.Metrics, Panic, Waits);
+        var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null), metrics, Panic, Waits);
         _app.Run(context =>
         {
             if (_diagnosticsPort is { } port && context.Connection.LocalPort == port)
@@ -192,6 +195,12 @@ internal sealed class SidekickServer : IAsyncDisposable
     public RetryPolicy Retries { get; }
 
     public OutlierDetector Outliers { get; }
+
+    /// <summary>Whether requests are going to passively marked backends because nothing else serves.</summary>
+    public PanicRule Panic { get; }
+
+    /// <summary>Requests waiting for a backend because nothing serves.</summary>
+    public BackendWait Waits { get; }
 
     public TraceSink Trace { get; }
 
@@ -236,6 +245,11 @@ internal sealed class SidekickServer : IAsyncDisposable
 
     private void OnTransition(Backend backend, BackendTransition transition)
     {
+        if (transition.IsUp)
+        {
+            Waits.OnBackendUp();
+        }
+
         _stateLog?.OnTransition(backend, transition);
         Sites.Refresh();
     }

@@ -11,7 +11,8 @@ namespace Sidekick.Observability;
 /// retries). Read from the counters on demand; nothing is computed on the request path.
 /// </summary>
 internal sealed class PrometheusExporter(
-    TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Caching.CacheMetrics? cache = null)
+    TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Caching.CacheMetrics? cache = null,
+    Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
 {
     public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -85,6 +86,24 @@ internal sealed class PrometheusExporter(
         Single(text, "sidekick_retries_total", "Requests retried on another backend", retries.Count.Value);
         Single(text, "sidekick_outlier_ejections_total", "Backends ejected for consecutive gateway errors", ejections());
         Single(text, "sidekick_trace_dropped_total", "Trace and log lines dropped because the console was too slow or could not be written to", droppedTraces());
+        if (panic is not null)
+        {
+            Single(text, "sidekick_panic_requests_total", "Requests sent to passively marked backends because no backend served (panic rule)", panic.Requests);
+            Header(text, "sidekick_panic_site", "The site the panic rule sends requests to, 0 when none", "gauge");
+            text.Append("sidekick_panic_site ").Append(panic.Site).Append('\n');
+        }
+
+        if (waits is not null)
+        {
+            Header(text, "sidekick_backend_waits_total", "Requests that waited for a backend because none served, by how the wait ended", "counter");
+            text.Append("sidekick_backend_waits_total{outcome=\"served\"} ").Append(waits.Served).Append('\n');
+            text.Append("sidekick_backend_waits_total{outcome=\"timeout\"} ").Append(waits.TimedOut).Append('\n');
+            text.Append("sidekick_backend_waits_total{outcome=\"rejected\"} ").Append(waits.Rejected).Append('\n');
+            text.Append("sidekick_backend_waits_total{outcome=\"abandoned\"} ").Append(waits.Abandoned).Append('\n');
+            Header(text, "sidekick_backend_waiting", "Requests waiting for a backend now", "gauge");
+            text.Append("sidekick_backend_waiting ").Append(waits.Waiting).Append('\n');
+        }
+
         cache?.WriteTo(text);
         return text.ToString();
     }
