@@ -6,6 +6,7 @@ using Sidekick.Tests.Integration;
 namespace Sidekick.Tests.Hosting;
 
 /// <summary>The built program, run as a process: exit codes, messages, signals.</summary>
+[Collection(nameof(HeavyTests))]
 public sealed class ProcessTests
 {
     [Theory]

@@ -9,6 +9,7 @@ using Xunit.Abstractions;
 namespace Sidekick.Tests.Hosting;
 
 /// <summary>Slow and idle clients must not starve others or grow memory without bound (built program as a process).</summary>
+[Collection(nameof(HeavyTests))]
 public sealed class ResourceLimitTests(ITestOutputHelper output)
 {
     private static long RssKb(Process process) =>
