@@ -14,6 +14,7 @@ internal sealed class BackendTransportFactory(
 {
     public static readonly TimeSpan PooledConnectionIdleTimeout = TimeSpan.FromSeconds(15);
     public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
+    public static readonly TimeSpan ExpectContinueTimeout = TimeSpan.FromSeconds(1);
     private const int OneMebibyteInKibibytes = 1024;
 
     /// <param name="firstEndpoint">Any endpoint of the site (they share a scheme).</param>
@@ -29,8 +30,9 @@ internal sealed class BackendTransportFactory(
             EnableMultipleHttp2Connections = true,
             PooledConnectionIdleTimeout = PooledConnectionIdleTimeout,
             ConnectTimeout = ConnectTimeout,
-            // S3 PUTs send Expect: 100-continue; wait for the backend as long as upstream does.
-            Expect100ContinueTimeout = TimeSpan.FromSeconds(15),
+            // S3 PUTs send Expect: 100-continue. The body goes when the backend says 100 and never when it
+            // answers first; a backend that says nothing gets it after 1 s (Go's and curl's default), not 15 s.
+            Expect100ContinueTimeout = ExpectContinueTimeout,
 #pragma warning disable CA2262 // The value is in KiB on purpose: 1 MiB of response headers, like Go's limit.
             MaxResponseHeadersLength = OneMebibyteInKibibytes,
 #pragma warning restore CA2262

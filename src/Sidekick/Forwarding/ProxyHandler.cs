@@ -28,15 +28,17 @@ internal sealed class ProxyHandler(
     TraceSink trace,
     TimeProvider time,
     PanicRule panic,
-    BackendWait waits) : ICacheOrigin
+    BackendWait waits,
+    TimeSpan backendTimeout) : ICacheOrigin
 {
-    private static readonly ForwarderRequestConfig RequestConfig = new()
+    private readonly ForwarderRequestConfig RequestConfig = new()
     {
         Version = HttpVersion.Version11,
         VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
-        // Upstream has no response timeout; a long-idle stream (slow backend work on a huge object) must
-        // not be cut by YARP's 100 s default.
-        ActivityTimeout = TimeSpan.FromHours(1),
+        // --backend-timeout: the longest a backend may stay silent, before its response head and between body
+        // reads (both paths cut an exchange with no progress for this long). Generous by default: slow backend
+        // work on a huge object is legitimate, a backend that never answers is not. 0: the longest a timer takes.
+        ActivityTimeout = backendTimeout > TimeSpan.Zero ? backendTimeout : TimeSpan.FromDays(24),
         AllowResponseBuffering = false,
     };
 
