@@ -187,6 +187,26 @@ internal sealed class ProxyHandler(
         }
     }
 
+    /// <summary>
+    /// Where a cut body continues: a site with a serving backend other than the one that cut it (a cut body
+    /// alone does not mark a backend down), else wherever requests go.
+    /// </summary>
+    private Site? ResumeSite(Backend failed)
+    {
+        foreach (var site in topology.Current.Sites)
+        {
+            foreach (var candidate in site.Backends)
+            {
+                if (candidate != failed && candidate.IsServing)
+                {
+                    return site;
+                }
+            }
+        }
+
+        return topology.Current.SelectSite(failbackHoldDownMilliseconds);
+    }
+
     /// <summary>A waiting request may go on: a backend serves, or the panic rule has one.</summary>
     private bool HasBackend() =>
         topology.Current.SelectSite(failbackHoldDownMilliseconds) is not null || PanicRule.SelectSite(topology.Current) is not null;
@@ -239,7 +259,7 @@ internal sealed class ProxyHandler(
             // Headers are out: continue the body from another backend if the object allows it, else
             // abort — never a silently truncated 200.
             if (resume is null || !IsBackendFault(error) ||
-                !await resume.ResumeAsync(() => topology.Current.SelectSite(failbackHoldDownMilliseconds), balancer, health, retries.MaxAttempts))
+                !await resume.ResumeAsync(() => ResumeSite(backend), new AvoidingBalancer(balancer, backend), health, retries.MaxAttempts))
             {
                 context.Abort();
                 resume?.CompleteAbort();

@@ -96,8 +96,8 @@ public sealed class ForwardingTests
         Assert.Contains(b.Seen, r => r.Headers.TryGetValue("Range", out var range) && range.StartsWith("bytes=", StringComparison.Ordinal));
         // The resumed bytes count as the exchange's (on the backend it started with), like the first half.
         await sidekick.WaitUntilAsync(() => sidekick.BackendOf(a).Stats.TxBytes >= size);
-        // The dying node was marked down (its probes may bring it back since its health endpoint still works).
-        Assert.NotNull(sidekick.BackendOf(a).GetHealthSnapshot().LastDownReason);
+        // One body cut short counts towards a run of broken responses; it does not mark the node down alone.
+        Assert.True(sidekick.BackendOf(a).IsUp);
     }
 
     [Fact]
