@@ -155,7 +155,8 @@ public sealed class ForwardingTests
             }
         } // disposed with ~99 MiB unread: the client connection is dropped
 
-        await Task.Delay(300);
+        // Once the proxy has finished with the abandoned exchange, whatever it concluded has been applied.
+        await sidekick.WaitUntilAsync(() => sidekick.BackendOf(a).InFlight == 0);
         Assert.True(sidekick.BackendOf(a).IsUp);
         // Whatever the backend still had in flight must not leak into the next responses.
         for (var i = 0; i < 3; i++)
