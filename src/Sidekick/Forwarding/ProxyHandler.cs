@@ -94,12 +94,14 @@ internal sealed class ProxyHandler(
         using var meter = ExchangeMeter.Begin(context, trace.Enabled ? time : null, trace.WantsHeaders);
         var resume = DownloadResume.Watch(context, meter);
         var waited = false;
+        List<Backend>? failedOn = null;
         for (var attempt = 1; ; attempt++)
         {
-            // Re-read the topology on every attempt: a failed backend was just marked down, so the balancer
-            // moves on to another backend of the site, then to the next site.
-            var site = topology.Current.SelectSite(failbackHoldDownMilliseconds);
-            var backend = site is null ? null : Claim(site);
+            // Re-read the topology on every attempt, and keep a retry off the backends this request failed on
+            // (a broken response does not mark a backend down by itself): another backend of the site, then
+            // the next site.
+            var site = failedOn is null ? topology.Current.SelectSite(failbackHoldDownMilliseconds) : SiteAvoiding(failedOn);
+            var backend = site is null ? null : Claim(site, failedOn);
             if (backend is not null)
             {
                 panic.Serving();
@@ -156,6 +158,7 @@ internal sealed class ProxyHandler(
             if (attempt < retries.MaxAttempts && CanRetry(context, failed, replayable is not null) && retries.Budget.TryWithdraw())
             {
                 retries.Count.Add(1);
+                (failedOn ??= []).Add(backend);
                 replayable?.Rewind();
                 ClearForRetry(context.Response, cacheOutcome);
                 continue;
@@ -188,16 +191,16 @@ internal sealed class ProxyHandler(
     }
 
     /// <summary>
-    /// Where a cut body continues: a site with a serving backend other than the one that cut it (a cut body
-    /// alone does not mark a backend down), else wherever requests go.
+    /// Where a retry or a cut body goes: the first site with a serving backend other than those the request
+    /// failed on, else wherever requests go.
     /// </summary>
-    private Site? ResumeSite(Backend failed)
+    private Site? SiteAvoiding(List<Backend> failed)
     {
         foreach (var site in topology.Current.Sites)
         {
             foreach (var candidate in site.Backends)
             {
-                if (candidate != failed && candidate.IsServing)
+                if (candidate.IsServing && !failed.Contains(candidate))
                 {
                     return site;
                 }
@@ -212,18 +215,19 @@ internal sealed class ProxyHandler(
         topology.Current.SelectSite(failbackHoldDownMilliseconds) is not null || PanicRule.SelectSite(topology.Current) is not null;
 
     /// <summary>Picks a backend and counts the request in flight on it (the caller's attempt ends it).</summary>
-    private Backend? Claim(Site site)
+    private Backend? Claim(Site site, List<Backend>? avoid)
     {
+        var picker = avoid is null ? balancer : new AvoidingBalancer(balancer, avoid);
         for (var tries = 1; ; tries++)
         {
-            var backend = balancer.Pick(site.Backends);
+            var backend = picker.Pick(site.Backends);
             if (backend is null)
             {
                 return null;
             }
 
             backend.BeginRequest();
-            if (tries == 3 || !balancer.ShouldRepick(site.Backends, backend))
+            if (tries == 3 || !picker.ShouldRepick(site.Backends, backend))
             {
                 return backend;
             }
@@ -259,7 +263,7 @@ internal sealed class ProxyHandler(
             // Headers are out: continue the body from another backend if the object allows it, else
             // abort — never a silently truncated 200.
             if (resume is null || !IsBackendFault(error) ||
-                !await resume.ResumeAsync(() => ResumeSite(backend), new AvoidingBalancer(balancer, backend), health, retries.MaxAttempts))
+                !await resume.ResumeAsync(() => SiteAvoiding([backend]), new AvoidingBalancer(balancer, [backend]), health, retries.MaxAttempts))
             {
                 context.Abort();
                 resume?.CompleteAbort();

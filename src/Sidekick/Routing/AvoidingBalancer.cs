@@ -3,17 +3,18 @@ using Sidekick.Topology;
 namespace Sidekick.Routing;
 
 /// <summary>
-/// A balancer that picks any backend but one while another serves: a body cut short continues elsewhere,
-/// even though one cut body does not mark its backend down. Made only on that rare path.
+/// A balancer that keeps off the backends a request already failed on while another serves: a retry or a
+/// body cut short goes elsewhere, even though one broken response does not mark its backend down. Made
+/// only on those rare paths.
 /// </summary>
-internal sealed class AvoidingBalancer(IBalancer inner, Backend avoided) : IBalancer
+internal sealed class AvoidingBalancer(IBalancer inner, List<Backend> avoided) : IBalancer
 {
     public string Name => inner.Name;
 
     public Backend? Pick(Backend[] backends)
     {
         var chosen = inner.Pick(backends);
-        if (chosen != avoided)
+        if (chosen is null || !avoided.Contains(chosen))
         {
             return chosen;
         }
@@ -21,7 +22,7 @@ internal sealed class AvoidingBalancer(IBalancer inner, Backend avoided) : IBala
         Backend? other = null;
         foreach (var backend in backends)
         {
-            if (backend != avoided && backend.IsServing && (other is null || backend.InFlight < other.InFlight))
+            if (backend.IsServing && !avoided.Contains(backend) && (other is null || backend.InFlight < other.InFlight))
             {
                 other = backend;
             }
