@@ -26,15 +26,19 @@ internal sealed class ProxyHandler(
     RetryPolicy retries,
     long failbackHoldDownMilliseconds,
     TraceSink trace,
-    TimeProvider time) : ICacheOrigin
+    TimeProvider time,
+    PanicRule panic,
+    BackendWait waits,
+    TimeSpan backendTimeout) : ICacheOrigin
 {
-    private static readonly ForwarderRequestConfig RequestConfig = new()
+    private readonly ForwarderRequestConfig RequestConfig = new()
     {
         Version = HttpVersion.Version11,
         VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
-        // Upstream has no response timeout; a long-idle stream (slow backend work on a huge object) must
-        // not be cut by YARP's 100 s default.
-        ActivityTimeout = TimeSpan.FromHours(1),
+        // --backend-timeout: the longest a backend may stay silent, before its response head and between body
+        // reads (both paths cut an exchange with no progress for this long). Generous by default: slow backend
+        // work on a huge object is legitimate, a backend that never answers is not. 0: the longest a timer takes.
+        ActivityTimeout = backendTimeout > TimeSpan.Zero ? backendTimeout : TimeSpan.FromDays(24),
         AllowResponseBuffering = false,
     };
 
@@ -91,14 +95,37 @@ internal sealed class ProxyHandler(
         }
 
         var resume = DownloadResume.Watch(context, meter);
+        var waited = false;
+        List<Backend>? failedOn = null;
         for (var attempt = 1; ; attempt++)
         {
-            // Re-read the topology on every attempt: a failed backend was just marked down, so the balancer
-            // moves on to another backend of the site, then to the next site.
-            var site = topology.Current.SelectSite(failbackHoldDownMilliseconds);
-            var backend = site is null ? null : Claim(site);
-            if (site is null || backend is null)
+            // Re-read the topology on every attempt, and keep a retry off the backends this request failed on
+            // (a broken response does not mark a backend down by itself): another backend of the site, then
+            // the next site.
+            var site = failedOn is null ? topology.Current.SelectSite(failbackHoldDownMilliseconds) : SiteAvoiding(failedOn);
+            var backend = site is null ? null : Claim(site, failedOn);
+            if (backend is not null)
             {
+                panic.Serving();
+            }
+            else if (panic.Claim(topology.Current) is { } panicked)
+            {
+                (site, backend) = panicked;
+            }
+            else
+            {
+                // Nothing to go to: wait (once per request) for a backend rather than answer a 502 that a
+                // moment's patience would have avoided.
+                if (!waited && waits.Enabled)
+                {
+                    waited = true;
+                    if (await waits.WaitAsync(HasBackend, context.RequestAborted))
+                    {
+                        attempt--;
+                        continue;
+                    }
+                }
+
                 if (observer?.OnNoAnswer(context) != true)
                 {
                     await BackendErrorResponse.WriteAsync(context, BackendErrorResponse.AllOffline);
@@ -113,9 +140,10 @@ internal sealed class ProxyHandler(
             FailedAttempt failed;
             try
             {
-                var error = await forwarder.SendAsync(context, meter, backend.DestinationPrefix, site.Invoker, RequestConfig);
+                var error = await forwarder.SendAsync(context, meter, backend.DestinationPrefix, site!.Invoker, RequestConfig);
                 if (error == ForwarderError.None)
                 {
+                    backend.RecordCompleteResponse();
                     outliers.OnResponse(backend, context.Response.StatusCode);
                     return;
                 }
@@ -136,6 +164,7 @@ internal sealed class ProxyHandler(
             if (attempt < retries.MaxAttempts && CanRetry(context, failed, replayable is not null) && retries.Budget.TryWithdraw())
             {
                 retries.Count.Add(1);
+                (failedOn ??= []).Add(backend);
                 replayable?.Rewind();
                 ClearForRetry(context.Response, cacheOutcome);
                 continue;
@@ -171,19 +200,44 @@ internal sealed class ProxyHandler(
         }
     }
 
-    /// <summary>Picks a backend and counts the request in flight on it (the caller's attempt ends it).</summary>
-    private Backend? Claim(Site site)
+    /// <summary>
+    /// Where a retry or a cut body goes: the first site with a serving backend other than those the request
+    /// failed on, else wherever requests go.
+    /// </summary>
+    private Site? SiteAvoiding(List<Backend> failed)
     {
+        foreach (var site in topology.Current.Sites)
+        {
+            foreach (var candidate in site.Backends)
+            {
+                if (candidate.IsServing && !failed.Contains(candidate))
+                {
+                    return site;
+                }
+            }
+        }
+
+        return topology.Current.SelectSite(failbackHoldDownMilliseconds);
+    }
+
+    /// <summary>A waiting request may go on: a backend serves, or the panic rule has one.</summary>
+    private bool HasBackend() =>
+        topology.Current.SelectSite(failbackHoldDownMilliseconds) is not null || PanicRule.SelectSite(topology.Current) is not null;
+
+    /// <summary>Picks a backend and counts the request in flight on it (the caller's attempt ends it).</summary>
+    private Backend? Claim(Site site, List<Backend>? avoid)
+    {
+        var picker = avoid is null ? balancer : new AvoidingBalancer(balancer, avoid);
         for (var tries = 1; ; tries++)
         {
-            var backend = balancer.Pick(site.Backends);
+            var backend = picker.Pick(site.Backends);
             if (backend is null)
             {
                 return null;
             }
 
             backend.BeginRequest();
-            if (tries == 3 || !balancer.ShouldRepick(site.Backends, backend))
+            if (tries == 3 || !picker.ShouldRepick(site.Backends, backend))
             {
                 return backend;
             }
@@ -204,7 +258,14 @@ internal sealed class ProxyHandler(
         var reason = exception is null ? error.ToString() : TransportErrors.Describe(exception);
         if (!clientGone && IsBackendFault(error))
         {
-            health.ReportTransportFailure(backend, reason);
+            if (IsConnectFailure(error, exception))
+            {
+                health.ReportTransportFailure(backend, reason);
+            }
+            else
+            {
+                health.ReportBrokenResponse(backend, context.TraceIdentifier, reason);
+            }
         }
 
         if (context.Response.HasStarted)
@@ -212,7 +273,7 @@ internal sealed class ProxyHandler(
             // Headers are out: continue the body from another backend if the object allows it, else
             // abort — never a silently truncated 200.
             if (resume is null || !IsBackendFault(error) ||
-                !await resume.ResumeAsync(() => topology.Current.SelectSite(failbackHoldDownMilliseconds), balancer, health, retries.MaxAttempts, retries.Resumes))
+                !await resume.ResumeAsync(() => SiteAvoiding([backend]), new AvoidingBalancer(balancer, [backend]), health, retries.MaxAttempts, retries.Resumes))
             {
                 context.Abort();
                 resume?.CompleteAbort();
@@ -315,6 +376,16 @@ internal sealed class ProxyHandler(
         ForwarderError.ResponseBodyDestination or
         ForwarderError.UpgradeRequestDestination or
         ForwarderError.UpgradeResponseDestination;
+
+    /// <summary>
+    /// The backend could not be reached at all (refused, unreachable, name or TLS failure): that is the
+    /// backend, and marks it down at once. Anything after the connection was made counts as a broken response.
+    /// </summary>
+    private static bool IsConnectFailure(ForwarderError error, Exception? exception) =>
+        error == ForwarderError.Request && exception is HttpRequestException
+        {
+            HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError,
+        };
 
     private static bool IsClientFault(ForwarderError error) => error is
         ForwarderError.RequestBodyClient or

@@ -8,7 +8,8 @@ namespace Sidekick.Hosting;
 /// Paths sidekick answers itself instead of proxying. Matching is exact and cheap; everything else is
 /// proxied untouched.
 /// </summary>
-internal sealed class LocalEndpoints(TopologyStore topology, Func<string?> certificatePem, PrometheusExporter metrics)
+internal sealed class LocalEndpoints(
+    TopologyStore topology, Func<string?> certificatePem, PrometheusExporter metrics, Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
 {
     public const string MetricsPath = "/.prometheus/metrics";
     public const string HealthPath = "/v1/health";
@@ -33,7 +34,7 @@ internal sealed class LocalEndpoints(TopologyStore topology, Func<string?> certi
 
         if (path == StateEndpoint.Path && HttpMethods.IsGet(context.Request.Method))
         {
-            handled = StateEndpoint.WriteAsync(context, topology.Current);
+            handled = StateEndpoint.WriteAsync(context, topology.Current, panic?.Site ?? 0, waits?.Waiting ?? 0);
             return true;
         }
 

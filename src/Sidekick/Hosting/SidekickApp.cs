@@ -13,6 +13,9 @@ namespace Sidekick.Hosting;
 /// </summary>
 internal static class SidekickApp
 {
+    /// <summary>Exit code when --shutdown-timeout cut requests that were still running.</summary>
+    public const int ShutdownCutExitCode = 3;
+
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
     {
         var programName = ProgramName;
@@ -34,6 +37,13 @@ internal static class SidekickApp
             // Start-up code (flags, host, listener) will not run again: let its pages leave the resident set.
             CodePages.Release();
             await app.Server.WaitForShutdownAsync();
+            if (await app.Server.RequestsCutAtShutdownAsync() is var cut and > 0)
+            {
+                // An orchestrator should know that a stop lost work: a clean drain exits 0, a cut one does not.
+                await stderr.WriteLineAsync($"{programName}: --shutdown-timeout ({GoDuration.Format(options.ShutdownTimeout)}) ended with {cut} request(s) still running; they were cut");
+                return ShutdownCutExitCode;
+            }
+
             return 0;
         }
         catch (UsageException ex)

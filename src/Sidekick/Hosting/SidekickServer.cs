@@ -38,6 +38,7 @@ internal sealed class SidekickServer : IAsyncDisposable
     private readonly List<PosixSignalRegistration> _signals = [];
     private Task _table = Task.CompletedTask;
     private readonly Http1Forwarder _forwarder;
+    private readonly TimeProvider _time;
     private long _ejections;
 
     private SidekickServer(SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickServerHooks hooks)
@@ -45,6 +46,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         _options = options;
         _loadSites = loadSites;
         var time = hooks.Time ?? TimeProvider.System;
+        _time = time;
         _stdout = hooks.Stdout ?? Console.Out;
         _stderr = hooks.Stderr ?? Console.Error;
         Lines = new ConsoleLines(options.Json, options.ProgramName, time);
@@ -103,13 +105,18 @@ internal sealed class SidekickServer : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            // A proxy for object storage: no body size cap and no minimum data rate (slow clients of huge
-            // objects are legitimate); connection-level timeouts keep Kestrel's defaults.
+            // A proxy for object storage: no body size cap and no minimum response rate (slow readers of huge
+            // objects are legitimate, and backpressure bounds what they hold). A request body that trickles
+            // in slower than the minimum rate (Kestrel's 240 B/s by default) holds a backend exchange open
+            // for nothing, and is cut.
             kestrel.Limits.MaxRequestBodySize = null;
-            kestrel.Limits.MinRequestBodyDataRate = null;
+            kestrel.Limits.MinRequestBodyDataRate = options.ClientMinBodyRate > 0
+                ? new MinDataRate(options.ClientMinBodyRate, TimeSpan.FromSeconds(5))
+                : null;
             kestrel.Limits.MinResponseDataRate = null;
-            kestrel.Limits.MaxConcurrentConnections = options.MaxConnections;
-            kestrel.Limits.MaxConcurrentUpgradedConnections = options.MaxConnections;
+            var maxConnections = options.MaxConnectionsSet ? options.MaxConnections : DescriptorLimit.DefaultConnections();
+            kestrel.Limits.MaxConcurrentConnections = maxConnections;
+            kestrel.Limits.MaxConcurrentUpgradedConnections = maxConnections;
             kestrel.Limits.MaxRequestHeadersTotalSize = options.MaxHeaderBytes;
             kestrel.Limits.MaxRequestLineSize = options.MaxRequestLineBytes;
             kestrel.Limits.KeepAliveTimeout = options.ClientIdleTimeout;
@@ -119,6 +126,7 @@ internal sealed class SidekickServer : IAsyncDisposable
             void Configure(ListenOptions listen)
             {
                 listen.Use(Compactor.Track);
+                listen.Use(FirstByteTimeout.Create(options.ClientHeaderTimeout, time));
                 if (hooks.ConfigureTls is { } tls)
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2;
@@ -174,11 +182,15 @@ internal sealed class SidekickServer : IAsyncDisposable
             Topology);
         Outliers.Ejected += (_, _) => Interlocked.Increment(ref _ejections);
         Cache = hooks.Cache;
+        Panic = new PanicRule();
+        Panic.Changed += site => _stateLog?.OnPanic(site, time.GetUtcNow());
+        Waits = new BackendWait(options.WaitForBackend, options.WaitQueue, time, Prober.ProbeDownBackendsNow);
         Proxy = new ProxyHandler(Cache, Topology, Balancers.Create(options.HostBalance, options.SlowStart), _forwarder, Prober, Outliers, Retries,
-            (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time);
+            (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time, Panic, Waits, options.BackendTimeout);
         Meter = new SidekickMeter(Topology, Sites, Retries);
-        var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache?.Metrics);
-        var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null), metrics);
+        var metrics = new PrometheusExporter(
+            Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache?.Metrics, Panic, Waits);
+        var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null), metrics, Panic, Waits);
         _app.Run(context =>
         {
             if (_diagnosticsPort is { } port && context.Connection.LocalPort == port)
@@ -205,6 +217,12 @@ internal sealed class SidekickServer : IAsyncDisposable
     public RetryPolicy Retries { get; }
 
     public OutlierDetector Outliers { get; }
+
+    /// <summary>Whether requests are going to passively marked backends because nothing else serves.</summary>
+    public PanicRule Panic { get; }
+
+    /// <summary>Requests waiting for a backend because nothing serves.</summary>
+    public BackendWait Waits { get; }
 
     public TraceSink Trace { get; }
 
@@ -255,6 +273,11 @@ internal sealed class SidekickServer : IAsyncDisposable
 
     private void OnTransition(Backend backend, BackendTransition transition)
     {
+        if (transition.IsUp)
+        {
+            Waits.OnBackendUp();
+        }
+
         _stateLog?.OnTransition(backend, transition);
         Sites.Refresh();
     }
@@ -264,6 +287,8 @@ internal sealed class SidekickServer : IAsyncDisposable
     {
         Topology.Publish(_builder.Build(_loadSites(), Topology.Current));
         Prober.Start();
+        var lifetime = _app.Services.GetRequiredService<IHostApplicationLifetime>();
+        lifetime.ApplicationStopping.Register(() => _drain ??= Task.Run(() => WatchDrainAsync(_time)));
         try
         {
             await _app.StartAsync(cancellationToken);
@@ -381,6 +406,48 @@ internal sealed class SidekickServer : IAsyncDisposable
                 return ex.Message;
             }
         }
+    }
+
+    /// <summary>Requests being forwarded or waiting for a backend, across every backend.</summary>
+    public int RequestsInFlight
+    {
+        get
+        {
+            var count = Waits.Waiting;
+            foreach (var backend in Topology.Current.AllBackends)
+            {
+                count += backend.InFlight;
+            }
+
+            return count;
+        }
+    }
+
+    /// <summary>
+    /// After a stop: how many requests the shutdown timeout cut (0 when every one finished in time). Watches
+    /// the drain from the moment stopping began: requests still running when the timeout ended were aborted.
+    /// </summary>
+    public Task<int> RequestsCutAtShutdownAsync() => _drain ?? Task.FromResult(0);
+
+    private Task<int>? _drain;
+
+    private async Task<int> WatchDrainAsync(TimeProvider time)
+    {
+        var started = time.GetTimestamp();
+        var lastSeen = 0;
+        for (var running = RequestsInFlight; running > 0; running = RequestsInFlight)
+        {
+            if (time.GetElapsedTime(started) >= _options.ShutdownTimeout)
+            {
+                return running;
+            }
+
+            lastSeen = running;
+            await Task.Delay(TimeSpan.FromMilliseconds(20), time);
+        }
+
+        // Drained: in time, or because the timeout aborted what was left (then they were cut).
+        return time.GetElapsedTime(started) >= _options.ShutdownTimeout ? lastSeen : 0;
     }
 
     /// <summary>Waits until the host stops (SIGTERM, SIGINT or <see cref="StopAsync"/>).</summary>

@@ -7,6 +7,7 @@ using Sidekick.Tests.Integration;
 namespace Sidekick.Tests.Hosting;
 
 /// <summary>The built program, run as a process: exit codes, messages, signals.</summary>
+[Collection(nameof(HeavyTests))]
 public sealed class ProcessTests
 {
     [Theory]
@@ -119,7 +120,7 @@ public sealed class ProcessTests
 
         using var client = new HttpClient();
         var slow = client.GetStringAsync($"http://127.0.0.1:{port}/slow?ms=2000");
-        await Task.Delay(500);
+        await Eventually.WaitUntilAsync(() => backend.Seen.Any(r => r.RawTarget.StartsWith("/slow", StringComparison.Ordinal)));
         sidekick.Signal("TERM");
         Assert.Equal("a", await slow);
         await sidekick.Process.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);

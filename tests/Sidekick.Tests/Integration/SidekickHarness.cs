@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Sidekick.Cli;
 using Sidekick.Hosting;
 using Sidekick.Topology;
@@ -62,19 +63,8 @@ internal sealed class SidekickHarness : IAsyncDisposable
     public Backend BackendOf(TestBackend backend) =>
         Server.Topology.Current.AllBackends.Single(b => b.Definition.Endpoint.Port == backend.Port);
 
-    public async Task WaitUntilAsync(Func<bool> condition, int timeoutMs = 15000)
-    {
-        var deadline = Environment.TickCount64 + timeoutMs;
-        while (!condition())
-        {
-            if (Environment.TickCount64 > deadline)
-            {
-                throw new TimeoutException("condition not reached in time");
-            }
-
-            await Task.Delay(25);
-        }
-    }
+    public Task WaitUntilAsync(Func<bool> condition, int timeoutMs = 15000, [CallerArgumentExpression(nameof(condition))] string? what = null) =>
+        Eventually.WaitUntilAsync(condition, timeoutMs, what);
 
     public async ValueTask DisposeAsync()
     {

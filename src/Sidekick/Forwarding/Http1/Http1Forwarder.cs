@@ -279,6 +279,13 @@ internal sealed class Http1Forwarder : IDisposable
                     : ex is ClientWriteException ? (ForwarderError.ResponseBodyClient, ex.InnerException!)
                     : connection.TimedOut ? (ForwarderError.ResponseBodyDestination, new TimeoutException("the backend stalled past the activity timeout", ex))
                     : (ForwarderError.ResponseBodyDestination, ex);
+                if (error == ForwarderError.ResponseBodyDestination && context.Response.HasStarted)
+                {
+                    // What was written of the response goes out before the abort, as on YARP's path: the client
+                    // sees the head and a body cut short, not a connection closed without an answer.
+                    await FlushBeforeAbortAsync(context);
+                }
+
                 return Fail(context, error, cause);
             }
 
@@ -295,6 +302,17 @@ internal sealed class Http1Forwarder : IDisposable
             }
 
             return ForwarderError.None;
+        }
+    }
+
+    private static async ValueTask FlushBeforeAbortAsync(HttpContext context)
+    {
+        try
+        {
+            await context.Response.BodyWriter.FlushAsync(context.RequestAborted);
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
+        {
         }
     }
 
