@@ -298,16 +298,7 @@ internal sealed class SidekickServer : IAsyncDisposable
             throw RefusedBind(ex);
         }
 
-        if (_mode.ConsoleDisplay)
-        {
-            await _stdout.WriteLineAsync(Lines.Info($"listening on '{_options.Address}'", ("Address", _options.Address)));
-        }
-        else
-        {
-            _table = Task.Run(() => new StatusTable(Topology, TimeProvider.System).RunAsync(_stdout, _stopping.Token), CancellationToken.None)
-                .ContinueWith(static _ => { }, TaskScheduler.Default);
-        }
-
+        // Before the listening line: whoever waits for it and then signals must find the handlers in place.
         if (!OperatingSystem.IsWindows())
         {
             _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, signal =>
@@ -317,6 +308,16 @@ internal sealed class SidekickServer : IAsyncDisposable
             }));
             _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, signal => Drain(signal, "terminated")));
             _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, signal => Drain(signal, "interrupt")));
+        }
+
+        if (_mode.ConsoleDisplay)
+        {
+            await _stdout.WriteLineAsync(Lines.Info($"listening on '{_options.Address}'", ("Address", _options.Address)));
+        }
+        else
+        {
+            _table = Task.Run(() => new StatusTable(Topology, TimeProvider.System).RunAsync(_stdout, _stopping.Token), CancellationToken.None)
+                .ContinueWith(static _ => { }, TaskScheduler.Default);
         }
     }
 

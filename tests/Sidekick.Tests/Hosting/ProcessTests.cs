@@ -210,10 +210,12 @@ public sealed class ProcessTests
         var port = SidekickProcess.FreePort();
         await using var sidekick = SidekickProcess.Start("--json", "--log", "--rr-dns-mode", "--auto-tls-host", "127.0.0.1", "--address", $"127.0.0.1:{port}",
             "--health-path", "/health", "--health-duration", "200ms", $"http://localhost:{backend.Port}");
-        for (var deadline = Environment.TickCount64 + 30000; !sidekick.Stdout.Contains("\"type\":\"TRACE\"", StringComparison.Ordinal); await Task.Delay(50))
+        for (var deadline = Environment.TickCount64 + 30000;
+             !sidekick.Stdout.Contains("\"type\":\"TRACE\"", StringComparison.Ordinal) || !sidekick.Stdout.Contains("listening on", StringComparison.Ordinal);
+             await Task.Delay(50))
         {
             Assert.False(sidekick.Process.HasExited, "sidekick exited: " + sidekick.Stderr);
-            Assert.True(Environment.TickCount64 < deadline, "no probe trace: " + sidekick.Stdout);
+            Assert.True(Environment.TickCount64 < deadline, "no probe trace or listening line: " + sidekick.Stdout);
         }
 
         sidekick.Signal("TERM");
