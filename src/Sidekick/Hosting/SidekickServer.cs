@@ -185,8 +185,9 @@ internal sealed class SidekickServer : IAsyncDisposable
         Panic = new PanicRule();
         Panic.Changed += site => _stateLog?.OnPanic(site, time.GetUtcNow());
         Waits = new BackendWait(options.WaitForBackend, options.WaitQueue, time, Prober.ProbeDownBackendsNow);
-        Proxy = new ProxyHandler(Cache, Topology, Balancers.Create(options.HostBalance, options.SlowStart), _forwarder, Prober, Outliers, Retries,
-            (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time, Panic, Waits, options.BackendTimeout);
+        Exchange = new BackendExchange(Cache is not null, Topology, Balancers.Create(options.HostBalance, options.SlowStart), _forwarder, Prober, Outliers,
+            Retries, (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time, Panic, Waits, options.BackendTimeout);
+        Proxy = new ProxyHandler(Cache, Exchange, Trace, time);
         Meter = new SidekickMeter(Topology, Sites, Retries);
         var metrics = new PrometheusExporter(
             Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache?.Metrics, Panic, Waits);
@@ -213,6 +214,9 @@ internal sealed class SidekickServer : IAsyncDisposable
     public HealthProber Prober { get; }
 
     public ProxyHandler Proxy { get; }
+
+    /// <summary>Every request to a backend goes through it (see <see cref="BackendExchange"/>).</summary>
+    public BackendExchange Exchange { get; }
 
     public RetryPolicy Retries { get; }
 
