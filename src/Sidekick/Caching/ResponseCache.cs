@@ -47,10 +47,6 @@ internal sealed class ResponseCache : IDisposable
 
     public CacheHealth Health => _health;
 
-    /// <summary>Null when SIDEKICK_CACHE_ENDPOINT is unset; throws a usage error naming a bad variable.</summary>
-    public static ResponseCache? FromEnvironment(IReadOnlyDictionary<string, string?> env, TimeProvider time) =>
-        CacheOptions.FromEnvironment(env) is { } options ? new ResponseCache(options, time) : null;
-
     public async Task HandleAsync(HttpContext context, ICacheOrigin origin)
     {
         var request = context.Request;

@@ -10,7 +10,8 @@ namespace Sidekick.Forwarding;
 /// </summary>
 internal sealed class BackendTransportFactory(
     Func<string, SslClientAuthenticationOptions>? tlsOptions = null,
-    Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? connect = null)
+    Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? connect = null,
+    bool environmentProxy = false)
 {
     public static readonly TimeSpan ExpectContinueTimeout = TimeSpan.FromSeconds(1);
 
@@ -20,7 +21,7 @@ internal sealed class BackendTransportFactory(
     {
         var handler = new SocketsHttpHandler
         {
-            UseProxy = UseEnvironmentProxy,
+            UseProxy = environmentProxy,
             AllowAutoRedirect = false,
             AutomaticDecompression = DecompressionMethods.None,
             UseCookies = false,
@@ -49,14 +50,4 @@ internal sealed class BackendTransportFactory(
 
         return new HttpMessageInvoker(handler, disposeHandler: true);
     }
-
-    /// <summary>
-    /// Upstream honours HTTP_PROXY/HTTPS_PROXY/NO_PROXY for backend traffic; we do the same when one is set (all
-    /// backend traffic then goes through HttpClient, which implements it).
-    /// </summary>
-    public static bool UseEnvironmentProxy =>
-        !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("HTTP_PROXY")) ||
-        !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("http_proxy")) ||
-        !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("HTTPS_PROXY")) ||
-        !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("https_proxy"));
 }

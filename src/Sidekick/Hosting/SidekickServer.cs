@@ -41,27 +41,28 @@ internal sealed class SidekickServer : IAsyncDisposable
     private readonly TimeProvider _time;
     private long _ejections;
 
-    private SidekickServer(SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickServerHooks hooks)
+    private SidekickServer(SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickSeams seams, ServerParts parts)
     {
+        var settings = parts.Settings ?? RuntimeSettings.From(RuntimeSettings.ProcessEnvironment(seams.Environment));
         _options = options;
         _loadSites = loadSites;
-        var time = hooks.Time ?? TimeProvider.System;
+        var time = seams.Time ?? TimeProvider.System;
         _time = time;
-        _stdout = hooks.Stdout ?? Console.Out;
-        _stderr = hooks.Stderr ?? Console.Error;
+        _stdout = seams.Stdout ?? Console.Out;
+        _stderr = seams.Stderr ?? Console.Error;
         Lines = new ConsoleLines(options.Json, options.ProgramName, time);
-        _mode = ConsoleMode.From(options, hooks.StdoutIsTerminal ?? !Console.IsOutputRedirected);
+        _mode = ConsoleMode.From(options, seams.StdoutIsTerminal ?? !Console.IsOutputRedirected);
         Output = new OutputQueue(_stdout, new TraceFormatter(_mode));
         Topology = new TopologyStore();
         Sites = new SiteWatch(Topology);
         Trace = new TraceSink(options, _mode, Output);
         _stateLog = options.Log && !options.Quiet ? new StateLog(_mode, Output) : null;
         Topology.Changed += OnTopologyChanged;
-        _builder = new TopologyBuilder(new BackendTransportFactory(hooks.BackendTls, hooks.Connect), time);
+        _builder = new TopologyBuilder(new BackendTransportFactory(parts.BackendTls, parts.Connect, settings.EnvironmentProxy), time);
         Prober = new HealthProber(
             new HealthProberOptions(options.HealthDuration, options.HealthTimeout, options.HealthOptimistic,
                 CountProbesInStats: options.Trace != "application"),
-            Topology, time, hooks.Random ?? new Random());
+            Topology, time, seams.Random ?? new Random());
         Prober.ProbeCompleted += Trace.OnProbe;
 
         // No host defaults: sidekick is configured by its flags and SIDEKICK_* variables only. The default
@@ -71,15 +72,13 @@ internal sealed class SidekickServer : IAsyncDisposable
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { Args = [] });
         builder.WebHost.UseKestrelCore();
         builder.Services.AddHttpForwarder();
-        // Checked here so that a bad value is refused at start even if the loops were started before.
-        EventLoops.Threads(Environment.GetEnvironmentVariable(EventLoops.ThreadsVariable));
-        var loops = EventLoops.Chosen(hooks.Io ?? Environment.GetEnvironmentVariable(EventLoops.Variable)) ? EventLoops.Shared : null;
+        var loops = settings.EventLoops ? EventLoops.SharedWith(settings.IoThreads) : null;
         if (loops is not null)
         {
             // Client connections on sidekick's event loops (see Networking/): no speculative receives, and
             // requests are parsed and forwarded on the thread that saw them arrive.
             builder.Services.AddSingleton<IConnectionListenerFactory>(services =>
-                new LoopTransportFactory(services.GetRequiredService<IMemoryPoolFactory<byte>>(), deferClientSends: hooks.ConfigureTls is null, _binds.Attempt));
+                new LoopTransportFactory(services.GetRequiredService<IMemoryPoolFactory<byte>>(), deferClientSends: parts.ConfigureTls is null, _binds.Attempt));
         }
         else
         {
@@ -101,7 +100,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         }
 
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
-        Compactor = hooks.Compactor ?? HeapCompactor.Shared;
+        Compactor = seams.Compactor ?? HeapCompactor.Shared;
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -127,7 +126,7 @@ internal sealed class SidekickServer : IAsyncDisposable
             {
                 listen.Use(Compactor.Track);
                 listen.Use(FirstByteTimeout.Create(options.ClientHeaderTimeout, time));
-                if (hooks.ConfigureTls is { } tls)
+                if (parts.ConfigureTls is { } tls)
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2;
                     tls(listen);
@@ -169,19 +168,17 @@ internal sealed class SidekickServer : IAsyncDisposable
         _app = builder.Build();
         _forwarder = new Http1Forwarder(
             _app.Services.GetRequiredService<IHttpForwarder>(),
-            hooks.ResolveBackend,
+            parts.ResolveBackend,
             loops,
             BackendLimits.ConnectTimeout,
             BackendLimits.IdleConnectionTimeout,
-            disabled: !ForwarderChoice.UsesHttp1Path(hooks.Forwarder ?? Environment.GetEnvironmentVariable(ForwarderChoice.Variable)) ? PathReason.Forced
-                : BackendTransportFactory.UseEnvironmentProxy ? PathReason.HttpProxy
-                : null);
+            settings.Http1PathOff);
         Retries = new RetryPolicy(options.MaxAttempts, options.MaxReplayBytes, new RetryBudget(options.RetryBudgetRatio, options.RetryBudgetMinPerSecond, time));
         Outliers = new OutlierDetector(
             new OutlierOptions(options.OutlierConsecutiveErrors, options.OutlierEjectionTime, options.OutlierMaxEjectionTime, options.OutlierMaxEjectionPercent),
             Topology);
         Outliers.Ejected += (_, _) => Interlocked.Increment(ref _ejections);
-        Cache = hooks.Cache;
+        Cache = settings.Cache is { } cache ? new ResponseCache(cache, time) : null;
         Panic = new PanicRule();
         Panic.Changed += site => _stateLog?.OnPanic(site, time.GetUtcNow());
         Waits = new BackendWait(options.WaitForBackend, options.WaitQueue, time, Prober.ProbeDownBackendsNow);
@@ -191,7 +188,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         Meter = new SidekickMeter(Topology, Sites, Retries);
         var metrics = new PrometheusExporter(
             Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache?.Metrics, Panic, Waits);
-        var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null), metrics, Panic, Waits);
+        var local = new LocalEndpoints(Topology, parts.CertificatePem ?? (static () => null), metrics, Panic, Waits);
         _app.Run(context =>
         {
             if (_diagnosticsPort is { } port && context.Connection.LocalPort == port)
@@ -258,8 +255,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         .Replace("0.0.0.0", "127.0.0.1", StringComparison.Ordinal));
 
     public static SidekickServer Create(
-        SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickServerHooks? hooks = null) =>
-        new(options, loadSites, hooks ?? new SidekickServerHooks());
+        SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickSeams? seams = null, ServerParts? parts = null) =>
+        new(options, loadSites, seams ?? new SidekickSeams(), parts ?? new ServerParts());
 
     private void OnTopologyChanged(TopologySnapshot previous, TopologySnapshot next)
     {
@@ -483,28 +480,17 @@ internal sealed class SidekickServer : IAsyncDisposable
     }
 }
 
-/// <summary>Optional seams and integrations (TLS, DNS, time, console) supplied by the composition root or tests.</summary>
-internal sealed record SidekickServerHooks
+/// <summary>
+/// What <see cref="SidekickApp"/> built for the server from the options: TLS on the listener and to backends,
+/// the DNS cache's connect and resolve, and the settings it read from the environment (read from the process,
+/// with <see cref="SidekickSeams.Environment"/> over it, when null).
+/// </summary>
+internal sealed record ServerParts
 {
-    public TextWriter? Stdout { get; init; }
-    /// <summary>Where errors sidekick survives go (a failed reload); the console's stderr when null.</summary>
-    public TextWriter? Stderr { get; init; }
-    public bool? StdoutIsTerminal { get; init; }
-    public TimeProvider? Time { get; init; }
-    public Random? Random { get; init; }
+    public RuntimeSettings? Settings { get; init; }
     public Action<ListenOptions>? ConfigureTls { get; init; }
     public Func<string?>? CertificatePem { get; init; }
     public Func<string, System.Net.Security.SslClientAuthenticationOptions>? BackendTls { get; init; }
     public Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? Connect { get; init; }
     public BackendResolve? ResolveBackend { get; init; }
-
-    /// <summary>The socket engine (<see cref="EventLoops.Chosen"/>); null reads SIDEKICK_IO.</summary>
-    public string? Io { get; init; }
-
-    /// <summary>The forwarding path (<see cref="ForwarderChoice"/>); null reads SIDEKICK_FORWARDER.</summary>
-    public string? Forwarder { get; init; }
-    public ResponseCache? Cache { get; init; }
-
-    /// <summary>Counts this server's closed connections; null shares <see cref="HeapCompactor.Shared"/>.</summary>
-    public HeapCompactor? Compactor { get; init; }
 }

@@ -13,7 +13,7 @@ namespace Sidekick.Tests.Integration;
 /// </summary>
 public sealed class Http1PathTests
 {
-    private static readonly SidekickServerHooks FastPath = new() { Forwarder = "http1" };
+    private static readonly SidekickSeams FastPath = new() { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", "http1")) };
 
     [Fact]
     public async Task Plain_requests_take_the_fast_path_and_the_rest_go_through_yarp()
@@ -40,7 +40,7 @@ public sealed class Http1PathTests
         (await sidekick.Client.PutAsync("/upload", new ByteArrayContent(new byte[200_000]))).Dispose();
         Assert.Equal(2, server.FastPathRequests);
 
-        await using var yarpOnly = await StartAsync(new SidekickServerHooks { Forwarder = "yarp" }, a.Url);
+        await using var yarpOnly = await StartAsync(new SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", "yarp")) }, a.Url);
         await yarpOnly.Client.GetStringAsync("/x");
         Assert.Equal(0, yarpOnly.Server.FastPathRequests);
     }
@@ -52,7 +52,7 @@ public sealed class Http1PathTests
     {
         // Rx of a bodyless request: name and value of every header the client sent, Host once.
         await using var a = await TestBackend.StartAsync("a");
-        await using var sidekick = await StartAsync(new SidekickServerHooks { Forwarder = forwarder }, a.Url);
+        await using var sidekick = await StartAsync(new SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", forwarder)) }, a.Url);
         using var request = new HttpRequestMessage(HttpMethod.Get, "/x");
         request.Headers.Add("X-Counted", ["one", "three"]);
         (await sidekick.Client.SendAsync(request)).Dispose();
@@ -75,7 +75,7 @@ public sealed class Http1PathTests
     {
         // Two responses with heads of the same length and bodies 8,000 bytes apart: Tx grows by that much more.
         await using var backend = new RawBackend(request => Framed(framing, request.Target == "/small" ? 1000 : 9000));
-        await using var sidekick = await StartAsync(new SidekickServerHooks { Forwarder = forwarder }, backend.Url);
+        await using var sidekick = await StartAsync(new SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", forwarder)) }, backend.Url);
         var stats = sidekick.Server.Topology.Current.AllBackends.Single().Stats;
 
         Assert.Equal(1000, (await sidekick.Client.GetByteArrayAsync("/small")).Length);
@@ -94,7 +94,7 @@ public sealed class Http1PathTests
     {
         // One meter serves the exchanges of a client connection in turn: each must start from zero.
         await using var a = await TestBackend.StartAsync("a");
-        await using var sidekick = await StartAsync(new SidekickServerHooks { Forwarder = forwarder }, a.Url);
+        await using var sidekick = await StartAsync(new SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", forwarder)) }, a.Url);
         var stats = sidekick.Server.Topology.Current.AllBackends.Single().Stats;
         async Task<(long Rx, long Tx)> Exchange(Func<Task<HttpResponseMessage>> send)
         {
@@ -264,7 +264,7 @@ public sealed class Http1PathTests
         };
     }
 
-    private static Task<SidekickHarness> StartAsync(SidekickServerHooks hooks, Uri backend)
+    private static Task<SidekickHarness> StartAsync(SidekickSeams hooks, Uri backend)
     {
         var options = SidekickHarness.FastOptions;
         var url = backend.ToString().TrimEnd('/');

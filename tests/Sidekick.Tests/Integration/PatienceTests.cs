@@ -171,7 +171,7 @@ public sealed class PatienceTests(ITestOutputHelper output)
         };
         var log = new StringWriter();
         await using var sidekick = await SidekickHarness.StartAsync(
-            options, SidekickHarness.Definitions(options, [[a]]), new SidekickServerHooks { Stdout = TextWriter.Synchronized(log), StdoutIsTerminal = false });
+            options, SidekickHarness.Definitions(options, [[a]]), new SidekickSeams { Stdout = TextWriter.Synchronized(log), StdoutIsTerminal = false });
         a.FailWith = 503;
         for (var i = 0; i < 2; i++)
         {
@@ -235,7 +235,7 @@ public sealed class PatienceTests(ITestOutputHelper output)
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
         var options = SidekickHarness.FastOptions with { WaitForBackend = TimeSpan.FromMinutes(1), WaitQueue = 1 };
         var definitions = new[] { new SiteDefinition(1, [new BackendDefinition(new Uri($"http://127.0.0.1:{port}"), $"http://127.0.0.1:{port}", new Uri($"http://127.0.0.1:{port}/health"))]) };
-        await using var sidekick = await SidekickHarness.StartAsync(options, definitions, new SidekickServerHooks { Time = time }, expectedUp: _ => false);
+        await using var sidekick = await SidekickHarness.StartAsync(options, definitions, new SidekickSeams { Time = time }, expectedUp: _ => false);
         var waits = sidekick.Server.Waits;
 
         var waiting = sidekick.Client.GetAsync("/x");
@@ -263,7 +263,7 @@ public sealed class PatienceTests(ITestOutputHelper output)
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
         var options = SidekickHarness.FastOptions with { WaitForBackend = TimeSpan.Zero };
         var definitions = new[] { new SiteDefinition(1, [new BackendDefinition(new Uri($"http://127.0.0.1:{port}"), $"http://127.0.0.1:{port}", new Uri($"http://127.0.0.1:{port}/health"))]) };
-        await using var sidekick = await SidekickHarness.StartAsync(options, definitions, new SidekickServerHooks { Time = time }, expectedUp: _ => false);
+        await using var sidekick = await SidekickHarness.StartAsync(options, definitions, new SidekickSeams { Time = time }, expectedUp: _ => false);
         using var response = await sidekick.Client.GetAsync("/x");
         Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
         Assert.Equal(0, sidekick.Server.Waits.TimedOut + sidekick.Server.Waits.Served);

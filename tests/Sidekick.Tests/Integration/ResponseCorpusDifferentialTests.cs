@@ -64,7 +64,7 @@ public sealed class ResponseCorpusDifferentialTests(ITestOutputHelper output)
         var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromSeconds(5) };
         var url = backend.Url.ToString().TrimEnd('/');
         var sites = new[] { new SiteDefinition(1, [new BackendDefinition(backend.Url, url, new Uri(url + options.HealthPath))]) };
-        await using var sidekick = await SidekickHarness.StartAsync(options, sites, new SidekickServerHooks { Forwarder = path });
+        await using var sidekick = await SidekickHarness.StartAsync(options, sites, new SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", path)) });
 
         var outcomes = new Dictionary<string, string>();
         foreach (var (name, _, _) in corpus)
