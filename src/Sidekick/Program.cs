@@ -1,4 +1,5 @@
 using Sidekick.Hosting;
+using Sidekick.Platform;
 
 namespace Sidekick;
 

@@ -33,6 +33,11 @@ internal sealed record CacheOptions
     public long MaxLag { get; init; } = 8 * 1024 * 1024;
     /// <summary>Fills running at once; further misses are served without filling.</summary>
     public int MaxFills { get; init; } = 16;
+    /// <summary>
+    /// Reuse an entry filled with credentials without asking the backend when it was marked public or s-maxage
+    /// (RFC 9111 §3.5 allows it). Off: a backend that marks private objects public would leak them to anyone.
+    /// </summary>
+    public bool SharePublic { get; init; }
     /// <summary>A store operation on the request path taking longer than this bypasses the cache.</summary>
     public TimeSpan StoreTimeout { get; init; } = TimeSpan.FromSeconds(2);
 
@@ -67,6 +72,11 @@ internal sealed record CacheOptions
         if (Get("PATH_STYLE") is { } pathStyle)
         {
             options = options with { PathStyle = ParseBool("PATH_STYLE", pathStyle) };
+        }
+
+        if (Get("SHARE_PUBLIC") is { } sharePublic)
+        {
+            options = options with { SharePublic = ParseBool("SHARE_PUBLIC", sharePublic) };
         }
 
         if (Get("MIN_SIZE") is { } min)

@@ -18,18 +18,34 @@ internal enum CacheDecision
 /// <summary>The RFC 9111 rules for a shared cache, as pure functions of headers and time.</summary>
 internal static class CachePolicy
 {
-    /// <summary>Presigned-URL query parameters that carry credentials (SigV4 and SigV2).</summary>
-    private static readonly string[] CredentialParameters =
+    /// <summary>Presigned-URL query parameters (SigV4 and SigV2), left out of the cache key.</summary>
+    private static readonly string[] PresignParameters =
         ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-Security-Token", "X-Amz-SignedHeaders", "X-Amz-Algorithm", "Signature", "AWSAccessKeyId", "Expires"];
 
-    public static bool IsCredentialParameter(string name) =>
-        CredentialParameters.Any(p => string.Equals(p, name, StringComparison.OrdinalIgnoreCase));
+    /// <summary>Those of them that are, or name, a credential: any one makes the request a credentialed one.</summary>
+    private static readonly string[] CredentialParameters =
+        ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId"];
 
-    /// <summary>The request carries credentials: an Authorization header or a presigned query (§3.5).</summary>
-    public static bool IsAuthorized(HttpRequest request) =>
+    public static bool IsCredentialParameter(string name) =>
+        PresignParameters.Any(p => string.Equals(p, name, StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>
+    /// The request carries credentials (§3.5): an Authorization header, a cookie (a session is a credential
+    /// too), or a presigned query. Its response may be stored, but is then reused only after each requester's
+    /// own conditional request succeeds.
+    /// </summary>
+    public static bool CarriesCredentials(HttpRequest request) =>
         request.Headers.ContainsKey(HeaderNames.Authorization) ||
-        request.Query.Keys.Any(k => string.Equals(k, "X-Amz-Signature", StringComparison.OrdinalIgnoreCase) ||
-                                    string.Equals(k, "Signature", StringComparison.OrdinalIgnoreCase));
+        request.Headers.ContainsKey(HeaderNames.Cookie) ||
+        (request.QueryString.HasValue && request.Query.Keys.Any(k => CredentialParameters.Any(p => string.Equals(p, k, StringComparison.OrdinalIgnoreCase))));
+
+    /// <summary>
+    /// Whether reusing <paramref name="entry"/> needs the requester's own 304 first: always for an entry filled
+    /// with credentials, unless the operator opted in (SIDEKICK_CACHE_SHARE_PUBLIC) to RFC 9111 §3.5's
+    /// exception for responses marked public or s-maxage.
+    /// </summary>
+    public static bool NeedsRequesterValidation(CachedResponse entry, CacheControl response, CacheOptions options) =>
+        entry.FilledWithCredentials && !(options.SharePublic && (response.Has("public") || response.Has("s-maxage")));
 
     /// <summary>
     /// Whether a response may be stored (§3): a complete 200 to a GET, no no-store on either side, not
@@ -107,12 +123,14 @@ internal static class CachePolicy
     }
 
     /// <summary>
-    /// Decides how to use a stored response (§4, §4.2.4, RFC 5861). Entries stored from authorized requests are
-    /// always confirmed with the backend unless the response allows shared reuse (public or s-maxage).
+    /// Decides how to use a stored response (§4, §4.2.4, RFC 5861). An entry filled with credentials is
+    /// confirmed with the backend for every request, anonymous ones included (<see cref="NeedsRequesterValidation"/>).
+    /// <paramref name="requestHasCredentials"/> keeps a stale-while-revalidate refresh from being sent in the
+    /// background with a requester's credentials.
     /// </summary>
-    public static CacheDecision Decide(CachedResponse entry, CacheControl request, CacheControl response, DateTimeOffset now, CacheOptions options, bool authorized)
+    public static CacheDecision Decide(CachedResponse entry, CacheControl request, CacheControl response, DateTimeOffset now, CacheOptions options, bool requestHasCredentials)
     {
-        if (authorized && entry.AuthRequired && !response.Has("public") && !response.Has("s-maxage"))
+        if (NeedsRequesterValidation(entry, response, options))
         {
             return CacheDecision.Revalidate;
         }
@@ -147,7 +165,7 @@ internal static class CachePolicy
             return CacheDecision.Serve;
         }
 
-        if (!mustRevalidate && !authorized && response.Seconds("stale-while-revalidate") is { } swr && staleness <= swr)
+        if (!mustRevalidate && !requestHasCredentials && response.Seconds("stale-while-revalidate") is { } swr && staleness <= swr)
         {
             return CacheDecision.ServeAndRevalidate;
         }
@@ -155,10 +173,13 @@ internal static class CachePolicy
         return CacheDecision.Revalidate;
     }
 
-    /// <summary>Whether a stale entry may stand in for a failed revalidation (RFC 5861 stale-if-error).</summary>
-    public static bool MayServeStaleOnError(CachedResponse entry, CacheControl request, CacheControl response, DateTimeOffset now, CacheOptions options, bool authorized)
+    /// <summary>
+    /// Whether a stale entry may stand in for a failed revalidation (RFC 5861 stale-if-error). Never one filled
+    /// with credentials: nothing proved this requester may read it.
+    /// </summary>
+    public static bool MayServeStaleOnError(CachedResponse entry, CacheControl request, CacheControl response, DateTimeOffset now, CacheOptions options)
     {
-        if ((authorized && entry.AuthRequired) || response.Has("must-revalidate") || response.Has("proxy-revalidate"))
+        if (NeedsRequesterValidation(entry, response, options) || response.Has("must-revalidate") || response.Has("proxy-revalidate"))
         {
             return false;
         }

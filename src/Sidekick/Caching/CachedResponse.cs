@@ -30,8 +30,11 @@ internal sealed record CachedResponse
     public DateTimeOffset? Date { get; init; }
     public IReadOnlyList<string> VaryNames { get; init; } = [];
     public IReadOnlyList<string> VaryValues { get; init; } = [];
-    /// <summary>Stored from an authorized request: reuse only after the backend confirms (see docs/cache.md).</summary>
-    public bool AuthRequired { get; init; }
+    /// <summary>
+    /// Filled from a request that carried credentials: every reuse, for any requester, waits for that
+    /// requester's own conditional request to come back 304 (RFC 9111 §3.5; see docs/cache.md).
+    /// </summary>
+    public bool FilledWithCredentials { get; init; }
 
     public string? Header(string name) =>
         Headers.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
@@ -62,7 +65,7 @@ internal sealed record CachedResponse
                 json.WriteNumber("d", date.ToUnixTimeSeconds());
             }
 
-            json.WriteBoolean("p", AuthRequired);
+            json.WriteBoolean("c", FilledWithCredentials);
             json.WriteStartArray("h");
             foreach (var (name, value) in Headers)
             {
@@ -119,7 +122,9 @@ internal sealed record CachedResponse
                 ReceivedAt = DateTimeOffset.FromUnixTimeMilliseconds(root.GetProperty("r").GetInt64()),
                 InitialAge = TimeSpan.FromSeconds(root.GetProperty("a").GetInt64()),
                 Date = root.TryGetProperty("d", out var d) ? DateTimeOffset.FromUnixTimeSeconds(d.GetInt64()) : null,
-                AuthRequired = root.GetProperty("p").GetBoolean(),
+                // Entries of earlier versions kept "p", which was false for a credentialed fill marked public:
+                // without "c" nobody can tell, so such an entry is treated as filled with credentials.
+                FilledWithCredentials = !root.TryGetProperty("c", out var credentials) || credentials.GetBoolean(),
                 Headers = headers,
                 VaryNames = varyNames,
                 VaryValues = varyValues,

@@ -1,48 +1,46 @@
-using System.Buffers;
 using System.Collections.Concurrent;
-using System.Globalization;
-using System.Net;
-using Amazon.S3.Model;
-using Microsoft.Extensions.Primitives;
 using Microsoft.Net.Http.Headers;
-using Sidekick.Forwarding;
-using Sidekick.Health;
 
 namespace Sidekick.Caching;
 
 /// <summary>
-/// The shared S3 cache in front of the proxy (see docs/cache.md for the rules). GET and HEAD are looked up;
-/// misses are filled while they stream to the client; stored responses are served with a correct Age and
-/// confirmed with the backend whenever RFC 9111 or the requester's credentials demand it; PUT, POST and
-/// DELETE invalidate. Store trouble never fails a request the backends can serve: it only bypasses the cache.
+/// The shared S3 cache in front of the proxy (see docs/cache.md for the rules): the flow of one request and
+/// the RFC 9111 decisions, through <see cref="CachePolicy"/>. GET and HEAD are looked up; misses are filled
+/// while they stream to the client; stored responses are served with a correct Age and confirmed with the
+/// backend whenever RFC 9111 or the filler's credentials demand it; PUT, POST and DELETE invalidate. Every
+/// request to a backend goes through the normal forwarding path (<see cref="ICacheOrigin"/>), watched by an
+/// <see cref="OriginAnswer"/>; storing and serving are <see cref="CacheEntries"/> and
+/// <see cref="StoredResponseWriter"/>. Store trouble never fails a request the backends can serve: it only
+/// bypasses the cache.
 /// </summary>
 internal sealed class ResponseCache : IDisposable
 {
     /// <summary>The cache's outcome for a request (HIT, MISS, REVALIDATED, BYPASS) on every response it saw.</summary>
     public const string CacheHeader = "X-Cache";
 
-    private static readonly string[] Conditionals =
-        [HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince, HeaderNames.IfMatch, HeaderNames.IfUnmodifiedSince, HeaderNames.IfRange, HeaderNames.Range];
+    /// <summary>How long a request waits for someone else's fill of the same entry before asking the origin itself.</summary>
+    private static readonly TimeSpan FillWait = TimeSpan.FromMinutes(5);
 
     private readonly CacheOptions _options;
     private readonly S3CacheStore _store;
     private readonly CacheHealth _health;
-    private readonly PartBuffers _partBuffers;
+    private readonly CacheEntries _entries;
+    private readonly StoredResponseWriter _writer;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, Task> _fills = new();
-    private readonly ConcurrentDictionary<string, CachedResponse> _refreshed = new();
     private int _activeFills;
 
     public ResponseCache(CacheOptions options, TimeProvider time)
     {
         _options = options;
-        // A few spare parts serve a steady trickle of fills; a burst allocates more and gives them back to the GC,
-        // so an idle sidecar does not keep the burst's memory.
-        _partBuffers = new PartBuffers(options.PartSize, retain: 4);
         _time = time;
         _store = new S3CacheStore(options);
         Metrics = new CacheMetrics();
         _health = new CacheHealth(_store, Metrics, options.HealthInterval, time);
+        // A few spare parts serve a steady trickle of fills; a burst allocates more and gives them back to the GC,
+        // so an idle sidecar does not keep the burst's memory.
+        _entries = new CacheEntries(options, _store, _health, new PartBuffers(options.PartSize, retain: 4), Metrics, time);
+        _writer = new StoredResponseWriter(options, _store, _health, Metrics, time);
     }
 
     public CacheMetrics Metrics { get; }
@@ -61,7 +59,7 @@ internal sealed class ResponseCache : IDisposable
             await origin.ForwardAsync(context);
             if (IsUnsafe(request.Method) && context.Response.StatusCode < 400 && _health.Online)
             {
-                await InvalidateAsync(context);
+                await _entries.InvalidateAsync(context);
             }
 
             return;
@@ -75,10 +73,10 @@ internal sealed class ResponseCache : IDisposable
         }
 
         var key = CacheKey.For(context);
-        Lookup? found;
+        CacheLookup? found;
         try
         {
-            found = await FindAsync(key, request, context.RequestAborted);
+            found = await _entries.FindAsync(key, request, context.RequestAborted);
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {
@@ -121,36 +119,12 @@ internal sealed class ResponseCache : IDisposable
         await origin.ForwardAsync(context);
     }
 
-    private readonly record struct Lookup(string Key, CachedResponse Entry);
-
-    /// <summary>Finds the stored response for this request: the plain key, or the variant its Vary marker selects.</summary>
-    private async Task<Lookup?> FindAsync(string key, HttpRequest request, CancellationToken cancellationToken)
+    /// <summary>The request passes to the origin unchanged and nothing is stored.</summary>
+    private static Task PassAsync(HttpContext context, ICacheOrigin origin)
     {
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(_options.StoreTimeout);
-        var head = await _store.HeadAsync(key, timeout.Token);
-        if (head is not { } found)
-        {
-            return null;
-        }
-
-        if (found.VaryNames is { Length: > 0 } varyNames)
-        {
-            var names = varyNames.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-            var variantKey = CacheKey.Variant(key, names.Select(n => request.Headers[n].ToString()).ToArray());
-            var variant = await _store.HeadAsync(variantKey, timeout.Token);
-            return variant is { Entry: { } variantEntry } ? new Lookup(variantKey, Newest(variantKey, variantEntry)) : null;
-        }
-
-        return found.Entry is { } entry ? new Lookup(key, Newest(key, entry)) : null;
+        context.Response.Headers[CacheHeader] = "MISS";
+        return origin.ForwardAsync(context);
     }
-
-    /// <summary>The stored entry, or the headers a later 304 refreshed when those are newer (same object only).</summary>
-    private CachedResponse Newest(string key, CachedResponse stored) =>
-        _refreshed.TryGetValue(key, out var refreshed) && refreshed.ReceivedAt > stored.ReceivedAt &&
-        refreshed.ETag == stored.ETag && refreshed.Length == stored.Length
-            ? refreshed
-            : stored;
 
     private async Task MissAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl)
     {
@@ -164,10 +138,9 @@ internal sealed class ResponseCache : IDisposable
         }
 
         // HEAD, ranges and the client's own conditionals are answered by the backend; only full GETs fill.
-        if (HttpMethods.IsHead(request.Method) || Conditionals.Any(request.Headers.ContainsKey))
+        if (HttpMethods.IsHead(request.Method) || ClientConditionals.AnyIn(request))
         {
-            context.Response.Headers[CacheHeader] = "MISS";
-            await origin.ForwardAsync(context);
+            await PassAsync(context, origin);
             return;
         }
 
@@ -177,10 +150,10 @@ internal sealed class ResponseCache : IDisposable
         if (running != filled.Task)
         {
             await WaitForFillAsync(running, context.RequestAborted);
-            Lookup? after = null;
+            CacheLookup? after = null;
             try
             {
-                after = await FindAsync(key, request, context.RequestAborted);
+                after = await _entries.FindAsync(key, request, context.RequestAborted);
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
@@ -193,8 +166,7 @@ internal sealed class ResponseCache : IDisposable
             }
             else
             {
-                context.Response.Headers[CacheHeader] = "MISS";
-                await origin.ForwardAsync(context);
+                await PassAsync(context, origin);
             }
 
             return;
@@ -204,17 +176,11 @@ internal sealed class ResponseCache : IDisposable
         {
             if (Interlocked.Increment(ref _activeFills) > _options.MaxFills)
             {
-                context.Response.Headers[CacheHeader] = "MISS";
-                await origin.ForwardAsync(context);
+                await PassAsync(context, origin);
                 return;
             }
 
-            var fill = await FetchAndServeAsync(context, origin, key);
-            if (fill is not null)
-            {
-                // The client has its whole body; the entry becomes visible when the upload completes.
-                await fill;
-            }
+            await FetchAndFillAsync(context, origin, key, requestControl);
         }
         finally
         {
@@ -228,23 +194,51 @@ internal sealed class ResponseCache : IDisposable
     {
         try
         {
-            await fill.WaitAsync(TimeSpan.FromMinutes(5), cancellationToken);
+            await fill.WaitAsync(FillWait, cancellationToken);
         }
         catch (TimeoutException)
         {
         }
     }
 
-    private async Task HitAsync(HttpContext context, ICacheOrigin origin, Lookup hit, CacheControl requestControl)
+    /// <summary>
+    /// Forwards the request and stores the response while it streams to the client, when it may be stored.
+    /// The entry becomes visible when the upload completes, which the request waits for (so that requests
+    /// waiting on this fill find it).
+    /// </summary>
+    private async Task FetchAndFillAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl)
+    {
+        var requestTime = _time.GetUtcNow();
+        var answer = new OriginAnswer(c => _entries.StartFill(c, key, requestControl, requestTime), takeOver: static _ => false);
+        await PassWatchedAsync(context, origin, answer);
+        await answer.CompleteAsync(context);
+    }
+
+    private static Task PassWatchedAsync(HttpContext context, ICacheOrigin origin, OriginAnswer answer)
+    {
+        context.Response.Headers[CacheHeader] = "MISS";
+        return origin.ForwardAsync(context, answer);
+    }
+
+    private async Task HitAsync(HttpContext context, ICacheOrigin origin, CacheLookup hit, CacheControl requestControl)
     {
         var request = context.Request;
         var responseControl = CacheControl.Parse(hit.Entry.Header(HeaderNames.CacheControl));
-        var authorized = CachePolicy.IsAuthorized(request);
+        var credentials = CachePolicy.CarriesCredentials(request);
         var now = _time.GetUtcNow();
-        switch (CachePolicy.Decide(hit.Entry, requestControl, responseControl, now, _options, authorized))
+        var decision = CachePolicy.Decide(hit.Entry, requestControl, responseControl, now, _options, credentials);
+        if (decision == CacheDecision.Revalidate && requestControl.Has("only-if-cached"))
+        {
+            // §5.2.1.7: nothing may be served without asking the backend, and the client forbade asking.
+            context.Response.StatusCode = StatusCodes.Status504GatewayTimeout;
+            context.Response.Headers[CacheHeader] = "MISS";
+            return;
+        }
+
+        switch (decision)
         {
             case CacheDecision.Serve:
-                if (await ServeAsync(context, hit, "HIT"))
+                if (await _writer.ServeAsync(context, hit, "HIT"))
                 {
                     Metrics.Hit();
                     return;
@@ -252,17 +246,17 @@ internal sealed class ResponseCache : IDisposable
 
                 break;
             case CacheDecision.ServeAndRevalidate:
-                if (await ServeAsync(context, hit, "HIT"))
+                var background = BackgroundRevalidation.From(context);
+                if (await _writer.ServeAsync(context, hit, "HIT"))
                 {
                     Metrics.Hit();
-                    var snapshot = RevalidationSnapshot.From(context);
-                    _ = Task.Run(() => RevalidateInBackgroundAsync(origin, snapshot, hit));
+                    _ = Task.Run(() => RevalidateInBackgroundAsync(origin, background, hit));
                     return;
                 }
 
                 break;
             default:
-                await RevalidateAsync(context, origin, hit, requestControl, responseControl, authorized);
+                await RevalidateAsync(context, origin, hit, requestControl, responseControl);
                 return;
         }
 
@@ -272,605 +266,102 @@ internal sealed class ResponseCache : IDisposable
 
     /// <summary>
     /// Asks the backend whether the stored response is still good, with the requester's own request made
-    /// conditional: a 304 both confirms the entry and proves the requester may read it.
+    /// conditional: a 304 both confirms the entry and proves the requester may read it. A new 200 replaces
+    /// the entry as it streams to the client; 404 and 410 evict it; a 5xx may be answered from a stale entry
+    /// (stale-if-error); anything else passes through, never cached bytes.
     /// </summary>
-    private async Task RevalidateAsync(HttpContext context, ICacheOrigin origin, Lookup hit, CacheControl requestControl, CacheControl responseControl, bool authorized)
-    {
-        var entry = hit.Entry;
-        if (entry.ETag is null && entry.LastModified is null)
-        {
-            // Nothing to validate with: fetch a fresh copy and replace the entry.
-            var fill = await FetchAndServeAsync(context, origin, hit.Key);
-            if (fill is not null)
-            {
-                await fill;
-            }
-
-            return;
-        }
-
-        if (origin.Pick() is not var (site, backend))
-        {
-            await StaleOrForwardAsync(context, origin, hit, requestControl, responseControl, authorized);
-            return;
-        }
-
-        using var message = await BuildRequestAsync(context, backend, HttpMethods.IsHead(context.Request.Method) ? HttpMethod.Head : HttpMethod.Get);
-        AddValidators(message, entry);
-        var requestTime = _time.GetUtcNow();
-        if (await SendAsync(origin, site, backend, message, context.RequestAborted) is not { } response)
-        {
-            await StaleOrForwardAsync(context, origin, hit, requestControl, responseControl, authorized);
-            return;
-        }
-
-        using (response)
-        {
-            try
-            {
-                var status = (int)response.StatusCode;
-                backend.Stats.RecordCall(status, _time.GetUtcNow() - requestTime, 0, 0);
-                if (status == StatusCodes.Status304NotModified)
-                {
-                    var refreshed = Refresh(entry, response, requestTime);
-                    _ = Task.Run(() => UpdateMetadataAsync(hit.Key, refreshed));
-                    if (await ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED"))
-                    {
-                        Metrics.Revalidation();
-                        return;
-                    }
-
-                    await BypassAsync(context, origin);
-                    return;
-                }
-
-                if (status is 404 or 410)
-                {
-                    await EvictAsync(hit.Key);
-                }
-                else if (status >= 500 && CachePolicy.MayServeStaleOnError(entry, requestControl, responseControl, _time.GetUtcNow(), _options, authorized) &&
-                         await ServeAsync(context, hit, "HIT"))
-                {
-                    Metrics.Hit();
-                    return;
-                }
-
-                // 200 with a new body replaces the entry; anything else passes through unchanged, and never
-                // cached bytes: a 403 for this requester stays a 403.
-                var fill = status == 200 && HttpMethods.IsGet(context.Request.Method) ? StartFill(context, hit.Key, response, requestTime) : null;
-                context.Response.Headers[CacheHeader] = "MISS";
-                await PassThroughAsync(context, response, fill);
-            }
-            finally
-            {
-                backend.EndRequest();
-            }
-        }
-    }
-
-    private async Task StaleOrForwardAsync(HttpContext context, ICacheOrigin origin, Lookup hit, CacheControl requestControl, CacheControl responseControl, bool authorized)
-    {
-        if (CachePolicy.MayServeStaleOnError(hit.Entry, requestControl, responseControl, _time.GetUtcNow(), _options, authorized) &&
-            await ServeAsync(context, hit, "HIT"))
-        {
-            Metrics.Hit();
-            return;
-        }
-
-        context.Response.Headers[CacheHeader] = "MISS";
-        await origin.ForwardAsync(context);
-    }
-
-    /// <summary>
-    /// Fetches the full response from a backend and streams it to the client, filling the cache at the same
-    /// time when the response is storable. Returns the fill's completion, or null when nothing is being stored.
-    /// </summary>
-    private async Task<Task?> FetchAndServeAsync(HttpContext context, ICacheOrigin origin, string key)
-    {
-        if (origin.Pick() is not var (site, backend))
-        {
-            context.Response.Headers[CacheHeader] = "MISS";
-            await origin.ForwardAsync(context);
-            return null;
-        }
-
-        using var message = await BuildRequestAsync(context, backend, HttpMethod.Get);
-        var requestTime = _time.GetUtcNow();
-        if (await SendAsync(origin, site, backend, message, context.RequestAborted) is not { } response)
-        {
-            context.Response.Headers[CacheHeader] = "MISS";
-            await origin.ForwardAsync(context); // retries elsewhere
-            return null;
-        }
-
-        using (response)
-        {
-            try
-            {
-                backend.Stats.RecordCall((int)response.StatusCode, _time.GetUtcNow() - requestTime, 0, 0);
-                var fill = StartFill(context, key, response, requestTime);
-                context.Response.Headers[CacheHeader] = "MISS";
-                return await PassThroughAsync(context, response, fill);
-            }
-            finally
-            {
-                backend.EndRequest();
-            }
-        }
-    }
-
-    /// <summary>Creates the fill when the response may be stored (RFC 9111 §3), with its Vary marker.</summary>
-    private CacheFill? StartFill(HttpContext context, string key, HttpResponseMessage response, DateTimeOffset requestTime)
-    {
-        var headers = Collect(response);
-        var requestControl = RequestControl(context.Request);
-        var responseControl = CacheControl.Parse(Header(headers, HeaderNames.CacheControl));
-        var length = response.Content.Headers.ContentLength;
-        if (!CachePolicy.IsStorable((int)response.StatusCode, requestControl, responseControl, headers, length, _options))
-        {
-            return null;
-        }
-
-        var varyNames = (Header(headers, HeaderNames.Vary) ?? "")
-            .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-            .Select(n => n.ToLowerInvariant()).Distinct().Order(StringComparer.Ordinal).ToArray();
-        var varyValues = varyNames.Select(n => context.Request.Headers[n].ToString()).ToArray();
-        var responseTime = _time.GetUtcNow();
-        var date = CachedResponse.HttpDate(Header(headers, HeaderNames.Date) ?? response.Headers.Date?.ToString("r", CultureInfo.InvariantCulture));
-        var entry = new CachedResponse
-        {
-            Status = 200,
-            Headers = headers.Where(h => CachedResponse.KeepHeader(h.Key)).ToArray(),
-            Length = length!.Value,
-            ReceivedAt = responseTime,
-            InitialAge = CachePolicy.InitialAge(Header(headers, HeaderNames.Age), date, requestTime, responseTime),
-            Date = date,
-            VaryNames = varyNames,
-            VaryValues = varyValues,
-            AuthRequired = CachePolicy.IsAuthorized(context.Request) && !responseControl.Has("public") && !responseControl.Has("s-maxage"),
-        };
-        var serialized = entry.Serialize();
-        if (!CachedResponse.FitsInMetadata(serialized))
-        {
-            return null; // too many headers for S3 user metadata: serve, do not store
-        }
-
-        var entryKey = key;
-        if (varyNames.Length > 0)
-        {
-            entryKey = CacheKey.Variant(key, varyValues);
-            var marker = new Dictionary<string, string> { ["sidekick-vary"] = string.Join(',', varyNames) };
-            _ = Task.Run(async () =>
-            {
-                try
-                {
-                    await _store.PutAsync(key, ReadOnlyMemory<byte>.Empty, marker, CancellationToken.None);
-                }
-                catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
-                {
-                    _health.MarkOffline();
-                }
-            });
-        }
-
-        return new CacheFill(_store, entryKey, new Dictionary<string, string> { ["sidekick"] = serialized }, entry.Length, _options, _partBuffers, Metrics);
-    }
-
-    /// <summary>Sends the backend's status, headers and body to the client, feeding the fill on the way.</summary>
-    private static async Task<Task?> PassThroughAsync(HttpContext context, HttpResponseMessage response, CacheFill? fill)
-    {
-        context.Response.StatusCode = (int)response.StatusCode;
-        await SidekickTransformer.Instance.TransformResponseAsync(context, response, context.RequestAborted);
-        if (HttpMethods.IsHead(context.Request.Method))
-        {
-            fill?.Abandon();
-            return null;
-        }
-
-        var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
-        try
-        {
-            await using var body = await response.Content.ReadAsStreamAsync(context.RequestAborted);
-            int read;
-            while (true)
-            {
-                try
-                {
-                    read = await body.ReadAsync(buffer, context.RequestAborted);
-                }
-                catch (Exception ex) when (ex is IOException or HttpRequestException && !context.RequestAborted.IsCancellationRequested)
-                {
-                    // The backend died mid-body: never store or complete a truncated response.
-                    fill?.Abandon();
-                    context.Abort();
-                    return null;
-                }
-
-                if (read == 0)
-                {
-                    break;
-                }
-
-                try
-                {
-                    await context.Response.Body.WriteAsync(buffer.AsMemory(0, read), context.RequestAborted);
-                }
-                catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
-                {
-                    fill?.Abandon(); // the client went away: leave no entry behind
-                    return null;
-                }
-
-                fill?.Offer(buffer.AsSpan(0, read));
-            }
-        }
-        catch (OperationCanceledException)
-        {
-            fill?.Abandon();
-            return null;
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
-
-        return fill?.CompleteAsync();
-    }
-
-    /// <summary>Serves a stored response. False when the store could not be read before anything was sent.</summary>
-    private async Task<bool> ServeAsync(HttpContext context, Lookup hit, string outcome)
+    private async Task RevalidateAsync(HttpContext context, ICacheOrigin origin, CacheLookup hit, CacheControl requestControl, CacheControl responseControl)
     {
         var entry = hit.Entry;
         var request = context.Request;
-        var response = context.Response;
-        var age = (long)CachePolicy.CurrentAge(entry, _time.GetUtcNow()).TotalSeconds;
-
-        if (NotModified(request, entry))
+        var requestTime = _time.GetUtcNow();
+        var staleIfError = CachePolicy.MayServeStaleOnError(entry, requestControl, responseControl, requestTime, _options);
+        if (entry.ETag is null && entry.LastModified is null)
         {
-            response.StatusCode = StatusCodes.Status304NotModified;
-            foreach (var name in new[] { HeaderNames.ETag, HeaderNames.LastModified, HeaderNames.CacheControl, HeaderNames.Expires, HeaderNames.Vary })
-            {
-                if (entry.Header(name) is { } value)
-                {
-                    response.Headers[name] = value;
-                }
-            }
-
-            response.Headers.Age = age.ToString(CultureInfo.InvariantCulture);
-            response.Headers[CacheHeader] = outcome;
-            return true;
-        }
-
-        var (from, to, partial, unsatisfiable) = RangeOf(request, entry);
-        if (unsatisfiable)
-        {
-            response.StatusCode = StatusCodes.Status416RangeNotSatisfiable;
-            response.Headers.ContentRange = $"bytes */{entry.Length}";
-            response.Headers[CacheHeader] = outcome;
-            return true;
-        }
-
-        GetObjectResponse? stored = null;
-        if (!HttpMethods.IsHead(request.Method))
-        {
+            // Nothing to validate with: fetch a fresh copy, which replaces the entry.
+            var setAside = ClientConditionals.MakeUnconditional(request);
             try
             {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
-                timeout.CancelAfter(_options.StoreTimeout);
-                stored = await _store.OpenAsync(hit.Key, partial ? from : null, partial ? to : null, timeout.Token);
+                await FetchAndFillAsync(context, origin, hit.Key, requestControl);
             }
-            catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+            finally
             {
-                _health.MarkOffline();
-                return false;
+                setAside.Restore(request);
             }
+
+            return;
         }
 
-        using (stored)
+        var answer = new OriginAnswer(
+            c => _entries.StartFill(c, hit.Key, requestControl, requestTime),
+            takeOver: status => status == StatusCodes.Status304NotModified || (staleIfError && status is >= 500 or 0));
+        var conditionals = ClientConditionals.MakeConditional(request, entry);
+        try
         {
-            response.StatusCode = partial ? StatusCodes.Status206PartialContent : entry.Status;
-            foreach (var (name, value) in entry.Headers)
-            {
-                if (!string.Equals(name, HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase))
-                {
-                    response.Headers.Append(name, value);
-                }
-            }
-
-            response.Headers.Server = "SideKick";
-            response.Headers.Age = age.ToString(CultureInfo.InvariantCulture);
-            response.Headers[CacheHeader] = outcome;
-            response.Headers.AcceptRanges = "bytes";
-            response.ContentLength = partial ? to - from + 1 : entry.Length;
-            if (partial)
-            {
-                response.Headers.ContentRange = $"bytes {from}-{to}/{entry.Length}";
-            }
-
-            if (stored is null)
-            {
-                return true;
-            }
-
-            try
-            {
-                await using var body = stored.ResponseStream;
-                var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
-                try
-                {
-                    int read;
-                    while ((read = await body.ReadAsync(buffer, context.RequestAborted)) > 0)
-                    {
-                        await response.Body.WriteAsync(buffer.AsMemory(0, read), context.RequestAborted);
-                        Metrics.Served(read);
-                    }
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(buffer);
-                }
-            }
-            catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
-            {
-                // Headers are out: abort rather than send a truncated body.
-                _health.MarkOffline();
-                context.Abort();
-            }
+            context.Response.Headers[CacheHeader] = "MISS";
+            await origin.ForwardAsync(context, answer);
+        }
+        finally
+        {
+            conditionals.Restore(request);
         }
 
-        return true;
+        if (answer.TookOver && answer.Status == StatusCodes.Status304NotModified)
+        {
+            var refreshed = _entries.Refresh(entry, answer.Headers, requestTime);
+            _ = Task.Run(() => _entries.UpdateMetadataAsync(hit.Key, refreshed));
+            context.Response.Clear();
+            if (await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED"))
+            {
+                Metrics.Revalidation();
+                return;
+            }
+
+            await BypassAsync(context, origin);
+            return;
+        }
+
+        if (answer.TookOver)
+        {
+            // A 5xx or no answer at all, and the entry allows stale-if-error.
+            context.Response.Clear();
+            if (await _writer.ServeAsync(context, hit, "HIT"))
+            {
+                Metrics.Hit();
+                return;
+            }
+
+            await BypassAsync(context, origin);
+            return;
+        }
+
+        if (answer.Status is 404 or 410)
+        {
+            await _entries.EvictAsync(hit.Key);
+        }
+
+        await answer.CompleteAsync(context);
     }
 
-    /// <summary>The client's own conditional request, answered from the entry (RFC 9110 §13.2.2).</summary>
-    private static bool NotModified(HttpRequest request, CachedResponse entry)
+    private async Task RevalidateInBackgroundAsync(ICacheOrigin origin, BackgroundRevalidation background, CacheLookup hit)
     {
-        var ifNoneMatch = request.Headers.IfNoneMatch;
-        if (ifNoneMatch.Count > 0)
-        {
-            var etag = entry.ETag;
-            return etag is not null && ifNoneMatch.ToString().Split(',').Select(t => t.Trim())
-                .Any(t => t == "*" || WeakEquals(t, etag));
-        }
-
-        return request.Headers.IfModifiedSince.Count > 0 &&
-               CachedResponse.HttpDate(request.Headers.IfModifiedSince.ToString()) is { } since &&
-               entry.LastModified is { } lastModified && lastModified <= since;
-    }
-
-    private static bool WeakEquals(string a, string b) =>
-        string.Equals(a.StartsWith("W/", StringComparison.Ordinal) ? a[2..] : a, b.StartsWith("W/", StringComparison.Ordinal) ? b[2..] : b, StringComparison.Ordinal);
-
-    /// <summary>A single byte range served as 206; several ranges or a stale If-Range get the whole entity.</summary>
-    private static (long From, long To, bool Partial, bool Unsatisfiable) RangeOf(HttpRequest request, CachedResponse entry)
-    {
-        var range = request.Headers.Range.ToString();
-        if (range.Length == 0 || !range.StartsWith("bytes=", StringComparison.OrdinalIgnoreCase) || range.Contains(',', StringComparison.Ordinal))
-        {
-            return (0, 0, false, false);
-        }
-
-        if (request.Headers.IfRange.ToString() is { Length: > 0 } ifRange && ifRange != entry.ETag && CachedResponse.HttpDate(ifRange) != entry.LastModified)
-        {
-            return (0, 0, false, false);
-        }
-
-        var spec = range[6..].Split('-');
-        if (spec.Length != 2)
-        {
-            return (0, 0, false, false);
-        }
-
-        var length = entry.Length;
-        long from, to;
-        if (spec[0].Length == 0)
-        {
-            if (!long.TryParse(spec[1], NumberStyles.None, CultureInfo.InvariantCulture, out var suffix) || suffix == 0)
-            {
-                return (0, 0, false, spec[1].Length > 0);
-            }
-
-            from = Math.Max(0, length - suffix);
-            to = length - 1;
-        }
-        else
-        {
-            if (!long.TryParse(spec[0], NumberStyles.None, CultureInfo.InvariantCulture, out from))
-            {
-                return (0, 0, false, false);
-            }
-
-            to = spec[1].Length == 0 ? length - 1 : long.TryParse(spec[1], NumberStyles.None, CultureInfo.InvariantCulture, out var end) ? Math.Min(end, length - 1) : -1;
-            if (to < 0)
-            {
-                return (0, 0, false, false);
-            }
-        }
-
-        return from >= length || from > to ? (0, 0, false, true) : (from, to, true, false);
-    }
-
-    /// <summary>Merges the 304's headers into the stored ones (RFC 9111 §4.3.4) and restarts the age clock.</summary>
-    private CachedResponse Refresh(CachedResponse entry, HttpResponseMessage notModified, DateTimeOffset requestTime)
-    {
-        var updates = Collect(notModified).Where(h => CachedResponse.KeepHeader(h.Key) &&
-            !string.Equals(h.Key, HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase)).ToArray();
-        var headers = entry.Headers.Where(h => !updates.Any(u => string.Equals(u.Key, h.Key, StringComparison.OrdinalIgnoreCase))).Concat(updates).ToArray();
-        var responseTime = _time.GetUtcNow();
-        var date = notModified.Headers.Date ?? responseTime;
-        return entry with
-        {
-            Headers = headers,
-            ReceivedAt = responseTime,
-            Date = date,
-            InitialAge = CachePolicy.InitialAge(notModified.Headers.Age is { } a ? ((long)a.TotalSeconds).ToString(CultureInfo.InvariantCulture) : null, date, requestTime, responseTime),
-        };
-    }
-
-    /// <summary>
-    /// Stores refreshed headers: in this process at once (so the next request sees them), and in the bucket
-    /// for the other sidecars (a server-side copy onto itself with new metadata).
-    /// </summary>
-    private async Task UpdateMetadataAsync(string key, CachedResponse entry)
-    {
-        if (_refreshed.Count > 10_000)
-        {
-            _refreshed.Clear(); // a bound, not an LRU: losing an overlay only costs one more revalidation
-        }
-
-        _refreshed[key] = entry;
-        var serialized = entry.Serialize();
-        if (!CachedResponse.FitsInMetadata(serialized))
+        if (hit.Entry.ETag is null && hit.Entry.LastModified is null)
         {
             return;
         }
 
-        try
+        var context = background.ToContext(hit.Entry);
+        var requestTime = _time.GetUtcNow();
+        // There is no client to answer: every answer is taken over and nothing is copied.
+        var answer = new OriginAnswer(startFill: null, takeOver: static _ => true);
+        await origin.ForwardAsync(context, answer);
+        if (answer.Status == StatusCodes.Status304NotModified)
         {
-            await _store.UpdateMetadataAsync(key, new Dictionary<string, string> { ["sidekick"] = serialized }, CancellationToken.None);
+            await _entries.UpdateMetadataAsync(hit.Key, _entries.Refresh(hit.Entry, answer.Headers, requestTime));
         }
-        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
+        else if (answer.Status is 200 or 404 or 410)
         {
-            // A failed refresh is not a store outage: this sidecar still has the refreshed headers in memory.
-            Metrics.StoreError();
-        }
-    }
-
-    private async Task EvictAsync(string key)
-    {
-        _refreshed.TryRemove(key, out _);
-        try
-        {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            await _store.DeleteEntryAsync(key, timeout.Token);
-            Metrics.Evicted();
-        }
-        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
-        {
-            _health.MarkOffline();
-        }
-    }
-
-    /// <summary>PUT, POST, DELETE through sidekick drop the entries for their URL (with and without query).</summary>
-    private async Task InvalidateAsync(HttpContext context)
-    {
-        await EvictAsync(CacheKey.For(context));
-        await EvictAsync(CacheKey.For(context, withQuery: false));
-    }
-
-    private async Task RevalidateInBackgroundAsync(ICacheOrigin origin, RevalidationSnapshot snapshot, Lookup hit)
-    {
-        if (origin.Pick() is not var (site, backend) || (hit.Entry.ETag is null && hit.Entry.LastModified is null))
-        {
-            return;
-        }
-
-        try
-        {
-            using var message = snapshot.ToRequest(backend.DestinationPrefix, hit.Entry);
-            var requestTime = _time.GetUtcNow();
-            using var response = await site.Invoker.SendAsync(message, CancellationToken.None);
-            if (response.StatusCode == HttpStatusCode.NotModified)
-            {
-                await UpdateMetadataAsync(hit.Key, Refresh(hit.Entry, response, requestTime));
-            }
-            else if ((int)response.StatusCode is 200 or 404 or 410)
-            {
-                await EvictAsync(hit.Key); // the next request fetches the new version
-            }
-        }
-        catch (Exception ex) when (ex is HttpRequestException or IOException or OperationCanceledException)
-        {
-            origin.ReportTransportFailure(backend, TransportErrors.Describe(ex));
-        }
-    }
-
-    private static async Task<HttpRequestMessage> BuildRequestAsync(HttpContext context, Sidekick.Topology.Backend backend, HttpMethod method)
-    {
-        var message = new HttpRequestMessage(method, backend.DestinationPrefix) { Version = HttpVersion.Version11 };
-        await SidekickTransformer.Instance.TransformRequestAsync(context, message, backend.DestinationPrefix, context.RequestAborted);
-        message.Method = method;
-        message.Content = null;
-        foreach (var name in Conditionals)
-        {
-            message.Headers.Remove(name);
-        }
-
-        return message;
-    }
-
-    /// <summary>Makes a request conditional on the stored validators (ETag first, else Last-Modified).</summary>
-    private static void AddValidators(HttpRequestMessage message, CachedResponse entry)
-    {
-        if (entry.ETag is { } etag)
-        {
-            message.Headers.TryAddWithoutValidation(HeaderNames.IfNoneMatch, etag);
-        }
-        else if (entry.Header(HeaderNames.LastModified) is { } lastModified)
-        {
-            message.Headers.TryAddWithoutValidation(HeaderNames.IfModifiedSince, lastModified);
-        }
-    }
-
-    /// <summary>
-    /// Sends to the backend, counted as in flight (the caller ends it); null after a transport failure, which is
-    /// reported to passive health.
-    /// </summary>
-    private static async Task<HttpResponseMessage?> SendAsync(ICacheOrigin origin, Sidekick.Topology.Site site, Sidekick.Topology.Backend backend, HttpRequestMessage message, CancellationToken cancellationToken)
-    {
-        backend.BeginRequest();
-        try
-        {
-            return await site.Invoker.SendAsync(message, cancellationToken);
-        }
-        catch (Exception ex) when (ex is HttpRequestException or IOException && !cancellationToken.IsCancellationRequested)
-        {
-            origin.ReportTransportFailure(backend, TransportErrors.Describe(ex));
-            backend.EndRequest();
-            return null;
-        }
-    }
-
-    private static List<KeyValuePair<string, string>> Collect(HttpResponseMessage response)
-    {
-        var headers = new List<KeyValuePair<string, string>>();
-        foreach (var (name, values) in response.Headers)
-        {
-            headers.Add(new(name, string.Join(", ", values)));
-        }
-
-        foreach (var (name, values) in response.Content.Headers)
-        {
-            headers.Add(new(name, string.Join(", ", values)));
-        }
-
-        return headers;
-    }
-
-    private static string? Header(List<KeyValuePair<string, string>> headers, string name) =>
-        headers.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
-
-    /// <summary>What a background revalidation needs from the request, copied before the request ends.</summary>
-    private sealed record RevalidationSnapshot(string Host, string RawTarget, KeyValuePair<string, StringValues>[] Headers)
-    {
-        public static RevalidationSnapshot From(HttpContext context) =>
-            new(context.Request.Host.Value ?? "",
-                context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? "/",
-                context.Request.Headers.Where(h => !Conditionals.Contains(h.Key, StringComparer.OrdinalIgnoreCase)).ToArray());
-
-        public HttpRequestMessage ToRequest(string prefix, CachedResponse entry)
-        {
-            var message = new HttpRequestMessage(HttpMethod.Get, new Uri(prefix + RawTarget, new UriCreationOptions { DangerousDisablePathAndQueryCanonicalization = true }));
-            foreach (var (name, values) in Headers)
-            {
-                if (!string.Equals(name, HeaderNames.Host, StringComparison.OrdinalIgnoreCase) && !string.Equals(name, HeaderNames.Connection, StringComparison.OrdinalIgnoreCase))
-                {
-                    message.Headers.TryAddWithoutValidation(name, (IEnumerable<string?>)values);
-                }
-            }
-
-            message.Headers.Host = Host;
-            AddValidators(message, entry);
-            return message;
+            await _entries.EvictAsync(hit.Key); // the next request fetches the new version
         }
     }
 }

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Reflection;
 using Sidekick.Routing;
 
 namespace Sidekick.Cli;
@@ -102,15 +101,7 @@ internal static class CommandLineParser
     }
 
     /// <summary>The version stamped at build time (<c>-p:Version=…</c>), without the commit suffix.</summary>
-    public static string Version
-    {
-        get
-        {
-            var informational = typeof(CommandLineParser).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0-dev";
-            var plus = informational.IndexOf('+', StringComparison.Ordinal);
-            return plus < 0 ? informational : informational[..plus];
-        }
-    }
+    public static string Version => Observability.BuildInfo.Current.Version;
 
     private static FlagValue ReadValue(FlagDefinition flag, string name, string text)
     {
@@ -243,6 +234,11 @@ internal static class CommandLineParser
         if (o.TlsMax is not ("1.2" or "1.3"))
         {
             throw new UsageException($"invalid TLS max version specified '{o.TlsMax}' - supported values [1.2, 1.3]");
+        }
+
+        if (!string.IsNullOrEmpty(o.KeyPassword) && !string.IsNullOrEmpty(o.KeyPasswordFile))
+        {
+            throw new UsageException("--key-password and --key-password-file are both set: give the password one way (the file keeps it out of the process list)");
         }
 
         if (o.MaxAttempts < 1)

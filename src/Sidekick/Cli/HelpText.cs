@@ -2,7 +2,10 @@ using System.Text;
 
 namespace Sidekick.Cli;
 
-/// <summary>The <c>--help</c> text, laid out like upstream's, generated from <see cref="Flags.All"/>.</summary>
+/// <summary>
+/// The <c>--help</c> text, laid out like upstream's, generated from <see cref="Flags.All"/>, with the
+/// environment variables (<see cref="EnvironmentHelp"/>) after the flags.
+/// </summary>
 internal static class HelpText
 {
     public static string Render(string programName)
@@ -29,6 +32,15 @@ internal static class HelpText
         {
             text.Append("  ").Append(names.PadRight(width)).Append(usage).Append('\n');
         }
+
+        text.Append("\nENVIRONMENT:\n");
+        var variableWidth = EnvironmentHelp.Rows.Max(r => r.Name.Length) + 2;
+        foreach (var (name, usage) in EnvironmentHelp.Rows)
+        {
+            text.Append("  ").Append(name.PadRight(variableWidth)).Append(usage).Append('\n');
+        }
+
+        text.Append('\n');
 
         text.Append("""
             SITE:

@@ -39,6 +39,8 @@ internal sealed record SidekickOptions
     public string? Cert { get; init; }
     public string? Key { get; init; }
     public string? KeyPassword { get; init; }
+    /// <summary>A file holding the key's password (ours: a command line is visible to every user).</summary>
+    public string? KeyPasswordFile { get; init; }
     public string TlsMax { get; init; } = "1.3";
 
     // DNS

@@ -12,10 +12,7 @@ internal sealed class BackendTransportFactory(
     Func<string, SslClientAuthenticationOptions>? tlsOptions = null,
     Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? connect = null)
 {
-    public static readonly TimeSpan PooledConnectionIdleTimeout = TimeSpan.FromSeconds(15);
-    public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
     public static readonly TimeSpan ExpectContinueTimeout = TimeSpan.FromSeconds(1);
-    private const int OneMebibyteInKibibytes = 1024;
 
     /// <param name="firstEndpoint">Any endpoint of the site (they share a scheme).</param>
     /// <param name="serverName">TLS name to verify and send as SNI; null for the endpoint's own host.</param>
@@ -28,13 +25,13 @@ internal sealed class BackendTransportFactory(
             AutomaticDecompression = DecompressionMethods.None,
             UseCookies = false,
             EnableMultipleHttp2Connections = true,
-            PooledConnectionIdleTimeout = PooledConnectionIdleTimeout,
-            ConnectTimeout = ConnectTimeout,
+            PooledConnectionIdleTimeout = BackendLimits.IdleConnectionTimeout,
+            ConnectTimeout = BackendLimits.ConnectTimeout,
             // S3 PUTs send Expect: 100-continue. The body goes when the backend says 100 and never when it
             // answers first; a backend that says nothing gets it after 1 s (Go's and curl's default), not 15 s.
             Expect100ContinueTimeout = ExpectContinueTimeout,
-#pragma warning disable CA2262 // The value is in KiB on purpose: 1 MiB of response headers, like Go's limit.
-            MaxResponseHeadersLength = OneMebibyteInKibibytes,
+#pragma warning disable CA2262 // The value is in KiB on purpose.
+            MaxResponseHeadersLength = BackendLimits.MaxResponseHeadBytes / 1024,
 #pragma warning restore CA2262
             // Trace context is the application's business; do not inject our own headers.
             ActivityHeadersPropagator = null,

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
 using Microsoft.AspNetCore.Http.Features;
@@ -11,7 +12,9 @@ namespace Sidekick.Forwarding;
 /// Watches one GET so that, when its backend dies mid-body, the rest can be fetched from another backend
 /// with <c>Range: bytes=N-</c> and <c>If-Match: ETag</c> and appended to the client's stream. It reads the
 /// body bytes sent from the exchange meter and holds back the forwarder's abort of the client connection until a resume has been
-/// tried; if the object changed (412) or no backend can continue, the client connection is aborted.
+/// tried. The rest is spliced on only when the 206 proves it is the same version: the same strong ETag and,
+/// when the first response had one, the same Last-Modified (a backend may ignore If-Match). Otherwise, or
+/// when the object changed (412) or no backend can continue, the client connection is aborted.
 /// </summary>
 internal sealed class DownloadResume : IHttpRequestLifetimeFeature
 {
@@ -27,6 +30,9 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
         get => _inner.RequestAborted;
         set => _inner.RequestAborted = value;
     }
+
+    /// <summary>Why the last resume of this exchange did not complete (for the trace), or null.</summary>
+    public string? Failure { get; private set; }
 
     /// <summary>Body bytes sent to the client so far.</summary>
     public long BytesSent => _meter.ResponseBodyBytes;
@@ -48,6 +54,7 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
         watch._context = context;
         watch._inner = lifetime;
         watch._abortRequested = false;
+        watch.Failure = null;
         // In front of the server's lifetime feature whenever the meter is (a forwarder writing through the
         // HttpContext, such as YARP, aborts the client through it).
         meter.InstallWith(watch);
@@ -82,12 +89,21 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
     /// Fetches the remaining bytes from other backends until the body is complete. Returns false when the
     /// response cannot be completed (no backend, object changed, attempts exhausted).
     /// </summary>
-    public async Task<bool> ResumeAsync(Func<Site?> selectSite, IBalancer balancer, HealthProber health, int maxAttempts)
+    public async Task<bool> ResumeAsync(Func<Site?> selectSite, IBalancer balancer, HealthProber health, int maxAttempts, ResumeCounters counters)
     {
         if (!TryGetResumePoint(out var etag, out var length))
         {
             return false;
         }
+
+        var outcome = await ContinueAsync(selectSite, balancer, health, maxAttempts, etag, length);
+        counters.Add(outcome);
+        return outcome == ResumeOutcome.Completed;
+    }
+
+    private async Task<ResumeOutcome> ContinueAsync(Func<Site?> selectSite, IBalancer balancer, HealthProber health, int maxAttempts, string etag, long length)
+    {
+        var lastModified = _context.Response.Headers.LastModified.ToString();
 
         // The rest goes through the HttpContext: counted by the meter, aborts deferred to this watch.
         _meter.Install();
@@ -98,7 +114,7 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
             var backend = site is null ? null : balancer.Pick(site.Backends);
             if (site is null || backend is null)
             {
-                return false;
+                return Fail(ResumeOutcome.NoBackend, "resume: no backend left to continue from");
             }
 
             backend.BeginRequest();
@@ -117,7 +133,13 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
                 if (response.StatusCode != HttpStatusCode.PartialContent || range?.From != BytesSent || range.Length != length)
                 {
                     // 412: the object changed; never stitch two versions together.
-                    return false;
+                    return Fail(ResumeOutcome.Refused, $"resume refused by {backend.Name}: {(int)response.StatusCode} {range}");
+                }
+
+                if (SameVersion(response, etag, lastModified) is { } mismatch)
+                {
+                    // The backend ignored If-Match and sent another version's bytes.
+                    return Fail(ResumeOutcome.ValidatorMismatch, $"resume refused: {backend.Name} answered with {mismatch}");
                 }
 
                 await using var source = await response.Content.ReadAsStreamAsync(_context.RequestAborted);
@@ -134,7 +156,7 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
             }
             catch (OperationCanceledException)
             {
-                return false;
+                return Fail(ResumeOutcome.Failed, "resume: the client went away");
             }
             finally
             {
@@ -142,6 +164,37 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
             }
         }
 
-        return BytesSent == length;
+        return BytesSent == length ? ResumeOutcome.Completed : Fail(ResumeOutcome.Failed, $"resume: no backend completed the body in {maxAttempts} attempts");
+    }
+
+    /// <summary>
+    /// Null when the 206 carries the first response's strong ETag (byte for byte) and, if the first had one, its
+    /// Last-Modified; else what differed.
+    /// </summary>
+    private static string? SameVersion(HttpResponseMessage partial, string etag, string lastModified)
+    {
+        var partialEtag = partial.Headers.TryGetValues("ETag", out var etags) ? string.Join(", ", etags) : "";
+        if (!string.Equals(partialEtag, etag, StringComparison.Ordinal))
+        {
+            return $"ETag {(partialEtag.Length == 0 ? "(none)" : partialEtag)} instead of {etag}";
+        }
+
+        if (lastModified.Length == 0)
+        {
+            return null;
+        }
+
+        var partialModified = partial.Content.Headers.TryGetValues("Last-Modified", out var dates) ? string.Join(", ", dates) : "";
+        return string.Equals(partialModified, lastModified, StringComparison.Ordinal) ||
+               (DateTimeOffset.TryParse(partialModified, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var a) &&
+                DateTimeOffset.TryParse(lastModified, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var b) && a == b)
+            ? null
+            : $"Last-Modified {(partialModified.Length == 0 ? "(none)" : partialModified)} instead of {lastModified}";
+    }
+
+    private ResumeOutcome Fail(ResumeOutcome outcome, string why)
+    {
+        Failure = why;
+        return outcome;
     }
 }

@@ -44,6 +44,16 @@ internal sealed class ExchangeMeter : IDisposable
     /// <summary>The download watch kept with this meter (see <see cref="DownloadResume.Watch"/>).</summary>
     internal DownloadResume? KeptResume { get; set; }
 
+    /// <summary>The path the last attempt took and why (set by the forwarder), for the trace record.</summary>
+    public PathChoice? Path { get; set; }
+
+    /// <summary>Who watches this exchange's response (the cache), or null; see <see cref="IExchangeObserver"/>.</summary>
+    public IExchangeObserver? Observer
+    {
+        get => _response.Observer;
+        set => _response.Observer = value;
+    }
+
     /// <summary>
     /// Starts metering an exchange with the meter kept for the connection, or a new one when the server keeps
     /// no state or the kept one is still in use. Dispose it when the exchange is over.
@@ -56,6 +66,8 @@ internal sealed class ExchangeMeter : IDisposable
         meter._context = context;
         meter._installed = false;
         meter._lifetime = null;
+        meter.Path = null;
+        meter.Observer = null;
         // A request that cannot have a body (a GET without Content-Length or chunking) reads none: no wrapper.
         meter._requestCounted = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false;
         if (meter._requestCounted)
@@ -120,6 +132,12 @@ internal sealed class ExchangeMeter : IDisposable
     public void Dispose()
     {
         _response.ReleaseCaptured();
+        if (Observer is not null)
+        {
+            _context.Features.Set<IExchangeObserver>(null);
+            Observer = null;
+        }
+
         if (_requestCounted && ReferenceEquals(_context.Request.Body, _request))
         {
             _context.Request.Body = _request.Inner;
@@ -268,6 +286,8 @@ internal sealed class ExchangeMeter : IDisposable
 
         public long CountedRequestHeaderBytes { get; private set; } = -1;
 
+        public IExchangeObserver? Observer { get; set; }
+
         public void CountedRequestHeaders(long bytes) => CountedRequestHeaderBytes = bytes;
 
         public void Wrote(ReadOnlySpan<byte> data)
@@ -332,6 +352,7 @@ internal sealed class ExchangeMeter : IDisposable
 
         private void Observe(ReadOnlySpan<byte> data)
         {
+            Observer?.OnBody(data);
             if (_firstByteClock is not null && FirstWriteTimestamp == 0 && data.Length > 0)
             {
                 FirstWriteTimestamp = _firstByteClock.GetTimestamp();

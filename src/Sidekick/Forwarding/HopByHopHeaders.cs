@@ -33,7 +33,9 @@ internal static class HopByHopHeaders
 
     /// <summary>
     /// The extra header names a Connection header lists (RFC 9110 §7.6.1), which are hop-by-hop too;
-    /// null when it lists none. The connection options themselves (close, keep-alive, upgrade) are not names.
+    /// null when it lists none. The connection options themselves (close, keep-alive, upgrade) are not names,
+    /// and neither are the fields that frame or route a message (<see cref="IsFramingOrRouting"/>): a
+    /// Connection header may never remove those.
     /// </summary>
     public static List<string>? NamedIn(StringValues connection)
     {
@@ -57,7 +59,8 @@ internal static class HopByHopHeaders
             var token = connection[range].Trim(" \t");
             if (token.IsEmpty || token.Equals("close", StringComparison.OrdinalIgnoreCase) ||
                 token.Equals("keep-alive", StringComparison.OrdinalIgnoreCase) ||
-                token.Equals("upgrade", StringComparison.OrdinalIgnoreCase))
+                token.Equals("upgrade", StringComparison.OrdinalIgnoreCase) ||
+                IsFramingOrRouting(token) || !IsToken(token))
             {
                 continue;
             }
@@ -65,6 +68,25 @@ internal static class HopByHopHeaders
             (named ??= []).Add(token.ToString());
         }
     }
+
+    /// <summary>
+    /// Fields a Connection token is never allowed to remove, in either direction: those that frame the message
+    /// (Content-Length, Transfer-Encoding: dropping one while the body still follows lets the next hop read the
+    /// body as another message) and those that route it or that sidekick sets itself (Host, X-Forwarded-*,
+    /// X-Real-IP, X-Proxy, X-Cache). A token naming one is ignored: the framing is rebuilt from what sidekick
+    /// actually read and the routing fields are set by sidekick, so the token cannot change either.
+    /// </summary>
+    public static bool IsFramingOrRouting(ReadOnlySpan<char> name) => name.Length switch
+    {
+        4 => name.Equals("Host", StringComparison.OrdinalIgnoreCase),
+        7 => name.Equals("X-Proxy", StringComparison.OrdinalIgnoreCase) || name.Equals("X-Cache", StringComparison.OrdinalIgnoreCase),
+        9 => name.Equals("X-Real-IP", StringComparison.OrdinalIgnoreCase),
+        14 => name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase),
+        15 => name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase),
+        16 => name.Equals("X-Forwarded-Host", StringComparison.OrdinalIgnoreCase),
+        17 => name.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase) || name.Equals("X-Forwarded-Proto", StringComparison.OrdinalIgnoreCase),
+        _ => false,
+    };
 
     public static bool IsNamed(List<string>? named, string name)
     {
@@ -82,6 +104,20 @@ internal static class HopByHopHeaders
         }
 
         return false;
+    }
+
+    /// <summary>A field name is a token (RFC 9110 §5.6.2); anything else in Connection names no field.</summary>
+    private static bool IsToken(ReadOnlySpan<char> text)
+    {
+        foreach (var c in text)
+        {
+            if (c <= ' ' || c >= 127 || "\"(),/:;<=>?@[\\]{}".Contains(c))
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     private static bool Is(string name, string hopByHop) => string.Equals(name, hopByHop, StringComparison.OrdinalIgnoreCase);

@@ -16,6 +16,9 @@ internal interface IMeteredResponseBody
     /// <summary>The response body as a stream that counts what goes through it (for bodies copied in pieces).</summary>
     Stream Body { get; }
 
+    /// <summary>The observer of the exchange (the cache), or null: asked about the response head, shown the body.</summary>
+    IExchangeObserver? Observer { get; }
+
     /// <summary>Counts bytes written through <see cref="ServerWriter"/>.</summary>
     void Wrote(ReadOnlySpan<byte> data);
 

@@ -64,16 +64,11 @@ internal sealed class ProxyHandler(
         }
     }
 
-    public (Site Site, Backend Backend)? Pick()
-    {
-        var site = topology.Current.SelectSite(failbackHoldDownMilliseconds);
-        return site is not null && balancer.Pick(site.Backends) is { } backend ? (site, backend) : null;
-    }
-
-    public void ReportTransportFailure(Backend backend, string reason) => health.ReportTransportFailure(backend, reason);
-
-    /// <summary>Forwards to a backend, with retries and failover (also the cache's path for pass-through).</summary>
-    public async Task ForwardAsync(HttpContext context)
+    /// <summary>
+    /// Forwards to a backend, with retries and failover: every request to a backend, the cache's included
+    /// (with an <paramref name="observer"/> that sees the response head and body, and may take the response over).
+    /// </summary>
+    public async Task ForwardAsync(HttpContext context, IExchangeObserver? observer = null)
     {
         retries.Budget.OnRequest();
         context.Response.Headers.Server = "SideKick";
@@ -92,6 +87,13 @@ internal sealed class ProxyHandler(
         // The cache's outcome, set before forwarding: a failed attempt clears the response (as YARP does).
         var cacheOutcome = cache is null ? default : context.Response.Headers[ResponseCache.CacheHeader];
         using var meter = ExchangeMeter.Begin(context, trace.Enabled ? time : null, trace.WantsHeaders);
+        if (observer is not null)
+        {
+            // The HTTP/1.1 path asks the meter; YARP's transformer finds it among the features.
+            meter.Observer = observer;
+            context.Features.Set(observer);
+        }
+
         var resume = DownloadResume.Watch(context, meter);
         var waited = false;
         List<Backend>? failedOn = null;
@@ -124,7 +126,11 @@ internal sealed class ProxyHandler(
                     }
                 }
 
-                await BackendErrorResponse.WriteAsync(context, BackendErrorResponse.AllOffline);
+                if (observer?.OnNoAnswer(context) != true)
+                {
+                    await BackendErrorResponse.WriteAsync(context, BackendErrorResponse.AllOffline);
+                }
+
                 return;
             }
 
@@ -134,7 +140,7 @@ internal sealed class ProxyHandler(
             FailedAttempt failed;
             try
             {
-                var error = await forwarder.SendAsync(context, meter, backend.DestinationPrefix, site!.Invoker, RequestConfig, SidekickTransformer.Instance);
+                var error = await forwarder.SendAsync(context, meter, backend.DestinationPrefix, site!.Invoker, RequestConfig);
                 if (error == ForwarderError.None)
                 {
                     backend.RecordCompleteResponse();
@@ -152,7 +158,7 @@ internal sealed class ProxyHandler(
             finally
             {
                 backend.EndRequest();
-                Account(context, backend, meter, started);
+                Account(context, backend, meter, started, resume?.Failure);
             }
 
             if (attempt < retries.MaxAttempts && CanRetry(context, failed, replayable is not null) && retries.Budget.TryWithdraw())
@@ -171,7 +177,11 @@ internal sealed class ProxyHandler(
                 return;
             }
 
-            await BackendErrorResponse.WriteAsync(context, failed.Reason);
+            if (observer?.OnNoAnswer(context) != true)
+            {
+                await BackendErrorResponse.WriteAsync(context, TransportErrors.Summarize(failed.Exception, failed.Error == ForwarderError.RequestTimedOut));
+            }
+
             return;
         }
     }
@@ -263,7 +273,7 @@ internal sealed class ProxyHandler(
             // Headers are out: continue the body from another backend if the object allows it, else
             // abort — never a silently truncated 200.
             if (resume is null || !IsBackendFault(error) ||
-                !await resume.ResumeAsync(() => SiteAvoiding([backend]), new AvoidingBalancer(balancer, [backend]), health, retries.MaxAttempts))
+                !await resume.ResumeAsync(() => SiteAvoiding([backend]), new AvoidingBalancer(balancer, [backend]), health, retries.MaxAttempts, retries.Resumes))
             {
                 context.Abort();
                 resume?.CompleteAbort();
@@ -296,7 +306,7 @@ internal sealed class ProxyHandler(
     }
 
     /// <summary>Statistics always; a trace record only when something will print it.</summary>
-    private void Account(HttpContext context, Backend backend, ExchangeMeter meter, long started)
+    private void Account(HttpContext context, Backend backend, ExchangeMeter meter, long started, string? error)
     {
         var latency = time.GetElapsedTime(started);
         var status = context.Response.StatusCode;
@@ -330,6 +340,8 @@ internal sealed class ProxyHandler(
             ResponseHeaders = trace.WantsHeaders ? TraceSink.Capture(context.Response.Headers) : null,
             ResponseBody = meter.CapturedErrorBody,
             Cache = context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] ? outcome : null,
+            Error = error,
+            Forwarder = meter.Path,
         });
     }
 
@@ -394,6 +406,9 @@ internal sealed class RetryPolicy(int maxAttempts, long maxReplayBytes, RetryBud
 
     /// <summary>Retries made so far.</summary>
     public Counter Count { get; } = new();
+
+    /// <summary>Downloads continued from another backend after a mid-body failure, by outcome.</summary>
+    public ResumeCounters Resumes { get; } = new();
 
     internal sealed class Counter
     {

@@ -4,13 +4,20 @@ using Yarp.ReverseProxy.Forwarder;
 namespace Sidekick.Forwarding;
 
 /// <summary>
-/// Shapes the request to a backend the way S3 clients need it: the client's Host and raw request target
-/// reach the backend byte for byte (SigV4 signs both), forwarding headers are added once, and headers
-/// named in Connection are dropped both ways.
+/// YARP's side of <see cref="ForwardingHeaders"/>: the client's Host and raw request target reach the backend
+/// byte for byte (SigV4 signs both), forwarding headers are added once, and headers named in Connection are
+/// dropped both ways.
 /// </summary>
 internal sealed class SidekickTransformer : HttpTransformer
 {
     public static readonly SidekickTransformer Instance = new();
+
+    /// <summary>The names .NET keeps on HttpContent rather than on the request (its content header descriptors).</summary>
+    private static readonly HashSet<string> ContentHeaders = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "Allow", "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length", "Content-Location",
+        "Content-MD5", "Content-Range", "Content-Type", "Expires", "Last-Modified",
+    };
 
     private static readonly UriCreationOptions RawUri = new() { DangerousDisablePathAndQueryCanonicalization = true };
 
@@ -28,27 +35,37 @@ internal sealed class SidekickTransformer : HttpTransformer
         }
 
         var host = request.Headers.Host.ToString();
-        proxyRequest.Headers.Host = host;
-
-        var ip = ClientAddress.For(httpContext.Connection.RemoteIpAddress);
-        var prior = request.Headers["X-Forwarded-For"];
-        proxyRequest.Headers.Remove("X-Forwarded-For");
-        proxyRequest.Headers.TryAddWithoutValidation("X-Forwarded-For", prior.Count == 0 ? ip : $"{prior}, {ip}");
-        proxyRequest.Headers.Remove("X-Real-IP");
-        proxyRequest.Headers.TryAddWithoutValidation("X-Real-IP", ip);
-        if (host.Length > 0)
+        var named = request.Headers.Connection.Count == 0 ? null : HopByHopHeaders.NamedIn(request.Headers.Connection);
+        foreach (var (name, _) in request.Headers)
         {
-            proxyRequest.Headers.Remove("X-Forwarded-Host");
-            proxyRequest.Headers.TryAddWithoutValidation("X-Forwarded-Host", host);
+            // YARP copied what its own rules allow; ours (ForwardingHeaders) decide, as on the HTTP/1.1 path.
+            // Content-Length stays: HttpClient frames the body it sends from the content's length.
+            if (!ForwardingHeaders.IsCopied(name, host.Length > 0, named) && !name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+            {
+                Remove(proxyRequest, name);
+            }
         }
 
-        if (HopByHopHeaders.NamedIn(request.Headers.Connection) is { } named)
+        proxyRequest.Headers.Host = host;
+        var ip = ClientAddress.For(httpContext.Connection.RemoteIpAddress);
+        proxyRequest.Headers.TryAddWithoutValidation(ForwardingHeaders.ForwardedFor, ForwardingHeaders.ForwardedForValue(request.Headers[ForwardingHeaders.ForwardedFor], ip));
+        proxyRequest.Headers.TryAddWithoutValidation(ForwardingHeaders.RealIp, ip);
+        if (host.Length > 0)
         {
-            foreach (var name in named)
-            {
-                proxyRequest.Headers.Remove(name);
-                proxyRequest.Content?.Headers.Remove(name);
-            }
+            proxyRequest.Headers.TryAddWithoutValidation(ForwardingHeaders.ForwardedHost, host);
+        }
+    }
+
+    /// <summary>Removes a field YARP copied; each collection throws for the other's names ("Misused header name").</summary>
+    private static void Remove(HttpRequestMessage proxyRequest, string name)
+    {
+        if (ContentHeaders.Contains(name))
+        {
+            proxyRequest.Content?.Headers.Remove(name);
+        }
+        else if (name.Length > 0 && name[0] != ':')
+        {
+            proxyRequest.Headers.Remove(name);
         }
     }
 
@@ -73,7 +90,12 @@ internal sealed class SidekickTransformer : HttpTransformer
                 }
             }
 
-            headers["X-Proxy"] = "true";
+            headers[ForwardingHeaders.ProxyMarkerName] = ForwardingHeaders.ProxyMarker;
+            if (proceed && httpContext.Features.Get<IExchangeObserver>() is { } observer)
+            {
+                // False: YARP copies no body and sends nothing; the observer answers the client.
+                proceed = observer.OnResponseHead(httpContext);
+            }
         }
 
         return proceed;

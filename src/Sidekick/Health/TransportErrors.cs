@@ -26,6 +26,43 @@ internal static class TransportErrors
         return ProbeFailureKind.Other;
     }
 
+    /// <summary>
+    /// What a client may be told about a failed exchange: one phrase from a fixed list, never an exception's
+    /// text (which can carry .NET internals, header names or addresses). The full story goes to the log and trace.
+    /// </summary>
+    public static string Summarize(Exception? exception, bool timedOut)
+    {
+        for (var current = exception; current is not null; current = current.InnerException)
+        {
+            switch (current)
+            {
+                case SocketException socket:
+                    return socket.SocketErrorCode switch
+                    {
+                        SocketError.ConnectionRefused => "connection refused",
+                        SocketError.ConnectionReset or SocketError.ConnectionAborted or SocketError.Shutdown => "connection reset",
+                        SocketError.TimedOut => "connect timed out",
+                        SocketError.HostNotFound or SocketError.NoData or SocketError.TryAgain => "host not found",
+                        SocketError.HostUnreachable or SocketError.NetworkUnreachable => "host unreachable",
+                        _ => "connection failed",
+                    };
+                case AuthenticationException:
+                    return "TLS handshake failed";
+                case TimeoutException:
+                    return "timed out";
+                case HttpRequestException { HttpRequestError: HttpRequestError.InvalidResponse }:
+                    return "invalid response";
+                case HttpRequestException { HttpRequestError: HttpRequestError.ResponseEnded }:
+                case HttpIOException { HttpRequestError: HttpRequestError.ResponseEnded }:
+                    return "connection closed early";
+                case HttpRequestException { HttpRequestError: HttpRequestError.NameResolutionError }:
+                    return "host not found";
+            }
+        }
+
+        return timedOut ? "timed out" : "backend error";
+    }
+
     public static string Describe(Exception exception)
     {
         for (var current = exception; current is not null; current = current.InnerException)

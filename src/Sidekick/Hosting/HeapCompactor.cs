@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Connections;
+using Sidekick.Platform;
 
 namespace Sidekick.Hosting;
 

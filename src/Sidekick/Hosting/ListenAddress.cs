@@ -10,19 +10,21 @@ namespace Sidekick.Hosting;
 /// </summary>
 internal sealed record ListenAddress(string? Host, int Port)
 {
-    public static ListenAddress Parse(string text)
+    /// <param name="text">The flag's value.</param>
+    /// <param name="flag">The flag it came from, named in messages.</param>
+    public static ListenAddress Parse(string text, string flag = "--address")
     {
         var colon = text.LastIndexOf(':');
         if (colon < 0)
         {
-            throw new UsageException($"invalid --address \"{text}\": expected host:port, e.g. \":8080\" or \"127.0.0.1:8080\"");
+            throw new UsageException($"invalid {flag} \"{text}\": expected host:port, e.g. \":8080\" or \"127.0.0.1:8080\"");
         }
 
         var host = text[..colon];
         var portText = text[(colon + 1)..];
         if (!int.TryParse(portText, NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port > 65535)
         {
-            throw new UsageException($"invalid --address \"{text}\": port \"{portText}\" must be a number in [0, 65535]");
+            throw new UsageException($"invalid {flag} \"{text}\": port \"{portText}\" must be a number in [0, 65535]");
         }
 
         if (host.StartsWith('[') && host.EndsWith(']'))
@@ -31,7 +33,7 @@ internal sealed record ListenAddress(string? Host, int Port)
         }
         else if (host.Contains(':', StringComparison.Ordinal))
         {
-            throw new UsageException($"invalid --address \"{text}\": put IPv6 addresses in brackets, e.g. \"[::1]:8080\"");
+            throw new UsageException($"invalid {flag} \"{text}\": put IPv6 addresses in brackets, e.g. \"[::1]:8080\"");
         }
 
         return new ListenAddress(host.Length == 0 ? null : host, port);

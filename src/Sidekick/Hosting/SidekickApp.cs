@@ -1,7 +1,9 @@
 using Sidekick.Cli;
+using Sidekick.Observability;
 using Sidekick.Security;
 using Sidekick.Topology;
 using Sidekick.Topology.Dns;
+using Sidekick.Platform;
 
 namespace Sidekick.Hosting;
 
@@ -17,6 +19,8 @@ internal static class SidekickApp
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
     {
         var programName = ProgramName;
+        SidekickOptions? options = null;
+        var started = false;
         try
         {
             var parsed = CommandLineParser.Parse(programName, args);
@@ -26,9 +30,10 @@ internal static class SidekickApp
                 return 0;
             }
 
-            var options = ((CommandLineResult.Run)parsed).Options;
+            options = ((CommandLineResult.Run)parsed).Options;
             await using var app = Create(options, new SidekickAppSeams { Stdout = stdout, Stderr = stderr });
             await app.Server.StartAsync();
+            started = true;
             // Start-up code (flags, host, listener) will not run again: let its pages leave the resident set.
             CodePages.Release();
             await app.Server.WaitForShutdownAsync();
@@ -43,15 +48,34 @@ internal static class SidekickApp
         }
         catch (UsageException ex)
         {
-            await stderr.WriteLineAsync($"{programName}: {ex.Message} (see '{programName} --help')");
+            await stderr.WriteLineAsync(ErrorLine(options, programName, $"{ex.Message} (see '{programName} --help')"));
             return 2;
         }
         catch (FatalException ex)
         {
-            await stderr.WriteLineAsync($"{programName}: {ex.Message}");
+            await stderr.WriteLineAsync(ErrorLine(options, programName, ex.Message));
+            return 1;
+        }
+        catch (Exception ex)
+        {
+            // What no check foresaw (an inotify limit, a file that vanished while being read) is still one line
+            // with the exception's type; --debug adds the stack trace for a bug report.
+            await stderr.WriteLineAsync(ErrorLine(options, programName, $"{(started ? "stopped" : "unable to start")}: {ex.Message} ({ex.GetType().Name})"));
+            if (options?.Debug == true)
+            {
+                await stderr.WriteLineAsync(ex.ToString());
+            }
+
             return 1;
         }
     }
+
+    /// <summary>
+    /// A failure as one line: JSON once the command line asked for it (a mistake found while reading the command
+    /// line comes before --json is known, and is always text).
+    /// </summary>
+    private static string ErrorLine(SidekickOptions? options, string programName, string message) =>
+        new ConsoleLines(options?.Json == true, programName, TimeProvider.System).Error(message);
 
     /// <summary>Builds a running configuration from validated options: TLS, DNS and the server.</summary>
     public static SidekickInstance Create(SidekickOptions options, SidekickAppSeams? seams = null)
@@ -64,11 +88,14 @@ internal static class SidekickApp
 
         // Validate the SITEs before anything binds, so a typo fails fast with one line.
         var parsed = SiteParser.Parse(options.Sites, options.ProgramName, options.HealthPath, options.ReadHealthPath, options.HealthPort);
+        var environment = seams.Environment ?? EnvironmentVariables();
+        options = options with { KeyPassword = KeyPassword.Resolve(options, environment) };
         var tls = ServerTls.Create(options, stdout, stderr, time);
         var backendTls = parsed.Any(s => s.Backends.Any(b => b.Endpoint.Scheme == Uri.UriSchemeHttps)) ? BackendTls.Load(options) : null;
         var dns = new DnsCache(resolver, options.DnsTtl, time);
-        var cache = Caching.ResponseCache.FromEnvironment(seams.Environment ?? EnvironmentVariables(), time);
+        var cache = Caching.ResponseCache.FromEnvironment(environment, time);
         var lookupFailed = false;
+        var lines = new ConsoleLines(options.Json, options.ProgramName, time);
 
         IReadOnlyList<SiteDefinition> LoadSites()
         {
@@ -82,7 +109,7 @@ internal static class SidekickApp
             var expanded = sites.Select(site => RoundRobinDns.ExpandAsync(site, resolver, error =>
             {
                 failed = true;
-                stderr.WriteLine($"{options.ProgramName}: {error}");
+                stderr.WriteLine(lines.Error(error));
             }).GetAwaiter().GetResult()).ToArray();
             lookupFailed = failed;
             return expanded;
@@ -92,7 +119,7 @@ internal static class SidekickApp
         {
             foreach (var site in parsed.Where(s => s.Backends.Count == 1))
             {
-                stdout.WriteLine($"{options.ProgramName}: RR DNS mode enabled, using {site.Backends[0].EndpointText} as hostname");
+                stdout.WriteLine(lines.Info($"RR DNS mode enabled, using {site.Backends[0].EndpointText} as hostname", ("Hostname", site.Backends[0].EndpointText)));
             }
         }
 
@@ -100,14 +127,15 @@ internal static class SidekickApp
         {
             Time = seams.Time,
             Stdout = stdout,
+            Stderr = stderr,
             StdoutIsTerminal = seams.StdoutIsTerminal,
             ConfigureTls = tls is null ? null : listen => listen.UseHttps(tls.Configure),
             CertificatePem = () => tls?.CertificatePem,
             BackendTls = backendTls is null ? null : backendTls.Create,
             Connect = dns.ConnectAsync,
             ResolveBackend = dns.ResolveAsync,
-            Forwarder = (seams.Environment ?? EnvironmentVariables()).GetValueOrDefault(Forwarding.Http1.ForwarderChoice.Variable),
-            Io = (seams.Environment ?? EnvironmentVariables()).GetValueOrDefault(Networking.EventLoops.Variable),
+            Forwarder = environment.GetValueOrDefault(Forwarding.Http1.ForwarderChoice.Variable),
+            Io = environment.GetValueOrDefault(Networking.EventLoops.Variable),
             Cache = cache,
         });
 

@@ -1,9 +1,11 @@
 using System.Net;
+using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Sidekick.Caching;
 using Sidekick.Cli;
 using Sidekick.Forwarding;
@@ -32,7 +34,8 @@ internal sealed class SidekickServer : IAsyncDisposable
     private readonly TextWriter _stdout;
     private readonly StateLog? _stateLog;
     private readonly CancellationTokenSource _stopping = new();
-    private PosixSignalRegistration? _sighup;
+    private readonly TextWriter _stderr;
+    private readonly List<PosixSignalRegistration> _signals = [];
     private Task _table = Task.CompletedTask;
     private readonly Http1Forwarder _forwarder;
     private readonly TimeProvider _time;
@@ -45,6 +48,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         var time = hooks.Time ?? TimeProvider.System;
         _time = time;
         _stdout = hooks.Stdout ?? Console.Out;
+        _stderr = hooks.Stderr ?? Console.Error;
+        Lines = new ConsoleLines(options.Json, options.ProgramName, time);
         _mode = ConsoleMode.From(options, hooks.StdoutIsTerminal ?? !Console.IsOutputRedirected);
         Output = new OutputQueue(_stdout, new TraceFormatter(_mode));
         Topology = new TopologyStore();
@@ -74,7 +79,7 @@ internal sealed class SidekickServer : IAsyncDisposable
             // Client connections on sidekick's event loops (see Networking/): no speculative receives, and
             // requests are parsed and forwarded on the thread that saw them arrive.
             builder.Services.AddSingleton<IConnectionListenerFactory>(services =>
-                new LoopTransportFactory(services.GetRequiredService<IMemoryPoolFactory<byte>>(), deferClientSends: hooks.ConfigureTls is null));
+                new LoopTransportFactory(services.GetRequiredService<IMemoryPoolFactory<byte>>(), deferClientSends: hooks.ConfigureTls is null, _binds.Attempt));
         }
         else
         {
@@ -87,6 +92,11 @@ internal sealed class SidekickServer : IAsyncDisposable
                 // system call fewer per request (strace: 3.1 -> 2.2 per proxied request), for a 4 KiB buffer
                 // held by each idle client connection.
                 sockets.WaitForDataBeforeAllocatingBuffer = false;
+                sockets.CreateBoundListenSocket = endpoint =>
+                {
+                    _binds.Attempt(endpoint);
+                    return SocketTransportOptions.CreateDefaultBoundListenSocket(endpoint);
+                };
             });
         }
 
@@ -112,6 +122,7 @@ internal sealed class SidekickServer : IAsyncDisposable
             kestrel.Limits.KeepAliveTimeout = options.ClientIdleTimeout;
             kestrel.Limits.RequestHeadersTimeout = options.ClientHeaderTimeout;
             var address = ListenAddress.Parse(options.Address);
+            _listenAddress = address;
             void Configure(ListenOptions listen)
             {
                 listen.Use(Compactor.Track);
@@ -139,7 +150,8 @@ internal sealed class SidekickServer : IAsyncDisposable
             if (options.Pprof is { Length: > 0 } pprof)
             {
                 // The diagnostics listener is plain HTTP on its own address; requests to it never reach the proxy.
-                var diagnostics = ListenAddress.Parse(pprof);
+                var diagnostics = ListenAddress.Parse(pprof, "--pprof");
+                _diagnosticsAddress = diagnostics;
                 void Plain(ListenOptions listen) => listen.Protocols = HttpProtocols.Http1;
                 if (diagnostics.BindAddress is { } diagnosticsIp)
                 {
@@ -159,10 +171,11 @@ internal sealed class SidekickServer : IAsyncDisposable
             _app.Services.GetRequiredService<IHttpForwarder>(),
             hooks.ResolveBackend,
             loops,
-            BackendTransportFactory.ConnectTimeout,
-            BackendTransportFactory.PooledConnectionIdleTimeout,
-            enabled: ForwarderChoice.UsesHttp1Path(hooks.Forwarder ?? Environment.GetEnvironmentVariable(ForwarderChoice.Variable)) &&
-                     !BackendTransportFactory.UseEnvironmentProxy);
+            BackendLimits.ConnectTimeout,
+            BackendLimits.IdleConnectionTimeout,
+            disabled: !ForwarderChoice.UsesHttp1Path(hooks.Forwarder ?? Environment.GetEnvironmentVariable(ForwarderChoice.Variable)) ? PathReason.Forced
+                : BackendTransportFactory.UseEnvironmentProxy ? PathReason.HttpProxy
+                : null);
         Retries = new RetryPolicy(options.MaxAttempts, options.MaxReplayBytes, new RetryBudget(options.RetryBudgetRatio, options.RetryBudgetMinPerSecond, time));
         Outliers = new OutlierDetector(
             new OutlierOptions(options.OutlierConsecutiveErrors, options.OutlierEjectionTime, options.OutlierMaxEjectionTime, options.OutlierMaxEjectionPercent),
@@ -175,7 +188,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         Proxy = new ProxyHandler(Cache, Topology, Balancers.Create(options.HostBalance, options.SlowStart), _forwarder, Prober, Outliers, Retries,
             (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time, Panic, Waits, options.BackendTimeout);
         Meter = new SidekickMeter(Topology, Sites, Retries);
-        var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, Cache?.Metrics, Panic, Waits);
+        var metrics = new PrometheusExporter(
+            Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache?.Metrics, Panic, Waits);
         var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null), metrics, Panic, Waits);
         _app.Run(context =>
         {
@@ -220,10 +234,16 @@ internal sealed class SidekickServer : IAsyncDisposable
 
     public SidekickMeter Meter { get; }
 
+    /// <summary>sidekick's own lines, as text or (--json) JSON.</summary>
+    public ConsoleLines Lines { get; }
+
     /// <summary>Compacts the heap after bursts of closed client connections (one per process: the heap is).</summary>
     public HeapCompactor Compactor { get; }
 
     private int? _diagnosticsPort;
+    private ListenAddress? _listenAddress;
+    private ListenAddress? _diagnosticsAddress;
+    private readonly ListenFailure _binds = new();
 
     /// <summary>The addresses Kestrel bound, e.g. <c>http://127.0.0.1:41234</c> (known after start).</summary>
     public IReadOnlyCollection<string> Addresses =>
@@ -273,14 +293,14 @@ internal sealed class SidekickServer : IAsyncDisposable
         {
             await _app.StartAsync(cancellationToken);
         }
-        catch (IOException ex)
+        catch (Exception ex) when (ex is IOException or SocketException)
         {
-            throw new FatalException($"unable to listen on \"{_options.Address}\": {ex.Message}", ex);
+            throw RefusedBind(ex);
         }
 
         if (_mode.ConsoleDisplay)
         {
-            await _stdout.WriteLineAsync($"{_options.ProgramName}: listening on '{_options.Address}'");
+            await _stdout.WriteLineAsync(Lines.Info($"listening on '{_options.Address}'", ("Address", _options.Address)));
         }
         else
         {
@@ -290,12 +310,73 @@ internal sealed class SidekickServer : IAsyncDisposable
 
         if (!OperatingSystem.IsWindows())
         {
-            _sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, signal =>
+            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, signal =>
             {
                 signal.Cancel = true;
-                _ = Task.Run(Reload);
-            });
+                _ = Task.Run(ReloadOnSignal);
+            }));
+            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, signal => Drain(signal, "terminated")));
+            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, signal => Drain(signal, "interrupt")));
         }
+    }
+
+    /// <summary>SIGTERM, SIGINT: say what is draining (upstream printed the signal), then stop gracefully.</summary>
+    private void Drain(PosixSignalContext signal, string name)
+    {
+        signal.Cancel = true;
+        var inFlight = Topology.Current.AllBackends.Sum(static b => b.InFlight);
+        Announce(Lines.Info(
+            $"caught signal '{name}': stopping; {inFlight} {(inFlight == 1 ? "request" : "requests")} in flight get up to {GoDuration.Format(_options.ShutdownTimeout)} to finish",
+            ("Signal", name), ("InFlight", inFlight)));
+        _app.Lifetime.StopApplication();
+    }
+
+    /// <summary>SIGHUP: reload, then one line saying what changed (or why nothing did).</summary>
+    private void ReloadOnSignal()
+    {
+        lock (_reloadGate)
+        {
+            var before = Topology.Current;
+            if (TryReload() is { } error)
+            {
+                _stderr.WriteLine(Lines.Error($"caught signal 'hangup': reload failed, keeping the current sites: {error}", ("Signal", "hangup")));
+                return;
+            }
+
+            var after = Topology.Current;
+            var previous = before.AllBackends.ToHashSet();
+            var current = after.AllBackends.ToHashSet();
+            var added = current.Count(b => !previous.Contains(b));
+            var removed = previous.Count(b => !current.Contains(b));
+            Announce(Lines.Info(
+                $"caught signal 'hangup': reloaded the SITEs: {after.Sites.Length} {(after.Sites.Length == 1 ? "site" : "sites")}, " +
+                $"{current.Count} {(current.Count == 1 ? "backend" : "backends")} ({added} added, {removed} removed, the others keep their state)",
+                ("Signal", "hangup"), ("Sites", after.Sites.Length), ("Backends", current.Count), ("Added", added), ("Removed", removed)));
+        }
+    }
+
+    /// <summary>A line about the whole process: printed with the log and trace lines, never in the table's place.</summary>
+    private void Announce(string line)
+    {
+        if (_mode.ConsoleDisplay)
+        {
+            Output.Enqueue(line);
+        }
+    }
+
+    /// <summary>One line naming the listener that could not bind, its value and what would work.</summary>
+    private FatalException RefusedBind(Exception ex)
+    {
+        var endpoint = _binds.Last as IPEndPoint;
+        var (flag, value) = endpoint is not null && _diagnosticsAddress is { } diagnostics && !Serves(_listenAddress, endpoint) && Serves(diagnostics, endpoint)
+            ? ("--pprof", _options.Pprof)
+            : ("--address", _options.Address);
+        var reason = ListenFailure.ErrorOf(ex) is { } error ? ListenFailure.Reason(error, endpoint, ex.Message) : ex.Message;
+        return new FatalException($"unable to listen on \"{value}\" ({flag}): {reason}", ex);
+
+        static bool Serves(ListenAddress? address, IPEndPoint endpoint) =>
+            address is not null && address.Port == endpoint.Port &&
+            (address.BindAddress is not { } ip || ip.Equals(endpoint.Address));
     }
 
     /// <summary>
@@ -304,16 +385,25 @@ internal sealed class SidekickServer : IAsyncDisposable
     /// </summary>
     public void Reload()
     {
+        if (TryReload() is { } error)
+        {
+            _stderr.WriteLine(Lines.Error($"reload failed, keeping the current sites: {error}"));
+        }
+    }
+
+    /// <summary>Swaps in the SITEs as they read now; null when done, else why the running topology was kept.</summary>
+    private string? TryReload()
+    {
         lock (_reloadGate)
         {
             try
             {
                 Topology.Publish(_builder.Build(_loadSites(), Topology.Current));
+                return null;
             }
             catch (FatalException ex)
             {
-                // A reload that cannot be applied keeps the running topology.
-                Console.Error.WriteLine($"{_options.ProgramName}: reload failed, keeping the current sites: {ex.Message}");
+                return ex.Message;
             }
         }
     }
@@ -368,7 +458,11 @@ internal sealed class SidekickServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        _sighup?.Dispose();
+        foreach (var signal in _signals)
+        {
+            signal.Dispose();
+        }
+
         await _stopping.CancelAsync();
         await _table;
         Prober.Dispose();
@@ -388,6 +482,8 @@ internal sealed class SidekickServer : IAsyncDisposable
 internal sealed record SidekickServerHooks
 {
     public TextWriter? Stdout { get; init; }
+    /// <summary>Where errors sidekick survives go (a failed reload); the console's stderr when null.</summary>
+    public TextWriter? Stderr { get; init; }
     public bool? StdoutIsTerminal { get; init; }
     public TimeProvider? Time { get; init; }
     public Random? Random { get; init; }

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Sidekick.Platform;
 
 namespace Sidekick.Networking;
 

@@ -16,7 +16,8 @@ namespace Sidekick.Networking;
 /// held by the loop would hold their output back in the pipes (HTTP/2 load, 1 KiB: 38.5-38.6 MB RSS
 /// against 36.3-37.0 MB without deferring, two runs each).
 /// </param>
-internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, bool deferClientSends) : IConnectionListenerFactory, IConnectionListenerFactorySelector
+/// <param name="binding">Told each endpoint before it is bound (so a refused bind can name it).</param>
+internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, bool deferClientSends, Action<EndPoint>? binding = null) : IConnectionListenerFactory, IConnectionListenerFactorySelector
 {
     /// <summary>Pending connections the kernel queues before accept (Kestrel's default).</summary>
     private const int Backlog = 512;
@@ -32,6 +33,7 @@ internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, bool 
     public ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
     {
         var ip = endpoint as IPEndPoint ?? throw new NotSupportedException($"{endpoint} is not an IP endpoint");
+        binding?.Invoke(endpoint);
         var socket = new Socket(ip.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {

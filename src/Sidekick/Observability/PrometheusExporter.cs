@@ -8,11 +8,11 @@ namespace Sidekick.Observability;
 /// <summary>
 /// Writes the Prometheus text exposition (format 0.0.4) by hand: upstream's five counters for the backends of
 /// every site, plus what operators need (durations, in-flight, up, active site, probe failures, failovers,
-/// retries). Read from the counters on demand; nothing is computed on the request path.
+/// retries, the build). Read from the counters on demand; nothing is computed on the request path.
 /// </summary>
 internal sealed class PrometheusExporter(
-    TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Caching.CacheMetrics? cache = null,
-    Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
+    TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Func<PathReason, long> forwarded,
+    Caching.CacheMetrics? cache = null, Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
 {
     public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -82,8 +82,22 @@ internal sealed class PrometheusExporter(
             }
         }
 
+        Header(text, "sidekick_forwarded_total", "Forwarding attempts by path (http1: sidekick's own, yarp) and the reason for it", "counter");
+        foreach (var reason in Enum.GetValues<PathReason>())
+        {
+            text.Append("sidekick_forwarded_total{path=\"").Append(reason == PathReason.Plain ? "http1" : "yarp").Append("\",reason=\"")
+                .Append(PathChoice.Reasons[(int)reason]).Append("\"} ").Append(forwarded(reason)).Append('\n');
+        }
+
         Single(text, "sidekick_failovers_total", "Times traffic moved from one site to another", sites.Failovers);
         Single(text, "sidekick_retries_total", "Requests retried on another backend", retries.Count.Value);
+        Header(text, "sidekick_download_resumes_total", "GETs cut mid-body and continued from another backend, by outcome", "counter");
+        foreach (var outcome in Enum.GetValues<ResumeOutcome>())
+        {
+            text.Append("sidekick_download_resumes_total{outcome=\"").Append(ResumeOutcomeLabel(outcome)).Append("\"} ")
+                .Append(retries.Resumes.Of(outcome)).Append('\n');
+        }
+
         Single(text, "sidekick_outlier_ejections_total", "Backends ejected for consecutive gateway errors", ejections());
         Single(text, "sidekick_trace_dropped_total", "Trace and log lines dropped because the console was too slow or could not be written to", droppedTraces());
         if (panic is not null)
@@ -105,8 +119,22 @@ internal sealed class PrometheusExporter(
         }
 
         cache?.WriteTo(text);
+        // The usual *_build_info shape: always 1, the facts in the labels, so a query can join them onto any series.
+        var build = BuildInfo.Current;
+        Header(text, "sidekick_build_info", "Version, commit and .NET runtime of this sidekick; always 1", "gauge");
+        text.Append("sidekick_build_info{version=\"").Append(Escape(build.Version)).Append("\",commit=\"").Append(Escape(build.Commit))
+            .Append("\",runtime=\"").Append(Escape(build.Runtime)).Append("\"} 1\n");
         return text.ToString();
     }
+
+    private static string ResumeOutcomeLabel(ResumeOutcome outcome) => outcome switch
+    {
+        ResumeOutcome.Completed => "completed",
+        ResumeOutcome.ValidatorMismatch => "validator_mismatch",
+        ResumeOutcome.Refused => "refused",
+        ResumeOutcome.NoBackend => "no_backend",
+        _ => "failed",
+    };
 
     private static void Counter(StringBuilder text, string name, string help, Backend[] backends, Func<Backend, long> value)
     {

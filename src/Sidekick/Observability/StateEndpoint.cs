@@ -66,7 +66,7 @@ internal static class StateEndpoint
                 json.WriteNumber("totalDowntimeSeconds", health.TotalDowntime.TotalSeconds);
                 if (health.LastDownReason is { } reason)
                 {
-                    json.WriteString("lastDownReason", reason);
+                    json.WriteString("lastDownReason", SecretRedaction.Text(reason));
                 }
 
                 if (health.LastProbe is { } probe)

@@ -7,7 +7,8 @@ namespace Sidekick.Observability;
 
 /// <summary>
 /// Prints one line per backend up/down transition (--log), as text or JSON (upstream §8.2). A backend that is
-/// unreachable from the start is reported down once.
+/// unreachable from the start is reported down once. A reason names the probe URL, so it is printed through
+/// <see cref="SecretRedaction"/>.
 /// </summary>
 internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
 {
@@ -54,7 +55,7 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
                 json.WriteString("Endpoint", backend.Name);
                 if (transition.Reason is { } reason)
                 {
-                    json.WriteString("Error", reason);
+                    json.WriteString("Error", SecretRedaction.Text(reason));
                 }
 
                 json.WriteString("Status", transition.IsUp ? "up" : "down");
@@ -83,7 +84,7 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
         }
         else
         {
-            line.Append(" is down: ").Append(transition.Reason);
+            line.Append(" is down: ").Append(transition.Reason is { } reason ? SecretRedaction.Text(reason) : null);
         }
 
         return line.ToString();

@@ -7,7 +7,10 @@ using Sidekick.Cli;
 
 namespace Sidekick.Observability;
 
-/// <summary>The upstream trace shapes (§8.3): the short text line, the --debug block, and both JSON forms.</summary>
+/// <summary>
+/// The upstream trace shapes (§8.3): the short text line, the --debug block, and both JSON forms. Every shape
+/// prints the query, headers and error body through <see cref="SecretRedaction"/>.
+/// </summary>
 internal sealed class TraceFormatter(ConsoleMode mode)
 {
     private static readonly JsonWriterOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
@@ -30,7 +33,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
             .Append(r.Host).Append(' ').Append(r.Method).Append(' ').Append(r.Path);
         if (r.Query.Length > 0)
         {
-            line.Append('?').Append(r.Query);
+            line.Append('?').Append(SecretRedaction.Query(r.Query));
         }
 
         line.Append(' ').Append(r.Client).Append(' ').Append(' ', Math.Max(Math.Abs(15 - r.Client.Length), 1)).Append("  ")
@@ -41,6 +44,20 @@ internal sealed class TraceFormatter(ConsoleMode mode)
             line.Append(" cache=").Append(r.Cache);
         }
 
+        if (r.Forwarder is { } path)
+        {
+            line.Append(" via=").Append(path.PathName);
+            if (path.Path == Forwarding.ForwardingPath.Yarp)
+            {
+                line.Append('(').Append(path.ReasonText).Append(')');
+            }
+        }
+
+        if (r.Error is not null)
+        {
+            line.Append(" error=\"").Append(r.Error).Append('"');
+        }
+
         return line.ToString();
     }
 
@@ -49,11 +66,11 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         var prefix = $"DEBUG: {r.Host} ";
         var text = new StringBuilder();
         void Line(string value) => text.Append(prefix).Append(value).Append('\n');
-        Line($"[REQUEST] {r.Time:HH:mm:ss.fff}");
-        Line($"{r.Method} {r.Path}{(r.Query.Length > 0 ? "?" + r.Query : "")}");
+        Line($"[REQUEST] {r.Time:HH:mm:ss.fff}{(r.Forwarder is { } path ? $" [via {path.PathName}: {path.ReasonText}]" : "")}");
+        Line($"{r.Method} {r.Path}{(r.Query.Length > 0 ? "?" + SecretRedaction.Query(r.Query) : "")}");
         foreach (var (name, values) in r.RequestHeaders ?? [])
         {
-            Line($"{name}: {string.Concat(values)}");
+            Line($"{name}: {string.Concat(values.Select(v => SecretRedaction.HeaderValue(name, v)))}");
         }
 
         Line("<BODY>");
@@ -61,10 +78,15 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         Line($"{r.StatusCode} {ReasonPhrases.GetReasonPhrase(r.StatusCode)}");
         foreach (var (name, values) in r.ResponseHeaders ?? [])
         {
-            Line($"{name}: {string.Concat(values)}");
+            Line($"{name}: {string.Concat(values.Select(v => SecretRedaction.HeaderValue(name, v)))}");
         }
 
-        Line(r.StatusCode < 400 || r.ResponseBody is null ? "<BODY>" : r.ResponseBody);
+        Line(r.StatusCode < 400 || r.ResponseBody is null ? "<BODY>" : SecretRedaction.ErrorBody(r.ResponseBody));
+        if (r.Error is not null)
+        {
+            Line($"[ERROR] {r.Error}");
+        }
+
         text.Append(prefix);
         return text.ToString();
     }
@@ -81,10 +103,16 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         json.WriteString("statusMsg", ReasonPhrases.GetReasonPhrase(r.StatusCode));
         json.WriteString("method", r.Method);
         json.WriteString("path", r.Path);
-        json.WriteString("query", r.Query);
+        json.WriteString("query", SecretRedaction.Query(r.Query));
         if (r.Cache is not null)
         {
             json.WriteString("cache", r.Cache);
+        }
+
+        WriteForwarder(json, r);
+        if (r.Error is not null)
+        {
+            json.WriteString("error", r.Error);
         }
 
         json.WriteEndObject();
@@ -105,7 +133,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
 
         if (r.Query.Length > 0)
         {
-            json.WriteString("rawquery", r.Query);
+            json.WriteString("rawquery", SecretRedaction.Query(r.Query));
         }
 
         WriteHeaders(json, r.RequestHeaders);
@@ -114,12 +142,27 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         json.WriteStartObject("response");
         json.WriteString("time", r.ResponseTime ?? r.Time);
         WriteHeaders(json, r.ResponseHeaders);
-        json.WriteString("body", r.StatusCode >= 400 ? r.ResponseBody ?? "" : "");
+        json.WriteString("body", r.StatusCode >= 400 && r.ResponseBody is not null ? SecretRedaction.ErrorBody(r.ResponseBody) : "");
         json.WriteNumber("statuscode", r.StatusCode);
         json.WriteEndObject();
         WriteStats(json, "stats", r, includeTtfb: true);
+        WriteForwarder(json, r);
+        if (r.Error is not null)
+        {
+            json.WriteString("error", r.Error);
+        }
+
         json.WriteEndObject();
     });
+
+    private static void WriteForwarder(Utf8JsonWriter json, TraceRecord r)
+    {
+        if (r.Forwarder is { } path)
+        {
+            json.WriteString("forwarder", path.PathName);
+            json.WriteString("forwarderReason", path.ReasonText);
+        }
+    }
 
     private static void WriteStats(Utf8JsonWriter json, string name, TraceRecord r, bool includeTtfb)
     {
@@ -145,7 +188,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
             json.WriteStartArray(name);
             foreach (var value in values)
             {
-                json.WriteStringValue(value);
+                json.WriteStringValue(SecretRedaction.HeaderValue(name, value));
             }
 
             json.WriteEndArray();

@@ -22,6 +22,10 @@ internal sealed record TraceRecord
     public IReadOnlyList<KeyValuePair<string, string[]>>? ResponseHeaders { get; init; }
     /// <summary>The cache's verdict (HIT, MISS, REVALIDATED, BYPASS) when the cache is on.</summary>
     public string? Cache { get; init; }
+    /// <summary>The forwarding path the (last) attempt took and why; null for probes and cache-served responses.</summary>
+    public Forwarding.PathChoice? Forwarder { get; init; }
+    /// <summary>Why the exchange failed after its response began (e.g. a refused download resume), or null.</summary>
+    public string? Error { get; init; }
     /// <summary>The start of an error response body (at most 64 KiB), for the debug trace.</summary>
     public string? ResponseBody { get; init; }
 }

@@ -42,14 +42,27 @@ internal static class AutoTlsCertificate
     /// <summary>The block upstream prints: SHA-256 of the certificate (hex, in two rows) and of its public key (base64).</summary>
     public static string Fingerprint(string hosts, X509Certificate2 certificate)
     {
-        var certHash = SHA256.HashData(certificate.RawData);
-        var keyHash = SHA256.HashData(certificate.PublicKey.ExportSubjectPublicKeyInfo());
-        static string Hex(ReadOnlySpan<byte> bytes) => string.Join(' ', bytes.ToArray().Select(b => b.ToString("X2", System.Globalization.CultureInfo.InvariantCulture)));
+        var (certificateHex, publicKey) = Hashes(certificate);
         var text = new StringBuilder();
         text.Append("Generated TLS certificate for host '").Append(hosts).Append("'\n\n");
-        text.Append("Certificate: ").Append(Hex(certHash.AsSpan(0, 16))).Append('\n');
-        text.Append("             ").Append(Hex(certHash.AsSpan(16, 16))).Append('\n');
-        text.Append("Public Key:  ").Append(Convert.ToBase64String(keyHash)).Append("\n\n");
+        text.Append("Certificate: ").Append(certificateHex[..47]).Append('\n');
+        text.Append("             ").Append(certificateHex[48..]).Append('\n');
+        text.Append("Public Key:  ").Append(publicKey).Append("\n\n");
         return text.ToString();
+    }
+
+    /// <summary>The same as one --json line.</summary>
+    public static string FingerprintLine(string hosts, X509Certificate2 certificate, Observability.ConsoleLines lines)
+    {
+        var (certificateHex, publicKey) = Hashes(certificate);
+        return lines.Info($"generated TLS certificate for host '{hosts}'", ("Certificate", certificateHex), ("PublicKey", publicKey));
+    }
+
+    /// <summary>SHA-256 of the certificate as spaced hex bytes, and of its public key in base64.</summary>
+    private static (string CertificateHex, string PublicKey) Hashes(X509Certificate2 certificate)
+    {
+        var certHash = SHA256.HashData(certificate.RawData);
+        var keyHash = SHA256.HashData(certificate.PublicKey.ExportSubjectPublicKeyInfo());
+        return (string.Join(' ', certHash.Select(b => b.ToString("X2", System.Globalization.CultureInfo.InvariantCulture))), Convert.ToBase64String(keyHash));
     }
 }

@@ -30,13 +30,14 @@ internal sealed class BackendTls
         if (!string.IsNullOrEmpty(options.CaCert))
         {
             trust = [];
+            var pem = FileText.Read(options.CaCert, "the CA certificate");
             try
             {
-                trust.ImportFromPemFile(options.CaCert);
+                trust.ImportFromPem(pem);
             }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CryptographicException)
+            catch (CryptographicException ex)
             {
-                throw new FatalException($"unable to load CA certificate: {ex.Message}");
+                throw new FatalException($"unable to load CA certificate {options.CaCert}: {ex.Message}");
             }
 
             if (trust.Count == 0)

@@ -9,20 +9,7 @@ internal static class CertificateFiles
 {
     public static X509Certificate2 Load(string certPath, string keyPath, string? password)
     {
-        string certPem;
-        try
-        {
-            certPem = File.ReadAllText(certPath);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            throw new FatalException($"unable to read the public key {certPath}: {ex.Message}");
-        }
-
-        if (!File.Exists(keyPath))
-        {
-            throw new FatalException($"unable to read the private key {keyPath}: file not found");
-        }
+        var certPem = FileText.Read(certPath, "the public key");
 
         X509Certificate2 leaf;
         try

@@ -15,8 +15,17 @@ internal static class PemKeyReader
 {
     public static AsymmetricAlgorithm Read(string path, string? password)
     {
-        var pem = File.ReadAllText(path);
-        var blocks = PemBlock.All(pem);
+        var pem = FileText.Read(path, "the private key");
+        List<PemBlock> blocks;
+        try
+        {
+            blocks = PemBlock.All(pem);
+        }
+        catch (FormatException)
+        {
+            throw new FatalException($"the private key {path} is not readable: a PEM block is not valid base64");
+        }
+
         var keyBlocks = blocks.Where(b => b.Label.EndsWith("PRIVATE KEY", StringComparison.Ordinal)).ToList();
         if (keyBlocks.Count == 0)
         {
@@ -50,7 +59,7 @@ internal static class PemKeyReader
         {
             throw new FatalException(password is null
                 ? $"unable to load private key {path}: {ex.Message}"
-                : $"unable to decrypt private key {path}: wrong --key-password or damaged key ({ex.Message})");
+                : $"unable to decrypt private key {path}: wrong key password or damaged key ({ex.Message})");
         }
     }
 
@@ -58,7 +67,7 @@ internal static class PemKeyReader
     {
         if (string.IsNullOrEmpty(password))
         {
-            throw new FatalException($"the private key {path} is encrypted, please set the flag --key-password");
+            throw new FatalException($"the private key {path} is encrypted, please give its password with --key-password-file, {KeyPassword.Variable} or --key-password");
         }
     }
 
@@ -118,7 +127,12 @@ internal static class PemKeyReader
             throw new FatalException($"unable to decrypt private key {path}: missing or malformed DEK-Info header");
         }
 
-        var iv = Convert.FromHexString(ivHex.Trim());
+        if (ivHex.Trim() is not { Length: >= 16 } ivText || !ivText.All(char.IsAsciiHexDigit) || ivText.Length % 2 != 0)
+        {
+            throw new FatalException($"unable to decrypt private key {path}: the DEK-Info IV \"{ivHex.Trim()}\" is not hexadecimal (at least 8 bytes)");
+        }
+
+        var iv = Convert.FromHexString(ivText);
         (SymmetricAlgorithm cipher, int keyLength) = cipherName.Trim().ToUpperInvariant() switch
         {
             "AES-128-CBC" => (Aes.Create(), 16),
@@ -131,6 +145,11 @@ internal static class PemKeyReader
         };
         using (cipher)
         {
+            if (iv.Length != cipher.BlockSize / 8)
+            {
+                throw new FatalException($"unable to decrypt private key {path}: the DEK-Info IV has {iv.Length} bytes, {cipherName.Trim()} needs {cipher.BlockSize / 8}");
+            }
+
             cipher.Key = BytesToKey(Encoding.UTF8.GetBytes(password), iv.AsSpan(0, 8), keyLength);
             return cipher.DecryptCbc(block.Body, iv, PaddingMode.PKCS7);
         }
@@ -173,6 +192,11 @@ internal sealed record PemBlock(string Label, IReadOnlyDictionary<string, string
             }
 
             var labelEnd = text.IndexOf("-----", begin + 11, StringComparison.Ordinal);
+            if (labelEnd < 0)
+            {
+                return blocks; // a BEGIN line cut short: no block
+            }
+
             var label = text[(begin + 11)..labelEnd];
             var endMarker = $"-----END {label}-----";
             var end = text.IndexOf(endMarker, labelEnd, StringComparison.Ordinal);

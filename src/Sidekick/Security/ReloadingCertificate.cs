@@ -18,6 +18,7 @@ internal sealed class ReloadingCertificate : IDisposable
     private readonly string[] _fileNames;
     private readonly string? _password;
     private readonly TextWriter _stderr;
+    private readonly Observability.ConsoleLines _lines;
     private readonly List<FileSystemWatcher> _watchers = [];
     private readonly ITimer _poll;
     private readonly ITimer _retry;
@@ -27,8 +28,10 @@ internal sealed class ReloadingCertificate : IDisposable
     private string? _lastError;
     private int _checks;
 
-    public ReloadingCertificate(string certPath, string keyPath, string? password, TimeSpan pollInterval, TimeProvider time, TextWriter stderr)
+    public ReloadingCertificate(string certPath, string keyPath, string? password, TimeSpan pollInterval, TimeProvider time, TextWriter stderr,
+        Observability.ConsoleLines? lines = null)
     {
+        _lines = lines ?? Observability.ConsoleLines.Plain;
         _certPath = Path.GetFullPath(certPath);
         _keyPath = Path.GetFullPath(keyPath);
         _password = password;
@@ -83,7 +86,7 @@ internal sealed class ReloadingCertificate : IDisposable
                 if (_lastError != ex.Message)
                 {
                     _lastError = ex.Message;
-                    _stderr.WriteLine($"sidekick: certificate reload failed, keeping the current certificate: {ex.Message}");
+                    _stderr.WriteLine(_lines.Error($"certificate reload failed, keeping the current certificate: {ex.Message}"));
                 }
 
                 return false;

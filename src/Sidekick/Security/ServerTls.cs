@@ -32,6 +32,7 @@ internal sealed class ServerTls : IDisposable
     /// <summary>Null when TLS is not asked for.</summary>
     public static ServerTls? Create(SidekickOptions options, TextWriter stdout, TextWriter stderr, TimeProvider time, TimeSpan? pollInterval = null)
     {
+        var lines = new Observability.ConsoleLines(options.Json, options.ProgramName, time);
         var protocols = options.TlsMax == "1.2" ? SslProtocols.Tls12 : SslProtocols.Tls12 | SslProtocols.Tls13;
         var hasCert = !string.IsNullOrEmpty(options.Cert);
         var hasKey = !string.IsNullOrEmpty(options.Key);
@@ -42,14 +43,21 @@ internal sealed class ServerTls : IDisposable
 
         if (hasCert)
         {
-            var reloading = new ReloadingCertificate(options.Cert!, options.Key!, options.KeyPassword, pollInterval ?? TimeSpan.FromMinutes(1), time, stderr);
+            var reloading = new ReloadingCertificate(options.Cert!, options.Key!, options.KeyPassword, pollInterval ?? TimeSpan.FromMinutes(1), time, stderr, lines);
             return new ServerTls(() => reloading.Current, null, reloading, protocols);
         }
 
         if (!string.IsNullOrEmpty(options.AutoTlsHost))
         {
             var (certificate, pem) = AutoTlsCertificate.Create(options.AutoTlsHost, time);
-            stdout.Write(AutoTlsCertificate.Fingerprint(options.AutoTlsHost, certificate));
+            if (lines.Json)
+            {
+                stdout.WriteLine(AutoTlsCertificate.FingerprintLine(options.AutoTlsHost, certificate, lines));
+            }
+            else
+            {
+                stdout.Write(AutoTlsCertificate.Fingerprint(options.AutoTlsHost, certificate));
+            }
             return new ServerTls(() => certificate, pem, certificate, protocols);
         }
 

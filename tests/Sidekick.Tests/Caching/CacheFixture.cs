@@ -46,12 +46,20 @@ public sealed class CacheFixture : IAsyncLifetime
         StartSidekickAsync([backend], SidekickHarness.FastOptions, environment);
 
     /// <summary>One site of <paramref name="backends"/>, with <paramref name="options"/> for everything but the address.</summary>
+    internal Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(
+        CacheTestBackend[] backends, SidekickOptions options, Dictionary<string, string?>? environment = null) =>
+        StartSidekickAsync(backends.Select(b => b.Url).ToArray(), options, environment);
+
+    /// <summary>One site of backends at <paramref name="urls"/>; <paramref name="stdout"/> receives logs and traces.</summary>
     internal async Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(
-        CacheTestBackend[] backends, SidekickOptions options, Dictionary<string, string?>? environment = null)
+        Uri[] urls, SidekickOptions options, Dictionary<string, string?>? environment = null, TextWriter? stdout = null)
     {
         var port = SidekickProcess.FreePort();
-        options = options with { Address = $"127.0.0.1:{port}", Sites = [string.Join(",", backends.Select(b => b.Url.ToString().TrimEnd('/')))] };
-        var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null, Environment = environment ?? Environment() });
+        options = options with { Address = $"127.0.0.1:{port}", Sites = [string.Join(",", urls.Select(u => u.ToString().TrimEnd('/')))] };
+        var instance = SidekickApp.Create(options, new SidekickAppSeams
+        {
+            Stdout = stdout ?? TextWriter.Null, Stderr = TextWriter.Null, Environment = environment ?? Environment(), StdoutIsTerminal = false,
+        });
         await instance.Server.StartAsync();
         var deadline = System.Environment.TickCount64 + 15000;
         while (instance.Server.Topology.Current.ActiveSite is null || !instance.Server.Cache!.Health.Online)

@@ -25,11 +25,11 @@ public sealed class CachePolicyTests
             headers.Add(new("Expires", expires));
         }
 
-        return new CachedResponse { Status = 200, Headers = headers, Length = 100, ReceivedAt = Now - age, InitialAge = TimeSpan.Zero, Date = Now - age, AuthRequired = auth };
+        return new CachedResponse { Status = 200, Headers = headers, Length = 100, ReceivedAt = Now - age, InitialAge = TimeSpan.Zero, Date = Now - age, FilledWithCredentials = auth };
     }
 
-    private static CacheDecision Decide(CachedResponse entry, string request = "", bool authorized = false) =>
-        CachePolicy.Decide(entry, CacheControl.Parse(request), CacheControl.Parse(entry.Header("Cache-Control")), Now, Options, authorized);
+    private static CacheDecision Decide(CachedResponse entry, string request = "", bool credentials = false, CacheOptions? options = null) =>
+        CachePolicy.Decide(entry, CacheControl.Parse(request), CacheControl.Parse(entry.Header("Cache-Control")), Now, options ?? Options, credentials);
 
     [Theory]
     [InlineData("max-age=60", 30, "Serve")]
@@ -54,11 +54,38 @@ public sealed class CachePolicyTests
         Assert.Equal(CacheDecision.Serve, Decide(Entry("max-age=60", TimeSpan.FromSeconds(100)), "max-stale=60"));
     }
 
-    [Fact]
-    public void Authorized_entries_are_always_confirmed_unless_public()
+    [Theory]
+    [InlineData("max-age=600, immutable", "")]
+    [InlineData("public, max-age=600", "")]
+    [InlineData("s-maxage=600", "")]
+    [InlineData(null, "")]
+    [InlineData("max-age=60", "max-stale=3600")]
+    [InlineData("max-age=60, stale-while-revalidate=3600", "")]
+    public void Entries_filled_with_credentials_are_confirmed_for_every_requester(string? cacheControl, string request)
     {
-        Assert.Equal(CacheDecision.Revalidate, Decide(Entry("max-age=600, immutable", TimeSpan.FromSeconds(1), auth: true), authorized: true));
-        Assert.Equal(CacheDecision.Serve, Decide(Entry("public, max-age=600", TimeSpan.FromSeconds(1), auth: true), authorized: true));
+        // RFC 9111 §3.5: the requester's own conditional request decides, anonymous or not, fresh or stale.
+        var entry = Entry(cacheControl, TimeSpan.FromSeconds(120), auth: true, lastModified: (Now - TimeSpan.FromDays(30)).ToString("r"));
+        Assert.Equal(CacheDecision.Revalidate, Decide(entry, request, credentials: false));
+        Assert.Equal(CacheDecision.Revalidate, Decide(entry, request, credentials: true));
+        var stale = CacheControl.Parse("stale-if-error=86400");
+        Assert.False(CachePolicy.MayServeStaleOnError(entry, stale, CacheControl.Parse(cacheControl ?? ""), Now + TimeSpan.FromHours(1), Options));
+    }
+
+    [Fact]
+    public void Sharing_public_credentialed_entries_is_an_opt_in()
+    {
+        var shared = Options with { SharePublic = true };
+        Assert.Equal(CacheDecision.Serve, Decide(Entry("public, max-age=600", TimeSpan.FromSeconds(1), auth: true), options: shared));
+        Assert.Equal(CacheDecision.Serve, Decide(Entry("s-maxage=600", TimeSpan.FromSeconds(1), auth: true), options: shared));
+        Assert.Equal(CacheDecision.Revalidate, Decide(Entry("max-age=600", TimeSpan.FromSeconds(1), auth: true), options: shared));
+    }
+
+    [Fact]
+    public void Entries_of_earlier_versions_count_as_filled_with_credentials()
+    {
+        // Before, "p" was false for a credentialed fill marked public; such an entry must not become anonymous.
+        var legacy = Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes("{\"s\":200,\"l\":5,\"r\":0,\"a\":0,\"p\":false,\"h\":[],\"v\":[]}"));
+        Assert.True(CachedResponse.Deserialize(legacy)!.FilledWithCredentials);
     }
 
     [Fact]
@@ -99,7 +126,8 @@ public sealed class CachePolicyTests
         var entry = Entry("max-age=60", TimeSpan.FromSeconds(5), auth: true) with { VaryNames = ["accept-encoding"], VaryValues = ["gzip"] };
         var back = CachedResponse.Deserialize(entry.Serialize())!;
         Assert.Equal(entry.Headers, back.Headers);
-        Assert.True(back.AuthRequired);
+        Assert.True(back.FilledWithCredentials);
+        Assert.False(CachedResponse.Deserialize((entry with { FilledWithCredentials = false }).Serialize())!.FilledWithCredentials);
         Assert.Equal(["gzip"], back.VaryValues);
         Assert.Null(CachedResponse.Deserialize("not base64 json"));
     }

@@ -13,7 +13,10 @@ internal sealed class OriginObject
     public string ETag { get; set; } = "\"" + Guid.NewGuid().ToString("N") + "\"";
     public string? CacheControl { get; set; }
     public string? Vary { get; set; }
-    /// <summary>When set, only "Authorization: Bearer &lt;user&gt;" may read it; others get 403.</summary>
+    /// <summary>
+    /// When set, only "Authorization: Bearer &lt;user&gt;" or a presigned query with X-Amz-Signature=&lt;user&gt; may
+    /// read it (conditional requests included); others get 403.
+    /// </summary>
     public string? AllowedUser { get; set; }
     public int? FailWith { get; set; }
 }
@@ -39,6 +42,9 @@ internal sealed class CacheTestBackend : IAsyncDisposable
     public ConcurrentDictionary<string, int> FullBodies { get; } = new();
 
     public ConcurrentQueue<string> ConditionalRequests { get; } = new();
+
+    /// <summary>Requests refused for lack of credentials ("GET /path", " conditional" when it was one).</summary>
+    public ConcurrentQueue<string> Denied { get; } = new();
 
     /// <summary>Milliseconds to wait between 64 KiB chunks (a slow origin).</summary>
     public int ChunkDelayMs { get; set; }
@@ -113,8 +119,9 @@ internal sealed class CacheTestBackend : IAsyncDisposable
             return;
         }
 
-        if (item.AllowedUser is { } user && request.Headers.Authorization.ToString() != "Bearer " + user)
+        if (item.AllowedUser is { } user && request.Headers.Authorization.ToString() != "Bearer " + user && request.Query["X-Amz-Signature"] != user)
         {
+            Denied.Enqueue(request.Method + " " + path + (request.Headers.IfNoneMatch.Count > 0 ? " conditional" : ""));
             context.Response.StatusCode = 403;
             await context.Response.WriteAsync("<Error><Code>AccessDenied</Code></Error>");
             return;

@@ -34,4 +34,16 @@ public sealed class HopByHopHeadersTests
     [InlineData("T")]
     [InlineData("")]
     public void End_to_end_names_pass(string name) => Assert.False(HopByHopHeaders.Contains(name));
+
+    [Theory]
+    [InlineData("Content-Length, X-A", "X-A")]
+    [InlineData("transfer-encoding,HOST , x-forwarded-for, X-Forwarded-Host, x-real-ip, X-Proxy, X-Cache, X-B", "X-B")]
+    [InlineData("close, keep-alive, Upgrade, X-C", "X-C")]
+    [InlineData("bad token, X-D, (x), a/b", "X-D")]
+    [InlineData("Content-Length", null)]
+    public void A_connection_header_never_names_a_framing_or_routing_field(string connection, string? expected)
+    {
+        var named = HopByHopHeaders.NamedIn(new Microsoft.Extensions.Primitives.StringValues(connection));
+        Assert.Equal(expected is null ? null : [expected], named);
+    }
 }

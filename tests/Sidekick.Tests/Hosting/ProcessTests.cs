@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Text.Json;
 using Sidekick.Tests.Infrastructure;
 using Sidekick.Tests.Integration;
 
@@ -49,18 +50,6 @@ public sealed class ProcessTests
         var version = await SidekickProcess.RunAsync("--version");
         Assert.Equal(0, version.ExitCode);
         Assert.Contains(" version ", version.Stdout, StringComparison.Ordinal);
-    }
-
-    [Fact]
-    public async Task A_busy_port_is_a_fatal_one_liner()
-    {
-        using var blocker = new TcpListener(IPAddress.Loopback, 0);
-        blocker.Start();
-        var port = ((IPEndPoint)blocker.LocalEndpoint).Port;
-        var (exitCode, _, stderr) = await SidekickProcess.RunAsync("--address", $"127.0.0.1:{port}", "http://127.0.0.1:1");
-        Assert.Equal(1, exitCode);
-        Assert.Contains($"unable to listen on \"127.0.0.1:{port}\"", stderr, StringComparison.Ordinal);
-        Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
     }
 
     [Fact]
@@ -160,5 +149,91 @@ public sealed class ProcessTests
 
         Assert.Equal(0, failures);
         Assert.False(sidekick.Process.HasExited);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Sighup_and_sigterm_print_one_line_each(bool json)
+    {
+        await using var backend = await TestBackend.StartAsync("a");
+        var port = SidekickProcess.FreePort();
+        string[] args = ["--address", $"127.0.0.1:{port}", "--health-path", "/health", "--trace", "", .. json ? new[] { "--json" } : [], backend.Url.ToString()];
+        await using var sidekick = SidekickProcess.Start(args);
+        await sidekick.WaitForHealthAsync(port);
+
+        sidekick.Signal("HUP");
+        for (var deadline = Environment.TickCount64 + 30000; !sidekick.Stdout.Contains("hangup", StringComparison.Ordinal); await Task.Delay(50))
+        {
+            Assert.True(Environment.TickCount64 < deadline, "no line for SIGHUP: " + sidekick.Stdout);
+        }
+
+        using var client = new HttpClient();
+        var slow = client.GetStringAsync($"http://127.0.0.1:{port}/slow?ms=1500");
+        while (backend.Hits == 0)
+        {
+            await Task.Delay(20);
+        }
+
+        sidekick.Signal("TERM");
+        Assert.Equal("a", await slow);
+        await sidekick.Process.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
+        sidekick.Process.WaitForExit();
+        Assert.Equal(0, sidekick.Process.ExitCode);
+        Assert.Equal(string.Empty, sidekick.Stderr.Trim());
+
+        var lines = sidekick.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        const string hangup = "caught signal 'hangup': reloaded the SITEs: 1 site, 1 backend (0 added, 0 removed, the others keep their state)";
+        const string terminated = "caught signal 'terminated': stopping; 1 request in flight get up to 30s to finish";
+        if (!json)
+        {
+            Assert.Equal([$"sidekick: listening on '127.0.0.1:{port}'", "sidekick: " + hangup, "sidekick: " + terminated], lines);
+            return;
+        }
+
+        var objects = lines.Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        Assert.Equal(["listening on '127.0.0.1:" + port + "'", hangup, terminated], objects.Select(o => o.GetProperty("Message").GetString()));
+        Assert.All(objects, o => Assert.Equal("INFO", o.GetProperty("Type").GetString()));
+        Assert.All(objects, o => Assert.True(o.GetProperty("Timestamp").GetDateTime() > DateTime.UnixEpoch));
+        Assert.Equal("hangup", objects[1].GetProperty("Signal").GetString());
+        Assert.Equal(1, objects[1].GetProperty("Backends").GetInt32());
+        Assert.Equal(0, objects[1].GetProperty("Added").GetInt32());
+        Assert.Equal("terminated", objects[2].GetProperty("Signal").GetString());
+        Assert.Equal(1, objects[2].GetProperty("InFlight").GetInt32());
+    }
+
+    [Fact]
+    public async Task Json_makes_every_line_json()
+    {
+        // The RR DNS line, the generated certificate, the listening line, state and trace lines, a failure.
+        await using var backend = await TestBackend.StartAsync("a");
+        var port = SidekickProcess.FreePort();
+        await using var sidekick = SidekickProcess.Start("--json", "--log", "--rr-dns-mode", "--auto-tls-host", "127.0.0.1", "--address", $"127.0.0.1:{port}",
+            "--health-path", "/health", "--health-duration", "200ms", $"http://localhost:{backend.Port}");
+        for (var deadline = Environment.TickCount64 + 30000; !sidekick.Stdout.Contains("\"type\":\"TRACE\"", StringComparison.Ordinal); await Task.Delay(50))
+        {
+            Assert.False(sidekick.Process.HasExited, "sidekick exited: " + sidekick.Stderr);
+            Assert.True(Environment.TickCount64 < deadline, "no probe trace: " + sidekick.Stdout);
+        }
+
+        sidekick.Signal("TERM");
+        await sidekick.Process.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
+        sidekick.Process.WaitForExit();
+        var lines = sidekick.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var objects = lines.Select(l => JsonDocument.Parse(l).RootElement).ToArray(); // every line parses
+        Assert.Contains(objects, o => o.TryGetProperty("Hostname", out var host) && host.GetString() == $"http://localhost:{backend.Port}");
+        var certificate = Assert.Single(objects, o => o.TryGetProperty("Certificate", out _));
+        Assert.Equal("generated TLS certificate for host '127.0.0.1'", certificate.GetProperty("Message").GetString());
+        Assert.Matches("^([0-9A-F]{2} ){31}[0-9A-F]{2}$", certificate.GetProperty("Certificate").GetString());
+        Assert.Contains(objects, o => o.TryGetProperty("Address", out var address) && address.GetString() == $"127.0.0.1:{port}");
+        Assert.Contains(objects, o => o.TryGetProperty("Type", out var type) && type.GetString() == "LOG");
+        Assert.Contains(objects, o => o.TryGetProperty("Signal", out var signal) && signal.GetString() == "terminated");
+
+        // A failure once the command line said --json is a JSON line too.
+        var (exitCode, _, stderr) = await SidekickProcess.RunAsync("--json", "--address", "192.0.2.1:9800", "http://127.0.0.1:1");
+        Assert.Equal(1, exitCode);
+        var error = JsonDocument.Parse(Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries))).RootElement;
+        Assert.Equal("ERROR", error.GetProperty("Type").GetString());
+        Assert.StartsWith("unable to listen on \"192.0.2.1:9800\" (--address): ", error.GetProperty("Message").GetString(), StringComparison.Ordinal);
     }
 }

@@ -31,9 +31,16 @@ internal sealed class SidekickProcess : IAsyncDisposable
     public static SidekickProcess StartIn(string workingDirectory, params string[] args) =>
         StartIn(workingDirectory, new Dictionary<string, string>(), args);
 
-    public static SidekickProcess StartIn(string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] args)
+    public static SidekickProcess StartIn(string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        StartUnder([], workingDirectory, environment, args);
+
+    /// <summary>
+    /// Starts sidekick through <paramref name="launcher"/> (e.g. <c>setpriv --reuid=nobody --</c>), a command
+    /// that runs the rest of its arguments; empty runs it directly.
+    /// </summary>
+    public static SidekickProcess StartUnder(IReadOnlyList<string> launcher, string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] args)
     {
-        var start = new ProcessStartInfo("dotnet")
+        var start = new ProcessStartInfo(launcher.Count > 0 ? launcher[0] : "dotnet")
         {
             WorkingDirectory = workingDirectory,
             RedirectStandardOutput = true,
@@ -44,6 +51,16 @@ internal sealed class SidekickProcess : IAsyncDisposable
         foreach (var (name, value) in environment)
         {
             start.Environment[name] = value;
+        }
+
+        if (launcher.Count > 0)
+        {
+            foreach (var part in launcher.Skip(1))
+            {
+                start.ArgumentList.Add(part);
+            }
+
+            start.ArgumentList.Add("dotnet");
         }
 
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "sidekick.dll"));
@@ -60,9 +77,14 @@ internal sealed class SidekickProcess : IAsyncDisposable
         RunAsync(new Dictionary<string, string>(), args);
 
     /// <summary>Runs to completion with extra environment variables and returns the exit code.</summary>
-    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(IReadOnlyDictionary<string, string> environment, params string[] args)
+    public static Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        RunUnderAsync([], environment, args);
+
+    /// <summary>Runs to completion through <paramref name="launcher"/> (see <see cref="StartUnder"/>).</summary>
+    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunUnderAsync(
+        IReadOnlyList<string> launcher, IReadOnlyDictionary<string, string> environment, params string[] args)
     {
-        await using var process = StartIn(Environment.CurrentDirectory, environment, args);
+        await using var process = StartUnder(launcher, Environment.CurrentDirectory, environment, args);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         await process.Process.WaitForExitAsync(timeout.Token);
         process.Process.WaitForExit(); // flush the async readers

@@ -40,6 +40,27 @@ internal sealed class RawBackend : IAsyncDisposable
 
     public int Connections => Volatile.Read(ref _connections);
 
+    /// <summary>Every byte received on every connection (probes included), in arrival order per connection.</summary>
+    public ConcurrentDictionary<int, MemoryStream> Received { get; } = new();
+
+    /// <summary>The heads of the health probes received.</summary>
+    public ConcurrentQueue<string> ProbeHeads { get; } = new();
+
+    /// <summary>All bytes received on all connections, as Latin-1 text.</summary>
+    public string ReceivedText()
+    {
+        var text = new StringBuilder();
+        foreach (var (_, bytes) in Received.OrderBy(c => c.Key))
+        {
+            lock (bytes)
+            {
+                text.Append(Encoding.Latin1.GetString(bytes.GetBuffer(), 0, (int)bytes.Length));
+            }
+        }
+
+        return text.ToString();
+    }
+
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync();
@@ -67,6 +88,7 @@ internal sealed class RawBackend : IAsyncDisposable
         using var _ = socket;
         var buffer = new byte[256 * 1024];
         var filled = 0;
+        var log = Received.GetOrAdd(number, _ => new MemoryStream());
         try
         {
             while (true)
@@ -80,17 +102,50 @@ internal sealed class RawBackend : IAsyncDisposable
                         return;
                     }
 
+                    lock (log)
+                    {
+                        log.Write(buffer, filled, read);
+                    }
+
                     filled += read;
                 }
 
                 var head = Encoding.Latin1.GetString(buffer, 0, headEnd + 4);
                 var length = ContentLength(head);
+                if (head.Contains("\r\nTransfer-Encoding: chunked\r\n", StringComparison.OrdinalIgnoreCase))
+                {
+                    // Kept as received (chunk framing included) up to the last chunk and an empty trailer.
+                    int end;
+                    while ((end = buffer.AsSpan(headEnd + 4, filled - headEnd - 4).IndexOf("0\r\n\r\n"u8)) < 0)
+                    {
+                        var read = await socket.ReceiveAsync(buffer.AsMemory(filled), _stop.Token);
+                        if (read == 0)
+                        {
+                            return;
+                        }
+
+                        lock (log)
+                        {
+                            log.Write(buffer, filled, read);
+                        }
+
+                        filled += read;
+                    }
+
+                    length = end + 5;
+                }
+
                 while (filled < headEnd + 4 + length)
                 {
                     var read = await socket.ReceiveAsync(buffer.AsMemory(filled), _stop.Token);
                     if (read == 0)
                     {
                         return;
+                    }
+
+                    lock (log)
+                    {
+                        log.Write(buffer, filled, read);
                     }
 
                     filled += read;
@@ -102,9 +157,13 @@ internal sealed class RawBackend : IAsyncDisposable
                 buffer.AsSpan(used, filled - used).CopyTo(buffer);
                 filled -= used;
 
-                var response = request.Target.StartsWith("/health", StringComparison.Ordinal)
-                    ? RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                    : Record(request);
+                var probe = request.Target.StartsWith("/health", StringComparison.Ordinal);
+                if (probe)
+                {
+                    ProbeHeads.Enqueue(head);
+                }
+
+                var response = probe ? RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") : Record(request);
                 await socket.SendAsync(response.Bytes, SocketFlags.None, _stop.Token);
                 if (response.Close)
                 {

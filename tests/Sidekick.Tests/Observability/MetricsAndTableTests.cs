@@ -49,6 +49,22 @@ public sealed class MetricsAndTableTests
         await PromtoolAsync(text);
     }
 
+    [Fact]
+    public async Task Build_info_names_the_version_commit_and_runtime()
+    {
+        await using var a = await TestBackend.StartAsync("a");
+        await using var sidekick = await SidekickHarness.StartAsync([a]);
+        var text = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        var build = BuildInfo.Current;
+        Assert.Contains("# TYPE sidekick_build_info gauge\n", text, StringComparison.Ordinal);
+        Assert.Contains($"sidekick_build_info{{version=\"{build.Version}\",commit=\"{build.Commit}\",runtime=\"{build.Runtime}\"}} 1\n", text, StringComparison.Ordinal);
+        // The same version --version prints, and a real commit: the test build comes from this git checkout.
+        Assert.Equal(Sidekick.Cli.CommandLineParser.Version, build.Version);
+        Assert.Matches("^[0-9a-f]{40}$", build.Commit);
+        Assert.StartsWith(".NET ", build.Runtime, StringComparison.Ordinal);
+        await PromtoolAsync(text);
+    }
+
     private static async Task PromtoolAsync(string text)
     {
         var promtool = FindPromtool();

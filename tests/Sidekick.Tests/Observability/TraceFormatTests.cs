@@ -42,7 +42,7 @@ public sealed class TraceFormatTests
         var lines = block.Split('\n');
         Assert.All(lines, l => Assert.StartsWith("DEBUG: http://minio2:9000 ", l, StringComparison.Ordinal));
         Assert.Contains("DEBUG: http://minio2:9000 GET /bucket/obj?versionId=1", block, StringComparison.Ordinal);
-        Assert.Contains("Authorization: AWS4-HMAC-SHA256 x", block, StringComparison.Ordinal);
+        Assert.Contains("Authorization: REDACTED", block, StringComparison.Ordinal);
         Assert.Contains("200 OK", block, StringComparison.Ordinal);
     }
 
@@ -65,7 +65,7 @@ public sealed class TraceFormatTests
         var json = JsonDocument.Parse(new TraceFormatter(Mode(json: true, debug: true)).Format(Record)).RootElement;
         Assert.Equal("DEBUG", json.GetProperty("type").GetString());
         Assert.Equal("http://minio2:9000", json.GetProperty("nodename").GetString());
-        Assert.Equal("AWS4-HMAC-SHA256 x", json.GetProperty("request").GetProperty("headers").GetProperty("Authorization")[0].GetString());
+        Assert.Equal("REDACTED", json.GetProperty("request").GetProperty("headers").GetProperty("Authorization")[0].GetString());
         Assert.Equal(200, json.GetProperty("response").GetProperty("statuscode").GetInt32());
         Assert.Equal(1_000_000, json.GetProperty("stats").GetProperty("timetofirstbyte").GetInt64());
     }

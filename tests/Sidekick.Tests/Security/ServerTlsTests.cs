@@ -181,7 +181,7 @@ public sealed class ServerTlsTests
         Assert.Equal(leaf.Certificate.Thumbprint, loaded.Thumbprint);
 
         var missing = Assert.Throws<FatalException>(() => CertificateFiles.Load(leaf.CertPath, encrypted, null));
-        Assert.Contains("is encrypted, please set the flag --key-password", missing.Message, StringComparison.Ordinal);
+        Assert.Contains("is encrypted, please give its password with --key-password-file, SIDEKICK_KEY_PASSWORD or --key-password", missing.Message, StringComparison.Ordinal);
         var wrong = Assert.Throws<FatalException>(() => CertificateFiles.Load(leaf.CertPath, encrypted, "nope"));
         Assert.Contains("unable to decrypt private key", wrong.Message, StringComparison.Ordinal);
     }

@@ -28,87 +28,119 @@ internal sealed class Http1Forwarder : IDisposable
     /// <summary>Larger bodies go to YARP, which sends them while already reading an early response.</summary>
     public const int MaxInlineBodyBytes = 64 * 1024;
 
-    /// <summary>As the YARP path's MaxResponseHeadersLength: Go's 1 MiB limit.</summary>
-    private const int MaxResponseHeadBytes = 1024 * 1024;
-
     /// <summary>Chunk-size lines and trailers larger than this are not a body anyone should stream.</summary>
     private const int MaxChunkFramingBytes = 64 * 1024;
 
     private static readonly TimeSpan DefaultActivityTimeout = TimeSpan.FromSeconds(100);
-    private static readonly StringValues ProxyMarker = new("true");
 
     private readonly IHttpForwarder _fallback;
     private readonly BackendResolve _resolve;
     private readonly EventLoops? _loops;
     private readonly TimeSpan _connectTimeout;
     private readonly BackendConnectionPools _pools;
-    private readonly bool _enabled;
-    private long _forwarded;
+    private readonly PathReason? _disabled;
+    private readonly long[] _chosen = new long[PathChoice.Reasons.Length];
 
     /// <param name="loops">Sidekick's event loops for backend sockets; null uses the .NET socket engine.</param>
+    /// <param name="disabled">Why every request goes to YARP (forced by the operator, an HTTP proxy), or null.</param>
     public Http1Forwarder(
-        IHttpForwarder fallback, BackendResolve? resolve, EventLoops? loops, TimeSpan connectTimeout, TimeSpan idleTimeout, bool enabled)
+        IHttpForwarder fallback, BackendResolve? resolve, EventLoops? loops, TimeSpan connectTimeout, TimeSpan idleTimeout, PathReason? disabled)
     {
         _fallback = fallback;
         _resolve = resolve ?? ResolveDirectAsync;
         _loops = loops;
         _connectTimeout = connectTimeout;
         _pools = new BackendConnectionPools(idleTimeout, loops?.Count ?? 1);
-        _enabled = enabled;
+        _disabled = disabled;
     }
 
     /// <summary>Requests this path carried (the rest went to YARP).</summary>
-    public long Forwarded => Volatile.Read(ref _forwarded);
+    public long Forwarded => Volatile.Read(ref _chosen[(int)PathReason.Plain]);
 
-    /// <summary>Forwards one attempt of the exchange <paramref name="meter"/> counts, on this path or YARP's.</summary>
+    /// <summary>Requests forwarded for each <see cref="PathReason"/> (plain ones on this path, the rest on YARP).</summary>
+    public long ForwardedFor(PathReason reason) => Volatile.Read(ref _chosen[(int)reason]);
+
+    /// <summary>
+    /// Forwards one attempt of the exchange <paramref name="meter"/> counts, on the path <see cref="Choose"/>
+    /// picks; the choice is left on the meter for the trace record.
+    /// </summary>
     public ValueTask<ForwarderError> SendAsync(
-        HttpContext context, ExchangeMeter meter, string destinationPrefix, HttpMessageInvoker httpClient, ForwarderRequestConfig requestConfig,
-        HttpTransformer transformer)
+        HttpContext context, ExchangeMeter meter, string destinationPrefix, HttpMessageInvoker httpClient, ForwarderRequestConfig requestConfig)
     {
-        if (_enabled && PlainTarget(context, destinationPrefix, transformer, out var bodyLength) is { } rawTarget)
+        var choice = Choose(context, destinationPrefix, out var rawTarget, out var bodyLength);
+        meter.Path = choice;
+        Interlocked.Increment(ref _chosen[(int)choice.Reason]);
+        if (choice.Path == ForwardingPath.Http1)
         {
-            return ForwardAsync(context, meter.Response, _pools.For(destinationPrefix), rawTarget, bodyLength, requestConfig.ActivityTimeout ?? DefaultActivityTimeout);
+            return ForwardAsync(context, meter.Response, _pools.For(destinationPrefix), rawTarget!, bodyLength, requestConfig.ActivityTimeout ?? DefaultActivityTimeout);
         }
 
         meter.Install();
-        return _fallback.SendAsync(context, destinationPrefix, httpClient, requestConfig, transformer);
+        return _fallback.SendAsync(context, destinationPrefix, httpClient, requestConfig, SidekickTransformer.Instance);
     }
 
     public void Dispose() => _pools.Dispose();
 
     /// <summary>
-    /// The raw request target when this path can carry the request (and the length of its body, 0 for
-    /// none); null sends it to YARP.
+    /// The one place that decides the path: this one for a plain HTTP/1.1 exchange (with the raw request
+    /// target and the length of its body, 0 for none), YARP for everything else, with the reason.
     /// </summary>
-    private static string? PlainTarget(HttpContext context, string destinationPrefix, HttpTransformer transformer, out int bodyLength)
+    public PathChoice Choose(HttpContext context, string destinationPrefix, out string? rawTarget, out int bodyLength)
     {
+        rawTarget = null;
         bodyLength = 0;
-        if (!ReferenceEquals(transformer, SidekickTransformer.Instance) || !destinationPrefix.StartsWith("http://", StringComparison.OrdinalIgnoreCase))
+        if (_disabled is { } disabled)
         {
-            return null;
+            return new PathChoice(ForwardingPath.Yarp, disabled);
+        }
+
+        if (!destinationPrefix.StartsWith("http://", StringComparison.OrdinalIgnoreCase))
+        {
+            return new PathChoice(ForwardingPath.Yarp, PathReason.TlsBackend);
         }
 
         var request = context.Request;
-        if (HttpMethods.IsConnect(request.Method) || request.Headers.ContainsKey(HeaderNames.Expect) ||
-            context.Features.Get<IHttpUpgradeFeature>() is { IsUpgradableRequest: true } ||
+        if (HttpMethods.IsConnect(request.Method))
+        {
+            return new PathChoice(ForwardingPath.Yarp, PathReason.Connect);
+        }
+
+        if (request.Headers.ContainsKey(HeaderNames.Expect))
+        {
+            return new PathChoice(ForwardingPath.Yarp, PathReason.Expect100);
+        }
+
+        if (context.Features.Get<IHttpUpgradeFeature>() is { IsUpgradableRequest: true } ||
             context.Features.Get<IHttpExtendedConnectFeature>() is { IsExtendedConnect: true })
         {
-            return null;
+            return new PathChoice(ForwardingPath.Yarp, PathReason.Upgrade);
         }
 
         if (context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true)
         {
-            if (request.ContentLength is not (> 0 and <= MaxInlineBodyBytes))
+            if (request.ContentLength is not { } length)
             {
-                return null;
+                return new PathChoice(ForwardingPath.Yarp, PathReason.BodyUnknownLength);
             }
 
-            bodyLength = (int)request.ContentLength.Value;
+            if (length > MaxInlineBodyBytes)
+            {
+                return new PathChoice(ForwardingPath.Yarp, PathReason.BodyOver64K);
+            }
+
+            bodyLength = (int)length;
         }
 
         // Origin-form only; an absolute-form or asterisk target keeps YARP's handling.
-        var rawTarget = context.Features.Get<IHttpRequestFeature>()?.RawTarget;
-        return rawTarget is { Length: > 0 } && rawTarget[0] == '/' ? rawTarget : null;
+        var target = context.Features.Get<IHttpRequestFeature>()?.RawTarget;
+        if (target is not { Length: > 0 } || target[0] != '/')
+        {
+            bodyLength = 0;
+            return new PathChoice(ForwardingPath.Yarp, PathReason.TargetNotOriginForm);
+        }
+
+        rawTarget = target;
+        return new PathChoice(ForwardingPath.Http1, PathReason.Plain);
     }
 
     /// <summary>
@@ -119,9 +151,8 @@ internal sealed class Http1Forwarder : IDisposable
     private async ValueTask<ForwarderError> ForwardAsync(
         HttpContext context, IMeteredResponseBody metered, BackendConnectionPool pool, string rawTarget, int bodyLength, TimeSpan activityTimeout)
     {
-        Interlocked.Increment(ref _forwarded);
         var resendable = IdempotentMethods.Contains(context.Request.Method);
-        using var head = RequestHead.Write(context, rawTarget, pool.Authority);
+        using var head = RequestHead.Write(context, rawTarget, pool.Authority, bodyLength);
         metered.CountedRequestHeaders(head.HeaderBytes);
         var headBytes = head.Bytes;
         for (var attempt = 1; ; attempt++)
@@ -170,7 +201,7 @@ internal sealed class Http1Forwarder : IDisposable
                     if (headLength < 0)
                     {
                         // In two steps, so nothing sits between this state machine and the socket's.
-                        var received = await connection.ReceiveIntoAsync(connection.ReceiveRoom(MaxResponseHeadBytes));
+                        var received = await connection.ReceiveIntoAsync(connection.ReceiveRoom(BackendLimits.MaxResponseHeadBytes));
                         connection.Received(received);
                         if (received == 0)
                         {
@@ -192,7 +223,7 @@ internal sealed class Http1Forwarder : IDisposable
                 }
 
                 response = ResponseHead.Apply(connection.Buffered[..headLength], context.Response, HttpMethods.IsHead(context.Request.Method), pool.HeaderValues);
-                context.Response.Headers["X-Proxy"] = ProxyMarker;
+                context.Response.Headers[ForwardingHeaders.ProxyMarkerName] = ForwardingHeaders.ProxyMarker;
                 connection.Consume(headLength);
             }
             catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or HttpRequestException)
@@ -215,6 +246,25 @@ internal sealed class Http1Forwarder : IDisposable
                 return connection.TimedOut
                     ? Fail(context, ForwarderError.RequestTimedOut, new TimeoutException("the backend did not answer within the activity timeout", ex))
                     : Fail(context, ForwarderError.Request, ex as HttpRequestException ?? new HttpRequestException(HttpRequestError.Unknown, TransportFailure(ex), ex));
+            }
+
+            if (metered.Observer is { } observer && !observer.OnResponseHead(context))
+            {
+                // Taken over (the cache answers from the store): the body, if any, is not read, so the
+                // connection cannot carry another exchange unless there is none.
+                registration.Dispose();
+                if (response.Framing == BodyFraming.None && response.Reusable && connection.BufferedCount == 0 && !connection.IsClosed)
+                {
+                    connection.EndExchange();
+                    connection.HasServedRequest = true;
+                    connection.Pool.Return(connection);
+                }
+                else
+                {
+                    Close(connection);
+                }
+
+                return ForwarderError.None;
             }
 
             try

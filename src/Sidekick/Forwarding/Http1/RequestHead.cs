@@ -6,9 +6,9 @@ namespace Sidekick.Forwarding.Http1;
 
 /// <summary>
 /// The bytes of one request to a backend (request line, headers and a small body) in a pooled buffer.
-/// Shapes the request exactly as <see cref="SidekickTransformer"/> does on the YARP path: the client's raw
-/// target and Host byte for byte, X-Forwarded-For / X-Real-IP / X-Forwarded-Host set once, hop-by-hop
-/// headers and those named in Connection dropped. Header values are written as UTF-8, the encoding Kestrel
+/// Shapes the request by <see cref="ForwardingHeaders"/>, the policy YARP's <see cref="SidekickTransformer"/>
+/// follows too: the client's raw target and Host byte for byte, X-Forwarded-For / X-Real-IP /
+/// X-Forwarded-Host set once, hop-by-hop headers and those named in Connection dropped. Header values are written as UTF-8, the encoding Kestrel
 /// accepted them in, so signed non-ASCII metadata reaches the backend unchanged.
 /// </summary>
 internal struct RequestHead : IDisposable
@@ -29,8 +29,13 @@ internal struct RequestHead : IDisposable
     /// <summary>The client's header bytes as <see cref="ExchangeMeter.RequestHeaderBytes"/> counts them (counted while copying).</summary>
     public long HeaderBytes { get; private set; }
 
-    /// <summary>Writes the head; the body (if any) is appended by the caller with <see cref="ReserveBody"/>.</summary>
-    public static RequestHead Write(HttpContext context, string rawTarget, string backendAuthority)
+    /// <summary>
+    /// Writes the head for a body of <paramref name="bodyLength"/> bytes, which the caller appends with
+    /// <see cref="ReserveBody"/>. The framing is ours, never the client's field copied: Content-Length states
+    /// the bytes sidekick reads and sends (so no Connection token or odd header can make the backend read the
+    /// body as another request), and Transfer-Encoding never reaches this path.
+    /// </summary>
+    public static RequestHead Write(HttpContext context, string rawTarget, string backendAuthority, int bodyLength)
     {
         var request = context.Request;
         var head = new RequestHead(InitialSize);
@@ -49,14 +54,13 @@ internal struct RequestHead : IDisposable
         long headerBytes = 0;
         foreach (var (name, values) in headers)
         {
-            var isPriorHop = name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase);
-            if (isPriorHop)
+            var copied = ForwardingHeaders.IsCopied(name, host.Length > 0, connectionNamed);
+            if (!copied && name.Equals(ForwardingHeaders.ForwardedFor, StringComparison.OrdinalIgnoreCase))
             {
-                // Continued below, not copied: found here rather than looked up again.
+                // Continued below: found here rather than looked up again.
                 prior = values;
             }
 
-            var copied = !isPriorHop && !IsReplacedOrDropped(name, host.Length > 0) && !HopByHopHeaders.IsNamed(connectionNamed, name);
             foreach (var value in values)
             {
                 headerBytes += name.Length + (value?.Length ?? 0);
@@ -68,6 +72,14 @@ internal struct RequestHead : IDisposable
         }
 
         head.HeaderBytes = headerBytes;
+        if (bodyLength > 0 || request.ContentLength is not null)
+        {
+            // An empty POST keeps its "Content-Length: 0": servers answer 411 to a body-less POST without one.
+            head.Append("Content-Length: "u8);
+            head.AppendNumber(bodyLength);
+            head.Append("\r\n"u8);
+        }
+
         var ip = ClientAddress.For(context.Connection.RemoteIpAddress);
         head.Append("X-Forwarded-For: "u8);
         if (prior.Count > 0)
@@ -107,19 +119,19 @@ internal struct RequestHead : IDisposable
         }
     }
 
-    private static bool IsReplacedOrDropped(string name, bool hasHost) =>
-        name.Length == 0 || name[0] == ':' ||
-        name.Equals("Host", StringComparison.OrdinalIgnoreCase) ||
-        name.Equals("X-Real-IP", StringComparison.OrdinalIgnoreCase) ||
-        (hasHost && name.Equals("X-Forwarded-Host", StringComparison.OrdinalIgnoreCase)) ||
-        HopByHopHeaders.Contains(name);
-
     private void AppendHeader(string name, string? value)
     {
         Append(name);
         Append(": "u8);
         Append(value ?? "");
         Append("\r\n"u8);
+    }
+
+    private void AppendNumber(int value)
+    {
+        Ensure(11);
+        value.TryFormat(_buffer.AsSpan(_length), out var written, provider: System.Globalization.CultureInfo.InvariantCulture);
+        _length += written;
     }
 
     private void AppendJoined(StringValues values)

@@ -1,6 +1,7 @@
 using Sidekick.Hosting;
+using Sidekick.Platform;
 
-namespace Sidekick.Tests.Hosting;
+namespace Sidekick.Tests.Platform;
 
 /// <summary>Which of the executable's mappings may be dropped from the resident set after start-up.</summary>
 public sealed class CodePagesTests

@@ -1,6 +1,4 @@
-using System.Runtime.InteropServices;
-
-namespace Sidekick.Hosting;
+namespace Sidekick.Platform;
 
 /// <summary>
 /// The C library's heap, where OpenSSL keeps each TLS connection's state (~40 KB: the SSL object and its
@@ -9,7 +7,7 @@ namespace Sidekick.Hosting;
 /// until that arena's top shrinks. Under HTTP/2 over TLS (32 connections, three rounds of new ones) the
 /// arenas grew 2.9 -> 4.3 -> 4.7 MB with the same number of connections open.
 /// </summary>
-internal static partial class NativeHeap
+internal static class NativeHeap
 {
     private const int ArenaMaxOption = -8; // M_ARENA_MAX in malloc.h
 
@@ -28,7 +26,7 @@ internal static partial class NativeHeap
     {
         if (OperatingSystem.IsLinux() && Environment.GetEnvironmentVariable("MALLOC_ARENA_MAX") is null)
         {
-            TryNative(static () => mallopt(ArenaMaxOption, Arenas));
+            TryNative(static () => Libc.mallopt(ArenaMaxOption, Arenas));
         }
     }
 
@@ -40,7 +38,7 @@ internal static partial class NativeHeap
     {
         if (OperatingSystem.IsLinux())
         {
-            TryNative(static () => malloc_trim(0));
+            TryNative(static () => Libc.malloc_trim(0));
         }
     }
 
@@ -58,10 +56,4 @@ internal static partial class NativeHeap
         {
         }
     }
-
-    [LibraryImport("libc")]
-    private static partial int mallopt(int option, int value);
-
-    [LibraryImport("libc")]
-    private static partial int malloc_trim(nuint pad);
 }

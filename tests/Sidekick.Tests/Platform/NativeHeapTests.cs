@@ -1,7 +1,8 @@
 using System.Runtime.InteropServices;
 using Sidekick.Hosting;
+using Sidekick.Platform;
 
-namespace Sidekick.Tests.Hosting;
+namespace Sidekick.Tests.Platform;
 
 public sealed class NativeHeapTests
 {

@@ -1,9 +1,13 @@
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 
-namespace Sidekick.Networking;
+namespace Sidekick.Platform;
 
-/// <summary>The Linux system calls the event loops use (x86-64 and arm64 layouts).</summary>
+/// <summary>
+/// Every native call sidekick makes, declared one way (source-generated <c>LibraryImport</c>): the system
+/// calls the event loops use (x86-64 and arm64 layouts), and the C library's heap and memory-advice calls
+/// (<see cref="NativeHeap"/>, <see cref="CodePages"/>).
+/// </summary>
 internal static unsafe partial class Libc
 {
     public const uint EPOLLIN = 0x001;
@@ -72,6 +76,15 @@ internal static unsafe partial class Libc
     [LibraryImport("libc", SetLastError = true)]
     [SuppressGCTransition]
     private static partial nint syscall(nint number, SafeSocketHandle socket, nint a2, nint a3, nint a4, nint a5, nint a6);
+
+    [LibraryImport("libc")]
+    public static partial int mallopt(int option, int value);
+
+    [LibraryImport("libc")]
+    public static partial int malloc_trim(nuint pad);
+
+    [LibraryImport("libc")]
+    public static partial int madvise(nint address, nuint length, int advice);
 
     /// <summary>The <see cref="SocketError"/> .NET reports for a Linux errno, for the errors a stream socket meets.</summary>
     public static SocketError ToSocketError(int errno) => errno switch

@@ -1,7 +1,6 @@
 using System.Globalization;
-using System.Runtime.InteropServices;
 
-namespace Sidekick.Hosting;
+namespace Sidekick.Platform;
 
 /// <summary>
 /// Unmaps the executable's clean code and read-only pages, so the resident set holds only the code that runs
@@ -36,7 +35,7 @@ internal static class CodePages
             long released = 0;
             foreach (var (start, length) in CleanMappingsOf(executable, File.ReadLines("/proc/self/smaps")))
             {
-                if (Madvise((nint)start, (nuint)length, MadviseDontNeed) == 0)
+                if (Libc.madvise((nint)start, (nuint)length, MadviseDontNeed) == 0)
                 {
                     released += (long)length;
                 }
@@ -111,8 +110,4 @@ internal static class CodePages
         path = parts.Length == 6 ? parts[5].Trim() : "";
         return true;
     }
-
-    // Blittable arguments only, so no marshalling stub (and no unsafe code) is needed.
-    [DllImport("libc", EntryPoint = "madvise")]
-    private static extern int Madvise(nint address, nuint length, int advice);
 }

@@ -1,0 +1,206 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using Microsoft.Net.Http.Headers;
+
+namespace Sidekick.Caching;
+
+/// <summary>
+/// The stored side of the cache: finding an entry (and the Vary variant a request selects), starting a fill
+/// from a response head, refreshing an entry's headers after a 304, evicting and invalidating. Store
+/// failures mark the store offline, so that requests bypass it; none is ever an error for the client.
+/// </summary>
+internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, CacheHealth health, PartBuffers partBuffers, CacheMetrics metrics, TimeProvider time)
+{
+    /// <summary>Bounds the in-process overlay of refreshed headers; losing it only costs a revalidation.</summary>
+    private const int MaxRefreshed = 10_000;
+
+    private readonly ConcurrentDictionary<string, CachedResponse> _refreshed = new();
+
+    /// <summary>Finds the stored response for this request: the plain key, or the variant its Vary marker selects.</summary>
+    public async Task<CacheLookup?> FindAsync(string key, HttpRequest request, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(options.StoreTimeout);
+        var head = await store.HeadAsync(key, timeout.Token);
+        if (head is not { } found)
+        {
+            return null;
+        }
+
+        if (found.VaryNames is { Length: > 0 } varyNames)
+        {
+            var names = varyNames.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            var variantKey = CacheKey.Variant(key, names.Select(n => request.Headers[n].ToString()).ToArray());
+            var variant = await store.HeadAsync(variantKey, timeout.Token);
+            return variant is { Entry: { } variantEntry } ? new CacheLookup(variantKey, Newest(variantKey, variantEntry)) : null;
+        }
+
+        return found.Entry is { } entry ? new CacheLookup(key, Newest(key, entry)) : null;
+    }
+
+    /// <summary>
+    /// Starts storing the response whose head is on <paramref name="context"/> when it may be stored (RFC 9111
+    /// §3): its header values as the backend sent them, its Vary marker, whether credentials filled it.
+    /// Null when it is not storable.
+    /// </summary>
+    public CacheFill? StartFill(HttpContext context, string key, CacheControl requestControl, DateTimeOffset requestTime)
+    {
+        var response = context.Response;
+        var headers = StoredHeaders(response.Headers);
+        var responseControl = CacheControl.Parse(response.Headers.CacheControl);
+        if (!HttpMethods.IsGet(context.Request.Method) ||
+            !CachePolicy.IsStorable(response.StatusCode, requestControl, responseControl, headers, response.ContentLength, options))
+        {
+            return null;
+        }
+
+        var varyNames = response.Headers.Vary.ToString()
+            .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Select(n => n.ToLowerInvariant()).Distinct().Order(StringComparer.Ordinal).ToArray();
+        var varyValues = varyNames.Select(n => context.Request.Headers[n].ToString()).ToArray();
+        var responseTime = time.GetUtcNow();
+        var date = CachedResponse.HttpDate(response.Headers.Date.ToString());
+        var entry = new CachedResponse
+        {
+            Status = response.StatusCode,
+            Headers = headers,
+            Length = response.ContentLength!.Value,
+            ReceivedAt = responseTime,
+            InitialAge = CachePolicy.InitialAge(response.Headers.Age.ToString(), date, requestTime, responseTime),
+            Date = date,
+            VaryNames = varyNames,
+            VaryValues = varyValues,
+            FilledWithCredentials = CachePolicy.CarriesCredentials(context.Request),
+        };
+        var serialized = entry.Serialize();
+        if (!CachedResponse.FitsInMetadata(serialized))
+        {
+            return null; // too many headers for S3 user metadata: serve, do not store
+        }
+
+        var entryKey = key;
+        if (varyNames.Length > 0)
+        {
+            entryKey = CacheKey.Variant(key, varyValues);
+            var marker = new Dictionary<string, string> { ["sidekick-vary"] = string.Join(',', varyNames) };
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    await store.PutAsync(key, ReadOnlyMemory<byte>.Empty, marker, CancellationToken.None);
+                }
+                catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
+                {
+                    health.MarkOffline();
+                }
+            });
+        }
+
+        return new CacheFill(store, entryKey, new Dictionary<string, string> { ["sidekick"] = serialized }, entry.Length, options, partBuffers, metrics);
+    }
+
+    /// <summary>
+    /// The header fields of a response worth storing, one pair per field line, values untouched: hop-by-hop
+    /// fields and those about this hop or this answer (Server, Age, Date, X-Cache, …) are left out.
+    /// </summary>
+    public static KeyValuePair<string, string>[] StoredHeaders(IHeaderDictionary headers)
+    {
+        var stored = new List<KeyValuePair<string, string>>();
+        foreach (var (name, values) in headers)
+        {
+            if (!CachedResponse.KeepHeader(name))
+            {
+                continue;
+            }
+
+            foreach (var value in values)
+            {
+                stored.Add(new(name, value ?? ""));
+            }
+        }
+
+        return [.. stored];
+    }
+
+    /// <summary>
+    /// Applies a 304's header fields to the stored ones (RFC 9111 §4.3.4: each field the 304 carries replaces
+    /// the stored field of that name, values as the 304 sent them) and restarts the age clock.
+    /// </summary>
+    public CachedResponse Refresh(CachedResponse entry, IReadOnlyList<KeyValuePair<string, string>> notModified, DateTimeOffset requestTime)
+    {
+        var updates = notModified.Where(h => CachedResponse.KeepHeader(h.Key) &&
+            !string.Equals(h.Key, HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase)).ToArray();
+        var headers = entry.Headers.Where(h => !updates.Any(u => string.Equals(u.Key, h.Key, StringComparison.OrdinalIgnoreCase))).Concat(updates).ToArray();
+        var responseTime = time.GetUtcNow();
+        string? Get(string name) => notModified.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
+        var date = CachedResponse.HttpDate(Get(HeaderNames.Date)) ?? responseTime;
+        return entry with
+        {
+            Headers = headers,
+            ReceivedAt = responseTime,
+            Date = date,
+            InitialAge = CachePolicy.InitialAge(Get(HeaderNames.Age), date, requestTime, responseTime),
+        };
+    }
+
+    /// <summary>
+    /// Keeps refreshed headers: in this process at once (so the next request sees them), and in the bucket
+    /// for the other sidecars (a server-side copy onto itself with new metadata).
+    /// </summary>
+    public async Task UpdateMetadataAsync(string key, CachedResponse entry)
+    {
+        if (_refreshed.Count > MaxRefreshed)
+        {
+            _refreshed.Clear(); // a bound, not an LRU
+        }
+
+        _refreshed[key] = entry;
+        var serialized = entry.Serialize();
+        if (!CachedResponse.FitsInMetadata(serialized))
+        {
+            return;
+        }
+
+        try
+        {
+            await store.UpdateMetadataAsync(key, new Dictionary<string, string> { ["sidekick"] = serialized }, CancellationToken.None);
+        }
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
+        {
+            // A failed refresh is not a store outage: this sidecar still has the refreshed headers in memory.
+            metrics.StoreError();
+        }
+    }
+
+    public async Task EvictAsync(string key)
+    {
+        _refreshed.TryRemove(key, out _);
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await store.DeleteEntryAsync(key, timeout.Token);
+            metrics.Evicted();
+        }
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
+        {
+            health.MarkOffline();
+        }
+    }
+
+    /// <summary>PUT, POST, DELETE through sidekick drop the entries for their URL (with and without query).</summary>
+    public async Task InvalidateAsync(HttpContext context)
+    {
+        await EvictAsync(CacheKey.For(context));
+        await EvictAsync(CacheKey.For(context, withQuery: false));
+    }
+
+    /// <summary>The stored entry, or the headers a later 304 refreshed when those are newer (same object only).</summary>
+    private CachedResponse Newest(string key, CachedResponse stored) =>
+        _refreshed.TryGetValue(key, out var refreshed) && refreshed.ReceivedAt > stored.ReceivedAt &&
+        refreshed.ETag == stored.ETag && refreshed.Length == stored.Length
+            ? refreshed
+            : stored;
+}
+
+/// <summary>A stored entry found for a request, and the key it is stored under.</summary>
+internal readonly record struct CacheLookup(string Key, CachedResponse Entry);

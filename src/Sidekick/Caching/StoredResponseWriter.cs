@@ -1,0 +1,187 @@
+using System.Buffers;
+using System.Globalization;
+using Amazon.S3.Model;
+using Microsoft.Net.Http.Headers;
+
+namespace Sidekick.Caching;
+
+/// <summary>
+/// Answers a request from a stored entry: a 304 for the client's own matching conditional (RFC 9110 §13.2.2),
+/// a 206 for a single satisfiable range, a 416 for an unsatisfiable one, else the whole stored response, with
+/// the stored header values as they were received and a correct Age. Nothing here decides whether the entry
+/// may be used: <see cref="CachePolicy"/> did.
+/// </summary>
+internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore store, CacheHealth health, CacheMetrics metrics, TimeProvider time)
+{
+    /// <summary>Serves a stored response. False when the store could not be read before anything was sent.</summary>
+    public async Task<bool> ServeAsync(HttpContext context, CacheLookup hit, string outcome)
+    {
+        var entry = hit.Entry;
+        var request = context.Request;
+        var response = context.Response;
+        var age = (long)CachePolicy.CurrentAge(entry, time.GetUtcNow()).TotalSeconds;
+
+        if (NotModified(request, entry))
+        {
+            response.StatusCode = StatusCodes.Status304NotModified;
+            foreach (var name in new[] { HeaderNames.ETag, HeaderNames.LastModified, HeaderNames.CacheControl, HeaderNames.Expires, HeaderNames.Vary })
+            {
+                if (entry.Header(name) is { } value)
+                {
+                    response.Headers[name] = value;
+                }
+            }
+
+            response.Headers.Age = age.ToString(CultureInfo.InvariantCulture);
+            response.Headers[ResponseCache.CacheHeader] = outcome;
+            return true;
+        }
+
+        var (from, to, partial, unsatisfiable) = RangeOf(request, entry);
+        if (unsatisfiable)
+        {
+            response.StatusCode = StatusCodes.Status416RangeNotSatisfiable;
+            response.Headers.ContentRange = $"bytes */{entry.Length}";
+            response.Headers[ResponseCache.CacheHeader] = outcome;
+            return true;
+        }
+
+        GetObjectResponse? stored = null;
+        if (!HttpMethods.IsHead(request.Method))
+        {
+            try
+            {
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+                timeout.CancelAfter(options.StoreTimeout);
+                stored = await store.OpenAsync(hit.Key, partial ? from : null, partial ? to : null, timeout.Token);
+            }
+            catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+            {
+                health.MarkOffline();
+                return false;
+            }
+        }
+
+        using (stored)
+        {
+            response.StatusCode = partial ? StatusCodes.Status206PartialContent : entry.Status;
+            foreach (var (name, value) in entry.Headers)
+            {
+                if (!string.Equals(name, HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase))
+                {
+                    response.Headers.Append(name, value);
+                }
+            }
+
+            response.Headers.Server = "SideKick";
+            response.Headers.Age = age.ToString(CultureInfo.InvariantCulture);
+            response.Headers[ResponseCache.CacheHeader] = outcome;
+            response.Headers.AcceptRanges = "bytes";
+            response.ContentLength = partial ? to - from + 1 : entry.Length;
+            if (partial)
+            {
+                response.Headers.ContentRange = $"bytes {from}-{to}/{entry.Length}";
+            }
+
+            if (stored is null)
+            {
+                return true;
+            }
+
+            try
+            {
+                await using var body = stored.ResponseStream;
+                var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
+                try
+                {
+                    int read;
+                    while ((read = await body.ReadAsync(buffer, context.RequestAborted)) > 0)
+                    {
+                        await response.Body.WriteAsync(buffer.AsMemory(0, read), context.RequestAborted);
+                        metrics.Served(read);
+                    }
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
+            }
+            catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+            {
+                // Headers are out: abort rather than send a truncated body.
+                health.MarkOffline();
+                context.Abort();
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>The client's own conditional request, answered from the entry (RFC 9110 §13.2.2).</summary>
+    private static bool NotModified(HttpRequest request, CachedResponse entry)
+    {
+        var ifNoneMatch = request.Headers.IfNoneMatch;
+        if (ifNoneMatch.Count > 0)
+        {
+            var etag = entry.ETag;
+            return etag is not null && ifNoneMatch.ToString().Split(',').Select(t => t.Trim())
+                .Any(t => t == "*" || WeakEquals(t, etag));
+        }
+
+        return request.Headers.IfModifiedSince.Count > 0 &&
+               CachedResponse.HttpDate(request.Headers.IfModifiedSince.ToString()) is { } since &&
+               entry.LastModified is { } lastModified && lastModified <= since;
+    }
+
+    private static bool WeakEquals(string a, string b) =>
+        string.Equals(a.StartsWith("W/", StringComparison.Ordinal) ? a[2..] : a, b.StartsWith("W/", StringComparison.Ordinal) ? b[2..] : b, StringComparison.Ordinal);
+
+    /// <summary>A single byte range served as 206; several ranges or a stale If-Range get the whole entity.</summary>
+    private static (long From, long To, bool Partial, bool Unsatisfiable) RangeOf(HttpRequest request, CachedResponse entry)
+    {
+        var range = request.Headers.Range.ToString();
+        if (range.Length == 0 || !range.StartsWith("bytes=", StringComparison.OrdinalIgnoreCase) || range.Contains(',', StringComparison.Ordinal))
+        {
+            return (0, 0, false, false);
+        }
+
+        if (request.Headers.IfRange.ToString() is { Length: > 0 } ifRange && ifRange != entry.ETag && CachedResponse.HttpDate(ifRange) != entry.LastModified)
+        {
+            return (0, 0, false, false);
+        }
+
+        var spec = range[6..].Split('-');
+        if (spec.Length != 2)
+        {
+            return (0, 0, false, false);
+        }
+
+        var length = entry.Length;
+        long from, to;
+        if (spec[0].Length == 0)
+        {
+            if (!long.TryParse(spec[1], NumberStyles.None, CultureInfo.InvariantCulture, out var suffix) || suffix == 0)
+            {
+                return (0, 0, false, spec[1].Length > 0);
+            }
+
+            from = Math.Max(0, length - suffix);
+            to = length - 1;
+        }
+        else
+        {
+            if (!long.TryParse(spec[0], NumberStyles.None, CultureInfo.InvariantCulture, out from))
+            {
+                return (0, 0, false, false);
+            }
+
+            to = spec[1].Length == 0 ? length - 1 : long.TryParse(spec[1], NumberStyles.None, CultureInfo.InvariantCulture, out var end) ? Math.Min(end, length - 1) : -1;
+            if (to < 0)
+            {
+                return (0, 0, false, false);
+            }
+        }
+
+        return from >= length || from > to ? (0, 0, false, true) : (from, to, true, false);
+    }
+}

@@ -1,0 +1,25 @@
+namespace Sidekick.Forwarding;
+
+/// <summary>
+/// Lets the cache watch and steer an exchange that goes through the normal forwarding path (both forwarders,
+/// retries, resume, statistics, outliers, traces), instead of talking to a backend on a path of its own.
+/// </summary>
+internal interface IExchangeObserver
+{
+    /// <summary>
+    /// Called when the backend's response head has been put on <c>context.Response</c> (status and header
+    /// values exactly as the backend sent them), before any body byte goes out; again if a retry brings another
+    /// head. Returning false takes the response over: its body is not copied and nothing is sent, so the caller
+    /// answers the client itself (e.g. from the store after a 304).
+    /// </summary>
+    bool OnResponseHead(HttpContext context);
+
+    /// <summary>
+    /// Called when no backend answered (none is up, or every attempt failed before a response head). True when
+    /// the observer answers the client itself (e.g. from a stale entry) instead of sidekick's 502.
+    /// </summary>
+    bool OnNoAnswer(HttpContext context);
+
+    /// <summary>Every response body byte, as it goes to the client (a resumed body's too).</summary>
+    void OnBody(ReadOnlySpan<byte> data);
+}

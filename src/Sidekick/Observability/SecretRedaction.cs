@@ -1,0 +1,257 @@
+using System.Buffers;
+using System.Text;
+
+namespace Sidekick.Observability;
+
+/// <summary>
+/// The one rule for credentials in anything sidekick prints (trace records, --debug headers and bodies, log
+/// lines): the name stays, the value becomes <see cref="Redacted"/>. Header values of credential headers go
+/// whole; in queries and in text, only the values of the presigned-URL parameters. Records keep the raw values
+/// (they never leave the process); the rule is applied where a record or reason turns into text, on the
+/// output writer, so the request path pays nothing for it.
+/// </summary>
+internal static class SecretRedaction
+{
+    public const string Redacted = "REDACTED";
+
+    /// <summary>Query parameters whose values sign or authorise a request (SigV4 and SigV2 presigned URLs).</summary>
+    private static readonly string[] ParameterNames = ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId"];
+
+    /// <summary>
+    /// Headers whose whole value is a credential: the request's authorisation and cookies, the STS session
+    /// token, SSE-C encryption keys (the customer's key itself) and Swift's auth tokens.
+    /// </summary>
+    private static readonly HashSet<string> HeaderNames = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "Authorization",
+        "Proxy-Authorization",
+        "Cookie",
+        "Set-Cookie",
+        "X-Amz-Security-Token",
+        "X-Amz-Server-Side-Encryption-Customer-Key",
+        "X-Amz-Copy-Source-Server-Side-Encryption-Customer-Key",
+        "X-Auth-Token",
+        "X-Storage-Token",
+        "X-Api-Key",
+    };
+
+    /// <summary>
+    /// Elements of S3 error bodies that echo the request's signature material (SignatureDoesNotMatch): the
+    /// canonical request carries the query and the x-amz-security-token header.
+    /// </summary>
+    private static readonly string[] ErrorBodyElements = ["SignatureProvided", "StringToSign", "StringToSignBytes", "CanonicalRequest", "CanonicalRequestBytes", "AWSAccessKeyId"];
+
+    private static readonly SearchValues<string> Candidates = SearchValues.Create(ParameterNames, StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Characters that may be part of a parameter name: a candidate preceded by one is not a name of its own.</summary>
+    private static readonly SearchValues<char> NameCharacters = SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.%");
+
+    /// <summary>Where a parameter's value ends in free text (a URL inside a sentence, a header value, XML).</summary>
+    private static readonly SearchValues<char> TextValueEnd = SearchValues.Create("&; \t\r\n\"'<>,#");
+
+    /// <summary>Where a URL's authority (and so its user information) ends.</summary>
+    private static readonly SearchValues<char> AuthorityEnd = SearchValues.Create("/?# \t\r\n\"'<>");
+
+    public static bool IsSecretHeader(string name) => HeaderNames.Contains(name);
+
+    /// <summary>A header value as it may be printed.</summary>
+    public static string HeaderValue(string name, string value) => IsSecretHeader(name) ? Redacted : Text(value);
+
+    /// <summary>
+    /// A raw query string (without '?'): every parameter in its place, names as sent, the values of the
+    /// signing parameters replaced. Names compare case-insensitively and percent-decoded; parameters are
+    /// separated by '&amp;' or ';' (some servers accept either, so both count).
+    /// </summary>
+    public static string Query(string query)
+    {
+        // Fast path: nothing that could be a signing parameter (an encoded name needs a '%').
+        if (query.AsSpan().IndexOfAny(Candidates) < 0 && !query.Contains('%', StringComparison.Ordinal))
+        {
+            return query;
+        }
+
+        StringBuilder? redacted = null;
+        var start = 0;
+        while (start <= query.Length)
+        {
+            var length = query.AsSpan(start).IndexOfAny('&', ';');
+            var end = length < 0 ? query.Length : start + length;
+            var parameter = query.AsSpan(start, end - start);
+            var equals = parameter.IndexOf('=');
+            if (equals >= 0 && IsSecretParameter(parameter[..equals]))
+            {
+                redacted ??= new StringBuilder(query.Length).Append(query, 0, start);
+                redacted.Append(parameter[..(equals + 1)]).Append(Redacted);
+            }
+            else
+            {
+                redacted?.Append(parameter);
+            }
+
+            if (end < query.Length)
+            {
+                redacted?.Append(query[end]);
+            }
+
+            start = end + 1;
+        }
+
+        return redacted?.ToString() ?? query;
+    }
+
+    /// <summary>
+    /// Free text that may hold a URL or a query (a probe failure, a Location or Referer header, an error about
+    /// a SITE): each <c>name=value</c> of a signing parameter that starts a word or follows '?', '&amp;' or ';'
+    /// keeps its name and loses its value (up to '&amp;', ';', a space, a quote, '&lt;', '&gt;', ',' or '#'), and
+    /// the password of a URL's <c>user:password@</c> goes too.
+    /// </summary>
+    public static string Text(string text)
+    {
+        text = UserInfo(text);
+        var span = text.AsSpan();
+        if (span.IndexOfAny(Candidates) < 0)
+        {
+            return text;
+        }
+
+        StringBuilder? redacted = null;
+        var copied = 0;
+        var position = 0;
+        while (position < text.Length)
+        {
+            var found = span[position..].IndexOfAny(Candidates);
+            if (found < 0)
+            {
+                break;
+            }
+
+            var at = position + found;
+            var nameLength = MatchedNameLength(span[at..]);
+            var valueStart = at + nameLength + 1;
+            if ((at > 0 && NameCharacters.Contains(text[at - 1])) || valueStart > text.Length || text[valueStart - 1] != '=')
+            {
+                position = at + 1;
+                continue;
+            }
+
+            var valueLength = span[valueStart..].IndexOfAny(TextValueEnd);
+            var valueEnd = valueLength < 0 ? text.Length : valueStart + valueLength;
+            redacted ??= new StringBuilder(text.Length);
+            redacted.Append(text, copied, valueStart - copied).Append(Redacted);
+            copied = valueEnd;
+            position = valueEnd;
+        }
+
+        return redacted is null ? text : redacted.Append(text, copied, text.Length - copied).ToString();
+    }
+
+    /// <summary><c>scheme://user:password@host</c> becomes <c>scheme://user:REDACTED@host</c>.</summary>
+    private static string UserInfo(string text)
+    {
+        var scheme = text.IndexOf("://", StringComparison.Ordinal);
+        if (scheme < 0)
+        {
+            return text;
+        }
+
+        StringBuilder? redacted = null;
+        var copied = 0;
+        while (scheme >= 0)
+        {
+            var authority = scheme + 3;
+            var length = text.AsSpan(authority).IndexOfAny(AuthorityEnd);
+            var end = length < 0 ? text.Length : authority + length;
+            var at = text.AsSpan(authority, end - authority).LastIndexOf('@');
+            var colon = at < 0 ? -1 : text.AsSpan(authority, at).IndexOf(':');
+            if (colon >= 0)
+            {
+                redacted ??= new StringBuilder(text.Length);
+                redacted.Append(text, copied, authority + colon + 1 - copied).Append(Redacted);
+                copied = authority + at;
+            }
+
+            scheme = end < text.Length ? text.IndexOf("://", end, StringComparison.Ordinal) : -1;
+        }
+
+        return redacted is null ? text : redacted.Append(text, copied, text.Length - copied).ToString();
+    }
+
+    /// <summary>
+    /// The start of an error body, for --debug: the signature material S3 echoes in a SignatureDoesNotMatch
+    /// answer is replaced whole, and any signing parameter elsewhere in it as in <see cref="Text"/>.
+    /// </summary>
+    public static string ErrorBody(string body)
+    {
+        foreach (var element in ErrorBodyElements)
+        {
+            var open = "<" + element + ">";
+            var close = "</" + element + ">";
+            var from = 0;
+            int start;
+            while ((start = body.IndexOf(open, from, StringComparison.Ordinal)) >= 0)
+            {
+                var inner = start + open.Length;
+                var end = body.IndexOf(close, inner, StringComparison.Ordinal);
+                // A body cut at 64 KiB may end inside the element: everything after the tag goes.
+                body = string.Concat(body.AsSpan(0, inner), Redacted, end < 0 ? "" : body.AsSpan(end));
+                from = inner + Redacted.Length;
+            }
+        }
+
+        return Text(body);
+    }
+
+    /// <summary>The length of the longest signing-parameter name at the start of <paramref name="text"/>.</summary>
+    private static int MatchedNameLength(ReadOnlySpan<char> text)
+    {
+        var longest = 0;
+        foreach (var name in ParameterNames)
+        {
+            if (name.Length > longest && text.StartsWith(name, StringComparison.OrdinalIgnoreCase))
+            {
+                longest = name.Length;
+            }
+        }
+
+        return longest;
+    }
+
+    private static bool IsSecretParameter(ReadOnlySpan<char> name)
+    {
+        foreach (var candidate in ParameterNames)
+        {
+            if (name.Contains('%') ? DecodedEquals(name, candidate) : name.Equals(candidate, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Compares a percent-encoded name with <paramref name="expected"/> without decoding it into a new string.</summary>
+    private static bool DecodedEquals(ReadOnlySpan<char> encoded, string expected)
+    {
+        var matched = 0;
+        for (var i = 0; i < encoded.Length; i++)
+        {
+            var c = encoded[i];
+            if (c == '%' && i + 2 < encoded.Length && char.IsAsciiHexDigit(encoded[i + 1]) && char.IsAsciiHexDigit(encoded[i + 2]))
+            {
+                c = (char)((HexValue(encoded[i + 1]) << 4) | HexValue(encoded[i + 2]));
+                i += 2;
+            }
+
+            if (matched == expected.Length || char.ToUpperInvariant(c) != char.ToUpperInvariant(expected[matched]))
+            {
+                return false;
+            }
+
+            matched++;
+        }
+
+        return matched == expected.Length;
+    }
+
+    private static int HexValue(char c) => c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}

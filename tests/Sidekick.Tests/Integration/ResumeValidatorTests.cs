@@ -1,0 +1,113 @@
+using System.Net;
+using System.Text;
+using System.Text.RegularExpressions;
+using Sidekick.Topology;
+
+namespace Sidekick.Tests.Integration;
+
+/// <summary>
+/// A GET cut mid-body is continued from another backend only under the same version: the 206 must carry the
+/// first response's strong ETag and Last-Modified. A backend that ignores If-Match and sends another version's
+/// bytes gets the client connection aborted, never a 200 spliced from two versions.
+/// </summary>
+public sealed partial class ResumeValidatorTests
+{
+    private const int Size = 1024 * 1024;
+    private const string LastModified = "Tue, 01 Dec 2026 10:00:00 GMT";
+
+    [Theory]
+    [InlineData("\"v2\"", LastModified, "validator_mismatch")]
+    [InlineData("W/\"v1\"", LastModified, "validator_mismatch")]
+    [InlineData(null, LastModified, "validator_mismatch")]
+    [InlineData("\"v1\"", "Wed, 02 Dec 2026 10:00:00 GMT", "validator_mismatch")]
+    [InlineData("\"v1\"", null, "validator_mismatch")]
+    public async Task A_resume_under_another_validator_aborts_the_client(string? etag, string? lastModified, string outcome)
+    {
+        var first = Version(1);
+        var second = Version(2);
+        await using var dying = new RawBackend(_ => Truncated(first));
+        await using var ignoringIfMatch = new RawBackend(request => Partial(request, second, etag, lastModified));
+        await using var sidekick = await StartAsync(dying, ignoringIfMatch);
+
+        using var response = await sidekick.Client.GetAsync("/object", HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        var received = new MemoryStream();
+        await Assert.ThrowsAnyAsync<IOException>(() => body.CopyToAsync(received));
+
+        // The second backend was asked (with If-Match), and none of its bytes reached the client.
+        var asked = Assert.Single(ignoringIfMatch.Requests);
+        Assert.Contains("\r\nIf-Match: \"v1\"\r\n", asked.Head, StringComparison.OrdinalIgnoreCase);
+        Assert.True(received.Length < Size, $"the client received {received.Length} bytes");
+        Assert.Equal(first.AsSpan(0, (int)received.Length).ToArray(), received.ToArray());
+        var metrics = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        Assert.Contains($"sidekick_download_resumes_total{{outcome=\"{outcome}\"}} 1", metrics, StringComparison.Ordinal);
+        Assert.Contains("sidekick_download_resumes_total{outcome=\"completed\"} 0", metrics, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_resume_under_the_same_validators_completes_the_object()
+    {
+        var first = Version(1);
+        await using var dying = new RawBackend(_ => Truncated(first));
+        await using var honest = new RawBackend(request => Partial(request, first, "\"v1\"", LastModified));
+        await using var sidekick = await StartAsync(dying, honest);
+
+        var body = await sidekick.Client.GetByteArrayAsync("/object");
+        Assert.Equal(first, body);
+        var metrics = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        Assert.Contains("sidekick_download_resumes_total{outcome=\"completed\"} 1", metrics, StringComparison.Ordinal);
+    }
+
+    private static byte[] Version(int number)
+    {
+        var bytes = new byte[Size];
+        new Random(number).NextBytes(bytes);
+        return bytes;
+    }
+
+    /// <summary>The whole object announced, half of it sent, then the connection closed.</summary>
+    private static RawResponse Truncated(byte[] body)
+    {
+        var head = Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nLast-Modified: {LastModified}\r\nContent-Length: {body.Length}\r\n\r\n");
+        return new RawResponse([.. head, .. body.AsSpan(0, body.Length / 2)], Close: true);
+    }
+
+    /// <summary>A 206 for the requested range, whatever If-Match said, under the given validators.</summary>
+    private static RawResponse Partial(RawRequest request, byte[] body, string? etag, string? lastModified)
+    {
+        var from = int.Parse(RangeStart().Match(request.Head).Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        var head = new StringBuilder($"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{body.Length - 1}/{body.Length}\r\nContent-Length: {body.Length - from}\r\n");
+        if (etag is not null)
+        {
+            head.Append($"ETag: {etag}\r\n");
+        }
+
+        if (lastModified is not null)
+        {
+            head.Append($"Last-Modified: {lastModified}\r\n");
+        }
+
+        return new RawResponse([.. Encoding.ASCII.GetBytes(head.Append("\r\n").ToString()), .. body.AsSpan(from)]);
+    }
+
+    private static Task<SidekickHarness> StartAsync(RawBackend first, RawBackend second)
+    {
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5) };
+        SiteDefinition[] sites =
+        [
+            new(1, [Definition(first.Url)]),
+            new(2, [Definition(second.Url)]),
+        ];
+        return SidekickHarness.StartAsync(options, sites, hooks: null);
+    }
+
+    private static BackendDefinition Definition(Uri url)
+    {
+        var text = url.ToString().TrimEnd('/');
+        return new BackendDefinition(url, text, new Uri(text + "/health"));
+    }
+
+    [GeneratedRegex(@"\r\nRange: bytes=(\d+)-", RegexOptions.IgnoreCase)]
+    private static partial Regex RangeStart();
+}
