@@ -4,17 +4,18 @@ using System.Text;
 namespace Sidekick.Forwarding;
 
 /// <summary>
-/// The 502 answer S3 clients understand: an S3-style XML error with a Retry-After hint. Unlike upstream the
+/// The 502 (or 504) answer S3 clients understand: an S3-style XML error with a Retry-After hint. Unlike upstream the
 /// content type is really sent and the values are XML-escaped.
 /// </summary>
 internal static class BackendErrorResponse
 {
     public const string AllOffline = "all backend servers are offline";
 
-    public static Task WriteAsync(HttpContext context, string message)
+    /// <param name="timedOut">The backend did not answer in time: 504 Gateway Timeout rather than 502 (RFC 9110 §15.6.5).</param>
+    public static Task WriteAsync(HttpContext context, string message, bool timedOut = false)
     {
         var response = context.Response;
-        response.StatusCode = StatusCodes.Status502BadGateway;
+        response.StatusCode = timedOut ? StatusCodes.Status504GatewayTimeout : StatusCodes.Status502BadGateway;
         response.Headers.RetryAfter = "120";
         response.Headers.ContentType = "application/xml";
         response.Headers.Server = "SideKick";

@@ -161,7 +161,8 @@ internal sealed class BackendExchange(
 
             if (observer?.OnNoAnswer(context) != true)
             {
-                await BackendErrorResponse.WriteAsync(context, TransportErrors.Summarize(failed.Exception, failed.Error == ForwarderError.RequestTimedOut));
+                var timedOut = failed.Error == ForwarderError.RequestTimedOut;
+                await BackendErrorResponse.WriteAsync(context, TransportErrors.Summarize(failed.Exception, timedOut), timedOut);
             }
 
             return;

@@ -28,7 +28,7 @@ public sealed class BoundsProcessTests(ITestOutputHelper output)
         var watch = Stopwatch.StartNew();
         using var response = await client.GetAsync($"http://127.0.0.1:{port}/never");
         output.WriteLine($"answered {(int)response.StatusCode} after {watch.ElapsedMilliseconds} ms");
-        Assert.True((int)response.StatusCode is 502 or 504, $"status {(int)response.StatusCode}");
+        Assert.True((int)response.StatusCode == 504, $"status {(int)response.StatusCode}");
         Assert.InRange(watch.ElapsedMilliseconds, 900, 30_000);
     }
 
