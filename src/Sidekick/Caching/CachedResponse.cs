@@ -43,6 +43,13 @@ internal sealed record CachedResponse
 
     public DateTimeOffset? LastModified => HttpDate(Header(HeaderNames.LastModified));
 
+    /// <summary>The length of a response's content: a 204 has none (RFC 9110 §15.3.5), else its Content-Length.</summary>
+    public static long? BodyLength(int status, long? contentLength) =>
+        status == StatusCodes.Status204NoContent ? 0 : contentLength;
+
+    /// <summary>Whether the stored status is one that never carries content (RFC 9110 §6.4.1).</summary>
+    public bool HasNoContent => Status is StatusCodes.Status204NoContent or StatusCodes.Status304NotModified;
+
     public static bool KeepHeader(string name) => !Skipped.Contains(name);
 
     public static DateTimeOffset? HttpDate(string? value) =>
