@@ -216,7 +216,7 @@ internal sealed class ResponseCache : IDisposable
     private async Task HitAsync(HttpContext context, ICacheOrigin origin, CacheLookup hit, CacheControl requestControl)
     {
         var request = context.Request;
-        var responseControl = CacheControl.Parse(hit.Entry.Header(HeaderNames.CacheControl));
+        var responseControl = hit.Entry.CacheControl();
         var credentials = CachePolicy.CarriesCredentials(request);
         var now = _time.GetUtcNow();
         var decision = CachePolicy.Decide(hit.Entry, requestControl, responseControl, now, _options, credentials);
