@@ -20,7 +20,10 @@ internal readonly struct ClientConditionals
 
     public static bool AnyIn(HttpRequest request) => Names.Any(request.Headers.ContainsKey);
 
-    /// <summary>Sets the client's fields aside and asks with the entry's validator (ETag first, else Last-Modified).</summary>
+    /// <summary>
+    /// Sets the client's fields aside and asks with the entry's validator (ETag first, else Last-Modified); an
+    /// entry with neither is asked for unconditionally, and the new response replaces it.
+    /// </summary>
     public static ClientConditionals MakeConditional(HttpRequest request, CachedResponse entry)
     {
         var saved = new StringValues[Names.Length];
@@ -37,19 +40,6 @@ internal readonly struct ClientConditionals
         else if (entry.Header(HeaderNames.LastModified) is { } lastModified)
         {
             request.Headers.IfModifiedSince = lastModified;
-        }
-
-        return new ClientConditionals(saved);
-    }
-
-    /// <summary>Sets the client's fields aside for a plain GET of the whole object.</summary>
-    public static ClientConditionals MakeUnconditional(HttpRequest request)
-    {
-        var saved = new StringValues[Names.Length];
-        for (var i = 0; i < Names.Length; i++)
-        {
-            saved[i] = request.Headers[Names[i]];
-            request.Headers.Remove(Names[i]);
         }
 
         return new ClientConditionals(saved);

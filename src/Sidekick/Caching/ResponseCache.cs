@@ -269,22 +269,6 @@ internal sealed class ResponseCache : IDisposable
         var request = context.Request;
         var requestTime = _time.GetUtcNow();
         var staleIfError = CachePolicy.MayServeStaleOnError(entry, requestControl, responseControl, requestTime, _options);
-        if (entry.ETag is null && entry.LastModified is null)
-        {
-            // Nothing to validate with: fetch a fresh copy, which replaces the entry.
-            var setAside = ClientConditionals.MakeUnconditional(request);
-            try
-            {
-                await FetchAndFillAsync(context, origin, hit.Key, requestControl);
-            }
-            finally
-            {
-                setAside.Restore(request);
-            }
-
-            return;
-        }
-
         // §4.2.4: an entry that must not be served stale gets a 504 when no backend answers at all.
         var gatewayTimeout = CachePolicy.MustNotServeStale(responseControl);
         var answer = new OriginAnswer(

@@ -208,20 +208,23 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
 
     // ---- §4.2.4, §5.2.2.2, §5.2.2.4, §5.2.2.8, §5.2.2.10: never served stale, even when the origin is gone ----
 
-    public static TheoryData<string, string> MustRevalidateRows => new()
+    public static TheoryData<string, string, string> MustRevalidateRows => new()
     {
-        { "§5.2.2.2 must-revalidate", "max-age=0, must-revalidate, stale-if-error=600" },
-        { "§5.2.2.8 proxy-revalidate", "max-age=0, proxy-revalidate, stale-if-error=600" },
-        { "§5.2.2.4 no-cache", "no-cache, max-age=600, stale-if-error=600" },
-        { "§5.2.2.10 s-maxage", "s-maxage=0, stale-if-error=600" },
+        // section, Cache-Control, validator
+        { "§5.2.2.2 must-revalidate", "max-age=0, must-revalidate, stale-if-error=600", "ETag: \"m\"\r\n" },
+        { "§5.2.2.8 proxy-revalidate", "max-age=0, proxy-revalidate, stale-if-error=600", "ETag: \"m\"\r\n" },
+        { "§5.2.2.4 no-cache", "no-cache, max-age=600, stale-if-error=600", "ETag: \"m\"\r\n" },
+        { "§5.2.2.10 s-maxage", "s-maxage=0, stale-if-error=600", "ETag: \"m\"\r\n" },
+        { "§5.2.2.2 must-revalidate, no validator", "max-age=0, must-revalidate", "" },
+        { "§5.2.2.10 s-maxage, Last-Modified only", "s-maxage=0", $"Last-Modified: {LongAgo}\r\n" },
     };
 
     [Theory]
     [MemberData(nameof(MustRevalidateRows))]
-    public async Task Serving_stale_4_2_4_is_a_504_when_the_origin_cannot_be_reached(string section, string cacheControl)
+    public async Task Serving_stale_4_2_4_is_a_504_when_the_origin_cannot_be_reached(string section, string cacheControl, string validator)
     {
         var path = Unique("/must-revalidate");
-        var origin = new Origin(_ => Response(200, $"Cache-Control: {cacheControl}\r\nETag: \"m\"\r\n", Body));
+        var origin = new Origin(_ => Response(200, $"Cache-Control: {cacheControl}\r\n{validator}", Body));
         await using var sidekick = await StartAsync(origin);
         await sidekick.SendAsync("GET", path);
         await sidekick.UntilFilledAsync(1, section);
@@ -234,12 +237,12 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
 
     [Theory]
     [MemberData(nameof(MustRevalidateRows))]
-    public async Task Serving_stale_4_2_4_an_error_from_the_origin_is_passed_not_hidden(string section, string cacheControl)
+    public async Task Serving_stale_4_2_4_an_error_from_the_origin_is_passed_not_hidden(string section, string cacheControl, string validator)
     {
         var path = Unique("/must-revalidate-error");
         var asked = 0;
         await using var origin = new Origin(_ => Interlocked.Increment(ref asked) == 1
-            ? Response(200, $"Cache-Control: {cacheControl}\r\nETag: \"m\"\r\n", Body)
+            ? Response(200, $"Cache-Control: {cacheControl}\r\n{validator}", Body)
             : Response(503, "", "origin trouble"));
         await using var sidekick = await StartAsync(origin);
         await sidekick.SendAsync("GET", path);
@@ -249,12 +252,14 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         Assert.True(answer.Status == 503 && answer.Body == "origin trouble", $"{section}: {answer.Head}{answer.Body}");
     }
 
-    [Fact]
-    public async Task Serving_stale_4_2_4_without_those_directives_stale_if_error_may_stand_in()
+    [Theory]
+    [InlineData("ETag: \"s\"\r\n")]
+    [InlineData("")]
+    public async Task Serving_stale_4_2_4_without_those_directives_stale_if_error_may_stand_in(string validator)
     {
         // The contrast to the rows above (RFC 5861 §4): the same entry without must-revalidate is served stale.
         var path = Unique("/stale-if-error");
-        var origin = new Origin(_ => Response(200, "Cache-Control: max-age=0, stale-if-error=600\r\nETag: \"s\"\r\n", Body));
+        var origin = new Origin(_ => Response(200, $"Cache-Control: max-age=0, stale-if-error=600\r\n{validator}", Body));
         await using var sidekick = await StartAsync(origin);
         await sidekick.SendAsync("GET", path);
         await sidekick.UntilFilledAsync(1, "the fill");
@@ -263,6 +268,24 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         var answer = await sidekick.SendAsync("GET", path);
         Assert.Equal(200, answer.Status);
         Assert.Equal(Body, answer.Body);
+    }
+
+    [Theory]
+    [InlineData("max-age=0", true)]
+    [InlineData("max-age=0, must-revalidate", false)]
+    [InlineData("max-age=0, proxy-revalidate", false)]
+    [InlineData("s-maxage=0", false)]
+    public async Task Max_stale_5_2_1_2_never_overrides_must_revalidate_5_2_2_2(string cacheControl, bool servedStale)
+    {
+        var path = Unique("/max-stale");
+        await using var origin = new Origin(_ => Response(200, $"Cache-Control: {cacheControl}\r\nETag: \"x\"\r\n", Body));
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, "the fill");
+
+        var answer = await sidekick.SendAsync("GET", path, "Cache-Control: max-stale=3600");
+        Assert.Equal(200, answer.Status);
+        Assert.Equal(servedStale ? 1 : 2, origin.Asked(path));
     }
 
     // ---- §5.2.1.7 only-if-cached ----
