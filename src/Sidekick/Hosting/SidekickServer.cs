@@ -57,8 +57,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         Topology.Changed += OnTopologyChanged;
         _builder = new TopologyBuilder(new BackendTransportFactory(hooks.BackendTls, hooks.Connect), time);
         Prober = new HealthProber(
-            new HealthProberOptions(options.HealthDuration, options.HealthTimeout, options.HealthOptimistic,
-                CountProbesInStats: options.Trace != "application"),
+            new HealthProberOptions(options.HealthDuration, options.HealthTimeout, options.HealthOptimistic),
             Topology, time, hooks.Random ?? new Random());
         Prober.ProbeCompleted += Trace.OnProbe;
 
