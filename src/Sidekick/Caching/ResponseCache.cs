@@ -47,6 +47,9 @@ internal sealed class ResponseCache : IDisposable
 
     public CacheHealth Health => _health;
 
+    /// <summary>Responses being written to the store now (for /v1/state and the metrics).</summary>
+    public int FillsInFlight => Math.Min(Volatile.Read(ref _activeFills), _options.MaxFills);
+
     /// <summary>Null when SIDEKICK_CACHE_ENDPOINT is unset; throws a usage error naming a bad variable.</summary>
     public static ResponseCache? FromEnvironment(IReadOnlyDictionary<string, string?> env, TimeProvider time) =>
         CacheOptions.FromEnvironment(env) is { } options ? new ResponseCache(options, time) : null;
@@ -80,7 +83,7 @@ internal sealed class ResponseCache : IDisposable
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {
-            _health.MarkOffline();
+            _health.MarkOffline(ex);
             await BypassAsync(context, origin);
             return;
         }
@@ -157,7 +160,7 @@ internal sealed class ResponseCache : IDisposable
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
-                _health.MarkOffline();
+                _health.MarkOffline(ex);
             }
 
             if (after is { } hit)

@@ -8,7 +8,7 @@ namespace Sidekick.Hosting;
 /// Paths sidekick answers itself instead of proxying. Matching is exact and cheap; everything else is
 /// proxied untouched.
 /// </summary>
-internal sealed class LocalEndpoints(TopologyStore topology, Func<string?> certificatePem, PrometheusExporter metrics)
+internal sealed class LocalEndpoints(TopologyStore topology, Func<string?> certificatePem, PrometheusExporter metrics, Caching.ResponseCache? cache)
 {
     public const string MetricsPath = "/.prometheus/metrics";
     public const string HealthPath = "/v1/health";
@@ -33,7 +33,7 @@ internal sealed class LocalEndpoints(TopologyStore topology, Func<string?> certi
 
         if (path == StateEndpoint.Path && HttpMethods.IsGet(context.Request.Method))
         {
-            handled = StateEndpoint.WriteAsync(context, topology.Current);
+            handled = StateEndpoint.WriteAsync(context, topology.Current, cache);
             return true;
         }
 

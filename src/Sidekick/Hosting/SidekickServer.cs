@@ -176,8 +176,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         Proxy = new ProxyHandler(Cache, Topology, Balancers.Create(options.HostBalance, options.SlowStart), _forwarder, Prober, Outliers, Retries,
             (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time);
         Meter = new SidekickMeter(Topology, Sites, Retries);
-        var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache?.Metrics);
-        var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null), metrics);
+        var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache);
+        var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null), metrics, Cache);
         _app.Run(context =>
         {
             if (_diagnosticsPort is { } port && context.Connection.LocalPort == port)
@@ -263,6 +263,10 @@ internal sealed class SidekickServer : IAsyncDisposable
     {
         Topology.Publish(_builder.Build(_loadSites(), Topology.Current));
         Prober.Start();
+        if (_stateLog is { } log && Cache is { } cache)
+        {
+            cache.Health.Watch(transition => log.OnCacheTransition(cache.Health, transition));
+        }
         try
         {
             await _app.StartAsync(cancellationToken);

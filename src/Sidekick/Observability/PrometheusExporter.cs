@@ -12,7 +12,7 @@ namespace Sidekick.Observability;
 /// </summary>
 internal sealed class PrometheusExporter(
     TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Func<PathReason, long> forwarded,
-    Caching.CacheMetrics? cache = null)
+    Caching.ResponseCache? cache = null)
 {
     public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -120,7 +120,7 @@ internal sealed class PrometheusExporter(
 
         Single(text, "sidekick_outlier_ejections_total", "Backends ejected for consecutive gateway errors", ejections());
         Single(text, "sidekick_trace_dropped_total", "Trace and log lines dropped because the console was too slow or could not be written to", droppedTraces());
-        cache?.WriteTo(text);
+        cache?.Metrics.WriteTo(text, cache.Health.Online, cache.FillsInFlight);
         ProcessMetrics.WriteTo(text);
         // The usual *_build_info shape: always 1, the facts in the labels, so a query can join them onto any series.
         var build = BuildInfo.Current;

@@ -1,17 +1,19 @@
 using System.Text.Json;
+using Sidekick.Caching;
 using Sidekick.Topology;
 
 namespace Sidekick.Observability;
 
 /// <summary>
 /// <c>/v1/state</c>: every site and backend as JSON — up or down and since when, the last probe, why it was
-/// marked down, in-flight requests, ejection — and which site takes traffic. Answers "why is traffic going there?".
+/// marked down, in-flight requests, ejection — which site takes traffic, and the cache store's health and last
+/// error. Answers "why is traffic going there?" and "why is the cache bypassed?".
 /// </summary>
 internal static class StateEndpoint
 {
     public const string Path = "/v1/state";
 
-    public static async Task WriteAsync(HttpContext context, TopologySnapshot topology)
+    public static async Task WriteAsync(HttpContext context, TopologySnapshot topology, ResponseCache? cache = null)
     {
         context.Response.ContentType = "application/json";
         await using var json = new Utf8JsonWriter(context.Response.Body, new JsonWriterOptions { Indented = true });
@@ -80,6 +82,43 @@ internal static class StateEndpoint
         }
 
         json.WriteEndArray();
+        WriteCache(json, cache);
+        json.WriteEndObject();
+    }
+
+    /// <summary>The cache store: why requests bypass it (null when SIDEKICK_CACHE_ENDPOINT is unset).</summary>
+    private static void WriteCache(Utf8JsonWriter json, ResponseCache? cache)
+    {
+        if (cache is null)
+        {
+            json.WriteNull("cache");
+            return;
+        }
+
+        var health = cache.Health.Snapshot();
+        json.WriteStartObject("cache");
+        json.WriteString("endpoint", SecretRedaction.Text(cache.Health.Endpoint.ToString().TrimEnd('/')));
+        json.WriteString("bucket", cache.Health.Bucket);
+        json.WriteBoolean("healthy", health.Healthy);
+        if (health.Since is { } since)
+        {
+            json.WriteString("since", since);
+        }
+
+        json.WriteNumber("fillsInFlight", cache.FillsInFlight);
+        if (health.LastError is { } error)
+        {
+            json.WriteStartObject("lastError");
+            json.WriteString("reason", error.Label);
+            json.WriteString("message", SecretRedaction.Text(error.Detail));
+            if (health.LastErrorAt is { } at)
+            {
+                json.WriteString("at", at);
+            }
+
+            json.WriteEndObject();
+        }
+
         json.WriteEndObject();
     }
 }
