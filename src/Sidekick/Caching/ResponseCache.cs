@@ -50,10 +50,6 @@ internal sealed class ResponseCache : IDisposable
     /// <summary>Responses being written to the store now (for /v1/state and the metrics).</summary>
     public int FillsInFlight => Math.Min(Volatile.Read(ref _activeFills), _options.MaxFills);
 
-    /// <summary>Null when SIDEKICK_CACHE_ENDPOINT is unset; throws a usage error naming a bad variable.</summary>
-    public static ResponseCache? FromEnvironment(IReadOnlyDictionary<string, string?> env, TimeProvider time) =>
-        CacheOptions.FromEnvironment(env) is { } options ? new ResponseCache(options, time) : null;
-
     public async Task HandleAsync(HttpContext context, ICacheOrigin origin)
     {
         var request = context.Request;

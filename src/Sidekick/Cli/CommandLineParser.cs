@@ -200,6 +200,26 @@ internal static class CommandLineParser
             throw new UsageException("--outlier-ejection, --slow-start and --failback-hold must not be negative");
         }
 
+        if (o.WaitForBackend < TimeSpan.Zero)
+        {
+            throw new UsageException($"invalid --wait-for-backend \"{GoDuration.Format(o.WaitForBackend)}\": must not be negative, e.g. 3s (0 = fail at once)");
+        }
+
+        if (o.BackendTimeout < TimeSpan.Zero)
+        {
+            throw new UsageException($"invalid --backend-timeout \"{GoDuration.Format(o.BackendTimeout)}\": must not be negative, e.g. 5m (0 = no limit)");
+        }
+
+        if (o.ClientMinBodyRate < 0)
+        {
+            throw new UsageException($"invalid --client-min-body-rate \"{o.ClientMinBodyRate}\": must not be negative, e.g. 240B (0 = no minimum)");
+        }
+
+        if (o.WaitQueue < 0)
+        {
+            throw new UsageException($"invalid --wait-queue \"{o.WaitQueue}\": must not be negative, e.g. 1024 (0 = never wait)");
+        }
+
         var balance = o.HostBalance.Length == 0 ? "least" : o.HostBalance;
         if (Array.IndexOf(Balancers.Names, balance) < 0)
         {

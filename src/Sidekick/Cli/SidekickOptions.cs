@@ -75,9 +75,23 @@ internal sealed record SidekickOptions
     /// <summary>How long an earlier site must stay healthy after recovering before traffic returns to it.</summary>
     public TimeSpan FailbackHoldDown { get; init; } = TimeSpan.Zero;
 
+    // Waiting for a backend
+    /// <summary>How long a request that finds no backend waits for one before its 502; zero fails at once (upstream).</summary>
+    public TimeSpan WaitForBackend { get; init; } = TimeSpan.FromSeconds(3);
+    /// <summary>Requests allowed to wait for a backend at once; more get their 502 at once.</summary>
+    public int WaitQueue { get; init; } = 1024;
+
+    // Backend-side bounds
+    /// <summary>Longest silence from a backend: before the response head, and between reads of its body. Zero: none.</summary>
+    public TimeSpan BackendTimeout { get; init; } = TimeSpan.FromMinutes(5);
+
     // Client-side limits (slow or idle clients must not starve others)
     /// <summary>Open client connections allowed at once; null = unlimited.</summary>
     public long? MaxConnections { get; init; }
+    /// <summary>True when --max-connections was given; otherwise the limit follows the descriptor limit.</summary>
+    public bool MaxConnectionsSet { get; init; }
+    /// <summary>Slowest request body accepted, in bytes per second after a 5 s grace; zero: no minimum.</summary>
+    public long ClientMinBodyRate { get; init; } = 240;
     /// <summary>Total size of a request's header block.</summary>
     public int MaxHeaderBytes { get; init; } = 64 * 1024;
     /// <summary>Longest request line (method, target, version); presigned URLs can be long.</summary>

@@ -10,11 +10,10 @@ namespace Sidekick.Forwarding;
 /// </summary>
 internal sealed class BackendTransportFactory(
     Func<string, SslClientAuthenticationOptions>? tlsOptions = null,
-    Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? connect = null)
+    Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? connect = null,
+    bool environmentProxy = false)
 {
-    public static readonly TimeSpan PooledConnectionIdleTimeout = TimeSpan.FromSeconds(15);
-    public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
-    private const int OneMebibyteInKibibytes = 1024;
+    public static readonly TimeSpan ExpectContinueTimeout = TimeSpan.FromSeconds(1);
 
     /// <param name="firstEndpoint">Any endpoint of the site (they share a scheme).</param>
     /// <param name="serverName">TLS name to verify and send as SNI; null for the endpoint's own host.</param>
@@ -22,17 +21,18 @@ internal sealed class BackendTransportFactory(
     {
         var handler = new SocketsHttpHandler
         {
-            UseProxy = UseEnvironmentProxy,
+            UseProxy = environmentProxy,
             AllowAutoRedirect = false,
             AutomaticDecompression = DecompressionMethods.None,
             UseCookies = false,
             EnableMultipleHttp2Connections = true,
-            PooledConnectionIdleTimeout = PooledConnectionIdleTimeout,
-            ConnectTimeout = ConnectTimeout,
-            // S3 PUTs send Expect: 100-continue; wait for the backend as long as upstream does.
-            Expect100ContinueTimeout = TimeSpan.FromSeconds(15),
-#pragma warning disable CA2262 // The value is in KiB on purpose: 1 MiB of response headers, like Go's limit.
-            MaxResponseHeadersLength = OneMebibyteInKibibytes,
+            PooledConnectionIdleTimeout = BackendLimits.IdleConnectionTimeout,
+            ConnectTimeout = BackendLimits.ConnectTimeout,
+            // S3 PUTs send Expect: 100-continue. The body goes when the backend says 100 and never when it
+            // answers first; a backend that says nothing gets it after 1 s (Go's and curl's default), not 15 s.
+            Expect100ContinueTimeout = ExpectContinueTimeout,
+#pragma warning disable CA2262 // The value is in KiB on purpose.
+            MaxResponseHeadersLength = BackendLimits.MaxResponseHeadBytes / 1024,
 #pragma warning restore CA2262
             // Trace context is the application's business; do not inject our own headers.
             ActivityHeadersPropagator = null,
@@ -50,14 +50,4 @@ internal sealed class BackendTransportFactory(
 
         return new HttpMessageInvoker(handler, disposeHandler: true);
     }
-
-    /// <summary>
-    /// Upstream honours HTTP_PROXY/HTTPS_PROXY/NO_PROXY for backend traffic; we do the same when one is set (all
-    /// backend traffic then goes through HttpClient, which implements it).
-    /// </summary>
-    public static bool UseEnvironmentProxy =>
-        !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("HTTP_PROXY")) ||
-        !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("http_proxy")) ||
-        !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("HTTPS_PROXY")) ||
-        !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("https_proxy"));
 }

@@ -1,43 +1,14 @@
-using System.Net;
-using Microsoft.AspNetCore.Http.Features;
-using Microsoft.Extensions.Primitives;
 using Sidekick.Caching;
-using Sidekick.Forwarding.Http1;
-using Sidekick.Health;
 using Sidekick.Observability;
-using Sidekick.Routing;
-using Sidekick.Topology;
-using Yarp.ReverseProxy.Forwarder;
 
 namespace Sidekick.Forwarding;
 
 /// <summary>
-/// The request path: first site with an up backend, one backend by the balancer, forward, and learn from
-/// the outcome (passive health, statistics). A request that provably never reached a backend's
-/// application is retried on another backend, within a retry budget.
+/// The request path's entry: refuse ambiguous input (<see cref="RequestGuard"/>), then the cache when one is
+/// configured, else straight to the <see cref="BackendExchange"/>.
 /// </summary>
-internal sealed class ProxyHandler(
-    ResponseCache? cache,
-    TopologyStore topology,
-    IBalancer balancer,
-    Http1Forwarder forwarder,
-    HealthProber health,
-    OutlierDetector outliers,
-    RetryPolicy retries,
-    long failbackHoldDownMilliseconds,
-    TraceSink trace,
-    TimeProvider time) : ICacheOrigin
+internal sealed class ProxyHandler(ResponseCache? cache, BackendExchange exchange, TraceSink trace, TimeProvider time)
 {
-    private static readonly ForwarderRequestConfig RequestConfig = new()
-    {
-        Version = HttpVersion.Version11,
-        VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
-        // Upstream has no response timeout; a long-idle stream (slow backend work on a huge object) must
-        // not be cut by YARP's 100 s default.
-        ActivityTimeout = TimeSpan.FromHours(1),
-        AllowResponseBuffering = false,
-    };
-
     /// <summary>Entry point for every proxied request: refuse ambiguous input, then the cache (if any), then forward.</summary>
     public Task HandleAsync(HttpContext context)
     {
@@ -47,181 +18,17 @@ internal sealed class ProxyHandler(
         }
 
         // Without a cache the forwarding task is returned as is: no second state machine per request.
-        return cache is null ? ForwardAsync(context) : HandleWithCacheAsync(context, cache);
+        return cache is null ? exchange.ForwardAsync(context) : HandleWithCacheAsync(context, cache);
     }
 
     private async Task HandleWithCacheAsync(HttpContext context, ResponseCache cache)
     {
         var started = time.GetTimestamp();
-        await cache.HandleAsync(context, this);
+        await cache.HandleAsync(context, exchange);
         if (trace.Enabled && context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] && outcome is "HIT" or "REVALIDATED")
         {
             TraceCacheServed(context, started, outcome);
         }
-    }
-
-    /// <summary>
-    /// Forwards to a backend, with retries and failover: every request to a backend, the cache's included
-    /// (with an <paramref name="observer"/> that sees the response head and body, and may take the response over).
-    /// </summary>
-    public async Task ForwardAsync(HttpContext context, IExchangeObserver? observer = null)
-    {
-        retries.Budget.OnRequest();
-        context.Response.Headers.Server = "SideKick";
-        ReplayableBody? replayable;
-        try
-        {
-            replayable = await ReplayableBody.CaptureAsync(context, retries.MaxReplayBytes);
-        }
-        catch (IOException)
-        {
-            context.Response.StatusCode = StatusCodes.Status400BadRequest;
-            return;
-        }
-
-        using var _ = replayable;
-        // The cache's outcome, set before forwarding: a failed attempt clears the response (as YARP does).
-        var cacheOutcome = cache is null ? default : context.Response.Headers[ResponseCache.CacheHeader];
-        using var meter = ExchangeMeter.Begin(context, trace.Enabled ? time : null, trace.WantsHeaders);
-        if (observer is not null)
-        {
-            // The HTTP/1.1 path asks the meter; YARP's transformer finds it among the features.
-            meter.Observer = observer;
-            context.Features.Set(observer);
-        }
-
-        var resume = DownloadResume.Watch(context, meter);
-        for (var attempt = 1; ; attempt++)
-        {
-            // Re-read the topology on every attempt: a failed backend was just marked down, so the balancer
-            // moves on to another backend of the site, then to the next site.
-            var site = topology.Current.SelectSite(failbackHoldDownMilliseconds);
-            var backend = site is null ? null : Claim(site);
-            if (site is null || backend is null)
-            {
-                if (observer?.OnNoAnswer(context) != true)
-                {
-                    await BackendErrorResponse.WriteAsync(context, BackendErrorResponse.AllOffline);
-                }
-
-                return;
-            }
-
-            // The attempt is written out here rather than awaited as its own method: one state machine per
-            // request instead of two (each costs an allocation and a continuation hop).
-            var started = time.GetTimestamp();
-            FailedAttempt failed;
-            try
-            {
-                var error = await forwarder.SendAsync(context, meter, backend.DestinationPrefix, site.Invoker, RequestConfig);
-                if (error == ForwarderError.None)
-                {
-                    outliers.OnResponse(backend, context.Response.StatusCode);
-                    return;
-                }
-
-                if (await LearnFromFailureAsync(context, backend, error, resume) is not { } attemptFailed)
-                {
-                    return;
-                }
-
-                failed = attemptFailed;
-            }
-            finally
-            {
-                backend.EndRequest();
-                Account(context, backend, meter, started, resume?.Failure);
-            }
-
-            if (attempt < retries.MaxAttempts && CanRetry(context, failed, replayable is not null) && retries.Budget.TryWithdraw())
-            {
-                retries.Count.Add(1);
-                replayable?.Rewind();
-                ClearForRetry(context.Response, cacheOutcome);
-                continue;
-            }
-
-            if (IsClientFault(failed.Error))
-            {
-                // The client sent a broken body (e.g. a bad chunk size): its fault, not the backend's.
-                context.Response.StatusCode = StatusCodes.Status400BadRequest;
-                return;
-            }
-
-            if (observer?.OnNoAnswer(context) != true)
-            {
-                await BackendErrorResponse.WriteAsync(context, TransportErrors.Summarize(failed.Exception, failed.Error == ForwarderError.RequestTimedOut));
-            }
-
-            return;
-        }
-    }
-
-    /// <summary>
-    /// Takes back what a failed attempt put on the response (its status, the backend's headers) and puts back
-    /// what was there before any attempt: our Server marker and the cache's outcome.
-    /// </summary>
-    private static void ClearForRetry(HttpResponse response, StringValues cacheOutcome)
-    {
-        response.Clear();
-        response.Headers.Server = "SideKick";
-        if (cacheOutcome.Count > 0)
-        {
-            response.Headers[ResponseCache.CacheHeader] = cacheOutcome;
-        }
-    }
-
-    /// <summary>Picks a backend and counts the request in flight on it (the caller's attempt ends it).</summary>
-    private Backend? Claim(Site site)
-    {
-        for (var tries = 1; ; tries++)
-        {
-            var backend = balancer.Pick(site.Backends);
-            if (backend is null)
-            {
-                return null;
-            }
-
-            backend.BeginRequest();
-            if (tries == 3 || !balancer.ShouldRepick(site.Backends, backend))
-            {
-                return backend;
-            }
-
-            backend.EndRequest();
-        }
-    }
-
-    /// <summary>
-    /// After a failed send: reports a backend fault to passive health and, when the response has started,
-    /// resumes the body elsewhere or aborts. Returns the failure to retry or answer, or null when the
-    /// exchange is over (the client left, or the response could not be taken back).
-    /// </summary>
-    private async ValueTask<FailedAttempt?> LearnFromFailureAsync(HttpContext context, Backend backend, ForwarderError error, DownloadResume? resume)
-    {
-        var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
-        var clientGone = context.RequestAborted.IsCancellationRequested;
-        var reason = exception is null ? error.ToString() : TransportErrors.Describe(exception);
-        if (!clientGone && IsBackendFault(error))
-        {
-            health.ReportTransportFailure(backend, reason);
-        }
-
-        if (context.Response.HasStarted)
-        {
-            // Headers are out: continue the body from another backend if the object allows it, else
-            // abort — never a silently truncated 200.
-            if (resume is null || !IsBackendFault(error) ||
-                !await resume.ResumeAsync(() => topology.Current.SelectSite(failbackHoldDownMilliseconds), balancer, health, retries.MaxAttempts, retries.Resumes))
-            {
-                context.Abort();
-                resume?.CompleteAbort();
-            }
-
-            return null;
-        }
-
-        return clientGone ? null : new FailedAttempt(error, exception, reason);
     }
 
     private void TraceCacheServed(HttpContext context, long started, string outcome)
@@ -242,109 +49,5 @@ internal sealed class ProxyHandler(
             ProbeUrl = "",
             Cache = outcome,
         });
-    }
-
-    /// <summary>Statistics always; a trace record only when something will print it.</summary>
-    private void Account(HttpContext context, Backend backend, ExchangeMeter meter, long started, string? error)
-    {
-        var latency = time.GetElapsedTime(started);
-        var status = context.Response.StatusCode;
-        var rx = meter.RequestBodyBytes + meter.RequestHeaderBytesOf(context.Request);
-        var tx = meter.ResponseBodyBytes + ExchangeMeter.ResponseHeaderBytes(context.Response);
-        backend.Stats.RecordCall(status, latency, rx, tx);
-        backend.Stats.RecordRequestDuration(latency);
-        if (!trace.Enabled)
-        {
-            return;
-        }
-
-        var request = context.Request;
-        var firstByte = meter.FirstByteTimestamp;
-        trace.Write(new TraceRecord
-        {
-            IsProbe = false,
-            Host = backend.Name,
-            Time = time.GetUtcNow().UtcDateTime,
-            Client = TraceSink.ClientOf(context),
-            Rx = rx,
-            Tx = tx,
-            Latency = latency,
-            TimeToFirstByte = firstByte == 0 ? TimeSpan.Zero : time.GetElapsedTime(started, firstByte),
-            StatusCode = status,
-            Method = request.Method,
-            Path = request.Path.Value ?? "/",
-            Query = request.QueryString.HasValue ? request.QueryString.Value![1..] : "",
-            ProbeUrl = backend.Definition.ProbeUri.ToString(),
-            RequestHeaders = trace.WantsHeaders ? TraceSink.Capture(request.Headers) : null,
-            ResponseHeaders = trace.WantsHeaders ? TraceSink.Capture(context.Response.Headers) : null,
-            ResponseBody = meter.CapturedErrorBody,
-            Cache = context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] ? outcome : null,
-            Error = error,
-            Forwarder = meter.Path,
-        });
-    }
-
-    /// <summary>
-    /// A retry is safe when the connection was never made, or when the request is idempotent and its body
-    /// (if any) was buffered for replay, and no response byte was sent.
-    /// </summary>
-    private static bool CanRetry(HttpContext context, FailedAttempt failed, bool bodyBuffered)
-    {
-        if (failed.Error is not (ForwarderError.Request or ForwarderError.RequestBodyDestination) || context.WebSockets.IsWebSocketRequest)
-        {
-            return false;
-        }
-
-        var hasBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true;
-        if (bodyBuffered || (!hasBody && IdempotentMethods.Contains(context.Request.Method)))
-        {
-            return true;
-        }
-
-        return failed.Error == ForwarderError.Request && failed.Exception is HttpRequestException
-        {
-            HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError,
-        };
-    }
-
-    /// <summary>Errors that say the backend (not the client) failed at the transport level.</summary>
-    private static bool IsBackendFault(ForwarderError error) => error is
-        ForwarderError.Request or
-        ForwarderError.RequestTimedOut or
-        ForwarderError.RequestBodyDestination or
-        ForwarderError.ResponseBodyDestination or
-        ForwarderError.UpgradeRequestDestination or
-        ForwarderError.UpgradeResponseDestination;
-
-    private static bool IsClientFault(ForwarderError error) => error is
-        ForwarderError.RequestBodyClient or
-        ForwarderError.UpgradeRequestClient;
-
-    private readonly record struct FailedAttempt(ForwarderError Error, Exception? Exception, string Reason);
-}
-
-/// <summary>How many attempts a request may make and the budget that keeps retries from multiplying load.</summary>
-internal sealed class RetryPolicy(int maxAttempts, long maxReplayBytes, RetryBudget budget)
-{
-    public int MaxAttempts { get; } = maxAttempts;
-
-    /// <summary>Largest idempotent request body buffered so it can be replayed on another backend.</summary>
-    public long MaxReplayBytes { get; } = maxReplayBytes;
-
-    public RetryBudget Budget { get; } = budget;
-
-    /// <summary>Retries made so far.</summary>
-    public Counter Count { get; } = new();
-
-    /// <summary>Downloads continued from another backend after a mid-body failure, by outcome.</summary>
-    public ResumeCounters Resumes { get; } = new();
-
-    internal sealed class Counter
-    {
-        private long _value;
-
-        public long Value => Volatile.Read(ref _value);
-
-        public void Add(long amount) => Interlocked.Add(ref _value, amount);
     }
 }

@@ -6,17 +6,34 @@ namespace Sidekick.Health;
 /// <summary>
 /// Runs one probe loop per backend: an immediate probe, then one every interval plus a uniform jitter in
 /// [0, interval) so that many sidecars do not probe a cluster in lockstep. Only an exact 200 is healthy.
+/// A backend that is down is probed again soon and then less often (100 ms, doubling up to the interval),
+/// as HAProxy's fastinter/downinter and Envoy's unhealthy interval do: a backend that starts a moment after
+/// its sidecar, or restarts, is back in rotation within a fraction of a second instead of an interval.
+/// A passive mark-down, and a request waiting for a backend, wake a down backend's loop at once.
 /// In optimistic mode a loop ends once its backend is up and is restarted by passive failure detection.
 /// </summary>
 internal sealed class HealthProber : IDisposable
 {
+    /// <summary>The first re-probe of a down backend; each further one waits twice as long, up to the interval.</summary>
+    public static readonly TimeSpan FastInterval = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Wake-ups never probe one backend more often than this (requests waiting keep waking it).</summary>
+    public static readonly TimeSpan MinimumGap = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>
+    /// Broken responses in a row (different requests) that mark a backend down: Envoy's default for
+    /// consecutive gateway failures. A backend that breaks every answer is out after five requests (each
+    /// retried elsewhere when safe); a few broken URLs among working traffic never get there.
+    /// </summary>
+    public const int BrokenResponsesToMarkDown = 5;
+
     private readonly HealthProberOptions _options;
     private readonly TopologyStore _topology;
     private readonly TimeProvider _time;
     private readonly Random _random;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _loopsGate = new();
-    private readonly HashSet<Backend> _running = [];
+    private readonly Dictionary<Backend, ProbeWakeup> _running = [];
 
     public HealthProber(HealthProberOptions options, TopologyStore topology, TimeProvider time, Random random)
     {
@@ -39,9 +56,62 @@ internal sealed class HealthProber : IDisposable
     /// </summary>
     public void ReportTransportFailure(Backend backend, string reason)
     {
-        if (backend.MarkDown(reason) && _options.Optimistic)
+        if (!backend.MarkDown(reason))
         {
-            StartLoop(backend, probeImmediately: false);
+            return;
+        }
+
+        // Probe at once: a backend that fails requests but passes its probe is back in a moment (and the
+        // panic rule uses it meanwhile); one that fails its probe too stays out.
+        if (_options.Optimistic)
+        {
+            StartLoop(backend, probeImmediately: true);
+        }
+
+        Wake(backend);
+    }
+
+    /// <summary>
+    /// A head that cannot be parsed, a body cut short, a connection closed or silent mid-exchange: that says
+    /// something about one URL (a broken object, a handler that crashes) as often as about the backend, so
+    /// only a run of <see cref="BrokenResponsesToMarkDown"/> of them, from different requests with no
+    /// complete response between, marks the backend down.
+    /// </summary>
+    public void ReportBrokenResponse(Backend backend, string requestId, string reason)
+    {
+        var run = backend.RecordBrokenResponse(requestId);
+        if (run >= BrokenResponsesToMarkDown)
+        {
+            ReportTransportFailure(backend, $"{reason} ({run} broken responses in a row)");
+        }
+    }
+
+    /// <summary>
+    /// A request is waiting because nothing serves: probe every down backend now (each at most once per
+    /// <see cref="MinimumGap"/>), so the first that comes back is found at once.
+    /// </summary>
+    public void ProbeDownBackendsNow()
+    {
+        lock (_loopsGate)
+        {
+            foreach (var (backend, wakeup) in _running)
+            {
+                if (!backend.IsUp)
+                {
+                    wakeup.Set();
+                }
+            }
+        }
+    }
+
+    private void Wake(Backend backend)
+    {
+        lock (_loopsGate)
+        {
+            if (_running.TryGetValue(backend, out var wakeup))
+            {
+                wakeup.Set();
+            }
         }
     }
 
@@ -129,9 +199,10 @@ internal sealed class HealthProber : IDisposable
 
     private void StartLoop(Backend backend, bool probeImmediately)
     {
+        var wakeup = new ProbeWakeup();
         lock (_loopsGate)
         {
-            if (_stopping.IsCancellationRequested || backend.Lifetime.IsCancellationRequested || !_running.Add(backend))
+            if (_stopping.IsCancellationRequested || backend.Lifetime.IsCancellationRequested || !_running.TryAdd(backend, wakeup))
             {
                 return;
             }
@@ -140,10 +211,10 @@ internal sealed class HealthProber : IDisposable
         // On the thread pool, never on the caller's synchronization context: a host (the tests' runner, an
         // embedding app) may run few threads on it, and a probe continuation waiting there can outlive the
         // probe's timeout and mark a healthy backend down.
-        _ = Task.Run(() => RunLoopAsync(backend, probeImmediately));
+        _ = Task.Run(() => RunLoopAsync(backend, wakeup, probeImmediately));
     }
 
-    private async Task RunLoopAsync(Backend backend, bool probeImmediately)
+    private async Task RunLoopAsync(Backend backend, ProbeWakeup wakeup, bool probeImmediately)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, backend.Lifetime.Token);
         var token = linked.Token;
@@ -151,12 +222,18 @@ internal sealed class HealthProber : IDisposable
         {
             var wait = !probeImmediately;
             var firstWait = true;
+            var downProbes = 0;
+            var lastProbe = 0L;
             while (!token.IsCancellationRequested)
             {
                 if (wait)
                 {
-                    await Task.Delay(NextDelay(firstWait), _time, token);
+                    var woken = await WaitAsync(wakeup, NextDelay(firstWait, backend.IsUp ? 0 : downProbes), token);
                     firstWait = false;
+                    if (woken && _time.GetElapsedTime(lastProbe) is var since && since < MinimumGap)
+                    {
+                        await Task.Delay(MinimumGap - since, _time, token);
+                    }
                 }
 
                 var invoker = FindInvoker(backend);
@@ -165,7 +242,10 @@ internal sealed class HealthProber : IDisposable
                     return; // The backend left the topology between ticks.
                 }
 
+                wakeup.Reset();
+                lastProbe = _time.GetTimestamp();
                 var result = await ProbeAsync(backend, invoker, token);
+                downProbes = result.Healthy ? 0 : downProbes + 1;
                 wait = true;
                 if (result.Healthy && _options.Optimistic)
                 {
@@ -191,13 +271,35 @@ internal sealed class HealthProber : IDisposable
         }
     }
 
+    /// <summary>Waits for the delay or a wake-up, whichever comes first; true when woken.</summary>
+    private async Task<bool> WaitAsync(ProbeWakeup wakeup, TimeSpan delay, CancellationToken token)
+    {
+        using var cut = CancellationTokenSource.CreateLinkedTokenSource(token);
+        var woken = wakeup.Signaled;
+        var elapsed = Task.Delay(delay, _time, cut.Token);
+        var first = await Task.WhenAny(elapsed, woken);
+        await cut.CancelAsync();
+        token.ThrowIfCancellationRequested();
+        return first == woken;
+    }
+
     /// <summary>
-    /// A loop's first wait (after its immediate probe, or before the first probe of a loop restarted by a
-    /// passive failure) is exactly the interval; later ones add jitter.
+    /// After <paramref name="downProbes"/> probes in a row found the backend down: 100 ms, then twice as long
+    /// each time while that stays below the interval. Otherwise upstream's schedule: a loop's first wait
+    /// (after its immediate probe) is exactly the interval; later ones add jitter.
     /// </summary>
-    private TimeSpan NextDelay(bool first)
+    internal TimeSpan NextDelay(bool first, int downProbes)
     {
         var interval = _options.Interval;
+        if (downProbes > 0 && downProbes < 31)
+        {
+            var fast = FastInterval * (1L << (downProbes - 1));
+            if (fast < interval)
+            {
+                return fast;
+            }
+        }
+
         if (first)
         {
             return interval;
@@ -226,6 +328,26 @@ internal sealed class HealthProber : IDisposable
         }
 
         return null;
+    }
+}
+
+/// <summary>A probe loop's wake-up call: set by passive failures and waiting requests, reset by each probe.</summary>
+internal sealed class ProbeWakeup
+{
+    private TaskCompletionSource _signal = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public Task Signaled => Volatile.Read(ref _signal).Task;
+
+    public void Set() => Volatile.Read(ref _signal).TrySetResult();
+
+    /// <summary>A probe is starting: what asked for it is answered by this probe.</summary>
+    public void Reset()
+    {
+        var current = Volatile.Read(ref _signal);
+        if (current.Task.IsCompleted)
+        {
+            Interlocked.CompareExchange(ref _signal, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), current);
+        }
     }
 }
 

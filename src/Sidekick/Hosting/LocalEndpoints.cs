@@ -15,7 +15,8 @@ namespace Sidekick.Hosting;
 /// <see cref="HandleAdminAsync"/> on the admin listener, and the same paths on the proxy port are proxied.
 /// </summary>
 internal sealed class LocalEndpoints(
-    TopologyStore topology, Func<string?> certificatePem, PrometheusExporter metrics, ResponseCache? cache, bool adminListener, bool diagnostics)
+    TopologyStore topology, Func<string?> certificatePem, PrometheusExporter metrics, ResponseCache? cache, bool adminListener, bool diagnostics,
+    Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
 {
     public const string MetricsPath = "/.prometheus/metrics";
     public const string HealthPath = "/v1/health";
@@ -77,7 +78,7 @@ internal sealed class LocalEndpoints(
 
         if (path == StateEndpoint.Path && HttpMethods.IsGet(context.Request.Method) && IsRawTarget(context, StateEndpoint.Path))
         {
-            handled = StateEndpoint.WriteAsync(context, topology.Current, cache);
+            handled = StateEndpoint.WriteAsync(context, topology.Current, panic?.Site ?? 0, waits?.Waiting ?? 0, cache);
             return true;
         }
 

@@ -13,6 +13,9 @@ namespace Sidekick.Hosting;
 /// </summary>
 internal static class SidekickApp
 {
+    /// <summary>Exit code when --shutdown-timeout cut requests that were still running.</summary>
+    public const int ShutdownCutExitCode = 3;
+
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
     {
         var programName = ProgramName;
@@ -28,12 +31,19 @@ internal static class SidekickApp
             }
 
             options = ((CommandLineResult.Run)parsed).Options;
-            await using var app = Create(options, new SidekickAppSeams { Stdout = stdout, Stderr = stderr });
+            await using var app = Create(options, new SidekickSeams { Stdout = stdout, Stderr = stderr });
             await app.Server.StartAsync();
             started = true;
             // Start-up code (flags, host, listener) will not run again: let its pages leave the resident set.
             CodePages.Release();
             await app.Server.WaitForShutdownAsync();
+            if (await app.Server.RequestsCutAtShutdownAsync() is var cut and > 0)
+            {
+                // An orchestrator should know that a stop lost work: a clean drain exits 0, a cut one does not.
+                await stderr.WriteLineAsync($"{programName}: --shutdown-timeout ({GoDuration.Format(options.ShutdownTimeout)}) ended with {cut} request(s) still running; they were cut");
+                return ShutdownCutExitCode;
+            }
+
             return 0;
         }
         catch (UsageException ex)
@@ -68,9 +78,9 @@ internal static class SidekickApp
         new ConsoleLines(options?.Json == true, programName, TimeProvider.System).Error(message);
 
     /// <summary>Builds a running configuration from validated options: TLS, DNS and the server.</summary>
-    public static SidekickInstance Create(SidekickOptions options, SidekickAppSeams? seams = null)
+    public static SidekickInstance Create(SidekickOptions options, SidekickSeams? seams = null)
     {
-        seams ??= new SidekickAppSeams();
+        seams ??= new SidekickSeams();
         var stdout = seams.Stdout ?? Console.Out;
         var stderr = seams.Stderr ?? Console.Error;
         var time = seams.Time ?? TimeProvider.System;
@@ -78,12 +88,11 @@ internal static class SidekickApp
 
         // Validate the SITEs before anything binds, so a typo fails fast with one line.
         var parsed = SiteParser.Parse(options.Sites, options.ProgramName, options.HealthPath, options.ReadHealthPath, options.HealthPort);
-        var environment = seams.Environment ?? EnvironmentVariables();
-        options = options with { KeyPassword = KeyPassword.Resolve(options, environment) };
+        var settings = RuntimeSettings.From(RuntimeSettings.ProcessEnvironment(seams.Environment));
+        options = options with { KeyPassword = KeyPassword.Resolve(options, settings.KeyPassword) };
         var tls = ServerTls.Create(options, stdout, stderr, time);
         var backendTls = parsed.Any(s => s.Backends.Any(b => b.Endpoint.Scheme == Uri.UriSchemeHttps)) ? BackendTls.Load(options) : null;
         var dns = new DnsCache(resolver, options.DnsTtl, time);
-        var cache = Caching.ResponseCache.FromEnvironment(environment, time);
         var lookupFailed = false;
         var lines = new ConsoleLines(options.Json, options.ProgramName, time);
 
@@ -113,20 +122,14 @@ internal static class SidekickApp
             }
         }
 
-        var server = SidekickServer.Create(options, LoadSites, new SidekickServerHooks
+        var server = SidekickServer.Create(options, LoadSites, seams, new ServerParts
         {
-            Time = seams.Time,
-            Stdout = stdout,
-            Stderr = stderr,
-            StdoutIsTerminal = seams.StdoutIsTerminal,
+            Settings = settings,
             ConfigureTls = tls is null ? null : listen => listen.UseHttps(tls.Configure),
             CertificatePem = () => tls?.CertificatePem,
             BackendTls = backendTls is null ? null : backendTls.Create,
             Connect = dns.ConnectAsync,
             ResolveBackend = dns.ResolveAsync,
-            Forwarder = environment.GetValueOrDefault(Forwarding.Http1.ForwarderChoice.Variable),
-            Io = environment.GetValueOrDefault(Networking.EventLoops.Variable),
-            Cache = cache,
         });
 
         // Round-robin DNS follows record changes every --dns-ttl; a name that did not resolve is retried sooner.
@@ -146,17 +149,6 @@ internal static class SidekickApp
         }
 
         return new SidekickInstance(server, [tls, dns, refresh]);
-    }
-
-    private static Dictionary<string, string?> EnvironmentVariables()
-    {
-        var variables = new Dictionary<string, string?>(StringComparer.Ordinal);
-        foreach (System.Collections.DictionaryEntry entry in System.Environment.GetEnvironmentVariables())
-        {
-            variables[(string)entry.Key] = entry.Value as string;
-        }
-
-        return variables;
     }
 
     /// <summary>argv[0]'s file name, as upstream prints it; "sidekick" when run through the dotnet host.</summary>
@@ -186,15 +178,23 @@ internal sealed class SidekickInstance(SidekickServer server, IDisposable?[] res
     }
 }
 
-/// <summary>Seams for tests and the demo: console writers, time and the DNS resolver.</summary>
-internal sealed record SidekickAppSeams
+/// <summary>
+/// The seams for running sidekick in-process (tests, the demo): where output goes, whether it is a terminal,
+/// the clock, randomness, name resolution, the heap compactor, and environment variables laid over the
+/// process's (they become the <see cref="RuntimeSettings"/>).
+/// </summary>
+internal sealed record SidekickSeams
 {
     public TextWriter? Stdout { get; init; }
+    /// <summary>Where errors sidekick survives go (a failed reload); the console's stderr when null.</summary>
     public TextWriter? Stderr { get; init; }
-    public TimeProvider? Time { get; init; }
-    public IHostResolver? Resolver { get; init; }
     /// <summary>Whether stdout is a terminal (table mode); null detects it from the real console.</summary>
     public bool? StdoutIsTerminal { get; init; }
-    /// <summary>Environment variables (the SIDEKICK_CACHE_* settings); the process environment when null.</summary>
+    public TimeProvider? Time { get; init; }
+    public Random? Random { get; init; }
+    public IHostResolver? Resolver { get; init; }
+    /// <summary>Variables laid over the process environment (SIDEKICK_FORWARDER, SIDEKICK_CACHE_*, …).</summary>
     public IReadOnlyDictionary<string, string?>? Environment { get; init; }
+    /// <summary>Counts this server's closed connections; null shares <see cref="HeapCompactor.Shared"/>.</summary>
+    public HeapCompactor? Compactor { get; init; }
 }

@@ -38,27 +38,30 @@ internal sealed class SidekickServer : IAsyncDisposable
     private readonly List<PosixSignalRegistration> _signals = [];
     private Task _table = Task.CompletedTask;
     private readonly Http1Forwarder _forwarder;
+    private readonly TimeProvider _time;
     private long _ejections;
 
-    private SidekickServer(SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickServerHooks hooks)
+    private SidekickServer(SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickSeams seams, ServerParts parts)
     {
+        var settings = parts.Settings ?? RuntimeSettings.From(RuntimeSettings.ProcessEnvironment(seams.Environment));
         _options = options;
         _loadSites = loadSites;
-        var time = hooks.Time ?? TimeProvider.System;
-        _stdout = hooks.Stdout ?? Console.Out;
-        _stderr = hooks.Stderr ?? Console.Error;
+        var time = seams.Time ?? TimeProvider.System;
+        _time = time;
+        _stdout = seams.Stdout ?? Console.Out;
+        _stderr = seams.Stderr ?? Console.Error;
         Lines = new ConsoleLines(options.Json, options.ProgramName, time);
-        _mode = ConsoleMode.From(options, hooks.StdoutIsTerminal ?? !Console.IsOutputRedirected);
+        _mode = ConsoleMode.From(options, seams.StdoutIsTerminal ?? !Console.IsOutputRedirected);
         Output = new OutputQueue(_stdout, new TraceFormatter(_mode));
         Topology = new TopologyStore();
         Sites = new SiteWatch(Topology);
         Trace = new TraceSink(options, _mode, Output);
         _stateLog = options.Log && !options.Quiet ? new StateLog(_mode, Output) : null;
         Topology.Changed += OnTopologyChanged;
-        _builder = new TopologyBuilder(new BackendTransportFactory(hooks.BackendTls, hooks.Connect), time);
+        _builder = new TopologyBuilder(new BackendTransportFactory(parts.BackendTls, parts.Connect, settings.EnvironmentProxy), time);
         Prober = new HealthProber(
             new HealthProberOptions(options.HealthDuration, options.HealthTimeout, options.HealthOptimistic),
-            Topology, time, hooks.Random ?? new Random());
+            Topology, time, seams.Random ?? new Random());
         Prober.ProbeCompleted += Trace.OnProbe;
 
         // No host defaults: sidekick is configured by its flags and SIDEKICK_* variables only. The default
@@ -68,15 +71,13 @@ internal sealed class SidekickServer : IAsyncDisposable
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { Args = [] });
         builder.WebHost.UseKestrelCore();
         builder.Services.AddHttpForwarder();
-        // Checked here so that a bad value is refused at start even if the loops were started before.
-        EventLoops.Threads(Environment.GetEnvironmentVariable(EventLoops.ThreadsVariable));
-        var loops = EventLoops.Chosen(hooks.Io ?? Environment.GetEnvironmentVariable(EventLoops.Variable)) ? EventLoops.Shared : null;
+        var loops = settings.EventLoops ? EventLoops.SharedWith(settings.IoThreads) : null;
         if (loops is not null)
         {
             // Client connections on sidekick's event loops (see Networking/): no speculative receives, and
             // requests are parsed and forwarded on the thread that saw them arrive.
             builder.Services.AddSingleton<IConnectionListenerFactory>(services =>
-                new LoopTransportFactory(services.GetRequiredService<IMemoryPoolFactory<byte>>(), deferClientSends: hooks.ConfigureTls is null, _binds.Attempt));
+                new LoopTransportFactory(services.GetRequiredService<IMemoryPoolFactory<byte>>(), deferClientSends: parts.ConfigureTls is null, _binds.Attempt));
         }
         else
         {
@@ -98,7 +99,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         }
 
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
-        Compactor = hooks.Compactor ?? HeapCompactor.Shared;
+        Compactor = seams.Compactor ?? HeapCompactor.Shared;
         // Parsed here, not when Kestrel reads its options, so that a bad value is a usage error at once. With
         // --admin-address, --pprof's routes are served there and --pprof's own address is not bound.
         _admin = options.AdminAddress is { Length: > 0 } admin ? SideListener.Admin(admin) : null;
@@ -106,13 +107,18 @@ internal sealed class SidekickServer : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            // A proxy for object storage: no body size cap and no minimum data rate (slow clients of huge
-            // objects are legitimate); connection-level timeouts keep Kestrel's defaults.
+            // A proxy for object storage: no body size cap and no minimum response rate (slow readers of huge
+            // objects are legitimate, and backpressure bounds what they hold). A request body that trickles
+            // in slower than the minimum rate (Kestrel's 240 B/s by default) holds a backend exchange open
+            // for nothing, and is cut.
             kestrel.Limits.MaxRequestBodySize = null;
-            kestrel.Limits.MinRequestBodyDataRate = null;
+            kestrel.Limits.MinRequestBodyDataRate = options.ClientMinBodyRate > 0
+                ? new MinDataRate(options.ClientMinBodyRate, TimeSpan.FromSeconds(5))
+                : null;
             kestrel.Limits.MinResponseDataRate = null;
-            kestrel.Limits.MaxConcurrentConnections = options.MaxConnections;
-            kestrel.Limits.MaxConcurrentUpgradedConnections = options.MaxConnections;
+            var maxConnections = options.MaxConnectionsSet ? options.MaxConnections : DescriptorLimit.DefaultConnections();
+            kestrel.Limits.MaxConcurrentConnections = maxConnections;
+            kestrel.Limits.MaxConcurrentUpgradedConnections = maxConnections;
             kestrel.Limits.MaxRequestHeadersTotalSize = options.MaxHeaderBytes;
             kestrel.Limits.MaxRequestLineSize = options.MaxRequestLineBytes;
             kestrel.Limits.KeepAliveTimeout = options.ClientIdleTimeout;
@@ -122,7 +128,8 @@ internal sealed class SidekickServer : IAsyncDisposable
             void Configure(ListenOptions listen)
             {
                 listen.Use(Compactor.Track);
-                if (hooks.ConfigureTls is { } tls)
+                listen.Use(FirstByteTimeout.Create(options.ClientHeaderTimeout, time));
+                if (parts.ConfigureTls is { } tls)
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2;
                     tls(listen);
@@ -149,25 +156,28 @@ internal sealed class SidekickServer : IAsyncDisposable
         _app = builder.Build();
         _forwarder = new Http1Forwarder(
             _app.Services.GetRequiredService<IHttpForwarder>(),
-            hooks.ResolveBackend,
+            parts.ResolveBackend,
             loops,
-            BackendTransportFactory.ConnectTimeout,
-            BackendTransportFactory.PooledConnectionIdleTimeout,
-            disabled: !ForwarderChoice.UsesHttp1Path(hooks.Forwarder ?? Environment.GetEnvironmentVariable(ForwarderChoice.Variable)) ? PathReason.Forced
-                : BackendTransportFactory.UseEnvironmentProxy ? PathReason.HttpProxy
-                : null);
+            BackendLimits.ConnectTimeout,
+            BackendLimits.IdleConnectionTimeout,
+            settings.Http1PathOff);
         Retries = new RetryPolicy(options.MaxAttempts, options.MaxReplayBytes, new RetryBudget(options.RetryBudgetRatio, options.RetryBudgetMinPerSecond, time));
         Outliers = new OutlierDetector(
             new OutlierOptions(options.OutlierConsecutiveErrors, options.OutlierEjectionTime, options.OutlierMaxEjectionTime, options.OutlierMaxEjectionPercent),
             Topology);
         Outliers.Ejected += (_, _) => Interlocked.Increment(ref _ejections);
-        Cache = hooks.Cache;
-        Proxy = new ProxyHandler(Cache, Topology, Balancers.Create(options.HostBalance, options.SlowStart), _forwarder, Prober, Outliers, Retries,
-            (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time);
+        Cache = settings.Cache is { } cache ? new ResponseCache(cache, time) : null;
+        Panic = new PanicRule();
+        Panic.Changed += site => _stateLog?.OnPanic(site, time.GetUtcNow());
+        Waits = new BackendWait(options.WaitForBackend, options.WaitQueue, time, Prober.ProbeDownBackendsNow);
+        Exchange = new BackendExchange(Cache is not null, Topology, Balancers.Create(options.HostBalance, options.SlowStart), _forwarder, Prober, Outliers,
+            Retries, (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time, Panic, Waits, options.BackendTimeout);
+        Proxy = new ProxyHandler(Cache, Exchange, Trace, time);
         Meter = new SidekickMeter(Topology, Sites, Retries);
-        var metrics = new PrometheusExporter(Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache);
-        var local = new LocalEndpoints(Topology, hooks.CertificatePem ?? (static () => null), metrics, Cache,
-            adminListener: _admin is not null, diagnostics: options.Pprof is { Length: > 0 });
+        var metrics = new PrometheusExporter(
+            Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache, Panic, Waits);
+        var local = new LocalEndpoints(Topology, parts.CertificatePem ?? (static () => null), metrics, Cache,
+            adminListener: _admin is not null, diagnostics: options.Pprof is { Length: > 0 }, Panic, Waits);
         var adminListener = _admin;
         var diagnosticsListener = _diagnostics;
         _app.Run(context =>
@@ -198,9 +208,18 @@ internal sealed class SidekickServer : IAsyncDisposable
 
     public ProxyHandler Proxy { get; }
 
+    /// <summary>Every request to a backend goes through it (see <see cref="BackendExchange"/>).</summary>
+    public BackendExchange Exchange { get; }
+
     public RetryPolicy Retries { get; }
 
     public OutlierDetector Outliers { get; }
+
+    /// <summary>Whether requests are going to passively marked backends because nothing else serves.</summary>
+    public PanicRule Panic { get; }
+
+    /// <summary>Requests waiting for a backend because nothing serves.</summary>
+    public BackendWait Waits { get; }
 
     public TraceSink Trace { get; }
 
@@ -235,8 +254,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         .Replace("0.0.0.0", "127.0.0.1", StringComparison.Ordinal));
 
     public static SidekickServer Create(
-        SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickServerHooks? hooks = null) =>
-        new(options, loadSites, hooks ?? new SidekickServerHooks());
+        SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickSeams? seams = null, ServerParts? parts = null) =>
+        new(options, loadSites, seams ?? new SidekickSeams(), parts ?? new ServerParts());
 
     private void OnTopologyChanged(TopologySnapshot previous, TopologySnapshot next)
     {
@@ -254,6 +273,11 @@ internal sealed class SidekickServer : IAsyncDisposable
 
     private void OnTransition(Backend backend, BackendTransition transition)
     {
+        if (transition.IsUp)
+        {
+            Waits.OnBackendUp();
+        }
+
         _stateLog?.OnTransition(backend, transition);
         Sites.Refresh();
     }
@@ -267,6 +291,9 @@ internal sealed class SidekickServer : IAsyncDisposable
         {
             cache.Health.Watch(transition => log.OnCacheTransition(cache.Health, transition));
         }
+
+        var lifetime = _app.Services.GetRequiredService<IHostApplicationLifetime>();
+        lifetime.ApplicationStopping.Register(() => _drain ??= Task.Run(() => WatchDrainAsync(_time)));
         try
         {
             await _app.StartAsync(cancellationToken);
@@ -274,6 +301,18 @@ internal sealed class SidekickServer : IAsyncDisposable
         catch (Exception ex) when (ex is IOException or SocketException)
         {
             throw RefusedBind(ex);
+        }
+
+        // Before the listening line: whoever waits for it and then signals must find the handlers in place.
+        if (!OperatingSystem.IsWindows())
+        {
+            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, signal =>
+            {
+                signal.Cancel = true;
+                _ = Task.Run(ReloadOnSignal);
+            }));
+            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, signal => Drain(signal, "terminated")));
+            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, signal => Drain(signal, "interrupt")));
         }
 
         if (_mode.ConsoleDisplay)
@@ -290,17 +329,6 @@ internal sealed class SidekickServer : IAsyncDisposable
         {
             _table = Task.Run(() => new StatusTable(Topology, TimeProvider.System).RunAsync(_stdout, _stopping.Token), CancellationToken.None)
                 .ContinueWith(static _ => { }, TaskScheduler.Default);
-        }
-
-        if (!OperatingSystem.IsWindows())
-        {
-            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, signal =>
-            {
-                signal.Cancel = true;
-                _ = Task.Run(ReloadOnSignal);
-            }));
-            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, signal => Drain(signal, "terminated")));
-            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, signal => Drain(signal, "interrupt")));
         }
     }
 
@@ -388,6 +416,48 @@ internal sealed class SidekickServer : IAsyncDisposable
         }
     }
 
+    /// <summary>Requests being forwarded or waiting for a backend, across every backend.</summary>
+    public int RequestsInFlight
+    {
+        get
+        {
+            var count = Waits.Waiting;
+            foreach (var backend in Topology.Current.AllBackends)
+            {
+                count += backend.InFlight;
+            }
+
+            return count;
+        }
+    }
+
+    /// <summary>
+    /// After a stop: how many requests the shutdown timeout cut (0 when every one finished in time). Watches
+    /// the drain from the moment stopping began: requests still running when the timeout ended were aborted.
+    /// </summary>
+    public Task<int> RequestsCutAtShutdownAsync() => _drain ?? Task.FromResult(0);
+
+    private Task<int>? _drain;
+
+    private async Task<int> WatchDrainAsync(TimeProvider time)
+    {
+        var started = time.GetTimestamp();
+        var lastSeen = 0;
+        for (var running = RequestsInFlight; running > 0; running = RequestsInFlight)
+        {
+            if (time.GetElapsedTime(started) >= _options.ShutdownTimeout)
+            {
+                return running;
+            }
+
+            lastSeen = running;
+            await Task.Delay(TimeSpan.FromMilliseconds(20), time);
+        }
+
+        // Drained: in time, or because the timeout aborted what was left (then they were cut).
+        return time.GetElapsedTime(started) >= _options.ShutdownTimeout ? lastSeen : 0;
+    }
+
     /// <summary>Waits until the host stops (SIGTERM, SIGINT or <see cref="StopAsync"/>).</summary>
     public Task WaitForShutdownAsync() => _app.WaitForShutdownAsync();
 
@@ -416,28 +486,17 @@ internal sealed class SidekickServer : IAsyncDisposable
     }
 }
 
-/// <summary>Optional seams and integrations (TLS, DNS, time, console) supplied by the composition root or tests.</summary>
-internal sealed record SidekickServerHooks
+/// <summary>
+/// What <see cref="SidekickApp"/> built for the server from the options: TLS on the listener and to backends,
+/// the DNS cache's connect and resolve, and the settings it read from the environment (read from the process,
+/// with <see cref="SidekickSeams.Environment"/> over it, when null).
+/// </summary>
+internal sealed record ServerParts
 {
-    public TextWriter? Stdout { get; init; }
-    /// <summary>Where errors sidekick survives go (a failed reload); the console's stderr when null.</summary>
-    public TextWriter? Stderr { get; init; }
-    public bool? StdoutIsTerminal { get; init; }
-    public TimeProvider? Time { get; init; }
-    public Random? Random { get; init; }
+    public RuntimeSettings? Settings { get; init; }
     public Action<ListenOptions>? ConfigureTls { get; init; }
     public Func<string?>? CertificatePem { get; init; }
     public Func<string, System.Net.Security.SslClientAuthenticationOptions>? BackendTls { get; init; }
     public Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? Connect { get; init; }
     public BackendResolve? ResolveBackend { get; init; }
-
-    /// <summary>The socket engine (<see cref="EventLoops.Chosen"/>); null reads SIDEKICK_IO.</summary>
-    public string? Io { get; init; }
-
-    /// <summary>The forwarding path (<see cref="ForwarderChoice"/>); null reads SIDEKICK_FORWARDER.</summary>
-    public string? Forwarder { get; init; }
-    public ResponseCache? Cache { get; init; }
-
-    /// <summary>Counts this server's closed connections; null shares <see cref="HeapCompactor.Shared"/>.</summary>
-    public HeapCompactor? Compactor { get; init; }
 }

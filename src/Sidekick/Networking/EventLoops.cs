@@ -15,7 +15,8 @@ internal sealed class EventLoops
     /// <summary>How many loops (threads) to run; by default half the cores, at least one.</summary>
     public const string ThreadsVariable = "SIDEKICK_IO_THREADS";
 
-    private static readonly Lazy<EventLoops> s_shared = new(static () => new EventLoops(Threads(Environment.GetEnvironmentVariable(ThreadsVariable))));
+    private static readonly Lazy<EventLoops> s_shared = new(static () => new EventLoops(s_threads));
+    private static int s_threads = Threads(null);
     private readonly EventLoop[] _loops;
     private uint _next;
 
@@ -33,6 +34,20 @@ internal sealed class EventLoops
 
     /// <summary>The loops, started on first use.</summary>
     public static EventLoops Shared => s_shared.Value;
+
+    /// <summary>
+    /// The loops, started with <paramref name="threads"/> loops unless they run already (one set per process:
+    /// in-process servers in tests share it).
+    /// </summary>
+    public static EventLoops SharedWith(int threads)
+    {
+        if (!s_shared.IsValueCreated)
+        {
+            s_threads = threads;
+        }
+
+        return s_shared.Value;
+    }
 
     /// <summary>
     /// Whether sockets go through sidekick's event loops for the <paramref name="choice"/> made in

@@ -12,7 +12,7 @@ namespace Sidekick.Observability;
 /// </summary>
 internal sealed class PrometheusExporter(
     TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Func<PathReason, long> forwarded,
-    Caching.ResponseCache? cache = null)
+    Caching.ResponseCache? cache = null, Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
 {
     public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -120,6 +120,24 @@ internal sealed class PrometheusExporter(
 
         Single(text, "sidekick_outlier_ejections_total", "Backends ejected for consecutive gateway errors", ejections());
         Single(text, "sidekick_trace_dropped_total", "Trace and log lines dropped because the console was too slow or could not be written to", droppedTraces());
+        if (panic is not null)
+        {
+            Single(text, "sidekick_panic_requests_total", "Requests sent to passively marked backends because no backend served (panic rule)", panic.Requests);
+            Header(text, "sidekick_panic_site", "The site the panic rule sends requests to, 0 when none", "gauge");
+            text.Append("sidekick_panic_site ").Append(panic.Site).Append('\n');
+        }
+
+        if (waits is not null)
+        {
+            Header(text, "sidekick_backend_waits_total", "Requests that waited for a backend because none served, by how the wait ended", "counter");
+            text.Append("sidekick_backend_waits_total{outcome=\"served\"} ").Append(waits.Served).Append('\n');
+            text.Append("sidekick_backend_waits_total{outcome=\"timeout\"} ").Append(waits.TimedOut).Append('\n');
+            text.Append("sidekick_backend_waits_total{outcome=\"rejected\"} ").Append(waits.Rejected).Append('\n');
+            text.Append("sidekick_backend_waits_total{outcome=\"abandoned\"} ").Append(waits.Abandoned).Append('\n');
+            Header(text, "sidekick_backend_waiting", "Requests waiting for a backend now", "gauge");
+            text.Append("sidekick_backend_waiting ").Append(waits.Waiting).Append('\n');
+        }
+
         cache?.Metrics.WriteTo(text, cache.Health.Online, cache.FillsInFlight);
         ProcessMetrics.WriteTo(text);
         // The usual *_build_info shape: always 1, the facts in the labels, so a query can join them onto any series.

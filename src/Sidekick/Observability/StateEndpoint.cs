@@ -13,7 +13,10 @@ internal static class StateEndpoint
 {
     public const string Path = "/v1/state";
 
-    public static async Task WriteAsync(HttpContext context, TopologySnapshot topology, ResponseCache? cache = null)
+    /// <param name="panicSite">The site the panic rule sends requests to (0: none).</param>
+    /// <param name="waiting">Requests waiting for a backend.</param>
+    /// <param name="cache">The shared cache, or null when it is off.</param>
+    public static async Task WriteAsync(HttpContext context, TopologySnapshot topology, int panicSite = 0, int waiting = 0, ResponseCache? cache = null)
     {
         context.Response.ContentType = "application/json";
         await using var json = new Utf8JsonWriter(context.Response.Body, new JsonWriterOptions { Indented = true });
@@ -28,12 +31,24 @@ internal static class StateEndpoint
             json.WriteNull("activeSite");
         }
 
+        // Panic: nothing serves, and requests go to passively marked backends of this site whose probes pass.
+        if (panicSite != 0)
+        {
+            json.WriteNumber("panicSite", panicSite);
+        }
+        else
+        {
+            json.WriteNull("panicSite");
+        }
+
+        json.WriteNumber("waitingForBackend", waiting);
         json.WriteStartArray("sites");
         foreach (var site in topology.Sites)
         {
             json.WriteStartObject();
             json.WriteNumber("site", site.Number);
             json.WriteBoolean("active", site.Number == active);
+            json.WriteBoolean("panic", site.Number == panicSite);
             json.WriteStartArray("backends");
             foreach (var backend in site.Backends)
             {
@@ -46,6 +61,8 @@ internal static class StateEndpoint
                     json.WriteString("since", since);
                 }
 
+                // Out by the request path's judgement alone: the panic rule may still use it.
+                json.WriteBoolean("passivelyOut", backend.IsPassivelyOut);
                 json.WriteNumber("inFlight", backend.InFlight);
                 json.WriteNumber("calls", backend.Stats.Calls);
                 json.WriteNumber("failures", backend.Stats.Failures);

@@ -7,9 +7,9 @@ using Sidekick.Topology;
 namespace Sidekick.Observability;
 
 /// <summary>
-/// Prints one line per backend up/down transition (--log), as text or JSON (upstream §8.2), and one per change of
-/// the cache store's state. A backend that is unreachable from the start is reported down once. A reason names the
-/// probe URL, so it is printed through <see cref="SecretRedaction"/>.
+/// Prints one line per backend up/down transition (--log), as text or JSON (upstream §8.2), one per change of the
+/// cache store's state, and the panic rule's. A backend that is unreachable from the start is reported down once. A
+/// reason names the probe URL, so it is printed through <see cref="SecretRedaction"/>.
 /// </summary>
 internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
 {
@@ -71,6 +71,35 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
         }
 
         return line.ToString();
+    }
+
+    /// <summary>Panic began on <paramref name="site"/> (0: it ended).</summary>
+    public void OnPanic(int site, DateTimeOffset at) => output.Enqueue(FormatPanic(site, at));
+
+    public string FormatPanic(int site, DateTimeOffset at)
+    {
+        var message = site == 0
+            ? "panic over: a backend serves again"
+            : $"panic: no backend serves; site {site} keeps taking requests on its passively marked backends, whose probes pass";
+        if (mode.Json)
+        {
+            using var buffer = new MemoryStream();
+            using (var json = new Utf8JsonWriter(buffer))
+            {
+                json.WriteStartObject();
+                json.WriteString("Type", "LOG");
+                json.WriteString("Status", site == 0 ? "panic-over" : "panic");
+                json.WriteNumber("Site", site);
+                json.WriteString("Message", message);
+                json.WriteString("Timestamp", at.UtcDateTime);
+                json.WriteEndObject();
+            }
+
+            return Encoding.UTF8.GetString(buffer.ToArray());
+        }
+
+        return new StringBuilder().Append(mode.Paint("LOG", "35")).Append("  : ")
+            .Append(at.UtcDateTime.ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture)).Append("  ").Append(message).ToString();
     }
 
     public string Format(Backend backend, BackendTransition transition)

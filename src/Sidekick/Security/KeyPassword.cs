@@ -12,7 +12,7 @@ internal static class KeyPassword
     public const string Variable = "SIDEKICK_KEY_PASSWORD";
 
     /// <summary>The password to use, or null when none was given. Reads the file only when a --key is used.</summary>
-    public static string? Resolve(SidekickOptions options, IReadOnlyDictionary<string, string?> environment)
+    public static string? Resolve(SidekickOptions options, string? fromEnvironment)
     {
         if (!string.IsNullOrEmpty(options.KeyPassword) || string.IsNullOrEmpty(options.Key))
         {
@@ -25,6 +25,6 @@ internal static class KeyPassword
             return FileText.Read(options.KeyPasswordFile, "--key-password-file").TrimEnd('\r', '\n');
         }
 
-        return environment.TryGetValue(Variable, out var value) && !string.IsNullOrEmpty(value) ? value : null;
+        return string.IsNullOrEmpty(fromEnvironment) ? null : fromEnvironment;
     }
 }

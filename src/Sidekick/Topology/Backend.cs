@@ -20,12 +20,16 @@ internal sealed class Backend
     private TimeSpan _totalDowntime;
     private string? _lastDownReason;
     private ProbeResult? _lastProbe;
+    private volatile bool _lastProbeHealthy;
     private bool _reportedDown;
     private bool _everUp;
-    private long _ejectedUntilTick;
-    private long _warmStartTick;
+    // Timestamps of the TimeProvider (0: none), so tests move time instead of sleeping.
+    private long _ejectedUntil;
+    private long _warmStart;
     private int _consecutiveGatewayErrors;
     private int _ejections;
+    private int _consecutiveBrokenResponses;
+    private string? _lastBrokenRequest;
 
     public Backend(BackendDefinition definition, int siteNumber, TimeProvider time)
     {
@@ -51,23 +55,38 @@ internal sealed class Backend
     public bool IsUp => _state == Up;
 
     /// <summary>Up and not ejected by outlier detection: eligible for new requests.</summary>
-    public bool IsServing => _state == Up && Environment.TickCount64 >= Volatile.Read(ref _ejectedUntilTick);
+    public bool IsServing => _state == Up && !IsEjected;
 
-    public bool IsEjected => Environment.TickCount64 < Volatile.Read(ref _ejectedUntilTick);
+    public bool IsEjected
+    {
+        get
+        {
+            // Read the clock only for a backend that was ever ejected: the request path asks this per pick.
+            var until = Volatile.Read(ref _ejectedUntil);
+            return until != 0 && _time.GetTimestamp() < until;
+        }
+    }
+
+    /// <summary>
+    /// Taken out of rotation by the request path alone (a passive mark-down or an ejection) while its
+    /// latest probe passed: what the panic rule may still use when nothing else serves. A backend down
+    /// because of its probe, or never probed yet, is not.
+    /// </summary>
+    public bool IsPassivelyOut => _lastProbeHealthy && (_state == Down || IsEjected);
 
     /// <summary>
     /// Share of full load this backend should take while warming up after a recovery, in (0, 1].
     /// </summary>
     public double WarmupFactor(long warmupMilliseconds)
     {
-        var start = Volatile.Read(ref _warmStartTick);
+        var start = Volatile.Read(ref _warmStart);
         if (start == 0 || warmupMilliseconds <= 0)
         {
             return 1;
         }
 
-        var elapsed = Environment.TickCount64 - start;
-        return elapsed >= warmupMilliseconds ? 1 : Math.Max(0.05, (double)elapsed / warmupMilliseconds);
+        var elapsed = _time.GetElapsedTime(start).TotalMilliseconds;
+        return elapsed >= warmupMilliseconds ? 1 : Math.Max(0.05, elapsed / warmupMilliseconds);
     }
 
     /// <summary>
@@ -76,8 +95,8 @@ internal sealed class Backend
     /// </summary>
     public bool IsRecoveringWithin(long holdDownMilliseconds)
     {
-        var start = Volatile.Read(ref _warmStartTick);
-        return start != 0 && Environment.TickCount64 - start < holdDownMilliseconds;
+        var start = Volatile.Read(ref _warmStart);
+        return start != 0 && _time.GetElapsedTime(start).TotalMilliseconds < holdDownMilliseconds;
     }
 
     /// <summary>
@@ -105,7 +124,7 @@ internal sealed class Backend
     {
         var count = Interlocked.Increment(ref _ejections);
         var duration = TimeSpan.FromTicks(Math.Min(maxTime.Ticks, baseTime.Ticks * count));
-        Volatile.Write(ref _ejectedUntilTick, Environment.TickCount64 + (long)duration.TotalMilliseconds);
+        Volatile.Write(ref _ejectedUntil, _time.GetTimestamp() + (long)(duration.TotalSeconds * _time.TimestampFrequency));
         Interlocked.Exchange(ref _consecutiveGatewayErrors, 0);
         return duration;
     }
@@ -155,6 +174,41 @@ internal sealed class Backend
         lock (_transitionGate)
         {
             _lastProbe = result;
+            _lastProbeHealthy = result.Healthy;
+        }
+    }
+
+    /// <summary>
+    /// Counts a broken response (a head that cannot be parsed, a body cut short, a connection closed or
+    /// silent mid-exchange) towards a run of them; the run counts each request once, so one bad URL
+    /// retried on the same backend is one (<paramref name="requestId"/>: the request's trace identifier,
+    /// the same for all its attempts). Returns the run's length.
+    /// </summary>
+    public int RecordBrokenResponse(string requestId)
+    {
+        lock (_transitionGate)
+        {
+            if (!string.Equals(_lastBrokenRequest, requestId, StringComparison.Ordinal))
+            {
+                _lastBrokenRequest = requestId;
+                _consecutiveBrokenResponses++;
+            }
+
+            return _consecutiveBrokenResponses;
+        }
+    }
+
+    /// <summary>A complete response ends a run of broken ones.</summary>
+    public void RecordCompleteResponse()
+    {
+        // Read first: the common case (no run in progress) must not write a shared cache line per request.
+        if (Volatile.Read(ref _consecutiveBrokenResponses) != 0)
+        {
+            lock (_transitionGate)
+            {
+                _consecutiveBrokenResponses = 0;
+                _lastBrokenRequest = null;
+            }
         }
     }
 
@@ -182,7 +236,7 @@ internal sealed class Backend
             _upSince = now;
             _reportedDown = false;
             // Only a recovery warms up; the first up at start takes a full share at once.
-            Volatile.Write(ref _warmStartTick, _everUp ? Environment.TickCount64 : 0);
+            Volatile.Write(ref _warmStart, _everUp ? _time.GetTimestamp() : 0);
             _everUp = true;
             _state = Up;
             transition = new BackendTransition(true, now, downtime, null);

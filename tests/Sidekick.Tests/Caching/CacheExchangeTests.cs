@@ -207,7 +207,7 @@ public sealed class CacheExchangeTests(CacheFixture fixture) : IClassFixture<Cac
         var options = SidekickHarness.FastOptions;
         var url = backend.ToString().TrimEnd('/');
         SiteDefinition[] sites = [new(1, [new BackendDefinition(backend, url, new Uri(url + options.HealthPath))])];
-        return SidekickHarness.StartAsync(options, sites, new SidekickServerHooks { Forwarder = forwarder });
+        return SidekickHarness.StartAsync(options, sites, new SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", forwarder)) });
     }
 
     private static async Task Eventually(Func<bool> condition, string what)

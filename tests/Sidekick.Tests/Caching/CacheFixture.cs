@@ -56,7 +56,7 @@ public sealed class CacheFixture : IAsyncLifetime
     {
         var port = SidekickProcess.FreePort();
         options = options with { Address = $"127.0.0.1:{port}", Sites = [string.Join(",", urls.Select(u => u.ToString().TrimEnd('/')))] };
-        var instance = SidekickApp.Create(options, new SidekickAppSeams
+        var instance = SidekickApp.Create(options, new SidekickSeams
         {
             Stdout = stdout ?? TextWriter.Null, Stderr = TextWriter.Null, Environment = environment ?? Environment(), StdoutIsTerminal = false,
         });

@@ -190,7 +190,7 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
             };
             var output = new StringWriter();
             var stdout = TextWriter.Synchronized(output);
-            var instance = SidekickApp.Create(options, new SidekickAppSeams
+            var instance = SidekickApp.Create(options, new SidekickSeams
             {
                 Stdout = stdout, Stderr = TextWriter.Null, Environment = environment, StdoutIsTerminal = false,
             });

@@ -74,7 +74,7 @@ public sealed class DnsTests
             DnsTtl = TimeSpan.FromMilliseconds(300),
             Sites = [$"http://pool.test:{a.Port}"],
         };
-        await using var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null, Resolver = resolver });
+        await using var instance = SidekickApp.Create(options, new SidekickSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null, Resolver = resolver });
         await instance.Server.StartAsync();
         Backend Only() => Assert.Single(instance.Server.Topology.Current.AllBackends);
         await WaitAsync(() => Only().IsUp);
@@ -103,7 +103,7 @@ public sealed class DnsTests
             DnsTtl = TimeSpan.FromMilliseconds(300),
             Sites = [$"http://late.test:{a.Port}"],
         };
-        await using var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null, Resolver = resolver });
+        await using var instance = SidekickApp.Create(options, new SidekickSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null, Resolver = resolver });
         await instance.Server.StartAsync();
         Assert.Empty(instance.Server.Topology.Current.AllBackends);
         resolver.Records["late.test"] = [IPAddress.Loopback];

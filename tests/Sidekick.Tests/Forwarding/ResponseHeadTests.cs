@@ -97,8 +97,11 @@ public sealed class ResponseHeadTests
 
     [Theory]
     [InlineData("HTTP/1.1 200 OK\r\nX-Good: 1\r\nBad Name: x\r\n\r\n")]
-    [InlineData("HTTP/1.1 200 OK\r\nX-Good: 1\r\nX-Bad: a\rb\r\n\r\n")]
-    [InlineData("HTTP/1.1 200 OK\r\nX-Good: 1\r\n folded\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\n folded first\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n 2\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 O\0K\r\n\r\n")]
     [InlineData("HTTP/1.1 200 OK\r\nX-Good: 1\r\n: no name\r\n\r\n")]
     [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 1\r\ncontent-length: 2\r\n\r\n")]
     [InlineData("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n")]
@@ -110,6 +113,21 @@ public sealed class ResponseHeadTests
         var error = Assert.Throws<HttpRequestException>(() => Apply(wire, response));
         Assert.Equal(HttpRequestError.InvalidResponse, error.HttpRequestError);
         Assert.Empty(response.Headers);
+    }
+
+    [Theory]
+    [InlineData("X-A: a\rb\r\n", "X-A", "a b")]
+    [InlineData("X-A: a\0b\r\n", "X-A", "a b")]
+    [InlineData("X-A: one\r\n two\r\n", "X-A", "one   two")]
+    [InlineData("X-A: one\r\n\ttwo\r\n three\r\n", "X-A", "one  \ttwo   three")]
+    [InlineData("X-A : spaced\r\n", "X-A", "spaced")]
+    public void Values_a_proxy_may_repair_are_repaired_as_httpclient_does(string field, string name, string expected)
+    {
+        // RFC 9110 §5.5 (NUL, bare CR: a space), RFC 9112 §5.2 (obs-fold: spaces), §5.1 (no space before the colon).
+        var response = new DefaultHttpContext().Response;
+        Apply($"HTTP/1.1 200 OK\r\n{field}Content-Length: 0\r\n\r\n", response);
+        Assert.Equal(expected, response.Headers[name].ToString());
+        Assert.Equal(0, response.ContentLength);
     }
 
     private static ResponseHead Apply(string wire, HttpResponse response, ResponseHeaderValues? values = null)

@@ -145,7 +145,7 @@ public sealed class HeapCompactorTests : IDisposable
         var compactions = 0;
         using var compactor = new HeapCompactor(TimeProvider.System, () => Interlocked.Increment(ref compactions));
         await using var sidekick = await SidekickHarness.StartAsync(SidekickHarness.FastOptions,
-            SidekickHarness.Definitions(SidekickHarness.FastOptions, [[backend]]), new SidekickServerHooks { Compactor = compactor });
+            SidekickHarness.Definitions(SidekickHarness.FastOptions, [[backend]]), new SidekickSeams { Compactor = compactor });
         var endpoint = new IPEndPoint(IPAddress.Loopback, sidekick.BaseAddress.Port);
 
         for (var i = 0; i < HeapCompactor.ClosedConnectionsWorthCompacting; i++)

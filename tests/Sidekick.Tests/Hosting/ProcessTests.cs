@@ -7,6 +7,7 @@ using Sidekick.Tests.Integration;
 namespace Sidekick.Tests.Hosting;
 
 /// <summary>The built program, run as a process: exit codes, messages, signals.</summary>
+[Collection(nameof(HeavyTests))]
 public sealed class ProcessTests
 {
     [Theory]
@@ -119,7 +120,7 @@ public sealed class ProcessTests
 
         using var client = new HttpClient();
         var slow = client.GetStringAsync($"http://127.0.0.1:{port}/slow?ms=2000");
-        await Task.Delay(500);
+        await Eventually.WaitUntilAsync(() => backend.Seen.Any(r => r.RawTarget.StartsWith("/slow", StringComparison.Ordinal)));
         sidekick.Signal("TERM");
         Assert.Equal("a", await slow);
         await sidekick.Process.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
@@ -209,10 +210,12 @@ public sealed class ProcessTests
         var port = SidekickProcess.FreePort();
         await using var sidekick = SidekickProcess.Start("--json", "--log", "--rr-dns-mode", "--auto-tls-host", "127.0.0.1", "--address", $"127.0.0.1:{port}",
             "--health-path", "/health", "--health-duration", "200ms", $"http://localhost:{backend.Port}");
-        for (var deadline = Environment.TickCount64 + 30000; !sidekick.Stdout.Contains("\"type\":\"TRACE\"", StringComparison.Ordinal); await Task.Delay(50))
+        for (var deadline = Environment.TickCount64 + 30000;
+             !sidekick.Stdout.Contains("\"type\":\"TRACE\"", StringComparison.Ordinal) || !sidekick.Stdout.Contains("listening on", StringComparison.Ordinal);
+             await Task.Delay(50))
         {
             Assert.False(sidekick.Process.HasExited, "sidekick exited: " + sidekick.Stderr);
-            Assert.True(Environment.TickCount64 < deadline, "no probe trace: " + sidekick.Stdout);
+            Assert.True(Environment.TickCount64 < deadline, "no probe trace or listening line: " + sidekick.Stdout);
         }
 
         sidekick.Signal("TERM");

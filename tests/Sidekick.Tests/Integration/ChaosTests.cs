@@ -12,7 +12,7 @@ namespace Sidekick.Tests.Integration;
 /// SIDEKICK_CHAOS_AGAINST=haproxy runs the same scenario through HAProxy instead, printing its counts for
 /// comparison without asserting (bench/chaos.sh).
 /// </summary>
-[Collection(nameof(ChaosTests))]
+[Collection(nameof(HeavyTests))]
 public sealed class ChaosTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Duration = TimeSpan.FromSeconds(
@@ -181,10 +181,3 @@ public sealed class ChaosTests(ITestOutputHelper output)
         Assert.True(gets > 100, $"only {gets} GETs ran");
     }
 }
-
-/// <summary>
-/// The chaos runs saturate both cores for their whole duration; they run alone so that the timing of other
-/// tests (and their verdicts) does not depend on them.
-/// </summary>
-[CollectionDefinition(nameof(ChaosTests), DisableParallelization = true)]
-public sealed class ChaosRunsAlone;

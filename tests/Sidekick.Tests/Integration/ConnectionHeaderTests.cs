@@ -160,7 +160,7 @@ public sealed class ConnectionHeaderTests
         var options = SidekickHarness.FastOptions with { MaxAttempts = 1 };
         var url = backend.Url.ToString().TrimEnd('/');
         await using var sidekick = await SidekickHarness.StartAsync(options, [new SiteDefinition(1, [new BackendDefinition(backend.Url, url, new Uri(url + "/health"))])],
-            new SidekickServerHooks { Forwarder = forwarder });
+            new SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", forwarder)) });
         var response = await RawClient.ExchangeAsync(sidekick.BaseAddress.Port, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
         Assert.Equal(502, response.Status);
         Assert.Matches("<Message>The remote server returned an error \\((invalid response|connection closed early|connection reset|backend error)\\)</Message>", response.Body);
@@ -200,6 +200,6 @@ public sealed class ConnectionHeaderTests
         var options = SidekickHarness.FastOptions;
         var url = backend.ToString().TrimEnd('/');
         SiteDefinition[] sites = [new(1, [new BackendDefinition(backend, url, new Uri(url + options.HealthPath))])];
-        return SidekickHarness.StartAsync(options, sites, new SidekickServerHooks { Forwarder = forwarder });
+        return SidekickHarness.StartAsync(options, sites, new SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", forwarder)) });
     }
 }

@@ -117,7 +117,8 @@ public sealed class FailoverTests
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => sidekick.Client.GetAsync("/slow?ms=3000", cts.Token));
         }
 
-        await Task.Delay(500);
+        // Once the proxy has finished with the cancelled request, whatever it concluded has been applied.
+        await sidekick.WaitUntilAsync(() => sidekick.BackendOf(a).InFlight == 0 && sidekick.BackendOf(b).InFlight == 0);
         Assert.True(sidekick.BackendOf(a).IsUp && sidekick.BackendOf(b).IsUp);
 
         // A refused connection marks the backend down at once (the next probe is minutes away).

@@ -35,7 +35,7 @@ public sealed class ForwardingPathTests
         var options = SidekickHarness.FastOptions with { Trace = "application", TraceExplicit = true, Json = true };
         var definitions = SidekickHarness.Definitions(options, [[backend]]);
         await using (var server = SidekickServer.Create(options, () => definitions,
-                         new SidekickServerHooks { Stdout = TextWriter.Synchronized(output), StdoutIsTerminal = false, Forwarder = forwarder }))
+                         new SidekickSeams { Stdout = TextWriter.Synchronized(output), StdoutIsTerminal = false, Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", forwarder)) }))
         {
             await server.StartAsync();
             using var client = new HttpClient { BaseAddress = server.BaseAddress };

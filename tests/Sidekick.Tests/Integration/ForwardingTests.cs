@@ -96,8 +96,8 @@ public sealed class ForwardingTests
         Assert.Contains(b.Seen, r => r.Headers.TryGetValue("Range", out var range) && range.StartsWith("bytes=", StringComparison.Ordinal));
         // The resumed bytes count as the exchange's (on the backend it started with), like the first half.
         await sidekick.WaitUntilAsync(() => sidekick.BackendOf(a).Stats.TxBytes >= size);
-        // The dying node was marked down (its probes may bring it back since its health endpoint still works).
-        Assert.NotNull(sidekick.BackendOf(a).GetHealthSnapshot().LastDownReason);
+        // One body cut short counts towards a run of broken responses; it does not mark the node down alone.
+        Assert.True(sidekick.BackendOf(a).IsUp);
     }
 
     [Fact]
@@ -155,7 +155,8 @@ public sealed class ForwardingTests
             }
         } // disposed with ~99 MiB unread: the client connection is dropped
 
-        await Task.Delay(300);
+        // Once the proxy has finished with the abandoned exchange, whatever it concluded has been applied.
+        await sidekick.WaitUntilAsync(() => sidekick.BackendOf(a).InFlight == 0);
         Assert.True(sidekick.BackendOf(a).IsUp);
         // Whatever the backend still had in flight must not leak into the next responses.
         for (var i = 0; i < 3; i++)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Sidekick.Cli;
 using Sidekick.Hosting;
 using Sidekick.Topology;
@@ -30,6 +31,10 @@ internal sealed class SidekickHarness : IAsyncDisposable
         Trace = "",
     };
 
+    /// <summary>Environment variables for <see cref="SidekickSeams.Environment"/>; a null value leaves the process's.</summary>
+    public static IReadOnlyDictionary<string, string?> Variables(params (string Name, string? Value)[] variables) =>
+        variables.Where(v => v.Value is not null).ToDictionary(v => v.Name, v => v.Value);
+
     public static Task<SidekickHarness> StartAsync(params TestBackend[][] sites) => StartAsync(FastOptions, sites);
 
     public static Task<SidekickHarness> StartAsync(SidekickOptions options, params TestBackend[][] sites) =>
@@ -37,7 +42,7 @@ internal sealed class SidekickHarness : IAsyncDisposable
 
     /// <summary>Starts in front of any backends; waits until those expected up (all by default) are up.</summary>
     public static async Task<SidekickHarness> StartAsync(
-        SidekickOptions options, IReadOnlyList<SiteDefinition> definitions, SidekickServerHooks? hooks, Func<Backend, bool>? expectedUp = null)
+        SidekickOptions options, IReadOnlyList<SiteDefinition> definitions, SidekickSeams? hooks, Func<Backend, bool>? expectedUp = null)
     {
         var server = SidekickServer.Create(options, () => definitions, hooks);
         await server.StartAsync();
@@ -62,19 +67,8 @@ internal sealed class SidekickHarness : IAsyncDisposable
     public Backend BackendOf(TestBackend backend) =>
         Server.Topology.Current.AllBackends.Single(b => b.Definition.Endpoint.Port == backend.Port);
 
-    public async Task WaitUntilAsync(Func<bool> condition, int timeoutMs = 15000)
-    {
-        var deadline = Environment.TickCount64 + timeoutMs;
-        while (!condition())
-        {
-            if (Environment.TickCount64 > deadline)
-            {
-                throw new TimeoutException("condition not reached in time");
-            }
-
-            await Task.Delay(25);
-        }
-    }
+    public Task WaitUntilAsync(Func<bool> condition, int timeoutMs = 15000, [CallerArgumentExpression(nameof(condition))] string? what = null) =>
+        Eventually.WaitUntilAsync(condition, timeoutMs, what);
 
     public async ValueTask DisposeAsync()
     {

@@ -72,6 +72,6 @@ public sealed class SocketEngineTests
         var options = SidekickHarness.FastOptions;
         var url = backend.ToString().TrimEnd('/');
         SiteDefinition[] sites = [new(1, [new BackendDefinition(backend, url, new Uri(url + options.HealthPath))])];
-        return SidekickHarness.StartAsync(options, sites, new SidekickServerHooks { Io = io, Forwarder = "http1" });
+        return SidekickHarness.StartAsync(options, sites, new SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_IO", io), ("SIDEKICK_FORWARDER", "http1")) });
     }
 }

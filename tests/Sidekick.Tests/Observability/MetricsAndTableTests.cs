@@ -136,7 +136,7 @@ public sealed class MetricsAndTableTests
         var options = SidekickHarness.FastOptions with { Log = true, Trace = "application", TraceExplicit = true, Json = true };
         var definitions = SidekickHarness.Definitions(options, [[a]]);
         await using (var server = Sidekick.Hosting.SidekickServer.Create(options, () => definitions,
-                         new Sidekick.Hosting.SidekickServerHooks { Stdout = TextWriter.Synchronized(output), StdoutIsTerminal = false }))
+                         new Sidekick.Hosting.SidekickSeams { Stdout = TextWriter.Synchronized(output), StdoutIsTerminal = false }))
         {
             await server.StartAsync();
             using var client = new HttpClient { BaseAddress = server.BaseAddress };

@@ -33,22 +33,24 @@ public sealed class OperatorMetricsTests
         }
 
         var options = SidekickHarness.FastOptions with { HealthTimeout = TimeSpan.FromSeconds(10) };
-        await using var sidekick = await SidekickHarness.StartAsync(options, SidekickHarness.Definitions(options, [[a], [b]]),
-            new SidekickServerHooks { Connect = Connect }, expectedUp: _ => false);
-        await sidekick.WaitUntilAsync(() => sidekick.Server.Sites.ActiveSiteNumber == 2);
+        var definitions = SidekickHarness.Definitions(options, [[a], [b]]);
+        await using var server = SidekickServer.Create(options, () => definitions, parts: new ServerParts { Connect = Connect });
+        await server.StartAsync();
+        using var client = new HttpClient { BaseAddress = server.BaseAddress };
+        await WaitUntilAsync(() => server.Sites.ActiveSiteNumber == 2, "site 2 to take the traffic while site 1's first probe waits");
         release.SetResult();
-        await sidekick.WaitUntilAsync(() => sidekick.Server.Sites.ActiveSiteNumber == 1);
+        await WaitUntilAsync(() => server.Sites.ActiveSiteNumber == 1, "site 1's first probe");
 
-        var text = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        var text = await client.GetStringAsync("/.prometheus/metrics");
         Assert.Equal(0, Value(text, "sidekick_failovers_total"));
 
         // A real failover and the failback after it count one each.
         a.Healthy = false;
-        await sidekick.WaitUntilAsync(() => sidekick.Server.Sites.ActiveSiteNumber == 2);
-        Assert.Equal(1, Value(await sidekick.Client.GetStringAsync("/.prometheus/metrics"), "sidekick_failovers_total"));
+        await WaitUntilAsync(() => server.Sites.ActiveSiteNumber == 2, "the failover to site 2");
+        Assert.Equal(1, Value(await client.GetStringAsync("/.prometheus/metrics"), "sidekick_failovers_total"));
         a.Healthy = true;
-        await sidekick.WaitUntilAsync(() => sidekick.Server.Sites.ActiveSiteNumber == 1);
-        text = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        await WaitUntilAsync(() => server.Sites.ActiveSiteNumber == 1, "the failback to site 1");
+        text = await client.GetStringAsync("/.prometheus/metrics");
         Assert.Equal(2, Value(text, "sidekick_failovers_total"));
         await MetricsAndTableTests.PromtoolAsync(text);
     }
@@ -141,6 +143,16 @@ public sealed class OperatorMetricsTests
         Assert.Contains("# TYPE process_cpu_seconds_total counter\n", text, StringComparison.Ordinal);
         Assert.Contains("# TYPE process_resident_memory_bytes gauge\n", text, StringComparison.Ordinal);
         await MetricsAndTableTests.PromtoolAsync(text);
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition, string what)
+    {
+        var deadline = Environment.TickCount64 + 15000;
+        while (!condition())
+        {
+            Assert.True(Environment.TickCount64 < deadline, $"waited 15 s for {what}");
+            await Task.Delay(25);
+        }
     }
 
     /// <summary>The value of the one sample named exactly <paramref name="series"/> (name and labels).</summary>

@@ -49,7 +49,7 @@ public sealed class BackendTlsTests
             ReadHealthPath = "/",
             Sites = [$"https://localhost:{backendPort}"],
         });
-        var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null });
+        var instance = SidekickApp.Create(options, new SidekickSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null });
         await instance.Server.StartAsync();
         return (instance, new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") });
     }

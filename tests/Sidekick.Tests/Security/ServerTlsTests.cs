@@ -51,7 +51,7 @@ public sealed class ServerTlsTests
         await using var backend = await TestBackend.StartAsync("a");
         var port = SidekickProcess.FreePort();
         var options = Options(backend, port) with { Cert = first.CertPath, Key = first.KeyPath };
-        await using var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null });
+        await using var instance = SidekickApp.Create(options, new SidekickSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null });
         await instance.Server.StartAsync();
         await WaitAsync(() => instance.Server.Topology.Current.ActiveSite is not null);
 
@@ -119,7 +119,7 @@ public sealed class ServerTlsTests
         var port = SidekickProcess.FreePort();
         var stdout = new StringWriter();
         var options = Options(backend, port) with { AutoTlsHost = "127.0.0.1,localhost" };
-        await using var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = stdout, Stderr = TextWriter.Null });
+        await using var instance = SidekickApp.Create(options, new SidekickSeams { Stdout = stdout, Stderr = TextWriter.Null });
         await instance.Server.StartAsync();
         await WaitAsync(() => instance.Server.Topology.Current.ActiveSite is not null);
 
@@ -144,7 +144,7 @@ public sealed class ServerTlsTests
         await using var backend = await TestBackend.StartAsync("a");
         var port = SidekickProcess.FreePort();
         var options = Options(backend, port) with { AutoTlsHost = "127.0.0.1" };
-        await using var instance = SidekickApp.Create(options, new SidekickAppSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null });
+        await using var instance = SidekickApp.Create(options, new SidekickSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null });
         await instance.Server.StartAsync();
         await WaitAsync(() => instance.Server.Topology.Current.ActiveSite is not null);
         var start = new System.Diagnostics.ProcessStartInfo("curl", ["-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}", $"https://127.0.0.1:{port}/x"]) { RedirectStandardOutput = true };

@@ -71,6 +71,14 @@ internal struct ChunkedDecoder
                     }
 
                     var take = (int)Math.Min(rest.Length, _remaining);
+                    // When the chunk's end came with its data, check it before handing the data out, as
+                    // HttpClient does: a chunk longer than its size is refused before anything reaches the client.
+                    if (take == _remaining && rest.Length > take &&
+                        rest[take] != (byte)'\n' && (rest[take] != (byte)'\r' || (rest.Length > take + 1 && rest[take + 1] != (byte)'\n')))
+                    {
+                        throw Invalid("chunk data longer than its size");
+                    }
+
                     dataStart = consumed;
                     dataLength = take;
                     consumed += take;

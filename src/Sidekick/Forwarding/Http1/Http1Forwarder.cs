@@ -28,9 +28,6 @@ internal sealed class Http1Forwarder : IDisposable
     /// <summary>Larger bodies go to YARP, which sends them while already reading an early response.</summary>
     public const int MaxInlineBodyBytes = 64 * 1024;
 
-    /// <summary>As the YARP path's MaxResponseHeadersLength: Go's 1 MiB limit.</summary>
-    private const int MaxResponseHeadBytes = 1024 * 1024;
-
     /// <summary>Chunk-size lines and trailers larger than this are not a body anyone should stream.</summary>
     private const int MaxChunkFramingBytes = 64 * 1024;
 
@@ -204,7 +201,7 @@ internal sealed class Http1Forwarder : IDisposable
                     if (headLength < 0)
                     {
                         // In two steps, so nothing sits between this state machine and the socket's.
-                        var received = await connection.ReceiveIntoAsync(connection.ReceiveRoom(MaxResponseHeadBytes));
+                        var received = await connection.ReceiveIntoAsync(connection.ReceiveRoom(BackendLimits.MaxResponseHeadBytes));
                         connection.Received(received);
                         if (received == 0)
                         {
@@ -282,6 +279,13 @@ internal sealed class Http1Forwarder : IDisposable
                     : ex is ClientWriteException ? (ForwarderError.ResponseBodyClient, ex.InnerException!)
                     : connection.TimedOut ? (ForwarderError.ResponseBodyDestination, new TimeoutException("the backend stalled past the activity timeout", ex))
                     : (ForwarderError.ResponseBodyDestination, ex);
+                if (error == ForwarderError.ResponseBodyDestination && context.Response.HasStarted)
+                {
+                    // What was written of the response goes out before the abort, as on YARP's path: the client
+                    // sees the head and a body cut short, not a connection closed without an answer.
+                    await FlushBeforeAbortAsync(context);
+                }
+
                 return Fail(context, error, cause);
             }
 
@@ -298,6 +302,17 @@ internal sealed class Http1Forwarder : IDisposable
             }
 
             return ForwarderError.None;
+        }
+    }
+
+    private static async ValueTask FlushBeforeAbortAsync(HttpContext context)
+    {
+        try
+        {
+            await context.Response.BodyWriter.FlushAsync(context.RequestAborted);
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
+        {
         }
     }
 

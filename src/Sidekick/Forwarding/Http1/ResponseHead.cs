@@ -79,7 +79,9 @@ internal readonly struct ResponseHead
     public static ResponseHead Apply(ReadOnlySpan<byte> head, HttpResponse response, bool isHeadRequest, ResponseHeaderValues values)
     {
         var status = PeekStatus(head);
-        if (status < 200 || status > 999 || (head.Length > 12 && head[12] is not ((byte)' ' or (byte)'\r' or (byte)'\n')))
+        var statusLineEnd = head.IndexOf((byte)'\n');
+        if (status < 200 || status > 999 || (head.Length > 12 && head[12] is not ((byte)' ' or (byte)'\r' or (byte)'\n')) ||
+            !IsReasonPhrase((statusLineEnd < 0 ? head : head[..statusLineEnd]).TrimEnd((byte)'\r')))
         {
             throw Invalid("malformed status line");
         }
@@ -102,6 +104,22 @@ internal readonly struct ResponseHead
                 line = line[..lineLength];
             }
 
+            if (line.Length > 0 && line[0] is (byte)' ' or (byte)'\t')
+            {
+                // obs-fold (RFC 9112 §5.2): a proxy may replace it with spaces, as HttpClient (YARP's path)
+                // does; never for the fields that frame the body or the connection.
+                if (count == 0 || fields[count - 1].Known is ResponseHeaderValues.ContentLength or ResponseHeaderValues.TransferEncoding or ResponseHeaderValues.Connection)
+                {
+                    throw Invalid("obsolete line folding");
+                }
+
+                var folded = fields[count - 1];
+                var end = lineStart + line.Length - (line[^1] == (byte)'\r' ? 1 : 0);
+                fields[count - 1] = folded with { ValueLength = end - folded.ValueStart, Scrub = true };
+                lineStart += line.Length + 1;
+                continue;
+            }
+
             var field = Parse(line, lineStart);
             lineStart += line.Length + 1;
             if (field.NameLength == 0)
@@ -113,8 +131,9 @@ internal readonly struct ResponseHead
             switch (field.Known)
             {
                 case ResponseHeaderValues.ContentLength:
-                    if (!Utf8Parser.TryParse(value, out long length, out var used) || used != value.Length || length < 0 ||
-                        (contentLength >= 0 && contentLength != length))
+                    // Digits only (no sign), and only once: HttpClient refuses a repeated Content-Length too.
+                    if (value.IsEmpty || !char.IsAsciiDigit((char)value[0]) || !Utf8Parser.TryParse(value, out long length, out var used) ||
+                        used != value.Length || contentLength >= 0)
                     {
                         throw Invalid("invalid Content-Length");
                     }
@@ -155,6 +174,11 @@ internal readonly struct ResponseHead
             }
 
             var value = values.Value(field.Known, head.Slice(field.ValueStart, field.ValueLength));
+            if (field.Scrub)
+            {
+                value = Scrub(value);
+            }
+
             headers[name] = headers.TryGetValue(name, out var existing) ? values.Append(field.Known, existing, value) : new StringValues(value);
         }
 
@@ -188,18 +212,14 @@ internal readonly struct ResponseHead
             return default;
         }
 
-        if (line[0] is (byte)' ' or (byte)'\t')
-        {
-            throw Invalid("obsolete line folding");
-        }
-
         var colon = line.IndexOf((byte)':');
-        if (colon <= 0)
+        // RFC 9112 §5.1: a proxy removes whitespace between a response field's name and its colon.
+        var name = colon < 0 ? default : line[..colon].TrimEnd(" \t"u8);
+        if (name.IsEmpty)
         {
             throw Invalid("header line without a name");
         }
 
-        var name = line[..colon];
         var known = ResponseHeaderValues.IndexOf(name);
         if (known < 0)
         {
@@ -215,12 +235,10 @@ internal readonly struct ResponseHead
 
         var (start, length) = WithoutOws(line[(colon + 1)..]);
         var valueStart = colon + 1 + start;
-        if (line.Slice(valueStart, length).IndexOfAny((byte)0, (byte)'\r') >= 0)
-        {
-            throw Invalid("control character in a header value");
-        }
-
-        return new Field(offset, colon, offset + valueStart, length, known);
+        // RFC 9110 §5.5: NUL or a bare CR in a value is replaced with a space (or the message refused); replaced,
+        // as HttpClient on YARP's path lets such a value through.
+        var scrub = line.Slice(valueStart, length).IndexOfAny((byte)0, (byte)'\r') >= 0;
+        return new Field(offset, name.Length, offset + valueStart, length, known, scrub);
     }
 
     /// <summary>Whether a Connection header's options (RFC 9112 §9.3) end the connection after this response.</summary>
@@ -261,9 +279,36 @@ internal readonly struct ResponseHead
         return (start, end - start);
     }
 
+    /// <summary>RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ), after the status code.</summary>
+    private static bool IsReasonPhrase(ReadOnlySpan<byte> statusLine)
+    {
+        foreach (var b in statusLine.Length > 13 ? statusLine[13..] : default)
+        {
+            if ((b < 0x20 && b != (byte)'\t') || b == 0x7F)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>A value with its folds, NULs and bare CRs turned into spaces (rare: only such values pay for it).</summary>
+    private static string Scrub(string value) => string.Create(value.Length, value, static (span, source) =>
+    {
+        for (var i = 0; i < span.Length; i++)
+        {
+            var c = source[i];
+            span[i] = c is '\0' or '\r' or '\n' ? ' ' : c;
+        }
+    });
+
     private static HttpRequestException Invalid(string what) =>
         new(HttpRequestError.InvalidResponse, $"the backend sent an invalid response head ({what})");
 
-    /// <summary>Where one field's name and value lie in the head, and its known-name index (or -1).</summary>
-    private readonly record struct Field(int NameStart, int NameLength, int ValueStart, int ValueLength, int Known);
+    /// <summary>
+    /// Where one field's name and value lie in the head, and its known-name index (or -1); <c>Scrub</c> when the
+    /// value holds folds, NULs or bare CRs to turn into spaces.
+    /// </summary>
+    private readonly record struct Field(int NameStart, int NameLength, int ValueStart, int ValueLength, int Known, bool Scrub = false);
 }
