@@ -210,11 +210,6 @@ internal static class CommandLineParser
             throw new UsageException($"invalid --backend-timeout \"{GoDuration.Format(o.BackendTimeout)}\": must not be negative, e.g. 5m (0 = no limit)");
         }
 
-        if (o.ClientMinBodyRate < 0)
-        {
-            throw new UsageException($"invalid --client-min-body-rate \"{o.ClientMinBodyRate}\": must not be negative, e.g. 240B (0 = no minimum)");
-        }
-
         if (o.WaitQueue < 0)
         {
             throw new UsageException($"invalid --wait-queue \"{o.WaitQueue}\": must not be negative, e.g. 1024 (0 = never wait)");

@@ -40,7 +40,8 @@ internal static class SidekickApp
             if (await app.Server.RequestsCutAtShutdownAsync() is var cut and > 0)
             {
                 // An orchestrator should know that a stop lost work: a clean drain exits 0, a cut one does not.
-                await stderr.WriteLineAsync($"{programName}: --shutdown-timeout ({GoDuration.Format(options.ShutdownTimeout)}) ended with {cut} request(s) still running; they were cut");
+                await stderr.WriteLineAsync(ErrorLine(options, programName,
+                    $"--shutdown-timeout ({GoDuration.Format(options.ShutdownTimeout)}) ended with {cut} request(s) still running; they were cut"));
                 return ShutdownCutExitCode;
             }
 

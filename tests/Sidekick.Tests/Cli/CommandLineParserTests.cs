@@ -109,6 +109,11 @@ public sealed class CommandLineParserTests
     [InlineData("invalid boolean value \"yes\" for -insecure", "--insecure=yes", "http://x:1")]
     [InlineData("invalid value \"5xx\" for flag -status-code", "--status-code", "5xx", "http://x:1")]
     [InlineData("no SITE given", "--log")]
+    [InlineData("invalid --wait-for-backend \"-1s\": must not be negative", "--wait-for-backend=-1s", "http://x:1")]
+    [InlineData("invalid --wait-queue \"-1\": must not be negative", "--wait-queue=-1", "http://x:1")]
+    [InlineData("invalid --backend-timeout \"-5s\": must not be negative", "--backend-timeout", "-5s", "http://x:1")]
+    [InlineData("invalid value \"-1\" for flag -client-min-body-rate", "--client-min-body-rate=-1", "http://x:1")]
+    [InlineData("invalid value \"fast\" for flag -client-min-body-rate", "--client-min-body-rate", "fast", "http://x:1")]
     public void Usage_errors_name_the_value(string expected, params string[] args) =>
         Assert.Contains(expected, Usage(args), StringComparison.Ordinal);
 
@@ -129,6 +134,25 @@ public sealed class CommandLineParserTests
     [Fact]
     public void Version_prints_program_and_version() =>
         Assert.StartsWith("./sidekick version ", Assert.IsType<CommandLineResult.ShowText>(CommandLineParser.Parse("./sidekick", ["--version"])).Text, StringComparison.Ordinal);
+
+    [Fact]
+    public void Resilience_flags_have_their_defaults_and_zero_turns_them_off()
+    {
+        var defaults = Run("http://x:1");
+        Assert.Equal(TimeSpan.FromSeconds(3), defaults.WaitForBackend);
+        Assert.Equal(1024, defaults.WaitQueue);
+        Assert.Equal(TimeSpan.FromMinutes(5), defaults.BackendTimeout);
+        Assert.Equal(240, defaults.ClientMinBodyRate);
+        Assert.False(defaults.MaxConnectionsSet); // the descriptor limit decides
+
+        var off = Run("--wait-for-backend=0", "--backend-timeout", "0", "--client-min-body-rate=0", "--max-connections=0", "http://x:1");
+        Assert.Equal(TimeSpan.Zero, off.WaitForBackend);
+        Assert.Equal(TimeSpan.Zero, off.BackendTimeout);
+        Assert.Equal(0, off.ClientMinBodyRate);
+        Assert.True(off.MaxConnectionsSet);
+        Assert.Null(off.MaxConnections); // unlimited
+        Assert.Equal(1000, Run("--max-connections", "1000", "http://x:1").MaxConnections);
+    }
 
     [Fact]
     public void Empty_host_balance_means_least() => Assert.Equal("least", Run("--host-balance=", "http://x:1").HostBalance);

@@ -130,6 +130,23 @@ public sealed class BoundsProcessTests(ITestOutputHelper output)
         Assert.Contains("1 request(s) still running; they were cut", sidekick.Stderr, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task A_stop_that_cuts_nothing_exits_zero()
+    {
+        await using var silent = new SilentBackend();
+        var port = SidekickProcess.FreePort();
+        await using var sidekick = SidekickProcess.Start("--address", $"127.0.0.1:{port}", "--health-path", "/health", "--trace", "",
+            "--shutdown-timeout", "1s", silent.Url.ToString());
+        await sidekick.WaitForHealthAsync(port);
+        sidekick.Signal("TERM");
+        using (var exit = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+        {
+            await sidekick.Process.WaitForExitAsync(exit.Token);
+        }
+
+        Assert.Equal(0, sidekick.Process.ExitCode);
+    }
+
     /// <summary>True when the peer closed (or reset) the connection within the time.</summary>
     private static async Task<bool> ClosedWithinAsync(NetworkStream stream, TimeSpan within)
     {

@@ -10,6 +10,7 @@ namespace Sidekick.Tests.Hosting;
 /// work), nothing on stdout, exit 1 (2 for a usage mistake), never a stack trace. Binds are refused on both
 /// socket engines: sidekick's event loops (epoll) and .NET's (dotnet).
 /// </summary>
+[Collection(nameof(HeavyTests))]
 public sealed class StartupFailureTests
 {
     private static Dictionary<string, string> Engine(string io) => new() { ["SIDEKICK_IO"] = io };

@@ -206,29 +206,6 @@ public sealed class PatienceTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task A_down_backend_is_probed_again_after_100_ms_then_twice_as_long_each_time()
-    {
-        await using var a = await TestBackend.StartAsync("a");
-        a.Healthy = false;
-        var clock = new RecordingClock();
-        var topology = new TopologyStore();
-        topology.Publish(new TopologyBuilder(new BackendTransportFactory(), TimeProvider.System)
-            .Build(SidekickHarness.Definitions(SidekickHarness.FastOptions, [[a]]), topology.Current));
-        using var prober = new HealthProber(
-            new HealthProberOptions(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10), Optimistic: false),
-            topology, clock, new Random(1));
-        prober.Start();
-        await Eventually.WaitUntilAsync(() => clock.Waits.Count >= 5, 20000);
-
-        var waits = clock.Waits.ToArray();
-        Assert.Equal(
-            [TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(400), TimeSpan.FromMilliseconds(800)],
-            waits[..4]);
-        // From there on, upstream's interval plus jitter.
-        Assert.InRange(waits[4], TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2));
-    }
-
-    [Fact]
     public async Task A_request_waits_within_its_bounds_and_the_queue_refuses_the_rest()
     {
         var port = FreePort();
@@ -282,16 +259,4 @@ public sealed class PatienceTests(ITestOutputHelper output)
             var url = b.Url.ToString().TrimEnd('/');
             return new BackendDefinition(b.Url, url, new Uri(url + options.HealthPath));
         }).ToArray())];
-
-    /// <summary>The system clock, recording the due time of every timer asked for (Task.Delay asks for one).</summary>
-    private sealed class RecordingClock : TimeProvider
-    {
-        public System.Collections.Concurrent.ConcurrentQueue<TimeSpan> Waits { get; } = new();
-
-        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
-        {
-            Waits.Enqueue(dueTime);
-            return TimeProvider.System.CreateTimer(callback, state, dueTime, period);
-        }
-    }
 }

@@ -10,6 +10,7 @@ namespace Sidekick.Tests.Observability;
 /// signature error that echoes the signature, traced with --trace all and --log, in text and JSON, short and
 /// --debug. None of the secret values may reach stdout or stderr; the names and the rest stay byte for byte.
 /// </summary>
+[Collection(nameof(HeavyTests))]
 public sealed class SecretsInOutputTests
 {
     private static readonly string[] Secrets =

@@ -7,6 +7,7 @@ namespace Sidekick.Tests.Security;
 /// The password of an encrypted --key without putting it on the command line (which every user can read in
 /// /proc/PID/cmdline): from --key-password-file or SIDEKICK_KEY_PASSWORD. Run as processes.
 /// </summary>
+[Collection(nameof(HeavyTests))]
 public sealed class KeyPasswordTests
 {
     private const string Password = "s3cret-Pa55";
