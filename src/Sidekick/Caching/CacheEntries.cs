@@ -91,7 +91,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
                 }
                 catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
                 {
-                    health.MarkOffline();
+                    health.MarkOffline(ex);
                 }
             });
         }
@@ -168,7 +168,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
         {
             // A failed refresh is not a store outage: this sidecar still has the refreshed headers in memory.
-            metrics.StoreError();
+            metrics.StoreError(ex);
         }
     }
 
@@ -183,7 +183,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
         {
-            health.MarkOffline();
+            health.MarkOffline(ex);
         }
     }
 

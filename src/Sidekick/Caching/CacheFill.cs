@@ -195,7 +195,7 @@ internal sealed class CacheFill
         {
             if (ex is not OperationCanceledException)
             {
-                _metrics.StoreError();
+                _metrics.StoreError(ex);
             }
 
             Stop(); // stop the copy loop from filling parts nobody will upload
@@ -210,7 +210,7 @@ internal sealed class CacheFill
                 }
                 catch (Exception abortError) when (S3CacheStore.IsStoreError(abortError))
                 {
-                    _metrics.StoreError(); // the store expires incomplete uploads by its own lifecycle rules
+                    _metrics.StoreError(abortError); // the store expires incomplete uploads by its own lifecycle rules
                 }
             }
 

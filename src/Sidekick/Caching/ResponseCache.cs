@@ -47,6 +47,9 @@ internal sealed class ResponseCache : IDisposable
 
     public CacheHealth Health => _health;
 
+    /// <summary>Responses being written to the store now (for /v1/state and the metrics).</summary>
+    public int FillsInFlight => Math.Min(Volatile.Read(ref _activeFills), _options.MaxFills);
+
     public async Task HandleAsync(HttpContext context, ICacheOrigin origin)
     {
         var request = context.Request;
@@ -76,7 +79,7 @@ internal sealed class ResponseCache : IDisposable
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {
-            _health.MarkOffline();
+            _health.MarkOffline(ex);
             await BypassAsync(context, origin);
             return;
         }
@@ -153,7 +156,7 @@ internal sealed class ResponseCache : IDisposable
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
-                _health.MarkOffline();
+                _health.MarkOffline(ex);
             }
 
             if (after is { } hit)

@@ -57,7 +57,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
-                health.MarkOffline();
+                health.MarkOffline(ex);
                 return false;
             }
         }
@@ -109,7 +109,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
                 // Headers are out: abort rather than send a truncated body.
-                health.MarkOffline();
+                health.MarkOffline(ex);
                 context.Abort();
             }
         }
