@@ -57,7 +57,7 @@ internal sealed class CacheMetrics : IDisposable
     public void Evicted() => Interlocked.Increment(ref _evictions);
 
     /// <summary>Prometheus text for the cache counters, the store's health and the fills running now.</summary>
-    public void WriteTo(System.Text.StringBuilder text, bool storeUp, int fillsInFlight)
+    public void WriteTo(System.Text.StringBuilder text, bool storeUp, int fillsInFlight, CacheFills? fills = null)
     {
         void Counter(string name, string help, long value) =>
             text.Append("# HELP ").Append(name).Append(' ').Append(help).Append("\n# TYPE ").Append(name).Append(" counter\n")
@@ -68,7 +68,14 @@ internal sealed class CacheMetrics : IDisposable
         Counter("sidekick_cache_bypassed_total", "Requests that did not use the cache (store down, no-store, errors)", Bypassed);
         Counter("sidekick_cache_fills_total", "Responses being written to the cache while served", Fills);
         Counter("sidekick_cache_fills_completed_total", "Fills that became visible entries", FillsCompleted);
-        Counter("sidekick_cache_fills_abandoned_total", "Fills given up (client gone, store too slow, length mismatch)", FillsAbandoned);
+        text.Append("# HELP sidekick_cache_fills_abandoned_total Fills given up, by reason (docs/cache.md)\n# TYPE sidekick_cache_fills_abandoned_total counter\n");
+        foreach (var reason in Enum.GetValues<FillAbandonReason>())
+        {
+            text.Append("sidekick_cache_fills_abandoned_total{reason=\"").Append(AbandonLabel(reason)).Append("\"} ").Append(fills?.AbandonedFor(reason) ?? 0).Append('\n');
+        }
+
+        text.Append("# HELP sidekick_cache_spool_bytes Spool space reserved by the fills in flight\n# TYPE sidekick_cache_spool_bytes gauge\n")
+            .Append("sidekick_cache_spool_bytes ").Append(fills?.SpoolUsed ?? 0).Append('\n');
         Counter("sidekick_cache_served_bytes_total", "Body bytes served from the cache", BytesServed);
         // Upstream's name, now by reason: a wrong key or a missing bucket is not an outage.
         text.Append("# HELP sidekick_cache_store_errors_total Errors talking to the cache store, by reason\n# TYPE sidekick_cache_store_errors_total counter\n");
@@ -83,6 +90,15 @@ internal sealed class CacheMetrics : IDisposable
             .Append("sidekick_cache_fills_in_flight ").Append(fillsInFlight).Append('\n');
         Counter("sidekick_cache_evictions_total", "Entries removed (404/410, invalidation by PUT/POST/DELETE)", Evictions);
     }
+
+    public static string AbandonLabel(FillAbandonReason reason) => reason switch
+    {
+        FillAbandonReason.SpoolFull => "spool_full",
+        FillAbandonReason.SpoolError => "spool_error",
+        FillAbandonReason.StoreError => "store_error",
+        FillAbandonReason.OriginIncomplete => "origin_incomplete",
+        _ => "client_gone",
+    };
 
     public void Dispose() => _meter.Dispose();
 }

@@ -27,8 +27,8 @@ internal sealed class ResponseCache : IDisposable
     private readonly CacheEntries _entries;
     private readonly StoredResponseWriter _writer;
     private readonly TimeProvider _time;
-    private readonly ConcurrentDictionary<string, Task> _fills = new();
-    private int _activeFills;
+    private readonly CacheFills _fills;
+    private readonly ConcurrentDictionary<string, FillSlot> _pending = new();
 
     public ResponseCache(CacheOptions options, TimeProvider time)
     {
@@ -39,7 +39,8 @@ internal sealed class ResponseCache : IDisposable
         _health = new CacheHealth(_store, Metrics, options.HealthInterval, time);
         // A few spare parts serve a steady trickle of fills; a burst allocates more and gives them back to the GC,
         // so an idle sidecar does not keep the burst's memory.
-        _entries = new CacheEntries(options, _store, _health, new PartBuffers(options.PartSize, retain: 4), Metrics, time);
+        _fills = new CacheFills(options, _store, Metrics);
+        _entries = new CacheEntries(options, _store, _health, _fills, Metrics, time);
         _writer = new StoredResponseWriter(options, _store, _health, Metrics, time);
     }
 
@@ -48,7 +49,10 @@ internal sealed class ResponseCache : IDisposable
     public CacheHealth Health => _health;
 
     /// <summary>Responses being written to the store now (for /v1/state and the metrics).</summary>
-    public int FillsInFlight => Math.Min(Volatile.Read(ref _activeFills), _options.MaxFills);
+    public int FillsInFlight => _fills.InFlight;
+
+    /// <summary>The fills in flight (abandonment reasons, spool use).</summary>
+    public CacheFills Fills => _fills;
 
     public async Task HandleAsync(HttpContext context, ICacheOrigin origin)
     {
@@ -143,12 +147,17 @@ internal sealed class ResponseCache : IDisposable
             return;
         }
 
-        // Concurrent misses for one entry: one fills, the others wait for it and then read the entry.
-        var filled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var running = _fills.GetOrAdd(key, filled.Task);
-        if (running != filled.Task)
+        // A fill of this entry may be running here: read it rather than ask the origin again.
+        var slot = new FillSlot();
+        var running = _pending.GetOrAdd(key, slot);
+        if (running != slot)
         {
-            await WaitForFillAsync(running, context.RequestAborted);
+            if (await JoinAsync(context, running, requestControl))
+            {
+                return;
+            }
+
+            // Nothing to read here (not storable, given up, or not for this requester): the store, else the origin.
             CacheLookup? after = null;
             try
             {
@@ -171,46 +180,81 @@ internal sealed class ResponseCache : IDisposable
             return;
         }
 
+        CacheFill? fill = null;
         try
         {
-            if (Interlocked.Increment(ref _activeFills) > _options.MaxFills)
-            {
-                await PassAsync(context, origin);
-                return;
-            }
-
-            await FetchAndFillAsync(context, origin, key, requestControl);
+            fill = await FetchAndFillAsync(context, origin, key, requestControl, slot);
         }
         finally
         {
-            Interlocked.Decrement(ref _activeFills);
-            _fills.TryRemove(new KeyValuePair<string, Task>(key, filled.Task));
-            filled.TrySetResult();
-        }
-    }
-
-    private static async Task WaitForFillAsync(Task fill, CancellationToken cancellationToken)
-    {
-        try
-        {
-            await fill.WaitAsync(FillWait, cancellationToken);
-        }
-        catch (TimeoutException)
-        {
+            slot.Head.TrySetResult(null);
+            // Others read the spool until the store has the entry (or the fill is given up).
+            if (fill is null)
+            {
+                _pending.TryRemove(new KeyValuePair<string, FillSlot>(key, slot));
+            }
+            else
+            {
+                _ = fill.Upload.ContinueWith(_ => _pending.TryRemove(new KeyValuePair<string, FillSlot>(key, slot)), TaskScheduler.Default);
+            }
         }
     }
 
     /// <summary>
-    /// Forwards the request and stores the response while it streams to the client, when it may be stored.
-    /// The entry becomes visible when the upload completes, which the request waits for (so that requests
-    /// waiting on this fill find it).
+    /// Serves a request from a fill of the same entry that is running here, once that fill's head is known: from
+    /// its spool as the body arrives. Only when the entry may be served without asking the origin (fresh, not filled
+    /// with credentials, the same Vary selection); false otherwise, with nothing sent.
     /// </summary>
-    private async Task FetchAndFillAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl)
+    private async Task<bool> JoinAsync(HttpContext context, FillSlot slot, CacheControl requestControl)
+    {
+        CacheFill? fill;
+        try
+        {
+            fill = await slot.Head.Task.WaitAsync(FillWait, context.RequestAborted);
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+
+        if (fill is null || fill.Abandoned)
+        {
+            return false;
+        }
+
+        var entry = fill.Entry;
+        for (var i = 0; i < entry.VaryNames.Count; i++)
+        {
+            if (context.Request.Headers[entry.VaryNames[i]].ToString() != entry.VaryValues[i])
+            {
+                return false;
+            }
+        }
+
+        var responseControl = CacheControl.Parse(entry.Header(HeaderNames.CacheControl));
+        if (CachePolicy.Decide(entry, requestControl, responseControl, _time.GetUtcNow(), _options, CachePolicy.CarriesCredentials(context.Request)) != CacheDecision.Serve ||
+            !await _writer.ServeAsync(context, new CacheLookup(fill.Key, entry), "HIT", fill))
+        {
+            return false;
+        }
+
+        Metrics.Hit();
+        return true;
+    }
+
+    /// <summary>
+    /// Forwards the request and stores the response while it streams to the client, when it may be stored. The
+    /// upload goes on after the client has its body; the fill is returned (null when nothing is stored).
+    /// </summary>
+    private async Task<CacheFill?> FetchAndFillAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl, FillSlot? slot = null)
     {
         var requestTime = _time.GetUtcNow();
-        var answer = new OriginAnswer(c => _entries.StartFill(c, key, requestControl, requestTime), takeOver: static _ => false);
+        var answer = new OriginAnswer(c => _entries.StartFill(c, key, requestControl, requestTime), takeOver: static _ => false)
+        {
+            HeadSeen = slot is null ? null : fill => slot.Head.TrySetResult(fill),
+        };
         await PassWatchedAsync(context, origin, answer);
-        await answer.CompleteAsync(context);
+        return answer.Finish(context);
     }
 
     private static Task PassWatchedAsync(HttpContext context, ICacheOrigin origin, OriginAnswer answer)
@@ -339,7 +383,7 @@ internal sealed class ResponseCache : IDisposable
             await _entries.EvictAsync(hit.Key);
         }
 
-        await answer.CompleteAsync(context);
+        answer.Finish(context);
     }
 
     private async Task RevalidateInBackgroundAsync(ICacheOrigin origin, BackgroundRevalidation background, CacheLookup hit)
@@ -363,4 +407,10 @@ internal sealed class ResponseCache : IDisposable
             await _entries.EvictAsync(hit.Key); // the next request fetches the new version
         }
     }
+}
+
+/// <summary>A miss being fetched: completes with its fill once the origin's head is known (null: nothing stored).</summary>
+internal sealed class FillSlot
+{
+    public TaskCompletionSource<CacheFill?> Head { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 }

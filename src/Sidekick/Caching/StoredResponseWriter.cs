@@ -13,8 +13,11 @@ namespace Sidekick.Caching;
 /// </summary>
 internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore store, CacheHealth health, CacheMetrics metrics, TimeProvider time)
 {
-    /// <summary>Serves a stored response. False when the store could not be read before anything was sent.</summary>
-    public async Task<bool> ServeAsync(HttpContext context, CacheLookup hit, string outcome)
+    /// <summary>
+    /// Serves a stored response, its body from the store, or from <paramref name="fill"/>'s spool while that fill
+    /// is still running. False when the body could not be opened before anything was sent.
+    /// </summary>
+    public async Task<bool> ServeAsync(HttpContext context, CacheLookup hit, string outcome, CacheFill? fill = null)
     {
         var entry = hit.Entry;
         var request = context.Request;
@@ -47,7 +50,16 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         }
 
         GetObjectResponse? stored = null;
-        if (!HttpMethods.IsHead(request.Method))
+        Stream? spooled = null;
+        if (fill is not null && !HttpMethods.IsHead(request.Method))
+        {
+            spooled = fill.OpenReader(partial ? from : 0, partial ? to : entry.Length - 1);
+            if (spooled is null)
+            {
+                return false; // given up meanwhile
+            }
+        }
+        else if (!HttpMethods.IsHead(request.Method))
         {
             try
             {
@@ -63,6 +75,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         }
 
         using (stored)
+        using (spooled)
         {
             response.StatusCode = partial ? StatusCodes.Status206PartialContent : entry.Status;
             foreach (var (name, value) in entry.Headers)
@@ -83,14 +96,14 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 response.Headers.ContentRange = $"bytes {from}-{to}/{entry.Length}";
             }
 
-            if (stored is null)
+            if (stored is null && spooled is null)
             {
                 return true;
             }
 
             try
             {
-                await using var body = stored.ResponseStream;
+                await using var body = spooled ?? stored!.ResponseStream;
                 var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
                 try
                 {
@@ -108,8 +121,12 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
-                // Headers are out: abort rather than send a truncated body.
-                health.MarkOffline(ex);
+                // Headers are out: abort rather than send a truncated body. A spool that failed is not the store.
+                if (spooled is null)
+                {
+                    health.MarkOffline(ex);
+                }
+
                 context.Abort();
             }
         }

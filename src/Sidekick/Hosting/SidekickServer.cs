@@ -167,6 +167,11 @@ internal sealed class SidekickServer : IAsyncDisposable
             Topology);
         Outliers.Ejected += (_, _) => Interlocked.Increment(ref _ejections);
         Cache = settings.Cache is { } cache ? new ResponseCache(cache, time) : null;
+        if (Cache is not null)
+        {
+            Cache.Fills.Abandoned += (target, reason, detail) => _stateLog?.OnFillAbandoned(target, CacheMetrics.AbandonLabel(reason), detail, time.GetUtcNow());
+        }
+
         Panic = new PanicRule();
         Panic.Changed += site => _stateLog?.OnPanic(site, time.GetUtcNow());
         Waits = new BackendWait(options.WaitForBackend, options.WaitQueue, time, Prober.ProbeDownBackendsNow);

@@ -138,7 +138,7 @@ internal sealed class PrometheusExporter(
             text.Append("sidekick_backend_waiting ").Append(waits.Waiting).Append('\n');
         }
 
-        cache?.Metrics.WriteTo(text, cache.Health.Online, cache.FillsInFlight);
+        cache?.Metrics.WriteTo(text, cache.Health.Online, cache.FillsInFlight, cache.Fills);
         ProcessMetrics.WriteTo(text);
         // The usual *_build_info shape: always 1, the facts in the labels, so a query can join them onto any series.
         var build = BuildInfo.Current;

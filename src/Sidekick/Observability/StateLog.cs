@@ -73,6 +73,33 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
         return line.ToString();
     }
 
+    /// <summary>A cache fill was given up: which request, why, and what happened.</summary>
+    public void OnFillAbandoned(string target, string reason, string detail, DateTimeOffset at)
+    {
+        var message = $"cache fill of {target} abandoned ({reason}): {detail}";
+        if (mode.Json)
+        {
+            using var buffer = new MemoryStream();
+            using (var json = new Utf8JsonWriter(buffer))
+            {
+                json.WriteStartObject();
+                json.WriteString("Type", "LOG");
+                json.WriteString("Status", "cache-fill-abandoned");
+                json.WriteString("Target", target);
+                json.WriteString("Reason", reason);
+                json.WriteString("Message", SecretRedaction.Text(message));
+                json.WriteString("Timestamp", at.UtcDateTime);
+                json.WriteEndObject();
+            }
+
+            output.Enqueue(Encoding.UTF8.GetString(buffer.ToArray()));
+            return;
+        }
+
+        output.Enqueue(new StringBuilder().Append(mode.Paint("LOG", "35")).Append("  : ")
+            .Append(at.UtcDateTime.ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture)).Append("  ").Append(SecretRedaction.Text(message)).ToString());
+    }
+
     /// <summary>Panic began on <paramref name="site"/> (0: it ended).</summary>
     public void OnPanic(int site, DateTimeOffset at) => output.Enqueue(FormatPanic(site, at));
 
