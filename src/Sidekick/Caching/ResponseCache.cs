@@ -140,14 +140,20 @@ internal sealed class ResponseCache : IDisposable
             return;
         }
 
-        // HEAD, ranges and the client's own conditionals are answered by the backend; only full GETs fill.
+        // A fill of this entry may be running here: read it rather than ask the origin again (a HEAD, a range or
+        // the client's own conditional included: they are answered from the fill's entry as from a stored one).
+        if (_pending.TryGetValue(key, out var filling) && await JoinAsync(context, filling, requestControl))
+        {
+            return;
+        }
+
+        // Otherwise HEAD, ranges and the client's own conditionals are answered by the backend; only full GETs fill.
         if (HttpMethods.IsHead(request.Method) || ClientConditionals.AnyIn(request))
         {
             await PassAsync(context, origin);
             return;
         }
 
-        // A fill of this entry may be running here: read it rather than ask the origin again.
         var slot = new FillSlot();
         var running = _pending.GetOrAdd(key, slot);
         if (running != slot)
