@@ -142,7 +142,7 @@ internal sealed class ResponseCache : IDisposable
 
         // A fill of this entry may be running here: read it rather than ask the origin again (a HEAD, a range or
         // the client's own conditional included: they are answered from the fill's entry as from a stored one).
-        if (_pending.TryGetValue(key, out var filling) && await JoinAsync(context, filling, requestControl))
+        if (_pending.TryGetValue(key, out var filling) && await JoinAsync(context, origin, filling, requestControl))
         {
             return;
         }
@@ -158,7 +158,7 @@ internal sealed class ResponseCache : IDisposable
         var running = _pending.GetOrAdd(key, slot);
         if (running != slot)
         {
-            if (await JoinAsync(context, running, requestControl))
+            if (await JoinAsync(context, origin, running, requestControl))
             {
                 return;
             }
@@ -211,7 +211,7 @@ internal sealed class ResponseCache : IDisposable
     /// its spool as the body arrives. Only when the entry may be served without asking the origin (fresh, not filled
     /// with credentials, the same Vary selection); false otherwise, with nothing sent.
     /// </summary>
-    private async Task<bool> JoinAsync(HttpContext context, FillSlot slot, CacheControl requestControl)
+    private async Task<bool> JoinAsync(HttpContext context, ICacheOrigin origin, FillSlot slot, CacheControl requestControl)
     {
         CacheFill? fill;
         try
@@ -238,14 +238,26 @@ internal sealed class ResponseCache : IDisposable
         }
 
         var responseControl = CacheControl.Parse(entry.Header(HeaderNames.CacheControl));
-        if (CachePolicy.Decide(entry, requestControl, responseControl, _time.GetUtcNow(), _options, CachePolicy.CarriesCredentials(context.Request)) != CacheDecision.Serve ||
-            !await _writer.ServeAsync(context, new CacheLookup(fill.Key, entry), "HIT", fill))
+        var lookup = new CacheLookup(fill.Key, entry);
+        switch (CachePolicy.Decide(entry, requestControl, responseControl, _time.GetUtcNow(), _options, CachePolicy.CarriesCredentials(context.Request)))
         {
-            return false;
-        }
+            case CacheDecision.Serve:
+                if (!await _writer.ServeAsync(context, lookup, "HIT", fill))
+                {
+                    return false;
+                }
 
-        Metrics.Hit();
-        return true;
+                Metrics.Hit();
+                return true;
+            case CacheDecision.Revalidate when !requestControl.Has("only-if-cached") && (entry.ETag is not null || entry.LastModified is not null) &&
+                                               !ClientConditionals.HasOwnValidators(context.Request):
+                // Filled with credentials (or stale at once): the requester's own conditional request decides, as
+                // for a stored entry, and a 304 is served from the spool.
+                await RevalidateAsync(context, origin, lookup, requestControl, responseControl, fill);
+                return true;
+            default:
+                return false;
+        }
     }
 
     /// <summary>
@@ -319,25 +331,20 @@ internal sealed class ResponseCache : IDisposable
     /// the entry as it streams to the client; 404 and 410 evict it; a 5xx may be answered from a stale entry
     /// (stale-if-error); anything else passes through, never cached bytes.
     /// </summary>
-    private async Task RevalidateAsync(HttpContext context, ICacheOrigin origin, CacheLookup hit, CacheControl requestControl, CacheControl responseControl)
+    /// <param name="fill">A fill of the entry still running here: the body comes from its spool, and nothing is
+    /// written back to the store (the entry is not there yet).</param>
+    private async Task RevalidateAsync(
+        HttpContext context, ICacheOrigin origin, CacheLookup hit, CacheControl requestControl, CacheControl responseControl, CacheFill? fill = null)
     {
         var entry = hit.Entry;
         var request = context.Request;
         var requestTime = _time.GetUtcNow();
         var staleIfError = CachePolicy.MayServeStaleOnError(entry, requestControl, responseControl, requestTime, _options);
-        if (entry.ETag is null && entry.LastModified is null)
+        if ((entry.ETag is null && entry.LastModified is null) || ClientConditionals.HasOwnValidators(request))
         {
-            // Nothing to validate with: fetch a fresh copy, which replaces the entry.
-            var setAside = ClientConditionals.MakeUnconditional(request);
-            try
-            {
-                await FetchAndFillAsync(context, origin, hit.Key, requestControl);
-            }
-            finally
-            {
-                setAside.Restore(request);
-            }
-
+            // Nothing to validate with, or the client validates its own copy: its request goes to the origin as it
+            // came (a signed request must stay byte for byte what was signed); a full 200 replaces the entry.
+            await FetchAndFillAsync(context, origin, hit.Key, requestControl);
             return;
         }
 
@@ -358,9 +365,15 @@ internal sealed class ResponseCache : IDisposable
         if (answer.TookOver && answer.Status == StatusCodes.Status304NotModified)
         {
             var refreshed = _entries.Refresh(entry, answer.Headers, requestTime);
-            _ = Task.Run(() => _entries.UpdateMetadataAsync(hit.Key, refreshed));
+            if (fill is null)
+            {
+                _ = Task.Run(() => _entries.UpdateMetadataAsync(hit.Key, refreshed));
+            }
+
             context.Response.Clear();
-            if (await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED"))
+            // A fill that ended meanwhile has handed its body to the store: read it there.
+            if (await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED", fill) ||
+                (fill is { Upload: { IsCompletedSuccessfully: true, Result: true } } && await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED")))
             {
                 Metrics.Revalidation();
                 return;
@@ -374,7 +387,7 @@ internal sealed class ResponseCache : IDisposable
         {
             // A 5xx or no answer at all, and the entry allows stale-if-error.
             context.Response.Clear();
-            if (await _writer.ServeAsync(context, hit, "HIT"))
+            if (await _writer.ServeAsync(context, hit, "HIT", fill))
             {
                 Metrics.Hit();
                 return;
@@ -408,9 +421,9 @@ internal sealed class ResponseCache : IDisposable
         {
             await _entries.UpdateMetadataAsync(hit.Key, _entries.Refresh(hit.Entry, answer.Headers, requestTime));
         }
-        else if (answer.Status is 200 or 404 or 410)
+        else if (answer.Status is 200 or 206 or 404 or 410)
         {
-            await _entries.EvictAsync(hit.Key); // the next request fetches the new version
+            await _entries.EvictAsync(hit.Key); // changed or gone: the next request fetches the new version
         }
     }
 }
