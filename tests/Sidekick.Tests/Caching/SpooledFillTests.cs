@@ -97,6 +97,32 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
     }
 
     [Fact]
+    public async Task Two_sidecars_sharing_a_bucket_share_the_entries()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/shared.bin", 2 * 1024 * 1024);
+        var (one, oneClient) = await fixture.StartSidekickAsync(backend);
+        await using var first = one;
+        var (two, twoClient) = await fixture.StartSidekickAsync(backend);
+        await using var second = two;
+
+        // Entries are keyed by Host and target: the sidecars' clients use the same endpoint name.
+        oneClient.DefaultRequestHeaders.Host = "minio.example:9000";
+        twoClient.DefaultRequestHeaders.Host = "minio.example:9000";
+        using (var miss = await oneClient.GetAsync("/bucket/shared.bin"))
+        {
+            Assert.Equal("MISS", Outcome(miss));
+            Assert.Equal(item.Body, await miss.Content.ReadAsByteArrayAsync());
+        }
+
+        await Eventually(() => one.Server.Cache!.Metrics.FillsCompleted >= 1, "the fill through the first sidecar");
+        using var hit = await twoClient.GetAsync("/bucket/shared.bin");
+        Assert.Equal("HIT", Outcome(hit));
+        Assert.Equal(item.Body, await hit.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, backend.Served("/bucket/shared.bin"));
+    }
+
+    [Fact]
     public async Task The_removed_max_lag_setting_is_refused_with_its_replacement_named()
     {
         var environment = fixture.Environment();
