@@ -47,7 +47,11 @@ internal sealed class BackgroundRevalidation
         features.Set<IHttpConnectionFeature>(new HttpConnectionFeature { RemoteIpAddress = _client });
         features.Set<IHttpRequestLifetimeFeature>(new HttpRequestLifetimeFeature());
         var context = new DefaultHttpContext(features);
-        ClientConditionals.MakeConditional(context.Request, entry);
+        if (!ClientConditionals.HasOwnValidators(context.Request))
+        {
+            ClientConditionals.MakeConditional(context.Request, entry);
+        }
+
         return context;
     }
 

@@ -9,7 +9,7 @@ namespace Sidekick.Caching;
 /// from a response head, refreshing an entry's headers after a 304, evicting and invalidating. Store
 /// failures mark the store offline, so that requests bypass it; none is ever an error for the client.
 /// </summary>
-internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, CacheHealth health, PartBuffers partBuffers, CacheMetrics metrics, TimeProvider time)
+internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, CacheHealth health, CacheFills fills, CacheMetrics metrics, TimeProvider time)
 {
     /// <summary>Bounds the in-process overlay of refreshed headers; losing it only costs a revalidation.</summary>
     private const int MaxRefreshed = 10_000;
@@ -91,12 +91,13 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
                 }
                 catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
                 {
-                    health.MarkOffline();
+                    health.MarkOffline(ex);
                 }
             });
         }
 
-        return new CacheFill(store, entryKey, new Dictionary<string, string> { ["sidekick"] = serialized }, entry.Length, options, partBuffers, metrics);
+        var target = context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? "/";
+        return fills.Start(entryKey, Observability.SecretRedaction.Text(target), entry, new Dictionary<string, string> { ["sidekick"] = serialized });
     }
 
     /// <summary>
@@ -168,7 +169,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
         {
             // A failed refresh is not a store outage: this sidecar still has the refreshed headers in memory.
-            metrics.StoreError();
+            metrics.StoreError(ex);
         }
     }
 
@@ -183,7 +184,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
         {
-            health.MarkOffline();
+            health.MarkOffline(ex);
         }
     }
 

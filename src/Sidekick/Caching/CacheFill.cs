@@ -1,235 +1,379 @@
-using System.Threading.Channels;
 using Amazon.S3.Model;
+using Microsoft.Win32.SafeHandles;
 
 namespace Sidekick.Caching;
 
+/// <summary>Why a fill was given up (the label of sidekick_cache_fills_abandoned_total).</summary>
+internal enum FillAbandonReason
+{
+    /// <summary>The spool budget (SIDEKICK_CACHE_SPOOL_SIZE) had no room for the announced length.</summary>
+    SpoolFull,
+
+    /// <summary>The spool file could not be created or written (disk full, permissions).</summary>
+    SpoolError,
+
+    /// <summary>The store refused or failed an upload.</summary>
+    StoreError,
+
+    /// <summary>The origin's body ended short of, or past, its announced length, or failed.</summary>
+    OriginIncomplete,
+
+    /// <summary>The client left before the whole body came, so the rest was never read.</summary>
+    ClientGone,
+}
+
 /// <summary>
-/// Writes one response into the bucket while it is being sent to the client. The body is copied straight
-/// into part buffers; each full part goes to a background uploader (multipart upload, or one PUT for a body
-/// that fits one part). At most <see cref="CacheOptions.MaxLag"/> worth of full parts (at least one) may wait
-/// for the store; when another part fills up before the store has caught up, the fill is abandoned so the
-/// client is never slowed. Memory per fill is therefore bounded by the part being filled plus the waiting
-/// parts (docs/cache.md). The entry becomes visible only when the upload completes with exactly the announced
-/// length; an abandoned fill aborts its multipart upload. Offer, CompleteAsync and Abandon are called by the
-/// one loop copying the response.
+/// Writes one response into the bucket through a local spool file: the body is appended to the spool as it
+/// streams to the client, and an uploader reads it back in parts at the store's own pace (one PUT, or a
+/// multipart upload for a body larger than a part). So the client is never slowed by the store, nor the fill
+/// abandoned for being faster than it; memory stays one part buffer per upload. Requests for the same entry
+/// read the spool while the fill runs (<see cref="OpenReader"/>). The entry becomes visible when the upload
+/// completes with exactly the announced length; an abandoned fill aborts its multipart upload, deletes its
+/// spool and gives back its share of the spool budget. Offer and Complete are called by the one loop copying
+/// the response.
 /// </summary>
-[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A CancellationTokenSource without a timer holds nothing to release; Abandon may run after the upload ended.")]
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The spool handle is released when the upload and the last reader are done, not by the creator.")]
 internal sealed class CacheFill
 {
+    private readonly CacheFills _owner;
     private readonly S3CacheStore _store;
-    private readonly string _key;
     private readonly IReadOnlyDictionary<string, string> _metadata;
-    private readonly long _expectedLength;
     private readonly PartBuffers _buffers;
-    private readonly int _maxWaiting;
-    private readonly CacheMetrics _metrics;
-    private readonly Channel<Part> _parts = Channel.CreateUnbounded<Part>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly SafeFileHandle _spool;
     private readonly CancellationTokenSource _abandon = new();
     private readonly Task<bool> _upload;
-    private byte[]? _filling;
-    private int _filled;
-    private int _waiting;
-    private long _offered;
+    private TaskCompletionSource _moved = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _written;
+    private int _bodyComplete;
+    private int _users = 1; // the upload; each reader adds one
+    private int _ended;
 
-    public CacheFill(S3CacheStore store, string key, IReadOnlyDictionary<string, string> metadata, long expectedLength,
-        CacheOptions options, PartBuffers buffers, CacheMetrics metrics)
+    public CacheFill(CacheFills owner, S3CacheStore store, string key, string target, CachedResponse entry, IReadOnlyDictionary<string, string> metadata,
+        PartBuffers buffers, SafeFileHandle spool)
     {
+        _owner = owner;
         _store = store;
-        _key = key;
+        Key = key;
+        Target = target;
+        Entry = entry;
         _metadata = metadata;
-        _expectedLength = expectedLength;
         _buffers = buffers;
-        _maxWaiting = WaitingParts(options);
-        _metrics = metrics;
-        metrics.FillStarted();
+        _spool = spool;
         _upload = Task.Run(UploadAsync);
     }
 
+    /// <summary>The entry's key in the bucket.</summary>
+    public string Key { get; }
+
+    /// <summary>The request target, for log lines.</summary>
+    public string Target { get; }
+
+    /// <summary>What is being stored: status, headers, length.</summary>
+    public CachedResponse Entry { get; }
+
+    public long Length => Entry.Length;
+
+    /// <summary>Body bytes in the spool so far.</summary>
+    public long Written => Volatile.Read(ref _written);
+
     public bool Abandoned => _abandon.IsCancellationRequested;
 
-    /// <summary>Copies the chunk into the current part; false once the fill has been abandoned.</summary>
+    /// <summary>Completes when the entry is in the store (true) or the fill was given up (false).</summary>
+    public Task<bool> Upload => _upload;
+
+    /// <summary>Appends a chunk of the body to the spool; false once the fill has been abandoned.</summary>
     public bool Offer(ReadOnlySpan<byte> data)
     {
         if (Abandoned)
         {
-            ReleaseFilling(); // the uploader may have given up on a store error
             return false;
         }
 
-        _offered += data.Length;
-        while (!data.IsEmpty)
+        var at = Written;
+        if (at + data.Length > Length)
         {
-            _filling ??= _buffers.Rent();
-            var n = Math.Min(data.Length, _filling.Length - _filled);
-            data[..n].CopyTo(_filling.AsSpan(_filled));
-            _filled += n;
-            data = data[n..];
-            if (_filled == _filling.Length)
-            {
-                if (Volatile.Read(ref _waiting) >= _maxWaiting)
-                {
-                    Abandon(); // the store fell behind
-                    return false;
-                }
-
-                Hand(isLast: false);
-            }
+            Abandon(FillAbandonReason.OriginIncomplete, "the origin sent more than its Content-Length");
+            return false;
         }
 
+        try
+        {
+            RandomAccess.Write(_spool, data, at);
+        }
+        catch (IOException ex)
+        {
+            Abandon(FillAbandonReason.SpoolError, ex.Message);
+            return false;
+        }
+
+        Volatile.Write(ref _written, at + data.Length);
+        Moved();
         return true;
     }
 
-    /// <summary>Signals the end of the body; true when the entry was committed.</summary>
-    public async Task<bool> CompleteAsync()
+    /// <summary>
+    /// Ends the body: the upload finishes in the background when every announced byte came, else the fill is
+    /// abandoned. Returns the upload's outcome; the caller need not wait for it.
+    /// </summary>
+    public Task<bool> Complete(bool clientGone)
     {
-        if (_offered != _expectedLength || Abandoned)
+        if (!Abandoned)
         {
-            Abandon(); // already given up, or the body is not what the headers announced: never store it
-        }
-        else
-        {
-            _filling ??= _buffers.Rent();
-            Hand(isLast: true);
+            if (Written == Length)
+            {
+                Volatile.Write(ref _bodyComplete, 1);
+                Moved();
+            }
+            else
+            {
+                Abandon(clientGone ? FillAbandonReason.ClientGone : FillAbandonReason.OriginIncomplete,
+                    $"{Written} of {Length} body bytes came");
+            }
         }
 
-        _parts.Writer.TryComplete();
-        return await _upload;
+        return _upload;
     }
 
-    public void Abandon()
+    public void Abandon(FillAbandonReason reason, string detail)
     {
-        Stop();
-        ReleaseFilling();
+        if (Interlocked.Exchange(ref _ended, 1) != 0)
+        {
+            return;
+        }
+
+        _abandon.Cancel();
+        Moved();
+        _owner.OnAbandoned(this, reason, detail);
     }
 
-    /// <summary>Ends the fill; safe from the uploader too (it never touches the part being filled).</summary>
-    private void Stop()
+    /// <summary>
+    /// A stream of the body from <paramref name="from"/> through <paramref name="to"/> (inclusive), read from the
+    /// spool as it fills; it fails with an IOException if the fill is abandoned first. Null when it already was.
+    /// </summary>
+    public Stream? OpenReader(long from, long to)
     {
-        if (!_abandon.IsCancellationRequested)
+        while (true)
         {
-            _abandon.Cancel();
-            _parts.Writer.TryComplete();
+            var users = Volatile.Read(ref _users);
+            if (users == 0 || Abandoned)
+            {
+                return null;
+            }
+
+            if (Interlocked.CompareExchange(ref _users, users + 1, users) == users)
+            {
+                return new SpoolReader(this, from, to + 1);
+            }
         }
     }
 
-    private void ReleaseFilling()
+    /// <summary>Waits until the spool holds more than <paramref name="position"/> bytes, the body is complete, or the fill ends.</summary>
+    private async ValueTask WaitBeyondAsync(long position, CancellationToken cancellationToken)
     {
-        if (_filling is { } buffer)
+        while (Written <= position && Volatile.Read(ref _bodyComplete) == 0 && !Abandoned)
         {
-            _filling = null;
-            _buffers.Return(buffer);
+            var moved = Volatile.Read(ref _moved).Task;
+            if (Written > position || Volatile.Read(ref _bodyComplete) != 0 || Abandoned)
+            {
+                return;
+            }
+
+            await moved.WaitAsync(cancellationToken);
         }
     }
 
-    private static int WaitingParts(CacheOptions options) => (int)Math.Max(1, options.MaxLag / options.PartSize);
+    private void Moved() => Interlocked.Exchange(ref _moved, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
 
-    private void Hand(bool isLast)
+    private void Release()
     {
-        Interlocked.Increment(ref _waiting);
-        if (!_parts.Writer.TryWrite(new Part(_filling!, _filled, isLast)))
+        if (Interlocked.Decrement(ref _users) == 0)
         {
-            Interlocked.Decrement(ref _waiting); // stopped meanwhile: the part stays ours
-            ReleaseFilling();
+            _spool.Dispose(); // opened DeleteOnClose: the file goes with the handle
+            _owner.OnSpoolReleased(this);
         }
-
-        _filling = null;
-        _filled = 0;
     }
 
     private async Task<bool> UploadAsync()
     {
-        var etags = new List<PartETag>();
-        string? uploadId = null;
-        var committed = false;
         var token = _abandon.Token;
-        // A body larger than one part needs a multipart upload: start it now, while the first part fills,
-        // so the store is not a round trip behind when that part is ready.
-        var begin = _expectedLength > _buffers.PartSize ? _store.BeginMultipartAsync(_key, _metadata, token) : null;
+        var partSize = _buffers.PartSize;
+        string? uploadId = null;
         try
         {
-            await foreach (var part in _parts.Reader.ReadAllAsync(CancellationToken.None))
+            if (Length <= partSize)
             {
+                // The whole body fits one part: one PUT once it is all there.
+                await WaitForCompleteAsync(token);
+                var whole = _buffers.Rent();
                 try
                 {
-                    if (token.IsCancellationRequested)
-                    {
-                        continue; // drain and return the buffers
-                    }
-
-                    if (part.IsLast && uploadId is null)
-                    {
-                        await _store.PutAsync(_key, part.Buffer.AsMemory(0, part.Length), _metadata, token);
-                        committed = true;
-                        continue;
-                    }
-
-                    uploadId ??= await (begin ?? _store.BeginMultipartAsync(_key, _metadata, token));
-                    if (part.Length > 0)
-                    {
-                        etags.Add(await _store.UploadPartAsync(_key, uploadId, etags.Count + 1, part.Buffer, part.Length, token));
-                    }
-
-                    if (part.IsLast)
-                    {
-                        await _store.CompleteMultipartAsync(_key, uploadId, etags, token);
-                        committed = true;
-                    }
+                    await ReadFullyAsync(whole.AsMemory(0, (int)Length), 0, token);
+                    await _store.PutAsync(Key, whole.AsMemory(0, (int)Length), _metadata, token);
                 }
                 finally
                 {
-                    Interlocked.Decrement(ref _waiting);
-                    _buffers.Return(part.Buffer);
+                    _buffers.Return(whole);
+                }
+
+                return Committed();
+            }
+
+            var etags = new List<PartETag>();
+            for (long offset = 0; offset < Length; offset += partSize)
+            {
+                var end = Math.Min(offset + partSize, Length);
+                await WaitBeyondAsync(end - 1, token);
+                token.ThrowIfCancellationRequested();
+                if (Written < end)
+                {
+                    throw new OperationCanceledException("the body ended before this part");
+                }
+
+                uploadId ??= await _store.BeginMultipartAsync(Key, _metadata, token);
+                var buffer = _buffers.Rent();
+                try
+                {
+                    var length = (int)(end - offset);
+                    await ReadFullyAsync(buffer.AsMemory(0, length), offset, token);
+                    etags.Add(await _store.UploadPartAsync(Key, uploadId, etags.Count + 1, buffer, length, token));
+                }
+                finally
+                {
+                    _buffers.Return(buffer);
                 }
             }
 
-            token.ThrowIfCancellationRequested();
-            if (!committed)
-            {
-                throw new OperationCanceledException("the body ended without its last part");
-            }
-
-            _metrics.FillCompleted();
-            return true;
+            await WaitForCompleteAsync(token);
+            await _store.CompleteMultipartAsync(Key, uploadId!, etags, token);
+            return Committed();
         }
-        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex) || ex is IOException)
         {
-            if (ex is not OperationCanceledException)
+            if (!Abandoned)
             {
-                _metrics.StoreError();
+                if (ex is not (OperationCanceledException or SpoolException))
+                {
+                    _owner.Metrics.StoreError(ex);
+                }
+
+                Abandon(ex is SpoolException ? FillAbandonReason.SpoolError : FillAbandonReason.StoreError, ex.Message);
             }
 
-            Stop(); // stop the copy loop from filling parts nobody will upload
-
-            _metrics.FillAbandoned();
-            uploadId ??= await StartedUploadAsync(begin);
             if (uploadId is not null)
             {
                 try
                 {
-                    await _store.AbortMultipartAsync(_key, uploadId);
+                    await _store.AbortMultipartAsync(Key, uploadId);
                 }
                 catch (Exception abortError) when (S3CacheStore.IsStoreError(abortError))
                 {
-                    _metrics.StoreError(); // the store expires incomplete uploads by its own lifecycle rules
+                    _owner.Metrics.StoreError(abortError); // the store expires incomplete uploads by its own lifecycle rules
                 }
             }
 
             return false;
         }
+        finally
+        {
+            Release();
+        }
     }
 
-    /// <summary>The id of an upload begun early but not used yet, so it can be aborted; null if it never began.</summary>
-    private static async Task<string?> StartedUploadAsync(Task<string>? begin)
+    private bool Committed()
     {
-        try
+        if (Interlocked.Exchange(ref _ended, 1) != 0)
         {
-            return begin is null ? null : await begin;
+            return false;
         }
-        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
+
+        _owner.OnCommitted(this);
+        return true;
+    }
+
+    private async ValueTask WaitForCompleteAsync(CancellationToken token)
+    {
+        await WaitBeyondAsync(Length, token);
+        token.ThrowIfCancellationRequested();
+        if (Volatile.Read(ref _bodyComplete) == 0)
         {
-            return null;
+            throw new OperationCanceledException("the body did not complete");
         }
     }
 
-    private readonly record struct Part(byte[] Buffer, int Length, bool IsLast);
+    private async ValueTask ReadFullyAsync(Memory<byte> buffer, long offset, CancellationToken token)
+    {
+        while (!buffer.IsEmpty)
+        {
+            int read;
+            try
+            {
+                read = await RandomAccess.ReadAsync(_spool, buffer, offset, token);
+            }
+            catch (IOException ex)
+            {
+                throw new SpoolException(ex.Message, ex);
+            }
+
+            if (read == 0)
+            {
+                throw new SpoolException("the spool file ended early", null);
+            }
+
+            buffer = buffer[read..];
+            offset += read;
+        }
+    }
+
+    /// <summary>The local spool failed (not the store): abandoned as a spool error.</summary>
+    private sealed class SpoolException(string message, Exception? inner) : IOException(message, inner);
+
+    /// <summary>Reads a range of the body from the spool, waiting for bytes not written yet.</summary>
+    private sealed class SpoolReader(CacheFill fill, long position, long end) : Stream
+    {
+        private int _disposed;
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            if (position >= end || buffer.IsEmpty)
+            {
+                return 0;
+            }
+
+            await fill.WaitBeyondAsync(position, cancellationToken);
+            if (fill.Abandoned)
+            {
+                throw new IOException("the fill this response was read from was abandoned");
+            }
+
+            var available = (int)Math.Min(Math.Min(fill.Written, end) - position, buffer.Length);
+            var read = await RandomAccess.ReadAsync(fill._spool, buffer[..available], position, cancellationToken);
+            position += read;
+            return read;
+        }
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer, offset, count).GetAwaiter().GetResult();
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) == 0)
+            {
+                fill.Release();
+            }
+
+            base.Dispose(disposing);
+        }
+    }
 }

@@ -3,16 +3,28 @@ namespace Sidekick.Caching;
 /// <summary>
 /// One probe loop for the whole process (not one per backend, as upstream had): the store is online after a
 /// good probe and goes offline after a failed probe or any failed store operation, until the next good probe.
-/// While offline, requests bypass the cache at no cost.
+/// While offline, requests bypass the cache at no cost. Every failure is counted by reason, and every change
+/// of state (healthy, or unhealthy for another reason) is told to the watchers once: the log and /v1/state
+/// say why the cache is bypassed.
 /// </summary>
 internal sealed class CacheHealth : IDisposable
 {
+    private static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(5);
+
     private readonly S3CacheStore _store;
     private readonly CacheMetrics _metrics;
     private readonly TimeSpan _interval;
     private readonly TimeProvider _time;
     private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _gate = new();
+    private readonly List<Action<CacheHealthTransition>> _watchers = [];
     private volatile bool _online;
+    private bool _everOnline;
+    private DateTimeOffset? _since;
+    private CacheStoreFailure? _failing;
+    private CacheStoreFailure? _lastError;
+    private DateTimeOffset? _lastErrorAt;
+    private CacheHealthTransition? _lastTransition;
 
     public CacheHealth(S3CacheStore store, CacheMetrics metrics, TimeSpan interval, TimeProvider time)
     {
@@ -25,33 +37,112 @@ internal sealed class CacheHealth : IDisposable
 
     public bool Online => _online;
 
+    /// <summary>The store's URL and bucket, as configured.</summary>
+    public Uri Endpoint => _store.Endpoint;
+
+    public string Bucket => _store.Bucket;
+
     /// <summary>A store operation failed or was too slow: bypass until the next good probe.</summary>
-    public void MarkOffline()
-    {
-        _metrics.StoreError();
-        _online = false;
-    }
+    public void MarkOffline(Exception? error = null) => Fail(CacheStoreFailure.Of(error));
 
     public async Task<bool> ProbeAsync()
     {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        using var timeout = new CancellationTokenSource(ProbeTimeout);
         try
         {
             await _store.ProbeAsync(timeout.Token);
-            _online = true;
         }
-        catch (Exception ex) when (ex is OperationCanceledException or Amazon.Runtime.AmazonServiceException or Amazon.Runtime.AmazonClientException or HttpRequestException or IOException)
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
         {
-            _online = false;
+            Fail(CacheStoreFailure.Of(ex, ProbeTimeout));
+            return false;
         }
 
-        return _online;
+        Succeed();
+        return true;
+    }
+
+    /// <summary>A consistent read for /v1/state.</summary>
+    public CacheHealthSnapshot Snapshot()
+    {
+        lock (_gate)
+        {
+            return new CacheHealthSnapshot(_online, _since, _lastError, _lastErrorAt);
+        }
+    }
+
+    /// <summary>
+    /// Tells <paramref name="watcher"/> every later change of state, and first the latest one if the store was
+    /// already probed (the loop starts before the server that watches it).
+    /// </summary>
+    public void Watch(Action<CacheHealthTransition> watcher)
+    {
+        lock (_gate)
+        {
+            _watchers.Add(watcher);
+            if (_lastTransition is { } last)
+            {
+                watcher(last);
+            }
+        }
     }
 
     public void Dispose()
     {
         _stop.Cancel();
         _stop.Dispose();
+    }
+
+    private void Fail(CacheStoreFailure failure)
+    {
+        _metrics.StoreError(failure);
+        lock (_gate)
+        {
+            var now = _time.GetUtcNow();
+            _lastError = failure;
+            _lastErrorAt = now;
+            if (_online || _since is null)
+            {
+                _since = now;
+            }
+
+            _online = false;
+            // Repeated failures for the same reason are one state: one line, not one per probe or request.
+            if (_failing?.Reason != failure.Reason)
+            {
+                _failing = failure;
+                Publish(new CacheHealthTransition(false, now, failure, null, Again: false));
+            }
+        }
+    }
+
+    private void Succeed()
+    {
+        lock (_gate)
+        {
+            if (_online)
+            {
+                return;
+            }
+
+            var now = _time.GetUtcNow();
+            var downtime = _since is { } since ? now - since : (TimeSpan?)null;
+            var again = _everOnline;
+            _online = true;
+            _everOnline = true;
+            _failing = null;
+            _since = now;
+            Publish(new CacheHealthTransition(true, now, null, again ? downtime : null, again));
+        }
+    }
+
+    private void Publish(CacheHealthTransition transition)
+    {
+        _lastTransition = transition;
+        foreach (var watcher in _watchers)
+        {
+            watcher(transition);
+        }
     }
 
     private async Task LoopAsync()
@@ -72,3 +163,12 @@ internal sealed class CacheHealth : IDisposable
         }
     }
 }
+
+/// <summary>
+/// A change of the store's state: healthy, or unhealthy with <paramref name="Failure"/>. <paramref name="Again"/> is a
+/// recovery (the store was healthy before), with the <paramref name="Downtime"/> since it failed.
+/// </summary>
+internal sealed record CacheHealthTransition(bool Healthy, DateTimeOffset At, CacheStoreFailure? Failure, TimeSpan? Downtime, bool Again);
+
+/// <summary>The store's state now, and the last failure seen (kept after a recovery, for "what happened at 3 am").</summary>
+internal sealed record CacheHealthSnapshot(bool Healthy, DateTimeOffset? Since, CacheStoreFailure? LastError, DateTimeOffset? LastErrorAt);

@@ -14,7 +14,7 @@ internal sealed class CacheMetrics : IDisposable
     private long _fillsCompleted;
     private long _fillsAbandoned;
     private long _bytesServed;
-    private long _storeErrors;
+    private readonly long[] _storeErrors = new long[CacheStoreFailure.Reasons.Length];
     private long _evictions;
 
     public CacheMetrics()
@@ -25,7 +25,8 @@ internal sealed class CacheMetrics : IDisposable
         _meter.CreateObservableCounter("sidekick.cache.fills", () => Fills);
         _meter.CreateObservableCounter("sidekick.cache.fills_abandoned", () => FillsAbandoned);
         _meter.CreateObservableCounter("sidekick.cache.bytes_served", () => BytesServed, unit: "By");
-        _meter.CreateObservableCounter("sidekick.cache.store_errors", () => StoreErrors);
+        _meter.CreateObservableCounter("sidekick.cache.store_errors", () => CacheStoreFailure.Reasons.Select(r =>
+            new Measurement<long>(StoreErrorsOf(r), new KeyValuePair<string, object?>("reason", CacheStoreFailure.LabelOf(r)))));
     }
 
     public long Hits => Volatile.Read(ref _hits);
@@ -36,7 +37,9 @@ internal sealed class CacheMetrics : IDisposable
     public long FillsCompleted => Volatile.Read(ref _fillsCompleted);
     public long FillsAbandoned => Volatile.Read(ref _fillsAbandoned);
     public long BytesServed => Volatile.Read(ref _bytesServed);
-    public long StoreErrors => Volatile.Read(ref _storeErrors);
+    public long StoreErrors => CacheStoreFailure.Reasons.Sum(StoreErrorsOf);
+
+    public long StoreErrorsOf(CacheStoreFailureReason reason) => Volatile.Read(ref _storeErrors[(int)reason]);
     public long Evictions => Volatile.Read(ref _evictions);
 
     public void Hit() => Interlocked.Increment(ref _hits);
@@ -47,11 +50,14 @@ internal sealed class CacheMetrics : IDisposable
     public void FillCompleted() => Interlocked.Increment(ref _fillsCompleted);
     public void FillAbandoned() => Interlocked.Increment(ref _fillsAbandoned);
     public void Served(long bytes) => Interlocked.Add(ref _bytesServed, bytes);
-    public void StoreError() => Interlocked.Increment(ref _storeErrors);
+    /// <summary>Counts a failed store call by the reason <paramref name="error"/> shows (other when there is none).</summary>
+    public void StoreError(Exception? error = null) => StoreError(CacheStoreFailure.Of(error));
+
+    public void StoreError(CacheStoreFailure failure) => Interlocked.Increment(ref _storeErrors[(int)failure.Reason]);
     public void Evicted() => Interlocked.Increment(ref _evictions);
 
-    /// <summary>Prometheus text for the cache counters.</summary>
-    public void WriteTo(System.Text.StringBuilder text)
+    /// <summary>Prometheus text for the cache counters, the store's health and the fills running now.</summary>
+    public void WriteTo(System.Text.StringBuilder text, bool storeUp, int fillsInFlight, CacheFills? fills = null)
     {
         void Counter(string name, string help, long value) =>
             text.Append("# HELP ").Append(name).Append(' ').Append(help).Append("\n# TYPE ").Append(name).Append(" counter\n")
@@ -62,11 +68,37 @@ internal sealed class CacheMetrics : IDisposable
         Counter("sidekick_cache_bypassed_total", "Requests that did not use the cache (store down, no-store, errors)", Bypassed);
         Counter("sidekick_cache_fills_total", "Responses being written to the cache while served", Fills);
         Counter("sidekick_cache_fills_completed_total", "Fills that became visible entries", FillsCompleted);
-        Counter("sidekick_cache_fills_abandoned_total", "Fills given up (client gone, store too slow, length mismatch)", FillsAbandoned);
+        text.Append("# HELP sidekick_cache_fills_abandoned_total Fills given up, by reason (docs/cache.md)\n# TYPE sidekick_cache_fills_abandoned_total counter\n");
+        foreach (var reason in Enum.GetValues<FillAbandonReason>())
+        {
+            text.Append("sidekick_cache_fills_abandoned_total{reason=\"").Append(AbandonLabel(reason)).Append("\"} ").Append(fills?.AbandonedFor(reason) ?? 0).Append('\n');
+        }
+
+        text.Append("# HELP sidekick_cache_spool_bytes Spool space reserved by the fills in flight\n# TYPE sidekick_cache_spool_bytes gauge\n")
+            .Append("sidekick_cache_spool_bytes ").Append(fills?.SpoolUsed ?? 0).Append('\n');
         Counter("sidekick_cache_served_bytes_total", "Body bytes served from the cache", BytesServed);
-        Counter("sidekick_cache_store_errors_total", "Errors talking to the cache store", StoreErrors);
+        // Upstream's name, now by reason: a wrong key or a missing bucket is not an outage.
+        text.Append("# HELP sidekick_cache_store_errors_total Errors talking to the cache store, by reason\n# TYPE sidekick_cache_store_errors_total counter\n");
+        foreach (var reason in CacheStoreFailure.Reasons)
+        {
+            text.Append("sidekick_cache_store_errors_total{reason=\"").Append(CacheStoreFailure.LabelOf(reason)).Append("\"} ").Append(StoreErrorsOf(reason)).Append('\n');
+        }
+
+        text.Append("# HELP sidekick_cache_store_up 1 while the cache store answers (its last probe or call succeeded), else 0\n# TYPE sidekick_cache_store_up gauge\n")
+            .Append("sidekick_cache_store_up ").Append(storeUp ? 1 : 0).Append('\n');
+        text.Append("# HELP sidekick_cache_fills_in_flight Responses being written to the cache now\n# TYPE sidekick_cache_fills_in_flight gauge\n")
+            .Append("sidekick_cache_fills_in_flight ").Append(fillsInFlight).Append('\n');
         Counter("sidekick_cache_evictions_total", "Entries removed (404/410, invalidation by PUT/POST/DELETE)", Evictions);
     }
+
+    public static string AbandonLabel(FillAbandonReason reason) => reason switch
+    {
+        FillAbandonReason.SpoolFull => "spool_full",
+        FillAbandonReason.SpoolError => "spool_error",
+        FillAbandonReason.StoreError => "store_error",
+        FillAbandonReason.OriginIncomplete => "origin_incomplete",
+        _ => "client_gone",
+    };
 
     public void Dispose() => _meter.Dispose();
 }

@@ -29,8 +29,10 @@ internal sealed record CacheOptions
     public TimeSpan DefaultMaxAge { get; init; } = TimeSpan.Zero;
     /// <summary>Multipart part size (S3 needs at least 5 MiB for all parts but the last).</summary>
     public int PartSize { get; init; } = 5 * 1024 * 1024;
-    /// <summary>How far the store may fall behind the client before the fill is abandoned.</summary>
-    public long MaxLag { get; init; } = 8 * 1024 * 1024;
+    /// <summary>Where fills spool the body for the uploader (and for requests reading a fill in flight).</summary>
+    public string SpoolDirectory { get; init; } = Path.Combine(Path.GetTempPath(), "sidekick-spool");
+    /// <summary>Spool space all fills in flight may use together; a fill reserves its whole length.</summary>
+    public long SpoolSize { get; init; } = 4L * 1024 * 1024 * 1024;
     /// <summary>Fills running at once; further misses are served without filling.</summary>
     public int MaxFills { get; init; } = 16;
     /// <summary>
@@ -110,9 +112,20 @@ internal sealed record CacheOptions
             options = options with { PartSize = (int)size };
         }
 
-        if (Get("MAX_LAG") is { } lag)
+        if (Get("MAX_LAG") is not null)
         {
-            options = options with { MaxLag = ParseSize("MAX_LAG", lag, "64MiB") };
+            // Fills no longer race the client: they spool to disk. A setting that would do nothing is refused.
+            throw new UsageException($"{Prefix}MAX_LAG is no longer used: fills spool to {Prefix}SPOOL_DIR within {Prefix}SPOOL_SIZE (e.g. 4GiB) instead");
+        }
+
+        if (Get("SPOOL_DIR") is { } spoolDirectory)
+        {
+            options = options with { SpoolDirectory = spoolDirectory };
+        }
+
+        if (Get("SPOOL_SIZE") is { } spoolSize)
+        {
+            options = options with { SpoolSize = ParseSize("SPOOL_SIZE", spoolSize, "4GiB") };
         }
 
         if (Get("MAX_FILLS") is { } fills)

@@ -1,12 +1,12 @@
-using Microsoft.Extensions.Primitives;
 using Microsoft.Net.Http.Headers;
 
 namespace Sidekick.Caching;
 
 /// <summary>
-/// Turns the client's request into the cache's conditional request to the origin and back: the client's own
-/// validators and Range are set aside (the answer to them comes from the entry once the origin confirmed it)
-/// and the entry's validator is sent instead; <see cref="Restore"/> puts the client's fields back.
+/// Turns the client's request into the cache's conditional request to the origin and back. Only a field is
+/// added (the entry's validator): nothing of the client's request is removed or changed, since SigV4 signs the
+/// headers it names (Range among them) and a request that differs from what was signed is refused. The origin
+/// evaluates If-None-Match before Range (RFC 9110 §13.2.2), so a 304 confirms the entry whatever the range.
 /// </summary>
 internal readonly struct ClientConditionals
 {
@@ -14,46 +14,45 @@ internal readonly struct ClientConditionals
     public static readonly string[] Names =
         [HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince, HeaderNames.IfMatch, HeaderNames.IfUnmodifiedSince, HeaderNames.IfRange, HeaderNames.Range];
 
-    private readonly StringValues[] _saved;
+    /// <summary>The client's own validators: with one of these, its request is not made conditional on the entry.</summary>
+    private static readonly string[] Validators =
+        [HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince, HeaderNames.IfMatch, HeaderNames.IfUnmodifiedSince];
 
-    private ClientConditionals(StringValues[] saved) => _saved = saved;
+    private readonly string? _added;
+
+    private ClientConditionals(string? added) => _added = added;
 
     public static bool AnyIn(HttpRequest request) => Names.Any(request.Headers.ContainsKey);
 
+    public static bool HasOwnValidators(HttpRequest request) => Validators.Any(request.Headers.ContainsKey);
+
     /// <summary>
-    /// Sets the client's fields aside and asks with the entry's validator (ETag first, else Last-Modified); an
-    /// entry with neither is asked for unconditionally, and the new response replaces it.
+    /// Adds the entry's validator (ETag first, else Last-Modified) to a request that has none of its own. An
+    /// entry with neither adds nothing: the request goes as it came, and a new response replaces the entry.
     /// </summary>
     public static ClientConditionals MakeConditional(HttpRequest request, CachedResponse entry)
     {
-        var saved = new StringValues[Names.Length];
-        for (var i = 0; i < Names.Length; i++)
-        {
-            saved[i] = request.Headers[Names[i]];
-            request.Headers.Remove(Names[i]);
-        }
-
         if (entry.ETag is { } etag)
         {
             request.Headers.IfNoneMatch = etag;
+            return new ClientConditionals(HeaderNames.IfNoneMatch);
         }
-        else if (entry.Header(HeaderNames.LastModified) is { } lastModified)
+
+        if (entry.Header(HeaderNames.LastModified) is { } lastModified)
         {
             request.Headers.IfModifiedSince = lastModified;
+            return new ClientConditionals(HeaderNames.IfModifiedSince);
         }
 
-        return new ClientConditionals(saved);
+        return new ClientConditionals(null);
     }
 
+    /// <summary>Takes the added validator away again, so the entry is served against the client's own request.</summary>
     public void Restore(HttpRequest request)
     {
-        for (var i = 0; i < Names.Length; i++)
+        if (_added is not null)
         {
-            request.Headers.Remove(Names[i]);
-            if (_saved[i].Count > 0)
-            {
-                request.Headers[Names[i]] = _saved[i];
-            }
+            request.Headers.Remove(_added);
         }
     }
 }

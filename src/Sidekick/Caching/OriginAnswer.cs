@@ -31,13 +31,16 @@ internal sealed class OriginAnswer : IExchangeObserver
     /// <summary>The header fields of a taken-over answer, values as the origin sent them.</summary>
     public IReadOnlyList<KeyValuePair<string, string>> Headers { get; private set; } = [];
 
+    /// <summary>Called once the head is known: with the fill it started, or null when nothing is stored.</summary>
+    public Action<CacheFill?>? HeadSeen { get; init; }
+
     /// <summary>The fill fed by this answer, while it may still complete.</summary>
     public CacheFill? Fill => _fill is { Abandoned: false } fill ? fill : null;
 
     public bool OnResponseHead(HttpContext context)
     {
         // A retry can bring a second head: the first attempt's fill is void.
-        _fill?.Abandon();
+        _fill?.Abandon(FillAbandonReason.OriginIncomplete, "a retry brought another response");
         _fill = null;
         Status = context.Response.StatusCode;
         if (_takeOver(Status))
@@ -49,12 +52,13 @@ internal sealed class OriginAnswer : IExchangeObserver
 
         TookOver = false;
         _fill = _startFill?.Invoke(context);
+        HeadSeen?.Invoke(_fill);
         return true;
     }
 
     public bool OnNoAnswer(HttpContext context)
     {
-        _fill?.Abandon();
+        _fill?.Abandon(FillAbandonReason.OriginIncomplete, "no backend answered");
         _fill = null;
         Status = 0;
         TookOver = _takeOver(0);
@@ -70,22 +74,20 @@ internal sealed class OriginAnswer : IExchangeObserver
         }
     }
 
-    /// <summary>Ends the fill after the exchange: committed only when the client got the whole body.</summary>
-    public Task CompleteAsync(HttpContext context)
+    /// <summary>
+    /// Ends the fill after the exchange: its upload goes on in the background and commits only when every
+    /// announced byte came. Returns the fill (null when nothing is being stored).
+    /// </summary>
+    public CacheFill? Finish(HttpContext context)
     {
         if (_fill is not { } fill)
         {
-            return Task.CompletedTask;
+            return null;
         }
 
         _fill = null;
-        if (context.RequestAborted.IsCancellationRequested)
-        {
-            fill.Abandon(); // cut short (client gone, or the backend died and could not be resumed)
-            return Task.CompletedTask;
-        }
-
-        return fill.CompleteAsync();
+        _ = fill.Complete(clientGone: context.RequestAborted.IsCancellationRequested);
+        return fill;
     }
 
     private static KeyValuePair<string, string>[] AllHeaders(IHeaderDictionary headers)

@@ -27,8 +27,8 @@ internal sealed class ResponseCache : IDisposable
     private readonly CacheEntries _entries;
     private readonly StoredResponseWriter _writer;
     private readonly TimeProvider _time;
-    private readonly ConcurrentDictionary<string, Task> _fills = new();
-    private int _activeFills;
+    private readonly CacheFills _fills;
+    private readonly ConcurrentDictionary<string, FillSlot> _pending = new();
 
     public ResponseCache(CacheOptions options, TimeProvider time)
     {
@@ -39,13 +39,20 @@ internal sealed class ResponseCache : IDisposable
         _health = new CacheHealth(_store, Metrics, options.HealthInterval, time);
         // A few spare parts serve a steady trickle of fills; a burst allocates more and gives them back to the GC,
         // so an idle sidecar does not keep the burst's memory.
-        _entries = new CacheEntries(options, _store, _health, new PartBuffers(options.PartSize, retain: 4), Metrics, time);
+        _fills = new CacheFills(options, _store, Metrics);
+        _entries = new CacheEntries(options, _store, _health, _fills, Metrics, time);
         _writer = new StoredResponseWriter(options, _store, _health, Metrics, time);
     }
 
     public CacheMetrics Metrics { get; }
 
     public CacheHealth Health => _health;
+
+    /// <summary>Responses being written to the store now (for /v1/state and the metrics).</summary>
+    public int FillsInFlight => _fills.InFlight;
+
+    /// <summary>The fills in flight (abandonment reasons, spool use).</summary>
+    public CacheFills Fills => _fills;
 
     public async Task HandleAsync(HttpContext context, ICacheOrigin origin)
     {
@@ -76,7 +83,7 @@ internal sealed class ResponseCache : IDisposable
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {
-            _health.MarkOffline();
+            _health.MarkOffline(ex);
             await BypassAsync(context, origin);
             return;
         }
@@ -130,19 +137,30 @@ internal sealed class ResponseCache : IDisposable
             return;
         }
 
-        // HEAD, ranges and the client's own conditionals are answered by the backend; only full GETs fill.
+        // A fill of this entry may be running here: read it rather than ask the origin again (a HEAD, a range or
+        // the client's own conditional included: they are answered from the fill's entry as from a stored one).
+        if (_pending.TryGetValue(key, out var filling) && await JoinAsync(context, origin, filling, requestControl))
+        {
+            return;
+        }
+
+        // Otherwise HEAD, ranges and the client's own conditionals are answered by the backend; only full GETs fill.
         if (HttpMethods.IsHead(request.Method) || ClientConditionals.AnyIn(request))
         {
             await PassAsync(context, origin);
             return;
         }
 
-        // Concurrent misses for one entry: one fills, the others wait for it and then read the entry.
-        var filled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var running = _fills.GetOrAdd(key, filled.Task);
-        if (running != filled.Task)
+        var slot = new FillSlot();
+        var running = _pending.GetOrAdd(key, slot);
+        if (running != slot)
         {
-            await WaitForFillAsync(running, context.RequestAborted);
+            if (await JoinAsync(context, origin, running, requestControl))
+            {
+                return;
+            }
+
+            // Nothing to read here (not storable, given up, or not for this requester): the store, else the origin.
             CacheLookup? after = null;
             try
             {
@@ -150,7 +168,7 @@ internal sealed class ResponseCache : IDisposable
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
-                _health.MarkOffline();
+                _health.MarkOffline(ex);
             }
 
             if (after is { } hit)
@@ -165,46 +183,106 @@ internal sealed class ResponseCache : IDisposable
             return;
         }
 
+        CacheFill? fill = null;
         try
         {
-            if (Interlocked.Increment(ref _activeFills) > _options.MaxFills)
-            {
-                await PassAsync(context, origin);
-                return;
-            }
-
-            await FetchAndFillAsync(context, origin, key, requestControl);
+            fill = await FetchAndFillAsync(context, origin, key, requestControl, slot);
         }
         finally
         {
-            Interlocked.Decrement(ref _activeFills);
-            _fills.TryRemove(new KeyValuePair<string, Task>(key, filled.Task));
-            filled.TrySetResult();
-        }
-    }
-
-    private static async Task WaitForFillAsync(Task fill, CancellationToken cancellationToken)
-    {
-        try
-        {
-            await fill.WaitAsync(FillWait, cancellationToken);
-        }
-        catch (TimeoutException)
-        {
+            slot.Head.TrySetResult(null);
+            // Others read the spool until the store has the entry (or the fill is given up).
+            if (fill is null)
+            {
+                _pending.TryRemove(new KeyValuePair<string, FillSlot>(key, slot));
+            }
+            else
+            {
+                _ = fill.Upload.ContinueWith(_ => _pending.TryRemove(new KeyValuePair<string, FillSlot>(key, slot)), TaskScheduler.Default);
+            }
         }
     }
 
     /// <summary>
-    /// Forwards the request and stores the response while it streams to the client, when it may be stored.
-    /// The entry becomes visible when the upload completes, which the request waits for (so that requests
-    /// waiting on this fill find it).
+    /// Serves a request from a fill of the same entry that is running here, once that fill's head is known: from
+    /// its spool as the body arrives. Only when the entry may be served without asking the origin (fresh, not filled
+    /// with credentials, the same Vary selection); false otherwise, with nothing sent.
     /// </summary>
-    private async Task FetchAndFillAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl)
+    private async Task<bool> JoinAsync(HttpContext context, ICacheOrigin origin, FillSlot slot, CacheControl requestControl)
+    {
+        CacheFill? fill;
+        try
+        {
+            fill = await slot.Head.Task.WaitAsync(FillWait, context.RequestAborted);
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+
+        if (fill is null || fill.Abandoned)
+        {
+            return false;
+        }
+
+        var entry = fill.Entry;
+        for (var i = 0; i < entry.VaryNames.Count; i++)
+        {
+            if (context.Request.Headers[entry.VaryNames[i]].ToString() != entry.VaryValues[i])
+            {
+                return false;
+            }
+        }
+
+        var responseControl = CacheControl.Parse(entry.Header(HeaderNames.CacheControl));
+        var lookup = new CacheLookup(fill.Key, entry);
+        switch (CachePolicy.Decide(entry, requestControl, responseControl, _time.GetUtcNow(), _options, CachePolicy.CarriesCredentials(context.Request)))
+        {
+            case CacheDecision.Serve:
+                if (!await _writer.ServeAsync(context, lookup, "HIT", fill))
+                {
+                    return false;
+                }
+
+                Metrics.Hit();
+                return true;
+            case CacheDecision.Revalidate when !requestControl.Has("only-if-cached") && (entry.ETag is not null || entry.LastModified is not null) &&
+                                               !ClientConditionals.HasOwnValidators(context.Request):
+                // Filled with credentials (or stale at once): the requester's own conditional request decides, as
+                // for a stored entry, and a 304 is served from the spool.
+                await RevalidateAsync(context, origin, lookup, requestControl, responseControl, fill);
+                return true;
+            default:
+                return false;
+        }
+    }
+
+    /// <summary>
+    /// Forwards the request and stores the response while it streams to the client, when it may be stored. The
+    /// upload goes on after the client has its body; the fill is returned (null when nothing is stored).
+    /// </summary>
+    private async Task<CacheFill?> FetchAndFillAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl, FillSlot? slot = null, bool gatewayTimeoutOnNoAnswer = false)
     {
         var requestTime = _time.GetUtcNow();
-        var answer = new OriginAnswer(c => _entries.StartFill(c, key, requestControl, requestTime), takeOver: static _ => false);
+        var answer = new OriginAnswer(c => _entries.StartFill(c, key, requestControl, requestTime), takeOver: status => gatewayTimeoutOnNoAnswer && status == 0)
+        {
+            HeadSeen = slot is null ? null : fill => slot.Head.TrySetResult(fill),
+        };
         await PassWatchedAsync(context, origin, answer);
-        await answer.CompleteAsync(context);
+        if (answer.TookOver)
+        {
+            AnswerGatewayTimeout(context);
+        }
+
+        return answer.Finish(context);
+    }
+
+    /// <summary>§4.2.4: no backend answered, and the stored response must not be served stale.</summary>
+    private static void AnswerGatewayTimeout(HttpContext context)
+    {
+        context.Response.Clear();
+        context.Response.StatusCode = StatusCodes.Status504GatewayTimeout;
+        context.Response.Headers[CacheHeader] = "MISS";
     }
 
     private static Task PassWatchedAsync(HttpContext context, ICacheOrigin origin, OriginAnswer answer)
@@ -263,7 +341,10 @@ internal sealed class ResponseCache : IDisposable
     /// the entry as it streams to the client; 404 and 410 evict it; a 5xx may be answered from a stale entry
     /// (stale-if-error); anything else passes through, never cached bytes.
     /// </summary>
-    private async Task RevalidateAsync(HttpContext context, ICacheOrigin origin, CacheLookup hit, CacheControl requestControl, CacheControl responseControl)
+    /// <param name="fill">A fill of the entry still running here: the body comes from its spool, and nothing is
+    /// written back to the store (the entry is not there yet).</param>
+    private async Task RevalidateAsync(
+        HttpContext context, ICacheOrigin origin, CacheLookup hit, CacheControl requestControl, CacheControl responseControl, CacheFill? fill = null)
     {
         var entry = hit.Entry;
         var request = context.Request;
@@ -271,6 +352,15 @@ internal sealed class ResponseCache : IDisposable
         var staleIfError = CachePolicy.MayServeStaleOnError(entry, requestControl, responseControl, requestTime, _options);
         // §4.2.4: an entry that must not be served stale gets a 504 when no backend answers at all.
         var gatewayTimeout = CachePolicy.MustNotServeStale(responseControl);
+        if (ClientConditionals.HasOwnValidators(request))
+        {
+            // The client validates its own copy: its request goes to the origin as it came (a signed request must
+            // stay byte for byte what was signed); a full 200 replaces the entry. An entry with no validator
+            // goes the way below, which adds nothing to the request either.
+            await FetchAndFillAsync(context, origin, hit.Key, requestControl, gatewayTimeoutOnNoAnswer: gatewayTimeout);
+            return;
+        }
+
         var answer = new OriginAnswer(
             c => _entries.StartFill(c, hit.Key, requestControl, requestTime),
             takeOver: status => status == StatusCodes.Status304NotModified || (staleIfError && status is >= 500 or 0) || (gatewayTimeout && status == 0));
@@ -288,9 +378,15 @@ internal sealed class ResponseCache : IDisposable
         if (answer.TookOver && answer.Status == StatusCodes.Status304NotModified)
         {
             var refreshed = _entries.Refresh(entry, answer.Headers, requestTime);
-            _ = Task.Run(() => _entries.UpdateMetadataAsync(hit.Key, refreshed));
+            if (fill is null)
+            {
+                _ = Task.Run(() => _entries.UpdateMetadataAsync(hit.Key, refreshed));
+            }
+
             context.Response.Clear();
-            if (await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED"))
+            // A fill that ended meanwhile has handed its body to the store: read it there.
+            if (await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED", fill) ||
+                (fill is { Upload: { IsCompletedSuccessfully: true, Result: true } } && await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED")))
             {
                 Metrics.Revalidation();
                 return;
@@ -303,9 +399,7 @@ internal sealed class ResponseCache : IDisposable
         if (answer.TookOver && !staleIfError)
         {
             // No answer at all for an entry that must not be served stale.
-            context.Response.Clear();
-            context.Response.StatusCode = StatusCodes.Status504GatewayTimeout;
-            context.Response.Headers[CacheHeader] = "MISS";
+            AnswerGatewayTimeout(context);
             return;
         }
 
@@ -313,7 +407,7 @@ internal sealed class ResponseCache : IDisposable
         {
             // A 5xx or no answer at all, and the entry allows stale-if-error.
             context.Response.Clear();
-            if (await _writer.ServeAsync(context, hit, "HIT"))
+            if (await _writer.ServeAsync(context, hit, "HIT", fill))
             {
                 Metrics.Hit();
                 return;
@@ -328,7 +422,7 @@ internal sealed class ResponseCache : IDisposable
             await _entries.EvictAsync(hit.Key);
         }
 
-        await answer.CompleteAsync(context);
+        answer.Finish(context);
     }
 
     private async Task RevalidateInBackgroundAsync(ICacheOrigin origin, BackgroundRevalidation background, CacheLookup hit)
@@ -347,9 +441,15 @@ internal sealed class ResponseCache : IDisposable
         {
             await _entries.UpdateMetadataAsync(hit.Key, _entries.Refresh(hit.Entry, answer.Headers, requestTime));
         }
-        else if (answer.Status is 200 or 404 or 410)
+        else if (answer.Status is 200 or 206 or 404 or 410)
         {
-            await _entries.EvictAsync(hit.Key); // the next request fetches the new version
+            await _entries.EvictAsync(hit.Key); // changed or gone: the next request fetches the new version
         }
     }
+}
+
+/// <summary>A miss being fetched: completes with its fill once the origin's head is known (null: nothing stored).</summary>
+internal sealed class FillSlot
+{
+    public TaskCompletionSource<CacheFill?> Head { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 }

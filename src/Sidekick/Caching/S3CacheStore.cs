@@ -22,9 +22,14 @@ internal sealed class S3CacheStore : IDisposable
         ex is OperationCanceledException or AmazonServiceException or AmazonClientException or HttpRequestException or IOException;
     private readonly string _bucket;
 
+    public Uri Endpoint { get; }
+
+    public string Bucket => _bucket;
+
     public S3CacheStore(CacheOptions options)
     {
         _bucket = options.Bucket;
+        Endpoint = options.Endpoint;
         _s3 = new AmazonS3Client(
             new BasicAWSCredentials(options.AccessKey, options.SecretKey),
             new AmazonS3Config

@@ -13,8 +13,11 @@ namespace Sidekick.Caching;
 /// </summary>
 internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore store, CacheHealth health, CacheMetrics metrics, TimeProvider time)
 {
-    /// <summary>Serves a stored response. False when the store could not be read before anything was sent.</summary>
-    public async Task<bool> ServeAsync(HttpContext context, CacheLookup hit, string outcome)
+    /// <summary>
+    /// Serves a stored response, its body from the store, or from <paramref name="fill"/>'s spool while that fill
+    /// is still running. False when the body could not be opened before anything was sent.
+    /// </summary>
+    public async Task<bool> ServeAsync(HttpContext context, CacheLookup hit, string outcome, CacheFill? fill = null)
     {
         var entry = hit.Entry;
         var request = context.Request;
@@ -49,7 +52,17 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         }
 
         GetObjectResponse? stored = null;
-        if (!HttpMethods.IsHead(request.Method) && entry.Length > 0)
+        Stream? spooled = null;
+        var hasBody = !HttpMethods.IsHead(request.Method) && entry.Length > 0; // a 204 or an empty body: nothing to read
+        if (fill is not null && hasBody)
+        {
+            spooled = fill.OpenReader(partial ? from : 0, partial ? to : entry.Length - 1);
+            if (spooled is null)
+            {
+                return false; // given up meanwhile
+            }
+        }
+        else if (hasBody)
         {
             try
             {
@@ -59,12 +72,13 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
-                health.MarkOffline();
+                health.MarkOffline(ex);
                 return false;
             }
         }
 
         using (stored)
+        using (spooled)
         {
             response.StatusCode = partial ? StatusCodes.Status206PartialContent : entry.Status;
             foreach (var (name, value) in entry.Headers)
@@ -88,19 +102,20 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 // A 204 carries no Content-Length (RFC 9110 §8.6); every other stored status its own length.
                 response.ContentLength = partial ? to - from + 1 : entry.Length;
             }
+
             if (partial)
             {
                 response.Headers.ContentRange = $"bytes {from}-{to}/{entry.Length}";
             }
 
-            if (stored is null)
+            if (stored is null && spooled is null)
             {
                 return true;
             }
 
             try
             {
-                await using var body = stored.ResponseStream;
+                await using var body = spooled ?? stored!.ResponseStream;
                 var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
                 try
                 {
@@ -118,8 +133,12 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
-                // Headers are out: abort rather than send a truncated body.
-                health.MarkOffline();
+                // Headers are out: abort rather than send a truncated body. A spool that failed is not the store.
+                if (spooled is null)
+                {
+                    health.MarkOffline(ex);
+                }
+
                 context.Abort();
             }
         }

@@ -30,6 +30,11 @@ internal sealed record SidekickOptions
     public bool ErrorsOnly { get; init; }
     public IReadOnlyList<int> StatusCodes { get; init; } = [];
     public string? Pprof { get; init; }
+    /// <summary>
+    /// Where /v1/state, the metrics, /v1/certificates and --pprof's routes are served instead of the proxy port
+    /// (ours); null keeps upstream's layout, everything on the proxy port.
+    /// </summary>
+    public string? AdminAddress { get; init; }
 
     // TLS
     public string? AutoTlsHost { get; init; }

@@ -156,13 +156,11 @@ internal sealed class HealthProber : IDisposable
         }
 
         backend.RecordProbe(result);
-        if (result.StatusCode is { } code && _options.CountProbesInStats)
-        {
-            backend.Stats.RecordCall(code, result.Latency, 0, 0);
-        }
-
+        // Probes are counted apart from proxied requests (upstream counted them as calls: a backend that
+        // served one request showed seven).
         if (result.Healthy)
         {
+            backend.Stats.RecordHealthyProbe();
             backend.MarkUp();
         }
         else
@@ -353,4 +351,4 @@ internal sealed class ProbeWakeup
     }
 }
 
-internal sealed record HealthProberOptions(TimeSpan Interval, TimeSpan Timeout, bool Optimistic, bool CountProbesInStats);
+internal sealed record HealthProberOptions(TimeSpan Interval, TimeSpan Timeout, bool Optimistic);

@@ -1,3 +1,5 @@
+using Microsoft.AspNetCore.Http.Features;
+using Sidekick.Caching;
 using Sidekick.Forwarding;
 using Sidekick.Observability;
 using Sidekick.Topology;
@@ -5,40 +7,82 @@ using Sidekick.Topology;
 namespace Sidekick.Hosting;
 
 /// <summary>
-/// Paths sidekick answers itself instead of proxying. Matching is exact and cheap; everything else is
-/// proxied untouched.
+/// Paths sidekick answers itself instead of proxying. On the proxy port a request is local only when its raw
+/// target is exactly a local path (a query is allowed, as upstream): Kestrel's decoded, dot-segment-free Path
+/// would also take <c>/a/../../v1/state</c>, and the absolute form <c>http://x/v1/state</c>, which are S3 keys and
+/// must reach a backend untouched. With <c>--admin-address</c> only <c>/v1/health</c> stays on the proxy port (where
+/// upstream has it, for load balancers and probes of the client's host); the rest is served by
+/// <see cref="HandleAdminAsync"/> on the admin listener, and the same paths on the proxy port are proxied.
 /// </summary>
 internal sealed class LocalEndpoints(
-    TopologyStore topology, Func<string?> certificatePem, PrometheusExporter metrics, Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
+    TopologyStore topology, Func<string?> certificatePem, PrometheusExporter metrics, ResponseCache? cache, bool adminListener, bool diagnostics,
+    Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
 {
     public const string MetricsPath = "/.prometheus/metrics";
     public const string HealthPath = "/v1/health";
     public const string CertificatesPath = "/v1/certificates";
 
-    /// <summary>Handles the request when it targets a local path; returns false to let it be proxied.</summary>
+    /// <summary>Handles a request on the proxy port when it targets a local path; returns false to let it be proxied.</summary>
     public bool TryHandle(HttpContext context, out Task handled)
     {
+        // Path first (cheap, and true for every raw target that could match), then the raw target itself.
         var path = context.Request.Path.Value;
-        if (path == HealthPath)
+        if (path == HealthPath && IsRawTarget(context, HealthPath))
         {
             handled = Health(context);
             return true;
         }
 
-        if (path == MetricsPath)
+        if (!adminListener && TryAdmin(context, path, out handled))
+        {
+            return true;
+        }
+
+        handled = Task.CompletedTask;
+        return false;
+    }
+
+    /// <summary>The admin listener: the local paths, --pprof's routes when it is given, 404 for the rest (never proxied).</summary>
+    public Task HandleAdminAsync(HttpContext context)
+    {
+        var path = context.Request.Path.Value;
+        if (path == HealthPath && IsRawTarget(context, HealthPath))
+        {
+            return Health(context);
+        }
+
+        if (TryAdmin(context, path, out var handled))
+        {
+            return handled;
+        }
+
+        if (diagnostics && path is not null && (path == "/debug" || path.StartsWith("/debug/", StringComparison.Ordinal)))
+        {
+            return DiagnosticsEndpoints.HandleAsync(context);
+        }
+
+        context.Response.StatusCode = StatusCodes.Status404NotFound;
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        return context.Response.WriteAsync(
+            $"not an admin path: this listener serves {HealthPath}, {StateEndpoint.Path}, {MetricsPath}, {CertificatesPath}{(diagnostics ? " and /debug/" : "")}; requests to the backends go to the proxy port\n");
+    }
+
+    private bool TryAdmin(HttpContext context, string? path, out Task handled)
+    {
+        if (path == MetricsPath && IsRawTarget(context, MetricsPath))
         {
             context.Response.ContentType = PrometheusExporter.ContentType;
             handled = context.Response.WriteAsync(metrics.Render());
             return true;
         }
 
-        if (path == StateEndpoint.Path && HttpMethods.IsGet(context.Request.Method))
+        if (path == StateEndpoint.Path && HttpMethods.IsGet(context.Request.Method) && IsRawTarget(context, StateEndpoint.Path))
         {
-            handled = StateEndpoint.WriteAsync(context, topology.Current, panic?.Site ?? 0, waits?.Waiting ?? 0);
+            handled = StateEndpoint.WriteAsync(context, topology.Current, panic?.Site ?? 0, waits?.Waiting ?? 0, cache);
             return true;
         }
 
-        if (path == CertificatesPath && HttpMethods.IsGet(context.Request.Method))
+        if (path == CertificatesPath && HttpMethods.IsGet(context.Request.Method) && IsRawTarget(context, CertificatesPath))
         {
             handled = Certificates(context);
             return true;
@@ -46,6 +90,18 @@ internal sealed class LocalEndpoints(
 
         handled = Task.CompletedTask;
         return false;
+    }
+
+    /// <summary>Whether the request target as the client sent it is <paramref name="path"/>, with or without a query.</summary>
+    private static bool IsRawTarget(HttpContext context, string path)
+    {
+        if (context.Features.Get<IHttpRequestFeature>()?.RawTarget is not { } target)
+        {
+            return true;
+        }
+
+        var query = target.IndexOf('?', StringComparison.Ordinal);
+        return target.AsSpan(0, query < 0 ? target.Length : query).SequenceEqual(path);
     }
 
     private Task Health(HttpContext context)

@@ -60,8 +60,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         Topology.Changed += OnTopologyChanged;
         _builder = new TopologyBuilder(new BackendTransportFactory(parts.BackendTls, parts.Connect, settings.EnvironmentProxy), time);
         Prober = new HealthProber(
-            new HealthProberOptions(options.HealthDuration, options.HealthTimeout, options.HealthOptimistic,
-                CountProbesInStats: options.Trace != "application"),
+            new HealthProberOptions(options.HealthDuration, options.HealthTimeout, options.HealthOptimistic),
             Topology, time, seams.Random ?? new Random());
         Prober.ProbeCompleted += Trace.OnProbe;
 
@@ -101,6 +100,10 @@ internal sealed class SidekickServer : IAsyncDisposable
 
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
         Compactor = seams.Compactor ?? HeapCompactor.Shared;
+        // Parsed here, not when Kestrel reads its options, so that a bad value is a usage error at once. With
+        // --admin-address, --pprof's routes are served there and --pprof's own address is not bound.
+        _admin = options.AdminAddress is { Length: > 0 } admin ? SideListener.Admin(admin) : null;
+        _diagnostics = _admin is null && options.Pprof is { Length: > 0 } pprof ? SideListener.Diagnostics(pprof) : null;
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -146,23 +149,8 @@ internal sealed class SidekickServer : IAsyncDisposable
                 kestrel.ListenAnyIP(address.Port, Configure);
             }
 
-            if (options.Pprof is { Length: > 0 } pprof)
-            {
-                // The diagnostics listener is plain HTTP on its own address; requests to it never reach the proxy.
-                var diagnostics = ListenAddress.Parse(pprof, "--pprof");
-                _diagnosticsAddress = diagnostics;
-                void Plain(ListenOptions listen) => listen.Protocols = HttpProtocols.Http1;
-                if (diagnostics.BindAddress is { } diagnosticsIp)
-                {
-                    kestrel.Listen(diagnosticsIp, diagnostics.Port, Plain);
-                }
-                else
-                {
-                    kestrel.ListenAnyIP(diagnostics.Port, Plain);
-                }
-
-                _diagnosticsPort = diagnostics.Port;
-            }
+            _admin?.Bind(kestrel);
+            _diagnostics?.Bind(kestrel);
         });
 
         _app = builder.Build();
@@ -179,6 +167,11 @@ internal sealed class SidekickServer : IAsyncDisposable
             Topology);
         Outliers.Ejected += (_, _) => Interlocked.Increment(ref _ejections);
         Cache = settings.Cache is { } cache ? new ResponseCache(cache, time) : null;
+        if (Cache is not null)
+        {
+            Cache.Fills.Abandoned += (target, reason, detail) => _stateLog?.OnFillAbandoned(target, CacheMetrics.AbandonLabel(reason), detail, time.GetUtcNow());
+        }
+
         Panic = new PanicRule();
         Panic.Changed += site => _stateLog?.OnPanic(site, time.GetUtcNow());
         Waits = new BackendWait(options.WaitForBackend, options.WaitQueue, time, Prober.ProbeDownBackendsNow);
@@ -187,11 +180,19 @@ internal sealed class SidekickServer : IAsyncDisposable
         Proxy = new ProxyHandler(Cache, Exchange, Trace, time);
         Meter = new SidekickMeter(Topology, Sites, Retries);
         var metrics = new PrometheusExporter(
-            Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache?.Metrics, Panic, Waits);
-        var local = new LocalEndpoints(Topology, parts.CertificatePem ?? (static () => null), metrics, Panic, Waits);
+            Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache, Panic, Waits);
+        var local = new LocalEndpoints(Topology, parts.CertificatePem ?? (static () => null), metrics, Cache,
+            adminListener: _admin is not null, diagnostics: options.Pprof is { Length: > 0 }, Panic, Waits);
+        var adminListener = _admin;
+        var diagnosticsListener = _diagnostics;
         _app.Run(context =>
         {
-            if (_diagnosticsPort is { } port && context.Connection.LocalPort == port)
+            if (adminListener is not null && adminListener.Serves(context.Connection))
+            {
+                return local.HandleAdminAsync(context);
+            }
+
+            if (diagnosticsListener is not null && diagnosticsListener.Serves(context.Connection))
             {
                 return DiagnosticsEndpoints.HandleAsync(context);
             }
@@ -241,10 +242,13 @@ internal sealed class SidekickServer : IAsyncDisposable
     /// <summary>Compacts the heap after bursts of closed client connections (one per process: the heap is).</summary>
     public HeapCompactor Compactor { get; }
 
-    private int? _diagnosticsPort;
     private ListenAddress? _listenAddress;
-    private ListenAddress? _diagnosticsAddress;
+    private readonly SideListener? _admin;
+    private readonly SideListener? _diagnostics;
     private readonly ListenFailure _binds = new();
+
+    /// <summary>The admin listener's address (<c>--admin-address</c>), e.g. <c>http://127.0.0.1:9091</c>; null without one. Known after start.</summary>
+    public Uri? AdminAddress => _admin?.BoundEndPoint is { } bound ? new Uri($"http://{bound}") : null;
 
     /// <summary>The addresses Kestrel bound, e.g. <c>http://127.0.0.1:41234</c> (known after start).</summary>
     public IReadOnlyCollection<string> Addresses =>
@@ -288,6 +292,11 @@ internal sealed class SidekickServer : IAsyncDisposable
     {
         Topology.Publish(_builder.Build(_loadSites(), Topology.Current));
         Prober.Start();
+        if (_stateLog is { } log && Cache is { } cache)
+        {
+            cache.Health.Watch(transition => log.OnCacheTransition(cache.Health, transition));
+        }
+
         var lifetime = _app.Services.GetRequiredService<IHostApplicationLifetime>();
         lifetime.ApplicationStopping.Register(() => _drain ??= Task.Run(() => WatchDrainAsync(_time)));
         try
@@ -314,6 +323,12 @@ internal sealed class SidekickServer : IAsyncDisposable
         if (_mode.ConsoleDisplay)
         {
             await _stdout.WriteLineAsync(Lines.Info($"listening on '{_options.Address}'", ("Address", _options.Address)));
+            if (_admin is { } admin)
+            {
+                var where = admin.BoundEndPoint?.ToString() ?? admin.Value;
+                var what = _options.Pprof is { Length: > 0 } ? "state, metrics, certificates, diagnostics" : "state, metrics, certificates";
+                await _stdout.WriteLineAsync(Lines.Info($"admin endpoints ({what}) on '{where}'", ("AdminAddress", where)));
+            }
         }
         else
         {
@@ -370,15 +385,11 @@ internal sealed class SidekickServer : IAsyncDisposable
     private FatalException RefusedBind(Exception ex)
     {
         var endpoint = _binds.Last as IPEndPoint;
-        var (flag, value) = endpoint is not null && _diagnosticsAddress is { } diagnostics && !Serves(_listenAddress, endpoint) && Serves(diagnostics, endpoint)
-            ? ("--pprof", _options.Pprof)
-            : ("--address", _options.Address);
+        var side = endpoint is null || SideListener.ListensOn(_listenAddress, endpoint) ? null
+            : new[] { _admin, _diagnostics }.FirstOrDefault(l => l is not null && l.Tried(endpoint));
+        var (flag, value) = side is not null ? (side.Flag, side.Value) : ("--address", _options.Address);
         var reason = ListenFailure.ErrorOf(ex) is { } error ? ListenFailure.Reason(error, endpoint, ex.Message) : ex.Message;
         return new FatalException($"unable to listen on \"{value}\" ({flag}): {reason}", ex);
-
-        static bool Serves(ListenAddress? address, IPEndPoint endpoint) =>
-            address is not null && address.Port == endpoint.Port &&
-            (address.BindAddress is not { } ip || ip.Equals(endpoint.Address));
     }
 
     /// <summary>

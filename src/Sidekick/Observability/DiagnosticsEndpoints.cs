@@ -18,7 +18,7 @@ internal static class DiagnosticsEndpoints
         "/debug/threadpool" => Json(context, WriteThreadPool),
         "/debug/process" => Json(context, WriteProcess),
         "/debug/events" => EventsAsync(context),
-        "/debug/gc/collect" when HttpMethods.IsPost(context.Request.Method) => CollectAsync(context),
+        "/debug/gc/collect" when HttpMethods.IsPost(context.Request.Method) => IsLocalClient(context) ? CollectAsync(context) : Refuse(context),
         _ => Index(context),
     };
 
@@ -32,7 +32,7 @@ internal static class DiagnosticsEndpoints
               GET  /debug/threadpool      thread pool threads, queue length, completed items (JSON)
               GET  /debug/process         CPU time, working set, handles, uptime (JSON)
               GET  /debug/events?seconds=N  runtime event counts (GC, allocation ticks, contention, exceptions) over N seconds
-              POST /debug/gc/collect      force a full blocking GC (then compare /debug/gc)
+              POST /debug/gc/collect      force a full blocking GC (then compare /debug/gc); from this host only
             For CPU traces and heap dumps: dotnet-trace collect -p PID, dotnet-gcdump collect -p PID, dotnet-counters monitor -p PID --counters Sidekick,System.Runtime
 
             """);
@@ -106,6 +106,20 @@ internal static class DiagnosticsEndpoints
         json.WriteNumber("handles", process.HandleCount);
         json.WriteNumber("uptimeSeconds", (DateTime.Now - process.StartTime).TotalSeconds);
         json.WriteNumber("processorCount", Environment.ProcessorCount);
+    }
+
+    /// <summary>
+    /// A full blocking collection pauses every request: only a client on this host may ask for one, even when the
+    /// listener is reachable from the network (--pprof :1337 listens on every interface, as upstream's did).
+    /// </summary>
+    private static bool IsLocalClient(HttpContext context) =>
+        context.Connection.RemoteIpAddress is { } client && System.Net.IPAddress.IsLoopback(client.IsIPv4MappedToIPv6 ? client.MapToIPv4() : client);
+
+    private static Task Refuse(HttpContext context)
+    {
+        context.Response.StatusCode = StatusCodes.Status403Forbidden;
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        return context.Response.WriteAsync("POST /debug/gc/collect is only accepted from this host (a loopback address)\n");
     }
 
     private static async Task CollectAsync(HttpContext context)

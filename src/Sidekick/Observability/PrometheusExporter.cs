@@ -12,7 +12,7 @@ namespace Sidekick.Observability;
 /// </summary>
 internal sealed class PrometheusExporter(
     TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Func<PathReason, long> forwarded,
-    Caching.CacheMetrics? cache = null, Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
+    Caching.ResponseCache? cache = null, Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
 {
     public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -33,6 +33,26 @@ internal sealed class PrometheusExporter(
         }
 
         Counter(text, "sidekick_health_errors_total", "Total number of health check errors", backends, b => b.Stats.HealthErrors);
+
+        // Requests by status class: alert on 5xx without the routine 4xx of S3 (404 on a missing key) that
+        // upstream's errors_total counts.
+        Header(text, "sidekick_responses_total", "Proxied requests by the status class of their response", "counter");
+        foreach (var backend in backends)
+        {
+            for (var statusClass = 1; statusClass <= 5; statusClass++)
+            {
+                text.Append("sidekick_responses_total{").Append(Labels(backend)).Append(",class=\"").Append(statusClass).Append("xx\"} ")
+                    .Append(backend.Stats.Responses(statusClass)).Append('\n');
+            }
+        }
+
+        // Probes apart from proxied requests (upstream counted them in requests_total).
+        Header(text, "sidekick_probes_total", "Health probes by result (success: answered 200)", "counter");
+        foreach (var backend in backends)
+        {
+            text.Append("sidekick_probes_total{").Append(Labels(backend)).Append(",result=\"success\"} ").Append(backend.Stats.HealthyProbes).Append('\n');
+            text.Append("sidekick_probes_total{").Append(Labels(backend)).Append(",result=\"failure\"} ").Append(backend.Stats.HealthErrors).Append('\n');
+        }
 
         Header(text, "sidekick_request_duration_seconds", "Duration of proxied requests per backend", "histogram");
         foreach (var backend in backends)
@@ -118,7 +138,8 @@ internal sealed class PrometheusExporter(
             text.Append("sidekick_backend_waiting ").Append(waits.Waiting).Append('\n');
         }
 
-        cache?.WriteTo(text);
+        cache?.Metrics.WriteTo(text, cache.Health.Online, cache.FillsInFlight, cache.Fills);
+        ProcessMetrics.WriteTo(text);
         // The usual *_build_info shape: always 1, the facts in the labels, so a query can join them onto any series.
         var build = BuildInfo.Current;
         Header(text, "sidekick_build_info", "Version, commit and .NET runtime of this sidekick; always 1", "gauge");

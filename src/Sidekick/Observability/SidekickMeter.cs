@@ -17,8 +17,8 @@ internal sealed class SidekickMeter : IDisposable
         IEnumerable<Measurement<long>> PerBackend(Func<Backend, long> value) =>
             topology.Current.AllBackends.Select(b => new Measurement<long>(value(b), new KeyValuePair<string, object?>("endpoint", b.Name)));
 
-        _meter.CreateObservableCounter("sidekick.requests", () => PerBackend(b => b.Stats.Calls), description: "Calls per backend");
-        _meter.CreateObservableCounter("sidekick.errors", () => PerBackend(b => b.Stats.Failures), description: "Calls with status >= 400");
+        _meter.CreateObservableCounter("sidekick.requests", () => PerBackend(b => b.Stats.Calls), description: "Proxied requests per backend (probes not included)");
+        _meter.CreateObservableCounter("sidekick.errors", () => PerBackend(b => b.Stats.Failures), description: "Proxied requests answered with status >= 400");
         _meter.CreateObservableCounter("sidekick.rx", () => PerBackend(b => b.Stats.RxBytes), unit: "By");
         _meter.CreateObservableCounter("sidekick.tx", () => PerBackend(b => b.Stats.TxBytes), unit: "By");
         _meter.CreateObservableCounter("sidekick.health.errors", () => PerBackend(b => b.Stats.HealthErrors));

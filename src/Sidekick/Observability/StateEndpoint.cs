@@ -1,11 +1,13 @@
 using System.Text.Json;
+using Sidekick.Caching;
 using Sidekick.Topology;
 
 namespace Sidekick.Observability;
 
 /// <summary>
 /// <c>/v1/state</c>: every site and backend as JSON — up or down and since when, the last probe, why it was
-/// marked down, in-flight requests, ejection — and which site takes traffic. Answers "why is traffic going there?".
+/// marked down, in-flight requests, ejection — which site takes traffic, and the cache store's health and last
+/// error. Answers "why is traffic going there?" and "why is the cache bypassed?".
 /// </summary>
 internal static class StateEndpoint
 {
@@ -13,7 +15,8 @@ internal static class StateEndpoint
 
     /// <param name="panicSite">The site the panic rule sends requests to (0: none).</param>
     /// <param name="waiting">Requests waiting for a backend.</param>
-    public static async Task WriteAsync(HttpContext context, TopologySnapshot topology, int panicSite = 0, int waiting = 0)
+    /// <param name="cache">The shared cache, or null when it is off.</param>
+    public static async Task WriteAsync(HttpContext context, TopologySnapshot topology, int panicSite = 0, int waiting = 0, ResponseCache? cache = null)
     {
         context.Response.ContentType = "application/json";
         await using var json = new Utf8JsonWriter(context.Response.Body, new JsonWriterOptions { Indented = true });
@@ -96,6 +99,43 @@ internal static class StateEndpoint
         }
 
         json.WriteEndArray();
+        WriteCache(json, cache);
+        json.WriteEndObject();
+    }
+
+    /// <summary>The cache store: why requests bypass it (null when SIDEKICK_CACHE_ENDPOINT is unset).</summary>
+    private static void WriteCache(Utf8JsonWriter json, ResponseCache? cache)
+    {
+        if (cache is null)
+        {
+            json.WriteNull("cache");
+            return;
+        }
+
+        var health = cache.Health.Snapshot();
+        json.WriteStartObject("cache");
+        json.WriteString("endpoint", SecretRedaction.Text(cache.Health.Endpoint.ToString().TrimEnd('/')));
+        json.WriteString("bucket", cache.Health.Bucket);
+        json.WriteBoolean("healthy", health.Healthy);
+        if (health.Since is { } since)
+        {
+            json.WriteString("since", since);
+        }
+
+        json.WriteNumber("fillsInFlight", cache.FillsInFlight);
+        if (health.LastError is { } error)
+        {
+            json.WriteStartObject("lastError");
+            json.WriteString("reason", error.Label);
+            json.WriteString("message", SecretRedaction.Text(error.Detail));
+            if (health.LastErrorAt is { } at)
+            {
+                json.WriteString("at", at);
+            }
+
+            json.WriteEndObject();
+        }
+
         json.WriteEndObject();
     }
 }

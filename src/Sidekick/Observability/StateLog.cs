@@ -1,18 +1,104 @@
 using System.Text;
 using System.Text.Json;
+using Sidekick.Caching;
 using Sidekick.Cli;
 using Sidekick.Topology;
 
 namespace Sidekick.Observability;
 
 /// <summary>
-/// Prints one line per backend up/down transition (--log), as text or JSON (upstream §8.2). A backend that is
-/// unreachable from the start is reported down once. A reason names the probe URL, so it is printed through
-/// <see cref="SecretRedaction"/>.
+/// Prints one line per backend up/down transition (--log), as text or JSON (upstream §8.2), one per change of the
+/// cache store's state, and the panic rule's. A backend that is unreachable from the start is reported down once. A
+/// reason names the probe URL, so it is printed through <see cref="SecretRedaction"/>.
 /// </summary>
 internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
 {
     public void OnTransition(Backend backend, BackendTransition transition) => output.Enqueue(Format(backend, transition));
+
+    public void OnCacheTransition(CacheHealth store, CacheHealthTransition transition) =>
+        output.Enqueue(Format(store.Endpoint, store.Bucket, transition));
+
+    /// <summary>
+    /// The cache store's line: "cache store URL bucket B unreachable: connection refused", "… is healthy again",
+    /// or with --json <c>{"Type":"LOG","Cache":URL,"Bucket":B,"Status":"unhealthy","Reason":"unreachable","Error":…}</c>.
+    /// </summary>
+    public string Format(Uri endpoint, string bucket, CacheHealthTransition transition)
+    {
+        var store = SecretRedaction.Text(endpoint.ToString().TrimEnd('/'));
+        var detail = transition.Failure is { } failure ? SecretRedaction.Text(failure.Detail) : null;
+        if (mode.Json)
+        {
+            using var buffer = new MemoryStream();
+            using (var json = new Utf8JsonWriter(buffer))
+            {
+                json.WriteStartObject();
+                json.WriteString("Type", "LOG");
+                json.WriteString("Cache", store);
+                json.WriteString("Bucket", bucket);
+                json.WriteString("Status", transition.Healthy ? "healthy" : "unhealthy");
+                if (transition.Failure is { } reason)
+                {
+                    json.WriteString("Reason", reason.Label);
+                    json.WriteString("Error", detail);
+                }
+
+                if (transition.Downtime is { } downtime && downtime > TimeSpan.Zero)
+                {
+                    json.WriteNumber("Downtime", downtime.Ticks * 100);
+                }
+
+                json.WriteString("Timestamp", transition.At.UtcDateTime);
+                json.WriteEndObject();
+            }
+
+            return Encoding.UTF8.GetString(buffer.ToArray());
+        }
+
+        var line = new StringBuilder();
+        line.Append(mode.Paint("LOG", "35")).Append("  : ").Append(transition.At.UtcDateTime.ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture))
+            .Append("  cache store ").Append(store).Append(" bucket ").Append(bucket);
+        if (transition.Failure is { } failed)
+        {
+            line.Append(' ').Append(failed.Words).Append(": ").Append(detail);
+        }
+        else
+        {
+            line.Append(transition.Again ? " is healthy again" : " is healthy");
+            if (transition.Downtime is { } downtime)
+            {
+                line.Append(" Downtime duration: ").Append(GoDuration.FormatRounded(downtime));
+            }
+        }
+
+        return line.ToString();
+    }
+
+    /// <summary>A cache fill was given up: which request, why, and what happened.</summary>
+    public void OnFillAbandoned(string target, string reason, string detail, DateTimeOffset at)
+    {
+        var message = $"cache fill of {target} abandoned ({reason}): {detail}";
+        if (mode.Json)
+        {
+            using var buffer = new MemoryStream();
+            using (var json = new Utf8JsonWriter(buffer))
+            {
+                json.WriteStartObject();
+                json.WriteString("Type", "LOG");
+                json.WriteString("Status", "cache-fill-abandoned");
+                json.WriteString("Target", target);
+                json.WriteString("Reason", reason);
+                json.WriteString("Message", SecretRedaction.Text(message));
+                json.WriteString("Timestamp", at.UtcDateTime);
+                json.WriteEndObject();
+            }
+
+            output.Enqueue(Encoding.UTF8.GetString(buffer.ToArray()));
+            return;
+        }
+
+        output.Enqueue(new StringBuilder().Append(mode.Paint("LOG", "35")).Append("  : ")
+            .Append(at.UtcDateTime.ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture)).Append("  ").Append(SecretRedaction.Text(message)).ToString());
+    }
 
     /// <summary>Panic began on <paramref name="site"/> (0: it ended).</summary>
     public void OnPanic(int site, DateTimeOffset at) => output.Enqueue(FormatPanic(site, at));

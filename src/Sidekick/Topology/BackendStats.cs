@@ -13,12 +13,20 @@ internal sealed class BackendStats
     private long _minLatencyTicks = long.MaxValue;
     private long _maxLatencyTicks;
     private long _healthErrors;
+    private long _healthyProbes;
+    private readonly long[] _responseClasses = new long[5];
 
     public long Calls => Volatile.Read(ref _calls);
     public long Failures => Volatile.Read(ref _failures);
     public long RxBytes => Volatile.Read(ref _rxBytes);
     public long TxBytes => Volatile.Read(ref _txBytes);
     public long HealthErrors => Volatile.Read(ref _healthErrors);
+
+    /// <summary>Probes answered 200 (the failed ones are <see cref="HealthErrors"/>).</summary>
+    public long HealthyProbes => Volatile.Read(ref _healthyProbes);
+
+    /// <summary>Proxied responses of a status class: 1 for 1xx … 5 for 5xx.</summary>
+    public long Responses(int statusClass) => Volatile.Read(ref _responseClasses[statusClass - 1]);
 
     /// <summary>Smallest latency seen, or zero before the first call.</summary>
     public TimeSpan MinLatency
@@ -32,10 +40,14 @@ internal sealed class BackendStats
 
     public TimeSpan MaxLatency => TimeSpan.FromTicks(Volatile.Read(ref _maxLatencyTicks));
 
-    /// <summary>Counts one finished call (proxied request or probe that got a response).</summary>
+    /// <summary>
+    /// Counts one finished proxied request (probes are counted apart: <see cref="RecordHealthyProbe"/>,
+    /// <see cref="RecordHealthError"/>). A status outside 100-599 counts in the nearest class.
+    /// </summary>
     public void RecordCall(int statusCode, TimeSpan latency, long rxBytes, long txBytes)
     {
         Interlocked.Increment(ref _calls);
+        Interlocked.Increment(ref _responseClasses[Math.Clamp(statusCode / 100, 1, 5) - 1]);
         if (statusCode >= 400)
         {
             Interlocked.Increment(ref _failures);
@@ -101,6 +113,9 @@ internal sealed class BackendStats
     private readonly long[] _probeFailures = new long[Enum.GetValues<ProbeFailureKind>().Length];
 
     public long ProbeFailures(ProbeFailureKind kind) => Volatile.Read(ref _probeFailures[(int)kind]);
+
+    /// <summary>Counts a probe answered 200.</summary>
+    public void RecordHealthyProbe() => Interlocked.Increment(ref _healthyProbes);
 
     /// <summary>Counts a failed probe (transport error, timeout or non-200 status) by its kind.</summary>
     public void RecordHealthError(ProbeFailureKind kind)

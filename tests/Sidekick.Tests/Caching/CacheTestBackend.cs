@@ -112,6 +112,15 @@ internal sealed class CacheTestBackend : IAsyncDisposable
             return;
         }
 
+        // A stand-in for SigV4, which signs the Range header: a request that says which Range it signed is
+        // refused when the Range it carries differs.
+        if (request.Headers.TryGetValue("X-Test-Signed-Range", out var signedRange) && request.Headers.Range.ToString() != signedRange.ToString())
+        {
+            context.Response.StatusCode = 403;
+            await context.Response.WriteAsync("<Error><Code>SignatureDoesNotMatch</Code></Error>");
+            return;
+        }
+
         if (item.FailWith is { } failure)
         {
             context.Response.StatusCode = failure;

@@ -163,6 +163,29 @@ public sealed class CredentialedEntryTests(CacheFixture fixture) : IClassFixture
         Assert.Equal(1, backend.Served(Path));
     }
 
+    [Fact]
+    public async Task A_signed_range_is_revalidated_without_changing_what_was_signed()
+    {
+        // S3 clients read large objects with parallel signed Range GETs: the conditional request that confirms the
+        // entry must carry the client's Range as signed, and the range is then served from the cache.
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put(Path, 64 * 1024, null);
+        item.AllowedUser = "alice";
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        await FillAsync(instance, client, Alice);
+
+        using var request = new HttpRequestMessage(HttpMethod.Get, Path);
+        Alice(request);
+        request.Headers.TryAddWithoutValidation("Range", "bytes=1000-1999");
+        request.Headers.TryAddWithoutValidation("X-Test-Signed-Range", "bytes=1000-1999");
+        using var response = await client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.PartialContent, response.StatusCode);
+        Assert.Equal("REVALIDATED", Outcome(response));
+        Assert.Equal(item.Body.AsSpan(1000, 1000).ToArray(), await response.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, backend.Served(Path));
+    }
+
     /// <summary>One credentialed GET that fills the entry, then waits until the store has it.</summary>
     private static async Task FillAsync(Sidekick.Hosting.SidekickInstance instance, HttpClient client, Action<HttpRequestMessage> credentials, string target = Path)
     {

@@ -58,7 +58,7 @@ public sealed class HelpTextTests
         Assert.Equal(defaults.MinSize, Bytes(HelpDefault("SIDEKICK_CACHE_MIN_SIZE")));
         Assert.Equal(defaults.MaxSize, Bytes(HelpDefault("SIDEKICK_CACHE_MAX_SIZE")));
         Assert.Equal(defaults.PartSize, Bytes(HelpDefault("SIDEKICK_CACHE_PART_SIZE")));
-        Assert.Equal(defaults.MaxLag, Bytes(HelpDefault("SIDEKICK_CACHE_MAX_LAG")));
+        Assert.Equal(defaults.SpoolSize, Bytes(HelpDefault("SIDEKICK_CACHE_SPOOL_SIZE")));
         Assert.Equal(defaults.MaxFills, int.Parse(HelpDefault("SIDEKICK_CACHE_MAX_FILLS"), CultureInfo.InvariantCulture));
         Assert.Equal(defaults.HealthInterval, TimeSpan.FromSeconds(int.Parse(HelpDefault("SIDEKICK_CACHE_HEALTH_DURATION"), CultureInfo.InvariantCulture)));
         Assert.Equal(defaults.DefaultMaxAge, TimeSpan.FromSeconds(int.Parse(HelpDefault("SIDEKICK_CACHE_DEFAULT_MAX_AGE"), CultureInfo.InvariantCulture)));

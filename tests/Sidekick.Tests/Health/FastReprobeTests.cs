@@ -13,7 +13,7 @@ public sealed class FastReprobeTests
     public void A_down_backend_waits_100_ms_then_twice_as_long_each_time_up_to_the_interval()
     {
         using var prober = new HealthProber(
-            new HealthProberOptions(TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(10), Optimistic: false, CountProbesInStats: true),
+            new HealthProberOptions(TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(10), Optimistic: false),
             new TopologyStore(), TimeProvider.System, new Random(1));
         var delays = Enumerable.Range(1, 6).Select(n => prober.NextDelay(first: false, n).TotalMilliseconds).ToArray();
         Assert.Equal([100, 200, 400, 800, 1600, 3200], delays);
@@ -33,7 +33,7 @@ public sealed class FastReprobeTests
         topology.Publish(new TopologyBuilder(new BackendTransportFactory(), time)
             .Build(SidekickHarness.Definitions(SidekickHarness.FastOptions, [[a]]), topology.Current));
         using var prober = new HealthProber(
-            new HealthProberOptions(TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(10), Optimistic: false, CountProbesInStats: true),
+            new HealthProberOptions(TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(10), Optimistic: false),
             topology, time, new Random(1));
         var probes = new ConcurrentQueue<ProbeResult>();
         prober.ProbeCompleted += (_, result) => probes.Enqueue(result);

@@ -19,7 +19,7 @@ public sealed class HealthProberTests
         topology.Publish(new TopologyBuilder(new BackendTransportFactory(), TimeProvider.System)
             .Build(SidekickHarness.Definitions(options, [[a]]), topology.Current));
         using var prober = new HealthProber(
-            new HealthProberOptions(options.HealthDuration, options.HealthTimeout, Optimistic: false, CountProbesInStats: true),
+            new HealthProberOptions(options.HealthDuration, options.HealthTimeout, Optimistic: false),
             topology, TimeProvider.System, new Random(1));
 
         var previous = SynchronizationContext.Current;
@@ -61,7 +61,7 @@ public sealed class HealthProberTests
         topology.Publish(new TopologyBuilder(new BackendTransportFactory(), TimeProvider.System)
             .Build(SidekickHarness.Definitions(SidekickHarness.FastOptions, [[a]]), topology.Current));
         using var prober = new HealthProber(
-            new HealthProberOptions(interval, TimeSpan.FromSeconds(10), Optimistic: false, CountProbesInStats: true),
+            new HealthProberOptions(interval, TimeSpan.FromSeconds(10), Optimistic: false),
             topology, clock, new Random(1));
         prober.Start();
 

@@ -65,7 +65,7 @@ public sealed class MetricsAndTableTests
         await PromtoolAsync(text);
     }
 
-    private static async Task PromtoolAsync(string text)
+    internal static async Task PromtoolAsync(string text)
     {
         var promtool = FindPromtool();
         Assert.True(promtool is not null, "promtool is not installed: run scripts/test.sh (it installs the Debian package 'prometheus')");

@@ -1,0 +1,122 @@
+using System.Net;
+using System.Net.Sockets;
+using Amazon.Runtime;
+
+namespace Sidekick.Caching;
+
+/// <summary>Why the cache store failed, in classes an operator acts on differently (and few enough for a metric label).</summary>
+internal enum CacheStoreFailureReason
+{
+    /// <summary>No connection: refused, name not resolved, network down, connection reset.</summary>
+    Unreachable,
+
+    /// <summary>The store answered 403: unknown access key, wrong secret, a token or policy that refuses.</summary>
+    CredentialsRejected,
+
+    /// <summary>The store answered NoSuchBucket: SIDEKICK_CACHE_BUCKET does not exist (sidekick never creates it).</summary>
+    BucketMissing,
+
+    /// <summary>No answer in time (the probe's 5 s, a lookup's 2 s).</summary>
+    Timeout,
+
+    /// <summary>Anything else: a 5xx from the store, a malformed answer.</summary>
+    Other,
+}
+
+/// <summary>
+/// One store failure as the operator reads it: the class (<see cref="Reason"/>) and a short detail naming what the
+/// store or the network said, e.g. "connection refused" or "InvalidAccessKeyId: The AWS Access Key Id you provided
+/// does not exist in our records.". Never an exception's type or a stack trace.
+/// </summary>
+internal sealed record CacheStoreFailure(CacheStoreFailureReason Reason, string Detail)
+{
+    public static readonly CacheStoreFailureReason[] Reasons = Enum.GetValues<CacheStoreFailureReason>();
+
+    /// <summary>The metric label and JSON value: unreachable, credentials_rejected, bucket_missing, timeout, other.</summary>
+    public string Label => LabelOf(Reason);
+
+    /// <summary>The words of a log line: "unreachable", "credentials rejected", ….</summary>
+    public string Words => Reason switch
+    {
+        CacheStoreFailureReason.Unreachable => "unreachable",
+        CacheStoreFailureReason.CredentialsRejected => "credentials rejected",
+        CacheStoreFailureReason.BucketMissing => "bucket missing",
+        CacheStoreFailureReason.Timeout => "not answering",
+        _ => "failing",
+    };
+
+    public static string LabelOf(CacheStoreFailureReason reason) => reason switch
+    {
+        CacheStoreFailureReason.Unreachable => "unreachable",
+        CacheStoreFailureReason.CredentialsRejected => "credentials_rejected",
+        CacheStoreFailureReason.BucketMissing => "bucket_missing",
+        CacheStoreFailureReason.Timeout => "timeout",
+        _ => "other",
+    };
+
+    /// <summary>A failure nothing described (a caller that had no exception to hand).</summary>
+    public static CacheStoreFailure Unknown { get; } = new(CacheStoreFailureReason.Other, "store operation failed");
+
+    public static CacheStoreFailure Of(Exception? error, TimeSpan? timeout = null)
+    {
+        if (error is null)
+        {
+            return Unknown;
+        }
+
+        // The store's own answer first: the SDK wraps transport errors too, but then it has no status code.
+        for (var current = error; current is not null; current = current.InnerException)
+        {
+            if (current is AmazonServiceException { StatusCode: not 0 } service && service.ErrorCode is not null)
+            {
+                return Answered(service);
+            }
+        }
+
+        for (var current = error; current is not null; current = current.InnerException)
+        {
+            switch (current)
+            {
+                case SocketException socket:
+                    return socket.SocketErrorCode switch
+                    {
+                        SocketError.TimedOut => new(CacheStoreFailureReason.Timeout, "connect timed out"),
+                        SocketError.ConnectionRefused => new(CacheStoreFailureReason.Unreachable, "connection refused"),
+                        SocketError.HostNotFound or SocketError.NoData or SocketError.TryAgain => new(CacheStoreFailureReason.Unreachable, "host not found"),
+                        SocketError.HostUnreachable or SocketError.NetworkUnreachable or SocketError.NetworkDown => new(CacheStoreFailureReason.Unreachable, "host unreachable"),
+                        SocketError.ConnectionReset or SocketError.ConnectionAborted or SocketError.Shutdown => new(CacheStoreFailureReason.Unreachable, "connection reset"),
+                        _ => new(CacheStoreFailureReason.Unreachable, $"connection failed ({socket.SocketErrorCode})"),
+                    };
+                case HttpRequestException { HttpRequestError: HttpRequestError.NameResolutionError }:
+                    return new(CacheStoreFailureReason.Unreachable, "host not found");
+                case HttpRequestException { HttpRequestError: HttpRequestError.SecureConnectionError }:
+                    return new(CacheStoreFailureReason.Unreachable, "TLS handshake failed");
+                case TimeoutException:
+                case OperationCanceledException:
+                    return new(CacheStoreFailureReason.Timeout, timeout is { } after ? $"no answer within {Cli.GoDuration.Format(after)}" : "no answer in time");
+            }
+        }
+
+        var innermost = error;
+        while (innermost.InnerException is not null)
+        {
+            innermost = innermost.InnerException;
+        }
+
+        return new(innermost is IOException or HttpRequestException ? CacheStoreFailureReason.Unreachable : CacheStoreFailureReason.Other, innermost.Message);
+    }
+
+    private static CacheStoreFailure Answered(AmazonServiceException answer)
+    {
+        var detail = string.IsNullOrWhiteSpace(answer.Message) ? answer.ErrorCode : $"{answer.ErrorCode}: {answer.Message}";
+        if (answer.ErrorCode == "NoSuchBucket")
+        {
+            return new(CacheStoreFailureReason.BucketMissing, detail);
+        }
+
+        return answer.StatusCode is HttpStatusCode.Forbidden or HttpStatusCode.Unauthorized
+               || answer.ErrorCode is "InvalidAccessKeyId" or "SignatureDoesNotMatch" or "AccessDenied" or "InvalidToken" or "ExpiredToken"
+            ? new(CacheStoreFailureReason.CredentialsRejected, detail)
+            : new(CacheStoreFailureReason.Other, $"HTTP {(int)answer.StatusCode} {detail}");
+    }
+}

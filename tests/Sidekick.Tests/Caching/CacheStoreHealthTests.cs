@@ -1,0 +1,240 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Amazon.Runtime;
+using Amazon.S3;
+using Sidekick.Caching;
+using Sidekick.Hosting;
+using Sidekick.Tests.Infrastructure;
+using Sidekick.Tests.Integration;
+using Sidekick.Tests.Observability;
+
+namespace Sidekick.Tests.Caching;
+
+/// <summary>
+/// A cache store that cannot be used says so: each failure (unreachable, credentials rejected, bucket missing) and
+/// the recovery is one log line with the reason, /v1/state has a cache section, and store errors are counted by
+/// reason. Against a real s3rver (and a port where nothing listens); requests are served meanwhile, bypassing the cache.
+/// </summary>
+public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<CacheFixture>
+{
+    [Fact]
+    public async Task An_unreachable_store_is_one_line_a_state_section_and_errors_counted_as_unreachable()
+    {
+        await using var backend = await TestBackend.StartAsync("a");
+        var nothing = new Uri($"http://127.0.0.1:{SidekickProcess.FreePort()}");
+        await using var sidekick = await RunningSidekick.StartAsync(backend, Fast(fixture.Environment(nothing)), json: false);
+        var metrics = sidekick.Cache.Metrics;
+        await sidekick.WaitUntilAsync(() => metrics.StoreErrorsOf(CacheStoreFailureReason.Unreachable) >= 3, "three failed probes of the store");
+
+        var line = Assert.Single(sidekick.CacheLines());
+        Assert.Matches(new Regex(@"^LOG  : \d\d:\d\d:\d\d\.\d{3}  cache store " + Regex.Escape(nothing.ToString().TrimEnd('/')) +
+                                 " bucket cache unreachable: connection refused$"), line);
+
+        var cache = await sidekick.StateCacheAsync();
+        Assert.Equal(nothing.ToString().TrimEnd('/'), cache.GetProperty("endpoint").GetString());
+        Assert.Equal(CacheFixture.Bucket, cache.GetProperty("bucket").GetString());
+        Assert.False(cache.GetProperty("healthy").GetBoolean());
+        Assert.Equal(0, cache.GetProperty("fillsInFlight").GetInt32());
+        Assert.Equal("unreachable", cache.GetProperty("lastError").GetProperty("reason").GetString());
+        Assert.Equal("connection refused", cache.GetProperty("lastError").GetProperty("message").GetString());
+        Assert.True(cache.GetProperty("lastError").TryGetProperty("at", out _));
+
+        var text = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        Assert.Matches(new Regex("^sidekick_cache_store_errors_total\\{reason=\"unreachable\"\\} ([3-9]|\\d\\d+)$", RegexOptions.Multiline), text);
+        Assert.Contains("sidekick_cache_store_errors_total{reason=\"credentials_rejected\"} 0\n", text, StringComparison.Ordinal);
+        Assert.Contains("sidekick_cache_store_up 0\n", text, StringComparison.Ordinal);
+        Assert.Contains("sidekick_cache_fills_in_flight 0\n", text, StringComparison.Ordinal);
+        await MetricsAndTableTests.PromtoolAsync(text);
+
+        // The backends still serve, around the cache.
+        using var response = await sidekick.Client.GetAsync("/x");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("BYPASS", response.Headers.GetValues(ResponseCache.CacheHeader).Single());
+    }
+
+    [Fact]
+    public async Task Rejected_credentials_are_one_line_naming_the_stores_answer()
+    {
+        await using var backend = await TestBackend.StartAsync("a");
+        var environment = Fast(fixture.Environment());
+        environment["SIDEKICK_CACHE_ACCESS_KEY"] = "NOT-A-KEY";
+        await using var sidekick = await RunningSidekick.StartAsync(backend, environment, json: false);
+        var metrics = sidekick.Cache.Metrics;
+        await sidekick.WaitUntilAsync(() => metrics.StoreErrorsOf(CacheStoreFailureReason.CredentialsRejected) >= 3, "three probes refused by the store");
+
+        var line = Assert.Single(sidekick.CacheLines());
+        Assert.EndsWith(
+            $"  cache store {fixture.S3.Url.ToString().TrimEnd('/')} bucket cache credentials rejected: " +
+            "InvalidAccessKeyId: The AWS Access Key Id you provided does not exist in our records.", line, StringComparison.Ordinal);
+        var cache = await sidekick.StateCacheAsync();
+        Assert.False(cache.GetProperty("healthy").GetBoolean());
+        Assert.Equal("credentials_rejected", cache.GetProperty("lastError").GetProperty("reason").GetString());
+        Assert.Equal(0, metrics.StoreErrorsOf(CacheStoreFailureReason.Unreachable));
+        var text = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        Assert.DoesNotContain("sidekick_cache_store_errors_total{reason=\"credentials_rejected\"} 0\n", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_bucket_that_goes_missing_and_comes_back_is_a_line_each_way_in_json()
+    {
+        var bucket = $"health-{Guid.NewGuid():N}"[..20];
+        using var s3 = fixture.Client();
+        await s3.PutBucketAsync(bucket);
+        await using var backend = await TestBackend.StartAsync("a");
+        var environment = Fast(fixture.Environment());
+        environment["SIDEKICK_CACHE_BUCKET"] = bucket;
+        await using var sidekick = await RunningSidekick.StartAsync(backend, environment, json: true);
+        await sidekick.WaitUntilAsync(() => sidekick.Cache.Health.Online, "the first good probe");
+
+        await s3.DeleteBucketAsync(bucket);
+        await sidekick.WaitUntilAsync(() => !sidekick.Cache.Health.Online, "a probe that finds no bucket");
+        var missing = await sidekick.StateCacheAsync();
+        Assert.False(missing.GetProperty("healthy").GetBoolean());
+        Assert.Equal("bucket_missing", missing.GetProperty("lastError").GetProperty("reason").GetString());
+        Assert.StartsWith("NoSuchBucket", missing.GetProperty("lastError").GetProperty("message").GetString(), StringComparison.Ordinal);
+        Assert.True(sidekick.Cache.Metrics.StoreErrorsOf(CacheStoreFailureReason.BucketMissing) >= 1);
+
+        await s3.PutBucketAsync(bucket);
+        await sidekick.WaitUntilAsync(() => sidekick.Cache.Health.Online, "a good probe after the bucket came back");
+        await sidekick.WaitUntilAsync(() => sidekick.CacheLines().Length == 3, "the recovery's line");
+
+        var lines = sidekick.CacheLines().Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        Assert.All(lines, l =>
+        {
+            Assert.Equal("LOG", l.GetProperty("Type").GetString());
+            Assert.Equal(fixture.S3.Url.ToString().TrimEnd('/'), l.GetProperty("Cache").GetString());
+            Assert.Equal(bucket, l.GetProperty("Bucket").GetString());
+            Assert.True(l.TryGetProperty("Timestamp", out _));
+        });
+        Assert.Equal("healthy", lines[0].GetProperty("Status").GetString());
+        Assert.Equal("unhealthy", lines[1].GetProperty("Status").GetString());
+        Assert.Equal("bucket_missing", lines[1].GetProperty("Reason").GetString());
+        Assert.StartsWith("NoSuchBucket: ", lines[1].GetProperty("Error").GetString(), StringComparison.Ordinal);
+        Assert.Equal("healthy", lines[2].GetProperty("Status").GetString());
+        Assert.True(lines[2].GetProperty("Downtime").GetInt64() > 0);
+
+        // Healthy again, and the last error is still there to explain what happened.
+        var recovered = await sidekick.StateCacheAsync();
+        Assert.True(recovered.GetProperty("healthy").GetBoolean());
+        Assert.Equal("bucket_missing", recovered.GetProperty("lastError").GetProperty("reason").GetString());
+        Assert.Contains("sidekick_cache_store_up 1\n", await sidekick.Client.GetStringAsync("/.prometheus/metrics"), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Without_a_cache_the_state_says_so()
+    {
+        await using var backend = await TestBackend.StartAsync("a");
+        await using var sidekick = await SidekickHarness.StartAsync([backend]);
+        var state = JsonDocument.Parse(await sidekick.Client.GetStringAsync("/v1/state")).RootElement;
+        Assert.Equal(JsonValueKind.Null, state.GetProperty("cache").ValueKind);
+    }
+
+    [Theory]
+    [InlineData("SignatureDoesNotMatch", HttpStatusCode.Forbidden, "credentials_rejected")]
+    [InlineData("InvalidAccessKeyId", HttpStatusCode.Forbidden, "credentials_rejected")]
+    [InlineData("AccessDenied", HttpStatusCode.Forbidden, "credentials_rejected")]
+    [InlineData("NoSuchBucket", HttpStatusCode.NotFound, "bucket_missing")]
+    [InlineData("InternalError", HttpStatusCode.InternalServerError, "other")]
+    public void The_stores_answers_are_classified(string code, HttpStatusCode status, string reason)
+    {
+        var failure = CacheStoreFailure.Of(new AmazonS3Exception("it said no", ErrorType.Sender, code, "request-1", status));
+        Assert.Equal(reason, failure.Label);
+        Assert.EndsWith($"{code}: it said no", failure.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Transport_failures_are_classified()
+    {
+        var refused = CacheStoreFailure.Of(new HttpRequestException("x", new SocketException((int)SocketError.ConnectionRefused)));
+        Assert.Equal((CacheStoreFailureReason.Unreachable, "connection refused"), (refused.Reason, refused.Detail));
+        var timeout = CacheStoreFailure.Of(new TaskCanceledException(), TimeSpan.FromSeconds(5));
+        Assert.Equal((CacheStoreFailureReason.Timeout, "no answer within 5s"), (timeout.Reason, timeout.Detail));
+        Assert.Equal("timeout", timeout.Label);
+        Assert.Equal(CacheStoreFailureReason.Other, CacheStoreFailure.Of(null).Reason);
+    }
+
+    private static Dictionary<string, string?> Fast(Dictionary<string, string?> environment)
+    {
+        environment["SIDEKICK_CACHE_HEALTH_DURATION"] = "200ms";
+        return environment;
+    }
+
+    /// <summary>sidekick with --log in console mode, its stdout kept, not waiting for the store.</summary>
+    private sealed class RunningSidekick : IAsyncDisposable
+    {
+        private readonly StringWriter _output;
+        private readonly TextWriter _stdout;
+
+        private RunningSidekick(SidekickInstance instance, HttpClient client, StringWriter output, TextWriter stdout)
+        {
+            Instance = instance;
+            Client = client;
+            _output = output;
+            _stdout = stdout;
+        }
+
+        public SidekickInstance Instance { get; }
+
+        public HttpClient Client { get; }
+
+        public ResponseCache Cache => Instance.Server.Cache!;
+
+        public static async Task<RunningSidekick> StartAsync(TestBackend backend, Dictionary<string, string?> environment, bool json)
+        {
+            var port = SidekickProcess.FreePort();
+            var options = SidekickHarness.FastOptions with
+            {
+                Address = $"127.0.0.1:{port}", Sites = [backend.Url.ToString().TrimEnd('/')], Log = true, Json = json,
+            };
+            var output = new StringWriter();
+            var stdout = TextWriter.Synchronized(output);
+            var instance = SidekickApp.Create(options, new SidekickSeams
+            {
+                Stdout = stdout, Stderr = TextWriter.Null, Environment = environment, StdoutIsTerminal = false,
+            });
+            await instance.Server.StartAsync();
+            var sidekick = new RunningSidekick(instance, new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") }, output, stdout);
+            await sidekick.WaitUntilAsync(() => instance.Server.Topology.Current.ActiveSite is not null, "the backend to come up");
+            return sidekick;
+        }
+
+        /// <summary>The lines about the cache store printed so far.</summary>
+        public string[] CacheLines()
+        {
+            string text;
+            lock (_stdout)
+            {
+                text = _output.ToString();
+            }
+
+            return text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Where(l => l.Contains("cache store ", StringComparison.Ordinal) || l.Contains("\"Cache\":", StringComparison.Ordinal)).ToArray();
+        }
+
+        public async Task<JsonElement> StateCacheAsync() =>
+            JsonDocument.Parse(await Client.GetStringAsync("/v1/state")).RootElement.GetProperty("cache");
+
+        public async Task WaitUntilAsync(Func<bool> condition, string what)
+        {
+            var deadline = Environment.TickCount64 + 20000;
+            while (!condition())
+            {
+                if (Environment.TickCount64 > deadline)
+                {
+                    throw new TimeoutException($"waited 20 s for {what}; output so far: {string.Join(" | ", CacheLines())}");
+                }
+
+                await Task.Delay(25);
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            Client.Dispose();
+            await Instance.Server.StopAsync();
+            await Instance.DisposeAsync();
+        }
+    }
+}

@@ -1,0 +1,163 @@
+using System.Diagnostics;
+using System.Net;
+using System.Security.Cryptography;
+
+namespace Sidekick.Tests.Caching;
+
+/// <summary>
+/// Fills spool to disk and finish whatever the client's speed; a request for an entry being filled reads that
+/// fill; a fill that cannot run says why (metric by reason, --log line).
+/// </summary>
+public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<CacheFixture>
+{
+    private static string Outcome(HttpResponseMessage response) =>
+        response.Headers.TryGetValues("X-Cache", out var values) ? values.Single() : "(none)";
+
+    [Fact]
+    public async Task A_64_MiB_object_read_at_full_speed_by_curl_is_a_hit_the_second_time()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/big.parquet", 64 * 1024 * 1024);
+        var spool = Directory.CreateTempSubdirectory("sidekick-spool-test").FullName;
+        var environment = fixture.Environment();
+        environment.Remove("SIDEKICK_CACHE_MIN_SIZE"); // the default minimum (1 MiB)
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
+        var (instance, _) = await fixture.StartSidekickAsync([backend.Url], Integration.SidekickHarness.FastOptions, environment);
+        await using var running = instance;
+        var url = $"{instance.Server.BaseAddress}bucket/big.parquet";
+
+        var (missHeaders, missBody) = await CurlAsync(url);
+        Assert.Contains("X-Cache: MISS", missHeaders, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(SHA256.HashData(item.Body), SHA256.HashData(missBody));
+        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted >= 1, "the 64 MiB fill to reach the store");
+
+        var (hitHeaders, hitBody) = await CurlAsync(url);
+        Assert.Contains("X-Cache: HIT", hitHeaders, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(SHA256.HashData(item.Body), SHA256.HashData(hitBody));
+        Assert.Equal(1, backend.Served("/bucket/big.parquet"));
+        await Eventually(() => Directory.GetFiles(spool).Length == 0 && instance.Server.Cache!.Fills.SpoolUsed == 0, "the spool to be empty");
+        Assert.Equal(0, instance.Server.Cache!.Metrics.FillsAbandoned);
+    }
+
+    [Fact]
+    public async Task A_request_while_the_fill_runs_reads_the_fill()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/slow.bin", 4 * 1024 * 1024);
+        backend.ChunkDelayMs = 20; // about 1.3 s for the whole body: the second request comes while it streams
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+
+        using var first = await client.GetAsync("/bucket/slow.bin", HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("MISS", Outcome(first));
+        var firstBody = first.Content.ReadAsByteArrayAsync();
+        await Eventually(() => instance.Server.Cache!.FillsInFlight == 1 && backend.Served("/bucket/slow.bin") == 1, "the fill to start");
+
+        using var second = await client.GetAsync("/bucket/slow.bin", HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, second.StatusCode);
+        Assert.Equal("HIT", Outcome(second));
+        // Answered while the first response was still streaming: from the fill, not after it.
+        Assert.False(firstBody.IsCompleted, "the first response had already ended");
+        Assert.Equal(0, instance.Server.Cache!.Metrics.FillsCompleted);
+
+        // A range while the fill still streams (the origin is paced), from the spool too.
+        using var ranged = new HttpRequestMessage(HttpMethod.Get, "/bucket/slow.bin");
+        ranged.Headers.Range = new System.Net.Http.Headers.RangeHeaderValue(3_000_000, 3_000_999);
+        using var part = await client.SendAsync(ranged);
+        Assert.Equal("HIT", Outcome(part));
+        Assert.Equal(HttpStatusCode.PartialContent, part.StatusCode);
+        Assert.Equal("bytes 3000000-3000999/4194304", part.Content.Headers.ContentRange!.ToString());
+        Assert.Equal(item.Body.AsSpan(3_000_000, 1000).ToArray(), await part.Content.ReadAsByteArrayAsync());
+
+        Assert.Equal(item.Body, await second.Content.ReadAsByteArrayAsync());
+        Assert.Equal(item.Body, await firstBody);
+        Assert.Equal(1, backend.Served("/bucket/slow.bin"));
+    }
+
+    [Fact]
+    public async Task A_fill_with_no_room_in_the_spool_is_counted_and_logged_by_reason()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        backend.Put("/bucket/too-big.bin", 4 * 1024 * 1024);
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_SIZE"] = "1MiB";
+        var output = new StringWriter();
+        var options = Integration.SidekickHarness.FastOptions with { Log = true };
+        var (instance, client) = await fixture.StartSidekickAsync([backend.Url], options, environment, TextWriter.Synchronized(output));
+        await using var running = instance;
+
+        using var response = await client.GetAsync("/bucket/too-big.bin");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(4 * 1024 * 1024, (await response.Content.ReadAsByteArrayAsync()).Length);
+
+        var metrics = await client.GetStringAsync("/.prometheus/metrics");
+        Assert.Contains("sidekick_cache_fills_abandoned_total{reason=\"spool_full\"} 1", metrics, StringComparison.Ordinal);
+        await Eventually(() => output.ToString().Contains("cache fill of /bucket/too-big.bin abandoned (spool_full)", StringComparison.Ordinal),
+            "the --log line for the abandoned fill");
+    }
+
+    [Fact]
+    public async Task Two_sidecars_sharing_a_bucket_share_the_entries()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/shared.bin", 2 * 1024 * 1024);
+        var (one, oneClient) = await fixture.StartSidekickAsync(backend);
+        await using var first = one;
+        var (two, twoClient) = await fixture.StartSidekickAsync(backend);
+        await using var second = two;
+
+        // Entries are keyed by Host and target: the sidecars' clients use the same endpoint name.
+        oneClient.DefaultRequestHeaders.Host = "minio.example:9000";
+        twoClient.DefaultRequestHeaders.Host = "minio.example:9000";
+        using (var miss = await oneClient.GetAsync("/bucket/shared.bin"))
+        {
+            Assert.Equal("MISS", Outcome(miss));
+            Assert.Equal(item.Body, await miss.Content.ReadAsByteArrayAsync());
+        }
+
+        await Eventually(() => one.Server.Cache!.Metrics.FillsCompleted >= 1, "the fill through the first sidecar");
+        using var hit = await twoClient.GetAsync("/bucket/shared.bin");
+        Assert.Equal("HIT", Outcome(hit));
+        Assert.Equal(item.Body, await hit.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, backend.Served("/bucket/shared.bin"));
+    }
+
+    [Fact]
+    public async Task The_removed_max_lag_setting_is_refused_with_its_replacement_named()
+    {
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_MAX_LAG"] = "64MiB";
+        var error = Assert.Throws<Sidekick.Cli.UsageException>(() => Sidekick.Caching.CacheOptions.FromEnvironment(environment));
+        Assert.Contains("SIDEKICK_CACHE_SPOOL_SIZE", error.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>curl at full speed, as a user would read the object: the response head and the body.</summary>
+    private static async Task<(string Headers, byte[] Body)> CurlAsync(string url)
+    {
+        var body = Path.GetTempFileName();
+        var headers = Path.GetTempFileName();
+        try
+        {
+            using var curl = Process.Start(new ProcessStartInfo("curl", ["-sS", "--fail", "-o", body, "-D", headers, url]) { RedirectStandardError = true })!;
+            var stderr = await curl.StandardError.ReadToEndAsync();
+            await curl.WaitForExitAsync();
+            Assert.True(curl.ExitCode == 0, $"curl exited {curl.ExitCode}: {stderr}");
+            return (await File.ReadAllTextAsync(headers), await File.ReadAllBytesAsync(body));
+        }
+        finally
+        {
+            File.Delete(body);
+            File.Delete(headers);
+        }
+    }
+
+    private static async Task Eventually(Func<bool> condition, string what)
+    {
+        var deadline = Environment.TickCount64 + 60_000;
+        while (!condition())
+        {
+            Assert.True(Environment.TickCount64 < deadline, $"timed out waiting for {what}");
+            await Task.Delay(50);
+        }
+    }
+}
