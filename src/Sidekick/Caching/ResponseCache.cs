@@ -417,8 +417,9 @@ internal sealed class ResponseCache : IDisposable
             return;
         }
 
-        if (answer.Status is 404 or 410)
+        if (answer.Status is 404 or 410 && answer.Fill is null)
         {
+            // Gone, and not stored in its place (a 404 with explicit freshness is, §3): the old entry goes.
             await _entries.EvictAsync(hit.Key);
         }
 

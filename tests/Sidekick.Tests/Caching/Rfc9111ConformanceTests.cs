@@ -144,6 +144,32 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         Assert.Equal("not here", range.Body);
     }
 
+    [Theory]
+    [InlineData(200, 404)]
+    [InlineData(404, 404)]
+    [InlineData(410, 200)]
+    public async Task Handling_a_validation_response_4_3_3_a_full_response_replaces_the_stored_one(int stored, int replacement)
+    {
+        // §4.3.3: a full response (not a 304) to the cache's conditional request is used to satisfy the request
+        // and, when storable (§3), replaces the stored response.
+        var path = Unique("/replaced");
+        var asked = 0;
+        await using var origin = new Origin(_ => Interlocked.Increment(ref asked) == 1
+            ? Response(stored, "Cache-Control: max-age=0\r\nETag: \"old\"\r\n", "old body")
+            : Response(replacement, "Cache-Control: max-age=600\r\nETag: \"new\"\r\n", "new body"));
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, "the first fill");
+
+        var replaced = await sidekick.SendAsync("GET", path);
+        Assert.Equal((replacement, "new body"), (replaced.Status, replaced.Body));
+        await sidekick.UntilFilledAsync(2, "the replacement's fill");
+
+        var hit = await sidekick.SendAsync("GET", path);
+        Assert.Equal((replacement, "new body", "HIT"), (hit.Status, hit.Body, hit.Values("X-Cache").Single()));
+        Assert.Equal(2, origin.Asked(path));
+    }
+
     // ---- §4.2.2 heuristic freshness ----
 
     public static TheoryData<int, bool> HeuristicRows => new()
@@ -233,6 +259,20 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         var answer = await sidekick.SendAsync("GET", path);
         Assert.True(answer.Status == 504, $"{section}: {answer.Head}{answer.Body}");
         Assert.DoesNotContain(Body, answer.Body, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Serving_stale_4_2_4_is_a_504_also_for_a_request_with_its_own_validator()
+    {
+        var path = Unique("/must-revalidate-own-validator");
+        var origin = new Origin(_ => Response(200, "Cache-Control: max-age=0, must-revalidate\r\nETag: \"m\"\r\n", Body));
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, "the fill");
+        await origin.DisposeAsync();
+
+        var answer = await sidekick.SendAsync("GET", path, "If-None-Match: \"other\"");
+        Assert.True(answer.Status == 504, answer.Head + answer.Body);
     }
 
     [Theory]
