@@ -3,10 +3,15 @@ using Microsoft.Extensions.Primitives;
 
 namespace Sidekick.Caching;
 
-/// <summary>Parsed Cache-Control directives (RFC 9111 §5.2): names case-insensitive, quoted values allowed.</summary>
+/// <summary>
+/// Parsed Cache-Control directives (RFC 9111 §5.2): names case-insensitive, quoted values allowed, across
+/// every field line. A directive given more than once has no valid value (§4.2.1), so a duplicated
+/// freshness directive makes the response stale rather than picking one of the values.
+/// </summary>
 internal sealed class CacheControl
 {
     private readonly Dictionary<string, string?> _directives = new(StringComparer.OrdinalIgnoreCase);
+    private readonly HashSet<string> _duplicated = new(StringComparer.OrdinalIgnoreCase);
 
     private CacheControl()
     {
@@ -43,7 +48,10 @@ internal sealed class CacheControl
                 var equals = part.IndexOf('=', StringComparison.Ordinal);
                 var name = equals < 0 ? part : part[..equals].Trim();
                 var value = equals < 0 ? null : part[(equals + 1)..].Trim().Trim('"');
-                control._directives.TryAdd(name, value);
+                if (!control._directives.TryAdd(name, value))
+                {
+                    control._duplicated.Add(name);
+                }
             }
         }
 
@@ -52,8 +60,12 @@ internal sealed class CacheControl
 
     public bool Has(string directive) => _directives.ContainsKey(directive);
 
-    /// <summary>Delta-seconds value of a directive; null when absent or malformed (RFC 9111 §1.2.2).</summary>
+    /// <summary>
+    /// Delta-seconds value of a directive; null when absent, malformed (not a non-negative integer, RFC 9111
+    /// §1.2.2) or given more than once (§4.2.1). <see cref="Has"/> tells the last two from absent.
+    /// </summary>
     public TimeSpan? Seconds(string directive) =>
+        !_duplicated.Contains(directive) &&
         _directives.TryGetValue(directive, out var value) && value is not null &&
         long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds)
             ? TimeSpan.FromSeconds(Math.Min(seconds, int.MaxValue))

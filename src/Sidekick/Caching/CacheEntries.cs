@@ -49,7 +49,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         var headers = StoredHeaders(response.Headers);
         var responseControl = CacheControl.Parse(response.Headers.CacheControl);
         if (!HttpMethods.IsGet(context.Request.Method) ||
-            !CachePolicy.IsStorable(response.StatusCode, requestControl, responseControl, headers, response.ContentLength, options))
+            !CachePolicy.IsStorable(response.StatusCode, requestControl, responseControl, headers, CachedResponse.BodyLength(response.StatusCode, response.ContentLength), options))
         {
             return null;
         }
@@ -64,7 +64,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         {
             Status = response.StatusCode,
             Headers = headers,
-            Length = response.ContentLength!.Value,
+            Length = CachedResponse.BodyLength(response.StatusCode, response.ContentLength)!.Value,
             ReceivedAt = responseTime,
             InitialAge = CachePolicy.InitialAge(response.Headers.Age.ToString(), date, requestTime, responseTime),
             Date = date,
@@ -188,11 +188,18 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
     }
 
-    /// <summary>PUT, POST, DELETE through sidekick drop the entries for their URL (with and without query).</summary>
+    /// <summary>
+    /// An unsafe request's non-error answer drops the entries for its target URI (with and without query) and
+    /// for the URIs its Location and Content-Location name on the same origin (RFC 9111 §4.4).
+    /// </summary>
     public async Task InvalidateAsync(HttpContext context)
     {
         await EvictAsync(CacheKey.For(context));
         await EvictAsync(CacheKey.For(context, withQuery: false));
+        foreach (var key in Invalidation.RelatedKeys(context))
+        {
+            await EvictAsync(key);
+        }
     }
 
     /// <summary>The stored entry, or the headers a later 304 refreshed when those are newer (same object only).</summary>

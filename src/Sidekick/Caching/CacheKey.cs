@@ -13,14 +13,16 @@ namespace Sidekick.Caching;
 /// </summary>
 internal static class CacheKey
 {
-    public static string For(HttpContext context, bool withQuery = true)
+    public static string For(HttpContext context, bool withQuery = true) =>
+        For(context.Request.Host.Value, context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? "/", withQuery);
+
+    /// <summary>The key of <paramref name="target"/> (origin-form: path and query) on <paramref name="host"/>.</summary>
+    public static string For(string? host, string target, bool withQuery = true)
     {
-        var request = context.Request;
-        var target = context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? request.Path.Value ?? "/";
         var question = target.IndexOf('?', StringComparison.Ordinal);
         var path = question < 0 ? target : target[..question];
         var text = new StringBuilder();
-        text.Append(request.Host.Value?.ToLowerInvariant()).Append(path);
+        text.Append(host?.ToLowerInvariant()).Append(path);
         if (withQuery && question >= 0)
         {
             var parameters = target[(question + 1)..]

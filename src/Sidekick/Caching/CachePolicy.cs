@@ -1,3 +1,4 @@
+using System.Globalization;
 using Microsoft.Net.Http.Headers;
 
 namespace Sidekick.Caching;
@@ -48,19 +49,31 @@ internal static class CachePolicy
         entry.FilledWithCredentials && !(options.SharePublic && (response.Has("public") || response.Has("s-maxage")));
 
     /// <summary>
-    /// Whether a response may be stored (§3): a complete 200 to a GET, no no-store on either side, not
-    /// private (this is a shared cache), not Vary: *, a known length within bounds, and something that lets
-    /// it be reused (explicit freshness or a validator).
+    /// Statuses a cache may give heuristic freshness (RFC 9110 §15.1, RFC 9111 §4.2.2); any other status is
+    /// reused only with explicit freshness. 206 is listed but never stored here: the cache keeps full
+    /// responses only.
+    /// </summary>
+    private static readonly int[] HeuristicallyCacheable = [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
+
+    public static bool IsHeuristicallyCacheable(int status) => HeuristicallyCacheable.Contains(status);
+
+    /// <summary>
+    /// Whether a response may be stored (§3): a complete response with a final status to a GET (not a 206,
+    /// whose parts this cache does not combine, nor a 304, which has no content of its own), no no-store on
+    /// either side, not private (this is a shared cache), no <c>Vary: *</c> (§4.1: it can never be selected
+    /// without a new request), a known length within bounds, and something that lets it be reused: explicit
+    /// freshness for any status, or, for a status that is heuristically cacheable, a validator or the
+    /// configured default freshness.
     /// </summary>
     public static bool IsStorable(int status, CacheControl request, CacheControl response, IReadOnlyList<KeyValuePair<string, string>> headers, long? length, CacheOptions options)
     {
         string? Header(string name) => headers.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
-        if (status != 200 || request.Has("no-store") || response.Has("no-store") || response.Has("private"))
+        if (status is < 200 or 206 or 304 || request.Has("no-store") || response.Has("no-store") || response.Has("private"))
         {
             return false;
         }
 
-        if (Header(HeaderNames.Vary)?.Trim() == "*" || Header(HeaderNames.ContentRange) is not null)
+        if (VariesOnEverything(headers) || Header(HeaderNames.ContentRange) is not null)
         {
             return false;
         }
@@ -72,28 +85,44 @@ internal static class CachePolicy
 
         var hasFreshness = response.Has("max-age") || response.Has("s-maxage") || Header(HeaderNames.Expires) is not null;
         var hasValidator = Header(HeaderNames.ETag) is not null || Header(HeaderNames.LastModified) is not null;
-        return hasFreshness || hasValidator || options.DefaultMaxAge > TimeSpan.Zero;
+        return hasFreshness || (IsHeuristicallyCacheable(status) && (hasValidator || options.DefaultMaxAge > TimeSpan.Zero));
     }
 
-    /// <summary>Freshness lifetime (§4.2.1): s-maxage, max-age, Expires − Date, then a heuristic (§4.2.2).</summary>
+    /// <summary>A <c>*</c> member in any Vary field line, in any spelling (§4.1).</summary>
+    public static bool VariesOnEverything(IReadOnlyList<KeyValuePair<string, string>> headers) =>
+        headers.Any(h => string.Equals(h.Key, HeaderNames.Vary, StringComparison.OrdinalIgnoreCase) &&
+                         h.Value.Split(',').Any(member => member.Trim(' ', '\t') == "*"));
+
+    /// <summary>
+    /// Freshness lifetime (§4.2.1): s-maxage (this is a shared cache, §5.2.2.10), max-age, Expires − Date,
+    /// then a heuristic (§4.2.2) for statuses that allow one. Freshness information that is present but
+    /// invalid (a malformed or duplicated directive, several Expires lines, an Expires that is not a date)
+    /// makes the response stale (§4.2.1, §5.3), never falls through to the next source.
+    /// </summary>
     public static TimeSpan FreshnessLifetime(CachedResponse entry, CacheControl response, CacheOptions options)
     {
-        if (response.Seconds("s-maxage") is { } shared)
+        if (response.Has("s-maxage"))
         {
-            return shared;
+            return response.Seconds("s-maxage") ?? TimeSpan.Zero;
         }
 
-        if (response.Seconds("max-age") is { } maxAge)
+        if (response.Has("max-age"))
         {
-            return maxAge;
+            return response.Seconds("max-age") ?? TimeSpan.Zero;
         }
 
-        if (entry.Header(HeaderNames.Expires) is { } expiresText)
+        var expiresLines = entry.Headers.Where(h => string.Equals(h.Key, HeaderNames.Expires, StringComparison.OrdinalIgnoreCase)).ToArray();
+        if (expiresLines.Length > 0)
         {
-            // An invalid Expires (e.g. "0") means already expired.
-            var expires = CachedResponse.HttpDate(expiresText);
+            // An invalid Expires (e.g. "0") means already expired, and so do two of them.
+            var expires = expiresLines.Length == 1 ? CachedResponse.HttpDate(expiresLines[0].Value) : null;
             var date = entry.Date ?? entry.ReceivedAt;
             return expires is { } at && at > date ? at - date : TimeSpan.Zero;
+        }
+
+        if (!IsHeuristicallyCacheable(entry.Status))
+        {
+            return TimeSpan.Zero;
         }
 
         if (entry.LastModified is { } lastModified)
@@ -117,7 +146,11 @@ internal static class CachePolicy
     public static TimeSpan InitialAge(string? ageHeader, DateTimeOffset? date, DateTimeOffset requestTime, DateTimeOffset responseTime)
     {
         var apparent = date is { } d && responseTime > d ? responseTime - d : TimeSpan.Zero;
-        var ageValue = long.TryParse(ageHeader, out var seconds) && seconds > 0 ? TimeSpan.FromSeconds(seconds) : TimeSpan.Zero;
+        // §5.1: of a list-based Age the first member counts; an invalid one (not a non-negative integer) is ignored.
+        var first = ageHeader?.Split(',')[0].Trim();
+        var ageValue = long.TryParse(first, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds) && seconds > 0
+            ? TimeSpan.FromSeconds(Math.Min(seconds, int.MaxValue))
+            : TimeSpan.Zero;
         var corrected = ageValue + (responseTime - requestTime);
         return apparent > corrected ? apparent : corrected;
     }
@@ -159,7 +192,7 @@ internal static class CachePolicy
         }
 
         var staleness = age - lifetime;
-        var mustRevalidate = response.Has("must-revalidate") || response.Has("proxy-revalidate") || response.Has("s-maxage");
+        var mustRevalidate = MustNotServeStale(response);
         if (!mustRevalidate && request.MaxStale is { } maxStale && staleness <= maxStale)
         {
             return CacheDecision.Serve;
@@ -174,12 +207,21 @@ internal static class CachePolicy
     }
 
     /// <summary>
+    /// A stale copy of this response may never be used without the origin's confirmation, not even when the
+    /// origin cannot be reached: must-revalidate (§5.2.2.2), proxy-revalidate (§5.2.2.8) and s-maxage
+    /// (§5.2.2.10) in a shared cache, and no-cache (§5.2.2.4), which needs the confirmation even when fresh.
+    /// When no backend answers, the client gets a 504 (§4.2.4), not the stale body.
+    /// </summary>
+    public static bool MustNotServeStale(CacheControl response) =>
+        response.Has("must-revalidate") || response.Has("proxy-revalidate") || response.Has("s-maxage") || response.Has("no-cache");
+
+    /// <summary>
     /// Whether a stale entry may stand in for a failed revalidation (RFC 5861 stale-if-error). Never one filled
-    /// with credentials: nothing proved this requester may read it.
+    /// with credentials (nothing proved this requester may read it), nor one that must not be served stale.
     /// </summary>
     public static bool MayServeStaleOnError(CachedResponse entry, CacheControl request, CacheControl response, DateTimeOffset now, CacheOptions options)
     {
-        if (NeedsRequesterValidation(entry, response, options) || response.Has("must-revalidate") || response.Has("proxy-revalidate"))
+        if (NeedsRequesterValidation(entry, response, options) || MustNotServeStale(response))
         {
             return false;
         }
@@ -188,4 +230,14 @@ internal static class CachePolicy
         var window = request.Seconds("stale-if-error") ?? response.Seconds("stale-if-error");
         return window is { } allowed && staleness <= allowed;
     }
+
+    /// <summary>
+    /// Methods whose non-error answer invalidates what the cache holds for the URIs involved (§4.4): every
+    /// method not defined as safe (RFC 9110 §9.2.1: GET, HEAD, OPTIONS, TRACE), unknown ones included.
+    /// </summary>
+    public static bool IsUnsafe(string method) =>
+        !HttpMethods.IsGet(method) && !HttpMethods.IsHead(method) && !HttpMethods.IsOptions(method) && !HttpMethods.IsTrace(method);
+
+    /// <summary>§4.4's "non-error status code": 2xx and 3xx.</summary>
+    public static bool InvalidatesOn(int status) => status is >= 200 and < 400;
 }

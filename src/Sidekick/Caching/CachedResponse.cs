@@ -39,16 +39,48 @@ internal sealed record CachedResponse
     public string? Header(string name) =>
         Headers.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
 
+    /// <summary>The directives of every Cache-Control field line, not only the first (RFC 9110 §5.3).</summary>
+    public CacheControl CacheControl() =>
+        Caching.CacheControl.Parse(new Microsoft.Extensions.Primitives.StringValues(
+            Headers.Where(h => string.Equals(h.Key, HeaderNames.CacheControl, StringComparison.OrdinalIgnoreCase)).Select(h => h.Value).ToArray()));
+
     public string? ETag => Header(HeaderNames.ETag);
 
     public DateTimeOffset? LastModified => HttpDate(Header(HeaderNames.LastModified));
 
+    /// <summary>The length of a response's content: a 204 has none (RFC 9110 §15.3.5), else its Content-Length.</summary>
+    public static long? BodyLength(int status, long? contentLength) =>
+        status == StatusCodes.Status204NoContent ? 0 : contentLength;
+
+    /// <summary>Whether the stored status is one that never carries content (RFC 9110 §6.4.1).</summary>
+    public bool HasNoContent => Status is StatusCodes.Status204NoContent or StatusCodes.Status304NotModified;
+
     public static bool KeepHeader(string name) => !Skipped.Contains(name);
 
+    /// <summary>
+    /// An HTTP-date in any of its three formats (RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and
+    /// asctime forms a recipient must accept); null when the value is none of them, a wrong weekday included.
+    /// </summary>
     public static DateTimeOffset? HttpDate(string? value) =>
-        value is not null && DateTimeOffset.TryParseExact(value, "r", CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var date)
+        value is not null && DateTimeOffset.TryParseExact(value.Trim(), HttpDateFormats, HttpDateCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AllowInnerWhite, out var date)
             ? date
             : null;
+
+    private static readonly string[] HttpDateFormats =
+        ["r", "dddd, dd-MMM-yy HH:mm:ss 'GMT'", "ddd MMM d HH:mm:ss yyyy", "ddd MMM dd HH:mm:ss yyyy"];
+
+    /// <summary>
+    /// RFC 850 dates have two-digit years, read as the most recent such year no more than 50 years ahead
+    /// (RFC 9110 §5.6.7).
+    /// </summary>
+    private static readonly CultureInfo HttpDateCulture = RecentCentury();
+
+    private static CultureInfo RecentCentury()
+    {
+        var culture = (CultureInfo)CultureInfo.InvariantCulture.Clone();
+        culture.DateTimeFormat.Calendar.TwoDigitYearMax = DateTime.UtcNow.Year + 50;
+        return culture;
+    }
 
     public string Serialize()
     {

@@ -18,15 +18,18 @@ internal readonly struct ClientConditionals
     private static readonly string[] Validators =
         [HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince, HeaderNames.IfMatch, HeaderNames.IfUnmodifiedSince];
 
-    private readonly string _added;
+    private readonly string? _added;
 
-    private ClientConditionals(string added) => _added = added;
+    private ClientConditionals(string? added) => _added = added;
 
     public static bool AnyIn(HttpRequest request) => Names.Any(request.Headers.ContainsKey);
 
     public static bool HasOwnValidators(HttpRequest request) => Validators.Any(request.Headers.ContainsKey);
 
-    /// <summary>Adds the entry's validator (ETag first, else Last-Modified) to a request that has none of its own.</summary>
+    /// <summary>
+    /// Adds the entry's validator (ETag first, else Last-Modified) to a request that has none of its own; an entry
+    /// with neither is asked for unconditionally, and the new response replaces it.
+    /// </summary>
     public static ClientConditionals MakeConditional(HttpRequest request, CachedResponse entry)
     {
         if (entry.ETag is { } etag)
@@ -35,10 +38,21 @@ internal readonly struct ClientConditionals
             return new ClientConditionals(HeaderNames.IfNoneMatch);
         }
 
-        request.Headers.IfModifiedSince = entry.Header(HeaderNames.LastModified);
-        return new ClientConditionals(HeaderNames.IfModifiedSince);
+        if (entry.Header(HeaderNames.LastModified) is { } lastModified)
+        {
+            request.Headers.IfModifiedSince = lastModified;
+            return new ClientConditionals(HeaderNames.IfModifiedSince);
+        }
+
+        return new ClientConditionals(null);
     }
 
     /// <summary>Takes the added validator away again, so the entry is served against the client's own request.</summary>
-    public void Restore(HttpRequest request) => request.Headers.Remove(_added);
+    public void Restore(HttpRequest request)
+    {
+        if (_added is not null)
+        {
+            request.Headers.Remove(_added);
+        }
+    }
 }

@@ -7,7 +7,7 @@ namespace Sidekick.Caching;
 /// The shared S3 cache in front of the proxy (see docs/cache.md for the rules): the flow of one request and
 /// the RFC 9111 decisions, through <see cref="CachePolicy"/>. GET and HEAD are looked up; misses are filled
 /// while they stream to the client; stored responses are served with a correct Age and confirmed with the
-/// backend whenever RFC 9111 or the filler's credentials demand it; PUT, POST and DELETE invalidate. Every
+/// backend whenever RFC 9111 or the filler's credentials demand it; unsafe methods invalidate. Every
 /// request to a backend goes through the normal forwarding path (<see cref="ICacheOrigin"/>), watched by an
 /// <see cref="OriginAnswer"/>; storing and serving are <see cref="CacheEntries"/> and
 /// <see cref="StoredResponseWriter"/>. Store trouble never fails a request the backends can serve: it only
@@ -60,7 +60,7 @@ internal sealed class ResponseCache : IDisposable
         if (!HttpMethods.IsGet(request.Method) && !HttpMethods.IsHead(request.Method))
         {
             await origin.ForwardAsync(context);
-            if (IsUnsafe(request.Method) && context.Response.StatusCode < 400 && _health.Online)
+            if (CachePolicy.IsUnsafe(request.Method) && CachePolicy.InvalidatesOn(context.Response.StatusCode) && _health.Online)
             {
                 await _entries.InvalidateAsync(context);
             }
@@ -104,9 +104,6 @@ internal sealed class ResponseCache : IDisposable
         _store.Dispose();
         Metrics.Dispose();
     }
-
-    private static bool IsUnsafe(string method) =>
-        HttpMethods.IsPut(method) || HttpMethods.IsPost(method) || HttpMethods.IsDelete(method) || HttpMethods.IsPatch(method);
 
     private static CacheControl RequestControl(HttpRequest request)
     {
@@ -284,7 +281,7 @@ internal sealed class ResponseCache : IDisposable
     private async Task HitAsync(HttpContext context, ICacheOrigin origin, CacheLookup hit, CacheControl requestControl)
     {
         var request = context.Request;
-        var responseControl = CacheControl.Parse(hit.Entry.Header(HeaderNames.CacheControl));
+        var responseControl = hit.Entry.CacheControl();
         var credentials = CachePolicy.CarriesCredentials(request);
         var now = _time.GetUtcNow();
         var decision = CachePolicy.Decide(hit.Entry, requestControl, responseControl, now, _options, credentials);
@@ -340,17 +337,19 @@ internal sealed class ResponseCache : IDisposable
         var request = context.Request;
         var requestTime = _time.GetUtcNow();
         var staleIfError = CachePolicy.MayServeStaleOnError(entry, requestControl, responseControl, requestTime, _options);
-        if ((entry.ETag is null && entry.LastModified is null) || ClientConditionals.HasOwnValidators(request))
+        if (ClientConditionals.HasOwnValidators(request))
         {
-            // Nothing to validate with, or the client validates its own copy: its request goes to the origin as it
-            // came (a signed request must stay byte for byte what was signed); a full 200 replaces the entry.
+            // The client validates its own copy: its request goes to the origin as it came (a signed request must
+            // stay byte for byte what was signed); a full 200 replaces the entry.
             await FetchAndFillAsync(context, origin, hit.Key, requestControl);
             return;
         }
 
+        // §4.2.4: an entry that must not be served stale gets a 504 when no backend answers at all.
+        var gatewayTimeout = CachePolicy.MustNotServeStale(responseControl);
         var answer = new OriginAnswer(
             c => _entries.StartFill(c, hit.Key, requestControl, requestTime),
-            takeOver: status => status == StatusCodes.Status304NotModified || (staleIfError && status is >= 500 or 0));
+            takeOver: status => status == StatusCodes.Status304NotModified || (staleIfError && status is >= 500 or 0) || (gatewayTimeout && status == 0));
         var conditionals = ClientConditionals.MakeConditional(request, entry);
         try
         {
@@ -373,13 +372,22 @@ internal sealed class ResponseCache : IDisposable
             context.Response.Clear();
             // A fill that ended meanwhile has handed its body to the store: read it there.
             if (await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED", fill) ||
-                (fill is { Upload: { IsCompletedSuccessfully: true, Result: true } } && await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED")))
+                (fill is { IsCommitted: true } && await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED")))
             {
                 Metrics.Revalidation();
                 return;
             }
 
             await BypassAsync(context, origin);
+            return;
+        }
+
+        if (answer.TookOver && !staleIfError)
+        {
+            // No answer at all for an entry that must not be served stale.
+            context.Response.Clear();
+            context.Response.StatusCode = StatusCodes.Status504GatewayTimeout;
+            context.Response.Headers[CacheHeader] = "MISS";
             return;
         }
 

@@ -24,7 +24,9 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         var response = context.Response;
         var age = (long)CachePolicy.CurrentAge(entry, time.GetUtcNow()).TotalSeconds;
 
-        if (NotModified(request, entry))
+        // The client's conditionals and Range apply to a successful response only (RFC 9110 §13.2.1, §14.2):
+        // a stored 404 or 301 is served as it is.
+        if (entry.Status is >= 200 and < 300 && NotModified(request, entry))
         {
             response.StatusCode = StatusCodes.Status304NotModified;
             foreach (var name in new[] { HeaderNames.ETag, HeaderNames.LastModified, HeaderNames.CacheControl, HeaderNames.Expires, HeaderNames.Vary })
@@ -40,7 +42,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             return true;
         }
 
-        var (from, to, partial, unsatisfiable) = RangeOf(request, entry);
+        var (from, to, partial, unsatisfiable) = entry.Status == StatusCodes.Status200OK ? RangeOf(request, entry) : default;
         if (unsatisfiable)
         {
             response.StatusCode = StatusCodes.Status416RangeNotSatisfiable;
@@ -51,7 +53,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 
         GetObjectResponse? stored = null;
         Stream? spooled = null;
-        if (fill is not null && !HttpMethods.IsHead(request.Method))
+        if (fill is not null && !HttpMethods.IsHead(request.Method) && entry.Length > 0)
         {
             spooled = fill.OpenReader(partial ? from : 0, partial ? to : entry.Length - 1);
             if (spooled is null)
@@ -59,7 +61,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 return false; // given up meanwhile
             }
         }
-        else if (!HttpMethods.IsHead(request.Method))
+        else if (!HttpMethods.IsHead(request.Method) && entry.Length > 0)
         {
             try
             {
@@ -89,8 +91,16 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             response.Headers.Server = "SideKick";
             response.Headers.Age = age.ToString(CultureInfo.InvariantCulture);
             response.Headers[ResponseCache.CacheHeader] = outcome;
-            response.Headers.AcceptRanges = "bytes";
-            response.ContentLength = partial ? to - from + 1 : entry.Length;
+            if (entry.Status == StatusCodes.Status200OK)
+            {
+                response.Headers.AcceptRanges = "bytes";
+            }
+
+            if (!entry.HasNoContent)
+            {
+                // A 204 carries no Content-Length (RFC 9110 §8.6); every other stored status its own length.
+                response.ContentLength = partial ? to - from + 1 : entry.Length;
+            }
             if (partial)
             {
                 response.Headers.ContentRange = $"bytes {from}-{to}/{entry.Length}";

@@ -111,7 +111,10 @@ public sealed class CachePolicyTests
     [Theory]
     [InlineData(200, "", "max-age=60", 100L, true)]
     [InlineData(206, "", "max-age=60", 100L, false)]
-    [InlineData(404, "", "max-age=60", 100L, false)]
+    [InlineData(404, "", "max-age=60", 100L, true)] // RFC 9111 §3: explicit freshness makes any final status storable
+    [InlineData(304, "", "max-age=60", 100L, false)]
+    [InlineData(500, "", "", 100L, false)] // a validator alone is not enough for a status without heuristic freshness
+    [InlineData(404, "", "", 100L, true)]
     [InlineData(200, "no-store", "max-age=60", 100L, false)]
     [InlineData(200, "", "no-store", 100L, false)]
     [InlineData(200, "", "private", 100L, false)]

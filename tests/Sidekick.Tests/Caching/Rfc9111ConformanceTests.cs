@@ -1,0 +1,479 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net;
+using Sidekick.Caching;
+using Sidekick.Hosting;
+using Sidekick.Tests.Integration;
+
+namespace Sidekick.Tests.Caching;
+
+/// <summary>
+/// RFC 9111 as a conformance matrix: one test or theory row per requirement, named after its section, each
+/// through a real sidekick with s3rver as the store (SIDEKICK_CACHE_MIN_SIZE=0) in front of a raw-socket
+/// origin that answers with exactly the bytes a row gives. "Fresh" means the second request is served from
+/// the cache without reaching the origin; "stale" means the origin is asked again. Every row uses paths of
+/// its own: the bucket is shared by the whole class.
+/// </summary>
+public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixture<CacheFixture>
+{
+    private const string Body = "0123456789 stored body 0123456789";
+    private const string FarFuture = "Thu, 01 Dec 2095 16:00:00 GMT";
+    private const string LongAgo = "Mon, 01 Jan 2024 00:00:00 GMT";
+
+    // ---- §4.2.1, §5.1, §5.2.2.1, §5.2.2.10, §5.3: freshness lifetime and age ----
+
+    public static TheoryData<string, string, bool> FreshnessRows => new()
+    {
+        // section, the response's freshness fields, fresh?
+        { "§5.2.2.10 s-maxage overrides max-age in a shared cache (fresh)", "Cache-Control: max-age=0, s-maxage=600", true },
+        { "§5.2.2.10 s-maxage overrides max-age in a shared cache (stale)", "Cache-Control: max-age=600, s-maxage=0", false },
+        { "§5.2.2.10 s-maxage overrides Expires", $"Cache-Control: s-maxage=0\r\nExpires: {FarFuture}", false },
+        { "§5.2.2.1 max-age", "Cache-Control: max-age=600", true },
+        { "§5.2.2.4 no-cache in a second Cache-Control line", "Cache-Control: max-age=600\r\nCache-Control: no-cache", false },
+        { "§5.2.2.1 max-age=0", "Cache-Control: max-age=0", false },
+        { "§4.2.1 negative max-age is invalid: stale", "Cache-Control: max-age=-1", false },
+        { "§4.2.1 non-integer max-age is invalid: stale, not Expires", $"Cache-Control: max-age=1.5\r\nExpires: {FarFuture}", false },
+        { "§4.2.1 quoted invalid max-age: stale, not Expires", $"Cache-Control: max-age=\"ten\"\r\nExpires: {FarFuture}", false },
+        { "§4.2.1 max-age without a value: stale, not heuristics", $"Cache-Control: max-age\r\nLast-Modified: {LongAgo}", false },
+        { "§4.2.1 invalid s-maxage: stale, not max-age", "Cache-Control: s-maxage=soon, max-age=600", false },
+        { "§4.2.1 max-age twice in one line: stale", "Cache-Control: max-age=600, max-age=600", false },
+        { "§4.2.1 max-age in two field lines: stale", "Cache-Control: max-age=600\r\nCache-Control: max-age=300", false },
+        { "§5.3 Expires in the future", $"Expires: {FarFuture}", true },
+        { "§5.3 Expires in the obsolete RFC 850 format (RFC 9110 §5.6.7)", "Expires: Friday, 01-Dec-45 16:00:00 GMT", true },
+        { "§5.3 Expires in the obsolete asctime format (RFC 9110 §5.6.7)", "Expires: Fri Dec  1 16:00:00 2045", true },
+        { "§5.3 Expires with a wrong weekday is not an HTTP-date: expired", "Expires: Mon, 01 Dec 2095 16:00:00 GMT", false },
+        { "§5.3 Expires: 0 is already expired, not heuristics", $"Expires: 0\r\nLast-Modified: {LongAgo}", false },
+        { "§5.3 Expires not an HTTP-date is already expired", $"Expires: next year\r\nLast-Modified: {LongAgo}", false },
+        { "§4.2.1 two Expires field lines: stale", $"Expires: {FarFuture}\r\nExpires: {FarFuture}", false },
+        { "§4.2.3 Age beyond max-age: stale", "Cache-Control: max-age=600\r\nAge: 700", false },
+        { "§5.1 list-based Age: its first member counts", "Cache-Control: max-age=600\r\nAge: 700, 5", false },
+        { "§5.1 invalid Age is ignored", "Cache-Control: max-age=600\r\nAge: soon", true },
+        { "§5.1 negative Age is ignored", "Cache-Control: max-age=600\r\nAge: -700", true },
+    };
+
+    [Theory]
+    [MemberData(nameof(FreshnessRows))]
+    public async Task Freshness_lifetime_4_2_1(string section, string fields, bool fresh)
+    {
+        var path = Unique("/fresh");
+        await using var origin = new Origin(_ => Response(200, $"ETag: \"e\"\r\n{fields}\r\n", Body));
+        await using var sidekick = await StartAsync(origin);
+
+        var miss = await sidekick.SendAsync("GET", path);
+        Assert.Equal(200, miss.Status);
+        await sidekick.UntilFilledAsync(1, section);
+
+        var again = await sidekick.SendAsync("GET", path);
+        Assert.Equal(200, again.Status);
+        Assert.Equal(Body, again.Body);
+        if (fresh)
+        {
+            Assert.True(again.Values("X-Cache") is ["HIT"], $"{section}: {again.Head}");
+            Assert.Equal(1, origin.Asked(path));
+        }
+        else
+        {
+            Assert.True(origin.Asked(path) == 2, $"{section}: the origin was asked {origin.Asked(path)} times; {again.Head}");
+            Assert.NotEqual(["HIT"], again.Values("X-Cache"));
+        }
+    }
+
+    // ---- §3 storing responses: any final status with explicit freshness ----
+
+    public static TheoryData<int, string> ExplicitlyFreshStatuses => new()
+    {
+        { 203, "" }, { 204, "" }, { 300, "" }, { 301, "Location: /moved\r\n" }, { 302, "Location: /found\r\n" },
+        { 307, "Location: /temporary\r\n" }, { 308, "Location: /permanent\r\n" }, { 403, "" }, { 404, "" }, { 410, "" },
+        { 418, "" }, { 500, "" }, { 503, "" },
+    };
+
+    [Theory]
+    [MemberData(nameof(ExplicitlyFreshStatuses))]
+    public async Task Storing_responses_3_any_final_status_with_explicit_freshness_is_reused_while_fresh(int status, string fields)
+    {
+        var path = Unique("/status");
+        var body = status == 204 ? "" : $"status {status} body";
+        await using var origin = new Origin(_ => Response(status, $"Cache-Control: max-age=600\r\n{fields}", body));
+        await using var sidekick = await StartAsync(origin);
+
+        var miss = await sidekick.SendAsync("GET", path);
+        Assert.Equal(status, miss.Status);
+        await sidekick.UntilFilledAsync(1, $"the fill of the {status}");
+
+        var hit = await sidekick.SendAsync("GET", path);
+        Assert.Equal(status, hit.Status);
+        Assert.Equal(["HIT"], hit.Values("X-Cache"));
+        Assert.Equal(body, hit.Body);
+        Assert.Equal(1, origin.Asked(path));
+        if (status == 204)
+        {
+            Assert.Empty(hit.Values("Content-Length")); // RFC 9110 §8.6
+        }
+        else
+        {
+            Assert.Equal([body.Length.ToString(CultureInfo.InvariantCulture)], hit.Values("Content-Length"));
+        }
+
+        if (fields.Length > 0)
+        {
+            Assert.Equal(miss.Values("Location"), hit.Values("Location"));
+        }
+
+        // HEAD is answered from the same entry (RFC 9110 §9.3.2): the status and fields, no content.
+        using var head = await sidekick.Client.SendAsync(new HttpRequestMessage(HttpMethod.Head, path) { Headers = { Host = "rfc.example" } });
+        Assert.Equal(status, (int)head.StatusCode);
+        Assert.Equal("HIT", head.Headers.GetValues("X-Cache").Single());
+        Assert.Empty(await head.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, origin.Asked(path));
+    }
+
+    [Fact]
+    public async Task Storing_responses_3_a_stored_error_is_not_answered_with_304_or_206()
+    {
+        // RFC 9110 §13.2.1 / §14.2: the client's conditionals and Range apply to a 2xx only.
+        var path = Unique("/stored-404");
+        await using var origin = new Origin(_ => Response(404, "Cache-Control: max-age=600\r\nETag: \"gone\"\r\n", "not here"));
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, "the fill of the 404");
+
+        var conditional = await sidekick.SendAsync("GET", path, "If-None-Match: \"gone\"");
+        Assert.Equal(404, conditional.Status);
+        var range = await sidekick.SendAsync("GET", path, "Range: bytes=0-2");
+        Assert.Equal(404, range.Status);
+        Assert.Equal("not here", range.Body);
+    }
+
+    // ---- §4.2.2 heuristic freshness ----
+
+    public static TheoryData<int, bool> HeuristicRows => new()
+    {
+        // status, heuristically cacheable by default (RFC 9110 §15.1)?
+        { 200, true }, { 203, true }, { 300, true }, { 301, true }, { 308, true }, { 404, true }, { 405, true },
+        { 410, true }, { 414, true }, { 501, true },
+        { 302, false }, { 303, false }, { 307, false }, { 401, false }, { 403, false }, { 500, false }, { 503, false },
+    };
+
+    [Theory]
+    [MemberData(nameof(HeuristicRows))]
+    public async Task Heuristic_freshness_4_2_2_only_for_statuses_heuristically_cacheable_by_default(int status, bool heuristic)
+    {
+        var path = Unique("/heuristic");
+        var location = status is >= 300 and < 400 ? "Location: /elsewhere\r\n" : "";
+        await using var origin = new Origin(_ => Response(status, $"Last-Modified: {LongAgo}\r\nETag: \"h\"\r\n{location}", $"status {status}"));
+        await using var sidekick = await StartAsync(origin);
+
+        var first = await sidekick.SendAsync("GET", path);
+        Assert.Equal(status, first.Status);
+        if (heuristic)
+        {
+            await sidekick.UntilFilledAsync(1, $"the fill of the {status}");
+        }
+
+        var second = await sidekick.SendAsync("GET", path);
+        Assert.Equal(status, second.Status);
+        Assert.Equal(heuristic ? 1 : 2, origin.Asked(path));
+        Assert.Equal(heuristic ? ["HIT"] : ["MISS"], second.Values("X-Cache"));
+    }
+
+    // ---- §4.1 Vary: * ----
+
+    public static TheoryData<string> VaryStarRows => new()
+    {
+        "Vary: *",
+        "Vary: Accept-Encoding, *",
+        "Vary: *, Accept-Encoding",
+        "Vary: Accept-Encoding\r\nVary: *",
+        "vary:   *   ",
+        "VARY: X-A,*,X-B",
+        "Vary: \t*",
+    };
+
+    [Theory]
+    [MemberData(nameof(VaryStarRows))]
+    public async Task Vary_4_1_a_star_is_never_served_without_a_new_request(string vary)
+    {
+        var path = Unique("/vary-star");
+        await using var origin = new Origin(_ => Response(200, $"Cache-Control: max-age=600\r\nETag: \"v\"\r\n{vary}\r\n", Body));
+        await using var sidekick = await StartAsync(origin);
+        var fills = sidekick.Metrics.Fills;
+
+        await sidekick.SendAsync("GET", path, "Accept-Encoding: gzip", "X-A: 1");
+        var second = await sidekick.SendAsync("GET", path, "Accept-Encoding: gzip", "X-A: 1");
+        Assert.Equal(200, second.Status);
+        Assert.Equal(2, origin.Asked(path));
+        Assert.Equal(["MISS"], second.Values("X-Cache"));
+        Assert.Equal(fills, sidekick.Metrics.Fills); // not even stored (a fill starts before the client has the head)
+    }
+
+    // ---- §4.2.4, §5.2.2.2, §5.2.2.4, §5.2.2.8, §5.2.2.10: never served stale, even when the origin is gone ----
+
+    public static TheoryData<string, string, string> MustRevalidateRows => new()
+    {
+        // section, Cache-Control, validator
+        { "§5.2.2.2 must-revalidate", "max-age=0, must-revalidate, stale-if-error=600", "ETag: \"m\"\r\n" },
+        { "§5.2.2.8 proxy-revalidate", "max-age=0, proxy-revalidate, stale-if-error=600", "ETag: \"m\"\r\n" },
+        { "§5.2.2.4 no-cache", "no-cache, max-age=600, stale-if-error=600", "ETag: \"m\"\r\n" },
+        { "§5.2.2.10 s-maxage", "s-maxage=0, stale-if-error=600", "ETag: \"m\"\r\n" },
+        { "§5.2.2.2 must-revalidate, no validator", "max-age=0, must-revalidate", "" },
+        { "§5.2.2.10 s-maxage, Last-Modified only", "s-maxage=0", $"Last-Modified: {LongAgo}\r\n" },
+    };
+
+    [Theory]
+    [MemberData(nameof(MustRevalidateRows))]
+    public async Task Serving_stale_4_2_4_is_a_504_when_the_origin_cannot_be_reached(string section, string cacheControl, string validator)
+    {
+        var path = Unique("/must-revalidate");
+        var origin = new Origin(_ => Response(200, $"Cache-Control: {cacheControl}\r\n{validator}", Body));
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, section);
+        await origin.DisposeAsync();
+
+        var answer = await sidekick.SendAsync("GET", path);
+        Assert.True(answer.Status == 504, $"{section}: {answer.Head}{answer.Body}");
+        Assert.DoesNotContain(Body, answer.Body, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [MemberData(nameof(MustRevalidateRows))]
+    public async Task Serving_stale_4_2_4_an_error_from_the_origin_is_passed_not_hidden(string section, string cacheControl, string validator)
+    {
+        var path = Unique("/must-revalidate-error");
+        var asked = 0;
+        await using var origin = new Origin(_ => Interlocked.Increment(ref asked) == 1
+            ? Response(200, $"Cache-Control: {cacheControl}\r\n{validator}", Body)
+            : Response(503, "", "origin trouble"));
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, section);
+
+        var answer = await sidekick.SendAsync("GET", path);
+        Assert.True(answer.Status == 503 && answer.Body == "origin trouble", $"{section}: {answer.Head}{answer.Body}");
+    }
+
+    [Theory]
+    [InlineData("ETag: \"s\"\r\n")]
+    [InlineData("")]
+    public async Task Serving_stale_4_2_4_without_those_directives_stale_if_error_may_stand_in(string validator)
+    {
+        // The contrast to the rows above (RFC 5861 §4): the same entry without must-revalidate is served stale.
+        var path = Unique("/stale-if-error");
+        var origin = new Origin(_ => Response(200, $"Cache-Control: max-age=0, stale-if-error=600\r\n{validator}", Body));
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, "the fill");
+        await origin.DisposeAsync();
+
+        var answer = await sidekick.SendAsync("GET", path);
+        Assert.Equal(200, answer.Status);
+        Assert.Equal(Body, answer.Body);
+    }
+
+    [Theory]
+    [InlineData("max-age=0", true)]
+    [InlineData("max-age=0, must-revalidate", false)]
+    [InlineData("max-age=0, proxy-revalidate", false)]
+    [InlineData("s-maxage=0", false)]
+    public async Task Max_stale_5_2_1_2_never_overrides_must_revalidate_5_2_2_2(string cacheControl, bool servedStale)
+    {
+        var path = Unique("/max-stale");
+        await using var origin = new Origin(_ => Response(200, $"Cache-Control: {cacheControl}\r\nETag: \"x\"\r\n", Body));
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, "the fill");
+
+        var answer = await sidekick.SendAsync("GET", path, "Cache-Control: max-stale=3600");
+        Assert.Equal(200, answer.Status);
+        Assert.Equal(servedStale ? 1 : 2, origin.Asked(path));
+    }
+
+    // ---- §5.2.1.7 only-if-cached ----
+
+    [Fact]
+    public async Task Only_if_cached_5_2_1_7_on_a_stale_entry_is_a_504()
+    {
+        var path = Unique("/only-if-cached");
+        await using var origin = new Origin(_ => Response(200, "Cache-Control: max-age=0\r\nETag: \"o\"\r\n", Body));
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, "the fill");
+
+        var answer = await sidekick.SendAsync("GET", path, "Cache-Control: only-if-cached");
+        Assert.Equal(504, answer.Status);
+        Assert.Equal(1, origin.Asked(path));
+    }
+
+    // ---- §4.3.4 freshening stored responses upon validation ----
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Freshening_4_3_4_the_304s_field_values_are_served_and_stored(bool withAuthorization)
+    {
+        var path = Unique("/freshen");
+        var revalidations = 0;
+        await using var origin = new Origin(request =>
+        {
+            if (!request.Head.Contains("\r\nIf-None-Match: \"f1\"\r\n", StringComparison.OrdinalIgnoreCase))
+            {
+                return Response(200, "Cache-Control: max-age=0\r\nETag: \"f1\"\r\nX-Custom: old\r\nContent-Type: text/plain\r\n", Body);
+            }
+
+            // The first 304 carries new values; later ones only the validator, so what they serve must come from
+            // the stored metadata the first one updated.
+            return Interlocked.Increment(ref revalidations) == 1
+                ? Response(304, "ETag: \"f1\"\r\nCache-Control: max-age=600\r\nX-Custom: new\r\nX-Custom: newer\r\nContent-Type: text/x-new\r\n", "")
+                : Response(304, "ETag: \"f1\"\r\n", "");
+        });
+        await using var sidekick = await StartAsync(origin);
+        string[] credentials = withAuthorization ? ["Authorization: Bearer alice"] : [];
+        await sidekick.SendAsync("GET", path, credentials);
+        await sidekick.UntilFilledAsync(1, "the fill");
+
+        var revalidated = await sidekick.SendAsync("GET", path, credentials);
+        Assert.Equal(200, revalidated.Status);
+        Assert.Equal(["REVALIDATED"], revalidated.Values("X-Cache"));
+        AssertFreshened(revalidated);
+
+        // The stored response was updated: fresh now for anyone (max-age=600 from the 304); for a credentialed
+        // entry still confirmed with the requester's own 304 first (§3.5), yet served with the new values.
+        var next = await sidekick.SendAsync("GET", path, credentials);
+        Assert.Equal(200, next.Status);
+        Assert.Equal(withAuthorization ? ["REVALIDATED"] : ["HIT"], next.Values("X-Cache"));
+        Assert.Equal(withAuthorization ? 3 : 2, origin.Asked(path));
+        AssertFreshened(next);
+
+        static void AssertFreshened(RawAnswer answer)
+        {
+            Assert.Equal(["max-age=600"], answer.Values("Cache-Control"));
+            Assert.Equal(["new", "newer"], answer.Values("X-Custom"));
+            Assert.Equal(["text/x-new"], answer.Values("Content-Type"));
+            Assert.Equal(["\"f1\""], answer.Values("ETag"));
+            Assert.Equal(Body, answer.Body);
+        }
+    }
+
+    // ---- §4.4 invalidating stored responses ----
+
+    public static TheoryData<string, int, bool> InvalidationRows => new()
+    {
+        // method, the origin's status, invalidates?
+        { "POST", 200, true }, { "PUT", 201, true }, { "DELETE", 204, true }, { "PATCH", 200, true },
+        { "POST", 303, true }, { "M-SEARCH", 200, true }, { "PURGE", 200, true },
+        { "POST", 404, false }, { "PUT", 500, false }, { "DELETE", 403, false },
+        { "OPTIONS", 200, false }, { "TRACE", 200, false },
+    };
+
+    [Theory]
+    [MemberData(nameof(InvalidationRows))]
+    public async Task Invalidation_4_4_target_location_and_content_location(string method, int status, bool invalidates)
+    {
+        var prefix = Unique("/invalidate");
+        var target = prefix + "/target";
+        var location = prefix + "/location";
+        var contentLocation = prefix + "/content-location";
+        var elsewhere = prefix + "/other-host";
+        await using var origin = new Origin(request => request.Method == "GET"
+            ? Response(200, "Cache-Control: max-age=600\r\nETag: \"i\"\r\n", Body)
+            : Response(status, $"Location: {location}\r\nContent-Location: http://rfc.example{contentLocation}\r\nContent-Location: http://other.example{elsewhere}\r\n", ""));
+        await using var sidekick = await StartAsync(origin);
+        string[] paths = [target, location, contentLocation, elsewhere];
+        foreach (var path in paths)
+        {
+            await sidekick.SendAsync("GET", path);
+        }
+
+        await sidekick.UntilFilledAsync(paths.Length, "the four fills");
+        foreach (var path in paths)
+        {
+            Assert.Equal(200, (await sidekick.SendAsync("GET", path, "Cache-Control: only-if-cached")).Status);
+        }
+
+        // The next request on the same connection starts once the unsafe one has been handled completely.
+        var unsafeAnswer = await RawClient.ExchangeAsync(
+            sidekick.Port,
+            $"{method} {target} HTTP/1.1\r\nHost: rfc.example\r\nContent-Length: 0\r\n\r\n",
+            $"GET {elsewhere} HTTP/1.1\r\nHost: rfc.example\r\nCache-Control: only-if-cached\r\n\r\n");
+        Assert.True(unsafeAnswer.Status == status, $"{method}: {unsafeAnswer.Head}");
+        Assert.True(origin.Requests.Any(r => r.Method == method), $"{method} did not reach the origin");
+        Assert.Equal(200, unsafeAnswer.Next!.Status); // another host's URI is never invalidated
+
+        foreach (var path in new[] { target, location, contentLocation })
+        {
+            var stored = await sidekick.SendAsync("GET", path, "Cache-Control: only-if-cached");
+            Assert.True(stored.Status == (invalidates ? 504 : 200), $"{method} answered {status}: {path} -> {stored.Status}");
+        }
+    }
+
+    // ---- the harness ----
+
+    private static string Unique(string name) => $"{name}-{Guid.NewGuid():N}";
+
+    private static RawResponse Response(int status, string fields, string body) =>
+        RawResponse.Text(status is 204 or 304
+            ? $"HTTP/1.1 {status} Status\r\n{fields}\r\n"
+            : $"HTTP/1.1 {status} Status\r\n{fields}Content-Length: {body.Length}\r\n\r\n{body}");
+
+    private async Task<Running> StartAsync(Origin origin)
+    {
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_MIN_SIZE"] = "0";
+        var (instance, client) = await fixture.StartSidekickAsync([origin.Url], SidekickHarness.FastOptions, environment);
+        client.Dispose();
+        // Redirects are answers under test here, not something to follow.
+        return new Running(instance, new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false }) { BaseAddress = instance.Server.BaseAddress });
+    }
+
+    /// <summary>A raw-socket origin that counts the requests for each target.</summary>
+    private sealed class Origin(Func<RawRequest, RawResponse> respond) : IAsyncDisposable
+    {
+        private readonly RawBackend _backend = new(respond);
+        private bool _disposed;
+
+        public Uri Url => _backend.Url;
+
+        public ConcurrentQueue<RawRequest> Requests => _backend.Requests;
+
+        public int Asked(string path) => _backend.Requests.Count(r => r.Target == path);
+
+        public async ValueTask DisposeAsync()
+        {
+            if (!_disposed)
+            {
+                _disposed = true;
+                await _backend.DisposeAsync();
+            }
+        }
+    }
+
+    /// <summary>A sidekick with the cache on, and ways to talk to it.</summary>
+    private sealed class Running(SidekickInstance instance, HttpClient client) : IAsyncDisposable
+    {
+        public HttpClient Client => client;
+
+        public int Port => instance.Server.BaseAddress.Port;
+
+        public CacheMetrics Metrics => instance.Server.Cache!.Metrics;
+
+        public Task<RawAnswer> SendAsync(string method, string target, params string[] fields) =>
+            RawClient.ExchangeAsync(Port, $"{method} {target} HTTP/1.1\r\nHost: rfc.example\r\n{string.Concat(fields.Select(f => f + "\r\n"))}\r\n");
+
+        /// <summary>Fills complete in the background after the client has its answer.</summary>
+        public async Task UntilFilledAsync(long fills, string what)
+        {
+            var deadline = Environment.TickCount64 + 15000;
+            while (Metrics.FillsCompleted < fills)
+            {
+                Assert.True(Environment.TickCount64 < deadline, $"timed out waiting for {what} to be stored ({Metrics.FillsCompleted} of {fills} fills completed, {Metrics.FillsAbandoned} abandoned)");
+                await Task.Delay(25);
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            client.Dispose();
+            await instance.DisposeAsync();
+        }
+    }
+}
