@@ -47,6 +47,7 @@ internal sealed class CacheFill
     private int _bodyComplete;
     private int _users = 1; // the upload; each reader adds one
     private int _ended;
+    private int _committed;
 
     public CacheFill(CacheFills owner, S3CacheStore store, string key, string target, CachedResponse entry, IReadOnlyDictionary<string, string> metadata,
         PartBuffers buffers, SafeFileHandle spool)
@@ -77,6 +78,9 @@ internal sealed class CacheFill
     public long Written => Volatile.Read(ref _written);
 
     public bool Abandoned => _abandon.IsCancellationRequested;
+
+    /// <summary>The entry is in the store (set before the spool is let go, so a late reader can go there).</summary>
+    public bool IsCommitted => Volatile.Read(ref _committed) != 0;
 
     /// <summary>Completes when the entry is in the store (true) or the fill was given up (false).</summary>
     public Task<bool> Upload => _upload;
@@ -286,6 +290,7 @@ internal sealed class CacheFill
             return false;
         }
 
+        Volatile.Write(ref _committed, 1);
         _owner.OnCommitted(this);
         return true;
     }

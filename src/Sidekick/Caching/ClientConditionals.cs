@@ -27,8 +27,8 @@ internal readonly struct ClientConditionals
     public static bool HasOwnValidators(HttpRequest request) => Validators.Any(request.Headers.ContainsKey);
 
     /// <summary>
-    /// Adds the entry's validator (ETag first, else Last-Modified) to a request that has none of its own. An
-    /// entry with neither adds nothing: the request goes as it came, and a new response replaces the entry.
+    /// Adds the entry's validator (ETag first, else Last-Modified) to a request that has none of its own; an entry
+    /// with neither is asked for unconditionally, and the new response replaces it.
     /// </summary>
     public static ClientConditionals MakeConditional(HttpRequest request, CachedResponse entry)
     {

@@ -386,7 +386,7 @@ internal sealed class ResponseCache : IDisposable
             context.Response.Clear();
             // A fill that ended meanwhile has handed its body to the store: read it there.
             if (await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED", fill) ||
-                (fill is { Upload: { IsCompletedSuccessfully: true, Result: true } } && await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED")))
+                (fill is { IsCommitted: true } && await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED")))
             {
                 Metrics.Revalidation();
                 return;

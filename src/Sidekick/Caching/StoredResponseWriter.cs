@@ -53,8 +53,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 
         GetObjectResponse? stored = null;
         Stream? spooled = null;
-        var hasBody = !HttpMethods.IsHead(request.Method) && entry.Length > 0; // a 204 or an empty body: nothing to read
-        if (fill is not null && hasBody)
+        if (fill is not null && !HttpMethods.IsHead(request.Method) && entry.Length > 0)
         {
             spooled = fill.OpenReader(partial ? from : 0, partial ? to : entry.Length - 1);
             if (spooled is null)
@@ -62,7 +61,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 return false; // given up meanwhile
             }
         }
-        else if (hasBody)
+        else if (!HttpMethods.IsHead(request.Method) && entry.Length > 0)
         {
             try
             {
@@ -102,7 +101,6 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 // A 204 carries no Content-Length (RFC 9110 §8.6); every other stored status its own length.
                 response.ContentLength = partial ? to - from + 1 : entry.Length;
             }
-
             if (partial)
             {
                 response.Headers.ContentRange = $"bytes {from}-{to}/{entry.Length}";

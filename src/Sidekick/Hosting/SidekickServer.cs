@@ -160,7 +160,8 @@ internal sealed class SidekickServer : IAsyncDisposable
             loops,
             BackendLimits.ConnectTimeout,
             BackendLimits.IdleConnectionTimeout,
-            settings.Http1PathOff);
+            settings.Http1PathOff,
+            time);
         Retries = new RetryPolicy(options.MaxAttempts, options.MaxReplayBytes, new RetryBudget(options.RetryBudgetRatio, options.RetryBudgetMinPerSecond, time));
         Outliers = new OutlierDetector(
             new OutlierOptions(options.OutlierConsecutiveErrors, options.OutlierEjectionTime, options.OutlierMaxEjectionTime, options.OutlierMaxEjectionPercent),

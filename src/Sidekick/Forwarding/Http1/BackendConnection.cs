@@ -48,10 +48,10 @@ internal sealed class BackendConnection : IDisposable
     /// <summary>True once a request completed on it: a failure before any response byte may be a stale connection.</summary>
     public bool HasServedRequest { get; set; }
 
-    /// <summary><see cref="Environment.TickCount64"/> when it went back to the pool.</summary>
+    /// <summary>The pool's clock (<see cref="BackendConnectionPool.Now"/>) when it went back to the pool.</summary>
     public long IdleSince { get; set; }
 
-    /// <summary><see cref="Environment.TickCount64"/> after which an exchange without progress is cut (0: idle).</summary>
+    /// <summary>The pool's clock after which an exchange without progress is cut (0: idle).</summary>
     public long ActivityDeadline { get; set; }
 
     /// <summary>Set when the pool cut the exchange for inactivity, so the error says "timed out".</summary>
@@ -78,7 +78,7 @@ internal sealed class BackendConnection : IDisposable
     }
 
     /// <summary>Notes progress (bytes moved either way) for the activity deadline.</summary>
-    public void Touch() => ActivityDeadline = Environment.TickCount64 + _activityTimeoutMilliseconds;
+    public void Touch() => ActivityDeadline = Pool.Now + _activityTimeoutMilliseconds;
 
     /// <summary>Gives the receive buffer back; the connection is then idle (or about to be closed).</summary>
     public void EndExchange()

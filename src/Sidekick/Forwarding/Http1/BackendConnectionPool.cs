@@ -28,8 +28,14 @@ internal sealed class BackendConnectionPool
     private readonly HashSet<BackendConnection> _open = [];
     private bool _retired;
 
-    public BackendConnectionPool(string destinationPrefix, int lanes = 1)
+    private readonly TimeProvider _time;
+    private readonly long _ticksPerMillisecond;
+
+    public BackendConnectionPool(string destinationPrefix, int lanes = 1, TimeProvider? time = null)
     {
+        _time = time ?? TimeProvider.System;
+        _ticksPerMillisecond = Math.Max(1, _time.TimestampFrequency / 1000);
+        LastUsed = Now;
         _idle = new List<BackendConnection>[lanes];
         for (var i = 0; i < lanes; i++)
         {
@@ -49,7 +55,10 @@ internal sealed class BackendConnectionPool
     /// <summary>host:port as a Host header would carry it.</summary>
     public string Authority { get; }
 
-    public long LastUsed { get; private set; } = Environment.TickCount64;
+    public long LastUsed { get; private set; }
+
+    /// <summary>The pool's clock in milliseconds (a <see cref="TimeProvider"/>, so tests can drive idle and activity times).</summary>
+    public long Now => _time.GetTimestamp() / _ticksPerMillisecond;
 
     /// <summary>
     /// A live idle connection, or null when a new one must be opened. <paramref name="mustBeAlive"/> checks
@@ -58,7 +67,7 @@ internal sealed class BackendConnectionPool
     /// </summary>
     public BackendConnection? TakeIdle(bool mustBeAlive)
     {
-        var now = Environment.TickCount64;
+        var now = Now;
         LastUsed = now;
         while (true)
         {
@@ -125,7 +134,7 @@ internal sealed class BackendConnectionPool
     /// <summary>Takes back a connection whose exchange ended cleanly.</summary>
     public void Return(BackendConnection connection)
     {
-        connection.IdleSince = Environment.TickCount64;
+        connection.IdleSince = Now;
         lock (_gate)
         {
             if (!_retired && !connection.IsClosed)
@@ -221,18 +230,20 @@ internal sealed class BackendConnectionPools : IDisposable
     private readonly ConcurrentDictionary<string, BackendConnectionPool> _pools = new(StringComparer.Ordinal);
     private readonly TimeSpan _idleTimeout;
     private readonly int _lanes;
-    private readonly Timer _sweeper;
+    private readonly TimeProvider _time;
+    private readonly ITimer _sweeper;
 
     /// <param name="lanes">Idle lanes per pool: the number of event loops (1 without).</param>
-    public BackendConnectionPools(TimeSpan idleTimeout, int lanes)
+    public BackendConnectionPools(TimeSpan idleTimeout, int lanes, TimeProvider time)
     {
         _idleTimeout = idleTimeout;
         _lanes = lanes;
-        _sweeper = new Timer(static state => ((BackendConnectionPools)state!).Sweep(), this, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        _time = time;
+        _sweeper = time.CreateTimer(static state => ((BackendConnectionPools)state!).Sweep(), this, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
     }
 
     public BackendConnectionPool For(string destinationPrefix) =>
-        _pools.GetOrAdd(destinationPrefix, static (prefix, lanes) => new BackendConnectionPool(prefix, lanes), _lanes);
+        _pools.GetOrAdd(destinationPrefix, static (prefix, pools) => new BackendConnectionPool(prefix, pools._lanes, pools._time), this);
 
     public void Dispose()
     {
@@ -245,10 +256,9 @@ internal sealed class BackendConnectionPools : IDisposable
 
     private void Sweep()
     {
-        var now = Environment.TickCount64;
         foreach (var (prefix, pool) in _pools)
         {
-            if (pool.Sweep(now, _idleTimeout))
+            if (pool.Sweep(pool.Now, _idleTimeout))
             {
                 _pools.TryRemove(new KeyValuePair<string, BackendConnectionPool>(prefix, pool));
             }

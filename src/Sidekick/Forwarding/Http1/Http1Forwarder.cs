@@ -44,13 +44,14 @@ internal sealed class Http1Forwarder : IDisposable
     /// <param name="loops">Sidekick's event loops for backend sockets; null uses the .NET socket engine.</param>
     /// <param name="disabled">Why every request goes to YARP (forced by the operator, an HTTP proxy), or null.</param>
     public Http1Forwarder(
-        IHttpForwarder fallback, BackendResolve? resolve, EventLoops? loops, TimeSpan connectTimeout, TimeSpan idleTimeout, PathReason? disabled)
+        IHttpForwarder fallback, BackendResolve? resolve, EventLoops? loops, TimeSpan connectTimeout, TimeSpan idleTimeout, PathReason? disabled,
+        TimeProvider? time = null)
     {
         _fallback = fallback;
         _resolve = resolve ?? ResolveDirectAsync;
         _loops = loops;
         _connectTimeout = connectTimeout;
-        _pools = new BackendConnectionPools(idleTimeout, loops?.Count ?? 1);
+        _pools = new BackendConnectionPools(idleTimeout, loops?.Count ?? 1, time ?? TimeProvider.System);
         _disabled = disabled;
     }
 
