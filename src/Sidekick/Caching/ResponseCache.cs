@@ -21,6 +21,9 @@ internal sealed class ResponseCache : IDisposable
     /// <summary>How long a request waits for someone else's fill of the same entry before asking the origin itself.</summary>
     private static readonly TimeSpan FillWait = TimeSpan.FromMinutes(5);
 
+    /// <summary>How long a fill's slot outlives its upload (see MissAsync).</summary>
+    private static readonly TimeSpan SlotGrace = TimeSpan.FromSeconds(5);
+
     private readonly CacheOptions _options;
     private readonly S3CacheStore _store;
     private readonly CacheHealth _health;
@@ -139,7 +142,8 @@ internal sealed class ResponseCache : IDisposable
 
         // A fill of this entry may be running here: read it rather than ask the origin again (a HEAD, a range or
         // the client's own conditional included: they are answered from the fill's entry as from a stored one).
-        if (_pending.TryGetValue(key, out var filling) && await JoinAsync(context, origin, filling, requestControl))
+        if (_pending.TryGetValue(key, out var filling) &&
+            (await JoinAsync(context, origin, filling, requestControl) || await FromStoreAsync(context, origin, key, requestControl, filling)))
         {
             return;
         }
@@ -152,30 +156,22 @@ internal sealed class ResponseCache : IDisposable
         }
 
         var slot = new FillSlot();
-        var running = _pending.GetOrAdd(key, slot);
-        if (running != slot)
+        while (_pending.GetOrAdd(key, slot) is var running && running != slot)
         {
-            if (await JoinAsync(context, origin, running, requestControl))
+            if (running.Head.Task is { IsCompleted: true, Result: null or { IsCommitted: true } or { Abandoned: true } })
             {
-                return;
+                // That fill is over (and what it stored was not found above): this request fills afresh, unless
+                // another one took the slot first; then look again.
+                if (_pending.TryUpdate(key, slot, running))
+                {
+                    break;
+                }
+
+                continue;
             }
 
-            // Nothing to read here (not storable, given up, or not for this requester): the store, else the origin.
-            CacheLookup? after = null;
-            try
-            {
-                after = await _entries.FindAsync(key, request, context.RequestAborted);
-            }
-            catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
-            {
-                _health.MarkOffline(ex);
-            }
-
-            if (after is { } hit)
-            {
-                await HitAsync(context, origin, hit, requestControl);
-            }
-            else
+            // Nothing to read here (not storable, or not for this requester): the store, else the origin.
+            if (!await JoinAsync(context, origin, running, requestControl) && !await FromStoreAsync(context, origin, key, requestControl, running))
             {
                 await PassAsync(context, origin);
             }
@@ -198,9 +194,45 @@ internal sealed class ResponseCache : IDisposable
             }
             else
             {
-                _ = fill.Upload.ContinueWith(_ => _pending.TryRemove(new KeyValuePair<string, FillSlot>(key, slot)), TaskScheduler.Default);
+                // Kept a moment past the commit: a request whose store lookup raced the commit still finds it here
+                // (and is sent to the store) rather than asking the origin again.
+                _ = fill.Upload.ContinueWith(async _ =>
+                {
+                    await Task.Delay(SlotGrace, _time);
+                    _pending.TryRemove(new KeyValuePair<string, FillSlot>(key, slot));
+                }, TaskScheduler.Default);
             }
         }
+    }
+
+    /// <summary>
+    /// After a fill of the entry ended here (committed, or it stored nothing): the store may have the entry now.
+    /// True when it answered the request.
+    /// </summary>
+    private async Task<bool> FromStoreAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl, FillSlot slot)
+    {
+        if (!slot.Head.Task.IsCompleted || slot.Head.Task.Result is { IsCommitted: false })
+        {
+            return false;
+        }
+
+        CacheLookup? after = null;
+        try
+        {
+            after = await _entries.FindAsync(key, context.Request, context.RequestAborted);
+        }
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+        {
+            _health.MarkOffline(ex);
+        }
+
+        if (after is not { } hit)
+        {
+            return false;
+        }
+
+        await HitAsync(context, origin, hit, requestControl);
+        return true;
     }
 
     /// <summary>
@@ -220,9 +252,9 @@ internal sealed class ResponseCache : IDisposable
             return false;
         }
 
-        if (fill is null || fill.Abandoned)
+        if (fill is null || fill.Abandoned || fill.IsCommitted)
         {
-            return false;
+            return false; // nothing to read, or the store has it now (FromStoreAsync)
         }
 
         var entry = fill.Entry;
