@@ -254,17 +254,7 @@ internal sealed class Http1Forwarder : IDisposable
                 // Taken over (the cache answers from the store): the body, if any, is not read, so the
                 // connection cannot carry another exchange unless there is none.
                 registration.Dispose();
-                if (response.Framing == BodyFraming.None && response.Reusable && connection.BufferedCount == 0 && !connection.IsClosed)
-                {
-                    connection.EndExchange();
-                    connection.HasServedRequest = true;
-                    connection.Pool.Return(connection);
-                }
-                else
-                {
-                    Close(connection);
-                }
-
+                Release(connection, response.Framing == BodyFraming.None && response.Reusable);
                 return ForwarderError.None;
             }
 
@@ -291,18 +281,23 @@ internal sealed class Http1Forwarder : IDisposable
             }
 
             registration.Dispose();
-            if (response.Reusable && connection.BufferedCount == 0 && !connection.IsClosed)
-            {
-                connection.EndExchange();
-                connection.HasServedRequest = true;
-                connection.Pool.Return(connection);
-            }
-            else
-            {
-                Close(connection);
-            }
-
+            Release(connection, response.Reusable);
             return ForwarderError.None;
+        }
+    }
+
+    /// <summary>After an exchange: back to the pool when it can carry another one, closed otherwise.</summary>
+    private static void Release(BackendConnection connection, bool reusable)
+    {
+        if (reusable && connection.BufferedCount == 0 && !connection.IsClosed)
+        {
+            connection.EndExchange();
+            connection.HasServedRequest = true;
+            connection.Pool.Return(connection);
+        }
+        else
+        {
+            Close(connection);
         }
     }
 
