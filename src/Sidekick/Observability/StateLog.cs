@@ -28,8 +28,7 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
         var detail = transition.Failure is { } failure ? SecretRedaction.Text(failure.Detail) : null;
         if (mode.Json)
         {
-            using var buffer = new MemoryStream();
-            using (var json = new Utf8JsonWriter(buffer))
+            return JsonLine(json =>
             {
                 json.WriteStartObject();
                 json.WriteString("Type", "LOG");
@@ -49,14 +48,10 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
 
                 json.WriteString("Timestamp", transition.At.UtcDateTime);
                 json.WriteEndObject();
-            }
-
-            return Encoding.UTF8.GetString(buffer.ToArray());
+            });
         }
 
-        var line = new StringBuilder();
-        line.Append(mode.Paint("LOG", "35")).Append("  : ").Append(transition.At.UtcDateTime.ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture))
-            .Append("  cache store ").Append(store).Append(" bucket ").Append(bucket);
+        var line = TextLine(transition.At).Append("cache store ").Append(store).Append(" bucket ").Append(bucket);
         if (transition.Failure is { } failed)
         {
             line.Append(' ').Append(failed.Words).Append(": ").Append(detail);
@@ -79,8 +74,7 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
         var message = $"cache fill of {target} abandoned ({reason}): {detail}";
         if (mode.Json)
         {
-            using var buffer = new MemoryStream();
-            using (var json = new Utf8JsonWriter(buffer))
+            output.Enqueue(JsonLine(json =>
             {
                 json.WriteStartObject();
                 json.WriteString("Type", "LOG");
@@ -90,14 +84,11 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
                 json.WriteString("Message", SecretRedaction.Text(message));
                 json.WriteString("Timestamp", at.UtcDateTime);
                 json.WriteEndObject();
-            }
-
-            output.Enqueue(Encoding.UTF8.GetString(buffer.ToArray()));
+            }));
             return;
         }
 
-        output.Enqueue(new StringBuilder().Append(mode.Paint("LOG", "35")).Append("  : ")
-            .Append(at.UtcDateTime.ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture)).Append("  ").Append(SecretRedaction.Text(message)).ToString());
+        output.Enqueue(TextLine(at).Append(SecretRedaction.Text(message)).ToString());
     }
 
     /// <summary>Panic began on <paramref name="site"/> (0: it ended).</summary>
@@ -110,8 +101,7 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
             : $"panic: no backend serves; site {site} keeps taking requests on its passively marked backends, whose probes pass";
         if (mode.Json)
         {
-            using var buffer = new MemoryStream();
-            using (var json = new Utf8JsonWriter(buffer))
+            return JsonLine(json =>
             {
                 json.WriteStartObject();
                 json.WriteString("Type", "LOG");
@@ -120,21 +110,17 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
                 json.WriteString("Message", message);
                 json.WriteString("Timestamp", at.UtcDateTime);
                 json.WriteEndObject();
-            }
-
-            return Encoding.UTF8.GetString(buffer.ToArray());
+            });
         }
 
-        return new StringBuilder().Append(mode.Paint("LOG", "35")).Append("  : ")
-            .Append(at.UtcDateTime.ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture)).Append("  ").Append(message).ToString();
+        return TextLine(at).Append(message).ToString();
     }
 
     public string Format(Backend backend, BackendTransition transition)
     {
         if (mode.Json)
         {
-            using var buffer = new MemoryStream();
-            using (var json = new Utf8JsonWriter(buffer))
+            return JsonLine(json =>
             {
                 json.WriteStartObject();
                 json.WriteString("Type", "LOG");
@@ -152,14 +138,10 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
 
                 json.WriteString("Timestamp", transition.At.UtcDateTime);
                 json.WriteEndObject();
-            }
-
-            return Encoding.UTF8.GetString(buffer.ToArray());
+            });
         }
 
-        var line = new StringBuilder();
-        line.Append(mode.Paint("LOG", "35")).Append("  : ").Append(transition.At.UtcDateTime.ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture))
-            .Append("  ").Append(backend.Name);
+        var line = TextLine(transition.At).Append(backend.Name);
         if (transition.IsUp)
         {
             line.Append(" is up");
@@ -174,5 +156,22 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
         }
 
         return line.ToString();
+    }
+
+    /// <summary>A LOG line as text: the coloured tag and the time, then what the caller appends.</summary>
+    private StringBuilder TextLine(DateTimeOffset at) =>
+        new StringBuilder().Append(mode.Paint("LOG", "35")).Append("  : ")
+            .Append(at.UtcDateTime.ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture)).Append("  ");
+
+    /// <summary>A LOG line as one JSON object written by <paramref name="write"/>.</summary>
+    private static string JsonLine(Action<Utf8JsonWriter> write)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            write(json);
+        }
+
+        return Encoding.UTF8.GetString(buffer.ToArray());
     }
 }
