@@ -33,9 +33,6 @@ internal sealed record RuntimeSettings
     /// <summary>SIDEKICK_KEY_PASSWORD, for a key whose password no flag gave.</summary>
     public string? KeyPassword { get; init; }
 
-    /// <summary>The process's own environment.</summary>
-    public static RuntimeSettings FromProcess() => From(ProcessEnvironment());
-
     /// <summary>
     /// Reads and validates every variable: a bad engine, thread count or forwarder is a fatal error (exit 1), a
     /// bad cache variable a usage error (exit 2), each one line naming the value.
