@@ -40,16 +40,40 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
 
     /// <summary>
     /// Starts storing the response whose head is on <paramref name="context"/> when it may be stored (RFC 9111
-    /// §3): its header values as the backend sent them, its Vary marker, whether credentials filled it.
-    /// Null when it is not storable.
+    /// §3): its header values as the backend sent them, its Vary marker, whether credentials filled it. A 206 of a
+    /// single range of an object whose length it names, with a strong ETag, joins the fill that combines that
+    /// object's ranges (§3.4). Null when nothing of it is stored.
     /// </summary>
-    public CacheFill? StartFill(HttpContext context, string key, CacheControl requestControl, DateTimeOffset requestTime)
+    public FillWriter? StartFill(HttpContext context, string key, CacheControl requestControl, DateTimeOffset requestTime)
     {
         var response = context.Response;
+        if (!HttpMethods.IsGet(context.Request.Method))
+        {
+            return null;
+        }
+
         var headers = StoredHeaders(response.Headers);
+        var status = response.StatusCode;
+        var length = CachedResponse.BodyLength(status, response.ContentLength);
+        PartialContent piece = default;
+        var ranged = status == StatusCodes.Status206PartialContent;
+        if (ranged)
+        {
+            if (!PartialContent.TryRead(response, out piece))
+            {
+                return null;
+            }
+
+            // Stored as the object's 200: the range's own framing fields describe the piece, not the object.
+            status = StatusCodes.Status200OK;
+            length = piece.CompleteLength;
+            headers = [.. headers.Where(h => !string.Equals(h.Key, HeaderNames.ContentRange, StringComparison.OrdinalIgnoreCase) &&
+                                             !string.Equals(h.Key, HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase)),
+                new(HeaderNames.ContentLength, piece.CompleteLength.ToString(CultureInfo.InvariantCulture))];
+        }
+
         var responseControl = CacheControl.Parse(response.Headers.CacheControl);
-        if (!HttpMethods.IsGet(context.Request.Method) ||
-            !CachePolicy.IsStorable(response.StatusCode, requestControl, responseControl, headers, CachedResponse.BodyLength(response.StatusCode, response.ContentLength), options))
+        if (!CachePolicy.IsStorable(status, requestControl, responseControl, headers, length, options))
         {
             return null;
         }
@@ -62,9 +86,9 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         var date = CachedResponse.HttpDate(response.Headers.Date.ToString());
         var entry = new CachedResponse
         {
-            Status = response.StatusCode,
+            Status = status,
             Headers = headers,
-            Length = CachedResponse.BodyLength(response.StatusCode, response.ContentLength)!.Value,
+            Length = length!.Value,
             ReceivedAt = responseTime,
             InitialAge = CachePolicy.InitialAge(response.Headers.Age.ToString(), date, requestTime, responseTime),
             Date = date,
@@ -78,26 +102,28 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             return null; // too many headers for S3 user metadata: serve, do not store
         }
 
-        var entryKey = key;
-        if (varyNames.Length > 0)
+        var entryKey = varyNames.Length > 0 ? CacheKey.Variant(key, varyValues) : key;
+        var target = Observability.SecretRedaction.Text(
+            context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? "/");
+        var metadata = new Dictionary<string, string> { ["sidekick"] = serialized };
+        CacheFill? fill;
+        bool created;
+        if (ranged)
         {
-            entryKey = CacheKey.Variant(key, varyValues);
-            var marker = new Dictionary<string, string> { ["sidekick-vary"] = string.Join(',', varyNames) };
-            _ = Task.Run(async () =>
-            {
-                try
-                {
-                    await store.PutAsync(key, ReadOnlyMemory<byte>.Empty, marker, CancellationToken.None);
-                }
-                catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
-                {
-                    health.MarkOffline(ex);
-                }
-            });
+            (fill, created) = fills.StartPiece(entryKey, target, entry, metadata);
+        }
+        else
+        {
+            fill = fills.Start(entryKey, target, entry, metadata);
+            created = fill is not null;
         }
 
-        var target = context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? "/";
-        return fills.Start(entryKey, Observability.SecretRedaction.Text(target), entry, new Dictionary<string, string> { ["sidekick"] = serialized });
+        if (created && varyNames.Length > 0)
+        {
+            PutVaryMarker(key, varyNames);
+        }
+
+        return fill is null ? null : ranged ? fill.Writer(piece.First, piece.Last + 1) : fill.Writer(0, entry.Length);
     }
 
     /// <summary>
@@ -200,6 +226,23 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         {
             await EvictAsync(key);
         }
+    }
+
+    /// <summary>The marker at the plain key that names the Vary headers, so a lookup finds the variant.</summary>
+    private void PutVaryMarker(string key, string[] varyNames)
+    {
+        var marker = new Dictionary<string, string> { ["sidekick-vary"] = string.Join(',', varyNames) };
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await store.PutAsync(key, ReadOnlyMemory<byte>.Empty, marker, CancellationToken.None);
+            }
+            catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
+            {
+                health.MarkOffline(ex);
+            }
+        });
     }
 
     /// <summary>The stored entry, or the headers a later 304 refreshed when those are newer (same object only).</summary>

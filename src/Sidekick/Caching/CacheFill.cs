@@ -20,17 +20,26 @@ internal enum FillAbandonReason
 
     /// <summary>The client left before the whole body came, so the rest was never read.</summary>
     ClientGone,
+
+    /// <summary>Ranged responses were being combined into the object, and none came for a while before they covered it.</summary>
+    RangesIncomplete,
+
+    /// <summary>A response with another ETag or length came: the object changed, so what was kept of it is dropped.</summary>
+    ObjectChanged,
 }
 
 /// <summary>
-/// Writes one response into the bucket through a local spool file: the body is appended to the spool as it
+/// Writes one response into the bucket through a local spool file: the body is written to the spool as it
 /// streams to the client, and an uploader reads it back in parts at the store's own pace (one PUT, or a
-/// multipart upload for a body larger than a part). So the client is never slowed by the store, nor the fill
-/// abandoned for being faster than it; memory stays one part buffer per upload. Requests for the same entry
-/// read the spool while the fill runs (<see cref="OpenReader"/>). The entry becomes visible when the upload
-/// completes with exactly the announced length; an abandoned fill aborts its multipart upload, deletes its
-/// spool and gives back its share of the spool budget. Offer and Complete are called by the one loop copying
-/// the response.
+/// multipart upload for a body larger than a part) as soon as the bytes from the start through a part's end are
+/// there. So the client is never slowed by the store, nor the fill abandoned for being faster than it; memory
+/// stays one part buffer per upload. The body comes from one whole response (<see cref="FillWriter"/> from 0),
+/// or is combined from ranged responses of the same object, each written at its offset (RFC 9111 §3.4; a fill
+/// <see cref="FromPieces"/> is given up when no piece has come for <see cref="PieceIdle"/> before they cover the
+/// object). Requests for the same entry read the spool of a whole-response fill while it runs
+/// (<see cref="OpenReader"/>). The entry becomes visible when the upload completes with exactly the announced
+/// length; an abandoned fill aborts its multipart upload, deletes its spool and gives back its share of the
+/// spool budget.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The spool handle is released when the upload and the last reader are done, not by the creator.")]
 internal sealed class CacheFill
@@ -41,6 +50,9 @@ internal sealed class CacheFill
     private readonly PartBuffers _buffers;
     private readonly SafeFileHandle _spool;
     private readonly CancellationTokenSource _abandon = new();
+    private readonly FillCoverage _coverage = new();
+    private readonly TimeProvider _time;
+    private readonly ITimer? _idleCheck;
     private readonly Task<bool> _upload;
     private TaskCompletionSource _moved = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _written;
@@ -48,9 +60,10 @@ internal sealed class CacheFill
     private int _users = 1; // the upload; each reader adds one
     private int _ended;
     private int _committed;
+    private long _lastWrite;
 
     public CacheFill(CacheFills owner, S3CacheStore store, string key, string target, CachedResponse entry, IReadOnlyDictionary<string, string> metadata,
-        PartBuffers buffers, SafeFileHandle spool)
+        PartBuffers buffers, SafeFileHandle spool, TimeProvider time, bool fromPieces)
     {
         _owner = owner;
         _store = store;
@@ -60,8 +73,26 @@ internal sealed class CacheFill
         _metadata = metadata;
         _buffers = buffers;
         _spool = spool;
+        _time = time;
+        FromPieces = fromPieces;
+        _lastWrite = time.GetTimestamp();
+        if (fromPieces)
+        {
+            _idleCheck = time.CreateTimer(static state => ((CacheFill)state!).CheckIdle(), this, PieceIdle, PieceIdle);
+        }
+
         _upload = Task.Run(UploadAsync);
     }
+
+    /// <summary>
+    /// How long a fill combined from ranged responses waits for its next bytes: readers that fetch only some ranges
+    /// (a Parquet footer and a few column chunks) never cover the object, and their fill must not hold a slot and
+    /// spool budget for long.
+    /// </summary>
+    public static TimeSpan PieceIdle { get; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The body is combined from ranged (206) responses of the object rather than copied from one whole response.</summary>
+    public bool FromPieces { get; }
 
     /// <summary>The entry's key in the bucket.</summary>
     public string Key { get; }
@@ -74,7 +105,7 @@ internal sealed class CacheFill
 
     public long Length => Entry.Length;
 
-    /// <summary>Body bytes in the spool so far.</summary>
+    /// <summary>Body bytes in the spool from the start without a gap (all of them, for a whole-response fill).</summary>
     public long Written => Volatile.Read(ref _written);
 
     public bool Abandoned => _abandon.IsCancellationRequested;
@@ -85,18 +116,17 @@ internal sealed class CacheFill
     /// <summary>Completes when the entry is in the store (true) or the fill was given up (false).</summary>
     public Task<bool> Upload => _upload;
 
-    /// <summary>Appends a chunk of the body to the spool; false once the fill has been abandoned.</summary>
-    public bool Offer(ReadOnlySpan<byte> data)
+    /// <summary>
+    /// A writer for one response's body, which holds bytes [<paramref name="start"/>, <paramref name="end"/>) of the
+    /// object: the whole body (from 0 to the length) or one range of it.
+    /// </summary>
+    public FillWriter Writer(long start, long end) => new(this, start, end, whole: start == 0 && end == Length && !FromPieces);
+
+    /// <summary>Writes body bytes at <paramref name="at"/> into the spool; false once the fill has been abandoned.</summary>
+    public bool Write(long at, ReadOnlySpan<byte> data)
     {
         if (Abandoned)
         {
-            return false;
-        }
-
-        var at = Written;
-        if (at + data.Length > Length)
-        {
-            Abandon(FillAbandonReason.OriginIncomplete, "the origin sent more than its Content-Length");
             return false;
         }
 
@@ -110,7 +140,20 @@ internal sealed class CacheFill
             return false;
         }
 
-        Volatile.Write(ref _written, at + data.Length);
+        long prefix;
+        lock (_coverage)
+        {
+            _coverage.Add(at, at + data.Length);
+            prefix = _coverage.Prefix;
+        }
+
+        Volatile.Write(ref _lastWrite, _time.GetTimestamp());
+        Volatile.Write(ref _written, prefix);
+        if (FromPieces && prefix == Length)
+        {
+            Volatile.Write(ref _bodyComplete, 1); // the pieces cover the object
+        }
+
         Moved();
         return true;
     }
@@ -146,8 +189,25 @@ internal sealed class CacheFill
         }
 
         _abandon.Cancel();
+        _idleCheck?.Dispose();
         Moved();
         _owner.OnAbandoned(this, reason, detail);
+    }
+
+    private void CheckIdle()
+    {
+        if (_time.GetElapsedTime(Volatile.Read(ref _lastWrite)) < PieceIdle || Volatile.Read(ref _bodyComplete) != 0)
+        {
+            return;
+        }
+
+        long covered;
+        lock (_coverage)
+        {
+            covered = _coverage.Covered;
+        }
+
+        Abandon(FillAbandonReason.RangesIncomplete, $"the ranges read cover {covered} of {Length} bytes, and none came for {PieceIdle.TotalSeconds:0} s");
     }
 
     /// <summary>
@@ -291,6 +351,7 @@ internal sealed class CacheFill
         }
 
         Volatile.Write(ref _committed, 1);
+        _idleCheck?.Dispose();
         _owner.OnCommitted(this);
         return true;
     }

@@ -15,12 +15,15 @@ internal sealed class CacheFills
     private readonly PartBuffers _buffers;
     private readonly SpoolBudget _budget;
     private readonly ConcurrentDictionary<string, CacheFill> _running = new();
+    private readonly Lock _pieces = new();
+    private readonly TimeProvider _time;
     private readonly long[] _abandoned = new long[Enum.GetValues<FillAbandonReason>().Length];
     private int _inFlight;
 
-    public CacheFills(CacheOptions options, S3CacheStore store, CacheMetrics metrics)
+    public CacheFills(CacheOptions options, S3CacheStore store, CacheMetrics metrics, TimeProvider time)
     {
         _options = options;
+        _time = time;
         _store = store;
         Metrics = metrics;
         // A few spare parts serve a steady trickle of uploads; a burst allocates more and gives them back to the GC.
@@ -48,7 +51,44 @@ internal sealed class CacheFills
     /// Starts storing <paramref name="entry"/> under <paramref name="key"/>; null (and counted) when no fill may
     /// start: too many in flight, no room in the spool budget, or no spool file.
     /// </summary>
-    public CacheFill? Start(string key, string target, CachedResponse entry, IReadOnlyDictionary<string, string> metadata)
+    public CacheFill? Start(string key, string target, CachedResponse entry, IReadOnlyDictionary<string, string> metadata) =>
+        Start(key, target, entry, metadata, fromPieces: false);
+
+    /// <summary>
+    /// The fill that combines ranged responses of the object <paramref name="entry"/> describes (same strong ETag,
+    /// same length, filled with credentials or not alike): the one running for <paramref name="key"/>, or a new one
+    /// (<c>Created</c>). A running combination of another version is given up for the newer one; a whole response
+    /// being stored already, or one of the other credential kind, leaves this range unstored (null).
+    /// </summary>
+    public (CacheFill? Fill, bool Created) StartPiece(string key, string target, CachedResponse entry, IReadOnlyDictionary<string, string> metadata)
+    {
+        // One lock for the rare moment a combination starts, so concurrent ranges of one object (awscli reads ten
+        // at once) join one fill instead of replacing each other's.
+        lock (_pieces)
+        {
+            if (_running.TryGetValue(key, out var running) && !running.Abandoned)
+            {
+                if (!running.FromPieces)
+                {
+                    return (null, false);
+                }
+
+                if (running.Entry.ETag == entry.ETag && running.Length == entry.Length)
+                {
+                    // Pieces fetched with credentials make an entry only a requester's own 304 opens (docs/cache.md):
+                    // an entry marked public must hold no byte that only credentials could fetch.
+                    return running.Entry.FilledWithCredentials == entry.FilledWithCredentials ? (running, false) : (null, false);
+                }
+
+                running.Abandon(FillAbandonReason.ObjectChanged,
+                    $"a range of another version came (ETag {entry.ETag}, {entry.Length} bytes; was {running.Entry.ETag}, {running.Length} bytes)");
+            }
+
+            return (Start(key, target, entry, metadata, fromPieces: true), true);
+        }
+    }
+
+    private CacheFill? Start(string key, string target, CachedResponse entry, IReadOnlyDictionary<string, string> metadata, bool fromPieces)
     {
         if (Interlocked.Increment(ref _inFlight) > _options.MaxFills)
         {
@@ -79,7 +119,7 @@ internal sealed class CacheFills
         }
 
         Metrics.FillStarted();
-        var fill = new CacheFill(this, _store, key, target, entry, metadata, _buffers, spool);
+        var fill = new CacheFill(this, _store, key, target, entry, metadata, _buffers, spool, _time, fromPieces);
         if (_running.TryGetValue(key, out var earlier))
         {
             earlier.Abandon(FillAbandonReason.OriginIncomplete, "replaced by a newer fill of the same entry");

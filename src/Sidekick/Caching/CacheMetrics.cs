@@ -97,6 +97,8 @@ internal sealed class CacheMetrics : IDisposable
         FillAbandonReason.SpoolError => "spool_error",
         FillAbandonReason.StoreError => "store_error",
         FillAbandonReason.OriginIncomplete => "origin_incomplete",
+        FillAbandonReason.RangesIncomplete => "ranges_incomplete",
+        FillAbandonReason.ObjectChanged => "object_changed",
         _ => "client_gone",
     };
 

@@ -14,9 +14,13 @@ internal readonly struct ClientConditionals
     public static readonly string[] Names =
         [HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince, HeaderNames.IfMatch, HeaderNames.IfUnmodifiedSince, HeaderNames.IfRange, HeaderNames.Range];
 
-    /// <summary>The client's own validators: with one of these, its request is not made conditional on the entry.</summary>
-    private static readonly string[] Validators =
-        [HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince, HeaderNames.IfMatch, HeaderNames.IfUnmodifiedSince];
+    /// <summary>
+    /// The client's own validators of a copy it holds: with one of these, its request is not made conditional on the
+    /// entry. If-Match and If-Unmodified-Since are not among them: SDKs send If-Match on every ranged read to pin one
+    /// version, and the origin evaluates them before an added If-None-Match (RFC 9110 §13.2.2), so a 304 still
+    /// means both that the client's precondition holds and that the entry is current.
+    /// </summary>
+    private static readonly string[] Validators = [HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince];
 
     private readonly string? _added;
 

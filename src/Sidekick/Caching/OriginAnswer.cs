@@ -10,13 +10,13 @@ namespace Sidekick.Caching;
 /// </summary>
 internal sealed class OriginAnswer : IExchangeObserver
 {
-    private readonly Func<HttpContext, CacheFill?>? _startFill;
+    private readonly Func<HttpContext, FillWriter?>? _startFill;
     private readonly Func<int, bool> _takeOver;
-    private CacheFill? _fill;
+    private FillWriter? _writer;
 
-    /// <param name="startFill">Creates the fill for a storable response; null stores nothing.</param>
+    /// <param name="startFill">Starts (or, for a range, joins) the fill for a storable response; null stores nothing.</param>
     /// <param name="takeOver">Which statuses the cache answers itself instead of passing them to the client.</param>
-    public OriginAnswer(Func<HttpContext, CacheFill?>? startFill, Func<int, bool> takeOver)
+    public OriginAnswer(Func<HttpContext, FillWriter?>? startFill, Func<int, bool> takeOver)
     {
         _startFill = startFill;
         _takeOver = takeOver;
@@ -35,13 +35,13 @@ internal sealed class OriginAnswer : IExchangeObserver
     public Action<CacheFill?>? HeadSeen { get; init; }
 
     /// <summary>The fill fed by this answer, while it may still complete.</summary>
-    public CacheFill? Fill => _fill is { Abandoned: false } fill ? fill : null;
+    public CacheFill? Fill => _writer?.Fill is { Abandoned: false } fill ? fill : null;
 
     public bool OnResponseHead(HttpContext context)
     {
-        // A retry can bring a second head: the first attempt's fill is void.
-        _fill?.Abandon(FillAbandonReason.OriginIncomplete, "a retry brought another response");
-        _fill = null;
+        // A retry can bring a second head: the first attempt's body is void.
+        _writer?.Void("a retry brought another response");
+        _writer = null;
         Status = context.Response.StatusCode;
         if (_takeOver(Status))
         {
@@ -51,15 +51,15 @@ internal sealed class OriginAnswer : IExchangeObserver
         }
 
         TookOver = false;
-        _fill = _startFill?.Invoke(context);
-        HeadSeen?.Invoke(_fill);
+        _writer = _startFill?.Invoke(context);
+        HeadSeen?.Invoke(_writer?.Fill);
         return true;
     }
 
     public bool OnNoAnswer(HttpContext context)
     {
-        _fill?.Abandon(FillAbandonReason.OriginIncomplete, "no backend answered");
-        _fill = null;
+        _writer?.Void("no backend answered");
+        _writer = null;
         Status = 0;
         TookOver = _takeOver(0);
         Headers = [];
@@ -68,9 +68,9 @@ internal sealed class OriginAnswer : IExchangeObserver
 
     public void OnBody(ReadOnlySpan<byte> data)
     {
-        if (_fill is { } fill && !fill.Offer(data))
+        if (_writer is { } writer && !writer.Offer(data))
         {
-            _fill = null;
+            _writer = null;
         }
     }
 
@@ -80,14 +80,14 @@ internal sealed class OriginAnswer : IExchangeObserver
     /// </summary>
     public CacheFill? Finish(HttpContext context)
     {
-        if (_fill is not { } fill)
+        if (_writer is not { } writer)
         {
             return null;
         }
 
-        _fill = null;
-        _ = fill.Complete(clientGone: context.RequestAborted.IsCancellationRequested);
-        return fill;
+        _writer = null;
+        writer.End(clientGone: context.RequestAborted.IsCancellationRequested);
+        return writer.Fill;
     }
 
     private static KeyValuePair<string, string>[] AllHeaders(IHeaderDictionary headers)

@@ -42,7 +42,7 @@ internal sealed class ResponseCache : IDisposable
         _health = new CacheHealth(_store, Metrics, options.HealthInterval, time);
         // A few spare parts serve a steady trickle of fills; a burst allocates more and gives them back to the GC,
         // so an idle sidecar does not keep the burst's memory.
-        _fills = new CacheFills(options, _store, Metrics);
+        _fills = new CacheFills(options, _store, Metrics, time);
         _entries = new CacheEntries(options, _store, _health, _fills, Metrics, time);
         _writer = new StoredResponseWriter(options, _store, _health, Metrics, time);
     }
@@ -148,10 +148,18 @@ internal sealed class ResponseCache : IDisposable
             return;
         }
 
-        // Otherwise HEAD, ranges and the client's own conditionals are answered by the backend; only full GETs fill.
-        if (HttpMethods.IsHead(request.Method) || ClientConditionals.AnyIn(request))
+        // Otherwise HEAD, ranges and the client's own conditionals are answered by the backend. A 206 it answers is
+        // kept as a piece of the object, combined with the other ranges S3 clients read in parallel until they
+        // cover it (§3.4); a 200 is stored whole. Neither waits in a slot: other ranges are other requests.
+        if (HttpMethods.IsHead(request.Method))
         {
             await PassAsync(context, origin);
+            return;
+        }
+
+        if (ClientConditionals.AnyIn(request))
+        {
+            await FetchAndFillAsync(context, origin, key, requestControl);
             return;
         }
 
@@ -252,9 +260,9 @@ internal sealed class ResponseCache : IDisposable
             return false;
         }
 
-        if (fill is null || fill.Abandoned || fill.IsCommitted)
+        if (fill is null || fill.Abandoned || fill.IsCommitted || fill.FromPieces)
         {
-            return false; // nothing to read, or the store has it now (FromStoreAsync)
+            return false; // nothing to read, the store has it now (FromStoreAsync), or its ranges may never all come
         }
 
         var entry = fill.Entry;

@@ -25,7 +25,15 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         var age = (long)CachePolicy.CurrentAge(entry, time.GetUtcNow()).TotalSeconds;
 
         // The client's conditionals and Range apply to a successful response only (RFC 9110 §13.2.1, §14.2):
-        // a stored 404 or 301 is served as it is.
+        // a stored 404 or 301 is served as it is. A failed If-Match or If-Unmodified-Since comes first (§13.2.2):
+        // an SDK pinning one version across its ranged reads must never get bytes of another.
+        if (entry.Status is >= 200 and < 300 && PreconditionFails(request, entry))
+        {
+            response.StatusCode = StatusCodes.Status412PreconditionFailed;
+            response.Headers[ResponseCache.CacheHeader] = outcome;
+            return true;
+        }
+
         if (entry.Status is >= 200 and < 300 && NotModified(request, entry))
         {
             response.StatusCode = StatusCodes.Status304NotModified;
@@ -158,6 +166,23 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         return request.Headers.IfModifiedSince.Count > 0 &&
                CachedResponse.HttpDate(request.Headers.IfModifiedSince.ToString()) is { } since &&
                entry.LastModified is { } lastModified && lastModified <= since;
+    }
+
+    /// <summary>If-Match (strong comparison) or, without it, If-Unmodified-Since, evaluated against the entry (RFC 9110 §13.1.1, §13.1.4).</summary>
+    private static bool PreconditionFails(HttpRequest request, CachedResponse entry)
+    {
+        var ifMatch = request.Headers.IfMatch;
+        if (ifMatch.Count > 0)
+        {
+            var etag = entry.ETag;
+            return !ifMatch.ToString().Split(',').Select(t => t.Trim())
+                .Any(t => t == "*" || (etag is not null && !etag.StartsWith("W/", StringComparison.Ordinal) && t == etag));
+        }
+
+        // An invalid date is ignored (§13.1.4), and so is the field when the entry has no Last-Modified to compare.
+        return request.Headers.IfUnmodifiedSince.Count > 0 &&
+               CachedResponse.HttpDate(request.Headers.IfUnmodifiedSince.ToString()) is { } since &&
+               entry.LastModified is { } lastModified && lastModified > since;
     }
 
     private static bool WeakEquals(string a, string b) =>

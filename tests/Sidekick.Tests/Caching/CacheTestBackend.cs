@@ -41,6 +41,12 @@ internal sealed class CacheTestBackend : IAsyncDisposable
 
     public ConcurrentDictionary<string, int> FullBodies { get; } = new();
 
+    /// <summary>Body bytes sent in 206 answers, by path.</summary>
+    public ConcurrentDictionary<string, long> RangeBytes { get; } = new();
+
+    /// <summary>Every request head's Range and conditional fields, in order: "GET /path range=... if-none-match=... -> status".</summary>
+    public ConcurrentQueue<string> Log { get; } = new();
+
     public ConcurrentQueue<string> ConditionalRequests { get; } = new();
 
     /// <summary>Requests refused for lack of credentials ("GET /path", " conditional" when it was one).</summary>
@@ -82,6 +88,17 @@ internal sealed class CacheTestBackend : IAsyncDisposable
         await _app.DisposeAsync();
     }
 
+    private static (long First, long Last)? SingleRange(string range, long length)
+    {
+        if (!range.StartsWith("bytes=", StringComparison.Ordinal) || range.Contains(',', StringComparison.Ordinal) || range[6..].Split('-') is not [var a, var b] ||
+            !long.TryParse(a, out var first) || first >= length)
+        {
+            return null;
+        }
+
+        return (first, b.Length == 0 ? length - 1 : Math.Min(long.Parse(b, System.Globalization.CultureInfo.InvariantCulture), length - 1));
+    }
+
     private async Task HandleAsync(HttpContext context)
     {
         var request = context.Request;
@@ -90,6 +107,12 @@ internal sealed class CacheTestBackend : IAsyncDisposable
         {
             return;
         }
+
+        context.Response.OnStarting(() =>
+        {
+            Log.Enqueue($"{request.Method} {path} range={request.Headers.Range} if-none-match={request.Headers.IfNoneMatch} if-match={request.Headers.IfMatch} -> {context.Response.StatusCode}");
+            return Task.CompletedTask;
+        });
 
         if (HttpMethods.IsPut(request.Method))
         {
@@ -160,6 +183,23 @@ internal sealed class CacheTestBackend : IAsyncDisposable
                 context.Response.StatusCode = 304;
                 return;
             }
+        }
+
+        if (request.Headers.IfMatch.ToString() is { Length: > 0 } ifMatch && ifMatch != "*" && ifMatch != item.ETag)
+        {
+            context.Response.StatusCode = 412;
+            return;
+        }
+
+        if (!HttpMethods.IsHead(request.Method) && item.Vary is null && SingleRange(request.Headers.Range.ToString(), body.Length) is var (first, last))
+        {
+            // One range of the object, as S3 answers the parallel ranged reads of its clients.
+            context.Response.StatusCode = 206;
+            context.Response.Headers.ContentRange = $"bytes {first}-{last}/{body.Length}";
+            context.Response.ContentLength = last - first + 1;
+            RangeBytes.AddOrUpdate(path, last - first + 1, (_, n) => n + last - first + 1);
+            await context.Response.Body.WriteAsync(body.AsMemory((int)first, (int)(last - first + 1)));
+            return;
         }
 
         context.Response.ContentLength = body.Length;

@@ -1,0 +1,212 @@
+using System.Net;
+using System.Net.Http.Headers;
+using Microsoft.Extensions.Time.Testing;
+using Sidekick.Caching;
+
+namespace Sidekick.Tests.Caching;
+
+/// <summary>
+/// RFC 9111 §3.4, combining partial content: S3 clients read large objects as parallel Range GETs, and SigV4 signs
+/// the Range, so the cache cannot turn them into one full GET. The 206 answers of one object (same strong ETag, same
+/// complete length) are written at their offsets into one fill, stored as the object's 200 once they cover it, and
+/// later ranges are answered from that entry after the same check as any other (the requester's own conditional
+/// request when credentials filled it).
+/// </summary>
+public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheFixture>
+{
+    private const int Piece = 1536 * 1024;
+    private const int Pieces = 8;
+
+    private static string Outcome(HttpResponseMessage response) =>
+        response.Headers.TryGetValues("X-Cache", out var values) ? values.Single() : "(none)";
+
+    private static void Alice(HttpRequestMessage request) => request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", "alice");
+
+    [Fact]
+    public async Task Section_3_4_parallel_signed_ranges_are_stored_as_one_entry_and_later_ranges_only_ask_for_a_304()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/part.parquet", Piece * Pieces, cacheControl: null); // S3 sends no Cache-Control
+        item.AllowedUser = "alice";
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+
+        // First read: every range from the origin, all at once as awscli does, each one stored where it belongs.
+        var first = await ReadInRangesAsync(client, "/bucket/part.parquet", item.Body, Alice);
+        Assert.All(first, outcome => Assert.Equal("MISS", outcome));
+        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the ranges to be stored as one entry");
+        Assert.Equal(item.Body.Length, backend.RangeBytes["/bucket/part.parquet"]);
+        Assert.Equal(0, instance.Server.Cache!.Metrics.FillsAbandoned);
+        var logged = backend.Log.Count;
+
+        // Second read: the same signed ranges; only conditional requests reach the origin, each answered 304.
+        var second = await ReadInRangesAsync(client, "/bucket/part.parquet", item.Body, Alice);
+        Assert.All(second, outcome => Assert.Equal("REVALIDATED", outcome));
+        var secondRead = backend.Log.Skip(logged).ToArray();
+        Assert.Equal(Pieces, secondRead.Length);
+        Assert.All(secondRead, line => Assert.Matches($"^GET /bucket/part.parquet range=bytes=\\d+-\\d+ if-none-match={item.ETag} if-match= -> 304$", line));
+        Assert.Equal(item.Body.Length, backend.RangeBytes["/bucket/part.parquet"]);
+
+        // The whole object too, and a requester without the credentials gets the origin's 403, not a stored byte.
+        using var whole = new HttpRequestMessage(HttpMethod.Get, "/bucket/part.parquet");
+        Alice(whole);
+        using var wholeResponse = await client.SendAsync(whole);
+        Assert.Equal("REVALIDATED", Outcome(wholeResponse));
+        Assert.Equal(item.Body, await wholeResponse.Content.ReadAsByteArrayAsync());
+        using var anonymous = new HttpRequestMessage(HttpMethod.Get, "/bucket/part.parquet");
+        anonymous.Headers.Range = new RangeHeaderValue(0, 99);
+        using var refused = await client.SendAsync(anonymous);
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        Assert.True((await refused.Content.ReadAsByteArrayAsync()).AsSpan().IndexOf(item.Body.AsSpan(0, 100)) < 0, "stored bytes reached an anonymous requester");
+        Assert.Equal(0, backend.Served("/bucket/part.parquet"));
+    }
+
+    [Fact]
+    public async Task Section_3_4_ranges_of_a_public_object_make_an_entry_later_ranges_are_hits()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/open.bin", Piece * Pieces, "max-age=300");
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+
+        await ReadInRangesAsync(client, "/bucket/open.bin", item.Body);
+        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the ranges to be stored as one entry");
+        var asked = backend.Log.Count;
+
+        var again = await ReadInRangesAsync(client, "/bucket/open.bin", item.Body);
+        Assert.All(again, outcome => Assert.Equal("HIT", outcome));
+        Assert.Equal(asked, backend.Log.Count);
+
+        // If-Match pins the version (SDKs send it on every ranged read): evaluated against the entry (RFC 9110 §13.1.1).
+        using var pinned = new HttpRequestMessage(HttpMethod.Get, "/bucket/open.bin");
+        pinned.Headers.Range = new RangeHeaderValue(10, 19);
+        pinned.Headers.TryAddWithoutValidation("If-Match", item.ETag);
+        using var pinnedResponse = await client.SendAsync(pinned);
+        Assert.Equal(HttpStatusCode.PartialContent, pinnedResponse.StatusCode);
+        Assert.Equal(item.Body.AsSpan(10, 10).ToArray(), await pinnedResponse.Content.ReadAsByteArrayAsync());
+        using var otherVersion = new HttpRequestMessage(HttpMethod.Get, "/bucket/open.bin");
+        otherVersion.Headers.Range = new RangeHeaderValue(10, 19);
+        otherVersion.Headers.TryAddWithoutValidation("If-Match", "\"another-version\"");
+        using var failed = await client.SendAsync(otherVersion);
+        Assert.Equal(HttpStatusCode.PreconditionFailed, failed.StatusCode);
+        Assert.Empty(await failed.Content.ReadAsByteArrayAsync());
+        Assert.Equal(asked, backend.Log.Count);
+    }
+
+    [Fact]
+    public async Task Section_3_4_ranges_of_two_versions_are_never_combined()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var old = backend.Put("/bucket/changing.bin", Piece * Pieces, "max-age=300");
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+
+        // Half of the old version, then the object is replaced, then the other half (of the new version).
+        await ReadInRangesAsync(client, "/bucket/changing.bin", old.Body, only: i => i < Pieces / 2);
+        var current = backend.Put("/bucket/changing.bin", Piece * Pieces, "max-age=300");
+        Assert.NotEqual(old.ETag, current.ETag);
+        await ReadInRangesAsync(client, "/bucket/changing.bin", current.Body, only: i => i >= Pieces / 2);
+        Assert.Equal(1, instance.Server.Cache!.Fills.AbandonedFor(FillAbandonReason.ObjectChanged));
+        Assert.Equal(0, instance.Server.Cache!.Metrics.FillsCompleted);
+
+        // The new version's first half completes it: the stored object is the new version alone.
+        await ReadInRangesAsync(client, "/bucket/changing.bin", current.Body, only: i => i < Pieces / 2);
+        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the new version to be stored");
+        using var hit = await client.GetAsync("/bucket/changing.bin");
+        Assert.Equal("HIT", Outcome(hit));
+        Assert.Equal(current.ETag, hit.Headers.ETag!.ToString());
+        Assert.Equal(current.Body, await hit.Content.ReadAsByteArrayAsync());
+    }
+
+    [Fact]
+    public async Task Section_3_4_a_weak_etag_does_not_prove_two_ranges_are_of_one_object()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/weak.bin", Piece * Pieces, "max-age=300");
+        item.ETag = "W/\"weak\"";
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+
+        await ReadInRangesAsync(client, "/bucket/weak.bin", item.Body);
+        Assert.Equal(0, instance.Server.Cache!.Metrics.Fills);
+        using var again = new HttpRequestMessage(HttpMethod.Get, "/bucket/weak.bin");
+        again.Headers.Range = new RangeHeaderValue(0, 9);
+        using var response = await client.SendAsync(again);
+        Assert.Equal("MISS", Outcome(response));
+    }
+
+    [Fact]
+    public async Task Ranges_that_never_cover_the_object_are_given_up_after_the_idle_time_and_free_their_spool()
+    {
+        // A Parquet reader fetches a footer and a few column chunks, never the whole object.
+        var spool = Directory.CreateTempSubdirectory("sidekick-pieces").FullName;
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
+        var options = CacheOptions.FromEnvironment(environment)!;
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var store = new S3CacheStore(options);
+        using var metrics = new CacheMetrics();
+        var fills = new CacheFills(options, store, metrics, time);
+        var reasons = new List<string>();
+        fills.Abandoned += (target, reason, detail) => reasons.Add($"{target} {CacheMetrics.AbandonLabel(reason)}: {detail}");
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"v1\"")], Length = 10_000_000, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
+            VaryNames = [], VaryValues = [],
+        };
+
+        var (fill, created) = fills.StartPiece("pieces-key", "/bucket/footer.parquet", entry, new Dictionary<string, string>());
+        Assert.True(created);
+        Assert.True(fill!.Writer(9_990_000, 10_000_000).Offer(new byte[10_000]));
+        var (same, again) = fills.StartPiece("pieces-key", "/bucket/footer.parquet", entry, new Dictionary<string, string>());
+        Assert.Same(fill, same);
+        Assert.False(again);
+
+        time.Advance(CacheFill.PieceIdle - TimeSpan.FromSeconds(1));
+        Assert.False(fill.Abandoned);
+        Assert.True(fill.Writer(0, 4096).Offer(new byte[4096])); // a new piece restarts the wait
+        time.Advance(TimeSpan.FromSeconds(2));
+        Assert.False(fill.Abandoned);
+        time.Advance(CacheFill.PieceIdle);
+        Assert.True(fill.Abandoned);
+        Assert.False(await fill.Upload);
+
+        Assert.Equal(["/bucket/footer.parquet ranges_incomplete: the ranges read cover 14096 of 10000000 bytes, and none came for 30 s"], reasons);
+        Assert.Equal(1, fills.AbandonedFor(FillAbandonReason.RangesIncomplete));
+        Assert.Equal(0, fills.InFlight);
+        Assert.Equal(0, fills.SpoolUsed);
+        Assert.Empty(Directory.GetFiles(spool));
+    }
+
+    /// <summary>
+    /// Reads <paramref name="body"/> as <see cref="Pieces"/> ranges, all at once, and checks each range's bytes;
+    /// returns each response's X-Cache.
+    /// </summary>
+    private static async Task<string[]> ReadInRangesAsync(
+        HttpClient client, string path, byte[] body, Action<HttpRequestMessage>? shape = null, Func<int, bool>? only = null)
+    {
+        var reads = Enumerable.Range(0, Pieces).Where(only ?? (_ => true)).Select(async i =>
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, path);
+            request.Headers.Range = new RangeHeaderValue((long)i * Piece, ((long)i + 1) * Piece - 1);
+            shape?.Invoke(request);
+            using var response = await client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.PartialContent, response.StatusCode);
+            Assert.Equal($"bytes {i * Piece}-{(i + 1) * Piece - 1}/{body.Length}", response.Content.Headers.ContentRange!.ToString());
+            var received = await response.Content.ReadAsByteArrayAsync();
+            Assert.True(body.AsSpan(i * Piece, Piece).SequenceEqual(received), $"range {i} differs");
+            return Outcome(response);
+        });
+        return await Task.WhenAll(reads);
+    }
+
+    private static async Task Eventually(Func<bool> condition, string what)
+    {
+        var deadline = Environment.TickCount64 + 60_000;
+        while (!condition())
+        {
+            Assert.True(Environment.TickCount64 < deadline, $"timed out waiting for {what}");
+            await Task.Delay(25);
+        }
+    }
+}
