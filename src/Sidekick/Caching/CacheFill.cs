@@ -91,6 +91,12 @@ internal sealed class CacheFill
     /// </summary>
     public static TimeSpan PieceIdle { get; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>Every byte of the body is in the spool (what is left is the upload).</summary>
+    public bool BodyComplete => Volatile.Read(ref _bodyComplete) != 0;
+
+    /// <summary>Time since bytes last came into the spool.</summary>
+    public TimeSpan IdleFor => _time.GetElapsedTime(Volatile.Read(ref _lastWrite));
+
     /// <summary>The body is combined from ranged (206) responses of the object rather than copied from one whole response.</summary>
     public bool FromPieces { get; }
 
@@ -196,7 +202,7 @@ internal sealed class CacheFill
 
     private void CheckIdle()
     {
-        if (_time.GetElapsedTime(Volatile.Read(ref _lastWrite)) < PieceIdle || Volatile.Read(ref _bodyComplete) != 0)
+        if (IdleFor < PieceIdle || BodyComplete)
         {
             return;
         }

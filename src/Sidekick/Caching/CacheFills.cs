@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Microsoft.Net.Http.Headers;
 using Microsoft.Win32.SafeHandles;
 
 namespace Sidekick.Caching;
@@ -73,7 +74,8 @@ internal sealed class CacheFills
                     return (null, false);
                 }
 
-                if (running.Entry.ETag == entry.ETag && running.Length == entry.Length)
+                if (running.Entry.ETag == entry.ETag && running.Length == entry.Length &&
+                    running.Entry.Header(HeaderNames.ContentEncoding) == entry.Header(HeaderNames.ContentEncoding))
                 {
                     // Pieces fetched with credentials make an entry only a requester's own 304 opens (docs/cache.md):
                     // an entry marked public must hold no byte that only credentials could fetch.
@@ -90,7 +92,7 @@ internal sealed class CacheFills
 
     private CacheFill? Start(string key, string target, CachedResponse entry, IReadOnlyDictionary<string, string> metadata, bool fromPieces)
     {
-        if (Interlocked.Increment(ref _inFlight) > _options.MaxFills)
+        if (Interlocked.Increment(ref _inFlight) > _options.MaxFills && !YieldedByWaitingPieces())
         {
             Interlocked.Decrement(ref _inFlight);
             return null; // not an abandonment: the response is simply not stored (docs/cache.md)
@@ -128,6 +130,35 @@ internal sealed class CacheFills
         _running[key] = fill;
         return fill;
     }
+
+    /// <summary>
+    /// Frees a slot for a new fill by giving up the combination of ranges that has waited longest for its next range,
+    /// when it has waited at least <see cref="YieldAfter"/>: readers that fetch a few ranges of many objects (Spark
+    /// on Parquet) must not keep every slot from the fills that would complete. True when a slot was freed (the
+    /// caller keeps the one it counted).
+    /// </summary>
+    private bool YieldedByWaitingPieces()
+    {
+        CacheFill? longest = null;
+        foreach (var (_, fill) in _running)
+        {
+            if (fill.FromPieces && !fill.Abandoned && !fill.BodyComplete && fill.IdleFor >= YieldAfter && (longest is null || fill.IdleFor > longest.IdleFor))
+            {
+                longest = fill;
+            }
+        }
+
+        if (longest is null)
+        {
+            return false;
+        }
+
+        longest.Abandon(FillAbandonReason.RangesIncomplete, $"gave its slot to a new fill after {longest.IdleFor.TotalSeconds:0} s without a new range");
+        return true;
+    }
+
+    /// <summary>How long a combination of ranges may wait for its next range before a new fill may take its slot.</summary>
+    internal static TimeSpan YieldAfter { get; } = TimeSpan.FromSeconds(5);
 
     internal void OnCommitted(CacheFill fill)
     {

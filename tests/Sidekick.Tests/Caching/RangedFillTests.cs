@@ -178,6 +178,40 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         Assert.Empty(Directory.GetFiles(spool));
     }
 
+    [Fact]
+    public async Task Ranges_that_wait_give_their_slot_to_a_new_fill()
+    {
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_MAX_FILLS"] = "1";
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-pieces").FullName;
+        var options = CacheOptions.FromEnvironment(environment)!;
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var store = new S3CacheStore(options);
+        using var metrics = new CacheMetrics();
+        var fills = new CacheFills(options, store, metrics, time);
+        CachedResponse Entry(string etag) => new()
+        {
+            Status = 200, Headers = [new("ETag", etag)], Length = 1_000_000, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
+        };
+
+        var (waiting, _) = fills.StartPiece("a", "/a", Entry("\"a\""), new Dictionary<string, string>());
+        Assert.True(waiting!.Writer(0, 1000).Offer(new byte[1000]));
+        // The only slot is taken, and its ranges came a moment ago: nothing else starts.
+        time.Advance(CacheFills.YieldAfter - TimeSpan.FromSeconds(1));
+        Assert.Null(fills.Start("b", "/b", Entry("\"b\""), new Dictionary<string, string>()));
+        Assert.False(waiting.Abandoned);
+
+        time.Advance(TimeSpan.FromSeconds(2));
+        var whole = fills.Start("b", "/b", Entry("\"b\""), new Dictionary<string, string>());
+        Assert.NotNull(whole);
+        Assert.True(waiting.Abandoned);
+        Assert.Equal(1, fills.AbandonedFor(FillAbandonReason.RangesIncomplete));
+        Assert.Equal(1, fills.InFlight);
+        whole!.Abandon(FillAbandonReason.ClientGone, "test over");
+        Assert.False(await whole.Upload);
+        Assert.False(await waiting.Upload);
+    }
+
     /// <summary>
     /// Reads <paramref name="body"/> as <see cref="Pieces"/> ranges, all at once, and checks each range's bytes;
     /// returns each response's X-Cache.
