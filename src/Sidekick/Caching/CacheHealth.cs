@@ -16,6 +16,7 @@ internal sealed class CacheHealth : IDisposable
     private readonly TimeSpan _interval;
     private readonly TimeProvider _time;
     private readonly CancellationTokenSource _stop = new();
+    private readonly TaskCompletionSource _firstProbe = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Lock _gate = new();
     private readonly List<Action<CacheHealthTransition>> _watchers = [];
     private volatile bool _online;
@@ -36,6 +37,15 @@ internal sealed class CacheHealth : IDisposable
     }
 
     public bool Online => _online;
+
+    /// <summary>
+    /// How long start-up waits for the first probe before the listener opens, so that the first requests use the
+    /// cache instead of bypassing it (a store that does not answer by then is bypassed until it does).
+    /// </summary>
+    public static TimeSpan FirstProbeWait { get; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Completes when the first probe has answered, well or not.</summary>
+    public Task FirstProbe => _firstProbe.Task;
 
     /// <summary>The store's URL and bucket, as configured.</summary>
     public Uri Endpoint => _store.Endpoint;
@@ -152,6 +162,7 @@ internal sealed class CacheHealth : IDisposable
             while (!_stop.IsCancellationRequested)
             {
                 await ProbeAsync();
+                _firstProbe.TrySetResult();
                 await Task.Delay(_interval, _time, _stop.Token);
             }
         }

@@ -298,6 +298,12 @@ internal sealed class SidekickServer : IAsyncDisposable
             cache.Health.Watch(transition => log.OnCacheTransition(cache.Health, transition));
         }
 
+        if (Cache is { } store)
+        {
+            // The first requests would otherwise bypass a healthy store only because its first probe had not answered.
+            await Task.WhenAny(store.Health.FirstProbe, Task.Delay(CacheHealth.FirstProbeWait, _time, cancellationToken));
+        }
+
         var lifetime = _app.Services.GetRequiredService<IHostApplicationLifetime>();
         lifetime.ApplicationStopping.Register(() => _drain ??= Task.Run(() => WatchDrainAsync(_time)));
         try

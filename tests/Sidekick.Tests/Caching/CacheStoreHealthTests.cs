@@ -123,6 +123,26 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task The_first_request_after_start_uses_a_healthy_store_rather_than_bypassing_it()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        backend.Put("/bucket/first.bin", 4096);
+        var port = SidekickProcess.FreePort();
+        // The backend is taken as up from the start, so that only the store's first probe could make this a BYPASS.
+        var options = SidekickHarness.FastOptions with { Address = $"127.0.0.1:{port}", Sites = [backend.Url.ToString().TrimEnd('/')] };
+        await using var instance = SidekickApp.Create(options, new SidekickSeams
+        {
+            Stdout = TextWriter.Null, Stderr = TextWriter.Null, Environment = fixture.Environment(), StdoutIsTerminal = false,
+        });
+        await instance.Server.StartAsync();
+        Assert.True(instance.Server.Cache!.Health.Online, "the listener opened before the store's first probe answered");
+
+        using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
+        using var response = await client.GetAsync("/bucket/first.bin");
+        Assert.NotEqual("BYPASS", response.Headers.GetValues("X-Cache").Single());
+    }
+
+    [Fact]
     public async Task Without_a_cache_the_state_says_so()
     {
         await using var backend = await TestBackend.StartAsync("a");
