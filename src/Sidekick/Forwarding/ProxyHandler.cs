@@ -40,7 +40,8 @@ internal sealed class ProxyHandler(ResponseCache? cache, BackendExchange exchang
             Host = "cache",
             Time = time.GetUtcNow().UtcDateTime,
             Client = TraceSink.ClientOf(context),
-            Tx = context.Response.ContentLength ?? 0,
+            // A HEAD announces the length of a body it does not carry.
+            Tx = HttpMethods.IsHead(request.Method) ? 0 : context.Response.ContentLength ?? 0,
             Latency = time.GetElapsedTime(started),
             StatusCode = context.Response.StatusCode,
             Method = request.Method,
