@@ -107,7 +107,8 @@ public sealed class AwsCliRangedReadTests(ITestOutputHelper output)
             Assert.True(firstRead.All(e => e.Target == ObjectPath && e.Method is "GET" or "HEAD"), Report("awscli asked the origin for something else than the object"));
             Assert.True(firstRead.All(e => e.Field("Authorization")?.StartsWith("AWS4-HMAC-SHA256 ", StringComparison.Ordinal) == true),
                 Report("a request reached the origin without awscli's SigV4 signature"));
-            Assert.True(firstRead.All(e => e.Status is 200 or 206), Report("the origin refused or failed a request of the first read (403: a signature it did not accept)"));
+            Assert.True(firstRead.All(e => e.Status is 200 or 206), Report("the origin refused or failed a request of the first read (403: a signature it did not accept; 0: no answer): " +
+                string.Join("; ", firstRead.Where(e => e.Status is not (200 or 206)))));
             var firstGets = firstRead.Where(e => e.Method == "GET").ToList();
             Assert.True(firstGets.Count > 1 && firstGets.All(e => e.Field("Range") is not null), Report("awscli did not read the object in ranged parts"));
             Assert.True(firstGets.Sum(e => e.ResponseBodyBytes) == Size, Report($"the origin sent {firstGets.Sum(e => e.ResponseBodyBytes)} body bytes for a {Size}-byte object: not each byte once"));
