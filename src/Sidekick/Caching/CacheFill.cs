@@ -146,19 +146,18 @@ internal sealed class CacheFill
             return false;
         }
 
-        long prefix;
         lock (_coverage)
         {
+            // Under the lock: two ranges landing at once must not publish their prefixes out of order.
             _coverage.Add(at, at + data.Length);
-            prefix = _coverage.Prefix;
+            Volatile.Write(ref _written, _coverage.Prefix);
+            if (FromPieces && _coverage.Prefix == Length)
+            {
+                Volatile.Write(ref _bodyComplete, 1); // the ranges cover the object
+            }
         }
 
         Volatile.Write(ref _lastWrite, _time.GetTimestamp());
-        Volatile.Write(ref _written, prefix);
-        if (FromPieces && prefix == Length)
-        {
-            Volatile.Write(ref _bodyComplete, 1); // the pieces cover the object
-        }
 
         Moved();
         return true;
