@@ -81,7 +81,11 @@ startup = f"{launches[len(launches) // 2]} ms (median of {len(launches)} launche
 dotnet = subprocess.run(["dotnet", "--version"], capture_output=True, text=True).stdout.strip()
 setups = sorted({k[0] for k in groups}, key=lambda b: -int(b))
 setup_name = {"2": "two backends (two nginx ports, balancing is real)", "1": "one backend (a sidecar in front of one endpoint)"}
-lines = ["# Benchmark results", "",
+lines = ["# Benchmark results", ""]
+if len(rounds) < 3 or float(a.duration) < 15:
+    lines += [f"**A short run ({len(rounds)} round(s) of {a.duration} s): it checks the harness; its figures are not "
+              f"measurements to quote.**", ""]
+lines += [
          f"Machine: {os.cpu_count()} cores, {cpu_model()}, Linux {platform.release()}, .NET SDK {dotnet}. "
          f"Load generator (wrk or h2load, 2 threads), backend (nginx, 1 worker), proxy and load generator share the same "
          f"cores, so absolute numbers are low and noisy; **ratios against HAProxy from the same run are the headline**. "
