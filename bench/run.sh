@@ -63,41 +63,52 @@ trap cleanup EXIT
 servers_of() { [ "$1" = 1 ] && echo "$B1" || echo "$B1 $B2"; }
 sidekick_backends_of() { [ "$1" = 1 ] && echo "http://127.0.0.1:$B1" || echo "http://127.0.0.1:{$B1...$B2}"; }
 
-# start_haproxy N TARGET THREADS [log]: HAProxy in the foreground (-db: the access log goes to its stdout).
-# The plain proxies also get a TLS listener (TLS 1.3 only, ALPN h2 for h2load; wrk sends no ALPN and speaks
-# HTTP/1.1 on it); the logging ones are measured over plain HTTP/1.1 only.
+# Every TLS listener is a process of its own, as sidekick's must be (one --address per process): the plain
+# rows' CPU and RSS then carry no TLS state (HAProxy's RSS is ~5 MB larger with a TLS listener), and the
+# TLS rows are measured on the process that serves them.
+
+# start_haproxy N TARGET THREADS plain|tls|log: HAProxy in the foreground (-db: the access log goes to its
+# stdout, and RSS counts the pages of the binary and libraries as sidekick's does; a daemon's forked process
+# leaves those mapped before the fork out). TLS: 1.3 only, ALPN h2 for h2load (wrk sends no ALPN and speaks
+# HTTP/1.1).
 start_haproxy() {
-  local n=$1 target=$2 threads=$3 log=${4:-} key="$1/$2" cfg="$OUT/$2-$1.cfg" port tls
-  new_port port; PORT[$key]=$port
-  if [ -n "$log" ]; then
-    LOGFILE[$key]=$LOGS/$target-$n.log
-    write_haproxy "$cfg" --threads "$threads" --servers "$(servers_of "$n")" --log "127.0.0.1:$port"
-    haproxy -db -f "$cfg" >>"${LOGFILE[$key]}" 2>>"$LOGS/$target-$n.err" &
-  else
-    new_port tls; TLS_PORT[$key]=$tls
-    write_haproxy "$cfg" --threads "$threads" --servers "$(servers_of "$n")" "127.0.0.1:$port" \
-      "127.0.0.1:$tls ssl crt $OUT/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3"
-    haproxy -db -f "$cfg" >/dev/null 2>>"$LOGS/$target-$n.err" &
-  fi
-  PIDS[$key]=$!; STARTED+=($!)
+  local n=$1 target=$2 threads=$3 mode=$4 key="$1/$2" cfg="$OUT/$2-$4-$1.cfg" port out=/dev/null
+  new_port port
+  case $mode in
+    plain) PORT[$key]=$port
+      write_haproxy "$cfg" --threads "$threads" --servers "$(servers_of "$n")" "127.0.0.1:$port";;
+    tls) TLS_PORT[$key]=$port
+      write_haproxy "$cfg" --threads "$threads" --servers "$(servers_of "$n")" \
+        "127.0.0.1:$port ssl crt $OUT/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3";;
+    log) PORT[$key]=$port; LOGFILE[$key]=$LOGS/$target-$n.log; out=${LOGFILE[$key]}
+      write_haproxy "$cfg" --threads "$threads" --servers "$(servers_of "$n")" --log "127.0.0.1:$port";;
+  esac
+  haproxy -db -f "$cfg" >>"$out" 2>>"$LOGS/$target-$mode-$n.err" &
+  if [ "$mode" = tls ]; then TLS_PIDS[$key]=$!; else PIDS[$key]=$!; fi
+  STARTED+=($!)
 }
 
-# start_nginx N: nginx as a reverse proxy (least_conn, upstream keep-alive), plain and TLS listeners.
+# start_nginx N plain|tls: nginx as a reverse proxy (least_conn, upstream keep-alive, one worker).
 start_nginx() {
-  local n=$1 key="$1/nginx" port tls upstream="" p
-  new_port port; new_port tls; PORT[$key]=$port; TLS_PORT[$key]=$tls
+  local n=$1 mode=$2 key="$1/nginx" port upstream="" p listen
+  new_port port
+  if [ "$mode" = tls ]; then
+    TLS_PORT[$key]=$port
+    listen="listen 127.0.0.1:$port ssl http2; ssl_protocols TLSv1.3; ssl_certificate $OUT/tls/cert.pem; ssl_certificate_key $OUT/tls/key.pem;"
+  else
+    PORT[$key]=$port; listen="listen 127.0.0.1:$port;"
+  fi
   for p in $(servers_of "$n"); do upstream+="server 127.0.0.1:$p; "; done
-  cat > "$OUT/proxy-$n.conf" <<CONF
-worker_processes 1; pid $OUT/proxy-$n.pid; error_log $LOGS/proxy-$n.err; daemon on;
+  cat > "$OUT/nginx-$mode-$n.conf" <<CONF
+worker_processes 1; pid $OUT/nginx-$mode-$n.pid; error_log $LOGS/nginx-$mode-$n.err; daemon on;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   upstream be { least_conn; ${upstream}keepalive 256; }
-  server { listen 127.0.0.1:$port; listen 127.0.0.1:$tls ssl http2; ssl_protocols TLSv1.3;
-    ssl_certificate $OUT/tls/cert.pem; ssl_certificate_key $OUT/tls/key.pem;
+  server { $listen
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } } }
 CONF
-  nginx -c "$OUT/proxy-$n.conf" -p "$OUT"
-  NGINX_PIDFILES+=("$OUT/proxy-$n.pid")
+  nginx -c "$OUT/nginx-$mode-$n.conf" -p "$OUT"
+  NGINX_PIDFILES+=("$OUT/nginx-$mode-$n.pid")
 }
 
 # start_sidekick N TARGET [FLAG...]: sidekick as users run it (the binary sets its own runtime options). With
@@ -111,7 +122,7 @@ start_sidekick() {
   PIDS[$key]=$!; STARTED+=($!)
 }
 
-# start_sidekick_tls N: the TLS listener is a second sidekick process (one --address each), measured on its own.
+# start_sidekick_tls N: sidekick with --cert/--key.
 start_sidekick_tls() {
   local n=$1 key="$1/sidekick" tls
   new_port tls; TLS_PORT[$key]=$tls
@@ -145,9 +156,11 @@ STARTUP_MS="${startups[*]}"   # report.py takes the median
 PORT[$FIRST/sidekick]=$SK_STARTUP; PIDS[$FIRST/sidekick]=$SK_PID
 
 for n in $BACKENDS; do
-  start_haproxy "$n" haproxy default
-  start_haproxy "$n" haproxy-1t 1
-  start_nginx "$n"
+  for mode in plain tls; do
+    start_haproxy "$n" haproxy default $mode
+    start_haproxy "$n" haproxy-1t 1 $mode
+    start_nginx "$n" $mode
+  done
   [ "$n" != "$FIRST" ] && start_sidekick "$n" sidekick --trace "" --quiet
   start_sidekick_tls "$n"
 done
@@ -180,17 +193,20 @@ for key in "${!TLS_PORT[@]}"; do
   echo -e "${key%%/*}\t${key#*/}\t$(sed -n 's/^Protocol version: //p' <<<"$info")\t$(sed -n 's/^Ciphersuite: //p' <<<"$info")" >> "$TLS_INFO"
 done
 
-# The proxy's processes at measurement time (nginx: master + workers; sidekick's TLS rows: its TLS process).
+# The processes serving a row (nginx: master + workers; TLS rows: the TLS listener's process).
 pids_of() {
-  local key=$1 kind=$2
+  local key=$1 kind=$2 master
   case $key in
     */direct) echo "";;
-    */nginx) local master; master=$(cat "$OUT/proxy-${key%%/*}.pid"); echo "$master $(pgrep -P "$master" | tr '\n' ' ')";;
-    *) if [ "$kind" != http ] && [ -n "${TLS_PIDS[$key]:-}" ]; then echo "${TLS_PIDS[$key]}"; else echo "${PIDS[$key]}"; fi;;
+    */nginx) master=$(cat "$OUT/nginx-$([ "$kind" = http ] && echo plain || echo tls)-${key%%/*}.pid")
+      echo "$master $(pgrep -P "$master" | tr '\n' ' ')";;
+    *) if [ "$kind" = http ]; then echo "${PIDS[$key]}"; else echo "${TLS_PIDS[$key]}"; fi;;
   esac
 }
 cpu_ticks() { local t=0 p; for p in $1; do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $t; }
-rss_kb() { local t=0 p; for p in $1; do t=$((t + $(awk '/VmRSS/ {print $2}' /proc/$p/status))); done; echo $t; }
+# mem_kb PIDS: "RSS ANON" in KiB, summed. The anonymous part (heap, stacks) is the memory a proxy owns; the
+# rest of RSS is pages of its executable and libraries, which the kernel shares between processes.
+mem_kb() { local p; for p in $1; do awk '/VmRSS/ {r = $2} /RssAnon/ {a = $2} END {print r, a}' /proc/$p/status; done | awk '{r += $1; a += $2} END {print r + 0, a + 0}'; }
 # rotate K WORD...: the words starting at the K-th (mod count), so no proxy always runs first or right after
 # the same neighbour (the host's state drifts within a round).
 rotate() { local k=$1; shift; local a=("$@") i; for ((i = 0; i < ${#a[@]}; i++)); do echo "${a[(i + k) % ${#a[@]}]}"; done; }
@@ -202,7 +218,7 @@ HZ=$(getconf CLK_TCK)
 #   http: wrk over plain HTTP/1.1; https: wrk over TLS 1.3 (HTTP/1.1 keep-alive); h2: h2load over TLS, ALPN h2,
 #   CONNS connections x 8 streams. A 1 s warm-up comes first (new connections, TLS handshakes, caches).
 measure_once() {
-  local kind=$1 n=$2 target=$3 size=$4 conns=$5 key="$2/$3" pids url label=$4 before after rss logged="" load
+  local kind=$1 n=$2 target=$3 size=$4 conns=$5 key="$2/$3" pids url label=$4 before after mem logged="" load
   local log=${LOGFILE[$key]:-} log_start=0
   pids=$(pids_of "$key" "$kind")
   case $kind in
@@ -224,12 +240,12 @@ measure_once() {
     wrk -t2 -c"$conns" -d"${DURATION}s" --latency "$url" > "$OUT/load.txt" 2>&1 &
     load=$!; sleep $((DURATION / 2))
   fi
-  rss=$( [ -n "$pids" ] && rss_kb "$pids" || echo 0 )
+  mem=$( [ -n "$pids" ] && mem_kb "$pids" || echo 0 0 )
   wait $load
   after=$( [ -n "$pids" ] && cpu_ticks "$pids" || echo 0 )
   [ -n "$log" ] && logged=$(tail -c +$((log_start + 1)) "$log" | wc -l)
   python3 bench/load-row.py "$([ "$kind" = h2 ] && echo h2load || echo wrk)" "$OUT/load.txt" "$n" "$target" "$label" \
-    "$([ "$kind" = h2 ] && echo "${conns}x8" || echo "$conns")" "$round" "$((after - before))" "$HZ" "$rss" "$logged"
+    "$([ "$kind" = h2 ] && echo "${conns}x8" || echo "$conns")" "$round" "$((after - before))" "$HZ" $mem "$logged"
 }
 
 # measure KIND N TARGET SIZE CONNS: measure_once, again (up to twice more) when the window took far longer
