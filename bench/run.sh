@@ -171,13 +171,17 @@ start_haproxy "$FIRST" haproxy-1t+log 1 log
 start_sidekick "$FIRST" sidekick+json --trace all --json
 start_sidekick "$FIRST" sidekick+text --trace all
 
-# Wait until every listener proxies a 200, then let the health checks and start-up settle.
-for key in "${!PORT[@]}"; do
-  until curl -sf -o /dev/null "http://127.0.0.1:${PORT[$key]}/1k"; do sleep 0.05; done
-done
-for key in "${!TLS_PORT[@]}"; do
-  until curl -skf -o /dev/null "https://127.0.0.1:${TLS_PORT[$key]}/1k"; do sleep 0.05; done
-done
+# Wait until every listener proxies a 200 (a minute at most: a proxy that failed to start says so in
+# bench/out/logs), then let the health checks and start-up settle.
+wait_for() {
+  local deadline=$((SECONDS + 60))
+  until curl -skf -o /dev/null "$2"; do
+    [ $SECONDS -lt $deadline ] || { echo "$1 does not answer $2: see $LOGS" >&2; exit 1; }
+    sleep 0.05
+  done
+}
+for key in "${!PORT[@]}"; do wait_for "$key" "http://127.0.0.1:${PORT[$key]}/1k"; done
+for key in "${!TLS_PORT[@]}"; do wait_for "$key (TLS)" "https://127.0.0.1:${TLS_PORT[$key]}/1k"; done
 sleep 1
 SK_IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/${PIDS[$FIRST/sidekick]}/status)
 HAP_IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/${PIDS[$FIRST/haproxy]}/status)
