@@ -268,11 +268,18 @@ internal sealed class BackendExchange(
         return clientGone ? null : new FailedAttempt(error, exception, reason);
     }
 
+    /// <summary>The status recorded for a request whose client left before the answer began (nginx's convention).</summary>
+    public const int ClientClosedRequest = 499;
+
     /// <summary>Statistics always; a trace record only when something will print it.</summary>
     private void Account(HttpContext context, Backend backend, ExchangeMeter meter, long started, string? error)
     {
         var latency = time.GetElapsedTime(started);
-        var status = context.Response.StatusCode;
+        // A client that left before the answer began is nginx's 499, not the 502 the forwarder set on the way out:
+        // neither the backend's statistics nor the trace should show a gateway error nobody received.
+        var status = context.RequestAborted.IsCancellationRequested && !context.Response.HasStarted
+            ? ClientClosedRequest
+            : context.Response.StatusCode;
         var rx = meter.RequestBodyBytes + meter.RequestHeaderBytesOf(context.Request);
         var tx = meter.ResponseBodyBytes + ExchangeMeter.ResponseHeaderBytes(context.Response);
         backend.Stats.RecordCall(status, latency, rx, tx);

@@ -28,8 +28,32 @@ public sealed class ForwardingPathTests
         Assert.Equal(["/plain yarp forced"], forced);
     }
 
+    [Theory]
+    [InlineData("http1")]
+    [InlineData("yarp")]
+    public async Task A_client_that_leaves_before_the_answer_is_traced_as_499_not_a_gateway_error(string forwarder)
+    {
+        await using var a = await TestBackend.StartAsync("a");
+        var statuses = await RunAsync(a, forwarder, async client =>
+        {
+            // The client leaves once the backend has the request (not on a timer: on a busy host the request might
+            // not have reached sidekick yet, and a request never read is never traced).
+            using var leave = new CancellationTokenSource();
+            var sent = client.GetAsync("/slow?ms=3000", leave.Token);
+            while (!a.Seen.Any(r => r.RawTarget.StartsWith("/slow", StringComparison.Ordinal)))
+            {
+                await Task.Delay(10);
+            }
+
+            await leave.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => sent);
+        }, "statusCode", until: text => text.Contains("\"path\":\"/slow\"", StringComparison.Ordinal));
+        Assert.Equal(["/slow 499"], statuses);
+    }
+
     /// <summary>Runs sidekick with JSON traces, lets <paramref name="drive"/> send requests, returns "path forwarder reason" per trace.</summary>
-    private static async Task<string[]> RunAsync(TestBackend backend, string forwarder, Func<HttpClient, Task> drive)
+    /// <param name="until">Waited for in the output before stopping (an exchange the client left ends on its own time).</param>
+    private static async Task<string[]> RunAsync(TestBackend backend, string forwarder, Func<HttpClient, Task> drive, string? field = null, Func<string, bool>? until = null)
     {
         var output = new StringWriter();
         var options = SidekickHarness.FastOptions with { Trace = "application", TraceExplicit = true, Json = true };
@@ -47,6 +71,12 @@ public sealed class ForwardingPathTests
             }
 
             await drive(client);
+            while (until is not null && !until(output.ToString()))
+            {
+                Assert.True(Environment.TickCount64 < deadline + 30000, "the awaited trace record was not written");
+                await Task.Delay(20);
+            }
+
             await server.StopAsync();
         }
 
@@ -54,7 +84,9 @@ public sealed class ForwardingPathTests
             .Where(l => l.StartsWith("{\"type\":\"TRACE\"", StringComparison.Ordinal))
             .Select(l => JsonDocument.Parse(l).RootElement)
             .Where(t => t.GetProperty("path").GetString() != "/.prometheus/metrics")
-            .Select(t => $"{t.GetProperty("path").GetString()} {t.GetProperty("forwarder").GetString()} {t.GetProperty("forwarderReason").GetString()}")
+            .Select(t => field is null
+                ? $"{t.GetProperty("path").GetString()} {t.GetProperty("forwarder").GetString()} {t.GetProperty("forwarderReason").GetString()}"
+                : $"{t.GetProperty("path").GetString()} {t.GetProperty(field)}")
             .ToArray();
     }
 }
