@@ -83,6 +83,8 @@ cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -f "$OUT/origin.pid" ] && kill "$(cat "$OUT/origin.pid")" 2>/dev/null || true
+  # Gone before the script ends, so that a run straight after finds its ports free.
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
@@ -95,6 +97,9 @@ SK_CACHE=18301      # sidekick with the cache, in front of ORIGIN
 SC_BASE=18310       # 18311..18315: sidecars with the cache in front of SLOW
 SP_BASE=18320       # 18321..18325: sidecars without the cache in front of SLOW
 
+for port in $ORIGIN $ORIGIN_SLOW $SLOW $SK_PLAIN $SK_CACHE $(seq $((SC_BASE + 1)) $((SC_BASE + SIDECARS))) $(seq $((SP_BASE + 1)) $((SP_BASE + SIDECARS))); do
+  ! ss -Hltn "sport = :$port" | grep -q . || { echo "port $port is in use: stop what listens there first" >&2; exit 1; }
+done
 rm -rf "$OUT"; mkdir -p "$OUT/www/slow"; chmod 755 "$ROOT/bench/out" "$OUT" "$OUT/www" "$OUT/www/slow"
 echo "writing the objects..."
 head -c $((64 << 20)) /dev/urandom > "$OUT/www/obj64"
@@ -284,14 +289,14 @@ slow_run() {
   counts=$(cat "$OUT"/part2-$tag-*.txt | awk '{ c[NF == 5 ? $3 : "none"]++ } END { for (k in c) { printf "%s%s %d", sep, k, c[k]; sep = ", " } }')
   FAILED=$(for i in $(seq 1 $SIDECARS); do
     awk -v n=$((SLOW_MIB << 20)) -v i="$i" '$2 != 200 || $(NF - 1) != n || $NF != 0 { printf "sidecar %d %s: status %s, X-Cache %s, %d bytes, curl exit %s; ", i, $1, $2, (NF == 5 ? $3 : "none"), $(NF - 1), $NF }' "$OUT/part2-$tag-$i.txt"
-  done)
+  done | sed 's/; $//')
   # The fills go on after the clients have their bodies: the next run starts once they are all stored.
   if [ "$base" = $SC_BASE ]; then
     for i in $(seq 1 $SIDECARS); do wait_until 900 "sidecar $i's fills" idle $((base + i)); done
   fi
   read -r bytes requests <<< "$(tail -n +$((mark + 1)) "$OUT/slow-access.log" | awk '$2 ~ /^\/slow\// { b += $1; n++ } END { printf "%d %d\n", b, n }')"
   local all=$((SIDECARS * SLOW_COUNT * (SLOW_MIB << 20)))
-  failed=$(grep -o 'sidecar' <<< "$FAILED" | wc -l)
+  failed=$(cat "$OUT"/part2-$tag-*.txt | awk -v n=$((SLOW_MIB << 20)) '$2 != 200 || $(NF - 1) != n || $NF != 0 { f++ } END { print f + 0 }')
   ROW="| $label | $requests | $(awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1048576 }') | $(awk -v b="$bytes" -v a="$all" 'BEGIN { printf "%.0f %%", 100 * b / a }') | $(median "${times[@]}") | $(printf '%s\n' "${times[@]}" | sort -g | head -1)-$(printf '%s\n' "${times[@]}" | sort -g | tail -1) | $counts | $failed | $(( $(sum_metric "$base" sidekick_cache_fills_completed_total) - fills0 )) | $(( $(sum_metric "$base" sidekick_cache_store_errors_total) - errors0 )) |"
 }
 idle() { [ "$(metric "$1" sidekick_cache_fills_in_flight)" = 0 ] && [ "$(metric "$1" sidekick_cache_spool_bytes)" = 0 ]; }
@@ -330,7 +335,7 @@ sums() { local o=$1; [ "${SUM[$o,miss]}" = "${SUM[$o,origin]}" ] && [ "${SUM[$o,
   echo
   echo "- Machine: $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(free -g | awk '/Mem:/ { print $2 }') GiB RAM, $(uname -r); shared with other jobs."
   echo "- Load average (1, 5, 15 min): at the start $LOAD_START; after part 1 $LOAD_PART1; after part 2's runs: cache off $LOAD_OFF, same order $LOAD_SAME, staggered $LOAD_STAG; at the end $LOAD_END."
-  echo "- sidekick $("$SIDEKICK" --version 2>&1 | head -1), Native AOT; store s3rver $(node -p 'require("./node_modules/s3rver/package.json").version') (Node.js $(node --version), local disk); origin nginx $(nginx -v 2>&1 | sed 's|.*/||'); client curl $(curl --version | head -1 | cut -d' ' -f2)."
+  echo "- $("$SIDEKICK" --version 2>&1 | head -1), Native AOT; store s3rver $(node -p 'require("./node_modules/s3rver/package.json").version') (Node.js $(node --version), local disk); origin nginx $(nginx -v 2>&1 | sed 's|.*/||'); client curl $(curl --version | head -1 | cut -d' ' -f2)."
   echo "- Cache settings: the defaults (1 MiB minimum, 5 MiB parts, 4 GiB spool, 16 fills, 60 s store probe), only SIDEKICK_CACHE_SPOOL_DIR set (to bench/out, so that it can be checked)."
   echo
   echo "## 1. One client at full speed (loopback, curl -o /dev/null)"
@@ -372,12 +377,10 @@ sums() { local o=$1; [ "${SUM[$o,miss]}" = "${SUM[$o,origin]}" ] && [ "${SUM[$o,
   echo
   echo "| run | origin requests | origin MiB | of no-cache traffic | client seconds per sidecar, median | min-max | X-Cache | failed responses | fills completed | store errors |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
-  echo "$ROW_OFF"; echo "$ROW_SAME"; echo "$ROW_AGAIN"; echo "$ROW_STAG"
-  echo
+  echo "$ROW_OFF"; echo "$ROW_SAME"; echo "$ROW_AGAIN"; echo "$ROW_STAG"; echo
   for failed in "cache off:$FAILED_OFF" "same order:$FAILED_SAME" "second pass:$FAILED_AGAIN" "staggered:$FAILED_STAG"; do
-    [ -z "${failed#*:}" ] || echo "- Failed in \"${failed%%:*}\": ${failed#*:}"
+    [ -z "${failed#*:}" ] || printf -- '- Failed in "%s": %s\n\n' "${failed%%:*}" "${failed#*:}"
   done
-  echo
   echo "Fills abandoned across the $SIDECARS caching sidecars: $ABANDONED2; store errors: $STORE_ERRORS; spool entries left: $SPOOL_LEFT2."
   [ -z "$READING" ] || { echo; echo "$READING"; }
 } > "$RESULTS"
