@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The shared S3 cache (docs/cache.md), measured on loopback with its DEFAULT settings; writes bench/cache-results.md.
 #
-#   bash bench/cache.sh           # 3 runs of part 1, 10 x 32 MiB objects in part 2 (~10-15 minutes)
+#   bash bench/cache.sh           # 3 runs of part 1, 10 x 32 MiB objects in part 2 (~10 minutes)
 #   bash bench/cache.sh --quick   # 1 run of part 1, 4 x 16 MiB objects in part 2
 #
 # Part 1, a fast origin and a client reading as fast as it can (curl -o /dev/null): for a 64 MiB and a 1 GiB
@@ -35,6 +35,7 @@ HOST=data.bench
 need=()
 for tool in nginx curl python3; do command -v "$tool" >/dev/null || need+=("$tool"); done
 command -v node >/dev/null || need+=(nodejs npm)
+command -v ss >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
