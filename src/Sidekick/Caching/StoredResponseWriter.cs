@@ -75,11 +75,18 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             {
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
                 timeout.CancelAfter(options.StoreTimeout);
-                stored = await store.OpenAsync(hit.Key, partial ? from : null, partial ? to : null, timeout.Token);
+                stored = await store.OpenAsync(hit.Key, partial ? from : 0, partial ? to : entry.Length - 1, timeout.Token);
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
                 health.MarkOffline(ex);
+                return false;
+            }
+
+            if (!S3CacheStore.Holds(stored, entry))
+            {
+                // Replaced since the lookup: these bytes are not the entry's; the backend answers instead.
+                stored.Dispose();
                 return false;
             }
         }
@@ -139,10 +146,12 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
-                // Headers are out: abort rather than send a truncated body. A spool that failed is not the store.
+                // Headers are out: abort rather than send a truncated body. A spool that failed is not the store, and one
+                // body that ended short (an object rewritten while read) is counted but does not take the store offline:
+                // a store that is really down fails the next lookup too.
                 if (spooled is null)
                 {
-                    health.MarkOffline(ex);
+                    metrics.StoreError(ex);
                 }
 
                 context.Abort();
