@@ -39,6 +39,9 @@ internal sealed class CacheFills
     /// <summary>Spool bytes reserved by the fills in flight.</summary>
     public long SpoolUsed => _budget.Used;
 
+    /// <summary>The spool budget, SIDEKICK_CACHE_SPOOL_SIZE.</summary>
+    public long SpoolCapacity => _budget.Capacity;
+
     public long AbandonedFor(FillAbandonReason reason) => Volatile.Read(ref _abandoned[(int)reason]);
 
     /// <summary>The fill in flight for <paramref name="key"/>, if one runs and has not been given up.</summary>

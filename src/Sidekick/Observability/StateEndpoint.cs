@@ -123,6 +123,17 @@ internal static class StateEndpoint
         }
 
         json.WriteNumber("fillsInFlight", cache.FillsInFlight);
+        // The local disk the fills in flight hold now, of what SIDEKICK_CACHE_SPOOL_SIZE allows them.
+        json.WriteNumber("spoolBytes", cache.Fills.SpoolUsed);
+        json.WriteNumber("spoolCapacityBytes", cache.Fills.SpoolCapacity);
+        // Fills given up since start, by the reason of sidekick_cache_fills_abandoned_total (docs/cache.md).
+        json.WriteStartObject("fillsAbandoned");
+        foreach (var reason in Enum.GetValues<FillAbandonReason>())
+        {
+            json.WriteNumber(CacheMetrics.AbandonLabel(reason), cache.Fills.AbandonedFor(reason));
+        }
+
+        json.WriteEndObject();
         if (health.LastError is { } error)
         {
             json.WriteStartObject("lastError");
