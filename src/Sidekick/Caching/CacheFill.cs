@@ -26,7 +26,8 @@ internal enum FillAbandonReason
 /// Writes one response into the bucket through a local spool file: the body is appended to the spool as it
 /// streams to the client, and an uploader reads it back in parts at the store's own pace (one PUT, or a
 /// multipart upload for a body larger than a part). So the client is never slowed by the store, nor the fill
-/// abandoned for being faster than it; memory stays one part buffer per upload. Requests for the same entry
+/// abandoned for being faster than it; no part is held in memory (each is read from the spool as the store
+/// takes it, <see cref="SpoolSlice"/>), so memory does not grow with the fills in flight. Requests for the same entry
 /// read the spool while the fill runs (<see cref="OpenReader"/>). The entry becomes visible when the upload
 /// completes with exactly the announced length; an abandoned fill aborts its multipart upload, deletes its
 /// spool and gives back its share of the spool budget. Offer and Complete are called by the one loop copying
@@ -208,16 +209,8 @@ internal sealed class CacheFill
             {
                 // The whole body fits one part: one PUT once it is all there.
                 await WaitForCompleteAsync(token);
-                var whole = _buffers.Rent();
-                try
-                {
-                    await ReadFullyAsync(whole.AsMemory(0, (int)Length), 0, token);
-                    await _store.PutAsync(Key, whole.AsMemory(0, (int)Length), _metadata, token);
-                }
-                finally
-                {
-                    _buffers.Return(whole);
-                }
+                await using var whole = new SpoolSlice(_spool, 0, Length);
+                await _store.PutAsync(Key, whole, _metadata, token);
 
                 return Committed();
             }
@@ -234,17 +227,9 @@ internal sealed class CacheFill
                 }
 
                 uploadId ??= await _store.BeginMultipartAsync(Key, _metadata, token);
-                var buffer = _buffers.Rent();
-                try
-                {
-                    var length = (int)(end - offset);
-                    await ReadFullyAsync(buffer.AsMemory(0, length), offset, token);
-                    etags.Add(await _store.UploadPartAsync(Key, uploadId, etags.Count + 1, buffer, length, token));
-                }
-                finally
-                {
-                    _buffers.Return(buffer);
-                }
+                // Read from the spool as the store takes it: no part is held in memory.
+                await using var part = new SpoolSlice(_spool, offset, end - offset);
+                etags.Add(await _store.UploadPartAsync(Key, uploadId, etags.Count + 1, part, token));
             }
 
             await WaitForCompleteAsync(token);
@@ -255,12 +240,13 @@ internal sealed class CacheFill
         {
             if (!Abandoned)
             {
-                if (ex is not (OperationCanceledException or SpoolException))
+                var spoolFailed = SpoolSlice.FailedIn(ex);
+                if (ex is not OperationCanceledException && !spoolFailed)
                 {
                     _owner.Metrics.StoreError(ex);
                 }
 
-                Abandon(ex is SpoolException ? FillAbandonReason.SpoolError : FillAbandonReason.StoreError, ex.Message);
+                Abandon(spoolFailed ? FillAbandonReason.SpoolError : FillAbandonReason.StoreError, ex.Message);
             }
 
             if (uploadId is not null)
@@ -304,33 +290,6 @@ internal sealed class CacheFill
             throw new OperationCanceledException("the body did not complete");
         }
     }
-
-    private async ValueTask ReadFullyAsync(Memory<byte> buffer, long offset, CancellationToken token)
-    {
-        while (!buffer.IsEmpty)
-        {
-            int read;
-            try
-            {
-                read = await RandomAccess.ReadAsync(_spool, buffer, offset, token);
-            }
-            catch (IOException ex)
-            {
-                throw new SpoolException(ex.Message, ex);
-            }
-
-            if (read == 0)
-            {
-                throw new SpoolException("the spool file ended early", null);
-            }
-
-            buffer = buffer[read..];
-            offset += read;
-        }
-    }
-
-    /// <summary>The local spool failed (not the store): abandoned as a spool error.</summary>
-    private sealed class SpoolException(string message, Exception? inner) : IOException(message, inner);
 
     /// <summary>Reads a range of the body from the spool, waiting for bytes not written yet.</summary>
     private sealed class SpoolReader(CacheFill fill, long position, long end) : Stream
