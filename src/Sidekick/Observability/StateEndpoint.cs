@@ -7,7 +7,8 @@ namespace Sidekick.Observability;
 /// <summary>
 /// <c>/v1/state</c>: every site and backend as JSON — up or down and since when, the last probe, why it was
 /// marked down, in-flight requests, ejection — which site takes traffic, and the cache store's health and last
-/// error. Answers "why is traffic going there?" and "why is the cache bypassed?".
+/// error, the fills in flight, the spool they hold and the fills given up by reason. Answers "why is traffic going
+/// there?", "why is the cache bypassed?" and "why was this not cached?".
 /// </summary>
 internal static class StateEndpoint
 {
