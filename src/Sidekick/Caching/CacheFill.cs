@@ -32,8 +32,9 @@ internal enum FillAbandonReason
 /// Writes one response into the bucket through a local spool file: the body is written to the spool as it
 /// streams to the client, and an uploader reads it back in parts at the store's own pace (one PUT, or a
 /// multipart upload for a body larger than a part) as soon as the bytes from the start through a part's end are
-/// there. So the client is never slowed by the store, nor the fill abandoned for being faster than it; memory
-/// stays one part buffer per upload. The body comes from one whole response (<see cref="FillWriter"/> from 0),
+/// there. So the client is never slowed by the store, nor the fill abandoned for being faster than it; no part is
+/// held in memory (each is read from the spool as the store takes it, <see cref="SpoolSlice"/>), so memory does
+/// not grow with the fills in flight. The body comes from one whole response (<see cref="FillWriter"/> from 0),
 /// or is combined from ranged responses of the same object, each written at its offset (RFC 9111 §3.4; a fill
 /// <see cref="FromPieces"/> is given up when no piece has come for <see cref="PieceIdle"/> before they cover the
 /// object). Requests for the same entry read the spool of a whole-response fill while it runs
@@ -47,7 +48,7 @@ internal sealed class CacheFill
     private readonly CacheFills _owner;
     private readonly S3CacheStore _store;
     private readonly IReadOnlyDictionary<string, string> _metadata;
-    private readonly PartBuffers _buffers;
+    private readonly int _partSize;
     private readonly SafeFileHandle _spool;
     private readonly CancellationTokenSource _abandon = new();
     private readonly FillCoverage _coverage = new();
@@ -63,7 +64,7 @@ internal sealed class CacheFill
     private long _lastWrite;
 
     public CacheFill(CacheFills owner, S3CacheStore store, string key, string target, CachedResponse entry, IReadOnlyDictionary<string, string> metadata,
-        PartBuffers buffers, SafeFileHandle spool, TimeProvider time, bool fromPieces)
+        int partSize, SafeFileHandle spool, TimeProvider time, bool fromPieces)
     {
         _owner = owner;
         _store = store;
@@ -71,7 +72,7 @@ internal sealed class CacheFill
         Target = target;
         Entry = entry;
         _metadata = metadata;
-        _buffers = buffers;
+        _partSize = partSize;
         _spool = spool;
         _time = time;
         FromPieces = fromPieces;
@@ -265,7 +266,7 @@ internal sealed class CacheFill
     private async Task<bool> UploadAsync()
     {
         var token = _abandon.Token;
-        var partSize = _buffers.PartSize;
+        var partSize = _partSize;
         string? uploadId = null;
         try
         {
@@ -273,16 +274,8 @@ internal sealed class CacheFill
             {
                 // The whole body fits one part: one PUT once it is all there.
                 await WaitForCompleteAsync(token);
-                var whole = _buffers.Rent();
-                try
-                {
-                    await ReadFullyAsync(whole.AsMemory(0, (int)Length), 0, token);
-                    await _store.PutAsync(Key, whole.AsMemory(0, (int)Length), _metadata, token);
-                }
-                finally
-                {
-                    _buffers.Return(whole);
-                }
+                await using var whole = new SpoolSlice(_spool, 0, Length);
+                await _store.PutAsync(Key, whole, _metadata, token);
 
                 return Committed();
             }
@@ -299,17 +292,9 @@ internal sealed class CacheFill
                 }
 
                 uploadId ??= await _store.BeginMultipartAsync(Key, _metadata, token);
-                var buffer = _buffers.Rent();
-                try
-                {
-                    var length = (int)(end - offset);
-                    await ReadFullyAsync(buffer.AsMemory(0, length), offset, token);
-                    etags.Add(await _store.UploadPartAsync(Key, uploadId, etags.Count + 1, buffer, length, token));
-                }
-                finally
-                {
-                    _buffers.Return(buffer);
-                }
+                // Read from the spool as the store takes it: no part is held in memory.
+                await using var part = new SpoolSlice(_spool, offset, end - offset);
+                etags.Add(await _store.UploadPartAsync(Key, uploadId, etags.Count + 1, part, token));
             }
 
             await WaitForCompleteAsync(token);
@@ -320,12 +305,13 @@ internal sealed class CacheFill
         {
             if (!Abandoned)
             {
-                if (ex is not (OperationCanceledException or SpoolException))
+                var spoolFailed = SpoolSlice.FailedIn(ex);
+                if (ex is not OperationCanceledException && !spoolFailed)
                 {
                     _owner.Metrics.StoreError(ex);
                 }
 
-                Abandon(ex is SpoolException ? FillAbandonReason.SpoolError : FillAbandonReason.StoreError, ex.Message);
+                Abandon(spoolFailed ? FillAbandonReason.SpoolError : FillAbandonReason.StoreError, ex.Message);
             }
 
             if (uploadId is not null)
@@ -370,33 +356,6 @@ internal sealed class CacheFill
             throw new OperationCanceledException("the body did not complete");
         }
     }
-
-    private async ValueTask ReadFullyAsync(Memory<byte> buffer, long offset, CancellationToken token)
-    {
-        while (!buffer.IsEmpty)
-        {
-            int read;
-            try
-            {
-                read = await RandomAccess.ReadAsync(_spool, buffer, offset, token);
-            }
-            catch (IOException ex)
-            {
-                throw new SpoolException(ex.Message, ex);
-            }
-
-            if (read == 0)
-            {
-                throw new SpoolException("the spool file ended early", null);
-            }
-
-            buffer = buffer[read..];
-            offset += read;
-        }
-    }
-
-    /// <summary>The local spool failed (not the store): abandoned as a spool error.</summary>
-    private sealed class SpoolException(string message, Exception? inner) : IOException(message, inner);
 
     /// <summary>Reads a range of the body from the spool, waiting for bytes not written yet.</summary>
     private sealed class SpoolReader(CacheFill fill, long position, long end) : Stream

@@ -13,7 +13,6 @@ internal sealed class CacheFills
 {
     private readonly CacheOptions _options;
     private readonly S3CacheStore _store;
-    private readonly PartBuffers _buffers;
     private readonly SpoolBudget _budget;
     private readonly ConcurrentDictionary<string, CacheFill> _running = new();
     private readonly Lock _pieces = new();
@@ -27,8 +26,6 @@ internal sealed class CacheFills
         _time = time;
         _store = store;
         Metrics = metrics;
-        // A few spare parts serve a steady trickle of uploads; a burst allocates more and gives them back to the GC.
-        _buffers = new PartBuffers(options.PartSize, retain: 4);
         _budget = new SpoolBudget(options.SpoolSize);
     }
 
@@ -42,6 +39,9 @@ internal sealed class CacheFills
 
     /// <summary>Spool bytes reserved by the fills in flight.</summary>
     public long SpoolUsed => _budget.Used;
+
+    /// <summary>The spool budget, SIDEKICK_CACHE_SPOOL_SIZE.</summary>
+    public long SpoolCapacity => _budget.Capacity;
 
     public long AbandonedFor(FillAbandonReason reason) => Volatile.Read(ref _abandoned[(int)reason]);
 
@@ -121,7 +121,7 @@ internal sealed class CacheFills
         }
 
         Metrics.FillStarted();
-        var fill = new CacheFill(this, _store, key, target, entry, metadata, _buffers, spool, _time, fromPieces);
+        var fill = new CacheFill(this, _store, key, target, entry, metadata, _options.PartSize, spool, _time, fromPieces);
         if (_running.TryGetValue(key, out var earlier))
         {
             earlier.Abandon(FillAbandonReason.OriginIncomplete, "replaced by a newer fill of the same entry");

@@ -33,8 +33,12 @@ internal sealed record CacheOptions
     public string SpoolDirectory { get; init; } = Path.Combine(Path.GetTempPath(), "sidekick-spool");
     /// <summary>Spool space all fills in flight may use together; a fill reserves its whole length.</summary>
     public long SpoolSize { get; init; } = 4L * 1024 * 1024 * 1024;
-    /// <summary>Fills running at once; further misses are served without filling.</summary>
-    public int MaxFills { get; init; } = 16;
+    /// <summary>
+    /// Fills running at once; further misses are served without filling. A fill holds no part in memory (it
+    /// uploads from its spool file), so this bounds the uploads the store sees, not sidekick's memory; the spool
+    /// budget bounds the disk (the default 4 GiB holds 64 fills of 64 MiB).
+    /// </summary>
+    public int MaxFills { get; init; } = 64;
     /// <summary>
     /// Reuse an entry filled with credentials without asking the backend when it was marked public or s-maxage
     /// (RFC 9111 §3.5 allows it). Off: a backend that marks private objects public would leak them to anyone.
@@ -131,7 +135,7 @@ internal sealed record CacheOptions
         if (Get("MAX_FILLS") is { } fills)
         {
             options = options with { MaxFills = int.TryParse(fills, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n > 0
-                ? n : throw new UsageException($"invalid {Prefix}MAX_FILLS \"{fills}\": expected a positive integer such as 16") };
+                ? n : throw new UsageException($"invalid {Prefix}MAX_FILLS \"{fills}\": expected a positive integer such as 64") };
         }
 
         if (options.MinSize > options.MaxSize)

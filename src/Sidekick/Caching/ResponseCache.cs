@@ -40,8 +40,6 @@ internal sealed class ResponseCache : IDisposable
         _store = new S3CacheStore(options);
         Metrics = new CacheMetrics();
         _health = new CacheHealth(_store, Metrics, options.HealthInterval, time);
-        // A few spare parts serve a steady trickle of fills; a burst allocates more and gives them back to the GC,
-        // so an idle sidecar does not keep the burst's memory.
         _fills = new CacheFills(options, _store, Metrics, time);
         _entries = new CacheEntries(options, _store, _health, _fills, Metrics, time);
         _writer = new StoredResponseWriter(options, _store, _health, Metrics, time);

@@ -104,15 +104,27 @@ internal sealed class S3CacheStore : IDisposable
         return (await _s3.InitiateMultipartUploadAsync(request, cancellationToken)).UploadId;
     }
 
-    public async Task<PartETag> UploadPartAsync(string key, string uploadId, int number, byte[] buffer, int length, CancellationToken cancellationToken)
+    /// <summary>Uploads a part read from <paramref name="part"/> (seekable: the signer hashes it, then it is sent).</summary>
+    public async Task<PartETag> UploadPartAsync(string key, string uploadId, int number, Stream part, CancellationToken cancellationToken)
     {
-        using var stream = new MemoryStream(buffer, 0, length, writable: false);
         var response = await _s3.UploadPartAsync(new UploadPartRequest
         {
             BucketName = _bucket, Key = key, UploadId = uploadId, PartNumber = number,
-            InputStream = stream, PartSize = length, UseChunkEncoding = false,
+            InputStream = part, PartSize = part.Length, UseChunkEncoding = false,
         }, cancellationToken);
         return new PartETag(number, response.ETag);
+    }
+
+    /// <summary>Stores a whole body read from <paramref name="body"/> (seekable) in one PUT.</summary>
+    public Task PutAsync(string key, Stream body, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
+    {
+        var request = new PutObjectRequest { BucketName = _bucket, Key = key, InputStream = body, UseChunkEncoding = false, AutoCloseStream = false };
+        foreach (var (name, value) in metadata)
+        {
+            request.Metadata[name] = value;
+        }
+
+        return _s3.PutObjectAsync(request, cancellationToken);
     }
 
     public Task CompleteMultipartAsync(string key, string uploadId, List<PartETag> parts, CancellationToken cancellationToken) =>

@@ -37,7 +37,7 @@ internal static class EnvironmentHelp
         new(Cache + "SPOOL_DIR", "where fills spool bodies for the upload", "<temp>/sidekick-spool"),
         new(Cache + "SPOOL_SIZE", "spool space all fills in flight may use together", "4GiB"),
         new(Cache + "MAX_LAG", "removed: fills no longer race the client (they spool); refused at start", ""),
-        new(Cache + "MAX_FILLS", "fills running at once; further misses are not stored", "16"),
+        new(Cache + "MAX_FILLS", "fills running at once; further misses are not stored", "64"),
         new("HTTP_PROXY, HTTPS_PROXY", "proxy for requests and probes to http:// and https:// backends (lowercase names too)", null),
         new("NO_PROXY", "hosts reached without the proxy (lowercase name too)", null),
         new("NO_COLOR, TERM=dumb", "no colours on a terminal", null),

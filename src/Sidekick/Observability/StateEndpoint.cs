@@ -7,7 +7,8 @@ namespace Sidekick.Observability;
 /// <summary>
 /// <c>/v1/state</c>: every site and backend as JSON — up or down and since when, the last probe, why it was
 /// marked down, in-flight requests, ejection — which site takes traffic, and the cache store's health and last
-/// error. Answers "why is traffic going there?" and "why is the cache bypassed?".
+/// error, the fills in flight, the spool they hold and the fills given up by reason. Answers "why is traffic going
+/// there?", "why is the cache bypassed?" and "why was this not cached?".
 /// </summary>
 internal static class StateEndpoint
 {
@@ -123,6 +124,17 @@ internal static class StateEndpoint
         }
 
         json.WriteNumber("fillsInFlight", cache.FillsInFlight);
+        // The local disk the fills in flight hold now, of what SIDEKICK_CACHE_SPOOL_SIZE allows them.
+        json.WriteNumber("spoolBytes", cache.Fills.SpoolUsed);
+        json.WriteNumber("spoolCapacityBytes", cache.Fills.SpoolCapacity);
+        // Fills given up since start, by the reason of sidekick_cache_fills_abandoned_total (docs/cache.md).
+        json.WriteStartObject("fillsAbandoned");
+        foreach (var reason in Enum.GetValues<FillAbandonReason>())
+        {
+            json.WriteNumber(CacheMetrics.AbandonLabel(reason), cache.Fills.AbandonedFor(reason));
+        }
+
+        json.WriteEndObject();
         if (health.LastError is { } error)
         {
             json.WriteStartObject("lastError");

@@ -26,6 +26,15 @@ public sealed class CacheFixture : IAsyncLifetime
         {
             await _s3.DisposeAsync();
         }
+
+        // The large-object tests leave gigabytes here.
+        try
+        {
+            Directory.Delete(DataDirectory, recursive: true);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
     }
 
     internal AmazonS3Client Client() => new(

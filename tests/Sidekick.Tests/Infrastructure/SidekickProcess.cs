@@ -38,9 +38,19 @@ internal sealed class SidekickProcess : IAsyncDisposable
     /// Starts sidekick through <paramref name="launcher"/> (e.g. <c>setpriv --reuid=nobody --</c>), a command
     /// that runs the rest of its arguments; empty runs it directly.
     /// </summary>
-    public static SidekickProcess StartUnder(IReadOnlyList<string> launcher, string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] args)
+    public static SidekickProcess StartUnder(IReadOnlyList<string> launcher, string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        Launch(launcher, workingDirectory, environment, executable: null, args);
+
+    /// <summary>
+    /// Starts a published sidekick executable (a Native AOT build, as shipped) instead of the built sidekick.dll
+    /// on the .NET host; null runs sidekick.dll.
+    /// </summary>
+    public static SidekickProcess StartExecutable(string? executable, string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        Launch([], workingDirectory, environment, executable, args);
+
+    private static SidekickProcess Launch(IReadOnlyList<string> launcher, string workingDirectory, IReadOnlyDictionary<string, string> environment, string? executable, string[] args)
     {
-        var start = new ProcessStartInfo(launcher.Count > 0 ? launcher[0] : "dotnet")
+        var start = new ProcessStartInfo(launcher.Count > 0 ? launcher[0] : executable ?? "dotnet")
         {
             WorkingDirectory = workingDirectory,
             RedirectStandardOutput = true,
@@ -60,10 +70,14 @@ internal sealed class SidekickProcess : IAsyncDisposable
                 start.ArgumentList.Add(part);
             }
 
-            start.ArgumentList.Add("dotnet");
+            start.ArgumentList.Add(executable ?? "dotnet");
         }
 
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "sidekick.dll"));
+        if (executable is null)
+        {
+            start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "sidekick.dll"));
+        }
+
         foreach (var arg in args)
         {
             start.ArgumentList.Add(arg);
