@@ -274,7 +274,9 @@ internal sealed class CacheFill
             {
                 // The whole body fits one part: one PUT once it is all there.
                 await WaitForCompleteAsync(token);
-                var whole = _buffers.Rent();
+                // A small body has a buffer of its own length: its fill holds no part buffer (CacheFills.SmallFillLength).
+                var small = CacheFills.IsSmall(Length, FromPieces);
+                var whole = small ? new byte[Length] : _buffers.Rent();
                 try
                 {
                     await ReadFullyAsync(whole.AsMemory(0, (int)Length), 0, token);
@@ -282,7 +284,10 @@ internal sealed class CacheFill
                 }
                 finally
                 {
-                    _buffers.Return(whole);
+                    if (!small)
+                    {
+                        _buffers.Return(whole);
+                    }
                 }
 
                 return Committed();

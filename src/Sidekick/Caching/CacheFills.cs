@@ -20,6 +20,17 @@ internal sealed class CacheFills
     private readonly TimeProvider _time;
     private readonly long[] _abandoned = new long[Enum.GetValues<FillAbandonReason>().Length];
     private int _inFlight;
+    private int _smallInFlight;
+
+    /// <summary>
+    /// A body this small is uploaded from a buffer of its own length, not a part buffer, so its fill does not take
+    /// one of the SIDEKICK_CACHE_MAX_FILLS slots (which bound the part buffers' memory): a burst of small responses
+    /// is stored rather than passed unstored. <see cref="MaxSmallFills"/> of them at once (64 MiB at most).
+    /// </summary>
+    public const long SmallFillLength = 64 * 1024;
+
+    /// <summary>Small fills (see <see cref="SmallFillLength"/>) allowed at once.</summary>
+    public const int MaxSmallFills = 1024;
 
     public CacheFills(CacheOptions options, S3CacheStore store, CacheMetrics metrics, TimeProvider time)
     {
@@ -38,7 +49,7 @@ internal sealed class CacheFills
     public CacheMetrics Metrics { get; }
 
     /// <summary>Fills whose upload has not ended yet.</summary>
-    public int InFlight => Volatile.Read(ref _inFlight);
+    public int InFlight => Volatile.Read(ref _inFlight) + Volatile.Read(ref _smallInFlight);
 
     /// <summary>Spool bytes reserved by the fills in flight.</summary>
     public long SpoolUsed => _budget.Used;
@@ -92,15 +103,18 @@ internal sealed class CacheFills
 
     private CacheFill? Start(string key, string target, CachedResponse entry, IReadOnlyDictionary<string, string> metadata, bool fromPieces)
     {
-        if (Interlocked.Increment(ref _inFlight) > _options.MaxFills && !YieldedByWaitingPieces())
+        var small = IsSmall(entry.Length, fromPieces);
+        if (small
+                ? Interlocked.Increment(ref _smallInFlight) > MaxSmallFills
+                : Interlocked.Increment(ref _inFlight) > _options.MaxFills && !YieldedByWaitingPieces())
         {
-            Interlocked.Decrement(ref _inFlight);
+            ReleaseSlot(small);
             return null; // not an abandonment: the response is simply not stored (docs/cache.md)
         }
 
         if (!_budget.TryReserve(entry.Length))
         {
-            Interlocked.Decrement(ref _inFlight);
+            ReleaseSlot(small);
             Count(target, FillAbandonReason.SpoolFull, $"{entry.Length} bytes do not fit the spool budget ({_budget.Used} of {_budget.Capacity} in use)");
             return null;
         }
@@ -115,7 +129,7 @@ internal sealed class CacheFills
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             _budget.Release(entry.Length);
-            Interlocked.Decrement(ref _inFlight);
+            ReleaseSlot(small);
             Count(target, FillAbandonReason.SpoolError, ex.Message);
             return null;
         }
@@ -163,16 +177,21 @@ internal sealed class CacheFills
     internal void OnCommitted(CacheFill fill)
     {
         _running.TryRemove(new KeyValuePair<string, CacheFill>(fill.Key, fill));
-        Interlocked.Decrement(ref _inFlight);
+        ReleaseSlot(IsSmall(fill.Length, fill.FromPieces));
         Metrics.FillCompleted();
     }
 
     internal void OnAbandoned(CacheFill fill, FillAbandonReason reason, string detail)
     {
         _running.TryRemove(new KeyValuePair<string, CacheFill>(fill.Key, fill));
-        Interlocked.Decrement(ref _inFlight);
+        ReleaseSlot(IsSmall(fill.Length, fill.FromPieces));
         Count(fill.Target, reason, detail);
     }
+
+    /// <summary>A whole response of at most <see cref="SmallFillLength"/> (ranges being combined always take a slot).</summary>
+    internal static bool IsSmall(long length, bool fromPieces) => !fromPieces && length <= SmallFillLength;
+
+    private void ReleaseSlot(bool small) => Interlocked.Decrement(ref small ? ref _smallInFlight : ref _inFlight);
 
     /// <summary>The spool file is gone (upload and readers done): its share of the budget is free again.</summary>
     internal void OnSpoolReleased(CacheFill fill) => _budget.Release(fill.Length);

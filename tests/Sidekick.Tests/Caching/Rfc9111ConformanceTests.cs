@@ -504,6 +504,36 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         Assert.Equal(2, origin.Asked(path));
     }
 
+    [Fact]
+    public async Task Storing_responses_3_small_responses_are_stored_while_every_fill_slot_holds_a_large_one()
+    {
+        // §3 lets a cache store any storable response; SIDEKICK_CACHE_MAX_FILLS bounds the part buffers of large
+        // fills, and a small body needs none: a burst of small responses is stored even while the slots are taken.
+        var large = Unique("/large-stalled");
+        var small = Unique("/small");
+        await using var origin = new Origin(request => request.Target == large
+            ? RawResponse.Text($"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 200000\r\n\r\n{new string('x', 1000)}")
+            : Response(200, "Cache-Control: max-age=600\r\n", Body));
+        await using var sidekick = await StartAsync(origin, ("SIDEKICK_CACHE_MAX_FILLS", "1"));
+
+        // The large response's fill starts with its head and holds the only slot while its body stalls.
+        using var stalled = new System.Net.Sockets.TcpClient();
+        await stalled.ConnectAsync(IPAddress.Loopback, sidekick.Port);
+        await stalled.GetStream().WriteAsync(System.Text.Encoding.ASCII.GetBytes($"GET {large} HTTP/1.1\r\nHost: rfc.example\r\n\r\n"));
+        var deadline = Environment.TickCount64 + 15000;
+        while (sidekick.Metrics.Fills < 1)
+        {
+            Assert.True(Environment.TickCount64 < deadline, "the large response's fill did not start");
+            await Task.Delay(25);
+        }
+
+        await sidekick.SendAsync("GET", small);
+        await sidekick.UntilFilledAsync(1, "the small response's fill");
+        var hit = await sidekick.SendAsync("GET", small);
+        Assert.Equal((200, Body, "HIT"), (hit.Status, hit.Body, hit.Values("X-Cache").Single()));
+        Assert.Equal(1, origin.Asked(small));
+    }
+
     // ---- §4 constructing responses from caches ----
 
     [Fact]
@@ -582,10 +612,15 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
             ? $"HTTP/1.1 {status} Status\r\n{fields}\r\n"
             : $"HTTP/1.1 {status} Status\r\n{fields}Content-Length: {body.Length}\r\n\r\n{body}");
 
-    private async Task<Running> StartAsync(Origin origin)
+    private async Task<Running> StartAsync(Origin origin, params (string Name, string Value)[] settings)
     {
         var environment = fixture.Environment();
         environment["SIDEKICK_CACHE_MIN_SIZE"] = "0";
+        foreach (var (name, value) in settings)
+        {
+            environment[name] = value;
+        }
+
         var (instance, client) = await fixture.StartSidekickAsync([origin.Url], SidekickHarness.FastOptions, environment);
         client.Dispose();
         // Redirects are answers under test here, not something to follow.
