@@ -73,7 +73,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
 
         var responseControl = CacheControl.Parse(response.Headers.CacheControl);
-        if (!CachePolicy.IsStorable(status, requestControl, responseControl, headers, length, options))
+        if (!CachePolicy.IsStorable(status, requestControl, responseControl, headers, length, options, rangeRequested: context.Request.Headers.Range.Count > 0))
         {
             return null;
         }

@@ -63,17 +63,21 @@ internal static class CachePolicy
     /// either side, not private (this is a shared cache), no <c>Vary: *</c> (§4.1: it can never be selected
     /// without a new request), a known length within bounds, and something that lets it be reused: explicit
     /// freshness for any status, or, for a status that is heuristically cacheable, a validator or the
-    /// configured default freshness.
+    /// configured default freshness. Content-Range means nothing on a 200 (RFC 9110 §14.4): it is an ordinary
+    /// field there, stored like any other, unless the request asked for a range, when the 200 could be a piece
+    /// mislabelled by its server. A 416 answers the request's Range, which the key does not hold: never stored.
     /// </summary>
-    public static bool IsStorable(int status, CacheControl request, CacheControl response, IReadOnlyList<KeyValuePair<string, string>> headers, long? length, CacheOptions options)
+    public static bool IsStorable(
+        int status, CacheControl request, CacheControl response, IReadOnlyList<KeyValuePair<string, string>> headers, long? length, CacheOptions options,
+        bool rangeRequested = false)
     {
         string? Header(string name) => headers.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
-        if (status is < 200 or 206 or 304 || request.Has("no-store") || response.Has("no-store") || response.Has("private"))
+        if (status is < 200 or 206 or 304 or 416 || request.Has("no-store") || response.Has("no-store") || response.Has("private"))
         {
             return false;
         }
 
-        if (VariesOnEverything(headers) || Header(HeaderNames.ContentRange) is not null)
+        if (VariesOnEverything(headers) || (rangeRequested && Header(HeaderNames.ContentRange) is not null))
         {
             return false;
         }

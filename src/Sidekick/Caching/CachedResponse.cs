@@ -60,14 +60,30 @@ internal sealed record CachedResponse
     /// <summary>
     /// An HTTP-date in any of its three formats (RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and
     /// asctime forms a recipient must accept); null when the value is none of them, a wrong weekday included.
+    /// Each separator is exactly one space (the grammar's SP), but for asctime's space-padded day of the month
+    /// ("Dec  1"): "Thu, 18  Aug  2050 …" is not an HTTP-date (an invalid Expires means already expired, RFC 9111 §5.3).
     /// </summary>
-    public static DateTimeOffset? HttpDate(string? value) =>
-        value is not null && DateTimeOffset.TryParseExact(value.Trim(), HttpDateFormats, HttpDateCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AllowInnerWhite, out var date)
+    public static DateTimeOffset? HttpDate(string? value)
+    {
+        if (value is null)
+        {
+            return null;
+        }
+
+        value = value.Trim(' ', '\t');
+        if (value.Length == 24 && value.AsSpan(7, 3) is [' ', ' ', >= '1' and <= '9'])
+        {
+            value = string.Concat(value.AsSpan(0, 8), "0", value.AsSpan(9)); // asctime "Dec  1" as "Dec 01"
+        }
+
+        return !value.Contains("  ", StringComparison.Ordinal) &&
+               DateTimeOffset.TryParseExact(value, HttpDateFormats, HttpDateCulture, DateTimeStyles.AssumeUniversal, out var date)
             ? date
             : null;
+    }
 
     private static readonly string[] HttpDateFormats =
-        ["r", "dddd, dd-MMM-yy HH:mm:ss 'GMT'", "ddd MMM d HH:mm:ss yyyy", "ddd MMM dd HH:mm:ss yyyy"];
+        ["r", "dddd, dd-MMM-yy HH:mm:ss 'GMT'", "ddd MMM dd HH:mm:ss yyyy"];
 
     /// <summary>
     /// RFC 850 dates have two-digit years, read as the most recent such year no more than 50 years ahead

@@ -1,5 +1,7 @@
 using System.Buffers;
 using System.Globalization;
+using System.Net;
+using Amazon.S3;
 using Amazon.S3.Model;
 using Microsoft.Net.Http.Headers;
 
@@ -46,6 +48,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             }
 
             response.Headers.Age = age.ToString(CultureInfo.InvariantCulture);
+            StoredDate(response, entry);
             response.Headers[ResponseCache.CacheHeader] = outcome;
             return true;
         }
@@ -77,6 +80,12 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 timeout.CancelAfter(options.StoreTimeout);
                 stored = await store.OpenAsync(hit.Key, partial ? from : 0, partial ? to : entry.Length - 1, timeout.Token);
             }
+            catch (AmazonS3Exception ex) when (ex.StatusCode == HttpStatusCode.NotFound && ex.ErrorCode != "NoSuchBucket")
+            {
+                // Gone since the lookup (evicted, or replaced by a newer fill just now): not a store failure. The
+                // caller asks the origin; the store stays in use for every other request.
+                return false;
+            }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
             {
                 health.MarkOffline(ex);
@@ -105,6 +114,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 
             response.Headers.Server = "SideKick";
             response.Headers.Age = age.ToString(CultureInfo.InvariantCulture);
+            StoredDate(response, entry);
             response.Headers[ResponseCache.CacheHeader] = outcome;
             if (entry.Status == StatusCodes.Status200OK)
             {
@@ -159,6 +169,19 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// The Date the origin generated the response at, not the time it is served (RFC 9110 §6.6.1: the origin's
+    /// Date stays with the message; RFC 9111 §4.2.3: Age tells how long it has been stored since). A response
+    /// that came without one gets the server's own Date.
+    /// </summary>
+    private static void StoredDate(HttpResponse response, CachedResponse entry)
+    {
+        if (entry.Date is { } date)
+        {
+            response.Headers.Date = date.ToString("r", CultureInfo.InvariantCulture);
+        }
     }
 
     /// <summary>The client's own conditional request, answered from the entry (RFC 9110 §13.2.2).</summary>

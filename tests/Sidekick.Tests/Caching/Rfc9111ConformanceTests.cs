@@ -42,6 +42,8 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         { "§5.3 Expires in the obsolete RFC 850 format (RFC 9110 §5.6.7)", "Expires: Friday, 01-Dec-45 16:00:00 GMT", true },
         { "§5.3 Expires in the obsolete asctime format (RFC 9110 §5.6.7)", "Expires: Fri Dec  1 16:00:00 2045", true },
         { "§5.3 Expires with a wrong weekday is not an HTTP-date: expired", "Expires: Mon, 01 Dec 2095 16:00:00 GMT", false },
+        { "§5.3 Expires with two spaces where the grammar has one is not an HTTP-date: expired", "Expires: Thu, 01  Dec  2095 16:00:00 GMT", false },
+        { "§5.3 Expires in asctime format with two spaces after the weekday is not an HTTP-date", "Expires: Fri  Dec  1 16:00:00 2045", false },
         { "§5.3 Expires: 0 is already expired, not heuristics", $"Expires: 0\r\nLast-Modified: {LongAgo}", false },
         { "§5.3 Expires not an HTTP-date is already expired", $"Expires: next year\r\nLast-Modified: {LongAgo}", false },
         { "§4.2.1 two Expires field lines: stale", $"Expires: {FarFuture}\r\nExpires: {FarFuture}", false },
@@ -448,6 +450,129 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         }
     }
 
+    // ---- §3 storing responses: Content-Range on a 200, and 416 ----
+
+    [Fact]
+    public async Task Storing_responses_3_a_200_with_Content_Range_is_stored_and_served_with_it()
+    {
+        // RFC 9110 §14.4: Content-Range has a meaning for 206 and 416 only; on a complete 200 to a request
+        // without Range it is one more field, stored (§3.1) and served like the others.
+        var path = Unique("/content-range-200");
+        await using var origin = new Origin(_ => Response(200, "Cache-Control: max-age=600\r\nContent-Range: whatever\r\n", Body));
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, "the fill of the 200 with Content-Range");
+
+        var hit = await sidekick.SendAsync("GET", path);
+        Assert.Equal((200, Body, "HIT"), (hit.Status, hit.Body, hit.Values("X-Cache").Single()));
+        Assert.Equal(["whatever"], hit.Values("Content-Range"));
+        Assert.Equal(1, origin.Asked(path));
+    }
+
+    [Fact]
+    public async Task Storing_responses_3_a_200_with_Content_Range_to_a_Range_request_is_not_stored()
+    {
+        // The same field on a 200 that answers a Range request may label a piece as the whole: not stored.
+        var path = Unique("/content-range-ranged");
+        await using var origin = new Origin(_ => Response(200, "Cache-Control: max-age=600\r\nContent-Range: bytes 0-3/40\r\n", "0123"));
+        await using var sidekick = await StartAsync(origin);
+        var fills = sidekick.Metrics.Fills;
+        await sidekick.SendAsync("GET", path, "Range: bytes=0-3");
+        Assert.Equal(fills, sidekick.Metrics.Fills); // a fill starts before the client has the head
+
+        var again = await sidekick.SendAsync("GET", path);
+        Assert.Equal(["MISS"], again.Values("X-Cache"));
+        Assert.Equal(2, origin.Asked(path));
+    }
+
+    [Fact]
+    public async Task Storing_responses_3_a_416_is_never_stored_even_with_explicit_freshness()
+    {
+        // A 416 answers the request's Range (RFC 9110 §15.5.17), which is not part of the cache key.
+        var path = Unique("/unsatisfiable");
+        var asked = 0;
+        await using var origin = new Origin(_ => Interlocked.Increment(ref asked) == 1
+            ? Response(416, "Cache-Control: max-age=600\r\n", "")
+            : Response(200, "Cache-Control: max-age=600\r\n", Body));
+        await using var sidekick = await StartAsync(origin);
+        var fills = sidekick.Metrics.Fills;
+        Assert.Equal(416, (await sidekick.SendAsync("GET", path, "Range: bytes=900-999")).Status);
+        Assert.Equal(fills, sidekick.Metrics.Fills);
+
+        var whole = await sidekick.SendAsync("GET", path);
+        Assert.Equal((200, Body), (whole.Status, whole.Body));
+        Assert.Equal(2, origin.Asked(path));
+    }
+
+    // ---- §4 constructing responses from caches ----
+
+    [Fact]
+    public async Task Constructing_responses_4_the_origins_Date_is_served_not_the_time_of_serving()
+    {
+        // RFC 9110 §6.6.1: Date is when the origin generated the message; the stored response keeps it, and
+        // Age (§4.2.3, §5.1) says how long it has been stored since. The same on a 304 from the cache.
+        var path = Unique("/date");
+        var date = DateTimeOffset.UtcNow.AddSeconds(-5).ToString("r", CultureInfo.InvariantCulture);
+        await using var origin = new Origin(_ => Response(200, $"Cache-Control: max-age=600\r\nETag: \"d\"\r\nDate: {date}\r\n", Body));
+        await using var sidekick = await StartAsync(origin);
+        var miss = await sidekick.SendAsync("GET", path);
+        Assert.Equal([date], miss.Values("Date"));
+        await sidekick.UntilFilledAsync(1, "the fill");
+
+        var hit = await sidekick.SendAsync("GET", path);
+        Assert.Equal(["HIT"], hit.Values("X-Cache"));
+        Assert.Equal([date], hit.Values("Date"));
+        Assert.True(long.Parse(hit.Values("Age").Single(), CultureInfo.InvariantCulture) >= 5, hit.Head);
+
+        var notModified = await sidekick.SendAsync("GET", path, "If-None-Match: \"d\"");
+        Assert.Equal(304, notModified.Status);
+        Assert.Equal([date], notModified.Values("Date"));
+        Assert.Equal(1, origin.Asked(path));
+    }
+
+    [Fact]
+    public async Task Constructing_responses_4_an_entry_gone_from_the_store_is_fetched_from_the_origin_and_the_store_stays_in_use()
+    {
+        // The lookup found an entry, and the read of its body finds it gone (evicted, or replaced by another
+        // fill, in between): the request is answered by the origin (§4: a stored response that cannot be used is
+        // not), and that is no store failure: the cache is not bypassed for everyone else.
+        var entry = new CachedResponse
+        {
+            Status = 200,
+            Headers = [new("Cache-Control", "max-age=600"), new("ETag", "\"gone\"")],
+            Length = 10,
+            ReceivedAt = DateTimeOffset.UtcNow,
+            InitialAge = TimeSpan.Zero,
+            Date = DateTimeOffset.UtcNow,
+        }.Serialize();
+        await using var store = new RawBackend(request => request.Method switch
+        {
+            "HEAD" => RawResponse.Text($"HTTP/1.1 200 OK\r\nETag: \"s3\"\r\nx-amz-meta-sidekick: {entry}\r\nContent-Length: 10\r\n\r\n"),
+            "GET" when request.Target.Contains("list-type=2", StringComparison.Ordinal) => S3Xml(200,
+                "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>cache</Name><Prefix>sidekick-health-probe/</Prefix>" +
+                "<KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>"),
+            _ => S3Xml(404, "<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><RequestId>1</RequestId></Error>"),
+        });
+        var path = Unique("/vanished");
+        await using var origin = new Origin(_ => Response(200, "Cache-Control: max-age=600\r\n", Body));
+        var environment = fixture.Environment(store.Url);
+        environment["SIDEKICK_CACHE_MIN_SIZE"] = "0";
+        environment["SIDEKICK_CACHE_HEALTH_DURATION"] = "1h";
+        var (instance, client) = await fixture.StartSidekickAsync([origin.Url], SidekickHarness.FastOptions, environment);
+        client.Dispose();
+        await using var sidekick = new Running(instance, new HttpClient { BaseAddress = instance.Server.BaseAddress });
+
+        var answer = await sidekick.SendAsync("GET", path);
+        Assert.Equal((200, Body), (answer.Status, answer.Body));
+        Assert.Equal(1, origin.Asked(path));
+        Assert.True(store.Requests.Any(r => r.Method == "GET" && r.Target.Contains("/cache/", StringComparison.Ordinal)), "the body was never read from the store");
+        Assert.True(instance.Server.Cache!.Health.Online, "a body gone from the store took the store offline");
+
+        static RawResponse S3Xml(int status, string xml) => RawResponse.Text(
+            $"HTTP/1.1 {status} {(status == 200 ? "OK" : "Not Found")}\r\nContent-Type: application/xml\r\nContent-Length: {xml.Length + 38}\r\n\r\n" +
+            $"<?xml version=\"1.0\" encoding=\"UTF-8\"?>{xml}");
+    }
+
     // ---- the harness ----
 
     private static string Unique(string name) => $"{name}-{Guid.NewGuid():N}";
@@ -457,10 +582,15 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
             ? $"HTTP/1.1 {status} Status\r\n{fields}\r\n"
             : $"HTTP/1.1 {status} Status\r\n{fields}Content-Length: {body.Length}\r\n\r\n{body}");
 
-    private async Task<Running> StartAsync(Origin origin)
+    private async Task<Running> StartAsync(Origin origin, params (string Name, string Value)[] settings)
     {
         var environment = fixture.Environment();
         environment["SIDEKICK_CACHE_MIN_SIZE"] = "0";
+        foreach (var (name, value) in settings)
+        {
+            environment[name] = value;
+        }
+
         var (instance, client) = await fixture.StartSidekickAsync([origin.Url], SidekickHarness.FastOptions, environment);
         client.Dispose();
         // Redirects are answers under test here, not something to follow.
