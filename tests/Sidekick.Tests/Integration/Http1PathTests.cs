@@ -90,6 +90,25 @@ public sealed class Http1PathTests
     [Theory]
     [InlineData("http1")]
     [InlineData("yarp")]
+    public async Task The_head_and_the_first_body_bytes_reach_the_client_while_the_rest_is_still_to_come(string forwarder)
+    {
+        // A slow origin (or a stream): 1,000 of 200,000 bytes, then nothing more until the test ends. The client must
+        // see the head and those bytes now, not when the rest comes.
+        await using var backend = new RawBackend(_ => RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + new string('x', 1000)));
+        await using var sidekick = await StartAsync(new SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", forwarder)) }, backend.Url);
+        using var patience = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+
+        using var response = await sidekick.Client.GetAsync("/stream", HttpCompletionOption.ResponseHeadersRead, patience.Token);
+        Assert.Equal(200000, response.Content.Headers.ContentLength);
+        await using var body = await response.Content.ReadAsStreamAsync(patience.Token);
+        var first = new byte[1000];
+        await body.ReadExactlyAsync(first, patience.Token);
+        Assert.All(first, b => Assert.Equal((byte)'x', b));
+    }
+
+    [Theory]
+    [InlineData("http1")]
+    [InlineData("yarp")]
     public async Task Exchanges_on_one_kept_alive_connection_count_only_their_own_bytes(string forwarder)
     {
         // One meter serves the exchanges of a client connection in turn: each must start from zero.

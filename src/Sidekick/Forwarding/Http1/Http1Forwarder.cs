@@ -347,8 +347,8 @@ internal sealed class Http1Forwarder : IDisposable
 
     /// <summary>
     /// A body of known length, written into the server's output buffers: the bytes that came with the
-    /// head are copied there, the rest is received straight into them, and the response head leaves with
-    /// the first body bytes. No stream layers and no second copy.
+    /// head are copied there and sent with the head at once, the rest is received straight into them. No stream
+    /// layers and no second copy.
     /// </summary>
     [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder))]
     private static async ValueTask CopyLengthDirectAsync(HttpContext context, IMeteredResponseBody server, BackendConnection connection, long remaining)
@@ -372,13 +372,10 @@ internal sealed class Http1Forwarder : IDisposable
             throw new ClientWriteException(ex);
         }
 
-        if (remaining == 0)
-        {
-            // The whole body came with the head (the common small response): one send for both.
-            await FlushToClientAsync(writer, connection);
-            return;
-        }
-
+        // The head, and the body bytes that came with it, leave now: the rest may be slow to come (a slow or stalled
+        // origin, a stream), and the client must not wait for it to see them. When the whole body came with the head
+        // (the common small response) this is the one send for both.
+        await FlushToClientAsync(writer, connection);
         while (remaining > 0)
         {
             var memory = writer.GetMemory((int)Math.Min(remaining, BackendConnection.LargeBufferSize));
