@@ -212,6 +212,41 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         Assert.False(await waiting.Upload);
     }
 
+    [Fact]
+    public async Task A_fill_does_not_replace_the_same_version_another_sidecar_stored_meanwhile()
+    {
+        // Two sidecars that missed at the same moment both fill; the second must not rewrite the object under the
+        // readers of the first one's entry. Its bytes differ here only to show which upload the store kept.
+        var options = CacheOptions.FromEnvironment(fixture.Environment())!;
+        using var store = new S3CacheStore(options);
+        using var metrics = new CacheMetrics();
+        var fills = new CacheFills(options, store, metrics, TimeProvider.System);
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"v1\"")], Length = 1000, ReceivedAt = DateTimeOffset.UtcNow, InitialAge = TimeSpan.Zero,
+        };
+        var metadata = new Dictionary<string, string> { ["sidekick"] = entry.Serialize() };
+        var key = "same-version-" + Guid.NewGuid().ToString("N");
+
+        async Task<bool> FillAsync(byte value)
+        {
+            var fill = fills.Start(key, "/same", entry, metadata)!;
+            var writer = fill.Writer(0, entry.Length);
+            Assert.True(writer.Offer(Enumerable.Repeat(value, 1000).ToArray()));
+            writer.End(clientGone: false);
+            return await fill.Upload;
+        }
+
+        Assert.True(await FillAsync((byte)'a'));
+        Assert.True(await FillAsync((byte)'b'));
+        using var s3 = fixture.Client();
+        using var stored = await s3.GetObjectAsync(CacheFixture.Bucket, key);
+        using var body = new MemoryStream();
+        await stored.ResponseStream.CopyToAsync(body);
+        Assert.Equal(Enumerable.Repeat((byte)'a', 1000).ToArray(), body.ToArray());
+        Assert.Equal(2, metrics.FillsCompleted);
+    }
+
     /// <summary>
     /// Reads <paramref name="body"/> as <see cref="Pieces"/> ranges, all at once, and checks each range's bytes;
     /// returns each response's X-Cache.
