@@ -4,8 +4,8 @@
 # configured as the suite's docker/nginx does, and prints the required tests passed by each (dependencies honoured,
 # as cache-tests.fyi shows them; browser-only tests left out).
 # Usage: [TARGETS="sidekick nginx"] bench/conformance.sh [-i TEST_ID] [SUITE_DIR]
-#   SUITE_DIR: a checkout of http-tests/cache-tests (default: extracted from /work/.mirror/http-tests+cache-tests/repo
-#   into bench/out/conformance/cache-tests). -i runs one test through sidekick only and prints its exchange.
+#   SUITE_DIR: a checkout of github.com/http-tests/cache-tests (default: bench/out/conformance/cache-tests, filled from
+#   the git repository CACHE_TESTS_GIT names when it is empty). -i runs one test through sidekick only and prints its exchange.
 # Writes bench/out/conformance/{sidekick,nginx}.json and the failing required tests in {sidekick,nginx}-failures.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +13,9 @@ ROOT=$PWD; OUT=$ROOT/bench/out/conformance; mkdir -p "$OUT"
 ONLY=""
 if [ "${1:-}" = "-i" ]; then ONLY=$2; shift 2; fi
 SUITE=${1:-$OUT/cache-tests}
-MIRROR=/work/.mirror/http-tests+cache-tests/repo
 if [ ! -f "$SUITE/package.json" ]; then
-  mkdir -p "$SUITE"; git -C "$MIRROR" archive HEAD | tar -x -C "$SUITE"
+  [ -n "${CACHE_TESTS_GIT:-}" ] || { echo "conformance.sh: no suite in $SUITE; give a checkout of http-tests/cache-tests as SUITE_DIR, or its git repository as CACHE_TESTS_GIT" >&2; exit 2; }
+  mkdir -p "$SUITE"; git -C "$CACHE_TESTS_GIT" archive HEAD | tar -x -C "$SUITE"
 fi
 [ -d "$SUITE/node_modules/undici" ] || (cd "$SUITE" && npm install --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
 [ -d node_modules/s3rver ] || npm ci --no-audit --no-fund --loglevel=error
