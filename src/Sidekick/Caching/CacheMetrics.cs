@@ -16,6 +16,7 @@ internal sealed class CacheMetrics : IDisposable
     private long _bytesServed;
     private readonly long[] _storeErrors = new long[CacheStoreFailure.Reasons.Length];
     private long _evictions;
+    private readonly long[] _fillWaits = new long[Enum.GetValues<FillWaitOutcome>().Length];
 
     public CacheMetrics()
     {
@@ -56,6 +57,11 @@ internal sealed class CacheMetrics : IDisposable
     public void StoreError(CacheStoreFailure failure) => Interlocked.Increment(ref _storeErrors[(int)failure.Reason]);
     public void Evicted() => Interlocked.Increment(ref _evictions);
 
+    /// <summary>Counts a miss that waited for another sidecar's fill, by how the wait ended.</summary>
+    public void FillWait(FillWaitOutcome outcome) => Interlocked.Increment(ref _fillWaits[(int)outcome]);
+
+    public long FillWaitsOf(FillWaitOutcome outcome) => Volatile.Read(ref _fillWaits[(int)outcome]);
+
     /// <summary>Prometheus text for the cache counters, the store's health and the fills running now.</summary>
     public void WriteTo(System.Text.StringBuilder text, bool storeUp, int fillsInFlight, CacheFills? fills = null)
     {
@@ -88,6 +94,12 @@ internal sealed class CacheMetrics : IDisposable
             .Append("sidekick_cache_store_up ").Append(storeUp ? 1 : 0).Append('\n');
         text.Append("# HELP sidekick_cache_fills_in_flight Responses being written to the cache now\n# TYPE sidekick_cache_fills_in_flight gauge\n")
             .Append("sidekick_cache_fills_in_flight ").Append(fillsInFlight).Append('\n');
+        text.Append("# HELP sidekick_cache_fill_waits_total Misses that waited for another sidecar's fill of the same entry, by how the wait ended\n# TYPE sidekick_cache_fill_waits_total counter\n");
+        foreach (var outcome in Enum.GetValues<FillWaitOutcome>())
+        {
+            text.Append("sidekick_cache_fill_waits_total{outcome=\"").Append(FillWaitLabel(outcome)).Append("\"} ").Append(FillWaitsOf(outcome)).Append('\n');
+        }
+
         Counter("sidekick_cache_evictions_total", "Entries removed (404/410, invalidation by PUT/POST/DELETE)", Evictions);
     }
 
@@ -100,6 +112,15 @@ internal sealed class CacheMetrics : IDisposable
         FillAbandonReason.RangesIncomplete => "ranges_incomplete",
         FillAbandonReason.ObjectChanged => "object_changed",
         _ => "client_gone",
+    };
+
+    public static string FillWaitLabel(FillWaitOutcome outcome) => outcome switch
+    {
+        FillWaitOutcome.Stored => "stored",
+        FillWaitOutcome.NotStored => "not_stored",
+        FillWaitOutcome.TooSlow => "too_slow",
+        FillWaitOutcome.TimedOut => "timed_out",
+        _ => "dead",
     };
 
     public void Dispose() => _meter.Dispose();

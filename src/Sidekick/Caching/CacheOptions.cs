@@ -44,6 +44,11 @@ internal sealed record CacheOptions
     /// (RFC 9111 §3.5 allows it). Off: a backend that marks private objects public would leak them to anyone.
     /// </summary>
     public bool SharePublic { get; init; }
+    /// <summary>
+    /// How long a miss may wait for another sidecar's fill of the same entry (seen through its lease in the bucket)
+    /// instead of fetching the object from the origin again; zero turns the leases off.
+    /// </summary>
+    public TimeSpan FillWait { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>A store operation on the request path taking longer than this bypasses the cache.</summary>
     public TimeSpan StoreTimeout { get; init; } = TimeSpan.FromSeconds(2);
 
@@ -103,6 +108,11 @@ internal sealed record CacheOptions
         if (Get("DEFAULT_MAX_AGE") is { } maxAge)
         {
             options = options with { DefaultMaxAge = ParseSeconds("DEFAULT_MAX_AGE", maxAge, "300 or 5m", allowZero: true) };
+        }
+
+        if (Get("FILL_WAIT") is { } fillWait)
+        {
+            options = options with { FillWait = ParseSeconds("FILL_WAIT", fillWait, "10s (0 turns it off)", allowZero: true) };
         }
 
         if (Get("PART_SIZE") is { } part)

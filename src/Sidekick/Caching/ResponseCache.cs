@@ -31,6 +31,7 @@ internal sealed class ResponseCache : IDisposable
     private readonly StoredResponseWriter _writer;
     private readonly TimeProvider _time;
     private readonly CacheFills _fills;
+    private readonly FillLeases _leases;
     private readonly ConcurrentDictionary<string, FillSlot> _pending = new();
 
     public ResponseCache(CacheOptions options, TimeProvider time)
@@ -41,6 +42,7 @@ internal sealed class ResponseCache : IDisposable
         Metrics = new CacheMetrics();
         _health = new CacheHealth(_store, Metrics, options.HealthInterval, time);
         _fills = new CacheFills(options, _store, Metrics, time);
+        _leases = new FillLeases(options, _store, Metrics, time);
         _entries = new CacheEntries(options, _store, _health, _fills, Metrics, time);
         _writer = new StoredResponseWriter(options, _store, _health, Metrics, time);
     }
@@ -188,6 +190,23 @@ internal sealed class ResponseCache : IDisposable
         CacheFill? fill = null;
         try
         {
+            // Another sidecar sharing the bucket may be filling this entry: wait for it to reach the store rather
+            // than fetch the object from the origin again (FillLeases says for how long that is worth it).
+            var claim = await _leases.ClaimAsync(key, context.RequestAborted);
+            if (claim.Kind == FillClaimKind.OtherEnded)
+            {
+                var stored = await FromStoreAsync(context, origin, key, requestControl);
+                Metrics.FillWait(stored ? FillWaitOutcome.Stored : FillWaitOutcome.NotStored);
+                if (stored)
+                {
+                    return;
+                }
+            }
+            else if (claim.Kind == FillClaimKind.Holding)
+            {
+                _leases.Hold(claim.LeaseKey!, slot.Head.Task);
+            }
+
             fill = await FetchAndFillAsync(context, origin, key, requestControl, slot);
         }
         finally
@@ -215,24 +234,25 @@ internal sealed class ResponseCache : IDisposable
     /// After a fill of the entry ended here (committed, or it stored nothing): the store may have the entry now.
     /// True when it answered the request.
     /// </summary>
-    private async Task<bool> FromStoreAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl, FillSlot slot)
-    {
-        if (!slot.Head.Task.IsCompleted || slot.Head.Task.Result is { IsCommitted: false })
-        {
-            return false;
-        }
+    private Task<bool> FromStoreAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl, FillSlot slot) =>
+        !slot.Head.Task.IsCompleted || slot.Head.Task.Result is { IsCommitted: false }
+            ? Task.FromResult(false)
+            : FromStoreAsync(context, origin, key, requestControl);
 
-        CacheLookup? after = null;
+    /// <summary>After a fill ended (here, or another sidecar's this request waited for): its entry, when the store has one for this request.</summary>
+    private async Task<bool> FromStoreAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl)
+    {
+        CacheLookup? stored = null;
         try
         {
-            after = await _entries.FindAsync(key, context.Request, context.RequestAborted);
+            stored = await _entries.FindAsync(key, context.Request, context.RequestAborted);
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {
             _health.MarkOffline(ex);
         }
 
-        if (after is not { } hit)
+        if (stored is not { } hit)
         {
             return false;
         }

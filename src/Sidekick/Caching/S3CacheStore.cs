@@ -14,6 +14,7 @@ internal sealed class S3CacheStore : IDisposable
 {
     public const string EntryMetadata = "x-amz-meta-sidekick";
     public const string VaryMetadata = "x-amz-meta-sidekick-vary";
+    public const string LeaseMetadata = "x-amz-meta-sidekick-lease";
 
     private readonly AmazonS3Client _s3;
 
@@ -147,6 +148,47 @@ internal sealed class S3CacheStore : IDisposable
         }
 
         return _s3.CopyObjectAsync(request, cancellationToken);
+    }
+
+    /// <summary>The fill lease at <paramref name="key"/> and when the store last wrote it, or null when there is none.</summary>
+    public async Task<(FillLease Lease, DateTimeOffset Written)?> ReadLeaseAsync(string key, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var head = await _s3.GetObjectMetadataAsync(new GetObjectMetadataRequest { BucketName = _bucket, Key = key }, cancellationToken);
+            return FillLease.Parse(head.Metadata[LeaseMetadata]) is { } lease && head.LastModified is { } written
+                ? (lease, new DateTimeOffset(written.ToUniversalTime()))
+                : null;
+        }
+        catch (AmazonS3Exception ex) when (ex.StatusCode == HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Writes a fill lease (an empty object). With <paramref name="onlyIfAbsent"/> it is a conditional create
+    /// (<c>If-None-Match: *</c>); false when the store refused it because a lease exists (AWS S3 and MinIO honour
+    /// the condition; stores that ignore it overwrite, which <see cref="FillLeases"/> checks by reading back).
+    /// </summary>
+    public async Task<bool> WriteLeaseAsync(string key, FillLease lease, bool onlyIfAbsent, CancellationToken cancellationToken)
+    {
+        var request = new PutObjectRequest { BucketName = _bucket, Key = key, InputStream = new MemoryStream([], writable: false), UseChunkEncoding = false };
+        request.Metadata[LeaseMetadata] = lease.ToString();
+        if (onlyIfAbsent)
+        {
+            request.IfNoneMatch = "*";
+        }
+
+        try
+        {
+            await _s3.PutObjectAsync(request, cancellationToken);
+            return true;
+        }
+        catch (AmazonS3Exception ex) when (onlyIfAbsent && ex.StatusCode is HttpStatusCode.PreconditionFailed or HttpStatusCode.Conflict)
+        {
+            return false;
+        }
     }
 
     public Task DeleteAsync(string key, CancellationToken cancellationToken) =>

@@ -38,6 +38,7 @@ internal static class EnvironmentHelp
         new(Cache + "SPOOL_SIZE", "spool space all fills in flight may use together", "4GiB"),
         new(Cache + "MAX_LAG", "removed: fills no longer race the client (they spool); refused at start", ""),
         new(Cache + "MAX_FILLS", "fills running at once; further misses are not stored", "64"),
+        new(Cache + "FILL_WAIT", "how long a miss may wait for another sidecar's fill of the same object; 0: no fill leases", "10s"),
         new("HTTP_PROXY, HTTPS_PROXY", "proxy for requests and probes to http:// and https:// backends (lowercase names too)", null),
         new("NO_PROXY", "hosts reached without the proxy (lowercase name too)", null),
         new("NO_COLOR, TERM=dumb", "no colours on a terminal", null),

@@ -135,6 +135,14 @@ internal static class StateEndpoint
         }
 
         json.WriteEndObject();
+        // Misses that waited for another sidecar's fill of the same entry, by how the wait ended.
+        json.WriteStartObject("fillWaits");
+        foreach (var outcome in Enum.GetValues<FillWaitOutcome>())
+        {
+            json.WriteNumber(CacheMetrics.FillWaitLabel(outcome), cache.Metrics.FillWaitsOf(outcome));
+        }
+
+        json.WriteEndObject();
         if (health.LastError is { } error)
         {
             json.WriteStartObject("lastError");

@@ -65,6 +65,8 @@ public sealed class HelpTextTests
         Assert.Equal($"\"{defaults.Region}\"", HelpDefault("SIDEKICK_CACHE_REGION"));
         Assert.Equal(defaults.PathStyle, bool.Parse(HelpDefault("SIDEKICK_CACHE_PATH_STYLE")));
         Assert.Equal(defaults.SharePublic, bool.Parse(HelpDefault("SIDEKICK_CACHE_SHARE_PUBLIC")));
+        Assert.True(GoDuration.TryParse(HelpDefault("SIDEKICK_CACHE_FILL_WAIT"), out var fillWait));
+        Assert.Equal(defaults.FillWait, fillWait);
     }
 
     [Fact]

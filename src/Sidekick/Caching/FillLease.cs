@@ -1,0 +1,31 @@
+using System.Globalization;
+
+namespace Sidekick.Caching;
+
+/// <summary>
+/// What a sidecar filling an entry tells the others through the bucket: who fills, a sequence that grows with
+/// every renewal, and its progress (the object's length once the origin's head is known, the bytes received and
+/// the time it took, so a waiter can tell whether the fill will finish within its own wait without comparing
+/// clocks of different hosts).
+/// </summary>
+internal sealed record FillLease(string Owner, long Sequence, long Length, long Received, long ElapsedMs)
+{
+    /// <summary>The time the origin still needs at the rate seen so far; null until there is a rate.</summary>
+    public TimeSpan? Remaining => Length > 0 && Received > 0 && ElapsedMs > 0
+        ? TimeSpan.FromMilliseconds((double)Math.Max(0, Length - Received) * ElapsedMs / Received)
+        : null;
+
+    public static FillLease? Parse(string? text)
+    {
+        var fields = text?.Split(' ');
+        return fields is { Length: 5 } && fields[0].Length > 0 &&
+               long.TryParse(fields[1], NumberStyles.Integer, CultureInfo.InvariantCulture, out var sequence) &&
+               long.TryParse(fields[2], NumberStyles.Integer, CultureInfo.InvariantCulture, out var length) &&
+               long.TryParse(fields[3], NumberStyles.Integer, CultureInfo.InvariantCulture, out var received) &&
+               long.TryParse(fields[4], NumberStyles.Integer, CultureInfo.InvariantCulture, out var elapsed)
+            ? new FillLease(fields[0], sequence, length, received, elapsed)
+            : null;
+    }
+
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"{Owner} {Sequence} {Length} {Received} {ElapsedMs}");
+}

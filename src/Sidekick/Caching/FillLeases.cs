@@ -1,0 +1,229 @@
+using System.Security.Cryptography;
+
+namespace Sidekick.Caching;
+
+/// <summary>How a miss that found another sidecar filling the same entry ended its wait.</summary>
+internal enum FillWaitOutcome
+{
+    /// <summary>The other fill reached the store and the entry was served from there.</summary>
+    Stored,
+    /// <summary>The other fill ended without an entry this request could use (not storable, given up, another variant).</summary>
+    NotStored,
+    /// <summary>At the other fill's rate it would not finish within SIDEKICK_CACHE_FILL_WAIT.</summary>
+    TooSlow,
+    /// <summary>SIDEKICK_CACHE_FILL_WAIT passed.</summary>
+    TimedOut,
+    /// <summary>The lease stopped being renewed (its sidecar stopped or lost the store).</summary>
+    Dead,
+}
+
+/// <summary>
+/// Coordinates the fills of one entry across the sidecars that share the bucket. Before a whole GET goes to the
+/// origin to fill an entry, the filler writes a lease next to the entry and renews it with its progress until the
+/// entry is in the store; a sidecar that misses the same entry meanwhile waits for that entry instead of fetching
+/// the object from the origin again, as long as the filler's rate says it will finish within
+/// SIDEKICK_CACHE_FILL_WAIT. A lease that is no longer renewed is dead and is ignored. Lease trouble never fails a
+/// request: without a lease a sidecar simply fills on its own, as every sidecar did before.
+/// </summary>
+internal sealed class FillLeases
+{
+    private readonly CacheOptions _options;
+    private readonly S3CacheStore _store;
+    private readonly CacheMetrics _metrics;
+    private readonly TimeProvider _time;
+    // One per process: a lease names the sidecar holding it, so a sidecar never waits for itself.
+    private readonly string _owner = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+
+    public FillLeases(CacheOptions options, S3CacheStore store, CacheMetrics metrics, TimeProvider time)
+    {
+        _options = options;
+        _store = store;
+        _metrics = metrics;
+        _time = time;
+    }
+
+    /// <summary>How often a filler rewrites its lease with its progress.</summary>
+    public static TimeSpan Renewal { get; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>How often a waiter reads the lease.</summary>
+    public static TimeSpan Poll { get; } = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>A lease neither renewed nor written for this long is dead.</summary>
+    public static TimeSpan Lifetime { get; } = TimeSpan.FromSeconds(5);
+
+    public bool Enabled => _options.FillWait > TimeSpan.Zero;
+
+    /// <summary>The lease's name: beside the entry, never under it (file-system stores refuse an object under another).</summary>
+    public static string KeyOf(string key) => key + ".fill";
+
+    /// <summary>
+    /// Before this sidecar fills <paramref name="key"/>: takes the lease, or waits for the sidecar that holds it.
+    /// Store errors give up the lease (the fill goes on without one) and are not the client's problem.
+    /// </summary>
+    public async Task<FillClaim> ClaimAsync(string key, CancellationToken cancellationToken)
+    {
+        if (!Enabled)
+        {
+            return FillClaim.Alone;
+        }
+
+        var leaseKey = KeyOf(key);
+        try
+        {
+            var seen = await ReadAsync(leaseKey, cancellationToken);
+            if (seen is { } held && IsAnother(held))
+            {
+                return await WaitAsync(leaseKey, held.Lease, cancellationToken);
+            }
+
+            var mine = new FillLease(_owner, 0, -1, 0, 0);
+            // A dead lease is overwritten; otherwise only a lease that does not exist yet is created.
+            if (!await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: seen is null, c), cancellationToken))
+            {
+                return await ReadAsync(leaseKey, cancellationToken) is { } taken && IsAnother(taken)
+                    ? await WaitAsync(leaseKey, taken.Lease, cancellationToken)
+                    : FillClaim.Alone;
+            }
+
+            // A store that ignores If-None-Match keeps the last write: the sidecar it names fills, the others wait.
+            return await ReadAsync(leaseKey, cancellationToken) is { } winner && winner.Lease.Owner != _owner
+                ? await WaitAsync(leaseKey, winner.Lease, cancellationToken)
+                : FillClaim.Holding(leaseKey);
+        }
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !cancellationToken.IsCancellationRequested)
+        {
+            _metrics.StoreError(ex);
+            return FillClaim.Alone;
+        }
+    }
+
+    /// <summary>
+    /// Keeps the lease taken by <see cref="ClaimAsync"/> while the fill whose head <paramref name="head"/> brings
+    /// runs, renewed with its progress, and removes it once the entry is in the store, the fill is given up, or the
+    /// response turned out not to be stored.
+    /// </summary>
+    public void Hold(string leaseKey, Task<CacheFill?> head) => _ = HoldAsync(leaseKey, head);
+
+    private async Task HoldAsync(string leaseKey, Task<CacheFill?> head)
+    {
+        var started = _time.GetTimestamp();
+        var sequence = 0L;
+        CacheFill? fill = null;
+        try
+        {
+            while (true)
+            {
+                var ending = fill is null ? head : (Task)fill.Upload;
+                var renewal = Task.Delay(Renewal, _time);
+                if (await Task.WhenAny(ending, renewal) == ending)
+                {
+                    if (fill is not null || await head is not { } known)
+                    {
+                        break; // the upload ended (stored or given up), or nothing is stored
+                    }
+
+                    fill = known; // renewed at once: waiters learn the length
+                }
+
+                var progress = new FillLease(_owner, ++sequence, fill?.Length ?? -1, fill?.Written ?? 0, (long)_time.GetElapsedTime(started).TotalMilliseconds);
+                await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, progress, onlyIfAbsent: false, c), CancellationToken.None);
+            }
+        }
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
+        {
+            _metrics.StoreError(ex); // waiters see the lease die and fetch on their own
+        }
+        finally
+        {
+            try
+            {
+                await WithTimeout(c => _store.DeleteAsync(leaseKey, c), CancellationToken.None);
+            }
+            catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
+            {
+                _metrics.StoreError(ex); // it dies unrenewed after Lifetime
+            }
+        }
+    }
+
+    private async Task<FillClaim> WaitAsync(string leaseKey, FillLease first, CancellationToken cancellationToken)
+    {
+        var started = _time.GetTimestamp();
+        var last = first;
+        var lastChange = started;
+        while (true)
+        {
+            var waited = _time.GetElapsedTime(started);
+            if (last.Remaining is { } remaining && waited + remaining > _options.FillWait)
+            {
+                return Gave(FillWaitOutcome.TooSlow);
+            }
+
+            if (waited >= _options.FillWait)
+            {
+                return Gave(FillWaitOutcome.TimedOut);
+            }
+
+            await Task.Delay(Poll, _time, cancellationToken);
+            var now = await ReadAsync(leaseKey, cancellationToken);
+            if (now is not { } seen || seen.Lease.Owner != last.Owner)
+            {
+                return FillClaim.OtherEnded; // removed (or taken by a later fill): the entry may be in the store
+            }
+
+            if (seen.Lease.Sequence != last.Sequence)
+            {
+                last = seen.Lease;
+                lastChange = _time.GetTimestamp();
+            }
+            else if (_time.GetElapsedTime(lastChange) > Lifetime || IsDead(seen.Written))
+            {
+                return Gave(FillWaitOutcome.Dead);
+            }
+        }
+    }
+
+    private FillClaim Gave(FillWaitOutcome outcome)
+    {
+        _metrics.FillWait(outcome);
+        return FillClaim.Alone;
+    }
+
+    private bool IsAnother((FillLease Lease, DateTimeOffset Written) held) => held.Lease.Owner != _owner && !IsDead(held.Written);
+
+    // The store's clock wrote the time; a sidecar whose clock runs far ahead only sees leases as dead (no waiting).
+    private bool IsDead(DateTimeOffset written) => _time.GetUtcNow() - written > Lifetime;
+
+    private Task<(FillLease Lease, DateTimeOffset Written)?> ReadAsync(string leaseKey, CancellationToken cancellationToken) =>
+        WithTimeout(c => _store.ReadLeaseAsync(leaseKey, c), cancellationToken);
+
+    private async Task<T> WithTimeout<T>(Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(_options.StoreTimeout);
+        return await call(timeout.Token);
+    }
+
+    private async Task WithTimeout(Func<CancellationToken, Task> call, CancellationToken cancellationToken) =>
+        await WithTimeout(async c => { await call(c); return true; }, cancellationToken);
+}
+
+/// <summary>What <see cref="FillLeases.ClaimAsync"/> decided for a miss about to fill.</summary>
+internal readonly record struct FillClaim(FillClaimKind Kind, string? LeaseKey = null)
+{
+    public static FillClaim Alone { get; } = new(FillClaimKind.Alone);
+
+    public static FillClaim OtherEnded { get; } = new(FillClaimKind.OtherEnded);
+
+    public static FillClaim Holding(string leaseKey) => new(FillClaimKind.Holding, leaseKey);
+}
+
+internal enum FillClaimKind
+{
+    /// <summary>Fill without a lease (leases off, store trouble, or another fill that will not help in time).</summary>
+    Alone,
+    /// <summary>This sidecar holds the lease: fill and <see cref="FillLeases.Hold"/> it.</summary>
+    Holding,
+    /// <summary>Another sidecar's fill ended while this request waited: look in the store before filling.</summary>
+    OtherEnded,
+}

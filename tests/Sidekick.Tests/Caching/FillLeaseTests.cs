@@ -1,0 +1,121 @@
+using Microsoft.Extensions.Time.Testing;
+using Sidekick.Caching;
+
+namespace Sidekick.Tests.Caching;
+
+/// <summary>
+/// Sidecars sharing the bucket coordinate their fills through leases: a miss that finds another sidecar filling
+/// the same entry waits for it to reach the store instead of fetching the object from the origin again, unless
+/// that fill would take longer than SIDEKICK_CACHE_FILL_WAIT or its sidecar stopped renewing it.
+/// </summary>
+public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFixture>
+{
+    private static string Outcome(HttpResponseMessage response) =>
+        response.Headers.TryGetValues("X-Cache", out var values) ? values.Single() : "(none)";
+
+    [Fact]
+    public async Task A_miss_on_a_second_sidecar_waits_for_the_first_ones_fill_instead_of_asking_the_origin()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/slow.bin", 4 * 1024 * 1024);
+        backend.ChunkDelayMs = 15; // 64 chunks of 64 KiB: the first fill takes about a second
+        var (one, oneClient) = await fixture.StartSidekickAsync(backend);
+        await using var first = one;
+        var (two, twoClient) = await fixture.StartSidekickAsync(backend);
+        await using var second = two;
+        oneClient.DefaultRequestHeaders.Host = "minio.example:9000";
+        twoClient.DefaultRequestHeaders.Host = "minio.example:9000";
+
+        var filling = oneClient.GetAsync("/bucket/slow.bin");
+        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        var leaseKey = FillLeases.KeyOf(CacheKey.For("minio.example:9000", "/bucket/slow.bin"));
+        await Eventually.WaitUntilAsync(() => store.ReadLeaseAsync(leaseKey, default).Result is not null, what: "the first sidecar's lease");
+
+        using var waited = await twoClient.GetAsync("/bucket/slow.bin");
+        using var miss = await filling;
+        Assert.Equal("MISS", Outcome(miss));
+        Assert.Equal(item.Body, await miss.Content.ReadAsByteArrayAsync());
+        Assert.Equal("HIT", Outcome(waited));
+        Assert.Equal(item.Body, await waited.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, backend.Served("/bucket/slow.bin"));
+        Assert.Equal(1, two.Server.Cache!.Metrics.FillWaitsOf(FillWaitOutcome.Stored));
+        // The lease goes once the entry is in the store.
+        Assert.Null(await store.ReadLeaseAsync(leaseKey, default));
+    }
+
+    [Fact]
+    public async Task A_fill_that_would_not_finish_within_the_wait_is_not_waited_for()
+    {
+        var (leases, store, metrics, _) = Leases();
+        using var owned = store;
+        using var counted = metrics;
+        var key = Guid.NewGuid().ToString("N");
+        // Another sidecar has 1 MiB of 1 GiB after a second: about 17 minutes to go, far beyond the 10 s wait.
+        await store.WriteLeaseAsync(FillLeases.KeyOf(key), new FillLease("other", 3, 1L << 30, 1L << 20, 1000), onlyIfAbsent: true, default);
+
+        var claim = await leases.ClaimAsync(key, default);
+
+        Assert.Equal(FillClaimKind.Alone, claim.Kind);
+        Assert.Equal(1, metrics.FillWaitsOf(FillWaitOutcome.TooSlow));
+    }
+
+    [Fact]
+    public async Task A_lease_no_longer_renewed_is_dead_and_not_waited_for_any_longer()
+    {
+        var (leases, store, metrics, time) = Leases();
+        using var owned = store;
+        using var counted = metrics;
+        var key = Guid.NewGuid().ToString("N");
+        await store.WriteLeaseAsync(FillLeases.KeyOf(key), new FillLease("crashed", 1, -1, 0, 0), onlyIfAbsent: true, default);
+
+        var claim = leases.ClaimAsync(key, default);
+        while (!claim.IsCompleted && time.GetUtcNow() - DateTimeOffset.UtcNow < TimeSpan.FromMinutes(1))
+        {
+            time.Advance(FillLeases.Poll);
+            await Task.Delay(5); // lets the lease read on s3rver answer; the outcome depends on the fake clock only
+        }
+
+        Assert.Equal(FillClaimKind.Alone, (await claim).Kind);
+        Assert.Equal(1, metrics.FillWaitsOf(FillWaitOutcome.Dead));
+    }
+
+    [Fact]
+    public async Task A_lease_is_taken_only_when_none_is_held_and_removed_when_nothing_is_stored()
+    {
+        var (leases, store, metrics, _) = Leases();
+        using var owned = store;
+        using var counted = metrics;
+        var key = Guid.NewGuid().ToString("N");
+
+        var claim = await leases.ClaimAsync(key, default);
+        Assert.Equal(FillClaimKind.Holding, claim.Kind);
+        Assert.Equal(FillLeases.KeyOf(key), claim.LeaseKey);
+        Assert.NotNull(await store.ReadLeaseAsync(claim.LeaseKey!, default));
+
+        // The origin's answer was not storable: the lease goes at once, so waiters fetch on their own.
+        leases.Hold(claim.LeaseKey!, Task.FromResult<CacheFill?>(null));
+        await Eventually.WaitUntilAsync(() => store.ReadLeaseAsync(claim.LeaseKey!, default).Result is null, what: "the lease removed");
+        Assert.Equal(0, metrics.StoreErrors);
+    }
+
+    [Fact]
+    public void Leases_are_off_with_a_zero_wait_and_a_bad_wait_is_refused_by_name()
+    {
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_FILL_WAIT"] = "0";
+        Assert.Equal(TimeSpan.Zero, CacheOptions.FromEnvironment(environment)!.FillWait);
+        environment["SIDEKICK_CACHE_FILL_WAIT"] = "soon";
+        var refused = Assert.Throws<Sidekick.Cli.UsageException>(() => CacheOptions.FromEnvironment(environment));
+        Assert.Contains("SIDEKICK_CACHE_FILL_WAIT \"soon\"", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(TimeSpan.FromSeconds(10), CacheOptions.FromEnvironment(fixture.Environment())!.FillWait);
+    }
+
+    private (FillLeases Leases, S3CacheStore Store, CacheMetrics Metrics, FakeTimeProvider Time) Leases()
+    {
+        var options = CacheOptions.FromEnvironment(fixture.Environment())!;
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var store = new S3CacheStore(options);
+        var metrics = new CacheMetrics();
+        return (new FillLeases(options, store, metrics, time), store, metrics, time);
+    }
+}
