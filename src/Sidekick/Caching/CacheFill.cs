@@ -258,8 +258,7 @@ internal sealed class CacheFill
     {
         if (Interlocked.Decrement(ref _users) == 0)
         {
-            _spool.Dispose(); // opened DeleteOnClose: the file goes with the handle
-            _owner.OnSpoolReleased(this);
+            _owner.OnSpoolReleased(this, _spool);
         }
     }
 

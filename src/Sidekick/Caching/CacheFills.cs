@@ -9,11 +9,11 @@ namespace Sidekick.Caching;
 /// under SIDEKICK_CACHE_SPOOL_DIR), finds the one filling an entry so that other requests read it while it
 /// runs, and says when one is given up, and why (metric by reason, and a log line through <see cref="Abandoned"/>).
 /// </summary>
-internal sealed class CacheFills
+internal sealed class CacheFills : IDisposable
 {
     private readonly CacheOptions _options;
     private readonly S3CacheStore _store;
-    private readonly SpoolBudget _budget;
+    private readonly SpoolFiles _spool;
     private readonly ConcurrentDictionary<string, CacheFill> _running = new();
     private readonly Lock _pieces = new();
     private readonly TimeProvider _time;
@@ -26,7 +26,7 @@ internal sealed class CacheFills
         _time = time;
         _store = store;
         Metrics = metrics;
-        _budget = new SpoolBudget(options.SpoolSize);
+        _spool = new SpoolFiles(options.SpoolDirectory, options.SpoolSize, time);
     }
 
     /// <summary>A fill was given up: the request target, the reason and what happened.</summary>
@@ -38,10 +38,13 @@ internal sealed class CacheFills
     public int InFlight => Volatile.Read(ref _inFlight);
 
     /// <summary>Spool bytes reserved by the fills in flight.</summary>
-    public long SpoolUsed => _budget.Used;
+    public long SpoolUsed => _spool.Reserved;
+
+    /// <summary>Disk held by spool files kept a moment for the next fill (<see cref="SpoolFiles"/>).</summary>
+    public long SpoolKept => _spool.Kept;
 
     /// <summary>The spool budget, SIDEKICK_CACHE_SPOOL_SIZE.</summary>
-    public long SpoolCapacity => _budget.Capacity;
+    public long SpoolCapacity => _spool.Capacity;
 
     public long AbandonedFor(FillAbandonReason reason) => Volatile.Read(ref _abandoned[(int)reason]);
 
@@ -98,25 +101,22 @@ internal sealed class CacheFills
             return null; // not an abandonment: the response is simply not stored (docs/cache.md)
         }
 
-        if (!_budget.TryReserve(entry.Length))
-        {
-            Interlocked.Decrement(ref _inFlight);
-            Count(target, FillAbandonReason.SpoolFull, $"{entry.Length} bytes do not fit the spool budget ({_budget.Used} of {_budget.Capacity} in use)");
-            return null;
-        }
-
-        SafeFileHandle spool;
+        SafeFileHandle? spool;
         try
         {
-            Directory.CreateDirectory(_options.SpoolDirectory);
-            spool = File.OpenHandle(Path.Combine(_options.SpoolDirectory, $"fill-{Guid.NewGuid():N}.spool"), FileMode.CreateNew, FileAccess.ReadWrite,
-                FileShare.None, FileOptions.DeleteOnClose | FileOptions.Asynchronous);
+            spool = _spool.Take(entry.Length);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            _budget.Release(entry.Length);
             Interlocked.Decrement(ref _inFlight);
             Count(target, FillAbandonReason.SpoolError, ex.Message);
+            return null;
+        }
+
+        if (spool is null)
+        {
+            Interlocked.Decrement(ref _inFlight);
+            Count(target, FillAbandonReason.SpoolFull, $"{entry.Length} bytes do not fit the spool budget ({_spool.Reserved} of {_spool.Capacity} in use)");
             return null;
         }
 
@@ -174,8 +174,11 @@ internal sealed class CacheFills
         Count(fill.Target, reason, detail);
     }
 
-    /// <summary>The spool file is gone (upload and readers done): its share of the budget is free again.</summary>
-    internal void OnSpoolReleased(CacheFill fill) => _budget.Release(fill.Length);
+    /// <summary>The fill is done with its spool file (upload and readers done): kept for the next fill, or deleted.</summary>
+    internal void OnSpoolReleased(CacheFill fill, SafeFileHandle spool) => _spool.Return(spool, fill.Length);
+
+    /// <summary>Deletes the spool files kept for reuse (at shutdown).</summary>
+    public void Dispose() => _spool.Dispose();
 
     private void Count(string target, FillAbandonReason reason, string detail)
     {

@@ -82,6 +82,8 @@ internal sealed class CacheMetrics : IDisposable
 
         text.Append("# HELP sidekick_cache_spool_bytes Spool space reserved by the fills in flight\n# TYPE sidekick_cache_spool_bytes gauge\n")
             .Append("sidekick_cache_spool_bytes ").Append(fills?.SpoolUsed ?? 0).Append('\n');
+        text.Append("# HELP sidekick_cache_spool_kept_bytes Spool files of finished fills kept a moment for the next fill to overwrite\n# TYPE sidekick_cache_spool_kept_bytes gauge\n")
+            .Append("sidekick_cache_spool_kept_bytes ").Append(fills?.SpoolKept ?? 0).Append('\n');
         Counter("sidekick_cache_served_bytes_total", "Body bytes served from the cache", BytesServed);
         // Upstream's name, now by reason: a wrong key or a missing bucket is not an outage.
         text.Append("# HELP sidekick_cache_store_errors_total Errors talking to the cache store, by reason\n# TYPE sidekick_cache_store_errors_total counter\n");

@@ -104,6 +104,7 @@ internal sealed class ResponseCache : IDisposable
     public void Dispose()
     {
         _health.Dispose();
+        _fills.Dispose();
         _store.Dispose();
         Metrics.Dispose();
     }

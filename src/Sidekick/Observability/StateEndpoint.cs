@@ -126,6 +126,7 @@ internal static class StateEndpoint
         json.WriteNumber("fillsInFlight", cache.FillsInFlight);
         // The local disk the fills in flight hold now, of what SIDEKICK_CACHE_SPOOL_SIZE allows them.
         json.WriteNumber("spoolBytes", cache.Fills.SpoolUsed);
+        json.WriteNumber("spoolKeptBytes", cache.Fills.SpoolKept);
         json.WriteNumber("spoolCapacityBytes", cache.Fills.SpoolCapacity);
         // Fills given up since start, by the reason of sidekick_cache_fills_abandoned_total (docs/cache.md).
         json.WriteStartObject("fillsAbandoned");

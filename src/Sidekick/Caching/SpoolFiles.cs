@@ -1,0 +1,205 @@
+using Microsoft.Win32.SafeHandles;
+
+namespace Sidekick.Caching;
+
+/// <summary>
+/// The spool files of the fills and the local disk they may use together (SIDEKICK_CACHE_SPOOL_SIZE). A fill reserves
+/// its whole announced length when it takes a file. A file whose fill is done is kept for <see cref="Linger"/> and
+/// handed to the next fill, which overwrites it in place: writing into pages the file already has in the page
+/// cache costs a tenth of allocating new ones (1 GiB written in 0.19 s against 1.9 s into a new file on the bench
+/// machine, where that allocation was half of what a miss cost beyond proxying). Kept files count against the
+/// budget and are deleted first when a fill needs the room, and all of them once no fill came for
+/// <see cref="Linger"/>, so an idle sidecar holds no spool. A fill only ever reads bytes it wrote itself, so what an
+/// earlier fill left in a file is never served.
+/// </summary>
+internal sealed class SpoolFiles : IDisposable
+{
+    private readonly string _directory;
+    private readonly TimeProvider _time;
+    private readonly Lock _lock = new();
+    private readonly List<KeptFile> _kept = [];
+    private readonly ITimer _sweeper;
+    private long _reserved;
+    private long _keptBytes;
+
+    public SpoolFiles(string directory, long capacity, TimeProvider time)
+    {
+        _directory = directory;
+        _time = time;
+        Capacity = capacity;
+        _sweeper = time.CreateTimer(_ => Sweep(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>How long a file nobody uses is kept for the next fill.</summary>
+    public static TimeSpan Linger { get; } = TimeSpan.FromSeconds(10);
+
+    public long Capacity { get; }
+
+    /// <summary>Bytes reserved by the fills in flight.</summary>
+    public long Reserved => Volatile.Read(ref _reserved);
+
+    /// <summary>Disk held by files kept for reuse.</summary>
+    public long Kept => Volatile.Read(ref _keptBytes);
+
+    /// <summary>
+    /// A file for a fill of <paramref name="length"/> bytes with that length reserved, or null when the budget cannot
+    /// hold it (even without the kept files). Throws IOException or UnauthorizedAccessException when no file can be
+    /// created; the reservation is then given back.
+    /// </summary>
+    public SafeFileHandle? Take(long length)
+    {
+        KeptFile? reuse;
+        var evicted = new List<KeptFile>();
+        lock (_lock)
+        {
+            // The smallest kept file that holds the whole body, else the largest (it grows): the fewest new pages.
+            reuse = _kept.Where(k => k.Size >= length).MinBy(k => k.Size) ?? _kept.MaxBy(k => k.Size);
+            if (reuse is not null)
+            {
+                _kept.Remove(reuse);
+                _keptBytes -= reuse.Size;
+            }
+
+            while (_reserved + _keptBytes + length > Capacity && _kept.Count > 0)
+            {
+                var oldest = _kept[0];
+                _kept.RemoveAt(0);
+                _keptBytes -= oldest.Size;
+                evicted.Add(oldest);
+            }
+
+            if (_reserved + _keptBytes + length > Capacity)
+            {
+                if (reuse is not null)
+                {
+                    evicted.Add(reuse);
+                }
+
+                reuse = null;
+                length = -1;
+            }
+            else
+            {
+                _reserved += length;
+            }
+        }
+
+        evicted.ForEach(k => k.Handle.Dispose());
+        if (length < 0)
+        {
+            return null;
+        }
+
+        if (reuse is not null)
+        {
+            // Cut to the new length: what lies past it would only hold disk the budget no longer counts.
+            if (reuse.Size > length)
+            {
+                RandomAccess.SetLength(reuse.Handle, length);
+            }
+
+            return reuse.Handle;
+        }
+
+        try
+        {
+            Directory.CreateDirectory(_directory);
+            return File.OpenHandle(Path.Combine(_directory, $"fill-{Guid.NewGuid():N}.spool"), FileMode.CreateNew, FileAccess.ReadWrite,
+                FileShare.None, FileOptions.DeleteOnClose | FileOptions.Asynchronous);
+        }
+        catch
+        {
+            Release(length);
+            throw;
+        }
+    }
+
+    /// <summary>A fill is done with its file (upload and readers finished): kept for the next fill, or deleted.</summary>
+    public void Return(SafeFileHandle file, long reserved)
+    {
+        long size;
+        try
+        {
+            size = RandomAccess.GetLength(file);
+        }
+        catch (IOException)
+        {
+            Release(reserved);
+            file.Dispose();
+            return;
+        }
+
+        bool keep, first;
+        lock (_lock)
+        {
+            _reserved -= reserved;
+            keep = !file.IsClosed && _reserved + _keptBytes + size <= Capacity;
+            first = _kept.Count == 0;
+            if (keep)
+            {
+                _kept.Add(new KeptFile(file, size, _time.GetTimestamp()));
+                _keptBytes += size;
+            }
+        }
+
+        if (!keep)
+        {
+            file.Dispose(); // opened DeleteOnClose: the file goes with the handle
+        }
+        else if (first)
+        {
+            _sweeper.Change(Linger, Timeout.InfiniteTimeSpan); // otherwise a sweep is due already, and comes back for this one
+        }
+    }
+
+    public void Dispose()
+    {
+        _sweeper.Dispose();
+        lock (_lock)
+        {
+            _kept.ForEach(k => k.Handle.Dispose());
+            _kept.Clear();
+            _keptBytes = 0;
+        }
+    }
+
+    private void Release(long length)
+    {
+        lock (_lock)
+        {
+            _reserved -= length;
+        }
+    }
+
+    /// <summary>Deletes the files kept longer than <see cref="Linger"/>; comes back for the others.</summary>
+    private void Sweep()
+    {
+        var expired = new List<KeptFile>();
+        TimeSpan? next = null;
+        lock (_lock)
+        {
+            foreach (var kept in _kept.ToArray())
+            {
+                var idle = _time.GetElapsedTime(kept.Since);
+                if (idle >= Linger)
+                {
+                    _kept.Remove(kept);
+                    _keptBytes -= kept.Size;
+                    expired.Add(kept);
+                }
+                else if (next is null || Linger - idle < next)
+                {
+                    next = Linger - idle;
+                }
+            }
+        }
+
+        expired.ForEach(k => k.Handle.Dispose());
+        if (next is { } due)
+        {
+            _sweeper.Change(due, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private sealed record KeptFile(SafeFileHandle Handle, long Size, long Since);
+}
