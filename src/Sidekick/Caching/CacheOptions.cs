@@ -31,8 +31,11 @@ internal sealed record CacheOptions
     public int PartSize { get; init; } = 5 * 1024 * 1024;
     /// <summary>Where fills spool the body for the uploader (and for requests reading a fill in flight).</summary>
     public string SpoolDirectory { get; init; } = Path.Combine(Path.GetTempPath(), "sidekick-spool");
-    /// <summary>Spool space all fills in flight may use together; a fill reserves its whole length.</summary>
-    public long SpoolSize { get; init; } = 4L * 1024 * 1024 * 1024;
+    /// <summary>
+    /// Spool space all fills in flight may use together; a fill reserves its whole length. Unset: the larger of 4 GiB
+    /// and <see cref="MaxSize"/>, so that the largest object the cache takes can be filled.
+    /// </summary>
+    public long SpoolSize { get; init; } = 5L * 1024 * 1024 * 1024;
     /// <summary>
     /// Fills running at once; further misses are served without filling. A fill holds no part in memory (it
     /// uploads from its spool file), so this bounds the uploads the store sees, not sidekick's memory; the spool
@@ -137,10 +140,10 @@ internal sealed record CacheOptions
             options = options with { SpoolDirectory = spoolDirectory };
         }
 
-        if (Get("SPOOL_SIZE") is { } spoolSize)
+        options = options with
         {
-            options = options with { SpoolSize = ParseSize("SPOOL_SIZE", spoolSize, "4GiB") };
-        }
+            SpoolSize = Get("SPOOL_SIZE") is { } spoolSize ? ParseSize("SPOOL_SIZE", spoolSize, "8GiB") : Math.Max(4L * 1024 * 1024 * 1024, options.MaxSize),
+        };
 
         if (Get("MAX_FILLS") is { } fills)
         {

@@ -46,4 +46,17 @@ public sealed class CacheConfigurationTests
         Assert.DoesNotContain("minio123-very-secret", error.Message, StringComparison.Ordinal);
         Assert.DoesNotContain("minio123-very-secret", CacheOptions.FromEnvironment(Valid())!.ToString(), StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void The_default_spool_budget_holds_the_largest_object_the_cache_takes()
+    {
+        var environment = Valid();
+        Assert.Equal(5L << 30, CacheOptions.FromEnvironment(environment)!.SpoolSize); // MAX_SIZE's default, 5 GiB
+        environment["SIDEKICK_CACHE_MAX_SIZE"] = "1GiB";
+        Assert.Equal(4L << 30, CacheOptions.FromEnvironment(environment)!.SpoolSize); // never under 4 GiB
+        environment["SIDEKICK_CACHE_MAX_SIZE"] = "20GiB";
+        Assert.Equal(20L << 30, CacheOptions.FromEnvironment(environment)!.SpoolSize);
+        environment["SIDEKICK_CACHE_SPOOL_SIZE"] = "2GiB";
+        Assert.Equal(2L << 30, CacheOptions.FromEnvironment(environment)!.SpoolSize); // as set
+    }
 }
