@@ -259,6 +259,8 @@ LISTED_OK=yes
 for obj in obj64 obj1g; do
   grep -q "<Key>$(key_of "/$obj?run=verify")</Key><LastModified>[^<]*</LastModified><ETag>[^<]*</ETag><Size>$(stat -c %s "$OUT/www/$obj")</Size>" <<< "$LISTING" || LISTED_OK=no
 done
+# A finished fill's spool file is kept 30 s for the next fill to overwrite (docs/cache.md); then it must be gone.
+wait_until 120 "the kept spool files to be deleted" kept_none $SK_CACHE
 SPOOL_LEFT=$(find "$OUT/spool-cache" -mindepth 1 | wc -l)
 
 # --- Part 2: a slow remote origin, five sidecars -----------------------------------------------------------------
@@ -267,10 +269,11 @@ SPOOL_LEFT=$(find "$OUT/spool-cache" -mindepth 1 | wc -l)
 # FAILED (the responses that were not a whole 200, with the sidecar and object).
 sum_metric() { local base=$1 name=$2 i total=0; for i in $(seq 1 $SIDECARS); do total=$((total + $(metric $((base + i)) "$name"))); done; echo $total; }
 slow_run() {
-  local label=$1 base=$2 order=$3 tag=$4 i j k mark times=() clients=() counts bytes requests fills0 errors0 failed
+  local label=$1 base=$2 order=$3 tag=$4 i j k mark times=() clients=() counts bytes requests fills0 errors0 stored0 waits0 failed
   echo "part 2: $label"
   mark=$(wc -l < "$OUT/slow-access.log")
   fills0=$(sum_metric "$base" sidekick_cache_fills_completed_total); errors0=$(sum_metric "$base" sidekick_cache_store_errors_total)
+  stored0=$(waits "$base" stored); waits0=$(sum_metric "$base" sidekick_cache_fill_waits_total)
   for i in $(seq 1 $SIDECARS); do
     (
       started=$EPOCHREALTIME
@@ -298,9 +301,18 @@ slow_run() {
   read -r bytes requests <<< "$(tail -n +$((mark + 1)) "$OUT/slow-access.log" | awk '$2 ~ /^\/slow\// { b += $1; n++ } END { printf "%d %d\n", b, n }')"
   local all=$((SIDECARS * SLOW_COUNT * (SLOW_MIB << 20)))
   failed=$(cat "$OUT"/part2-$tag-*.txt | awk -v n=$((SLOW_MIB << 20)) '$2 != 200 || $(NF - 1) != n || $NF != 0 { f++ } END { print f + 0 }')
-  ROW="| $label | $requests | $(awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1048576 }') | $(awk -v b="$bytes" -v a="$all" 'BEGIN { printf "%.0f %%", 100 * b / a }') | $(median "${times[@]}") | $(printf '%s\n' "${times[@]}" | sort -g | head -1)-$(printf '%s\n' "${times[@]}" | sort -g | tail -1) | $counts | $failed | $(( $(sum_metric "$base" sidekick_cache_fills_completed_total) - fills0 )) | $(( $(sum_metric "$base" sidekick_cache_store_errors_total) - errors0 )) |"
+  ROW="| $label | $requests | $(awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1048576 }') | $(awk -v b="$bytes" -v a="$all" 'BEGIN { printf "%.0f %%", 100 * b / a }') | $(median "${times[@]}") | $(printf '%s\n' "${times[@]}" | sort -g | head -1)-$(printf '%s\n' "${times[@]}" | sort -g | tail -1) | $counts | $failed | $(( $(sum_metric "$base" sidekick_cache_fills_completed_total) - fills0 )) | $(( $(sum_metric "$base" sidekick_cache_store_errors_total) - errors0 )) | $(( $(waits "$base" stored) - stored0 )) of $(( $(sum_metric "$base" sidekick_cache_fill_waits_total) - waits0 )) |"
 }
 idle() { [ "$(metric "$1" sidekick_cache_fills_in_flight)" = 0 ] && [ "$(metric "$1" sidekick_cache_spool_bytes)" = 0 ]; }
+kept_none() { [ "$(metric "$1" sidekick_cache_spool_kept_bytes)" = 0 ]; }
+# waits PORT_BASE OUTCOME: misses that waited for another sidecar's fill, summed over the sidecars, by outcome.
+waits() {
+  local base=$1 outcome=$2 i total=0
+  for i in $(seq 1 $SIDECARS); do
+    total=$((total + $(curl -s "http://127.0.0.1:$((base + i))/.prometheus/metrics" | awk -v o="sidekick_cache_fill_waits_total{outcome=\"$outcome\"}" '$1 == o { print $2; f = 1 } END { if (!f) print 0 }')))
+  done
+  echo $total
+}
 
 slow_run "cache off" $SP_BASE same off; ROW_OFF=$ROW; FAILED_OFF=$FAILED; LOAD_OFF=$(load)
 slow_run "cache on, same order (first pass)" $SC_BASE same same; ROW_SAME=$ROW; FAILED_SAME=$FAILED; LOAD_SAME=$(load)
@@ -310,6 +322,7 @@ ABANDONED2=0; STORE_ERRORS=0; SPOOL_LEFT2=0
 for i in $(seq 1 $SIDECARS); do
   ABANDONED2=$((ABANDONED2 + $(metric $((SC_BASE + i)) sidekick_cache_fills_abandoned_total)))
   STORE_ERRORS=$((STORE_ERRORS + $(metric $((SC_BASE + i)) sidekick_cache_store_errors_total)))
+  wait_until 120 "sidecar $i's kept spool files to be deleted" kept_none $((SC_BASE + i))
   SPOOL_LEFT2=$((SPOOL_LEFT2 + $(find "$OUT/spool-sc$i" -mindepth 1 | wc -l)))
 done
 STORE_ERRORS1=$(metric $SK_CACHE sidekick_cache_store_errors_total)
@@ -370,14 +383,14 @@ sums() { local o=$1; [ "${SUM[$o,miss]}" = "${SUM[$o,origin]}" ] && [ "${SUM[$o,
   echo
   echo "- SHA-256 of the MISS body, the HIT body and the stored object against the origin's file: 64 MiB $(sums obj64), 1 GiB $(sums obj1g) (${SUM[obj1g,origin]:0:16}…). The bucket lists each object under the key computed from CacheKey.For, at its full length: $LISTED_OK."
   echo "- sidekick's RSS (the caching one): $((RSS_BEFORE / 1024)) MiB before part 1, peak **$((RSS_PEAK / 1024)) MiB** sampled every 50 ms during the 1 GiB fills (from the MISS's start until the upload completed), VmHWM (the kernel's high-water mark over the whole part) $((RSS_HWM / 1024)) MiB."
-  echo "- Spool directory after the fills: $SPOOL_LEFT entries$([ "$SPOOL_LEFT" = 0 ] && echo ' (empty)'). Fills abandoned: $(metric $SK_CACHE sidekick_cache_fills_abandoned_total); store errors: $STORE_ERRORS1."
+  echo "- Spool directory after the fills (once the files kept for reuse had their 30 s): $SPOOL_LEFT entries$([ "$SPOOL_LEFT" = 0 ] && echo ' (empty)'). Fills abandoned: $(metric $SK_CACHE sidekick_cache_fills_abandoned_total); store errors: $STORE_ERRORS1."
   echo
   echo "## 2. A slow remote origin, $SIDECARS sidecars sharing the bucket"
   echo
   echo "The origin, through bench/slow-origin.py: 50 ms before each request is forwarded, each response body paced at 20 MB/s per connection. $SIDECARS sidekick processes (own port, own spool, the same s3rver bucket, default settings) each read the same $SLOW_COUNT objects of $SLOW_MIB MiB one after the other, all $SIDECARS at once; the clients send the same Host. Without a cache the origin serves $((SIDECARS * SLOW_COUNT)) objects, $((SIDECARS * SLOW_COUNT * SLOW_MIB)) MiB. \"Same order\": every sidecar reads s1, s2, … in step; \"staggered\": sidecar i starts at object 2i-1 and wraps around. Origin bytes from nginx's access log (body bytes of /slow/ responses)."
   echo
-  echo "| run | origin requests | origin MiB | of no-cache traffic | client seconds per sidecar, median | min-max | X-Cache | failed responses | fills completed | store errors |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "| run | origin requests | origin MiB | of no-cache traffic | client seconds per sidecar, median | min-max | X-Cache | failed responses | fills completed | store errors | misses that waited for another sidecar's fill: served from its entry, of all waits |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   echo "$ROW_OFF"; echo "$ROW_SAME"; echo "$ROW_AGAIN"; echo "$ROW_STAG"; echo
   for failed in "cache off:$FAILED_OFF" "same order:$FAILED_SAME" "second pass:$FAILED_AGAIN" "staggered:$FAILED_STAG"; do
     [ -z "${failed#*:}" ] || printf -- '- Failed in "%s": %s\n\n' "${failed%%:*}" "${failed#*:}"

@@ -31,7 +31,7 @@ internal sealed class SpoolFiles : IDisposable
     }
 
     /// <summary>How long a file nobody uses is kept for the next fill.</summary>
-    public static TimeSpan Linger { get; } = TimeSpan.FromSeconds(10);
+    public static TimeSpan Linger { get; } = TimeSpan.FromSeconds(30);
 
     public long Capacity { get; }
 
