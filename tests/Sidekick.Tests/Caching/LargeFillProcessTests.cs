@@ -72,10 +72,10 @@ public sealed partial class LargeFillProcessTests(CacheFixture fixture, ITestOut
                 output.WriteLine($"MISS: {miss.Length} bytes in {miss.Elapsed.TotalSeconds:F1} s ({miss.Length / MiB / miss.Elapsed.TotalSeconds:F0} MiB/s)");
 
                 // Between the body and the upload's end /v1/state shows the fill with its whole length reserved
-                // (or nothing, if the upload kept pace with curl), of the default 4 GiB.
+                // (or nothing, if the upload kept pace with curl), of the default 5 GiB (MAX_SIZE, at least 4 GiB).
                 var during = await sidekick.StateAsync();
                 output.WriteLine($"/v1/state after the MISS: fillsInFlight {during.GetProperty("fillsInFlight")}, spoolBytes {during.GetProperty("spoolBytes")}");
-                Assert.Equal(4096 * MiB, during.GetProperty("spoolCapacityBytes").GetInt64());
+                Assert.Equal(5120 * MiB, during.GetProperty("spoolCapacityBytes").GetInt64());
                 Assert.Contains(during.GetProperty("spoolBytes").GetInt64(), new[] { 0, item.Size });
 
                 await sidekick.WaitForFillsAsync(expectedCompleted: 2);
@@ -126,7 +126,7 @@ public sealed partial class LargeFillProcessTests(CacheFixture fixture, ITestOut
     public async Task Twenty_clients_filling_twenty_64_MiB_objects_at_once_all_get_them_and_all_are_cached()
     {
         // The requirement: with the default settings, 20 concurrent misses of 20 different objects all reach the
-        // store (20 x 64 MiB is well within the default 4 GiB spool budget), and then all 20 are hits.
+        // store (20 x 64 MiB is well within the default 5 GiB spool budget), and then all 20 are hits.
         const int Clients = 20;
         await using var origin = await GeneratedOrigin.StartAsync();
         var items = Enumerable.Range(0, Clients).Select(i => origin.Add(PartPath(i), 64 * MiB, seed: 0x5EED_1000 + (ulong)i)).ToArray();
