@@ -5,13 +5,16 @@ namespace Sidekick.Caching;
 /// <summary>
 /// What a sidecar filling an entry tells the others through the bucket: who fills, a sequence that grows with
 /// every renewal, and its progress (the object's length once the origin's head is known, the bytes received and
-/// the time it took, so a waiter can tell whether the fill will finish within its own wait without comparing
+/// the time since the body began, so a waiter can tell whether the fill will finish within its own wait without comparing
 /// clocks of different hosts).
 /// </summary>
 internal sealed record FillLease(string Owner, long Sequence, long Length, long Received, long ElapsedMs)
 {
-    /// <summary>The time the origin still needs at the rate seen so far; null until there is a rate.</summary>
-    public TimeSpan? Remaining => Length > 0 && Received > 0 && ElapsedMs > 0
+    /// <summary>How long the body must have been coming before its rate says anything (the first bytes come in bursts).</summary>
+    public const long MeasuredAfterMs = 1000;
+
+    /// <summary>The time the origin still needs at the body's rate so far; null until that rate has been measured.</summary>
+    public TimeSpan? Remaining => Length > 0 && Received > 0 && ElapsedMs >= MeasuredAfterMs
         ? TimeSpan.FromMilliseconds((double)Math.Max(0, Length - Received) * ElapsedMs / Received)
         : null;
 

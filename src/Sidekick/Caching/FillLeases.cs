@@ -33,6 +33,7 @@ internal sealed class FillLeases
     private readonly TimeProvider _time;
     // One per process: a lease names the sidecar holding it, so a sidecar never waits for itself.
     private readonly string _owner = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+    private bool? _conditionalWrites;
 
     public FillLeases(CacheOptions options, S3CacheStore store, CacheMetrics metrics, TimeProvider time)
     {
@@ -56,6 +57,9 @@ internal sealed class FillLeases
     /// <summary>The lease's name: beside the entry, never under it (file-system stores refuse an object under another).</summary>
     public static string KeyOf(string key) => key + ".fill";
 
+    /// <summary>The object probed once to learn whether the store honours If-None-Match (one per sidecar: no two race on it).</summary>
+    private string ConditionalProbeKey => $"sidekick-conditional-write-probe-{_owner}";
+
     /// <summary>
     /// Before this sidecar fills <paramref name="key"/>: takes the lease, or waits for the sidecar that holds it.
     /// Store errors give up the lease (the fill goes on without one) and are not the client's problem.
@@ -70,23 +74,35 @@ internal sealed class FillLeases
         var leaseKey = KeyOf(key);
         try
         {
-            var seen = await ReadAsync(leaseKey, cancellationToken);
-            if (seen is { } held && IsAnother(held))
-            {
-                return await WaitAsync(leaseKey, held.Lease, cancellationToken);
-            }
-
             var mine = new FillLease(_owner, 0, -1, 0, 0);
-            // A dead lease is overwritten; otherwise only a lease that does not exist yet is created.
-            if (!await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: seen is null, c), cancellationToken))
+            if (await HonoursConditionalWritesAsync(cancellationToken))
             {
-                return await ReadAsync(leaseKey, cancellationToken) is { } taken && IsAnother(taken)
-                    ? await WaitAsync(leaseKey, taken.Lease, cancellationToken)
-                    : FillClaim.Alone;
+                // One conditional create in the common case, where no lease exists (AWS S3, MinIO).
+                if (await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: true, c), cancellationToken))
+                {
+                    return FillClaim.Holding(leaseKey);
+                }
+
+                if (await ReadAsync(leaseKey, cancellationToken) is { } held && IsAnother(held))
+                {
+                    return await WaitAsync(leaseKey, held.Lease, cancellationToken);
+                }
+
+                // Dead (its sidecar stopped renewing it), left over here, or just removed: this fill takes it.
+                await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
+                return FillClaim.Holding(leaseKey);
             }
 
-            // A store that ignores If-None-Match keeps the last write: the sidecar it names fills, the others wait.
-            return await ReadAsync(leaseKey, cancellationToken) is { } winner && winner.Lease.Owner != _owner
+            // A store that ignores If-None-Match would let this write replace a live lease: look first, and after
+            // writing read back, since the store keeps the last write: the sidecar it names fills, the others that
+            // wrote at the same moment wait for it.
+            if (await ReadAsync(leaseKey, cancellationToken) is { } seen && IsAnother(seen))
+            {
+                return await WaitAsync(leaseKey, seen.Lease, cancellationToken);
+            }
+
+            await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
+            return await ReadAsync(leaseKey, cancellationToken) is { } winner && IsAnother(winner)
                 ? await WaitAsync(leaseKey, winner.Lease, cancellationToken)
                 : FillClaim.Holding(leaseKey);
         }
@@ -98,6 +114,26 @@ internal sealed class FillLeases
     }
 
     /// <summary>
+    /// Whether the store refuses a conditional create of an object that exists (AWS S3 and MinIO do; s3rver and some
+    /// others ignore If-None-Match and overwrite). Asked once, with a probe object that is removed afterwards; a store
+    /// error leaves the question open for the next fill.
+    /// </summary>
+    private async Task<bool> HonoursConditionalWritesAsync(CancellationToken cancellationToken)
+    {
+        if (_conditionalWrites is { } known)
+        {
+            return known;
+        }
+
+        var probe = new FillLease(_owner, 0, -1, 0, 0);
+        await WithTimeout(c => _store.WriteLeaseAsync(ConditionalProbeKey, probe, onlyIfAbsent: false, c), cancellationToken);
+        var honoured = !await WithTimeout(c => _store.WriteLeaseAsync(ConditionalProbeKey, probe, onlyIfAbsent: true, c), cancellationToken);
+        await WithTimeout(c => _store.DeleteAsync(ConditionalProbeKey, c), cancellationToken);
+        _conditionalWrites = honoured;
+        return honoured;
+    }
+
+    /// <summary>
     /// Keeps the lease taken by <see cref="ClaimAsync"/> while the fill whose head <paramref name="head"/> brings
     /// runs, renewed with its progress, and removes it once the entry is in the store, the fill is given up, or the
     /// response turned out not to be stored.
@@ -106,8 +142,8 @@ internal sealed class FillLeases
 
     private async Task HoldAsync(string leaseKey, Task<CacheFill?> head)
     {
-        var started = _time.GetTimestamp();
         var sequence = 0L;
+        var bodyStarted = 0L; // the rate a waiter judges is the body's: the origin's time to answer is not in it
         CacheFill? fill = null;
         try
         {
@@ -123,9 +159,11 @@ internal sealed class FillLeases
                     }
 
                     fill = known; // renewed at once: waiters learn the length
+                    bodyStarted = _time.GetTimestamp();
                 }
 
-                var progress = new FillLease(_owner, ++sequence, fill?.Length ?? -1, fill?.Written ?? 0, (long)_time.GetElapsedTime(started).TotalMilliseconds);
+                var elapsed = fill is null ? 0 : (long)_time.GetElapsedTime(bodyStarted).TotalMilliseconds;
+                var progress = new FillLease(_owner, ++sequence, fill?.Length ?? -1, fill?.Written ?? 0, elapsed);
                 await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, progress, onlyIfAbsent: false, c), CancellationToken.None);
             }
         }

@@ -13,34 +13,78 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     private static string Outcome(HttpResponseMessage response) =>
         response.Headers.TryGetValues("X-Cache", out var values) ? values.Single() : "(none)";
 
-    [Fact]
-    public async Task A_miss_on_a_second_sidecar_waits_for_the_first_ones_fill_instead_of_asking_the_origin()
+    [Theory]
+    [InlineData(false)] // s3rver: If-None-Match ignored, the lease is looked up first and read back
+    [InlineData(true)] // as AWS S3 and MinIO: one conditional create
+    public async Task A_miss_on_a_second_sidecar_waits_for_the_first_ones_fill_instead_of_asking_the_origin(bool conditionalWrites)
     {
         await using var backend = await CacheTestBackend.StartAsync();
-        var item = backend.Put("/bucket/slow.bin", 4 * 1024 * 1024);
+        var path = $"/bucket/slow-{conditionalWrites}-{Guid.NewGuid():N}.bin"; // the bucket is shared by every test of the class
+        var item = backend.Put(path, 4 * 1024 * 1024);
         backend.ChunkDelayMs = 15; // 64 chunks of 64 KiB: the first fill takes about a second
-        var (one, oneClient) = await fixture.StartSidekickAsync(backend);
+        await using var conditional = conditionalWrites ? await ConditionalWriteStore.StartAsync(fixture.S3.Url) : null;
+        var environment = fixture.Environment(conditional?.Url);
+        var (one, oneClient) = await fixture.StartSidekickAsync(backend, environment);
         await using var first = one;
-        var (two, twoClient) = await fixture.StartSidekickAsync(backend);
+        var (two, twoClient) = await fixture.StartSidekickAsync(backend, environment);
         await using var second = two;
         oneClient.DefaultRequestHeaders.Host = "minio.example:9000";
         twoClient.DefaultRequestHeaders.Host = "minio.example:9000";
 
-        var filling = oneClient.GetAsync("/bucket/slow.bin");
+        var filling = oneClient.GetAsync(path);
         using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
-        var leaseKey = FillLeases.KeyOf(CacheKey.For("minio.example:9000", "/bucket/slow.bin"));
-        await Eventually.WaitUntilAsync(() => store.ReadLeaseAsync(leaseKey, default).Result is not null, what: "the first sidecar's lease");
+        var leaseKey = FillLeases.KeyOf(CacheKey.For("minio.example:9000", path));
+        await Eventually.WaitUntilAsync(() => store.ReadLeaseAsync(leaseKey, default).Result is not null,
+            what: $"the first sidecar's lease; the store saw: {string.Join(", ", conditional?.Requests ?? [])}; first done: {filling.IsCompleted}");
 
-        using var waited = await twoClient.GetAsync("/bucket/slow.bin");
+        using var waited = await twoClient.GetAsync(path);
         using var miss = await filling;
         Assert.Equal("MISS", Outcome(miss));
         Assert.Equal(item.Body, await miss.Content.ReadAsByteArrayAsync());
-        Assert.Equal("HIT", Outcome(waited));
+        var waits = string.Join(", ", Enum.GetValues<FillWaitOutcome>().Select(o => $"{o} {two.Server.Cache!.Metrics.FillWaitsOf(o)}"));
+        Assert.True(Outcome(waited) == "HIT", $"the second sidecar answered {Outcome(waited)}; its waits: {waits}");
         Assert.Equal(item.Body, await waited.Content.ReadAsByteArrayAsync());
-        Assert.Equal(1, backend.Served("/bucket/slow.bin"));
+        Assert.Equal(1, backend.Served(path));
         Assert.Equal(1, two.Server.Cache!.Metrics.FillWaitsOf(FillWaitOutcome.Stored));
         // The lease goes once the entry is in the store.
         Assert.Null(await store.ReadLeaseAsync(leaseKey, default));
+    }
+
+    [Fact]
+    public async Task On_a_store_that_honours_conditional_writes_a_claim_is_one_create_and_never_replaces_a_live_lease()
+    {
+        await using var conditional = await ConditionalWriteStore.StartAsync(fixture.S3.Url);
+        var (one, oneStore, oneMetrics, _) = Leases(conditional.Url);
+        var (two, twoStore, twoMetrics, twoTime) = Leases(conditional.Url);
+        using var stores = oneStore;
+        using var otherStore = twoStore;
+        using var counted = oneMetrics;
+        using var otherCounted = twoMetrics;
+        var key = Guid.NewGuid().ToString("N");
+        var leaseKey = FillLeases.KeyOf(key);
+
+        using var direct = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!); // the test's own reads, not logged
+
+        var taken = await one.ClaimAsync(key, default);
+        Assert.Equal(FillClaimKind.Holding, taken.Kind);
+        Assert.Equal([$"PUT /cache/{leaseKey} if-none-match"], conditional.Requests.Where(r => r.Contains(leaseKey, StringComparison.Ordinal)));
+        var held = (await direct.ReadLeaseAsync(leaseKey, default))!.Value.Lease;
+
+        // The second sidecar's create is refused: it reads the lease and waits; the lease still names the first.
+        var waiting = two.ClaimAsync(key, default);
+        await Eventually.WaitUntilAsync(() => conditional.Requests.Any(r => r == $"HEAD /cache/{leaseKey}"), what: "the second sidecar reading the lease");
+        Assert.False(waiting.IsCompleted);
+        Assert.Equal(held.Owner, (await direct.ReadLeaseAsync(leaseKey, default))!.Value.Lease.Owner);
+
+        // Nothing was stored: the lease goes, and the waiter looks in the store (then fills on its own).
+        one.Hold(leaseKey, Task.FromResult<CacheFill?>(null));
+        while (!waiting.IsCompleted && twoTime.GetUtcNow() - DateTimeOffset.UtcNow < TimeSpan.FromMinutes(1))
+        {
+            twoTime.Advance(FillLeases.Poll);
+            await Task.Delay(5); // lets the store answer; the outcome depends on the lease, not on this pause
+        }
+
+        Assert.True(FillClaimKind.OtherEnded == (await waiting).Kind, $"{(await waiting).Kind}; store saw: {string.Join(", ", conditional.Requests)}; waits: dead {twoMetrics.FillWaitsOf(FillWaitOutcome.Dead)}, store errors {twoMetrics.StoreErrors}");
     }
 
     [Fact]
@@ -110,9 +154,9 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         Assert.Equal(TimeSpan.FromSeconds(10), CacheOptions.FromEnvironment(fixture.Environment())!.FillWait);
     }
 
-    private (FillLeases Leases, S3CacheStore Store, CacheMetrics Metrics, FakeTimeProvider Time) Leases()
+    private (FillLeases Leases, S3CacheStore Store, CacheMetrics Metrics, FakeTimeProvider Time) Leases(Uri? endpoint = null)
     {
-        var options = CacheOptions.FromEnvironment(fixture.Environment())!;
+        var options = CacheOptions.FromEnvironment(fixture.Environment(endpoint))!;
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
         var store = new S3CacheStore(options);
         var metrics = new CacheMetrics();
