@@ -61,6 +61,8 @@ metric() {
   curl -s "http://127.0.0.1:$1/.prometheus/metrics" |
     awk -v m="$2" 'index($1, m) == 1 && (length($1) == length(m) || substr($1, length(m) + 1, 1) == "{") { s += $2 } END { printf "%d\n", s }'
 }
+# kept_none PORT: no spool file is kept for reuse any more (they are kept 30 s after their fill, docs/cache.md).
+kept_none() { [ "$(metric "$1" sidekick_cache_spool_kept_bytes)" = 0 ]; }
 # median VALUES...: the middle value (the lower middle one for an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -304,7 +306,6 @@ slow_run() {
   ROW="| $label | $requests | $(awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1048576 }') | $(awk -v b="$bytes" -v a="$all" 'BEGIN { printf "%.0f %%", 100 * b / a }') | $(median "${times[@]}") | $(printf '%s\n' "${times[@]}" | sort -g | head -1)-$(printf '%s\n' "${times[@]}" | sort -g | tail -1) | $counts | $failed | $(( $(sum_metric "$base" sidekick_cache_fills_completed_total) - fills0 )) | $(( $(sum_metric "$base" sidekick_cache_store_errors_total) - errors0 )) | $(( $(waits "$base" stored) - stored0 )) of $(( $(sum_metric "$base" sidekick_cache_fill_waits_total) - waits0 )) |"
 }
 idle() { [ "$(metric "$1" sidekick_cache_fills_in_flight)" = 0 ] && [ "$(metric "$1" sidekick_cache_spool_bytes)" = 0 ]; }
-kept_none() { [ "$(metric "$1" sidekick_cache_spool_kept_bytes)" = 0 ]; }
 # waits PORT_BASE OUTCOME: misses that waited for another sidecar's fill, summed over the sidecars, by outcome.
 waits() {
   local base=$1 outcome=$2 i total=0
