@@ -282,6 +282,13 @@ internal sealed class CacheFill
                 return Committed();
             }
 
+            // A miss that did not wait for another sidecar's fill of this version finds it stored: nothing to upload.
+            if (await StoredByAnotherAsync(token))
+            {
+                await WaitForCompleteAsync(token);
+                return Committed();
+            }
+
             var etags = new List<PartETag>();
             for (long offset = 0; offset < Length; offset += partSize)
             {
@@ -302,7 +309,7 @@ internal sealed class CacheFill
             await WaitForCompleteAsync(token);
             if (await StoredByAnotherAsync(token))
             {
-                await _store.AbortMultipartAsync(Key, uploadId!);
+                await AbortQuietlyAsync(uploadId!); // the entry is there: this fill did its job
             }
             else
             {
@@ -326,14 +333,7 @@ internal sealed class CacheFill
 
             if (uploadId is not null)
             {
-                try
-                {
-                    await _store.AbortMultipartAsync(Key, uploadId);
-                }
-                catch (Exception abortError) when (S3CacheStore.IsStoreError(abortError))
-                {
-                    _owner.Metrics.StoreError(abortError); // the store expires incomplete uploads by its own lifecycle rules
-                }
+                await AbortQuietlyAsync(uploadId);
             }
 
             return false;
@@ -341,6 +341,19 @@ internal sealed class CacheFill
         finally
         {
             Release();
+        }
+    }
+
+    /// <summary>Aborts a multipart upload; a store that cannot (s3rver has no abort) expires it by its own lifecycle rules.</summary>
+    private async Task AbortQuietlyAsync(string uploadId)
+    {
+        try
+        {
+            await _store.AbortMultipartAsync(Key, uploadId);
+        }
+        catch (Exception abortError) when (S3CacheStore.IsStoreError(abortError))
+        {
+            _owner.Metrics.StoreError(abortError);
         }
     }
 

@@ -214,8 +214,10 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         Assert.False(await waiting.Upload);
     }
 
-    [Fact]
-    public async Task A_fill_does_not_replace_the_same_version_another_sidecar_stored_meanwhile()
+    [Theory]
+    [InlineData(1000)] // one PUT
+    [InlineData(12 * 1024 * 1024)] // a multipart upload, never begun (s3rver cannot abort one)
+    public async Task A_fill_does_not_replace_the_same_version_another_sidecar_stored_meanwhile(int length)
     {
         // Two sidecars that missed at the same moment both fill; the second must not rewrite the object under the
         // readers of the first one's entry. Its bytes differ here only to show which upload the store kept.
@@ -225,7 +227,7 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         var fills = new CacheFills(options, store, metrics, TimeProvider.System);
         var entry = new CachedResponse
         {
-            Status = 200, Headers = [new("ETag", "\"v1\"")], Length = 1000, ReceivedAt = DateTimeOffset.UtcNow, InitialAge = TimeSpan.Zero,
+            Status = 200, Headers = [new("ETag", "\"v1\"")], Length = length, ReceivedAt = DateTimeOffset.UtcNow, InitialAge = TimeSpan.Zero,
         };
         var metadata = new Dictionary<string, string> { ["sidekick"] = entry.Serialize() };
         var key = "same-version-" + Guid.NewGuid().ToString("N");
@@ -234,7 +236,7 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         {
             var fill = fills.Start(key, "/same", entry, metadata)!;
             var writer = fill.Writer(0, entry.Length);
-            Assert.True(writer.Offer(Enumerable.Repeat(value, 1000).ToArray()));
+            Assert.True(writer.Offer(Enumerable.Repeat(value, length).ToArray()));
             writer.End(clientGone: false);
             return await fill.Upload;
         }
@@ -245,8 +247,10 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         using var stored = await s3.GetObjectAsync(CacheFixture.Bucket, key);
         using var body = new MemoryStream();
         await stored.ResponseStream.CopyToAsync(body);
-        Assert.Equal(Enumerable.Repeat((byte)'a', 1000).ToArray(), body.ToArray());
+        Assert.Equal(Enumerable.Repeat((byte)'a', length).ToArray(), body.ToArray());
         Assert.Equal(2, metrics.FillsCompleted);
+        Assert.Equal(0, metrics.FillsAbandoned);
+        Assert.Equal(0, metrics.StoreErrors);
     }
 
     /// <summary>
