@@ -60,6 +60,7 @@ internal sealed class CacheFill
     private int _bodyComplete;
     private int _users = 1; // the upload; each reader adds one
     private int _ended;
+    private int _leftToAnother;
     private int _committed;
     private long _lastWrite;
 
@@ -273,6 +274,11 @@ internal sealed class CacheFill
             {
                 // The whole body fits one part: one PUT once it is all there.
                 await WaitForCompleteAsync(token);
+                if (LeftToAnother)
+                {
+                    return Committed(stored: false);
+                }
+
                 if (!await StoredByAnotherAsync(token))
                 {
                     await using var whole = new SpoolSlice(_spool, 0, Length);
@@ -300,6 +306,11 @@ internal sealed class CacheFill
                     throw new OperationCanceledException("the body ended before this part");
                 }
 
+                if (LeftToAnother)
+                {
+                    return await LeaveUploadAsync(uploadId, token);
+                }
+
                 uploadId ??= await _store.BeginMultipartAsync(Key, _metadata, token);
                 // Read from the spool as the store takes it: no part is held in memory.
                 await using var part = new SpoolSlice(_spool, offset, end - offset);
@@ -307,6 +318,11 @@ internal sealed class CacheFill
             }
 
             await WaitForCompleteAsync(token);
+            if (LeftToAnother)
+            {
+                return await LeaveUploadAsync(uploadId, token);
+            }
+
             if (await StoredByAnotherAsync(token))
             {
                 await AbortQuietlyAsync(uploadId!); // the entry is there: this fill did its job
@@ -344,6 +360,26 @@ internal sealed class CacheFill
         }
     }
 
+    /// <summary>
+    /// Another sidecar fills the same entry and holds its lease (<see cref="FillLeases"/>): this fill stores nothing
+    /// more, so that the two uploads never replace each other under a reader. Its spool still serves the requests
+    /// reading it until the body is complete.
+    /// </summary>
+    public void LeaveUploadToAnother() => Volatile.Write(ref _leftToAnother, 1);
+
+    internal bool LeftToAnother => Volatile.Read(ref _leftToAnother) != 0;
+
+    private async Task<bool> LeaveUploadAsync(string? uploadId, CancellationToken token)
+    {
+        if (uploadId is not null)
+        {
+            await AbortQuietlyAsync(uploadId);
+        }
+
+        await WaitForCompleteAsync(token);
+        return Committed(stored: false);
+    }
+
     /// <summary>Aborts a multipart upload; a store that cannot (s3rver has no abort) expires it by its own lifecycle rules.</summary>
     private async Task AbortQuietlyAsync(string uploadId)
     {
@@ -374,7 +410,8 @@ internal sealed class CacheFill
         return found is { Entry: { } stored } && stored.ETag == Entry.ETag && stored.Length == Entry.Length;
     }
 
-    private bool Committed()
+    /// <param name="stored">False when the entry is another sidecar's to store (<see cref="LeaveUploadToAnother"/>).</param>
+    private bool Committed(bool stored = true)
     {
         if (Interlocked.Exchange(ref _ended, 1) != 0)
         {
@@ -383,7 +420,7 @@ internal sealed class CacheFill
 
         Volatile.Write(ref _committed, 1);
         _idleCheck?.Dispose();
-        _owner.OnCommitted(this);
+        _owner.OnCommitted(this, stored);
         return true;
     }
 

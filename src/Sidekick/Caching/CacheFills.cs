@@ -160,11 +160,14 @@ internal sealed class CacheFills : IDisposable
     /// <summary>How long a combination of ranges may wait for its next range before a new fill may take its slot.</summary>
     internal static TimeSpan YieldAfter { get; } = TimeSpan.FromSeconds(5);
 
-    internal void OnCommitted(CacheFill fill)
+    internal void OnCommitted(CacheFill fill, bool stored)
     {
         _running.TryRemove(new KeyValuePair<string, CacheFill>(fill.Key, fill));
         Interlocked.Decrement(ref _inFlight);
-        Metrics.FillCompleted();
+        if (stored)
+        {
+            Metrics.FillCompleted();
+        }
     }
 
     internal void OnAbandoned(CacheFill fill, FillAbandonReason reason, string detail)

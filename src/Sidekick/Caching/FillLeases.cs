@@ -143,6 +143,7 @@ internal sealed class FillLeases
     private async Task HoldAsync(string leaseKey, Task<CacheFill?> head)
     {
         var sequence = 0L;
+        var ours = true;
         var bodyStarted = 0L; // the rate a waiter judges is the body's: the origin's time to answer is not in it
         CacheFill? fill = null;
         try
@@ -162,6 +163,16 @@ internal sealed class FillLeases
                     bodyStarted = _time.GetTimestamp();
                 }
 
+                if (_conditionalWrites == false && await ReadAsync(leaseKey, CancellationToken.None) is { } current && IsAnother(current))
+                {
+                    // Two sidecars took the lease at the same moment on a store that ignores If-None-Match, and the
+                    // other's write stayed: the entry is the other's to store, so that two uploads never replace each
+                    // other under a reader (s3rver rewrites an object in place).
+                    ours = false;
+                    (fill ?? await head)?.LeaveUploadToAnother();
+                    break;
+                }
+
                 var elapsed = fill is null ? 0 : (long)_time.GetElapsedTime(bodyStarted).TotalMilliseconds;
                 var progress = new FillLease(_owner, ++sequence, fill?.Length ?? -1, fill?.Written ?? 0, elapsed);
                 await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, progress, onlyIfAbsent: false, c), CancellationToken.None);
@@ -175,7 +186,10 @@ internal sealed class FillLeases
         {
             try
             {
-                await WithTimeout(c => _store.DeleteAsync(leaseKey, c), CancellationToken.None);
+                if (ours)
+                {
+                    await WithTimeout(c => _store.DeleteAsync(leaseKey, c), CancellationToken.None);
+                }
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
             {

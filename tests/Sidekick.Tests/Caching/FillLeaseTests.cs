@@ -88,6 +88,41 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     }
 
     [Fact]
+    public async Task Of_two_sidecars_that_took_the_lease_at_once_on_a_store_ignoring_the_condition_only_the_one_named_uploads()
+    {
+        var (leases, store, metrics, time) = Leases();
+        using var owned = store;
+        using var counted = metrics;
+        var options = CacheOptions.FromEnvironment(fixture.Environment())!;
+        var fills = new CacheFills(options, store, metrics, time);
+        var key = "raced-" + Guid.NewGuid().ToString("N");
+        var claim = await leases.ClaimAsync(key, default);
+        Assert.Equal(FillClaimKind.Holding, claim.Kind);
+        // The other sidecar's write landed after this one's read back: s3rver keeps it.
+        await store.WriteLeaseAsync(claim.LeaseKey!, new FillLease("other", 1, -1, 0, 0), onlyIfAbsent: false, default);
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"v1\"")], Length = 1000, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
+        };
+        var fill = fills.Start(key, "/raced", entry, new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
+
+        leases.Hold(claim.LeaseKey!, Task.FromResult<CacheFill?>(fill));
+        while (!fill.LeftToAnother && time.GetUtcNow() - DateTimeOffset.UtcNow < TimeSpan.FromMinutes(1))
+        {
+            time.Advance(FillLeases.Renewal);
+            await Task.Delay(5); // lets the lease read on s3rver answer; the outcome depends on the lease only
+        }
+
+        var writer = fill.Writer(0, entry.Length);
+        Assert.True(writer.Offer(new byte[1000]));
+        writer.End(clientGone: false);
+        Assert.True(await fill.Upload); // done: the entry is the other sidecar's to store
+        Assert.Null(await store.HeadAsync(key, default));
+        Assert.Equal(0, metrics.FillsCompleted);
+        Assert.Equal("other", (await store.ReadLeaseAsync(claim.LeaseKey!, default))!.Value.Lease.Owner); // not removed: not ours
+    }
+
+    [Fact]
     public async Task A_fill_that_would_not_finish_within_the_wait_is_not_waited_for()
     {
         var (leases, store, metrics, _) = Leases();
