@@ -259,7 +259,7 @@ internal sealed class CacheFill
     {
         if (Interlocked.Decrement(ref _users) == 0)
         {
-            _owner.OnSpoolReleased(this, _spool);
+            _owner.OnSpoolReleased(_spool);
         }
     }
 

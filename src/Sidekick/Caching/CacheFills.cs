@@ -178,7 +178,7 @@ internal sealed class CacheFills : IDisposable
     }
 
     /// <summary>The fill is done with its spool file (upload and readers done): kept for the next fill, or deleted.</summary>
-    internal void OnSpoolReleased(CacheFill fill, SafeFileHandle spool) => _spool.Return(spool, fill.Length);
+    internal void OnSpoolReleased(SafeFileHandle spool) => _spool.Return(spool);
 
     /// <summary>Deletes the spool files kept for reuse (at shutdown).</summary>
     public void Dispose() => _spool.Dispose();

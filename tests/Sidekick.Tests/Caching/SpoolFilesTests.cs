@@ -18,17 +18,17 @@ public sealed class SpoolFilesTests : IDisposable
         using var spool = new SpoolFiles(_directory, 1 << 20, _time);
         var first = spool.Take(4096)!;
         RandomAccess.Write(first, new byte[4096], 0);
-        spool.Return(first, 4096);
+        spool.Return(first);
         Assert.Equal(0, spool.Reserved);
         Assert.Equal(4096, spool.Kept);
         Assert.Single(Directory.GetFiles(_directory));
 
         var second = spool.Take(1000)!;
         Assert.Same(first, second);
-        Assert.Equal(1000, RandomAccess.GetLength(second)); // cut to the new length: the budget counts no more
-        Assert.Equal(1000, spool.Reserved);
+        Assert.Equal(4096, RandomAccess.GetLength(second)); // taken whole: its pages stay for the next larger fill
+        Assert.Equal(4096, spool.Reserved); // and the budget counts all of it
         Assert.Equal(0, spool.Kept);
-        spool.Return(second, 1000);
+        spool.Return(second);
 
         _time.Advance(SpoolFiles.Linger - TimeSpan.FromSeconds(1));
         Assert.Single(Directory.GetFiles(_directory));
@@ -46,8 +46,8 @@ public sealed class SpoolFilesTests : IDisposable
         Assert.Null(spool.Take(1)); // the budget is full
         RandomAccess.Write(a, new byte[6000], 0);
         RandomAccess.Write(b, new byte[4000], 0);
-        spool.Return(a, 6000);
-        spool.Return(b, 4000);
+        spool.Return(a);
+        spool.Return(b);
         Assert.Equal(10_000, spool.Kept);
 
         // 7000 bytes: the 6000-byte file is too small and grows, the other kept one is deleted to make room.
@@ -57,7 +57,7 @@ public sealed class SpoolFilesTests : IDisposable
         Assert.Equal(0, spool.Kept);
         Assert.Single(Directory.GetFiles(_directory));
         Assert.Null(spool.Take(3001));
-        spool.Return(c, 7000);
+        spool.Return(c);
     }
 
     [Fact]
