@@ -10,6 +10,13 @@ namespace Sidekick.Observability;
 /// </summary>
 internal sealed class OutputQueue : IAsyncDisposable
 {
+    /// <summary>
+    /// How long lines gather after a write before the next one (nginx's <c>access_log … flush=</c>). Without it
+    /// the writer drained the queue as fast as lines came: under load nearly every request woke the writer's
+    /// thread and cost a write system call for one line (measured: ~1.2 context switches per request).
+    /// </summary>
+    public static readonly TimeSpan DefaultFlushInterval = TimeSpan.FromMilliseconds(20);
+
     // Holds a ready line (string) or a TraceRecord still to be formatted.
     private readonly Channel<object> _lines = Channel.CreateBounded<object>(new BoundedChannelOptions(16 * 1024)
     {
@@ -21,13 +28,24 @@ internal sealed class OutputQueue : IAsyncDisposable
 
     private readonly TextWriter _output;
     private readonly TraceFormatter _formatter;
+    private readonly TimeProvider _time;
+    private readonly TimeSpan _flushInterval;
+    // Cut short the pause between writes at dispose, so the last lines are written at once.
+    private readonly CancellationTokenSource _disposing = new();
     private readonly Task _writer;
     private long _dropped;
 
     public OutputQueue(TextWriter output, TraceFormatter formatter)
+        : this(output, formatter, TimeProvider.System, DefaultFlushInterval)
+    {
+    }
+
+    public OutputQueue(TextWriter output, TraceFormatter formatter, TimeProvider time, TimeSpan flushInterval)
     {
         _output = output;
         _formatter = formatter;
+        _time = time;
+        _flushInterval = flushInterval;
         _writer = Task.Run(WriteAsync);
     }
 
@@ -47,10 +65,13 @@ internal sealed class OutputQueue : IAsyncDisposable
         }
     }
 
+    /// <summary>Writes every line queued so far, then stops the writer; lines queued later are dropped.</summary>
     public async ValueTask DisposeAsync()
     {
         _lines.Writer.TryComplete();
+        await _disposing.CancelAsync();
         await _writer;
+        _disposing.Dispose();
     }
 
     private async Task WriteAsync()
@@ -61,25 +82,36 @@ internal sealed class OutputQueue : IAsyncDisposable
         var batch = new StringBuilder();
         while (await reader.WaitToReadAsync())
         {
-            var entries = 0;
-            while (batch.Length < 64 * 1024 && reader.TryRead(out var entry))
+            // Everything queued is written before the pause, so a backlog never waits an interval per batch.
+            while (reader.TryPeek(out _))
             {
-                batch.Append(entry as string ?? _formatter.Format((TraceRecord)entry)).Append('\n');
-                entries++;
+                var entries = 0;
+                while (batch.Length < 64 * 1024 && reader.TryRead(out var entry))
+                {
+                    batch.Append(entry as string ?? _formatter.Format((TraceRecord)entry)).Append('\n');
+                    entries++;
+                }
+
+                try
+                {
+                    await _output.WriteAsync(batch);
+                    await _output.FlushAsync();
+                }
+                catch (IOException)
+                {
+                    // stdout went away (a closed pipe, a full disk): keep proxying, count what could not be written.
+                    Interlocked.Add(ref _dropped, entries);
+                }
+
+                batch.Clear();
             }
 
-            try
+            // The first line after a quiet spell is written at once; under load, lines then gather for an
+            // interval, and writers meanwhile only add to the queue: no reader is waiting to be woken.
+            if (!_disposing.IsCancellationRequested)
             {
-                await _output.WriteAsync(batch);
-                await _output.FlushAsync();
+                await Task.Delay(_flushInterval, _time, _disposing.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             }
-            catch (IOException)
-            {
-                // stdout went away (a closed pipe, a full disk): keep proxying, count what could not be written.
-                Interlocked.Add(ref _dropped, entries);
-            }
-
-            batch.Clear();
         }
     }
 }
