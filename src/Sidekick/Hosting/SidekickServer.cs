@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -52,7 +53,11 @@ internal sealed class SidekickServer : IAsyncDisposable
         _stderr = seams.Stderr ?? Console.Error;
         Lines = new ConsoleLines(options.Json, options.ProgramName, time);
         _mode = ConsoleMode.From(options, seams.StdoutIsTerminal ?? !Console.IsOutputRedirected);
-        Output = new OutputQueue(_stdout, new TraceFormatter(_mode));
+        Output = ReferenceEquals(_stdout, Console.Out) && Console.OutputEncoding.CodePage == Encoding.UTF8.CodePage
+            // The process's console (Program hands over Console.Out), in UTF-8: lines go to its stream as bytes,
+            // one write per batch (see OutputQueue). Another console encoding keeps the writer, which converts.
+            ? new OutputQueue(Console.OpenStandardOutput(), new TraceFormatter(_mode))
+            : new OutputQueue(_stdout, new TraceFormatter(_mode));
         Topology = new TopologyStore();
         Sites = new SiteWatch(Topology);
         Trace = new TraceSink(options, _mode, Output);

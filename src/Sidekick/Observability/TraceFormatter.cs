@@ -13,24 +13,52 @@ namespace Sidekick.Observability;
 /// </summary>
 internal sealed class TraceFormatter(ConsoleMode mode)
 {
-    private static readonly JsonWriterOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    public static readonly JsonWriterOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    public string Format(TraceRecord record) => (mode.Json, mode.Debug) switch
-    {
-        (true, false) => ShortJson(record),
-        (true, true) => FullJson(record),
-        (false, false) => ShortText(record),
-        (false, true) => DebugText(record),
-    };
+    /// <summary>Whether records print as JSON (written with <see cref="Write"/>) or as text (<see cref="Append"/>).</summary>
+    public bool Json => mode.Json;
 
-    public string ShortText(TraceRecord r)
+    public string Format(TraceRecord record) => mode.Json
+        ? JsonString(json => Write(record, json))
+        : Append(record, new StringBuilder()).ToString();
+
+    /// <summary>The record as one JSON object, short or full (--debug), without a newline.</summary>
+    public void Write(TraceRecord record, Utf8JsonWriter json)
     {
-        var status = $"{r.StatusCode} {ReasonPhrases.GetReasonPhrase(r.StatusCode)}";
+        if (mode.Debug)
+        {
+            WriteFullJson(json, record);
+        }
+        else
+        {
+            WriteShortJson(json, record);
+        }
+    }
+
+    /// <summary>The record as text, the short line or the --debug block, without a newline.</summary>
+    public StringBuilder Append(TraceRecord record, StringBuilder text) =>
+        mode.Debug ? text.Append(DebugText(record)) : AppendShortText(text, record);
+
+    public string ShortText(TraceRecord r) => AppendShortText(new StringBuilder(), r).ToString();
+
+    /// <summary>The short line, appended to a builder the output queue reuses from line to line.</summary>
+    private StringBuilder AppendShortText(StringBuilder line, TraceRecord r)
+    {
         var latency = GoDuration.FormatRounded(r.Latency);
-        var line = new StringBuilder("   LOG: ");
-        line.Append(r.Time.ToString("HH:mm:ss.fff", CultureInfo.InvariantCulture)).Append(" [")
-            .Append(mode.Paint(status, r.StatusCode >= 400 ? "31" : "33")).Append("]  ")
-            .Append(r.Host).Append(' ').Append(r.Method).Append(' ').Append(r.Path);
+        line.Append("   LOG: ").Append(CultureInfo.InvariantCulture, $"{r.Time:HH:mm:ss.fff}").Append(" [");
+        // What ConsoleMode.Paint prints, without building the status text and its painted copy as strings.
+        if (mode.Colors)
+        {
+            line.Append("\u001b[").Append(r.StatusCode >= 400 ? "31" : "33").Append('m');
+        }
+
+        line.Append(r.StatusCode).Append(' ').Append(ReasonPhrases.GetReasonPhrase(r.StatusCode));
+        if (mode.Colors)
+        {
+            line.Append("\u001b[0m");
+        }
+
+        line.Append("]  ").Append(r.Host).Append(' ').Append(r.Method).Append(' ').Append(r.Path);
         if (r.Query.Length > 0)
         {
             line.Append('?').Append(SecretRedaction.Query(r.Query));
@@ -58,7 +86,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
             line.Append(" error=\"").Append(r.Error).Append('"');
         }
 
-        return line.ToString();
+        return line;
     }
 
     public static string DebugText(TraceRecord r)
@@ -91,7 +119,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         return text.ToString();
     }
 
-    public static string ShortJson(TraceRecord r) => Json(json =>
+    private static void WriteShortJson(Utf8JsonWriter json, TraceRecord r)
     {
         json.WriteStartObject();
         json.WriteString("type", "TRACE");
@@ -116,9 +144,9 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         }
 
         json.WriteEndObject();
-    });
+    }
 
-    public static string FullJson(TraceRecord r) => Json(json =>
+    private static void WriteFullJson(Utf8JsonWriter json, TraceRecord r)
     {
         json.WriteStartObject();
         json.WriteString("type", "DEBUG");
@@ -153,7 +181,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         }
 
         json.WriteEndObject();
-    });
+    }
 
     private static void WriteForwarder(Utf8JsonWriter json, TraceRecord r)
     {
@@ -197,7 +225,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         json.WriteEndObject();
     }
 
-    private static string Json(Action<Utf8JsonWriter> write)
+    private static string JsonString(Action<Utf8JsonWriter> write)
     {
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer, JsonOptions))

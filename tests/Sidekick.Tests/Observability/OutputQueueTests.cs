@@ -69,6 +69,31 @@ public sealed class OutputQueueTests
         Assert.Equal(0, queue.Dropped);
     }
 
+    [Fact]
+    public async Task The_console_stream_gets_every_line_as_utf8()
+    {
+        var formatter = new TraceFormatter(new ConsoleMode(true, false, false, true, false));
+        var record = new TraceRecord
+        {
+            IsProbe = false, Host = "http://m1:9000", Time = new DateTime(2026, 1, 1, 12, 0, 0, DateTimeKind.Utc), Client = "10.0.0.1",
+            StatusCode = 200, Method = "GET", Path = "/b/ö", ProbeUrl = "http://m1:9000/h",
+        };
+        var console = new MemoryStream();
+        var queue = new OutputQueue(console, formatter);
+        var expected = new StringBuilder();
+        for (var i = 0; i < 3_000; i++)
+        {
+            queue.Enqueue(record with { Rx = i });
+            expected.Append(formatter.Format(record with { Rx = i })).Append('\n');
+            queue.Enqueue($"line {i} ↑");
+            expected.Append($"line {i} ↑\n");
+        }
+
+        await queue.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(0, queue.Dropped);
+        Assert.Equal(expected.ToString(), Encoding.UTF8.GetString(console.ToArray()));
+    }
+
     /// <summary>Records every write the queue makes (one per batch).</summary>
     private sealed class RecordingWriter : TextWriter
     {

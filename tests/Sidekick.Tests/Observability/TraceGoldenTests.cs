@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Json;
 using Sidekick.Cli;
 using Sidekick.Forwarding;
@@ -77,4 +78,29 @@ public sealed class TraceGoldenTests
     [MemberData(nameof(Golden))]
     public void Every_shape_prints_the_recorded_bytes(string mode, int record, string expected) =>
         Assert.Equal(expected, new TraceFormatter(Modes[mode]).Format(Records[record]));
+
+    /// <summary>The output queue's path: records formatted straight into a reused UTF-8 buffer, one after another.</summary>
+    [Theory]
+    [MemberData(nameof(Golden))]
+    public void A_batch_holds_the_recorded_lines_as_utf8(string mode, int record, string expected)
+    {
+        using var batch = new LineBatch(new TraceFormatter(Modes[mode]));
+        batch.Add(Records[record]);
+        batch.Add("a state line");
+        batch.Add(Records[record]);
+        Assert.Equal(Encoding.UTF8.GetBytes($"{expected}\na state line\n{expected}\n"), batch.Bytes.ToArray());
+    }
+
+    /// <summary>A line longer than the reused builder's first chunk, with a surrogate pair on either side of the seam.</summary>
+    [Theory]
+    [InlineData("/")]
+    [InlineData("/a")]
+    public void A_character_split_between_chunks_of_a_long_text_line_is_encoded_whole(string prefix)
+    {
+        var formatter = new TraceFormatter(Modes["text"]);
+        var record = Records[0] with { Path = prefix + string.Concat(Enumerable.Repeat("😀", 400)) };
+        using var batch = new LineBatch(formatter);
+        batch.Add(record);
+        Assert.Equal(Encoding.UTF8.GetBytes(formatter.Format(record) + "\n"), batch.Bytes.ToArray());
+    }
 }
