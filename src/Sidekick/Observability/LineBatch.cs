@@ -15,7 +15,6 @@ internal sealed class LineBatch : IDisposable
     private readonly TraceFormatter _formatter;
     private readonly ArrayBufferWriter<byte> _bytes = new(80 * 1024);
     private readonly StringBuilder _text = new(512);
-    // Stateful, so a surrogate pair split between two of the builder's chunks is still encoded as one character.
     private readonly Encoder _encoder = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetEncoder();
     private readonly Utf8JsonWriter _json;
 
@@ -32,7 +31,7 @@ internal sealed class LineBatch : IDisposable
 
     public void Add(string line)
     {
-        Encode(line, flush: true);
+        Encode(line);
         NewLine();
     }
 
@@ -48,12 +47,16 @@ internal sealed class LineBatch : IDisposable
         else
         {
             _formatter.Append(record, _text.Clear());
-            foreach (var chunk in _text.GetChunks())
+            var chunks = _text.GetChunks().GetEnumerator();
+            if (chunks.MoveNext() && chunks.Current.Length == _text.Length)
             {
-                Encode(chunk.Span, flush: false);
+                // One chunk, as nearly always: the builder keeps the capacity of the longest line so far.
+                Encode(chunks.Current.Span);
             }
-
-            Encode([], flush: true);
+            else
+            {
+                EncodeChunks();
+            }
         }
 
         NewLine();
@@ -64,11 +67,27 @@ internal sealed class LineBatch : IDisposable
 
     public void Dispose() => _json.Dispose();
 
-    private void Encode(ReadOnlySpan<char> chars, bool flush)
+    private void Encode(ReadOnlySpan<char> chars)
     {
-        // One more character than given: the high surrogate the encoder may still hold from the previous chunk.
-        var span = _bytes.GetSpan(Encoding.UTF8.GetMaxByteCount(chars.Length + 1));
-        _bytes.Advance(_encoder.GetBytes(chars, span, flush));
+        var span = _bytes.GetSpan(Encoding.UTF8.GetMaxByteCount(chars.Length));
+        _bytes.Advance(Encoding.UTF8.GetBytes(chars, span));
+    }
+
+    /// <summary>
+    /// A line longer than the builder's first chunk: through a stateful encoder, so that a surrogate pair split
+    /// between two chunks is still encoded as one character.
+    /// </summary>
+    private void EncodeChunks()
+    {
+        foreach (var chunk in _text.GetChunks())
+        {
+            // One more character than given: the high surrogate the encoder may hold from the chunk before.
+            var span = _bytes.GetSpan(Encoding.UTF8.GetMaxByteCount(chunk.Length + 1));
+            _bytes.Advance(_encoder.GetBytes(chunk.Span, span, flush: false));
+        }
+
+        var rest = _bytes.GetSpan(Encoding.UTF8.GetMaxByteCount(1));
+        _bytes.Advance(_encoder.GetBytes([], rest, flush: true));
     }
 
     private void NewLine()
