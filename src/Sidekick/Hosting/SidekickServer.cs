@@ -53,10 +53,10 @@ internal sealed class SidekickServer : IAsyncDisposable
         _stderr = seams.Stderr ?? Console.Error;
         Lines = new ConsoleLines(options.Json, options.ProgramName, time);
         _mode = ConsoleMode.From(options, seams.StdoutIsTerminal ?? !Console.IsOutputRedirected);
-        Output = ReferenceEquals(_stdout, Console.Out) && Console.OutputEncoding.CodePage == Encoding.UTF8.CodePage
-            // The process's console (Program hands over Console.Out), in UTF-8: lines go to its stream as bytes,
-            // one write per batch (see OutputQueue). Another console encoding keeps the writer, which converts.
-            ? new OutputQueue(Console.OpenStandardOutput(), new TraceFormatter(_mode))
+        // The process's console as bytes when the writer over it encodes UTF-8 (see OutputQueue); another
+        // encoding keeps the writer, which converts.
+        Output = seams.StdoutStream is { } console && _stdout.Encoding.CodePage == Encoding.UTF8.CodePage
+            ? new OutputQueue(console, new TraceFormatter(_mode))
             : new OutputQueue(_stdout, new TraceFormatter(_mode));
         Topology = new TopologyStore();
         Sites = new SiteWatch(Topology);

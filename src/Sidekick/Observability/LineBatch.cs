@@ -13,7 +13,8 @@ namespace Sidekick.Observability;
 internal sealed class LineBatch : IDisposable
 {
     private readonly TraceFormatter _formatter;
-    private readonly ArrayBufferWriter<byte> _bytes = new(80 * 1024);
+    // Grows to the largest batch (a little over 64 KiB under load) and stays; small while little is printed.
+    private readonly ArrayBufferWriter<byte> _bytes = new();
     private readonly StringBuilder _text = new(512);
     private readonly Encoder _encoder = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetEncoder();
     private readonly Utf8JsonWriter _json;
