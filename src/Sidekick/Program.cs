@@ -25,7 +25,9 @@ internal static class Program
 
         NativeHeap.LimitArenas();
 
-        return SidekickApp.RunAsync(args, Console.Out, Console.Error);
+        // The trace and log lines go to stdout's stream in batches, not through Console.Out, which flushes every 256
+        // characters (see OutputQueue).
+        return SidekickApp.RunAsync(args, Console.Out, Console.Error, Console.OpenStandardOutput());
     }
 
     /// <summary>An operator's own value wins.</summary>

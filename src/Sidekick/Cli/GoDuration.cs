@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text;
 
 namespace Sidekick.Cli;
 
@@ -81,54 +80,107 @@ internal static class GoDuration
         return true;
     }
 
+    /// <summary>The longest text <see cref="Format(TimeSpan, Span{char})"/> writes.</summary>
+    public const int MaxLength = 32;
+
     /// <summary>Formats like Go: <c>0s</c>, <c>1.5s</c>, <c>2m3s</c>, <c>10m0s</c>, <c>1h0m0s</c>, <c>1.234567ms</c>, <c>850µs</c>.</summary>
     public static string Format(TimeSpan duration)
+    {
+        Span<char> text = stackalloc char[MaxLength];
+        return new string(text[..Format(duration, text)]);
+    }
+
+    /// <summary>
+    /// <see cref="Format(TimeSpan)"/> into <paramref name="destination"/> (at least <see cref="MaxLength"/> long);
+    /// returns the length. Integer arithmetic on ticks: each trace line prints a latency, and the decimal division and
+    /// formatting this used to do cost more than the rest of the line.
+    /// </summary>
+    public static int Format(TimeSpan duration, Span<char> destination)
     {
         var ticks = duration.Ticks;
         if (ticks == 0)
         {
-            return "0s";
+            "0s".CopyTo(destination);
+            return 2;
         }
 
-        var builder = new StringBuilder();
+        var length = 0;
         if (ticks < 0)
         {
-            builder.Append('-');
+            destination[length++] = '-';
             ticks = -ticks;
         }
 
-        var nanoseconds = (decimal)ticks * 100;
         if (ticks < TimeSpan.TicksPerSecond)
         {
-            var (scale, unit) = nanoseconds switch
+            if (ticks < 10)
             {
-                < 1_000m => (1m, "ns"),
-                < 1_000_000m => (1_000m, "µs"),
-                _ => (1_000_000m, "ms"),
-            };
-            return builder.Append(Trim(nanoseconds / scale)).Append(unit).ToString();
+                // Under a microsecond. TimeSpan.MinValue stays negative when negated and lands here too, as it always did.
+                ((Int128)ticks * 100).TryFormat(destination[length..], out var written, provider: CultureInfo.InvariantCulture);
+                return Unit(destination, length + written, "ns");
+            }
+
+            return ticks < 10_000
+                ? Unit(destination, length + Fixed(ticks / 10, ticks % 10, 1, destination[length..]), "µs")
+                : Unit(destination, length + Fixed(ticks / 10_000, ticks % 10_000, 4, destination[length..]), "ms");
         }
 
         var hours = ticks / TimeSpan.TicksPerHour;
         var minutes = ticks / TimeSpan.TicksPerMinute % 60;
-        var seconds = (decimal)(ticks % TimeSpan.TicksPerMinute) / TimeSpan.TicksPerSecond;
         if (hours > 0)
         {
-            builder.Append(hours).Append('h');
+            hours.TryFormat(destination[length..], out var written, provider: CultureInfo.InvariantCulture);
+            length = Unit(destination, length + written, "h");
         }
 
         if (hours > 0 || minutes > 0)
         {
-            builder.Append(minutes).Append('m');
+            minutes.TryFormat(destination[length..], out var written, provider: CultureInfo.InvariantCulture);
+            length = Unit(destination, length + written, "m");
         }
 
-        return builder.Append(Trim(seconds)).Append('s').ToString();
+        var seconds = ticks % TimeSpan.TicksPerMinute;
+        return Unit(destination, length + Fixed(seconds / TimeSpan.TicksPerSecond, seconds % TimeSpan.TicksPerSecond, 7, destination[length..]), "s");
     }
 
     /// <summary>Go's table and log style: rounded to microseconds first.</summary>
-    public static string FormatRounded(TimeSpan duration) =>
-        Format(TimeSpan.FromTicks((long)Math.Round((double)duration.Ticks / TicksPerMicrosecond, MidpointRounding.AwayFromZero) * TicksPerMicrosecond));
+    public static string FormatRounded(TimeSpan duration) => Format(Rounded(duration));
 
-    private static string Trim(decimal value) =>
-        value.ToString("0.#########", CultureInfo.InvariantCulture);
+    /// <summary><see cref="FormatRounded(TimeSpan)"/> into <paramref name="destination"/>; returns the length.</summary>
+    public static int FormatRounded(TimeSpan duration, Span<char> destination) => Format(Rounded(duration), destination);
+
+    private static TimeSpan Rounded(TimeSpan duration) =>
+        TimeSpan.FromTicks((long)Math.Round((double)duration.Ticks / TicksPerMicrosecond, MidpointRounding.AwayFromZero) * TicksPerMicrosecond);
+
+    /// <summary>
+    /// <paramref name="integer"/>, then the <paramref name="digits"/>-wide <paramref name="fraction"/> without its
+    /// trailing zeros (none at all when it is 0): what decimal's "0.#########" printed for these values.
+    /// </summary>
+    private static int Fixed(long integer, long fraction, int digits, Span<char> destination)
+    {
+        integer.TryFormat(destination, out var length, provider: CultureInfo.InvariantCulture);
+        if (fraction == 0)
+        {
+            return length;
+        }
+
+        for (; fraction % 10 == 0; fraction /= 10)
+        {
+            digits--;
+        }
+
+        destination[length++] = '.';
+        for (var i = digits - 1; i >= 0; i--, fraction /= 10)
+        {
+            destination[length + i] = (char)('0' + fraction % 10);
+        }
+
+        return length + digits;
+    }
+
+    private static int Unit(Span<char> destination, int length, string unit)
+    {
+        unit.CopyTo(destination[length..]);
+        return length + unit.Length;
+    }
 }

@@ -16,7 +16,8 @@ internal static class SidekickApp
     /// <summary>Exit code when --shutdown-timeout cut requests that were still running.</summary>
     public const int ShutdownCutExitCode = 3;
 
-    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
+    /// <param name="stdoutStream">The byte stream under <paramref name="stdout"/>, for the trace and log lines (see <see cref="SidekickSeams.StdoutStream"/>).</param>
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, Stream? stdoutStream = null)
     {
         var programName = ProgramName;
         SidekickOptions? options = null;
@@ -31,7 +32,7 @@ internal static class SidekickApp
             }
 
             options = ((CommandLineResult.Run)parsed).Options;
-            await using var app = Create(options, new SidekickSeams { Stdout = stdout, Stderr = stderr });
+            await using var app = Create(options, new SidekickSeams { Stdout = stdout, Stderr = stderr, StdoutStream = stdoutStream });
             await app.Server.StartAsync();
             started = true;
             // Start-up code (flags, host, listener) will not run again: let its pages leave the resident set.
@@ -187,6 +188,11 @@ internal sealed class SidekickInstance(SidekickServer server, IDisposable?[] res
 internal sealed record SidekickSeams
 {
     public TextWriter? Stdout { get; init; }
+    /// <summary>
+    /// The byte stream under <see cref="Stdout"/> (the process's console, from Program): the output queue writes its
+    /// batches of lines straight to it, one write each, when Stdout encodes UTF-8. Null: the lines go through Stdout.
+    /// </summary>
+    public Stream? StdoutStream { get; init; }
     /// <summary>Where errors sidekick survives go (a failed reload); the console's stderr when null.</summary>
     public TextWriter? Stderr { get; init; }
     /// <summary>Whether stdout is a terminal (table mode); null detects it from the real console.</summary>

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -52,7 +53,11 @@ internal sealed class SidekickServer : IAsyncDisposable
         _stderr = seams.Stderr ?? Console.Error;
         Lines = new ConsoleLines(options.Json, options.ProgramName, time);
         _mode = ConsoleMode.From(options, seams.StdoutIsTerminal ?? !Console.IsOutputRedirected);
-        Output = new OutputQueue(_stdout, new TraceFormatter(_mode));
+        // The process's console as bytes when the writer over it encodes UTF-8 (see OutputQueue); another
+        // encoding keeps the writer, which converts.
+        Output = seams.StdoutStream is { } console && _stdout.Encoding.CodePage == Encoding.UTF8.CodePage
+            ? new OutputQueue(console, new TraceFormatter(_mode))
+            : new OutputQueue(_stdout, new TraceFormatter(_mode));
         Topology = new TopologyStore();
         Sites = new SiteWatch(Topology);
         Trace = new TraceSink(options, _mode, Output);

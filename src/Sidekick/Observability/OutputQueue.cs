@@ -10,6 +10,16 @@ namespace Sidekick.Observability;
 /// </summary>
 internal sealed class OutputQueue : IAsyncDisposable
 {
+    /// <summary>
+    /// How long lines gather after a write before the next one (nginx's <c>access_log … flush=</c>). Without it
+    /// the writer drained the queue as fast as lines came: under load nearly every request woke the writer's
+    /// thread and cost a write system call for one line (measured: ~1.2 context switches per request).
+    /// </summary>
+    public static readonly TimeSpan DefaultFlushInterval = TimeSpan.FromMilliseconds(20);
+
+    // A batch is written once it holds this much, even if more lines are queued.
+    private const int MaxBatchBytes = 64 * 1024;
+
     // Holds a ready line (string) or a TraceRecord still to be formatted.
     private readonly Channel<object> _lines = Channel.CreateBounded<object>(new BoundedChannelOptions(16 * 1024)
     {
@@ -19,16 +29,45 @@ internal sealed class OutputQueue : IAsyncDisposable
         SingleReader = true,
     });
 
-    private readonly TextWriter _output;
-    private readonly TraceFormatter _formatter;
-    private readonly Task _writer;
+    // Exactly one of the two: the console's own stream (bytes as they are), or a writer (tests, the demo).
+    private readonly Stream? _stream;
+    private readonly TextWriter? _writer;
+    private readonly LineBatch _batch;
+    private readonly TimeProvider _time;
+    private readonly TimeSpan _flushInterval;
+    // Cut short the pause between writes at dispose, so the last lines are written at once.
+    private readonly CancellationTokenSource _disposing = new();
+    private readonly Task _task;
     private long _dropped;
 
     public OutputQueue(TextWriter output, TraceFormatter formatter)
+        : this(output, formatter, TimeProvider.System, DefaultFlushInterval)
     {
-        _output = output;
-        _formatter = formatter;
-        _writer = Task.Run(WriteAsync);
+    }
+
+    public OutputQueue(TextWriter output, TraceFormatter formatter, TimeProvider time, TimeSpan flushInterval)
+        : this(null, output, formatter, time, flushInterval)
+    {
+    }
+
+    /// <summary>
+    /// Batches go to the console's stream as UTF-8, one write each: <see cref="Console.Out"/> has a 256-character
+    /// buffer and flushes at every write, so a batch written through it cost a write system call per ~256
+    /// characters, about one per trace line (measured 1.1 per request at 1 KiB x 32).
+    /// </summary>
+    public OutputQueue(Stream console, TraceFormatter formatter)
+        : this(console, null, formatter, TimeProvider.System, DefaultFlushInterval)
+    {
+    }
+
+    private OutputQueue(Stream? stream, TextWriter? writer, TraceFormatter formatter, TimeProvider time, TimeSpan flushInterval)
+    {
+        _stream = stream;
+        _writer = writer;
+        _batch = new LineBatch(formatter);
+        _time = time;
+        _flushInterval = flushInterval;
+        _task = Task.Run(WriteAsync);
     }
 
     /// <summary>Entries dropped because the console was too slow or could not be written to.</summary>
@@ -47,39 +86,79 @@ internal sealed class OutputQueue : IAsyncDisposable
         }
     }
 
+    /// <summary>Writes every line queued so far, then stops the writer; lines queued later are dropped.</summary>
     public async ValueTask DisposeAsync()
     {
         _lines.Writer.TryComplete();
-        await _writer;
+        await _disposing.CancelAsync();
+        await _task;
+        _disposing.Dispose();
+        _batch.Dispose();
+        if (_stream is not null)
+        {
+            await _stream.DisposeAsync();
+        }
     }
 
     private async Task WriteAsync()
     {
-        // Entries are gathered into one write per batch (up to 64 KiB): the console is often an unbuffered,
-        // auto-flushing writer, and one system call per trace line would cost more than the formatting.
+        // Entries are gathered into one write per batch (up to 64 KiB): one system call per trace line would
+        // cost more than the formatting.
         var reader = _lines.Reader;
-        var batch = new StringBuilder();
         while (await reader.WaitToReadAsync())
         {
-            var entries = 0;
-            while (batch.Length < 64 * 1024 && reader.TryRead(out var entry))
+            // Everything queued is written before the pause, so a backlog never waits an interval per batch.
+            while (reader.TryPeek(out _))
             {
-                batch.Append(entry as string ?? _formatter.Format((TraceRecord)entry)).Append('\n');
-                entries++;
+                var entries = 0;
+                while (_batch.Length < MaxBatchBytes && reader.TryRead(out var entry))
+                {
+                    if (entry is TraceRecord record)
+                    {
+                        _batch.Add(record);
+                    }
+                    else
+                    {
+                        _batch.Add((string)entry);
+                    }
+
+                    entries++;
+                }
+
+                try
+                {
+                    await WriteBatchAsync();
+                }
+                catch (IOException)
+                {
+                    // stdout went away (a closed pipe, a full disk): keep proxying, count what could not be written.
+                    Interlocked.Add(ref _dropped, entries);
+                }
+
+                _batch.Clear();
             }
 
-            try
+            // The first line after a quiet spell is written at once; under load, lines then gather for an
+            // interval, and writers meanwhile only add to the queue: no reader is waiting to be woken.
+            if (!_disposing.IsCancellationRequested)
             {
-                await _output.WriteAsync(batch);
-                await _output.FlushAsync();
+                await Task.Delay(_flushInterval, _time, _disposing.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             }
-            catch (IOException)
-            {
-                // stdout went away (a closed pipe, a full disk): keep proxying, count what could not be written.
-                Interlocked.Add(ref _dropped, entries);
-            }
-
-            batch.Clear();
         }
+    }
+
+    private async Task WriteBatchAsync()
+    {
+        if (_stream is not null)
+        {
+            // Synchronous: the console stream has no asynchronous write of its own (its WriteAsync would queue
+            // the same blocking write to another thread-pool thread), and this task is the only writer.
+            _stream.Write(_batch.Bytes);
+            return;
+        }
+
+        var text = new StringBuilder(Encoding.UTF8.GetString(_batch.Bytes));
+        await _writer!.WriteAsync(text);
+        await _writer.FlushAsync();
     }
 }
