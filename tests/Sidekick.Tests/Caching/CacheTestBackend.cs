@@ -1,8 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Security.Cryptography;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 
 namespace Sidekick.Tests.Caching;
 
@@ -57,18 +55,8 @@ internal sealed class CacheTestBackend : IAsyncDisposable
 
     public static async Task<CacheTestBackend> StartAsync()
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k =>
-        {
-            k.Limits.MaxRequestBodySize = null;
-            k.Listen(IPAddress.Loopback, 0);
-        });
-        var app = builder.Build();
         CacheTestBackend? backend = null;
-        app.Run(context => backend!.HandleAsync(context));
-        await app.StartAsync();
-        var port = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        var (app, port) = await LoopbackApp.StartAsync(context => backend!.HandleAsync(context));
         backend = new CacheTestBackend(app, port);
         return backend;
     }

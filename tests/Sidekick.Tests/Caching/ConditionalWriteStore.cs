@@ -1,7 +1,5 @@
 using System.Collections.Concurrent;
 using System.Net;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 
 namespace Sidekick.Tests.Caching;
 
@@ -34,19 +32,9 @@ internal sealed class ConditionalWriteStore : IAsyncDisposable
 
     public static async Task<ConditionalWriteStore> StartAsync(Uri s3rver)
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k =>
-        {
-            k.Limits.MaxRequestBodySize = null;
-            k.Listen(IPAddress.Loopback, 0);
-        });
-        var app = builder.Build();
         var upstream = new HttpClient(new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false }) { BaseAddress = s3rver };
         ConditionalWriteStore? store = null;
-        app.Run(context => store!.RelayAsync(context));
-        await app.StartAsync();
-        var port = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        var (app, port) = await LoopbackApp.StartAsync(context => store!.RelayAsync(context));
         store = new ConditionalWriteStore(app, upstream, port);
         return store;
     }
