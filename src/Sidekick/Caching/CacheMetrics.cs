@@ -16,6 +16,8 @@ internal sealed class CacheMetrics : IDisposable
     private long _bytesServed;
     private readonly long[] _storeErrors = new long[CacheStoreFailure.Reasons.Length];
     private long _evictions;
+    private long _storedReadsResumed;
+    private long _storedReadsCut;
     private readonly long[] _fillWaits = new long[Enum.GetValues<FillWaitOutcome>().Length];
 
     public CacheMetrics()
@@ -42,6 +44,8 @@ internal sealed class CacheMetrics : IDisposable
 
     public long StoreErrorsOf(CacheStoreFailureReason reason) => Volatile.Read(ref _storeErrors[(int)reason]);
     public long Evictions => Volatile.Read(ref _evictions);
+    public long StoredReadsResumed => Volatile.Read(ref _storedReadsResumed);
+    public long StoredReadsCut => Volatile.Read(ref _storedReadsCut);
 
     public void Hit() => Interlocked.Increment(ref _hits);
     public void Miss() => Interlocked.Increment(ref _misses);
@@ -56,6 +60,9 @@ internal sealed class CacheMetrics : IDisposable
 
     public void StoreError(CacheStoreFailure failure) => Interlocked.Increment(ref _storeErrors[(int)failure.Reason]);
     public void Evicted() => Interlocked.Increment(ref _evictions);
+
+    /// <summary>A stored body's read broke midway: resumed from the store, or the client's response was cut.</summary>
+    public void StoredReadBroken(bool resumed) => Interlocked.Increment(ref (resumed ? ref _storedReadsResumed : ref _storedReadsCut));
 
     /// <summary>Counts a miss that waited for another sidecar's fill, by how the wait ended.</summary>
     public void FillWait(FillWaitOutcome outcome) => Interlocked.Increment(ref _fillWaits[(int)outcome]);
@@ -102,6 +109,9 @@ internal sealed class CacheMetrics : IDisposable
             text.Append("sidekick_cache_fill_waits_total{outcome=\"").Append(FillWaitLabel(outcome)).Append("\"} ").Append(FillWaitsOf(outcome)).Append('\n');
         }
 
+        text.Append("# HELP sidekick_cache_store_reads_broken_total Stored bodies whose read from the store broke midway: resumed where it broke, or the client's response cut\n# TYPE sidekick_cache_store_reads_broken_total counter\n")
+            .Append("sidekick_cache_store_reads_broken_total{outcome=\"resumed\"} ").Append(StoredReadsResumed).Append('\n')
+            .Append("sidekick_cache_store_reads_broken_total{outcome=\"cut\"} ").Append(StoredReadsCut).Append('\n');
         Counter("sidekick_cache_evictions_total", "Entries removed (404/410, invalidation by PUT/POST/DELETE)", Evictions);
     }
 

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Security.Cryptography;
 
 namespace Sidekick.Caching;
@@ -34,6 +35,10 @@ internal sealed class FillLeases
     // One per process: a lease names the sidecar holding it, so a sidecar never waits for itself.
     private readonly string _owner = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
     private bool? _conditionalWrites;
+    // Entries whose last whole GET here brought a response not to be stored (under the minimum size, no-store,
+    // private, an error), by when: their misses skip the lease, whose store requests would buy nothing (a listing
+    // or a small object through a caching sidecar would otherwise pay them on every GET). Bounded: cleared when full.
+    private readonly ConcurrentDictionary<string, long> _notStorable = new();
 
     public FillLeases(CacheOptions options, S3CacheStore store, CacheMetrics metrics, TimeProvider time)
     {
@@ -54,6 +59,48 @@ internal sealed class FillLeases
 
     public bool Enabled => _options.FillWait > TimeSpan.Zero;
 
+    /// <summary>How long a response found not storable spares its entry's misses the lease.</summary>
+    public static TimeSpan NotStorableFor { get; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>The most entries remembered as not storable; the memory is cleared when it is full.</summary>
+    internal const int NotStorableCapacity = 10_000;
+
+    /// <summary>
+    /// What a whole GET's fill of <paramref name="key"/> came to: a response not to be stored spares the misses of
+    /// the next <see cref="NotStorableFor"/> their lease; a stored one ends that at once.
+    /// </summary>
+    public void Answered(string key, bool storable)
+    {
+        if (storable)
+        {
+            _notStorable.TryRemove(key, out _);
+            return;
+        }
+
+        if (_notStorable.Count >= NotStorableCapacity)
+        {
+            _notStorable.Clear();
+        }
+
+        _notStorable[key] = _time.GetTimestamp();
+    }
+
+    private bool KnownNotStorable(string key)
+    {
+        if (!_notStorable.TryGetValue(key, out var since))
+        {
+            return false;
+        }
+
+        if (_time.GetElapsedTime(since) < NotStorableFor)
+        {
+            return true;
+        }
+
+        _notStorable.TryRemove(new KeyValuePair<string, long>(key, since));
+        return false;
+    }
+
     /// <summary>The lease's name: beside the entry, never under it (file-system stores refuse an object under another).</summary>
     public static string KeyOf(string key) => key + ".fill";
 
@@ -66,7 +113,7 @@ internal sealed class FillLeases
     /// </summary>
     public async Task<FillClaim> ClaimAsync(string key, CancellationToken cancellationToken)
     {
-        if (!Enabled)
+        if (!Enabled || KnownNotStorable(key))
         {
             return FillClaim.Alone;
         }
@@ -218,12 +265,15 @@ internal sealed class FillLeases
 
             await Task.Delay(Poll, _time, cancellationToken);
             var now = await ReadAsync(leaseKey, cancellationToken);
-            if (now is not { } seen || seen.Lease.Owner != last.Owner)
+            if (now is not { } seen || seen.Lease.Owner == _owner)
             {
-                return FillClaim.OtherEnded; // removed (or taken by a later fill): the entry may be in the store
+                return FillClaim.OtherEnded; // removed: the entry may be in the store
             }
 
-            if (seen.Lease.Sequence != last.Sequence)
+            // Progress, or a lease taken over: two sidecars that claimed at the same moment on a store that ignores
+            // If-None-Match settled on the other one, or a dead lease was taken by a new fill. Either way this miss
+            // waits for the fill the lease names now (within the same FILL_WAIT) rather than fetch the object twice.
+            if (seen.Lease.Owner != last.Owner || seen.Lease.Sequence != last.Sequence)
             {
                 last = seen.Lease;
                 lastChange = _time.GetTimestamp();

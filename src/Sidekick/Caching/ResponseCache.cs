@@ -57,6 +57,13 @@ internal sealed class ResponseCache : IDisposable
     /// <summary>The fills in flight (abandonment reasons, spool use).</summary>
     public CacheFills Fills => _fills;
 
+    /// <summary>A stored body's read from the store broke midway (key, offset, resumed or cut, why): for the --log line.</summary>
+    public event Action<string, long, bool, string>? StoredReadBroken
+    {
+        add => _writer.ReadBroken += value;
+        remove => _writer.ReadBroken -= value;
+    }
+
     public async Task HandleAsync(HttpContext context, ICacheOrigin origin)
     {
         var request = context.Request;
@@ -209,6 +216,10 @@ internal sealed class ResponseCache : IDisposable
             }
 
             fill = await FetchAndFillAsync(context, origin, key, requestControl, slot);
+            if (!context.RequestAborted.IsCancellationRequested)
+            {
+                _leases.Answered(key, storable: fill is not null);
+            }
         }
         finally
         {

@@ -100,8 +100,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             }
         }
 
-        using (stored)
-        using (spooled)
+        try
         {
             response.StatusCode = partial ? StatusCodes.Status206PartialContent : entry.Status;
             foreach (var (name, value) in entry.Headers)
@@ -136,39 +135,151 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 return true;
             }
 
-            try
+            if (spooled is not null)
             {
-                await using var body = spooled ?? stored!.ResponseStream;
-                var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
-                try
-                {
-                    int read;
-                    while ((read = await body.ReadAsync(buffer, context.RequestAborted)) > 0)
-                    {
-                        await response.Body.WriteAsync(buffer.AsMemory(0, read), context.RequestAborted);
-                        metrics.Served(read);
-                    }
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(buffer);
-                }
+                await CopyFromSpoolAsync(context, spooled);
             }
-            catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+            else
             {
-                // Headers are out: abort rather than send a truncated body. A spool that failed is not the store, and one
-                // body that ended short (an object rewritten while read) is counted but does not take the store offline:
-                // a store that is really down fails the next lookup too.
-                if (spooled is null)
-                {
-                    metrics.StoreError(ex);
-                }
-
-                context.Abort();
+                stored = await CopyFromStoreAsync(context, hit, stored!, partial ? from : 0, partial ? to : entry.Length - 1);
+            }
+        }
+        finally
+        {
+            stored?.Dispose();
+            if (spooled is not null)
+            {
+                await spooled.DisposeAsync();
             }
         }
 
         return true;
+    }
+
+    /// <summary>A fill's spool: a read that fails is the spool's trouble, not the store's; the client's response is cut.</summary>
+    private async Task CopyFromSpoolAsync(HttpContext context, Stream spooled)
+    {
+        if ((await CopyAsync(spooled, context, long.MaxValue, metrics)).Failure is not null)
+        {
+            context.Abort(); // headers are out: abort rather than send a truncated body
+        }
+    }
+
+    /// <summary>
+    /// Sends bytes <paramref name="from"/> through <paramref name="to"/> of the stored body. A read that breaks
+    /// midway (a store connection reset, or an object rewritten in place under its readers, as s3rver does when
+    /// two sidecars store the same version) is resumed from the first byte not sent, as long as the store still
+    /// holds the same bytes: the same object (store ETag) or the same version of the response (a strong origin
+    /// ETag and length). Only when it cannot resume is the client's response cut: its headers are out, and a
+    /// short body must never pass for a whole one. Returns the stored object last opened, for the caller to dispose.
+    /// </summary>
+    private async Task<GetObjectResponse> CopyFromStoreAsync(HttpContext context, CacheLookup hit, GetObjectResponse stored, long from, long to)
+    {
+        var sent = 0L;
+        var expected = to - from + 1;
+        var breaksWithoutProgress = 0;
+        while (true)
+        {
+            var (copied, failure) = await CopyAsync(stored.ResponseStream, context, expected - sent, metrics);
+            sent += copied;
+            if (sent == expected)
+            {
+                return stored;
+            }
+
+            failure ??= new IOException($"the stored body ended after {from + sent} of {to + 1} bytes");
+            metrics.StoreError(failure); // counted, but one broken body does not take the store offline
+            breaksWithoutProgress = copied > 0 ? 0 : breaksWithoutProgress;
+            GetObjectResponse? again = null;
+            var sameBytes = true;
+            while (again is null && sameBytes && ++breaksWithoutProgress <= MaxResumesWithoutProgress)
+            {
+                (again, sameBytes) = await ReopenAsync(context, hit, stored, from + sent, to, breaksWithoutProgress);
+            }
+
+            metrics.StoredReadBroken(resumed: again is not null);
+            ReadBroken?.Invoke(hit.Key, from + sent, again is not null, failure.Message);
+            if (again is null)
+            {
+                context.Abort();
+                return stored;
+            }
+
+            stored.Dispose();
+            stored = again;
+        }
+    }
+
+    /// <summary>Attempts to reopen a broken read without a byte sent since, before the client's response is cut.</summary>
+    internal const int MaxResumesWithoutProgress = 3;
+
+    /// <summary>A stored body's read broke: the entry's key, the offset it broke at, whether it resumed, and why.</summary>
+    public event Action<string, long, bool, string>? ReadBroken;
+
+    /// <summary>
+    /// The rest of a stored body whose read broke, when the store holds the same bytes; null with
+    /// <c>SameBytes</c> false when it holds others now (no use asking again), null alone after a store error.
+    /// </summary>
+    private async Task<(GetObjectResponse? Again, bool SameBytes)> ReopenAsync(HttpContext context, CacheLookup hit, GetObjectResponse broken, long from, long to, int attempt)
+    {
+        try
+        {
+            // A rewrite in progress is over in moments: wait a little longer before each attempt.
+            await Task.Delay(TimeSpan.FromMilliseconds(50 << attempt), time, context.RequestAborted);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+            timeout.CancelAfter(options.StoreTimeout);
+            var again = await store.OpenAsync(hit.Key, from, to, timeout.Token);
+            if (SameBytes(broken, again, hit.Entry))
+            {
+                return (again, true);
+            }
+
+            again.Dispose();
+            return (null, false);
+        }
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+        {
+            metrics.StoreError(ex); // gone or not readable yet (an object being rewritten): asked again
+            return (null, true);
+        }
+    }
+
+    /// <summary>
+    /// Whether a reopened object holds the bytes the broken read was sending: the same store object, or the same
+    /// version of the origin's response, which only a strong validator proves (RFC 9110 §8.8.1).
+    /// </summary>
+    private static bool SameBytes(GetObjectResponse broken, GetObjectResponse again, CachedResponse entry) =>
+        (broken.ETag is { Length: > 0 } storeETag && again.ETag == storeETag) ||
+        (entry.ETag is { } etag && !etag.StartsWith("W/", StringComparison.Ordinal) && S3CacheStore.Holds(again, entry));
+
+    /// <summary>
+    /// Copies at most <paramref name="limit"/> bytes to the client; returns how many it sent, and the store or spool
+    /// error that stopped it early (a client that went away is not one: that ends the request).
+    /// </summary>
+    private static async Task<(long Sent, Exception? Failure)> CopyAsync(Stream body, HttpContext context, long limit, CacheMetrics metrics)
+    {
+        var sent = 0L;
+        var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
+        try
+        {
+            int read;
+            while (sent < limit && (read = await body.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, limit - sent)), context.RequestAborted)) > 0)
+            {
+                await context.Response.Body.WriteAsync(buffer.AsMemory(0, read), context.RequestAborted);
+                sent += read;
+                metrics.Served(read);
+            }
+
+            return (sent, null);
+        }
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+        {
+            return (sent, ex);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     /// <summary>

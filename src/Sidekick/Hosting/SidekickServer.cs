@@ -176,6 +176,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         if (Cache is not null)
         {
             Cache.Fills.Abandoned += (target, reason, detail) => _stateLog?.OnFillAbandoned(target, CacheMetrics.AbandonLabel(reason), detail, time.GetUtcNow());
+            Cache.StoredReadBroken += (key, offset, resumed, detail) => _stateLog?.OnStoredReadBroken(key, offset, resumed, detail, time.GetUtcNow());
         }
 
         Panic = new PanicRule();

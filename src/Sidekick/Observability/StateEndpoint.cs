@@ -144,6 +144,11 @@ internal static class StateEndpoint
         }
 
         json.WriteEndObject();
+        // Stored bodies whose read from the store broke midway: resumed where it broke, or the client's response cut.
+        json.WriteStartObject("storeReadsBroken");
+        json.WriteNumber("resumed", cache.Metrics.StoredReadsResumed);
+        json.WriteNumber("cut", cache.Metrics.StoredReadsCut);
+        json.WriteEndObject();
         if (health.LastError is { } error)
         {
             json.WriteStartObject("lastError");

@@ -91,6 +91,30 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
         output.Enqueue(TextLine(at).Append(SecretRedaction.Text(message)).ToString());
     }
 
+    /// <summary>A stored body's read from the store broke midway and was resumed, or the client's response was cut.</summary>
+    public void OnStoredReadBroken(string key, long offset, bool resumed, string detail, DateTimeOffset at)
+    {
+        var message = $"cache read of stored entry {key} broke at byte {offset} ({detail}): " +
+                      (resumed ? "resumed from the store" : "the client's response was cut");
+        if (mode.Json)
+        {
+            output.Enqueue(JsonLine(json =>
+            {
+                json.WriteStartObject();
+                json.WriteString("Type", "LOG");
+                json.WriteString("Status", resumed ? "cache-read-resumed" : "cache-read-cut");
+                json.WriteString("Key", key);
+                json.WriteNumber("Offset", offset);
+                json.WriteString("Message", SecretRedaction.Text(message));
+                json.WriteString("Timestamp", at.UtcDateTime);
+                json.WriteEndObject();
+            }));
+            return;
+        }
+
+        output.Enqueue(TextLine(at).Append(SecretRedaction.Text(message)).ToString());
+    }
+
     /// <summary>Panic began on <paramref name="site"/> (0: it ended).</summary>
     public void OnPanic(int site, DateTimeOffset at) => output.Enqueue(FormatPanic(site, at));
 

@@ -22,7 +22,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         var path = $"/bucket/slow-{conditionalWrites}-{Guid.NewGuid():N}.bin"; // the bucket is shared by every test of the class
         var item = backend.Put(path, 4 * 1024 * 1024);
         backend.ChunkDelayMs = 15; // 64 chunks of 64 KiB: the first fill takes about a second
-        await using var conditional = conditionalWrites ? await ConditionalWriteStore.StartAsync(fixture.S3.Url) : null;
+        await using var conditional = conditionalWrites ? await StoreRelay.StartAsync(fixture.S3.Url) : null;
         var environment = fixture.Environment(conditional?.Url);
         var (one, oneClient) = await fixture.StartSidekickAsync(backend, environment);
         await using var first = one;
@@ -53,7 +53,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     [Fact]
     public async Task On_a_store_that_honours_conditional_writes_a_claim_is_one_create_and_never_replaces_a_live_lease()
     {
-        await using var conditional = await ConditionalWriteStore.StartAsync(fixture.S3.Url);
+        await using var conditional = await StoreRelay.StartAsync(fixture.S3.Url);
         var (one, oneStore, oneMetrics, _) = Leases(conditional.Url);
         var (two, twoStore, twoMetrics, twoTime) = Leases(conditional.Url);
         using var stores = oneStore;
@@ -156,6 +156,67 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
 
         Assert.Equal(FillClaimKind.Alone, (await claim).Kind);
         Assert.Equal(1, metrics.FillWaitsOf(FillWaitOutcome.Dead));
+    }
+
+    [Fact]
+    public async Task A_lease_taken_over_by_another_live_fill_is_waited_for_not_fetched_around()
+    {
+        var (leases, store, metrics, time) = Leases();
+        using var owned = store;
+        using var counted = metrics;
+        var key = Guid.NewGuid().ToString("N");
+        var leaseKey = FillLeases.KeyOf(key);
+        await store.WriteLeaseAsync(leaseKey, new FillLease("first", 1, -1, 0, 0), onlyIfAbsent: true, default);
+
+        var claim = leases.ClaimAsync(key, default);
+        // Two sidecars claimed at the same moment on a store that ignores If-None-Match and "second" won; it
+        // renews its lease (3 s of the fake clock, within FILL_WAIT and the lease's lifetime).
+        for (var sequence = 0; sequence < 12; sequence++)
+        {
+            await store.WriteLeaseAsync(leaseKey, new FillLease("second", sequence, -1, 0, 0), onlyIfAbsent: false, default);
+            time.Advance(FillLeases.Poll);
+            await Task.Delay(20); // lets the waiter read the lease; a slow read only makes the check weaker
+            Assert.False(claim.IsCompleted, $"the wait ended after {sequence + 1} polls while the second fill was live");
+        }
+
+        // The second fill is done: its lease goes, and the waiter looks in the store.
+        await store.DeleteAsync(leaseKey, default);
+        while (!claim.IsCompleted && time.GetUtcNow() - DateTimeOffset.UtcNow < TimeSpan.FromMinutes(1))
+        {
+            time.Advance(FillLeases.Poll);
+            await Task.Delay(5);
+        }
+
+        Assert.Equal(FillClaimKind.OtherEnded, (await claim).Kind);
+        Assert.All(Enum.GetValues<FillWaitOutcome>(), outcome => Assert.Equal(0, metrics.FillWaitsOf(outcome)));
+    }
+
+    [Fact]
+    public async Task A_miss_of_an_entry_just_answered_not_storable_costs_no_lease_request()
+    {
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (leases, store, metrics, time) = Leases(relay.Url);
+        using var owned = store;
+        using var counted = metrics;
+        var key = Guid.NewGuid().ToString("N");
+        var leaseRequests = () => relay.Requests.Count(r => r.Contains(FillLeases.KeyOf(key), StringComparison.Ordinal));
+
+        leases.Answered(key, storable: false); // e.g. under the minimum size, or Cache-Control: private
+        Assert.Equal(FillClaimKind.Alone, (await leases.ClaimAsync(key, default)).Kind);
+        Assert.Equal(0, leaseRequests());
+
+        // Remembered for a minute only: then misses take the lease again.
+        time.Advance(FillLeases.NotStorableFor);
+        var claim = await leases.ClaimAsync(key, default);
+        Assert.Equal(FillClaimKind.Holding, claim.Kind);
+        Assert.True(leaseRequests() > 0);
+        await store.DeleteAsync(claim.LeaseKey!, default);
+
+        // A storable answer ends it at once.
+        leases.Answered(key, storable: false);
+        leases.Answered(key, storable: true);
+        Assert.Equal(FillClaimKind.Holding, (await leases.ClaimAsync(key, default)).Kind);
+        await store.DeleteAsync(FillLeases.KeyOf(key), default);
     }
 
     [Fact]

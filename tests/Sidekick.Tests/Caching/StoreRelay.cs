@@ -4,11 +4,14 @@ using System.Net;
 namespace Sidekick.Tests.Caching;
 
 /// <summary>
-/// s3rver as AWS S3 and MinIO behave for conditional writes: a PUT with <c>If-None-Match: *</c> of an object that
-/// exists gets 412 PreconditionFailed (s3rver itself ignores the condition and overwrites). Every other request is
-/// passed to s3rver unchanged, its Host included, so signatures still verify; the requests are logged.
+/// A relay in front of s3rver that makes it behave as the tests need. With <c>conditionalWrites</c>, as AWS S3 and
+/// MinIO behave: a PUT with <c>If-None-Match: *</c> of an object that exists gets 412 PreconditionFailed (s3rver
+/// itself ignores the condition and overwrites). With <see cref="CutReads"/>, the next ranged GETs of an entry
+/// end after a given number of body bytes, the connection dropped, as a store connection reset or an object
+/// rewritten under its reader does. Every other request is passed to s3rver unchanged, its Host included, so
+/// signatures still verify; the requests are logged.
 /// </summary>
-internal sealed class ConditionalWriteStore : IAsyncDisposable
+internal sealed class StoreRelay : IAsyncDisposable
 {
     private static readonly HashSet<string> Unforwarded = new(StringComparer.OrdinalIgnoreCase)
     {
@@ -18,10 +21,15 @@ internal sealed class ConditionalWriteStore : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly HttpClient _upstream;
 
-    private ConditionalWriteStore(WebApplication app, HttpClient upstream, int port)
+    private readonly bool _conditionalWrites;
+    private readonly ConcurrentQueue<long> _cuts = new();
+    private long _cutEveryReadAfter = -1;
+
+    private StoreRelay(WebApplication app, HttpClient upstream, int port, bool conditionalWrites)
     {
         _app = app;
         _upstream = upstream;
+        _conditionalWrites = conditionalWrites;
         Url = new Uri($"http://127.0.0.1:{port}");
     }
 
@@ -30,20 +38,40 @@ internal sealed class ConditionalWriteStore : IAsyncDisposable
     /// <summary>"METHOD /path" of every request, with " if-none-match" for conditional writes, in order.</summary>
     public ConcurrentQueue<string> Requests { get; } = new();
 
-    public static async Task<ConditionalWriteStore> StartAsync(Uri s3rver)
+    private int _readsCut;
+
+    /// <summary>How many ranged GETs were cut so far.</summary>
+    public int ReadsCut => Volatile.Read(ref _readsCut);
+
+    public static async Task<StoreRelay> StartAsync(Uri s3rver, bool conditionalWrites = true)
     {
         var upstream = new HttpClient(new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false }) { BaseAddress = s3rver };
-        ConditionalWriteStore? store = null;
+        StoreRelay? store = null;
         var (app, port) = await LoopbackApp.StartAsync(context => store!.RelayAsync(context));
-        store = new ConditionalWriteStore(app, upstream, port);
+        store = new StoreRelay(app, upstream, port, conditionalWrites);
         return store;
+    }
+
+    /// <summary>Once the reads of <see cref="CutReads"/> are used up, every ranged GET of an entry ends after <paramref name="afterBytes"/>.</summary>
+    public void CutEveryRead(long afterBytes) => Volatile.Write(ref _cutEveryReadAfter, afterBytes);
+
+    /// <summary>The next ranged GETs of entries (not leases), one per value, end after that many body bytes.</summary>
+    public void CutReads(params long[] afterBytes)
+    {
+        foreach (var bytes in afterBytes)
+        {
+            _cuts.Enqueue(bytes);
+        }
     }
 
     private async Task RelayAsync(HttpContext context)
     {
         var request = context.Request;
         var target = request.Path + request.QueryString;
-        var conditional = HttpMethods.IsPut(request.Method) && request.Headers.IfNoneMatch.ToString() == "*";
+        var conditional = _conditionalWrites && HttpMethods.IsPut(request.Method) && request.Headers.IfNoneMatch.ToString() == "*";
+        var cutAfter = -1L;
+        var cut = HttpMethods.IsGet(request.Method) && request.Headers.Range.Count > 0 && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
+                  (_cuts.TryDequeue(out cutAfter) || (cutAfter = Volatile.Read(ref _cutEveryReadAfter)) >= 0);
         Requests.Enqueue($"{request.Method} {request.Path}{(conditional ? " if-none-match" : "")}");
         if (conditional)
         {
@@ -92,7 +120,30 @@ internal sealed class ConditionalWriteStore : IAsyncDisposable
             }
         }
 
-        await answer.Content.CopyToAsync(context.Response.Body, context.RequestAborted);
+        if (!cut)
+        {
+            await answer.Content.CopyToAsync(context.Response.Body, context.RequestAborted);
+            return;
+        }
+
+        // The declared Content-Length stays: the reader sees a body that ends short, then the connection gone.
+        await using var body = await answer.Content.ReadAsStreamAsync(context.RequestAborted);
+        var buffer = new byte[16 * 1024];
+        for (var left = cutAfter; left > 0;)
+        {
+            var read = await body.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, left)), context.RequestAborted);
+            if (read == 0)
+            {
+                break;
+            }
+
+            await context.Response.Body.WriteAsync(buffer.AsMemory(0, read), context.RequestAborted);
+            left -= read;
+        }
+
+        await context.Response.Body.FlushAsync(context.RequestAborted);
+        Interlocked.Increment(ref _readsCut);
+        context.Abort();
     }
 
     public async ValueTask DisposeAsync()

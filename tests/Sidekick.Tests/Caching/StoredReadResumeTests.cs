@@ -1,0 +1,85 @@
+using System.Net;
+using System.Net.Http.Headers;
+using Sidekick.Caching;
+using Sidekick.Hosting;
+using Sidekick.Tests.Infrastructure;
+
+namespace Sidekick.Tests.Caching;
+
+/// <summary>
+/// A HIT's body comes from the store over a connection of its own. When that read breaks midway (a store
+/// connection reset, or s3rver rewriting the object in place while another sidecar stores the same version), the
+/// headers are already out: sidekick resumes from the first byte it has not sent, and only when the store cannot
+/// give the same bytes back is the client's response cut, never ended short as if whole.
+/// </summary>
+public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<CacheFixture>
+{
+    private static string Outcome(HttpResponseMessage response) =>
+        response.Headers.TryGetValues("X-Cache", out var values) ? values.Single() : "(none)";
+
+    [Fact]
+    public async Task A_stored_body_whose_read_breaks_midway_is_resumed_and_the_client_gets_every_byte()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/resumed-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 3 * 1024 * 1024 + 17);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        await StoredAsync(instance, client, path, item.Body);
+
+        relay.CutReads(1024 * 1024 + 5);
+        using var whole = await client.GetAsync(path);
+        Assert.Equal("HIT", Outcome(whole));
+        Assert.Equal(item.Body, await whole.Content.ReadAsByteArrayAsync());
+
+        relay.CutReads(256 * 1024 + 3);
+        using var ranged = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, path) { Headers = { Range = new RangeHeaderValue(100, 2_999_999) } });
+        Assert.Equal(HttpStatusCode.PartialContent, ranged.StatusCode);
+        Assert.Equal("HIT", Outcome(ranged));
+        Assert.Equal(item.Body.AsSpan(100, 2_999_900).ToArray(), await ranged.Content.ReadAsByteArrayAsync());
+
+        Assert.True(relay.ReadsCut == 2, $"cut {relay.ReadsCut}; the store saw: {string.Join(", ", relay.Requests)}");
+        // A break can also come before the store client has handed over the body, which it then retries on its own.
+        Assert.InRange(instance.Server.Cache!.Metrics.StoredReadsResumed, 1, 2);
+        Assert.Equal(0, instance.Server.Cache.Metrics.StoredReadsCut);
+        Assert.Equal(1, backend.Served(path)); // resumed from the store: the origin was not asked again
+    }
+
+    [Fact]
+    public async Task A_stored_body_that_cannot_be_resumed_cuts_the_response_and_never_passes_for_whole()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/cut-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 2 * 1024 * 1024);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        await StoredAsync(instance, client, path, item.Body);
+
+        // The first read breaks after 64 KiB, and every read after it before a byte: no progress after the first break.
+        relay.CutReads(64 * 1024);
+        relay.CutEveryRead(0);
+        using var response = await client.GetAsync(path, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("HIT", Outcome(response));
+        Assert.Equal(item.Body.Length, response.Content.Headers.ContentLength);
+        var body = new MemoryStream();
+        var failure = await Record.ExceptionAsync(async () => await (await response.Content.ReadAsStreamAsync()).CopyToAsync(body));
+        Assert.True(failure is not null, $"the body ended without an error after {body.Length} bytes; the store saw: {string.Join(", ", relay.Requests)}; cut {relay.ReadsCut}");
+        Assert.True(body.Length < item.Body.Length);
+        Assert.Equal(item.Body.AsSpan(0, (int)body.Length).ToArray(), body.ToArray()); // what did arrive is the entry's
+
+        await Eventually.WaitUntilAsync(() => instance.Server.Cache!.Metrics.StoredReadsCut == 1, what: "the cut counted");
+        Assert.True(relay.ReadsCut > StoredResponseWriter.MaxResumesWithoutProgress); // asked again before giving up
+    }
+
+    /// <summary>A MISS, then the fill's upload finished: the next GET reads the store, not the fill's spool.</summary>
+    private static async Task StoredAsync(SidekickInstance instance, HttpClient client, string path, byte[] body)
+    {
+        using var miss = await client.GetAsync(path);
+        Assert.Equal("MISS", Outcome(miss));
+        Assert.Equal(body, await miss.Content.ReadAsByteArrayAsync());
+        var cache = instance.Server.Cache!;
+        await Eventually.WaitUntilAsync(() => cache.Metrics.FillsCompleted == 1 && cache.FillsInFlight == 0, what: "the fill stored");
+    }
+}
