@@ -55,6 +55,7 @@ internal sealed class CacheFill
     private readonly TimeProvider _time;
     private readonly ITimer? _idleCheck;
     private readonly Task<bool> _upload;
+    private readonly DirectSpoolWriter? _direct;
     private TaskCompletionSource _moved = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _written;
     private int _bodyComplete;
@@ -81,6 +82,12 @@ internal sealed class CacheFill
         if (fromPieces)
         {
             _idleCheck = time.CreateTimer(static state => ((CacheFill)state!).CheckIdle(), this, PieceIdle, PieceIdle);
+        }
+
+        if (!fromPieces && DirectSpoolWriter.TryOpen(this, spool) is { } direct)
+        {
+            _direct = direct;
+            _users++; // the writer's descriptor is closed and its last write done before the spool is let go
         }
 
         _upload = Task.Run(UploadAsync);
@@ -135,7 +142,13 @@ internal sealed class CacheFill
     {
         if (Abandoned)
         {
+            _direct?.Close();
             return false;
+        }
+
+        if (_direct is { } direct)
+        {
+            return direct.Append(data); // a whole body: written in order from 0, published as it reaches the file
         }
 
         try
@@ -148,10 +161,17 @@ internal sealed class CacheFill
             return false;
         }
 
+        Published(at, data.Length);
+        return true;
+    }
+
+    /// <summary>Bytes [<paramref name="at"/>, +<paramref name="length"/>) are in the spool file: readers and the uploader may read them.</summary>
+    internal void Published(long at, int length)
+    {
         lock (_coverage)
         {
             // Under the lock: two ranges landing at once must not publish their prefixes out of order.
-            _coverage.Add(at, at + data.Length);
+            _coverage.Add(at, at + length);
             Volatile.Write(ref _written, _coverage.Prefix);
             if (FromPieces && _coverage.Prefix == Length)
             {
@@ -160,16 +180,31 @@ internal sealed class CacheFill
         }
 
         Volatile.Write(ref _lastWrite, _time.GetTimestamp());
-
         Moved();
-        return true;
     }
+
+    /// <summary>The direct writer wrote its last bytes and closed its descriptor.</summary>
+    internal void DirectWriterDone() => Release();
 
     /// <summary>
     /// Ends the body: the upload finishes in the background when every announced byte came, else the fill is
     /// abandoned. Returns the upload's outcome; the caller need not wait for it.
     /// </summary>
     public Task<bool> Complete(bool clientGone)
+    {
+        if (_direct is { } direct)
+        {
+            direct.Finish(() => CompleteBody(clientGone));
+        }
+        else
+        {
+            CompleteBody(clientGone);
+        }
+
+        return _upload;
+    }
+
+    private void CompleteBody(bool clientGone)
     {
         if (!Abandoned)
         {
@@ -184,8 +219,6 @@ internal sealed class CacheFill
                     $"{Written} of {Length} body bytes came");
             }
         }
-
-        return _upload;
     }
 
     public void Abandon(FillAbandonReason reason, string detail)
@@ -196,6 +229,7 @@ internal sealed class CacheFill
         }
 
         _abandon.Cancel();
+        _direct?.Close();
         _idleCheck?.Dispose();
         Moved();
         _owner.OnAbandoned(this, reason, detail);

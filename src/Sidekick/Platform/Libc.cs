@@ -77,6 +77,15 @@ internal static unsafe partial class Libc
     [SuppressGCTransition]
     private static partial nint syscall(nint number, SafeSocketHandle socket, nint a2, nint a3, nint a4, nint a5, nint a6);
 
+    public const int O_WRONLY = 1;
+    public const int O_CLOEXEC = 0x80000;
+
+    /// <summary>O_DIRECT: 040000 on x86-64, 0200000 on arm64.</summary>
+    public static readonly int O_DIRECT = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 0x4000 : 0x10000;
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int open(string path, int flags);
+
     [LibraryImport("libc")]
     public static partial int mallopt(int option, int value);
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Security.Cryptography;
+using Sidekick.Caching;
 
 namespace Sidekick.Tests.Caching;
 
@@ -12,6 +13,74 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
 {
     private static string Outcome(HttpResponseMessage response) =>
         response.Headers.TryGetValues("X-Cache", out var values) ? values.Single() : "(none)";
+
+    [Fact]
+    public async Task Whole_fills_write_their_spool_past_the_page_cache_and_keep_every_byte()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        // Not a multiple of the block size, and more than the writer's buffers hold at once.
+        var first = backend.Put("/bucket/direct-1.bin", 5 * DirectSpoolWriter.BufferSize + 4097 + 13);
+        var second = backend.Put("/bucket/direct-2.bin", 3 * DirectSpoolWriter.BufferSize + 1);
+        var spool = Directory.CreateTempSubdirectory("sidekick-spool-direct").FullName;
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
+        var (instance, client) = await fixture.StartSidekickAsync(backend, environment);
+        await using var running = instance;
+        var opened = DirectSpoolWriter.Opened;
+
+        // A second request while the first fill runs reads that fill's spool as the writer publishes it.
+        backend.ChunkDelayMs = 5;
+        var filling = client.GetAsync("/bucket/direct-1.bin");
+        await Eventually(() => instance.Server.Cache!.FillsInFlight == 1, "the first fill to start");
+        using var fromFill = await client.GetAsync("/bucket/direct-1.bin");
+        using var miss = await filling;
+        backend.ChunkDelayMs = 0;
+        Assert.Equal("MISS", Outcome(miss));
+        Assert.Equal(first.Body, await miss.Content.ReadAsByteArrayAsync());
+        Assert.Equal("HIT", Outcome(fromFill));
+        Assert.Equal(first.Body, await fromFill.Content.ReadAsByteArrayAsync());
+        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1 && instance.Server.Cache.FillsInFlight == 0, "the first fill stored");
+
+        // The next fill overwrites the larger file the first one left (kept for reuse), and a ranged HIT reads the store.
+        using var secondMiss = await client.GetAsync("/bucket/direct-2.bin");
+        Assert.Equal(second.Body, await secondMiss.Content.ReadAsByteArrayAsync());
+        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 2 && instance.Server.Cache.FillsInFlight == 0, "the second fill stored");
+        foreach (var (path, item) in new[] { ("/bucket/direct-1.bin", first), ("/bucket/direct-2.bin", second) })
+        {
+            using var hit = await client.GetAsync(path);
+            Assert.Equal("HIT", Outcome(hit));
+            Assert.Equal(item.Body, await hit.Content.ReadAsByteArrayAsync());
+            Assert.Equal(1, backend.Served(path));
+        }
+
+        Assert.Equal(0, instance.Server.Cache!.Metrics.FillsAbandoned);
+        // Where the file system takes O_DIRECT (ext4, xfs, btrfs; tmpfs since Linux 6.6) both fills used it (the
+        // count is the process's: fills of other test classes running meanwhile add to it).
+        if (DirectIoSupported(spool))
+        {
+            Assert.True(DirectSpoolWriter.Opened >= opened + 2, $"{DirectSpoolWriter.Opened - opened} fills wrote with O_DIRECT");
+        }
+    }
+
+    private static bool DirectIoSupported(string directory)
+    {
+        var probe = Path.Combine(directory, "probe");
+        File.WriteAllBytes(probe, []);
+        try
+        {
+            var fd = Sidekick.Platform.Libc.open(probe, Sidekick.Platform.Libc.O_WRONLY | Sidekick.Platform.Libc.O_DIRECT);
+            if (fd >= 0)
+            {
+                using var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+            }
+
+            return fd >= 0;
+        }
+        finally
+        {
+            File.Delete(probe);
+        }
+    }
 
     [Fact]
     public async Task A_64_MiB_object_read_at_full_speed_by_curl_is_a_hit_the_second_time()
