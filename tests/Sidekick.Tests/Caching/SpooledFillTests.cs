@@ -14,6 +14,31 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
     private static string Outcome(HttpResponseMessage response) =>
         response.Headers.TryGetValues("X-Cache", out var values) ? values.Single() : "(none)";
 
+    [Theory]
+    [InlineData(0)] // 24 MiB at full speed: its upload begins once the client has it all
+    [InlineData(30)] // 192 chunks 30 ms apart, about 6 s: its upload begins while it arrives
+    public async Task A_body_that_arrives_fast_is_uploaded_after_it_and_a_slow_one_as_it_arrives(int chunkDelayMs)
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/upload-{chunkDelayMs}-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, chunkDelayMs == 0 ? 24 * 1024 * 1024 : 12 * 1024 * 1024);
+        backend.ChunkDelayMs = chunkDelayMs;
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        client.DefaultRequestHeaders.Host = "minio.example:9000";
+        var entry = "/cache/" + CacheKey.For("minio.example:9000", path);
+
+        using var miss = await client.GetAsync(path);
+        var seenByThen = relay.Requests.ToArray(); // the moment the client has the whole body
+        Assert.Equal("MISS", Outcome(miss));
+        Assert.Equal(item.Body, await miss.Content.ReadAsByteArrayAsync());
+        var uploadBegun = seenByThen.Contains($"POST {entry}"); // the multipart upload's start
+        Assert.True(chunkDelayMs == 0 ? !uploadBegun : uploadBegun,
+            $"body over {chunkDelayMs * 192} ms, upload delay {CacheFill.UploadDelay}; the store had seen: {string.Join(", ", seenByThen)}");
+        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the fill stored");
+    }
+
     [Fact]
     public async Task Whole_fills_write_their_spool_past_the_page_cache_and_keep_every_byte()
     {
