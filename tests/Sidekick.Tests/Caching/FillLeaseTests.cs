@@ -51,6 +51,33 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     }
 
     [Fact]
+    public async Task A_miss_while_the_first_sidecar_uploads_a_body_it_already_has_waits_for_that_upload()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/uploading-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 12 * 1024 * 1024); // three parts, at full speed: uploaded after the body
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        relay.PartDelay = TimeSpan.FromMilliseconds(700); // the upload takes about 2 s after the client has its body
+        var environment = fixture.Environment(relay.Url);
+        var (one, oneClient) = await fixture.StartSidekickAsync(backend, environment);
+        await using var first = one;
+        var (two, twoClient) = await fixture.StartSidekickAsync(backend, environment);
+        await using var second = two;
+        oneClient.DefaultRequestHeaders.Host = "minio.example:9000";
+        twoClient.DefaultRequestHeaders.Host = "minio.example:9000";
+
+        using var miss = await oneClient.GetAsync(path);
+        Assert.Equal("MISS", Outcome(miss));
+        Assert.Equal(0, one.Server.Cache!.Metrics.FillsCompleted); // still uploading
+
+        using var waited = await twoClient.GetAsync(path);
+        var waits = string.Join(", ", Enum.GetValues<FillWaitOutcome>().Select(o => $"{o} {two.Server.Cache!.Metrics.FillWaitsOf(o)}"));
+        Assert.True(Outcome(waited) == "HIT", $"the second sidecar answered {Outcome(waited)}; its waits: {waits}; the store saw: {string.Join(", ", relay.Requests)}");
+        Assert.Equal(item.Body, await waited.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, backend.Served(path));
+    }
+
+    [Fact]
     public async Task On_a_store_that_honours_conditional_writes_a_claim_is_one_create_and_never_replaces_a_live_lease()
     {
         await using var conditional = await StoreRelay.StartAsync(fixture.S3.Url);

@@ -52,6 +52,9 @@ internal sealed class StoreRelay : IAsyncDisposable
         return store;
     }
 
+    /// <summary>Every part of a multipart upload is held this long before it goes to s3rver (a slow or loaded store).</summary>
+    public TimeSpan PartDelay { get; set; }
+
     /// <summary>Once the reads of <see cref="CutReads"/> are used up, every ranged GET of an entry ends after <paramref name="afterBytes"/>.</summary>
     public void CutEveryRead(long afterBytes) => Volatile.Write(ref _cutEveryReadAfter, afterBytes);
 
@@ -73,6 +76,11 @@ internal sealed class StoreRelay : IAsyncDisposable
         var cut = HttpMethods.IsGet(request.Method) && request.Headers.Range.Count > 0 && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
                   (_cuts.TryDequeue(out cutAfter) || (cutAfter = Volatile.Read(ref _cutEveryReadAfter)) >= 0);
         Requests.Enqueue($"{request.Method} {request.Path}{(conditional ? " if-none-match" : "")}");
+        if (PartDelay > TimeSpan.Zero && HttpMethods.IsPut(request.Method) && request.Query.ContainsKey("partNumber"))
+        {
+            await Task.Delay(PartDelay, context.RequestAborted);
+        }
+
         if (conditional)
         {
             using var head = await _upstream.SendAsync(new HttpRequestMessage(HttpMethod.Head, target));
