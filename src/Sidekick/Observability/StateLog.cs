@@ -69,42 +69,33 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
     }
 
     /// <summary>A cache fill was given up: which request, why, and what happened.</summary>
-    public void OnFillAbandoned(string target, string reason, string detail, DateTimeOffset at)
-    {
-        var message = $"cache fill of {target} abandoned ({reason}): {detail}";
-        if (mode.Json)
+    public void OnFillAbandoned(string target, string reason, string detail, DateTimeOffset at) =>
+        CacheLine($"cache fill of {target} abandoned ({reason}): {detail}", "cache-fill-abandoned", at, json =>
         {
-            output.Enqueue(JsonLine(json =>
-            {
-                json.WriteStartObject();
-                json.WriteString("Type", "LOG");
-                json.WriteString("Status", "cache-fill-abandoned");
-                json.WriteString("Target", target);
-                json.WriteString("Reason", reason);
-                json.WriteString("Message", SecretRedaction.Text(message));
-                json.WriteString("Timestamp", at.UtcDateTime);
-                json.WriteEndObject();
-            }));
-            return;
-        }
-
-        output.Enqueue(TextLine(at).Append(SecretRedaction.Text(message)).ToString());
-    }
+            json.WriteString("Target", target);
+            json.WriteString("Reason", reason);
+        });
 
     /// <summary>A stored body's read from the store broke midway and was resumed, or the client's response was cut.</summary>
-    public void OnStoredReadBroken(string key, long offset, bool resumed, string detail, DateTimeOffset at)
+    public void OnStoredReadBroken(string key, long offset, bool resumed, string detail, DateTimeOffset at) =>
+        CacheLine($"cache read of stored entry {key} broke at byte {offset} ({detail}): " + (resumed ? "resumed from the store" : "the client's response was cut"),
+            resumed ? "cache-read-resumed" : "cache-read-cut", at, json =>
+            {
+                json.WriteString("Key", key);
+                json.WriteNumber("Offset", offset);
+            });
+
+    /// <summary>One cache event: a text line, or a JSON LOG object with its own fields between Status and Message.</summary>
+    private void CacheLine(string message, string status, DateTimeOffset at, Action<Utf8JsonWriter> fields)
     {
-        var message = $"cache read of stored entry {key} broke at byte {offset} ({detail}): " +
-                      (resumed ? "resumed from the store" : "the client's response was cut");
         if (mode.Json)
         {
             output.Enqueue(JsonLine(json =>
             {
                 json.WriteStartObject();
                 json.WriteString("Type", "LOG");
-                json.WriteString("Status", resumed ? "cache-read-resumed" : "cache-read-cut");
-                json.WriteString("Key", key);
-                json.WriteNumber("Offset", offset);
+                json.WriteString("Status", status);
+                fields(json);
                 json.WriteString("Message", SecretRedaction.Text(message));
                 json.WriteString("Timestamp", at.UtcDateTime);
                 json.WriteEndObject();

@@ -175,11 +175,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         await store.WriteLeaseAsync(FillLeases.KeyOf(key), new FillLease("crashed", 1, -1, 0, 0), onlyIfAbsent: true, default);
 
         var claim = leases.ClaimAsync(key, default);
-        while (!claim.IsCompleted && time.GetUtcNow() - DateTimeOffset.UtcNow < TimeSpan.FromMinutes(1))
-        {
-            time.Advance(FillLeases.Poll);
-            await Task.Delay(5); // lets the lease read on s3rver answer; the outcome depends on the fake clock only
-        }
+        await PollUntilDecidedAsync(claim, time);
 
         Assert.Equal(FillClaimKind.Alone, (await claim).Kind);
         Assert.Equal(1, metrics.FillWaitsOf(FillWaitOutcome.Dead));
@@ -208,11 +204,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
 
         // The second fill is done: its lease goes, and the waiter looks in the store.
         await store.DeleteAsync(leaseKey, default);
-        while (!claim.IsCompleted && time.GetUtcNow() - DateTimeOffset.UtcNow < TimeSpan.FromMinutes(1))
-        {
-            time.Advance(FillLeases.Poll);
-            await Task.Delay(5);
-        }
+        await PollUntilDecidedAsync(claim, time);
 
         Assert.Equal(FillClaimKind.OtherEnded, (await claim).Kind);
         Assert.All(Enum.GetValues<FillWaitOutcome>(), outcome => Assert.Equal(0, metrics.FillWaitsOf(outcome)));
@@ -275,6 +267,16 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         var refused = Assert.Throws<Sidekick.Cli.UsageException>(() => CacheOptions.FromEnvironment(environment));
         Assert.Contains("SIDEKICK_CACHE_FILL_WAIT \"soon\"", refused.Message, StringComparison.Ordinal);
         Assert.Equal(TimeSpan.FromSeconds(10), CacheOptions.FromEnvironment(fixture.Environment())!.FillWait);
+    }
+
+    /// <summary>Advances the fake clock a poll at a time until the claim is decided (a minute of fake time at most).</summary>
+    private static async Task PollUntilDecidedAsync(Task<FillClaim> claim, FakeTimeProvider time)
+    {
+        while (!claim.IsCompleted && time.GetUtcNow() - DateTimeOffset.UtcNow < TimeSpan.FromMinutes(1))
+        {
+            time.Advance(FillLeases.Poll);
+            await Task.Delay(5); // lets the lease read on s3rver answer; the outcome depends on the fake clock only
+        }
     }
 
     private (FillLeases Leases, S3CacheStore Store, CacheMetrics Metrics, FakeTimeProvider Time) Leases(Uri? endpoint = null)
