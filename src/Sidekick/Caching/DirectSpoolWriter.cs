@@ -34,7 +34,12 @@ internal sealed unsafe class DirectSpoolWriter
     /// <summary>The alignment O_DIRECT asks of addresses, offsets and lengths (the largest logical block size in use).</summary>
     private const int Block = 4096;
 
-    private static readonly BlockingCollection<Job> Jobs = StartWriterThread();
+    // The writer thread's queue. A plain queue under a monitor, pulsed only when the writer sleeps: a busy writer
+    // takes the next job without a wake-up, and no side spins (on two cores a spinning waiter takes the CPU the
+    // copy loop needs). Measured with perf on 64 MiB misses: with a BlockingCollection the writer thread took 23-26 %
+    // of the process's samples, mostly in wake-ups and spin-waits; with this queue 15 %.
+    private static readonly Queue<Job> Jobs = StartWriterThread();
+    private static bool s_writerWaiting;
 
     private readonly CacheFill _fill;
     private readonly SafeFileHandle _direct;
@@ -131,7 +136,7 @@ internal sealed unsafe class DirectSpoolWriter
                 else
                 {
                     FreeCurrentLocked();
-                    Jobs.Add(new Job(this, 0, 0, 0, then));
+                    Enqueue(new Job(this, 0, 0, 0, then));
                 }
 
                 CloseLocked();
@@ -159,7 +164,7 @@ internal sealed unsafe class DirectSpoolWriter
     {
         _closed = true;
         // After every job already queued for this fill: the writer thread takes them in order.
-        Jobs.Add(new Job(this, 0, 0, 0, null, Closing: true));
+        Enqueue(new Job(this, 0, 0, 0, null, Closing: true));
     }
 
     private void FreeCurrentLocked()
@@ -192,19 +197,42 @@ internal sealed unsafe class DirectSpoolWriter
 
     private void SendLocked(Action? then)
     {
-        Jobs.Add(new Job(this, _current, _position, _filled, then));
+        Enqueue(new Job(this, _current, _position, _filled, then));
         _position += _filled;
         _current = 0;
         _filled = 0;
     }
 
-    private static BlockingCollection<Job> StartWriterThread()
+    private static void Enqueue(Job job)
     {
-        var jobs = new BlockingCollection<Job>();
+        lock (Jobs)
+        {
+            Jobs.Enqueue(job);
+            if (s_writerWaiting)
+            {
+                Monitor.Pulse(Jobs);
+            }
+        }
+    }
+
+    private static Queue<Job> StartWriterThread()
+    {
+        var jobs = new Queue<Job>();
         new Thread(() =>
         {
-            foreach (var job in jobs.GetConsumingEnumerable())
+            while (true)
             {
+                Job job;
+                lock (jobs)
+                {
+                    while (!jobs.TryDequeue(out job))
+                    {
+                        s_writerWaiting = true;
+                        Monitor.Wait(jobs);
+                        s_writerWaiting = false;
+                    }
+                }
+
                 job.Writer.Run(job);
             }
         })

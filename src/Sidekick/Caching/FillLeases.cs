@@ -130,9 +130,15 @@ internal sealed class FillLeases
                     return FillClaim.Holding(leaseKey);
                 }
 
-                if (await ReadAsync(leaseKey, cancellationToken) is { } held && IsAnother(held))
+                var held = await ReadAsync(leaseKey, cancellationToken);
+                if (StoredJustNow(held))
                 {
-                    return await WaitAsync(leaseKey, held.Lease, cancellationToken);
+                    return FillClaim.OtherEnded;
+                }
+
+                if (held is { } other && IsAnother(other))
+                {
+                    return await WaitAsync(leaseKey, other.Lease, cancellationToken);
                 }
 
                 // Dead (its sidecar stopped renewing it), left over here, or just removed: this fill takes it.
@@ -143,9 +149,15 @@ internal sealed class FillLeases
             // A store that ignores If-None-Match would let this write replace a live lease: look first, and after
             // writing read back, since the store keeps the last write: the sidecar it names fills, the others that
             // wrote at the same moment wait for it.
-            if (await ReadAsync(leaseKey, cancellationToken) is { } seen && IsAnother(seen))
+            var seen = await ReadAsync(leaseKey, cancellationToken);
+            if (StoredJustNow(seen))
             {
-                return await WaitAsync(leaseKey, seen.Lease, cancellationToken);
+                return FillClaim.OtherEnded;
+            }
+
+            if (seen is { } live && IsAnother(live))
+            {
+                return await WaitAsync(leaseKey, live.Lease, cancellationToken);
             }
 
             await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
@@ -182,8 +194,8 @@ internal sealed class FillLeases
 
     /// <summary>
     /// Keeps the lease taken by <see cref="ClaimAsync"/> while the fill whose head <paramref name="head"/> brings
-    /// runs, renewed with its progress, and removes it once the entry is in the store, the fill is given up, or the
-    /// response turned out not to be stored.
+    /// runs, renewed with its progress; once the entry is in the store the lease says so for a while and goes
+    /// (<see cref="MarkStoredAsync"/>); a fill given up, or a response not to be stored, removes it at once.
     /// </summary>
     public void Hold(string leaseKey, Task<CacheFill?> head) => _ = HoldAsync(leaseKey, head);
 
@@ -233,7 +245,11 @@ internal sealed class FillLeases
         {
             try
             {
-                if (ours)
+                if (ours && fill is { IsCommitted: true })
+                {
+                    await MarkStoredAsync(leaseKey, new FillLease(_owner, ++sequence, fill.Length, fill.Length, 0, Stored: true));
+                }
+                else if (ours)
                 {
                     await WithTimeout(c => _store.DeleteAsync(leaseKey, c), CancellationToken.None);
                 }
@@ -244,6 +260,25 @@ internal sealed class FillLeases
             }
         }
     }
+
+    /// <summary>
+    /// The entry is in the store: the lease says so for <see cref="Lifetime"/>, then goes. A miss on another sidecar
+    /// whose lookup came just before the commit and whose lease read after it would otherwise find neither entry nor
+    /// lease and fetch the object from the origin again (bench/cache.sh's staggered readers did, on a loaded store).
+    /// Removed only while it is still this stored lease: a later fill of the entry may have taken it meanwhile.
+    /// </summary>
+    private async Task MarkStoredAsync(string leaseKey, FillLease stored)
+    {
+        await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, stored, onlyIfAbsent: false, c), CancellationToken.None);
+        await Task.Delay(Lifetime, _time);
+        if (await ReadAsync(leaseKey, CancellationToken.None) is { } current && current.Lease == stored)
+        {
+            await WithTimeout(c => _store.DeleteAsync(leaseKey, c), CancellationToken.None);
+        }
+    }
+
+    /// <summary>A lease saying its entry was stored moments ago: the miss looks in the store again rather than fill.</summary>
+    private bool StoredJustNow((FillLease Lease, DateTimeOffset Written)? lease) => lease is { } held && held.Lease.Stored && !IsDead(held.Written);
 
     private async Task<FillClaim> WaitAsync(string leaseKey, FillLease first, CancellationToken cancellationToken)
     {
@@ -265,9 +300,9 @@ internal sealed class FillLeases
 
             await Task.Delay(Poll, _time, cancellationToken);
             var now = await ReadAsync(leaseKey, cancellationToken);
-            if (now is not { } seen || seen.Lease.Owner == _owner)
+            if (now is not { } seen || seen.Lease.Owner == _owner || seen.Lease.Stored)
             {
-                return FillClaim.OtherEnded; // removed: the entry may be in the store
+                return FillClaim.OtherEnded; // stored, or removed: the entry may be in the store
             }
 
             // Progress, or a lease taken over: two sidecars that claimed at the same moment on a store that ignores

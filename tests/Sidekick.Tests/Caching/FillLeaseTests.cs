@@ -46,8 +46,10 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         Assert.Equal(item.Body, await waited.Content.ReadAsByteArrayAsync());
         Assert.Equal(1, backend.Served(path));
         Assert.Equal(1, two.Server.Cache!.Metrics.FillWaitsOf(FillWaitOutcome.Stored));
-        // The lease goes once the entry is in the store.
-        Assert.Null(await store.ReadLeaseAsync(leaseKey, default));
+        // Once the entry is in the store the lease says so for a while (a miss that raced the commit looks in the
+        // store again), then goes.
+        await Eventually.WaitUntilAsync(() => store.ReadLeaseAsync(leaseKey, default).Result is null,
+            timeoutMs: (int)(FillLeases.Lifetime + TimeSpan.FromSeconds(15)).TotalMilliseconds, what: "the stored lease removed");
     }
 
     [Fact]
@@ -208,6 +210,34 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
 
         Assert.Equal(FillClaimKind.OtherEnded, (await claim).Kind);
         Assert.All(Enum.GetValues<FillWaitOutcome>(), outcome => Assert.Equal(0, metrics.FillWaitsOf(outcome)));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_miss_that_finds_a_lease_saying_stored_looks_in_the_store_again_without_waiting(bool conditionalWrites)
+    {
+        // Another sidecar committed the entry just after this miss's lookup found nothing: its lease says "stored".
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites);
+        var (leases, store, metrics, time) = Leases(relay.Url);
+        using var owned = store;
+        using var counted = metrics;
+        var key = Guid.NewGuid().ToString("N");
+        var leaseKey = FillLeases.KeyOf(key);
+        var stored = new FillLease("other", 7, 1L << 26, 1L << 26, 0, Stored: true);
+        await store.WriteLeaseAsync(leaseKey, stored, onlyIfAbsent: false, default);
+        Assert.Equal(stored, (await store.ReadLeaseAsync(leaseKey, default))?.Lease);
+
+        // Decided at once (the fake clock never moves: a wait would never end), the lease left as it was.
+        var claim = leases.ClaimAsync(key, default);
+        Assert.Same(claim, await Task.WhenAny(claim, Task.Delay(TimeSpan.FromSeconds(30))));
+        Assert.Equal(FillClaimKind.OtherEnded, (await claim).Kind);
+        Assert.Equal(stored, (await store.ReadLeaseAsync(leaseKey, default))?.Lease);
+
+        // A stored lease older than a lease's lifetime is left over (its removal failed): the miss fills.
+        time.Advance(FillLeases.Lifetime + TimeSpan.FromSeconds(2));
+        Assert.Equal(FillClaimKind.Holding, (await leases.ClaimAsync(key, default)).Kind);
+        await store.DeleteAsync(leaseKey, default);
     }
 
     [Fact]
