@@ -32,10 +32,10 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             var names = varyNames.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             var variantKey = CacheKey.Variant(key, names.Select(n => request.Headers[n].ToString()).ToArray());
             var variant = await store.HeadAsync(variantKey, timeout.Token);
-            return variant is { Entry: { } variantEntry } ? new CacheLookup(variantKey, Newest(variantKey, variantEntry)) : null;
+            return variant is { Entry: { } variantEntry } ? new CacheLookup(variantKey, Newest(variantKey, variantEntry), variant.Value.StoreETag) : null;
         }
 
-        return found.Entry is { } entry ? new CacheLookup(key, Newest(key, entry)) : null;
+        return found.Entry is { } entry ? new CacheLookup(key, Newest(key, entry), found.StoreETag) : null;
     }
 
     /// <summary>
@@ -253,5 +253,9 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             : stored;
 }
 
-/// <summary>A stored entry found for a request, and the key it is stored under.</summary>
-internal readonly record struct CacheLookup(string Key, CachedResponse Entry);
+/// <summary>
+/// A stored entry found for a request, the key it is stored under, and the store's ETag of the object the lookup
+/// saw (null for an entry read from a fill in progress): the object read next must be that one (see
+/// StoredResponseWriter).
+/// </summary>
+internal readonly record struct CacheLookup(string Key, CachedResponse Entry, string? StoreETag = null);

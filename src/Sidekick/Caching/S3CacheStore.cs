@@ -49,13 +49,13 @@ internal sealed class S3CacheStore : IDisposable
             });
     }
 
-    /// <summary>Metadata of an object, or null when it does not exist.</summary>
-    public async Task<(CachedResponse? Entry, string? VaryNames)?> HeadAsync(string key, CancellationToken cancellationToken)
+    /// <summary>Metadata of an object and the store's ETag of it, or null when it does not exist.</summary>
+    public async Task<(CachedResponse? Entry, string? VaryNames, string? StoreETag)?> HeadAsync(string key, CancellationToken cancellationToken)
     {
         try
         {
             var head = await _s3.GetObjectMetadataAsync(new GetObjectMetadataRequest { BucketName = _bucket, Key = key }, cancellationToken);
-            return (CachedResponse.Deserialize(head.Metadata[EntryMetadata]), head.Metadata[VaryMetadata]);
+            return (CachedResponse.Deserialize(head.Metadata[EntryMetadata]), head.Metadata[VaryMetadata], head.ETag);
         }
         catch (AmazonS3Exception ex) when (ex.StatusCode == HttpStatusCode.NotFound)
         {

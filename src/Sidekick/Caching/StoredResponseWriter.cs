@@ -92,7 +92,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 return false;
             }
 
-            if (!S3CacheStore.Holds(stored, entry))
+            if (!S3CacheStore.Holds(stored, entry) || !SameObjectAsLookedUp(stored, hit))
             {
                 // Replaced since the lookup: these bytes are not the entry's; the backend answers instead.
                 stored.Dispose();
@@ -243,6 +243,16 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             return (null, true);
         }
     }
+
+    /// <summary>
+    /// Whether the object opened is the one the lookup described. A strong origin ETag and the length in its metadata
+    /// prove the same bytes (<see cref="S3CacheStore.Holds"/>); without one (no ETag, or a weak one) another version
+    /// of the same length stored since the lookup would pass that check, and its body would go out under the headers
+    /// the lookup read: only the store's own ETag of the object tells them apart.
+    /// </summary>
+    private static bool SameObjectAsLookedUp(GetObjectResponse opened, CacheLookup hit) =>
+        hit.Entry.ETag is { } etag && !etag.StartsWith("W/", StringComparison.Ordinal) ||
+        hit.StoreETag is null || opened.ETag == hit.StoreETag;
 
     /// <summary>
     /// Whether a reopened object holds the bytes the broken read was sending: the same store object, or the same

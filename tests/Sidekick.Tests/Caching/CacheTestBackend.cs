@@ -8,7 +8,8 @@ namespace Sidekick.Tests.Caching;
 internal sealed class OriginObject
 {
     public required byte[] Body { get; set; }
-    public string ETag { get; set; } = "\"" + Guid.NewGuid().ToString("N") + "\"";
+    /// <summary>The ETag sent, or none when null (an origin without validators).</summary>
+    public string? ETag { get; set; } = "\"" + Guid.NewGuid().ToString("N") + "\"";
     public string? CacheControl { get; set; }
     public string? Vary { get; set; }
     /// <summary>
@@ -156,7 +157,11 @@ internal sealed class CacheTestBackend : IAsyncDisposable
             context.Response.Headers.Vary = item.Vary;
         }
 
-        context.Response.Headers.ETag = item.ETag;
+        if (item.ETag is { } etag)
+        {
+            context.Response.Headers.ETag = etag;
+        }
+
         context.Response.Headers.LastModified = DateTimeOffset.UtcNow.AddHours(-1).ToString("r");
         if (item.CacheControl is not null)
         {

@@ -52,6 +52,15 @@ internal sealed class StoreRelay : IAsyncDisposable
         return store;
     }
 
+    /// <summary>Runs once, before the next ranged GET of an entry (not a lease) goes to s3rver: a change made under a reader.</summary>
+    public Func<Task>? BeforeNextEntryRead
+    {
+        get => Volatile.Read(ref _beforeNextEntryRead);
+        set => Volatile.Write(ref _beforeNextEntryRead, value);
+    }
+
+    private Func<Task>? _beforeNextEntryRead;
+
     /// <summary>Every part of a multipart upload is held this long before it goes to s3rver (a slow or loaded store).</summary>
     public TimeSpan PartDelay { get; set; }
 
@@ -76,6 +85,12 @@ internal sealed class StoreRelay : IAsyncDisposable
         var cut = HttpMethods.IsGet(request.Method) && request.Headers.Range.Count > 0 && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
                   (_cuts.TryDequeue(out cutAfter) || (cutAfter = Volatile.Read(ref _cutEveryReadAfter)) >= 0);
         Requests.Enqueue($"{request.Method} {request.Path}{(conditional ? " if-none-match" : "")}");
+        if (HttpMethods.IsGet(request.Method) && request.Headers.Range.Count > 0 && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
+            Interlocked.Exchange(ref _beforeNextEntryRead, null) is { } change)
+        {
+            await change();
+        }
+
         if (PartDelay > TimeSpan.Zero && HttpMethods.IsPut(request.Method) && request.Query.ContainsKey("partNumber"))
         {
             await Task.Delay(PartDelay, context.RequestAborted);

@@ -74,6 +74,40 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
     }
 
     /// <summary>A MISS, then the fill's upload finished: the next GET reads the store, not the fill's spool.</summary>
+    [Fact]
+    public async Task An_entry_without_a_strong_etag_replaced_between_lookup_and_read_never_goes_out_under_the_headers_looked_up()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/replaced-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 2 * 1024 * 1024 + 9);
+        item.ETag = null; // an origin that sends Last-Modified only: the length is all that tells versions apart
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        client.DefaultRequestHeaders.Host = "minio.example:9000";
+        await StoredAsync(instance, client, path, item.Body);
+
+        // Between this HIT's lookup and its read, another sidecar stores another version of the same length under
+        // the key (its metadata the same as far as ETag and length go).
+        var other = new byte[item.Body.Length];
+        Array.Fill(other, (byte)0x5A);
+        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        var key = CacheKey.For("minio.example:9000", path);
+        relay.BeforeNextEntryRead = async () =>
+        {
+            using var current = await store.OpenAsync(key, 0, 0, default);
+            var metadata = current.Metadata.Keys.ToDictionary(name => name, name => current.Metadata[name]);
+            await store.PutAsync(key, other, metadata, default);
+        };
+
+        using var response = await client.GetAsync(path);
+        Assert.Null(relay.BeforeNextEntryRead); // the store was changed under the read
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        // The origin's own answer, not the other version's bytes under the first version's headers.
+        Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
+        Assert.Equal(2, backend.Served(path));
+    }
+
     private static async Task StoredAsync(SidekickInstance instance, HttpClient client, string path, byte[] body)
     {
         using var miss = await client.GetAsync(path);
