@@ -275,7 +275,7 @@ slow_run() {
   echo "part 2: $label"
   mark=$(wc -l < "$OUT/slow-access.log")
   fills0=$(sum_metric "$base" sidekick_cache_fills_completed_total); errors0=$(sum_metric "$base" sidekick_cache_store_errors_total)
-  stored0=$(waits "$base" stored); waits0=$(sum_metric "$base" sidekick_cache_fill_waits_total)
+  stored0=$(( $(waits "$base" stored) + $(waits "$base" just_stored) )); waits0=$(sum_metric "$base" sidekick_cache_fill_waits_total)
   for i in $(seq 1 $SIDECARS); do
     (
       started=$EPOCHREALTIME
@@ -303,10 +303,10 @@ slow_run() {
   read -r bytes requests <<< "$(tail -n +$((mark + 1)) "$OUT/slow-access.log" | awk '$2 ~ /^\/slow\// { b += $1; n++ } END { printf "%d %d\n", b, n }')"
   local all=$((SIDECARS * SLOW_COUNT * (SLOW_MIB << 20)))
   failed=$(cat "$OUT"/part2-$tag-*.txt | awk -v n=$((SLOW_MIB << 20)) '$2 != 200 || $(NF - 1) != n || $NF != 0 { f++ } END { print f + 0 }')
-  ROW="| $label | $requests | $(awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1048576 }') | $(awk -v b="$bytes" -v a="$all" 'BEGIN { printf "%.0f %%", 100 * b / a }') | $(median "${times[@]}") | $(printf '%s\n' "${times[@]}" | sort -g | head -1)-$(printf '%s\n' "${times[@]}" | sort -g | tail -1) | $counts | $failed | $(( $(sum_metric "$base" sidekick_cache_fills_completed_total) - fills0 )) | $(( $(sum_metric "$base" sidekick_cache_store_errors_total) - errors0 )) | $(( $(waits "$base" stored) - stored0 )) of $(( $(sum_metric "$base" sidekick_cache_fill_waits_total) - waits0 )) |"
+  ROW="| $label | $requests | $(awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1048576 }') | $(awk -v b="$bytes" -v a="$all" 'BEGIN { printf "%.0f %%", 100 * b / a }') | $(median "${times[@]}") | $(printf '%s\n' "${times[@]}" | sort -g | head -1)-$(printf '%s\n' "${times[@]}" | sort -g | tail -1) | $counts | $failed | $(( $(sum_metric "$base" sidekick_cache_fills_completed_total) - fills0 )) | $(( $(sum_metric "$base" sidekick_cache_store_errors_total) - errors0 )) | $(( $(waits "$base" stored) + $(waits "$base" just_stored) - stored0 )) of $(( $(sum_metric "$base" sidekick_cache_fill_waits_total) - waits0 )) |"
 }
 idle() { [ "$(metric "$1" sidekick_cache_fills_in_flight)" = 0 ] && [ "$(metric "$1" sidekick_cache_spool_bytes)" = 0 ]; }
-# waits PORT_BASE OUTCOME: misses that waited for another sidecar's fill, summed over the sidecars, by outcome.
+# waits PORT_BASE OUTCOME: misses that met another sidecar's fill (sidekick_cache_fill_waits_total), summed over the sidecars, by outcome.
 waits() {
   local base=$1 outcome=$2 i total=0
   for i in $(seq 1 $SIDECARS); do
@@ -390,7 +390,7 @@ sums() { local o=$1; [ "${SUM[$o,miss]}" = "${SUM[$o,origin]}" ] && [ "${SUM[$o,
   echo
   echo "The origin, through bench/slow-origin.py: 50 ms before each request is forwarded, each response body paced at 20 MB/s per connection. $SIDECARS sidekick processes (own port, own spool, the same s3rver bucket, default settings) each read the same $SLOW_COUNT objects of $SLOW_MIB MiB one after the other, all $SIDECARS at once; the clients send the same Host. Without a cache the origin serves $((SIDECARS * SLOW_COUNT)) objects, $((SIDECARS * SLOW_COUNT * SLOW_MIB)) MiB. \"Same order\": every sidecar reads s1, s2, … in step; \"staggered\": sidecar i starts at object 2i-1 and wraps around. Origin bytes from nginx's access log (body bytes of /slow/ responses)."
   echo
-  echo "| run | origin requests | origin MiB | of no-cache traffic | client seconds per sidecar, median | min-max | X-Cache | failed responses | fills completed | store errors | misses that waited for another sidecar's fill: served from its entry, of all waits |"
+  echo "| run | origin requests | origin MiB | of no-cache traffic | client seconds per sidecar, median | min-max | X-Cache | failed responses | fills completed | store errors | misses that met another sidecar's fill (waited, or found it just stored): served from its entry, of all |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
   echo "$ROW_OFF"; echo "$ROW_SAME"; echo "$ROW_AGAIN"; echo "$ROW_STAG"; echo
   for failed in "cache off:$FAILED_OFF" "same order:$FAILED_SAME" "second pass:$FAILED_AGAIN" "staggered:$FAILED_STAG"; do

@@ -132,6 +132,7 @@ internal sealed class CacheMetrics : IDisposable
         FillWaitOutcome.NotStored => "not_stored",
         FillWaitOutcome.TooSlow => "too_slow",
         FillWaitOutcome.TimedOut => "timed_out",
+        FillWaitOutcome.JustStored => "just_stored",
         _ => "dead",
     };
 

@@ -16,6 +16,8 @@ internal enum FillWaitOutcome
     TimedOut,
     /// <summary>The lease stopped being renewed (its sidecar stopped or lost the store).</summary>
     Dead,
+    /// <summary>No wait: the lease said the other fill had just stored the entry, and it was served from there.</summary>
+    JustStored,
 }
 
 /// <summary>
@@ -133,7 +135,7 @@ internal sealed class FillLeases
                 var held = await ReadAsync(leaseKey, cancellationToken);
                 if (StoredJustNow(held))
                 {
-                    return FillClaim.OtherEnded;
+                    return FillClaim.JustStored;
                 }
 
                 if (held is { } other && IsAnother(other))
@@ -152,7 +154,7 @@ internal sealed class FillLeases
             var seen = await ReadAsync(leaseKey, cancellationToken);
             if (StoredJustNow(seen))
             {
-                return FillClaim.OtherEnded;
+                return FillClaim.JustStored;
             }
 
             if (seen is { } live && IsAnother(live))
@@ -352,6 +354,8 @@ internal readonly record struct FillClaim(FillClaimKind Kind, string? LeaseKey =
 
     public static FillClaim OtherEnded { get; } = new(FillClaimKind.OtherEnded);
 
+    public static FillClaim JustStored { get; } = new(FillClaimKind.JustStored);
+
     public static FillClaim Holding(string leaseKey) => new(FillClaimKind.Holding, leaseKey);
 }
 
@@ -363,4 +367,6 @@ internal enum FillClaimKind
     Holding,
     /// <summary>Another sidecar's fill ended while this request waited: look in the store before filling.</summary>
     OtherEnded,
+    /// <summary>The lease said another sidecar had just stored the entry (after this request's lookup): look again.</summary>
+    JustStored,
 }

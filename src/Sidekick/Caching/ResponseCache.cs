@@ -201,10 +201,10 @@ internal sealed class ResponseCache : IDisposable
             // Another sidecar sharing the bucket may be filling this entry: wait for it to reach the store rather
             // than fetch the object from the origin again (FillLeases says for how long that is worth it).
             var claim = await _leases.ClaimAsync(key, context.RequestAborted);
-            if (claim.Kind == FillClaimKind.OtherEnded)
+            if (claim.Kind is FillClaimKind.OtherEnded or FillClaimKind.JustStored)
             {
                 var stored = await FromStoreAsync(context, origin, key, requestControl);
-                Metrics.FillWait(stored ? FillWaitOutcome.Stored : FillWaitOutcome.NotStored);
+                Metrics.FillWait(!stored ? FillWaitOutcome.NotStored : claim.Kind == FillClaimKind.JustStored ? FillWaitOutcome.JustStored : FillWaitOutcome.Stored);
                 if (stored)
                 {
                     return;

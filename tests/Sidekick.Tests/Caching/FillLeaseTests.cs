@@ -231,7 +231,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         // Decided at once (the fake clock never moves: a wait would never end), the lease left as it was.
         var claim = leases.ClaimAsync(key, default);
         Assert.Same(claim, await Task.WhenAny(claim, Task.Delay(TimeSpan.FromSeconds(30))));
-        Assert.Equal(FillClaimKind.OtherEnded, (await claim).Kind);
+        Assert.Equal(FillClaimKind.JustStored, (await claim).Kind);
         Assert.Equal(stored, (await store.ReadLeaseAsync(leaseKey, default))?.Lease);
 
         // A stored lease older than a lease's lifetime is left over (its removal failed): the miss fills.
