@@ -46,6 +46,9 @@ internal sealed class CacheFills : IDisposable
     /// <summary>The spool budget, SIDEKICK_CACHE_SPOOL_SIZE.</summary>
     public long SpoolCapacity => _spool.Capacity;
 
+    /// <summary>The bytes free on the spool directory's file system, when that can be told (the budget may promise more).</summary>
+    public long? SpoolDiskFree => _spool.FreeSpace();
+
     public long AbandonedFor(FillAbandonReason reason) => Volatile.Read(ref _abandoned[(int)reason]);
 
     /// <summary>The fill in flight for <paramref name="key"/>, if one runs and has not been given up.</summary>
@@ -105,6 +108,12 @@ internal sealed class CacheFills : IDisposable
         try
         {
             spool = _spool.Take(entry.Length);
+        }
+        catch (SpoolDiskFullException ex)
+        {
+            Interlocked.Decrement(ref _inFlight);
+            Count(target, FillAbandonReason.SpoolFull, ex.Message);
+            return null;
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

@@ -45,8 +45,10 @@ internal sealed class SpoolFiles : IDisposable
 
     /// <summary>
     /// A file for a fill of <paramref name="length"/> bytes with that length reserved, or null when the budget cannot
-    /// hold it (even without the kept files). Throws IOException or UnauthorizedAccessException when no file can be
-    /// created; the reservation is then given back.
+    /// hold it (even without the kept files). A new file is allocated its whole length on disk at once (fallocate):
+    /// a file system with less room than the budget says refuses the fill before it starts, with
+    /// <see cref="SpoolDiskFullException"/>, instead of failing its writes halfway through the body. Throws
+    /// IOException or UnauthorizedAccessException when no file can be created; the reservation is then given back.
     /// </summary>
     public SafeFileHandle? Take(long length)
     {
@@ -110,7 +112,13 @@ internal sealed class SpoolFiles : IDisposable
         {
             Directory.CreateDirectory(_directory);
             created = File.OpenHandle(Path.Combine(_directory, $"fill-{Guid.NewGuid():N}.spool"), FileMode.CreateNew, FileAccess.ReadWrite,
-                FileShare.None, FileOptions.DeleteOnClose | FileOptions.Asynchronous);
+                FileShare.None, FileOptions.DeleteOnClose | FileOptions.Asynchronous, preallocationSize: length);
+        }
+        catch (IOException ex) when (FreeSpace() is { } free && free < length)
+        {
+            Release(reserved);
+            throw new SpoolDiskFullException(
+                $"the spool directory {_directory} has {free} bytes free on its file system, the body needs {length} (SIDEKICK_CACHE_SPOOL_SIZE is {Capacity})", ex);
         }
         catch
         {
@@ -124,6 +132,26 @@ internal sealed class SpoolFiles : IDisposable
         }
 
         return created;
+    }
+
+    /// <summary>The bytes free on the spool directory's file system for this process, or null when that cannot be told.</summary>
+    public long? FreeSpace()
+    {
+        try
+        {
+            // The directory is made by the first fill: until then, the file system it will be on.
+            var path = _directory;
+            while (!Directory.Exists(path) && Path.GetDirectoryName(path) is { Length: > 0 } parent)
+            {
+                path = parent;
+            }
+
+            return new DriveInfo(path).AvailableFreeSpace;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return null;
+        }
     }
 
     /// <summary>A fill is done with its file (upload and readers finished): kept for the next fill, or deleted.</summary>
@@ -221,3 +249,6 @@ internal sealed class SpoolFiles : IDisposable
 
     private sealed record KeptFile(SafeFileHandle Handle, long Size, long Since);
 }
+
+/// <summary>The spool directory's file system has no room for a fill's body (however large the budget is).</summary>
+internal sealed class SpoolDiskFullException(string message, Exception inner) : IOException(message, inner);

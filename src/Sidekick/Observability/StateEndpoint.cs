@@ -128,6 +128,11 @@ internal static class StateEndpoint
         json.WriteNumber("spoolBytes", cache.Fills.SpoolUsed);
         json.WriteNumber("spoolKeptBytes", cache.Fills.SpoolKept);
         json.WriteNumber("spoolCapacityBytes", cache.Fills.SpoolCapacity);
+        // What the spool directory's file system has free: a body larger than that is refused (spool_full).
+        if (cache.Fills.SpoolDiskFree is { } free)
+        {
+            json.WriteNumber("spoolDiskFreeBytes", free);
+        }
         // Fills given up since start, by the reason of sidekick_cache_fills_abandoned_total (docs/cache.md).
         json.WriteStartObject("fillsAbandoned");
         foreach (var reason in Enum.GetValues<FillAbandonReason>())

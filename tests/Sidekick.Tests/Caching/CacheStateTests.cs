@@ -25,6 +25,7 @@ public sealed class CacheStateTests(CacheFixture fixture) : IClassFixture<CacheF
         Assert.Equal(0, idle.GetProperty("fillsInFlight").GetInt32());
         Assert.Equal(0, idle.GetProperty("spoolBytes").GetInt64());
         Assert.Equal(5L * 1024 * 1024 * 1024, idle.GetProperty("spoolCapacityBytes").GetInt64()); // the default budget: MAX_SIZE, at least 4 GiB
+        Assert.True(idle.GetProperty("spoolDiskFreeBytes").GetInt64() > 0); // before the first fill made the directory, too
         Assert.Equal(Reasons, idle.GetProperty("fillsAbandoned").EnumerateObject().Select(p => p.Name));
         Assert.All(idle.GetProperty("fillsAbandoned").EnumerateObject(), p => Assert.Equal(0, p.Value.GetInt64()));
 

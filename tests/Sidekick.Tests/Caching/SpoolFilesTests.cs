@@ -69,5 +69,29 @@ public sealed class SpoolFilesTests : IDisposable
         Assert.Empty(Directory.GetFiles(_directory));
     }
 
+    [Fact]
+    public void A_body_larger_than_the_disks_free_space_is_refused_before_it_starts_whatever_the_budget()
+    {
+        using var spool = new SpoolFiles(_directory, long.MaxValue / 4, _time);
+        Directory.CreateDirectory(_directory);
+        var free = spool.FreeSpace();
+        Assert.NotNull(free);
+
+        // The whole length is allocated when the file is made: a file system without the room says so at once,
+        // rather than the body's writes failing halfway through.
+        var length = free.Value + (1L << 40);
+        var refused = Assert.Throws<SpoolDiskFullException>(() => spool.Take(length));
+        Assert.Contains(_directory, refused.Message, StringComparison.Ordinal);
+        Assert.Contains(length.ToString(System.Globalization.CultureInfo.InvariantCulture), refused.Message, StringComparison.Ordinal);
+        Assert.Equal(0, spool.Reserved);
+        Assert.Empty(Directory.GetFiles(_directory));
+
+        // A body that fits gets its file (its blocks allocated, its length still what was written: none yet).
+        var file = spool.Take(3 << 20);
+        Assert.NotNull(file);
+        Assert.Equal(3 << 20, spool.Reserved);
+        spool.Return(file);
+    }
+
     public void Dispose() => Directory.Delete(_directory, recursive: true);
 }
