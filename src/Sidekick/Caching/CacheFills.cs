@@ -46,6 +46,9 @@ internal sealed class CacheFills : IDisposable
     /// <summary>The spool budget, SIDEKICK_CACHE_SPOOL_SIZE.</summary>
     public long SpoolCapacity => _spool.Capacity;
 
+    /// <summary>SIDEKICK_CACHE_SPOOL_DIR.</summary>
+    public string SpoolDirectory => _options.SpoolDirectory;
+
     /// <summary>The bytes free on the spool directory's file system, when that can be told (the budget may promise more).</summary>
     public long? SpoolDiskFree => _spool.FreeSpace();
 

@@ -333,6 +333,17 @@ internal sealed class SidekickServer : IAsyncDisposable
             _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, signal => Drain(signal, "interrupt")));
         }
 
+        if (Cache?.Fills is { SpoolDiskFree: { } free } fills && free < fills.SpoolCapacity)
+        {
+            // Each fill is refused when the disk lacks the room (spool_full), so this is no failure; said once here
+            // so that an operator learns it before the first large object goes uncached.
+            _stderr.WriteLine(Lines.Error(
+                $"cache spool '{fills.SpoolDirectory}' has {free} bytes free on its file system, less than SIDEKICK_CACHE_SPOOL_SIZE " +
+                $"({fills.SpoolCapacity}): bodies larger than the free space are not cached (spool_full); free space there, or set " +
+                "SIDEKICK_CACHE_SPOOL_DIR to a larger disk or SIDEKICK_CACHE_SPOOL_SIZE to what it holds",
+                ("SpoolDir", fills.SpoolDirectory), ("SpoolDiskFree", free), ("SpoolSize", fills.SpoolCapacity)));
+        }
+
         if (_mode.ConsoleDisplay)
         {
             await _stdout.WriteLineAsync(Lines.Info($"listening on '{_options.Address}'", ("Address", _options.Address)));

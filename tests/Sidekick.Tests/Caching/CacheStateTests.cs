@@ -12,6 +12,31 @@ public sealed class CacheStateTests(CacheFixture fixture) : IClassFixture<CacheF
     private static readonly string[] Reasons = ["spool_full", "spool_error", "store_error", "origin_incomplete", "client_gone", "ranges_incomplete", "object_changed"];
 
     [Fact]
+    public async Task A_spool_budget_larger_than_the_disks_free_space_is_said_once_at_start()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var directory = Path.Combine(Path.GetTempPath(), $"sidekick-spool-{Guid.NewGuid():N}");
+        var budget = new DriveInfo(Path.GetTempPath()).AvailableFreeSpace + (1L << 40);
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = directory;
+        environment["SIDEKICK_CACHE_SPOOL_SIZE"] = budget.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var stderr = new StringWriter();
+        var options = Sidekick.Tests.Integration.SidekickHarness.FastOptions with
+        {
+            Address = $"127.0.0.1:{Sidekick.Tests.Infrastructure.SidekickProcess.FreePort()}", Sites = [backend.Url.ToString().TrimEnd('/')],
+        };
+        await using var instance = Sidekick.Hosting.SidekickApp.Create(options, new Sidekick.Hosting.SidekickSeams
+        {
+            Stdout = TextWriter.Null, Stderr = stderr, Environment = environment, StdoutIsTerminal = false,
+        });
+        await instance.Server.StartAsync();
+
+        var line = Assert.Single(stderr.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains($"cache spool '{directory}' has ", line, StringComparison.Ordinal);
+        Assert.Contains($"less than SIDEKICK_CACHE_SPOOL_SIZE ({budget})", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task The_state_shows_a_fill_in_flight_its_spool_and_then_nothing_held()
     {
         await using var backend = await CacheTestBackend.StartAsync();
