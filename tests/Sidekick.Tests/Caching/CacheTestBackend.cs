@@ -54,6 +54,9 @@ internal sealed class CacheTestBackend : IAsyncDisposable
     /// <summary>Milliseconds to wait between 64 KiB chunks (a slow origin).</summary>
     public int ChunkDelayMs { get; set; }
 
+    /// <summary>When (Stopwatch timestamp) the last byte of the latest whole body of each path was handed to the server.</summary>
+    public ConcurrentDictionary<string, long> BodySentAt { get; } = new();
+
     public static async Task<CacheTestBackend> StartAsync()
     {
         CacheTestBackend? backend = null;
@@ -210,5 +213,7 @@ internal sealed class CacheTestBackend : IAsyncDisposable
                 await Task.Delay(ChunkDelayMs);
             }
         }
+
+        BodySentAt[path] = System.Diagnostics.Stopwatch.GetTimestamp();
     }
 }
