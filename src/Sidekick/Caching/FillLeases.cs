@@ -124,48 +124,24 @@ internal sealed class FillLeases
         try
         {
             var mine = new FillLease(_owner, 0, -1, 0, 0);
-            if (await HonoursConditionalWritesAsync(cancellationToken))
+            var conditional = await HonoursConditionalWritesAsync(cancellationToken);
+            // One conditional create in the common case, where no lease exists (AWS S3, MinIO). A store that ignores
+            // If-None-Match would let that write replace a live lease: there the lease is looked at first.
+            if (conditional && await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: true, c), cancellationToken))
             {
-                // One conditional create in the common case, where no lease exists (AWS S3, MinIO).
-                if (await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: true, c), cancellationToken))
-                {
-                    return FillClaim.Holding(leaseKey);
-                }
-
-                var held = await ReadAsync(leaseKey, cancellationToken);
-                if (StoredJustNow(held))
-                {
-                    return FillClaim.JustStored;
-                }
-
-                if (held is { } other && IsAnother(other))
-                {
-                    return await WaitAsync(leaseKey, other.Lease, cancellationToken);
-                }
-
-                // Dead (its sidecar stopped renewing it), left over here, or just removed: this fill takes it.
-                await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
                 return FillClaim.Holding(leaseKey);
             }
 
-            // A store that ignores If-None-Match would let this write replace a live lease: look first, and after
-            // writing read back, since the store keeps the last write: the sidecar it names fills, the others that
-            // wrote at the same moment wait for it.
-            var seen = await ReadAsync(leaseKey, cancellationToken);
-            if (StoredJustNow(seen))
+            if (await DeferToHolderAsync(leaseKey, cancellationToken) is { } deferred)
             {
-                return FillClaim.JustStored;
+                return deferred;
             }
 
-            if (seen is { } live && IsAnother(live))
-            {
-                return await WaitAsync(leaseKey, live.Lease, cancellationToken);
-            }
-
+            // None, dead (its sidecar stopped renewing it), left over here, or just removed: this fill takes it. Where
+            // If-None-Match is ignored, the store keeps the last write: read back, and the sidecar it names fills while
+            // the others that wrote at the same moment wait for it.
             await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
-            return await ReadAsync(leaseKey, cancellationToken) is { } winner && IsAnother(winner)
-                ? await WaitAsync(leaseKey, winner.Lease, cancellationToken)
-                : FillClaim.Holding(leaseKey);
+            return conditional ? FillClaim.Holding(leaseKey) : await DeferToHolderAsync(leaseKey, cancellationToken) ?? FillClaim.Holding(leaseKey);
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !cancellationToken.IsCancellationRequested)
         {
@@ -279,8 +255,24 @@ internal sealed class FillLeases
         }
     }
 
-    /// <summary>A lease saying its entry was stored moments ago: the miss looks in the store again rather than fill.</summary>
-    private bool StoredJustNow((FillLease Lease, DateTimeOffset Written)? lease) => lease is { } held && held.Lease.Stored && !IsDead(held.Written);
+    /// <summary>
+    /// What the lease another fill holds says this miss should do: look in the store again when it says the entry
+    /// was stored moments ago, wait for a live fill, or, when there is no live lease of another sidecar, null: fill.
+    /// </summary>
+    private async Task<FillClaim?> DeferToHolderAsync(string leaseKey, CancellationToken cancellationToken)
+    {
+        if (await ReadAsync(leaseKey, cancellationToken) is not { } held || IsDead(held.Written))
+        {
+            return null;
+        }
+
+        if (held.Lease.Stored)
+        {
+            return FillClaim.JustStored;
+        }
+
+        return held.Lease.Owner != _owner ? await WaitAsync(leaseKey, held.Lease, cancellationToken) : null;
+    }
 
     private async Task<FillClaim> WaitAsync(string leaseKey, FillLease first, CancellationToken cancellationToken)
     {

@@ -92,7 +92,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 return false;
             }
 
-            if (!S3CacheStore.Holds(stored, entry) || !SameObjectAsLookedUp(stored, hit))
+            if (!S3CacheStore.Holds(stored, entry) || (hit.StoreETag is { } seen && !SameBytes(seen, stored, entry)))
             {
                 // Replaced since the lookup: these bytes are not the entry's; the backend answers instead.
                 stored.Dispose();
@@ -229,7 +229,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
             timeout.CancelAfter(options.StoreTimeout);
             var again = await store.OpenAsync(hit.Key, from, to, timeout.Token);
-            if (SameBytes(broken, again, hit.Entry))
+            if (SameBytes(broken.ETag, again, hit.Entry))
             {
                 return (again, true);
             }
@@ -245,22 +245,15 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     }
 
     /// <summary>
-    /// Whether the object opened is the one the lookup described. A strong origin ETag and the length in its metadata
-    /// prove the same bytes (<see cref="S3CacheStore.Holds"/>); without one (no ETag, or a weak one) another version
-    /// of the same length stored since the lookup would pass that check, and its body would go out under the headers
-    /// the lookup read: only the store's own ETag of the object tells them apart.
+    /// Whether an opened object holds the bytes an earlier look at the store saw (the lookup, or the read that broke),
+    /// as <paramref name="storeETag"/> named them: the same store object, or the same version of the origin's response,
+    /// which only a strong validator and the length prove (RFC 9110 §8.8.1). Without a strong one (no ETag, or a weak
+    /// one) another version of the same length stored in between would pass for it, its body sent under the headers
+    /// that were looked up: only the store's own ETag tells them apart then.
     /// </summary>
-    private static bool SameObjectAsLookedUp(GetObjectResponse opened, CacheLookup hit) =>
-        hit.Entry.ETag is { } etag && !etag.StartsWith("W/", StringComparison.Ordinal) ||
-        hit.StoreETag is null || opened.ETag == hit.StoreETag;
-
-    /// <summary>
-    /// Whether a reopened object holds the bytes the broken read was sending: the same store object, or the same
-    /// version of the origin's response, which only a strong validator proves (RFC 9110 §8.8.1).
-    /// </summary>
-    private static bool SameBytes(GetObjectResponse broken, GetObjectResponse again, CachedResponse entry) =>
-        (broken.ETag is { Length: > 0 } storeETag && again.ETag == storeETag) ||
-        (entry.ETag is { } etag && !etag.StartsWith("W/", StringComparison.Ordinal) && S3CacheStore.Holds(again, entry));
+    private static bool SameBytes(string? storeETag, GetObjectResponse opened, CachedResponse entry) =>
+        (storeETag is { Length: > 0 } && opened.ETag == storeETag) ||
+        (entry.ETag is { } etag && !etag.StartsWith("W/", StringComparison.Ordinal) && S3CacheStore.Holds(opened, entry));
 
     /// <summary>
     /// Copies at most <paramref name="limit"/> bytes to the client; returns how many it sent, and the store or spool

@@ -59,15 +59,15 @@ public sealed class CacheFixture : IAsyncLifetime
         CacheTestBackend[] backends, SidekickOptions options, Dictionary<string, string?>? environment = null) =>
         StartSidekickAsync(backends.Select(b => b.Url).ToArray(), options, environment);
 
-    /// <summary>One site of backends at <paramref name="urls"/>; <paramref name="stdout"/> receives logs and traces.</summary>
+    /// <summary>One site of backends at <paramref name="urls"/>; <paramref name="stdout"/> receives logs and traces, <paramref name="stderr"/> problems.</summary>
     internal async Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(
-        Uri[] urls, SidekickOptions options, Dictionary<string, string?>? environment = null, TextWriter? stdout = null)
+        Uri[] urls, SidekickOptions options, Dictionary<string, string?>? environment = null, TextWriter? stdout = null, TextWriter? stderr = null)
     {
         var port = SidekickProcess.FreePort();
         options = options with { Address = $"127.0.0.1:{port}", Sites = [string.Join(",", urls.Select(u => u.ToString().TrimEnd('/')))] };
         var instance = SidekickApp.Create(options, new SidekickSeams
         {
-            Stdout = stdout ?? TextWriter.Null, Stderr = TextWriter.Null, Environment = environment ?? Environment(), StdoutIsTerminal = false,
+            Stdout = stdout ?? TextWriter.Null, Stderr = stderr ?? TextWriter.Null, Environment = environment ?? Environment(), StdoutIsTerminal = false,
         });
         await instance.Server.StartAsync();
         var deadline = System.Environment.TickCount64 + 15000;

@@ -21,15 +21,8 @@ public sealed class CacheStateTests(CacheFixture fixture) : IClassFixture<CacheF
         environment["SIDEKICK_CACHE_SPOOL_DIR"] = directory;
         environment["SIDEKICK_CACHE_SPOOL_SIZE"] = budget.ToString(System.Globalization.CultureInfo.InvariantCulture);
         var stderr = new StringWriter();
-        var options = Sidekick.Tests.Integration.SidekickHarness.FastOptions with
-        {
-            Address = $"127.0.0.1:{Sidekick.Tests.Infrastructure.SidekickProcess.FreePort()}", Sites = [backend.Url.ToString().TrimEnd('/')],
-        };
-        await using var instance = Sidekick.Hosting.SidekickApp.Create(options, new Sidekick.Hosting.SidekickSeams
-        {
-            Stdout = TextWriter.Null, Stderr = stderr, Environment = environment, StdoutIsTerminal = false,
-        });
-        await instance.Server.StartAsync();
+        var (instance, _) = await fixture.StartSidekickAsync([backend.Url], Sidekick.Tests.Integration.SidekickHarness.FastOptions, environment, stderr: stderr);
+        await using var running = instance;
 
         var line = Assert.Single(stderr.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains($"cache spool '{directory}' has ", line, StringComparison.Ordinal);

@@ -36,7 +36,7 @@ internal sealed class StoreRelay : IAsyncDisposable
     public Uri Url { get; }
 
     /// <summary>"METHOD /path" of every request, with " if-none-match" for conditional writes, in order.</summary>
-    public ConcurrentQueue<string> Requests { get; } = new();
+    public IEnumerable<string> Requests => TimedRequests.Select(r => r.Request);
 
     /// <summary>The same, each with the Stopwatch timestamp it arrived at.</summary>
     public ConcurrentQueue<(string Request, long At)> TimedRequests { get; } = new();
@@ -87,8 +87,7 @@ internal sealed class StoreRelay : IAsyncDisposable
         var cutAfter = -1L;
         var cut = HttpMethods.IsGet(request.Method) && request.Headers.Range.Count > 0 && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
                   (_cuts.TryDequeue(out cutAfter) || (cutAfter = Volatile.Read(ref _cutEveryReadAfter)) >= 0);
-        Requests.Enqueue($"{request.Method} {request.Path}{(conditional ? " if-none-match" : "")}");
-        TimedRequests.Enqueue(($"{request.Method} {request.Path}", System.Diagnostics.Stopwatch.GetTimestamp()));
+        TimedRequests.Enqueue(($"{request.Method} {request.Path}{(conditional ? " if-none-match" : "")}", System.Diagnostics.Stopwatch.GetTimestamp()));
         if (HttpMethods.IsGet(request.Method) && request.Headers.Range.Count > 0 && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
             Interlocked.Exchange(ref _beforeNextEntryRead, null) is { } change)
         {
