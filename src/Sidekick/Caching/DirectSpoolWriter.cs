@@ -10,26 +10,27 @@ namespace Sidekick.Caching;
 /// Writes a whole-response fill's body into its spool file off the client's copy loop and past the page cache.
 /// Measured on the machines this runs on (bench/cache-results.md): a buffered write into new page-cache pages
 /// costs 0.3 to 9 CPU seconds per GiB, erratically, and it ran on the copy loop, so a MISS took up to ten times
-/// the uncached proxy's time; the same bytes written with O_DIRECT cost 0.1 s. The copy loop only copies the body
-/// into one of a few aligned buffers; a single writer thread for the process writes each full buffer at its
-/// offset with O_DIRECT (through a second descriptor of the same file) and then publishes the bytes to the fill
-/// (readers and the uploader read the spool as before, through the page cache). When every buffer of a fill is
-/// waiting for the writer, the copy loop waits for one: the local disk paces the client as the buffered write
-/// did, never the store. The last buffer is written padded to the block size; what lies past the body's length
-/// in the file is never read. Where O_DIRECT cannot be opened, or a write with it fails (that fill is given up as
-/// a spool error), fills write through the page cache on the copy loop instead, as they did before.
+/// the uncached proxy's time; the same bytes written with O_DIRECT cost 0.07-0.1 s in 2 MiB writes (0.2-0.8 s in
+/// 256 KiB writes, most of it the writer thread's wake-ups). The copy loop only copies the body into one of two
+/// aligned buffers; a single writer thread for the process writes each full buffer at its offset with O_DIRECT
+/// (through a second descriptor of the same file) and then publishes the bytes to the fill (readers and the
+/// uploader read the spool as before, through the page cache). When every buffer of a fill is waiting for the
+/// writer, the copy loop waits for one: the local disk paces the client as the buffered write did, never the
+/// store. The last buffer is written padded to the block size; what lies past the body's length in the file is
+/// never read. Where O_DIRECT cannot be opened, or a write with it fails (that fill is given up as a spool error),
+/// fills write through the page cache on the copy loop instead, as they did before.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The semaphore never creates a wait handle (no AvailableWaitHandle); the descriptor is closed by the writer thread.")]
 internal sealed unsafe class DirectSpoolWriter
 {
-    /// <summary>The bytes each buffer holds (a multiple of <see cref="Block"/>).</summary>
-    internal const int BufferSize = 256 * 1024;
-
     /// <summary>
     /// Buffers per fill, what one fill holds in memory at most: one filled by the copy loop while the other is
-    /// written (20 fills at once: +10 MB of RSS; with four each, +20 MB, measured by LargeFillProcessTests).
+    /// written.
     /// </summary>
     internal const int Buffers = 2;
+
+    /// <summary>Which buffer size each fill gets (a process-wide budget of large buffers).</summary>
+    internal static DirectBufferBudget Budget { get; } = new(DirectBufferBudget.DefaultLargeFills);
 
     /// <summary>The alignment O_DIRECT asks of addresses, offsets and lengths (the largest logical block size in use).</summary>
     private const int Block = 4096;
@@ -43,6 +44,7 @@ internal sealed unsafe class DirectSpoolWriter
 
     private readonly CacheFill _fill;
     private readonly SafeFileHandle _direct;
+    private readonly int _bufferSize;
     private readonly SemaphoreSlim _free = new(Buffers, Buffers);
     private readonly ConcurrentBag<nint> _spare = [];
     private readonly Lock _lock = new();
@@ -51,10 +53,11 @@ internal sealed unsafe class DirectSpoolWriter
     private long _position; // where the current buffer starts in the file
     private bool _closed;
 
-    private DirectSpoolWriter(CacheFill fill, SafeFileHandle direct)
+    private DirectSpoolWriter(CacheFill fill, SafeFileHandle direct, int bufferSize)
     {
         _fill = fill;
         _direct = direct;
+        _bufferSize = bufferSize;
     }
 
     /// <summary>
@@ -77,7 +80,7 @@ internal sealed unsafe class DirectSpoolWriter
         }
 
         Interlocked.Increment(ref s_opened);
-        return new DirectSpoolWriter(fill, new SafeFileHandle(fd, ownsHandle: true));
+        return new DirectSpoolWriter(fill, new SafeFileHandle(fd, ownsHandle: true), Budget.Take());
     }
 
     private static long s_opened;
@@ -105,11 +108,11 @@ internal sealed unsafe class DirectSpoolWriter
                     return false; // Close freed the buffer
                 }
 
-                var take = Math.Min(data.Length, BufferSize - _filled);
+                var take = Math.Min(data.Length, _bufferSize - _filled);
                 data[..take].CopyTo(new Span<byte>((byte*)_current + _filled, take));
                 _filled += take;
                 data = data[take..];
-                if (_filled == BufferSize)
+                if (_filled == _bufferSize)
                 {
                     SendLocked(then: null);
                 }
@@ -189,7 +192,7 @@ internal sealed unsafe class DirectSpoolWriter
                 return false;
             }
 
-            _current = _spare.TryTake(out var spare) ? spare : (nint)NativeMemory.AlignedAlloc(BufferSize, Block);
+            _current = _spare.TryTake(out var spare) ? spare : (nint)NativeMemory.AlignedAlloc((nuint)_bufferSize, Block);
             _filled = 0;
             return true;
         }
@@ -250,6 +253,7 @@ internal sealed unsafe class DirectSpoolWriter
             }
 
             _direct.Dispose();
+            Budget.Return(_bufferSize);
             _fill.DirectWriterDone();
             return;
         }

@@ -47,8 +47,8 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
     {
         await using var backend = await CacheTestBackend.StartAsync();
         // Not a multiple of the block size, and more than the writer's buffers hold at once.
-        var first = backend.Put("/bucket/direct-1.bin", 5 * DirectSpoolWriter.BufferSize + 4097 + 13);
-        var second = backend.Put("/bucket/direct-2.bin", 3 * DirectSpoolWriter.BufferSize + 1);
+        var first = backend.Put("/bucket/direct-1.bin", 5 * DirectBufferBudget.LargeBufferSize + 4097 + 13);
+        var second = backend.Put("/bucket/direct-2.bin", 3 * DirectBufferBudget.LargeBufferSize + 1);
         var spool = Directory.CreateTempSubdirectory("sidekick-spool-direct").FullName;
         var environment = fixture.Environment();
         environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
