@@ -29,8 +29,8 @@ internal sealed unsafe class DirectSpoolWriter
     /// </summary>
     internal const int Buffers = 2;
 
-    /// <summary>Which buffer size each fill gets (a process-wide budget of large buffers).</summary>
-    internal static DirectBufferBudget Budget { get; } = new(DirectBufferBudget.DefaultLargeFills);
+    // Which buffer size each fill gets: a process-wide budget of large buffers.
+    private static readonly DirectBufferBudget s_budget = new(DirectBufferBudget.DefaultLargeFills);
 
     /// <summary>The alignment O_DIRECT asks of addresses, offsets and lengths (the largest logical block size in use).</summary>
     private const int Block = 4096;
@@ -80,7 +80,7 @@ internal sealed unsafe class DirectSpoolWriter
         }
 
         Interlocked.Increment(ref s_opened);
-        return new DirectSpoolWriter(fill, new SafeFileHandle(fd, ownsHandle: true), Budget.Take());
+        return new DirectSpoolWriter(fill, new SafeFileHandle(fd, ownsHandle: true), s_budget.Take());
     }
 
     private static long s_opened;
@@ -253,7 +253,7 @@ internal sealed unsafe class DirectSpoolWriter
             }
 
             _direct.Dispose();
-            Budget.Return(_bufferSize);
+            s_budget.Return(_bufferSize);
             _fill.DirectWriterDone();
             return;
         }
