@@ -99,6 +99,14 @@ internal sealed class CacheFills : IDisposable
         }
     }
 
+    /// <summary>A fill that cannot start: its slot is given back, and why is counted and logged.</summary>
+    private CacheFill? Refused(string target, FillAbandonReason reason, string detail)
+    {
+        Interlocked.Decrement(ref _inFlight);
+        Count(target, reason, detail);
+        return null;
+    }
+
     private CacheFill? Start(string key, string target, CachedResponse entry, IReadOnlyDictionary<string, string> metadata, bool fromPieces)
     {
         if (Interlocked.Increment(ref _inFlight) > _options.MaxFills && !YieldedByWaitingPieces())
@@ -112,24 +120,15 @@ internal sealed class CacheFills : IDisposable
         {
             spool = _spool.Take(entry.Length);
         }
-        catch (SpoolDiskFullException ex)
-        {
-            Interlocked.Decrement(ref _inFlight);
-            Count(target, FillAbandonReason.SpoolFull, ex.Message);
-            return null;
-        }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            Interlocked.Decrement(ref _inFlight);
-            Count(target, FillAbandonReason.SpoolError, ex.Message);
-            return null;
+            // A disk with less room than the budget promised is a full spool; anything else is a spool that failed.
+            return Refused(target, ex is SpoolDiskFullException ? FillAbandonReason.SpoolFull : FillAbandonReason.SpoolError, ex.Message);
         }
 
         if (spool is null)
         {
-            Interlocked.Decrement(ref _inFlight);
-            Count(target, FillAbandonReason.SpoolFull, $"{entry.Length} bytes do not fit the spool budget ({_spool.Reserved} of {_spool.Capacity} in use)");
-            return null;
+            return Refused(target, FillAbandonReason.SpoolFull, $"{entry.Length} bytes do not fit the spool budget ({_spool.Reserved} of {_spool.Capacity} in use)");
         }
 
         Metrics.FillStarted();

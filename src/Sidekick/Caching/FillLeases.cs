@@ -141,7 +141,12 @@ internal sealed class FillLeases
             // If-None-Match is ignored, the store keeps the last write: read back, and the sidecar it names fills while
             // the others that wrote at the same moment wait for it.
             await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
-            return conditional ? FillClaim.Holding(leaseKey) : await DeferToHolderAsync(leaseKey, cancellationToken) ?? FillClaim.Holding(leaseKey);
+            if (!conditional && await DeferToHolderAsync(leaseKey, cancellationToken) is { } winner)
+            {
+                return winner;
+            }
+
+            return FillClaim.Holding(leaseKey);
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !cancellationToken.IsCancellationRequested)
         {

@@ -194,6 +194,35 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
     }
 
     [Fact]
+    public void A_body_larger_than_the_spool_disks_free_space_is_refused_as_spool_full_whatever_the_budget()
+    {
+        var spool = Directory.CreateTempSubdirectory("sidekick-spool-disk").FullName;
+        var free = new DriveInfo(spool).AvailableFreeSpace;
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
+        environment["SIDEKICK_CACHE_SPOOL_SIZE"] = (4 * (free + (1L << 40))).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var options = CacheOptions.FromEnvironment(environment)!;
+        using var store = new S3CacheStore(options);
+        using var metrics = new CacheMetrics();
+        using var fills = new CacheFills(options, store, metrics, TimeProvider.System);
+        var said = new List<string>();
+        fills.Abandoned += (target, reason, detail) => said.Add($"{target} {reason}: {detail}");
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"v1\"")], Length = free + (1L << 40), ReceivedAt = DateTimeOffset.UtcNow, InitialAge = TimeSpan.Zero,
+        };
+
+        Assert.Null(fills.Start("too-big-for-the-disk", "/too-big", entry, new Dictionary<string, string> { ["sidekick"] = entry.Serialize() }));
+
+        // The budget had room: the disk had not. A full spool, not a failed one, and the slot is free again.
+        Assert.Equal(1, fills.AbandonedFor(FillAbandonReason.SpoolFull));
+        Assert.Equal(0, fills.AbandonedFor(FillAbandonReason.SpoolError));
+        Assert.Equal(0, fills.InFlight);
+        Assert.Contains($"/too-big {FillAbandonReason.SpoolFull}: the spool directory {spool} has ", Assert.Single(said), StringComparison.Ordinal);
+        Directory.Delete(spool, recursive: true);
+    }
+
+    [Fact]
     public async Task Two_sidecars_sharing_a_bucket_share_the_entries()
     {
         await using var backend = await CacheTestBackend.StartAsync();
