@@ -110,10 +110,31 @@ internal sealed class FillLeases
     private string ConditionalProbeKey => $"sidekick-conditional-write-probe-{_owner}";
 
     /// <summary>
+    /// On a store known to ignore If-None-Match, where a miss must read the lease before it may take it: that read,
+    /// started now, beside the store lookup, so that a miss does not pay it after the lookup (one store round trip
+    /// of its first byte). A hit drops it. Null where a miss would not read the lease first (leases off, a store that
+    /// honours conditional writes, not yet known, or an entry known not to be storable).
+    /// </summary>
+    public LeaseReadAhead? ReadAhead(string key, CancellationToken cancellationToken)
+    {
+        if (!Enabled || _conditionalWrites != false || KnownNotStorable(key))
+        {
+            return null;
+        }
+
+        var read = ReadAsync(KeyOf(key), cancellationToken);
+        // A hit never awaits it: its failure (a store error, the client gone) is observed here, and a miss that
+        // awaits it sees the same exception and handles it as any other store error of its claim.
+        _ = read.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        return new LeaseReadAhead(read);
+    }
+
+    /// <summary>
     /// Before this sidecar fills <paramref name="key"/>: takes the lease, or waits for the sidecar that holds it.
     /// Store errors give up the lease (the fill goes on without one) and are not the client's problem.
+    /// <paramref name="readAhead"/> is the lease as <see cref="ReadAhead"/> read it beside the lookup.
     /// </summary>
-    public async Task<FillClaim> ClaimAsync(string key, CancellationToken cancellationToken)
+    public async Task<FillClaim> ClaimAsync(string key, LeaseReadAhead? readAhead, CancellationToken cancellationToken)
     {
         if (!Enabled || KnownNotStorable(key))
         {
@@ -132,7 +153,8 @@ internal sealed class FillLeases
                 return FillClaim.Holding(leaseKey);
             }
 
-            if (await DeferToHolderAsync(leaseKey, cancellationToken) is { } deferred)
+            var held = readAhead is { } ahead ? await ahead.Read : await ReadAsync(leaseKey, cancellationToken);
+            if (await DeferToHolderAsync(leaseKey, held, cancellationToken) is { } deferred)
             {
                 return deferred;
             }
@@ -141,7 +163,7 @@ internal sealed class FillLeases
             // If-None-Match is ignored, the store keeps the last write: read back, and the sidecar it names fills while
             // the others that wrote at the same moment wait for it.
             await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
-            if (!conditional && await DeferToHolderAsync(leaseKey, cancellationToken) is { } winner)
+            if (!conditional && await DeferToHolderAsync(leaseKey, await ReadAsync(leaseKey, cancellationToken), cancellationToken) is { } winner)
             {
                 return winner;
             }
@@ -261,12 +283,13 @@ internal sealed class FillLeases
     }
 
     /// <summary>
-    /// What the lease another fill holds says this miss should do: look in the store again when it says the entry
-    /// was stored moments ago, wait for a live fill, or, when there is no live lease of another sidecar, null: fill.
+    /// What the lease <paramref name="read"/> found says this miss should do: look in the store again when it says
+    /// the entry was stored moments ago, wait for a live fill, or, when there is no live lease of another sidecar,
+    /// null: fill.
     /// </summary>
-    private async Task<FillClaim?> DeferToHolderAsync(string leaseKey, CancellationToken cancellationToken)
+    private async Task<FillClaim?> DeferToHolderAsync(string leaseKey, (FillLease Lease, DateTimeOffset Written)? read, CancellationToken cancellationToken)
     {
-        if (await ReadAsync(leaseKey, cancellationToken) is not { } held || IsDead(held.Written))
+        if (read is not { } held || IsDead(held.Written))
         {
             return null;
         }
@@ -343,6 +366,9 @@ internal sealed class FillLeases
     private async Task WithTimeout(Func<CancellationToken, Task> call, CancellationToken cancellationToken) =>
         await WithTimeout(async c => { await call(c); return true; }, cancellationToken);
 }
+
+/// <summary>A lease read started beside a request's store lookup (<see cref="FillLeases.ReadAhead"/>).</summary>
+internal sealed record LeaseReadAhead(Task<(FillLease Lease, DateTimeOffset Written)?> Read);
 
 /// <summary>What <see cref="FillLeases.ClaimAsync"/> decided for a miss about to fill.</summary>
 internal readonly record struct FillClaim(FillClaimKind Kind, string? LeaseKey = null)

@@ -46,6 +46,7 @@ internal sealed class S3CacheStore : IDisposable
                 ResponseChecksumValidation = ResponseChecksumValidation.WHEN_REQUIRED,
                 MaxErrorRetry = 1,
                 Timeout = TimeSpan.FromMinutes(5),
+                HttpClientFactory = new StoreHttpClients(),
             });
     }
 

@@ -53,6 +53,67 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     }
 
     [Fact]
+    public async Task A_miss_claims_its_lease_without_waiting_for_100_continue_and_uploads_its_parts_with_it()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/continue-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 7 * 1024 * 1024); // two parts: 5 MiB and 2 MiB
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (sidekick, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var _ = sidekick;
+
+        using var miss = await client.GetAsync(path);
+        Assert.Equal("MISS", Outcome(miss));
+        Assert.Equal(item.Body, await miss.Content.ReadAsByteArrayAsync());
+        await Eventually.WaitUntilAsync(() => sidekick.Server.Cache!.Metrics.FillsCompleted == 1, what: "the fill stored");
+
+        // The lease writes are empty objects on the miss's way to its first byte: a round trip waiting for 100
+        // Continue would buy nothing. The parts (over 1 MiB each) still ask, so a store refusing them says so first.
+        var leaseWrites = relay.Requests.Count(r => r.StartsWith("PUT ", StringComparison.Ordinal) && r.EndsWith(".fill", StringComparison.Ordinal));
+        Assert.True(leaseWrites >= 1, $"no lease write; the store saw: {string.Join(", ", relay.Requests)}");
+        var asked = relay.ContinueAsked.ToArray();
+        Assert.DoesNotContain(asked, r => r.Contains(".fill", StringComparison.Ordinal));
+        Assert.Equal(2, asked.Count(r => r.StartsWith("PUT ", StringComparison.Ordinal) && r.Contains("partNumber=", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task On_a_store_that_ignores_if_none_match_a_whole_get_reads_the_lease_while_its_lookup_runs()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var first = $"/bucket/ahead-first-{Guid.NewGuid():N}.bin";
+        var path = $"/bucket/ahead-{Guid.NewGuid():N}.bin";
+        backend.Put(first, 256 * 1024);
+        var item = backend.Put(path, 256 * 1024);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (sidekick, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var _ = sidekick;
+        client.DefaultRequestHeaders.Host = "minio.example:9000";
+        using (var learn = await client.GetAsync(first)) // the first claim learns that the store ignores If-None-Match
+        {
+            Assert.Equal("MISS", Outcome(learn));
+        }
+
+        // The lookup is held at the store: the lease's HEAD must come while it waits, not after its answer.
+        var leaseHead = $"HEAD /cache/{FillLeases.KeyOf(CacheKey.For("minio.example:9000", path))}";
+        var lookup = $"HEAD /cache/{CacheKey.For("minio.example:9000", path)}";
+        var release = new TaskCompletionSource();
+        relay.EntryHeadsWaitFor = release.Task;
+        var miss = client.GetAsync(path);
+        await Eventually.WaitUntilAsync(() => relay.Requests.Contains(lookup), what: $"the lookup; the store saw: {string.Join(", ", relay.Requests)}");
+        await Eventually.WaitUntilAsync(() => relay.Requests.Contains(leaseHead),
+            what: $"the lease read while the lookup was held; the store saw: {string.Join(", ", relay.Requests)}");
+        relay.EntryHeadsWaitFor = null;
+        release.SetResult();
+
+        using var response = await miss;
+        Assert.Equal("MISS", Outcome(response));
+        Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
+        // One read of the lease before it was taken (the read-back after the write is the second).
+        var beforeTaken = relay.Requests.TakeWhile(r => r != "PUT" + leaseHead["HEAD".Length..]);
+        Assert.Equal(1, beforeTaken.Count(r => r == leaseHead));
+    }
+
+    [Fact]
     public async Task A_miss_while_the_first_sidecar_uploads_a_body_it_already_has_waits_for_that_upload()
     {
         await using var backend = await CacheTestBackend.StartAsync();
@@ -94,13 +155,13 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
 
         using var direct = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!); // the test's own reads, not logged
 
-        var taken = await one.ClaimAsync(key, default);
+        var taken = await one.ClaimAsync(key, null, default);
         Assert.Equal(FillClaimKind.Holding, taken.Kind);
         Assert.Equal([$"PUT /cache/{leaseKey} if-none-match"], conditional.Requests.Where(r => r.Contains(leaseKey, StringComparison.Ordinal)));
         var held = (await direct.ReadLeaseAsync(leaseKey, default))!.Value.Lease;
 
         // The second sidecar's create is refused: it reads the lease and waits; the lease still names the first.
-        var waiting = two.ClaimAsync(key, default);
+        var waiting = two.ClaimAsync(key, null, default);
         await Eventually.WaitUntilAsync(() => conditional.Requests.Any(r => r == $"HEAD /cache/{leaseKey}"), what: "the second sidecar reading the lease");
         Assert.False(waiting.IsCompleted);
         Assert.Equal(held.Owner, (await direct.ReadLeaseAsync(leaseKey, default))!.Value.Lease.Owner);
@@ -125,7 +186,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         var options = CacheOptions.FromEnvironment(fixture.Environment())!;
         var fills = new CacheFills(options, store, metrics, time);
         var key = "raced-" + Guid.NewGuid().ToString("N");
-        var claim = await leases.ClaimAsync(key, default);
+        var claim = await leases.ClaimAsync(key, null, default);
         Assert.Equal(FillClaimKind.Holding, claim.Kind);
         // The other sidecar's write landed after this one's read back: s3rver keeps it.
         await store.WriteLeaseAsync(claim.LeaseKey!, new FillLease("other", 1, -1, 0, 0), onlyIfAbsent: false, default);
@@ -161,7 +222,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         // Another sidecar has 1 MiB of 1 GiB after a second: about 17 minutes to go, far beyond the 10 s wait.
         await store.WriteLeaseAsync(FillLeases.KeyOf(key), new FillLease("other", 3, 1L << 30, 1L << 20, 1000), onlyIfAbsent: true, default);
 
-        var claim = await leases.ClaimAsync(key, default);
+        var claim = await leases.ClaimAsync(key, null, default);
 
         Assert.Equal(FillClaimKind.Alone, claim.Kind);
         Assert.Equal(1, metrics.FillWaitsOf(FillWaitOutcome.TooSlow));
@@ -176,7 +237,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         var key = Guid.NewGuid().ToString("N");
         await store.WriteLeaseAsync(FillLeases.KeyOf(key), new FillLease("crashed", 1, -1, 0, 0), onlyIfAbsent: true, default);
 
-        var claim = leases.ClaimAsync(key, default);
+        var claim = leases.ClaimAsync(key, null, default);
         await PollUntilDecidedAsync(claim, time);
 
         Assert.Equal(FillClaimKind.Alone, (await claim).Kind);
@@ -193,7 +254,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         var leaseKey = FillLeases.KeyOf(key);
         await store.WriteLeaseAsync(leaseKey, new FillLease("first", 1, -1, 0, 0), onlyIfAbsent: true, default);
 
-        var claim = leases.ClaimAsync(key, default);
+        var claim = leases.ClaimAsync(key, null, default);
         // Two sidecars claimed at the same moment on a store that ignores If-None-Match and "second" won; it
         // renews its lease (3 s of the fake clock, within FILL_WAIT and the lease's lifetime).
         for (var sequence = 0; sequence < 12; sequence++)
@@ -229,14 +290,14 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         Assert.Equal(stored, (await store.ReadLeaseAsync(leaseKey, default))?.Lease);
 
         // Decided at once (the fake clock never moves: a wait would never end), the lease left as it was.
-        var claim = leases.ClaimAsync(key, default);
+        var claim = leases.ClaimAsync(key, null, default);
         Assert.Same(claim, await Task.WhenAny(claim, Task.Delay(TimeSpan.FromSeconds(30))));
         Assert.Equal(FillClaimKind.JustStored, (await claim).Kind);
         Assert.Equal(stored, (await store.ReadLeaseAsync(leaseKey, default))?.Lease);
 
         // A stored lease older than a lease's lifetime is left over (its removal failed): the miss fills.
         time.Advance(FillLeases.Lifetime + TimeSpan.FromSeconds(2));
-        Assert.Equal(FillClaimKind.Holding, (await leases.ClaimAsync(key, default)).Kind);
+        Assert.Equal(FillClaimKind.Holding, (await leases.ClaimAsync(key, null, default)).Kind);
         await store.DeleteAsync(leaseKey, default);
     }
 
@@ -251,12 +312,12 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         var leaseRequests = () => relay.Requests.Count(r => r.Contains(FillLeases.KeyOf(key), StringComparison.Ordinal));
 
         leases.Answered(key, storable: false); // e.g. under the minimum size, or Cache-Control: private
-        Assert.Equal(FillClaimKind.Alone, (await leases.ClaimAsync(key, default)).Kind);
+        Assert.Equal(FillClaimKind.Alone, (await leases.ClaimAsync(key, null, default)).Kind);
         Assert.Equal(0, leaseRequests());
 
         // Remembered for a minute only: then misses take the lease again.
         time.Advance(FillLeases.NotStorableFor);
-        var claim = await leases.ClaimAsync(key, default);
+        var claim = await leases.ClaimAsync(key, null, default);
         Assert.Equal(FillClaimKind.Holding, claim.Kind);
         Assert.True(leaseRequests() > 0);
         await store.DeleteAsync(claim.LeaseKey!, default);
@@ -264,7 +325,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         // A storable answer ends it at once.
         leases.Answered(key, storable: false);
         leases.Answered(key, storable: true);
-        Assert.Equal(FillClaimKind.Holding, (await leases.ClaimAsync(key, default)).Kind);
+        Assert.Equal(FillClaimKind.Holding, (await leases.ClaimAsync(key, null, default)).Kind);
         await store.DeleteAsync(FillLeases.KeyOf(key), default);
     }
 
@@ -276,7 +337,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         using var counted = metrics;
         var key = Guid.NewGuid().ToString("N");
 
-        var claim = await leases.ClaimAsync(key, default);
+        var claim = await leases.ClaimAsync(key, null, default);
         Assert.Equal(FillClaimKind.Holding, claim.Kind);
         Assert.Equal(FillLeases.KeyOf(key), claim.LeaseKey);
         Assert.NotNull(await store.ReadLeaseAsync(claim.LeaseKey!, default));

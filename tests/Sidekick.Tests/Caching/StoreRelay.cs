@@ -38,6 +38,9 @@ internal sealed class StoreRelay : IAsyncDisposable
     /// <summary>"METHOD /path" of every request, with " if-none-match" for conditional writes, in order.</summary>
     public IEnumerable<string> Requests => TimedRequests.Select(r => r.Request);
 
+    /// <summary>"METHOD /path?query" of every request that asked for a 100 Continue before its body, in order.</summary>
+    public ConcurrentQueue<string> ContinueAsked { get; } = new();
+
     /// <summary>The same, each with the Stopwatch timestamp it arrived at.</summary>
     public ConcurrentQueue<(string Request, long At)> TimedRequests { get; } = new();
 
@@ -64,6 +67,15 @@ internal sealed class StoreRelay : IAsyncDisposable
 
     private Func<Task>? _beforeNextEntryRead;
 
+    /// <summary>While set, HEADs of entries (not leases) wait for it before they go to s3rver: a slow lookup.</summary>
+    public Task? EntryHeadsWaitFor
+    {
+        get => Volatile.Read(ref _entryHeadsWaitFor);
+        set => Volatile.Write(ref _entryHeadsWaitFor, value);
+    }
+
+    private Task? _entryHeadsWaitFor;
+
     /// <summary>Every part of a multipart upload is held this long before it goes to s3rver (a slow or loaded store).</summary>
     public TimeSpan PartDelay { get; set; }
 
@@ -88,10 +100,20 @@ internal sealed class StoreRelay : IAsyncDisposable
         var cut = HttpMethods.IsGet(request.Method) && request.Headers.Range.Count > 0 && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
                   (_cuts.TryDequeue(out cutAfter) || (cutAfter = Volatile.Read(ref _cutEveryReadAfter)) >= 0);
         TimedRequests.Enqueue(($"{request.Method} {request.Path}{(conditional ? " if-none-match" : "")}", System.Diagnostics.Stopwatch.GetTimestamp()));
+        if (request.Headers.Expect.ToString().Equals("100-continue", StringComparison.OrdinalIgnoreCase))
+        {
+            ContinueAsked.Enqueue($"{request.Method} {target}");
+        }
+
         if (HttpMethods.IsGet(request.Method) && request.Headers.Range.Count > 0 && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
             Interlocked.Exchange(ref _beforeNextEntryRead, null) is { } change)
         {
             await change();
+        }
+
+        if (HttpMethods.IsHead(request.Method) && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) && EntryHeadsWaitFor is { } release)
+        {
+            await release.WaitAsync(context.RequestAborted);
         }
 
         if (PartDelay > TimeSpan.Zero && HttpMethods.IsPut(request.Method) && request.Query.ContainsKey("partNumber"))
