@@ -198,6 +198,10 @@ record() {
 # measure OBJECT PATH URL [CURL ARGS...]: one timed GET, recorded; leaves CODE, CACHE and SIZE.
 measure() {
   local obj=$1 path=$2 url=$3 mark seconds; shift 3
+  # Every timed GET starts with no dirty pages to write back: s3rver stores the last upload on this machine's
+  # own disk (a store is remote in use), and its writeback of up to 1 GiB would otherwise land on whichever GET
+  # comes next, on the disk the spool writes to.
+  sync
   mark=$(cpu_mark)
   read -r seconds CODE CACHE SIZE <<< "$(fetch "$url" "$@")"
   record "$obj" "$path" "$seconds" "$mark"
