@@ -86,9 +86,9 @@ internal sealed class ResponseCache : IDisposable
         }
 
         var key = CacheKey.For(context);
-        // A whole GET that misses reads the fill lease first on some stores: that read goes beside the lookup.
-        var leaseAhead = HttpMethods.IsGet(request.Method) && !request.Headers.ContainsKey(HeaderNames.Range) && !ClientConditionals.AnyIn(request) &&
-                         !_pending.ContainsKey(key)
+        // A whole GET that misses reads the fill lease first on some stores: that read goes beside the lookup (a
+        // Range or a conditional is one of ClientConditionals' fields, and such a miss takes no lease).
+        var leaseAhead = HttpMethods.IsGet(request.Method) && !ClientConditionals.AnyIn(request) && !_pending.ContainsKey(key)
             ? _leases.ReadAhead(key, context.RequestAborted)
             : null;
         CacheLookup? found;
