@@ -53,15 +53,16 @@ internal sealed class S3CacheStore : IDisposable
     /// <summary>Metadata of an object and the store's ETag of it, or null when it does not exist.</summary>
     public async Task<(CachedResponse? Entry, string? VaryNames, string? StoreETag)?> HeadAsync(string key, CancellationToken cancellationToken)
     {
-        try
-        {
-            var head = await _s3.GetObjectMetadataAsync(new GetObjectMetadataRequest { BucketName = _bucket, Key = key }, cancellationToken);
-            return (CachedResponse.Deserialize(head.Metadata[EntryMetadata]), head.Metadata[VaryMetadata], head.ETag);
-        }
-        catch (AmazonS3Exception ex) when (ex.StatusCode == HttpStatusCode.NotFound)
-        {
-            return null;
-        }
+        var head = await HeadObjectAsync(key, cancellationToken);
+        return head is null ? null : (CachedResponse.Deserialize(head.Metadata[EntryMetadata]), head.Metadata[VaryMetadata], head.ETag);
+    }
+
+    /// <summary>An object's metadata, or null when there is no such object.</summary>
+    private async Task<GetObjectMetadataResponse?> HeadObjectAsync(string key, CancellationToken cancellationToken)
+    {
+        // The store's 404 comes as an answer, not an exception (StoreHttpClients.AbsentAsAnswer).
+        var head = await _s3.GetObjectMetadataAsync(new GetObjectMetadataRequest { BucketName = _bucket, Key = key }, cancellationToken);
+        return head.Metadata[StoreHttpClients.AbsentAsAnswer.AbsentMetadata] == StoreHttpClients.AbsentAsAnswer.AbsentMark ? null : head;
     }
 
     /// <summary>
@@ -161,17 +162,10 @@ internal sealed class S3CacheStore : IDisposable
     /// <summary>The fill lease at <paramref name="key"/> and when the store last wrote it, or null when there is none.</summary>
     public async Task<(FillLease Lease, DateTimeOffset Written)?> ReadLeaseAsync(string key, CancellationToken cancellationToken)
     {
-        try
-        {
-            var head = await _s3.GetObjectMetadataAsync(new GetObjectMetadataRequest { BucketName = _bucket, Key = key }, cancellationToken);
-            return FillLease.Parse(head.Metadata[LeaseMetadata]) is { } lease && head.LastModified is { } written
-                ? (lease, new DateTimeOffset(written.ToUniversalTime()))
-                : null;
-        }
-        catch (AmazonS3Exception ex) when (ex.StatusCode == HttpStatusCode.NotFound)
-        {
-            return null;
-        }
+        var head = await HeadObjectAsync(key, cancellationToken);
+        return head is not null && FillLease.Parse(head.Metadata[LeaseMetadata]) is { } lease && head.LastModified is { } written
+            ? (lease, new DateTimeOffset(written.ToUniversalTime()))
+            : null;
     }
 
     /// <summary>

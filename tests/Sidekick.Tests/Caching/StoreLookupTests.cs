@@ -1,0 +1,67 @@
+using Amazon.Runtime;
+using Amazon.S3.Model;
+using Sidekick.Caching;
+
+namespace Sidekick.Tests.Caching;
+
+/// <summary>
+/// Every miss asks the store for objects that are not there (the entry, and on s3rver its lease): that answer is
+/// the common one, and it must not cost an exception thrown through the SDK's pipeline.
+/// </summary>
+public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<CacheFixture>
+{
+    private static readonly AsyncLocal<bool> s_watching = new();
+
+    [Fact]
+    public async Task An_object_that_is_not_there_is_looked_up_without_an_exception()
+    {
+        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        var thrown = new List<string>();
+        void Record(object? sender, System.Runtime.ExceptionServices.FirstChanceExceptionEventArgs e)
+        {
+            // Only this test's own calls (the flag flows with them): other tests in the process use the SDK too.
+            if (s_watching.Value && e.Exception is AmazonServiceException or HttpRequestException)
+            {
+                lock (thrown)
+                {
+                    thrown.Add($"{e.Exception.GetType().Name}: {e.Exception.Message}");
+                }
+            }
+        }
+
+        AppDomain.CurrentDomain.FirstChanceException += Record;
+        try
+        {
+            s_watching.Value = true;
+            var key = $"absent-{Guid.NewGuid():N}";
+            Assert.Null(await store.HeadAsync(key, default));
+            Assert.Null(await store.ReadLeaseAsync(key + ".fill", default));
+        }
+        finally
+        {
+            s_watching.Value = false;
+            AppDomain.CurrentDomain.FirstChanceException -= Record;
+        }
+
+        Assert.Empty(thrown);
+    }
+
+    [Fact]
+    public async Task An_object_whose_metadata_names_the_absent_mark_with_another_value_is_found()
+    {
+        // Whoever can write to the bucket cannot make an entry look absent: the mark's value is drawn per process.
+        var key = $"marked-{Guid.NewGuid():N}";
+        using (var s3 = fixture.Client())
+        {
+            var put = new PutObjectRequest { BucketName = CacheFixture.Bucket, Key = key, ContentBody = "x", UseChunkEncoding = false };
+            put.Metadata[StoreHttpClients.AbsentAsAnswer.AbsentMetadata] = "0123456789abcdef0123456789abcdef";
+            put.Metadata[S3CacheStore.VaryMetadata] = "Accept";
+            await s3.PutObjectAsync(put);
+        }
+
+        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        var found = await store.HeadAsync(key, default);
+        Assert.NotNull(found);
+        Assert.Equal("Accept", found.Value.VaryNames);
+    }
+}
