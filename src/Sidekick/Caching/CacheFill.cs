@@ -57,6 +57,7 @@ internal sealed class CacheFill
     private readonly Task<bool> _upload;
     private readonly DirectSpoolWriter? _direct;
     private TaskCompletionSource _moved = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private Task _mayUpload = Task.CompletedTask;
     private long _written;
     private int _bodyComplete;
     private int _users = 1; // the upload; each reader adds one
@@ -308,6 +309,7 @@ internal sealed class CacheFill
             {
                 // The whole body fits one part: one PUT once it is all there.
                 await WaitForCompleteAsync(token);
+                await Volatile.Read(ref _mayUpload).WaitAsync(token);
                 if (LeftToAnother)
                 {
                     return Committed(stored: false);
@@ -323,6 +325,7 @@ internal sealed class CacheFill
             }
 
             await WaitForBodyAsync(UploadDelay, token);
+            await Volatile.Read(ref _mayUpload).WaitAsync(token);
             // A miss that did not wait for another sidecar's fill of this version finds it stored: nothing to upload.
             // Asked once the body is in (or UploadDelay passed), not while a fast body streams: the store request's
             // CPU (the SDK's 404 is an exception) would be taken from the copy loop on a busy machine.
@@ -394,6 +397,18 @@ internal sealed class CacheFill
         finally
         {
             Release();
+        }
+    }
+
+    /// <summary>
+    /// Holds the store writes until <paramref name="gate"/> completes: the read-back of this fill's lease, which may
+    /// name another sidecar (<see cref="LeaveUploadToAnother"/>). Set when the origin's head comes, before any body byte.
+    /// </summary>
+    public void UploadAfter(Task? gate)
+    {
+        if (gate is not null)
+        {
+            Volatile.Write(ref _mayUpload, gate);
         }
     }
 

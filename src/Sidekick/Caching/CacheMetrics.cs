@@ -19,6 +19,8 @@ internal sealed class CacheMetrics : IDisposable
     private long _storedReadsResumed;
     private long _storedReadsCut;
     private readonly long[] _fillWaits = new long[Enum.GetValues<FillWaitOutcome>().Length];
+    private long _racesYielded;
+    private long _racesFetchedTwice;
 
     public CacheMetrics()
     {
@@ -69,6 +71,14 @@ internal sealed class CacheMetrics : IDisposable
 
     public long FillWaitsOf(FillWaitOutcome outcome) => Volatile.Read(ref _fillWaits[(int)outcome]);
 
+    /// <summary>
+    /// Counts a lease write that another sidecar's replaced (a store that ignores If-None-Match), by what came first:
+    /// the read-back (this request yielded to the other fill) or the origin's answer (fetched here too, stored there).
+    /// </summary>
+    public void FillRaceLost(bool fetchedTwice) => Interlocked.Increment(ref fetchedTwice ? ref _racesFetchedTwice : ref _racesYielded);
+
+    public long FillRacesLost(bool fetchedTwice) => Volatile.Read(ref fetchedTwice ? ref _racesFetchedTwice : ref _racesYielded);
+
     /// <summary>Prometheus text for the cache counters, the store's health and the fills running now.</summary>
     public void WriteTo(System.Text.StringBuilder text, bool storeUp, int fillsInFlight, CacheFills? fills = null)
     {
@@ -109,6 +119,9 @@ internal sealed class CacheMetrics : IDisposable
             text.Append("sidekick_cache_fill_waits_total{outcome=\"").Append(FillWaitLabel(outcome)).Append("\"} ").Append(FillWaitsOf(outcome)).Append('\n');
         }
 
+        text.Append("# HELP sidekick_cache_fill_races_lost_total Lease writes replaced by another sidecar's at the same moment (stores that ignore If-None-Match), by what came first: the read-back (yielded) or the origin's answer (fetched_twice)\n# TYPE sidekick_cache_fill_races_lost_total counter\n")
+            .Append("sidekick_cache_fill_races_lost_total{outcome=\"yielded\"} ").Append(FillRacesLost(fetchedTwice: false)).Append('\n')
+            .Append("sidekick_cache_fill_races_lost_total{outcome=\"fetched_twice\"} ").Append(FillRacesLost(fetchedTwice: true)).Append('\n');
         text.Append("# HELP sidekick_cache_store_reads_broken_total Stored bodies whose read from the store broke midway: resumed where it broke, or the client's response cut\n# TYPE sidekick_cache_store_reads_broken_total counter\n")
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"resumed\"} ").Append(StoredReadsResumed).Append('\n')
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"cut\"} ").Append(StoredReadsCut).Append('\n');

@@ -160,15 +160,50 @@ internal sealed class FillLeases
             }
 
             // None, dead (its sidecar stopped renewing it), left over here, or just removed: this fill takes it. Where
-            // If-None-Match is ignored, the store keeps the last write: read back, and the sidecar it names fills while
-            // the others that wrote at the same moment wait for it.
+            // If-None-Match is ignored, the store keeps the last write: it is read back, and the sidecar it names fills
+            // while the others that wrote at the same moment wait for it. That read runs beside the origin request
+            // (LeaseSettlement): it decides only when two sidecars wrote within a round trip of each other.
             await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
-            if (!conditional && await DeferToHolderAsync(leaseKey, await ReadAsync(leaseKey, cancellationToken), cancellationToken) is { } winner)
+            return conditional ? FillClaim.Holding(leaseKey) : FillClaim.Holding(leaseKey, ReadAsync(leaseKey, cancellationToken));
+        }
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !cancellationToken.IsCancellationRequested)
+        {
+            _metrics.StoreError(ex);
+            return FillClaim.Alone;
+        }
+    }
+
+    /// <summary>
+    /// Whether the read-back of this sidecar's lease write (<see cref="FillClaim.ReadBack"/>) names another live
+    /// sidecar: two wrote at the same moment on a store that ignores If-None-Match, and the other's write stayed. A
+    /// store error counts as not lost: the renewals look again (<see cref="Hold"/>).
+    /// </summary>
+    public async Task<bool> LostAsync(Task<(FillLease Lease, DateTimeOffset Written)?> readBack)
+    {
+        try
+        {
+            return await readBack is { } held && IsAnother(held);
+        }
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
+        {
+            if (ex is not OperationCanceledException)
             {
-                return winner;
+                _metrics.StoreError(ex);
             }
 
-            return FillClaim.Holding(leaseKey);
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// After <see cref="LostAsync"/> said another sidecar's lease write stayed, before this request had the origin's
+    /// answer: waits for that sidecar's fill as a miss that found its lease would have.
+    /// </summary>
+    public async Task<FillClaim> YieldAsync(string leaseKey, Task<(FillLease Lease, DateTimeOffset Written)?> readBack, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await DeferToHolderAsync(leaseKey, await readBack, cancellationToken) ?? FillClaim.Alone;
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !cancellationToken.IsCancellationRequested)
         {
@@ -370,8 +405,11 @@ internal sealed class FillLeases
 /// <summary>A lease read started beside a request's store lookup (<see cref="FillLeases.ReadAhead"/>).</summary>
 internal sealed record LeaseReadAhead(Task<(FillLease Lease, DateTimeOffset Written)?> Read);
 
-/// <summary>What <see cref="FillLeases.ClaimAsync"/> decided for a miss about to fill.</summary>
-internal readonly record struct FillClaim(FillClaimKind Kind, string? LeaseKey = null)
+/// <summary>
+/// What <see cref="FillLeases.ClaimAsync"/> decided for a miss about to fill. <see cref="ReadBack"/>: on a store that
+/// ignores If-None-Match, the read of the lease just written, still running (<see cref="LeaseSettlement"/>).
+/// </summary>
+internal readonly record struct FillClaim(FillClaimKind Kind, string? LeaseKey = null, Task<(FillLease Lease, DateTimeOffset Written)?>? ReadBack = null)
 {
     public static FillClaim Alone { get; } = new(FillClaimKind.Alone);
 
@@ -379,7 +417,7 @@ internal readonly record struct FillClaim(FillClaimKind Kind, string? LeaseKey =
 
     public static FillClaim JustStored { get; } = new(FillClaimKind.JustStored);
 
-    public static FillClaim Holding(string leaseKey) => new(FillClaimKind.Holding, leaseKey);
+    public static FillClaim Holding(string leaseKey, Task<(FillLease Lease, DateTimeOffset Written)?>? readBack = null) => new(FillClaimKind.Holding, leaseKey, readBack);
 }
 
 internal enum FillClaimKind

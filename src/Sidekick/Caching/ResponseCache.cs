@@ -206,21 +206,37 @@ internal sealed class ResponseCache : IDisposable
             // Another sidecar sharing the bucket may be filling this entry: wait for it to reach the store rather
             // than fetch the object from the origin again (FillLeases says for how long that is worth it).
             var claim = await _leases.ClaimAsync(key, leaseAhead, context.RequestAborted);
-            if (claim.Kind is FillClaimKind.OtherEnded or FillClaimKind.JustStored)
+            if (await FromStoreAfterWaitAsync(context, origin, key, requestControl, claim))
             {
-                var stored = await FromStoreAsync(context, origin, key, requestControl);
-                Metrics.FillWait(!stored ? FillWaitOutcome.NotStored : claim.Kind == FillClaimKind.JustStored ? FillWaitOutcome.JustStored : FillWaitOutcome.Stored);
-                if (stored)
-                {
-                    return;
-                }
+                return;
+            }
+
+            LeaseSettlement? settlement = null;
+            if (claim is { Kind: FillClaimKind.Holding, ReadBack: { } readBack })
+            {
+                settlement = new LeaseSettlement(_leases.LostAsync(readBack));
+                settlement.Settled = SettleLeaseAsync(settlement, claim.LeaseKey!, slot);
             }
             else if (claim.Kind == FillClaimKind.Holding)
             {
                 _leases.Hold(claim.LeaseKey!, slot.Head.Task);
             }
 
-            fill = await FetchAndFillAsync(context, origin, key, requestControl, slot);
+            fill = await FetchAndFillAsync(context, origin, key, requestControl, slot, settlement: settlement);
+            if (settlement is { YieldedAtHead: true })
+            {
+                // The lease's read-back named another sidecar before the origin answered: its fill is waited for, as
+                // if its lease had been seen first, and the origin's answer was left unread.
+                context.Response.Clear();
+                var waited = await _leases.YieldAsync(claim.LeaseKey!, claim.ReadBack!, context.RequestAborted);
+                if (await FromStoreAfterWaitAsync(context, origin, key, requestControl, waited))
+                {
+                    return;
+                }
+
+                fill = await FetchAndFillAsync(context, origin, key, requestControl, slot);
+            }
+
             if (!context.RequestAborted.IsCancellationRequested)
             {
                 _leases.Answered(key, storable: fill is not null);
@@ -244,6 +260,42 @@ internal sealed class ResponseCache : IDisposable
                     _pending.TryRemove(new KeyValuePair<string, FillSlot>(key, slot));
                 }, TaskScheduler.Default);
             }
+        }
+    }
+
+    /// <summary>
+    /// After waiting for another sidecar's fill, or told by its lease that it just stored the entry: the entry from
+    /// the store, when it is there (true: the request is answered). False at once for any other claim.
+    /// </summary>
+    private async Task<bool> FromStoreAfterWaitAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl, FillClaim claim)
+    {
+        if (claim.Kind is not (FillClaimKind.OtherEnded or FillClaimKind.JustStored))
+        {
+            return false;
+        }
+
+        var stored = await FromStoreAsync(context, origin, key, requestControl);
+        Metrics.FillWait(!stored ? FillWaitOutcome.NotStored : claim.Kind == FillClaimKind.JustStored ? FillWaitOutcome.JustStored : FillWaitOutcome.Stored);
+        return stored;
+    }
+
+    /// <summary>
+    /// Once the lease's read-back is in (<see cref="LeaseSettlement"/>): this sidecar holds the lease and renews it,
+    /// or another's write stayed, and a fill already streaming here leaves the upload to it.
+    /// </summary>
+    private async Task SettleLeaseAsync(LeaseSettlement settlement, string leaseKey, FillSlot slot)
+    {
+        if (!await settlement.Lost)
+        {
+            _leases.Hold(leaseKey, slot.Head.Task);
+            return;
+        }
+
+        var streaming = settlement.StreamingWhenLost();
+        Metrics.FillRaceLost(fetchedTwice: streaming);
+        if (streaming)
+        {
+            (await slot.Head.Task)?.LeaveUploadToAnother();
         }
     }
 
@@ -336,15 +388,25 @@ internal sealed class ResponseCache : IDisposable
     /// Forwards the request and stores the response while it streams to the client, when it may be stored. The
     /// upload goes on after the client has its body; the fill is returned (null when nothing is stored).
     /// </summary>
-    private async Task<CacheFill?> FetchAndFillAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl, FillSlot? slot = null, bool gatewayTimeoutOnNoAnswer = false)
+    /// <param name="settlement">Decides at the origin's head whether the request yields to another sidecar's fill (the answer is then taken, unread).</param>
+    private async Task<CacheFill?> FetchAndFillAsync(
+        HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl, FillSlot? slot = null, bool gatewayTimeoutOnNoAnswer = false,
+        LeaseSettlement? settlement = null)
     {
         var requestTime = _time.GetUtcNow();
-        var answer = new OriginAnswer(c => _entries.StartFill(c, key, requestControl, requestTime), takeOver: status => gatewayTimeoutOnNoAnswer && status == 0)
+        var answer = new OriginAnswer(
+            c => _entries.StartFill(c, key, requestControl, requestTime),
+            takeOver: status => status == 0 ? gatewayTimeoutOnNoAnswer : settlement?.YieldAtHead() == true)
         {
-            HeadSeen = slot is null ? null : fill => slot.Head.TrySetResult(fill),
+            HeadSeen = slot is null ? null : fill =>
+            {
+                // Set before any body byte: a body that is in before the lease's read-back must not be uploaded first.
+                fill?.UploadAfter(settlement?.Settled);
+                slot.Head.TrySetResult(fill);
+            },
         };
         await PassWatchedAsync(context, origin, answer);
-        if (answer.TookOver)
+        if (answer is { TookOver: true, Status: 0 })
         {
             AnswerGatewayTimeout(context);
         }

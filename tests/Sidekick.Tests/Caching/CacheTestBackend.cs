@@ -51,6 +51,12 @@ internal sealed class CacheTestBackend : IAsyncDisposable
     /// <summary>Requests refused for lack of credentials ("GET /path", " conditional" when it was one).</summary>
     public ConcurrentQueue<string> Denied { get; } = new();
 
+    /// <summary>Every request as it arrives ("GET /path"), before its answer is decided.</summary>
+    public ConcurrentQueue<string> Arrivals { get; } = new();
+
+    /// <summary>While set, an answer to a GET of an object waits for it before its head is sent (an origin slow to answer).</summary>
+    public Task? HeadsWaitFor { get; set; }
+
     /// <summary>Milliseconds to wait between 64 KiB chunks (a slow origin).</summary>
     public int ChunkDelayMs { get; set; }
 
@@ -100,6 +106,7 @@ internal sealed class CacheTestBackend : IAsyncDisposable
             return;
         }
 
+        Arrivals.Enqueue($"{request.Method} {path}");
         context.Response.OnStarting(() =>
         {
             Log.Enqueue($"{request.Method} {path} range={request.Headers.Range} if-none-match={request.Headers.IfNoneMatch} if-match={request.Headers.IfMatch} -> {context.Response.StatusCode}");
@@ -125,6 +132,11 @@ internal sealed class CacheTestBackend : IAsyncDisposable
         {
             context.Response.StatusCode = 404;
             return;
+        }
+
+        if (HttpMethods.IsGet(request.Method) && HeadsWaitFor is { } held)
+        {
+            await held;
         }
 
         // A stand-in for SigV4, which signs the Range header: a request that says which Range it signed is

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Time.Testing;
 using Sidekick.Caching;
+using Sidekick.Hosting;
 
 namespace Sidekick.Tests.Caching;
 
@@ -111,6 +112,103 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         // One read of the lease before it was taken (the read-back after the write is the second).
         var beforeTaken = relay.Requests.TakeWhile(r => r != "PUT" + leaseHead["HEAD".Length..]);
         Assert.Equal(1, beforeTaken.Count(r => r == leaseHead));
+    }
+
+    [Fact]
+    public async Task On_a_store_that_ignores_if_none_match_the_origin_request_goes_out_while_the_lease_is_read_back()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/readback-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 256 * 1024);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (sidekick, client) = await LearnedSidekickAsync(backend, relay, client => client.GetAsync($"/bucket/learn-{Guid.NewGuid():N}"));
+        await using var _ = sidekick;
+
+        var release = new TaskCompletionSource();
+        relay.LeaseReadBacksWaitFor = release.Task;
+        var miss = client.GetAsync(path);
+        await Eventually.WaitUntilAsync(() => backend.Arrivals.Contains($"GET {path}"),
+            what: $"the origin request while the lease's read-back is held; the store saw: {string.Join(", ", relay.Requests)}");
+        relay.LeaseReadBacksWaitFor = null;
+        release.SetResult();
+
+        using var response = await miss;
+        Assert.Equal("MISS", Outcome(response));
+        Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
+        // The read-back named this sidecar: it holds the lease (its last write says "stored") and stores the entry.
+        var metrics = sidekick.Server.Cache!.Metrics;
+        var leaseWrite = $"PUT /cache/{FillLeases.KeyOf(CacheKey.For("minio.example:9000", path))}";
+        await Eventually.WaitUntilAsync(() => metrics.FillsCompleted == 1 && relay.Requests.Count(r => r == leaseWrite) >= 2,
+            what: $"the fill stored under its lease; the store saw: {string.Join(", ", relay.Requests)}");
+        using var direct = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        Assert.NotNull(await direct.HeadAsync(CacheKey.For("minio.example:9000", path), default));
+        Assert.Equal(0, metrics.StoreErrors); // the claim did not give up on a read-back held for long
+        Assert.Equal(0, metrics.FillRacesLost(fetchedTwice: false) + metrics.FillRacesLost(fetchedTwice: true));
+    }
+
+    [Fact]
+    public async Task A_lease_write_replaced_before_the_origin_answers_leaves_the_origins_answer_unread_and_waits_for_the_other_fill()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/yield-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 4 * 1024 * 1024);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (sidekick, client) = await LearnedSidekickAsync(backend, relay, client => client.GetAsync($"/bucket/learn-{Guid.NewGuid():N}"));
+        await using var _ = sidekick;
+        var metrics = sidekick.Server.Cache!.Metrics;
+        using var direct = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        var leaseKey = FillLeases.KeyOf(CacheKey.For("minio.example:9000", path));
+
+        // Another sidecar's lease write lands just after this one's, and the origin is slower to answer than the store.
+        relay.BeforeNextLeaseReadBack = () => direct.WriteLeaseAsync(leaseKey, new FillLease("other", 1, -1, 0, 0), onlyIfAbsent: false, default);
+        var originHeld = new TaskCompletionSource();
+        backend.HeadsWaitFor = originHeld.Task;
+        var miss = client.GetAsync(path);
+        await Eventually.WaitUntilAsync(() => metrics.FillRacesLost(fetchedTwice: false) == 1,
+            what: $"the read-back naming the other sidecar; the store saw: {string.Join(", ", relay.Requests)}");
+        backend.HeadsWaitFor = null;
+        originHeld.SetResult();
+
+        // The other sidecar's fill ends without an entry: its lease goes, and this request fetches on its own.
+        await Eventually.WaitUntilAsync(() => backend.Arrivals.Count(a => a == $"GET {path}") == 1, what: "the first origin request");
+        await direct.DeleteAsync(leaseKey, default);
+        using var response = await miss;
+        Assert.Equal("MISS", Outcome(response));
+        Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, metrics.FillWaitsOf(FillWaitOutcome.NotStored));
+        Assert.Equal(0, metrics.FillRacesLost(fetchedTwice: true));
+        Assert.Equal(2, backend.Arrivals.Count(a => a == $"GET {path}")); // the first answer's body was left unread
+    }
+
+    [Fact]
+    public async Task A_lease_write_replaced_after_the_origin_answered_is_fetched_here_and_stored_only_by_the_other_sidecar()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/twice-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 256 * 1024); // one PUT, ready as soon as the body is in
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (sidekick, client) = await LearnedSidekickAsync(backend, relay, client => client.GetAsync($"/bucket/learn-{Guid.NewGuid():N}"));
+        await using var _ = sidekick;
+        var metrics = sidekick.Server.Cache!.Metrics;
+        using var direct = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        var leaseKey = FillLeases.KeyOf(CacheKey.For("minio.example:9000", path));
+
+        relay.BeforeNextLeaseReadBack = () => direct.WriteLeaseAsync(leaseKey, new FillLease("other", 1, -1, 0, 0), onlyIfAbsent: false, default);
+        var release = new TaskCompletionSource();
+        relay.LeaseReadBacksWaitFor = release.Task;
+        // The whole body reaches the client while the read-back is held: the fill must not be uploaded meanwhile.
+        using var response = await client.GetAsync(path);
+        Assert.Equal("MISS", Outcome(response));
+        Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
+        relay.LeaseReadBacksWaitFor = null;
+        release.SetResult();
+
+        await Eventually.WaitUntilAsync(() => metrics.FillRacesLost(fetchedTwice: true) == 1, what: "the race counted as fetched twice");
+        await Eventually.WaitUntilAsync(() => sidekick.Server.Cache!.Fills.InFlight == 0, what: "the fill ended");
+        Assert.Null(await direct.HeadAsync(CacheKey.For("minio.example:9000", path), default)); // the other sidecar's to store
+        Assert.DoesNotContain(relay.Requests, r => r == $"PUT /cache/{CacheKey.For("minio.example:9000", path)}");
+        Assert.Equal("other", (await direct.ReadLeaseAsync(leaseKey, default))!.Value.Lease.Owner); // not removed: not ours
+        Assert.Equal(0, metrics.FillsCompleted);
     }
 
     [Fact]
@@ -358,6 +456,23 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         var refused = Assert.Throws<Sidekick.Cli.UsageException>(() => CacheOptions.FromEnvironment(environment));
         Assert.Contains("SIDEKICK_CACHE_FILL_WAIT \"soon\"", refused.Message, StringComparison.Ordinal);
         Assert.Equal(TimeSpan.FromSeconds(10), CacheOptions.FromEnvironment(fixture.Environment())!.FillWait);
+    }
+
+    /// <summary>
+    /// A sidekick (Host minio.example:9000) whose first claim, made by <paramref name="learn"/> (a request for an
+    /// object the backend does not have, answered 404), already learned how the store treats If-None-Match.
+    /// </summary>
+    private async Task<(SidekickInstance Instance, HttpClient Client)> LearnedSidekickAsync(
+        CacheTestBackend backend, StoreRelay relay, Func<HttpClient, Task<HttpResponseMessage>> learn)
+    {
+        var (sidekick, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        client.DefaultRequestHeaders.Host = "minio.example:9000";
+        using (var learned = await learn(client))
+        {
+            Assert.Equal("MISS", Outcome(learned));
+        }
+
+        return (sidekick, client);
     }
 
     /// <summary>Advances the fake clock a poll at a time until the claim is decided (a minute of fake time at most).</summary>

@@ -76,6 +76,25 @@ internal sealed class StoreRelay : IAsyncDisposable
 
     private Task? _entryHeadsWaitFor;
 
+    /// <summary>While set, reads of a lease this relay has seen written (a read-back) wait for it before they go to s3rver.</summary>
+    public Task? LeaseReadBacksWaitFor
+    {
+        get => Volatile.Read(ref _leaseReadBacksWaitFor);
+        set => Volatile.Write(ref _leaseReadBacksWaitFor, value);
+    }
+
+    private Task? _leaseReadBacksWaitFor;
+
+    /// <summary>Runs once, before the next read-back of a lease goes to s3rver: another sidecar's lease write landing just after this one's.</summary>
+    public Func<Task>? BeforeNextLeaseReadBack
+    {
+        get => Volatile.Read(ref _beforeNextLeaseReadBack);
+        set => Volatile.Write(ref _beforeNextLeaseReadBack, value);
+    }
+
+    private Func<Task>? _beforeNextLeaseReadBack;
+    private readonly ConcurrentDictionary<string, bool> _leasesWritten = new();
+
     /// <summary>Every part of a multipart upload is held this long before it goes to s3rver (a slow or loaded store).</summary>
     public TimeSpan PartDelay { get; set; }
 
@@ -114,6 +133,24 @@ internal sealed class StoreRelay : IAsyncDisposable
         if (HttpMethods.IsHead(request.Method) && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) && EntryHeadsWaitFor is { } release)
         {
             await release.WaitAsync(context.RequestAborted);
+        }
+
+        var lease = request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal);
+        if (lease && HttpMethods.IsPut(request.Method))
+        {
+            _leasesWritten[request.Path.Value] = true;
+        }
+        else if (lease && HttpMethods.IsHead(request.Method) && _leasesWritten.ContainsKey(request.Path.Value))
+        {
+            if (LeaseReadBacksWaitFor is { } readBackRelease)
+            {
+                await readBackRelease.WaitAsync(context.RequestAborted);
+            }
+
+            if (Interlocked.Exchange(ref _beforeNextLeaseReadBack, null) is { } replace)
+            {
+                await replace();
+            }
         }
 
         if (PartDelay > TimeSpan.Zero && HttpMethods.IsPut(request.Method) && request.Query.ContainsKey("partNumber"))
