@@ -3,7 +3,11 @@ namespace Sidekick.Caching;
 /// <summary>
 /// One probe loop for the whole process (not one per backend, as upstream had): the store is online after a
 /// good probe and goes offline after a failed probe or any failed store operation, until the next good probe.
-/// While offline, requests bypass the cache at no cost. Every failure is counted by reason, and every change
+/// While offline, requests bypass the cache at no cost. A failed store operation does not wait for the next
+/// scheduled probe (SIDEKICK_CACHE_HEALTH_DURATION, a minute by default): the store is probed again after
+/// <see cref="FirstRetry"/>, then at doubling intervals up to the configured one while it keeps failing. One
+/// answer slower than the store timeout (a loaded store, measured with s3rver in bench/cache.sh) would otherwise
+/// turn the cache off for a minute. Every failure is counted by reason, and every change
 /// of state (healthy, or unhealthy for another reason) is told to the watchers once: the log and /v1/state
 /// say why the cache is bypassed.
 /// </summary>
@@ -26,6 +30,7 @@ internal sealed class CacheHealth : IDisposable
     private CacheStoreFailure? _lastError;
     private DateTimeOffset? _lastErrorAt;
     private CacheHealthTransition? _lastTransition;
+    private CancellationTokenSource? _napping; // the loop's wait after a good probe; a failure cuts it short
 
     public CacheHealth(S3CacheStore store, CacheMetrics metrics, TimeSpan interval, TimeProvider time)
     {
@@ -43,6 +48,9 @@ internal sealed class CacheHealth : IDisposable
     /// cache instead of bypassing it (a store that does not answer by then is bypassed until it does).
     /// </summary>
     public static TimeSpan FirstProbeWait { get; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>How soon the store is probed again after it failed, doubling while it keeps failing.</summary>
+    public static TimeSpan FirstRetry { get; } = TimeSpan.FromSeconds(1);
 
     /// <summary>Completes when the first probe has answered, well or not.</summary>
     public Task FirstProbe => _firstProbe.Task;
@@ -116,6 +124,11 @@ internal sealed class CacheHealth : IDisposable
                 _since = now;
             }
 
+            if (_online)
+            {
+                _ = _napping?.CancelAsync(); // probe again soon, not at the next scheduled probe
+            }
+
             _online = false;
             // Repeated failures for the same reason are one state: one line, not one per probe or request.
             if (_failing?.Reason != failure.Reason)
@@ -155,15 +168,59 @@ internal sealed class CacheHealth : IDisposable
         }
     }
 
+    /// <summary>Waits the probe interval after a good probe: true when it passed, false when a store operation failed meanwhile.</summary>
+    private async Task<bool> NapAsync()
+    {
+        using var nap = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+        lock (_gate)
+        {
+            if (!_online)
+            {
+                return false; // failed between the probe and now
+            }
+
+            _napping = nap;
+        }
+
+        try
+        {
+            await Task.Delay(_interval, _time, nap.Token);
+            return true;
+        }
+        catch (OperationCanceledException) when (!_stop.IsCancellationRequested)
+        {
+            return false;
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _napping = null;
+            }
+        }
+    }
+
     private async Task LoopAsync()
     {
         try
         {
+            var retry = FirstRetry;
             while (!_stop.IsCancellationRequested)
             {
-                await ProbeAsync();
+                var healthy = await ProbeAsync();
                 _firstProbe.TrySetResult();
-                await Task.Delay(_interval, _time, _stop.Token);
+                if (healthy)
+                {
+                    retry = FirstRetry;
+                    if (await NapAsync())
+                    {
+                        continue;
+                    }
+                }
+
+                // Failed, or a store operation failed since the last good probe.
+                await Task.Delay(retry, _time, _stop.Token);
+                retry = TimeSpan.FromTicks(Math.Min(retry.Ticks * 2, Math.Max(_interval.Ticks, FirstRetry.Ticks)));
             }
         }
         catch (OperationCanceledException)

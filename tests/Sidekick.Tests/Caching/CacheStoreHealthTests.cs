@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using Amazon.Runtime;
 using Amazon.S3;
+using Microsoft.Extensions.Time.Testing;
 using Sidekick.Caching;
 using Sidekick.Hosting;
 using Sidekick.Tests.Infrastructure;
@@ -140,6 +141,30 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
         using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
         using var response = await client.GetAsync("/bucket/first.bin");
         Assert.NotEqual("BYPASS", response.Headers.GetValues("X-Cache").Single());
+    }
+
+    [Fact]
+    public async Task A_store_operation_that_failed_is_followed_by_a_probe_within_seconds_not_at_the_next_scheduled_one()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        using var metrics = new CacheMetrics();
+        using var health = new CacheHealth(store, metrics, interval: TimeSpan.FromMinutes(1), time);
+        await health.FirstProbe.WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.True(health.Online);
+
+        // One lookup slower than the store timeout: bypassed at once, and probed again after a second of the fake
+        // clock, well before the minute of the probe interval.
+        health.MarkOffline(new TimeoutException("no answer in time"));
+        Assert.False(health.Online);
+        var started = time.GetUtcNow();
+        while (!health.Online && time.GetUtcNow() - started < TimeSpan.FromSeconds(30))
+        {
+            time.Advance(TimeSpan.FromMilliseconds(100));
+            await Task.Delay(5); // lets the probe on s3rver answer; the outcome depends on the fake clock only
+        }
+
+        Assert.True(health.Online, $"still offline {(time.GetUtcNow() - started).TotalSeconds:0.0} s (fake) after the failure");
     }
 
     [Fact]
