@@ -149,18 +149,10 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     [Fact]
     public async Task A_lease_write_replaced_before_the_origin_answers_leaves_the_origins_answer_unread_and_waits_for_the_other_fill()
     {
-        await using var backend = await CacheTestBackend.StartAsync();
-        var path = $"/bucket/yield-{Guid.NewGuid():N}.bin";
-        var item = backend.Put(path, 4 * 1024 * 1024);
-        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
-        var (sidekick, client) = await LearnedSidekickAsync(backend, relay, client => client.GetAsync($"/bucket/learn-{Guid.NewGuid():N}"));
-        await using var _ = sidekick;
-        var metrics = sidekick.Server.Cache!.Metrics;
-        using var direct = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
-        var leaseKey = FillLeases.KeyOf(CacheKey.For("minio.example:9000", path));
+        await using var race = await LeaseRaceAsync("yield", 4 * 1024 * 1024);
+        var (backend, relay, client, metrics, direct, path, item) = (race.Backend, race.Relay, race.Client, race.Metrics, race.Direct, race.Path, race.Item);
 
         // Another sidecar's lease write lands just after this one's, and the origin is slower to answer than the store.
-        relay.BeforeNextLeaseReadBack = () => direct.WriteLeaseAsync(leaseKey, new FillLease("other", 1, -1, 0, 0), onlyIfAbsent: false, default);
         var originHeld = new TaskCompletionSource();
         backend.HeadsWaitFor = originHeld.Task;
         var miss = client.GetAsync(path);
@@ -171,7 +163,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
 
         // The other sidecar's fill ends without an entry: its lease goes, and this request fetches on its own.
         await Eventually.WaitUntilAsync(() => backend.Arrivals.Count(a => a == $"GET {path}") == 1, what: "the first origin request");
-        await direct.DeleteAsync(leaseKey, default);
+        await direct.DeleteAsync(race.LeaseKey, default);
         using var response = await miss;
         Assert.Equal("MISS", Outcome(response));
         Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
@@ -183,17 +175,8 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     [Fact]
     public async Task A_lease_write_replaced_after_the_origin_answered_is_fetched_here_and_stored_only_by_the_other_sidecar()
     {
-        await using var backend = await CacheTestBackend.StartAsync();
-        var path = $"/bucket/twice-{Guid.NewGuid():N}.bin";
-        var item = backend.Put(path, 256 * 1024); // one PUT, ready as soon as the body is in
-        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
-        var (sidekick, client) = await LearnedSidekickAsync(backend, relay, client => client.GetAsync($"/bucket/learn-{Guid.NewGuid():N}"));
-        await using var _ = sidekick;
-        var metrics = sidekick.Server.Cache!.Metrics;
-        using var direct = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
-        var leaseKey = FillLeases.KeyOf(CacheKey.For("minio.example:9000", path));
-
-        relay.BeforeNextLeaseReadBack = () => direct.WriteLeaseAsync(leaseKey, new FillLease("other", 1, -1, 0, 0), onlyIfAbsent: false, default);
+        await using var race = await LeaseRaceAsync("twice", 256 * 1024); // one PUT, ready as soon as the body is in
+        var (relay, client, metrics, direct, path, item) = (race.Relay, race.Client, race.Metrics, race.Direct, race.Path, race.Item);
         var release = new TaskCompletionSource();
         relay.LeaseReadBacksWaitFor = release.Task;
         // The whole body reaches the client while the read-back is held: the fill must not be uploaded meanwhile.
@@ -204,10 +187,10 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         release.SetResult();
 
         await Eventually.WaitUntilAsync(() => metrics.FillRacesLost(fetchedTwice: true) == 1, what: "the race counted as fetched twice");
-        await Eventually.WaitUntilAsync(() => sidekick.Server.Cache!.Fills.InFlight == 0, what: "the fill ended");
+        await Eventually.WaitUntilAsync(() => race.Sidekick.Server.Cache!.Fills.InFlight == 0, what: "the fill ended");
         Assert.Null(await direct.HeadAsync(CacheKey.For("minio.example:9000", path), default)); // the other sidecar's to store
         Assert.DoesNotContain(relay.Requests, r => r == $"PUT /cache/{CacheKey.For("minio.example:9000", path)}");
-        Assert.Equal("other", (await direct.ReadLeaseAsync(leaseKey, default))!.Value.Lease.Owner); // not removed: not ours
+        Assert.Equal("other", (await direct.ReadLeaseAsync(race.LeaseKey, default))!.Value.Lease.Owner); // not removed: not ours
         Assert.Equal(0, metrics.FillsCompleted);
     }
 
@@ -473,6 +456,38 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         }
 
         return (sidekick, client);
+    }
+
+    /// <summary>
+    /// A sidekick in front of an object of <paramref name="size"/> bytes, whose store ignores If-None-Match (through a
+    /// relay), with its claim's way learned; the next lease read-back of the object finds another sidecar's write.
+    /// </summary>
+    private async Task<LeaseRace> LeaseRaceAsync(string name, int size)
+    {
+        var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/{name}-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, size);
+        var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (sidekick, client) = await LearnedSidekickAsync(backend, relay, client => client.GetAsync($"/bucket/learn-{Guid.NewGuid():N}"));
+        var direct = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        var race = new LeaseRace(backend, relay, sidekick, client, direct, path, item, FillLeases.KeyOf(CacheKey.For("minio.example:9000", path)));
+        relay.BeforeNextLeaseReadBack = () => direct.WriteLeaseAsync(race.LeaseKey, new FillLease("other", 1, -1, 0, 0), onlyIfAbsent: false, default);
+        return race;
+    }
+
+    private sealed record LeaseRace(
+        CacheTestBackend Backend, StoreRelay Relay, SidekickInstance Sidekick, HttpClient Client, S3CacheStore Direct, string Path, OriginObject Item, string LeaseKey)
+        : IAsyncDisposable
+    {
+        public CacheMetrics Metrics => Sidekick.Server.Cache!.Metrics;
+
+        public async ValueTask DisposeAsync()
+        {
+            Direct.Dispose();
+            await Sidekick.DisposeAsync();
+            await Relay.DisposeAsync();
+            await Backend.DisposeAsync();
+        }
     }
 
     /// <summary>Advances the fake clock a poll at a time until the claim is decided (a minute of fake time at most).</summary>
