@@ -328,7 +328,7 @@ internal sealed class CacheFill
             await Volatile.Read(ref _mayUpload).WaitAsync(token);
             // A miss that did not wait for another sidecar's fill of this version finds it stored: nothing to upload.
             // Asked once the body is in (or UploadDelay passed), not while a fast body streams: the store request's
-            // CPU (the SDK's 404 is an exception) would be taken from the copy loop on a busy machine.
+            // CPU would be taken from the copy loop on a busy machine.
             if (await StoredByAnotherAsync(token))
             {
                 await WaitForCompleteAsync(token);
