@@ -357,7 +357,7 @@ sums() { local o=$1; [ "${SUM[$o,miss]}" = "${SUM[$o,origin]}" ] && [ "${SUM[$o,
   echo "- Machine: $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(free -g | awk '/Mem:/ { print $2 }') GiB RAM, $(uname -r); shared with other jobs."
   echo "- Load average (1, 5, 15 min): at the start $LOAD_START; after part 1 $LOAD_PART1; after part 2's runs: cache off $LOAD_OFF, same order $LOAD_SAME, staggered $LOAD_STAG; at the end $LOAD_END."
   echo "- $("$SIDEKICK" --version 2>&1 | head -1), Native AOT; store s3rver $(node -p 'require("./node_modules/s3rver/package.json").version') (Node.js $(node --version), local disk); origin nginx $(nginx -v 2>&1 | sed 's|.*/||'); client curl $(curl --version | head -1 | cut -d' ' -f2)."
-  echo "- Cache settings: the defaults (1 MiB minimum, 5 MiB parts, 4 GiB spool, 64 fills, 60 s store probe), only SIDEKICK_CACHE_SPOOL_DIR set (to bench/out, so that it can be checked)."
+  echo "- Cache settings: the defaults (1 MiB minimum, 5 MiB parts, 5 GiB spool: the larger of 4 GiB and the 5 GiB largest object, 64 fills, 60 s store probe), only SIDEKICK_CACHE_SPOOL_DIR set (to bench/out, so that it can be checked)."
   echo
   echo "## 1. One client at full speed (loopback, curl -o /dev/null)"
   echo
