@@ -15,6 +15,9 @@ internal static unsafe class StreamingCopy
 {
     private const int Lane = 16;
 
+    // Below this an ordinary copy: the alignment head and the fence would cost more than the stores save.
+    private const int Smallest = 256;
+
     /// <summary>Copies <paramref name="source"/> to the start of <paramref name="destination"/> (at least as long; no overlap).</summary>
     public static void Copy(ReadOnlySpan<byte> source, Span<byte> destination)
     {
@@ -31,7 +34,7 @@ internal static unsafe class StreamingCopy
     /// </summary>
     public static void Copy(ReadOnlySpan<byte> source, byte* destination)
     {
-        if (!Sse2.IsSupported || source.Length < 4 * Lane * 4)
+        if (!Sse2.IsSupported || source.Length < Smallest)
         {
             source.CopyTo(new Span<byte>(destination, source.Length));
             return;
