@@ -25,6 +25,14 @@ internal static class Program
 
         NativeHeap.LimitArenas();
 
+        // nohup hands SIGHUP over ignored, a shell its background jobs SIGINT, and the runtime leaves an ignored
+        // signal ignored when it sets up its own handling (on first use of the console), so this comes first.
+        if (!OperatingSystem.IsWindows())
+        {
+            InheritedSignals.Unignore(Libc.SIGHUP);
+            InheritedSignals.Unignore(Libc.SIGINT);
+        }
+
         // The trace and log lines go to stdout's stream in batches, not through Console.Out, which flushes every 256
         // characters (see OutputQueue).
         return SidekickApp.RunAsync(args, Console.Out, Console.Error, Console.OpenStandardOutput());

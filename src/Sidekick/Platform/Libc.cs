@@ -95,6 +95,21 @@ internal static unsafe partial class Libc
     [LibraryImport("libc")]
     public static partial int madvise(nint address, nuint length, int advice);
 
+    public const int SIGHUP = 1;
+    public const int SIGINT = 2;
+    public const nint SIG_DFL = 0;
+    public const nint SIG_IGN = 1;
+
+    /// <summary>
+    /// sigaction(2). The caller passes room for the C library's struct sigaction, of which only the first field,
+    /// the handler, is read: it comes first in glibc's, musl's and Darwin's layouts alike.
+    /// </summary>
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int sigaction(int signal, void* action, void* previous);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial nint signal(int signal, nint handler);
+
     /// <summary>The <see cref="SocketError"/> .NET reports for a Linux errno, for the errors a stream socket meets.</summary>
     public static SocketError ToSocketError(int errno) => errno switch
     {

@@ -151,6 +151,34 @@ public sealed class ProcessTests
         Assert.False(sidekick.Process.HasExited);
     }
 
+    [Fact]
+    public async Task Sighup_and_sigint_work_when_inherited_ignored()
+    {
+        // nohup starts its command with SIGHUP ignored, and a shell its background jobs with SIGINT ignored; a
+        // process inherits both. The Go sidekick reloads and stops on them anyway (signal.Notify un-ignores).
+        await using var backend = await TestBackend.StartAsync("a");
+        var port = SidekickProcess.FreePort();
+        await using var sidekick = SidekickProcess.StartUnder(["bash", "-c", "trap '' HUP INT; exec \"$@\"", "ignoring"],
+            Environment.CurrentDirectory, new Dictionary<string, string>(),
+            "--address", $"127.0.0.1:{port}", "--health-path", "/health", "--trace", "", backend.Url.ToString());
+        await sidekick.WaitForHealthAsync(port);
+
+        sidekick.Signal("HUP");
+        for (var deadline = Environment.TickCount64 + 30000; !sidekick.Stdout.Contains("caught signal 'hangup': reloaded", StringComparison.Ordinal); await Task.Delay(50))
+        {
+            Assert.True(Environment.TickCount64 < deadline, "no reload for an inherited-ignored SIGHUP: " + sidekick.Stdout + sidekick.Stderr);
+        }
+
+        using var client = new HttpClient();
+        Assert.Equal("a", await client.GetStringAsync($"http://127.0.0.1:{port}/x"));
+
+        sidekick.Signal("INT");
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await sidekick.Process.WaitForExitAsync(stop.Token);
+        Assert.Equal(0, sidekick.Process.ExitCode);
+        Assert.Contains("caught signal 'interrupt': stopping", sidekick.Stdout, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
