@@ -138,6 +138,7 @@ internal sealed class SidekickServer : IAsyncDisposable
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2;
                     tls(listen);
+                    listen.Use(BatchedTlsSends.AfterHandshake);
                 }
                 else
                 {

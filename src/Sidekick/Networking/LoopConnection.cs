@@ -65,6 +65,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         features.Set<IConnectionLifetimeFeature>(this);
         features.Set<IConnectionEndPointFeature>(this);
         features.Set<IMemoryPoolFeature>(this);
+        features.Set(this);
         Features = features;
     }
 
@@ -95,6 +96,14 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     public override EndPoint? RemoteEndPoint { get; set; }
 
     public MemoryPool<byte> MemoryPool { get; }
+
+    /// <summary>
+    /// Lets the loop batch this connection's sends (<see cref="LoopSocket.DeferSends"/>): called by a connection
+    /// middleware, which finds the connection among its features, once TLS chose HTTP/1.1.
+    /// </summary>
+    public void DeferSends() => _socket.DeferSends();
+
+    public bool SendsDeferred => _socket.SendsDeferred;
 
     public void Start()
     {

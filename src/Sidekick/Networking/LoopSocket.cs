@@ -21,7 +21,7 @@ internal sealed class LoopSocket : IDisposable
     private readonly SafeSocketHandle _handle;
     private readonly ReceiveOperation _receive;
     private readonly SendOperation _send;
-    private readonly bool _deferSends;
+    private bool _deferSends;
     private MemoryHandle[]? _pins;
     // Readiness bookkeeping per direction: the loop counts edges, an operation notes the count it last saw
     // drained; equal counts mean nothing new has arrived since the kernel said EAGAIN.
@@ -59,6 +59,14 @@ internal sealed class LoopSocket : IDisposable
 
     /// <summary>The loop's key for this socket's events.</summary>
     public ulong Token { get; set; }
+
+    /// <summary>
+    /// From now on, sends asked for on the loop thread wait for the end of its batch, as an accepted socket's do
+    /// when created with <c>deferSends</c> (a TLS connection once its handshake chose HTTP/1.1).
+    /// </summary>
+    public void DeferSends() => _deferSends = true;
+
+    public bool SendsDeferred => _deferSends;
 
     /// <summary>
     /// Serves an accepted (connected) socket. <paramref name="deferSends"/>: its sends from the loop thread

@@ -12,9 +12,10 @@ namespace Sidekick.Networking;
 /// </summary>
 /// <param name="deferClientSends">
 /// Whether the loop thread's sends to clients wait for the end of its batch of events: yes for plain HTTP/1.1,
-/// whose responses the loop writes; not with TLS, where HTTP/2 streams write on the thread pool and a send
-/// held by the loop would hold their output back in the pipes (HTTP/2 load, 1 KiB: 38.5-38.6 MB RSS
-/// against 36.3-37.0 MB without deferring, two runs each).
+/// whose responses the loop writes; not with TLS until its handshake is done, where HTTP/2 streams write on the
+/// thread pool and a send held by the loop would hold their output back in the pipes (HTTP/2 load, 1 KiB:
+/// 38.5-38.6 MB RSS against 36.3-37.0 MB without deferring, two runs each). A TLS connection that chose
+/// HTTP/1.1 turns deferring on afterwards (<see cref="LoopConnection.DeferSends"/>).
 /// </param>
 /// <param name="binding">Told each endpoint before it is bound (so a refused bind can name it).</param>
 internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, bool deferClientSends, Action<EndPoint>? binding = null) : IConnectionListenerFactory, IConnectionListenerFactorySelector

@@ -1,0 +1,60 @@
+using System.Buffers;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
+using Sidekick.Hosting;
+using Sidekick.Networking;
+
+namespace Sidekick.Tests.Hosting;
+
+/// <summary>Which TLS connections get the loop's batched sends: those that chose HTTP/1.1 (or named nothing).</summary>
+public sealed class BatchedTlsSendsTests
+{
+    [Theory]
+    [InlineData("http/1.1", true)]
+    [InlineData("", true)]
+    [InlineData("h2", false)]
+    public async Task A_connection_that_chose_http1_has_its_sends_batched_and_http2_does_not(string protocol, bool batched)
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(1);
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await client.ConnectAsync(listener.LocalEndPoint!);
+        using var accepted = await listener.AcceptAsync();
+        await using var connection = new LoopConnection(LoopSocket.Accepted(accepted, EventLoops.Shared.Pick(), deferSends: false), accepted, MemoryPool<byte>.Shared);
+        var context = new DefaultConnectionContext();
+        context.Features.Set<ITlsApplicationProtocolFeature>(new Negotiated(protocol));
+        context.Features.Set(connection);
+        var reached = false;
+
+        await BatchedTlsSends.AfterHandshake(_ =>
+        {
+            reached = true;
+            return Task.CompletedTask;
+        })(context);
+
+        Assert.True(reached);
+        Assert.Equal(batched, connection.SendsDeferred);
+    }
+
+    [Fact]
+    public async Task A_connection_not_on_the_event_loops_passes_through()
+    {
+        var context = new DefaultConnectionContext();
+        context.Features.Set<ITlsApplicationProtocolFeature>(new Negotiated("http/1.1"));
+        var reached = false;
+        await BatchedTlsSends.AfterHandshake(_ =>
+        {
+            reached = true;
+            return Task.CompletedTask;
+        })(context);
+        Assert.True(reached);
+    }
+
+    private sealed class Negotiated(string protocol) : ITlsApplicationProtocolFeature
+    {
+        public ReadOnlyMemory<byte> ApplicationProtocol { get; } = System.Text.Encoding.ASCII.GetBytes(protocol);
+    }
+}
