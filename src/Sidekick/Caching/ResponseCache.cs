@@ -64,6 +64,13 @@ internal sealed class ResponseCache : IDisposable
         remove => _writer.ReadBroken -= value;
     }
 
+    /// <summary>
+    /// A fill lost its lease race after the origin's answer was already streaming here (the request target, secrets
+    /// redacted): the object came from the origin twice and the other sidecar stores it. For the --log line; counted
+    /// as fetched_twice.
+    /// </summary>
+    public event Action<string>? FetchedTwice;
+
     public async Task HandleAsync(HttpContext context, ICacheOrigin origin)
     {
         var request = context.Request;
@@ -295,7 +302,11 @@ internal sealed class ResponseCache : IDisposable
         Metrics.FillRaceLost(fetchedTwice: streaming);
         if (streaming)
         {
-            (await slot.Head.Task)?.LeaveUploadToAnother();
+            if (await slot.Head.Task is { } fill)
+            {
+                fill.LeaveUploadToAnother();
+                FetchedTwice?.Invoke(fill.Target);
+            }
         }
     }
 

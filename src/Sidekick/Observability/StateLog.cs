@@ -76,6 +76,15 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
             json.WriteString("Reason", reason);
         });
 
+    /// <summary>
+    /// Another sidecar's lease write replaced this one's at the same moment (a store that ignores If-None-Match), after
+    /// the origin's answer was already on its way here: fetched twice from the origin, stored by the other sidecar.
+    /// </summary>
+    public void OnFetchedTwice(string target, DateTimeOffset at) =>
+        CacheLine($"cache fill of {target} left to another sidecar: its lease write replaced this one at the same moment " +
+            "(the store ignores If-None-Match) after the origin's answer was already coming here, so the object was fetched from the origin twice",
+            "cache-fill-fetched-twice", at, json => json.WriteString("Target", target));
+
     /// <summary>A stored body's read from the store broke midway and was resumed, or the client's response was cut.</summary>
     public void OnStoredReadBroken(string key, long offset, bool resumed, string detail, DateTimeOffset at) =>
         CacheLine($"cache read of stored entry {key} broke at byte {offset} ({detail}): " + (resumed ? "resumed from the store" : "the client's response was cut"),

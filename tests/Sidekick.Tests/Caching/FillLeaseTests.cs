@@ -185,6 +185,8 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         Assert.DoesNotContain(relay.Requests, r => r == $"PUT /cache/{CacheKey.For("minio.example:9000", path)}");
         Assert.Equal("other", (await direct.ReadLeaseAsync(race.LeaseKey, default))!.Value.Lease.Owner); // not removed: not ours
         Assert.Equal(0, metrics.FillsCompleted);
+        await Eventually.WaitUntilAsync(() => race.Log.ToString().Contains($"cache fill of {path} left to another sidecar", StringComparison.Ordinal),
+            what: "the --log line for the object fetched twice");
     }
 
     [Fact]
@@ -438,9 +440,10 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     /// A sidekick (Host minio.example:9000) whose first claim, made by a GET of an object the backend does not have
     /// (answered 404), already learned how the store treats If-None-Match.
     /// </summary>
-    private async Task<(SidekickInstance Instance, HttpClient Client)> LearnedSidekickAsync(CacheTestBackend backend, StoreRelay relay)
+    private async Task<(SidekickInstance Instance, HttpClient Client)> LearnedSidekickAsync(CacheTestBackend backend, StoreRelay relay, TextWriter? log = null)
     {
-        var (sidekick, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        var (sidekick, client) = await fixture.StartSidekickAsync([backend.Url], Integration.SidekickHarness.FastOptions with { Log = log is not null },
+            fixture.Environment(relay.Url), log);
         client.DefaultRequestHeaders.Host = "minio.example:9000";
         using (var learned = await client.GetAsync($"/bucket/learn-{Guid.NewGuid():N}"))
         {
@@ -460,15 +463,17 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         var path = $"/bucket/{name}-{Guid.NewGuid():N}.bin";
         var item = backend.Put(path, size);
         var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
-        var (sidekick, client) = await LearnedSidekickAsync(backend, relay);
+        var log = new StringWriter();
+        var (sidekick, client) = await LearnedSidekickAsync(backend, relay, TextWriter.Synchronized(log));
         var direct = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
-        var race = new LeaseRace(backend, relay, sidekick, client, direct, path, item, FillLeases.KeyOf(CacheKey.For("minio.example:9000", path)));
+        var race = new LeaseRace(backend, relay, sidekick, client, direct, path, item, FillLeases.KeyOf(CacheKey.For("minio.example:9000", path)), log);
         relay.BeforeNextLeaseReadBack = () => direct.WriteLeaseAsync(race.LeaseKey, new FillLease("other", 1, -1, 0, 0), onlyIfAbsent: false, default);
         return race;
     }
 
     private sealed record LeaseRace(
-        CacheTestBackend Backend, StoreRelay Relay, SidekickInstance Sidekick, HttpClient Client, S3CacheStore Direct, string Path, OriginObject Item, string LeaseKey)
+        CacheTestBackend Backend, StoreRelay Relay, SidekickInstance Sidekick, HttpClient Client, S3CacheStore Direct, string Path, OriginObject Item, string LeaseKey,
+        StringWriter Log)
         : IAsyncDisposable
     {
         public CacheMetrics Metrics => Sidekick.Server.Cache!.Metrics;
