@@ -14,12 +14,10 @@ namespace Sidekick.Hosting;
 /// </summary>
 internal static class BatchedTlsSends
 {
-    private static readonly ReadOnlyMemory<byte> Http2 = "h2"u8.ToArray();
-
     public static ConnectionDelegate AfterHandshake(ConnectionDelegate next) => connection =>
     {
         var protocol = connection.Features.Get<ITlsApplicationProtocolFeature>()?.ApplicationProtocol ?? default;
-        if (!protocol.Span.SequenceEqual(Http2.Span))
+        if (!protocol.Span.SequenceEqual("h2"u8))
         {
             connection.Features.Get<LoopConnection>()?.DeferSends();
         }

@@ -25,7 +25,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     /// (its ConcurrentPipeWriter) completes a waiting flush through a task that runs its continuation
     /// asynchronously. Sends made at the end of the loop's batch let a whole 64 KiB body gather in the pipe first,
     /// so at 64 KiB x 32 every response waited: 1.1 context switches per request, 0.4-0.5 with this (HAProxy 0.46),
-    /// and 51-68 against 49-56 µs of CPU per request (two interleaved rounds). A client that stops reading holds
+    /// and 49-51 against 56-68 µs of CPU per request (two interleaved rounds). A client that stops reading holds
     /// up to this much here (the bounded-memory test allows 1 MiB per stalled reader); 256 KiB measured no better
     /// at 64 KiB and worse at 1 MiB (more buffers in flight than the caches hold).
     /// </summary>

@@ -5,8 +5,8 @@ namespace Sidekick.Platform;
 
 /// <summary>
 /// Every native call sidekick makes, declared one way (source-generated <c>LibraryImport</c>): the system
-/// calls the event loops use (x86-64 and arm64 layouts), and the C library's heap and memory-advice calls
-/// (<see cref="NativeHeap"/>, <see cref="CodePages"/>).
+/// calls the event loops use (x86-64 and arm64 layouts), the C library's heap and memory-advice calls
+/// (<see cref="NativeHeap"/>, <see cref="CodePages"/>), and signal dispositions (<see cref="InheritedSignals"/>).
 /// </summary>
 internal static unsafe partial class Libc
 {

@@ -27,15 +27,7 @@ public sealed class BatchedTlsSendsTests
         var context = new DefaultConnectionContext();
         context.Features.Set<ITlsApplicationProtocolFeature>(new Negotiated(protocol));
         context.Features.Set(connection);
-        var reached = false;
-
-        await BatchedTlsSends.AfterHandshake(_ =>
-        {
-            reached = true;
-            return Task.CompletedTask;
-        })(context);
-
-        Assert.True(reached);
+        await PassesThroughAsync(context);
         Assert.Equal(batched, connection.SendsDeferred);
     }
 
@@ -44,6 +36,12 @@ public sealed class BatchedTlsSendsTests
     {
         var context = new DefaultConnectionContext();
         context.Features.Set<ITlsApplicationProtocolFeature>(new Negotiated("http/1.1"));
+        await PassesThroughAsync(context);
+    }
+
+    /// <summary>Runs the middleware and checks it handed the connection on.</summary>
+    private static async Task PassesThroughAsync(ConnectionContext context)
+    {
         var reached = false;
         await BatchedTlsSends.AfterHandshake(_ =>
         {
