@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""usage: load-row.py wrk|h2load OUTPUT BACKENDS TARGET SIZE CONNS ROUND TICKS HZ RSS_KB ANON_KB LOGGED
+"""usage: load-row.py wrk|h2load OUTPUT BACKENDS TARGET SIZE CONNS ROUND TICKS HZ RSS_KB ANON_KB LOGGED SWITCHES
 
 Reads one wrk or h2load output and prints one row of run.sh's results.tsv (the columns of HEADER below):
 requests/s, latency, the proxy's CPU time per request (TICKS of user+system time over the window, from /proc),
+its context switches per request (SWITCHES over the window, all its threads, from /proc),
 its RSS and the anonymous part of it sampled during the window, the requests that failed (a proxy answering 502s fast must not look fast)
 and, for the proxies logging every request to a file, how many lines that file grew by (LOGGED, or "" when
 the proxy does not log; lines per request well under 1 mean the logger dropped entries), and how long the
@@ -12,13 +13,13 @@ run.sh measures it again).
 import re
 import sys
 
-HEADER = "backends\ttarget\tsize\tconns\tround\trps\tp50_ms\tp99_ms\tcpu_us_per_req\trss_mb\tanon_mb\trequests\terrors\tlogged\tsecs"
+HEADER = "backends\ttarget\tsize\tconns\tround\trps\tp50_ms\tp99_ms\tcpu_us_per_req\tcs_per_req\trss_mb\tanon_mb\trequests\terrors\tlogged\tsecs"
 
 if sys.argv[1:] == ["--header"]:
     print(HEADER)
     sys.exit(0)
 
-kind, path, backends, target, size, conns, round_, ticks, hz, rss_kb, anon_kb, logged = sys.argv[1:13]
+kind, path, backends, target, size, conns, round_, ticks, hz, rss_kb, anon_kb, logged, switches = sys.argv[1:14]
 text = open(path).read()
 
 
@@ -49,5 +50,6 @@ else:
     p50, p99 = (ms(*m.groups()) if m else float("nan")), float("nan")
 
 cpu = int(ticks) / int(hz) * 1e6 / requests if requests and int(ticks) else 0
-print(f"{backends}\t{target}\t{size}\t{conns}\t{round_}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{cpu:.1f}\t"
+cs = int(switches) / requests if requests else 0
+print(f"{backends}\t{target}\t{size}\t{conns}\t{round_}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{cpu:.1f}\t{cs:.2f}\t"
       f"{int(rss_kb) / 1024:.1f}\t{int(anon_kb) / 1024:.1f}\t{requests}\t{errors}\t{logged}\t{secs:.2f}")

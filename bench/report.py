@@ -48,7 +48,7 @@ rounds = sorted({r["round"] for r in raw}, key=int)
 
 
 def med(group, target, key):
-    return median(num(r[key]) for r in group.get(target, {}).values())
+    return median(num(r.get(key)) for r in group.get(target, {}).values())
 
 
 def best_haproxy(group, key, round_=None):
@@ -164,6 +164,7 @@ def row_line(g, target):
     def m(key):
         return med(g, target, key)
     cells = [fmt(m("rps"), 0), fmt(m("p50_ms"), 3), fmt(m("p99_ms"), 3), fmt(m("cpu_us_per_req"), 1),
+             fmt(m("cs_per_req"), 2) if target != "direct" else "",
              f"{fmt(m('rss_mb'), 1)} ({fmt(m('anon_mb'), 1)})" if target != "direct" else ""]
     proxy = target != "direct"
     cells += [fmt(ratio(m("rps"), best_haproxy(g, "rps"))),
@@ -177,9 +178,9 @@ def row_line(g, target):
 ORDER = ["direct", "haproxy", "haproxy-1t", "nginx", "sidekick", "haproxy+log", "haproxy-1t+log", "sidekick+json", "sidekick+text"]
 for b in setups:
     lines += [f"## {setup_name.get(b, b + ' backends').capitalize()}", "",
-              "| size | conns | target | req/s | p50 ms | p99 ms | proxy CPU µs/req | proxy RSS MB (anon) | req/s vs HAProxy | "
-              "CPU vs HAProxy | p99 vs HAProxy | RSS − HAProxy MB | errors |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| size | conns | target | req/s | p50 ms | p99 ms | proxy CPU µs/req | proxy context switches/req | proxy RSS MB (anon) | "
+              "req/s vs HAProxy | CPU vs HAProxy | p99 vs HAProxy | RSS − HAProxy MB | errors |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (gb, size, conns), g in groups.items():
         if gb != b:
             continue
