@@ -82,7 +82,7 @@ internal sealed class SidekickServer : IAsyncDisposable
             // Client connections on sidekick's event loops (see Networking/): no speculative receives, and
             // requests are parsed and forwarded on the thread that saw them arrive.
             builder.Services.AddSingleton<IConnectionListenerFactory>(services =>
-                new LoopTransportFactory(services.GetRequiredService<IMemoryPoolFactory<byte>>(), deferClientSends: parts.ConfigureTls is null, _binds.Attempt));
+                new LoopTransportFactory(services.GetRequiredService<IMemoryPoolFactory<byte>>(), _binds.Attempt));
         }
         else
         {
@@ -138,12 +138,13 @@ internal sealed class SidekickServer : IAsyncDisposable
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2;
                     tls(listen);
-                    listen.Use(BatchedTlsSends.AfterHandshake);
                 }
                 else
                 {
                     listen.Protocols = HttpProtocols.Http1;
                 }
+
+                listen.Use(BatchedSends.ForHttp1);
             }
 
             if (address.BindAddress is { } ip)

@@ -99,7 +99,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
 
     /// <summary>
     /// Lets the loop batch this connection's sends (<see cref="LoopSocket.DeferSends"/>): called by a connection
-    /// middleware, which finds the connection among its features, once TLS chose HTTP/1.1.
+    /// middleware, which finds the connection among its features, once it knows it serves HTTP/1.1.
     /// </summary>
     public void DeferSends() => _socket.DeferSends();
 

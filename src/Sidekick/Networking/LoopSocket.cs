@@ -61,18 +61,17 @@ internal sealed class LoopSocket : IDisposable
     public ulong Token { get; set; }
 
     /// <summary>
-    /// From now on, sends asked for on the loop thread wait for the end of its batch, as an accepted socket's do
-    /// when created with <c>deferSends</c> (a TLS connection once its handshake chose HTTP/1.1).
+    /// From now on, sends asked for on the loop thread wait for the end of its batch, as a backend connection's
+    /// do from the start (a client connection once it is known to serve HTTP/1.1: <c>Hosting/BatchedSends</c>).
     /// </summary>
     public void DeferSends() => _deferSends = true;
 
     public bool SendsDeferred => _deferSends;
 
     /// <summary>
-    /// Serves an accepted (connected) socket. <paramref name="deferSends"/>: its sends from the loop thread
-    /// may wait for the end of the loop's batch (<see cref="EventLoop.TryDeferSend"/>).
+    /// Serves an accepted (connected) socket; its sends go out at once until <see cref="DeferSends"/>.
     /// </summary>
-    public static LoopSocket Accepted(Socket socket, EventLoop loop, bool deferSends) => new(socket, loop, connecting: false, deferSends);
+    public static LoopSocket Accepted(Socket socket, EventLoop loop) => new(socket, loop, connecting: false, deferSends: false);
 
     /// <summary>Connects to <paramref name="endpoint"/> without blocking; a cancelled connect closes the socket.</summary>
     public static async ValueTask<LoopSocket> ConnectAsync(IPEndPoint endpoint, EventLoop loop, CancellationToken cancellationToken)

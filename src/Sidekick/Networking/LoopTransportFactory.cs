@@ -10,20 +10,12 @@ namespace Sidekick.Networking;
 /// socket (accepts are rare) and then served by a <see cref="LoopSocket"/>, so Kestrel parses requests and
 /// the proxy forwards them on the loop thread that saw the bytes arrive.
 /// </summary>
-/// <param name="deferClientSends">
-/// Whether the loop thread's sends to clients wait for the end of its batch of events: yes for plain HTTP/1.1,
-/// whose responses the loop writes; not with TLS until its handshake is done, where HTTP/2 streams write on the
-/// thread pool and a send held by the loop would hold their output back in the pipes (HTTP/2 load, 1 KiB:
-/// 38.5-38.6 MB RSS against 36.3-37.0 MB without deferring, two runs each). A TLS connection that chose
-/// HTTP/1.1 turns deferring on afterwards (<see cref="LoopConnection.DeferSends"/>).
-/// </param>
 /// <param name="binding">Told each endpoint before it is bound (so a refused bind can name it).</param>
-internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, bool deferClientSends, Action<EndPoint>? binding = null) : IConnectionListenerFactory, IConnectionListenerFactorySelector
+internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, Action<EndPoint>? binding = null) : IConnectionListenerFactory, IConnectionListenerFactorySelector
 {
     /// <summary>Pending connections the kernel queues before accept (Kestrel's default).</summary>
     private const int Backlog = 512;
 
-    private readonly bool _deferClientSends = deferClientSends;
     private long _accepted;
 
     /// <summary>Client connections accepted onto the event loops so far.</summary>
@@ -85,7 +77,7 @@ internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, bool 
 
                 accepted.NoDelay = true;
                 Interlocked.Increment(ref factory._accepted);
-                var connection = new LoopConnection(LoopSocket.Accepted(accepted, loops.Next(), factory._deferClientSends), accepted, pool);
+                var connection = new LoopConnection(LoopSocket.Accepted(accepted, loops.Next()), accepted, pool);
                 connection.Start();
                 return connection;
             }

@@ -8,14 +8,18 @@ using Sidekick.Networking;
 
 namespace Sidekick.Tests.Hosting;
 
-/// <summary>Which TLS connections get the loop's batched sends: those that chose HTTP/1.1 (or named nothing).</summary>
-public sealed class BatchedTlsSendsTests
+/// <summary>
+/// Which client connections get the loop's batched sends: plain ones, and TLS ones that chose HTTP/1.1 (or named
+/// nothing); not those that chose HTTP/2.
+/// </summary>
+public sealed class BatchedSendsTests
 {
     [Theory]
+    [InlineData(null, true)]
     [InlineData("http/1.1", true)]
     [InlineData("", true)]
     [InlineData("h2", false)]
-    public async Task A_connection_that_chose_http1_has_its_sends_batched_and_http2_does_not(string protocol, bool batched)
+    public async Task A_connection_serving_http1_has_its_sends_batched_and_http2_does_not(string? protocol, bool batched)
     {
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -23,9 +27,15 @@ public sealed class BatchedTlsSendsTests
         using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await client.ConnectAsync(listener.LocalEndPoint!);
         using var accepted = await listener.AcceptAsync();
-        await using var connection = new LoopConnection(LoopSocket.Accepted(accepted, EventLoops.Shared.Pick(), deferSends: false), accepted, MemoryPool<byte>.Shared);
+        await using var connection = new LoopConnection(LoopSocket.Accepted(accepted, EventLoops.Shared.Pick()), accepted, MemoryPool<byte>.Shared);
+        Assert.False(connection.SendsDeferred);
         var context = new DefaultConnectionContext();
-        context.Features.Set<ITlsApplicationProtocolFeature>(new Negotiated(protocol));
+        if (protocol is not null)
+        {
+            // A plain connection has no TLS feature at all.
+            context.Features.Set<ITlsApplicationProtocolFeature>(new Negotiated(protocol));
+        }
+
         context.Features.Set(connection);
         await PassesThroughAsync(context);
         Assert.Equal(batched, connection.SendsDeferred);
@@ -43,7 +53,7 @@ public sealed class BatchedTlsSendsTests
     private static async Task PassesThroughAsync(ConnectionContext context)
     {
         var reached = false;
-        await BatchedTlsSends.AfterHandshake(_ =>
+        await BatchedSends.ForHttp1(_ =>
         {
             reached = true;
             return Task.CompletedTask;
