@@ -159,12 +159,18 @@ internal sealed class FillLeases
                 return deferred;
             }
 
-            // None, dead (its sidecar stopped renewing it), left over here, or just removed: this fill takes it. Where
-            // If-None-Match is ignored, the store keeps the last write: it is read back, and the sidecar it names fills
-            // while the others that wrote at the same moment wait for it. That read runs beside the origin request
-            // (LeaseSettlement): it decides only when two sidecars wrote within a round trip of each other.
-            await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
-            return conditional ? FillClaim.Holding(leaseKey) : FillClaim.Holding(leaseKey, ReadAsync(leaseKey, cancellationToken));
+            // None, dead (its sidecar stopped renewing it), left over here, or just removed: this fill takes it.
+            if (conditional)
+            {
+                await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
+                return FillClaim.Holding(leaseKey);
+            }
+
+            // Where If-None-Match is ignored, the store keeps the last write: it is read back, and the sidecar it names
+            // fills while the others that wrote at the same moment wait for it. The write and its read-back run beside
+            // the origin request (LeaseSettlement), two store round trips off the miss's first byte: they decide only
+            // when two sidecars wrote within a round trip of each other, after both had found no lease.
+            return FillClaim.Holding(leaseKey, WriteAndReadBackAsync(leaseKey, mine, cancellationToken));
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !cancellationToken.IsCancellationRequested)
         {
@@ -173,10 +179,18 @@ internal sealed class FillLeases
         }
     }
 
+    /// <summary>The lease write of a claim on a store that ignores If-None-Match, then the lease as the store kept it.</summary>
+    private async Task<(FillLease Lease, DateTimeOffset Written)?> WriteAndReadBackAsync(string leaseKey, FillLease mine, CancellationToken cancellationToken)
+    {
+        await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
+        return await ReadAsync(leaseKey, cancellationToken);
+    }
+
     /// <summary>
     /// Whether the read-back of this sidecar's lease write (<see cref="FillClaim.ReadBack"/>) names another live
     /// sidecar: two wrote at the same moment on a store that ignores If-None-Match, and the other's write stayed. A
-    /// store error counts as not lost: the renewals look again (<see cref="Hold"/>).
+    /// store error, of the write or of the read, counts as not lost: the renewals write and look again
+    /// (<see cref="Hold"/>).
     /// </summary>
     public async Task<bool> LostAsync(Task<(FillLease Lease, DateTimeOffset Written)?> readBack)
     {
@@ -407,7 +421,7 @@ internal sealed record LeaseReadAhead(Task<(FillLease Lease, DateTimeOffset Writ
 
 /// <summary>
 /// What <see cref="FillLeases.ClaimAsync"/> decided for a miss about to fill. <see cref="ReadBack"/>: on a store that
-/// ignores If-None-Match, the read of the lease just written, still running (<see cref="LeaseSettlement"/>).
+/// ignores If-None-Match, the lease write and its read-back, still running (<see cref="LeaseSettlement"/>).
 /// </summary>
 internal readonly record struct FillClaim(FillClaimKind Kind, string? LeaseKey = null, Task<(FillLease Lease, DateTimeOffset Written)?>? ReadBack = null)
 {

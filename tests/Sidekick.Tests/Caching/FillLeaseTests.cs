@@ -140,6 +140,40 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     }
 
     [Fact]
+    public async Task On_a_store_that_ignores_if_none_match_the_origin_request_goes_out_while_the_lease_is_written()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/leasewrite-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 256 * 1024);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (sidekick, client) = await LearnedSidekickAsync(backend, relay);
+        await using var _ = sidekick;
+
+        // The lease write is held at the store: the origin request must not wait for it.
+        var leaseWrite = $"PUT /cache/{FillLeases.KeyOf(CacheKey.For("minio.example:9000", path))}";
+        var release = new TaskCompletionSource();
+        relay.LeaseWritesWaitFor = release.Task;
+        var miss = client.GetAsync(path);
+        await Eventually.WaitUntilAsync(() => backend.Arrivals.Contains($"GET {path}"),
+            what: $"the origin request while the lease write is held; the store saw: {string.Join(", ", relay.Requests)}");
+        Assert.Contains(leaseWrite, relay.Requests); // it was asked for, and is still held
+        relay.LeaseWritesWaitFor = null;
+        release.SetResult();
+
+        using var response = await miss;
+        Assert.Equal("MISS", Outcome(response));
+        Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
+        // The lease was written, read back naming this sidecar, and the entry stored under it.
+        var metrics = sidekick.Server.Cache!.Metrics;
+        await Eventually.WaitUntilAsync(() => metrics.FillsCompleted == 1 && relay.Requests.Count(r => r == leaseWrite) >= 2,
+            what: $"the fill stored under its lease; the store saw: {string.Join(", ", relay.Requests)}");
+        using var direct = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        Assert.NotNull(await direct.HeadAsync(CacheKey.For("minio.example:9000", path), default));
+        Assert.Equal(0, metrics.StoreErrors);
+        Assert.Equal(0, metrics.FillRacesLost(fetchedTwice: false) + metrics.FillRacesLost(fetchedTwice: true));
+    }
+
+    [Fact]
     public async Task A_lease_write_replaced_before_the_origin_answers_leaves_the_origins_answer_unread_and_waits_for_the_other_fill()
     {
         await using var race = await LeaseRaceAsync("yield", 4 * 1024 * 1024);

@@ -85,6 +85,15 @@ internal sealed class StoreRelay : IAsyncDisposable
 
     private Task? _leaseReadBacksWaitFor;
 
+    /// <summary>While set, lease writes wait for it before they go to s3rver (a slow store under a miss's claim).</summary>
+    public Task? LeaseWritesWaitFor
+    {
+        get => Volatile.Read(ref _leaseWritesWaitFor);
+        set => Volatile.Write(ref _leaseWritesWaitFor, value);
+    }
+
+    private Task? _leaseWritesWaitFor;
+
     /// <summary>Runs once, before the next read-back of a lease goes to s3rver: another sidecar's lease write landing just after this one's.</summary>
     public Func<Task>? BeforeNextLeaseReadBack
     {
@@ -138,6 +147,11 @@ internal sealed class StoreRelay : IAsyncDisposable
         var lease = request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal);
         if (lease && HttpMethods.IsPut(request.Method))
         {
+            if (LeaseWritesWaitFor is { } writeRelease)
+            {
+                await writeRelease.WaitAsync(context.RequestAborted);
+            }
+
             _leasesWritten[request.Path.Value] = true;
         }
         else if (lease && HttpMethods.IsHead(request.Method) && _leasesWritten.ContainsKey(request.Path.Value))
