@@ -226,7 +226,7 @@ HZ=$(getconf CLK_TCK)
 #   http: wrk over plain HTTP/1.1; https: wrk over TLS 1.3 (HTTP/1.1 keep-alive); h2: h2load over TLS, ALPN h2,
 #   CONNS connections x 8 streams. A 1 s warm-up comes first (new connections, TLS handshakes, caches).
 measure_once() {
-  local kind=$1 n=$2 target=$3 size=$4 conns=$5 key="$2/$3" pids url label=$4 before after switches mem logged="" load
+  local kind=$1 n=$2 target=$3 size=$4 conns=$5 key="$2/$3" pids url label=$4 before after switches_before switches mem logged="" load
   local log=${LOGFILE[$key]:-} log_start=0
   pids=$(pids_of "$key" "$kind")
   case $kind in
@@ -241,7 +241,7 @@ measure_once() {
   [ "$kind" = h2 ] || wrk -t2 -c"$conns" -d1s "$url" >/dev/null 2>&1 || true
   [ -n "$log" ] && log_start=$(stat -c %s "$log")
   before=$( [ -n "$pids" ] && cpu_ticks "$pids" || echo 0 )
-  switches=$( [ -n "$pids" ] && ctx_switches "$pids" || echo 0 )
+  switches_before=$( [ -n "$pids" ] && ctx_switches "$pids" || echo 0 )
   if [ "$kind" = h2 ]; then
     h2load -t2 -c"$conns" -m8 -D "$DURATION" --warm-up-time=1 "$url" > "$OUT/load.txt" 2>&1 &
     load=$!; sleep $((DURATION / 2 + 1))
@@ -252,7 +252,7 @@ measure_once() {
   mem=$( [ -n "$pids" ] && mem_kb "$pids" || echo 0 0 )
   wait $load
   after=$( [ -n "$pids" ] && cpu_ticks "$pids" || echo 0 )
-  switches=$(( $( [ -n "$pids" ] && ctx_switches "$pids" || echo 0 ) - switches ))
+  switches=$(( $( [ -n "$pids" ] && ctx_switches "$pids" || echo 0 ) - switches_before ))
   [ -n "$log" ] && logged=$(tail -c +$((log_start + 1)) "$log" | wc -l)
   python3 bench/load-row.py "$([ "$kind" = h2 ] && echo h2load || echo wrk)" "$OUT/load.txt" "$n" "$target" "$label" \
     "$([ "$kind" = h2 ] && echo "${conns}x8" || echo "$conns")" "$round" "$((after - before))" "$HZ" $mem "$logged" "$switches"

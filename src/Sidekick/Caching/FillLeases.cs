@@ -131,7 +131,8 @@ internal sealed class FillLeases
 
     /// <summary>
     /// Before this sidecar fills <paramref name="key"/>: takes the lease, or waits for the sidecar that holds it.
-    /// Store errors give up the lease (the fill goes on without one) and are not the client's problem.
+    /// Store errors before the origin request give up the lease (the fill goes on without one); one of the write and
+    /// read-back beside it counts as not lost (<see cref="LostAsync"/>). Neither is the client's problem.
     /// <paramref name="readAhead"/> is the lease as <see cref="ReadAhead"/> read it beside the lookup.
     /// </summary>
     public async Task<FillClaim> ClaimAsync(string key, LeaseReadAhead? readAhead, CancellationToken cancellationToken)

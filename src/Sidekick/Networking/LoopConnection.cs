@@ -103,6 +103,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     /// </summary>
     public void DeferSends() => _socket.DeferSends();
 
+    /// <summary>Whether this connection's sends wait for the loop's batch (what the middleware decided; tests read it).</summary>
     public bool SendsDeferred => _socket.SendsDeferred;
 
     public void Start()
