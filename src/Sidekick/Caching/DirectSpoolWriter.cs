@@ -91,6 +91,14 @@ internal sealed unsafe class DirectSpoolWriter
     // A file system that opens with O_DIRECT and then refuses the writes: later fills write through the page cache.
     private static bool s_failed;
 
+    /// <summary>
+    /// Whether a failed write says the file system refuses O_DIRECT writes (EINVAL: an alignment it does not take),
+    /// which turns O_DIRECT off for later fills. A full disk (ENOSPC, EDQUOT) or a failing device gives up only the
+    /// fill that met it: the next fill tries O_DIRECT again, so a spool that was full once does not leave the process
+    /// on the page cache's slower writes until it restarts.
+    /// </summary>
+    internal static bool RefusesDirectIo(Exception error) => error is IOException { HResult: Libc.EINVAL };
+
     /// <summary>The next bytes of the body (the copy loop's thread). False once the writer is closed.</summary>
     public bool Append(ReadOnlySpan<byte> data)
     {
@@ -274,8 +282,15 @@ internal sealed unsafe class DirectSpoolWriter
             catch (Exception ex)
 #pragma warning restore CA1031
             {
-                Volatile.Write(ref s_failed, true);
-                _fill.Abandon(FillAbandonReason.SpoolError, $"O_DIRECT write failed ({ex.Message}); later fills write through the page cache");
+                var refused = RefusesDirectIo(ex);
+                if (refused)
+                {
+                    Volatile.Write(ref s_failed, true);
+                }
+
+                _fill.Abandon(FillAbandonReason.SpoolError, refused
+                    ? $"O_DIRECT write failed ({ex.Message}); later fills write through the page cache"
+                    : $"spool write failed ({ex.Message})");
             }
             finally
             {

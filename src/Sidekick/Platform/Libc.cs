@@ -21,6 +21,7 @@ internal static unsafe partial class Libc
     public const int MSG_NOSIGNAL = 0x4000;
     public const int EINTR = 4;
     public const int EAGAIN = 11;
+    public const int EINVAL = 22;
 
     /// <summary>struct epoll_event is packed on x86-64 (12 bytes) and naturally aligned elsewhere (16).</summary>
     public static readonly int EpollEventSize = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 12 : 16;

@@ -40,6 +40,55 @@ public sealed class SpoolSliceTests : IDisposable
     }
 
     [Fact]
+    public async Task Small_reads_are_served_from_the_read_ahead_in_any_order_and_size()
+    {
+        // A slice over two and a half read-ahead buffers, at an odd offset of the file.
+        var data = Enumerable.Range(0, 800_000).Select(i => (byte)(i * 31 + (i >> 11))).ToArray();
+        await File.WriteAllBytesAsync(_path, data);
+        const int Start = 1_234;
+        var length = SpoolSlice.ReadAhead * 5 / 2;
+        var expected = data.AsSpan(Start, length).ToArray();
+        using var handle = File.OpenHandle(_path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, FileOptions.Asynchronous);
+        await using var slice = new SpoolSlice(handle, Start, length);
+
+        // The signer: 4 KiB synchronous reads. The HTTP client: larger asynchronous ones, after a rewind.
+        Assert.Equal(expected, ReadAll(slice, 4_096, async: false));
+        slice.Position = 0;
+        Assert.Equal(expected, ReadAll(slice, 8_192, async: true));
+        slice.Position = 0;
+        Assert.Equal(expected, ReadAll(slice, SpoolSlice.ReadAhead + 1, async: true));
+
+        // Into the middle of the buffered window, then back before it, then across its end.
+        foreach (var (position, count) in new[] { (SpoolSlice.ReadAhead + 100L, 5_000), (10L, 3), ((long)SpoolSlice.ReadAhead - 7, 20), (length - 5L, 5) })
+        {
+            slice.Position = position;
+            var piece = new byte[count];
+            var read = 0;
+            while (read < count)
+            {
+                read += await slice.ReadAsync(piece.AsMemory(read));
+            }
+
+            Assert.Equal(expected.AsSpan((int)position, count).ToArray(), piece);
+        }
+
+        Assert.Equal(0, slice.Read(new byte[1]));
+    }
+
+    private static byte[] ReadAll(Stream stream, int size, bool async)
+    {
+        using var all = new MemoryStream();
+        var buffer = new byte[size];
+        int read;
+        while ((read = async ? stream.ReadAsync(buffer).AsTask().GetAwaiter().GetResult() : stream.Read(buffer)) > 0)
+        {
+            all.Write(buffer, 0, read);
+        }
+
+        return all.ToArray();
+    }
+
+    [Fact]
     public async Task A_spool_file_shorter_than_the_slice_is_a_spool_failure_not_a_short_body()
     {
         await File.WriteAllBytesAsync(_path, new byte[1_000]);
