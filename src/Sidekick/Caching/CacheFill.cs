@@ -75,7 +75,7 @@ internal sealed class CacheFill
         Target = target;
         Entry = entry;
         _metadata = metadata;
-        _partSize = partSize;
+        _partSize = PartSizeFor(entry.Length, partSize);
         _spool = spool;
         _time = time;
         FromPieces = fromPieces;
@@ -296,6 +296,21 @@ internal sealed class CacheFill
         {
             _owner.OnSpoolReleased(_spool);
         }
+    }
+
+    /// <summary>The most parts one multipart upload may have (S3's limit; MinIO's too).</summary>
+    internal const int MaxParts = 10_000;
+
+    /// <summary>
+    /// The configured part size, or for a body that would need more than <see cref="MaxParts"/> of them (above 48.8
+    /// GiB at 5 MiB) the smallest whole MiB that fits it in that many: S3 refuses part 10,001, which gave up the fill
+    /// after all but its last parts had been sent.
+    /// </summary>
+    internal static int PartSizeFor(long length, int configured)
+    {
+        const long MiB = 1024 * 1024;
+        var needed = (length + MaxParts - 1) / MaxParts;
+        return needed <= configured ? configured : (int)Math.Min((needed + MiB - 1) / MiB * MiB, int.MaxValue);
     }
 
     private async Task<bool> UploadAsync()
