@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need first: the Node packages (s3rver, the real S3
 # server the cache tests use; @20minutes/s3rver and the Node 24 it needs, an S3 server that verifies SigV4)
-# and, where missing and possible, Debian tools the tests drive (curl, openssl, tmux, promtool, the AWS CLI).
+# and, where missing and possible, Debian tools the tests drive (curl, openssl, tmux, promtool, the AWS CLI,
+# rclone and s3cmd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v tmux >/dev/null || need+=(tmux)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v aws >/dev/null || need+=(awscli)
+command -v rclone >/dev/null || need+=(rclone)
+command -v s3cmd >/dev/null || need+=(s3cmd)
 command -v node >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -163,7 +163,7 @@ public sealed class AwsCliRangedReadTests(ITestOutputHelper output)
         return (Convert.ToHexString(SHA256.HashData(body)), put.ETag);
     }
 
-    private static AmazonS3Client OriginClient(Uri url, string secret) => new(
+    internal static AmazonS3Client OriginClient(Uri url, string secret) => new(
         new BasicAWSCredentials(S3rverProcess.AccessKey, secret),
         new AmazonS3Config
         {
@@ -176,13 +176,13 @@ public sealed class AwsCliRangedReadTests(ITestOutputHelper output)
         });
 
     /// <summary>sidekick's health probes (GET /) are not client requests.</summary>
-    private static bool IsProbe(RelayedExchange exchange) => exchange.Target == "/";
+    internal static bool IsProbe(RelayedExchange exchange) => exchange.Target == "/";
 
-    private static bool IsConditionalOn(RelayedExchange exchange, string etag) =>
+    internal static bool IsConditionalOn(RelayedExchange exchange, string etag) =>
         exchange.Field("If-None-Match")?.Split(',').Select(t => t.Trim()).Contains(etag, StringComparer.Ordinal) == true
         || exchange.Field("If-Modified-Since") is not null;
 
-    private static async Task<string> HashAsync(string path)
+    internal static async Task<string> HashAsync(string path)
     {
         await using var file = File.OpenRead(path);
         return Convert.ToHexString(await SHA256.HashDataAsync(file));
@@ -192,7 +192,7 @@ public sealed class AwsCliRangedReadTests(ITestOutputHelper output)
     /// Polls /.prometheus/metrics until a fill completed or was abandoned, or nothing is being filled (no fill
     /// in flight, no spool space reserved): the last is where the current code stops, having stored nothing.
     /// </summary>
-    private static async Task<string> WaitForFillsToSettleAsync(HttpClient admin)
+    internal static async Task<string> WaitForFillsToSettleAsync(HttpClient admin)
     {
         var deadline = Environment.TickCount64 + 90_000;
         while (true)
@@ -207,7 +207,7 @@ public sealed class AwsCliRangedReadTests(ITestOutputHelper output)
 
             if (Environment.TickCount64 > deadline)
             {
-                throw new TimeoutException("the fill of the 256 MiB entry neither completed nor stopped within 90 s:\n" + CacheMetricLines(metrics));
+                throw new TimeoutException("the fill of the entry neither completed nor stopped within 90 s:\n" + CacheMetricLines(metrics));
             }
 
             await Task.Delay(50);
@@ -215,14 +215,14 @@ public sealed class AwsCliRangedReadTests(ITestOutputHelper output)
     }
 
     /// <summary>The sum of a metric's samples (all label sets).</summary>
-    private static double Metric(string exposition, string name) => exposition.Split('\n')
+    internal static double Metric(string exposition, string name) => exposition.Split('\n')
         .Where(l => l.StartsWith(name, StringComparison.Ordinal) && l.Length > name.Length && l[name.Length] is ' ' or '{')
         .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture));
 
-    private static string CacheMetricLines(string exposition) =>
+    internal static string CacheMetricLines(string exposition) =>
         "cache metrics: " + string.Join(", ", exposition.Split('\n').Where(l => l.StartsWith("sidekick_cache_", StringComparison.Ordinal) && !l.EndsWith(" 0", StringComparison.Ordinal)));
 
-    private static void TryDelete(string directory)
+    internal static void TryDelete(string directory)
     {
         try
         {
@@ -270,7 +270,8 @@ public sealed class AwsCliRangedReadTests(ITestOutputHelper output)
             return RunAsync(aws, ["s3", "cp", source, target, "--endpoint-url", endpoint, "--only-show-errors", "--no-progress"], environment);
         }
 
-        private static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(string aws, string[] arguments, Dictionary<string, string?>? environment)
+        /// <summary>Runs an S3 client with only the given environment's AWS_ variables and no proxy, 3 minutes at most.</summary>
+        internal static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(string aws, string[] arguments, Dictionary<string, string?>? environment)
         {
             var start = new ProcessStartInfo(aws) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             foreach (var argument in arguments)
@@ -299,7 +300,7 @@ public sealed class AwsCliRangedReadTests(ITestOutputHelper output)
             catch (OperationCanceledException)
             {
                 process.Kill(entireProcessTree: true);
-                throw new TimeoutException($"`aws {string.Join(' ', arguments)}` did not finish within 3 minutes: {await stderr}");
+                throw new TimeoutException($"`{Path.GetFileName(aws)} {string.Join(' ', arguments)}` did not finish within 3 minutes: {await stderr}");
             }
 
             return (process.ExitCode, await stdout, await stderr);
