@@ -95,6 +95,7 @@ internal sealed class SpoolSlice(SafeFileHandle spool, long start, long size) : 
 
         base.Dispose(disposing);
     }
+
     public override void SetLength(long value) => throw new NotSupportedException();
     public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
