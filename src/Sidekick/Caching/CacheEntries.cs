@@ -59,7 +59,11 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         var ranged = status == StatusCodes.Status206PartialContent;
         if (ranged)
         {
-            if (!PartialContent.TryRead(response, out piece))
+            // Only the answer to a Range request is a piece of the object its target names (§3.4). S3 also answers
+            // GetObject with ?partNumber=N by a 206 of that part, with no Range asked: that target names a part, and
+            // such a piece, filled under its own key, would either hold a fill open until it gave up or, covering a
+            // one-part object, be served later as a 200 without its Content-Range. Passed through, never stored.
+            if (context.Request.Headers.Range.Count == 0 || !PartialContent.TryRead(response, out piece))
             {
                 return null;
             }

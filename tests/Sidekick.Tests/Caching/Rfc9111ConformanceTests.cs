@@ -485,6 +485,30 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         Assert.Equal(2, origin.Asked(path));
     }
 
+    [Theory]
+    [InlineData("bytes 0-3/4")] // the whole object in one piece: it would be stored and served as a 200
+    [InlineData("bytes 4-7/12")] // one part of three: it would hold a fill open until its ranges gave up
+    public async Task Storing_responses_3_4_a_206_to_a_request_without_Range_is_neither_stored_nor_combined(string contentRange)
+    {
+        // S3 answers GetObject with ?partNumber=N with that part as a 206, though the request has no Range (the AWS SDK
+        // for Java's multipart download reads objects so). §3.4 combines the partial content of range requests; this
+        // target names a part, not the object, so the answer is passed through, each time as the origin sent it.
+        var path = Unique("/object") + "?partNumber=2";
+        await using var origin = new Origin(_ => Response(206, $"Cache-Control: max-age=600\r\nETag: \"parts\"\r\nContent-Range: {contentRange}\r\n", "0123"));
+        await using var sidekick = await StartAsync(origin);
+        var fills = sidekick.Metrics.Fills;
+
+        var first = await sidekick.SendAsync("GET", path);
+        Assert.Equal(206, first.Status);
+        Assert.Equal(fills, sidekick.Metrics.Fills);
+
+        var again = await sidekick.SendAsync("GET", path);
+        Assert.Equal(206, again.Status);
+        Assert.Equal([contentRange], again.Values("Content-Range"));
+        Assert.Equal("0123", again.Body);
+        Assert.Equal(2, origin.Asked(path));
+    }
+
     [Fact]
     public async Task Storing_responses_3_a_416_is_never_stored_even_with_explicit_freshness()
     {
