@@ -56,6 +56,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         var status = response.StatusCode;
         var length = CachedResponse.BodyLength(status, response.ContentLength);
         PartialContent piece = default;
+        var rangeRequested = context.Request.Headers.Range.Count > 0;
         var ranged = status == StatusCodes.Status206PartialContent;
         if (ranged)
         {
@@ -63,7 +64,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             // GetObject with ?partNumber=N by a 206 of that part, with no Range asked: that target names a part, and
             // such a piece, filled under its own key, would either hold a fill open until it gave up or, covering a
             // one-part object, be served later as a 200 without its Content-Range. Passed through, never stored.
-            if (context.Request.Headers.Range.Count == 0 || !PartialContent.TryRead(response, out piece))
+            if (!rangeRequested || !PartialContent.TryRead(response, out piece))
             {
                 return null;
             }
@@ -77,7 +78,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
 
         var responseControl = CacheControl.Parse(response.Headers.CacheControl);
-        if (!CachePolicy.IsStorable(status, requestControl, responseControl, headers, length, options, rangeRequested: context.Request.Headers.Range.Count > 0))
+        if (!CachePolicy.IsStorable(status, requestControl, responseControl, headers, length, options, rangeRequested))
         {
             return null;
         }

@@ -51,10 +51,10 @@ internal sealed class SpoolSlice(SafeFileHandle spool, long start, long size) : 
 
         if (count < ReadAhead && !Buffered)
         {
-            Fill(ReadFile(Ahead().Span, _position));
+            Fill(ReadFile(Ahead().Span));
         }
 
-        return Buffered ? FromAhead(buffer[..count]) : Advance(ReadFile(buffer[..count], _position));
+        return Buffered ? FromAhead(buffer[..count]) : Advance(ReadFile(buffer[..count]));
     }
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
@@ -70,10 +70,10 @@ internal sealed class SpoolSlice(SafeFileHandle spool, long start, long size) : 
 
         if (count < ReadAhead && !Buffered)
         {
-            Fill(await ReadFileAsync(Ahead(), _position, cancellationToken));
+            Fill(await ReadFileAsync(Ahead(), cancellationToken));
         }
 
-        return Buffered ? FromAhead(buffer.Span[..count]) : Advance(await ReadFileAsync(buffer[..count], _position, cancellationToken));
+        return Buffered ? FromAhead(buffer.Span[..count]) : Advance(await ReadFileAsync(buffer[..count], cancellationToken));
     }
 
     public override long Seek(long offset, SeekOrigin origin) => Position = origin switch
@@ -138,11 +138,12 @@ internal sealed class SpoolSlice(SafeFileHandle spool, long start, long size) : 
         return Advance(count);
     }
 
-    private int ReadFile(Span<byte> buffer, long position)
+    /// <summary>Reads the file from the position on (a spool read error is a <see cref="ReadFailure"/>).</summary>
+    private int ReadFile(Span<byte> buffer)
     {
         try
         {
-            return RandomAccess.Read(spool, buffer, start + position);
+            return RandomAccess.Read(spool, buffer, start + _position);
         }
         catch (IOException ex)
         {
@@ -150,11 +151,11 @@ internal sealed class SpoolSlice(SafeFileHandle spool, long start, long size) : 
         }
     }
 
-    private async ValueTask<int> ReadFileAsync(Memory<byte> buffer, long position, CancellationToken cancellationToken)
+    private async ValueTask<int> ReadFileAsync(Memory<byte> buffer, CancellationToken cancellationToken)
     {
         try
         {
-            return await RandomAccess.ReadAsync(spool, buffer, start + position, cancellationToken);
+            return await RandomAccess.ReadAsync(spool, buffer, start + _position, cancellationToken);
         }
         catch (IOException ex)
         {

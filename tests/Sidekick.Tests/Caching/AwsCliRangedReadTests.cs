@@ -238,9 +238,12 @@ public sealed class AwsCliRangedReadTests(ITestOutputHelper output)
     {
         public const string WhyMissing = "the AWS CLI (`aws`) is not on PATH: scripts/test.sh installs it (apt-get install awscli)";
 
-        public static string? Program { get; } = (Environment.GetEnvironmentVariable("PATH") ?? "")
+        public static string? Program { get; } = OnPath("aws");
+
+        /// <summary>The program called <paramref name="name"/> in the first PATH directory that has one, or null.</summary>
+        public static string? OnPath(string name) => (Environment.GetEnvironmentVariable("PATH") ?? "")
             .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
-            .Select(d => Path.Combine(d, "aws"))
+            .Select(d => Path.Combine(d, name))
             .FirstOrDefault(File.Exists);
 
         /// <summary>In CI a missing `aws` fails the test; elsewhere it is skipped with the reason.</summary>

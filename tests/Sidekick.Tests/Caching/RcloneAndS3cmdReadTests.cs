@@ -27,7 +27,7 @@ public sealed class RcloneAndS3cmdReadTests(ITestOutputHelper output)
     [InlineData("s3cmd")]
     public async Task Reading_48_MB_twice_gets_the_second_read_from_the_cache_after_304s_only(string client)
     {
-        var program = S3Clients.Find(client) ?? throw new InvalidOperationException(S3Clients.WhyMissing(client));
+        var program = AwsCli.OnPath(client) ?? throw new InvalidOperationException(S3Clients.WhyMissing(client));
         var work = Directory.CreateTempSubdirectory("sidekick-" + client).FullName;
         var store = new CacheFixture();
         try
@@ -102,11 +102,6 @@ public sealed class RcloneAndS3cmdReadTests(ITestOutputHelper output)
     /// <summary>rclone and s3cmd as users run them: their own config file naming sidekick as the endpoint, path-style, SigV4.</summary>
     internal static class S3Clients
     {
-        public static string? Find(string name) => (Environment.GetEnvironmentVariable("PATH") ?? "")
-            .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
-            .Select(d => Path.Combine(d, name))
-            .FirstOrDefault(File.Exists);
-
         public static string WhyMissing(string name) => $"`{name}` is not on PATH: scripts/test.sh installs it (apt-get install {name})";
 
         public static Task<(int ExitCode, string Stdout, string Stderr)> ReadAsync(string client, string program, Uri endpoint, string path, string target, string work)
@@ -134,7 +129,7 @@ public sealed class RcloneAndS3cmdReadTests(ITestOutputHelper output)
 public sealed class S3ClientTheoryAttribute : TheoryAttribute
 {
     public S3ClientTheoryAttribute() =>
-        Skip = (RcloneAndS3cmdReadTests.S3Clients.Find("rclone") is null || RcloneAndS3cmdReadTests.S3Clients.Find("s3cmd") is null) && !AwsCliRangedReadTests.AwsCli.InCi
+        Skip = (AwsCliRangedReadTests.AwsCli.OnPath("rclone") is null || AwsCliRangedReadTests.AwsCli.OnPath("s3cmd") is null) && !AwsCliRangedReadTests.AwsCli.InCi
             ? "rclone or s3cmd is not on PATH: scripts/test.sh installs them (apt-get install rclone s3cmd)"
             : null;
 }
