@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 using Sidekick.Platform;
 
@@ -32,8 +31,11 @@ internal sealed unsafe class DirectSpoolWriter
     // Which buffer size each fill gets: a process-wide budget of large buffers.
     private static readonly DirectBufferBudget s_budget = new(DirectBufferBudget.DefaultLargeFills);
 
+    // The large buffers, kept from one fill to the next: as many as the large fills use at once.
+    private static readonly SpoolBufferPool s_buffers = new(DirectBufferBudget.DefaultLargeFills * Buffers, TimeProvider.System);
+
     /// <summary>The alignment O_DIRECT asks of addresses, offsets and lengths (the largest logical block size in use).</summary>
-    private const int Block = 4096;
+    private const int Block = SpoolBufferPool.Alignment;
 
     // The writer thread's queue. A plain queue under a monitor, pulsed only when the writer sleeps: a busy writer
     // takes the next job without a wake-up, and no side spins (on two cores a spinning waiter takes the CPU the
@@ -200,7 +202,7 @@ internal sealed unsafe class DirectSpoolWriter
                 return false;
             }
 
-            _current = _spare.TryTake(out var spare) ? spare : (nint)NativeMemory.AlignedAlloc((nuint)_bufferSize, Block);
+            _current = _spare.TryTake(out var spare) ? spare : s_buffers.Rent(_bufferSize);
             _filled = 0;
             return true;
         }
@@ -257,7 +259,7 @@ internal sealed unsafe class DirectSpoolWriter
         {
             while (_spare.TryTake(out var spare))
             {
-                NativeMemory.AlignedFree((void*)spare);
+                s_buffers.Return(spare, _bufferSize);
             }
 
             _direct.Dispose();
