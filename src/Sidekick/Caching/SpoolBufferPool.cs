@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Sidekick.Platform;
 
 namespace Sidekick.Caching;
 
@@ -10,6 +11,7 @@ namespace Sidekick.Caching;
 /// cost beyond the uncached proxy. The pool holds at most <see cref="Capacity"/> buffers (the most the large fills
 /// use at once, so no more than a busy sidecar held anyway) and frees them all once none came back for
 /// <see cref="SpoolFiles.Linger"/>: an idle sidecar holds no buffer. Smaller buffers are allocated and freed each time.
+/// Only Linux writes the spool with O_DIRECT, so only Linux uses this.
 /// </summary>
 internal sealed unsafe class SpoolBufferPool : IDisposable
 {
@@ -56,7 +58,17 @@ internal sealed unsafe class SpoolBufferPool : IDisposable
             }
         }
 
-        return (nint)NativeMemory.AlignedAlloc((nuint)size, Alignment);
+        if (size != DirectBufferBudget.LargeBufferSize)
+        {
+            return (nint)NativeMemory.AlignedAlloc((nuint)size, Alignment);
+        }
+
+        // Aligned to its own size and asked to be one huge page: each O_DIRECT write then pins and hands the device
+        // one page, not 512 (the writer thread's CPU per 64 MiB miss: 12.6 ms with small pages, 5.8 ms with a huge
+        // one). Where transparent huge pages are off the advice does nothing and the buffer works the same.
+        var buffer = (nint)NativeMemory.AlignedAlloc((nuint)size, (nuint)size);
+        _ = Libc.madvise(buffer, (nuint)size, Libc.MADV_HUGEPAGE);
+        return buffer;
     }
 
     public void Return(nint buffer, int size)

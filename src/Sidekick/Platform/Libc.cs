@@ -96,6 +96,9 @@ internal static unsafe partial class Libc
     [LibraryImport("libc")]
     public static partial int madvise(nint address, nuint length, int advice);
 
+    /// <summary>madvise(2): back the range with transparent huge pages where the kernel allows them.</summary>
+    public const int MADV_HUGEPAGE = 14;
+
     public const int SIGHUP = 1;
     public const int SIGINT = 2;
     public const nint SIG_DFL = 0;
