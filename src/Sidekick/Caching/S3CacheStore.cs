@@ -17,6 +17,9 @@ internal sealed class S3CacheStore : IDisposable
     public const string LeaseMetadata = "x-amz-meta-sidekick-lease";
 
     private readonly AmazonS3Client _s3;
+    // HEADs (lookups, lease reads) are signed and sent without the SDK: see StoreHeads.
+    private readonly HttpClient _headClient;
+    private readonly StoreHeads _heads;
 
     /// <summary>What a store call throws when the store is down, slow or refuses: never the client's problem.</summary>
     public static bool IsStoreError(Exception ex) =>
@@ -35,37 +38,30 @@ internal sealed class S3CacheStore : IDisposable
         _bucket = options.Bucket;
         Endpoint = options.Endpoint;
         _tls = options.Endpoint.Scheme == Uri.UriSchemeHttps;
-        _s3 = new AmazonS3Client(
-            new BasicAWSCredentials(options.AccessKey, options.SecretKey),
-            new AmazonS3Config
-            {
-                ServiceURL = options.Endpoint.ToString(),
-                ForcePathStyle = options.PathStyle,
-                AuthenticationRegion = options.Region,
-                RequestChecksumCalculation = RequestChecksumCalculation.WHEN_REQUIRED,
-                ResponseChecksumValidation = ResponseChecksumValidation.WHEN_REQUIRED,
-                MaxErrorRetry = 1,
-                Timeout = TimeSpan.FromMinutes(5),
-                // What the HTTP client reads from an upload's body at a time, and sends: at the SDK's 8 KiB a 1 GiB fill
-                // made ~130,000 sends, each a wake-up of the socket engine.
-                BufferSize = SpoolSlice.ReadAhead,
-                HttpClientFactory = new StoreHttpClients(),
-            });
+        var config = new AmazonS3Config
+        {
+            ServiceURL = options.Endpoint.ToString(),
+            ForcePathStyle = options.PathStyle,
+            AuthenticationRegion = options.Region,
+            RequestChecksumCalculation = RequestChecksumCalculation.WHEN_REQUIRED,
+            ResponseChecksumValidation = ResponseChecksumValidation.WHEN_REQUIRED,
+            MaxErrorRetry = 1,
+            Timeout = TimeSpan.FromMinutes(5),
+            // What the HTTP client reads from an upload's body at a time, and sends: at the SDK's 8 KiB a 1 GiB fill
+            // made ~130,000 sends, each a wake-up of the socket engine.
+            BufferSize = SpoolSlice.ReadAhead,
+            HttpClientFactory = new StoreHttpClients(),
+        };
+        _s3 = new AmazonS3Client(new BasicAWSCredentials(options.AccessKey, options.SecretKey), config);
+        _headClient = new StoreHttpClients().CreateHttpClient(config);
+        _heads = new StoreHeads(options, _headClient, TimeProvider.System);
     }
 
     /// <summary>Metadata of an object and the store's ETag of it, or null when it does not exist.</summary>
     public async Task<(CachedResponse? Entry, string? VaryNames, string? StoreETag)?> HeadAsync(string key, CancellationToken cancellationToken)
     {
-        var head = await HeadObjectAsync(key, cancellationToken);
-        return head is null ? null : (CachedResponse.Deserialize(head.Metadata[EntryMetadata]), head.Metadata[VaryMetadata], head.ETag);
-    }
-
-    /// <summary>An object's metadata, or null when there is no such object.</summary>
-    private async Task<GetObjectMetadataResponse?> HeadObjectAsync(string key, CancellationToken cancellationToken)
-    {
-        // The store's 404 comes as an answer, not an exception (StoreHttpClients.AbsentAsAnswer).
-        var head = await _s3.GetObjectMetadataAsync(new GetObjectMetadataRequest { BucketName = _bucket, Key = key }, cancellationToken);
-        return head.Metadata[StoreHttpClients.AbsentAsAnswer.AbsentMetadata] == StoreHttpClients.AbsentAsAnswer.AbsentMark ? null : head;
+        var head = await _heads.HeadAsync(key, cancellationToken);
+        return head is null ? null : (CachedResponse.Deserialize(head.Metadata(EntryMetadata)), head.Metadata(VaryMetadata), head.ETag);
     }
 
     /// <summary>
@@ -165,9 +161,9 @@ internal sealed class S3CacheStore : IDisposable
     /// <summary>The fill lease at <paramref name="key"/> and when the store last wrote it, or null when there is none.</summary>
     public async Task<(FillLease Lease, DateTimeOffset Written)?> ReadLeaseAsync(string key, CancellationToken cancellationToken)
     {
-        var head = await HeadObjectAsync(key, cancellationToken);
-        return head is not null && FillLease.Parse(head.Metadata[LeaseMetadata]) is { } lease && head.LastModified is { } written
-            ? (lease, new DateTimeOffset(written.ToUniversalTime()))
+        var head = await _heads.HeadAsync(key, cancellationToken);
+        return head is not null && FillLease.Parse(head.Metadata(LeaseMetadata)) is { } lease && head.LastModified is { } written
+            ? (lease, written.ToUniversalTime())
             : null;
     }
 
@@ -218,5 +214,9 @@ internal sealed class S3CacheStore : IDisposable
     public async Task ProbeAsync(CancellationToken cancellationToken) =>
         await _s3.ListObjectsV2Async(new ListObjectsV2Request { BucketName = _bucket, Prefix = "sidekick-health-probe/" }, cancellationToken);
 
-    public void Dispose() => _s3.Dispose();
+    public void Dispose()
+    {
+        _s3.Dispose();
+        _headClient.Dispose();
+    }
 }
