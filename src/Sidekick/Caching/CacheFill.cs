@@ -334,6 +334,7 @@ internal sealed class CacheFill
                 {
                     await using var whole = new SpoolSlice(_spool, 0, Length);
                     await _store.PutAsync(Key, whole, _metadata, token);
+                    ForgetUploaded(0, Length);
                 }
 
                 return Committed();
@@ -370,6 +371,7 @@ internal sealed class CacheFill
                 // Read from the spool as the store takes it: no part is held in memory.
                 await using var part = new SpoolSlice(_spool, offset, end - offset);
                 etags.Add(await _store.UploadPartAsync(Key, uploadId, etags.Count + 1, part, token));
+                ForgetUploaded(offset, end);
             }
 
             await WaitForCompleteAsync(token);
@@ -412,6 +414,20 @@ internal sealed class CacheFill
         finally
         {
             Release();
+        }
+    }
+
+    /// <summary>
+    /// A part the store has: the pages its upload read of a directly written spool may go (see
+    /// <see cref="DirectSpoolWriter.ForgetReadPages"/>). A fill combined from ranges was written through the page
+    /// cache, and its kept file's pages spare the next ranged fill new ones: those stay. After the last part, to the
+    /// end of the file: the kernel's read-ahead of that part went on into what lies past the body in a reused file.
+    /// </summary>
+    private void ForgetUploaded(long offset, long end)
+    {
+        if (_direct is not null)
+        {
+            DirectSpoolWriter.ForgetReadPages(_spool, offset, end >= Length ? 0 : end - offset);
         }
     }
 

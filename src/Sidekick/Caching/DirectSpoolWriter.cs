@@ -101,6 +101,22 @@ internal sealed unsafe class DirectSpoolWriter
     /// </summary>
     internal static bool RefusesDirectIo(Exception error) => error is IOException { HResult: Libc.EINVAL };
 
+    /// <summary>
+    /// Lets the page cache drop what the upload read of a directly written spool: those pages are of no use once their
+    /// part is in the store, and the next fill that takes the file (kept for reuse) would otherwise pay for them on
+    /// its own copy loop's time, as every <c>O_DIRECT</c> write first drops the cached pages of its range (measured:
+    /// ~1.5 ms of the writer thread per 64 MiB miss on a reused file). A reader still reading the range reads it from
+    /// the disk again. A <paramref name="length"/> of 0 is to the end of the file. Linux only, as the direct writer;
+    /// errors are ignored (pages that stay cost only that).
+    /// </summary>
+    public static void ForgetReadPages(SafeFileHandle spool, long offset, long length)
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            _ = Libc.posix_fadvise(spool, offset, length, Libc.POSIX_FADV_DONTNEED);
+        }
+    }
+
     /// <summary>The next bytes of the body (the copy loop's thread). False once the writer is closed.</summary>
     public bool Append(ReadOnlySpan<byte> data)
     {

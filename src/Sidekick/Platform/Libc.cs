@@ -99,6 +99,13 @@ internal static unsafe partial class Libc
     /// <summary>madvise(2): back the range with transparent huge pages where the kernel allows them.</summary>
     public const int MADV_HUGEPAGE = 14;
 
+    /// <summary>posix_fadvise(2): the range's clean pages may leave the page cache now.</summary>
+    public const int POSIX_FADV_DONTNEED = 4;
+
+    /// <summary>Returns 0, or the error number (it does not set errno).</summary>
+    [LibraryImport("libc")]
+    public static partial int posix_fadvise(SafeHandle file, long offset, long length, int advice);
+
     public const int SIGHUP = 1;
     public const int SIGINT = 2;
     public const nint SIG_DFL = 0;

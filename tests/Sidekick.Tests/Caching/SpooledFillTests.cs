@@ -87,7 +87,34 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         if (DirectIoSupported(spool))
         {
             Assert.True(DirectSpoolWriter.Opened >= opened + 2, $"{DirectSpoolWriter.Opened - opened} fills wrote with O_DIRECT");
+
+            // The pages the uploads read left the page cache with each part: the file kept for the next fill holds
+            // none (on tmpfs the pages are the file itself and cannot leave).
+            if (new DriveInfo(spool).DriveFormat != "tmpfs")
+            {
+                var kept = Directory.GetFiles(spool, "*.spool");
+                Assert.NotEmpty(kept);
+                foreach (var file in kept)
+                {
+                    Assert.Equal(0, await ResidentBytesAsync(file));
+                }
+            }
         }
+    }
+
+    /// <summary>How much of a file is in the page cache, as util-linux's fincore tells (it opens the file without a lock).</summary>
+    private static async Task<long> ResidentBytesAsync(string file)
+    {
+        using var fincore = Process.Start(new ProcessStartInfo("fincore", ["--bytes", "--noheadings", "--output", "RES", file])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        })!;
+        var output = await fincore.StandardOutput.ReadToEndAsync();
+        var error = await fincore.StandardError.ReadToEndAsync();
+        await fincore.WaitForExitAsync();
+        Assert.True(fincore.ExitCode == 0, $"fincore {file}: {error}");
+        return long.Parse(output.Trim(), System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static bool DirectIoSupported(string directory)
