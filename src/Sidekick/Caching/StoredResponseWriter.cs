@@ -1,9 +1,10 @@
-using System.Buffers;
 using System.Globalization;
 using System.Net;
 using Amazon.S3;
 using Amazon.S3.Model;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Net.Http.Headers;
+using Sidekick.Forwarding;
 
 namespace Sidekick.Caching;
 
@@ -257,33 +258,58 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 
     /// <summary>
     /// Copies at most <paramref name="limit"/> bytes to the client; returns how many it sent, and the store or spool
-    /// error that stopped it early (a client that went away is not one: that ends the request).
+    /// error that stopped it early. Each read lands in the buffers the server sends from (as the forwarder copies an
+    /// origin's body), so every byte is copied once less than through the response stream; the exchange meter, when
+    /// the request has one (a response revalidated with the origin), counts them as if written through its stream.
+    /// Only the reads' errors are the store's: a client that went away (a failed write or flush, even before the
+    /// request is marked aborted) ends the request and is never counted against the store.
     /// </summary>
     private static async Task<(long Sent, Exception? Failure)> CopyAsync(Stream body, HttpContext context, long limit, CacheMetrics metrics)
     {
+        var metered = context.Features.Get<IHttpResponseBodyFeature>() as IMeteredResponseBody;
+        var writer = metered?.ServerWriter ?? context.Response.BodyWriter;
+        var aborted = context.RequestAborted;
+        await context.Response.StartAsync(aborted); // the head goes out with the first body bytes
         var sent = 0L;
-        var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
-        try
+        while (sent < limit)
         {
-            int read;
-            while (sent < limit && (read = await body.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, limit - sent)), context.RequestAborted)) > 0)
+            var memory = writer.GetMemory(ReadSize);
+            if (memory.Length > limit - sent)
             {
-                await context.Response.Body.WriteAsync(buffer.AsMemory(0, read), context.RequestAborted);
-                sent += read;
-                metrics.Served(read);
+                memory = memory[..(int)(limit - sent)];
             }
 
-            return (sent, null);
+            int read;
+            try
+            {
+                read = await body.ReadAsync(memory, aborted);
+            }
+            catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !aborted.IsCancellationRequested)
+            {
+                return (sent, ex);
+            }
+
+            if (read == 0)
+            {
+                break;
+            }
+
+            metered?.Wrote(memory.Span[..read]);
+            writer.Advance(read);
+            sent += read;
+            metrics.Served(read);
+            var flushed = await writer.FlushAsync(aborted);
+            if (flushed.IsCompleted || flushed.IsCanceled)
+            {
+                throw new OperationCanceledException("the client connection closed during the response body");
+            }
         }
-        catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
-        {
-            return (sent, ex);
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
+
+        return (sent, null);
     }
+
+    /// <summary>What one read of a stored body asks for: as the forwarder's reads of an origin's.</summary>
+    private const int ReadSize = 64 * 1024;
 
     /// <summary>
     /// The Date the origin generated the response at, not the time it is served (RFC 9110 §6.6.1: the origin's

@@ -24,10 +24,17 @@ internal sealed class ProxyHandler(ResponseCache? cache, BackendExchange exchang
     private async Task HandleWithCacheAsync(HttpContext context, ResponseCache cache)
     {
         var started = time.GetTimestamp();
-        await cache.HandleAsync(context, exchange);
-        if (trace.Enabled && context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] && outcome is "HIT" or "REVALIDATED")
+        try
         {
-            TraceCacheServed(context, started, outcome);
+            await cache.HandleAsync(context, exchange);
+        }
+        finally
+        {
+            // Also a response its client left midway (the copy ends with the client's exception): it was served.
+            if (trace.Enabled && context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] && outcome is "HIT" or "REVALIDATED")
+            {
+                TraceCacheServed(context, started, outcome);
+            }
         }
     }
 

@@ -18,12 +18,12 @@ public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<Cac
         return (response, await response.Content.ReadAsByteArrayAsync());
     }
 
-    private static async Task WaitForAsync(Func<Task<bool>> condition)
+    private static async Task WaitForAsync(Func<Task<bool>> condition, Func<string>? context = null)
     {
         var deadline = Environment.TickCount64 + 15000;
         while (!await condition())
         {
-            Assert.True(Environment.TickCount64 < deadline, "timed out");
+            Assert.True(Environment.TickCount64 < deadline, "timed out" + (context is null ? "" : ": " + context()));
             await Task.Delay(50);
         }
     }
@@ -236,6 +236,90 @@ public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<Cac
         await WaitForAsync(() => Task.FromResult(instance.Server.Cache!.Metrics.FillsAbandoned >= 1));
         using var onlyCached = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/bucket/big.bin") { Headers = { { "Cache-Control", "only-if-cached" } } });
         Assert.Equal(HttpStatusCode.GatewayTimeout, onlyCached.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_client_leaving_midway_through_a_stored_body_is_no_store_error_and_the_next_hit_is_whole()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put("/bucket/left.bin", 12 * 1024 * 1024);
+        var log = new LineCollector();
+        var (instance, client) = await fixture.StartSidekickAsync([backend.Url], SidekickHarness.FastOptions with { Log = true, Trace = "all" }, stdout: log);
+        await using var running = instance;
+        await GetAsync(client, "/bucket/left.bin");
+        await UntilCachedAsync(client, "/bucket/left.bin");
+        var metrics = instance.Server.Cache!.Metrics;
+        var (errors, resumed, cut) = (metrics.StoreErrors, metrics.StoredReadsResumed, metrics.StoredReadsCut);
+        // The only-if-cached probe that found the entry is the one HIT so far: its line must be out before counting on.
+        await WaitForAsync(() => Task.FromResult(log.Count("GET /bucket/left.bin", "cache=HIT") == 1), () => log.ToString());
+
+        // On its own connection, the client reads the head and 256 KiB of the 12 MiB HIT, then resets the connection.
+        using (var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp))
+        {
+            await socket.ConnectAsync(client.BaseAddress!.Host, client.BaseAddress.Port);
+            await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes($"GET /bucket/left.bin HTTP/1.1\r\nHost: {client.BaseAddress.Authority}\r\n\r\n"));
+            var received = 0;
+            var buffer = new byte[64 * 1024];
+            while (received < 256 * 1024)
+            {
+                var read = await socket.ReceiveAsync(buffer);
+                Assert.True(read > 0, "the HIT ended early");
+                received += read;
+            }
+
+            socket.LingerState = new System.Net.Sockets.LingerOption(true, 0); // a reset, at once
+        }
+
+        // Its request is over once its line is written (the trace line comes at the end of each request).
+        await WaitForAsync(() => Task.FromResult(log.Count("GET /bucket/left.bin", "cache=HIT") == 2), () => log.ToString());
+        Assert.Equal((errors, resumed, cut), (metrics.StoreErrors, metrics.StoredReadsResumed, metrics.StoredReadsCut));
+        Assert.True(instance.Server.Cache.Health.Online, "a client going away took the store offline");
+
+        var (whole, body) = await GetAsync(client, "/bucket/left.bin");
+        Assert.Equal("HIT", Outcome(whole));
+        Assert.Equal(item.Body, body);
+        Assert.Equal(1, backend.Served("/bucket/left.bin"));
+    }
+
+    /// <summary>Sidekick's stdout, kept line by line for the test to look at while it runs.</summary>
+    private sealed class LineCollector : TextWriter
+    {
+        private readonly System.Text.StringBuilder _text = new();
+
+        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
+
+        public override void Write(char value)
+        {
+            lock (_text)
+            {
+                _text.Append(value);
+            }
+        }
+
+        public override void Write(string? value)
+        {
+            lock (_text)
+            {
+                _text.Append(value);
+            }
+        }
+
+        public override string ToString()
+        {
+            lock (_text)
+            {
+                return _text.ToString();
+            }
+        }
+
+        /// <summary>Lines holding every one of <paramref name="parts"/>.</summary>
+        public int Count(params string[] parts)
+        {
+            lock (_text)
+            {
+                return _text.ToString().Split('\n').Count(line => parts.All(p => line.Contains(p, StringComparison.Ordinal)));
+            }
+        }
     }
 
     [Fact]
