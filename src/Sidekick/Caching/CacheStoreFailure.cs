@@ -87,6 +87,11 @@ internal sealed record CacheStoreFailure(CacheStoreFailureReason Reason, string 
                         SocketError.ConnectionReset or SocketError.ConnectionAborted or SocketError.Shutdown => new(CacheStoreFailureReason.Unreachable, "connection reset"),
                         _ => new(CacheStoreFailureReason.Unreachable, $"connection failed ({socket.SocketErrorCode})"),
                     };
+                case HttpRequestException { StatusCode: { } status }:
+                    // The store answered a request sidekick sends itself (a HEAD: StoreHeads), without an error body.
+                    return status is HttpStatusCode.Forbidden or HttpStatusCode.Unauthorized
+                        ? new(CacheStoreFailureReason.CredentialsRejected, current.Message)
+                        : new(CacheStoreFailureReason.Other, current.Message);
                 case HttpRequestException { HttpRequestError: HttpRequestError.NameResolutionError }:
                     return new(CacheStoreFailureReason.Unreachable, "host not found");
                 case HttpRequestException { HttpRequestError: HttpRequestError.SecureConnectionError }:

@@ -189,6 +189,17 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
         Assert.EndsWith($"{code}: it said no", failure.Detail, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(HttpStatusCode.Forbidden, "credentials_rejected")]
+    [InlineData(HttpStatusCode.Unauthorized, "credentials_rejected")]
+    [InlineData(HttpStatusCode.ServiceUnavailable, "other")]
+    public void Answers_to_the_HEADs_sidekick_signs_itself_are_classified_by_their_status(HttpStatusCode status, string reason)
+    {
+        var failure = CacheStoreFailure.Of(new HttpRequestException($"the store answered HEAD of k with {(int)status}", null, status));
+        Assert.Equal(reason, failure.Label);
+        Assert.Equal($"the store answered HEAD of k with {(int)status}", failure.Detail);
+    }
+
     [Fact]
     public void Transport_failures_are_classified()
     {

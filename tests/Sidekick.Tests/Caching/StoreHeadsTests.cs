@@ -69,6 +69,7 @@ public sealed class StoreHeadsTests
             var refused = await Assert.ThrowsAsync<HttpRequestException>(() => forged.HeadAsync(key, default));
             Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
             Assert.True(S3CacheStore.IsStoreError(refused));
+            Assert.Equal(CacheStoreFailureReason.CredentialsRejected, CacheStoreFailure.Of(refused).Reason); // as /v1/state and the metric name it
 
         }
         finally
