@@ -53,7 +53,7 @@ internal sealed class S3CacheStore : IDisposable
             HttpClientFactory = new StoreHttpClients(),
         };
         _s3 = new AmazonS3Client(new BasicAWSCredentials(options.AccessKey, options.SecretKey), config);
-        _headClient = new StoreHttpClients().CreateHttpClient(config);
+        _headClient = config.HttpClientFactory.CreateHttpClient(config); // the SDK's own settings, its own connections
         _heads = new StoreHeads(options, _headClient, TimeProvider.System);
     }
 

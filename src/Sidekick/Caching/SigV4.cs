@@ -27,9 +27,9 @@ internal sealed class SigV4(string accessKey, string secretKey, string region, s
     {
         var stamp = now.UtcDateTime.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture);
         var day = stamp[..8];
-        var headers = extra.Append(("host", host)).Append(("x-amz-content-sha256", EmptyPayloadHash)).Append(("x-amz-date", stamp))
-            .OrderBy(h => h.Item1, StringComparer.Ordinal).ToArray();
-        var signedHeaders = string.Join(';', headers.Select(h => h.Item1));
+        (string Name, string Value)[] headers = [("host", host), ("x-amz-content-sha256", EmptyPayloadHash), ("x-amz-date", stamp), .. extra];
+        Array.Sort(headers, static (a, b) => string.CompareOrdinal(a.Name, b.Name));
+        var signedHeaders = string.Join(';', headers.Select(h => h.Name));
         var canonical = new StringBuilder().Append(method).Append('\n').Append(path).Append("\n\n");
         foreach (var (name, value) in headers)
         {

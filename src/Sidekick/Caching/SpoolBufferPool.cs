@@ -47,20 +47,17 @@ internal sealed unsafe class SpoolBufferPool : IDisposable
     /// <summary>A buffer of <paramref name="size"/> bytes, aligned for O_DIRECT; give it back with <see cref="Return"/>.</summary>
     public nint Rent(int size)
     {
-        if (size == DirectBufferBudget.LargeBufferSize)
-        {
-            lock (_lock)
-            {
-                if (_buffers.TryPop(out var kept))
-                {
-                    return kept;
-                }
-            }
-        }
-
         if (size != DirectBufferBudget.LargeBufferSize)
         {
             return (nint)NativeMemory.AlignedAlloc((nuint)size, Alignment);
+        }
+
+        lock (_lock)
+        {
+            if (_buffers.TryPop(out var kept))
+            {
+                return kept;
+            }
         }
 
         // Aligned to its own size and asked to be one huge page: each O_DIRECT write then pins and hands the device

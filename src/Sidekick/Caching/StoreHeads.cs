@@ -11,9 +11,29 @@ namespace Sidekick.Caching;
 /// Everything else (GET, PUT, the multipart uploads, listings) stays with the SDK. A HEAD that fails on the way or
 /// gets a 5xx is tried once more, as the SDK's one retry did.
 /// </summary>
-internal sealed class StoreHeads(CacheOptions options, HttpClient client, TimeProvider time)
+internal sealed class StoreHeads
 {
-    private readonly SigV4 _signer = new(options.AccessKey, options.SecretKey, options.Region);
+    private readonly HttpClient _client;
+    private readonly TimeProvider _time;
+    private readonly SigV4 _signer;
+    // Where every object's URL starts, worked out once: the Host each HEAD is signed and sent with (the bucket's own
+    // name in it when virtual-hosted), and the encoded path before the key (the bucket's name when path-style).
+    private readonly string _host;
+    private readonly string _origin;
+    private readonly string _pathPrefix;
+
+    public StoreHeads(CacheOptions options, HttpClient client, TimeProvider time)
+    {
+        _client = client;
+        _time = time;
+        _signer = new SigV4(options.AccessKey, options.SecretKey, options.Region);
+        var endpoint = options.Endpoint;
+        var hostName = options.PathStyle ? endpoint.Host : $"{options.Bucket}.{endpoint.Host}";
+        _host = endpoint.IsDefaultPort ? hostName : $"{hostName}:{endpoint.Port}";
+        _origin = $"{endpoint.Scheme}://{_host}";
+        var basePath = endpoint.AbsolutePath.TrimEnd('/');
+        _pathPrefix = SigV4.EncodePath(options.PathStyle ? $"{basePath}/{options.Bucket}/" : $"{basePath}/");
+    }
 
     /// <summary>The object's head, or null when the store has no such object.</summary>
     public async Task<StoredHead?> HeadAsync(string key, CancellationToken cancellationToken)
@@ -30,14 +50,14 @@ internal sealed class StoreHeads(CacheOptions options, HttpClient client, TimePr
 
     private async Task<StoredHead?> SendAsync(string key, CancellationToken cancellationToken)
     {
-        var (uri, host, path) = Address(key);
-        var signed = _signer.Sign("HEAD", host, path, time.GetUtcNow());
-        using var request = new HttpRequestMessage(HttpMethod.Head, uri);
-        request.Headers.Host = host;
+        var path = _pathPrefix + SigV4.EncodePath(key);
+        var signed = _signer.Sign("HEAD", _host, path, _time.GetUtcNow());
+        using var request = new HttpRequestMessage(HttpMethod.Head, new Uri(_origin + path));
+        request.Headers.Host = _host;
         request.Headers.TryAddWithoutValidation("Authorization", signed.Authorization);
         request.Headers.TryAddWithoutValidation("x-amz-date", signed.AmzDate);
         request.Headers.TryAddWithoutValidation("x-amz-content-sha256", signed.ContentSha256);
-        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        using var response = await _client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
         if (response.StatusCode == HttpStatusCode.NotFound ||
             (response.Headers.TryGetValues(StoreHttpClients.AbsentAsAnswer.AbsentMetadata, out var marks) && marks.Contains(StoreHttpClients.AbsentAsAnswer.AbsentMark)))
         {
@@ -52,17 +72,6 @@ internal sealed class StoreHeads(CacheOptions options, HttpClient client, TimePr
         var metadata = response.Headers.Where(h => h.Key.StartsWith("x-amz-meta-", StringComparison.OrdinalIgnoreCase))
             .ToDictionary(h => h.Key, h => h.Value.First(), StringComparer.OrdinalIgnoreCase);
         return new StoredHead(Single(response.Headers, "ETag"), response.Content.Headers.LastModified, metadata);
-    }
-
-    /// <summary>The object's URL, the Host it is signed and sent with, and its encoded path: path-style or virtual-hosted.</summary>
-    private (Uri Uri, string Host, string Path) Address(string key)
-    {
-        var endpoint = options.Endpoint;
-        var basePath = endpoint.AbsolutePath.TrimEnd('/');
-        var hostName = options.PathStyle ? endpoint.Host : $"{options.Bucket}.{endpoint.Host}";
-        var host = endpoint.IsDefaultPort ? hostName : $"{hostName}:{endpoint.Port}";
-        var path = SigV4.EncodePath(options.PathStyle ? $"{basePath}/{options.Bucket}/{key}" : $"{basePath}/{key}");
-        return (new Uri($"{endpoint.Scheme}://{host}{path}"), host, path);
     }
 
     private static string? Single(HttpResponseHeaders headers, string name) =>

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Sidekick.Caching;
 
@@ -97,51 +96,11 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
                 Assert.NotEmpty(kept);
                 foreach (var file in kept)
                 {
-                    Assert.Equal(0, ResidentBytes(file));
+                    Assert.Equal(0, ResidentPages.BytesOfFile(file));
                 }
             }
         }
     }
-
-    /// <summary>
-    /// How much of a file is in the page cache: mincore(2) over a read-only mapping of it (what util-linux's fincore
-    /// does, without needing that tool). The file is opened with open(2) itself: sidekick holds it under an
-    /// exclusive lock that .NET's own open would respect.
-    /// </summary>
-    private static long ResidentBytes(string file)
-    {
-        var fd = Sidekick.Platform.Libc.open(file, 0 /* O_RDONLY */);
-        Assert.True(fd >= 0, $"open {file}: errno {Marshal.GetLastPInvokeError()}");
-        using var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
-        var length = RandomAccess.GetLength(handle);
-        if (length == 0)
-        {
-            return 0;
-        }
-
-        var mapping = mmap(0, (nuint)length, 1 /* PROT_READ */, 1 /* MAP_SHARED */, fd, 0);
-        Assert.True(mapping != -1, $"mmap {file}: errno {Marshal.GetLastPInvokeError()}");
-        try
-        {
-            var page = Environment.SystemPageSize;
-            var pages = new byte[(length + page - 1) / page];
-            Assert.True(mincore(mapping, (nuint)length, pages) == 0, $"mincore {file}: errno {Marshal.GetLastPInvokeError()}");
-            return pages.LongCount(p => (p & 1) != 0) * page;
-        }
-        finally
-        {
-            _ = munmap(mapping, (nuint)length);
-        }
-    }
-
-    [DllImport("libc", SetLastError = true)]
-    private static extern nint mmap(nint address, nuint length, int protection, int flags, int fd, long offset);
-
-    [DllImport("libc", SetLastError = true)]
-    private static extern int mincore(nint address, nuint length, [Out] byte[] vector);
-
-    [DllImport("libc", SetLastError = true)]
-    private static extern int munmap(nint address, nuint length);
 
     private static bool DirectIoSupported(string directory)
     {

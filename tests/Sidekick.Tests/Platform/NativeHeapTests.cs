@@ -54,16 +54,10 @@ public sealed class NativeHeapTests
         {
             var first = (block + Page) & ~(nint)(Page - 1);
             var end = (block + blockSize) & ~(nint)(Page - 1);
-            var vector = new byte[(end - first) / Page];
-            Assert.Equal(0, mincore(first, (nuint)(end - first), vector));
-            pages += vector.Length;
-            resident += vector.Count(b => (b & 1) != 0);
+            resident += ResidentPages.In(first, (nuint)(end - first), out var blockPages);
+            pages += blockPages;
         }
 
         return resident;
     }
-
-    // A byte array is pinned, not copied, so mincore writes into it directly.
-    [DllImport("libc")]
-    private static extern int mincore(nint address, nuint length, [Out] byte[] vector);
 }
