@@ -48,7 +48,7 @@ public sealed class CacheExchangeTests(CacheFixture fixture) : IClassFixture<Cac
             await FillAsync(instance, port, "swr", fills: 3);
             var served = await RawClient.ExchangeAsync(port, ClientRequest("swr"));
             Assert.Equal(["HIT"], served.Values("X-Cache"));
-            await Eventually(() => backend.Requests.Count(r => r.Target.Contains("/swr", StringComparison.Ordinal)) == 2, "the background revalidation");
+            await fixture.Eventually(() => backend.Requests.Count(r => r.Target.Contains("/swr", StringComparison.Ordinal)) == 2, "the background revalidation");
             heads["background revalidation"] = backend.Requests.Last(r => r.Target.Contains("/swr", StringComparison.Ordinal)).Head;
         }
 
@@ -97,7 +97,7 @@ public sealed class CacheExchangeTests(CacheFixture fixture) : IClassFixture<Cac
         var miss = await RawClient.ExchangeAsync(port, string.Format(System.Globalization.CultureInfo.InvariantCulture, request, "fresh"));
         Assert.Equal(["MISS"], miss.Values("X-Cache"));
         AssertOdd(miss, expectAge: "3");
-        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted >= 1, "the fill");
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted >= 1, "the fill");
 
         var hit = await RawClient.ExchangeAsync(port, string.Format(System.Globalization.CultureInfo.InvariantCulture, request, "fresh"));
         Assert.Equal(["HIT"], hit.Values("X-Cache"));
@@ -105,7 +105,7 @@ public sealed class CacheExchangeTests(CacheFixture fixture) : IClassFixture<Cac
         Assert.True(int.Parse(Assert.Single(hit.Values("Age")), System.Globalization.CultureInfo.InvariantCulture) >= 3);
 
         await RawClient.ExchangeAsync(port, string.Format(System.Globalization.CultureInfo.InvariantCulture, request, "stale"));
-        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted >= 2, "the second fill");
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted >= 2, "the second fill");
         var revalidated = await RawClient.ExchangeAsync(port, string.Format(System.Globalization.CultureInfo.InvariantCulture, request, "stale"));
         Assert.Equal(["REVALIDATED"], revalidated.Values("X-Cache"));
         Assert.Equal(["MAX-AGE=0, Must-Revalidate"], revalidated.Values("Cache-Control"));
@@ -138,8 +138,8 @@ public sealed class CacheExchangeTests(CacheFixture fixture) : IClassFixture<Cac
             Assert.Equal(Size, (await miss.Content.ReadAsByteArrayAsync()).Length);
         }
 
-        await Eventually(() => stats.TxBytes >= Size && stats.RxBytes > 0, "bytes both ways in the backend's statistics");
-        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted >= 1, "the fill");
+        await fixture.Eventually(() => stats.TxBytes >= Size && stats.RxBytes > 0, "bytes both ways in the backend's statistics");
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted >= 1, "the fill");
         statuses.Dequeue();
 
         // Two revalidations answered 503: two gateway errors in a row eject the backend.
@@ -159,7 +159,7 @@ public sealed class CacheExchangeTests(CacheFixture fixture) : IClassFixture<Cac
             .ToArray();
 
         // Trace lines are written in batches (a 20 ms gathering pause, OutputQueue): the last ones may still be queued.
-        await Eventually(() => Traces().Count(t => t.GetProperty("statusCode").GetInt32() == 503) >= 2, "both 503 trace lines");
+        await fixture.Eventually(() => Traces().Count(t => t.GetProperty("statusCode").GetInt32() == 503) >= 2, "both 503 trace lines");
         var traces = Traces();
         var fill = traces.First();
         Assert.Equal("MISS", fill.GetProperty("cache").GetString());
@@ -195,10 +195,10 @@ public sealed class CacheExchangeTests(CacheFixture fixture) : IClassFixture<Cac
         Assert.Equal(new string('x', Size), answer.Body);
     }
 
-    private static async Task FillAsync(SidekickInstance instance, int port, string path, int fills)
+    private async Task FillAsync(SidekickInstance instance, int port, string path, int fills)
     {
         await RawClient.ExchangeAsync(port, ClientRequest(path));
-        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted >= fills, $"fill {fills} ({path})");
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted >= fills, $"fill {fills} ({path})");
     }
 
     private static Func<string, string[]> Fields(string head) => name => head.Split("\r\n")
@@ -212,15 +212,5 @@ public sealed class CacheExchangeTests(CacheFixture fixture) : IClassFixture<Cac
         var url = backend.ToString().TrimEnd('/');
         SiteDefinition[] sites = [new(1, [new BackendDefinition(backend, url, new Uri(url + options.HealthPath))])];
         return SidekickHarness.StartAsync(options, sites, new SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", forwarder)) });
-    }
-
-    private static async Task Eventually(Func<bool> condition, string what)
-    {
-        var deadline = Environment.TickCount64 + 15000;
-        while (!condition())
-        {
-            Assert.True(Environment.TickCount64 < deadline, $"timed out waiting for {what}");
-            await Task.Delay(25);
-        }
     }
 }

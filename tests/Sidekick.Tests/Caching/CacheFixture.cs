@@ -37,6 +37,20 @@ public sealed class CacheFixture : IAsyncLifetime
         }
     }
 
+    /// <summary>
+    /// Waits for <paramref name="condition"/> (fills and uploads finish on their own time), failing after a minute
+    /// with what was awaited and the store's state: a fill that never lands because s3rver died says so.
+    /// </summary>
+    internal async Task Eventually(Func<bool> condition, string what)
+    {
+        var deadline = System.Environment.TickCount64 + 60_000;
+        while (!condition())
+        {
+            Assert.True(System.Environment.TickCount64 < deadline, $"timed out waiting for {what} (s3rver {S3.State})");
+            await Task.Delay(25);
+        }
+    }
+
     internal AmazonS3Client Client() => new(
         new BasicAWSCredentials(S3rverProcess.AccessKey, S3rverProcess.SecretKey),
         new AmazonS3Config { ServiceURL = S3.Url.ToString(), ForcePathStyle = true, AuthenticationRegion = "us-east-1" });
@@ -75,7 +89,7 @@ public sealed class CacheFixture : IAsyncLifetime
         {
             if (System.Environment.TickCount64 > deadline)
             {
-                throw new TimeoutException($"sidekick or its cache store did not come up: site={instance.Server.Topology.Current.ActiveSite?.Number}, store online={instance.Server.Cache?.Health.Online}, s3rver exited={S3.HasExited}");
+                throw new TimeoutException($"sidekick or its cache store did not come up: site={instance.Server.Topology.Current.ActiveSite?.Number}, store online={instance.Server.Cache?.Health.Online}, s3rver {S3.State}");
             }
 
             await Task.Delay(25);

@@ -34,7 +34,7 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         // First read: every range from the origin, all at once as awscli does, each one stored where it belongs.
         var first = await ReadInRangesAsync(client, "/bucket/part.parquet", item.Body, Alice);
         Assert.All(first, outcome => Assert.Equal("MISS", outcome));
-        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the ranges to be stored as one entry");
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the ranges to be stored as one entry");
         Assert.Equal(item.Body.Length, backend.RangeBytes["/bucket/part.parquet"]);
         Assert.Equal(0, instance.Server.Cache!.Metrics.FillsAbandoned);
         var logged = backend.Log.Count;
@@ -70,7 +70,7 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         await using var running = instance;
 
         await ReadInRangesAsync(client, "/bucket/open.bin", item.Body);
-        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the ranges to be stored as one entry");
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the ranges to be stored as one entry");
         var asked = backend.Log.Count;
 
         var again = await ReadInRangesAsync(client, "/bucket/open.bin", item.Body);
@@ -111,7 +111,7 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
 
         // The new version's first half completes it: the stored object is the new version alone.
         await ReadInRangesAsync(client, "/bucket/changing.bin", current.Body, only: i => i < Pieces / 2);
-        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the new version to be stored");
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the new version to be stored");
         using var hit = await client.GetAsync("/bucket/changing.bin");
         Assert.Equal("HIT", Outcome(hit));
         Assert.Equal(current.ETag, hit.Headers.ETag!.ToString());
@@ -273,15 +273,5 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
             return Outcome(response);
         });
         return await Task.WhenAll(reads);
-    }
-
-    private static async Task Eventually(Func<bool> condition, string what)
-    {
-        var deadline = Environment.TickCount64 + 60_000;
-        while (!condition())
-        {
-            Assert.True(Environment.TickCount64 < deadline, $"timed out waiting for {what}");
-            await Task.Delay(25);
-        }
     }
 }

@@ -32,7 +32,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         using var miss = await client.GetAsync(path);
         Assert.Equal("MISS", Outcome(miss));
         Assert.Equal(item.Body, await miss.Content.ReadAsByteArrayAsync());
-        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the fill stored");
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the fill stored");
 
         // The multipart upload's start against the moment the origin had sent the whole body (sidekick has it
         // later still): not the moment the client has read it, which a busy machine delays past the upload's start.
@@ -59,7 +59,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         // A second request while the first fill runs reads that fill's spool as the writer publishes it.
         backend.ChunkDelayMs = 5;
         var filling = client.GetAsync("/bucket/direct-1.bin");
-        await Eventually(() => instance.Server.Cache!.FillsInFlight == 1, "the first fill to start");
+        await fixture.Eventually(() => instance.Server.Cache!.FillsInFlight == 1, "the first fill to start");
         using var fromFill = await client.GetAsync("/bucket/direct-1.bin");
         using var miss = await filling;
         backend.ChunkDelayMs = 0;
@@ -67,12 +67,12 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         Assert.Equal(first.Body, await miss.Content.ReadAsByteArrayAsync());
         Assert.Equal("HIT", Outcome(fromFill));
         Assert.Equal(first.Body, await fromFill.Content.ReadAsByteArrayAsync());
-        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1 && instance.Server.Cache.FillsInFlight == 0, "the first fill stored");
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1 && instance.Server.Cache.FillsInFlight == 0, "the first fill stored");
 
         // The next fill overwrites the larger file the first one left (kept for reuse), and a ranged HIT reads the store.
         using var secondMiss = await client.GetAsync("/bucket/direct-2.bin");
         Assert.Equal(second.Body, await secondMiss.Content.ReadAsByteArrayAsync());
-        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 2 && instance.Server.Cache.FillsInFlight == 0, "the second fill stored");
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 2 && instance.Server.Cache.FillsInFlight == 0, "the second fill stored");
         foreach (var (path, item) in new[] { ("/bucket/direct-1.bin", first), ("/bucket/direct-2.bin", second) })
         {
             using var hit = await client.GetAsync(path);
@@ -138,13 +138,13 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         var (missHeaders, missBody) = await CurlAsync(url);
         Assert.Contains("X-Cache: MISS", missHeaders, StringComparison.OrdinalIgnoreCase);
         Assert.Equal(SHA256.HashData(item.Body), SHA256.HashData(missBody));
-        await Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted >= 1, "the 64 MiB fill to reach the store");
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted >= 1, "the 64 MiB fill to reach the store");
 
         var (hitHeaders, hitBody) = await CurlAsync(url);
         Assert.Contains("X-Cache: HIT", hitHeaders, StringComparison.OrdinalIgnoreCase);
         Assert.Equal(SHA256.HashData(item.Body), SHA256.HashData(hitBody));
         Assert.Equal(1, backend.Served("/bucket/big.parquet"));
-        await Eventually(() => Directory.GetFiles(spool).Length == 0 && instance.Server.Cache!.Fills.SpoolUsed == 0, "the spool to be empty");
+        await fixture.Eventually(() => Directory.GetFiles(spool).Length == 0 && instance.Server.Cache!.Fills.SpoolUsed == 0, "the spool to be empty");
         Assert.Equal(0, instance.Server.Cache!.Metrics.FillsAbandoned);
     }
 
@@ -160,7 +160,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         using var first = await client.GetAsync("/bucket/slow.bin", HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal("MISS", Outcome(first));
         var firstBody = first.Content.ReadAsByteArrayAsync();
-        await Eventually(() => instance.Server.Cache!.FillsInFlight == 1 && backend.Served("/bucket/slow.bin") == 1, "the fill to start");
+        await fixture.Eventually(() => instance.Server.Cache!.FillsInFlight == 1 && backend.Served("/bucket/slow.bin") == 1, "the fill to start");
 
         using var second = await client.GetAsync("/bucket/slow.bin", HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal(HttpStatusCode.OK, second.StatusCode);
@@ -201,7 +201,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
 
         var metrics = await client.GetStringAsync("/.prometheus/metrics");
         Assert.Contains("sidekick_cache_fills_abandoned_total{reason=\"spool_full\"} 1", metrics, StringComparison.Ordinal);
-        await Eventually(() => output.ToString().Contains("cache fill of /bucket/too-big.bin abandoned (spool_full)", StringComparison.Ordinal),
+        await fixture.Eventually(() => output.ToString().Contains("cache fill of /bucket/too-big.bin abandoned (spool_full)", StringComparison.Ordinal),
             "the --log line for the abandoned fill");
     }
 
@@ -253,7 +253,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
             Assert.Equal(item.Body, await miss.Content.ReadAsByteArrayAsync());
         }
 
-        await Eventually(() => one.Server.Cache!.Metrics.FillsCompleted >= 1, "the fill through the first sidecar");
+        await fixture.Eventually(() => one.Server.Cache!.Metrics.FillsCompleted >= 1, "the fill through the first sidecar");
         using var hit = await twoClient.GetAsync("/bucket/shared.bin");
         Assert.Equal("HIT", Outcome(hit));
         Assert.Equal(item.Body, await hit.Content.ReadAsByteArrayAsync());
@@ -286,16 +286,6 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         {
             File.Delete(body);
             File.Delete(headers);
-        }
-    }
-
-    private static async Task Eventually(Func<bool> condition, string what)
-    {
-        var deadline = Environment.TickCount64 + 60_000;
-        while (!condition())
-        {
-            Assert.True(Environment.TickCount64 < deadline, $"timed out waiting for {what}");
-            await Task.Delay(50);
         }
     }
 }

@@ -13,6 +13,7 @@ internal sealed partial class S3rverProcess : IAsyncDisposable
     public const string SecretKey = "S3RVER";
 
     private readonly Process _process;
+    private readonly Queue<string> _stderrTail = new();
 
     private S3rverProcess(Process process, int port)
     {
@@ -23,6 +24,26 @@ internal sealed partial class S3rverProcess : IAsyncDisposable
     public int Port { get; }
 
     public bool HasExited => _process.HasExited;
+
+    /// <summary>
+    /// "running", or how the server ended and the last lines it wrote to stderr: a store that dies under a test
+    /// (a crash, the OOM killer, a full disk) must say why in the failure message, not only that it is gone.
+    /// </summary>
+    public string State
+    {
+        get
+        {
+            if (!_process.HasExited)
+            {
+                return "running";
+            }
+
+            lock (_stderrTail)
+            {
+                return $"exited with code {_process.ExitCode}; its last stderr lines: [{string.Join(" | ", _stderrTail)}]";
+            }
+        }
+    }
 
     public Uri Url => new($"http://127.0.0.1:{Port}");
 
@@ -86,12 +107,28 @@ internal sealed partial class S3rverProcess : IAsyncDisposable
             {
                 // Keep draining both pipes: a full pipe would block the server.
                 _ = process.StandardOutput.BaseStream.CopyToAsync(Stream.Null);
-                _ = process.StandardError.BaseStream.CopyToAsync(Stream.Null);
-                return new S3rverProcess(process, int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+                var server = new S3rverProcess(process, int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+                _ = server.KeepStderrTailAsync();
+                return server;
             }
         }
 
         throw new InvalidOperationException($"s3rver did not start: {await process.StandardError.ReadToEndAsync()}");
+    }
+
+    private async Task KeepStderrTailAsync()
+    {
+        while (await _process.StandardError.ReadLineAsync() is { } line)
+        {
+            lock (_stderrTail)
+            {
+                _stderrTail.Enqueue(line.Length > 300 ? line[..300] : line);
+                if (_stderrTail.Count > 20)
+                {
+                    _stderrTail.Dequeue();
+                }
+            }
+        }
     }
 
     /// <summary>The folder holding package.json, found by walking up from the test binaries.</summary>
