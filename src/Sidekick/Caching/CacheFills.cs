@@ -52,6 +52,9 @@ internal sealed class CacheFills : IDisposable
     /// <summary>The bytes free on the spool directory's file system, when that can be told (the budget may promise more).</summary>
     public long? SpoolDiskFree => _spool.FreeSpace();
 
+    /// <inheritdoc cref="SpoolFiles.RemoveLeftovers"/>
+    public (int Files, long Bytes) RemoveLeftoverSpoolFiles() => _spool.RemoveLeftovers();
+
     public long AbandonedFor(FillAbandonReason reason) => Volatile.Read(ref _abandoned[(int)reason]);
 
     /// <summary>The fill in flight for <paramref name="key"/>, if one runs and has not been given up.</summary>

@@ -134,6 +134,50 @@ internal sealed class SpoolFiles : IDisposable
         return created;
     }
 
+    /// <summary>
+    /// Deletes the spool files a sidekick left here when it stopped without closing them (killed, crashed, out of
+    /// memory): a fill's file is deleted when its handle closes, so one left by a process that never closed it would
+    /// hold the disk until someone noticed. Sidecars on one host may share the directory: a live one holds each of its
+    /// files open with FileShare.None, which is an exclusive flock on Unix, so a file this cannot lock is in use and
+    /// stays. Returns how many files went and their bytes.
+    /// </summary>
+    public (int Files, long Bytes) RemoveLeftovers()
+    {
+        string[] names;
+        try
+        {
+            names = Directory.GetFiles(_directory, "fill-*.spool");
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return default; // no directory yet (the first fill makes it), or not ours to read
+        }
+
+        var (files, bytes) = (0, 0L);
+        foreach (var name in names)
+        {
+            try
+            {
+                long length;
+                using (var probe = File.OpenHandle(name, FileMode.Open, FileAccess.ReadWrite, FileShare.None))
+                {
+                    length = RandomAccess.GetLength(probe);
+                }
+
+                // No live sidekick opens an existing file by name (each creates its own): nothing can take it now.
+                File.Delete(name);
+                files++;
+                bytes += length;
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Locked by the sidekick using it, gone meanwhile, or another user's.
+            }
+        }
+
+        return (files, bytes);
+    }
+
     /// <summary>The bytes free on the spool directory's file system for this process, or null when that cannot be told.</summary>
     public long? FreeSpace()
     {

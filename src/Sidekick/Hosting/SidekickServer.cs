@@ -336,6 +336,15 @@ internal sealed class SidekickServer : IAsyncDisposable
             _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, signal => Drain(signal, "interrupt")));
         }
 
+        // Before the free space is judged: what a killed sidekick left in the spool is that space.
+        if (Cache?.Fills is { } spool && spool.RemoveLeftoverSpoolFiles() is { Files: > 0 } removed && _mode.ConsoleDisplay)
+        {
+            await _stdout.WriteLineAsync(Lines.Info(
+                $"removed {removed.Files} spool {(removed.Files == 1 ? "file" : "files")} ({removed.Bytes} bytes) that a sidekick which stopped without " +
+                $"closing them left in '{spool.SpoolDirectory}'",
+                ("SpoolDir", spool.SpoolDirectory), ("Files", removed.Files), ("Bytes", removed.Bytes)));
+        }
+
         if (Cache?.Fills is { SpoolDiskFree: { } free } fills && free < fills.SpoolCapacity)
         {
             // Each fill is refused when the disk lacks the room (spool_full), so this is no failure; said once here

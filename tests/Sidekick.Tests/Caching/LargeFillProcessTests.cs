@@ -179,6 +179,44 @@ public sealed partial class LargeFillProcessTests(CacheFixture fixture, ITestOut
         }
     }
 
+    [Fact]
+    public async Task A_sidekick_killed_in_the_middle_of_a_fill_leaves_its_spool_file_and_the_next_start_removes_it()
+    {
+        const string Path = "/bucket/killed-mid-fill.bin";
+        await using var origin = await GeneratedOrigin.StartAsync();
+        origin.Add(Path, 64 * MiB, seed: 0x5EED_0003);
+        var spool = Directory.CreateTempSubdirectory("sidekick-spool-killed").FullName;
+        try
+        {
+            await using (var killed = await RunningSidekick.StartAsync(fixture, origin, spool))
+            {
+                // The client reads 1 MiB and stops: the fill has its file, and waits for the client.
+                using var client = new HttpClient();
+                using var response = await client.GetAsync(killed.Url(Path), HttpCompletionOption.ResponseHeadersRead);
+                Assert.Equal("MISS", string.Join(",", response.Headers.GetValues("X-Cache")));
+                await using var body = await response.Content.ReadAsStreamAsync();
+                await body.ReadExactlyAsync(new byte[MiB]);
+                Assert.Single(Directory.GetFiles(spool, "fill-*.spool"));
+
+                // SIGKILL: no handle is closed, so nothing the process opened to be deleted on close is deleted.
+                killed.Process.Process.Kill();
+                await killed.Process.Process.WaitForExitAsync();
+            }
+
+            var left = Assert.Single(Directory.GetFiles(spool, "fill-*.spool"));
+            var size = new FileInfo(left).Length;
+            await using var next = await RunningSidekick.StartAsync(fixture, origin, spool);
+            Assert.Empty(Directory.GetFiles(spool));
+            await WaitAsync(() => next.Process.Stdout.Contains("listening on", StringComparison.Ordinal), "the listening line");
+            Assert.Contains($"removed 1 spool file ({size} bytes) that a sidekick which stopped without closing them left in '{spool}'",
+                next.Process.Stdout, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(spool, recursive: true);
+        }
+    }
+
     private static int DefaultMaxFills => new Sidekick.Caching.CacheOptions { Endpoint = new Uri("http://store"), AccessKey = "", SecretKey = "", Bucket = "" }.MaxFills;
 
     private static string PartPath(int i) => $"/bucket/part-{i:D2}.bin";

@@ -38,6 +38,40 @@ public sealed class SpoolFilesTests : IDisposable
     }
 
     [Fact]
+    public void Files_left_by_a_stopped_sidekick_are_removed_and_a_live_sidekicks_files_stay()
+    {
+        // A live sidecar sharing the directory, in the middle of a fill and holding a kept file.
+        using var live = new SpoolFiles(_directory, 1 << 20, _time);
+        var filling = live.Take(8192)!;
+        RandomAccess.Write(filling, Enumerable.Repeat((byte)7, 8192).ToArray(), 0);
+        var kept = live.Take(4096)!;
+        live.Return(kept);
+        // What a killed one left: files nobody holds. And a file that is not a spool file.
+        File.WriteAllBytes(Path.Combine(_directory, "fill-0123456789abcdef0123456789abcdef.spool"), new byte[5000]);
+        File.WriteAllBytes(Path.Combine(_directory, "fill-fedcba9876543210fedcba9876543210.spool"), new byte[7000]);
+        File.WriteAllBytes(Path.Combine(_directory, "notes.txt"), new byte[10]);
+        Assert.Equal(5, Directory.GetFiles(_directory).Length);
+
+        using var starting = new SpoolFiles(_directory, 1 << 20, _time);
+        Assert.Equal((2, 12_000L), starting.RemoveLeftovers());
+
+        Assert.Equal(3, Directory.GetFiles(_directory).Length);
+        Assert.True(File.Exists(Path.Combine(_directory, "notes.txt")));
+        var read = new byte[8192];
+        Assert.Equal(8192, RandomAccess.Read(filling, read, 0));
+        Assert.All(read, b => Assert.Equal(7, b));
+        Assert.Equal((0, 0L), starting.RemoveLeftovers());
+        live.Return(filling);
+    }
+
+    [Fact]
+    public void No_spool_directory_yet_is_nothing_to_remove()
+    {
+        using var spool = new SpoolFiles(Path.Combine(_directory, "not-made-yet"), 1 << 20, _time);
+        Assert.Equal((0, 0L), spool.RemoveLeftovers());
+    }
+
+    [Fact]
     public void Kept_files_count_against_the_budget_and_give_way_to_a_fill_that_needs_the_room()
     {
         using var spool = new SpoolFiles(_directory, 10_000, _time);
