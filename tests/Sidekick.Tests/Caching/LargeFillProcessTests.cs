@@ -293,8 +293,11 @@ public sealed partial class LargeFillProcessTests(CacheFixture fixture, ITestOut
     {
         private readonly HttpClient _client;
 
-        private RunningSidekick(SidekickProcess process, int port)
+        private readonly CacheFixture _fixture;
+
+        private RunningSidekick(CacheFixture fixture, SidekickProcess process, int port)
         {
+            _fixture = fixture;
             Process = process;
             _client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(60) };
         }
@@ -334,7 +337,7 @@ public sealed partial class LargeFillProcessTests(CacheFixture fixture, ITestOut
             var port = SidekickProcess.FreePort();
             var process = SidekickProcess.StartExecutable(executable, Environment.CurrentDirectory, environment,
                 "--address", $"127.0.0.1:{port}", "--health-path", "/health", "--log", "--trace", "", origin.Url.ToString());
-            var sidekick = new RunningSidekick(process, port) { Form = executable ?? "sidekick.dll on the .NET host", IsNative = executable is not null };
+            var sidekick = new RunningSidekick(fixture, process, port) { Form = executable ?? "sidekick.dll on the .NET host", IsNative = executable is not null };
             try
             {
                 await process.WaitForHealthAsync(port);
@@ -401,7 +404,7 @@ public sealed partial class LargeFillProcessTests(CacheFixture fixture, ITestOut
             }
         }
 
-        private string LogTail() => Process.Stdout.Length > 4000 ? Process.Stdout[^4000..] : Process.Stdout;
+        private string LogTail() => (Process.Stdout.Length > 4000 ? Process.Stdout[^4000..] : Process.Stdout) + $"; s3rver {_fixture.S3.State}";
 
         public async ValueTask DisposeAsync()
         {
