@@ -268,6 +268,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     {
         var metered = context.Features.Get<IHttpResponseBodyFeature>() as IMeteredResponseBody;
         var writer = metered?.ServerWriter ?? context.Response.BodyWriter;
+        var served = context.Features.Get<ServedBodyCount>();
         var aborted = context.RequestAborted;
         await context.Response.StartAsync(aborted); // the head goes out with the first body bytes
         var sent = 0L;
@@ -297,6 +298,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             metered?.Wrote(memory.Span[..read]);
             writer.Advance(read);
             sent += read;
+            served?.Add(read);
             metrics.Served(read);
             var flushed = await writer.FlushAsync(aborted);
             if (flushed.IsCompleted || flushed.IsCanceled)

@@ -24,6 +24,13 @@ internal sealed class ProxyHandler(ResponseCache? cache, BackendExchange exchang
     private async Task HandleWithCacheAsync(HttpContext context, ResponseCache cache)
     {
         var started = time.GetTimestamp();
+        ServedBodyCount? served = null;
+        if (trace.Enabled)
+        {
+            served = new ServedBodyCount();
+            context.Features.Set(served);
+        }
+
         try
         {
             await cache.HandleAsync(context, exchange);
@@ -31,14 +38,14 @@ internal sealed class ProxyHandler(ResponseCache? cache, BackendExchange exchang
         finally
         {
             // Also a response its client left midway (the copy ends with the client's exception): it was served.
-            if (trace.Enabled && context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] && outcome is "HIT" or "REVALIDATED")
+            if (served is not null && context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] && outcome is "HIT" or "REVALIDATED")
             {
-                TraceCacheServed(context, started, outcome);
+                TraceCacheServed(context, started, outcome, served.Bytes);
             }
         }
     }
 
-    private void TraceCacheServed(HttpContext context, long started, string outcome)
+    private void TraceCacheServed(HttpContext context, long started, string outcome, long sent)
     {
         var request = context.Request;
         trace.Write(new TraceRecord
@@ -47,8 +54,8 @@ internal sealed class ProxyHandler(ResponseCache? cache, BackendExchange exchang
             Host = "cache",
             Time = time.GetUtcNow().UtcDateTime,
             Client = TraceSink.ClientOf(context),
-            // A HEAD announces the length of a body it does not carry.
-            Tx = HttpMethods.IsHead(request.Method) ? 0 : context.Response.ContentLength ?? 0,
+            // What was handed to the client, not the Content-Length: a client may leave midway, a HEAD has no body.
+            Tx = sent,
             Latency = time.GetElapsedTime(started),
             StatusCode = context.Response.StatusCode,
             Method = request.Method,
