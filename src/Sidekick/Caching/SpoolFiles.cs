@@ -143,6 +143,11 @@ internal sealed class SpoolFiles : IDisposable
     /// </summary>
     public (int Files, long Bytes) RemoveLeftovers()
     {
+        if (FileLockingDisabled())
+        {
+            return default; // no lock tells a live sidecar's file from a left one
+        }
+
         string[] names;
         try
         {
@@ -177,6 +182,12 @@ internal sealed class SpoolFiles : IDisposable
 
         return (files, bytes);
     }
+
+    /// <summary>.NET's own switch (runtimeconfig or environment) that turns off the flock behind FileShare.None.</summary>
+    private static bool FileLockingDisabled() =>
+        (AppContext.TryGetSwitch("System.IO.DisableFileLocking", out var disabled) && disabled) ||
+        Environment.GetEnvironmentVariable("DOTNET_SYSTEM_IO_DISABLEFILELOCKING") is { } value &&
+        (value == "1" || value.Equals("true", StringComparison.OrdinalIgnoreCase));
 
     /// <summary>The bytes free on the spool directory's file system for this process, or null when that cannot be told.</summary>
     public long? FreeSpace()
