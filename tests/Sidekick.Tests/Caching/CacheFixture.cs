@@ -43,11 +43,13 @@ public sealed class CacheFixture : IAsyncLifetime
     /// </summary>
     internal async Task Eventually(Func<bool> condition, string what)
     {
-        var deadline = System.Environment.TickCount64 + 60_000;
-        while (!condition())
+        try
         {
-            Assert.True(System.Environment.TickCount64 < deadline, $"timed out waiting for {what} (s3rver {S3.State})");
-            await Task.Delay(25);
+            await Tests.Eventually.WaitUntilAsync(condition, 60_000, what);
+        }
+        catch (TimeoutException timeout)
+        {
+            throw new TimeoutException($"{timeout.Message} (s3rver {S3.State})", timeout);
         }
     }
 
