@@ -313,6 +313,16 @@ internal sealed class SidekickServer : IAsyncDisposable
             await Task.WhenAny(store.Health.FirstProbe, Task.Delay(CacheHealth.FirstProbeWait, _time, cancellationToken));
         }
 
+        // Before the first request can start a fill, and before the free space is judged: what a killed sidekick left in
+        // the spool is that space.
+        if (Cache?.Fills is { } spool && spool.RemoveLeftoverSpoolFiles() is { Files: > 0 } removed && _mode.ConsoleDisplay)
+        {
+            await _stdout.WriteLineAsync(Lines.Info(
+                $"removed {removed.Files} spool {(removed.Files == 1 ? "file" : "files")} ({removed.Bytes} bytes) that a sidekick which stopped without " +
+                $"closing them left in '{spool.SpoolDirectory}'",
+                ("SpoolDir", spool.SpoolDirectory), ("Files", removed.Files), ("Bytes", removed.Bytes)));
+        }
+
         var lifetime = _app.Services.GetRequiredService<IHostApplicationLifetime>();
         lifetime.ApplicationStopping.Register(() => _drain ??= Task.Run(() => WatchDrainAsync(_time)));
         try
@@ -334,15 +344,6 @@ internal sealed class SidekickServer : IAsyncDisposable
             }));
             _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, signal => Drain(signal, "terminated")));
             _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, signal => Drain(signal, "interrupt")));
-        }
-
-        // Before the free space is judged: what a killed sidekick left in the spool is that space.
-        if (Cache?.Fills is { } spool && spool.RemoveLeftoverSpoolFiles() is { Files: > 0 } removed && _mode.ConsoleDisplay)
-        {
-            await _stdout.WriteLineAsync(Lines.Info(
-                $"removed {removed.Files} spool {(removed.Files == 1 ? "file" : "files")} ({removed.Bytes} bytes) that a sidekick which stopped without " +
-                $"closing them left in '{spool.SpoolDirectory}'",
-                ("SpoolDir", spool.SpoolDirectory), ("Files", removed.Files), ("Bytes", removed.Bytes)));
         }
 
         if (Cache?.Fills is { SpoolDiskFree: { } free } fills && free < fills.SpoolCapacity)
