@@ -254,7 +254,8 @@ internal sealed class CacheFill
 
     /// <summary>
     /// A stream of the body from <paramref name="from"/> through <paramref name="to"/> (inclusive), read from the
-    /// spool as it fills; it fails with an IOException if the fill is abandoned first. Null when it already was.
+    /// spool as it fills; it fails with an IOException when the fill is abandoned before the bytes it still has to
+    /// read came. Null when the fill already was abandoned.
     /// </summary>
     public Stream? OpenReader(long from, long to)
     {
@@ -560,8 +561,11 @@ internal sealed class CacheFill
             }
 
             await fill.WaitBeyondAsync(position, cancellationToken);
-            if (fill.Abandoned)
+            if (fill.Written <= position)
             {
+                // Given up before these bytes came. What the spool does hold is read on after an abandonment (a store
+                // that failed the upload, the filling client gone): this reader keeps the file open, and those bytes
+                // are the object's, so its client is not cut short for the store's sake.
                 throw new IOException("the fill this response was read from was abandoned");
             }
 

@@ -168,6 +168,14 @@ internal sealed class ResponseCache : IDisposable
             return;
         }
 
+        // Ranged responses of this object are being combined here (an S3 client read it moments ago, and the entry
+        // is still uploading): what its spool already holds is read there, never asked of the origin again.
+        if (_fills.Running(key) is { FromPieces: true } pieces && HoldsWhatIsAsked(pieces, request) &&
+            await ReadFillAsync(context, origin, pieces, requestControl))
+        {
+            return;
+        }
+
         // Otherwise HEAD, ranges and the client's own conditionals are answered by the backend. A 206 it answers is
         // kept as a piece of the object, combined with the other ranges S3 clients read in parallel until they
         // cover it (§3.4); a 200 is stored whole. Neither waits in a slot: other ranges are other requests.
@@ -358,9 +366,35 @@ internal sealed class ResponseCache : IDisposable
             return false;
         }
 
-        if (fill is null || fill.Abandoned || fill.IsCommitted || fill.FromPieces)
+        // A combination of ranges may never cover the object: a reader of it would wait for bytes that never come.
+        return fill is { FromPieces: false } && await ReadFillAsync(context, origin, fill, requestControl);
+    }
+
+    /// <summary>
+    /// Whether the spool of a fill that combines ranges holds, from its start and without a gap, every byte the
+    /// request asks for (its one range, else the whole object; nothing for a HEAD).
+    /// </summary>
+    private static bool HoldsWhatIsAsked(CacheFill fill, HttpRequest request)
+    {
+        if (HttpMethods.IsHead(request.Method))
         {
-            return false; // nothing to read, the store has it now (FromStoreAsync), or its ranges may never all come
+            return true;
+        }
+
+        var (_, to, partial, _) = StoredResponseWriter.RangeOf(request, fill.Entry);
+        return fill.Written >= (partial ? to + 1 : fill.Length);
+    }
+
+    /// <summary>
+    /// Serves a request from the spool of a fill of its entry that runs here. Only when the entry may be served
+    /// without asking the origin, or after the requester's own conditional request came back 304 (filled with
+    /// credentials, or stale); false otherwise, with nothing sent.
+    /// </summary>
+    private async Task<bool> ReadFillAsync(HttpContext context, ICacheOrigin origin, CacheFill fill, CacheControl requestControl)
+    {
+        if (fill.Abandoned || fill.IsCommitted)
+        {
+            return false; // nothing to read, or the store has it now (FromStoreAsync)
         }
 
         var entry = fill.Entry;

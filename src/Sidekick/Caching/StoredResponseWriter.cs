@@ -363,7 +363,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         string.Equals(a.StartsWith("W/", StringComparison.Ordinal) ? a[2..] : a, b.StartsWith("W/", StringComparison.Ordinal) ? b[2..] : b, StringComparison.Ordinal);
 
     /// <summary>A single byte range served as 206; several ranges or a stale If-Range get the whole entity.</summary>
-    private static (long From, long To, bool Partial, bool Unsatisfiable) RangeOf(HttpRequest request, CachedResponse entry)
+    internal static (long From, long To, bool Partial, bool Unsatisfiable) RangeOf(HttpRequest request, CachedResponse entry)
     {
         var range = request.Headers.Range.ToString();
         if (range.Length == 0 || !range.StartsWith("bytes=", StringComparison.OrdinalIgnoreCase) || range.Contains(',', StringComparison.Ordinal))

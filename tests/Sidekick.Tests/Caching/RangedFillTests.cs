@@ -62,6 +62,89 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
     }
 
     [Fact]
+    public async Task Section_3_4_ranges_read_again_while_their_entry_uploads_come_from_the_spool_after_a_304()
+    {
+        // A second read right after the first (a Spark stage reading a file its previous stage read, a retried
+        // job) comes while the combined entry is still uploading: a large object takes the store a while. Those
+        // ranges are in this sidecar's spool, and the origin must not send them again.
+        await using var backend = await CacheTestBackend.StartAsync();
+        const string Path = "/bucket/uploading.parquet";
+        var item = backend.Put(Path, Piece * Pieces, cacheControl: null);
+        item.AllowedUser = "alice";
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var upload = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.PartsWaitFor = upload.Task; // the store takes no part until the second read is over
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        var cache = instance.Server.Cache!;
+
+        var first = await ReadInRangesAsync(client, Path, item.Body, Alice);
+        Assert.All(first, outcome => Assert.Equal("MISS", outcome));
+        Assert.Equal(1, cache.Fills.InFlight);
+        var logged = backend.Log.Count;
+
+        // Again, in ranges and whole: each after the requester's own conditional request, its 304, from the spool.
+        var second = await ReadInRangesAsync(client, Path, item.Body, Alice);
+        Assert.All(second, outcome => Assert.Equal("REVALIDATED", outcome));
+        using var whole = new HttpRequestMessage(HttpMethod.Get, Path);
+        Alice(whole);
+        using var wholeResponse = await client.SendAsync(whole);
+        Assert.Equal("REVALIDATED", Outcome(wholeResponse));
+        Assert.Equal(item.Body, await wholeResponse.Content.ReadAsByteArrayAsync());
+
+        // Without the credentials: the origin's 403, never a spooled byte.
+        using var anonymous = new HttpRequestMessage(HttpMethod.Get, Path);
+        anonymous.Headers.Range = new RangeHeaderValue(0, 99);
+        using var refused = await client.SendAsync(anonymous);
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        Assert.True((await refused.Content.ReadAsByteArrayAsync()).AsSpan().IndexOf(item.Body.AsSpan(0, 100)) < 0, "spooled bytes reached an anonymous requester");
+
+        var asked = backend.Log.Skip(logged).ToArray();
+        Assert.True(asked.Length == Pieces + 2, string.Join("\n", asked));
+        Assert.All(asked[..^1], line => Assert.Matches($" if-none-match={item.ETag} if-match= -> 304$", line));
+        Assert.EndsWith(" -> 403", asked[^1]);
+        Assert.Equal(item.Body.Length, backend.RangeBytes[Path]); // every range sent by the origin once
+        Assert.Equal(0, backend.Served(Path));
+
+        // The upload was only waiting: the entry lands, nothing was given up.
+        Assert.Equal(0, cache.Metrics.FillsCompleted);
+        upload.SetResult();
+        await fixture.Eventually(() => cache.Metrics.FillsCompleted == 1, "the entry to be stored once the store takes its parts");
+        Assert.Equal(0, cache.Metrics.FillsAbandoned);
+    }
+
+    [Fact]
+    public async Task A_reader_of_a_fill_given_up_meanwhile_gets_every_byte_the_spool_holds_then_an_error()
+    {
+        // A store that fails the upload gives the fill up, but what its spool holds is the object's: a client
+        // reading it is not cut short for the store's sake, and is cut where the spool ends, never served short.
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-given-up").FullName;
+        var options = CacheOptions.FromEnvironment(environment)!;
+        using var store = new S3CacheStore(options);
+        using var metrics = new CacheMetrics();
+        var fills = new CacheFills(options, store, metrics, TimeProvider.System);
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"v1\"")], Length = 3 * Piece, ReceivedAt = DateTimeOffset.UtcNow, InitialAge = TimeSpan.Zero,
+        };
+        var body = new byte[3 * Piece];
+        Random.Shared.NextBytes(body);
+
+        var (fill, _) = fills.StartPiece("given-up-" + Guid.NewGuid().ToString("N"), "/given-up", entry, new Dictionary<string, string>());
+        Assert.True(fill!.Writer(0, 2 * Piece).Offer(body.AsSpan(0, 2 * Piece)));
+        await using var reader = fill.OpenReader(0, body.Length - 1)!;
+        fill.Abandon(FillAbandonReason.StoreError, "the store failed the upload");
+        Assert.Null(fill.OpenReader(0, 9));
+
+        var received = new MemoryStream();
+        var failure = await Record.ExceptionAsync(() => reader.CopyToAsync(received));
+        Assert.IsType<IOException>(failure);
+        Assert.Equal(body.AsSpan(0, 2 * Piece).ToArray(), received.ToArray());
+        Assert.False(await fill.Upload);
+    }
+
+    [Fact]
     public async Task Section_3_4_ranges_of_a_public_object_make_an_entry_later_ranges_are_hits()
     {
         await using var backend = await CacheTestBackend.StartAsync();

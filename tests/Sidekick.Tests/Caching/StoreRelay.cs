@@ -107,6 +107,15 @@ internal sealed class StoreRelay : IAsyncDisposable
     /// <summary>Every part of a multipart upload is held this long before it goes to s3rver (a slow or loaded store).</summary>
     public TimeSpan PartDelay { get; set; }
 
+    /// <summary>While set, every part of a multipart upload waits for it before it goes to s3rver (an upload that takes its time).</summary>
+    public Task? PartsWaitFor
+    {
+        get => Volatile.Read(ref _partsWaitFor);
+        set => Volatile.Write(ref _partsWaitFor, value);
+    }
+
+    private Task? _partsWaitFor;
+
     /// <summary>Once the reads of <see cref="CutReads"/> are used up, every ranged GET of an entry ends after <paramref name="afterBytes"/>.</summary>
     public void CutEveryRead(long afterBytes) => Volatile.Write(ref _cutEveryReadAfter, afterBytes);
 
@@ -167,9 +176,17 @@ internal sealed class StoreRelay : IAsyncDisposable
             }
         }
 
-        if (PartDelay > TimeSpan.Zero && HttpMethods.IsPut(request.Method) && request.Query.ContainsKey("partNumber"))
+        if (HttpMethods.IsPut(request.Method) && request.Query.ContainsKey("partNumber"))
         {
-            await Task.Delay(PartDelay, context.RequestAborted);
+            if (PartDelay > TimeSpan.Zero)
+            {
+                await Task.Delay(PartDelay, context.RequestAborted);
+            }
+
+            if (PartsWaitFor is { } partRelease)
+            {
+                await partRelease.WaitAsync(context.RequestAborted);
+            }
         }
 
         if (conditional)
