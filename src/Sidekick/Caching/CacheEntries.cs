@@ -207,6 +207,9 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     public async Task EvictAsync(string key)
     {
         _refreshed.TryRemove(key, out _);
+        // A fill of the entry still uploading holds the version evicted: it must neither land after the eviction nor
+        // answer another request from its spool (its readers keep the bytes they already read from).
+        fills.Running(key)?.Abandon(FillAbandonReason.ObjectChanged, "its entry was evicted (an unsafe request to it succeeded, or the origin no longer has it)");
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));

@@ -24,7 +24,10 @@ internal enum FillAbandonReason
     /// <summary>Ranged responses were being combined into the object, and none came for a while before they covered it.</summary>
     RangesIncomplete,
 
-    /// <summary>A response with another ETag or length came: the object changed, so what was kept of it is dropped.</summary>
+    /// <summary>
+    /// A response with another ETag or length came, or the entry was evicted (RFC 9111 §4.4) while the fill ran: the
+    /// object changed, so what was kept of it is dropped.
+    /// </summary>
     ObjectChanged,
 }
 

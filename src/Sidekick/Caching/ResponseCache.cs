@@ -86,13 +86,27 @@ internal sealed class ResponseCache : IDisposable
         }
 
         var requestControl = RequestControl(request);
-        if (!_health.Online || requestControl.Has("no-store"))
+        if (requestControl.Has("no-store"))
         {
             await BypassAsync(context, origin);
             return;
         }
 
         var key = CacheKey.For(context);
+        // A fill of this entry runs here and its spool already holds what is asked: it answers, without a store
+        // lookup. A large entry takes the store a while to take (a 2 GiB one over a minute on s3rver), and a store busy
+        // with that very upload can be too slow to answer a lookup in time, which would send the request to the origin.
+        if (_fills.Running(key) is { } running && HoldsWhatIsAsked(running, request) && await ReadFillAsync(context, origin, running, requestControl))
+        {
+            return;
+        }
+
+        if (!_health.Online)
+        {
+            await BypassAsync(context, origin);
+            return;
+        }
+
         // A whole GET that misses reads the fill lease first on some stores: that read goes beside the lookup (a
         // Range or a conditional is one of ClientConditionals' fields, and such a miss takes no lease).
         var leaseAhead = HttpMethods.IsGet(request.Method) && !ClientConditionals.AnyIn(request) && !_pending.ContainsKey(key)
@@ -164,14 +178,6 @@ internal sealed class ResponseCache : IDisposable
         // the client's own conditional included: they are answered from the fill's entry as from a stored one).
         if (_pending.TryGetValue(key, out var filling) &&
             (await JoinAsync(context, origin, filling, requestControl) || await FromStoreAsync(context, origin, key, requestControl, filling)))
-        {
-            return;
-        }
-
-        // Ranged responses of this object are being combined here (an S3 client read it moments ago, and the entry
-        // is still uploading): what its spool already holds is read there, never asked of the origin again.
-        if (_fills.Running(key) is { FromPieces: true } pieces && HoldsWhatIsAsked(pieces, request) &&
-            await ReadFillAsync(context, origin, pieces, requestControl))
         {
             return;
         }
@@ -350,9 +356,9 @@ internal sealed class ResponseCache : IDisposable
     }
 
     /// <summary>
-    /// Serves a request from a fill of the same entry that is running here, once that fill's head is known: from
-    /// its spool as the body arrives. Only when the entry may be served without asking the origin (fresh, not filled
-    /// with credentials, the same Vary selection); false otherwise, with nothing sent.
+    /// Serves a request from the whole-response fill a miss here started for its entry, once that fill's head is
+    /// known: from its spool as the body arrives (<see cref="ReadFillAsync"/>). False, with nothing sent, when the
+    /// fill may not answer it.
     /// </summary>
     private async Task<bool> JoinAsync(HttpContext context, ICacheOrigin origin, FillSlot slot, CacheControl requestControl)
     {
@@ -371,8 +377,8 @@ internal sealed class ResponseCache : IDisposable
     }
 
     /// <summary>
-    /// Whether the spool of a fill that combines ranges holds, from its start and without a gap, every byte the
-    /// request asks for (its one range, else the whole object; nothing for a HEAD).
+    /// Whether a fill's spool holds, from its start and without a gap, every byte the request asks for (its one
+    /// range, else the whole object; nothing for a HEAD): reading them depends on no origin, client or store.
     /// </summary>
     private static bool HoldsWhatIsAsked(CacheFill fill, HttpRequest request)
     {

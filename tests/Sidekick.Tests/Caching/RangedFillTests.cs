@@ -81,9 +81,13 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         var first = await ReadInRangesAsync(client, Path, item.Body, Alice);
         Assert.All(first, outcome => Assert.Equal("MISS", outcome));
         Assert.Equal(1, cache.Fills.InFlight);
+        await fixture.Eventually(() => relay.Requests.Any(r => r.StartsWith("POST /", StringComparison.Ordinal)), "the upload to begin");
         var logged = backend.Log.Count;
 
-        // Again, in ranges and whole: each after the requester's own conditional request, its 304, from the spool.
+        // The store, busy with uploads, is now too slow for any lookup: the spool answers without one. Again, in
+        // ranges and whole: each after the requester's own conditional request, its 304, from the spool.
+        var lookups = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.EntryHeadsWaitFor = lookups.Task;
         var second = await ReadInRangesAsync(client, Path, item.Body, Alice);
         Assert.All(second, outcome => Assert.Equal("REVALIDATED", outcome));
         using var whole = new HttpRequestMessage(HttpMethod.Get, Path);
@@ -105,9 +109,13 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         Assert.EndsWith(" -> 403", asked[^1]);
         Assert.Equal(item.Body.Length, backend.RangeBytes[Path]); // every range sent by the origin once
         Assert.Equal(0, backend.Served(Path));
+        Assert.True(cache.Health.Online, "a store lookup timed out");
+        Assert.Equal(0, cache.Metrics.StoreErrors);
 
         // The upload was only waiting: the entry lands, nothing was given up.
         Assert.Equal(0, cache.Metrics.FillsCompleted);
+        relay.EntryHeadsWaitFor = null;
+        lookups.SetResult();
         upload.SetResult();
         await fixture.Eventually(() => cache.Metrics.FillsCompleted == 1, "the entry to be stored once the store takes its parts");
         Assert.Equal(0, cache.Metrics.FillsAbandoned);

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Security.Cryptography;
+using Sidekick.Hosting;
 using Sidekick.Tests.Integration;
 
 namespace Sidekick.Tests.Caching;
@@ -28,12 +29,19 @@ public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<Cac
         }
     }
 
-    /// <summary>Fills settle in the background after the response; wait until the entry is visible.</summary>
-    private static Task UntilCachedAsync(HttpClient client, string path) => WaitForAsync(async () =>
+    /// <summary>
+    /// Fills settle in the background after the response: wait until the entry answers (from its fill's spool at
+    /// first) and its fill has reached the store.
+    /// </summary>
+    private static async Task UntilStoredAsync(SidekickInstance instance, HttpClient client, string path)
     {
-        using var response = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, path) { Headers = { { "Cache-Control", "only-if-cached" } } });
-        return response.StatusCode == HttpStatusCode.OK;
-    });
+        await WaitForAsync(async () =>
+        {
+            using var response = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, path) { Headers = { { "Cache-Control", "only-if-cached" } } });
+            return response.StatusCode == HttpStatusCode.OK;
+        });
+        await WaitForAsync(() => Task.FromResult(instance.Server.Cache!.FillsInFlight == 0), () => "the fill to reach the store");
+    }
 
     [Fact]
     public async Task Miss_fills_then_hits_with_age_and_identical_bytes()
@@ -46,7 +54,7 @@ public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<Cac
         var (first, firstBody) = await GetAsync(client, "/bucket/a.bin");
         Assert.Equal("MISS", Outcome(first));
         Assert.Equal(item.Body, firstBody);
-        await UntilCachedAsync(client, "/bucket/a.bin");
+        await UntilStoredAsync(instance, client, "/bucket/a.bin");
 
         var (second, secondBody) = await GetAsync(client, "/bucket/a.bin");
         Assert.Equal(HttpStatusCode.OK, second.StatusCode);
@@ -204,14 +212,14 @@ public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<Cac
         var (instance, client) = await fixture.StartSidekickAsync(backend);
         await using var running = instance;
         await GetAsync(client, "/bucket/w.bin");
-        await UntilCachedAsync(client, "/bucket/w.bin");
+        await UntilStoredAsync(instance, client, "/bucket/w.bin");
 
         var replacement = RandomNumberGenerator.GetBytes(8 * 1024);
         (await client.PutAsync("/bucket/w.bin", new ByteArrayContent(replacement))).EnsureSuccessStatusCode();
         var (afterPut, body) = await GetAsync(client, "/bucket/w.bin");
         Assert.Equal("MISS", Outcome(afterPut));
         Assert.Equal(replacement, body);
-        await UntilCachedAsync(client, "/bucket/w.bin");
+        await UntilStoredAsync(instance, client, "/bucket/w.bin");
 
         (await client.DeleteAsync("/bucket/w.bin")).EnsureSuccessStatusCode();
         var (afterDelete, _) = await GetAsync(client, "/bucket/w.bin");
@@ -247,7 +255,7 @@ public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<Cac
         var (instance, client) = await fixture.StartSidekickAsync([backend.Url], SidekickHarness.FastOptions with { Log = true, Trace = "all" }, stdout: log);
         await using var running = instance;
         await GetAsync(client, "/bucket/left.bin");
-        await UntilCachedAsync(client, "/bucket/left.bin");
+        await UntilStoredAsync(instance, client, "/bucket/left.bin");
         var metrics = instance.Server.Cache!.Metrics;
         var (errors, resumed, cut) = (metrics.StoreErrors, metrics.StoredReadsResumed, metrics.StoredReadsCut);
         // The only-if-cached probe that found the entry is the one HIT so far: its line must be out before counting on.
@@ -347,7 +355,7 @@ public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<Cac
         var (instance, client) = await fixture.StartSidekickAsync(backend);
         await using var running = instance;
         await GetAsync(client, "/bucket/r.bin");
-        await UntilCachedAsync(client, "/bucket/r.bin");
+        await UntilStoredAsync(instance, client, "/bucket/r.bin");
 
         var (ranged, part) = await GetAsync(client, "/bucket/r.bin", r => r.Headers.Range = new RangeHeaderValue(1000, 1999));
         Assert.Equal(HttpStatusCode.PartialContent, ranged.StatusCode);
@@ -402,7 +410,7 @@ public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<Cac
         var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(store.Url));
         await using var running = instance;
         await GetAsync(client, "/bucket/s.bin");
-        await UntilCachedAsync(client, "/bucket/s.bin");
+        await UntilStoredAsync(instance, client, "/bucket/s.bin");
 
         await store.DisposeAsync();
         for (var i = 0; i < 10; i++)
@@ -425,7 +433,7 @@ public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<Cac
         var (instance, client) = await fixture.StartSidekickAsync(backend);
         await using var running = instance;
         await GetAsync(client, "/bucket/m.bin");
-        await UntilCachedAsync(client, "/bucket/m.bin");
+        await UntilStoredAsync(instance, client, "/bucket/m.bin");
         var metrics = await client.GetStringAsync("/.prometheus/metrics");
         Assert.Matches(@"sidekick_cache_hits_total [1-9]", metrics);
         Assert.Matches(@"sidekick_cache_fills_completed_total 1", metrics);

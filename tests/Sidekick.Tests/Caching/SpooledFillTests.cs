@@ -184,6 +184,66 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
     }
 
     [Fact]
+    public async Task A_fill_still_uploading_answers_from_its_spool_without_the_store_and_an_unsafe_request_drops_it()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        const string Path = "/bucket/uploading.bin";
+        var item = backend.Put(Path, 12 * 1024 * 1024);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var upload = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.PartsWaitFor = upload.Task; // the store takes no part: the entry stays uploading
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        var cache = instance.Server.Cache!;
+
+        using (var first = await client.GetAsync(Path))
+        {
+            Assert.Equal("MISS", Outcome(first));
+            Assert.Equal(item.Body, await first.Content.ReadAsByteArrayAsync());
+        }
+
+        await fixture.Eventually(() => relay.Requests.Any(r => r.StartsWith("POST /", StringComparison.Ordinal)), "the upload to begin");
+
+        // The store, busy with uploads, is now too slow for any lookup: the spool holds the body and answers.
+        var lookups = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.EntryHeadsWaitFor = lookups.Task;
+        using (var second = await client.GetAsync(Path))
+        {
+            Assert.Equal("HIT", Outcome(second));
+            Assert.Equal(item.Body, await second.Content.ReadAsByteArrayAsync());
+        }
+
+        using (var ranged = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, Path) { Headers = { Range = new System.Net.Http.Headers.RangeHeaderValue(5_000_000, 5_000_999) } }))
+        {
+            Assert.Equal("HIT", Outcome(ranged));
+            Assert.Equal(item.Body.AsSpan(5_000_000, 1000).ToArray(), await ranged.Content.ReadAsByteArrayAsync());
+        }
+
+        Assert.True(cache.Health.Online, "a store lookup timed out");
+        Assert.Equal(0, cache.Metrics.StoreErrors);
+        Assert.Equal(1, backend.Served(Path));
+        relay.EntryHeadsWaitFor = null;
+        lookups.SetResult();
+
+        // RFC 9111 §4.4: a successful unsafe request drops the entry, and with it the fill still uploading it: that
+        // version neither answers from the spool nor lands in the store afterwards.
+        using (var deleted = await client.DeleteAsync(Path))
+        {
+            Assert.Equal(HttpStatusCode.NoContent, deleted.StatusCode);
+        }
+
+        Assert.Equal(1, cache.Fills.AbandonedFor(FillAbandonReason.ObjectChanged));
+        using (var gone = await client.GetAsync(Path))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, gone.StatusCode);
+        }
+
+        upload.SetResult();
+        await fixture.Eventually(() => cache.FillsInFlight == 0 && cache.Fills.SpoolUsed == 0, "the dropped fill to let its spool go");
+        Assert.Equal(0, cache.Metrics.FillsCompleted);
+    }
+
+    [Fact]
     public async Task A_fill_with_no_room_in_the_spool_is_counted_and_logged_by_reason()
     {
         await using var backend = await CacheTestBackend.StartAsync();
