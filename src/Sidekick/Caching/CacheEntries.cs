@@ -16,6 +16,17 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
 
     private readonly ConcurrentDictionary<string, CachedResponse> _refreshed = new();
 
+    // When each key's refreshed headers were last written to the bucket (TimeProvider timestamps).
+    private readonly ConcurrentDictionary<string, long> _refreshWritten = new();
+
+    /// <summary>
+    /// How often this sidecar writes one entry's refreshed headers to the bucket at most. S3 changes metadata only by
+    /// copying the object onto itself, which rewrites the whole object: a 2 GiB entry read again as 256 signed ranges
+    /// (each revalidated by its own 304) was copied 256 times, under its own readers. In between, the refreshed
+    /// headers serve this sidecar from memory, and another sidecar that finds them stale asks the origin itself.
+    /// </summary>
+    internal static TimeSpan RefreshWriteInterval { get; } = TimeSpan.FromMinutes(1);
+
     /// <summary>Finds the stored response for this request: the plain key, or the variant its Vary marker selects.</summary>
     public async Task<CacheLookup?> FindAsync(string key, HttpRequest request, CancellationToken cancellationToken)
     {
@@ -177,18 +188,20 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
 
     /// <summary>
     /// Keeps refreshed headers: in this process at once (so the next request sees them), and in the bucket
-    /// for the other sidecars (a server-side copy onto itself with new metadata).
+    /// for the other sidecars (a server-side copy onto itself with new metadata), at most once per
+    /// <see cref="RefreshWriteInterval"/> for one key.
     /// </summary>
     public async Task UpdateMetadataAsync(string key, CachedResponse entry)
     {
         if (_refreshed.Count > MaxRefreshed)
         {
             _refreshed.Clear(); // a bound, not an LRU
+            _refreshWritten.Clear();
         }
 
         _refreshed[key] = entry;
         var serialized = entry.Serialize();
-        if (!CachedResponse.FitsInMetadata(serialized))
+        if (!CachedResponse.FitsInMetadata(serialized) || !MayWriteRefresh(key))
         {
             return;
         }
@@ -204,9 +217,22 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
     }
 
+    /// <summary>Claims this key's refresh write, unless one was made (or is being made) within the interval.</summary>
+    private bool MayWriteRefresh(string key)
+    {
+        var now = time.GetTimestamp();
+        if (!_refreshWritten.TryGetValue(key, out var last))
+        {
+            return _refreshWritten.TryAdd(key, now);
+        }
+
+        return time.GetElapsedTime(last, now) >= RefreshWriteInterval && _refreshWritten.TryUpdate(key, now, last);
+    }
+
     public async Task EvictAsync(string key)
     {
         _refreshed.TryRemove(key, out _);
+        _refreshWritten.TryRemove(key, out _);
         // A fill of the entry still uploading holds the version evicted: it must neither land after the eviction nor
         // answer another request from its spool (its readers keep the bytes they already read from).
         fills.Running(key)?.Abandon(FillAbandonReason.ObjectChanged, "its entry was evicted (an unsafe request to it succeeded, or the origin no longer has it)");

@@ -13,6 +13,38 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
     private static readonly AsyncLocal<bool> s_watching = new();
 
     [Fact]
+    public async Task Refreshed_headers_are_written_to_the_bucket_once_per_interval_per_entry()
+    {
+        // S3 changes an object's metadata only by copying the object onto itself: every 304 writing its refreshed
+        // headers back rewrote the whole entry (a 2 GiB object read again in 256 signed ranges: 256 copies).
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var options = CacheOptions.FromEnvironment(fixture.Environment(relay.Url))!;
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var store = new S3CacheStore(options);
+        using var metrics = new CacheMetrics();
+        using var health = new CacheHealth(store, metrics, TimeSpan.FromMinutes(1), time);
+        var fills = new CacheFills(options, store, metrics, time);
+        var entries = new CacheEntries(options, store, health, fills, metrics, time);
+        var key = "refreshed-" + Guid.NewGuid().ToString("N");
+        CachedResponse Refreshed() => new()
+        {
+            Status = 200, Headers = [new("ETag", "\"r1\"")], Length = 10, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
+        };
+        int Writes() => relay.Requests.Count(r => r == $"PUT /{CacheFixture.Bucket}/{key}");
+
+        for (var i = 0; i < 5; i++)
+        {
+            await entries.UpdateMetadataAsync(key, Refreshed());
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        Assert.Equal(1, Writes());
+        time.Advance(CacheEntries.RefreshWriteInterval);
+        await entries.UpdateMetadataAsync(key, Refreshed());
+        Assert.Equal(2, Writes());
+    }
+
+    [Fact]
     public async Task An_object_that_is_not_there_is_looked_up_without_an_exception()
     {
         using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
