@@ -127,6 +127,23 @@ internal sealed class CacheFill
     /// <summary>Body bytes in the spool from the start without a gap (all of them, for a whole-response fill).</summary>
     public long Written => Volatile.Read(ref _written);
 
+    /// <summary>
+    /// The end of the bytes in the spool from <paramref name="position"/> on without a gap; <paramref name="position"/>
+    /// when that byte is not there. Ranges combined into the object (§3.4) can be read before they meet.
+    /// </summary>
+    public long SpooledFrom(long position)
+    {
+        if (position < Written)
+        {
+            return Written; // the common case, without the lock: a whole body, or ranges that met
+        }
+
+        lock (_coverage)
+        {
+            return _coverage.RunEnd(position);
+        }
+    }
+
     public bool Abandoned => _abandon.IsCancellationRequested;
 
     /// <summary>The entry is in the store (set before the spool is let go, so a late reader can go there).</summary>
@@ -277,13 +294,13 @@ internal sealed class CacheFill
         }
     }
 
-    /// <summary>Waits until the spool holds more than <paramref name="position"/> bytes, the body is complete, or the fill ends.</summary>
+    /// <summary>Waits until the spool holds byte <paramref name="position"/>, the body is complete, or the fill ends.</summary>
     private async ValueTask WaitBeyondAsync(long position, CancellationToken cancellationToken)
     {
-        while (Written <= position && Volatile.Read(ref _bodyComplete) == 0 && !Abandoned)
+        while (SpooledFrom(position) <= position && Volatile.Read(ref _bodyComplete) == 0 && !Abandoned)
         {
             var moved = Volatile.Read(ref _moved).Task;
-            if (Written > position || Volatile.Read(ref _bodyComplete) != 0 || Abandoned)
+            if (SpooledFrom(position) > position || Volatile.Read(ref _bodyComplete) != 0 || Abandoned)
             {
                 return;
             }
@@ -564,7 +581,8 @@ internal sealed class CacheFill
             }
 
             await fill.WaitBeyondAsync(position, cancellationToken);
-            if (fill.Written <= position)
+            var spooled = fill.SpooledFrom(position);
+            if (spooled <= position)
             {
                 // Given up before these bytes came. What the spool does hold is read on after an abandonment (a store
                 // that failed the upload, the filling client gone): this reader keeps the file open, and those bytes
@@ -572,7 +590,7 @@ internal sealed class CacheFill
                 throw new IOException("the fill this response was read from was abandoned");
             }
 
-            var available = (int)Math.Min(Math.Min(fill.Written, end) - position, buffer.Length);
+            var available = (int)Math.Min(Math.Min(spooled, end) - position, buffer.Length);
             var read = await RandomAccess.ReadAsync(fill._spool, buffer[..available], position, cancellationToken);
             position += read;
             return read;

@@ -12,6 +12,28 @@ internal sealed class FillCoverage
     /// <summary>The end of the range that starts at 0: every byte before it is in the spool.</summary>
     public long Prefix => _ranges.Count > 0 && _ranges[0].Start == 0 ? _ranges[0].End : 0;
 
+    /// <summary>
+    /// The end of the range that holds byte <paramref name="position"/>: every byte from it to there is in the spool.
+    /// <paramref name="position"/> itself when that byte is not.
+    /// </summary>
+    public long RunEnd(long position)
+    {
+        foreach (var (start, end) in _ranges)
+        {
+            if (start > position)
+            {
+                break;
+            }
+
+            if (position < end)
+            {
+                return end;
+            }
+        }
+
+        return position;
+    }
+
     /// <summary>Bytes in the spool, over all ranges.</summary>
     public long Covered { get; private set; }
 

@@ -377,8 +377,9 @@ internal sealed class ResponseCache : IDisposable
     }
 
     /// <summary>
-    /// Whether a fill's spool holds, from its start and without a gap, every byte the request asks for (its one
-    /// range, else the whole object; nothing for a HEAD): reading them depends on no origin, client or store.
+    /// Whether a fill's spool holds every byte the request asks for (its one range, else the whole object; nothing
+    /// for a HEAD): reading them depends on no origin, client or store. A range may lie past a gap in ranges that
+    /// are being combined (an S3 client that read a Parquet footer, read again by the next task).
     /// </summary>
     private static bool HoldsWhatIsAsked(CacheFill fill, HttpRequest request)
     {
@@ -387,8 +388,9 @@ internal sealed class ResponseCache : IDisposable
             return true;
         }
 
-        var (_, to, partial, _) = StoredResponseWriter.RangeOf(request, fill.Entry);
-        return fill.Written >= (partial ? to + 1 : fill.Length);
+        // As the writer serves it: a range of a 200 only; any other status whole.
+        var (from, to, partial, _) = fill.Entry.Status == StatusCodes.Status200OK ? StoredResponseWriter.RangeOf(request, fill.Entry) : default;
+        return partial ? fill.SpooledFrom(from) > to : fill.Written >= fill.Length;
     }
 
     /// <summary>

@@ -122,6 +122,33 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
     }
 
     [Fact]
+    public async Task Section_3_4_a_range_read_again_comes_from_the_spool_before_the_ranges_cover_the_object()
+    {
+        // Spark tasks reading one Parquet file: each reads its footer (the last bytes) first. The ranges read so far
+        // do not cover the object, yet a range read again is in the spool: it must not cost the origin again.
+        await using var backend = await CacheTestBackend.StartAsync();
+        const string Path = "/bucket/footer.parquet";
+        var item = backend.Put(Path, Piece * Pieces, "max-age=300");
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+
+        var first = await ReadInRangesAsync(client, Path, item.Body, only: i => i == Pieces - 1);
+        Assert.Equal(["MISS"], first);
+        var again = await ReadInRangesAsync(client, Path, item.Body, only: i => i == Pieces - 1);
+        Assert.Equal(["HIT"], again);
+        Assert.Equal(Piece, backend.RangeBytes[Path]);
+
+        // A range only partly in the spool is the origin's.
+        using var across = new HttpRequestMessage(HttpMethod.Get, Path);
+        across.Headers.Range = new RangeHeaderValue((Pieces - 1L) * Piece - 10, (Pieces - 1L) * Piece + 9);
+        using var acrossResponse = await client.SendAsync(across);
+        Assert.Equal("MISS", Outcome(acrossResponse));
+        Assert.Equal(item.Body.AsSpan((Pieces - 1) * Piece - 10, 20).ToArray(), await acrossResponse.Content.ReadAsByteArrayAsync());
+        Assert.Equal(Piece + 20, backend.RangeBytes[Path]);
+        Assert.Equal(0, instance.Server.Cache!.Metrics.FillsCompleted);
+    }
+
+    [Fact]
     public async Task A_reader_of_a_fill_given_up_meanwhile_gets_every_byte_the_spool_holds_then_an_error()
     {
         // A store that fails the upload gives the fill up, but what its spool holds is the object's: a client
