@@ -165,10 +165,12 @@ internal sealed class ResponseCache : IDisposable
 
     private async Task MissAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl, LeaseReadAhead? leaseAhead)
     {
-        Metrics.Miss();
+        // Counted as a miss only when the origin is asked for the body: a request this sidecar answers from a fill, or
+        // from the store once another sidecar's fill landed, was found in the cache after all (a HIT or REVALIDATED).
         var request = context.Request;
         if (requestControl.Has("only-if-cached"))
         {
+            Metrics.Miss();
             context.Response.StatusCode = StatusCodes.Status504GatewayTimeout;
             context.Response.Headers[CacheHeader] = "MISS";
             return;
@@ -187,12 +189,14 @@ internal sealed class ResponseCache : IDisposable
         // cover it (§3.4); a 200 is stored whole. Neither waits in a slot: other ranges are other requests.
         if (HttpMethods.IsHead(request.Method))
         {
+            Metrics.Miss();
             await PassAsync(context, origin);
             return;
         }
 
         if (ClientConditionals.AnyIn(request))
         {
+            Metrics.Miss();
             await FetchAndFillAsync(context, origin, key, requestControl);
             return;
         }
@@ -215,6 +219,7 @@ internal sealed class ResponseCache : IDisposable
             // Nothing to read here (not storable, or not for this requester): the store, else the origin.
             if (!await JoinAsync(context, origin, running, requestControl) && !await FromStoreAsync(context, origin, key, requestControl, running))
             {
+                Metrics.Miss();
                 await PassAsync(context, origin);
             }
 
@@ -243,6 +248,7 @@ internal sealed class ResponseCache : IDisposable
                 _leases.Hold(claim.LeaseKey!, slot.Head.Task);
             }
 
+            Metrics.Miss();
             fill = await FetchAndFillAsync(context, origin, key, requestControl, slot, settlement: settlement);
             if (settlement is { YieldedAtHead: true })
             {

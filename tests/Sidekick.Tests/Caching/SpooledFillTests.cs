@@ -181,6 +181,10 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         Assert.Equal(item.Body, await second.Content.ReadAsByteArrayAsync());
         Assert.Equal(item.Body, await firstBody);
         Assert.Equal(1, backend.Served("/bucket/slow.bin"));
+
+        // Counted as what they were: one miss (the origin was asked once), two hits (found in the cache, its fill).
+        Assert.Equal(1, instance.Server.Cache!.Metrics.Misses);
+        Assert.Equal(2, instance.Server.Cache!.Metrics.Hits);
     }
 
     [Fact]
