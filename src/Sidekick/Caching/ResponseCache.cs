@@ -96,7 +96,8 @@ internal sealed class ResponseCache : IDisposable
         // A fill of this entry runs here and its spool already holds what is asked: it answers, without a store
         // lookup. A large entry takes the store a while to take (a 2 GiB one over a minute on s3rver), and a store busy
         // with that very upload can be too slow to answer a lookup in time, which would send the request to the origin.
-        if (_fills.Running(key) is { } running && HoldsWhatIsAsked(running, request) && await ReadFillAsync(context, origin, running, requestControl))
+        var running = _fills.Running(key);
+        if (running is not null && HoldsWhatIsAsked(running, request) && await ReadFillAsync(context, origin, running, requestControl))
         {
             return;
         }
@@ -104,6 +105,15 @@ internal sealed class ResponseCache : IDisposable
         if (!_health.Online)
         {
             await BypassAsync(context, origin);
+            return;
+        }
+
+        if (running is { FromPieces: true } && request.Headers.Range.Count > 0)
+        {
+            // Another range of an object whose ranges are being combined here: the store has no newer version of it
+            // (a lookup found none when this combination began), so its lookup is skipped. An S3 client reading 1 GiB
+            // in 8 MiB parts asked the store 128 times for nothing, while the store was taking this very object.
+            await MissAsync(context, origin, key, requestControl, leaseAhead: null);
             return;
         }
 

@@ -149,6 +149,29 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
     }
 
     [Fact]
+    public async Task Section_3_4_the_other_ranges_of_an_object_being_combined_ask_the_store_nothing()
+    {
+        // The store has no newer version of an object whose ranges are being combined here: a lookup per range
+        // (128 for 1 GiB read in 8 MiB parts) only loads a store that is taking this very object.
+        await using var backend = await CacheTestBackend.StartAsync();
+        const string Path = "/bucket/combined.bin";
+        var item = backend.Put(Path, Piece * Pieces, "max-age=300");
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        int Lookups() => relay.Requests.Count(r => r.StartsWith("HEAD ", StringComparison.Ordinal) && !r.EndsWith(".fill", StringComparison.Ordinal));
+
+        Assert.Equal(["MISS"], await ReadInRangesAsync(client, Path, item.Body, only: i => i == 0));
+        var before = Lookups();
+        var rest = await ReadInRangesAsync(client, Path, item.Body, only: i => i > 0);
+        Assert.All(rest, outcome => Assert.Equal("MISS", outcome));
+        // At most the upload's own look for a copy another sidecar stored meanwhile; none per range.
+        Assert.True(Lookups() - before <= 1, $"the store saw: {string.Join(", ", relay.Requests)}");
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1, "the ranges to be stored as one entry");
+        Assert.Equal(item.Body.Length, backend.RangeBytes[Path]);
+    }
+
+    [Fact]
     public async Task A_reader_of_a_fill_given_up_meanwhile_gets_every_byte_the_spool_holds_then_an_error()
     {
         // A store that fails the upload gives the fill up, but what its spool holds is the object's: a client
