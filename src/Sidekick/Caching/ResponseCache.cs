@@ -166,9 +166,10 @@ internal sealed class ResponseCache : IDisposable
         await origin.ForwardAsync(context);
     }
 
-    /// <summary>The request passes to the origin unchanged and nothing is stored.</summary>
-    private static Task PassAsync(HttpContext context, ICacheOrigin origin)
+    /// <summary>The request passes to the origin unchanged and nothing is stored: a miss.</summary>
+    private Task PassAsync(HttpContext context, ICacheOrigin origin)
     {
+        Metrics.Miss();
         context.Response.Headers[CacheHeader] = "MISS";
         return origin.ForwardAsync(context);
     }
@@ -199,7 +200,6 @@ internal sealed class ResponseCache : IDisposable
         // cover it (§3.4); a 200 is stored whole. Neither waits in a slot: other ranges are other requests.
         if (HttpMethods.IsHead(request.Method))
         {
-            Metrics.Miss();
             await PassAsync(context, origin);
             return;
         }
@@ -229,7 +229,6 @@ internal sealed class ResponseCache : IDisposable
             // Nothing to read here (not storable, or not for this requester): the store, else the origin.
             if (!await JoinAsync(context, origin, running, requestControl) && !await FromStoreAsync(context, origin, key, requestControl, running))
             {
-                Metrics.Miss();
                 await PassAsync(context, origin);
             }
 
@@ -404,8 +403,7 @@ internal sealed class ResponseCache : IDisposable
             return true;
         }
 
-        // As the writer serves it: a range of a 200 only; any other status whole.
-        var (from, to, partial, _) = fill.Entry.Status == StatusCodes.Status200OK ? StoredResponseWriter.RangeOf(request, fill.Entry) : default;
+        var (from, to, partial, _) = StoredResponseWriter.RangeOf(request, fill.Entry);
         return partial ? fill.SpooledFrom(from) > to : fill.Written >= fill.Length;
     }
 

@@ -54,7 +54,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             return true;
         }
 
-        var (from, to, partial, unsatisfiable) = entry.Status == StatusCodes.Status200OK ? RangeOf(request, entry) : default;
+        var (from, to, partial, unsatisfiable) = RangeOf(request, entry);
         if (unsatisfiable)
         {
             response.StatusCode = StatusCodes.Status416RangeNotSatisfiable;
@@ -362,11 +362,14 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     private static bool WeakEquals(string a, string b) =>
         string.Equals(a.StartsWith("W/", StringComparison.Ordinal) ? a[2..] : a, b.StartsWith("W/", StringComparison.Ordinal) ? b[2..] : b, StringComparison.Ordinal);
 
-    /// <summary>A single byte range served as 206; several ranges or a stale If-Range get the whole entity.</summary>
+    /// <summary>
+    /// The part of a stored 200 the request is answered with: a single byte range served as 206; several ranges or a
+    /// stale If-Range get the whole entity, and so does any other status (Range applies to a 200 only, RFC 9110 §14.2).
+    /// </summary>
     internal static (long From, long To, bool Partial, bool Unsatisfiable) RangeOf(HttpRequest request, CachedResponse entry)
     {
         var range = request.Headers.Range.ToString();
-        if (range.Length == 0 || !range.StartsWith("bytes=", StringComparison.OrdinalIgnoreCase) || range.Contains(',', StringComparison.Ordinal))
+        if (entry.Status != StatusCodes.Status200OK || range.Length == 0 || !range.StartsWith("bytes=", StringComparison.OrdinalIgnoreCase) || range.Contains(',', StringComparison.Ordinal))
         {
             return (0, 0, false, false);
         }
