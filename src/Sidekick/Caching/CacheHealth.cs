@@ -2,7 +2,8 @@ namespace Sidekick.Caching;
 
 /// <summary>
 /// One probe loop for the whole process (not one per backend, as upstream had): the store is online after a
-/// good probe and goes offline after a failed probe or any failed store operation, until the next good probe.
+/// good probe and goes offline after a failed probe or any failed store operation (a lookup that only timed out:
+/// after <see cref="SlowLookupsToOffline"/> in a row), until the next good probe.
 /// While offline, requests bypass the cache at no cost. A failed store operation does not wait for the next
 /// scheduled probe (SIDEKICK_CACHE_HEALTH_DURATION, a minute by default): the store is probed again after
 /// <see cref="FirstRetry"/>, then at doubling intervals up to the configured one while it keeps failing. One
@@ -62,6 +63,45 @@ internal sealed class CacheHealth : IDisposable
 
     /// <summary>A store operation failed or was too slow: bypass until the next good probe.</summary>
     public void MarkOffline(Exception? error = null) => Fail(CacheStoreFailure.Of(error));
+
+    /// <summary>
+    /// Lookups in a row that got no answer within the store timeout before the store is taken offline. A store busy
+    /// taking a large upload (s3rver with a 2 GiB entry, measured in bench/awscli-results.md) lets a lookup time out
+    /// now and then while it answers the rest: taking it offline at the first one sent every request of every client
+    /// to the origin for a second or more. A store that does not answer at all still goes offline after this many,
+    /// and one that refuses the connection or rejects the request goes offline at once.
+    /// </summary>
+    public const int SlowLookupsToOffline = 3;
+
+    private int _slowLookups;
+
+    /// <summary>A lookup failed: the request bypasses the cache; the store goes offline unless it was only slow, now and then.</summary>
+    public void LookupFailed(Exception error, TimeSpan timeout)
+    {
+        var failure = CacheStoreFailure.Of(error, timeout);
+        if (failure.Reason == CacheStoreFailureReason.Timeout && Interlocked.Increment(ref _slowLookups) < SlowLookupsToOffline)
+        {
+            _metrics.StoreError(failure);
+            lock (_gate)
+            {
+                _lastError = failure;
+                _lastErrorAt = _time.GetUtcNow();
+            }
+
+            return;
+        }
+
+        Fail(failure);
+    }
+
+    /// <summary>The store answered a lookup: the slow ones before it were not a store that stopped answering.</summary>
+    public void LookupAnswered()
+    {
+        if (Volatile.Read(ref _slowLookups) != 0)
+        {
+            Volatile.Write(ref _slowLookups, 0);
+        }
+    }
 
     public async Task<bool> ProbeAsync()
     {
@@ -130,6 +170,7 @@ internal sealed class CacheHealth : IDisposable
             }
 
             _online = false;
+            Volatile.Write(ref _slowLookups, 0); // counted afresh once the store is back
             // Repeated failures for the same reason are one state: one line, not one per probe or request.
             if (_failing?.Reason != failure.Reason)
             {

@@ -126,10 +126,11 @@ internal sealed class ResponseCache : IDisposable
         try
         {
             found = await _entries.FindAsync(key, request, context.RequestAborted);
+            _health.LookupAnswered();
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {
-            _health.MarkOffline(ex);
+            _health.LookupFailed(ex, _options.StoreTimeout);
             await BypassAsync(context, origin);
             return;
         }
@@ -355,10 +356,11 @@ internal sealed class ResponseCache : IDisposable
         try
         {
             stored = await _entries.FindAsync(key, context.Request, context.RequestAborted);
+            _health.LookupAnswered();
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {
-            _health.MarkOffline(ex);
+            _health.LookupFailed(ex, _options.StoreTimeout);
         }
 
         if (stored is not { } hit)

@@ -168,6 +168,50 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task Lookups_that_time_out_now_and_then_keep_the_store_and_three_in_a_row_take_it_offline()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        using var metrics = new CacheMetrics();
+        using var health = new CacheHealth(store, metrics, interval: TimeSpan.FromMinutes(1), time);
+        await health.FirstProbe.WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.True(health.Online);
+        var slow = new OperationCanceledException();
+        var timeout = TimeSpan.FromSeconds(2);
+
+        // A loaded store: two lookups time out, one is answered, two more time out. Each slow one is counted and is
+        // the last error, and the store stays in use.
+        health.LookupFailed(slow, timeout);
+        health.LookupFailed(slow, timeout);
+        health.LookupAnswered();
+        health.LookupFailed(slow, timeout);
+        health.LookupFailed(slow, timeout);
+        Assert.True(health.Online);
+        Assert.Equal(4, metrics.StoreErrorsOf(CacheStoreFailureReason.Timeout));
+        Assert.Equal((CacheStoreFailureReason.Timeout, "no answer within 2s"), (health.Snapshot().LastError!.Reason, health.Snapshot().LastError!.Detail));
+
+        // The third in a row: a store that stopped answering.
+        health.LookupFailed(slow, timeout);
+        Assert.False(health.Online);
+        Assert.Equal(5, metrics.StoreErrorsOf(CacheStoreFailureReason.Timeout));
+    }
+
+    [Fact]
+    public async Task A_lookup_the_store_refused_takes_it_offline_at_once()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        using var metrics = new CacheMetrics();
+        using var health = new CacheHealth(store, metrics, interval: TimeSpan.FromMinutes(1), time);
+        await health.FirstProbe.WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.True(health.Online);
+
+        health.LookupFailed(new HttpRequestException("refused", new SocketException((int)SocketError.ConnectionRefused)), TimeSpan.FromSeconds(2));
+        Assert.False(health.Online);
+        Assert.Equal(1, metrics.StoreErrorsOf(CacheStoreFailureReason.Unreachable));
+    }
+
+    [Fact]
     public async Task Without_a_cache_the_state_says_so()
     {
         await using var backend = await TestBackend.StartAsync("a");

@@ -31,6 +31,48 @@ public sealed class ResponseHeadTests
     }
 
     [Fact]
+    public void A_known_name_matches_in_any_letter_case_and_nowhere_else()
+    {
+        // Flipping bit 0x20 of a letter changes only its case; of any other byte it makes another byte (CR for
+        // '-', a control character for a digit): every such spelling must be an unknown name.
+        for (var known = 0; known < ResponseHeaderValues.KnownCount; known++)
+        {
+            var name = Encoding.ASCII.GetBytes(ResponseHeaderValues.NameAt(known));
+            Assert.Equal(known, ResponseHeaderValues.IndexOf(Encoding.ASCII.GetBytes(ResponseHeaderValues.NameAt(known).ToUpperInvariant())));
+            Assert.Equal(known, ResponseHeaderValues.IndexOf(Encoding.ASCII.GetBytes(ResponseHeaderValues.NameAt(known).ToLowerInvariant())));
+            for (var at = 0; at < name.Length; at++)
+            {
+                foreach (var flip in new byte[] { 0x20, 0x01, 0x80 })
+                {
+                    var spelled = (byte[])name.Clone();
+                    spelled[at] ^= flip;
+                    var expected = flip == 0x20 && char.IsAsciiLetter((char)name[at]) ? known : -1;
+                    Assert.True(expected == ResponseHeaderValues.IndexOf(spelled), $"{Encoding.Latin1.GetString(spelled)} for {ResponseHeaderValues.NameAt(known)}");
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("", "Set-Cookie: a=1\r\nServer: nginx\r\nset-cookie: b=2", "Set-Cookie", "a=1,b=2")]
+    [InlineData("Server=SideKick", "Server: nginx\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2", "Server", "SideKick,nginx")]
+    [InlineData("Server=SideKick", "Set-Cookie: a=1\r\nSet-Cookie: b=2", "Set-Cookie", "a=1,b=2")]
+    [InlineData("Cache-Control=private", "Cache-Control: max-age=5", "Cache-Control", "private,max-age=5")]
+    [InlineData("Server=SideKick;Vary=Accept", "Server: nginx\r\nVary: Origin", "Vary", "Accept,Origin")]
+    [InlineData("Vary=Accept", "Server: nginx\r\nVary: Origin", "Server", "nginx")]
+    public void A_field_set_before_or_repeated_in_the_head_keeps_every_value(string preset, string fields, string name, string expected)
+    {
+        var response = new DefaultHttpContext().Response;
+        foreach (var pair in preset.Split(';', StringSplitOptions.RemoveEmptyEntries))
+        {
+            response.Headers[pair.Split('=')[0]] = pair.Split('=', 2)[1];
+        }
+
+        Apply($"HTTP/1.1 200 OK\r\n{fields}\r\nContent-Length: 0\r\n\r\n", response);
+        Assert.Equal(expected, response.Headers[name].ToString());
+    }
+
+    [Fact]
     public void End_to_end_fields_are_copied_and_connection_fields_dropped()
     {
         var response = new DefaultHttpContext().Response;
