@@ -197,6 +197,36 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task A_lookup_the_busy_store_answered_too_late_bypasses_only_its_own_request()
+    {
+        // Through the process, with a store whose lookups wait (as s3rver's did while it took a large upload): the
+        // request whose lookup timed out goes to the origin, and the next one still uses the cache.
+        await using var backend = await CacheTestBackend.StartAsync();
+        backend.Put("/bucket/first.bin", 64 * 1024, "max-age=300");
+        var second = backend.Put("/bucket/second.bin", 64 * 1024, "max-age=300");
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        var cache = instance.Server.Cache!;
+
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.EntryHeadsWaitFor = held.Task;
+        using (var slow = await client.GetAsync("/bucket/first.bin"))
+        {
+            Assert.Equal(HttpStatusCode.OK, slow.StatusCode);
+            Assert.Equal("BYPASS", slow.Headers.GetValues("X-Cache").Single());
+        }
+
+        relay.EntryHeadsWaitFor = null;
+        held.SetResult();
+        Assert.True(cache.Health.Online, "one slow lookup took the store offline");
+        Assert.Equal(1, cache.Metrics.StoreErrorsOf(CacheStoreFailureReason.Timeout));
+        using var next = await client.GetAsync("/bucket/second.bin");
+        Assert.Equal("MISS", next.Headers.GetValues("X-Cache").Single());
+        Assert.Equal(second.Body, await next.Content.ReadAsByteArrayAsync());
+    }
+
+    [Fact]
     public async Task A_lookup_the_store_refused_takes_it_offline_at_once()
     {
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
