@@ -1,4 +1,5 @@
 using System.Buffers.Text;
+using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.Extensions.Primitives;
 using Microsoft.Net.Http.Headers;
@@ -77,6 +78,7 @@ internal readonly struct ResponseHead
     /// <see cref="HttpRequestException"/> (InvalidResponse) for a head that cannot be trusted, before
     /// anything is applied.
     /// </summary>
+    [SkipLocalsInit]
     public static ResponseHead Apply(ReadOnlySpan<byte> head, HttpResponse response, bool isHeadRequest, ResponseHeaderValues values)
     {
         var status = PeekStatus(head);
@@ -88,9 +90,9 @@ internal readonly struct ResponseHead
         }
 
         // Each field is parsed once, into offsets: framing and connection options decide what is copied,
-        // and a Connection header naming more hop-by-hop fields may come after them.
-        var lines = head.Count((byte)'\n');
-        var fields = lines <= FieldsOnStack ? stackalloc Field[FieldsOnStack] : new Field[lines];
+        // and a Connection header naming more hop-by-hop fields may come after them. The stack holds them (not
+        // cleared first: only what is written is read), a longer head moves to the heap.
+        Span<Field> fields = stackalloc Field[FieldsOnStack];
         var count = 0;
         long contentLength = -1;
         var chunked = false;
@@ -126,6 +128,13 @@ internal readonly struct ResponseHead
             if (field.NameLength == 0)
             {
                 break;
+            }
+
+            if (count == fields.Length)
+            {
+                var larger = new Field[count * 2];
+                fields.CopyTo(larger);
+                fields = larger;
             }
 
             var value = head.Slice(field.ValueStart, field.ValueLength);
@@ -291,6 +300,7 @@ internal readonly struct ResponseHead
     }
 
     /// <summary>Where <paramref name="text"/> lies without its leading and trailing spaces and tabs (OWS).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static (int Start, int Length) WithoutOws(ReadOnlySpan<byte> text)
     {
         var start = 0;
