@@ -32,7 +32,11 @@ stop_backend
 start_backend
 
 echo "building sidekick (Native AOT, symbols kept for the profile)…"
+rm -rf "$OUT/sidekick"
 dotnet publish src/Sidekick -c Release -r linux-x64 -o "$OUT/sidekick" -p:StripSymbols=false -v quiet -nologo >/dev/null
+# A build with stripped symbols (run.sh's) leaves sidekick.dbg in obj/, and publish copies it here: beside this
+# binary it no longer matches, and valgrind gives up on it ("possibly corrupted debuginfo file").
+rm -f "$OUT/sidekick/sidekick.dbg"
 # valgrind reads function names from the symbol table; it cannot read the DWARF the AOT compiler writes.
 strip --strip-debug "$OUT/sidekick/sidekick"
 

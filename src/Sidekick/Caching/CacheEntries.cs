@@ -77,6 +77,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             // one-part object, be served later as a 200 without its Content-Range. Passed through, never stored.
             if (!rangeRequested || !PartialContent.TryRead(response, out piece))
             {
+                metrics.NotStored(rangeRequested ? NotStoredReason.RangeNotCombinable : NotStoredReason.Status);
                 return null;
             }
 
@@ -89,8 +90,21 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
 
         var responseControl = CacheControl.Parse(response.Headers.CacheControl);
-        if (!CachePolicy.IsStorable(status, requestControl, responseControl, headers, length, options, rangeRequested))
+        if (CachePolicy.WhyNotStorable(status, requestControl, responseControl, headers, length, options, rangeRequested) is { } why)
         {
+            if (NotStoredLog.IsLogged(why))
+            {
+                fills.NotStored(TargetOf(context), why, why switch
+                {
+                    NotStoredReason.TooLarge => $"{length} bytes, more than SIDEKICK_CACHE_MAX_SIZE ({options.MaxSize} bytes)",
+                    _ => "the origin sent no Content-Length, and an entry's size must be known before its upload starts",
+                });
+            }
+            else
+            {
+                metrics.NotStored(why);
+            }
+
             return null;
         }
 
@@ -113,14 +127,14 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             FilledWithCredentials = CachePolicy.CarriesCredentials(context.Request),
         };
         var serialized = entry.Serialize();
+        var target = TargetOf(context);
         if (!CachedResponse.FitsInMetadata(serialized))
         {
-            return null; // too many headers for S3 user metadata: serve, do not store
+            fills.NotStored(target, NotStoredReason.HeadersTooLarge, $"its header fields serialize to {serialized.Length} bytes, over the 1900 the store's 2 KiB of user metadata leaves for them");
+            return null;
         }
 
         var entryKey = varyNames.Length > 0 ? CacheKey.Variant(key, varyValues) : key;
-        var target = Observability.SecretRedaction.Text(
-            context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? "/");
         var metadata = new Dictionary<string, string> { ["sidekick"] = serialized };
         CacheFill? fill;
         bool created;
@@ -141,6 +155,10 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
 
         return fill is null ? null : ranged ? fill.Writer(piece.First, piece.Last + 1) : fill.Writer(0, entry.Length);
     }
+
+    /// <summary>The request target as logs show it (secrets in the query redacted).</summary>
+    private static string TargetOf(HttpContext context) => Observability.SecretRedaction.Text(
+        context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? "/");
 
     /// <summary>
     /// The header fields of a response worth storing, one pair per field line, values untouched: hop-by-hop

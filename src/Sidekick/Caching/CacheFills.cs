@@ -27,10 +27,26 @@ internal sealed class CacheFills : IDisposable
         _store = store;
         Metrics = metrics;
         _spool = new SpoolFiles(options.SpoolDirectory, options.SpoolSize, time);
+        _notStoredLog = new NotStoredLog(time);
+    }
+
+    private readonly NotStoredLog _notStoredLog;
+
+    /// <summary>Counts an answer served but not stored, and logs it when <see cref="NotStoredLog"/> says so.</summary>
+    public void NotStored(string target, NotStoredReason reason, string detail)
+    {
+        Metrics.NotStored(reason);
+        if (_notStoredLog.Due(reason, out var unlogged))
+        {
+            NotStoredLogged?.Invoke(target, reason, unlogged > 0 ? $"{detail}; {unlogged} more for this reason since the last line" : detail);
+        }
     }
 
     /// <summary>A fill was given up: the request target, the reason and what happened.</summary>
     public event Action<string, FillAbandonReason, string>? Abandoned;
+
+    /// <summary>An answer was not stored for a reason worth a log line (<see cref="NotStoredLog"/>): the target, the reason and why.</summary>
+    public event Action<string, NotStoredReason, string>? NotStoredLogged;
 
     public CacheMetrics Metrics { get; }
 
@@ -115,7 +131,9 @@ internal sealed class CacheFills : IDisposable
         if (Interlocked.Increment(ref _inFlight) > _options.MaxFills && !YieldedByWaitingPieces())
         {
             Interlocked.Decrement(ref _inFlight);
-            return null; // not an abandonment: the response is simply not stored (docs/cache.md)
+            // Not an abandonment: the response is served and not stored (docs/cache.md).
+            NotStored(target, NotStoredReason.FillsBusy, $"SIDEKICK_CACHE_MAX_FILLS ({_options.MaxFills}) fills were already running");
+            return null;
         }
 
         SafeFileHandle? spool;

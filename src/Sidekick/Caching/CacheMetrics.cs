@@ -19,6 +19,7 @@ internal sealed class CacheMetrics : IDisposable
     private long _storedReadsResumed;
     private long _storedReadsCut;
     private readonly long[] _fillWaits = new long[Enum.GetValues<FillWaitOutcome>().Length];
+    private readonly long[] _notStored = new long[Enum.GetValues<NotStoredReason>().Length];
     private long _racesYielded;
     private long _racesFetchedTwice;
 
@@ -71,6 +72,11 @@ internal sealed class CacheMetrics : IDisposable
 
     public long FillWaitsOf(FillWaitOutcome outcome) => Volatile.Read(ref _fillWaits[(int)outcome]);
 
+    /// <summary>A GET's answer was served but not stored, for <paramref name="reason"/>.</summary>
+    public void NotStored(NotStoredReason reason) => Interlocked.Increment(ref _notStored[(int)reason]);
+
+    public long NotStoredOf(NotStoredReason reason) => Volatile.Read(ref _notStored[(int)reason]);
+
     /// <summary>
     /// Counts a lease write that another sidecar's replaced (a store that ignores If-None-Match), by what came first:
     /// the read-back (this request yielded to the other fill) or the origin's answer (fetched here too, stored there).
@@ -95,6 +101,12 @@ internal sealed class CacheMetrics : IDisposable
         foreach (var reason in Enum.GetValues<FillAbandonReason>())
         {
             text.Append("sidekick_cache_fills_abandoned_total{reason=\"").Append(AbandonLabel(reason)).Append("\"} ").Append(fills?.AbandonedFor(reason) ?? 0).Append('\n');
+        }
+
+        text.Append("# HELP sidekick_cache_not_stored_total GET answers served but not stored, by reason (docs/cache.md)\n# TYPE sidekick_cache_not_stored_total counter\n");
+        foreach (var reason in Enum.GetValues<NotStoredReason>())
+        {
+            text.Append("sidekick_cache_not_stored_total{reason=\"").Append(NotStoredLabel(reason)).Append("\"} ").Append(NotStoredOf(reason)).Append('\n');
         }
 
         text.Append("# HELP sidekick_cache_spool_bytes Spool space reserved by the fills in flight\n# TYPE sidekick_cache_spool_bytes gauge\n")
@@ -137,6 +149,21 @@ internal sealed class CacheMetrics : IDisposable
         FillAbandonReason.RangesIncomplete => "ranges_incomplete",
         FillAbandonReason.ObjectChanged => "object_changed",
         _ => "client_gone",
+    };
+
+    public static string NotStoredLabel(NotStoredReason reason) => reason switch
+    {
+        NotStoredReason.Status => "status",
+        NotStoredReason.NoStore => "no_store",
+        NotStoredReason.Private => "private",
+        NotStoredReason.VaryStar => "vary_star",
+        NotStoredReason.RangeNotCombinable => "range_not_combinable",
+        NotStoredReason.UnknownLength => "unknown_length",
+        NotStoredReason.TooSmall => "too_small",
+        NotStoredReason.TooLarge => "too_large",
+        NotStoredReason.NoFreshness => "no_freshness",
+        NotStoredReason.HeadersTooLarge => "headers_too_large",
+        _ => "fills_busy",
     };
 
     public static string FillWaitLabel(FillWaitOutcome outcome) => outcome switch

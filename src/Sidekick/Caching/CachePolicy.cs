@@ -69,27 +69,55 @@ internal static class CachePolicy
     /// </summary>
     public static bool IsStorable(
         int status, CacheControl request, CacheControl response, IReadOnlyList<KeyValuePair<string, string>> headers, long? length, CacheOptions options,
+        bool rangeRequested = false) =>
+        WhyNotStorable(status, request, response, headers, length, options, rangeRequested) is null;
+
+    /// <summary>Why a response may not be stored, or null when it may (the rules of <see cref="IsStorable"/>).</summary>
+    public static NotStoredReason? WhyNotStorable(
+        int status, CacheControl request, CacheControl response, IReadOnlyList<KeyValuePair<string, string>> headers, long? length, CacheOptions options,
         bool rangeRequested = false)
     {
         string? Header(string name) => headers.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
-        if (status is < 200 or 206 or 304 or 416 || request.Has("no-store") || response.Has("no-store") || response.Has("private"))
+        if (status is < 200 or 206 or 304 or 416)
         {
-            return false;
+            return NotStoredReason.Status;
         }
 
-        if (VariesOnEverything(headers) || (rangeRequested && Header(HeaderNames.ContentRange) is not null))
+        if (request.Has("no-store") || response.Has("no-store"))
         {
-            return false;
+            return NotStoredReason.NoStore;
         }
 
-        if (length is not { } size || size < options.MinSize || size > options.MaxSize)
+        if (response.Has("private"))
         {
-            return false;
+            return NotStoredReason.Private;
+        }
+
+        if (VariesOnEverything(headers))
+        {
+            return NotStoredReason.VaryStar;
+        }
+
+        if (rangeRequested && Header(HeaderNames.ContentRange) is not null)
+        {
+            return NotStoredReason.RangeNotCombinable;
+        }
+
+        if (length is not { } size)
+        {
+            return NotStoredReason.UnknownLength;
+        }
+
+        if (size < options.MinSize || size > options.MaxSize)
+        {
+            return size < options.MinSize ? NotStoredReason.TooSmall : NotStoredReason.TooLarge;
         }
 
         var hasFreshness = response.Has("max-age") || response.Has("s-maxage") || Header(HeaderNames.Expires) is not null;
         var hasValidator = Header(HeaderNames.ETag) is not null || Header(HeaderNames.LastModified) is not null;
-        return hasFreshness || (IsHeuristicallyCacheable(status) && (hasValidator || options.DefaultMaxAge > TimeSpan.Zero));
+        return hasFreshness || (IsHeuristicallyCacheable(status) && (hasValidator || options.DefaultMaxAge > TimeSpan.Zero))
+            ? null
+            : NotStoredReason.NoFreshness;
     }
 
     /// <summary>A <c>*</c> member in any Vary field line, in any spelling (§4.1).</summary>

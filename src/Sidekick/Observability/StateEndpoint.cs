@@ -149,6 +149,14 @@ internal static class StateEndpoint
         }
 
         json.WriteEndObject();
+        // GET answers served but not stored, by the reason of sidekick_cache_not_stored_total (docs/cache.md).
+        json.WriteStartObject("notStored");
+        foreach (var reason in Enum.GetValues<NotStoredReason>())
+        {
+            json.WriteNumber(CacheMetrics.NotStoredLabel(reason), cache.Metrics.NotStoredOf(reason));
+        }
+
+        json.WriteEndObject();
         // Stored bodies whose read from the store broke midway: resumed where it broke, or the client's response cut.
         json.WriteStartObject("storeReadsBroken");
         json.WriteNumber("resumed", cache.Metrics.StoredReadsResumed);

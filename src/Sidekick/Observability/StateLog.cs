@@ -76,6 +76,14 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
             json.WriteString("Reason", reason);
         });
 
+    /// <summary>An answer served and not stored, for a reason an operator can act on (rate-limited by the cache).</summary>
+    public void OnNotStored(string target, string reason, string detail, DateTimeOffset at) =>
+        CacheLine($"cache did not store {target} ({reason}): {detail}", "cache-not-stored", at, json =>
+        {
+            json.WriteString("Target", target);
+            json.WriteString("Reason", reason);
+        });
+
     /// <summary>
     /// Another sidecar's lease write replaced this one's at the same moment (a store that ignores If-None-Match), after
     /// the origin's answer was already on its way here: fetched twice from the origin, stored by the other sidecar.

@@ -123,6 +123,25 @@ public sealed class CachePolicyTests
         Assert.Equal(expected, CachePolicy.IsStorable(status, CacheControl.Parse(request), CacheControl.Parse(response),
             [new("ETag", "\"x\"")], length, Options));
 
+    [Theory]
+    [InlineData(206, "", "max-age=60", "ETag", 100L, "status")]
+    [InlineData(200, "no-store", "max-age=60", "ETag", 100L, "no_store")]
+    [InlineData(200, "", "no-store, private", "ETag", 100L, "no_store")]
+    [InlineData(200, "", "private", "ETag", 100L, "private")]
+    [InlineData(200, "", "max-age=60", "Vary", 100L, "vary_star")]
+    [InlineData(200, "", "max-age=60", "ETag", -1L, "unknown_length")]
+    [InlineData(200, "", "max-age=60", "ETag", 5L, "too_small")]
+    [InlineData(200, "", "max-age=60", "ETag", 1L << 40, "too_large")]
+    [InlineData(500, "", "", "ETag", 100L, "no_freshness")]
+    [InlineData(200, "", "", "X-Other", 100L, "no_freshness")]
+    [InlineData(200, "", "", "ETag", 100L, null)]
+    public void Why_a_response_is_not_stored(int status, string request, string response, string field, long length, string? reason)
+    {
+        KeyValuePair<string, string>[] headers = [new(field, field == "Vary" ? "accept, *" : "\"x\"")];
+        var why = CachePolicy.WhyNotStorable(status, CacheControl.Parse(request), CacheControl.Parse(response), headers, length < 0 ? null : length, Options);
+        Assert.Equal(reason, why is { } r ? CacheMetrics.NotStoredLabel(r) : null);
+    }
+
     [Fact]
     public void Metadata_round_trips()
     {
