@@ -146,12 +146,8 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
     [Fact]
     public async Task A_store_operation_that_failed_is_followed_by_a_probe_within_seconds_not_at_the_next_scheduled_one()
     {
-        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
-        using var metrics = new CacheMetrics();
-        using var health = new CacheHealth(store, metrics, interval: TimeSpan.FromMinutes(1), time);
-        await health.FirstProbe.WaitAsync(TimeSpan.FromSeconds(15));
-        Assert.True(health.Online);
+        using var probed = await ProbedHealthAsync();
+        var (time, metrics, health) = (probed.Time, probed.Metrics, probed.Health);
 
         // One lookup slower than the store timeout: bypassed at once, and probed again after a second of the fake
         // clock, well before the minute of the probe interval.
@@ -170,12 +166,8 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
     [Fact]
     public async Task Lookups_that_time_out_now_and_then_keep_the_store_and_three_in_a_row_take_it_offline()
     {
-        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
-        using var metrics = new CacheMetrics();
-        using var health = new CacheHealth(store, metrics, interval: TimeSpan.FromMinutes(1), time);
-        await health.FirstProbe.WaitAsync(TimeSpan.FromSeconds(15));
-        Assert.True(health.Online);
+        using var probed = await ProbedHealthAsync();
+        var (metrics, health) = (probed.Metrics, probed.Health);
         var slow = new OperationCanceledException();
         var timeout = TimeSpan.FromSeconds(2);
 
@@ -229,12 +221,8 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
     [Fact]
     public async Task A_lookup_the_store_refused_takes_it_offline_at_once()
     {
-        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
-        using var metrics = new CacheMetrics();
-        using var health = new CacheHealth(store, metrics, interval: TimeSpan.FromMinutes(1), time);
-        await health.FirstProbe.WaitAsync(TimeSpan.FromSeconds(15));
-        Assert.True(health.Online);
+        using var probed = await ProbedHealthAsync();
+        var (metrics, health) = (probed.Metrics, probed.Health);
 
         health.LookupFailed(new HttpRequestException("refused", new SocketException((int)SocketError.ConnectionRefused)), TimeSpan.FromSeconds(2));
         Assert.False(health.Online);
@@ -283,6 +271,39 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
         Assert.Equal((CacheStoreFailureReason.Timeout, "no answer within 5s"), (timeout.Reason, timeout.Detail));
         Assert.Equal("timeout", timeout.Label);
         Assert.Equal(CacheStoreFailureReason.Other, CacheStoreFailure.Of(null).Reason);
+    }
+
+    /// <summary>The store's health on a fake clock (a minute between scheduled probes), after a good first probe of s3rver.</summary>
+    private async Task<ProbedHealth> ProbedHealthAsync()
+    {
+        var probed = new ProbedHealth(fixture.Environment());
+        await probed.Health.FirstProbe.WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.True(probed.Health.Online);
+        return probed;
+    }
+
+    private sealed class ProbedHealth : IDisposable
+    {
+        private readonly S3CacheStore _store;
+
+        public ProbedHealth(Dictionary<string, string?> environment)
+        {
+            _store = new S3CacheStore(CacheOptions.FromEnvironment(environment)!);
+            Health = new CacheHealth(_store, Metrics, interval: TimeSpan.FromMinutes(1), Time);
+        }
+
+        public FakeTimeProvider Time { get; } = new(DateTimeOffset.UtcNow);
+
+        public CacheMetrics Metrics { get; } = new();
+
+        public CacheHealth Health { get; }
+
+        public void Dispose()
+        {
+            Health.Dispose();
+            Metrics.Dispose();
+            _store.Dispose();
+        }
     }
 
     private static Dictionary<string, string?> Fast(Dictionary<string, string?> environment)

@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.Json;
 using Microsoft.Extensions.Time.Testing;
 using Sidekick.Caching;
+using Sidekick.Hosting;
 using Sidekick.Tests.Integration;
 
 namespace Sidekick.Tests.Caching;
@@ -27,11 +28,8 @@ public sealed class NotStoredTests(CacheFixture fixture) : IClassFixture<CacheFi
         };
         var environment = fixture.Environment();
         environment["SIDEKICK_CACHE_MAX_SIZE"] = "32KiB";
-        var output = new StringWriter();
-        var stdout = TextWriter.Synchronized(output);
-        var (instance, client) = await fixture.StartSidekickAsync([backend.Url], SidekickHarness.FastOptions with { Log = true }, environment, stdout);
-        await using var running = instance;
-        var cache = instance.Server.Cache!;
+        await using var sidekick = await LoggingSidekick.StartAsync(fixture, backend, environment);
+        var (client, cache) = (sidekick.Client, sidekick.Cache);
 
         foreach (var (path, item) in new[] { "/bucket/private.bin", "/bucket/tiny.bin", "/bucket/large-1.bin", "/bucket/large-2.bin", "/bucket/kept.bin" }.Zip(objects))
         {
@@ -58,8 +56,8 @@ public sealed class NotStoredTests(CacheFixture fixture) : IClassFixture<CacheFi
 
         // The origin's choices (private) and the minimum size are the cache working as configured: counted only. A
         // response over the maximum is a limit an operator may want to raise: one line, not one per response.
-        await fixture.Eventually(() => NotStoredLines(output, stdout).Length > 0, "the line (the log is written by its own thread)");
-        var line = Assert.Single(NotStoredLines(output, stdout));
+        await fixture.Eventually(() => sidekick.NotStoredLines().Length > 0, "the line (the log is written by its own thread)");
+        var line = Assert.Single(sidekick.NotStoredLines());
         Assert.EndsWith("cache did not store /bucket/large-1.bin (too_large): 65536 bytes, more than SIDEKICK_CACHE_MAX_SIZE (32768 bytes)", line, StringComparison.Ordinal);
     }
 
@@ -74,11 +72,8 @@ public sealed class NotStoredTests(CacheFixture fixture) : IClassFixture<CacheFi
         relay.PartsWaitFor = upload.Task; // the first fill holds its slot until its parts are let through
         var environment = fixture.Environment(relay.Url);
         environment["SIDEKICK_CACHE_MAX_FILLS"] = "1";
-        var output = new StringWriter();
-        var stdout = TextWriter.Synchronized(output);
-        var (instance, client) = await fixture.StartSidekickAsync([backend.Url], SidekickHarness.FastOptions with { Log = true }, environment, stdout);
-        await using var running = instance;
-        var cache = instance.Server.Cache!;
+        await using var sidekick = await LoggingSidekick.StartAsync(fixture, backend, environment);
+        var (client, cache) = (sidekick.Client, sidekick.Cache);
 
         Assert.Equal(first.Body, await client.GetByteArrayAsync("/bucket/first.bin"));
         Assert.Equal(1, cache.Fills.InFlight);
@@ -89,8 +84,8 @@ public sealed class NotStoredTests(CacheFixture fixture) : IClassFixture<CacheFi
         }
 
         Assert.Equal(1, cache.Metrics.NotStoredOf(NotStoredReason.FillsBusy));
-        await fixture.Eventually(() => NotStoredLines(output, stdout).Length > 0, "the line (the log is written by its own thread)");
-        var line = Assert.Single(NotStoredLines(output, stdout));
+        await fixture.Eventually(() => sidekick.NotStoredLines().Length > 0, "the line (the log is written by its own thread)");
+        var line = Assert.Single(sidekick.NotStoredLines());
         Assert.EndsWith("cache did not store /bucket/next.bin (fills_busy): SIDEKICK_CACHE_MAX_FILLS (1) fills were already running", line, StringComparison.Ordinal);
 
         upload.SetResult();
@@ -115,12 +110,44 @@ public sealed class NotStoredTests(CacheFixture fixture) : IClassFixture<CacheFi
         Assert.Equal(2, unlogged);
     }
 
-    private static string[] NotStoredLines(StringWriter output, TextWriter stdout)
+    /// <summary>sidekick with --log, its output kept.</summary>
+    private sealed class LoggingSidekick : IAsyncDisposable
     {
-        lock (stdout)
+        private readonly StringWriter _output = new();
+        private readonly TextWriter _stdout;
+        private SidekickInstance? _instance;
+
+        private LoggingSidekick() => _stdout = TextWriter.Synchronized(_output);
+
+        public HttpClient Client { get; private set; } = null!;
+
+        public ResponseCache Cache => _instance!.Server.Cache!;
+
+        public static async Task<LoggingSidekick> StartAsync(CacheFixture fixture, CacheTestBackend backend, Dictionary<string, string?> environment)
         {
-            return output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Where(l => l.Contains("cache did not store", StringComparison.Ordinal)).ToArray();
+            var sidekick = new LoggingSidekick();
+            (sidekick._instance, sidekick.Client) = await fixture.StartSidekickAsync(
+                [backend.Url], SidekickHarness.FastOptions with { Log = true }, environment, sidekick._stdout);
+            return sidekick;
+        }
+
+        /// <summary>The "cache did not store" lines printed so far.</summary>
+        public string[] NotStoredLines()
+        {
+            lock (_stdout)
+            {
+                return _output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                    .Where(l => l.Contains("cache did not store", StringComparison.Ordinal)).ToArray();
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            Client.Dispose();
+            if (_instance is not null)
+            {
+                await _instance.DisposeAsync();
+            }
         }
     }
 }
