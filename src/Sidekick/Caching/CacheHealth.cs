@@ -2,8 +2,8 @@ namespace Sidekick.Caching;
 
 /// <summary>
 /// One probe loop for the whole process (not one per backend, as upstream had): the store is online after a
-/// good probe and goes offline after a failed probe or any failed store operation (a lookup that only timed out:
-/// after <see cref="SlowLookupsToOffline"/> in a row), until the next good probe.
+/// good probe and goes offline after a failed probe or any failed store operation (lookups that only timed out: once
+/// <see cref="SlowLookupsToOffline"/> did within <see cref="SlowLookupWindow"/>), until the next good probe.
 /// While offline, requests bypass the cache at no cost. A failed store operation does not wait for the next
 /// scheduled probe (SIDEKICK_CACHE_HEALTH_DURATION, a minute by default): the store is probed again after
 /// <see cref="FirstRetry"/>, then at doubling intervals up to the configured one while it keeps failing. One
@@ -65,21 +65,29 @@ internal sealed class CacheHealth : IDisposable
     public void MarkOffline(Exception? error = null) => Fail(CacheStoreFailure.Of(error));
 
     /// <summary>
-    /// Lookups in a row that got no answer within the store timeout before the store is taken offline. A store busy
-    /// taking a large upload (s3rver with a 2 GiB entry, measured in bench/awscli-results.md) lets a lookup time out
-    /// now and then while it answers the rest: taking it offline at the first one sent every request of every client
-    /// to the origin for a second or more. A store that does not answer at all still goes offline after this many,
-    /// and one that refuses the connection or rejects the request goes offline at once.
+    /// Lookups that got no answer within the store timeout, within <see cref="SlowLookupWindow"/>, that take the store
+    /// offline. A store busy taking a large upload (s3rver with a 2 GiB entry, measured in bench/awscli-results.md)
+    /// lets a lookup time out now and then while it answers the rest: taking it offline at the first one sent every
+    /// request of every client to the origin for a second or more. A store that stops answering, or answers only some
+    /// lookups in time, still goes offline once this many time out within the window (each of them cost its request
+    /// the timeout), and one that refuses the connection or rejects the request goes offline at once.
     /// </summary>
     public const int SlowLookupsToOffline = 3;
 
-    private int _slowLookups;
+    /// <inheritdoc cref="SlowLookupsToOffline"/>
+    public static TimeSpan SlowLookupWindow { get; } = TimeSpan.FromSeconds(10);
 
-    /// <summary>A lookup failed: the request bypasses the cache; the store goes offline unless it was only slow, now and then.</summary>
+    // When the latest slow lookups happened (TimeProvider timestamps), oldest first; emptied when the store goes offline.
+    private readonly Queue<long> _slowLookups = new(SlowLookupsToOffline);
+
+    /// <summary>
+    /// A lookup failed: its request bypasses the cache, and the store goes offline unless the lookup only timed out and
+    /// fewer than <see cref="SlowLookupsToOffline"/> did within <see cref="SlowLookupWindow"/>.
+    /// </summary>
     public void LookupFailed(Exception error, TimeSpan timeout)
     {
         var failure = CacheStoreFailure.Of(error, timeout);
-        if (failure.Reason == CacheStoreFailureReason.Timeout && Interlocked.Increment(ref _slowLookups) < SlowLookupsToOffline)
+        if (failure.Reason == CacheStoreFailureReason.Timeout && !TooManySlowLookups())
         {
             _metrics.StoreError(failure);
             lock (_gate)
@@ -94,12 +102,19 @@ internal sealed class CacheHealth : IDisposable
         Fail(failure);
     }
 
-    /// <summary>The store answered a lookup: the slow ones before it were not a store that stopped answering.</summary>
-    public void LookupAnswered()
+    /// <summary>Counts one slow lookup; true when it makes <see cref="SlowLookupsToOffline"/> within the window.</summary>
+    private bool TooManySlowLookups()
     {
-        if (Volatile.Read(ref _slowLookups) != 0)
+        var now = _time.GetTimestamp();
+        lock (_gate)
         {
-            Volatile.Write(ref _slowLookups, 0);
+            while (_slowLookups.TryPeek(out var oldest) && _time.GetElapsedTime(oldest, now) > SlowLookupWindow)
+            {
+                _slowLookups.Dequeue();
+            }
+
+            _slowLookups.Enqueue(now);
+            return _slowLookups.Count >= SlowLookupsToOffline;
         }
     }
 
@@ -170,7 +185,7 @@ internal sealed class CacheHealth : IDisposable
             }
 
             _online = false;
-            Volatile.Write(ref _slowLookups, 0); // counted afresh once the store is back
+            _slowLookups.Clear(); // counted afresh once the store is back
             // Repeated failures for the same reason are one state: one line, not one per probe or request.
             if (_failing?.Reason != failure.Reason)
             {

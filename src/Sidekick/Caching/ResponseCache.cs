@@ -126,7 +126,6 @@ internal sealed class ResponseCache : IDisposable
         try
         {
             found = await _entries.FindAsync(key, request, context.RequestAborted);
-            _health.LookupAnswered();
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {
@@ -356,7 +355,6 @@ internal sealed class ResponseCache : IDisposable
         try
         {
             stored = await _entries.FindAsync(key, context.Request, context.RequestAborted);
-            _health.LookupAnswered();
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {

@@ -164,25 +164,27 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
     }
 
     [Fact]
-    public async Task Lookups_that_time_out_now_and_then_keep_the_store_and_three_in_a_row_take_it_offline()
+    public async Task Lookups_that_time_out_now_and_then_keep_the_store_and_three_within_ten_seconds_take_it_offline()
     {
         using var probed = await ProbedHealthAsync();
-        var (metrics, health) = (probed.Metrics, probed.Health);
+        var (time, metrics, health) = (probed.Time, probed.Metrics, probed.Health);
         var slow = new OperationCanceledException();
         var timeout = TimeSpan.FromSeconds(2);
 
-        // A loaded store: two lookups time out, one is answered, two more time out. Each slow one is counted and is
-        // the last error, and the store stays in use.
+        // A loaded store: two lookups time out, then two more once the window has passed the first two. Each slow
+        // one is counted and is the last error, and the store stays in use.
         health.LookupFailed(slow, timeout);
+        time.Advance(TimeSpan.FromSeconds(1));
         health.LookupFailed(slow, timeout);
-        health.LookupAnswered();
+        time.Advance(CacheHealth.SlowLookupWindow + TimeSpan.FromSeconds(1));
         health.LookupFailed(slow, timeout);
         health.LookupFailed(slow, timeout);
         Assert.True(health.Online);
         Assert.Equal(4, metrics.StoreErrorsOf(CacheStoreFailureReason.Timeout));
         Assert.Equal((CacheStoreFailureReason.Timeout, "no answer within 2s"), (health.Snapshot().LastError!.Reason, health.Snapshot().LastError!.Detail));
 
-        // The third in a row: a store that stopped answering.
+        // The third within the window: a store that answers too few lookups in time, whatever it answered in between.
+        time.Advance(CacheHealth.SlowLookupWindow - TimeSpan.FromSeconds(1));
         health.LookupFailed(slow, timeout);
         Assert.False(health.Online);
         Assert.Equal(5, metrics.StoreErrorsOf(CacheStoreFailureReason.Timeout));
