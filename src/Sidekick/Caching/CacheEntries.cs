@@ -77,7 +77,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             // one-part object, be served later as a 200 without its Content-Range. Passed through, never stored.
             if (!rangeRequested || !PartialContent.TryRead(response, out piece))
             {
-                metrics.NotStored(rangeRequested ? NotStoredReason.RangeNotCombinable : NotStoredReason.Status);
+                NotStored(context, rangeRequested ? NotStoredReason.RangeNotCombinable : NotStoredReason.Status);
                 return null;
             }
 
@@ -92,19 +92,12 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         var responseControl = CacheControl.Parse(response.Headers.CacheControl);
         if (CachePolicy.WhyNotStorable(status, requestControl, responseControl, headers, length, options, rangeRequested) is { } why)
         {
-            if (NotStoredLog.IsLogged(why))
+            NotStored(context, why, why switch
             {
-                fills.NotStored(TargetOf(context), why, why switch
-                {
-                    NotStoredReason.TooLarge => $"{length} bytes, more than SIDEKICK_CACHE_MAX_SIZE ({options.MaxSize} bytes)",
-                    _ => "the origin sent no Content-Length, and an entry's size must be known before its upload starts",
-                });
-            }
-            else
-            {
-                metrics.NotStored(why);
-            }
-
+                NotStoredReason.TooLarge => $"{length} bytes, more than SIDEKICK_CACHE_MAX_SIZE ({options.MaxSize} bytes)",
+                NotStoredReason.UnknownLength => "the origin sent no Content-Length, and an entry's size must be known before its upload starts",
+                _ => "",
+            });
             return null;
         }
 
@@ -127,12 +120,13 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             FilledWithCredentials = CachePolicy.CarriesCredentials(context.Request),
         };
         var serialized = entry.Serialize();
-        var target = TargetOf(context);
         if (!CachedResponse.FitsInMetadata(serialized))
         {
-            fills.NotStored(target, NotStoredReason.HeadersTooLarge, $"its header fields serialize to {serialized.Length} bytes, over the 1900 the store's 2 KiB of user metadata leaves for them");
+            NotStored(context, NotStoredReason.HeadersTooLarge, $"its header fields serialize to {serialized.Length} bytes, over the 1900 the store's 2 KiB of user metadata leaves for them");
             return null;
         }
+
+        var target = TargetOf(context);
 
         var entryKey = varyNames.Length > 0 ? CacheKey.Variant(key, varyValues) : key;
         var metadata = new Dictionary<string, string> { ["sidekick"] = serialized };
@@ -154,6 +148,22 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
 
         return fill is null ? null : ranged ? fill.Writer(piece.First, piece.Last + 1) : fill.Writer(0, entry.Length);
+    }
+
+    /// <summary>
+    /// Counts an answer not stored; the request target (redacted) is made only for a reason that may be logged, as most
+    /// answers not stored are small objects under the minimum.
+    /// </summary>
+    private void NotStored(HttpContext context, NotStoredReason reason, string detail = "")
+    {
+        if (NotStoredLog.IsLogged(reason))
+        {
+            fills.NotStored(TargetOf(context), reason, detail);
+        }
+        else
+        {
+            metrics.NotStored(reason);
+        }
     }
 
     /// <summary>The request target as logs show it (secrets in the query redacted).</summary>

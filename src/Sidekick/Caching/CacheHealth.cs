@@ -87,23 +87,20 @@ internal sealed class CacheHealth : IDisposable
     public void LookupFailed(Exception error, TimeSpan timeout)
     {
         var failure = CacheStoreFailure.Of(error, timeout);
-        if (failure.Reason == CacheStoreFailureReason.Timeout && !TooManySlowLookups())
+        if (failure.Reason == CacheStoreFailureReason.Timeout && ToleratedAsSlow(failure))
         {
             _metrics.StoreError(failure);
-            lock (_gate)
-            {
-                _lastError = failure;
-                _lastErrorAt = _time.GetUtcNow();
-            }
-
             return;
         }
 
         Fail(failure);
     }
 
-    /// <summary>Counts one slow lookup; true when it makes <see cref="SlowLookupsToOffline"/> within the window.</summary>
-    private bool TooManySlowLookups()
+    /// <summary>
+    /// Counts one slow lookup and, while fewer than <see cref="SlowLookupsToOffline"/> fell within the window, keeps it
+    /// as the last error (for /v1/state) and says it is tolerated.
+    /// </summary>
+    private bool ToleratedAsSlow(CacheStoreFailure failure)
     {
         var now = _time.GetTimestamp();
         lock (_gate)
@@ -114,7 +111,14 @@ internal sealed class CacheHealth : IDisposable
             }
 
             _slowLookups.Enqueue(now);
-            return _slowLookups.Count >= SlowLookupsToOffline;
+            if (_slowLookups.Count >= SlowLookupsToOffline)
+            {
+                return false;
+            }
+
+            _lastError = failure;
+            _lastErrorAt = _time.GetUtcNow();
+            return true;
         }
     }
 

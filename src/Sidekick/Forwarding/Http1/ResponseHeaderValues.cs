@@ -35,7 +35,7 @@ internal sealed class ResponseHeaderValues
     /// <summary>Each name's bytes lower-cased, and which of them are letters (0x20 there, 0 elsewhere).</summary>
     private static readonly byte[][] LowerNames = Names.Select(n => Encoding.ASCII.GetBytes(n.ToLowerInvariant())).ToArray();
 
-    private static readonly byte[][] LetterMasks = Names.Select(n => n.Select(c => char.IsAsciiLetter(c) ? (byte)0x20 : (byte)0).ToArray()).ToArray();
+    private static readonly byte[][] LetterMasks = Names.Select(LetterMask).ToArray();
 
     /// <summary>Indexes of the names of each length: a name is compared only with the few as long as it.</summary>
     private static readonly int[][] ByLength = Enumerable.Range(0, Names.Max(n => n.Length) + 1)
@@ -71,7 +71,10 @@ internal sealed class ResponseHeaderValues
     }
 
     private static readonly byte[] KeepAlive = "keep-alive"u8.ToArray();
-    private static readonly byte[] KeepAliveMask = [0x20, 0x20, 0x20, 0x20, 0, 0x20, 0x20, 0x20, 0x20, 0x20];
+    private static readonly byte[] KeepAliveMask = LetterMask("keep-alive");
+
+    /// <summary>0x20 where <paramref name="name"/> has a letter, 0 elsewhere (see <see cref="EqualsIgnoreCase"/>).</summary>
+    private static byte[] LetterMask(string name) => name.Select(c => char.IsAsciiLetter(c) ? (byte)0x20 : (byte)0).ToArray();
 
     /// <summary>Whether a Connection value is exactly the one option keep-alive (any case), as nearly every backend sends.</summary>
     public static bool IsKeepAliveAlone(ReadOnlySpan<byte> value) => EqualsIgnoreCase(value, KeepAlive, KeepAliveMask);
