@@ -27,26 +27,41 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// </summary>
     internal static TimeSpan RefreshWriteInterval { get; } = TimeSpan.FromMinutes(1);
 
-    /// <summary>Finds the stored response for this request: the plain key, or the variant its Vary marker selects.</summary>
+    /// <summary>
+    /// Finds the stored response for this request: the plain key, or the variant its Vary marker selects. For a whole
+    /// GET (no Range, no conditional) the lookup is a GET that opens the entry's body too (<see cref="CacheLookup.Opened"/>,
+    /// the caller's to dispose): a HIT then costs the store one round trip, not a HEAD and a GET.
+    /// </summary>
     public async Task<CacheLookup?> FindAsync(string key, HttpRequest request, CancellationToken cancellationToken)
     {
+        var openBody = HttpMethods.IsGet(request.Method) && !ClientConditionals.AnyIn(request);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(options.StoreTimeout);
-        var head = await store.HeadAsync(key, timeout.Token);
-        if (head is not { } found)
+        if (await store.LookAsync(key, openBody, timeout.Token) is not var (head, opened))
         {
             return null;
         }
 
-        if (found.VaryNames is { Length: > 0 } varyNames)
+        if (head.Metadata(S3CacheStore.VaryMetadata) is { Length: > 0 } varyNames)
         {
+            opened?.Dispose(); // a Vary marker: an empty object
             var names = varyNames.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-            var variantKey = CacheKey.Variant(key, names.Select(n => request.Headers[n].ToString()).ToArray());
-            var variant = await store.HeadAsync(variantKey, timeout.Token);
-            return variant is { Entry: { } variantEntry } ? new CacheLookup(variantKey, Newest(variantKey, variantEntry), variant.Value.StoreETag) : null;
+            key = CacheKey.Variant(key, names.Select(n => request.Headers[n].ToString()).ToArray());
+            if (await store.LookAsync(key, openBody, timeout.Token) is not var (variantHead, variantOpened))
+            {
+                return null;
+            }
+
+            (head, opened) = (variantHead, variantOpened);
         }
 
-        return found.Entry is { } entry ? new CacheLookup(key, Newest(key, entry), found.StoreETag) : null;
+        if (CachedResponse.Deserialize(head.Metadata(S3CacheStore.EntryMetadata)) is not { } entry)
+        {
+            opened?.Dispose();
+            return null;
+        }
+
+        return new CacheLookup(key, Newest(key, entry), head.ETag, opened);
     }
 
     /// <summary>
@@ -318,6 +333,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
 /// <summary>
 /// A stored entry found for a request, the key it is stored under, and the store's ETag of the object the lookup
 /// saw (null for an entry read from a fill in progress): the object read next must be that one (see
-/// StoredResponseWriter).
+/// StoredResponseWriter). <see cref="Opened"/> is that object opened whole when the lookup was a GET; whoever looked
+/// it up disposes it once the request is answered (served from, or not).
 /// </summary>
-internal readonly record struct CacheLookup(string Key, CachedResponse Entry, string? StoreETag = null);
+internal readonly record struct CacheLookup(string Key, CachedResponse Entry, string? StoreETag = null, StoredObject? Opened = null);

@@ -136,7 +136,10 @@ internal sealed class ResponseCache : IDisposable
 
         if (found is { } hit)
         {
-            await HitAsync(context, origin, hit, requestControl);
+            using (hit.Opened)
+            {
+                await HitAsync(context, origin, hit, requestControl);
+            }
         }
         else
         {
@@ -366,7 +369,11 @@ internal sealed class ResponseCache : IDisposable
             return false;
         }
 
-        await HitAsync(context, origin, hit, requestControl);
+        using (hit.Opened)
+        {
+            await HitAsync(context, origin, hit, requestControl);
+        }
+
         return true;
     }
 

@@ -17,9 +17,9 @@ internal sealed class S3CacheStore : IDisposable
     public const string LeaseMetadata = "x-amz-meta-sidekick-lease";
 
     private readonly AmazonS3Client _s3;
-    // HEADs (lookups, lease reads) are signed and sent without the SDK: see StoreHeads.
-    private readonly HttpClient _headClient;
-    private readonly StoreHeads _heads;
+    // Reads (lookups, lease reads, stored bodies) are signed and sent without the SDK: see StoreReads.
+    private readonly HttpClient _readClient;
+    private readonly StoreReads _reads;
 
     /// <summary>What a store call throws when the store is down, slow or refuses: never the client's problem.</summary>
     public static bool IsStoreError(Exception ex) =>
@@ -53,32 +53,42 @@ internal sealed class S3CacheStore : IDisposable
             HttpClientFactory = new StoreHttpClients(),
         };
         _s3 = new AmazonS3Client(new BasicAWSCredentials(options.AccessKey, options.SecretKey), config);
-        _headClient = config.HttpClientFactory.CreateHttpClient(config); // the SDK's own settings, its own connections
-        _heads = new StoreHeads(options, _headClient, TimeProvider.System);
+        _readClient = config.HttpClientFactory.CreateHttpClient(config); // the SDK's own settings, its own connections
+        _reads = new StoreReads(options, _readClient, TimeProvider.System);
     }
 
     /// <summary>Metadata of an object and the store's ETag of it, or null when it does not exist.</summary>
     public async Task<(CachedResponse? Entry, string? VaryNames, string? StoreETag)?> HeadAsync(string key, CancellationToken cancellationToken)
     {
-        var head = await _heads.HeadAsync(key, cancellationToken);
+        var head = await _reads.HeadAsync(key, cancellationToken);
         return head is null ? null : (CachedResponse.Deserialize(head.Metadata(EntryMetadata)), head.Metadata(VaryMetadata), head.ETag);
     }
 
     /// <summary>
-    /// Opens bytes <paramref name="from"/> through <paramref name="to"/> (inclusive) of a stored body. Always a ranged
-    /// GET, even for the whole body: the SDK then skips hashing the body against a plain-MD5 ETag in software (two
-    /// thirds of a HIT's CPU, measured in bench/cache-results.md), and never throws a non-store exception for an
-    /// ETag it cannot parse.
+    /// An object's head, and with <paramref name="openBody"/> the whole object opened for reading in the same request
+    /// (a GET instead of a HEAD: a HIT then reads its body without a second round trip, and its body is the one its
+    /// metadata describes). Null when it does not exist. The opened object is the caller's to dispose.
     /// </summary>
-    public Task<GetObjectResponse> OpenAsync(string key, long from, long to, CancellationToken cancellationToken) =>
-        _s3.GetObjectAsync(new GetObjectRequest { BucketName = _bucket, Key = key, ByteRange = new ByteRange(from, to) }, cancellationToken);
+    public async Task<(StoredHead Head, StoredObject? Opened)?> LookAsync(string key, bool openBody, CancellationToken cancellationToken)
+    {
+        if (!openBody)
+        {
+            return await _reads.HeadAsync(key, cancellationToken) is { } head ? (head, null) : null;
+        }
+
+        return await _reads.GetAsync(key, range: null, cancellationToken) is { } opened ? (opened.Head, opened) : null;
+    }
+
+    /// <summary>Opens bytes <paramref name="from"/> through <paramref name="to"/> (inclusive) of a stored body; null when the object is gone.</summary>
+    public Task<StoredObject?> OpenAsync(string key, long from, long to, CancellationToken cancellationToken) =>
+        _reads.GetAsync(key, (from, to), cancellationToken);
 
     /// <summary>
     /// Whether an opened body is the one <paramref name="entry"/> describes (same origin ETag and length in its
     /// metadata): another sidecar may have stored a newer version under the key since the entry was looked up.
     /// </summary>
-    public static bool Holds(GetObjectResponse opened, CachedResponse entry) =>
-        opened.Metadata[EntryMetadata] is { Length: > 0 } serialized && CachedResponse.Deserialize(serialized) is { } stored &&
+    public static bool Holds(StoredObject opened, CachedResponse entry) =>
+        opened.Head.Metadata(EntryMetadata) is { Length: > 0 } serialized && CachedResponse.Deserialize(serialized) is { } stored &&
         stored.ETag == entry.ETag && stored.Length == entry.Length;
 
     public Task PutAsync(string key, ReadOnlyMemory<byte> body, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
@@ -161,7 +171,7 @@ internal sealed class S3CacheStore : IDisposable
     /// <summary>The fill lease at <paramref name="key"/> and when the store last wrote it, or null when there is none.</summary>
     public async Task<(FillLease Lease, DateTimeOffset Written)?> ReadLeaseAsync(string key, CancellationToken cancellationToken)
     {
-        var head = await _heads.HeadAsync(key, cancellationToken);
+        var head = await _reads.HeadAsync(key, cancellationToken);
         return head is not null && FillLease.Parse(head.Metadata(LeaseMetadata)) is { } lease && head.LastModified is { } written
             ? (lease, written.ToUniversalTime())
             : null;
@@ -217,6 +227,6 @@ internal sealed class S3CacheStore : IDisposable
     public void Dispose()
     {
         _s3.Dispose();
-        _headClient.Dispose();
+        _readClient.Dispose();
     }
 }

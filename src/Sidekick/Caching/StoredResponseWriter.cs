@@ -1,7 +1,5 @@
 using System.Globalization;
 using System.Net;
-using Amazon.S3;
-using Amazon.S3.Model;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Net.Http.Headers;
 using Sidekick.Forwarding;
@@ -63,7 +61,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             return true;
         }
 
-        GetObjectResponse? stored = null;
+        StoredObject? stored = null;
         Stream? spooled = null;
         if (fill is not null && !HttpMethods.IsHead(request.Method) && entry.Length > 0)
         {
@@ -75,21 +73,29 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         }
         else if (!HttpMethods.IsHead(request.Method) && entry.Length > 0)
         {
-            try
+            if (!partial && hit.Opened is { } opened && opened.Claim())
             {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
-                timeout.CancelAfter(options.StoreTimeout);
-                stored = await store.OpenAsync(hit.Key, partial ? from : 0, partial ? to : entry.Length - 1, timeout.Token);
+                stored = opened; // the lookup's own GET: the whole body, not read from yet
             }
-            catch (AmazonS3Exception ex) when (ex.StatusCode == HttpStatusCode.NotFound && ex.ErrorCode != "NoSuchBucket")
+            else
             {
-                // Gone since the lookup (evicted, or replaced by a newer fill just now): not a store failure. The
-                // caller asks the origin; the store stays in use for every other request.
-                return false;
+                try
+                {
+                    using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+                    timeout.CancelAfter(options.StoreTimeout);
+                    stored = await store.OpenAsync(hit.Key, partial ? from : 0, partial ? to : entry.Length - 1, timeout.Token);
+                }
+                catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+                {
+                    health.MarkOffline(ex);
+                    return false;
+                }
             }
-            catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
+
+            // Null: gone since the lookup (evicted, or replaced by a newer fill just now), not a store failure. The
+            // caller asks the origin; the store stays in use for every other request.
+            if (stored is null)
             {
-                health.MarkOffline(ex);
                 return false;
             }
 
@@ -174,14 +180,14 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     /// ETag and length). Only when it cannot resume is the client's response cut: its headers are out, and a
     /// short body must never pass for a whole one. Returns the stored object last opened, for the caller to dispose.
     /// </summary>
-    private async Task<GetObjectResponse> CopyFromStoreAsync(HttpContext context, CacheLookup hit, GetObjectResponse stored, long from, long to)
+    private async Task<StoredObject> CopyFromStoreAsync(HttpContext context, CacheLookup hit, StoredObject stored, long from, long to)
     {
         var sent = 0L;
         var expected = to - from + 1;
         var breaksWithoutProgress = 0;
         while (true)
         {
-            var (copied, failure) = await CopyAsync(stored.ResponseStream, context, expected - sent, metrics);
+            var (copied, failure) = await CopyAsync(stored.Body, context, expected - sent, metrics);
             sent += copied;
             if (sent == expected)
             {
@@ -191,7 +197,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             failure ??= new IOException($"the stored body ended after {from + sent} of {to + 1} bytes");
             metrics.StoreError(failure); // counted, but one broken body does not take the store offline
             breaksWithoutProgress = copied > 0 ? 0 : breaksWithoutProgress;
-            GetObjectResponse? again = null;
+            StoredObject? again = null;
             var sameBytes = true;
             while (again is null && sameBytes && ++breaksWithoutProgress <= MaxResumesWithoutProgress)
             {
@@ -221,7 +227,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     /// The rest of a stored body whose read broke, when the store holds the same bytes; null with
     /// <c>SameBytes</c> false when it holds others now (no use asking again), null alone after a store error.
     /// </summary>
-    private async Task<(GetObjectResponse? Again, bool SameBytes)> ReopenAsync(HttpContext context, CacheLookup hit, GetObjectResponse broken, long from, long to, int attempt)
+    private async Task<(StoredObject? Again, bool SameBytes)> ReopenAsync(HttpContext context, CacheLookup hit, StoredObject broken, long from, long to, int attempt)
     {
         try
         {
@@ -230,6 +236,11 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
             timeout.CancelAfter(options.StoreTimeout);
             var again = await store.OpenAsync(hit.Key, from, to, timeout.Token);
+            if (again is null)
+            {
+                return (null, true); // gone, or not readable yet (an object being rewritten): asked again
+            }
+
             if (SameBytes(broken.ETag, again, hit.Entry))
             {
                 return (again, true);
@@ -252,7 +263,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     /// one) another version of the same length stored in between would pass for it, its body sent under the headers
     /// that were looked up: only the store's own ETag tells them apart then.
     /// </summary>
-    private static bool SameBytes(string? storeETag, GetObjectResponse opened, CachedResponse entry) =>
+    private static bool SameBytes(string? storeETag, StoredObject opened, CachedResponse entry) =>
         (storeETag is { Length: > 0 } && opened.ETag == storeETag) ||
         (entry.ETag is { } etag && !etag.StartsWith("W/", StringComparison.Ordinal) && S3CacheStore.Holds(opened, entry));
 

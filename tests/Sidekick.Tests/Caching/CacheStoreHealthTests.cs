@@ -204,14 +204,14 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
         var cache = instance.Server.Cache!;
 
         var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        relay.EntryHeadsWaitFor = held.Task;
+        relay.EntryLookupsWaitFor = held.Task;
         using (var slow = await client.GetAsync("/bucket/first.bin"))
         {
             Assert.Equal(HttpStatusCode.OK, slow.StatusCode);
             Assert.Equal("BYPASS", slow.Headers.GetValues("X-Cache").Single());
         }
 
-        relay.EntryHeadsWaitFor = null;
+        relay.EntryLookupsWaitFor = null;
         held.SetResult();
         Assert.True(cache.Health.Online, "one slow lookup took the store offline");
         Assert.Equal(1, cache.Metrics.StoreErrorsOf(CacheStoreFailureReason.Timeout));

@@ -89,14 +89,14 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
 
         // The lookup is held at the store: the lease's HEAD must come while it waits, not after its answer.
         var leaseHead = $"HEAD /cache/{FillLeases.KeyOf(CacheKey.For("minio.example:9000", path))}";
-        var lookup = $"HEAD /cache/{CacheKey.For("minio.example:9000", path)}";
+        var lookup = $"GET /cache/{CacheKey.For("minio.example:9000", path)}"; // a whole GET's lookup opens the body too
         var release = new TaskCompletionSource();
-        relay.EntryHeadsWaitFor = release.Task;
+        relay.EntryLookupsWaitFor = release.Task;
         var miss = client.GetAsync(path);
         await Eventually.WaitUntilAsync(() => relay.Requests.Contains(lookup), what: $"the lookup; the store saw: {string.Join(", ", relay.Requests)}");
         await Eventually.WaitUntilAsync(() => relay.Requests.Contains(leaseHead),
             what: $"the lease read while the lookup was held; the store saw: {string.Join(", ", relay.Requests)}");
-        relay.EntryHeadsWaitFor = null;
+        relay.EntryLookupsWaitFor = null;
         release.SetResult();
 
         using var response = await miss;

@@ -87,7 +87,7 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         // The store, busy with uploads, is now too slow for any lookup: the spool answers without one. Again, in
         // ranges and whole: each after the requester's own conditional request, its 304, from the spool.
         var lookups = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        relay.EntryHeadsWaitFor = lookups.Task;
+        relay.EntryLookupsWaitFor = lookups.Task;
         var second = await ReadInRangesAsync(client, Path, item.Body, Alice);
         Assert.All(second, outcome => Assert.Equal("REVALIDATED", outcome));
         using var whole = new HttpRequestMessage(HttpMethod.Get, Path);
@@ -114,7 +114,7 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
 
         // The upload was only waiting: the entry lands, nothing was given up.
         Assert.Equal(0, cache.Metrics.FillsCompleted);
-        relay.EntryHeadsWaitFor = null;
+        relay.EntryLookupsWaitFor = null;
         lookups.SetResult();
         upload.SetResult();
         await fixture.Eventually(() => cache.Metrics.FillsCompleted == 1, "the entry to be stored once the store takes its parts");

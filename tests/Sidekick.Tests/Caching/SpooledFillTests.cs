@@ -210,7 +210,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
 
         // The store, busy with uploads, is now too slow for any lookup: the spool holds the body and answers.
         var lookups = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        relay.EntryHeadsWaitFor = lookups.Task;
+        relay.EntryLookupsWaitFor = lookups.Task;
         using (var second = await client.GetAsync(Path))
         {
             Assert.Equal("HIT", Outcome(second));
@@ -226,7 +226,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         Assert.True(cache.Health.Online, "a store lookup timed out");
         Assert.Equal(0, cache.Metrics.StoreErrors);
         Assert.Equal(1, backend.Served(Path));
-        relay.EntryHeadsWaitFor = null;
+        relay.EntryLookupsWaitFor = null;
         lookups.SetResult();
 
         // RFC 9111 §4.4: a successful unsafe request drops the entry, and with it the fill still uploading it: that

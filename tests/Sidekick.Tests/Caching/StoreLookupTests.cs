@@ -67,6 +67,7 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
             s_watching.Value = true;
             var key = $"absent-{Guid.NewGuid():N}";
             Assert.Null(await store.HeadAsync(key, default));
+            Assert.Null(await store.LookAsync(key, openBody: true, default)); // a whole GET's lookup
             Assert.Null(await store.ReadLeaseAsync(key + ".fill", default));
         }
         finally
@@ -76,6 +77,47 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
         }
 
         Assert.Empty(thrown);
+    }
+
+    [Fact]
+    public async Task A_whole_get_found_in_the_store_asks_it_once_and_a_ranged_one_looks_up_then_reads()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/once-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 2 * 1024 * 1024 + 1);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        client.DefaultRequestHeaders.Host = "minio.example:9000";
+        using (var miss = await client.GetAsync(path))
+        {
+            Assert.Equal(item.Body, await miss.Content.ReadAsByteArrayAsync());
+        }
+
+        var cache = instance.Server.Cache!;
+        await Eventually.WaitUntilAsync(() => cache.Metrics.FillsCompleted == 1 && cache.FillsInFlight == 0, what: "the fill stored");
+        var entry = $"/{CacheFixture.Bucket}/{CacheKey.For("minio.example:9000", path)}";
+        string[] Asked(int since) => relay.Requests.Skip(since).Where(r => r.EndsWith(entry, StringComparison.Ordinal)).ToArray();
+
+        var before = relay.Requests.Count();
+        using (var hit = await client.GetAsync(path))
+        {
+            Assert.Equal("HIT", string.Join(",", hit.Headers.GetValues("X-Cache")));
+            Assert.Equal(item.Body, await hit.Content.ReadAsByteArrayAsync());
+        }
+
+        Assert.Equal([$"GET {entry}"], Asked(before));
+
+        before = relay.Requests.Count();
+        var range = new HttpRequestMessage(HttpMethod.Get, path) { Headers = { Range = new System.Net.Http.Headers.RangeHeaderValue(10, 19) } };
+        using (var ranged = await client.SendAsync(range))
+        {
+            Assert.Equal("HIT", string.Join(",", ranged.Headers.GetValues("X-Cache")));
+            Assert.Equal(item.Body.AsSpan(10, 10).ToArray(), await ranged.Content.ReadAsByteArrayAsync());
+        }
+
+        Assert.Equal([$"HEAD {entry}", $"GET {entry}"], Asked(before));
+        Assert.Equal(1, backend.Served(path));
     }
 
     [Fact]

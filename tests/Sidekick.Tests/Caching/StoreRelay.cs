@@ -6,7 +6,7 @@ namespace Sidekick.Tests.Caching;
 /// <summary>
 /// A relay in front of s3rver that makes it behave as the tests need. With <c>conditionalWrites</c>, as AWS S3 and
 /// MinIO behave: a PUT with <c>If-None-Match: *</c> of an object that exists gets 412 PreconditionFailed (s3rver
-/// itself ignores the condition and overwrites). With <see cref="CutReads"/>, the next ranged GETs of an entry
+/// itself ignores the condition and overwrites). With <see cref="CutReads"/>, the next GETs of an entry's body
 /// end after a given number of body bytes, the connection dropped, as a store connection reset or an object
 /// rewritten under its reader does. Every other request is passed to s3rver unchanged, its Host included, so
 /// signatures still verify; the requests are logged.
@@ -46,7 +46,7 @@ internal sealed class StoreRelay : IAsyncDisposable
 
     private int _readsCut;
 
-    /// <summary>How many ranged GETs were cut so far.</summary>
+    /// <summary>How many GETs were cut so far.</summary>
     public int ReadsCut => Volatile.Read(ref _readsCut);
 
     public static async Task<StoreRelay> StartAsync(Uri s3rver, bool conditionalWrites = true)
@@ -67,14 +67,17 @@ internal sealed class StoreRelay : IAsyncDisposable
 
     private Func<Task>? _beforeNextEntryRead;
 
-    /// <summary>While set, HEADs of entries (not leases) wait for it before they go to s3rver: a slow lookup.</summary>
-    public Task? EntryHeadsWaitFor
+    /// <summary>
+    /// While set, lookups of entries (not leases) wait for it before they go to s3rver: a slow lookup. A lookup is a HEAD,
+    /// or a GET without a Range (a whole GET's lookup opens the body with it).
+    /// </summary>
+    public Task? EntryLookupsWaitFor
     {
-        get => Volatile.Read(ref _entryHeadsWaitFor);
-        set => Volatile.Write(ref _entryHeadsWaitFor, value);
+        get => Volatile.Read(ref _entryLookupsWaitFor);
+        set => Volatile.Write(ref _entryLookupsWaitFor, value);
     }
 
-    private Task? _entryHeadsWaitFor;
+    private Task? _entryLookupsWaitFor;
 
     /// <summary>While set, reads of a lease this relay has seen written (a read-back) wait for it before they go to s3rver.</summary>
     public Task? LeaseReadBacksWaitFor
@@ -116,10 +119,10 @@ internal sealed class StoreRelay : IAsyncDisposable
 
     private Task? _partsWaitFor;
 
-    /// <summary>Once the reads of <see cref="CutReads"/> are used up, every ranged GET of an entry ends after <paramref name="afterBytes"/>.</summary>
+    /// <summary>Once the reads of <see cref="CutReads"/> are used up, every GET of an entry's body ends after <paramref name="afterBytes"/>.</summary>
     public void CutEveryRead(long afterBytes) => Volatile.Write(ref _cutEveryReadAfter, afterBytes);
 
-    /// <summary>The next ranged GETs of entries (not leases), one per value, end after that many body bytes.</summary>
+    /// <summary>The next GETs of entries' bodies (not leases), one per value, end after that many body bytes.</summary>
     public void CutReads(params long[] afterBytes)
     {
         foreach (var bytes in afterBytes)
@@ -133,9 +136,6 @@ internal sealed class StoreRelay : IAsyncDisposable
         var request = context.Request;
         var target = request.Path + request.QueryString;
         var conditional = _conditionalWrites && HttpMethods.IsPut(request.Method) && request.Headers.IfNoneMatch.ToString() == "*";
-        var cutAfter = -1L;
-        var cut = HttpMethods.IsGet(request.Method) && request.Headers.Range.Count > 0 && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
-                  (_cuts.TryDequeue(out cutAfter) || (cutAfter = Volatile.Read(ref _cutEveryReadAfter)) >= 0);
         TimedRequests.Enqueue(($"{request.Method} {request.Path}{(conditional ? " if-none-match" : "")}", System.Diagnostics.Stopwatch.GetTimestamp()));
         if (request.Headers.Expect.ToString().Equals("100-continue", StringComparison.OrdinalIgnoreCase))
         {
@@ -148,7 +148,8 @@ internal sealed class StoreRelay : IAsyncDisposable
             await change();
         }
 
-        if (HttpMethods.IsHead(request.Method) && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) && EntryHeadsWaitFor is { } release)
+        if ((HttpMethods.IsHead(request.Method) || (HttpMethods.IsGet(request.Method) && request.Headers.Range.Count == 0)) &&
+            !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) && EntryLookupsWaitFor is { } release)
         {
             await release.WaitAsync(context.RequestAborted);
         }
@@ -227,6 +228,10 @@ internal sealed class StoreRelay : IAsyncDisposable
         }
 
         using var answer = await _upstream.SendAsync(forward, HttpCompletionOption.ResponseHeadersRead, context.RequestAborted);
+        // Only a body read is cut (a whole GET's lookup is one too), never a "no such key" answer.
+        var cutAfter = -1L;
+        var cut = HttpMethods.IsGet(request.Method) && answer.IsSuccessStatusCode && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
+                  (_cuts.TryDequeue(out cutAfter) || (cutAfter = Volatile.Read(ref _cutEveryReadAfter)) >= 0);
         context.Response.StatusCode = (int)answer.StatusCode;
         foreach (var (name, values) in answer.Headers.Concat(answer.Content.Headers))
         {

@@ -8,10 +8,10 @@ using Sidekick.Tests.Infrastructure;
 namespace Sidekick.Tests.Caching;
 
 /// <summary>
-/// The store's HEADs are signed without the AWS SDK: the signature is AWS's own worked example, and a store that
-/// checks signatures answers them, and refuses one made with the wrong secret.
+/// The store's reads (HEAD and GET) are signed without the AWS SDK: the signature is AWS's own worked example, and a
+/// store that checks signatures answers them, and refuses one made with the wrong secret.
 /// </summary>
-public sealed class StoreHeadsTests
+public sealed class StoreReadsTests
 {
     [Fact]
     public void The_signature_is_the_one_of_the_S3_documentation_example()
@@ -35,7 +35,7 @@ public sealed class StoreHeadsTests
     }
 
     [Fact]
-    public async Task A_store_that_checks_signatures_answers_the_HEADs_and_refuses_one_signed_with_the_wrong_secret()
+    public async Task A_store_that_checks_signatures_answers_the_reads_and_refuses_one_signed_with_the_wrong_secret()
     {
         var work = Directory.CreateTempSubdirectory("sidekick-heads").FullName;
         try
@@ -54,7 +54,7 @@ public sealed class StoreHeadsTests
 
             using var http = new HttpClient();
             var options = new CacheOptions { Endpoint = s3.Url, AccessKey = S3rverProcess.AccessKey, SecretKey = S3rverProcess.SecretKey, Bucket = "cache" };
-            var heads = new StoreHeads(options, http, TimeProvider.System);
+            var heads = new StoreReads(options, http, TimeProvider.System);
 
             var found = await heads.HeadAsync(key, default);
             Assert.NotNull(found);
@@ -65,12 +65,42 @@ public sealed class StoreHeadsTests
             Assert.NotNull(found.LastModified);
             Assert.Null(await heads.HeadAsync("entries/absent", default));
 
-            var forged = new StoreHeads(options with { SecretKey = "not-the-secret" }, http, TimeProvider.System);
+            var forged = new StoreReads(options with { SecretKey = "not-the-secret" }, http, TimeProvider.System);
             var refused = await Assert.ThrowsAsync<HttpRequestException>(() => forged.HeadAsync(key, default));
             Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
             Assert.True(S3CacheStore.IsStoreError(refused));
             Assert.Equal(CacheStoreFailureReason.CredentialsRejected, CacheStoreFailure.Of(refused).Reason); // as /v1/state and the metric name it
 
+            // A GET: the whole object with its head, a range of it, nothing for an absent key.
+            using (var whole = await heads.GetAsync(key, range: null, default))
+            {
+                Assert.NotNull(whole);
+                Assert.Equal("accept", whole.Head.Metadata(S3CacheStore.VaryMetadata));
+                Assert.Equal(found.ETag, whole.ETag);
+                Assert.Equal("x", await new StreamReader(whole.Body).ReadToEndAsync());
+            }
+
+            using (var put = new AmazonS3Client(
+                new BasicAWSCredentials(S3rverProcess.AccessKey, S3rverProcess.SecretKey),
+                new AmazonS3Config { ServiceURL = s3.Url.ToString(), ForcePathStyle = true, AuthenticationRegion = "us-east-1" }))
+            {
+                await put.PutObjectAsync(new PutObjectRequest { BucketName = "cache", Key = "entries/digits", ContentBody = "0123456789", UseChunkEncoding = false });
+            }
+
+            using (var part = await heads.GetAsync("entries/digits", (3, 6), default))
+            {
+                Assert.NotNull(part);
+                Assert.Equal("3456", await new StreamReader(part.Body).ReadToEndAsync());
+            }
+
+            Assert.Null(await heads.GetAsync("entries/absent", range: null, default));
+            var forgedGet = await Assert.ThrowsAsync<AmazonS3Exception>(() => forged.GetAsync(key, range: null, default));
+            Assert.Equal(HttpStatusCode.Forbidden, forgedGet.StatusCode);
+            Assert.Equal("SignatureDoesNotMatch", forgedGet.ErrorCode);
+            Assert.Equal(CacheStoreFailureReason.CredentialsRejected, CacheStoreFailure.Of(forgedGet).Reason);
+            var noBucket = new StoreReads(options with { Bucket = "no-such-bucket" }, http, TimeProvider.System);
+            var missing = await Assert.ThrowsAsync<AmazonS3Exception>(() => noBucket.GetAsync(key, range: null, default));
+            Assert.Equal(CacheStoreFailureReason.BucketMissing, CacheStoreFailure.Of(missing).Reason);
         }
         finally
         {
