@@ -28,16 +28,17 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     internal static TimeSpan RefreshWriteInterval { get; } = TimeSpan.FromMinutes(1);
 
     /// <summary>
-    /// Finds the stored response for this request: the plain key, or the variant its Vary marker selects. For a whole
-    /// GET (no Range, no conditional) the lookup is a GET that opens the entry's body too (<see cref="CacheLookup.Opened"/>,
-    /// the caller's to dispose): a HIT then costs the store one round trip, not a HEAD and a GET.
+    /// Finds the stored response for this request: the plain key, or the variant its Vary marker selects. When the
+    /// request would be answered with the entry's body (<see cref="OpensBody"/>) the lookup is a GET that opens that
+    /// body too, whole or its one range (<see cref="CacheLookup.Opened"/>, the caller's to dispose): a HIT then costs
+    /// the store one round trip, not a HEAD and a GET.
     /// </summary>
     public async Task<CacheLookup?> FindAsync(string key, HttpRequest request, CancellationToken cancellationToken)
     {
-        var openBody = HttpMethods.IsGet(request.Method) && !ClientConditionals.AnyIn(request);
+        var openBody = OpensBody(request, out var range);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(options.StoreTimeout);
-        if (await store.LookAsync(key, openBody, timeout.Token) is not var (head, opened))
+        if (await store.LookAsync(key, openBody, range, timeout.Token) is not var (head, opened))
         {
             return null;
         }
@@ -47,7 +48,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             opened?.Dispose(); // a Vary marker: an empty object
             var names = varyNames.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             key = CacheKey.Variant(key, names.Select(n => request.Headers[n].ToString()).ToArray());
-            if (await store.LookAsync(key, openBody, timeout.Token) is not var (variantHead, variantOpened))
+            if (await store.LookAsync(key, openBody, range, timeout.Token) is not var (variantHead, variantOpened))
             {
                 return null;
             }
@@ -62,6 +63,38 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
 
         return new CacheLookup(key, Newest(key, entry), head.ETag, opened);
+    }
+
+    /// <summary>
+    /// Whether a request found in the cache is usually answered with the entry's body, and which of its bytes: a GET
+    /// without the client's own validators (If-None-Match, If-Modified-Since: mostly answered 304) or If-Range (which
+    /// may turn a range into the whole body), asking for the whole body or one range of it from a given byte. If-Match and
+    /// If-Unmodified-Since, which SDKs send on every ranged read to pin a version, rarely fail, so they do open it.
+    /// </summary>
+    internal static bool OpensBody(HttpRequest request, out System.Net.Http.Headers.RangeItemHeaderValue? range)
+    {
+        range = null;
+        var headers = request.Headers;
+        if (!HttpMethods.IsGet(request.Method) || headers.IfNoneMatch.Count > 0 || headers.IfModifiedSince.Count > 0 || headers.IfRange.Count > 0)
+        {
+            return false;
+        }
+
+        if (headers.Range.Count == 0)
+        {
+            return true;
+        }
+
+        // A suffix range (bytes=-N) is looked up with a HEAD and read as the bytes it names in the entry: s3rver answers
+        // bytes=-3 of a 10-byte object with bytes 0-3.
+        if (headers.Range.Count == 1 && System.Net.Http.Headers.RangeHeaderValue.TryParse(headers.Range.ToString(), out var parsed) &&
+            string.Equals(parsed.Unit, "bytes", StringComparison.OrdinalIgnoreCase) && parsed.Ranges.Count == 1 && parsed.Ranges.First().From is not null)
+        {
+            range = parsed.Ranges.First();
+            return true;
+        }
+
+        return false;
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Headers;
 using Amazon.Runtime;
 using Amazon.S3;
 using Amazon.S3.Model;
@@ -65,23 +66,31 @@ internal sealed class S3CacheStore : IDisposable
     }
 
     /// <summary>
-    /// An object's head, and with <paramref name="openBody"/> the whole object opened for reading in the same request
-    /// (a GET instead of a HEAD: a HIT then reads its body without a second round trip, and its body is the one its
-    /// metadata describes). Null when it does not exist. The opened object is the caller's to dispose.
+    /// An object's head, and with <paramref name="openBody"/> the object opened for reading in the same request (a GET
+    /// instead of a HEAD, of <paramref name="range"/> when one is given, else of the whole object): a HIT then reads
+    /// its body without a second round trip, and that body is the one its metadata describes. Null when it does not
+    /// exist. A range the object does not hold (416: past its end, or any range of an empty object such as a Vary
+    /// marker) is looked up again with a HEAD. The opened object is the caller's to dispose.
     /// </summary>
-    public async Task<(StoredHead Head, StoredObject? Opened)?> LookAsync(string key, bool openBody, CancellationToken cancellationToken)
+    public async Task<(StoredHead Head, StoredObject? Opened)?> LookAsync(string key, bool openBody, RangeItemHeaderValue? range, CancellationToken cancellationToken)
     {
-        if (!openBody)
+        if (openBody)
         {
-            return await _reads.HeadAsync(key, cancellationToken) is { } head ? (head, null) : null;
+            try
+            {
+                return await _reads.GetAsync(key, range, cancellationToken) is { } opened ? (opened.Head, opened) : null;
+            }
+            catch (AmazonS3Exception ex) when (range is not null && ex.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable)
+            {
+            }
         }
 
-        return await _reads.GetAsync(key, range: null, cancellationToken) is { } opened ? (opened.Head, opened) : null;
+        return await _reads.HeadAsync(key, cancellationToken) is { } head ? (head, null) : null;
     }
 
     /// <summary>Opens bytes <paramref name="from"/> through <paramref name="to"/> (inclusive) of a stored body; null when the object is gone.</summary>
     public Task<StoredObject?> OpenAsync(string key, long from, long to, CancellationToken cancellationToken) =>
-        _reads.GetAsync(key, (from, to), cancellationToken);
+        _reads.GetAsync(key, new RangeItemHeaderValue(from, to), cancellationToken);
 
     /// <summary>
     /// Whether an opened body is the one <paramref name="entry"/> describes (same origin ETag and length in its

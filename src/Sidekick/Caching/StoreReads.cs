@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
@@ -58,12 +59,13 @@ internal sealed class StoreReads
     }
 
     /// <summary>
-    /// Opens the object for reading: the whole of it when <paramref name="range"/> is null, else bytes
-    /// <c>From</c> through <c>To</c> (inclusive). Null when the store has no such object. The store's other refusals
-    /// throw as the SDK's did (<see cref="AmazonS3Exception"/> with the store's error code, e.g. <c>NoSuchBucket</c>), and
-    /// so does an answer that is not the range asked for: its bytes would go out at the wrong offsets.
+    /// Opens the object for reading: the whole of it when <paramref name="range"/> is null, else the one range of bytes
+    /// it names (a suffix range included). Null when the store has no such object. The store's other refusals throw
+    /// as the SDK's did (<see cref="AmazonS3Exception"/> with the store's status and error code, e.g.
+    /// <c>NoSuchBucket</c>, or 416 for a range past the end), and so does an answer that is not the range asked for:
+    /// its bytes would go out at the wrong offsets.
     /// </summary>
-    public async Task<StoredObject?> GetAsync(string key, (long From, long To)? range, CancellationToken cancellationToken)
+    public async Task<StoredObject?> GetAsync(string key, RangeItemHeaderValue? range, CancellationToken cancellationToken)
     {
         var response = await SendWithRetryAsync(HttpMethod.Get, key, range, cancellationToken);
         try
@@ -83,25 +85,28 @@ internal sealed class StoreReads
                     null, status >= 500 ? ErrorType.Receiver : ErrorType.Sender, refusal.Code, refusal.RequestId, response.StatusCode);
             }
 
-            var from = 0L;
-            if (response.StatusCode == HttpStatusCode.PartialContent)
+            long from, to;
+            if (response.StatusCode == HttpStatusCode.PartialContent && response.Content.Headers.ContentRange is { From: { } first, To: { } last })
             {
-                from = response.Content.Headers.ContentRange?.From ?? -1;
+                (from, to) = (first, last);
+            }
+            else if (response.StatusCode == HttpStatusCode.OK && response.Content.Headers.ContentLength is { } length)
+            {
+                // The whole object: asked for, or a store that ignored the Range (good for a range from the start only).
+                (from, to) = (0, length - 1);
+            }
+            else
+            {
+                throw new HttpRequestException($"the store answered GET of {key} with {(int)response.StatusCode} and no length", null, response.StatusCode);
             }
 
-            // A store that ignored the Range answers 200 with the whole object: good for a range from the start only.
-            if (range is { } asked && from != asked.From)
+            if (range is { From: { } askedFrom } && from != askedFrom)
             {
                 throw new HttpRequestException(
-                    $"the store answered GET of {key}, bytes {asked.From}-{asked.To}, with {(int)response.StatusCode} from byte {from}", null, response.StatusCode);
+                    $"the store answered GET of {key}, bytes {askedFrom}-{range.To}, with {(int)response.StatusCode} from byte {from}", null, response.StatusCode);
             }
 
-            if (range is null && response.StatusCode != HttpStatusCode.OK)
-            {
-                throw new HttpRequestException($"the store answered GET of {key} with {(int)response.StatusCode} {response.ReasonPhrase}", null, response.StatusCode);
-            }
-
-            return new StoredObject(HeadOf(response), await response.Content.ReadAsStreamAsync(cancellationToken), response);
+            return new StoredObject(HeadOf(response), await response.Content.ReadAsStreamAsync(cancellationToken), from, to, response);
         }
         catch
         {
@@ -110,7 +115,7 @@ internal sealed class StoreReads
         }
     }
 
-    private async Task<HttpResponseMessage> SendWithRetryAsync(HttpMethod method, string key, (long From, long To)? range, CancellationToken cancellationToken)
+    private async Task<HttpResponseMessage> SendWithRetryAsync(HttpMethod method, string key, RangeItemHeaderValue? range, CancellationToken cancellationToken)
     {
         try
         {
@@ -129,7 +134,7 @@ internal sealed class StoreReads
         return await SendAsync(method, key, range, cancellationToken);
     }
 
-    private Task<HttpResponseMessage> SendAsync(HttpMethod method, string key, (long From, long To)? range, CancellationToken cancellationToken)
+    private Task<HttpResponseMessage> SendAsync(HttpMethod method, string key, RangeItemHeaderValue? range, CancellationToken cancellationToken)
     {
         var path = _pathPrefix + SigV4.EncodePath(key);
         var signed = _signer.Sign(method.Method, _host, path, _time.GetUtcNow());
@@ -138,9 +143,9 @@ internal sealed class StoreReads
         request.Headers.TryAddWithoutValidation("Authorization", signed.Authorization);
         request.Headers.TryAddWithoutValidation("x-amz-date", signed.AmzDate);
         request.Headers.TryAddWithoutValidation("x-amz-content-sha256", signed.ContentSha256);
-        if (range is { } bytes)
+        if (range is not null)
         {
-            request.Headers.Range = new RangeHeaderValue(bytes.From, bytes.To);
+            request.Headers.Range = new RangeHeaderValue(range.From, range.To);
         }
 
         return _client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
@@ -172,19 +177,26 @@ internal sealed class StoreReads
             return default;
         }
 
-        var body = new byte[MaxRefusalBody];
-        var read = 0;
-        await using (var stream = await response.Content.ReadAsStreamAsync(cancellationToken))
+        var body = ArrayPool<byte>.Shared.Rent(MaxRefusalBody);
+        try
         {
-            int n;
-            while (read < body.Length && (n = await stream.ReadAsync(body.AsMemory(read), cancellationToken)) > 0)
+            var read = 0;
+            await using (var stream = await response.Content.ReadAsStreamAsync(cancellationToken))
             {
-                read += n;
+                int n;
+                while (read < MaxRefusalBody && (n = await stream.ReadAsync(body.AsMemory(read, MaxRefusalBody - read), cancellationToken)) > 0)
+                {
+                    read += n;
+                }
             }
-        }
 
-        var text = Encoding.UTF8.GetString(body, 0, read);
-        return (Element(text, "Code"), Element(text, "Message"), Element(text, "RequestId"));
+            var text = Encoding.UTF8.GetString(body, 0, read);
+            return (Element(text, "Code"), Element(text, "Message"), Element(text, "RequestId"));
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(body);
+        }
     }
 
     private static string? Element(string xml, string name)
@@ -207,16 +219,21 @@ internal sealed class StoredHead(string? etag, DateTimeOffset? lastModified, Dic
 }
 
 /// <summary>
-/// A stored object opened for reading: its head and the body bytes asked for, read straight from the store's
-/// connection. Disposing it before the body is read to its end closes that connection.
+/// A stored object opened for reading: its head and the body bytes asked for (<see cref="From"/> through
+/// <see cref="To"/>, inclusive), read straight from the store's connection. Disposing it before the body is read to
+/// its end closes that connection.
 /// </summary>
-internal sealed class StoredObject(StoredHead head, Stream body, HttpResponseMessage response) : IDisposable
+internal sealed class StoredObject(StoredHead head, Stream body, long from, long to, HttpResponseMessage response) : IDisposable
 {
     private int _claimed;
 
     public StoredHead Head { get; } = head;
 
     public Stream Body { get; } = body;
+
+    public long From { get; } = from;
+
+    public long To { get; } = to;
 
     public string? ETag => Head.ETag;
 

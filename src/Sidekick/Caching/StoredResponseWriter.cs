@@ -73,9 +73,9 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         }
         else if (!HttpMethods.IsHead(request.Method) && entry.Length > 0)
         {
-            if (!partial && hit.Opened is { } opened && opened.Claim())
+            if (hit.Opened is { } opened && opened.From == (partial ? from : 0) && opened.To == (partial ? to : entry.Length - 1) && opened.Claim())
             {
-                stored = opened; // the lookup's own GET: the whole body, not read from yet
+                stored = opened; // the lookup's own GET opened these very bytes, not read from yet
             }
             else
             {

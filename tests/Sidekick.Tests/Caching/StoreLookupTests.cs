@@ -67,7 +67,8 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
             s_watching.Value = true;
             var key = $"absent-{Guid.NewGuid():N}";
             Assert.Null(await store.HeadAsync(key, default));
-            Assert.Null(await store.LookAsync(key, openBody: true, default)); // a whole GET's lookup
+            Assert.Null(await store.LookAsync(key, openBody: true, range: null, default)); // a whole GET's lookup
+            Assert.Null(await store.LookAsync(key, openBody: true, new System.Net.Http.Headers.RangeItemHeaderValue(0, 9), default));
             Assert.Null(await store.ReadLeaseAsync(key + ".fill", default));
         }
         finally
@@ -80,7 +81,7 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
     }
 
     [Fact]
-    public async Task A_whole_get_found_in_the_store_asks_it_once_and_a_ranged_one_looks_up_then_reads()
+    public async Task A_get_found_in_the_store_asks_it_once_whole_or_ranged_and_a_revalidation_only_looks_it_up()
     {
         await using var backend = await CacheTestBackend.StartAsync();
         var path = $"/bucket/once-{Guid.NewGuid():N}.bin";
@@ -116,7 +117,33 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
             Assert.Equal(item.Body.AsSpan(10, 10).ToArray(), await ranged.Content.ReadAsByteArrayAsync());
         }
 
+        Assert.Equal([$"GET {entry}"], Asked(before));
+
+        // A suffix range: looked up with a HEAD, then read as the bytes it names in the entry.
+        before = relay.Requests.Count();
+        using (var suffix = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, path) { Headers = { Range = new System.Net.Http.Headers.RangeHeaderValue(null, 5) } }))
+        {
+            Assert.Equal("HIT", string.Join(",", suffix.Headers.GetValues("X-Cache")));
+            Assert.Equal(item.Body.AsSpan(item.Body.Length - 5).ToArray(), await suffix.Content.ReadAsByteArrayAsync());
+        }
+
         Assert.Equal([$"HEAD {entry}", $"GET {entry}"], Asked(before));
+
+        // The client's own validator: most often answered 304 without a body, so looked up with a HEAD.
+        before = relay.Requests.Count();
+        var revalidating = new HttpRequestMessage(HttpMethod.Get, path);
+        using (var current = await client.GetAsync(path))
+        {
+            revalidating.Headers.TryAddWithoutValidation("If-None-Match", string.Join(",", current.Headers.GetValues("ETag")));
+        }
+
+        before = relay.Requests.Count();
+        using (var notModified = await client.SendAsync(revalidating))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.NotModified, notModified.StatusCode);
+        }
+
+        Assert.Equal([$"HEAD {entry}"], Asked(before));
         Assert.Equal(1, backend.Served(path));
     }
 

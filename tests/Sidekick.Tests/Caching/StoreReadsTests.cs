@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Headers;
 using Amazon.Runtime;
 using Amazon.S3;
 using Amazon.S3.Model;
@@ -87,11 +88,22 @@ public sealed class StoreReadsTests
                 await put.PutObjectAsync(new PutObjectRequest { BucketName = "cache", Key = "entries/digits", ContentBody = "0123456789", UseChunkEncoding = false });
             }
 
-            using (var part = await heads.GetAsync("entries/digits", (3, 6), default))
+            using (var part = await heads.GetAsync("entries/digits", new RangeItemHeaderValue(3, 6), default))
             {
                 Assert.NotNull(part);
+                Assert.Equal((3, 6), (part.From, part.To));
                 Assert.Equal("3456", await new StreamReader(part.Body).ReadToEndAsync());
             }
+
+            using (var rest = await heads.GetAsync("entries/digits", new RangeItemHeaderValue(7, null), default))
+            {
+                Assert.NotNull(rest);
+                Assert.Equal((7, 9), (rest.From, rest.To));
+                Assert.Equal("789", await new StreamReader(rest.Body).ReadToEndAsync());
+            }
+
+            var past = await Assert.ThrowsAsync<AmazonS3Exception>(() => heads.GetAsync("entries/digits", new RangeItemHeaderValue(20, 30), default));
+            Assert.Equal(HttpStatusCode.RequestedRangeNotSatisfiable, past.StatusCode);
 
             Assert.Null(await heads.GetAsync("entries/absent", range: null, default));
             var forgedGet = await Assert.ThrowsAsync<AmazonS3Exception>(() => forged.GetAsync(key, range: null, default));

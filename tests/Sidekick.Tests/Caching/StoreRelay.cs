@@ -68,8 +68,8 @@ internal sealed class StoreRelay : IAsyncDisposable
     private Func<Task>? _beforeNextEntryRead;
 
     /// <summary>
-    /// While set, lookups of entries (not leases) wait for it before they go to s3rver: a slow lookup. A lookup is a HEAD,
-    /// or a GET without a Range (a whole GET's lookup opens the body with it).
+    /// While set, lookups and reads of entries (not leases) wait for it before they go to s3rver: a slow store. A lookup
+    /// is a HEAD, or a GET when the request would be answered with the entry's body (it opens the body with it).
     /// </summary>
     public Task? EntryLookupsWaitFor
     {
@@ -148,7 +148,7 @@ internal sealed class StoreRelay : IAsyncDisposable
             await change();
         }
 
-        if ((HttpMethods.IsHead(request.Method) || (HttpMethods.IsGet(request.Method) && request.Headers.Range.Count == 0)) &&
+        if ((HttpMethods.IsHead(request.Method) || HttpMethods.IsGet(request.Method)) &&
             !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) && EntryLookupsWaitFor is { } release)
         {
             await release.WaitAsync(context.RequestAborted);
