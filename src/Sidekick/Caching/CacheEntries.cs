@@ -366,7 +366,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
 /// <summary>
 /// A stored entry found for a request, the key it is stored under, and the store's ETag of the object the lookup
 /// saw (null for an entry read from a fill in progress): the object read next must be that one (see
-/// StoredResponseWriter). <see cref="Opened"/> is that object opened whole when the lookup was a GET; whoever looked
-/// it up disposes it once the request is answered (served from, or not).
+/// StoredResponseWriter). <see cref="Opened"/> is that object opened (whole, or the range the request asked) when the
+/// lookup was a GET; whoever looked it up disposes it once the request is answered (served from, or not).
 /// </summary>
 internal readonly record struct CacheLookup(string Key, CachedResponse Entry, string? StoreETag = null, StoredObject? Opened = null);
