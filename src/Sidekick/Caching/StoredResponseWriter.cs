@@ -187,7 +187,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         var breaksWithoutProgress = 0;
         while (true)
         {
-            var (copied, failure) = await CopyAsync(stored.Body, context, expected - sent, metrics);
+            var (copied, failure) = await CopyAsync(stored.Body, context, expected - sent, metrics, idleClock: time);
             sent += copied;
             if (sent == expected)
             {
@@ -273,14 +273,20 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     /// origin's body), so every byte is copied once less than through the response stream; the exchange meter, when
     /// the request has one (a response revalidated with the origin), counts them as if written through its stream.
     /// Only the reads' errors are the store's: a client that went away (a failed write or flush, even before the
-    /// request is marked aborted) ends the request and is never counted against the store.
+    /// request is marked aborted) ends the request and is never counted against the store. With
+    /// <paramref name="idleClock"/> (a body from the store), a read that gets no byte for <see cref="StoredReadIdleTimeout"/>
+    /// fails as a timeout, so that a store stalled mid-body is asked again instead of holding the client until its
+    /// own read timeout; only the wait for the store counts, never a slow client's.
     /// </summary>
-    private static async Task<(long Sent, Exception? Failure)> CopyAsync(Stream body, HttpContext context, long limit, CacheMetrics metrics)
+    private static async Task<(long Sent, Exception? Failure)> CopyAsync(Stream body, HttpContext context, long limit, CacheMetrics metrics, TimeProvider? idleClock = null)
     {
         var metered = context.Features.Get<IHttpResponseBodyFeature>() as IMeteredResponseBody;
         var writer = metered?.ServerWriter ?? context.Response.BodyWriter;
         var served = context.Features.Get<ServedBodyCount>();
         var aborted = context.RequestAborted;
+        using var idle = idleClock is null ? null : new CancellationTokenSource(Timeout.InfiniteTimeSpan, idleClock);
+        using var reads = idle is null ? null : CancellationTokenSource.CreateLinkedTokenSource(aborted, idle.Token);
+        var readToken = reads?.Token ?? aborted;
         await context.Response.StartAsync(aborted); // the head goes out with the first body bytes
         var sent = 0L;
         while (sent < limit)
@@ -294,11 +300,15 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             int read;
             try
             {
-                read = await body.ReadAsync(memory, aborted);
+                idle?.CancelAfter(StoredReadIdleTimeout);
+                read = await body.ReadAsync(memory, readToken);
+                idle?.CancelAfter(Timeout.InfiniteTimeSpan);
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !aborted.IsCancellationRequested)
             {
-                return (sent, ex);
+                return (sent, idle is { IsCancellationRequested: true }
+                    ? new TimeoutException($"the store sent no byte of the body for {Cli.GoDuration.Format(StoredReadIdleTimeout)}", ex)
+                    : ex);
             }
 
             if (read == 0)
@@ -320,6 +330,13 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 
         return (sent, null);
     }
+
+    /// <summary>
+    /// How long a read of a stored body may wait for its next byte before it counts as broken and is resumed: S3 clients
+    /// give up on a read after 60 s (awscli, boto3, the Java SDK's socket timeout after 50 s), so a stalled store gets
+    /// asked again well before that.
+    /// </summary>
+    internal static TimeSpan StoredReadIdleTimeout { get; } = TimeSpan.FromSeconds(15);
 
     /// <summary>What one read of a stored body asks for: as the forwarder's reads of an origin's.</summary>
     private const int ReadSize = 64 * 1024;

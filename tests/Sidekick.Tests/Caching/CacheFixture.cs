@@ -67,8 +67,8 @@ public sealed class CacheFixture : IAsyncLifetime
         ["SIDEKICK_CACHE_HEALTH_DURATION"] = "1s",
     };
 
-    internal Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(CacheTestBackend backend, Dictionary<string, string?>? environment = null) =>
-        StartSidekickAsync([backend], SidekickHarness.FastOptions, environment);
+    internal Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(CacheTestBackend backend, Dictionary<string, string?>? environment = null, TimeProvider? time = null) =>
+        StartSidekickAsync([backend.Url], SidekickHarness.FastOptions, environment, time: time);
 
     /// <summary>One site of <paramref name="backends"/>, with <paramref name="options"/> for everything but the address.</summary>
     internal Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(
@@ -77,13 +77,13 @@ public sealed class CacheFixture : IAsyncLifetime
 
     /// <summary>One site of backends at <paramref name="urls"/>; <paramref name="stdout"/> receives logs and traces, <paramref name="stderr"/> problems.</summary>
     internal async Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(
-        Uri[] urls, SidekickOptions options, Dictionary<string, string?>? environment = null, TextWriter? stdout = null, TextWriter? stderr = null)
+        Uri[] urls, SidekickOptions options, Dictionary<string, string?>? environment = null, TextWriter? stdout = null, TextWriter? stderr = null, TimeProvider? time = null)
     {
         var port = SidekickProcess.FreePort();
         options = options with { Address = $"127.0.0.1:{port}", Sites = [string.Join(",", urls.Select(u => u.ToString().TrimEnd('/')))] };
         var instance = SidekickApp.Create(options, new SidekickSeams
         {
-            Stdout = stdout ?? TextWriter.Null, Stderr = stderr ?? TextWriter.Null, Environment = environment ?? Environment(), StdoutIsTerminal = false,
+            Stdout = stdout ?? TextWriter.Null, Stderr = stderr ?? TextWriter.Null, Environment = environment ?? Environment(), StdoutIsTerminal = false, Time = time,
         });
         await instance.Server.StartAsync();
         var deadline = System.Environment.TickCount64 + 15000;

@@ -122,6 +122,21 @@ internal sealed class StoreRelay : IAsyncDisposable
     /// <summary>Once the reads of <see cref="CutReads"/> are used up, every GET of an entry's body ends after <paramref name="afterBytes"/>.</summary>
     public void CutEveryRead(long afterBytes) => Volatile.Write(ref _cutEveryReadAfter, afterBytes);
 
+    private readonly ConcurrentQueue<long> _stalls = new();
+    private int _readsStalled;
+
+    /// <summary>How many GETs were stalled so far.</summary>
+    public int ReadsStalled => Volatile.Read(ref _readsStalled);
+
+    /// <summary>The next GETs of entries' bodies (not leases), one per value, send that many body bytes and then nothing, the connection kept open.</summary>
+    public void StallReads(params long[] afterBytes)
+    {
+        foreach (var bytes in afterBytes)
+        {
+            _stalls.Enqueue(bytes);
+        }
+    }
+
     /// <summary>The next GETs of entries' bodies (not leases), one per value, end after that many body bytes.</summary>
     public void CutReads(params long[] afterBytes)
     {
@@ -232,6 +247,9 @@ internal sealed class StoreRelay : IAsyncDisposable
         var cutAfter = -1L;
         var cut = HttpMethods.IsGet(request.Method) && answer.IsSuccessStatusCode && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
                   (_cuts.TryDequeue(out cutAfter) || (cutAfter = Volatile.Read(ref _cutEveryReadAfter)) >= 0);
+        var stallAfter = -1L;
+        var stall = !cut && HttpMethods.IsGet(request.Method) && answer.IsSuccessStatusCode && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
+                    _stalls.TryDequeue(out stallAfter);
         context.Response.StatusCode = (int)answer.StatusCode;
         foreach (var (name, values) in answer.Headers.Concat(answer.Content.Headers))
         {
@@ -241,16 +259,17 @@ internal sealed class StoreRelay : IAsyncDisposable
             }
         }
 
-        if (!cut)
+        if (!cut && !stall)
         {
             await answer.Content.CopyToAsync(context.Response.Body, context.RequestAborted);
             return;
         }
 
-        // The declared Content-Length stays: the reader sees a body that ends short, then the connection gone.
+        // The declared Content-Length stays: the reader sees a body that ends short, then the connection gone (a cut),
+        // or nothing more for as long as it waits (a stall).
         await using var body = await answer.Content.ReadAsStreamAsync(context.RequestAborted);
         var buffer = new byte[16 * 1024];
-        for (var left = cutAfter; left > 0;)
+        for (var left = cut ? cutAfter : stallAfter; left > 0;)
         {
             var read = await body.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, left)), context.RequestAborted);
             if (read == 0)
@@ -263,6 +282,13 @@ internal sealed class StoreRelay : IAsyncDisposable
         }
 
         await context.Response.Body.FlushAsync(context.RequestAborted);
+        if (stall)
+        {
+            Interlocked.Increment(ref _readsStalled);
+            await Task.Delay(Timeout.Infinite, context.RequestAborted).ContinueWith(_ => { }, TaskScheduler.Default); // until the reader gives up
+            return;
+        }
+
         Interlocked.Increment(ref _readsCut);
         context.Abort();
     }

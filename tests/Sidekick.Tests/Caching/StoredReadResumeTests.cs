@@ -47,6 +47,42 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task A_stored_body_that_stalls_midway_is_resumed_once_the_store_sent_nothing_for_the_idle_timeout()
+    {
+        // The process runs on a fake clock: the idle timeout fires when the test moves the clock past it, not after 15 s.
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/stalled-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 3 * 1024 * 1024 + 5);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url), time);
+        await using var running = instance;
+        await StoredAsync(instance, client, path, item.Body);
+
+        relay.StallReads(512 * 1024 + 7);
+        var hit = client.GetAsync(path);
+        await Eventually.WaitUntilAsync(() => relay.ReadsStalled == 1, what: "the store to stall mid-body");
+        time.Advance(StoredResponseWriter.StoredReadIdleTimeout - TimeSpan.FromSeconds(1));
+        Assert.False(hit.IsCompleted); // not yet given up on
+
+        // Past the timeout, and on through the short waits before each attempt to reopen.
+        var deadline = Environment.TickCount64 + 30_000;
+        while (!hit.IsCompleted && Environment.TickCount64 < deadline)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            await Task.Delay(20);
+        }
+
+        Assert.True(hit.IsCompleted, $"the stalled read was never resumed; the store saw: {string.Join(", ", relay.Requests)}");
+        using var response = await hit;
+        Assert.Equal("HIT", Outcome(response));
+        Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, instance.Server.Cache!.Metrics.StoredReadsResumed);
+        Assert.Equal(0, instance.Server.Cache.Metrics.StoredReadsCut);
+        Assert.Equal(1, backend.Served(path));
+    }
+
+    [Fact]
     public async Task A_stored_body_that_cannot_be_resumed_cuts_the_response_and_never_passes_for_whole()
     {
         await using var backend = await CacheTestBackend.StartAsync();
