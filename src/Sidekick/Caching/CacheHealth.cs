@@ -2,8 +2,8 @@ namespace Sidekick.Caching;
 
 /// <summary>
 /// One probe loop for the whole process (not one per backend, as upstream had): the store is online after a
-/// good probe and goes offline after a failed probe or any failed store operation (lookups that only timed out: once
-/// <see cref="SlowLookupsToOffline"/> did within <see cref="SlowLookupWindow"/>), until the next good probe.
+/// good probe and goes offline after a failed probe or any failed store operation (lookups that failed as a busy store
+/// fails them: once <see cref="SlowLookupsToOffline"/> did within <see cref="SlowLookupWindow"/>), until the next good probe.
 /// While offline, requests bypass the cache at no cost. A failed store operation does not wait for the next
 /// scheduled probe (SIDEKICK_CACHE_HEALTH_DURATION, a minute by default): the store is probed again after
 /// <see cref="FirstRetry"/>, then at doubling intervals up to the configured one while it keeps failing. One
@@ -65,12 +65,13 @@ internal sealed class CacheHealth : IDisposable
     public void MarkOffline(Exception? error = null) => Fail(CacheStoreFailure.Of(error));
 
     /// <summary>
-    /// Lookups that got no answer within the store timeout, within <see cref="SlowLookupWindow"/>, that take the store
-    /// offline. A store busy taking a large upload (s3rver with a 2 GiB entry, measured in bench/awscli-results.md)
-    /// lets a lookup time out now and then while it answers the rest: taking it offline at the first one sent every
-    /// request of every client to the origin for a second or more. A store that stops answering, or answers only some
-    /// lookups in time, still goes offline once this many time out within the window (each of them cost its request
-    /// the timeout), and one that refuses the connection or rejects the request goes offline at once.
+    /// Lookups that failed as a busy store fails them, within <see cref="SlowLookupWindow"/>, that take the store
+    /// offline: no answer within the store timeout, or a 5xx answer twice in a row (the read's one retry), such as S3's
+    /// 503 SlowDown when a prefix gets more requests than it takes. A store busy taking a large upload (s3rver with a 2
+    /// GiB entry, measured in bench/awscli-results.md) lets a lookup time out now and then while it answers the rest:
+    /// taking it offline at the first one sent every request of every client to the origin for a second or more. A
+    /// store that stops answering, or answers only some lookups, still goes offline once this many failed within the
+    /// window, and one that refuses the connection or rejects the request (403, NoSuchBucket) goes offline at once.
     /// </summary>
     public const int SlowLookupsToOffline = 3;
 
@@ -81,19 +82,35 @@ internal sealed class CacheHealth : IDisposable
     private readonly Queue<long> _slowLookups = new(SlowLookupsToOffline);
 
     /// <summary>
-    /// A lookup failed: its request bypasses the cache, and the store goes offline unless the lookup only timed out and
-    /// fewer than <see cref="SlowLookupsToOffline"/> did within <see cref="SlowLookupWindow"/>.
+    /// A lookup failed: its request bypasses the cache, and the store goes offline unless the store was only busy (the
+    /// lookup timed out, or was answered with a 5xx) and fewer than <see cref="SlowLookupsToOffline"/> such lookups
+    /// failed within <see cref="SlowLookupWindow"/>.
     /// </summary>
     public void LookupFailed(Exception error, TimeSpan timeout)
     {
         var failure = CacheStoreFailure.Of(error, timeout);
-        if (failure.Reason == CacheStoreFailureReason.Timeout && ToleratedAsSlow(failure))
+        if ((failure.Reason == CacheStoreFailureReason.Timeout || AnsweredBusy(error)) && ToleratedAsSlow(failure))
         {
             _metrics.StoreError(failure);
             return;
         }
 
         Fail(failure);
+    }
+
+    /// <summary>Whether the store answered with a 5xx: busy or failing for a moment, unlike a refusal.</summary>
+    private static bool AnsweredBusy(Exception error)
+    {
+        for (var current = error; current is not null; current = current.InnerException)
+        {
+            if (current is Amazon.Runtime.AmazonServiceException { StatusCode: >= System.Net.HttpStatusCode.InternalServerError } or
+                HttpRequestException { StatusCode: >= System.Net.HttpStatusCode.InternalServerError })
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>

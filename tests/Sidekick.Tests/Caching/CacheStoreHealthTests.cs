@@ -232,6 +232,56 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task Lookups_a_busy_store_answered_with_a_5xx_count_with_the_slow_ones_and_a_403_takes_it_offline_at_once()
+    {
+        using var probed = await ProbedHealthAsync();
+        var (time, metrics, health) = (probed.Time, probed.Metrics, probed.Health);
+        var timeout = TimeSpan.FromSeconds(2);
+        var slowDown = new AmazonS3Exception("Please reduce your request rate.", null, ErrorType.Receiver, "SlowDown", "r1", HttpStatusCode.ServiceUnavailable);
+
+        // S3 throttling a prefix, then a slow lookup: each bypasses its own request, and the store stays in use.
+        health.LookupFailed(slowDown, timeout);
+        time.Advance(TimeSpan.FromSeconds(1));
+        health.LookupFailed(new OperationCanceledException(), timeout);
+        Assert.True(health.Online);
+        Assert.Equal(1, metrics.StoreErrorsOf(CacheStoreFailureReason.Other));
+
+        // The third busy answer within 10 s: offline.
+        health.LookupFailed(new HttpRequestException("the store answered GET of k with 500 Internal Server Error", null, HttpStatusCode.InternalServerError), timeout);
+        Assert.False(health.Online);
+
+        using var again = await ProbedHealthAsync();
+        again.Health.LookupFailed(new AmazonS3Exception("Access Denied", null, ErrorType.Sender, "AccessDenied", "r2", HttpStatusCode.Forbidden), timeout);
+        Assert.False(again.Health.Online);
+        Assert.Equal(1, again.Metrics.StoreErrorsOf(CacheStoreFailureReason.CredentialsRejected));
+    }
+
+    [Fact]
+    public async Task A_lookup_answered_503_slow_down_bypasses_only_its_own_request()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var first = backend.Put("/bucket/throttled.bin", 64 * 1024, "max-age=300");
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        var cache = instance.Server.Cache!;
+
+        relay.EntryLookupsAnswer = HttpStatusCode.ServiceUnavailable;
+        using (var throttled = await client.GetAsync("/bucket/throttled.bin"))
+        {
+            Assert.Equal("BYPASS", throttled.Headers.GetValues("X-Cache").Single());
+            Assert.Equal(first.Body, await throttled.Content.ReadAsByteArrayAsync());
+        }
+
+        relay.EntryLookupsAnswer = null;
+        Assert.True(cache.Health.Online, "one throttled lookup took the store offline");
+        Assert.Equal(1, cache.Metrics.StoreErrorsOf(CacheStoreFailureReason.Other));
+        using var next = await client.GetAsync("/bucket/throttled.bin");
+        Assert.Equal("MISS", next.Headers.GetValues("X-Cache").Single());
+        Assert.Equal(first.Body, await next.Content.ReadAsByteArrayAsync());
+    }
+
+    [Fact]
     public async Task Without_a_cache_the_state_says_so()
     {
         await using var backend = await TestBackend.StartAsync("a");

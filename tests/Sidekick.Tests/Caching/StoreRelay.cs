@@ -79,6 +79,9 @@ internal sealed class StoreRelay : IAsyncDisposable
 
     private Task? _entryLookupsWaitFor;
 
+    /// <summary>While set, lookups and reads of entries (not leases) are answered with this status and an S3 error body, as S3 throttling a prefix answers 503 SlowDown.</summary>
+    public HttpStatusCode? EntryLookupsAnswer { get; set; }
+
     /// <summary>While set, reads of a lease this relay has seen written (a read-back) wait for it before they go to s3rver.</summary>
     public Task? LeaseReadBacksWaitFor
     {
@@ -161,6 +164,16 @@ internal sealed class StoreRelay : IAsyncDisposable
             Interlocked.Exchange(ref _beforeNextEntryRead, null) is { } change)
         {
             await change();
+        }
+
+        if ((HttpMethods.IsHead(request.Method) || HttpMethods.IsGet(request.Method)) &&
+            !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) && EntryLookupsAnswer is { } refusal)
+        {
+            context.Response.StatusCode = (int)refusal;
+            context.Response.ContentType = "application/xml";
+            await context.Response.WriteAsync("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>" +
+                                              "<Message>Please reduce your request rate.</Message><RequestId>relay</RequestId></Error>");
+            return;
         }
 
         if ((HttpMethods.IsHead(request.Method) || HttpMethods.IsGet(request.Method)) &&
