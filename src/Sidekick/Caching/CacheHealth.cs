@@ -82,7 +82,8 @@ internal sealed class CacheHealth : IDisposable
     private readonly Queue<long> _slowLookups = new(SlowLookupsToOffline);
 
     /// <summary>
-    /// A lookup failed: its request bypasses the cache, and the store goes offline unless the store was only busy (the
+    /// A lookup (or the read of the body a HEAD lookup found) failed: its request bypasses the cache, and the store goes
+    /// offline unless the store was only busy (the
     /// lookup timed out, or was answered with a 5xx) and fewer than <see cref="SlowLookupsToOffline"/> such lookups
     /// failed within <see cref="SlowLookupWindow"/>.
     /// </summary>

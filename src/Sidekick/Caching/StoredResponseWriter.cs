@@ -87,7 +87,8 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 }
                 catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
                 {
-                    health.MarkOffline(ex);
+                    // The second half of a lookup made with a HEAD: a busy store's answer is judged as the lookup's would be.
+                    health.LookupFailed(ex, options.StoreTimeout);
                     return false;
                 }
             }

@@ -276,9 +276,29 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
         relay.EntryLookupsAnswer = null;
         Assert.True(cache.Health.Online, "one throttled lookup took the store offline");
         Assert.Equal(1, cache.Metrics.StoreErrorsOf(CacheStoreFailureReason.Other));
-        using var next = await client.GetAsync("/bucket/throttled.bin");
-        Assert.Equal("MISS", next.Headers.GetValues("X-Cache").Single());
-        Assert.Equal(first.Body, await next.Content.ReadAsByteArrayAsync());
+        using (var next = await client.GetAsync("/bucket/throttled.bin"))
+        {
+            Assert.Equal("MISS", next.Headers.GetValues("X-Cache").Single());
+            Assert.Equal(first.Body, await next.Content.ReadAsByteArrayAsync());
+        }
+
+        // Stored now. A request with its own validator is looked up with a HEAD, and the read of the body it found is
+        // throttled: that request too goes to the origin, and the store stays in use.
+        await fixture.Eventually(() => cache.Metrics.FillsCompleted == 1 && cache.FillsInFlight == 0, "the fill stored");
+        relay.EntryReadsAnswer = HttpStatusCode.ServiceUnavailable;
+        var revalidating = new HttpRequestMessage(HttpMethod.Get, "/bucket/throttled.bin");
+        revalidating.Headers.TryAddWithoutValidation("If-None-Match", "\"an-older-copy\"");
+        using (var read = await client.SendAsync(revalidating))
+        {
+            Assert.Equal("BYPASS", read.Headers.GetValues("X-Cache").Single());
+            Assert.Equal(first.Body, await read.Content.ReadAsByteArrayAsync());
+        }
+
+        relay.EntryReadsAnswer = null;
+        Assert.True(cache.Health.Online, "one throttled read took the store offline");
+        Assert.Equal(2, cache.Metrics.StoreErrorsOf(CacheStoreFailureReason.Other));
+        using var hit = await client.GetAsync("/bucket/throttled.bin");
+        Assert.Equal("HIT", hit.Headers.GetValues("X-Cache").Single());
     }
 
     [Fact]

@@ -82,6 +82,9 @@ internal sealed class StoreRelay : IAsyncDisposable
     /// <summary>While set, lookups and reads of entries (not leases) are answered with this status and an S3 error body, as S3 throttling a prefix answers 503 SlowDown.</summary>
     public HttpStatusCode? EntryLookupsAnswer { get; set; }
 
+    /// <summary>The same for GETs of entries only: a HEAD lookup is answered, the read of the body it found is not.</summary>
+    public HttpStatusCode? EntryReadsAnswer { get; set; }
+
     /// <summary>While set, reads of a lease this relay has seen written (a read-back) wait for it before they go to s3rver.</summary>
     public Task? LeaseReadBacksWaitFor
     {
@@ -167,7 +170,8 @@ internal sealed class StoreRelay : IAsyncDisposable
         }
 
         if ((HttpMethods.IsHead(request.Method) || HttpMethods.IsGet(request.Method)) &&
-            !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) && EntryLookupsAnswer is { } refusal)
+            !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
+            (EntryLookupsAnswer ?? (HttpMethods.IsGet(request.Method) ? EntryReadsAnswer : null)) is { } refusal)
         {
             context.Response.StatusCode = (int)refusal;
             context.Response.ContentType = "application/xml";
