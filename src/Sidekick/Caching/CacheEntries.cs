@@ -20,6 +20,20 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     private readonly ConcurrentDictionary<string, long> _refreshWritten = new();
 
     /// <summary>
+    /// Keys whose removal the store has not confirmed: an unsafe request invalidated them while the store was offline,
+    /// or their delete failed (RFC 9111 §4.4). Until a delete succeeds, this sidecar never serves what the store holds
+    /// under them (a lookup finds nothing, so their requests go to the origin as misses), and they are deleted again
+    /// each time the store is found healthy: otherwise the version a DELETE or PUT replaced came back as a HIT once the
+    /// store did. At most <see cref="MaxOwedEvictions"/> are remembered.
+    /// </summary>
+    private readonly ConcurrentDictionary<string, byte> _owed = new();
+
+    /// <inheritdoc cref="_owed"/>
+    internal const int MaxOwedEvictions = 100_000;
+
+    private int _payingOwed;
+
+    /// <summary>
     /// How often this sidecar writes one entry's refreshed headers to the bucket at most. S3 changes metadata only by
     /// copying the object onto itself, which rewrites the whole object: a 2 GiB entry read again as 256 signed ranges
     /// (each revalidated by its own 304) was copied 256 times, under its own readers. In between, the refreshed
@@ -35,6 +49,11 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// </summary>
     public async Task<CacheLookup?> FindAsync(string key, HttpRequest request, CancellationToken cancellationToken)
     {
+        if (IsOwed(key))
+        {
+            return null;
+        }
+
         var openBody = OpensBody(request, out var range);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(options.StoreTimeout);
@@ -305,8 +324,46 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         return time.GetElapsedTime(last, now) >= RefreshWriteInterval && _refreshWritten.TryUpdate(key, now, last);
     }
 
+    /// <summary>Whether the store may still hold an entry this sidecar evicted (see <see cref="_owed"/>).</summary>
+    public bool IsOwed(string key) => !_owed.IsEmpty && _owed.ContainsKey(key);
+
+    /// <summary>Deletes again every entry whose eviction the store has not confirmed; one pass at a time.</summary>
+    public async Task PayOwedEvictionsAsync()
+    {
+        if (_owed.IsEmpty || Interlocked.Exchange(ref _payingOwed, 1) != 0)
+        {
+            return;
+        }
+
+        try
+        {
+            foreach (var key in _owed.Keys)
+            {
+                if (!health.Online)
+                {
+                    return;
+                }
+
+                await EvictAsync(key);
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _payingOwed, 0);
+        }
+    }
+
+    private void Owe(string key)
+    {
+        if (_owed.Count < MaxOwedEvictions)
+        {
+            _owed.TryAdd(key, 0);
+        }
+    }
+
     public async Task EvictAsync(string key)
     {
+        Owe(key); // until the store confirms the delete
         _refreshed.TryRemove(key, out _);
         _refreshWritten.TryRemove(key, out _);
         // A fill of the entry still uploading holds the version evicted: it must neither land after the eviction nor
@@ -316,6 +373,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
             await store.DeleteEntryAsync(key, timeout.Token);
+            _owed.TryRemove(key, out _);
             metrics.Evicted();
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
@@ -330,13 +388,24 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// </summary>
     public async Task InvalidateAsync(HttpContext context)
     {
-        await EvictAsync(CacheKey.For(context));
-        await EvictAsync(CacheKey.For(context, withQuery: false));
-        foreach (var key in Invalidation.RelatedKeys(context))
+        foreach (var key in InvalidatedKeys(context))
         {
             await EvictAsync(key);
         }
     }
+
+    /// <summary>The same, while the store is offline: the keys are owed, and deleted once it is back.</summary>
+    public void OweInvalidation(HttpContext context)
+    {
+        foreach (var key in InvalidatedKeys(context))
+        {
+            Owe(key);
+            fills.Running(key)?.Abandon(FillAbandonReason.ObjectChanged, "its entry was invalidated (an unsafe request to it succeeded)");
+        }
+    }
+
+    private static IEnumerable<string> InvalidatedKeys(HttpContext context) =>
+        [CacheKey.For(context), CacheKey.For(context, withQuery: false), .. Invalidation.RelatedKeys(context)];
 
     /// <summary>The marker at the plain key that names the Vary headers, so a lookup finds the variant.</summary>
     private void PutVaryMarker(string key, string[] varyNames)

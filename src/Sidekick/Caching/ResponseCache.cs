@@ -44,6 +44,13 @@ internal sealed class ResponseCache : IDisposable
         _fills = new CacheFills(options, _store, Metrics, time);
         _leases = new FillLeases(options, _store, Metrics, time);
         _entries = new CacheEntries(options, _store, _health, _fills, Metrics, time);
+        _health.Watch(transition =>
+        {
+            if (transition.Healthy)
+            {
+                _ = Task.Run(_entries.PayOwedEvictionsAsync);
+            }
+        });
         _writer = new StoredResponseWriter(options, _store, _health, Metrics, time);
     }
 
@@ -77,9 +84,16 @@ internal sealed class ResponseCache : IDisposable
         if (!HttpMethods.IsGet(request.Method) && !HttpMethods.IsHead(request.Method))
         {
             await origin.ForwardAsync(context);
-            if (CachePolicy.IsUnsafe(request.Method) && CachePolicy.InvalidatesOn(context.Response.StatusCode) && _health.Online)
+            if (CachePolicy.IsUnsafe(request.Method) && CachePolicy.InvalidatesOn(context.Response.StatusCode))
             {
-                await _entries.InvalidateAsync(context);
+                if (_health.Online)
+                {
+                    await _entries.InvalidateAsync(context);
+                }
+                else
+                {
+                    _entries.OweInvalidation(context);
+                }
             }
 
             return;

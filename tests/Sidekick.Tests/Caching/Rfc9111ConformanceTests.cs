@@ -450,6 +450,46 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         }
     }
 
+    [Fact]
+    public async Task Invalidation_4_4_while_the_store_is_offline_is_carried_out_once_it_is_back()
+    {
+        // A DELETE that succeeds while the store cannot be used leaves the entry it invalidated in the bucket: that
+        // version must not come back as a HIT once the store does, and sidekick deletes it then. On a fake clock, so
+        // that the store stays offline until the test moves past the next probe.
+        var target = Unique("/invalidate-offline");
+        var deleted = 0;
+        await using var origin = new Origin(request => request.Method == "DELETE"
+            ? Response(Interlocked.Exchange(ref deleted, 1) == 0 ? 204 : 404, "", "")
+            : Volatile.Read(ref deleted) == 1 ? Response(404, "", "") : Response(200, "Cache-Control: max-age=600\r\nETag: \"v1\"\r\n", Body));
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_MIN_SIZE"] = "0";
+        var (instance, client) = await fixture.StartSidekickAsync([origin.Url], SidekickHarness.FastOptions, environment, time: time);
+        await using var sidekick = new Running(instance, client);
+        await sidekick.SendAsync("GET", target);
+        await sidekick.UntilFilledAsync(1, "the entry");
+        Assert.Equal(200, (await sidekick.SendAsync("GET", target, "Cache-Control: only-if-cached")).Status);
+
+        var cache = instance.Server.Cache!;
+        cache.Health.MarkOffline(new IOException("taken offline by the test"));
+        Assert.Equal(204, (await sidekick.SendAsync("DELETE", target)).Status);
+        Assert.Equal(404, (await sidekick.SendAsync("GET", target)).Status); // bypassed: the origin's answer
+
+        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        var key = CacheKey.For("rfc.example", target);
+        Assert.NotNull(await store.HeadAsync(key, default)); // still in the bucket while the store was offline
+
+        time.Advance(CacheHealth.FirstRetry + TimeSpan.FromSeconds(1));
+        await fixture.Eventually(() => cache.Health.Online, "the store back online");
+        Assert.Equal(504, (await sidekick.SendAsync("GET", target, "Cache-Control: only-if-cached")).Status);
+        var deadline = Environment.TickCount64 + 15000;
+        while (await store.HeadAsync(key, default) is not null)
+        {
+            Assert.True(Environment.TickCount64 < deadline, "the invalidated entry was never deleted from the bucket");
+            await Task.Delay(25);
+        }
+    }
+
     // ---- §3 storing responses: Content-Range on a 200, and 416 ----
 
     [Fact]
