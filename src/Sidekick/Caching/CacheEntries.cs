@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using Microsoft.Net.Http.Headers;
+using StoreRange = System.Net.Http.Headers.RangeItemHeaderValue;
 
 namespace Sidekick.Caching;
 
@@ -90,7 +91,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// may turn a range into the whole body), asking for the whole body or one range of it from a given byte. If-Match and
     /// If-Unmodified-Since, which SDKs send on every ranged read to pin a version, rarely fail, so they do open it.
     /// </summary>
-    internal static bool OpensBody(HttpRequest request, out System.Net.Http.Headers.RangeItemHeaderValue? range)
+    internal static bool OpensBody(HttpRequest request, out StoreRange? range)
     {
         range = null;
         var headers = request.Headers;
@@ -107,9 +108,9 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         // A suffix range (bytes=-N) is looked up with a HEAD and read as the bytes it names in the entry: s3rver answers
         // bytes=-3 of a 10-byte object with bytes 0-3.
         if (headers.Range.Count == 1 && System.Net.Http.Headers.RangeHeaderValue.TryParse(headers.Range.ToString(), out var parsed) &&
-            string.Equals(parsed.Unit, "bytes", StringComparison.OrdinalIgnoreCase) && parsed.Ranges.Count == 1 && parsed.Ranges.First().From is not null)
+            string.Equals(parsed.Unit, "bytes", StringComparison.OrdinalIgnoreCase) && parsed.Ranges.Count == 1 && parsed.Ranges.Single() is { From: not null } one)
         {
-            range = parsed.Ranges.First();
+            range = one;
             return true;
         }
 
@@ -194,7 +195,6 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
 
         var target = TargetOf(context);
-
         var entryKey = varyNames.Length > 0 ? CacheKey.Variant(key, varyValues) : key;
         var metadata = new Dictionary<string, string> { ["sidekick"] = serialized };
         CacheFill? fill;
@@ -361,14 +361,22 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
     }
 
-    public async Task EvictAsync(string key)
+    /// <summary>
+    /// Stops using this sidecar's knowledge of an entry that is going: it is owed until the store confirms its delete,
+    /// its refreshed headers are dropped, and a fill of it still uploading holds the version evicted: it must neither
+    /// land after the eviction nor answer another request from its spool (its readers keep the bytes they already read).
+    /// </summary>
+    private void Forget(string key)
     {
-        Owe(key); // until the store confirms the delete
+        Owe(key);
         _refreshed.TryRemove(key, out _);
         _refreshWritten.TryRemove(key, out _);
-        // A fill of the entry still uploading holds the version evicted: it must neither land after the eviction nor
-        // answer another request from its spool (its readers keep the bytes they already read from).
         fills.Running(key)?.Abandon(FillAbandonReason.ObjectChanged, "its entry was evicted (an unsafe request to it succeeded, or the origin no longer has it)");
+    }
+
+    public async Task EvictAsync(string key)
+    {
+        Forget(key);
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
@@ -388,24 +396,18 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// </summary>
     public async Task InvalidateAsync(HttpContext context)
     {
-        foreach (var key in InvalidatedKeys(context))
+        foreach (var key in (string[])[CacheKey.For(context), CacheKey.For(context, withQuery: false), .. Invalidation.RelatedKeys(context)])
         {
-            await EvictAsync(key);
+            if (health.Online)
+            {
+                await EvictAsync(key);
+            }
+            else
+            {
+                Forget(key); // owed: deleted once the store is back (PayOwedEvictionsAsync)
+            }
         }
     }
-
-    /// <summary>The same, while the store is offline: the keys are owed, and deleted once it is back.</summary>
-    public void OweInvalidation(HttpContext context)
-    {
-        foreach (var key in InvalidatedKeys(context))
-        {
-            Owe(key);
-            fills.Running(key)?.Abandon(FillAbandonReason.ObjectChanged, "its entry was invalidated (an unsafe request to it succeeded)");
-        }
-    }
-
-    private static IEnumerable<string> InvalidatedKeys(HttpContext context) =>
-        [CacheKey.For(context), CacheKey.For(context, withQuery: false), .. Invalidation.RelatedKeys(context)];
 
     /// <summary>The marker at the plain key that names the Vary headers, so a lookup finds the variant.</summary>
     private void PutVaryMarker(string key, string[] varyNames)

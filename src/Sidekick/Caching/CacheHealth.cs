@@ -78,19 +78,18 @@ internal sealed class CacheHealth : IDisposable
     /// <inheritdoc cref="SlowLookupsToOffline"/>
     public static TimeSpan SlowLookupWindow { get; } = TimeSpan.FromSeconds(10);
 
-    // When the latest slow lookups happened (TimeProvider timestamps), oldest first; emptied when the store goes offline.
-    private readonly Queue<long> _slowLookups = new(SlowLookupsToOffline);
+    // When the latest busy lookups failed (TimeProvider timestamps), oldest first; emptied when the store goes offline.
+    private readonly Queue<long> _busyLookups = new(SlowLookupsToOffline);
 
     /// <summary>
     /// A lookup (or the read of the body a HEAD lookup found) failed: its request bypasses the cache, and the store goes
-    /// offline unless the store was only busy (the
-    /// lookup timed out, or was answered with a 5xx) and fewer than <see cref="SlowLookupsToOffline"/> such lookups
-    /// failed within <see cref="SlowLookupWindow"/>.
+    /// offline unless it was only busy (<see cref="CacheStoreFailure.Busy"/>) and fewer than
+    /// <see cref="SlowLookupsToOffline"/> such lookups failed within <see cref="SlowLookupWindow"/>.
     /// </summary>
     public void LookupFailed(Exception error, TimeSpan timeout)
     {
         var failure = CacheStoreFailure.Of(error, timeout);
-        if ((failure.Reason == CacheStoreFailureReason.Timeout || AnsweredBusy(error)) && ToleratedAsSlow(failure))
+        if (failure.Busy && ToleratedAsBusy(failure))
         {
             _metrics.StoreError(failure);
             return;
@@ -99,37 +98,22 @@ internal sealed class CacheHealth : IDisposable
         Fail(failure);
     }
 
-    /// <summary>Whether the store answered with a 5xx: busy or failing for a moment, unlike a refusal.</summary>
-    private static bool AnsweredBusy(Exception error)
-    {
-        for (var current = error; current is not null; current = current.InnerException)
-        {
-            if (current is Amazon.Runtime.AmazonServiceException { StatusCode: >= System.Net.HttpStatusCode.InternalServerError } or
-                HttpRequestException { StatusCode: >= System.Net.HttpStatusCode.InternalServerError })
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
-
     /// <summary>
-    /// Counts one slow lookup and, while fewer than <see cref="SlowLookupsToOffline"/> fell within the window, keeps it
+    /// Counts one busy lookup and, while fewer than <see cref="SlowLookupsToOffline"/> fell within the window, keeps it
     /// as the last error (for /v1/state) and says it is tolerated.
     /// </summary>
-    private bool ToleratedAsSlow(CacheStoreFailure failure)
+    private bool ToleratedAsBusy(CacheStoreFailure failure)
     {
         var now = _time.GetTimestamp();
         lock (_gate)
         {
-            while (_slowLookups.TryPeek(out var oldest) && _time.GetElapsedTime(oldest, now) > SlowLookupWindow)
+            while (_busyLookups.TryPeek(out var oldest) && _time.GetElapsedTime(oldest, now) > SlowLookupWindow)
             {
-                _slowLookups.Dequeue();
+                _busyLookups.Dequeue();
             }
 
-            _slowLookups.Enqueue(now);
-            if (_slowLookups.Count >= SlowLookupsToOffline)
+            _busyLookups.Enqueue(now);
+            if (_busyLookups.Count >= SlowLookupsToOffline)
             {
                 return false;
             }
@@ -207,7 +191,7 @@ internal sealed class CacheHealth : IDisposable
             }
 
             _online = false;
-            _slowLookups.Clear(); // counted afresh once the store is back
+            _busyLookups.Clear(); // counted afresh once the store is back
             // Repeated failures for the same reason are one state: one line, not one per probe or request.
             if (_failing?.Reason != failure.Reason)
             {

@@ -54,6 +54,15 @@ internal sealed record CacheStoreFailure(CacheStoreFailureReason Reason, string 
         _ => "other",
     };
 
+    /// <summary>The status the store answered with, when it answered (set by <see cref="Of"/>).</summary>
+    public HttpStatusCode? Status { get; init; }
+
+    /// <summary>
+    /// Whether the store was only busy or failing for a moment, unlike down or refusing: no answer in time, or a 5xx
+    /// (S3's 503 SlowDown when a prefix gets more requests than it takes).
+    /// </summary>
+    public bool Busy => Reason == CacheStoreFailureReason.Timeout || Status >= HttpStatusCode.InternalServerError;
+
     /// <summary>A failure nothing described (a caller that had no exception to hand).</summary>
     public static CacheStoreFailure Unknown { get; } = new(CacheStoreFailureReason.Other, "store operation failed");
 
@@ -69,7 +78,7 @@ internal sealed record CacheStoreFailure(CacheStoreFailureReason Reason, string 
         {
             if (current is AmazonServiceException { StatusCode: not 0 } service && service.ErrorCode is not null)
             {
-                return Answered(service);
+                return Answered(service) with { Status = service.StatusCode };
             }
         }
 
@@ -88,10 +97,10 @@ internal sealed record CacheStoreFailure(CacheStoreFailureReason Reason, string 
                         _ => new(CacheStoreFailureReason.Unreachable, $"connection failed ({socket.SocketErrorCode})"),
                     };
                 case HttpRequestException { StatusCode: { } status }:
-                    // The store answered a request sidekick sends itself (a HEAD: StoreHeads), without an error body.
+                    // The store answered a read sidekick sends itself (StoreReads) in a way it does not describe further.
                     return status is HttpStatusCode.Forbidden or HttpStatusCode.Unauthorized
-                        ? new(CacheStoreFailureReason.CredentialsRejected, current.Message)
-                        : new(CacheStoreFailureReason.Other, current.Message);
+                        ? new(CacheStoreFailureReason.CredentialsRejected, current.Message) { Status = status }
+                        : new(CacheStoreFailureReason.Other, current.Message) { Status = status };
                 case HttpRequestException { HttpRequestError: HttpRequestError.NameResolutionError }:
                     return new(CacheStoreFailureReason.Unreachable, "host not found");
                 case HttpRequestException { HttpRequestError: HttpRequestError.SecureConnectionError }:

@@ -86,14 +86,7 @@ internal sealed class ResponseCache : IDisposable
             await origin.ForwardAsync(context);
             if (CachePolicy.IsUnsafe(request.Method) && CachePolicy.InvalidatesOn(context.Response.StatusCode))
             {
-                if (_health.Online)
-                {
-                    await _entries.InvalidateAsync(context);
-                }
-                else
-                {
-                    _entries.OweInvalidation(context);
-                }
+                await _entries.InvalidateAsync(context);
             }
 
             return;

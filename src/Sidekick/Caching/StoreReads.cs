@@ -61,10 +61,10 @@ internal sealed class StoreReads
     /// <summary>
     /// Opens the object for reading: the whole of it when <paramref name="range"/> is null, else the one range of bytes
     /// it names (from a given byte: a suffix range's answer could not be checked, and s3rver answers bytes=-N with
-    /// bytes 0-N). Null when the store has no such object. The store's other refusals throw
-    /// as the SDK's did (<see cref="AmazonS3Exception"/> with the store's status and error code, e.g.
-    /// <c>NoSuchBucket</c>, or 416 for a range past the end), and so does an answer that is not the range asked for:
-    /// its bytes would go out at the wrong offsets.
+    /// bytes 0-N). Null when the store has no such object. The store's other refusals throw as the SDK's did
+    /// (<see cref="AmazonS3Exception"/> with the store's status and error code, e.g. <c>NoSuchBucket</c>, or 416 for a
+    /// range past the end), and so does an answer that is not the range asked for: its bytes would go out at the
+    /// wrong offsets.
     /// </summary>
     public async Task<StoredObject?> GetAsync(string key, RangeItemHeaderValue? range, CancellationToken cancellationToken)
     {

@@ -61,11 +61,13 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             return true;
         }
 
+        // The bytes of the stored body this answer sends: its range, or all of it.
+        var (first, last) = partial ? (from, to) : (0L, entry.Length - 1);
         StoredObject? stored = null;
         Stream? spooled = null;
         if (fill is not null && !HttpMethods.IsHead(request.Method) && entry.Length > 0)
         {
-            spooled = fill.OpenReader(partial ? from : 0, partial ? to : entry.Length - 1);
+            spooled = fill.OpenReader(first, last);
             if (spooled is null)
             {
                 return false; // given up meanwhile
@@ -73,7 +75,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         }
         else if (!HttpMethods.IsHead(request.Method) && entry.Length > 0)
         {
-            if (hit.Opened is { } opened && opened.From == (partial ? from : 0) && opened.To == (partial ? to : entry.Length - 1) && opened.Claim())
+            if (hit.Opened is { } opened && opened.From == first && opened.To == last && opened.Claim())
             {
                 stored = opened; // the lookup's own GET opened these very bytes, not read from yet
             }
@@ -83,7 +85,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 {
                     using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
                     timeout.CancelAfter(options.StoreTimeout);
-                    stored = await store.OpenAsync(hit.Key, partial ? from : 0, partial ? to : entry.Length - 1, timeout.Token);
+                    stored = await store.OpenAsync(hit.Key, first, last, timeout.Token);
                 }
                 catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
                 {
@@ -149,7 +151,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             }
             else
             {
-                stored = await CopyFromStoreAsync(context, hit, stored!, partial ? from : 0, partial ? to : entry.Length - 1);
+                stored = await CopyFromStoreAsync(context, hit, stored!, first, last);
             }
         }
         finally
