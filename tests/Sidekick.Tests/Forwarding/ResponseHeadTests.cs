@@ -127,6 +127,23 @@ public sealed class ResponseHeadTests
         Assert.Equal(reusable, head.Reusable);
     }
 
+    [Theory]
+    [InlineData("Keep-Alive: timeout=5\r\n", 5)]
+    [InlineData("keep-alive: max=1000, TIMEOUT=15\r\n", 15)]
+    [InlineData("Keep-Alive:  timeout=2 ,max=5\r\n", 2)]
+    [InlineData("Keep-Alive: max=100\r\n", 0)]
+    [InlineData("Keep-Alive: timeout=-5\r\n", 0)]
+    [InlineData("Keep-Alive: timeout=5s\r\n", 0)]
+    [InlineData("Keep-Alive: timeout=\r\n", 0)]
+    [InlineData("", 0)]
+    public void The_backends_keep_alive_timeout_is_read_and_the_header_not_passed_on(string field, int seconds)
+    {
+        var response = new DefaultHttpContext().Response;
+        var head = Apply($"HTTP/1.1 200 OK\r\n{field}Content-Length: 0\r\n\r\n", response);
+        Assert.Equal(seconds, head.KeepAliveSeconds);
+        Assert.False(response.Headers.ContainsKey("Keep-Alive"));
+    }
+
     [Fact]
     public void A_head_with_more_fields_than_fit_on_the_stack_is_copied_whole()
     {

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using Microsoft.Extensions.Time.Testing;
 using Sidekick.Health;
 using Sidekick.Hosting;
 using Sidekick.Topology;
@@ -147,6 +148,33 @@ public sealed class Http1PathTests
 
         Assert.Equal(50, backend.Requests.Count);
         Assert.Equal(1, backend.Connections - before);
+    }
+
+    [Theory]
+    [InlineData("Keep-Alive: timeout=5\r\n", 2)]
+    [InlineData("", 1)]
+    public async Task A_connection_is_not_reused_when_the_backend_is_about_to_close_it_as_its_Keep_Alive_said(string keepAlive, int connections)
+    {
+        // Node and Apache announce how long they keep an idle connection (Node: 5 s, then closed). Sent on
+        // just before that, a request races the close: a resend for a GET, a 502 for a POST. The clock is
+        // the pool's, moved by hand; the backend never closes, so only the announced limit can tell.
+        await using var backend = new RawBackend(_ => RawResponse.Text($"HTTP/1.1 200 OK\r\n{keepAlive}Content-Length: 2\r\n\r\nok"));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var sidekick = await StartAsync(FastPath with { Time = time }, backend.Url);
+
+        Assert.Equal("ok", await sidekick.Client.GetStringAsync("/first"));
+        time.Advance(TimeSpan.FromSeconds(3.9));
+        Assert.Equal("ok", await sidekick.Client.GetStringAsync("/within"));
+        time.Advance(TimeSpan.FromSeconds(4.5));
+        using (var post = await sidekick.Client.PostAsync("/late", new StringContent("body")))
+        {
+            Assert.Equal("ok", await post.Content.ReadAsStringAsync());
+        }
+
+        var ours = backend.Requests.Where(r => r.Target is "/first" or "/within" or "/late").ToList();
+        Assert.Equal(["/first", "/within", "/late"], ours.Select(r => r.Target));
+        Assert.Equal(ours[0].ConnectionNumber, ours[1].ConnectionNumber);
+        Assert.Equal(connections, ours.Select(r => r.ConnectionNumber).Distinct().Count());
     }
 
     [Fact]

@@ -51,6 +51,9 @@ internal sealed class BackendConnection : IDisposable
     /// <summary>The pool's clock (<see cref="BackendConnectionPool.Now"/>) when it went back to the pool.</summary>
     public long IdleSince { get; set; }
 
+    /// <summary>How long the backend said it keeps this connection open while idle, in seconds (0: it did not say).</summary>
+    public int KeepAliveSeconds { get; set; }
+
     /// <summary>The pool's clock after which an exchange without progress is cut (0: idle).</summary>
     public long ActivityDeadline { get; set; }
 

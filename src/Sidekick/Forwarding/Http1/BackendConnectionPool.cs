@@ -11,7 +11,8 @@ internal delegate ValueTask<IPAddress[]> BackendResolve(string host, Cancellatio
 
 /// <summary>
 /// The keep-alive connections to one backend. Idle connections are reused most-recent first (so a burst's
-/// extra connections age out), retired after the idle timeout, and checked for a backend-side close before
+/// extra connections age out), retired after the idle timeout or shortly before the backend's own (Keep-Alive:
+/// timeout=N), and checked for a backend-side close before
 /// reuse once they have been idle long enough for a backend to have dropped them, or always for a request
 /// that must not be sent twice. With event loops, idle connections wait in one lane per loop and a request
 /// takes one from its own loop's lane first, so an exchange stays on one thread from request to response.
@@ -93,13 +94,26 @@ internal sealed class BackendConnectionPool
                 return null;
             }
 
-            if ((!mustBeAlive && now - connection.IdleSince < StaleCheckAfterMilliseconds) || !connection.LooksDead())
+            var idle = now - connection.IdleSince;
+            if (!PastKeepAlive(connection, idle) && ((!mustBeAlive && idle < StaleCheckAfterMilliseconds) || !connection.LooksDead()))
             {
                 return connection;
             }
 
             connection.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Whether the backend's own idle limit (Keep-Alive: timeout=N) is close enough that it may close the
+    /// connection while our request is on its way: a second before it (half of it for a limit of a second),
+    /// as the close would otherwise race the request and cost a resend, or a 502 for a request that cannot
+    /// be resent.
+    /// </summary>
+    private static bool PastKeepAlive(BackendConnection connection, long idleMilliseconds)
+    {
+        var limit = connection.KeepAliveSeconds * 1000L;
+        return limit > 0 && idleMilliseconds >= limit - Math.Min(1000, limit / 2);
     }
 
     /// <summary>

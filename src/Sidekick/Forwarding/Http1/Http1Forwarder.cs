@@ -254,7 +254,7 @@ internal sealed class Http1Forwarder : IDisposable
                 // Taken over (the cache answers from the store): the body, if any, is not read, so the
                 // connection cannot carry another exchange unless there is none.
                 registration.Dispose();
-                Release(connection, response.Framing == BodyFraming.None && response.Reusable);
+                Release(connection, response, response.Framing == BodyFraming.None && response.Reusable);
                 return ForwarderError.None;
             }
 
@@ -281,18 +281,19 @@ internal sealed class Http1Forwarder : IDisposable
             }
 
             registration.Dispose();
-            Release(connection, response.Reusable);
+            Release(connection, response, response.Reusable);
             return ForwarderError.None;
         }
     }
 
     /// <summary>After an exchange: back to the pool when it can carry another one, closed otherwise.</summary>
-    private static void Release(BackendConnection connection, bool reusable)
+    private static void Release(BackendConnection connection, ResponseHead response, bool reusable)
     {
         if (reusable && connection.BufferedCount == 0 && !connection.IsClosed)
         {
             connection.EndExchange();
             connection.HasServedRequest = true;
+            connection.KeepAliveSeconds = response.KeepAliveSeconds;
             connection.Pool.Return(connection);
         }
         else

@@ -25,11 +25,12 @@ internal readonly struct ResponseHead
     /// <summary>Fields of a head parsed on the stack; a head with more takes a heap array (nginx sends 8).</summary>
     private const int FieldsOnStack = 32;
 
-    private ResponseHead(BodyFraming framing, long contentLength, bool reusable)
+    private ResponseHead(BodyFraming framing, long contentLength, bool reusable, int keepAliveSeconds)
     {
         Framing = framing;
         ContentLength = contentLength;
         Reusable = reusable;
+        KeepAliveSeconds = keepAliveSeconds;
     }
 
     public BodyFraming Framing { get; }
@@ -38,6 +39,12 @@ internal readonly struct ResponseHead
 
     /// <summary>The backend lets the connection carry another request after this response.</summary>
     public bool Reusable { get; }
+
+    /// <summary>
+    /// How long the backend says it keeps an idle connection open (Keep-Alive: timeout=N, as Node and Apache
+    /// send), in seconds; 0 when it does not say.
+    /// </summary>
+    public int KeepAliveSeconds { get; }
 
     /// <summary>Length of the head including its blank line, or -1 if it is not complete yet.</summary>
     public static int FindEnd(ReadOnlySpan<byte> data)
@@ -96,6 +103,7 @@ internal readonly struct ResponseHead
         var count = 0;
         long contentLength = -1;
         var chunked = false;
+        var keepAliveSeconds = 0;
         var close = head[7] != (byte)'1';
         List<string>? connectionNamed = null;
         var lineStart = head.IndexOf((byte)'\n') + 1;
@@ -167,6 +175,9 @@ internal readonly struct ResponseHead
                     close = Closes(options, close);
                     HopByHopHeaders.AddNamed(options, ref connectionNamed);
                     break;
+                case ResponseHeaderValues.KeepAlive:
+                    keepAliveSeconds = KeepAliveTimeout(value);
+                    break;
             }
 
             fields[count++] = field;
@@ -225,7 +236,28 @@ internal readonly struct ResponseHead
             : contentLength == 0 ? BodyFraming.None
             : contentLength > 0 ? BodyFraming.ContentLength
             : BodyFraming.UntilClose;
-        return new ResponseHead(framing, contentLength, !close && framing != BodyFraming.UntilClose);
+        return new ResponseHead(framing, contentLength, !close && framing != BodyFraming.UntilClose, keepAliveSeconds);
+    }
+
+    /// <summary>
+    /// The timeout parameter of a Keep-Alive header ("timeout=5, max=1000"; RFC 2068 §19.7.1.1, never
+    /// standardised but still sent), in whole seconds; 0 when absent or not a positive number.
+    /// </summary>
+    private static int KeepAliveTimeout(ReadOnlySpan<byte> value)
+    {
+        foreach (var range in value.Split((byte)','))
+        {
+            var parameter = value[range];
+            var (start, length) = WithoutOws(parameter);
+            parameter = parameter.Slice(start, length);
+            if (parameter.Length > 8 && Ascii.EqualsIgnoreCase(parameter[..8], "timeout="u8) &&
+                Utf8Parser.TryParse(parameter[8..], out int seconds, out var used) && used == parameter.Length - 8 && seconds > 0)
+            {
+                return seconds;
+            }
+        }
+
+        return 0;
     }
 
     /// <summary>

@@ -17,6 +17,7 @@ internal sealed class ResponseHeaderValues
     // Indexes in Names of the fields that frame the body or the connection.
     public const int ContentLength = 0;
     public const int Connection = 7;
+    public const int KeepAlive = 8;
     public const int TransferEncoding = 9;
 
     /// <summary>The one field the exchange sets before the backend's head is applied (Server: SideKick).</summary>
@@ -70,14 +71,14 @@ internal sealed class ResponseHeaderValues
         return -1;
     }
 
-    private static readonly byte[] KeepAlive = "keep-alive"u8.ToArray();
+    private static readonly byte[] KeepAliveToken = "keep-alive"u8.ToArray();
     private static readonly byte[] KeepAliveMask = LetterMask("keep-alive");
 
     /// <summary>0x20 where <paramref name="name"/> has a letter, 0 elsewhere (see <see cref="EqualsIgnoreCase"/>).</summary>
     private static byte[] LetterMask(string name) => name.Select(c => char.IsAsciiLetter(c) ? (byte)0x20 : (byte)0).ToArray();
 
     /// <summary>Whether a Connection value is exactly the one option keep-alive (any case), as nearly every backend sends.</summary>
-    public static bool IsKeepAliveAlone(ReadOnlySpan<byte> value) => EqualsIgnoreCase(value, KeepAlive, KeepAliveMask);
+    public static bool IsKeepAliveAlone(ReadOnlySpan<byte> value) => EqualsIgnoreCase(value, KeepAliveToken, KeepAliveMask);
 
     /// <summary>
     /// <paramref name="name"/> against a lower-cased known name of the same length, eight bytes at a time: setting
