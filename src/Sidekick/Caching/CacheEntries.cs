@@ -42,6 +42,9 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// </summary>
     internal static TimeSpan RefreshWriteInterval { get; } = TimeSpan.FromMinutes(1);
 
+    /// <summary>The largest object S3 copies in one request (CopyObject); a larger one would need a multipart copy.</summary>
+    internal const long MaxCopyBytes = 5L * 1024 * 1024 * 1024;
+
     /// <summary>
     /// Finds the stored response for this request: the plain key, or the variant its Vary marker selects. When the
     /// request would be answered with the entry's body (<see cref="OpensBody"/>) the lookup is a GET that opens that
@@ -284,9 +287,11 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// <summary>
     /// Keeps refreshed headers: in this process at once (so the next request sees them), and in the bucket
     /// for the other sidecars (a server-side copy onto itself with new metadata), at most once per
-    /// <see cref="RefreshWriteInterval"/> for one key.
+    /// <see cref="RefreshWriteInterval"/> for one key, and only onto the object the lookup found
+    /// (<paramref name="storeETag"/>; none known: this process only). S3 copies at most 5 GiB in one request:
+    /// a larger entry's refresh stays in this process, and other sidecars revalidate it themselves.
     /// </summary>
-    public async Task UpdateMetadataAsync(string key, CachedResponse entry)
+    public async Task UpdateMetadataAsync(string key, CachedResponse entry, string? storeETag)
     {
         if (_refreshed.Count > MaxRefreshed)
         {
@@ -296,14 +301,15 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
 
         _refreshed[key] = entry;
         var serialized = entry.Serialize();
-        if (!CachedResponse.FitsInMetadata(serialized) || !MayWriteRefresh(key))
+        if (storeETag is null || entry.Length > MaxCopyBytes || !CachedResponse.FitsInMetadata(serialized) || !MayWriteRefresh(key))
         {
             return;
         }
 
         try
         {
-            await store.UpdateMetadataAsync(key, new Dictionary<string, string> { ["sidekick"] = serialized }, CancellationToken.None);
+            // False: another version was stored meanwhile (or the entry evicted); its own metadata stays.
+            await store.UpdateMetadataAsync(key, storeETag, new Dictionary<string, string> { ["sidekick"] = serialized }, CancellationToken.None);
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
         {

@@ -97,7 +97,7 @@ internal sealed record CacheStoreFailure(CacheStoreFailureReason Reason, string 
                         _ => new(CacheStoreFailureReason.Unreachable, $"connection failed ({socket.SocketErrorCode})"),
                     };
                 case HttpRequestException { StatusCode: { } status }:
-                    // The store answered a read sidekick sends itself (StoreReads) in a way it does not describe further.
+                    // The store answered a read sidekick sends itself (StoreRequests) in a way it does not describe further.
                     return status is HttpStatusCode.Forbidden or HttpStatusCode.Unauthorized
                         ? new(CacheStoreFailureReason.CredentialsRejected, current.Message) { Status = status }
                         : new(CacheStoreFailureReason.Other, current.Message) { Status = status };

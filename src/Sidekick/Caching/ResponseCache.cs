@@ -598,7 +598,7 @@ internal sealed class ResponseCache : IDisposable
             var refreshed = _entries.Refresh(entry, answer.Headers, requestTime);
             if (fill is null)
             {
-                _ = Task.Run(() => _entries.UpdateMetadataAsync(hit.Key, refreshed));
+                _ = Task.Run(() => _entries.UpdateMetadataAsync(hit.Key, refreshed, hit.StoreETag));
             }
 
             context.Response.Clear();
@@ -658,7 +658,7 @@ internal sealed class ResponseCache : IDisposable
         await origin.ForwardAsync(context, answer);
         if (answer.Status == StatusCodes.Status304NotModified)
         {
-            await _entries.UpdateMetadataAsync(hit.Key, _entries.Refresh(hit.Entry, answer.Headers, requestTime));
+            await _entries.UpdateMetadataAsync(hit.Key, _entries.Refresh(hit.Entry, answer.Headers, requestTime), hit.StoreETag);
         }
         else if (answer.Status is 200 or 206 or 404 or 410)
         {

@@ -18,9 +18,9 @@ internal sealed class S3CacheStore : IDisposable
     public const string LeaseMetadata = "x-amz-meta-sidekick-lease";
 
     private readonly AmazonS3Client _s3;
-    // Reads (lookups, lease reads, stored bodies) are signed and sent without the SDK: see StoreReads.
+    // Reads (lookups, lease reads, stored bodies) are signed and sent without the SDK: see StoreRequests.
     private readonly HttpClient _readClient;
-    private readonly StoreReads _reads;
+    private readonly StoreRequests _requests;
 
     /// <summary>What a store call throws when the store is down, slow or refuses: never the client's problem.</summary>
     public static bool IsStoreError(Exception ex) =>
@@ -55,13 +55,13 @@ internal sealed class S3CacheStore : IDisposable
         };
         _s3 = new AmazonS3Client(new BasicAWSCredentials(options.AccessKey, options.SecretKey), config);
         _readClient = config.HttpClientFactory.CreateHttpClient(config); // the SDK's own settings, its own connections
-        _reads = new StoreReads(options, _readClient, TimeProvider.System);
+        _requests = new StoreRequests(options, _readClient, TimeProvider.System);
     }
 
     /// <summary>Metadata of an object and the store's ETag of it, or null when it does not exist.</summary>
     public async Task<(CachedResponse? Entry, string? VaryNames, string? StoreETag)?> HeadAsync(string key, CancellationToken cancellationToken)
     {
-        var head = await _reads.HeadAsync(key, cancellationToken);
+        var head = await _requests.HeadAsync(key, cancellationToken);
         return head is null ? null : (CachedResponse.Deserialize(head.Metadata(EntryMetadata)), head.Metadata(VaryMetadata), head.ETag);
     }
 
@@ -78,19 +78,19 @@ internal sealed class S3CacheStore : IDisposable
         {
             try
             {
-                return await _reads.GetAsync(key, range, cancellationToken) is { } opened ? (opened.Head, opened) : null;
+                return await _requests.GetAsync(key, range, cancellationToken) is { } opened ? (opened.Head, opened) : null;
             }
             catch (AmazonS3Exception ex) when (range is not null && ex.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable)
             {
             }
         }
 
-        return await _reads.HeadAsync(key, cancellationToken) is { } head ? (head, null) : null;
+        return await _requests.HeadAsync(key, cancellationToken) is { } head ? (head, null) : null;
     }
 
     /// <summary>Opens bytes <paramref name="from"/> through <paramref name="to"/> (inclusive) of a stored body; null when the object is gone.</summary>
     public Task<StoredObject?> OpenAsync(string key, long from, long to, CancellationToken cancellationToken) =>
-        _reads.GetAsync(key, new RangeItemHeaderValue(from, to), cancellationToken);
+        _requests.GetAsync(key, new RangeItemHeaderValue(from, to), cancellationToken);
 
     /// <summary>
     /// Whether an opened body is the one <paramref name="entry"/> describes (same origin ETag and length in its
@@ -162,25 +162,17 @@ internal sealed class S3CacheStore : IDisposable
         _s3.AbortMultipartUploadAsync(new AbortMultipartUploadRequest { BucketName = _bucket, Key = key, UploadId = uploadId });
 
     /// <summary>Replaces an entry's metadata in place (after a 304 refreshed its headers).</summary>
-    public Task UpdateMetadataAsync(string key, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
-    {
-        var request = new CopyObjectRequest
-        {
-            SourceBucket = _bucket, SourceKey = key, DestinationBucket = _bucket, DestinationKey = key,
-            MetadataDirective = S3MetadataDirective.REPLACE,
-        };
-        foreach (var (name, value) in metadata)
-        {
-            request.Metadata[name] = value;
-        }
-
-        return _s3.CopyObjectAsync(request, cancellationToken);
-    }
+    /// <summary>
+    /// Replaces an entry's metadata while the object is still the one <paramref name="storeETag"/> names (see
+    /// <see cref="StoreRequests.ReplaceMetadataAsync"/>); false when it changed or is gone.
+    /// </summary>
+    public Task<bool> UpdateMetadataAsync(string key, string storeETag, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken) =>
+        _requests.ReplaceMetadataAsync(key, storeETag, metadata, cancellationToken);
 
     /// <summary>The fill lease at <paramref name="key"/> and when the store last wrote it, or null when there is none.</summary>
     public async Task<(FillLease Lease, DateTimeOffset Written)?> ReadLeaseAsync(string key, CancellationToken cancellationToken)
     {
-        var head = await _reads.HeadAsync(key, cancellationToken);
+        var head = await _requests.HeadAsync(key, cancellationToken);
         return head is not null && FillLease.Parse(head.Metadata(LeaseMetadata)) is { } lease && head.LastModified is { } written
             ? (lease, written.ToUniversalTime())
             : null;

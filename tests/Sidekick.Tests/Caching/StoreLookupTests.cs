@@ -26,22 +26,60 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
         var fills = new CacheFills(options, store, metrics, time);
         var entries = new CacheEntries(options, store, health, fills, metrics, time);
         var key = "refreshed-" + Guid.NewGuid().ToString("N");
+        await store.PutAsync(key, new byte[10], new Dictionary<string, string> { ["sidekick"] = "stored" }, CancellationToken.None);
+        var storeETag = (await store.HeadAsync(key, CancellationToken.None))!.Value.StoreETag;
         CachedResponse Refreshed() => new()
         {
             Status = 200, Headers = [new("ETag", "\"r1\"")], Length = 10, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
         };
-        int Writes() => relay.Requests.Count(r => r == $"PUT /{CacheFixture.Bucket}/{key}");
+        var stored = relay.Requests.Count(r => r == $"PUT /{CacheFixture.Bucket}/{key}");
+        int Writes() => relay.Requests.Count(r => r == $"PUT /{CacheFixture.Bucket}/{key}") - stored;
 
         for (var i = 0; i < 5; i++)
         {
-            await entries.UpdateMetadataAsync(key, Refreshed());
+            await entries.UpdateMetadataAsync(key, Refreshed(), storeETag);
             time.Advance(TimeSpan.FromSeconds(1));
         }
 
         Assert.Equal(1, Writes());
+        Assert.Equal("\"r1\"", (await store.HeadAsync(key, CancellationToken.None))!.Value.Entry!.ETag);
         time.Advance(CacheEntries.RefreshWriteInterval);
-        await entries.UpdateMetadataAsync(key, Refreshed());
+        await entries.UpdateMetadataAsync(key, Refreshed(), storeETag);
         Assert.Equal(2, Writes());
+    }
+
+    [Fact]
+    public async Task A_metadata_update_changes_the_stored_entry_and_keeps_its_body_but_never_lands_on_another_version()
+    {
+        // The refresh after a 304 copies the entry onto itself with new metadata (s3rver could not read the SDK's copy
+        // source: every refresh failed as "NoSuchBucket"). It must not land on a version another sidecar stored since the
+        // lookup: the old version's headers (length, ETag) would then describe the new bytes.
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url); // S3's preconditions, which s3rver ignores
+        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment(relay.Url))!);
+        using var s3 = fixture.Client();
+        var key = $"update-{Guid.NewGuid():N}";
+        byte[] body = [1, 2, 3, 4, 5];
+        await store.PutAsync(key, body, new Dictionary<string, string> { ["sidekick"] = "before" }, CancellationToken.None);
+        var looked = (await store.HeadAsync(key, CancellationToken.None))!.Value.StoreETag!;
+
+        Assert.True(await store.UpdateMetadataAsync(key, looked, new Dictionary<string, string> { ["sidekick"] = "after" }, CancellationToken.None));
+        Assert.Equal(("after", Convert.ToHexString(body)), await StoredAsync());
+
+        byte[] newer = [9, 9, 9];
+        await store.PutAsync(key, newer, new Dictionary<string, string> { ["sidekick"] = "newer" }, CancellationToken.None);
+        Assert.False(await store.UpdateMetadataAsync(key, looked, new Dictionary<string, string> { ["sidekick"] = "stale" }, CancellationToken.None));
+        Assert.Equal(("newer", Convert.ToHexString(newer)), await StoredAsync());
+
+        await store.DeleteAsync(key, CancellationToken.None);
+        Assert.False(await store.UpdateMetadataAsync(key, looked, new Dictionary<string, string> { ["sidekick"] = "gone" }, CancellationToken.None));
+
+        async Task<(string Metadata, string Body)> StoredAsync()
+        {
+            using var stored = await s3.GetObjectAsync(CacheFixture.Bucket, key);
+            using var copy = new MemoryStream();
+            await stored.ResponseStream.CopyToAsync(copy);
+            return (stored.Metadata["sidekick"], Convert.ToHexString(copy.ToArray()));
+        }
     }
 
     [Fact]

@@ -6,7 +6,8 @@ namespace Sidekick.Tests.Caching;
 /// <summary>
 /// A relay in front of s3rver that makes it behave as the tests need. With <c>conditionalWrites</c>, as AWS S3 and
 /// MinIO behave: a PUT with <c>If-None-Match: *</c> of an object that exists gets 412 PreconditionFailed (s3rver
-/// itself ignores the condition and overwrites). With <see cref="CutReads"/>, the next GETs of an entry's body
+/// itself ignores the condition and overwrites), and a copy onto itself with <c>x-amz-copy-source-if-match</c> of
+/// another ETag gets 412 too. With <see cref="CutReads"/>, the next GETs of an entry's body
 /// end after a given number of body bytes, the connection dropped, as a store connection reset or an object
 /// rewritten under its reader does. Every other request is passed to s3rver unchanged, its Host included, so
 /// signatures still verify; the requests are logged.
@@ -226,6 +227,20 @@ internal sealed class StoreRelay : IAsyncDisposable
         {
             using var head = await _upstream.SendAsync(new HttpRequestMessage(HttpMethod.Head, target));
             if (head.StatusCode == HttpStatusCode.OK)
+            {
+                context.Response.StatusCode = StatusCodes.Status412PreconditionFailed;
+                context.Response.ContentType = "application/xml";
+                await context.Response.WriteAsync("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PreconditionFailed</Code>" +
+                                                  "<Message>At least one of the pre-conditions you specified did not hold</Message></Error>");
+                return;
+            }
+        }
+
+        if (_conditionalWrites && HttpMethods.IsPut(request.Method) && request.Headers["x-amz-copy-source-if-match"].ToString() is { Length: > 0 } copyIfMatch)
+        {
+            // sidekick copies an entry onto itself only (new metadata), so the source is the target.
+            using var head = await _upstream.SendAsync(new HttpRequestMessage(HttpMethod.Head, target));
+            if (head.StatusCode == HttpStatusCode.OK && head.Headers.ETag?.ToString() != copyIfMatch)
             {
                 context.Response.StatusCode = StatusCodes.Status412PreconditionFailed;
                 context.Response.ContentType = "application/xml";

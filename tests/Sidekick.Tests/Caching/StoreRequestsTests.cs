@@ -12,7 +12,7 @@ namespace Sidekick.Tests.Caching;
 /// The store's reads (HEAD and GET) are signed without the AWS SDK: the signature is AWS's own worked example, and a
 /// store that checks signatures answers them, and refuses one made with the wrong secret.
 /// </summary>
-public sealed class StoreReadsTests
+public sealed class StoreRequestsTests
 {
     [Fact]
     public void The_signature_is_the_one_of_the_S3_documentation_example()
@@ -55,7 +55,7 @@ public sealed class StoreReadsTests
 
             using var http = new HttpClient();
             var options = new CacheOptions { Endpoint = s3.Url, AccessKey = S3rverProcess.AccessKey, SecretKey = S3rverProcess.SecretKey, Bucket = "cache" };
-            var heads = new StoreReads(options, http, TimeProvider.System);
+            var heads = new StoreRequests(options, http, TimeProvider.System);
 
             var found = await heads.HeadAsync(key, default);
             Assert.NotNull(found);
@@ -66,7 +66,7 @@ public sealed class StoreReadsTests
             Assert.NotNull(found.LastModified);
             Assert.Null(await heads.HeadAsync("entries/absent", default));
 
-            var forged = new StoreReads(options with { SecretKey = "not-the-secret" }, http, TimeProvider.System);
+            var forged = new StoreRequests(options with { SecretKey = "not-the-secret" }, http, TimeProvider.System);
             var refused = await Assert.ThrowsAsync<HttpRequestException>(() => forged.HeadAsync(key, default));
             Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
             Assert.True(S3CacheStore.IsStoreError(refused));
@@ -110,7 +110,7 @@ public sealed class StoreReadsTests
             Assert.Equal(HttpStatusCode.Forbidden, forgedGet.StatusCode);
             Assert.Equal("SignatureDoesNotMatch", forgedGet.ErrorCode);
             Assert.Equal(CacheStoreFailureReason.CredentialsRejected, CacheStoreFailure.Of(forgedGet).Reason);
-            var noBucket = new StoreReads(options with { Bucket = "no-such-bucket" }, http, TimeProvider.System);
+            var noBucket = new StoreRequests(options with { Bucket = "no-such-bucket" }, http, TimeProvider.System);
             var missing = await Assert.ThrowsAsync<AmazonS3Exception>(() => noBucket.GetAsync(key, range: null, default));
             Assert.Equal(CacheStoreFailureReason.BucketMissing, CacheStoreFailure.Of(missing).Reason);
         }

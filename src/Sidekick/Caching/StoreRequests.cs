@@ -9,14 +9,16 @@ using Amazon.S3;
 namespace Sidekick.Caching;
 
 /// <summary>
-/// The store's reads, HEAD and GET, signed here (<see cref="SigV4"/>) and sent on their own HTTP client, not through
-/// the AWS SDK. Every cacheable request starts with one (its lookup; on stores that ignore <c>If-None-Match</c> a miss
-/// reads its lease too) and every HIT reads its body with one. The SDK's pipeline of some fifteen async handlers cost
-/// ~250 µs of CPU per request and 2-4 ms before the first byte on the bench machine, where s3rver answers a HEAD in
-/// under 1 ms. Writes (PUT, the multipart uploads, copies) and listings stay with the SDK. A read that fails on the
-/// way or gets a 5xx before its body is tried once more, as the SDK's one retry did.
+/// The store requests sidekick signs itself (<see cref="SigV4"/>) and sends on its own HTTP client, not through the AWS
+/// SDK: the reads, HEAD and GET, and the copy that replaces an entry's metadata. Every cacheable request starts with a
+/// read (its lookup; on stores that ignore <c>If-None-Match</c> a miss reads its lease too) and every HIT reads its body
+/// with one. The SDK's pipeline of some fifteen async handlers cost ~250 µs of CPU per request and 2-4 ms before the
+/// first byte on the bench machine, where s3rver answers a HEAD in under 1 ms. The copy is here because the SDK encodes
+/// the '/' between bucket and key in <c>x-amz-copy-source</c>, which s3rver cannot read. The other writes (PUT, the
+/// multipart uploads, deletes) and listings stay with the SDK. A read that fails on the way or gets a 5xx before its
+/// body is tried once more, as the SDK's one retry did.
 /// </summary>
-internal sealed class StoreReads
+internal sealed class StoreRequests
 {
     private readonly HttpClient _client;
     private readonly TimeProvider _time;
@@ -26,8 +28,9 @@ internal sealed class StoreReads
     private readonly string _host;
     private readonly string _origin;
     private readonly string _pathPrefix;
+    private readonly string _copySourcePrefix;
 
-    public StoreReads(CacheOptions options, HttpClient client, TimeProvider time)
+    public StoreRequests(CacheOptions options, HttpClient client, TimeProvider time)
     {
         _client = client;
         _time = time;
@@ -38,6 +41,7 @@ internal sealed class StoreReads
         _origin = $"{endpoint.Scheme}://{_host}";
         var basePath = endpoint.AbsolutePath.TrimEnd('/');
         _pathPrefix = SigV4.EncodePath(options.PathStyle ? $"{basePath}/{options.Bucket}/" : $"{basePath}/");
+        _copySourcePrefix = SigV4.EncodePath($"/{options.Bucket}/");
     }
 
     /// <summary>The object's head, or null when the store has no such object.</summary>
@@ -114,6 +118,53 @@ internal sealed class StoreReads
             response.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Replaces the metadata of the object at <paramref name="key"/> (S3 has no other way than copying the object onto
+    /// itself), only while it is still the object <paramref name="storeETag"/> names: another sidecar may have stored a
+    /// newer version since, and the old version's headers must not describe its bytes. False when the object changed or
+    /// is gone. The copy source is <c>/bucket/key</c> with the key encoded as in a path: S3 and MinIO decode it, and so
+    /// does s3rver, which read the SDK's encoded '/' as part of the bucket's name and answered NoSuchBucket.
+    /// </summary>
+    public async Task<bool> ReplaceMetadataAsync(string key, string storeETag, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
+    {
+        var path = _pathPrefix + SigV4.EncodePath(key);
+        (string Name, string Value)[] fields =
+        [
+            ("x-amz-copy-source", _copySourcePrefix + SigV4.EncodePath(key)),
+            ("x-amz-copy-source-if-match", storeETag),
+            ("x-amz-metadata-directive", "REPLACE"),
+            .. metadata.Select(m => ("x-amz-meta-" + m.Key.ToLowerInvariant(), m.Value)),
+        ];
+        var signed = _signer.Sign("PUT", _host, path, _time.GetUtcNow(), fields);
+        using var request = new HttpRequestMessage(HttpMethod.Put, new Uri(_origin + path)) { Content = new ByteArrayContent([]) };
+        request.Headers.Host = _host;
+        request.Headers.TryAddWithoutValidation("Authorization", signed.Authorization);
+        request.Headers.TryAddWithoutValidation("x-amz-date", signed.AmzDate);
+        request.Headers.TryAddWithoutValidation("x-amz-content-sha256", signed.ContentSha256);
+        foreach (var (name, value) in fields)
+        {
+            request.Headers.TryAddWithoutValidation(name, value);
+        }
+
+        using var response = await _client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        // S3 may answer a copy 200 and say in the body that it failed; a success's body (CopyObjectResult) has no Code.
+        var refusal = await RefusalAsync(response, cancellationToken);
+        if (response.IsSuccessStatusCode && refusal.Code is null)
+        {
+            return true;
+        }
+
+        if (refusal.Code is "PreconditionFailed" or "NoSuchKey" || (refusal.Code is null && response.StatusCode is HttpStatusCode.PreconditionFailed or HttpStatusCode.NotFound))
+        {
+            return false;
+        }
+
+        var status = (int)response.StatusCode;
+        throw new AmazonS3Exception(
+            refusal.Message ?? $"the store answered the metadata copy of {key} with {status.ToString(CultureInfo.InvariantCulture)} {response.ReasonPhrase}",
+            null, status >= 500 ? ErrorType.Receiver : ErrorType.Sender, refusal.Code, refusal.RequestId, response.StatusCode);
     }
 
     private async Task<HttpResponseMessage> SendWithRetryAsync(HttpMethod method, string key, RangeItemHeaderValue? range, CancellationToken cancellationToken)
