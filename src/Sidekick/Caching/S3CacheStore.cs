@@ -18,8 +18,8 @@ internal sealed class S3CacheStore : IDisposable
     public const string LeaseMetadata = "x-amz-meta-sidekick-lease";
 
     private readonly AmazonS3Client _s3;
-    // Reads (lookups, lease reads, stored bodies) are signed and sent without the SDK: see StoreRequests.
     private readonly HttpClient _readClient;
+    // Reads (lookups, lease reads, stored bodies) and metadata copies are signed and sent without the SDK: see StoreRequests.
     private readonly StoreRequests _requests;
 
     /// <summary>What a store call throws when the store is down, slow or refuses: never the client's problem.</summary>
@@ -161,10 +161,10 @@ internal sealed class S3CacheStore : IDisposable
     public Task AbortMultipartAsync(string key, string uploadId) =>
         _s3.AbortMultipartUploadAsync(new AbortMultipartUploadRequest { BucketName = _bucket, Key = key, UploadId = uploadId });
 
-    /// <summary>Replaces an entry's metadata in place (after a 304 refreshed its headers).</summary>
     /// <summary>
-    /// Replaces an entry's metadata while the object is still the one <paramref name="storeETag"/> names (see
-    /// <see cref="StoreRequests.ReplaceMetadataAsync"/>); false when it changed or is gone.
+    /// Replaces an entry's metadata (after a 304 refreshed its headers) while the object is still the one
+    /// <paramref name="storeETag"/> names (see <see cref="StoreRequests.ReplaceMetadataAsync"/>); false when it
+    /// changed or is gone.
     /// </summary>
     public Task<bool> UpdateMetadataAsync(string key, string storeETag, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken) =>
         _requests.ReplaceMetadataAsync(key, storeETag, metadata, cancellationToken);
