@@ -380,13 +380,22 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
 
         // The stored response was updated: fresh now for anyone (max-age=600 from the 304); for a credentialed
         // entry still confirmed with the requester's own 304 first (§3.5), yet served with the new values.
-        // (This sidecar's view. Another sidecar reads them from the bucket after a server-side copy onto itself,
-        // which s3rver answers with NoSuchBucket, so that half is not tested here.)
         var next = await sidekick.SendAsync("GET", path, credentials);
         Assert.Equal(200, next.Status);
         Assert.Equal(withAuthorization ? ["REVALIDATED"] : ["HIT"], next.Values("X-Cache"));
         Assert.Equal(withAuthorization ? 3 : 2, origin.Asked(path));
         AssertFreshened(next);
+
+        // Updated in the bucket too (a copy of the entry onto itself with the new metadata), so another sidecar sharing
+        // it serves the new values: from the bucket alone when fresh, after its requester's own 304 (which carries only
+        // the validator now) when credentialed.
+        await UntilStoredAsync(path, entry => entry.Headers.Any(h => h.Key == "X-Custom" && h.Value == "new"), "the 304's values in the bucket");
+        await using var other = await StartAsync(origin);
+        var elsewhere = await other.SendAsync("GET", path, credentials);
+        Assert.Equal(200, elsewhere.Status);
+        Assert.Equal(withAuthorization ? ["REVALIDATED"] : ["HIT"], elsewhere.Values("X-Cache"));
+        Assert.Equal(withAuthorization ? 4 : 2, origin.Asked(path));
+        AssertFreshened(elsewhere);
 
         static void AssertFreshened(RawAnswer answer)
         {
@@ -645,6 +654,25 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         RawResponse.Text(status is 204 or 304
             ? $"HTTP/1.1 {status} Status\r\n{fields}\r\n"
             : $"HTTP/1.1 {status} Status\r\n{fields}Content-Length: {body.Length}\r\n\r\n{body}");
+
+    /// <summary>Polls the bucket until the entry stored for <paramref name="path"/> (Host rfc.example) satisfies <paramref name="condition"/>.</summary>
+    private async Task UntilStoredAsync(string path, Func<CachedResponse, bool> condition, string what)
+    {
+        using var s3 = fixture.Client();
+        var key = CacheKey.For("rfc.example", path);
+        var deadline = Environment.TickCount64 + 15000;
+        while (true)
+        {
+            var head = await s3.GetObjectMetadataAsync(CacheFixture.Bucket, key);
+            if (CachedResponse.Deserialize(head.Metadata[S3CacheStore.EntryMetadata]) is { } entry && condition(entry))
+            {
+                return;
+            }
+
+            Assert.True(Environment.TickCount64 < deadline, $"timed out waiting for {what}");
+            await Task.Delay(25);
+        }
+    }
 
     private async Task<Running> StartAsync(Origin origin, params (string Name, string Value)[] settings)
     {
