@@ -42,9 +42,6 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// </summary>
     internal static TimeSpan RefreshWriteInterval { get; } = TimeSpan.FromMinutes(1);
 
-    /// <summary>The largest object S3 copies in one request (CopyObject); a larger one would need a multipart copy.</summary>
-    internal const long MaxCopyBytes = 5L * 1024 * 1024 * 1024;
-
     /// <summary>
     /// Finds the stored response for this request: the plain key, or the variant its Vary marker selects. When the
     /// request would be answered with the entry's body (<see cref="OpensBody"/>) the lookup is a GET that opens that
@@ -301,7 +298,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
 
         _refreshed[key] = entry;
         var serialized = entry.Serialize();
-        if (storeETag is null || entry.Length > MaxCopyBytes || !CachedResponse.FitsInMetadata(serialized) || !MayWriteRefresh(key))
+        if (storeETag is null || entry.Length > S3CacheStore.MaxCopyBytes || !CachedResponse.FitsInMetadata(serialized) || !MayWriteRefresh(key))
         {
             return;
         }
@@ -331,7 +328,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     }
 
     /// <summary>Whether the store may still hold an entry this sidecar evicted (see <see cref="_owed"/>).</summary>
-    public bool IsOwed(string key) => !_owed.IsEmpty && _owed.ContainsKey(key);
+    public bool IsOwed(string key) => _owed.ContainsKey(key); // lock-free; IsEmpty of an empty dictionary takes every lock
 
     /// <summary>Deletes again every entry whose eviction the store has not confirmed; one pass at a time.</summary>
     public async Task PayOwedEvictionsAsync()

@@ -17,6 +17,9 @@ internal sealed class S3CacheStore : IDisposable
     public const string VaryMetadata = "x-amz-meta-sidekick-vary";
     public const string LeaseMetadata = "x-amz-meta-sidekick-lease";
 
+    /// <summary>The largest object S3 copies in one request (CopyObject); a larger one would need a multipart copy.</summary>
+    public const long MaxCopyBytes = 5L * 1024 * 1024 * 1024;
+
     private readonly AmazonS3Client _s3;
     private readonly HttpClient _readClient;
     // Reads (lookups, lease reads, stored bodies) and metadata copies are signed and sent without the SDK: see StoreRequests.

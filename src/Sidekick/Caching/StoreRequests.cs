@@ -84,10 +84,7 @@ internal sealed class StoreRequests
                     return null;
                 }
 
-                var status = (int)response.StatusCode;
-                throw new AmazonS3Exception(
-                    refusal.Message ?? $"the store answered GET of {key} with {status.ToString(CultureInfo.InvariantCulture)} {response.ReasonPhrase}",
-                    null, status >= 500 ? ErrorType.Receiver : ErrorType.Sender, refusal.Code, refusal.RequestId, response.StatusCode);
+                throw Refused(response, refusal, $"GET of {key}");
             }
 
             long from, to;
@@ -129,25 +126,14 @@ internal sealed class StoreRequests
     /// </summary>
     public async Task<bool> ReplaceMetadataAsync(string key, string storeETag, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
     {
-        var path = _pathPrefix + SigV4.EncodePath(key);
-        (string Name, string Value)[] fields =
+        using var request = Signed(HttpMethod.Put, key,
         [
             ("x-amz-copy-source", _copySourcePrefix + SigV4.EncodePath(key)),
             ("x-amz-copy-source-if-match", storeETag),
             ("x-amz-metadata-directive", "REPLACE"),
             .. metadata.Select(m => ("x-amz-meta-" + m.Key.ToLowerInvariant(), m.Value)),
-        ];
-        var signed = _signer.Sign("PUT", _host, path, _time.GetUtcNow(), fields);
-        using var request = new HttpRequestMessage(HttpMethod.Put, new Uri(_origin + path)) { Content = new ByteArrayContent([]) };
-        request.Headers.Host = _host;
-        request.Headers.TryAddWithoutValidation("Authorization", signed.Authorization);
-        request.Headers.TryAddWithoutValidation("x-amz-date", signed.AmzDate);
-        request.Headers.TryAddWithoutValidation("x-amz-content-sha256", signed.ContentSha256);
-        foreach (var (name, value) in fields)
-        {
-            request.Headers.TryAddWithoutValidation(name, value);
-        }
-
+        ]);
+        request.Content = new ByteArrayContent([]);
         using var response = await _client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
         // S3 may answer a copy 200 and say in the body that it failed; a success's body (CopyObjectResult) has no Code.
         var refusal = await RefusalAsync(response, cancellationToken);
@@ -161,10 +147,7 @@ internal sealed class StoreRequests
             return false;
         }
 
-        var status = (int)response.StatusCode;
-        throw new AmazonS3Exception(
-            refusal.Message ?? $"the store answered the metadata copy of {key} with {status.ToString(CultureInfo.InvariantCulture)} {response.ReasonPhrase}",
-            null, status >= 500 ? ErrorType.Receiver : ErrorType.Sender, refusal.Code, refusal.RequestId, response.StatusCode);
+        throw Refused(response, refusal, $"the metadata copy of {key}");
     }
 
     private async Task<HttpResponseMessage> SendWithRetryAsync(HttpMethod method, string key, RangeItemHeaderValue? range, CancellationToken cancellationToken)
@@ -188,19 +171,40 @@ internal sealed class StoreRequests
 
     private Task<HttpResponseMessage> SendAsync(HttpMethod method, string key, RangeItemHeaderValue? range, CancellationToken cancellationToken)
     {
-        var path = _pathPrefix + SigV4.EncodePath(key);
-        var signed = _signer.Sign(method.Method, _host, path, _time.GetUtcNow());
-        var request = new HttpRequestMessage(method, new Uri(_origin + path));
-        request.Headers.Host = _host;
-        request.Headers.TryAddWithoutValidation("Authorization", signed.Authorization);
-        request.Headers.TryAddWithoutValidation("x-amz-date", signed.AmzDate);
-        request.Headers.TryAddWithoutValidation("x-amz-content-sha256", signed.ContentSha256);
+        var request = Signed(method, key, []);
         if (range is not null)
         {
             request.Headers.Range = new RangeHeaderValue(range.From, range.To);
         }
 
         return _client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+    }
+
+    /// <summary>A request for the object at <paramref name="key"/>, signed now with <paramref name="fields"/> (lower-case names) among its headers.</summary>
+    private HttpRequestMessage Signed(HttpMethod method, string key, (string Name, string Value)[] fields)
+    {
+        var path = _pathPrefix + SigV4.EncodePath(key);
+        var signed = _signer.Sign(method.Method, _host, path, _time.GetUtcNow(), fields);
+        var request = new HttpRequestMessage(method, new Uri(_origin + path));
+        request.Headers.Host = _host;
+        request.Headers.TryAddWithoutValidation("Authorization", signed.Authorization);
+        request.Headers.TryAddWithoutValidation("x-amz-date", signed.AmzDate);
+        request.Headers.TryAddWithoutValidation("x-amz-content-sha256", signed.ContentSha256);
+        foreach (var (name, value) in fields)
+        {
+            request.Headers.TryAddWithoutValidation(name, value);
+        }
+
+        return request;
+    }
+
+    /// <summary>A refusal thrown as the SDK threw it: the store's status and error code (e.g. NoSuchBucket, SlowDown).</summary>
+    private static AmazonS3Exception Refused(HttpResponseMessage response, (string? Code, string? Message, string? RequestId) refusal, string what)
+    {
+        var status = (int)response.StatusCode;
+        return new AmazonS3Exception(
+            refusal.Message ?? $"the store answered {what} with {status.ToString(CultureInfo.InvariantCulture)} {response.ReasonPhrase}",
+            null, status >= 500 ? ErrorType.Receiver : ErrorType.Sender, refusal.Code, refusal.RequestId, response.StatusCode);
     }
 
     private static StoredHead HeadOf(HttpResponseMessage response)

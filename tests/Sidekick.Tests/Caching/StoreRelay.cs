@@ -228,10 +228,7 @@ internal sealed class StoreRelay : IAsyncDisposable
             using var head = await _upstream.SendAsync(new HttpRequestMessage(HttpMethod.Head, target));
             if (head.StatusCode == HttpStatusCode.OK)
             {
-                context.Response.StatusCode = StatusCodes.Status412PreconditionFailed;
-                context.Response.ContentType = "application/xml";
-                await context.Response.WriteAsync("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PreconditionFailed</Code>" +
-                                                  "<Message>At least one of the pre-conditions you specified did not hold</Message></Error>");
+                await PreconditionFailedAsync(context);
                 return;
             }
         }
@@ -242,10 +239,7 @@ internal sealed class StoreRelay : IAsyncDisposable
             using var head = await _upstream.SendAsync(new HttpRequestMessage(HttpMethod.Head, target));
             if (head.StatusCode == HttpStatusCode.OK && head.Headers.ETag?.ToString() != copyIfMatch)
             {
-                context.Response.StatusCode = StatusCodes.Status412PreconditionFailed;
-                context.Response.ContentType = "application/xml";
-                await context.Response.WriteAsync("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PreconditionFailed</Code>" +
-                                                  "<Message>At least one of the pre-conditions you specified did not hold</Message></Error>");
+                await PreconditionFailedAsync(context);
                 return;
             }
         }
@@ -323,6 +317,15 @@ internal sealed class StoreRelay : IAsyncDisposable
 
         Interlocked.Increment(ref _readsCut);
         context.Abort();
+    }
+
+    /// <summary>S3's answer to a write whose precondition failed.</summary>
+    private static Task PreconditionFailedAsync(HttpContext context)
+    {
+        context.Response.StatusCode = StatusCodes.Status412PreconditionFailed;
+        context.Response.ContentType = "application/xml";
+        return context.Response.WriteAsync("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PreconditionFailed</Code>" +
+                                           "<Message>At least one of the pre-conditions you specified did not hold</Message></Error>");
     }
 
     public async ValueTask DisposeAsync()
