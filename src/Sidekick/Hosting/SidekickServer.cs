@@ -144,7 +144,7 @@ internal sealed class SidekickServer : IAsyncDisposable
                     listen.Protocols = HttpProtocols.Http1;
                 }
 
-                listen.Use(BatchedSends.ForHttp1);
+                listen.Use(BatchedSends.ByProtocol);
             }
 
             if (address.BindAddress is { } ip)

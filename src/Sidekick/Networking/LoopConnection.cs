@@ -39,6 +39,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     private readonly LoopSocket _socket;
     private readonly Pipe _input;
     private readonly Pipe _output;
+    private readonly GatheredSends _sendScheduler;
     private readonly CancellationTokenSource _closed = new();
     private Task _receiving = Task.CompletedTask;
     private Task _sending = Task.CompletedTask;
@@ -55,7 +56,8 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         RemoteEndPoint = accepted.RemoteEndPoint;
         _input = new Pipe(new PipeOptions(pool, PipeScheduler.Inline, PipeScheduler.Inline, InputPause, InputPause / 2,
             pool.MaxBufferSize, useSynchronizationContext: false));
-        _output = new Pipe(new PipeOptions(pool, PipeScheduler.Inline, PipeScheduler.Inline, OutputPause, OutputPause / 2,
+        _sendScheduler = new GatheredSends(socket.Loop);
+        _output = new Pipe(new PipeOptions(pool, _sendScheduler, PipeScheduler.Inline, OutputPause, OutputPause / 2,
             pool.MaxBufferSize, useSynchronizationContext: false));
         Transport = new DuplexPipe(_input.Reader, _output.Writer);
         var features = new FeatureCollection();
@@ -105,6 +107,15 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
 
     /// <summary>Whether this connection's sends wait for the loop's batch (what the middleware decided; tests read it).</summary>
     public bool SendsDeferred => _socket.SendsDeferred;
+
+    /// <summary>
+    /// Lets output flushed off the loop thread gather before it is sent (<see cref="GatheredSends"/>): called by a
+    /// connection middleware once it knows the connection serves HTTP/2, whose frames are written from the thread pool.
+    /// </summary>
+    public void GatherOffLoopSends() => _sendScheduler.Start();
+
+    /// <summary>Whether output flushed off the loop thread gathers before it is sent (tests read it).</summary>
+    public bool SendsGathered => _sendScheduler.Gathering;
 
     public void Start()
     {

@@ -10,7 +10,7 @@ namespace Sidekick.Tests.Hosting;
 
 /// <summary>
 /// Which client connections get the loop's batched sends: plain ones, and TLS ones that chose HTTP/1.1 (or named
-/// nothing); not those that chose HTTP/2.
+/// nothing); those that chose HTTP/2 gather what is flushed off the loop thread instead.
 /// </summary>
 public sealed class BatchedSendsTests
 {
@@ -19,7 +19,7 @@ public sealed class BatchedSendsTests
     [InlineData("http/1.1", true)]
     [InlineData("", true)]
     [InlineData("h2", false)]
-    public async Task A_connection_serving_http1_has_its_sends_batched_and_http2_does_not(string? protocol, bool batched)
+    public async Task A_connection_serving_http1_has_its_sends_batched_and_http2_gathers_them(string? protocol, bool batched)
     {
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -29,6 +29,7 @@ public sealed class BatchedSendsTests
         using var accepted = await listener.AcceptAsync();
         await using var connection = new LoopConnection(LoopSocket.Accepted(accepted, EventLoops.Shared.Pick()), accepted, MemoryPool<byte>.Shared);
         Assert.False(connection.SendsDeferred);
+        Assert.False(connection.SendsGathered);
         var context = new DefaultConnectionContext();
         if (protocol is not null)
         {
@@ -39,6 +40,7 @@ public sealed class BatchedSendsTests
         context.Features.Set(connection);
         await PassesThroughAsync(context);
         Assert.Equal(batched, connection.SendsDeferred);
+        Assert.Equal(!batched, connection.SendsGathered);
     }
 
     [Fact]
@@ -53,7 +55,7 @@ public sealed class BatchedSendsTests
     private static async Task PassesThroughAsync(ConnectionContext context)
     {
         var reached = false;
-        await BatchedSends.ForHttp1(_ =>
+        await BatchedSends.ByProtocol(_ =>
         {
             reached = true;
             return Task.CompletedTask;
