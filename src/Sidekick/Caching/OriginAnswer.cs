@@ -1,4 +1,5 @@
 using Sidekick.Forwarding;
+using Yarp.ReverseProxy.Forwarder;
 
 namespace Sidekick.Caching;
 
@@ -86,9 +87,19 @@ internal sealed class OriginAnswer : IExchangeObserver
         }
 
         _writer = null;
-        writer.End(clientGone: context.RequestAborted.IsCancellationRequested);
+        writer.End(clientGone: ClientLeft(context));
         return writer.Fill;
     }
+
+    /// <summary>
+    /// Whether the body stopped because the client went away: the forwarder failed writing to it, or the request was
+    /// aborted. The forwarder's own verdict comes first: the connection's close reaches RequestAborted through the
+    /// thread pool, so a write that failed on a closed socket can end the exchange before the token is cancelled (a
+    /// fill of a client that left was then counted as origin_incomplete).
+    /// </summary>
+    internal static bool ClientLeft(HttpContext context) =>
+        context.Features.Get<IForwarderErrorFeature>()?.Error is ForwarderError.ResponseBodyClient or ForwarderError.ResponseBodyCanceled ||
+        context.RequestAborted.IsCancellationRequested;
 
     private static KeyValuePair<string, string>[] AllHeaders(IHeaderDictionary headers)
     {
