@@ -373,9 +373,15 @@ internal sealed class Http1Forwarder : IDisposable
             throw new ClientWriteException(ex);
         }
 
+        if (remaining == 0)
+        {
+            // The whole body came with the head (the common small response): the response's completion, right after
+            // this, flushes both anyway, so a flush here would only be one more pass through Kestrel's writer.
+            return;
+        }
+
         // The head, and the body bytes that came with it, leave now: the rest may be slow to come (a slow or stalled
-        // origin, a stream), and the client must not wait for it to see them. When the whole body came with the head
-        // (the common small response) this is the one send for both.
+        // origin, a stream), and the client must not wait for it to see them.
         await FlushToClientAsync(writer, connection);
         while (remaining > 0)
         {
