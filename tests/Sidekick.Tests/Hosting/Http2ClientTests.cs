@@ -26,12 +26,8 @@ public sealed class Http2ClientTests
         };
         await using var instance = SidekickApp.Create(options, new SidekickSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null });
         await instance.Server.StartAsync();
-        var deadline = Environment.TickCount64 + 45000;
-        while (instance.Server.Topology.Current.ActiveSite is null)
-        {
-            Assert.True(Environment.TickCount64 < deadline, "no backend came up");
-            await Task.Delay(25);
-        }
+        // Generous, as ServerTlsTests: a first probe on two busy cores has taken past 15 s.
+        await Eventually.WaitUntilAsync(() => instance.Server.Topology.Current.ActiveSite is not null, timeoutMs: 45000);
 
         using var handler = new SocketsHttpHandler
         {

@@ -13,8 +13,9 @@ internal delegate ValueTask<IPAddress[]> BackendResolve(string host, Cancellatio
 /// The keep-alive connections to one backend. Idle connections are reused most-recent first (so a burst's
 /// extra connections age out), retired after the idle timeout or shortly before the backend's own one
 /// (Keep-Alive: timeout=N), and checked for a backend-side close before reuse once they have been idle long
-/// enough for a backend to have dropped them, or always for a request that must not be sent twice. With event loops, idle connections wait in one lane per loop and a request
-/// takes one from its own loop's lane first, so an exchange stays on one thread from request to response.
+/// enough for a backend to have dropped them, or always for a request that must not be sent twice. With event
+/// loops, idle connections wait in one lane per loop and a request takes one from its own loop's lane first, so
+/// an exchange stays on one thread from request to response.
 /// </summary>
 internal sealed class BackendConnectionPool
 {
