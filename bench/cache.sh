@@ -207,6 +207,15 @@ measure() {
   read -r seconds CODE CACHE SIZE <<< "$(fetch "$url" "$@")"
   record "$obj" "$path" "$seconds" "$mark"
 }
+# The timed GETs of one run ($obj, $target and $length set by the loop below).
+measure_plain() { measure $obj plain "http://127.0.0.1:$SK_PLAIN$target" -H "Host: $HOST"; expect "uncached $obj" "$CODE $SIZE" "200 $length"; }
+measure_hit() { measure $obj hit "http://127.0.0.1:$SK_CACHE$target" -H "Host: $HOST"; expect "HIT $obj" "$CODE $CACHE $SIZE" "200 HIT $length"; }
+measure_store() { measure $obj store "$S3/cache/$(key_of "$target")"; expect "store GET $obj" "$CODE $SIZE" "200 $length"; }
+measure_hit_range() {
+  measure $obj hitrange "http://127.0.0.1:$SK_CACHE$target" -H "Host: $HOST" -H "Range: bytes=0-"
+  expect "ranged HIT $obj" "$CODE $CACHE $SIZE" "206 HIT $length"
+}
+measure_store_range() { measure $obj storerange "$S3/cache/$(key_of "$target")" -H "Range: bytes=0-"; expect "ranged store GET $obj" "$CODE $SIZE" "206 $length"; }
 RSS_PEAK=0            # KiB, sampled every 50 ms during the 1 GiB fills
 RSS_BEFORE=$(rss_kib "$CACHE_PID")
 for run in $(seq 1 "$RUNS_64"); do
@@ -215,8 +224,11 @@ for run in $(seq 1 "$RUNS_64"); do
     echo "part 1: run $run, $obj"
     length=$(stat -c %s "$OUT/www/$obj")
     target="/$obj?run=$run"   # a new query each run: a new cache entry, the same file
+    # Paths compared with each other take turns at going first (odd runs one way, even runs the other), so that
+    # neither always meets what the one before left behind (the store's work after an upload, cold caches).
+    first=$((run % 2))
     measure $obj origin "http://127.0.0.1:$ORIGIN/$obj"; expect "origin $obj" "$CODE $SIZE" "200 $length"
-    measure $obj plain "http://127.0.0.1:$SK_PLAIN$target" -H "Host: $HOST"; expect "uncached $obj" "$CODE $SIZE" "200 $length"
+    [ $first = 1 ] && measure_plain
 
     completed=$(metric $SK_CACHE sidekick_cache_fills_completed_total)
     if [ $obj = obj1g ]; then
@@ -232,15 +244,14 @@ for run in $(seq 1 "$RUNS_64"); do
       peak=$(sort -n "$OUT/rss-$run.txt" | tail -1); [ "$peak" -gt "$RSS_PEAK" ] && RSS_PEAK=$peak
     fi
     no_abandoned $SK_CACHE
+    # After the fill's upload: the uncached GET does not share the machine with it.
+    [ $first = 0 ] && measure_plain
 
-    measure $obj hit "http://127.0.0.1:$SK_CACHE$target" -H "Host: $HOST"; expect "HIT $obj" "$CODE $CACHE $SIZE" "200 HIT $length"
-    measure $obj store "$S3/cache/$(key_of "$target")"; expect "store GET $obj" "$CODE $SIZE" "200 $length"
+    if [ $first = 1 ]; then measure_hit; measure_store; else measure_store; measure_hit; fi
     # Diagnostic, not a setting: the same two GETs as "Range: bytes=0-" (the whole body, as a 206). The AWS SDK
     # checks a GetObject's body against an ETag that looks like an MD5 (s3rver gives one even to multipart
     # objects; S3 and MinIO do not) unless a range was asked; these rows show what that check costs a HIT.
-    measure $obj hitrange "http://127.0.0.1:$SK_CACHE$target" -H "Host: $HOST" -H "Range: bytes=0-"
-    expect "ranged HIT $obj" "$CODE $CACHE $SIZE" "206 HIT $length"
-    measure $obj storerange "$S3/cache/$(key_of "$target")" -H "Range: bytes=0-"; expect "ranged store GET $obj" "$CODE $SIZE" "206 $length"
+    if [ $first = 1 ]; then measure_hit_range; measure_store_range; else measure_store_range; measure_hit_range; fi
   done
 done
 LOAD_PART1=$(load)
@@ -361,7 +372,7 @@ sums() { local o=$1; [ "${SUM[$o,miss]}" = "${SUM[$o,origin]}" ] && [ "${SUM[$o,
   echo
   echo "## 1. One client at full speed (loopback, curl -o /dev/null)"
   echo
-  echo "Each run asks for a new URL (\`?run=N\`, the same file), so its first GET through the caching sidekick is a real miss; the HIT is asked once that fill's upload has completed (polled in the metrics: a fill completed, none in flight, no spool held), so it is read from the store and not from the fill's spool. Seconds per GET, median of $RUNS_64 runs for 64 MiB and $RUNS for 1 GiB."
+  echo "Each run asks for a new URL (\`?run=N\`, the same file), so its first GET through the caching sidekick is a real miss; the HIT is asked once that fill's upload has completed (polled in the metrics: a fill completed, none in flight, no spool held), so it is read from the store and not from the fill's spool. The paths compared take turns at going first: in odd runs the uncached GET comes before the MISS and the HIT before the store's GET, in even runs the uncached GET comes after the fill's upload and the store's GET before the HIT. Seconds per GET, median of $RUNS_64 runs for 64 MiB and $RUNS for 1 GiB."
   echo
   echo "| object | MISS | sidekick, no cache | MISS / no cache (target ≤ 1.1) | HIT | store direct | HIT / store direct (target ≤ 1.2) |"
   echo "|---|---|---|---|---|---|---|"
