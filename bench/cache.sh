@@ -186,6 +186,8 @@ TICK=$(getconf CLK_TCK)
 ticks() { local total=0 pid f; for pid in "$@"; do read -ra f < "/proc/$pid/stat"; total=$((total + f[13] + f[14])); done; echo $total; }
 # cpu_mark: CPU ticks so far of the two sidekicks, s3rver and nginx's worker.
 cpu_mark() { echo "$(ticks "$PLAIN_PID" "$CACHE_PID") $(ticks "$S3_PID") $(ticks "$NGINX_WORKER")"; }
+# store_idle: s3rver spent under 2 clock ticks of CPU over the last 300 ms.
+store_idle() { local before; before=$(ticks "$S3_PID"); sleep 0.3; [ $(($(ticks "$S3_PID") - before)) -lt 2 ]; }
 declare -A T C        # T[object,path]: seconds of each run; C[object,path,process]: CPU seconds of each run
 # record OBJECT PATH SECONDS MARK: appends one run's wall time and the CPU seconds spent since MARK.
 record() {
@@ -203,6 +205,9 @@ measure() {
   # own disk (a store is remote in use), and its writeback of up to 1 GiB would otherwise land on whichever GET
   # comes next, on the disk the spool writes to.
   sync
+  # Nor with the store still at work on what came before (finishing an upload, its own garbage collection): the
+  # first GET after a fill met that, whichever path it was (1 GiB: 2.5 s against 1.7-1.9 s for the GET after it).
+  wait_until 60 "the store idle" store_idle
   mark=$(cpu_mark)
   read -r seconds CODE CACHE SIZE <<< "$(fetch "$url" "$@")"
   record "$obj" "$path" "$seconds" "$mark"
