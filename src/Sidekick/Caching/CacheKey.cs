@@ -5,11 +5,20 @@ using Microsoft.AspNetCore.Http.Features;
 namespace Sidekick.Caching;
 
 /// <summary>
-/// Names entries in the bucket. The key is the SHA-256 of the Host and the request target with its query
-/// sorted and the presigned-credential parameters removed, so presigned URLs that differ only in their
-/// signature share one entry. Names are flat (S3 needs no directory sharding, and a flat name keeps server-side
-/// copies simple on every S3 implementation); a response with Vary is stored as
-/// <c>abcd….v.&lt;hash of the selected request headers&gt;</c> next to a marker at the plain key naming the Vary headers.
+/// Names entries in the bucket. The key is the SHA-256 of the Host and the request target with its query parameters
+/// sorted by name, so that two requests name one entry only when the origin cannot tell them apart:
+/// <list type="bullet">
+/// <item>The sort is by name alone and stable: a repeated name keeps the order of its values, which many servers
+/// read as "the first (or the last) wins"; sorted whole, <c>?v=a&amp;v=b</c> and <c>?v=b&amp;v=a</c> shared an entry, and one
+/// client chose what the other was served.</item>
+/// <item>A presigned URL's signing parameters are left out, so presigned URLs for one object share its entry (the
+/// origin confirms it for each requester: such an entry is served only after the requester's own 304). Only when the
+/// query carries a credential, though: without one, a parameter that merely has such a name (an <c>Expires</c> on a
+/// service that is not S3) is part of what is asked.</item>
+/// </list>
+/// Names are flat (S3 needs no directory sharding, and a flat name keeps server-side copies simple on every S3
+/// implementation); a response with Vary is stored as <c>abcd….v.&lt;hash of the selected request headers&gt;</c> next
+/// to a marker at the plain key naming the Vary headers.
 /// </summary>
 internal static class CacheKey
 {
@@ -25,19 +34,28 @@ internal static class CacheKey
         text.Append(host?.ToLowerInvariant()).Append(path);
         if (withQuery && question >= 0)
         {
-            var parameters = target[(question + 1)..]
-                .Split('&', StringSplitOptions.RemoveEmptyEntries)
-                .Where(p => !CachePolicy.IsCredentialParameter(Uri.UnescapeDataString(p.Split('=')[0])))
-                .Order(StringComparer.Ordinal)
+            var parameters = target[(question + 1)..].Split('&', StringSplitOptions.RemoveEmptyEntries);
+            var presigned = parameters.Any(p => CachePolicy.IsCredentialParameter(DecodedName(p)));
+            var kept = parameters
+                .Where(p => !presigned || !CachePolicy.IsPresignParameter(DecodedName(p)))
+                .OrderBy(RawName, StringComparer.Ordinal) // stable: a repeated name keeps its values' order
                 .ToArray();
-            if (parameters.Length > 0)
+            if (kept.Length > 0)
             {
-                text.Append('?').Append(string.Join('&', parameters));
+                text.Append('?').Append(string.Join('&', kept));
             }
         }
 
         return Hash(text.ToString());
     }
+
+    private static string RawName(string parameter)
+    {
+        var equals = parameter.IndexOf('=', StringComparison.Ordinal);
+        return equals < 0 ? parameter : parameter[..equals];
+    }
+
+    private static string DecodedName(string parameter) => Uri.UnescapeDataString(RawName(parameter));
 
     // A variant must not sit "under" its marker: stores with a file-system layout (MinIO, s3rver) refuse an
     // object whose name is a prefix directory of another.

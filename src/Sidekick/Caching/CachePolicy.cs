@@ -19,7 +19,7 @@ internal enum CacheDecision
 /// <summary>The RFC 9111 rules for a shared cache, as pure functions of headers and time.</summary>
 internal static class CachePolicy
 {
-    /// <summary>Presigned-URL query parameters (SigV4 and SigV2), left out of the cache key.</summary>
+    /// <summary>Presigned-URL query parameters (SigV4 and SigV2), left out of a presigned request's cache key.</summary>
     private static readonly string[] PresignParameters =
         ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-Security-Token", "X-Amz-SignedHeaders", "X-Amz-Algorithm", "Signature", "AWSAccessKeyId", "Expires"];
 
@@ -27,8 +27,13 @@ internal static class CachePolicy
     private static readonly string[] CredentialParameters =
         ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId"];
 
-    public static bool IsCredentialParameter(string name) =>
+    /// <summary>Whether the (decoded) query parameter name is one of a presigned URL's signing parameters.</summary>
+    public static bool IsPresignParameter(string name) =>
         PresignParameters.Any(p => string.Equals(p, name, StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>Whether the (decoded) query parameter name is, or names, a credential.</summary>
+    public static bool IsCredentialParameter(string name) =>
+        CredentialParameters.Any(p => string.Equals(p, name, StringComparison.OrdinalIgnoreCase));
 
     /// <summary>
     /// The request carries credentials (§3.5): an Authorization header, a cookie (a session is a credential
@@ -38,7 +43,7 @@ internal static class CachePolicy
     public static bool CarriesCredentials(HttpRequest request) =>
         request.Headers.ContainsKey(HeaderNames.Authorization) ||
         request.Headers.ContainsKey(HeaderNames.Cookie) ||
-        (request.QueryString.HasValue && request.Query.Keys.Any(k => CredentialParameters.Any(p => string.Equals(p, k, StringComparison.OrdinalIgnoreCase))));
+        (request.QueryString.HasValue && request.Query.Keys.Any(IsCredentialParameter));
 
     /// <summary>
     /// Whether reusing <paramref name="entry"/> needs the requester's own 304 first: always for an entry filled

@@ -1,0 +1,131 @@
+using System.Security.Cryptography;
+using System.Text;
+using Sidekick.Caching;
+using Sidekick.Hosting;
+using Sidekick.Tests.Integration;
+
+namespace Sidekick.Tests.Caching;
+
+/// <summary>
+/// Cache poisoning through the entry's name: two requests the origin answers differently must never share an
+/// entry, or one client chooses what the other is served. Hostile requests fill the cache first; then the victim's
+/// request, which names the other answer, must get the origin's bytes for it, byte for byte, and reach the origin.
+/// The origin here answers with the first value of a repeated parameter (as many servers read one) and reads a
+/// parameter named <c>Expires</c> as content, as any service that is not S3 may.
+/// </summary>
+public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture<CacheFixture>
+{
+    [Fact]
+    public async Task A_repeated_parameter_in_another_order_is_another_entry()
+    {
+        await using var origin = await QueryOrigin.StartAsync();
+        var (instance, client) = await StartAsync(origin);
+        await using var running = instance;
+
+        await FillAsync(instance, client, "/report?v=evil&v=good", "v=evil");
+
+        using var victim = await client.GetAsync("/report?v=good&v=evil");
+        Assert.Equal("v=good", await victim.Content.ReadAsStringAsync());
+        Assert.Equal("MISS", Outcome(victim));
+        Assert.Equal(1, origin.Asked("/report?v=good&v=evil"));
+    }
+
+    [Fact]
+    public async Task A_parameter_named_like_a_presigned_one_is_part_of_the_entry_without_a_signature()
+    {
+        await using var origin = await QueryOrigin.StartAsync();
+        var (instance, client) = await StartAsync(origin);
+        await using var running = instance;
+
+        await FillAsync(instance, client, "/page?Expires=evil&X-Amz-Date=evil", "Expires=evil");
+
+        using var victim = await client.GetAsync("/page");
+        Assert.Equal("plain", await victim.Content.ReadAsStringAsync());
+        Assert.Equal("MISS", Outcome(victim));
+        Assert.Equal(1, origin.Asked("/page"));
+    }
+
+    [Fact]
+    public void Presigned_urls_for_one_object_share_its_entry_and_parameter_order_does_not_matter()
+    {
+        const string host = "minio.example:9000";
+        var alice = CacheKey.For(host, "/b/o?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=A%2F1&X-Amz-Date=20260101T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=aa");
+        var bob = CacheKey.For(host, "/b/o?X-Amz-Signature=bb&X-Amz-Date=20260102T000000Z&X-Amz-Expires=600&X-Amz-Credential=B%2F2&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-SignedHeaders=host");
+        var sigV2 = CacheKey.For(host, "/b/o?AWSAccessKeyId=C&Expires=1700000000&Signature=cc");
+        Assert.Equal(CacheKey.For(host, "/b/o"), alice);
+        Assert.Equal(alice, bob);
+        Assert.Equal(alice, sigV2);
+
+        Assert.Equal(CacheKey.For(host, "/b/o?a=1&b=2"), CacheKey.For(host, "/b/o?b=2&a=1"));
+        Assert.NotEqual(CacheKey.For(host, "/b/o?a=1&a=2"), CacheKey.For(host, "/b/o?a=2&a=1"));
+        Assert.NotEqual(CacheKey.For(host, "/b/o"), CacheKey.For(host, "/b/o?Expires=1"));
+        Assert.NotEqual(CacheKey.For(host, "/b/o"), CacheKey.For(host, "/b/o?X-Amz-Date=20260101T000000Z"));
+    }
+
+    private Task<(SidekickInstance Instance, HttpClient Client)> StartAsync(QueryOrigin origin)
+    {
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_MIN_SIZE"] = "0";
+        return fixture.StartSidekickAsync([origin.Url], SidekickHarness.FastOptions, environment);
+    }
+
+    /// <summary>The hostile request's answer, stored in the bucket: the next request for that target is a HIT.</summary>
+    private static async Task FillAsync(SidekickInstance instance, HttpClient client, string target, string body)
+    {
+        using (var first = await client.GetAsync(target))
+        {
+            Assert.Equal("MISS", Outcome(first));
+            Assert.Equal(body, await first.Content.ReadAsStringAsync());
+        }
+
+        await Eventually.WaitUntilAsync(() => instance.Server.Cache!.FillsInFlight == 0);
+        using var again = await client.GetAsync(target);
+        Assert.Equal("HIT", Outcome(again));
+        Assert.Equal(body, await again.Content.ReadAsStringAsync());
+    }
+
+    private static string Outcome(HttpResponseMessage response) =>
+        response.Headers.TryGetValues("X-Cache", out var values) ? values.Single() : "(none)";
+
+    /// <summary>An origin whose answer is what the query asks for, fresh for ten minutes, counting the requests per target.</summary>
+    private sealed class QueryOrigin : IAsyncDisposable
+    {
+        private readonly WebApplication _app;
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> _asked = new();
+
+        private QueryOrigin(WebApplication app, int port)
+        {
+            _app = app;
+            Url = new Uri($"http://127.0.0.1:{port}");
+        }
+
+        public Uri Url { get; }
+
+        public int Asked(string target) => _asked.GetValueOrDefault(target);
+
+        public static async Task<QueryOrigin> StartAsync()
+        {
+            QueryOrigin? origin = null;
+            var (app, port) = await LoopbackApp.StartAsync(context => origin!.AnswerAsync(context));
+            origin = new QueryOrigin(app, port);
+            return origin;
+        }
+
+        public ValueTask DisposeAsync() => _app.DisposeAsync();
+
+        private async Task AnswerAsync(HttpContext context)
+        {
+            var request = context.Request;
+            _asked.AddOrUpdate(request.Path + request.QueryString, 1, (_, n) => n + 1);
+            // The first value of a repeated parameter wins; Expires selects content here, as on any non-S3 service.
+            var body = request.Query.TryGetValue("v", out var v) ? "v=" + v[0]
+                : request.Query.TryGetValue("Expires", out var expires) ? "Expires=" + expires[0]
+                : "plain";
+            var bytes = Encoding.UTF8.GetBytes(body);
+            context.Response.Headers.CacheControl = "max-age=600";
+            context.Response.Headers.ETag = "\"" + Convert.ToHexStringLower(SHA256.HashData(bytes))[..16] + "\"";
+            context.Response.ContentLength = bytes.Length;
+            await context.Response.Body.WriteAsync(bytes);
+        }
+    }
+}
