@@ -67,7 +67,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         {
             opened?.Dispose(); // a Vary marker: an empty object
             var names = varyNames.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-            key = CacheKey.Variant(key, names.Select(n => request.Headers[n].ToString()).ToArray());
+            key = CacheKey.Variant(key, names.Select(n => CachePolicy.VaryValue(request.Headers, n)).ToArray());
             if (await store.LookAsync(key, openBody, range, timeout.Token) is not var (variantHead, variantOpened))
             {
                 return null;
@@ -172,7 +172,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         var varyNames = response.Headers.Vary.ToString()
             .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
             .Select(n => n.ToLowerInvariant()).Distinct().Order(StringComparer.Ordinal).ToArray();
-        var varyValues = varyNames.Select(n => context.Request.Headers[n].ToString()).ToArray();
+        var varyValues = varyNames.Select(n => CachePolicy.VaryValue(context.Request.Headers, n)).ToArray();
         var responseTime = time.GetUtcNow();
         var date = CachedResponse.HttpDate(response.Headers.Date.ToString());
         var entry = new CachedResponse

@@ -31,6 +31,14 @@ internal static class CachePolicy
     public static bool IsPresignParameter(string name) =>
         PresignParameters.Any(p => string.Equals(p, name, StringComparison.OrdinalIgnoreCase));
 
+    /// <summary>
+    /// What a request header named by Vary contributes to selecting a stored response (§4.1): its field lines
+    /// combined, or, when the request lacks it, a mark no field value can hold (NUL), since a field absent from a
+    /// request matches only one absent from the stored request, never one sent empty.
+    /// </summary>
+    public static string VaryValue(IHeaderDictionary headers, string name) =>
+        headers.TryGetValue(name, out var value) ? value.ToString() : "\0";
+
     /// <summary>Whether the (decoded) query parameter name is, or names, a credential.</summary>
     public static bool IsCredentialParameter(string name) =>
         CredentialParameters.Any(p => string.Equals(p, name, StringComparison.OrdinalIgnoreCase));

@@ -436,7 +436,7 @@ internal sealed class ResponseCache : IDisposable
         var entry = fill.Entry;
         for (var i = 0; i < entry.VaryNames.Count; i++)
         {
-            if (context.Request.Headers[entry.VaryNames[i]].ToString() != entry.VaryValues[i])
+            if (CachePolicy.VaryValue(context.Request.Headers, entry.VaryNames[i]) != entry.VaryValues[i])
             {
                 return false;
             }

@@ -10,8 +10,9 @@ namespace Sidekick.Tests.Caching;
 /// Cache poisoning through the entry's name: two requests the origin answers differently must never share an
 /// entry, or one client chooses what the other is served. Hostile requests fill the cache first; then the victim's
 /// request, which names the other answer, must get the origin's bytes for it, byte for byte, and reach the origin.
-/// The origin here answers with the first value of a repeated parameter (as many servers read one) and reads a
-/// parameter named <c>Expires</c> as content, as any service that is not S3 may.
+/// The origin here answers with the first value of a repeated parameter (as many servers read one), reads a
+/// parameter named <c>Expires</c> as content, as any service that is not S3 may, and tells a header sent empty from
+/// one not sent (with <c>Vary</c> naming it).
 /// </summary>
 public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture<CacheFixture>
 {
@@ -46,6 +47,30 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task Vary_4_1_a_header_sent_empty_does_not_select_the_entry_of_a_request_without_it()
+    {
+        // RFC 9111 §4.1: a header field absent from the request matches only one absent from the stored request.
+        await using var origin = await QueryOrigin.StartAsync();
+        var (instance, client) = await StartAsync(origin);
+        await using var running = instance;
+
+        await FillAsync(instance, client, "/vary", "X-Mode empty", request => request.Headers.TryAddWithoutValidation("X-Mode", ""));
+
+        using var victim = await client.GetAsync("/vary");
+        Assert.Equal("X-Mode absent", await victim.Content.ReadAsStringAsync());
+        Assert.Equal("MISS", Outcome(victim));
+        Assert.Equal(2, origin.Asked("/vary"));
+
+        // And the other way round: the entry of the request without it does not answer the empty one.
+        await FillAsync(instance, client, "/vary2", "X-Mode absent");
+        using var empty = new HttpRequestMessage(HttpMethod.Get, "/vary2");
+        empty.Headers.TryAddWithoutValidation("X-Mode", "");
+        using var second = await client.SendAsync(empty);
+        Assert.Equal("X-Mode empty", await second.Content.ReadAsStringAsync());
+        Assert.Equal("MISS", Outcome(second));
+    }
+
+    [Fact]
     public void Presigned_urls_for_one_object_share_its_entry_and_parameter_order_does_not_matter()
     {
         const string host = "minio.example:9000";
@@ -70,18 +95,22 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
     }
 
     /// <summary>The hostile request's answer, stored in the bucket: the next request for that target is a HIT.</summary>
-    private static async Task FillAsync(SidekickInstance instance, HttpClient client, string target, string body)
+    private static async Task FillAsync(SidekickInstance instance, HttpClient client, string target, string body, Action<HttpRequestMessage>? shape = null)
     {
-        using (var first = await client.GetAsync(target))
+        using (var request = new HttpRequestMessage(HttpMethod.Get, target))
         {
+            shape?.Invoke(request);
+            using var first = await client.SendAsync(request);
             Assert.Equal("MISS", Outcome(first));
             Assert.Equal(body, await first.Content.ReadAsStringAsync());
         }
 
         await Eventually.WaitUntilAsync(() => instance.Server.Cache!.FillsInFlight == 0);
-        using var again = await client.GetAsync(target);
-        Assert.Equal("HIT", Outcome(again));
-        Assert.Equal(body, await again.Content.ReadAsStringAsync());
+        using var again = new HttpRequestMessage(HttpMethod.Get, target);
+        shape?.Invoke(again);
+        using var response = await client.SendAsync(again);
+        Assert.Equal("HIT", Outcome(response));
+        Assert.Equal(body, await response.Content.ReadAsStringAsync());
     }
 
     private static string Outcome(HttpResponseMessage response) =>
@@ -117,12 +146,16 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
         {
             var request = context.Request;
             _asked.AddOrUpdate(request.Path + request.QueryString, 1, (_, n) => n + 1);
-            // The first value of a repeated parameter wins; Expires selects content here, as on any non-S3 service.
-            var body = request.Query.TryGetValue("v", out var v) ? "v=" + v[0]
+            // The first value of a repeated parameter wins; Expires selects content here, as on any non-S3 service;
+            // under /vary the answer depends on whether X-Mode was sent, and says so in Vary.
+            var body = request.Path.StartsWithSegments("/vary") || request.Path.StartsWithSegments("/vary2")
+                ? "X-Mode " + (request.Headers.ContainsKey("X-Mode") ? "empty" : "absent")
+                : request.Query.TryGetValue("v", out var v) ? "v=" + v[0]
                 : request.Query.TryGetValue("Expires", out var expires) ? "Expires=" + expires[0]
                 : "plain";
             var bytes = Encoding.UTF8.GetBytes(body);
             context.Response.Headers.CacheControl = "max-age=600";
+            context.Response.Headers.Vary = "X-Mode";
             context.Response.Headers.ETag = "\"" + Convert.ToHexStringLower(SHA256.HashData(bytes))[..16] + "\"";
             context.Response.ContentLength = bytes.Length;
             await context.Response.Body.WriteAsync(bytes);
