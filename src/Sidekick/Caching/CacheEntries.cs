@@ -76,7 +76,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             (head, opened) = (variantHead, variantOpened);
         }
 
-        if (CachedResponse.Deserialize(head.Metadata(S3CacheStore.EntryMetadata)) is not { } entry)
+        if (CachedResponse.Deserialize(head.Metadata(S3CacheStore.EntryMetadata)) is not { } entry || !CachePolicy.VarySelects(entry, request.Headers))
         {
             opened?.Dispose();
             return null;

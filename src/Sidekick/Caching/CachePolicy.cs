@@ -39,6 +39,26 @@ internal static class CachePolicy
     public static string VaryValue(IHeaderDictionary headers, string name) =>
         headers.TryGetValue(name, out var value) ? value.ToString() : "\0";
 
+    /// <summary>
+    /// Whether <paramref name="entry"/>'s own Vary selects this request (§4.1): every header it names has the value
+    /// the request that filled it had. Checked on the entry itself, not only through its variant's name, because the
+    /// name is made of the values alone and the marker naming the Vary headers is the latest response's: an origin
+    /// that changed what it varies on would otherwise have an old variant answer a request whose other header carries
+    /// the same value.
+    /// </summary>
+    public static bool VarySelects(CachedResponse entry, IHeaderDictionary headers)
+    {
+        for (var i = 0; i < entry.VaryNames.Count; i++)
+        {
+            if (VaryValue(headers, entry.VaryNames[i]) != entry.VaryValues[i])
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
     /// <summary>Whether the (decoded) query parameter name is, or names, a credential.</summary>
     public static bool IsCredentialParameter(string name) =>
         CredentialParameters.Any(p => string.Equals(p, name, StringComparison.OrdinalIgnoreCase));

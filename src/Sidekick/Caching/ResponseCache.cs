@@ -434,12 +434,9 @@ internal sealed class ResponseCache : IDisposable
         }
 
         var entry = fill.Entry;
-        for (var i = 0; i < entry.VaryNames.Count; i++)
+        if (!CachePolicy.VarySelects(entry, context.Request.Headers))
         {
-            if (CachePolicy.VaryValue(context.Request.Headers, entry.VaryNames[i]) != entry.VaryValues[i])
-            {
-                return false;
-            }
+            return false;
         }
 
         var responseControl = CacheControl.Parse(entry.Header(HeaderNames.CacheControl));

@@ -71,6 +71,26 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task Vary_4_1_a_variant_is_served_only_to_a_request_its_own_Vary_selects()
+    {
+        // The origin changes what it varies on (X-A, then X-B). A variant stored under the first Vary must not answer
+        // a request whose X-B happens to carry the value its X-A had: the stored response's own Vary decides (§4.1).
+        await using var origin = await QueryOrigin.StartAsync();
+        var (instance, client) = await StartAsync(origin);
+        await using var running = instance;
+
+        await FillAsync(instance, client, "/shift", "X-A=v1", request => request.Headers.Add("X-A", "v1"));
+        origin.VaryOnB = true;
+        await FillAsync(instance, client, "/shift", "X-B=other", request => request.Headers.Add("X-B", "other"));
+
+        using var victim = new HttpRequestMessage(HttpMethod.Get, "/shift");
+        victim.Headers.Add("X-B", "v1");
+        using var response = await client.SendAsync(victim);
+        Assert.Equal("X-B=v1", await response.Content.ReadAsStringAsync());
+        Assert.Equal("MISS", Outcome(response));
+    }
+
+    [Fact]
     public void Presigned_urls_for_one_object_share_its_entry_and_parameter_order_does_not_matter()
     {
         const string host = "minio.example:9000";
@@ -132,6 +152,9 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
 
         public int Asked(string target) => _asked.GetValueOrDefault(target);
 
+        /// <summary>Under /shift: vary on X-B from now on (X-A before).</summary>
+        public bool VaryOnB { get; set; }
+
         public static async Task<QueryOrigin> StartAsync()
         {
             QueryOrigin? origin = null;
@@ -153,9 +176,16 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
                 : request.Query.TryGetValue("v", out var v) ? "v=" + v[0]
                 : request.Query.TryGetValue("Expires", out var expires) ? "Expires=" + expires[0]
                 : "plain";
+            var varyOn = "X-Mode";
+            if (request.Path.StartsWithSegments("/shift"))
+            {
+                varyOn = VaryOnB ? "X-B" : "X-A";
+                body = varyOn + "=" + request.Headers[varyOn];
+            }
+
             var bytes = Encoding.UTF8.GetBytes(body);
             context.Response.Headers.CacheControl = "max-age=600";
-            context.Response.Headers.Vary = "X-Mode";
+            context.Response.Headers.Vary = varyOn;
             context.Response.Headers.ETag = "\"" + Convert.ToHexStringLower(SHA256.HashData(bytes))[..16] + "\"";
             context.Response.ContentLength = bytes.Length;
             await context.Response.Body.WriteAsync(bytes);
