@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Net.Http.Headers;
 
 namespace Sidekick.Caching;
@@ -93,7 +94,9 @@ internal sealed class ResponseCache : IDisposable
         }
 
         var requestControl = RequestControl(request);
-        if (requestControl.Has("no-store"))
+        // A GET with content (search APIs put their query there, RFC 9110 §9.3.1 gives it no meaning): the entry's
+        // name does not cover the content, so the request neither reads an entry nor fills one.
+        if (requestControl.Has("no-store") || context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true)
         {
             await BypassAsync(context, origin);
             return;

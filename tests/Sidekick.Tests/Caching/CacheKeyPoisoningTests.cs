@@ -91,6 +91,36 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task A_GET_with_content_is_neither_stored_nor_answered_from_the_cache()
+    {
+        // Search APIs take their query as a GET's content (RFC 9110 §9.3.1 gives it no meaning, but origins use it);
+        // the entry's name does not cover it, so one client's content must never choose another's answer.
+        await using var origin = await QueryOrigin.StartAsync();
+        var (instance, client) = await StartAsync(origin);
+        await using var running = instance;
+
+        using (var plain = await client.GetAsync("/search"))
+        {
+            Assert.Equal("MISS", Outcome(plain));
+        }
+
+        await Eventually.WaitUntilAsync(() => instance.Server.Cache!.FillsInFlight == 0);
+        foreach (var query in new[] { "evil", "good" })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/search") { Content = new StringContent(query) };
+            using var response = await client.SendAsync(request);
+            Assert.Equal("content=" + query, await response.Content.ReadAsStringAsync());
+            Assert.Equal("BYPASS", Outcome(response));
+        }
+
+        await Eventually.WaitUntilAsync(() => instance.Server.Cache!.FillsInFlight == 0);
+        using var again = await client.GetAsync("/search");
+        Assert.Equal("content=", await again.Content.ReadAsStringAsync());
+        Assert.Equal("HIT", Outcome(again));
+        Assert.Equal(3, origin.Asked("/search"));
+    }
+
+    [Fact]
     public void Presigned_urls_for_one_object_share_its_entry_and_parameter_order_does_not_matter()
     {
         const string host = "minio.example:9000";
@@ -176,6 +206,12 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
                 : request.Query.TryGetValue("v", out var v) ? "v=" + v[0]
                 : request.Query.TryGetValue("Expires", out var expires) ? "Expires=" + expires[0]
                 : "plain";
+            if (request.Path.StartsWithSegments("/search"))
+            {
+                using var reader = new StreamReader(request.Body);
+                body = "content=" + await reader.ReadToEndAsync();
+            }
+
             var varyOn = "X-Mode";
             if (request.Path.StartsWithSegments("/shift"))
             {
