@@ -11,8 +11,8 @@ namespace Sidekick.Tests.Caching;
 /// entry, or one client chooses what the other is served. Hostile requests fill the cache first; then the victim's
 /// request, which names the other answer, must get the origin's bytes for it, byte for byte, and reach the origin.
 /// The origin here answers with the first value of a repeated parameter (as many servers read one), reads a
-/// parameter named <c>Expires</c> as content, as any service that is not S3 may, and tells a header sent empty from
-/// one not sent (with <c>Vary</c> naming it).
+/// parameter named <c>Expires</c> as content (as any service that is not S3 may) and a GET's content (as search APIs
+/// do), tells a header sent empty from one not sent, and changes what it varies on; each time its Vary says so.
 /// </summary>
 public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture<CacheFixture>
 {
@@ -199,29 +199,28 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
         {
             var request = context.Request;
             _asked.AddOrUpdate(request.Path + request.QueryString, 1, (_, n) => n + 1);
-            // The first value of a repeated parameter wins; Expires selects content here, as on any non-S3 service;
-            // under /vary the answer depends on whether X-Mode was sent, and says so in Vary.
-            var body = request.Path.StartsWithSegments("/vary") || request.Path.StartsWithSegments("/vary2")
-                ? "X-Mode " + (request.Headers.ContainsKey("X-Mode") ? "empty" : "absent")
-                : request.Query.TryGetValue("v", out var v) ? "v=" + v[0]
-                : request.Query.TryGetValue("Expires", out var expires) ? "Expires=" + expires[0]
-                : "plain";
-            if (request.Path.StartsWithSegments("/search"))
+            var (body, varyOn) = request.Path.Value switch
             {
-                using var reader = new StreamReader(request.Body);
-                body = "content=" + await reader.ReadToEndAsync();
-            }
-
-            var varyOn = "X-Mode";
-            if (request.Path.StartsWithSegments("/shift"))
-            {
-                varyOn = VaryOnB ? "X-B" : "X-A";
-                body = varyOn + "=" + request.Headers[varyOn];
-            }
+                // Whether X-Mode was sent at all, empty or not.
+                "/vary" or "/vary2" => ("X-Mode " + (request.Headers.ContainsKey("X-Mode") ? "empty" : "absent"), "X-Mode"),
+                // What it varies on changes while the test runs.
+                "/shift" when VaryOnB => ("X-B=" + request.Headers["X-B"], "X-B"),
+                "/shift" => ("X-A=" + request.Headers["X-A"], "X-A"),
+                // The query as the GET's content.
+                "/search" => ("content=" + await new StreamReader(request.Body).ReadToEndAsync(), null),
+                // The first value of a repeated parameter wins; Expires selects content, as on any non-S3 service.
+                _ when request.Query.TryGetValue("v", out var v) => ("v=" + v[0], null),
+                _ when request.Query.TryGetValue("Expires", out var expires) => ("Expires=" + expires[0], null),
+                _ => ("plain", (string?)null),
+            };
 
             var bytes = Encoding.UTF8.GetBytes(body);
             context.Response.Headers.CacheControl = "max-age=600";
-            context.Response.Headers.Vary = varyOn;
+            if (varyOn is not null)
+            {
+                context.Response.Headers.Vary = varyOn;
+            }
+
             context.Response.Headers.ETag = "\"" + Convert.ToHexStringLower(SHA256.HashData(bytes))[..16] + "\"";
             context.Response.ContentLength = bytes.Length;
             await context.Response.Body.WriteAsync(bytes);
