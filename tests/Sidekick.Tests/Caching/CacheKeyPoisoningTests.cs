@@ -118,6 +118,16 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
         Assert.Equal("content=", await again.Content.ReadAsStringAsync());
         Assert.Equal("HIT", Outcome(again));
         Assert.Equal(3, origin.Asked("/search"));
+
+        // Content-Length: 0, as some SDKs send on every GET, is no content: still answered from the cache.
+        using var socket = new System.Net.Sockets.TcpClient();
+        await socket.ConnectAsync(client.BaseAddress!.Host, client.BaseAddress.Port);
+        var stream = socket.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET /search HTTP/1.1\r\nHost: {client.BaseAddress.Authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
+        var answer = await new StreamReader(stream, Encoding.ASCII).ReadToEndAsync();
+        Assert.StartsWith("HTTP/1.1 200", answer, StringComparison.Ordinal);
+        Assert.Contains("X-Cache: HIT\r\n", answer, StringComparison.Ordinal);
+        Assert.EndsWith("\r\n\r\ncontent=", answer, StringComparison.Ordinal);
     }
 
     [Fact]
