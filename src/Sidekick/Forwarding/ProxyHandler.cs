@@ -12,7 +12,7 @@ internal sealed class ProxyHandler(ResponseCache? cache, BackendExchange exchang
     /// <summary>Entry point for every proxied request: refuse ambiguous input, then the cache (if any), then forward.</summary>
     public Task HandleAsync(HttpContext context)
     {
-        if (RequestGuard.FindViolation(context) is { } violation)
+        if (RequestGuard.Admit(context) is { } violation)
         {
             return RequestGuard.RejectAsync(context, violation);
         }

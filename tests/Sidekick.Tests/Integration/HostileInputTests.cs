@@ -30,7 +30,9 @@ public sealed class HostileInputTests : IAsyncLifetime
         { "bad chunk size", "POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n" },
         { "NUL in header", "GET /x HTTP/1.1\r\nHost: h\r\nX-A: a\0b\r\n\r\n" },
         { "bare CR in header", "GET /x HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n" },
-        { "absolute-form target", "GET http://evil.example/x HTTP/1.1\r\nHost: h\r\n\r\n" },
+        { "absolute-form target naming another host", "GET http://evil.example/x HTTP/1.1\r\nHost: h\r\n\r\n" },
+        { "absolute-form target with user information", "GET http://user@h/x HTTP/1.1\r\nHost: h\r\n\r\n" },
+        { "absolute-form target of another scheme", "GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n" },
         { "space before colon", "GET /x HTTP/1.1\r\nHost: h\r\nX-A : b\r\n\r\n" },
         { "missing Host", "GET /x HTTP/1.1\r\n\r\n" },
         { "huge header", "GET /x HTTP/1.1\r\nHost: h\r\nX-A: " + new string('a', 200_000) + "\r\n\r\n" },
@@ -50,6 +52,22 @@ public sealed class HostileInputTests : IAsyncLifetime
             // sees an aborted request, never a complete one. Everything else must not reach it at all.
             Assert.Equal(before, _backend.Hits);
         }
+    }
+
+    [Theory]
+    [InlineData("GET http://h/bucket/key?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", "/bucket/key?x=1")]
+    [InlineData("GET https://h:9000/bucket/%41key HTTP/1.1\r\nHost: h:9000\r\n\r\n", "/bucket/%41key")]
+    [InlineData("GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", "/")]
+    [InlineData("GET http://h?list HTTP/1.1\r\nHost: h\r\n\r\n", "/?list")]
+    public async Task An_absolute_form_target_naming_the_Host_reaches_the_backend_in_origin_form(string request, string expected)
+    {
+        // RFC 9112 §3.2.2: a server must accept the absolute form (Go's server, so upstream sidekick, does); the
+        // backend gets the path and query as the client wrote them, which is what a SigV4 signature covers.
+        var before = _backend.Seen.Count;
+        Assert.Equal(200, await SendAsync(request));
+        var seen = _backend.Seen.Skip(before).Single(r => !r.RawTarget.StartsWith("/health", StringComparison.Ordinal));
+        Assert.Equal(expected, seen.RawTarget);
+        Assert.Equal(request.Split("Host: ")[1].Split("\r\n")[0], seen.Headers["Host"]);
     }
 
     [Fact]
