@@ -176,6 +176,14 @@ internal sealed class ResponseCache : IDisposable
     {
         Metrics.Bypass();
         context.Response.Headers[CacheHeader] = "BYPASS";
+        // only-if-cached (§5.2.1.7): what the cache cannot answer (no-store, content, the store offline or unreadable)
+        // gets a 504, never the origin.
+        if (RequestControl(context.Request).Has("only-if-cached"))
+        {
+            context.Response.StatusCode = StatusCodes.Status504GatewayTimeout;
+            return;
+        }
+
         await origin.ForwardAsync(context);
     }
 

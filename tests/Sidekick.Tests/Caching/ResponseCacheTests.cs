@@ -120,6 +120,18 @@ public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<Cac
 
         using var onlyCached = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/never-seen") { Headers = { { "Cache-Control", "only-if-cached" } } });
         Assert.Equal(HttpStatusCode.GatewayTimeout, onlyCached.StatusCode);
+
+        // §5.2.1.7 also where the cache is bypassed (no-store, a GET with content): a 504, and the origin is not asked.
+        var served = backend.Served("/small");
+        using var noStore = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/small") { Headers = { { "Cache-Control", "only-if-cached, no-store" } } });
+        Assert.Equal(HttpStatusCode.GatewayTimeout, noStore.StatusCode);
+        using var withContent = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/small")
+        {
+            Headers = { { "Cache-Control", "only-if-cached" } },
+            Content = new StringContent("q"),
+        });
+        Assert.Equal(HttpStatusCode.GatewayTimeout, withContent.StatusCode);
+        Assert.Equal(served, backend.Served("/small"));
     }
 
     [Fact]
