@@ -94,11 +94,11 @@ internal sealed class ResponseCache : IDisposable
         }
 
         var requestControl = RequestControl(request);
-        // A GET with content (search APIs put their query there, RFC 9110 §9.3.1 gives it no meaning): the entry's
-        // name does not cover the content, so the request neither reads an entry nor fills one.
+        // A GET or HEAD with content (search APIs put their query there, RFC 9110 §9.3.1 gives it no meaning): the
+        // entry's name does not cover the content, so the request neither reads an entry nor fills one.
         if (requestControl.Has("no-store") || context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true)
         {
-            await BypassAsync(context, origin);
+            await BypassAsync(context, origin, requestControl);
             return;
         }
 
@@ -114,7 +114,7 @@ internal sealed class ResponseCache : IDisposable
 
         if (!_health.Online)
         {
-            await BypassAsync(context, origin);
+            await BypassAsync(context, origin, requestControl);
             return;
         }
 
@@ -140,7 +140,7 @@ internal sealed class ResponseCache : IDisposable
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {
             _health.LookupFailed(ex, _options.StoreTimeout);
-            await BypassAsync(context, origin);
+            await BypassAsync(context, origin, requestControl);
             return;
         }
 
@@ -172,18 +172,18 @@ internal sealed class ResponseCache : IDisposable
         return CacheControl.Parse(control.Count == 0 && request.Headers.Pragma.ToString().Contains("no-cache", StringComparison.OrdinalIgnoreCase) ? "no-cache" : control);
     }
 
-    private async Task BypassAsync(HttpContext context, ICacheOrigin origin)
+    private async Task BypassAsync(HttpContext context, ICacheOrigin origin, CacheControl requestControl)
     {
         Metrics.Bypass();
-        context.Response.Headers[CacheHeader] = "BYPASS";
         // only-if-cached (§5.2.1.7): what the cache cannot answer (no-store, content, the store offline or unreadable)
         // gets a 504, never the origin.
-        if (RequestControl(context.Request).Has("only-if-cached"))
+        if (requestControl.Has("only-if-cached"))
         {
-            context.Response.StatusCode = StatusCodes.Status504GatewayTimeout;
+            AnswerGatewayTimeout(context);
             return;
         }
 
+        context.Response.Headers[CacheHeader] = "BYPASS";
         await origin.ForwardAsync(context);
     }
 
@@ -203,8 +203,7 @@ internal sealed class ResponseCache : IDisposable
         if (requestControl.Has("only-if-cached"))
         {
             Metrics.Miss();
-            context.Response.StatusCode = StatusCodes.Status504GatewayTimeout;
-            context.Response.Headers[CacheHeader] = "MISS";
+            AnswerGatewayTimeout(context);
             return;
         }
 
@@ -527,8 +526,7 @@ internal sealed class ResponseCache : IDisposable
         if (decision == CacheDecision.Revalidate && requestControl.Has("only-if-cached"))
         {
             // §5.2.1.7: nothing may be served without asking the backend, and the client forbade asking.
-            context.Response.StatusCode = StatusCodes.Status504GatewayTimeout;
-            context.Response.Headers[CacheHeader] = "MISS";
+            AnswerGatewayTimeout(context);
             return;
         }
 
@@ -558,7 +556,7 @@ internal sealed class ResponseCache : IDisposable
         }
 
         // The store could not be read: the backend answers instead.
-        await BypassAsync(context, origin);
+        await BypassAsync(context, origin, requestControl);
     }
 
     /// <summary>
@@ -618,7 +616,7 @@ internal sealed class ResponseCache : IDisposable
                 return;
             }
 
-            await BypassAsync(context, origin);
+            await BypassAsync(context, origin, requestControl);
             return;
         }
 
@@ -639,7 +637,7 @@ internal sealed class ResponseCache : IDisposable
                 return;
             }
 
-            await BypassAsync(context, origin);
+            await BypassAsync(context, origin, requestControl);
             return;
         }
 

@@ -45,7 +45,7 @@ internal static class RequestGuard
     /// The path and query of an absolute <c>http</c> or <c>https</c> URI whose authority is <paramref name="host"/>
     /// (no user information), "/" when it has no path; null for anything else.
     /// </summary>
-    internal static string? OriginFormOf(string target, string? host)
+    private static string? OriginFormOf(string target, string? host)
     {
         var schemeEnd = target.StartsWith("http://", StringComparison.OrdinalIgnoreCase) ? 7
             : target.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? 8
