@@ -77,9 +77,10 @@ fetch() {
 expect() { [ "$2" = "$3" ] || { echo "$1: got '$2', expected '$3'" >&2; exit 1; }; }
 rss_kib() { local key value rest; while read -r key value rest; do [ "$key" = VmRSS: ] && { echo "$value"; return; }; done < "/proc/$1/status"; }
 hwm_kib() { awk '/VmHWM/ { print $2 }' "/proc/$1/status"; }
-# key_of TARGET: the bucket object holding the entry for http://$HOST TARGET (one query parameter at most
-# here, so no sorting is needed): SHA-256 hex of host + target (CacheKey.For).
-key_of() { printf '%s%s' "$HOST" "$1" | sha256sum | cut -d' ' -f1; }
+# key_of TARGET: the bucket object holding the entry for http://$HOST TARGET through the caching sidekick: its
+# namespace folder ($NAMESPACE, read from its /v1/state), then the SHA-256 hex of host + target (CacheKey.For; one
+# query parameter at most here, so no sorting is needed).
+key_of() { printf '%s/%s' "$NAMESPACE" "$(printf '%s%s' "$HOST" "$1" | sha256sum | cut -d' ' -f1)"; }
 load() { uptime | sed 's/.*load average: //'; }
 
 PIDS=()
@@ -164,6 +165,7 @@ for port in $SK_PLAIN $SK_CACHE $(seq $((SC_BASE + 1)) $((SC_BASE + SIDECARS))) 
   wait_until 30 "sidekick on $port" up "$port"
 done
 for port in $SK_CACHE $(seq $((SC_BASE + 1)) $((SC_BASE + SIDECARS))); do wait_until 30 "the store online in $port" store_up "$port"; done
+NAMESPACE=$(curl -s "http://127.0.0.1:$SK_CACHE/v1/state" | python3 -c 'import json, sys; print(json.load(sys.stdin)["cache"]["namespace"])')
 
 # fill_done PORT COMPLETED: the sidekick completed more than COMPLETED fills, none runs, and no spool space is held.
 fill_done() {

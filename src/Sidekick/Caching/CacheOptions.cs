@@ -54,6 +54,11 @@ internal sealed record CacheOptions
     public TimeSpan FillWait { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>A store operation on the request path taking longer than this bypasses the cache.</summary>
     public TimeSpan StoreTimeout { get; init; } = TimeSpan.FromSeconds(2);
+    /// <summary>
+    /// The folder of the bucket this sidecar's entries live in (SIDEKICK_CACHE_NAMESPACE). Null until the server sets
+    /// the default: a hash of the backends on the command line (see <see cref="CacheNamespace"/>).
+    /// </summary>
+    public string? Namespace { get; init; }
 
     /// <summary>Null when SIDEKICK_CACHE_ENDPOINT is unset or empty (the cache is off).</summary>
     public static CacheOptions? FromEnvironment(IReadOnlyDictionary<string, string?> env)
@@ -81,6 +86,16 @@ internal sealed record CacheOptions
         if (Get("REGION") is { } region)
         {
             options = options with { Region = region };
+        }
+
+        if (Get("NAMESPACE") is { } ns)
+        {
+            options = options with
+            {
+                Namespace = CacheNamespace.IsValid(ns)
+                    ? ns
+                    : throw new UsageException($"invalid {Prefix}NAMESPACE \"{ns}\": expected 1 to {CacheNamespace.MaxLength} letters, digits, '-', '_' or '.' (not first), such as prod-minio"),
+            };
         }
 
         if (Get("PATH_STYLE") is { } pathStyle)

@@ -57,6 +57,9 @@ internal sealed class ResponseCache : IDisposable
 
     public CacheMetrics Metrics { get; }
 
+    /// <summary>The bucket's folder the entries are in (<see cref="CacheNamespace"/>).</summary>
+    public string Namespace => _options.Namespace ?? "";
+
     public CacheHealth Health => _health;
 
     /// <summary>Responses being written to the store now (for /v1/state and the metrics).</summary>

@@ -29,6 +29,8 @@ internal sealed class S3CacheStore : IDisposable
     public static bool IsStoreError(Exception ex) =>
         ex is OperationCanceledException or AmazonServiceException or AmazonClientException or HttpRequestException or IOException;
     private readonly string _bucket;
+    // "<namespace>/" before every object's name (see CacheNamespace); empty only for a store built without one.
+    private readonly string _folder;
     // Over TLS a body's integrity in transit is TLS's job: its SHA-256 for the signature (a second pass over every
     // byte filled, about a third of a CPU second per GiB) is skipped. The SDK allows that only over HTTPS.
     private readonly bool _tls;
@@ -40,6 +42,7 @@ internal sealed class S3CacheStore : IDisposable
     public S3CacheStore(CacheOptions options)
     {
         _bucket = options.Bucket;
+        _folder = options.Namespace is { } ns ? ns + "/" : "";
         Endpoint = options.Endpoint;
         _tls = options.Endpoint.Scheme == Uri.UriSchemeHttps;
         var config = new AmazonS3Config
@@ -64,7 +67,7 @@ internal sealed class S3CacheStore : IDisposable
     /// <summary>Metadata of an object and the store's ETag of it, or null when it does not exist.</summary>
     public async Task<(CachedResponse? Entry, string? VaryNames, string? StoreETag)?> HeadAsync(string key, CancellationToken cancellationToken)
     {
-        var head = await _requests.HeadAsync(key, cancellationToken);
+        var head = await _requests.HeadAsync(Name(key), cancellationToken);
         return head is null ? null : (CachedResponse.Deserialize(head.Metadata(EntryMetadata)), head.Metadata(VaryMetadata), head.ETag);
     }
 
@@ -81,19 +84,19 @@ internal sealed class S3CacheStore : IDisposable
         {
             try
             {
-                return await _requests.GetAsync(key, range, cancellationToken) is { } opened ? (opened.Head, opened) : null;
+                return await _requests.GetAsync(Name(key), range, cancellationToken) is { } opened ? (opened.Head, opened) : null;
             }
             catch (AmazonS3Exception ex) when (range is not null && ex.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable)
             {
             }
         }
 
-        return await _requests.HeadAsync(key, cancellationToken) is { } head ? (head, null) : null;
+        return await _requests.HeadAsync(Name(key), cancellationToken) is { } head ? (head, null) : null;
     }
 
     /// <summary>Opens bytes <paramref name="from"/> through <paramref name="to"/> (inclusive) of a stored body; null when the object is gone.</summary>
     public Task<StoredObject?> OpenAsync(string key, long from, long to, CancellationToken cancellationToken) =>
-        _requests.GetAsync(key, new RangeItemHeaderValue(from, to), cancellationToken);
+        _requests.GetAsync(Name(key), new RangeItemHeaderValue(from, to), cancellationToken);
 
     /// <summary>
     /// Whether an opened body is the one <paramref name="entry"/> describes (same origin ETag and length in its
@@ -108,7 +111,7 @@ internal sealed class S3CacheStore : IDisposable
         var request = new PutObjectRequest
         {
             BucketName = _bucket,
-            Key = key,
+            Key = Name(key),
             InputStream = new MemoryStream(body.ToArray(), writable: false),
             UseChunkEncoding = false,
             AutoCloseStream = true,
@@ -123,7 +126,7 @@ internal sealed class S3CacheStore : IDisposable
 
     public async Task<string> BeginMultipartAsync(string key, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
     {
-        var request = new InitiateMultipartUploadRequest { BucketName = _bucket, Key = key };
+        var request = new InitiateMultipartUploadRequest { BucketName = _bucket, Key = Name(key) };
         foreach (var (name, value) in metadata)
         {
             request.Metadata[name] = value;
@@ -137,7 +140,7 @@ internal sealed class S3CacheStore : IDisposable
     {
         var response = await _s3.UploadPartAsync(new UploadPartRequest
         {
-            BucketName = _bucket, Key = key, UploadId = uploadId, PartNumber = number,
+            BucketName = _bucket, Key = Name(key), UploadId = uploadId, PartNumber = number,
             InputStream = part, PartSize = part.Length, UseChunkEncoding = false, DisablePayloadSigning = _tls,
         }, cancellationToken);
         return new PartETag(number, response.ETag);
@@ -148,7 +151,7 @@ internal sealed class S3CacheStore : IDisposable
     {
         var request = new PutObjectRequest
         {
-            BucketName = _bucket, Key = key, InputStream = body, UseChunkEncoding = false, AutoCloseStream = false, DisablePayloadSigning = _tls,
+            BucketName = _bucket, Key = Name(key), InputStream = body, UseChunkEncoding = false, AutoCloseStream = false, DisablePayloadSigning = _tls,
         };
         foreach (var (name, value) in metadata)
         {
@@ -159,10 +162,10 @@ internal sealed class S3CacheStore : IDisposable
     }
 
     public Task CompleteMultipartAsync(string key, string uploadId, List<PartETag> parts, CancellationToken cancellationToken) =>
-        _s3.CompleteMultipartUploadAsync(new CompleteMultipartUploadRequest { BucketName = _bucket, Key = key, UploadId = uploadId, PartETags = parts }, cancellationToken);
+        _s3.CompleteMultipartUploadAsync(new CompleteMultipartUploadRequest { BucketName = _bucket, Key = Name(key), UploadId = uploadId, PartETags = parts }, cancellationToken);
 
     public Task AbortMultipartAsync(string key, string uploadId) =>
-        _s3.AbortMultipartUploadAsync(new AbortMultipartUploadRequest { BucketName = _bucket, Key = key, UploadId = uploadId });
+        _s3.AbortMultipartUploadAsync(new AbortMultipartUploadRequest { BucketName = _bucket, Key = Name(key), UploadId = uploadId });
 
     /// <summary>
     /// Replaces an entry's metadata (after a 304 refreshed its headers) while the object is still the one
@@ -170,12 +173,12 @@ internal sealed class S3CacheStore : IDisposable
     /// changed or is gone.
     /// </summary>
     public Task<bool> UpdateMetadataAsync(string key, string storeETag, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken) =>
-        _requests.ReplaceMetadataAsync(key, storeETag, metadata, cancellationToken);
+        _requests.ReplaceMetadataAsync(Name(key), storeETag, metadata, cancellationToken);
 
     /// <summary>The fill lease at <paramref name="key"/> and when the store last wrote it, or null when there is none.</summary>
     public async Task<(FillLease Lease, DateTimeOffset Written)?> ReadLeaseAsync(string key, CancellationToken cancellationToken)
     {
-        var head = await _requests.HeadAsync(key, cancellationToken);
+        var head = await _requests.HeadAsync(Name(key), cancellationToken);
         return head is not null && FillLease.Parse(head.Metadata(LeaseMetadata)) is { } lease && head.LastModified is { } written
             ? (lease, written.ToUniversalTime())
             : null;
@@ -188,7 +191,7 @@ internal sealed class S3CacheStore : IDisposable
     /// </summary>
     public async Task<bool> WriteLeaseAsync(string key, FillLease lease, bool onlyIfAbsent, CancellationToken cancellationToken)
     {
-        var request = new PutObjectRequest { BucketName = _bucket, Key = key, InputStream = new MemoryStream([], writable: false), UseChunkEncoding = false };
+        var request = new PutObjectRequest { BucketName = _bucket, Key = Name(key), InputStream = new MemoryStream([], writable: false), UseChunkEncoding = false };
         request.Metadata[LeaseMetadata] = lease.ToString();
         if (onlyIfAbsent)
         {
@@ -206,20 +209,25 @@ internal sealed class S3CacheStore : IDisposable
         }
     }
 
-    public Task DeleteAsync(string key, CancellationToken cancellationToken) =>
-        _s3.DeleteObjectAsync(new DeleteObjectRequest { BucketName = _bucket, Key = key }, cancellationToken);
+    public Task DeleteAsync(string key, CancellationToken cancellationToken) => DeleteObjectAsync(Name(key), cancellationToken);
 
     /// <summary>Deletes an entry, its Vary marker and every variant stored under it.</summary>
     public async Task DeleteEntryAsync(string key, CancellationToken cancellationToken)
     {
-        var listing = await _s3.ListObjectsV2Async(new ListObjectsV2Request { BucketName = _bucket, Prefix = CacheKey.VariantPrefix(key) }, cancellationToken);
+        var listing = await _s3.ListObjectsV2Async(new ListObjectsV2Request { BucketName = _bucket, Prefix = Name(CacheKey.VariantPrefix(key)) }, cancellationToken);
         foreach (var variant in listing.S3Objects ?? [])
         {
-            await DeleteAsync(variant.Key, cancellationToken);
+            await DeleteObjectAsync(variant.Key, cancellationToken); // the listing names objects, folder included
         }
 
         await DeleteAsync(key, cancellationToken);
     }
+
+    private Task<DeleteObjectResponse> DeleteObjectAsync(string name, CancellationToken cancellationToken) =>
+        _s3.DeleteObjectAsync(new DeleteObjectRequest { BucketName = _bucket, Key = name }, cancellationToken);
+
+    /// <summary>The object that holds <paramref name="key"/>: the key inside this sidecar's namespace.</summary>
+    private string Name(string key) => _folder + key;
 
     /// <summary>
     /// One cheap request that proves the store answers and the bucket exists: a listing of a prefix that holds

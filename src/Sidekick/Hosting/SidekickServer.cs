@@ -174,7 +174,7 @@ internal sealed class SidekickServer : IAsyncDisposable
             new OutlierOptions(options.OutlierConsecutiveErrors, options.OutlierEjectionTime, options.OutlierMaxEjectionTime, options.OutlierMaxEjectionPercent),
             Topology);
         Outliers.Ejected += (_, _) => Interlocked.Increment(ref _ejections);
-        Cache = settings.Cache is { } cache ? new ResponseCache(cache, time) : null;
+        Cache = settings.Cache is { } cache ? new ResponseCache(WithNamespace(cache, options), time) : null;
         if (Cache is not null)
         {
             Cache.Fills.Abandoned += (target, reason, detail) => _stateLog?.OnFillAbandoned(target, CacheMetrics.AbandonLabel(reason), detail, time.GetUtcNow());
@@ -297,6 +297,14 @@ internal sealed class SidekickServer : IAsyncDisposable
         _stateLog?.OnTransition(backend, transition);
         Sites.Refresh();
     }
+
+    /// <summary>
+    /// The cache's settings with its namespace: SIDEKICK_CACHE_NAMESPACE, else the hash of the backends the command
+    /// line names (before --rr-dns-mode resolves them, so that the addresses a name resolves to do not move it).
+    /// </summary>
+    private static CacheOptions WithNamespace(CacheOptions cache, SidekickOptions options) => cache.Namespace is not null
+        ? cache
+        : cache with { Namespace = CacheNamespace.Of(SiteParser.Parse(options.Sites, options.ProgramName, options.HealthPath, options.ReadHealthPath, options.HealthPort)) };
 
     /// <summary>Builds the topology, starts probing and binds the listener.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)

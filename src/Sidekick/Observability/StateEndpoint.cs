@@ -117,6 +117,8 @@ internal static class StateEndpoint
         json.WriteStartObject("cache");
         json.WriteString("endpoint", SecretRedaction.Text(cache.Health.Endpoint.ToString().TrimEnd('/')));
         json.WriteString("bucket", cache.Health.Bucket);
+        // The bucket's folder this sidecar's entries are in: sidecars share entries only when this is the same.
+        json.WriteString("namespace", cache.Namespace);
         json.WriteBoolean("healthy", health.Healthy);
         if (health.Since is { } since)
         {

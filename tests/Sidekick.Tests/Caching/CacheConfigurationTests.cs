@@ -1,5 +1,6 @@
 using Sidekick.Caching;
 using Sidekick.Cli;
+using Sidekick.Topology;
 
 namespace Sidekick.Tests.Caching;
 
@@ -37,6 +38,8 @@ public sealed class CacheConfigurationTests
     [InlineData("SIDEKICK_CACHE_ENDPOINT", "ftp://x", "invalid SIDEKICK_CACHE_ENDPOINT \"ftp://x\"")]
     [InlineData("SIDEKICK_CACHE_BUCKET", "", "SIDEKICK_CACHE_BUCKET must be set")]
     [InlineData("SIDEKICK_CACHE_PART_SIZE", "1MiB", "must be between 5MiB and 512MiB")]
+    [InlineData("SIDEKICK_CACHE_NAMESPACE", "prod/minio", "invalid SIDEKICK_CACHE_NAMESPACE \"prod/minio\": expected 1 to 64 letters")]
+    [InlineData("SIDEKICK_CACHE_NAMESPACE", "..", "invalid SIDEKICK_CACHE_NAMESPACE \"..\"")]
     public void Bad_values_name_the_variable_and_never_the_secret(string name, string value, string expected)
     {
         var env = Valid();
@@ -58,5 +61,28 @@ public sealed class CacheConfigurationTests
         Assert.Equal(20L << 30, CacheOptions.FromEnvironment(environment)!.SpoolSize);
         environment["SIDEKICK_CACHE_SPOOL_SIZE"] = "2GiB";
         Assert.Equal(2L << 30, CacheOptions.FromEnvironment(environment)!.SpoolSize); // as set
+    }
+
+    [Fact]
+    public void The_default_namespace_is_named_by_the_backends_alone()
+    {
+        static string Of(params string[] sites) => CacheNamespace.Of(SiteParser.Parse(sites, "sidekick", "/health", "/health", 0));
+
+        var production = Of("http://minio{1...4}:9000");
+        Assert.Matches("^[0-9a-f]{16}$", production);
+        // The same backends in another order, spelling or site, with a path: what they serve is the same.
+        Assert.Equal(production, Of("http://MINIO4:9000,http://minio3:9000/,http://minio2:9000/data,http://minio1:9000"));
+        Assert.Equal(production, Of("http://minio{1...2}:9000", "http://minio{3...4}:9000"));
+        Assert.Equal(Of("http://a:9000", "http://b:9000"), Of("http://b:9000", "http://a:9000"));
+        Assert.Equal(Of("http://a"), Of("http://a:80"));
+        // Another cluster, port or scheme is another origin.
+        Assert.NotEqual(production, Of("http://minio{1...3}:9000"));
+        Assert.NotEqual(production, Of("http://minio{1...4}:9001"));
+        Assert.NotEqual(production, Of("https://minio{1...4}:9000"));
+
+        var environment = Valid();
+        Assert.Null(CacheOptions.FromEnvironment(environment)!.Namespace); // the server sets the default
+        environment["SIDEKICK_CACHE_NAMESPACE"] = "prod-minio_2.a";
+        Assert.Equal("prod-minio_2.a", CacheOptions.FromEnvironment(environment)!.Namespace);
     }
 }

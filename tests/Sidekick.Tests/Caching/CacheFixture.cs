@@ -12,6 +12,9 @@ public sealed class CacheFixture : IAsyncLifetime
 {
     public const string Bucket = "cache";
 
+    /// <summary>The bucket's folder every sidekick of these tests keeps its entries in (SIDEKICK_CACHE_NAMESPACE).</summary>
+    public const string Namespace = "tests";
+
     private S3rverProcess? _s3;
 
     internal S3rverProcess S3 => _s3!;
@@ -65,7 +68,11 @@ public sealed class CacheFixture : IAsyncLifetime
         ["SIDEKICK_CACHE_BUCKET"] = Bucket,
         ["SIDEKICK_CACHE_MIN_SIZE"] = "1KiB",
         ["SIDEKICK_CACHE_HEALTH_DURATION"] = "1s",
+        ["SIDEKICK_CACHE_NAMESPACE"] = Namespace,
     };
+
+    /// <summary>The bucket object holding <paramref name="key"/> for a sidekick started with <see cref="Environment"/>.</summary>
+    internal static string ObjectName(string key) => $"{Namespace}/{key}";
 
     internal Task<(SidekickInstance Instance, HttpClient Client)> StartSidekickAsync(CacheTestBackend backend, Dictionary<string, string?>? environment = null, TimeProvider? time = null) =>
         StartSidekickAsync([backend.Url], SidekickHarness.FastOptions, environment, time: time);

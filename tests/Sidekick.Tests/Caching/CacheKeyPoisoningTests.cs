@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json;
 using Sidekick.Caching;
 using Sidekick.Hosting;
 using Sidekick.Tests.Integration;
@@ -131,6 +132,48 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task Sidecars_in_front_of_different_origins_sharing_a_bucket_do_not_serve_each_others_entries()
+    {
+        // Every sidecar's clients call it localhost:8080, so Host and target alone name one entry for production and
+        // staging. With the default settings each sidecar keeps its entries in a folder named by its backends: a
+        // sidecar of the same origin shares them, one of another origin gets its own origin's bytes.
+        await using var production = await QueryOrigin.StartAsync("production");
+        await using var staging = await QueryOrigin.StartAsync("staging");
+        var environment = fixture.Environment();
+        environment.Remove("SIDEKICK_CACHE_NAMESPACE");
+        environment["SIDEKICK_CACHE_MIN_SIZE"] = "0";
+        var (first, firstClient) = await fixture.StartSidekickAsync([production.Url], SidekickHarness.FastOptions, environment);
+        await using var firstRunning = first;
+        var (other, otherClient) = await fixture.StartSidekickAsync([staging.Url], SidekickHarness.FastOptions, environment);
+        await using var otherRunning = other;
+        var (second, secondClient) = await fixture.StartSidekickAsync([production.Url], SidekickHarness.FastOptions, environment);
+        await using var secondRunning = second;
+        foreach (var client in (HttpClient[])[firstClient, otherClient, secondClient])
+        {
+            client.DefaultRequestHeaders.Host = "localhost:8080";
+        }
+
+        await FillAsync(first, firstClient, "/object", "production: plain");
+
+        using var victim = await otherClient.GetAsync("/object");
+        Assert.Equal("staging: plain", await victim.Content.ReadAsStringAsync());
+        Assert.Equal("MISS", Outcome(victim));
+        Assert.Equal(1, staging.Asked("/object"));
+
+        using var shared = await secondClient.GetAsync("/object");
+        Assert.Equal("production: plain", await shared.Content.ReadAsStringAsync());
+        Assert.Equal("HIT", Outcome(shared));
+        Assert.Equal(1, production.Asked("/object"));
+
+        // The folder each one uses, as /v1/state tells the operator.
+        using var state = JsonDocument.Parse(await firstClient.GetStringAsync("/v1/state"));
+        var folder = state.RootElement.GetProperty("cache").GetProperty("namespace").GetString();
+        Assert.Matches("^[0-9a-f]{16}$", folder);
+        Assert.Equal(folder, second.Server.Cache!.Namespace);
+        Assert.NotEqual(folder, other.Server.Cache!.Namespace);
+    }
+
+    [Fact]
     public void Presigned_urls_for_one_object_share_its_entry_and_parameter_order_does_not_matter()
     {
         const string host = "minio.example:9000";
@@ -182,9 +225,12 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
         private readonly WebApplication _app;
         private readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> _asked = new();
 
-        private QueryOrigin(WebApplication app, int port)
+        private readonly string? _name;
+
+        private QueryOrigin(WebApplication app, int port, string? name)
         {
             _app = app;
+            _name = name;
             Url = new Uri($"http://127.0.0.1:{port}");
         }
 
@@ -195,11 +241,12 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
         /// <summary>Under /shift: vary on X-B from now on (X-A before).</summary>
         public bool VaryOnB { get; set; }
 
-        public static async Task<QueryOrigin> StartAsync()
+        /// <param name="name">Put before every answer, to tell this origin's bytes from another's.</param>
+        public static async Task<QueryOrigin> StartAsync(string? name = null)
         {
             QueryOrigin? origin = null;
             var (app, port) = await LoopbackApp.StartAsync(context => origin!.AnswerAsync(context));
-            origin = new QueryOrigin(app, port);
+            origin = new QueryOrigin(app, port, name);
             return origin;
         }
 
@@ -224,7 +271,7 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
                 _ => ("plain", (string?)null),
             };
 
-            var bytes = Encoding.UTF8.GetBytes(body);
+            var bytes = Encoding.UTF8.GetBytes(_name is null ? body : $"{_name}: {body}");
             context.Response.Headers.CacheControl = "max-age=600";
             if (varyOn is not null)
             {

@@ -88,8 +88,8 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         await using var _ = sidekick;
 
         // The lookup is held at the store: the lease's HEAD must come while it waits, not after its answer.
-        var leaseHead = $"HEAD /cache/{FillLeases.KeyOf(CacheKey.For("minio.example:9000", path))}";
-        var lookup = $"GET /cache/{CacheKey.For("minio.example:9000", path)}"; // a whole GET's lookup opens the body too
+        var leaseHead = $"HEAD /cache/{CacheFixture.ObjectName(FillLeases.KeyOf(CacheKey.For("minio.example:9000", path)))}";
+        var lookup = $"GET /cache/{CacheFixture.ObjectName(CacheKey.For("minio.example:9000", path))}"; // a whole GET's lookup opens the body too
         var release = new TaskCompletionSource();
         relay.EntryLookupsWaitFor = release.Task;
         var miss = client.GetAsync(path);
@@ -120,7 +120,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         await using var _ = sidekick;
 
         // The lease write, or its read-back, is held at the store: the origin request must not wait for it.
-        var leaseWrite = $"PUT /cache/{FillLeases.KeyOf(CacheKey.For("minio.example:9000", path))}";
+        var leaseWrite = $"PUT /cache/{CacheFixture.ObjectName(FillLeases.KeyOf(CacheKey.For("minio.example:9000", path)))}";
         var release = new TaskCompletionSource();
         if (held == "write")
         {
@@ -195,7 +195,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         await Eventually.WaitUntilAsync(() => metrics.FillRacesLost(fetchedTwice: true) == 1, what: "the race counted as fetched twice");
         await Eventually.WaitUntilAsync(() => race.Sidekick.Server.Cache!.Fills.InFlight == 0, what: "the fill ended");
         Assert.Null(await direct.HeadAsync(CacheKey.For("minio.example:9000", path), default)); // the other sidecar's to store
-        Assert.DoesNotContain(relay.Requests, r => r == $"PUT /cache/{CacheKey.For("minio.example:9000", path)}");
+        Assert.DoesNotContain(relay.Requests, r => r == $"PUT /cache/{CacheFixture.ObjectName(CacheKey.For("minio.example:9000", path))}");
         Assert.Equal("other", (await direct.ReadLeaseAsync(race.LeaseKey, default))!.Value.Lease.Owner); // not removed: not ours
         Assert.Equal(0, metrics.FillsCompleted);
         await Eventually.WaitUntilAsync(() => race.Log.ToString().Contains($"cache fill of {path} left to another sidecar", StringComparison.Ordinal),
@@ -246,12 +246,12 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
 
         var taken = await one.ClaimAsync(key, null, default);
         Assert.Equal(FillClaimKind.Holding, taken.Kind);
-        Assert.Equal([$"PUT /cache/{leaseKey} if-none-match"], conditional.Requests.Where(r => r.Contains(leaseKey, StringComparison.Ordinal)));
+        Assert.Equal([$"PUT /cache/{CacheFixture.ObjectName(leaseKey)} if-none-match"], conditional.Requests.Where(r => r.Contains(leaseKey, StringComparison.Ordinal)));
         var held = (await direct.ReadLeaseAsync(leaseKey, default))!.Value.Lease;
 
         // The second sidecar's create is refused: it reads the lease and waits; the lease still names the first.
         var waiting = two.ClaimAsync(key, null, default);
-        await Eventually.WaitUntilAsync(() => conditional.Requests.Any(r => r == $"HEAD /cache/{leaseKey}"), what: "the second sidecar reading the lease");
+        await Eventually.WaitUntilAsync(() => conditional.Requests.Any(r => r == $"HEAD /cache/{CacheFixture.ObjectName(leaseKey)}"), what: "the second sidecar reading the lease");
         Assert.False(waiting.IsCompleted);
         Assert.Equal(held.Owner, (await direct.ReadLeaseAsync(leaseKey, default))!.Value.Lease.Owner);
 
@@ -466,7 +466,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
 
         // Its lease write and read-back run beside the origin request and may outlast the answer (a 404, not stored):
         // the test's own store hooks must not see them. The lease not stored is removed last.
-        var leaseRemoved = $"DELETE /cache/{FillLeases.KeyOf(CacheKey.For("minio.example:9000", learn))}";
+        var leaseRemoved = $"DELETE /cache/{CacheFixture.ObjectName(FillLeases.KeyOf(CacheKey.For("minio.example:9000", learn)))}";
         await Eventually.WaitUntilAsync(() => relay.Requests.Contains(leaseRemoved),
             what: "the learning request's lease removed");
         return (sidekick, client);

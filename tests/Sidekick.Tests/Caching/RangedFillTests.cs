@@ -385,7 +385,7 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         Assert.True(await FillAsync((byte)'a'));
         Assert.True(await FillAsync((byte)'b'));
         using var s3 = fixture.Client();
-        using var stored = await s3.GetObjectAsync(CacheFixture.Bucket, key);
+        using var stored = await s3.GetObjectAsync(CacheFixture.Bucket, CacheFixture.ObjectName(key));
         using var body = new MemoryStream();
         await stored.ResponseStream.CopyToAsync(body);
         Assert.Equal(Enumerable.Repeat((byte)'a', length).ToArray(), body.ToArray());

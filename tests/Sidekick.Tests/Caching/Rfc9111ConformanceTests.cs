@@ -663,7 +663,7 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         var deadline = Environment.TickCount64 + 15000;
         while (true)
         {
-            var head = await s3.GetObjectMetadataAsync(CacheFixture.Bucket, key);
+            var head = await s3.GetObjectMetadataAsync(CacheFixture.Bucket, CacheFixture.ObjectName(key));
             if (CachedResponse.Deserialize(head.Metadata[S3CacheStore.EntryMetadata]) is { } entry && condition(entry))
             {
                 return;

@@ -27,7 +27,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
         await using var running = instance;
         client.DefaultRequestHeaders.Host = "minio.example:9000";
-        var entry = "/cache/" + CacheKey.For("minio.example:9000", path);
+        var entry = "/cache/" + CacheFixture.ObjectName(CacheKey.For("minio.example:9000", path));
 
         using var miss = await client.GetAsync(path);
         Assert.Equal("MISS", Outcome(miss));

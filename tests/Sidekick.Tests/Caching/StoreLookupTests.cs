@@ -32,8 +32,8 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
         {
             Status = 200, Headers = [new("ETag", "\"r1\"")], Length = 10, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
         };
-        var stored = relay.Requests.Count(r => r == $"PUT /{CacheFixture.Bucket}/{key}");
-        int Writes() => relay.Requests.Count(r => r == $"PUT /{CacheFixture.Bucket}/{key}") - stored;
+        var stored = relay.Requests.Count(r => r == $"PUT /{CacheFixture.Bucket}/{CacheFixture.ObjectName(key)}");
+        int Writes() => relay.Requests.Count(r => r == $"PUT /{CacheFixture.Bucket}/{CacheFixture.ObjectName(key)}") - stored;
 
         for (var i = 0; i < 5; i++)
         {
@@ -75,7 +75,7 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
 
         async Task<(string Metadata, string Body)> StoredAsync()
         {
-            using var stored = await s3.GetObjectAsync(CacheFixture.Bucket, key);
+            using var stored = await s3.GetObjectAsync(CacheFixture.Bucket, CacheFixture.ObjectName(key));
             using var copy = new MemoryStream();
             await stored.ResponseStream.CopyToAsync(copy);
             return (stored.Metadata["sidekick"], Convert.ToHexString(copy.ToArray()));
@@ -135,7 +135,7 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
 
         var cache = instance.Server.Cache!;
         await Eventually.WaitUntilAsync(() => cache.Metrics.FillsCompleted == 1 && cache.FillsInFlight == 0, what: "the fill stored");
-        var entry = $"/{CacheFixture.Bucket}/{CacheKey.For("minio.example:9000", path)}";
+        var entry = $"/{CacheFixture.Bucket}/{CacheFixture.ObjectName(CacheKey.For("minio.example:9000", path))}";
         string[] Asked(int since) => relay.Requests.Skip(since).Where(r => r.EndsWith(entry, StringComparison.Ordinal)).ToArray();
 
         var before = relay.Requests.Count();
@@ -192,7 +192,7 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
         var key = $"marked-{Guid.NewGuid():N}";
         using (var s3 = fixture.Client())
         {
-            var put = new PutObjectRequest { BucketName = CacheFixture.Bucket, Key = key, ContentBody = "x", UseChunkEncoding = false };
+            var put = new PutObjectRequest { BucketName = CacheFixture.Bucket, Key = CacheFixture.ObjectName(key), ContentBody = "x", UseChunkEncoding = false };
             put.Metadata[StoreHttpClients.AbsentAsAnswer.AbsentMetadata] = "0123456789abcdef0123456789abcdef";
             put.Metadata[S3CacheStore.VaryMetadata] = "Accept";
             await s3.PutObjectAsync(put);
