@@ -40,6 +40,8 @@ internal sealed class SidekickServer : IAsyncDisposable
     private Task _table = Task.CompletedTask;
     private readonly Http1Forwarder _forwarder;
     private readonly TimeProvider _time;
+    // Whether SIDEKICK_CACHE_NAMESPACE named the cache's folder (else it is the backends' hash).
+    private readonly bool _settingsNamespace;
     private long _ejections;
 
     private SidekickServer(SidekickOptions options, Func<IReadOnlyList<SiteDefinition>> loadSites, SidekickSeams seams, ServerParts parts)
@@ -175,6 +177,7 @@ internal sealed class SidekickServer : IAsyncDisposable
             Topology);
         Outliers.Ejected += (_, _) => Interlocked.Increment(ref _ejections);
         Cache = settings.Cache is { } cache ? new ResponseCache(WithNamespace(cache, options), time) : null;
+        _settingsNamespace = settings.Cache?.Namespace is not null;
         if (Cache is not null)
         {
             Cache.Fills.Abandoned += (target, reason, detail) => _stateLog?.OnFillAbandoned(target, CacheMetrics.AbandonLabel(reason), detail, time.GetUtcNow());
@@ -368,6 +371,15 @@ internal sealed class SidekickServer : IAsyncDisposable
 
         if (_mode.ConsoleDisplay)
         {
+            if (Cache is { } shared)
+            {
+                // Which sidecars share entries: those with this folder in this bucket (docs/cache.md, "Sidecars sharing a bucket").
+                var named = _settingsNamespace ? "SIDEKICK_CACHE_NAMESPACE" : "a hash of the backends; SIDEKICK_CACHE_NAMESPACE names it";
+                await _stdout.WriteLineAsync(Lines.Info(
+                    $"cache in bucket '{shared.Health.Bucket}' of {SecretRedaction.Text(shared.Health.Endpoint.ToString().TrimEnd('/'))}, entries in folder '{shared.Namespace}' ({named})",
+                    ("Bucket", shared.Health.Bucket), ("Namespace", shared.Namespace)));
+            }
+
             await _stdout.WriteLineAsync(Lines.Info($"listening on '{_options.Address}'", ("Address", _options.Address)));
             if (_admin is { } admin)
             {

@@ -142,7 +142,8 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
         var environment = fixture.Environment();
         environment.Remove("SIDEKICK_CACHE_NAMESPACE");
         environment["SIDEKICK_CACHE_MIN_SIZE"] = "0";
-        var (first, firstClient) = await fixture.StartSidekickAsync([production.Url], SidekickHarness.FastOptions, environment);
+        var firstOutput = new StringWriter();
+        var (first, firstClient) = await fixture.StartSidekickAsync([production.Url], SidekickHarness.FastOptions, environment, stdout: firstOutput);
         await using var firstRunning = first;
         var (other, otherClient) = await fixture.StartSidekickAsync([staging.Url], SidekickHarness.FastOptions, environment);
         await using var otherRunning = other;
@@ -171,6 +172,8 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
         Assert.Matches("^[0-9a-f]{16}$", folder);
         Assert.Equal(folder, second.Server.Cache!.Namespace);
         Assert.NotEqual(folder, other.Server.Cache!.Namespace);
+        Assert.Contains($"cache in bucket '{CacheFixture.Bucket}' of {fixture.S3.Url.ToString().TrimEnd('/')}, entries in folder '{folder}' (a hash of the backends; SIDEKICK_CACHE_NAMESPACE names it)",
+            firstOutput.ToString(), StringComparison.Ordinal);
     }
 
     [Fact]
