@@ -27,6 +27,7 @@ internal static class EnvironmentHelp
         new(Cache + "SECRET_KEY", "the store's secret key (required with the endpoint; never printed)", null),
         new(Cache + "BUCKET", "the cache's bucket, which must exist (required with the endpoint)", null),
         new(Cache + "REGION", "signing region", "\"us-east-1\""),
+        new(Cache + "NAMESPACE", "the bucket folder of this sidecar's entries; sidecars share entries only in the same folder", "a hash of the backends"),
         new(Cache + "PATH_STYLE", "path-style bucket addressing", "true"),
         new(Cache + "SHARE_PUBLIC", "serve an entry filled with credentials to anyone when it was marked public or s-maxage (risky: see docs/cache.md)", "false"),
         new(Cache + "MIN_SIZE", "smallest response stored (Content-Length), e.g. 64MB or 32MiB", "1MiB"),
