@@ -138,7 +138,14 @@ internal sealed class PrometheusExporter(
             text.Append("sidekick_backend_waiting ").Append(waits.Waiting).Append('\n');
         }
 
-        cache?.Metrics.WriteTo(text, cache.Health.Online, cache.FillsInFlight, cache.Fills);
+        if (cache is not null)
+        {
+            cache.Metrics.WriteTo(text, cache.Health.Online, cache.FillsInFlight, cache.Fills);
+            // Sidecars share entries only within one bucket folder: a dashboard can group them by it.
+            Header(text, "sidekick_cache_info", "The cache's bucket and the folder its entries are in (SIDEKICK_CACHE_NAMESPACE); always 1", "gauge");
+            text.Append("sidekick_cache_info{bucket=\"").Append(Escape(cache.Health.Bucket)).Append("\",namespace=\"").Append(Escape(cache.Namespace)).Append("\"} 1\n");
+        }
+
         ProcessMetrics.WriteTo(text);
         // The usual *_build_info shape: always 1, the facts in the labels, so a query can join them onto any series.
         var build = BuildInfo.Current;

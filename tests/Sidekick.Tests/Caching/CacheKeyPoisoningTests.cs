@@ -172,6 +172,9 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
         Assert.Matches("^[0-9a-f]{16}$", folder);
         Assert.Equal(folder, second.Server.Cache!.Namespace);
         Assert.NotEqual(folder, other.Server.Cache!.Namespace);
+        var metrics = await firstClient.GetStringAsync("/.prometheus/metrics");
+        Assert.Contains($"sidekick_cache_info{{bucket=\"{CacheFixture.Bucket}\",namespace=\"{folder}\"}} 1\n", metrics, StringComparison.Ordinal);
+        await Observability.MetricsAndTableTests.PromtoolAsync(metrics);
         Assert.Contains($"cache in bucket '{CacheFixture.Bucket}' of {fixture.S3.Url.ToString().TrimEnd('/')}, entries in folder '{folder}' (a hash of the backends; SIDEKICK_CACHE_NAMESPACE names it)",
             firstOutput.ToString(), StringComparison.Ordinal);
     }
