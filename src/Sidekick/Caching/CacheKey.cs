@@ -17,8 +17,9 @@ namespace Sidekick.Caching;
 /// service that is not S3) is part of what is asked.</item>
 /// </list>
 /// Names are flat (S3 needs no directory sharding, and a flat name keeps server-side copies simple on every S3
-/// implementation); the store puts them in the sidecar's folder (<see cref="CacheNamespace"/>). A response with Vary is stored as <c>abcd….v.&lt;hash of the selected request headers&gt;</c> next
-/// to a marker at the plain key naming the Vary headers.
+/// implementation), inside the sidecar's folder of the bucket (<see cref="CacheNamespace"/>). A response with Vary
+/// is stored as <c>abcd….v.&lt;hash of the selected request headers&gt;</c> next to a marker at the plain key naming
+/// the Vary headers.
 /// </summary>
 internal static class CacheKey
 {
