@@ -277,19 +277,29 @@ internal sealed class FillLeases
                     bodyStarted = _time.GetTimestamp();
                 }
 
-                if (_conditionalWrites == false && await ReadAsync(leaseKey, CancellationToken.None) is { } current && IsAnother(current))
+                try
                 {
-                    // Two sidecars took the lease at the same moment on a store that ignores If-None-Match, and the
-                    // other's write stayed: the entry is the other's to store, so that two uploads never replace each
-                    // other under a reader (s3rver rewrites an object in place).
-                    ours = false;
-                    (fill ?? await head)?.LeaveUploadToAnother();
-                    break;
-                }
+                    if (_conditionalWrites == false && await ReadAsync(leaseKey, CancellationToken.None) is { } current && IsAnother(current))
+                    {
+                        // Two sidecars took the lease at the same moment on a store that ignores If-None-Match, and the
+                        // other's write stayed: the entry is the other's to store, so that two uploads never replace each
+                        // other under a reader (s3rver rewrites an object in place).
+                        ours = false;
+                        (fill ?? await head)?.LeaveUploadToAnother();
+                        break;
+                    }
 
-                var elapsed = fill is null ? 0 : (long)_time.GetElapsedTime(bodyStarted).TotalMilliseconds;
-                var progress = new FillLease(_owner, ++sequence, fill?.Length ?? -1, fill?.Written ?? 0, elapsed);
-                await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, progress, onlyIfAbsent: false, c), CancellationToken.None);
+                    var elapsed = fill is null ? 0 : (long)_time.GetElapsedTime(bodyStarted).TotalMilliseconds;
+                    var progress = new FillLease(_owner, ++sequence, fill?.Length ?? -1, fill?.Written ?? 0, elapsed);
+                    await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, progress, onlyIfAbsent: false, c), CancellationToken.None);
+                }
+                catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
+                {
+                    // One renewal the store did not take in time (busy, slow, a 503): the next one tries again. Giving
+                    // the lease up here took it away while the fill went on, and every sidecar waiting for that fill
+                    // fetched the object from the origin itself, just when the store was busiest.
+                    _metrics.StoreError(ex);
+                }
             }
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
@@ -385,8 +395,11 @@ internal sealed class FillLeases
                 last = seen.Lease;
                 lastChange = _time.GetTimestamp();
             }
-            else if (_time.GetElapsedTime(lastChange) > Lifetime || IsDead(seen.Written))
+            else if (_time.GetElapsedTime(lastChange) > Lifetime)
             {
+                // Judged on this sidecar's clock from the renewals it saw, not from the store's Last-Modified: that is
+                // whole seconds (up to one earlier than the write), so a lease renewed on time under a busy store looked
+                // dead a second early, and the waiting miss fetched the object from the origin again.
                 return Gave(FillWaitOutcome.Dead);
             }
         }

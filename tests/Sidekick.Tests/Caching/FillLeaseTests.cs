@@ -54,6 +54,40 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     }
 
     [Fact]
+    public async Task A_lease_renewal_the_store_refuses_does_not_take_the_lease_from_its_fill()
+    {
+        // A busy store refuses one renewal (503 SlowDown to the write and to the AWS SDK's second try). The filler goes
+        // on renewing at the next tick: when it gave up at the first refusal, its lease went (or, the store being slow,
+        // died unrenewed) while the fill went on, and the miss waiting on the other sidecar fetched the object again.
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/renewal-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 4 * 1024 * 1024);
+        backend.ChunkDelayMs = 40; // 64 chunks of 64 KiB: the body takes about 2.6 s, over two renewals
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var environment = fixture.Environment(relay.Url);
+        var (one, oneClient) = await fixture.StartSidekickAsync(backend, environment);
+        await using var first = one;
+        var (two, twoClient) = await fixture.StartSidekickAsync(backend, environment);
+        await using var second = two;
+        oneClient.DefaultRequestHeaders.Host = "minio.example:9000";
+        twoClient.DefaultRequestHeaders.Host = "minio.example:9000";
+        var leaseWrite = $"PUT /cache/{CacheFixture.ObjectName(FillLeases.KeyOf(CacheKey.For("minio.example:9000", path)))}";
+
+        relay.LeaseRenewalsToRefuse = 2;
+        var filling = oneClient.GetAsync(path);
+        await Eventually.WaitUntilAsync(() => relay.Requests.Contains(leaseWrite), what: "the first sidecar's lease");
+        using var waited = await twoClient.GetAsync(path);
+        using var miss = await filling;
+
+        Assert.Equal(0, relay.LeaseRenewalsToRefuse); // the renewal was refused, and tried again by the SDK
+        Assert.Equal("MISS", Outcome(miss));
+        var waits = string.Join(", ", Enum.GetValues<FillWaitOutcome>().Select(o => $"{o} {two.Server.Cache!.Metrics.FillWaitsOf(o)}"));
+        Assert.True(Outcome(waited) == "HIT", $"the second sidecar answered {Outcome(waited)}; its waits: {waits}; the store saw: {string.Join(", ", relay.Requests)}");
+        Assert.Equal(item.Body, await waited.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, backend.Served(path));
+    }
+
+    [Fact]
     public async Task A_miss_claims_its_lease_without_waiting_for_100_continue_and_uploads_its_parts_with_it()
     {
         await using var backend = await CacheTestBackend.StartAsync();

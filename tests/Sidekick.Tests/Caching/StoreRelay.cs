@@ -104,6 +104,34 @@ internal sealed class StoreRelay : IAsyncDisposable
 
     private Task? _leaseWritesWaitFor;
 
+    /// <summary>
+    /// How many of the next renewals (writes of a lease this relay has seen written) to answer 503 SlowDown instead of
+    /// passing them on: a busy store. The AWS SDK tries a refused write once more, so one renewal takes two.
+    /// </summary>
+    public int LeaseRenewalsToRefuse
+    {
+        get => Volatile.Read(ref _leaseRenewalsToRefuse);
+        set => Volatile.Write(ref _leaseRenewalsToRefuse, value);
+    }
+
+    private int _leaseRenewalsToRefuse;
+
+    private bool TakeRenewalRefusal()
+    {
+        int left;
+        do
+        {
+            left = Volatile.Read(ref _leaseRenewalsToRefuse);
+            if (left <= 0)
+            {
+                return false;
+            }
+        }
+        while (Interlocked.CompareExchange(ref _leaseRenewalsToRefuse, left - 1, left) != left);
+
+        return true;
+    }
+
     /// <summary>Runs once, before the next read-back of a lease goes to s3rver: another sidecar's lease write landing just after this one's.</summary>
     public Func<Task>? BeforeNextLeaseReadBack
     {
@@ -193,6 +221,15 @@ internal sealed class StoreRelay : IAsyncDisposable
             if (LeaseWritesWaitFor is { } writeRelease)
             {
                 await writeRelease.WaitAsync(context.RequestAborted);
+            }
+
+            if (_leasesWritten.ContainsKey(request.Path.Value) && TakeRenewalRefusal())
+            {
+                context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+                context.Response.ContentType = "application/xml";
+                await context.Response.WriteAsync("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>" +
+                                                  "<Message>Please reduce your request rate.</Message><RequestId>relay</RequestId></Error>");
+                return;
             }
 
             _leasesWritten[request.Path.Value] = true;
