@@ -11,6 +11,17 @@ namespace Sidekick.Tests.Caching;
 /// </summary>
 public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFixture>
 {
+    /// <summary>Two sidecars of one origin sharing the bucket, each called with the origin's Host (the caller disposes them).</summary>
+    private async Task<(SidekickInstance One, HttpClient OneClient, SidekickInstance Two, HttpClient TwoClient)> StartTwoSidecarsAsync(
+        CacheTestBackend backend, Dictionary<string, string?> environment)
+    {
+        var (one, oneClient) = await fixture.StartSidekickAsync(backend, environment);
+        var (two, twoClient) = await fixture.StartSidekickAsync(backend, environment);
+        oneClient.DefaultRequestHeaders.Host = "minio.example:9000";
+        twoClient.DefaultRequestHeaders.Host = "minio.example:9000";
+        return (one, oneClient, two, twoClient);
+    }
+
     private static string Outcome(HttpResponseMessage response) =>
         response.Headers.TryGetValues("X-Cache", out var values) ? values.Single() : "(none)";
 
@@ -25,12 +36,9 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         backend.ChunkDelayMs = 15; // 64 chunks of 64 KiB: the first fill takes about a second
         await using var conditional = conditionalWrites ? await StoreRelay.StartAsync(fixture.S3.Url) : null;
         var environment = fixture.Environment(conditional?.Url);
-        var (one, oneClient) = await fixture.StartSidekickAsync(backend, environment);
+        var (one, oneClient, two, twoClient) = await StartTwoSidecarsAsync(backend, environment);
         await using var first = one;
-        var (two, twoClient) = await fixture.StartSidekickAsync(backend, environment);
         await using var second = two;
-        oneClient.DefaultRequestHeaders.Host = "minio.example:9000";
-        twoClient.DefaultRequestHeaders.Host = "minio.example:9000";
 
         var filling = oneClient.GetAsync(path);
         using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
@@ -65,12 +73,9 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         backend.ChunkDelayMs = 40; // 64 chunks of 64 KiB: the body takes about 2.6 s, over two renewals
         await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
         var environment = fixture.Environment(relay.Url);
-        var (one, oneClient) = await fixture.StartSidekickAsync(backend, environment);
+        var (one, oneClient, two, twoClient) = await StartTwoSidecarsAsync(backend, environment);
         await using var first = one;
-        var (two, twoClient) = await fixture.StartSidekickAsync(backend, environment);
         await using var second = two;
-        oneClient.DefaultRequestHeaders.Host = "minio.example:9000";
-        twoClient.DefaultRequestHeaders.Host = "minio.example:9000";
         var leaseWrite = $"PUT /cache/{CacheFixture.ObjectName(FillLeases.KeyOf(CacheKey.For("minio.example:9000", path)))}";
 
         relay.LeaseRenewalsToRefuse = 2;
@@ -245,12 +250,9 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
         relay.PartDelay = TimeSpan.FromMilliseconds(700); // the upload takes about 2 s after the client has its body
         var environment = fixture.Environment(relay.Url);
-        var (one, oneClient) = await fixture.StartSidekickAsync(backend, environment);
+        var (one, oneClient, two, twoClient) = await StartTwoSidecarsAsync(backend, environment);
         await using var first = one;
-        var (two, twoClient) = await fixture.StartSidekickAsync(backend, environment);
         await using var second = two;
-        oneClient.DefaultRequestHeaders.Host = "minio.example:9000";
-        twoClient.DefaultRequestHeaders.Host = "minio.example:9000";
 
         using var miss = await oneClient.GetAsync(path);
         Assert.Equal("MISS", Outcome(miss));
