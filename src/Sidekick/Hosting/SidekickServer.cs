@@ -376,7 +376,7 @@ internal sealed class SidekickServer : IAsyncDisposable
                 // Which sidecars share entries: those with this folder in this bucket (docs/cache.md, "Sidecars sharing a bucket").
                 var named = _settingsNamespace ? "SIDEKICK_CACHE_NAMESPACE" : "a hash of the backends; SIDEKICK_CACHE_NAMESPACE names it";
                 await _stdout.WriteLineAsync(Lines.Info(
-                    $"cache in bucket '{shared.Health.Bucket}' of {SecretRedaction.Text(shared.Health.Endpoint.ToString().TrimEnd('/'))}, entries in folder '{shared.Namespace}' ({named})",
+                    $"cache in bucket '{shared.Health.Bucket}' of {SecretRedaction.Url(shared.Health.Endpoint)}, entries in folder '{shared.Namespace}' ({named})",
                     ("Bucket", shared.Health.Bucket), ("Namespace", shared.Namespace)));
             }
 

@@ -99,6 +99,9 @@ internal static class SecretRedaction
         return redacted?.ToString() ?? query;
     }
 
+    /// <summary>A configured URL as sidekick prints it (logs, /v1/state): without a trailing slash, its secrets out.</summary>
+    public static string Url(Uri url) => Text(url.ToString().TrimEnd('/'));
+
     /// <summary>
     /// Free text that may hold a URL or a query (a probe failure, a Location or Referer header, an error about
     /// a SITE): each <c>name=value</c> of a signing parameter that starts a word or follows '?', '&amp;' or ';'

@@ -115,7 +115,7 @@ internal static class StateEndpoint
 
         var health = cache.Health.Snapshot();
         json.WriteStartObject("cache");
-        json.WriteString("endpoint", SecretRedaction.Text(cache.Health.Endpoint.ToString().TrimEnd('/')));
+        json.WriteString("endpoint", SecretRedaction.Url(cache.Health.Endpoint));
         json.WriteString("bucket", cache.Health.Bucket);
         // The bucket's folder this sidecar's entries are in: sidecars share entries only when this is the same.
         json.WriteString("namespace", cache.Namespace);

@@ -24,7 +24,7 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
     /// </summary>
     public string Format(Uri endpoint, string bucket, CacheHealthTransition transition)
     {
-        var store = SecretRedaction.Text(endpoint.ToString().TrimEnd('/'));
+        var store = SecretRedaction.Url(endpoint);
         var detail = transition.Failure is { } failure ? SecretRedaction.Text(failure.Detail) : null;
         if (mode.Json)
         {
