@@ -64,22 +64,24 @@ internal sealed class TraceFormatter(ConsoleMode mode)
             line.Append("\u001b[0m");
         }
 
-        line.Append("]  ").Append(r.Host).Append(' ').Append(r.Method).Append(' ').Append(r.Path);
+        // Everything the request or a backend chose goes through PrintableText: one record, one line.
+        line.Append("]  ").Append(PrintableText.Of(r.Host)).Append(' ').Append(PrintableText.Of(r.Method)).Append(' ').Append(PrintableText.Of(r.Path));
         if (r.Query.Length > 0)
         {
-            line.Append('?').Append(SecretRedaction.Query(r.Query));
+            line.Append('?').Append(PrintableText.Of(SecretRedaction.Query(r.Query)));
         }
 
         Span<char> latency = stackalloc char[GoDuration.MaxLength];
         latency = latency[..GoDuration.FormatRounded(r.Latency, latency)];
         Span<char> size = stackalloc char[ByteSize.MaxIecLength];
-        line.Append(' ').Append(r.Client).Append(' ').Append(' ', Math.Max(Math.Abs(15 - r.Client.Length), 1)).Append("  ")
+        var client = PrintableText.Of(r.Client);
+        line.Append(' ').Append(client).Append(' ').Append(' ', Math.Max(Math.Abs(15 - client.Length), 1)).Append("  ")
             .Append(latency).Append(' ', Math.Max(Math.Abs(12 - latency.Length), 1))
             .Append(" ↑ ").Append(size[..ByteSize.FormatIec(r.Rx, size)])
             .Append(" ↓ ").Append(size[..ByteSize.FormatIec(r.Tx, size)]);
         if (r.Cache is not null)
         {
-            line.Append(" cache=").Append(r.Cache);
+            line.Append(" cache=").Append(PrintableText.Of(r.Cache));
         }
 
         if (r.Forwarder is { } path)
@@ -93,7 +95,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
 
         if (r.Error is not null)
         {
-            line.Append(" error=\"").Append(r.Error).Append('"');
+            line.Append(" error=\"").Append(PrintableText.Of(r.Error)).Append('"');
         }
 
         return line;
@@ -124,9 +126,10 @@ internal sealed class TraceFormatter(ConsoleMode mode)
 
     public static string DebugText(TraceRecord r)
     {
-        var prefix = $"DEBUG: {r.Host} ";
+        var prefix = $"DEBUG: {PrintableText.Of(r.Host)} ";
         var text = new StringBuilder();
-        void Line(string value) => text.Append(prefix).Append(value).Append('\n');
+        // Each value on its own line of the block, whatever it holds (a header value, a backend's error body).
+        void Line(string value) => text.Append(prefix).Append(PrintableText.Of(value)).Append('\n');
         Line($"[REQUEST] {r.Time:HH:mm:ss.fff}{(r.Forwarder is { } path ? $" [via {path.PathName}: {path.ReasonText}]" : "")}");
         Line($"{r.Method} {r.Path}{(r.Query.Length > 0 ? "?" + SecretRedaction.Query(r.Query) : "")}");
         foreach (var (name, values) in r.RequestHeaders ?? [])
