@@ -41,9 +41,10 @@ internal sealed class LineBatch : IDisposable
 
     public void Add(TraceRecord record)
     {
-        if (_formatter.ShortJson && ShortJsonLine.TryWrite(record, _bytes))
+        if ((_formatter.ShortJson && ShortJsonLine.TryWrite(record, _bytes)) ||
+            (_formatter.ShortTextLines && ShortTextLine.TryWrite(record, _formatter.Colors, _bytes)))
         {
-            // Plain ASCII throughout, as nearly every record: written without the JSON writer.
+            // Plain ASCII throughout, as nearly every record: written straight as UTF-8.
         }
         else if (_formatter.Json)
         {

@@ -32,14 +32,14 @@ internal static class ShortJsonLine
         var phrase = ReasonPhrases.GetReasonPhrase(r.StatusCode);
         var forwarder = r.Forwarder is { } path ? path.PathName : null;
         var reason = r.Forwarder is { } chosen ? chosen.ReasonText : null;
-        var line = new Line(output.GetSpan(FixedLength + r.Host.Length + r.Client.Length + phrase.Length + r.Method.Length + r.Path.Length +
+        var line = new Utf8Line(output.GetSpan(FixedLength + r.Host.Length + r.Client.Length + phrase.Length + r.Method.Length + r.Path.Length +
             query.Length + (r.Cache?.Length ?? 0) + (forwarder?.Length ?? 0) + (reason?.Length ?? 0) + (r.Error?.Length ?? 0)));
         line.Raw("{\"type\":\"TRACE\",\"host\":\""u8);
-        var plain = line.Text(r.Host);
+        var plain = line.Plain(r.Host);
         line.Raw("\",\"time\":\""u8);
-        line.Time(r.Time);
+        Time(ref line, r.Time);
         line.Raw("\",\"client\":\""u8);
-        plain &= line.Text(r.Client);
+        plain &= line.Plain(r.Client);
         line.Raw("\",\"callStats\":{\"rx\":"u8);
         line.Number(r.Rx);
         line.Raw(",\"tx\":"u8);
@@ -48,14 +48,14 @@ internal static class ShortJsonLine
         line.Number(r.Latency.Ticks * 100);
         line.Raw(",\"timetofirstbyte\":0,\"healthError\":null},\"statusCode\":"u8);
         line.Number(r.StatusCode);
-        plain &= line.Field(",\"statusMsg\":\""u8, phrase) &&
-            line.Field(",\"method\":\""u8, r.Method) &&
-            line.Field(",\"path\":\""u8, r.Path) &&
-            line.Field(",\"query\":\""u8, query) &&
-            line.Field(",\"cache\":\""u8, r.Cache) &&
-            line.Field(",\"forwarder\":\""u8, forwarder) &&
-            line.Field(",\"forwarderReason\":\""u8, reason) &&
-            line.Field(",\"error\":\""u8, r.Error);
+        plain &= Field(ref line, ",\"statusMsg\":\""u8, phrase) &&
+            Field(ref line, ",\"method\":\""u8, r.Method) &&
+            Field(ref line, ",\"path\":\""u8, r.Path) &&
+            Field(ref line, ",\"query\":\""u8, query) &&
+            Field(ref line, ",\"cache\":\""u8, r.Cache) &&
+            Field(ref line, ",\"forwarder\":\""u8, forwarder) &&
+            Field(ref line, ",\"forwarderReason\":\""u8, reason) &&
+            Field(ref line, ",\"error\":\""u8, r.Error);
         if (!plain)
         {
             return false; // nothing advanced: the writer starts over in the same space
@@ -66,85 +66,41 @@ internal static class ShortJsonLine
         return true;
     }
 
-    /// <summary>A cursor over the span the line is written into (sized beforehand for the longest line these values make).</summary>
-    private ref struct Line(Span<byte> destination)
+    /// <summary><paramref name="prefix"/> (<c>,"name":"</c>), the value and its closing quote; nothing for a null value (a field the record does not have).</summary>
+    private static bool Field(ref Utf8Line line, ReadOnlySpan<byte> prefix, string? value)
     {
-        private readonly Span<byte> _destination = destination;
-
-        public int Written { get; private set; }
-
-        public void Raw(ReadOnlySpan<byte> utf8)
+        if (value is null)
         {
-            utf8.CopyTo(_destination[Written..]);
-            Written += utf8.Length;
-        }
-
-        /// <summary>
-        /// Copies <paramref name="text"/> if it is printable ASCII without '"' or '\'; false at the first other
-        /// character. One pass for the check and the copy: the values are short, and a vectorised check and encoder
-        /// each cost more in calls than the loop does.
-        /// </summary>
-        public bool Text(string text)
-        {
-            var at = _destination.Slice(Written, text.Length);
-            for (var i = 0; i < text.Length; i++)
-            {
-                var c = text[i];
-                if (c is < ' ' or > '~' or '"' or '\\')
-                {
-                    return false;
-                }
-
-                at[i] = (byte)c;
-            }
-
-            Written += text.Length;
             return true;
         }
 
-        /// <summary><paramref name="prefix"/> (<c>,"name":"</c>), the value and its closing quote; nothing for a null value (a field the record does not have).</summary>
-        public bool Field(ReadOnlySpan<byte> prefix, string? value)
+        line.Raw(prefix);
+        if (!line.Plain(value))
         {
-            if (value is null)
-            {
-                return true;
-            }
-
-            Raw(prefix);
-            if (!Text(value))
-            {
-                return false;
-            }
-
-            Raw("\""u8);
-            return true;
+            return false;
         }
 
-        public void Number(long value)
+        line.Raw("\""u8);
+        return true;
+    }
+
+    /// <summary>The round-trip format with the fraction's trailing zeros left out, and the fraction with them when it is all zeros.</summary>
+    private static void Time(ref Utf8Line line, DateTime utc)
+    {
+        var at = line.Free;
+        utc.TryFormat(at, out _, "O", CultureInfo.InvariantCulture);
+        var last = RoundTripLength - 2; // before the 'Z'
+        while (at[last] == (byte)'0')
         {
-            value.TryFormat(_destination[Written..], out var written, default, CultureInfo.InvariantCulture);
-            Written += written;
+            last--;
         }
 
-        /// <summary>The round-trip format with the fraction's trailing zeros left out, and the fraction with them when it is all zeros.</summary>
-        public void Time(DateTime utc)
+        if (at[last] == (byte)'.')
         {
-            var at = _destination[Written..];
-            utc.TryFormat(at, out _, "O", CultureInfo.InvariantCulture);
-            var end = RoundTripLength - 1; // the 'Z'
-            var last = end - 1;
-            while (at[last] == (byte)'0')
-            {
-                last--;
-            }
-
-            if (at[last] == (byte)'.')
-            {
-                last--;
-            }
-
-            at[last + 1] = (byte)'Z';
-            Written += last + 2;
+            last--;
         }
+
+        at[last + 1] = (byte)'Z';
+        line.Advance(last + 2);
     }
 }

@@ -21,6 +21,12 @@ internal sealed class TraceFormatter(ConsoleMode mode)
     /// <summary>Whether records print as the short JSON object (<see cref="ShortJsonLine"/> writes most of them).</summary>
     public bool ShortJson => mode.Json && !mode.Debug;
 
+    /// <summary>Whether records print as the short text line (<see cref="ShortTextLine"/> writes most of them).</summary>
+    public bool ShortTextLines => !mode.Json && !mode.Debug;
+
+    /// <summary>Whether the short text line paints its status.</summary>
+    public bool Colors => mode.Colors;
+
     public string Format(TraceRecord record) => mode.Json
         ? JsonString(json => Write(record, json))
         : Append(record, new StringBuilder()).ToString();
@@ -102,7 +108,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
     }
 
     /// <summary><paramref name="time"/> as <c>HH:mm:ss.fff</c>, without parsing that format for every line.</summary>
-    private static ReadOnlySpan<char> Clock(DateTime time, Span<char> destination)
+    internal static ReadOnlySpan<char> Clock(DateTime time, Span<char> destination)
     {
         var ticks = time.Ticks % TimeSpan.TicksPerDay;
         Digits(destination[..2], ticks / TimeSpan.TicksPerHour);

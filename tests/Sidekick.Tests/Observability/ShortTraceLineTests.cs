@@ -8,10 +8,11 @@ using Sidekick.Observability;
 namespace Sidekick.Tests.Observability;
 
 /// <summary>
-/// The short JSON trace line written without the JSON writer must be the writer's bytes exactly, and must never
-/// let a request's own text (a path, a query, a method) end a string early and add fields to the line.
+/// The short trace lines written straight as UTF-8 must be the general formatter's bytes exactly (the JSON writer's,
+/// the text builder's), and must never let a request's own text (a path, a query, a method) end a string early and
+/// add fields to the line.
 /// </summary>
-public sealed class ShortJsonLineTests
+public sealed class ShortTraceLineTests
 {
     private static readonly TraceFormatter ShortJson = new(new ConsoleMode(true, false, false, true, false));
 
@@ -57,6 +58,40 @@ public sealed class ShortJsonLineTests
 
         Assert.Equal(expected.ToString(), Encoding.UTF8.GetString(batch.Bytes));
         // Both ways were taken many times: the comparison covers the writer-free path, not only the fallback.
+        Assert.InRange(plain, 1_000, 4_000);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_plain_record_is_written_as_the_text_line_the_formatter_builds(bool colors)
+    {
+        var formatter = new TraceFormatter(new ConsoleMode(true, colors, false, false, false));
+        var output = new ArrayBufferWriter<byte>();
+        var record = Plain with { StatusCode = 503, Cache = "MISS", Forwarder = new PathChoice(ForwardingPath.Yarp, PathReason.Upgrade) };
+        Assert.True(ShortTextLine.TryWrite(record, colors, output));
+        Assert.Equal(formatter.ShortText(record), Encoding.UTF8.GetString(output.WrittenSpan));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Every_record_is_the_text_line_the_formatter_builds_whether_or_not_it_is_plain_ascii(bool colors)
+    {
+        var formatter = new TraceFormatter(new ConsoleMode(true, colors, false, false, false));
+        var random = new Random(20261207);
+        using var batch = new LineBatch(formatter);
+        var expected = new StringBuilder();
+        var plain = 0;
+        for (var i = 0; i < 5_000; i++)
+        {
+            var record = RandomRecord(random);
+            plain += ShortTextLine.TryWrite(record, colors, new ArrayBufferWriter<byte>()) ? 1 : 0;
+            batch.Add(record);
+            expected.Append(formatter.ShortText(record)).Append('\n');
+        }
+
+        Assert.Equal(expected.ToString(), Encoding.UTF8.GetString(batch.Bytes));
         Assert.InRange(plain, 1_000, 4_000);
     }
 
