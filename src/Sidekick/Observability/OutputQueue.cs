@@ -6,8 +6,7 @@ namespace Sidekick.Observability;
 /// Lines and trace records for stdout, written by one background task so the request path never waits on the
 /// console. Each entry is formatted as it comes, straight into the UTF-8 batch the writer takes next (one of two
 /// it swaps), so a record lives only as long as its request and no queue holds it: queued records outlived the
-/// young collections under load and cost the collector more than their formatting (measured with callgrind at
-/// 1 KiB x 32, `--trace all`: ~8,800 instructions per request with the queue of records, see bench/results-notes.md).
+/// young collections under load and the collector moved them (bench/results-notes.md, 2026-12-06).
 /// When the console cannot keep up, the batch stops at <see cref="MaxPendingEntries"/> entries and new ones are
 /// dropped and counted instead of blocking requests.
 /// </summary>
