@@ -5,8 +5,9 @@ using System.Text;
 namespace Sidekick.Observability;
 
 /// <summary>
-/// Text from a request (its decoded path above all: <c>%0A</c> in the target is a line feed in the path) as it may
-/// appear in a text trace line: every control character (C0, DEL, C1), the Unicode line and paragraph separators
+/// Text from a request (its decoded path above all: <c>%0A</c> in the target is a line feed in the path), or quoted
+/// from a backend or the store (an error's message), as it may appear in a text line of the output (a trace record,
+/// a state line): every control character (C0, DEL, C1), the Unicode line and paragraph separators
 /// and the bidirectional overrides are written as <c>%XX</c> (<c>%uXXXX</c> above U+00FF). Printed as they were, a
 /// client could end the line and forge the next one in the access log, or send escape sequences to the terminal
 /// of the operator reading it. JSON lines need none of this: their writer escapes those characters itself.

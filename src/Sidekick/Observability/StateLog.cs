@@ -54,7 +54,7 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
         var line = TextLine(transition.At).Append("cache store ").Append(store).Append(" bucket ").Append(bucket);
         if (transition.Failure is { } failed)
         {
-            line.Append(' ').Append(failed.Words).Append(": ").Append(detail);
+            line.Append(' ').Append(failed.Words).Append(": ").Append(PrintableText.Of(detail ?? ""));
         }
         else
         {
@@ -120,7 +120,8 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
             return;
         }
 
-        output.Enqueue(TextLine(at).Append(SecretRedaction.Text(message)).ToString());
+        // A message can quote the origin or the store (an error's text): one event, one line.
+        output.Enqueue(TextLine(at).Append(PrintableText.Of(SecretRedaction.Text(message))).ToString());
     }
 
     /// <summary>Panic began on <paramref name="site"/> (0: it ended).</summary>
@@ -184,7 +185,7 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
         }
         else
         {
-            line.Append(" is down: ").Append(transition.Reason is { } reason ? SecretRedaction.Text(reason) : null);
+            line.Append(" is down: ").Append(transition.Reason is { } reason ? PrintableText.Of(SecretRedaction.Text(reason)) : null);
         }
 
         return line.ToString();

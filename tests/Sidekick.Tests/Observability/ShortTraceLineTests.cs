@@ -16,22 +16,8 @@ public sealed class ShortTraceLineTests
 {
     private static readonly TraceFormatter ShortJson = new(new ConsoleMode(true, false, false, true, false));
 
-    private static readonly TraceRecord Plain = new()
-    {
-        IsProbe = false,
-        Host = "http://minio2:9000",
-        Time = new DateTime(2026, 1, 1, 12, 0, 0, 123, DateTimeKind.Utc),
-        Client = "10.0.0.7",
-        Rx = 512,
-        Tx = 1024 * 1024,
-        Latency = TimeSpan.FromTicks(12_340),
-        StatusCode = 200,
-        Method = "GET",
-        Path = "/bucket/obj",
-        Query = "versionId=1",
-        ProbeUrl = "http://minio2:9000/minio/health/ready",
-        Forwarder = new PathChoice(ForwardingPath.Http1, PathReason.Plain),
-    };
+    // The golden tests' first record: plain ASCII throughout, so both short lines are written straight as UTF-8.
+    private static readonly TraceRecord Plain = TraceGoldenTests.Records[0];
 
     [Fact]
     public void A_plain_record_is_written_without_the_json_writer_and_as_it_would_write_it()

@@ -175,6 +175,21 @@ public sealed class TraceFormatTests
         Assert.False(json.TryGetProperty("Error", out _));
     }
 
+    [Fact]
+    public void A_state_line_quoting_a_backend_or_the_store_stays_one_line_without_escape_sequences()
+    {
+        var backend = new Backend(new BackendDefinition(new Uri("http://m1:9000"), "http://m1:9000", new Uri("http://m1:9000/h")), 1, TimeProvider.System);
+        var at = new DateTimeOffset(2026, 1, 1, 12, 0, 1, 123, TimeSpan.Zero);
+        var text = new StateLog(Mode(), new OutputQueue(TextWriter.Null, new TraceFormatter(Mode())));
+        const string Hostile = "bad\r\nLOG  : 12:00:00.000  http://m2:9000 is up\u001b[2J";
+
+        Assert.Equal("LOG  : 12:00:01.123  http://m1:9000 is down: bad%0D%0ALOG  : 12:00:00.000  http://m2:9000 is up%1B[2J",
+            text.Format(backend, new BackendTransition(false, at, null, Hostile)));
+        Assert.Equal("LOG  : 12:00:01.123  cache store http://s3:9000 bucket b unreachable: bad%0D%0ALOG  : 12:00:00.000  http://m2:9000 is up%1B[2J",
+            text.Format(new Uri("http://s3:9000"), "b", new Sidekick.Caching.CacheHealthTransition(
+                false, at, new Sidekick.Caching.CacheStoreFailure(Sidekick.Caching.CacheStoreFailureReason.Unreachable, Hostile), null, false)));
+    }
+
     [Theory]
     [InlineData("1.2.3.4, 5.6.7.8", null, "1.2.3.4")]
     [InlineData(null, "9.9.9.9", "9.9.9.9")]
