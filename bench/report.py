@@ -193,8 +193,8 @@ if costs:
               "Each logging proxy against the same proxy with logging off, in the same rounds. `sidekick+json`: "
               "`--trace all --json`, `sidekick+text`: `--trace all`, both with stdout appended to a file; `haproxy+log` "
               "and `haproxy-1t+log`: `option httplog` with `log stdout format raw local0`, stdout appended to a file. "
-              "Lines per request under 1 mean the logger dropped lines (sidekick drops when its queue of 16,384 "
-              "entries is full and counts them in `sidekick_trace_dropped_total`).", "",
+              "Lines per request under 1 mean the logger dropped lines (sidekick drops when 16,384 entries wait to be "
+              "written and counts them in `sidekick_trace_dropped_total`).", "",
               "| set-up | size | conns | proxy | req/s lost | per round % | CPU µs/req added | lines logged per request |",
               "|---|---|---|---|---|---|---|---|"]
     for b, size, conns, target, cost, per, cpu, per_req in costs:
