@@ -39,23 +39,23 @@ internal sealed class LineBatch : IDisposable
         NewLine();
     }
 
-    public void Add(TraceRecord record)
+    public void Add(in TraceRecord record)
     {
-        if ((_formatter.ShortJson && ShortJsonLine.TryWrite(record, _bytes)) ||
-            (_formatter.ShortTextLines && ShortTextLine.TryWrite(record, _formatter.Colors, _bytes)))
+        if ((_formatter.ShortJson && ShortJsonLine.TryWrite(in record, _bytes)) ||
+            (_formatter.ShortTextLines && ShortTextLine.TryWrite(in record, _formatter.Colors, _bytes)))
         {
             // Plain ASCII throughout, as nearly every record: written straight as UTF-8.
         }
         else if (_formatter.Json)
         {
-            _formatter.Write(record, _json);
+            _formatter.Write(in record, _json);
             _json.Flush();
             // Ready for the next top-level value; the output (this batch's buffer) stays.
             _json.Reset();
         }
         else
         {
-            _formatter.Append(record, _text.Clear());
+            _formatter.Append(in record, _text.Clear());
             var chunks = _text.GetChunks().GetEnumerator();
             if (chunks.MoveNext() && chunks.Current.Length == _text.Length)
             {

@@ -93,13 +93,13 @@ internal sealed class OutputQueue : IAsyncDisposable
     }
 
     /// <summary>Formats a record into the batch the writer takes next.</summary>
-    public void Enqueue(TraceRecord record)
+    public void Enqueue(in TraceRecord record)
     {
         lock (_gate)
         {
             if (HasRoomLocked())
             {
-                _filling.Add(record);
+                _filling.Add(in record);
                 WakeLocked();
                 return;
             }

@@ -21,7 +21,7 @@ internal static class ShortJsonLine
     private const int FixedLength = 512;
 
     /// <summary>Writes <paramref name="r"/> as one JSON object (no newline); false, with nothing written, when it cannot.</summary>
-    public static bool TryWrite(TraceRecord r, IBufferWriter<byte> output)
+    public static bool TryWrite(in TraceRecord r, IBufferWriter<byte> output)
     {
         if (r.Time.Kind != DateTimeKind.Utc)
         {

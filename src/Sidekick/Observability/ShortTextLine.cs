@@ -17,7 +17,7 @@ internal static class ShortTextLine
     private const int FixedLength = 256;
 
     /// <summary>Writes <paramref name="r"/> as the short line (no newline); false, with nothing written, when it cannot.</summary>
-    public static bool TryWrite(TraceRecord r, bool colors, IBufferWriter<byte> output)
+    public static bool TryWrite(in TraceRecord r, bool colors, IBufferWriter<byte> output)
     {
         var query = r.Query.Length > 0 ? SecretRedaction.Query(r.Query) : "";
         var phrase = ReasonPhrases.GetReasonPhrase(r.StatusCode);

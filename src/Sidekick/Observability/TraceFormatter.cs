@@ -32,7 +32,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         : Append(record, new StringBuilder()).ToString();
 
     /// <summary>The record as one JSON object, short or full (--debug), without a newline.</summary>
-    public void Write(TraceRecord record, Utf8JsonWriter json)
+    public void Write(in TraceRecord record, Utf8JsonWriter json)
     {
         if (mode.Debug)
         {
@@ -45,7 +45,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
     }
 
     /// <summary>The record as text, the short line or the --debug block, without a newline.</summary>
-    public StringBuilder Append(TraceRecord record, StringBuilder text) =>
+    public StringBuilder Append(in TraceRecord record, StringBuilder text) =>
         mode.Debug ? text.Append(DebugText(record)) : AppendShortText(text, record);
 
     public string ShortText(TraceRecord r) => AppendShortText(new StringBuilder(), r).ToString();
@@ -54,7 +54,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
     /// The short line, appended to a builder the output queue reuses from line to line. Its parts are formatted into
     /// spans on the stack, not into strings of their own.
     /// </summary>
-    private StringBuilder AppendShortText(StringBuilder line, TraceRecord r)
+    private StringBuilder AppendShortText(StringBuilder line, in TraceRecord r)
     {
         Span<char> clock = stackalloc char[12];
         line.Append("   LOG: ").Append(Clock(r.Time, clock)).Append(" [");
@@ -130,7 +130,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         }
     }
 
-    public static string DebugText(TraceRecord r)
+    public static string DebugText(in TraceRecord r)
     {
         var prefix = $"DEBUG: {PrintableText.Of(r.Host)} ";
         var text = new StringBuilder();
@@ -161,7 +161,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         return text.ToString();
     }
 
-    private static void WriteShortJson(Utf8JsonWriter json, TraceRecord r)
+    private static void WriteShortJson(Utf8JsonWriter json, in TraceRecord r)
     {
         json.WriteStartObject();
         json.WriteString(JsonNames.Type, JsonNames.Trace);
@@ -188,7 +188,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         json.WriteEndObject();
     }
 
-    private static void WriteFullJson(Utf8JsonWriter json, TraceRecord r)
+    private static void WriteFullJson(Utf8JsonWriter json, in TraceRecord r)
     {
         json.WriteStartObject();
         json.WriteString(JsonNames.Type, JsonNames.Debug);
@@ -225,7 +225,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         json.WriteEndObject();
     }
 
-    private static void WriteForwarder(Utf8JsonWriter json, TraceRecord r)
+    private static void WriteForwarder(Utf8JsonWriter json, in TraceRecord r)
     {
         if (r.Forwarder is { } path)
         {
@@ -234,7 +234,7 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         }
     }
 
-    private static void WriteStats(Utf8JsonWriter json, JsonEncodedText name, TraceRecord r, bool includeTtfb)
+    private static void WriteStats(Utf8JsonWriter json, JsonEncodedText name, in TraceRecord r, bool includeTtfb)
     {
         json.WriteStartObject(name);
         json.WriteNumber(JsonNames.Rx, r.Rx);

@@ -1,8 +1,16 @@
 namespace Sidekick.Observability;
 
-/// <summary>One traced exchange: a proxied request or a health probe that got a response.</summary>
-internal sealed record TraceRecord
+/// <summary>
+/// One traced exchange: a proxied request or a health probe that got a response. A struct, passed by reference to
+/// where it is formatted (on the request's thread): as a class it was one more object per request for the
+/// collector, measured at ~1,000 instructions per traced request in the collections it added.
+/// </summary>
+internal readonly record struct TraceRecord
 {
+    public TraceRecord()
+    {
+    }
+
     public required bool IsProbe { get; init; }
     public required string Host { get; init; }
     public required DateTime Time { get; init; }

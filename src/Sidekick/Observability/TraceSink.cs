@@ -21,7 +21,7 @@ internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, Outpu
     /// <summary>Whether records need headers (the --debug shapes).</summary>
     public bool WantsHeaders => Enabled && mode.Debug;
 
-    public bool ShouldPrint(TraceRecord record)
+    public bool ShouldPrint(in TraceRecord record)
     {
         if (!Enabled || (record.IsProbe && options.Trace == "application"))
         {
@@ -41,11 +41,11 @@ internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, Outpu
         return _statusCodes.Count == 0 || _statusCodes.Contains(record.StatusCode);
     }
 
-    public void Write(TraceRecord record)
+    public void Write(in TraceRecord record)
     {
         if (ShouldPrint(record))
         {
-            output.Enqueue(record);
+            output.Enqueue(in record);
         }
     }
 
