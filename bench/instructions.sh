@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions and cache misses per proxied request, sidekick against HAProxy, counted by a CPU simulator.
-# Usage: bench/instructions.sh      (~4 minutes; writes bench/instructions.md)
+# Usage: bench/instructions.sh      (~7 minutes; writes bench/instructions.md)
 #
 # Each proxy runs under valgrind's callgrind (user-space instructions, with a simulated 32 KiB L1 data cache
 # and a 512 KiB last level standing in for one core's L2) against the bench's nginx backend. wrk drives it
@@ -41,6 +41,7 @@ rm -f "$OUT/sidekick/sidekick.dbg"
 strip --strip-debug "$OUT/sidekick/sidekick"
 
 write_haproxy "$OUT/haproxy.cfg" "127.0.0.1:$PROXY"
+write_haproxy "$OUT/haproxy-log.cfg" --log "127.0.0.1:$PROXY"
 
 served() { curl -s "http://127.0.0.1:$STATUS/status" | awk 'NR == 3 { print $3 }'; }
 
@@ -81,6 +82,11 @@ measure sidekick-32 32 "${SIDEKICK[@]}"
 measure haproxy-32 32 "${HAPROXY[@]}"
 measure sidekick-256 256 "${SIDEKICK[@]}"
 measure haproxy-256 256 "${HAPROXY[@]}"
+# Access logging, each proxy's own, to a file (the proxy's stdout is its .log here): what a logged request adds.
+TRACED=("$OUT/sidekick/sidekick" --address 127.0.0.1:$PROXY --health-path=/health --trace all)
+measure sidekick+json-32 32 "${TRACED[@]}" --json "http://127.0.0.1:{$B1...$B2}"
+measure sidekick+text-32 32 "${TRACED[@]}" "http://127.0.0.1:{$B1...$B2}"
+measure haproxy+log-32 32 haproxy -f "$OUT/haproxy-log.cfg" -db
 
 python3 - "$RESULTS" > bench/instructions.md <<'PY'
 import sys, datetime
@@ -103,6 +109,13 @@ for c in (32, 256):
     s, h = data.get(f"sidekick-{c}"), data.get(f"haproxy-{c}")
     if s and h:
         print(f"\nx {c}: sidekick runs {s[2] / h[2]:.1f}x HAProxy's instructions and {s[4] / h[4]:.1f}x its L2 misses per request.", end="")
+logged = [(name, base) for name, base in (("sidekick+json-32", "sidekick-32"), ("sidekick+text-32", "sidekick-32"), ("haproxy+log-32", "haproxy-32")) if name in data and base in data]
+if logged:
+    print("\n\nAccess logging to a file (`--trace all --json`, `--trace all`, HAProxy's `option httplog`), x 32: what it adds per request.\n")
+    print("| proxy | instructions per request | without logging | added |")
+    print("|---|---|---|---|")
+    for name, base in logged:
+        print(f"| {name.rsplit('-', 1)[0]} | {data[name][2]:,.0f} | {data[base][2]:,.0f} | {data[name][2] - data[base][2]:+,.0f} |")
 print("\n\nWhere sidekick's instructions go: `bench/out/instructions/sidekick-32.functions.txt` (per function, exclusive).")
 PY
 cat bench/instructions.md
