@@ -15,6 +15,9 @@ internal static class ForwardingHeaders
     public const string RealIp = "X-Real-IP";
     public const string ForwardedHost = "X-Forwarded-Host";
 
+    /// <summary>RFC 7239's field, read (never written) for the client's address in traces.</summary>
+    public const string Forwarded = "Forwarded";
+
     /// <summary>The response field that says a proxy answered, on every proxied response (as upstream).</summary>
     public const string ProxyMarkerName = "X-Proxy";
 

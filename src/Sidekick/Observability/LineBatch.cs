@@ -41,12 +41,31 @@ internal sealed class LineBatch : IDisposable
 
     public void Add(in TraceRecord record)
     {
-        if ((_formatter.ShortJson && ShortJsonLine.TryWrite(in record, _bytes)) ||
-            (_formatter.ShortTextLines && ShortTextLine.TryWrite(in record, _formatter.Colors, _bytes)))
+        // Plain ASCII throughout, as nearly every record: a short line is written straight as UTF-8.
+        var written = _formatter.ShortJson
+            ? ShortJsonLine.TryWrite(in record, _bytes)
+            : _formatter.ShortTextLines && ShortTextLine.TryWrite(in record, _formatter.Colors, _bytes);
+        if (!written)
         {
-            // Plain ASCII throughout, as nearly every record: written straight as UTF-8.
+            Format(in record);
         }
-        else if (_formatter.Json)
+
+        NewLine();
+    }
+
+    /// <summary>Empties the batch for the next write, keeping its buffer.</summary>
+    public void Clear()
+    {
+        _bytes.ResetWrittenCount();
+        Count = 0;
+    }
+
+    public void Dispose() => _json.Dispose();
+
+    /// <summary>The record through the general formatter, which escapes what the short lines cannot write directly.</summary>
+    private void Format(in TraceRecord record)
+    {
+        if (_formatter.Json)
         {
             _formatter.Write(in record, _json);
             _json.Flush();
@@ -67,18 +86,7 @@ internal sealed class LineBatch : IDisposable
                 EncodeChunks();
             }
         }
-
-        NewLine();
     }
-
-    /// <summary>Empties the batch for the next write, keeping its buffer.</summary>
-    public void Clear()
-    {
-        _bytes.ResetWrittenCount();
-        Count = 0;
-    }
-
-    public void Dispose() => _json.Dispose();
 
     private void Encode(ReadOnlySpan<char> chars)
     {

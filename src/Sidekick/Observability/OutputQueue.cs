@@ -36,9 +36,8 @@ internal sealed class OutputQueue : IAsyncDisposable
     private readonly CancellationTokenSource _disposing = new();
     private readonly Task _task;
     private LineBatch _filling; // entries are added here, under _gate
-    private LineBatch? _spare; // the other batch, while the writer does not hold it
-    private int _writingEntries; // in the batch the writer holds
-    private int _writingBytes;
+    private LineBatch _other; // the batch the writer holds while _writing, else the spare one
+    private bool _writing;
     private bool _writerWaiting;
     private bool _completed;
     private long _dropped;
@@ -68,7 +67,7 @@ internal sealed class OutputQueue : IAsyncDisposable
         _stream = stream;
         _writer = writer;
         _filling = new LineBatch(formatter);
-        _spare = new LineBatch(formatter);
+        _other = new LineBatch(formatter);
         _time = time;
         _flushInterval = flushInterval;
         _task = Task.Run(WriteAsync);
@@ -122,7 +121,7 @@ internal sealed class OutputQueue : IAsyncDisposable
         _disposing.Dispose();
         _wake.Dispose();
         _filling.Dispose();
-        _spare?.Dispose();
+        _other.Dispose();
         if (_stream is not null)
         {
             await _stream.DisposeAsync();
@@ -130,7 +129,9 @@ internal sealed class OutputQueue : IAsyncDisposable
     }
 
     private bool HasRoomLocked() =>
-        !_completed && _filling.Count + _writingEntries < MaxPendingEntries && _filling.Length + _writingBytes < MaxPendingBytes;
+        !_completed &&
+        _filling.Count + (_writing ? _other.Count : 0) < MaxPendingEntries &&
+        _filling.Length + (_writing ? _other.Length : 0) < MaxPendingBytes;
 
     private void WakeLocked()
     {
@@ -160,11 +161,8 @@ internal sealed class OutputQueue : IAsyncDisposable
                 }
                 else
                 {
-                    batch = _filling;
-                    _filling = _spare!;
-                    _spare = null;
-                    _writingEntries = batch.Count;
-                    _writingBytes = batch.Length;
+                    (batch, _filling, _other) = (_filling, _other, _filling);
+                    _writing = true;
                 }
             }
 
@@ -184,12 +182,10 @@ internal sealed class OutputQueue : IAsyncDisposable
                 Interlocked.Add(ref _dropped, batch.Count);
             }
 
-            batch.Clear();
             lock (_gate)
             {
-                _spare = batch;
-                _writingEntries = 0;
-                _writingBytes = 0;
+                batch.Clear();
+                _writing = false;
             }
 
             // Under load, lines now gather for an interval while nobody needs to wake the writer; the first line

@@ -11,8 +11,6 @@ namespace Sidekick.Observability;
 /// </summary>
 internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, OutputQueue output)
 {
-    private const string Forwarded = "Forwarded";
-
     private readonly HashSet<int> _statusCodes = [.. options.StatusCodes];
 
     /// <summary>False when nothing would ever be printed: callers then skip building records at all.</summary>
@@ -92,7 +90,7 @@ internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, Outpu
             {
                 realIp = values;
             }
-            else if (name.Length == Forwarded.Length && name.Equals(Forwarded, StringComparison.OrdinalIgnoreCase))
+            else if (name.Length == ForwardingHeaders.Forwarded.Length && name.Equals(ForwardingHeaders.Forwarded, StringComparison.OrdinalIgnoreCase))
             {
                 forwarded = values;
             }

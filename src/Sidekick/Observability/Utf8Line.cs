@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using System.Text;
 
@@ -52,15 +53,12 @@ internal ref struct Utf8Line(Span<byte> destination)
     /// <summary>Text sidekick formatted itself (digits, units, a duration's "µs"): ASCII copied, anything else encoded.</summary>
     public void Chars(scoped ReadOnlySpan<char> text)
     {
-        if (Ascii.IsValid(text))
+        if (Ascii.FromUtf16(text, _destination[Written..], out var written) != OperationStatus.Done)
         {
-            Ascii.FromUtf16(text, _destination[Written..], out var written);
-            Written += written;
+            written = Encoding.UTF8.GetBytes(text, _destination[Written..]); // over what the ASCII pass began
         }
-        else
-        {
-            Written += Encoding.UTF8.GetBytes(text, _destination[Written..]);
-        }
+
+        Written += written;
     }
 
     public void Number(long value)

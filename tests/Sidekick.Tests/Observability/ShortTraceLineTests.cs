@@ -28,24 +28,8 @@ public sealed class ShortTraceLineTests
     }
 
     [Fact]
-    public void Every_record_is_the_json_writers_bytes_whether_or_not_it_is_plain_ascii()
-    {
-        var random = new Random(20261206);
-        using var batch = new LineBatch(ShortJson);
-        var expected = new StringBuilder();
-        var plain = 0;
-        for (var i = 0; i < 5_000; i++)
-        {
-            var record = RandomRecord(random);
-            plain += ShortJsonLine.TryWrite(record, new ArrayBufferWriter<byte>()) ? 1 : 0;
-            batch.Add(record);
-            expected.Append(ShortJson.Format(record)).Append('\n');
-        }
-
-        Assert.Equal(expected.ToString(), Encoding.UTF8.GetString(batch.Bytes));
-        // Both ways were taken many times: the comparison covers the writer-free path, not only the fallback.
-        Assert.InRange(plain, 1_000, 4_000);
-    }
+    public void Every_record_is_the_json_writers_bytes_whether_or_not_it_is_plain_ascii() =>
+        AssertBatchHoldsTheFormattersLines(ShortJson, r => ShortJsonLine.TryWrite(r, new ArrayBufferWriter<byte>()), seed: 20261206);
 
     [Theory]
     [InlineData(false)]
@@ -62,24 +46,11 @@ public sealed class ShortTraceLineTests
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public void Every_record_is_the_text_line_the_formatter_builds_whether_or_not_it_is_plain_ascii(bool colors)
-    {
-        var formatter = new TraceFormatter(new ConsoleMode(true, colors, false, false, false));
-        var random = new Random(20261207);
-        using var batch = new LineBatch(formatter);
-        var expected = new StringBuilder();
-        var plain = 0;
-        for (var i = 0; i < 5_000; i++)
-        {
-            var record = RandomRecord(random);
-            plain += ShortTextLine.TryWrite(record, colors, new ArrayBufferWriter<byte>()) ? 1 : 0;
-            batch.Add(record);
-            expected.Append(formatter.ShortText(record)).Append('\n');
-        }
-
-        Assert.Equal(expected.ToString(), Encoding.UTF8.GetString(batch.Bytes));
-        Assert.InRange(plain, 1_000, 4_000);
-    }
+    public void Every_record_is_the_text_line_the_formatter_builds_whether_or_not_it_is_plain_ascii(bool colors) =>
+        AssertBatchHoldsTheFormattersLines(
+            new TraceFormatter(new ConsoleMode(true, colors, false, false, false)),
+            r => ShortTextLine.TryWrite(r, colors, new ArrayBufferWriter<byte>()),
+            seed: 20261207);
 
     [Theory]
     [InlineData("/x\",\"statusCode\":500,\"y\":\"")]
@@ -98,6 +69,29 @@ public sealed class ShortTraceLineTests
         Assert.Equal(path, json.GetProperty("path").GetString());
         Assert.Equal(200, json.GetProperty("statusCode").GetInt32());
         Assert.Equal(1, json.EnumerateObject().Count(p => p.Name == "statusCode"));
+    }
+
+    /// <summary>
+    /// 5,000 random records through a batch, which writes each short line directly when it can, against the general
+    /// formatter's line for each; <paramref name="direct"/> says which records the direct path took.
+    /// </summary>
+    private static void AssertBatchHoldsTheFormattersLines(TraceFormatter formatter, Func<TraceRecord, bool> direct, int seed)
+    {
+        var random = new Random(seed);
+        using var batch = new LineBatch(formatter);
+        var expected = new StringBuilder();
+        var plain = 0;
+        for (var i = 0; i < 5_000; i++)
+        {
+            var record = RandomRecord(random);
+            plain += direct(record) ? 1 : 0;
+            batch.Add(record);
+            expected.Append(formatter.Format(record)).Append('\n');
+        }
+
+        Assert.Equal(expected.ToString(), Encoding.UTF8.GetString(batch.Bytes));
+        // Both ways were taken many times: the comparison covers the direct path, not only the fallback.
+        Assert.InRange(plain, 1_000, 4_000);
     }
 
     private static TraceRecord RandomRecord(Random random) => new()
