@@ -326,7 +326,7 @@ internal sealed class BackendExchange(
             return false;
         }
 
-        var hasBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true;
+        var hasBody = ServerFeatures.CanHaveBody(context.Features);
         if (bodyBuffered || (!hasBody && IdempotentMethods.Contains(context.Request.Method)))
         {
             return true;

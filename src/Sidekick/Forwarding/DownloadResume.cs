@@ -20,16 +20,28 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
 {
     private readonly ExchangeMeter _meter;
     private HttpContext _context = null!;
-    private IHttpRequestLifetimeFeature _inner = null!;
     private bool _abortRequested;
 
     private DownloadResume(ExchangeMeter meter) => _meter = meter;
 
     public CancellationToken RequestAborted
     {
-        get => _inner.RequestAborted;
-        set => _inner.RequestAborted = value;
+        get => Server?.RequestAborted ?? CancellationToken.None;
+        set
+        {
+            if (Server is { } server)
+            {
+                server.RequestAborted = value;
+            }
+        }
     }
+
+    /// <summary>
+    /// The server's own lifetime feature, which the meter takes when it puts this watch in front of it. Only a
+    /// forwarder writing through the HttpContext (YARP) reaches the watch as a feature, and only once it is installed,
+    /// so the plain path never looks the feature up (a long chain of type tests in Kestrel, every request).
+    /// </summary>
+    private IHttpRequestLifetimeFeature? Server => _meter.ServerLifetime;
 
     /// <summary>Why the last resume of this exchange did not complete (for the trace), or null.</summary>
     public string? Failure { get; private set; }
@@ -44,15 +56,13 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
     public static DownloadResume? Watch(HttpContext context, ExchangeMeter meter)
     {
         var request = context.Request;
-        if (!HttpMethods.IsGet(request.Method) || request.Headers.ContainsKey("Range") ||
-            context.Features.Get<IHttpRequestLifetimeFeature>() is not { } lifetime)
+        if (!HttpMethods.IsGet(request.Method) || request.Headers.Range.Count > 0)
         {
             return null;
         }
 
         var watch = meter.KeptResume ??= new DownloadResume(meter);
         watch._context = context;
-        watch._inner = lifetime;
         watch._abortRequested = false;
         watch.Failure = null;
         // In front of the server's lifetime feature whenever the meter is (a forwarder writing through the
@@ -69,7 +79,7 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
     {
         if (_abortRequested)
         {
-            _inner.Abort();
+            Server?.Abort();
         }
     }
 

@@ -66,23 +66,24 @@ internal sealed class ExchangeMeter : IDisposable
         meter._context = context;
         meter._installed = false;
         meter._lifetime = null;
+        meter._serverLifetime = null;
         meter.Path = null;
         meter.Observer = null;
         // A request that cannot have a body (a GET without Content-Length or chunking) reads none: no wrapper.
-        meter._requestCounted = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false;
+        meter._requestCounted = ServerFeatures.CanHaveBody(context.Features);
         if (meter._requestCounted)
         {
             meter._request.Begin(context.Request.Body);
             context.Request.Body = meter._request;
         }
 
-        meter._response.Begin(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.Response, firstByteClock, captureErrorBody);
+        meter._response.Begin(ServerFeatures.ResponseBody(context.Features) ?? throw new InvalidOperationException("The server has no response body feature."), context.Response, firstByteClock, captureErrorBody);
         return meter;
     }
 
     private static ExchangeMeter? Kept(HttpContext context)
     {
-        if (context.Features.Get<IPersistentStateFeature>()?.State is not { } state)
+        if (ServerFeatures.PersistentState(context.Features)?.State is not { } state)
         {
             return null;
         }
@@ -97,8 +98,14 @@ internal sealed class ExchangeMeter : IDisposable
         return meter;
     }
 
+    /// <summary>Whether the server said the request may have content (a GET without Content-Length or chunking may not).</summary>
+    public bool RequestMayHaveBody => _requestCounted;
+
     /// <summary>The response body, counted, for a forwarder that writes below the HttpContext.</summary>
     public IMeteredResponseBody Response => _response;
+
+    /// <summary>The server's lifetime feature that <see cref="Install"/> put the stand-in in front of; null until then.</summary>
+    public IHttpRequestLifetimeFeature? ServerLifetime => _serverLifetime;
 
     /// <summary>A stand-in for the request's lifetime feature, installed together with the meter.</summary>
     public void InstallWith(IHttpRequestLifetimeFeature lifetime) => _lifetime = lifetime;
@@ -119,7 +126,7 @@ internal sealed class ExchangeMeter : IDisposable
         _context.Features.Set<IHttpResponseBodyFeature>(_response);
         if (_lifetime is not null)
         {
-            _serverLifetime = _context.Features.Get<IHttpRequestLifetimeFeature>();
+            _serverLifetime = ServerFeatures.Lifetime(_context.Features);
             _context.Features.Set(_lifetime);
         }
     }

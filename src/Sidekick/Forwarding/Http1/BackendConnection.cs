@@ -13,7 +13,7 @@ namespace Sidekick.Forwarding.Http1;
 internal sealed class BackendConnection : IDisposable
 {
     /// <summary>Fits a typical response head plus a small body in one receive; held by every exchange in flight.</summary>
-    public const int SmallBufferSize = 4 * 1024;
+    public const int SmallBufferSize = ExchangeBuffers.Size;
 
     /// <summary>Used for long bodies: fewer system calls per megabyte.</summary>
     public const int LargeBufferSize = 64 * 1024;
@@ -74,7 +74,7 @@ internal sealed class BackendConnection : IDisposable
     /// <summary>Takes a receive buffer for one exchange, which is cut after <paramref name="activityTimeout"/> without progress.</summary>
     public void BeginExchange(TimeSpan activityTimeout)
     {
-        _buffer ??= ArrayPool<byte>.Shared.Rent(SmallBufferSize);
+        _buffer ??= ExchangeBuffers.Rent();
         _start = _end = 0;
         _activityTimeoutMilliseconds = (long)activityTimeout.TotalMilliseconds;
         Touch();
@@ -90,7 +90,7 @@ internal sealed class BackendConnection : IDisposable
         if (_buffer is { } buffer)
         {
             _buffer = null;
-            ArrayPool<byte>.Shared.Return(buffer);
+            ExchangeBuffers.Return(buffer);
         }
     }
 
@@ -105,7 +105,7 @@ internal sealed class BackendConnection : IDisposable
         var large = ArrayPool<byte>.Shared.Rent(LargeBufferSize);
         var count = _end - _start;
         small.AsSpan(_start, count).CopyTo(large);
-        ArrayPool<byte>.Shared.Return(small);
+        ExchangeBuffers.Return(small);
         _buffer = large;
         _start = 0;
         _end = count;
@@ -173,7 +173,7 @@ internal sealed class BackendConnection : IDisposable
 
                 var larger = ArrayPool<byte>.Shared.Rent(Math.Min(buffer.Length * 2, limit));
                 buffer.AsSpan(0, _end).CopyTo(larger);
-                ArrayPool<byte>.Shared.Return(buffer);
+                ExchangeBuffers.Return(buffer);
                 _buffer = buffer = larger;
             }
         }

@@ -68,7 +68,7 @@ internal sealed class Http1Forwarder : IDisposable
     public ValueTask<ForwarderError> SendAsync(
         HttpContext context, ExchangeMeter meter, string destinationPrefix, HttpMessageInvoker httpClient, ForwarderRequestConfig requestConfig)
     {
-        var choice = Choose(context, destinationPrefix, out var rawTarget, out var bodyLength);
+        var choice = Choose(context, meter.RequestMayHaveBody, destinationPrefix, out var rawTarget, out var bodyLength);
         meter.Path = choice;
         Interlocked.Increment(ref _chosen[(int)choice.Reason]);
         if (choice.Path == ForwardingPath.Http1)
@@ -86,7 +86,8 @@ internal sealed class Http1Forwarder : IDisposable
     /// The one place that decides the path: this one for a plain HTTP/1.1 exchange (with the raw request
     /// target and the length of its body, 0 for none), YARP for everything else, with the reason.
     /// </summary>
-    public PathChoice Choose(HttpContext context, string destinationPrefix, out string? rawTarget, out int bodyLength)
+    /// <param name="mayHaveBody">What the server said of the request's content (the meter asked it already).</param>
+    public PathChoice Choose(HttpContext context, bool mayHaveBody, string destinationPrefix, out string? rawTarget, out int bodyLength)
     {
         rawTarget = null;
         bodyLength = 0;
@@ -111,13 +112,15 @@ internal sealed class Http1Forwarder : IDisposable
             return new PathChoice(ForwardingPath.Yarp, PathReason.Expect100);
         }
 
-        if (context.Features.Get<IHttpUpgradeFeature>() is { IsUpgradableRequest: true } ||
-            context.Features.Get<IHttpExtendedConnectFeature>() is { IsExtendedConnect: true })
+        // An HTTP/1.1 upgrade names itself in Connection, so a request without that field is not asked about
+        // (each feature lookup is a long chain of type tests in Kestrel); an extended CONNECT (a WebSocket over
+        // HTTP/2) has the method CONNECT, already sent to YARP above.
+        if (request.Headers.Connection.Count > 0 && ServerFeatures.Upgrade(context.Features) is { IsUpgradableRequest: true })
         {
             return new PathChoice(ForwardingPath.Yarp, PathReason.Upgrade);
         }
 
-        if (context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true)
+        if (mayHaveBody)
         {
             if (request.ContentLength is not { } length)
             {
@@ -133,7 +136,7 @@ internal sealed class Http1Forwarder : IDisposable
         }
 
         // Origin-form only; an absolute-form or asterisk target keeps YARP's handling.
-        var target = context.Features.Get<IHttpRequestFeature>()?.RawTarget;
+        var target = ServerFeatures.Request(context.Features)?.RawTarget;
         if (target is not { Length: > 0 } || target[0] != '/')
         {
             bodyLength = 0;

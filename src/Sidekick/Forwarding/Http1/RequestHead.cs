@@ -13,14 +13,12 @@ namespace Sidekick.Forwarding.Http1;
 /// </summary>
 internal struct RequestHead : IDisposable
 {
-    private const int InitialSize = 4096;
-
     private byte[] _buffer;
     private int _length;
 
-    private RequestHead(int size)
+    private RequestHead(byte[] buffer)
     {
-        _buffer = ArrayPool<byte>.Shared.Rent(size);
+        _buffer = buffer;
         _length = 0;
     }
 
@@ -38,7 +36,7 @@ internal struct RequestHead : IDisposable
     public static RequestHead Write(HttpContext context, string rawTarget, string backendAuthority, int bodyLength)
     {
         var request = context.Request;
-        var head = new RequestHead(InitialSize);
+        var head = new RequestHead(ExchangeBuffers.Rent());
         head.Append(request.Method);
         head.Append(" "u8);
         head.Append(rawTarget);
@@ -115,7 +113,7 @@ internal struct RequestHead : IDisposable
         if (_buffer is { } buffer)
         {
             _buffer = null!;
-            ArrayPool<byte>.Shared.Return(buffer);
+            ExchangeBuffers.Return(buffer);
         }
     }
 
@@ -174,7 +172,7 @@ internal struct RequestHead : IDisposable
 
         var larger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, _length + more));
         _buffer.AsSpan(0, _length).CopyTo(larger);
-        ArrayPool<byte>.Shared.Return(_buffer);
+        ExchangeBuffers.Return(_buffer);
         _buffer = larger;
     }
 }
