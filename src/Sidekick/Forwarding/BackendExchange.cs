@@ -326,7 +326,7 @@ internal sealed class BackendExchange(
             return false;
         }
 
-        var hasBody = ServerFeatures.CanHaveBody(context.Features);
+        var hasBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true;
         if (bodyBuffered || (!hasBody && IdempotentMethods.Contains(context.Request.Method)))
         {
             return true;

@@ -70,20 +70,20 @@ internal sealed class ExchangeMeter : IDisposable
         meter.Path = null;
         meter.Observer = null;
         // A request that cannot have a body (a GET without Content-Length or chunking) reads none: no wrapper.
-        meter._requestCounted = ServerFeatures.CanHaveBody(context.Features);
+        meter._requestCounted = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false;
         if (meter._requestCounted)
         {
             meter._request.Begin(context.Request.Body);
             context.Request.Body = meter._request;
         }
 
-        meter._response.Begin(ServerFeatures.ResponseBody(context.Features) ?? throw new InvalidOperationException("The server has no response body feature."), context.Response, firstByteClock, captureErrorBody);
+        meter._response.Begin(context.Features.GetRequiredFeature<IHttpResponseBodyFeature>(), context.Response, firstByteClock, captureErrorBody);
         return meter;
     }
 
     private static ExchangeMeter? Kept(HttpContext context)
     {
-        if (ServerFeatures.PersistentState(context.Features)?.State is not { } state)
+        if (context.Features.Get<IPersistentStateFeature>()?.State is not { } state)
         {
             return null;
         }
@@ -126,7 +126,7 @@ internal sealed class ExchangeMeter : IDisposable
         _context.Features.Set<IHttpResponseBodyFeature>(_response);
         if (_lifetime is not null)
         {
-            _serverLifetime = ServerFeatures.Lifetime(_context.Features);
+            _serverLifetime = _context.Features.Get<IHttpRequestLifetimeFeature>();
             _context.Features.Set(_lifetime);
         }
     }

@@ -26,7 +26,7 @@ internal static class RequestGuard
             return "both Content-Length and Transfer-Encoding";
         }
 
-        var request = ServerFeatures.Request(context.Features);
+        var request = context.Features.Get<IHttpRequestFeature>();
         var target = request?.RawTarget;
         if (target is { Length: > 0 } && target[0] != '/' && target != "*")
         {

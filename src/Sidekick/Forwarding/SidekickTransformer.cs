@@ -27,7 +27,7 @@ internal sealed class SidekickTransformer : HttpTransformer
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
 
         var request = httpContext.Request;
-        var rawTarget = ServerFeatures.Request(httpContext.Features)?.RawTarget;
+        var rawTarget = httpContext.Features.Get<IHttpRequestFeature>()?.RawTarget;
         if (rawTarget is { Length: > 0 } && rawTarget[0] == '/')
         {
             // Keep %2F, %2B, ';' and the query exactly as the client sent them.
