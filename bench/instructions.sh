@@ -33,6 +33,9 @@ start_backend
 
 echo "building sidekick (Native AOT, symbols kept for the profile)…"
 rm -rf "$OUT/sidekick"
+# A stripped build made before (run.sh's, or any default publish) leaves its stripped binary in obj/, and publish
+# reuses it when no source changed: the profile then names no function. Linking afresh keeps the symbols.
+rm -rf src/Sidekick/obj/Release/net10.0/linux-x64/native
 dotnet publish src/Sidekick -c Release -r linux-x64 -o "$OUT/sidekick" -p:StripSymbols=false -v quiet -nologo >/dev/null
 # A build with stripped symbols (run.sh's) leaves sidekick.dbg in obj/, and publish copies it here: beside this
 # binary it no longer matches, and valgrind gives up on it ("possibly corrupted debuginfo file").
