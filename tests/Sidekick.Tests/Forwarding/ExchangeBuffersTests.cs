@@ -38,6 +38,7 @@ public sealed class ExchangeBuffersTests
 
             var large = new byte[2 * ExchangeBuffers.Size];
             ExchangeBuffers.Return(large);
+            Assert.Equal(0, ExchangeBuffers.KeptOnThisThread);
             Assert.All(Enumerable.Range(0, 5).Select(_ => ExchangeBuffers.Rent()), b => Assert.Equal(ExchangeBuffers.Size, b.Length));
         });
     }
