@@ -7,7 +7,7 @@
 #                 front of one endpoint); access-log rows are measured in the first set-up listed
 #   SCENARIOS     the plain HTTP/1.1 rows, SIZE/CONNECTIONS (default "1k/32 1k/256 64k/32 1m/32"); the HTTPS and
 #                 HTTP/2 rows (1 KiB, 32 connections) run in every set-up whatever this says
-#   TRACE_ROWS    the rows of SCENARIOS that also measure access logging (default "1k/32 1k/256 64k/32")
+#   TRACE_ROWS    the rows of SCENARIOS that also measure access logging (default "1k/32 1k/256 64k/32"; empty: none)
 #   SIDEKICK_BIN  measure this binary instead of building one
 #   RESULTS_DIR   where results.md and results.svg go. Default: bench/ for a full run (ROUNDS >= 3, DURATION
 #                 >= 15), bench/out/ otherwise, so a short run cannot overwrite the committed figures.
@@ -23,7 +23,7 @@ DURATION=${DURATION:-15}
 # Rounds of the whole matrix; each figure in results.md is the median of its rounds (this machine is shared).
 ROUNDS=${ROUNDS:-3}
 BACKENDS=${BACKENDS:-"2 1"}
-TRACE_ROWS=${TRACE_ROWS:-"1k/32 1k/256 64k/32"}
+TRACE_ROWS=${TRACE_ROWS-"1k/32 1k/256 64k/32"}   # set and empty: no logging rows
 SCENARIOS=${SCENARIOS:-"1k/32 1k/256 64k/32 1m/32"}
 if [ -z "${RESULTS_DIR:-}" ]; then
   if [ "$ROUNDS" -ge 3 ] && [ "$DURATION" -ge 15 ]; then RESULTS_DIR=$ROOT/bench; else RESULTS_DIR=$OUT; fi
