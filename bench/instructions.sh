@@ -33,12 +33,11 @@ start_backend
 
 echo "building sidekick (Native AOT, symbols kept for the profile)…"
 rm -rf "$OUT/sidekick"
-# A stripped build made before (run.sh's, or any default publish) leaves its stripped binary in obj/, and publish
-# reuses it when no source changed: the profile then names no function. Linking afresh keeps the symbols.
+# A stripped build made before (run.sh's, or any default publish) leaves in obj/ its stripped binary, which publish
+# reuses when no source changed (the profile then names no function), and its sidekick.dbg, which publish copies
+# here and valgrind refuses beside another binary ("possibly corrupted debuginfo file"). Link afresh, drop the .dbg.
 rm -rf src/Sidekick/obj/Release/net10.0/linux-x64/native
 dotnet publish src/Sidekick -c Release -r linux-x64 -o "$OUT/sidekick" -p:StripSymbols=false -v quiet -nologo >/dev/null
-# A build with stripped symbols (run.sh's) leaves sidekick.dbg in obj/, and publish copies it here: beside this
-# binary it no longer matches, and valgrind gives up on it ("possibly corrupted debuginfo file").
 rm -f "$OUT/sidekick/sidekick.dbg"
 # valgrind reads function names from the symbol table; it cannot read the DWARF the AOT compiler writes.
 strip --strip-debug "$OUT/sidekick/sidekick"

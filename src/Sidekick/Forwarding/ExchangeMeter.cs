@@ -31,7 +31,7 @@ internal sealed class ExchangeMeter : IDisposable
     private readonly CountingReadStream _request = new();
     private readonly CountingWriteStream _response = new();
     private HttpContext _context = null!;
-    private bool _requestCounted;
+    private bool _requestMayHaveBody;
     private bool _busy;
     private IHttpRequestLifetimeFeature? _lifetime;
     private IHttpRequestLifetimeFeature? _serverLifetime;
@@ -70,8 +70,8 @@ internal sealed class ExchangeMeter : IDisposable
         meter.Path = null;
         meter.Observer = null;
         // A request that cannot have a body (a GET without Content-Length or chunking) reads none: no wrapper.
-        meter._requestCounted = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false;
-        if (meter._requestCounted)
+        meter._requestMayHaveBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false;
+        if (meter._requestMayHaveBody)
         {
             meter._request.Begin(context.Request.Body);
             context.Request.Body = meter._request;
@@ -99,7 +99,7 @@ internal sealed class ExchangeMeter : IDisposable
     }
 
     /// <summary>Whether the server said the request may have content (a GET without Content-Length or chunking may not).</summary>
-    public bool RequestMayHaveBody => _requestCounted;
+    public bool RequestMayHaveBody => _requestMayHaveBody;
 
     /// <summary>The response body, counted, for a forwarder that writes below the HttpContext.</summary>
     public IMeteredResponseBody Response => _response;
@@ -145,7 +145,7 @@ internal sealed class ExchangeMeter : IDisposable
             Observer = null;
         }
 
-        if (_requestCounted && ReferenceEquals(_context.Request.Body, _request))
+        if (_requestMayHaveBody && ReferenceEquals(_context.Request.Body, _request))
         {
             _context.Request.Body = _request.Inner;
         }
@@ -162,7 +162,7 @@ internal sealed class ExchangeMeter : IDisposable
         _busy = false;
     }
 
-    public long RequestBodyBytes => _requestCounted ? _request.BytesRead : 0;
+    public long RequestBodyBytes => _requestMayHaveBody ? _request.BytesRead : 0;
 
     public long ResponseBodyBytes => _response.Written;
 

@@ -12,9 +12,6 @@ namespace Sidekick.Forwarding.Http1;
 /// </summary>
 internal sealed class BackendConnection : IDisposable
 {
-    /// <summary>Fits a typical response head plus a small body in one receive; held by every exchange in flight.</summary>
-    public const int SmallBufferSize = ExchangeBuffers.Size;
-
     /// <summary>Used for long bodies: fewer system calls per megabyte.</summary>
     public const int LargeBufferSize = 64 * 1024;
 

@@ -12,6 +12,7 @@ namespace Sidekick.Forwarding.Http1;
 /// </summary>
 internal static class ExchangeBuffers
 {
+    /// <summary>Fits a typical response head plus a small body in one receive, and a typical request head.</summary>
     public const int Size = 4 * 1024;
 
     private const int Kept = 32;
