@@ -11,7 +11,8 @@ namespace Sidekick.Tests.Forwarding;
 /// response corpus, for a bounded time in the suite (SIDEKICK_FUZZ_SECONDS for a longer run). Properties:
 /// only the parsers' own "invalid response" errors escape; a refused head applies nothing; a chunked body
 /// decodes to the same bytes and ends at the same offset whether it arrives whole or in pieces (so the
-/// connection is never read out of step); framing is consistent with reuse.
+/// connection is never read out of step); framing is consistent with reuse; no header value applied holds a NUL,
+/// a CR or a LF.
 /// </summary>
 public sealed class ResponseParserFuzzTests(ITestOutputHelper output)
 {
@@ -95,6 +96,15 @@ public sealed class ResponseParserFuzzTests(ITestOutputHelper output)
         }
 
         Assert.InRange(response.StatusCode, 200, 999);
+        foreach (var (name, applied) in response.Headers)
+        {
+            foreach (var value in applied)
+            {
+                // RFC 9110 §5.5: what reaches the client's head never holds a NUL, a CR or a LF.
+                Assert.True(value is null || value.AsSpan().IndexOfAny('\0', '\r', '\n') < 0, $"{name}: {value}");
+            }
+        }
+
         Assert.False(head.Reusable && head.Framing == BodyFraming.UntilClose, "a connection read until close cannot be reused");
         if (head.Framing == BodyFraming.ContentLength)
         {
