@@ -31,7 +31,6 @@ internal sealed class ExchangeMeter : IDisposable
     private readonly CountingReadStream _request = new();
     private readonly CountingWriteStream _response = new();
     private HttpContext _context = null!;
-    private bool _requestMayHaveBody;
     private bool _busy;
     private IHttpRequestLifetimeFeature? _lifetime;
     private IHttpRequestLifetimeFeature? _serverLifetime;
@@ -70,8 +69,8 @@ internal sealed class ExchangeMeter : IDisposable
         meter.Path = null;
         meter.Observer = null;
         // A request that cannot have a body (a GET without Content-Length or chunking) reads none: no wrapper.
-        meter._requestMayHaveBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false;
-        if (meter._requestMayHaveBody)
+        meter.RequestMayHaveBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody != false;
+        if (meter.RequestMayHaveBody)
         {
             meter._request.Begin(context.Request.Body);
             context.Request.Body = meter._request;
@@ -99,7 +98,7 @@ internal sealed class ExchangeMeter : IDisposable
     }
 
     /// <summary>Whether the server said the request may have content (a GET without Content-Length or chunking may not).</summary>
-    public bool RequestMayHaveBody => _requestMayHaveBody;
+    public bool RequestMayHaveBody { get; private set; }
 
     /// <summary>The response body, counted, for a forwarder that writes below the HttpContext.</summary>
     public IMeteredResponseBody Response => _response;
@@ -145,7 +144,7 @@ internal sealed class ExchangeMeter : IDisposable
             Observer = null;
         }
 
-        if (_requestMayHaveBody && ReferenceEquals(_context.Request.Body, _request))
+        if (RequestMayHaveBody && ReferenceEquals(_context.Request.Body, _request))
         {
             _context.Request.Body = _request.Inner;
         }
@@ -162,7 +161,7 @@ internal sealed class ExchangeMeter : IDisposable
         _busy = false;
     }
 
-    public long RequestBodyBytes => _requestMayHaveBody ? _request.BytesRead : 0;
+    public long RequestBodyBytes => RequestMayHaveBody ? _request.BytesRead : 0;
 
     public long ResponseBodyBytes => _response.Written;
 
