@@ -234,7 +234,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     }
 
     /// <summary>The request target as logs show it (secrets in the query redacted).</summary>
-    private static string TargetOf(HttpContext context) => Observability.SecretRedaction.Text(
+    public static string TargetOf(HttpContext context) => Observability.SecretRedaction.Text(
         context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? "/");
 
     /// <summary>

@@ -163,6 +163,7 @@ internal sealed class CacheMetrics : IDisposable
         NotStoredReason.TooLarge => "too_large",
         NotStoredReason.NoFreshness => "no_freshness",
         NotStoredReason.HeadersTooLarge => "headers_too_large",
+        NotStoredReason.UnkeyedHeader => "unkeyed_header",
         _ => "fills_busy",
     };
 

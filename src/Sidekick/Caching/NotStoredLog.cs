@@ -14,7 +14,8 @@ internal sealed class NotStoredLog(TimeProvider time)
     private readonly long[] _unlogged = new long[Enum.GetValues<NotStoredReason>().Length];
 
     public static bool IsLogged(NotStoredReason reason) =>
-        reason is NotStoredReason.TooLarge or NotStoredReason.HeadersTooLarge or NotStoredReason.FillsBusy or NotStoredReason.UnknownLength;
+        reason is NotStoredReason.TooLarge or NotStoredReason.HeadersTooLarge or NotStoredReason.FillsBusy or NotStoredReason.UnknownLength or
+            NotStoredReason.UnkeyedHeader;
 
     /// <summary>Whether this one gets a line now; <paramref name="unlogged"/> is how many of its reason did not since the last.</summary>
     public bool Due(NotStoredReason reason, out long unlogged)

@@ -39,4 +39,10 @@ internal enum NotStoredReason
 
     /// <summary>SIDEKICK_CACHE_MAX_FILLS fills were already running.</summary>
     FillsBusy,
+
+    /// <summary>
+    /// The request carries a field that can change the origin's answer and is not part of an entry's name
+    /// (<see cref="UnkeyedHeaders"/>): the cache was bypassed, neither read nor filled.
+    /// </summary>
+    UnkeyedHeader,
 }

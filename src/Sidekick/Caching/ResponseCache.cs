@@ -105,6 +105,14 @@ internal sealed class ResponseCache : IDisposable
             return;
         }
 
+        if (UnkeyedHeaders.FoundIn(request.Headers) is { } unkeyed)
+        {
+            _fills.NotStored(CacheEntries.TargetOf(context), NotStoredReason.UnkeyedHeader,
+                $"the request carries {unkeyed}, which can change the origin's answer and is not part of an entry's name; such a request neither reads nor fills the cache");
+            await BypassAsync(context, origin, requestControl);
+            return;
+        }
+
         var key = CacheKey.For(context);
         // A fill of this entry runs here and its spool already holds what is asked: it answers, without a store
         // lookup. A large entry takes the store a while to take (a 2 GiB one over a minute on s3rver), and a store busy

@@ -131,6 +131,80 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
         Assert.EndsWith("\r\n\r\ncontent=", answer, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("X-Forwarded-Proto", "javascript")]
+    [InlineData("X-Forwarded-Scheme", "nothttps")]
+    [InlineData("X-Forwarded-Port", "1337")]
+    [InlineData("X-Forwarded-Prefix", "/evil")]
+    [InlineData("Forwarded", "proto=http;host=evil.example")]
+    [InlineData("X-Original-URL", "/admin")]
+    [InlineData("X-Rewrite-URL", "/admin")]
+    [InlineData("X-HTTP-Method-Override", "DELETE")]
+    [InlineData("x-host", "evil.example")]
+    public async Task A_request_field_the_origin_answers_by_but_the_entry_is_not_named_by_bypasses_the_cache(string field, string value)
+    {
+        // The origin builds its answer from the field, as frameworks behind proxies build links and redirects from the
+        // forwarded scheme and port, or route by an original URL or a method override. Were the hostile answer stored,
+        // it would be served to every client asking for /reflect (web cache poisoning through unkeyed input).
+        await using var origin = await QueryOrigin.StartAsync();
+        var (instance, client) = await StartAsync(origin);
+        await using var running = instance;
+
+        using (var hostile = Reflected(field, value))
+        using (var response = await client.SendAsync(hostile))
+        {
+            Assert.Equal("BYPASS", Outcome(response));
+            Assert.Equal($"{field.ToLowerInvariant()}={value}", await response.Content.ReadAsStringAsync());
+        }
+
+        // Nothing of it was stored: the victim's request reaches the origin and gets the plain answer, which is stored.
+        await FillAsync(instance, client, "/reflect", "plain");
+        Assert.Equal(2, origin.Asked("/reflect"));
+
+        // Nor is the stored entry served to it: the origin answers it again.
+        using (var again = Reflected(field, value))
+        using (var response = await client.SendAsync(again))
+        {
+            Assert.Equal("BYPASS", Outcome(response));
+            Assert.Equal($"{field.ToLowerInvariant()}={value}", await response.Content.ReadAsStringAsync());
+        }
+
+        Assert.Equal(3, origin.Asked("/reflect"));
+        Assert.Equal(2, instance.Server.Cache!.Metrics.NotStoredOf(NotStoredReason.UnkeyedHeader));
+        var metrics = await client.GetStringAsync("/.prometheus/metrics");
+        Assert.Contains("sidekick_cache_not_stored_total{reason=\"unkeyed_header\"} 2\n", metrics, StringComparison.Ordinal);
+
+        static HttpRequestMessage Reflected(string field, string value)
+        {
+            var request = new HttpRequestMessage(HttpMethod.Get, "/reflect");
+            Assert.True(request.Headers.TryAddWithoutValidation(field, value));
+            return request;
+        }
+    }
+
+    [Fact]
+    public async Task X_Forwarded_Host_bypasses_the_cache_only_where_it_reaches_the_origin_as_sent()
+    {
+        await using var origin = await QueryOrigin.StartAsync();
+        var (instance, client) = await StartAsync(origin);
+        await using var running = instance;
+
+        // With a Host, sidekick sets X-Forwarded-Host to it: the client's value never reaches the origin, and the
+        // answer is the one every client asking with that Host gets, so it is stored.
+        await FillAsync(instance, client, "/reflect-host", $"x-forwarded-host={client.BaseAddress!.Authority}",
+            request => request.Headers.TryAddWithoutValidation("X-Forwarded-Host", "evil.example"));
+
+        // HTTP/1.0 without Host: the client's X-Forwarded-Host goes to the origin as it came, so the cache is bypassed.
+        using var socket = new System.Net.Sockets.TcpClient();
+        await socket.ConnectAsync(client.BaseAddress.Host, client.BaseAddress.Port);
+        var stream = socket.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes("GET /reflect-host HTTP/1.0\r\nX-Forwarded-Host: evil.example\r\n\r\n"));
+        var answer = await new StreamReader(stream, Encoding.ASCII).ReadToEndAsync();
+        Assert.Contains("X-Cache: BYPASS\r\n", answer, StringComparison.Ordinal);
+        Assert.EndsWith("\r\n\r\nx-forwarded-host=evil.example", answer, StringComparison.Ordinal);
+        Assert.Equal(2, origin.Asked("/reflect-host"));
+    }
+
     [Fact]
     public async Task Sidecars_in_front_of_different_origins_sharing_a_bucket_do_not_serve_each_others_entries()
     {
@@ -274,6 +348,9 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
                 // The first value of a repeated parameter wins; Expires selects content, as on any non-S3 service.
                 _ when request.Query.TryGetValue("v", out var v) => ("v=" + v[0], null),
                 _ when request.Query.TryGetValue("Expires", out var expires) => ("Expires=" + expires[0], null),
+                // The first forwarding or routing field it finds, as the origin answers by it.
+                "/reflect" => (ReflectedField(request.Headers) ?? "plain", null),
+                "/reflect-host" => ("x-forwarded-host=" + request.Headers["X-Forwarded-Host"], null),
                 _ => ("plain", (string?)null),
             };
 
@@ -288,5 +365,13 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
             context.Response.ContentLength = bytes.Length;
             await context.Response.Body.WriteAsync(bytes);
         }
+
+        /// <summary>A field origins behind proxies answer by (scheme, host, port, prefix, path, method), as "name=value".</summary>
+        private static string? ReflectedField(IHeaderDictionary headers) =>
+            new[]
+            {
+                "X-Forwarded-Proto", "X-Forwarded-Scheme", "X-Forwarded-Port", "X-Forwarded-Prefix", "Forwarded", "X-Original-URL",
+                "X-Rewrite-URL", "X-HTTP-Method-Override", "X-Host",
+            }.Where(headers.ContainsKey).Select(name => $"{name.ToLowerInvariant()}={headers[name]}").FirstOrDefault();
     }
 }
