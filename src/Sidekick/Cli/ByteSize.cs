@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Numerics;
 
 namespace Sidekick.Cli;
 
@@ -80,9 +81,16 @@ internal static class ByteSize
             return Unit(destination, length, "B");
         }
 
-        // The same floating-point steps as ever, so that sizes next to a unit's boundary round as they always did.
-        var exponent = (int)Math.Floor(Math.Log(bytes) / Math.Log(1024));
-        var tenths = (long)Math.Floor(bytes / Math.Pow(1024, exponent) * 10 + 0.5);
+        // The unit from the bit length; go-humanize's floating-point steps (floor(log(b) / log(1024))) only next to a
+        // power of 1024, where their rounding can put a size one unit lower: so sizes there print as they always did,
+        // and the others skip two calls into libm (a trace line prints two sizes).
+        var exponent = (63 - BitOperations.LeadingZeroCount((ulong)bytes)) / 10;
+        if (NearPowerOf1024(bytes, exponent))
+        {
+            exponent = (int)Math.Floor(Math.Log(bytes) / Log1024);
+        }
+
+        var tenths = (long)Math.Floor(bytes / IecPowers[exponent] * 10 + 0.5);
         if (tenths < 100)
         {
             // Under 10: one decimal ("0.0").
@@ -98,6 +106,27 @@ internal static class ByteSize
         }
 
         return Unit(destination, length, IecUnits[exponent]);
+    }
+
+    // Math.Log(1024), and Math.Pow(1024, n) for each unit: powers of two, so exact as doubles, as Math.Pow returns them.
+    private static readonly double Log1024 = Math.Log(1024);
+    private static readonly double[] IecPowers = [1, 1L << 10, 1L << 20, 1L << 30, 1L << 40, 1L << 50, 1L << 60];
+
+    /// <summary>
+    /// Whether <paramref name="bytes"/> lies within 2^-36 of its own unit's power of 1024 or the next one: there the
+    /// floating-point quotient (a few parts in 10^15 off) may fall on the other side of the boundary; farther away it
+    /// cannot.
+    /// </summary>
+    private static bool NearPowerOf1024(long bytes, int exponent)
+    {
+        var power = 1L << (10 * exponent);
+        if (bytes - power <= Math.Max(2, power >> 36))
+        {
+            return true;
+        }
+
+        // 1024^7 is past long.MaxValue: an exabyte-unit size has no next boundary.
+        return exponent < 6 && (power << 10) - bytes <= Math.Max(2, power >> 26);
     }
 
     private static int Unit(Span<char> destination, int length, string unit)
