@@ -105,6 +105,8 @@ internal sealed class ResponseCache : IDisposable
             return;
         }
 
+        // A forwarding or routing field the origin may answer by: one client's value must not choose what every other
+        // client asking for the same name is served.
         if (UnkeyedHeaders.FoundIn(request.Headers) is { } unkeyed)
         {
             _fills.NotStored(CacheEntries.TargetOf(context), NotStoredReason.UnkeyedHeader,
