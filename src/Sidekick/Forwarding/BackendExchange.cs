@@ -296,7 +296,7 @@ internal sealed class BackendExchange(
             IsProbe = false,
             Host = backend.Name,
             Time = time.GetUtcNow().UtcDateTime,
-            Client = TraceSink.ClientOf(context),
+            Client = meter.ClientOf(context),
             Rx = rx,
             Tx = tx,
             Latency = latency,

@@ -174,6 +174,10 @@ internal sealed class ExchangeMeter : IDisposable
     public long RequestHeaderBytesOf(HttpRequest request) =>
         _response.CountedRequestHeaderBytes is >= 0 and var counted ? counted : RequestHeaderBytes(request);
 
+    /// <summary>The client a trace names for this exchange's request (<see cref="Observability.TraceSink.ClientOf(HttpContext)"/>), from the fields the forwarder found when it did.</summary>
+    public string ClientOf(HttpContext context) =>
+        _response.ClientFields is { } fields ? Observability.TraceSink.ClientOf(context, fields) : Observability.TraceSink.ClientOf(context);
+
     /// <summary>
     /// Header bytes as upstream counts them: name and value of every header, Host included once (upstream
     /// adds the host to a header map that lacks it; Kestrel's holds it).
@@ -273,6 +277,7 @@ internal sealed class ExchangeMeter : IDisposable
             _writer = null;
             FirstWriteTimestamp = 0;
             CountedRequestHeaderBytes = -1;
+            ClientFields = null;
         }
 
         public long Written => Volatile.Read(ref _written);
@@ -294,7 +299,14 @@ internal sealed class ExchangeMeter : IDisposable
 
         public IExchangeObserver? Observer { get; set; }
 
-        public void CountedRequestHeaders(long bytes) => CountedRequestHeaderBytes = bytes;
+        /// <summary>The request's client address fields as the forwarder found them; null when it did not.</summary>
+        public Observability.ClientAddressFields? ClientFields { get; private set; }
+
+        public void CountedRequestHeaders(long bytes, in Observability.ClientAddressFields clientFields)
+        {
+            CountedRequestHeaderBytes = bytes;
+            ClientFields = clientFields;
+        }
 
         public void Wrote(ReadOnlySpan<byte> data)
         {

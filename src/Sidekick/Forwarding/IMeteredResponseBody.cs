@@ -23,8 +23,9 @@ internal interface IMeteredResponseBody
     void Wrote(ReadOnlySpan<byte> data);
 
     /// <summary>
-    /// The request's header bytes as <see cref="ExchangeMeter.RequestHeaderBytes"/> counts them, from a forwarder
-    /// that walked the headers anyway (so the meter need not walk them again).
+    /// The request's header bytes as <see cref="ExchangeMeter.RequestHeaderBytes"/> counts them, and the fields its
+    /// trace names the client by, from a forwarder that walked the headers anyway (so the meter need not walk them
+    /// again).
     /// </summary>
-    void CountedRequestHeaders(long bytes);
+    void CountedRequestHeaders(long bytes, in Observability.ClientAddressFields clientFields);
 }

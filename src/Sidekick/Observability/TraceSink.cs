@@ -74,28 +74,14 @@ internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, Outpu
     /// The client as upstream reports it: first X-Forwarded-For entry, else X-Real-IP, else Forwarded for=,
     /// else the peer; the port is removed without breaking IPv6 addresses.
     /// </summary>
-    public static string ClientOf(HttpContext context)
-    {
-        // One pass over the fields instead of three lookups by name: none of the three is a field Kestrel knows, so
-        // each lookup compared the name with the known ones of its length and then searched the other fields
-        // (measured: ~1,500 instructions per traced request; a request carries a handful of fields).
-        StringValues forwardedFor = default, realIp = default, forwarded = default;
-        foreach (var (name, values) in context.Request.Headers)
-        {
-            if (name.Length == ForwardingHeaders.ForwardedFor.Length && name.Equals(ForwardingHeaders.ForwardedFor, StringComparison.OrdinalIgnoreCase))
-            {
-                forwardedFor = values;
-            }
-            else if (name.Length == ForwardingHeaders.RealIp.Length && name.Equals(ForwardingHeaders.RealIp, StringComparison.OrdinalIgnoreCase))
-            {
-                realIp = values;
-            }
-            else if (name.Length == ForwardingHeaders.Forwarded.Length && name.Equals(ForwardingHeaders.Forwarded, StringComparison.OrdinalIgnoreCase))
-            {
-                forwarded = values;
-            }
-        }
+    public static string ClientOf(HttpContext context) => ClientOf(context, ClientAddressFields.Of(context.Request.Headers));
 
+    /// <inheritdoc cref="ClientOf(HttpContext)"/>
+    /// <param name="context">The request, for its peer address.</param>
+    /// <param name="fields">Its client address fields, found by whoever walked its fields already.</param>
+    public static string ClientOf(HttpContext context, in ClientAddressFields fields)
+    {
+        var (forwardedFor, realIp, forwarded) = fields;
         string? client = null;
         if (forwardedFor.Count > 0)
         {

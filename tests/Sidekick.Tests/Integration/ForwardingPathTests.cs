@@ -51,6 +51,44 @@ public sealed class ForwardingPathTests
         Assert.Equal(["/slow 499"], statuses);
     }
 
+    [Theory]
+    [InlineData("http1")]
+    [InlineData("yarp")]
+    public async Task Each_trace_record_names_its_own_requests_client_on_a_kept_alive_connection(string forwarder)
+    {
+        // The plain path hands the trace the client fields it found while copying the request; the request after it on
+        // the same connection (here one that takes YARP's path, with none of those fields) must name its own client,
+        // the peer, and never a field a request before it sent.
+        await using var a = await TestBackend.StartAsync("a");
+        var clients = await RunAsync(a, forwarder, async client =>
+        {
+            await SendAsync(client, HttpMethod.Get, "/xff", ("X-Forwarded-For", "203.0.113.7, 10.0.0.1"));
+            await SendAsync(client, HttpMethod.Put, "/chunked", chunked: true);
+            await SendAsync(client, HttpMethod.Get, "/real-ip", ("X-Real-IP", "198.51.100.2"));
+            await SendAsync(client, HttpMethod.Get, "/forwarded", ("Forwarded", "for=\"[2001:db8::5]:4711\";proto=http"));
+            await SendAsync(client, HttpMethod.Get, "/none");
+        }, "client");
+        Assert.Equal(["/xff 203.0.113.7", "/chunked 127.0.0.1", "/real-ip 198.51.100.2", "/forwarded 2001:db8::5", "/none 127.0.0.1"], clients);
+
+        static async Task SendAsync(HttpClient client, HttpMethod method, string path, (string Name, string Value)? field = null, bool chunked = false)
+        {
+            using var request = new HttpRequestMessage(method, path);
+            if (field is var (name, value))
+            {
+                Assert.True(request.Headers.TryAddWithoutValidation(name, value));
+            }
+
+            if (chunked)
+            {
+                request.Content = new StreamContent(new MemoryStream(new byte[10]));
+                request.Headers.TransferEncodingChunked = true;
+            }
+
+            using var response = await client.SendAsync(request);
+            response.EnsureSuccessStatusCode();
+        }
+    }
+
     /// <summary>Runs sidekick with JSON traces, lets <paramref name="drive"/> send requests, returns "path forwarder reason" per trace.</summary>
     /// <param name="until">Waited for in the output before stopping (an exchange the client left ends on its own time).</param>
     private static async Task<string[]> RunAsync(TestBackend backend, string forwarder, Func<HttpClient, Task> drive, string? field = null, Func<string, bool>? until = null)

@@ -157,7 +157,7 @@ internal sealed class Http1Forwarder : IDisposable
     {
         var resendable = IdempotentMethods.Contains(context.Request.Method);
         using var head = RequestHead.Write(context, rawTarget, pool.Authority, bodyLength);
-        metered.CountedRequestHeaders(head.HeaderBytes);
+        metered.CountedRequestHeaders(head.HeaderBytes, head.ClientFields);
         var headBytes = head.Bytes;
         for (var attempt = 1; ; attempt++)
         {

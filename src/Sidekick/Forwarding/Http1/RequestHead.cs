@@ -27,6 +27,9 @@ internal struct RequestHead : IDisposable
     /// <summary>The client's header bytes as <see cref="ExchangeMeter.RequestHeaderBytes"/> counts them (counted while copying).</summary>
     public long HeaderBytes { get; private set; }
 
+    /// <summary>The fields a trace names the client by (found while copying).</summary>
+    public Observability.ClientAddressFields ClientFields { get; private set; }
+
     /// <summary>
     /// Writes the head for a body of <paramref name="bodyLength"/> bytes, which the caller appends with
     /// <see cref="ReserveBody"/>. The framing is ours, never the client's field copied: Content-Length states
@@ -48,16 +51,14 @@ internal struct RequestHead : IDisposable
 
         var headers = request.Headers;
         var connectionNamed = headers.Connection.Count == 0 ? null : HopByHopHeaders.NamedIn(headers.Connection);
-        StringValues prior = default;
+        // X-Forwarded-For is continued below and, with X-Real-IP and Forwarded, names the client in the trace: found
+        // here rather than looked up again.
+        var clientFields = default(Observability.ClientAddressFields);
         long headerBytes = 0;
         foreach (var (name, values) in headers)
         {
             var copied = ForwardingHeaders.IsCopied(name, host.Length > 0, connectionNamed);
-            if (!copied && name.Equals(ForwardingHeaders.ForwardedFor, StringComparison.OrdinalIgnoreCase))
-            {
-                // Continued below: found here rather than looked up again.
-                prior = values;
-            }
+            clientFields = clientFields.With(name, values);
 
             foreach (var value in values)
             {
@@ -70,6 +71,8 @@ internal struct RequestHead : IDisposable
         }
 
         head.HeaderBytes = headerBytes;
+        head.ClientFields = clientFields;
+        var prior = clientFields.ForwardedFor;
         if (bodyLength > 0 || request.ContentLength is not null)
         {
             // An empty POST keeps its "Content-Length: 0": servers answer 411 to a body-less POST without one.
