@@ -19,18 +19,29 @@ internal readonly record struct ClientAddressFields(StringValues ForwardedFor, S
         var fields = default(ClientAddressFields);
         foreach (var (name, values) in headers)
         {
-            fields = fields.With(name, values);
+            Note(ref fields, name, values);
         }
 
         return fields;
     }
 
-    /// <summary>These fields with <paramref name="name"/>'s values in, when it is one of the three; else unchanged.</summary>
-    public ClientAddressFields With(string name, StringValues values) => name.Length switch
+    /// <summary>
+    /// Takes <paramref name="name"/>'s values into <paramref name="fields"/> when it is one of the three; any other name
+    /// costs a length test, as this runs for every field of every request the plain path copies.
+    /// </summary>
+    public static void Note(ref ClientAddressFields fields, string name, StringValues values)
     {
-        15 when name.Equals(ForwardingHeaders.ForwardedFor, StringComparison.OrdinalIgnoreCase) => this with { ForwardedFor = values },
-        9 when name.Equals(ForwardingHeaders.RealIp, StringComparison.OrdinalIgnoreCase) => this with { RealIp = values },
-        9 when name.Equals(ForwardingHeaders.Forwarded, StringComparison.OrdinalIgnoreCase) => this with { Forwarded = values },
-        _ => this,
-    };
+        switch (name.Length)
+        {
+            case 15 when name.Equals(ForwardingHeaders.ForwardedFor, StringComparison.OrdinalIgnoreCase):
+                fields = fields with { ForwardedFor = values };
+                break;
+            case 9 when name.Equals(ForwardingHeaders.RealIp, StringComparison.OrdinalIgnoreCase):
+                fields = fields with { RealIp = values };
+                break;
+            case 9 when name.Equals(ForwardingHeaders.Forwarded, StringComparison.OrdinalIgnoreCase):
+                fields = fields with { Forwarded = values };
+                break;
+        }
+    }
 }

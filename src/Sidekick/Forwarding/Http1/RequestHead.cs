@@ -58,7 +58,7 @@ internal struct RequestHead : IDisposable
         foreach (var (name, values) in headers)
         {
             var copied = ForwardingHeaders.IsCopied(name, host.Length > 0, connectionNamed);
-            clientFields = clientFields.With(name, values);
+            Observability.ClientAddressFields.Note(ref clientFields, name, values);
 
             foreach (var value in values)
             {
