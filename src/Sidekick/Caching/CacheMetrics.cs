@@ -164,6 +164,7 @@ internal sealed class CacheMetrics : IDisposable
         NotStoredReason.NoFreshness => "no_freshness",
         NotStoredReason.HeadersTooLarge => "headers_too_large",
         NotStoredReason.UnkeyedHeader => "unkeyed_header",
+        NotStoredReason.CustomerKey => "customer_key",
         _ => "fills_busy",
     };
 

@@ -15,7 +15,7 @@ internal sealed class NotStoredLog(TimeProvider time)
 
     public static bool IsLogged(NotStoredReason reason) =>
         reason is NotStoredReason.TooLarge or NotStoredReason.HeadersTooLarge or NotStoredReason.FillsBusy or NotStoredReason.UnknownLength or
-            NotStoredReason.UnkeyedHeader;
+            NotStoredReason.UnkeyedHeader or NotStoredReason.CustomerKey;
 
     /// <summary>Whether this one gets a line now; <paramref name="unlogged"/> is how many of its reason did not since the last.</summary>
     public bool Due(NotStoredReason reason, out long unlogged)

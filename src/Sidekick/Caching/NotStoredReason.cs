@@ -45,4 +45,10 @@ internal enum NotStoredReason
     /// (<see cref="UnkeyedHeaders"/>): the cache was bypassed, neither read nor filled.
     /// </summary>
     UnkeyedHeader,
+
+    /// <summary>
+    /// The request carries an SSE-C key: the object is kept encrypted with the customer's key, and an entry would keep
+    /// its plaintext in the cache's bucket. The cache was bypassed, neither read nor filled.
+    /// </summary>
+    CustomerKey,
 }

@@ -115,6 +115,16 @@ internal sealed class ResponseCache : IDisposable
             return;
         }
 
+        // SSE-C: the origin decrypts with the key the request carries. An entry would keep the plaintext in the cache's
+        // bucket, which the customer's key exists to prevent, and the key would no longer guard it.
+        if (CachePolicy.CarriesCustomerKey(request.Headers))
+        {
+            _fills.NotStored(CacheEntries.TargetOf(context), NotStoredReason.CustomerKey,
+                "the request carries an SSE-C key (X-Amz-Server-Side-Encryption-Customer-*): the object is encrypted with the customer's key, and the cache never keeps its plaintext");
+            await BypassAsync(context, origin, requestControl);
+            return;
+        }
+
         var key = CacheKey.For(context);
         // A fill of this entry runs here and its spool already holds what is asked: it answers, without a store
         // lookup. A large entry takes the store a while to take (a 2 GiB one over a minute on s3rver), and a store busy

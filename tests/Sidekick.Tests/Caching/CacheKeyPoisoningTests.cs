@@ -1,3 +1,4 @@
+using System.Net;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -183,6 +184,51 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task An_object_read_with_its_SSE_C_key_is_never_kept_in_the_bucket_nor_served_to_a_request_without_it()
+    {
+        // SSE-C: the origin decrypts with the key the request carries, and answers a request without it with an error.
+        // Kept in the bucket, the plaintext would be at rest unencrypted and served to whoever asks for its name.
+        await using var origin = await QueryOrigin.StartAsync();
+        var (instance, client) = await StartAsync(origin);
+        await using var running = instance;
+
+        using (var keyed = WithCustomerKey())
+        using (var response = await client.SendAsync(keyed))
+        {
+            Assert.Equal("BYPASS", Outcome(response));
+            Assert.Equal("plaintext", await response.Content.ReadAsStringAsync());
+        }
+
+        await Eventually.WaitUntilAsync(() => instance.Server.Cache!.FillsInFlight == 0);
+        using (var victim = await client.GetAsync("/sse-c"))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, victim.StatusCode);
+            Assert.Equal("key required", await victim.Content.ReadAsStringAsync());
+        }
+
+        // And what the cache holds for the name (the origin's fresh 400, stored) never answers a request with the key.
+        await Eventually.WaitUntilAsync(() => instance.Server.Cache!.FillsInFlight == 0);
+        using (var again = WithCustomerKey())
+        using (var response = await client.SendAsync(again))
+        {
+            Assert.Equal("BYPASS", Outcome(response));
+            Assert.Equal("plaintext", await response.Content.ReadAsStringAsync());
+        }
+
+        Assert.Equal(3, origin.Asked("/sse-c"));
+        Assert.Equal(2, instance.Server.Cache!.Metrics.NotStoredOf(NotStoredReason.CustomerKey));
+
+        static HttpRequestMessage WithCustomerKey()
+        {
+            var request = new HttpRequestMessage(HttpMethod.Get, "/sse-c");
+            request.Headers.Add("X-Amz-Server-Side-Encryption-Customer-Algorithm", "AES256");
+            request.Headers.Add("X-Amz-Server-Side-Encryption-Customer-Key", Convert.ToBase64String(new byte[32]));
+            request.Headers.Add("X-Amz-Server-Side-Encryption-Customer-Key-MD5", "cLyPS3KoaSFGi/joRB3OUQ=="); // the key's MD5, as S3 asks
+            return request;
+        }
+    }
+
+    [Fact]
     public async Task X_Forwarded_Host_bypasses_the_cache_only_where_it_reaches_the_origin_as_sent()
     {
         await using var origin = await QueryOrigin.StartAsync();
@@ -351,10 +397,17 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
                 // The first forwarding or routing field it finds, as the origin answers by it.
                 "/reflect" => (ReflectedField(request.Headers) ?? "plain", null),
                 "/reflect-host" => ("x-forwarded-host=" + request.Headers["X-Forwarded-Host"], null),
+                // Decrypted with the request's SSE-C key; without it, an error.
+                "/sse-c" => (request.Headers.ContainsKey("X-Amz-Server-Side-Encryption-Customer-Key") ? "plaintext" : "key required", null),
                 _ => ("plain", (string?)null),
             };
 
             var bytes = Encoding.UTF8.GetBytes(_name is null ? body : $"{_name}: {body}");
+            if (body == "key required")
+            {
+                context.Response.StatusCode = StatusCodes.Status400BadRequest;
+            }
+
             context.Response.Headers.CacheControl = "max-age=600";
             if (varyOn is not null)
             {
