@@ -27,15 +27,6 @@ internal static class CachePolicy
     private static readonly string[] CredentialParameters =
         ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId"];
 
-    /// <summary>
-    /// Whether the request asks for an object encrypted with a customer-provided key (SSE-C): S3 and MinIO take the key,
-    /// its algorithm and its MD5 in these fields, never in the query (presigned URLs included).
-    /// </summary>
-    public static bool CarriesCustomerKey(IHeaderDictionary headers) =>
-        headers.ContainsKey("X-Amz-Server-Side-Encryption-Customer-Key") ||
-        headers.ContainsKey("X-Amz-Server-Side-Encryption-Customer-Algorithm") ||
-        headers.ContainsKey("X-Amz-Server-Side-Encryption-Customer-Key-MD5");
-
     /// <summary>Whether the (decoded) query parameter name is one of a presigned URL's signing parameters.</summary>
     public static bool IsPresignParameter(string name) =>
         PresignParameters.Any(p => string.Equals(p, name, StringComparison.OrdinalIgnoreCase));

@@ -42,13 +42,13 @@ internal enum NotStoredReason
 
     /// <summary>
     /// The request carries a field that can change the origin's answer and is not part of an entry's name
-    /// (<see cref="UnkeyedHeaders"/>): the cache was bypassed, neither read nor filled.
+    /// (<see cref="BypassingFields"/>): the cache was bypassed, neither read nor filled.
     /// </summary>
     UnkeyedHeader,
 
     /// <summary>
-    /// The request carries an SSE-C key: the object is kept encrypted with the customer's key, and an entry would keep
-    /// its plaintext in the cache's bucket. The cache was bypassed, neither read nor filled.
+    /// The request carries an SSE-C key (<see cref="BypassingFields"/>): an entry would keep the plaintext of an object
+    /// encrypted with the customer's key in the cache's bucket. The cache was bypassed, neither read nor filled.
     /// </summary>
     CustomerKey,
 }

@@ -105,22 +105,10 @@ internal sealed class ResponseCache : IDisposable
             return;
         }
 
-        // A forwarding or routing field the origin may answer by: one client's value must not choose what every other
-        // client asking for the same name is served.
-        if (UnkeyedHeaders.FoundIn(request.Headers) is { } unkeyed)
+        // A forwarding or routing field the origin may answer by, or an SSE-C key (BypassingFields).
+        if (BypassingFields.Find(request.Headers) is { } bypass)
         {
-            _fills.NotStored(CacheEntries.TargetOf(context), NotStoredReason.UnkeyedHeader,
-                $"the request carries {unkeyed}, which can change the origin's answer and is not part of an entry's name; such a request neither reads nor fills the cache");
-            await BypassAsync(context, origin, requestControl);
-            return;
-        }
-
-        // SSE-C: the origin decrypts with the key the request carries. An entry would keep the plaintext in the cache's
-        // bucket, which the customer's key exists to prevent, and the key would no longer guard it.
-        if (CachePolicy.CarriesCustomerKey(request.Headers))
-        {
-            _fills.NotStored(CacheEntries.TargetOf(context), NotStoredReason.CustomerKey,
-                "the request carries an SSE-C key (X-Amz-Server-Side-Encryption-Customer-*): the object is encrypted with the customer's key, and the cache never keeps its plaintext");
+            _fills.NotStored(CacheEntries.TargetOf(context), bypass.Reason, bypass.Detail);
             await BypassAsync(context, origin, requestControl);
             return;
         }
