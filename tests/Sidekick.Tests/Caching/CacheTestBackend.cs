@@ -60,6 +60,9 @@ internal sealed class CacheTestBackend : IAsyncDisposable
     /// <summary>Milliseconds to wait between 64 KiB chunks (a slow origin).</summary>
     public int ChunkDelayMs { get; set; }
 
+    /// <summary>While set, the last 64 KiB chunk of a whole body waits for it: a fill held open until the test lets it end.</summary>
+    public Task? LastChunkWaitsFor { get; set; }
+
     /// <summary>When (Stopwatch timestamp) the last byte of the latest whole body of each path was handed to the server.</summary>
     public ConcurrentDictionary<string, long> BodySentAt { get; } = new();
 
@@ -219,6 +222,11 @@ internal sealed class CacheTestBackend : IAsyncDisposable
         FullBodies.AddOrUpdate(path, 1, (_, n) => n + 1);
         for (var offset = 0; offset < body.Length; offset += 64 * 1024)
         {
+            if (offset + 64 * 1024 >= body.Length && LastChunkWaitsFor is { } release)
+            {
+                await release;
+            }
+
             await context.Response.Body.WriteAsync(body.AsMemory(offset, Math.Min(64 * 1024, body.Length - offset)));
             if (ChunkDelayMs > 0)
             {

@@ -33,10 +33,18 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         await using var backend = await CacheTestBackend.StartAsync();
         var path = $"/bucket/slow-{conditionalWrites}-{Guid.NewGuid():N}.bin"; // the bucket is shared by every test of the class
         var item = backend.Put(path, 4 * 1024 * 1024);
-        backend.ChunkDelayMs = 15; // 64 chunks of 64 KiB: the first fill takes about a second
-        await using var conditional = conditionalWrites ? await StoreRelay.StartAsync(fixture.S3.Url) : null;
-        var environment = fixture.Environment(conditional?.Url);
-        var (one, oneClient, two, twoClient) = await StartTwoSidecarsAsync(backend, environment);
+        backend.ChunkDelayMs = 15; // 64 chunks of 64 KiB: the first fill's rate is measured over about a second
+        // The first fill's last chunk waits until the second sidecar is seen waiting on the lease: on a busy host the
+        // fill could otherwise end before the second miss looks, which then finds the entry stored and never waits.
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        backend.LastChunkWaitsFor = release.Task;
+        // One relay per sidecar (both in front of the same s3rver bucket), so the second one's lease reads are its own.
+        await using var relayOne = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites);
+        await using var relayTwo = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites);
+        var (one, oneClient) = await fixture.StartSidekickAsync(backend, fixture.Environment(relayOne.Url));
+        var (two, twoClient) = await fixture.StartSidekickAsync(backend, fixture.Environment(relayTwo.Url));
+        oneClient.DefaultRequestHeaders.Host = "minio.example:9000";
+        twoClient.DefaultRequestHeaders.Host = "minio.example:9000";
         await using var first = one;
         await using var second = two;
 
@@ -44,9 +52,15 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
         var leaseKey = FillLeases.KeyOf(CacheKey.For("minio.example:9000", path));
         await Eventually.WaitUntilAsync(() => store.ReadLeaseAsync(leaseKey, default).Result is not null,
-            what: $"the first sidecar's lease; the store saw: {string.Join(", ", conditional?.Requests ?? [])}; first done: {filling.IsCompleted}");
+            what: $"the first sidecar's lease; the store saw: {string.Join(", ", relayOne.Requests)}; first done: {filling.IsCompleted}");
 
-        using var waited = await twoClient.GetAsync(path);
+        var waiting = twoClient.GetAsync(path);
+        // Its claim reads the lease once; a second read is a poll of its wait.
+        await Eventually.WaitUntilAsync(() => relayTwo.Requests.Count(r => r.EndsWith(".fill", StringComparison.Ordinal) && (r.StartsWith("GET ", StringComparison.Ordinal) || r.StartsWith("HEAD ", StringComparison.Ordinal))) >= 2,
+            what: $"the second sidecar waiting on the lease; its store requests: {string.Join(", ", relayTwo.Requests)}");
+        release.SetResult();
+
+        using var waited = await waiting;
         using var miss = await filling;
         Assert.Equal("MISS", Outcome(miss));
         Assert.Equal(item.Body, await miss.Content.ReadAsByteArrayAsync());
