@@ -78,8 +78,9 @@ internal sealed class CacheMetrics : IDisposable
     public long NotStoredOf(NotStoredReason reason) => Volatile.Read(ref _notStored[(int)reason]);
 
     /// <summary>
-    /// Counts a lease write that another sidecar's replaced (a store that ignores If-None-Match), by what came first:
-    /// the read-back (this request yielded to the other fill) or the origin's answer (fetched here too, stored there).
+    /// Counts a lease taken by another sidecar within a round trip of this one's (its write stayed where the store
+    /// ignores If-None-Match, its create came first where the store honours it), by what came first:
+    /// the store's answer (this request yielded to the other fill) or the origin's (fetched here too, stored there).
     /// </summary>
     public void FillRaceLost(bool fetchedTwice) => Interlocked.Increment(ref fetchedTwice ? ref _racesFetchedTwice : ref _racesYielded);
 
@@ -131,7 +132,7 @@ internal sealed class CacheMetrics : IDisposable
             text.Append("sidekick_cache_fill_waits_total{outcome=\"").Append(FillWaitLabel(outcome)).Append("\"} ").Append(FillWaitsOf(outcome)).Append('\n');
         }
 
-        text.Append("# HELP sidekick_cache_fill_races_lost_total Lease writes replaced by another sidecar's at the same moment (stores that ignore If-None-Match), by what came first: the read-back (yielded) or the origin's answer (fetched_twice)\n# TYPE sidekick_cache_fill_races_lost_total counter\n")
+        text.Append("# HELP sidekick_cache_fill_races_lost_total Leases taken by another sidecar at the same moment as this one's, by what came first: the store's answer (yielded) or the origin's (fetched_twice)\n# TYPE sidekick_cache_fill_races_lost_total counter\n")
             .Append("sidekick_cache_fill_races_lost_total{outcome=\"yielded\"} ").Append(FillRacesLost(fetchedTwice: false)).Append('\n')
             .Append("sidekick_cache_fill_races_lost_total{outcome=\"fetched_twice\"} ").Append(FillRacesLost(fetchedTwice: true)).Append('\n');
         text.Append("# HELP sidekick_cache_store_reads_broken_total Stored bodies whose read from the store broke midway: resumed where it broke, or the client's response cut\n# TYPE sidekick_cache_store_reads_broken_total counter\n")

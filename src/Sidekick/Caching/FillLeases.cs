@@ -110,14 +110,14 @@ internal sealed class FillLeases
     private string ConditionalProbeKey => $"sidekick-conditional-write-probe-{_owner}";
 
     /// <summary>
-    /// On a store known to ignore If-None-Match, where a miss must read the lease before it may take it: that read,
-    /// started now, beside the store lookup, so that a miss does not pay it after the lookup (one store round trip
-    /// of its first byte). A hit drops it. Null where a miss would not read the lease first (leases off, a store that
-    /// honours conditional writes, not yet known, or an entry known not to be storable).
+    /// The lease read a miss makes before it may take the lease, started now, beside the store lookup, so that a miss
+    /// does not pay it after the lookup (one store round trip of its first byte). A hit drops it. Null where a miss
+    /// would not read the lease first (leases off, the store's way with If-None-Match not yet learned, or an entry
+    /// known not to be storable).
     /// </summary>
     public LeaseReadAhead? ReadAhead(string key, CancellationToken cancellationToken)
     {
-        if (!Enabled || _conditionalWrites != false || KnownNotStorable(key))
+        if (!Enabled || _conditionalWrites is null || KnownNotStorable(key))
         {
             return null;
         }
@@ -131,8 +131,8 @@ internal sealed class FillLeases
 
     /// <summary>
     /// Before this sidecar fills <paramref name="key"/>: takes the lease, or waits for the sidecar that holds it.
-    /// Store errors before the origin request give up the lease (the fill goes on without one); one of the write and
-    /// read-back beside it counts as not lost (<see cref="LostAsync"/>). Neither is the client's problem.
+    /// Store errors before the origin request give up the lease (the fill goes on without one); one of the writes and
+    /// reads beside it counts as not lost (<see cref="LostAsync"/>). Neither is the client's problem.
     /// <paramref name="readAhead"/> is the lease as <see cref="ReadAhead"/> read it beside the lookup.
     /// </summary>
     public async Task<FillClaim> ClaimAsync(string key, LeaseReadAhead? readAhead, CancellationToken cancellationToken)
@@ -147,10 +147,21 @@ internal sealed class FillLeases
         {
             var mine = new FillLease(_owner, 0, -1, 0, 0);
             var conditional = await HonoursConditionalWritesAsync(cancellationToken);
-            // One conditional create in the common case, where no lease exists (AWS S3, MinIO). A store that ignores
-            // If-None-Match would let that write replace a live lease: there the lease is looked at first.
-            if (conditional && await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: true, c), cancellationToken))
+            if (conditional && readAhead is null)
             {
+                // No lease read went beside the lookup (the store's way was not known yet, or a fill of the entry was
+                // running here then): one conditional create, and the lease is read only when the store refuses it.
+                if (await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: true, c), cancellationToken))
+                {
+                    return FillClaim.Holding(leaseKey);
+                }
+
+                if (await DeferToHolderAsync(leaseKey, await ReadAsync(leaseKey, cancellationToken), cancellationToken) is { } waiting)
+                {
+                    return waiting;
+                }
+
+                await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
                 return FillClaim.Holding(leaseKey);
             }
 
@@ -160,24 +171,41 @@ internal sealed class FillLeases
                 return deferred;
             }
 
-            // None, dead (its sidecar stopped renewing it), left over here, or just removed: this fill takes it.
-            if (conditional)
-            {
-                await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
-                return FillClaim.Holding(leaseKey);
-            }
-
-            // Where If-None-Match is ignored, the store keeps the last write: it is read back, and the sidecar it names
-            // fills while the others that wrote at the same moment wait for it. The write and its read-back run beside
-            // the origin request (LeaseSettlement), two store round trips off the miss's first byte: they decide only
-            // when two sidecars wrote within a round trip of each other, after both had found no lease.
-            return FillClaim.Holding(leaseKey, WriteAndReadBackAsync(leaseKey, mine, cancellationToken));
+            // None, dead (its sidecar stopped renewing it), left over here, or just removed: this fill takes it. The
+            // taking goes out beside the origin request (LeaseSettlement), off the miss's first byte: it decides only
+            // when another sidecar took the lease within a round trip of this one, after both had found none. Where
+            // If-None-Match is honoured that is one conditional create, which exactly one of them gets; where it is
+            // ignored the store keeps the last write, which is read back, and the sidecar it names fills.
+            return FillClaim.Holding(leaseKey, conditional
+                ? CreateOrReadAsync(leaseKey, mine, cancellationToken)
+                : WriteAndReadBackAsync(leaseKey, mine, cancellationToken));
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !cancellationToken.IsCancellationRequested)
         {
             _metrics.StoreError(ex);
             return FillClaim.Alone;
         }
+    }
+
+    /// <summary>
+    /// The conditional create of a claim on a store that honours If-None-Match: null once this sidecar holds the lease,
+    /// else the lease another sidecar created since the read beside the lookup. A lease the store still has that is
+    /// no other sidecar's live one (dead, or this sidecar's own from an earlier fill) is taken over.
+    /// </summary>
+    private async Task<(FillLease Lease, DateTimeOffset Written)?> CreateOrReadAsync(string leaseKey, FillLease mine, CancellationToken cancellationToken)
+    {
+        if (await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: true, c), cancellationToken))
+        {
+            return null;
+        }
+
+        if (await ReadAsync(leaseKey, cancellationToken) is { } held && IsAnother(held))
+        {
+            return held;
+        }
+
+        await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
+        return null;
     }
 
     /// <summary>The lease write of a claim on a store that ignores If-None-Match, then the lease as the store kept it.</summary>
@@ -188,10 +216,10 @@ internal sealed class FillLeases
     }
 
     /// <summary>
-    /// Whether the read-back of this sidecar's lease write (<see cref="FillClaim.ReadBack"/>) names another live
-    /// sidecar: two wrote at the same moment on a store that ignores If-None-Match, and the other's write stayed. A
-    /// store error, of the write or of the read, counts as not lost: the renewals write and look again
-    /// (<see cref="Hold"/>).
+    /// Whether the claim's write and read beside the origin request (<see cref="FillClaim.ReadBack"/>) name another
+    /// live sidecar: two took the lease at the same moment, and the other's write stayed (a store that ignores
+    /// If-None-Match) or its create came first (a store that honours it). A store error, of the write or of the read,
+    /// counts as not lost: the renewals write (and, where If-None-Match is ignored, look) again (<see cref="Hold"/>).
     /// </summary>
     public async Task<bool> LostAsync(Task<(FillLease Lease, DateTimeOffset Written)?> readBack)
     {
@@ -435,7 +463,8 @@ internal sealed record LeaseReadAhead(Task<(FillLease Lease, DateTimeOffset Writ
 
 /// <summary>
 /// What <see cref="FillLeases.ClaimAsync"/> decided for a miss about to fill. <see cref="ReadBack"/>: on a store that
-/// ignores If-None-Match, the lease write and its read-back, still running (<see cref="LeaseSettlement"/>).
+/// ignores If-None-Match, the lease write and its read-back; on one that honours it, the conditional create (and the
+/// lease's read when refused); still running beside the origin request (<see cref="LeaseSettlement"/>).
 /// </summary>
 internal readonly record struct FillClaim(FillClaimKind Kind, string? LeaseKey = null, Task<(FillLease Lease, DateTimeOffset Written)?>? ReadBack = null)
 {

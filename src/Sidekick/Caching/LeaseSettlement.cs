@@ -1,15 +1,15 @@
 namespace Sidekick.Caching;
 
 /// <summary>
-/// Who fills, when a miss takes its lease on a store that ignores If-None-Match: the lease write and its read-back
-/// (<see cref="FillLeases.LostAsync"/>) run beside the origin request instead of before it, two store round trips
-/// off every such miss's first byte, and whichever comes first decides. The read-back first and naming another
-/// sidecar: the origin's answer is not taken, and the request waits for that sidecar's fill as if it had seen its
-/// lease. The origin's head first: this request streams it; if the read-back then names another sidecar, this fill
-/// stores nothing (the two uploads must not replace each other under a reader), and the object was fetched twice.
-/// That takes two sidecars writing the lease within a round trip of each other and an origin that answers sooner
-/// than the store's two round trips; with a slow or remote origin, where a second fetch costs most, the read-back
-/// wins the race.
+/// Who fills, when a miss takes its lease: the taking (a lease write and its read-back where the store ignores
+/// If-None-Match, a conditional create where it honours it, <see cref="FillLeases.LostAsync"/>) runs beside the
+/// origin request instead of before it, store round trips off every miss's first byte, and whichever comes first
+/// decides. The taking first and naming another sidecar: the origin's answer is not taken, and the request waits for
+/// that sidecar's fill as if it had seen its lease. The origin's head first: this request streams it; if the taking
+/// then names another sidecar, this fill stores nothing (the two uploads must not replace each other under a
+/// reader), and the object was fetched twice. That takes two sidecars that found no lease and took it within a round
+/// trip of each other, and an origin that answers sooner than the store; with a slow or remote origin, where a
+/// second fetch costs most, the store wins the race.
 /// </summary>
 internal sealed class LeaseSettlement(Task<bool> lost)
 {

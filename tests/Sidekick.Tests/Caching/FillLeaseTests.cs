@@ -130,13 +130,15 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         Assert.Equal(2, asked.Count(r => r.StartsWith("PUT ", StringComparison.Ordinal) && r.Contains("partNumber=", StringComparison.Ordinal)));
     }
 
-    [Fact]
-    public async Task On_a_store_that_ignores_if_none_match_a_whole_get_reads_the_lease_while_its_lookup_runs()
+    [Theory]
+    [InlineData(false)] // s3rver: If-None-Match ignored
+    [InlineData(true)] // as AWS S3 and MinIO
+    public async Task Once_the_stores_way_is_learned_a_whole_get_reads_the_lease_while_its_lookup_runs(bool conditionalWrites)
     {
         await using var backend = await CacheTestBackend.StartAsync();
-        var path = $"/bucket/ahead-{Guid.NewGuid():N}.bin";
+        var path = $"/bucket/ahead-{conditionalWrites}-{Guid.NewGuid():N}.bin";
         var item = backend.Put(path, 256 * 1024);
-        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites);
         var (sidekick, client) = await LearnedSidekickAsync(backend, relay);
         await using var _ = sidekick;
 
@@ -155,27 +157,28 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         using var response = await miss;
         Assert.Equal("MISS", Outcome(response));
         Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
-        // One read of the lease before it was taken (the read-back after the write is the second).
-        var beforeTaken = relay.Requests.TakeWhile(r => r != "PUT" + leaseHead["HEAD".Length..]);
+        // One read of the lease before it was taken (on s3rver the read-back after the write is the second).
+        var beforeTaken = relay.Requests.TakeWhile(r => !r.StartsWith("PUT" + leaseHead["HEAD".Length..], StringComparison.Ordinal));
         Assert.Equal(1, beforeTaken.Count(r => r == leaseHead));
     }
 
     [Theory]
-    [InlineData("write")]
-    [InlineData("read-back")]
-    public async Task On_a_store_that_ignores_if_none_match_the_origin_request_goes_out_while_the_lease_is_written_and_read_back(string held)
+    [InlineData("write", false)] // s3rver: the lease write, then its read-back
+    [InlineData("read-back", false)]
+    [InlineData("create", true)] // as AWS S3 and MinIO: the conditional create
+    public async Task The_origin_request_goes_out_while_the_lease_is_taken(string held, bool conditionalWrites)
     {
         await using var backend = await CacheTestBackend.StartAsync();
         var path = $"/bucket/{held}-{Guid.NewGuid():N}.bin";
         var item = backend.Put(path, 256 * 1024);
-        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites);
         var (sidekick, client) = await LearnedSidekickAsync(backend, relay);
         await using var _ = sidekick;
 
         // The lease write, or its read-back, is held at the store: the origin request must not wait for it.
         var leaseWrite = $"PUT /cache/{CacheFixture.ObjectName(FillLeases.KeyOf(CacheKey.For("minio.example:9000", path)))}";
         var release = new TaskCompletionSource();
-        if (held == "write")
+        if (held is "write" or "create")
         {
             relay.LeaseWritesWaitFor = release.Task;
         }
@@ -187,7 +190,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         var miss = client.GetAsync(path);
         await Eventually.WaitUntilAsync(() => backend.Arrivals.Contains($"GET {path}"),
             what: $"the origin request while the lease's {held} is held; the store saw: {string.Join(", ", relay.Requests)}");
-        Assert.Contains(leaseWrite, relay.Requests); // asked for (and, for "write", still held)
+        Assert.Contains(conditionalWrites ? leaseWrite + " if-none-match" : leaseWrite, relay.Requests); // asked for (and, but for "read-back", still held)
         relay.LeaseWritesWaitFor = null;
         relay.LeaseReadBacksWaitFor = null;
         release.SetResult();
@@ -195,7 +198,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         using var response = await miss;
         Assert.Equal("MISS", Outcome(response));
         Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
-        // The read-back named this sidecar: it holds the lease (its last write says "stored") and stores the entry.
+        // The lease is this sidecar's: it holds it (its last write says "stored") and stores the entry.
         var metrics = sidekick.Server.Cache!.Metrics;
         await Eventually.WaitUntilAsync(() => metrics.FillsCompleted == 1 && relay.Requests.Count(r => r == leaseWrite) >= 2,
             what: $"the fill stored under its lease; the store saw: {string.Join(", ", relay.Requests)}");
@@ -223,6 +226,47 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         // The other sidecar's fill ends without an entry: its lease goes, and this request fetches on its own.
         await Eventually.WaitUntilAsync(() => backend.Arrivals.Count(a => a == $"GET {path}") == 1, what: "the first origin request");
         await direct.DeleteAsync(race.LeaseKey, default);
+        using var response = await miss;
+        Assert.Equal("MISS", Outcome(response));
+        Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, metrics.FillWaitsOf(FillWaitOutcome.NotStored));
+        Assert.Equal(0, metrics.FillRacesLost(fetchedTwice: true));
+        Assert.Equal(2, backend.Arrivals.Count(a => a == $"GET {path}")); // the first answer's body was left unread
+    }
+
+    [Fact]
+    public async Task A_conditional_create_refused_before_the_origin_answers_leaves_the_origins_answer_unread_and_waits_for_the_other_fill()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/refused-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 4 * 1024 * 1024);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: true);
+        var (sidekick, client) = await LearnedSidekickAsync(backend, relay);
+        await using var _ = sidekick;
+        using var direct = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        var leaseKey = FillLeases.KeyOf(CacheKey.For("minio.example:9000", path));
+        var metrics = sidekick.Server.Cache!.Metrics;
+
+        // The origin is slower to answer than the store, and another sidecar creates the lease after this one found
+        // none and while this one's create is on its way.
+        var originHeld = new TaskCompletionSource();
+        backend.HeadsWaitFor = originHeld.Task;
+        var createHeld = new TaskCompletionSource();
+        relay.LeaseWritesWaitFor = createHeld.Task;
+        var miss = client.GetAsync(path);
+        var create = $"PUT /cache/{CacheFixture.ObjectName(leaseKey)} if-none-match";
+        await Eventually.WaitUntilAsync(() => relay.Requests.Contains(create) && backend.Arrivals.Contains($"GET {path}"),
+            what: $"the create and the origin request, both on their way; the store saw: {string.Join(", ", relay.Requests)}");
+        await direct.WriteLeaseAsync(leaseKey, new FillLease("other", 1, -1, 0, 0), onlyIfAbsent: false, default);
+        relay.LeaseWritesWaitFor = null;
+        createHeld.SetResult();
+        await Eventually.WaitUntilAsync(() => metrics.FillRacesLost(fetchedTwice: false) == 1,
+            what: $"the refused create's lease read naming the other sidecar; the store saw: {string.Join(", ", relay.Requests)}");
+        backend.HeadsWaitFor = null;
+        originHeld.SetResult();
+
+        // The other sidecar's fill ends without an entry: its lease goes, and this request fetches on its own.
+        await direct.DeleteAsync(leaseKey, default);
         using var response = await miss;
         Assert.Equal("MISS", Outcome(response));
         Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
