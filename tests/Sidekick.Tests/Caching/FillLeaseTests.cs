@@ -223,15 +223,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         backend.HeadsWaitFor = null;
         originHeld.SetResult();
 
-        // The other sidecar's fill ends without an entry: its lease goes, and this request fetches on its own.
-        await Eventually.WaitUntilAsync(() => backend.Arrivals.Count(a => a == $"GET {path}") == 1, what: "the first origin request");
-        await direct.DeleteAsync(race.LeaseKey, default);
-        using var response = await miss;
-        Assert.Equal("MISS", Outcome(response));
-        Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
-        Assert.Equal(1, metrics.FillWaitsOf(FillWaitOutcome.NotStored));
-        Assert.Equal(0, metrics.FillRacesLost(fetchedTwice: true));
-        Assert.Equal(2, backend.Arrivals.Count(a => a == $"GET {path}")); // the first answer's body was left unread
+        await OtherFillEndsUnstoredAsync(miss, direct, race.LeaseKey, backend, path, item, metrics);
     }
 
     [Fact]
@@ -265,14 +257,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         backend.HeadsWaitFor = null;
         originHeld.SetResult();
 
-        // The other sidecar's fill ends without an entry: its lease goes, and this request fetches on its own.
-        await direct.DeleteAsync(leaseKey, default);
-        using var response = await miss;
-        Assert.Equal("MISS", Outcome(response));
-        Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
-        Assert.Equal(1, metrics.FillWaitsOf(FillWaitOutcome.NotStored));
-        Assert.Equal(0, metrics.FillRacesLost(fetchedTwice: true));
-        Assert.Equal(2, backend.Arrivals.Count(a => a == $"GET {path}")); // the first answer's body was left unread
+        await OtherFillEndsUnstoredAsync(miss, direct, leaseKey, backend, path, item, metrics);
     }
 
     [Fact]
@@ -598,6 +583,23 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
             await Relay.DisposeAsync();
             await Backend.DisposeAsync();
         }
+    }
+
+    /// <summary>
+    /// After a miss yielded to another sidecar's lease: that fill ends without an entry (its lease goes), and the miss
+    /// fetches the object on its own; the first origin answer was left unread.
+    /// </summary>
+    private static async Task OtherFillEndsUnstoredAsync(
+        Task<HttpResponseMessage> miss, S3CacheStore direct, string leaseKey, CacheTestBackend backend, string path, OriginObject item, CacheMetrics metrics)
+    {
+        await Eventually.WaitUntilAsync(() => backend.Arrivals.Count(a => a == $"GET {path}") == 1, what: "the first origin request");
+        await direct.DeleteAsync(leaseKey, default);
+        using var response = await miss;
+        Assert.Equal("MISS", Outcome(response));
+        Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, metrics.FillWaitsOf(FillWaitOutcome.NotStored));
+        Assert.Equal(0, metrics.FillRacesLost(fetchedTwice: true));
+        Assert.Equal(2, backend.Arrivals.Count(a => a == $"GET {path}"));
     }
 
     /// <summary>
