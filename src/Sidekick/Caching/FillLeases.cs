@@ -41,6 +41,10 @@ internal sealed class FillLeases
     // private, an error), by when: their misses skip the lease, whose store requests would buy nothing (a listing
     // or a small object through a caching sidecar would otherwise pay them on every GET). Bounded: cleared when full.
     private readonly ConcurrentDictionary<string, long> _notStorable = new();
+    // Entries this sidecar stored or found in the store lately, by when: their lookups skip the lease read beside
+    // them, which a hit never uses (one HEAD per hit, twice the store's requests for hot objects). A miss of such an
+    // entry (evicted since) reads the lease in its claim instead, a round trip later. Bounded as the one above.
+    private readonly ConcurrentDictionary<string, long> _stored = new();
 
     public FillLeases(CacheOptions options, S3CacheStore store, CacheMetrics metrics, TimeProvider time)
     {
@@ -61,45 +65,61 @@ internal sealed class FillLeases
 
     public bool Enabled => _options.FillWait > TimeSpan.Zero;
 
-    /// <summary>How long a response found not storable spares its entry's misses the lease.</summary>
-    public static TimeSpan NotStorableFor { get; } = TimeSpan.FromMinutes(1);
+    /// <summary>
+    /// How long an entry is remembered as not storable (its misses skip the lease) or as stored (its lookups skip the
+    /// lease read beside them).
+    /// </summary>
+    public static TimeSpan RememberedFor { get; } = TimeSpan.FromMinutes(1);
 
-    /// <summary>The most entries remembered as not storable; the memory is cleared when it is full.</summary>
-    internal const int NotStorableCapacity = 10_000;
+    /// <summary>The most entries each of the two memories holds; one is cleared when it is full.</summary>
+    internal const int RememberedCapacity = 10_000;
 
     /// <summary>
     /// What a whole GET's fill of <paramref name="key"/> came to: a response not to be stored spares the misses of
-    /// the next <see cref="NotStorableFor"/> their lease; a stored one ends that at once.
+    /// the next <see cref="RememberedFor"/> their lease; a stored one ends that at once, and spares the lookups of
+    /// that time the lease read beside them.
     /// </summary>
     public void Answered(string key, bool storable)
     {
         if (storable)
         {
             _notStorable.TryRemove(key, out _);
+            Remember(_stored, key);
             return;
         }
 
-        if (_notStorable.Count >= NotStorableCapacity)
-        {
-            _notStorable.Clear();
-        }
-
-        _notStorable[key] = _time.GetTimestamp();
+        _stored.TryRemove(key, out _);
+        Remember(_notStorable, key);
     }
 
-    private bool KnownNotStorable(string key)
+    /// <summary>A lookup found <paramref name="key"/> in the store: its next lookups skip the lease read for a while.</summary>
+    public void Found(string key) => Remember(_stored, key);
+
+    private void Remember(ConcurrentDictionary<string, long> memory, string key)
     {
-        if (!_notStorable.TryGetValue(key, out var since))
+        if (memory.Count >= RememberedCapacity)
+        {
+            memory.Clear();
+        }
+
+        memory[key] = _time.GetTimestamp();
+    }
+
+    private bool KnownNotStorable(string key) => Recent(_notStorable, key);
+
+    private bool Recent(ConcurrentDictionary<string, long> memory, string key)
+    {
+        if (!memory.TryGetValue(key, out var since))
         {
             return false;
         }
 
-        if (_time.GetElapsedTime(since) < NotStorableFor)
+        if (_time.GetElapsedTime(since) < RememberedFor)
         {
             return true;
         }
 
-        _notStorable.TryRemove(new KeyValuePair<string, long>(key, since));
+        memory.TryRemove(new KeyValuePair<string, long>(key, since));
         return false;
     }
 
@@ -113,11 +133,11 @@ internal sealed class FillLeases
     /// The lease read a miss makes before it may take the lease, started now, beside the store lookup, so that a miss
     /// does not pay it after the lookup (one store round trip of its first byte). A hit drops it. Null where a miss
     /// would not read the lease first (leases off, the store's way with If-None-Match not yet learned, or an entry
-    /// known not to be storable).
+    /// known not to be storable) or is unlikely (an entry stored or found here lately).
     /// </summary>
     public LeaseReadAhead? ReadAhead(string key, CancellationToken cancellationToken)
     {
-        if (!Enabled || _conditionalWrites is null || KnownNotStorable(key))
+        if (!Enabled || _conditionalWrites is null || KnownNotStorable(key) || Recent(_stored, key))
         {
             return null;
         }

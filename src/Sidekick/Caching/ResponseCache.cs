@@ -157,6 +157,7 @@ internal sealed class ResponseCache : IDisposable
 
         if (found is { } hit)
         {
+            _leases.Found(key);
             using (hit.Opened)
             {
                 await HitAsync(context, origin, hit, requestControl);

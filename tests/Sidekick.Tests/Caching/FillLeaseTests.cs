@@ -163,6 +163,51 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     }
 
     [Theory]
+    [InlineData(false)] // s3rver: If-None-Match ignored
+    [InlineData(true)] // as AWS S3 and MinIO
+    public async Task Lookups_of_an_entry_stored_or_found_here_lately_skip_the_lease_read(bool conditionalWrites)
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/known-{conditionalWrites}-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 256 * 1024);
+        await using var relayOne = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites);
+        await using var relayTwo = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites);
+        var (one, oneClient) = await LearnedSidekickAsync(backend, relayOne);
+        var (two, twoClient) = await LearnedSidekickAsync(backend, relayTwo);
+        await using var first = one;
+        await using var second = two;
+        var leaseKey = CacheFixture.ObjectName(FillLeases.KeyOf(CacheKey.For("minio.example:9000", path)));
+        var leaseHead = $"HEAD /cache/{leaseKey}";
+
+        // Stored through the first sidecar, whose lease is gone once it said "stored" for its lifetime.
+        using (var miss = await oneClient.GetAsync(path))
+        {
+            Assert.Equal("MISS", Outcome(miss));
+        }
+
+        await Eventually.WaitUntilAsync(() => one.Server.Cache!.Metrics.FillsCompleted == 1 && relayOne.Requests.Contains($"DELETE /cache/{leaseKey}"),
+            timeoutMs: (int)(FillLeases.Lifetime + TimeSpan.FromSeconds(15)).TotalMilliseconds, what: $"the entry stored and its lease removed; the store saw: {string.Join(", ", relayOne.Requests)}");
+        var leaseReads = relayOne.Requests.Count(r => r == leaseHead);
+        using (var hit = await oneClient.GetAsync(path))
+        {
+            Assert.Equal("HIT", Outcome(hit));
+            Assert.Equal(item.Body, await hit.Content.ReadAsByteArrayAsync());
+        }
+
+        Assert.Equal(leaseReads, relayOne.Requests.Count(r => r == leaseHead));
+
+        // Another sidecar reads the lease beside its first lookup of the entry, not beside the ones after it.
+        for (var i = 0; i < 2; i++)
+        {
+            using var hit = await twoClient.GetAsync(path);
+            Assert.Equal("HIT", Outcome(hit));
+            Assert.Equal(item.Body, await hit.Content.ReadAsByteArrayAsync());
+        }
+
+        Assert.Equal(1, relayTwo.Requests.Count(r => r == leaseHead));
+    }
+
+    [Theory]
     [InlineData("write", false)] // s3rver: the lease write, then its read-back
     [InlineData("read-back", false)]
     [InlineData("create", true)] // as AWS S3 and MinIO: the conditional create
@@ -484,7 +529,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         Assert.Equal(0, leaseRequests());
 
         // Remembered for a minute only: then misses take the lease again.
-        time.Advance(FillLeases.NotStorableFor);
+        time.Advance(FillLeases.RememberedFor);
         var claim = await ClaimedAsync(leases, key);
         Assert.Equal(FillClaimKind.Holding, claim.Kind);
         Assert.True(leaseRequests() > 0);
