@@ -97,7 +97,8 @@ internal sealed class FillLeases
 
     private void Remember(ConcurrentDictionary<string, long> memory, string key)
     {
-        if (memory.Count >= RememberedCapacity)
+        // Counting takes every lock of the dictionary: only a new key pays it (a hot entry's hits only renew theirs).
+        if (!memory.ContainsKey(key) && memory.Count >= RememberedCapacity)
         {
             memory.Clear();
         }
