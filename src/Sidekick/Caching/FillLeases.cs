@@ -93,7 +93,13 @@ internal sealed class FillLeases
     }
 
     /// <summary>A lookup found <paramref name="key"/> in the store: its next lookups skip the lease read for a while.</summary>
-    public void Found(string key) => Remember(_stored, key);
+    public void Found(string key)
+    {
+        if (Enabled)
+        {
+            Remember(_stored, key);
+        }
+    }
 
     private void Remember(ConcurrentDictionary<string, long> memory, string key)
     {
