@@ -37,6 +37,10 @@ internal sealed class FillLeases
     // One per process: a lease names the sidecar holding it, so a sidecar never waits for itself.
     private readonly string _owner = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
     private bool? _conditionalWrites;
+    // The one probe of the store's way with If-None-Match in flight: concurrent first claims share it (each running its
+    // own probe on the same probe object could delete it under another and learn the wrong answer).
+    private readonly Lock _learning = new();
+    private Task<bool>? _probe;
     // Entries whose last whole GET here brought a response not to be stored (under the minimum size, no-store,
     // private, an error), by when: their misses skip the lease, whose store requests would buy nothing (a listing
     // or a small object through a caching sidecar would otherwise pay them on every GET). Bounded: cleared when full.
@@ -64,6 +68,9 @@ internal sealed class FillLeases
     public static TimeSpan Lifetime { get; } = TimeSpan.FromSeconds(5);
 
     public bool Enabled => _options.FillWait > TimeSpan.Zero;
+
+    /// <summary>Whether the store refuses a conditional create of an object that exists; null until learned.</summary>
+    public bool? HonoursConditionalWrites => _conditionalWrites;
 
     /// <summary>
     /// How long an entry is remembered as not storable (its misses skip the lease) or as stored (its lookups skip the
@@ -283,9 +290,32 @@ internal sealed class FillLeases
     }
 
     /// <summary>
+    /// Learns how the store treats If-None-Match ahead of the first miss (the cache calls it once the store answers),
+    /// so that the first miss after a start reads the lease beside its lookup and takes it beside its origin request,
+    /// instead of paying the probe's three store round trips and the lease's read before its first byte. A store error
+    /// leaves the question to the first claim.
+    /// </summary>
+    public async Task LearnAsync()
+    {
+        if (!Enabled || _conditionalWrites is not null)
+        {
+            return;
+        }
+
+        try
+        {
+            await HonoursConditionalWritesAsync(CancellationToken.None);
+        }
+        catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
+        {
+            // The claim that asks next probes again and counts the error.
+        }
+    }
+
+    /// <summary>
     /// Whether the store refuses a conditional create of an object that exists (AWS S3 and MinIO do; s3rver and some
-    /// others ignore If-None-Match and overwrite). Asked once, with a probe object that is removed afterwards; a store
-    /// error leaves the question open for the next fill.
+    /// others ignore If-None-Match and overwrite). Asked once, with a probe object that is removed afterwards, by one
+    /// probe however many claims ask at once; a store error leaves the question open for the next claim.
     /// </summary>
     private async Task<bool> HonoursConditionalWritesAsync(CancellationToken cancellationToken)
     {
@@ -294,10 +324,26 @@ internal sealed class FillLeases
             return known;
         }
 
+        Task<bool> probe;
+        lock (_learning)
+        {
+            if (_probe is null or { IsFaulted: true } or { IsCanceled: true })
+            {
+                _probe = Task.Run(ProbeConditionalWritesAsync, CancellationToken.None);
+            }
+
+            probe = _probe;
+        }
+
+        return await probe.WaitAsync(cancellationToken);
+    }
+
+    private async Task<bool> ProbeConditionalWritesAsync()
+    {
         var probe = new FillLease(_owner, 0, -1, 0, 0);
-        await WithTimeout(c => _store.WriteLeaseAsync(ConditionalProbeKey, probe, onlyIfAbsent: false, c), cancellationToken);
-        var honoured = !await WithTimeout(c => _store.WriteLeaseAsync(ConditionalProbeKey, probe, onlyIfAbsent: true, c), cancellationToken);
-        await WithTimeout(c => _store.DeleteAsync(ConditionalProbeKey, c), cancellationToken);
+        await WithTimeout(c => _store.WriteLeaseAsync(ConditionalProbeKey, probe, onlyIfAbsent: false, c), CancellationToken.None);
+        var honoured = !await WithTimeout(c => _store.WriteLeaseAsync(ConditionalProbeKey, probe, onlyIfAbsent: true, c), CancellationToken.None);
+        await WithTimeout(c => _store.DeleteAsync(ConditionalProbeKey, c), CancellationToken.None);
         _conditionalWrites = honoured;
         return honoured;
     }

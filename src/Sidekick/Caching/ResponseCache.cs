@@ -50,6 +50,7 @@ internal sealed class ResponseCache : IDisposable
             if (transition.Healthy)
             {
                 _ = Task.Run(_entries.PayOwedEvictionsAsync);
+                _ = Task.Run(_leases.LearnAsync);
             }
         });
         _writer = new StoredResponseWriter(options, _store, _health, Metrics, time);
@@ -67,6 +68,9 @@ internal sealed class ResponseCache : IDisposable
 
     /// <summary>The fills in flight (abandonment reasons, spool use).</summary>
     public CacheFills Fills => _fills;
+
+    /// <summary>The fill leases shared with the other sidecars of the bucket.</summary>
+    public FillLeases Leases => _leases;
 
     /// <summary>A stored body's read from the store broke midway (key, offset, resumed or cut, why): for the --log line.</summary>
     public event Action<string, long, bool, string>? StoredReadBroken

@@ -76,6 +76,23 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     }
 
     [Fact]
+    public async Task First_claims_made_at_once_learn_the_stores_way_with_one_probe()
+    {
+        await using var conditional = await StoreRelay.StartAsync(fixture.S3.Url);
+        var (leases, store, metrics, _) = Leases(conditional.Url);
+        using var stores = store;
+        using var counted = metrics;
+
+        var claims = Enumerable.Range(0, 4).Select(_ => leases.ClaimAsync(Guid.NewGuid().ToString("N"), null, default)).ToArray();
+        await Task.WhenAll(claims);
+
+        Assert.All(claims, claim => Assert.Equal(FillClaimKind.Holding, claim.Result.Kind));
+        var probes = conditional.Requests.Where(r => r.Contains("sidekick-conditional-write-probe-", StringComparison.Ordinal)).ToArray();
+        Assert.True(probes.Length == 3, $"one probe (a write, a conditional create, a delete); the store saw: {string.Join(", ", probes)}");
+        Assert.Equal(0, metrics.StoreErrors);
+    }
+
+    [Fact]
     public async Task A_lease_renewal_the_store_refuses_does_not_take_the_lease_from_its_fill()
     {
         // A busy store refuses one renewal (503 SlowDown to the write and to the AWS SDK's second try). The filler goes
@@ -94,7 +111,11 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
 
         relay.LeaseRenewalsToRefuse = 2;
         var filling = oneClient.GetAsync(path);
-        await Eventually.WaitUntilAsync(() => relay.Requests.Contains(leaseWrite), what: "the first sidecar's lease");
+        // In the store, not only asked for: a second miss that looked before the write landed would take a lease too.
+        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        var leaseKey = FillLeases.KeyOf(CacheKey.For("minio.example:9000", path));
+        await Eventually.WaitUntilAsync(() => relay.Requests.Contains(leaseWrite) && store.ReadLeaseAsync(leaseKey, default).Result is not null,
+            what: "the first sidecar's lease");
         using var waited = await twoClient.GetAsync(path);
         using var miss = await filling;
 
@@ -131,15 +152,17 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     }
 
     [Theory]
-    [InlineData(false)] // s3rver: If-None-Match ignored
-    [InlineData(true)] // as AWS S3 and MinIO
-    public async Task Once_the_stores_way_is_learned_a_whole_get_reads_the_lease_while_its_lookup_runs(bool conditionalWrites)
+    [InlineData(false, "a first miss")] // s3rver: If-None-Match ignored
+    [InlineData(true, "a first miss")] // as AWS S3 and MinIO
+    [InlineData(false, "its start")] // learned once the store answered, before any request
+    [InlineData(true, "its start")]
+    public async Task Once_the_stores_way_is_learned_a_whole_get_reads_the_lease_while_its_lookup_runs(bool conditionalWrites, string learnedBy)
     {
         await using var backend = await CacheTestBackend.StartAsync();
         var path = $"/bucket/ahead-{conditionalWrites}-{Guid.NewGuid():N}.bin";
         var item = backend.Put(path, 256 * 1024);
         await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites);
-        var (sidekick, client) = await LearnedSidekickAsync(backend, relay);
+        var (sidekick, client) = learnedBy == "its start" ? await StartedSidekickAsync(backend, relay) : await LearnedSidekickAsync(backend, relay);
         await using var _ = sidekick;
 
         // The lookup is held at the store: the lease's HEAD must come while it waits, not after its answer.
@@ -593,6 +616,20 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         var leaseRemoved = $"DELETE /cache/{CacheFixture.ObjectName(FillLeases.KeyOf(CacheKey.For("minio.example:9000", learn)))}";
         await Eventually.WaitUntilAsync(() => relay.Requests.Contains(leaseRemoved),
             what: "the learning request's lease removed");
+        return (sidekick, client);
+    }
+
+    /// <summary>
+    /// A sidekick (Host minio.example:9000) that learned how the store treats If-None-Match on its own, once the store
+    /// answered its first probe, before any request is made (and removed the probe object).
+    /// </summary>
+    private async Task<(SidekickInstance Instance, HttpClient Client)> StartedSidekickAsync(CacheTestBackend backend, StoreRelay relay)
+    {
+        var (sidekick, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        client.DefaultRequestHeaders.Host = "minio.example:9000";
+        await Eventually.WaitUntilAsync(() => sidekick.Server.Cache!.Leases.HonoursConditionalWrites is not null,
+            what: $"the store's way learned at start; the store saw: {string.Join(", ", relay.Requests)}");
+        Assert.Contains(relay.Requests, r => r.StartsWith("DELETE ", StringComparison.Ordinal) && r.Contains("sidekick-conditional-write-probe-", StringComparison.Ordinal));
         return (sidekick, client);
     }
 
