@@ -88,6 +88,9 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
         environment["SIDEKICK_CACHE_BUCKET"] = bucket;
         await using var sidekick = await RunningSidekick.StartAsync(backend, environment, json: true);
         await sidekick.WaitUntilAsync(() => sidekick.Cache.Health.Online, "the first good probe");
+        // Once the store answers, the sidecar learns its way with If-None-Match with a probe object it then removes:
+        // a bucket deleted before that is not empty.
+        await sidekick.WaitUntilAsync(() => sidekick.Cache.Leases.HonoursConditionalWrites is not null, "the store's way learned");
 
         await s3.DeleteBucketAsync(bucket);
         await sidekick.WaitUntilAsync(() => !sidekick.Cache.Health.Online, "a probe that finds no bucket");
