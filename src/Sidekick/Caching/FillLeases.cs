@@ -184,19 +184,12 @@ internal sealed class FillLeases
             if (conditional && readAhead is null)
             {
                 // No lease read went beside the lookup (the store's way was not known yet, or a fill of the entry was
-                // running here then): one conditional create, and the lease is read only when the store refuses it.
-                if (await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: true, c), cancellationToken))
-                {
-                    return FillClaim.Holding(leaseKey);
-                }
-
-                if (await DeferToHolderAsync(leaseKey, await ReadAsync(leaseKey, cancellationToken), cancellationToken) is { } waiting)
-                {
-                    return waiting;
-                }
-
-                await WithTimeout(c => _store.WriteLeaseAsync(leaseKey, mine, onlyIfAbsent: false, c), cancellationToken);
-                return FillClaim.Holding(leaseKey);
+                // running here then): the conditional create goes first, one round trip as a read would be, and the
+                // lease is read only when the store refuses it.
+                return await CreateOrReadAsync(leaseKey, mine, cancellationToken) is { } another &&
+                       await DeferToHolderAsync(leaseKey, another, cancellationToken) is { } waiting
+                    ? waiting
+                    : FillClaim.Holding(leaseKey);
             }
 
             var held = readAhead is { } ahead ? await ahead.Read : await ReadAsync(leaseKey, cancellationToken);
@@ -223,8 +216,8 @@ internal sealed class FillLeases
 
     /// <summary>
     /// The conditional create of a claim on a store that honours If-None-Match: null once this sidecar holds the lease,
-    /// else the lease another sidecar created since the read beside the lookup. A lease the store still has that is
-    /// no other sidecar's live one (dead, or this sidecar's own from an earlier fill) is taken over.
+    /// else the live lease of another sidecar that refused it. A lease the store still has that is no other sidecar's
+    /// live one (dead, or this sidecar's own from an earlier fill) is taken over.
     /// </summary>
     private async Task<(FillLease Lease, DateTimeOffset Written)?> CreateOrReadAsync(string leaseKey, FillLease mine, CancellationToken cancellationToken)
     {
@@ -297,7 +290,7 @@ internal sealed class FillLeases
     /// </summary>
     public async Task LearnAsync()
     {
-        if (!Enabled || _conditionalWrites is not null)
+        if (!Enabled)
         {
             return;
         }
