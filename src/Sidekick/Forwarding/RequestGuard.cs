@@ -1,12 +1,14 @@
+using System.Buffers;
 using Microsoft.AspNetCore.Http.Features;
 
 namespace Sidekick.Forwarding;
 
 /// <summary>
 /// Refuses requests a backend could read differently from us (request smuggling): both Content-Length and
-/// Transfer-Encoding, or a target that is neither origin-form nor an absolute URI naming the request's own Host.
-/// Kestrel already rejects the rest (obs-fold, bad bytes, duplicate Content-Length, oversized headers, an
-/// absolute-form target whose authority differs from Host).
+/// Transfer-Encoding, a target that is neither origin-form nor an absolute URI naming the request's own Host, and
+/// over HTTP/2 or HTTP/3 a field name or value, or a target, that cannot be written on an HTTP/1.1 line as it is.
+/// Kestrel already rejects the rest over HTTP/1.1 (obs-fold, bad bytes, duplicate Content-Length, oversized headers,
+/// an absolute-form target whose authority differs from Host).
 /// </summary>
 internal static class RequestGuard
 {
@@ -28,6 +30,12 @@ internal static class RequestGuard
 
         var request = context.Features.Get<IHttpRequestFeature>();
         var target = request?.RawTarget;
+        if (!HttpProtocol.IsHttp11(context.Request.Protocol) && !HttpProtocol.IsHttp10(context.Request.Protocol) &&
+            UnwritableOnHttp1(headers, target) is { } unwritable)
+        {
+            return unwritable;
+        }
+
         if (target is { Length: > 0 } && target[0] != '/' && target != "*")
         {
             if (OriginFormOf(target, context.Request.Host.Value) is not { } originForm)
@@ -40,6 +48,50 @@ internal static class RequestGuard
 
         return null;
     }
+
+    /// <summary>
+    /// Over HTTP/2 and HTTP/3 a field is a name and a value, not a line, and Kestrel checks a name only for upper
+    /// case and NUL: a name holding CR LF ("x: a\r\ntransfer-encoding") would become two lines of the HTTP/1.1
+    /// request sidekick writes to the backend, a smuggled Transfer-Encoding. RFC 9113 §8.2.1 makes such a request
+    /// malformed: a name must be a token (RFC 9110 §5.6.2), a value must hold no NUL, CR or LF. A target with a
+    /// space or a control character (RFC 9113 §8.3.1 asks for a valid request-target) would split the request line.
+    /// </summary>
+    private static string? UnwritableOnHttp1(IHeaderDictionary headers, string? target)
+    {
+        if (target is not null && target.AsSpan().IndexOfAnyExceptInRange('\u0021', '\u007e') >= 0)
+        {
+            return "request target with a space, a control or a non-ASCII character";
+        }
+
+        foreach (var (name, values) in headers)
+        {
+            // A pseudo-header Kestrel left in the collection is never copied to the backend (ForwardingHeaders).
+            if (name.StartsWith(':'))
+            {
+                continue;
+            }
+
+            if (name.Length == 0 || name.AsSpan().IndexOfAnyExcept(TokenCharacters) >= 0)
+            {
+                return "field name that is not a token";
+            }
+
+            foreach (var value in values)
+            {
+                if (value is not null && value.AsSpan().IndexOfAny(LineBreaking) >= 0)
+                {
+                    return "field value with NUL, CR or LF";
+                }
+            }
+        }
+
+        return null;
+    }
+
+    private static readonly SearchValues<char> TokenCharacters =
+        SearchValues.Create("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ");
+
+    private static readonly SearchValues<char> LineBreaking = SearchValues.Create("\0\r\n");
 
     /// <summary>
     /// The path and query of an absolute <c>http</c> or <c>https</c> URI whose authority is <paramref name="host"/>

@@ -177,6 +177,72 @@ public sealed class Http1PathTests
         Assert.Equal(connections, ours.Select(r => r.ConnectionNumber).Distinct().Count());
     }
 
+    [Theory]
+    [InlineData("http1")]
+    [InlineData("yarp")]
+    public async Task Header_values_with_bytes_above_0x7F_reach_the_client_as_the_backend_sent_them(string forwarder)
+    {
+        // UTF-8 in S3 user metadata (MinIO sends it raw), a Latin-1 file name: Kestrel refused any character above
+        // 0x7F with an exception, so the client got a 500 and the backend connection was never released.
+        const string head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Amz-Meta-Name: caf\u00c3\u00a9\r\n" +
+                            "Content-Disposition: attachment; filename=\"\u00e9t\u00e9.txt\"\r\n\r\nok";
+        await using var backend = new RawBackend(_ => RawResponse.Text(head));
+        await using var sidekick = await StartAsync(new SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", forwarder)) }, backend.Url);
+
+        for (var i = 0; i < 3; i++)
+        {
+            var answer = await RawClient.ExchangeAsync(sidekick.BaseAddress.Port, $"GET /o{i} HTTP/1.1\r\nHost: h\r\n\r\n");
+            Assert.Equal((200, "ok"), (answer.Status, answer.Body));
+            Assert.Contains("\r\nX-Amz-Meta-Name: caf\u00c3\u00a9\r\n", answer.Head, StringComparison.Ordinal);
+            Assert.Contains("\r\nContent-Disposition: attachment; filename=\"\u00e9t\u00e9.txt\"\r\n", answer.Head, StringComparison.Ordinal);
+        }
+
+        // The one connection served all three: none was left behind by an exception.
+        Assert.Single(backend.Requests.Select(r => r.ConnectionNumber).Distinct());
+    }
+
+    [Fact]
+    public async Task Control_characters_in_a_backends_header_value_become_spaces()
+    {
+        // RFC 9110 §5.5: not field content. Kestrel refuses to send them; the head is not refused for one field.
+        await using var backend = new RawBackend(_ => RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Ctl: a\u0001b\u001fc\u007fd\te\r\n\r\nok"));
+        await using var sidekick = await StartAsync(FastPath, backend.Url);
+
+        var answer = await RawClient.ExchangeAsync(sidekick.BaseAddress.Port, "GET /o HTTP/1.1\r\nHost: h\r\n\r\n");
+
+        Assert.Equal((200, "ok"), (answer.Status, answer.Body));
+        Assert.Contains("\r\nX-Ctl: a b c d\te\r\n", answer.Head, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_request_the_backend_left_unanswered_past_the_backend_timeout_is_not_sent_again()
+    {
+        // A POST without a body on a kept-alive connection may be sent again when the backend had closed that
+        // connection (nothing reached its application). Not when the backend timeout cut it: the backend had the
+        // request and was slow, and may have acted on it (S3's POST ?uploads starts an upload each time).
+        await using var backend = new RawBackend(r => r.Target == "/slow" ? new RawResponse([]) : RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var options = SidekickHarness.FastOptions with { BackendTimeout = TimeSpan.FromSeconds(30) };
+        var url = backend.Url.ToString().TrimEnd('/');
+        SiteDefinition[] sites = [new(1, [new BackendDefinition(backend.Url, url, new Uri(url + options.HealthPath))])];
+        await using var sidekick = await SidekickHarness.StartAsync(options, sites, FastPath with { Time = time });
+
+        Assert.Equal("ok", await sidekick.Client.GetStringAsync("/first"));
+        var post = sidekick.Client.PostAsync("/slow", content: null);
+        await sidekick.WaitUntilAsync(() => backend.Requests.Any(r => r.Target == "/slow"));
+        for (var second = 0; second < 100 && !post.IsCompleted; second++)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            await Task.Delay(10);
+        }
+
+        using var response = await post;
+        Assert.Equal(HttpStatusCode.GatewayTimeout, response.StatusCode);
+        var first = backend.Requests.Single(r => r.Target == "/first");
+        var slow = Assert.Single(backend.Requests, r => r.Target == "/slow");
+        Assert.Equal(first.ConnectionNumber, slow.ConnectionNumber);
+    }
+
     [Fact]
     public async Task A_backend_closing_kept_alive_connections_unannounced_costs_no_request()
     {

@@ -230,7 +230,7 @@ internal sealed class Http1Forwarder : IDisposable
                 context.Response.Headers[ForwardingHeaders.ProxyMarkerName] = ForwardingHeaders.ProxyMarker;
                 connection.Consume(headLength);
             }
-            catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or HttpRequestException)
+            catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or HttpRequestException or InvalidOperationException)
             {
                 registration.Dispose();
                 Close(connection);
@@ -239,11 +239,18 @@ internal sealed class Http1Forwarder : IDisposable
                     return Fail(context, ForwarderError.RequestCanceled, ex);
                 }
 
-                if (reused && !receivedAny && (resendable || bodyLength == 0) &&
+                if (ex is InvalidOperationException)
+                {
+                    // The server refused a field of the head as we applied it: the backend's answer, not the socket.
+                    ex = new HttpRequestException(HttpRequestError.InvalidResponse, $"the backend sent a response head the client's connection cannot carry ({ex.Message})", ex);
+                }
+
+                // A connection the backend had closed as we sent on it: nothing reached its application, so the same
+                // bytes go out again on a fresh one. Not after the activity timeout: then the backend was alive, only
+                // slow, and may have acted on the request already.
+                if (reused && !receivedAny && !connection.TimedOut && (resendable || bodyLength == 0) &&
                     ex is not HttpRequestException { HttpRequestError: HttpRequestError.InvalidResponse })
                 {
-                    // The backend had closed the kept-alive connection as we sent on it: nothing reached
-                    // its application, so the same bytes go out again on a fresh connection.
                     continue;
                 }
 

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Text;
 using System.Runtime.CompilerServices;
 using System.Text;
@@ -306,8 +307,9 @@ internal readonly struct ResponseHead
         var (start, length) = WithoutOws(line[(colon + 1)..]);
         var valueStart = colon + 1 + start;
         // RFC 9110 §5.5: NUL or a bare CR in a value is replaced with a space (or the message refused); replaced,
-        // as HttpClient on YARP's path lets such a value through.
-        var scrub = line.Slice(valueStart, length).IndexOfAny((byte)0, (byte)'\r') >= 0;
+        // as HttpClient on YARP's path lets such a value through. The other control characters but HTAB are not
+        // field content either, and Kestrel refuses to send them (an exception midway through the head): spaces too.
+        var scrub = line.Slice(valueStart, length).IndexOfAny(NotFieldContent) >= 0;
         return new Field(offset, name.Length, offset + valueStart, length, known, scrub);
     }
 
@@ -364,13 +366,20 @@ internal readonly struct ResponseHead
         return true;
     }
 
-    /// <summary>A value with its folds, NULs and bare CRs turned into spaces (rare: only such values pay for it).</summary>
+    /// <summary>Control characters other than HTAB (RFC 9110 §5.5 field-vchar excludes them).</summary>
+    private static readonly SearchValues<byte> NotFieldContent = SearchValues.Create(
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 127]);
+
+    /// <summary>
+    /// A value with its folds, NULs, bare CRs and other control characters but HTAB turned into spaces (rare: only
+    /// such values pay for it).
+    /// </summary>
     private static string Scrub(string value) => string.Create(value.Length, value, static (span, source) =>
     {
         for (var i = 0; i < span.Length; i++)
         {
             var c = source[i];
-            span[i] = c is '\0' or '\r' or '\n' ? ' ' : c;
+            span[i] = c is < ' ' and not '\t' or '\u007f' ? ' ' : c;
         }
     });
 
