@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Net.Http.Headers;
 
 namespace Sidekick.Caching;
 
@@ -47,11 +48,12 @@ internal sealed class BackgroundRevalidation
         features.Set<IHttpConnectionFeature>(new HttpConnectionFeature { RemoteIpAddress = _client });
         features.Set<IHttpRequestLifetimeFeature>(new HttpRequestLifetimeFeature());
         var context = new DefaultHttpContext(features);
-        if (!ClientConditionals.HasOwnValidators(context.Request))
-        {
-            ClientConditionals.MakeConditional(context.Request, entry);
-        }
-
+        // Conditional on the entry alone: the client's own validators name its copy, not the entry, and a 304 to
+        // "If-None-Match: <the new version>" would be taken for the entry's confirmation, the new ETag put on the
+        // old bytes. (An entry filled with credentials is never refreshed this way, so no signature covers them.)
+        context.Request.Headers.Remove(HeaderNames.IfNoneMatch);
+        context.Request.Headers.Remove(HeaderNames.IfModifiedSince);
+        ClientConditionals.MakeConditional(context.Request, entry);
         return context;
     }
 

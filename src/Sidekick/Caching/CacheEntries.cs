@@ -261,6 +261,33 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     }
 
     /// <summary>
+    /// Whether a 304 is about <paramref name="entry"/> (RFC 9111 §4.3.4): a strong ETag in it must be the entry's
+    /// (strong comparison), a weak one the entry's by weak comparison, else a Last-Modified the entry's. A 304
+    /// with no validator answers a request that was conditional on this entry alone, and confirms it.
+    /// </summary>
+    public static bool Names(CachedResponse entry, IReadOnlyList<KeyValuePair<string, string>> notModified)
+    {
+        string? Get(string name) => notModified.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
+        if (Get(HeaderNames.ETag) is { } etag)
+        {
+            var weak = etag.StartsWith("W/", StringComparison.Ordinal);
+            return entry.ETag is { } stored && (weak
+                ? string.Equals(Opaque(stored), Opaque(etag), StringComparison.Ordinal)
+                : !stored.StartsWith("W/", StringComparison.Ordinal) && string.Equals(stored, etag, StringComparison.Ordinal));
+        }
+
+        if (Get(HeaderNames.LastModified) is { } lastModified)
+        {
+            return entry.Header(HeaderNames.LastModified) is { } stored &&
+                   CachedResponse.HttpDate(stored) is { } storedDate && CachedResponse.HttpDate(lastModified) == storedDate;
+        }
+
+        return true;
+
+        static string Opaque(string tag) => tag.StartsWith("W/", StringComparison.Ordinal) ? tag[2..] : tag;
+    }
+
+    /// <summary>
     /// Applies a 304's header fields to the stored ones (RFC 9111 §4.3.4: each field the 304 carries replaces
     /// the stored field of that name, values as the 304 sent them) and restarts the age clock.
     /// </summary>

@@ -22,6 +22,7 @@ internal sealed class CacheMetrics : IDisposable
     private readonly long[] _notStored = new long[Enum.GetValues<NotStoredReason>().Length];
     private long _racesYielded;
     private long _racesFetchedTwice;
+    private readonly long[] _backgroundRevalidations = new long[Enum.GetValues<BackgroundOutcome>().Length];
 
     public CacheMetrics()
     {
@@ -86,6 +87,11 @@ internal sealed class CacheMetrics : IDisposable
 
     public long FillRacesLost(bool fetchedTwice) => Volatile.Read(ref fetchedTwice ? ref _racesFetchedTwice : ref _racesYielded);
 
+    /// <summary>Counts a stale-while-revalidate refresh by what the origin said of the entry.</summary>
+    public void BackgroundRevalidation(BackgroundOutcome outcome) => Interlocked.Increment(ref _backgroundRevalidations[(int)outcome]);
+
+    public long BackgroundRevalidationsOf(BackgroundOutcome outcome) => Volatile.Read(ref _backgroundRevalidations[(int)outcome]);
+
     /// <summary>Prometheus text for the cache counters, the store's health and the fills running now.</summary>
     public void WriteTo(System.Text.StringBuilder text, bool storeUp, int fillsInFlight, CacheFills? fills = null)
     {
@@ -135,6 +141,13 @@ internal sealed class CacheMetrics : IDisposable
         text.Append("# HELP sidekick_cache_fill_races_lost_total Leases taken by another sidecar at the same moment as this one's, by what came first: the store's answer (yielded) or the origin's (fetched_twice)\n# TYPE sidekick_cache_fill_races_lost_total counter\n")
             .Append("sidekick_cache_fill_races_lost_total{outcome=\"yielded\"} ").Append(FillRacesLost(fetchedTwice: false)).Append('\n')
             .Append("sidekick_cache_fill_races_lost_total{outcome=\"fetched_twice\"} ").Append(FillRacesLost(fetchedTwice: true)).Append('\n');
+        text.Append("# HELP sidekick_cache_background_revalidations_total Stale-while-revalidate refreshes, by what the origin said: confirmed (a 304 naming the entry), changed (a new version or gone: the entry evicted), failed (no answer, or one that says nothing of the entry)\n# TYPE sidekick_cache_background_revalidations_total counter\n");
+        foreach (var outcome in Enum.GetValues<BackgroundOutcome>())
+        {
+            text.Append("sidekick_cache_background_revalidations_total{outcome=\"").Append(outcome.ToString().ToLowerInvariant()).Append("\"} ")
+                .Append(BackgroundRevalidationsOf(outcome)).Append('\n');
+        }
+
         text.Append("# HELP sidekick_cache_store_reads_broken_total Stored bodies whose read from the store broke midway: resumed where it broke, or the client's response cut\n# TYPE sidekick_cache_store_reads_broken_total counter\n")
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"resumed\"} ").Append(StoredReadsResumed).Append('\n')
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"cut\"} ").Append(StoredReadsCut).Append('\n');
@@ -180,4 +193,12 @@ internal sealed class CacheMetrics : IDisposable
     };
 
     public void Dispose() => _meter.Dispose();
+}
+
+/// <summary>What a stale-while-revalidate refresh learned of the entry it asked about.</summary>
+internal enum BackgroundOutcome
+{
+    Confirmed,
+    Changed,
+    Failed,
 }

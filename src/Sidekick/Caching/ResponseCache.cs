@@ -615,6 +615,16 @@ internal sealed class ResponseCache : IDisposable
             conditionals.Restore(request);
         }
 
+        if (answer.TookOver && answer.Status == StatusCodes.Status304NotModified && !CacheEntries.Names(entry, answer.Headers))
+        {
+            // §4.3.4: a 304 whose validator names another version updates nothing; the client gets the origin's
+            // current response instead of the entry.
+            context.Response.Clear();
+            await _entries.EvictAsync(hit.Key);
+            await BypassAsync(context, origin, requestControl);
+            return;
+        }
+
         if (answer.TookOver && answer.Status == StatusCodes.Status304NotModified)
         {
             var refreshed = _entries.Refresh(entry, answer.Headers, requestTime);
@@ -678,13 +688,20 @@ internal sealed class ResponseCache : IDisposable
         // There is no client to answer: every answer is taken over and nothing is copied.
         var answer = new OriginAnswer(startFill: null, takeOver: static _ => true);
         await origin.ForwardAsync(context, answer);
-        if (answer.Status == StatusCodes.Status304NotModified)
+        if (answer.Status == StatusCodes.Status304NotModified && CacheEntries.Names(hit.Entry, answer.Headers))
         {
             await _entries.UpdateMetadataAsync(hit.Key, _entries.Refresh(hit.Entry, answer.Headers, requestTime), hit.StoreETag);
+            Metrics.BackgroundRevalidation(BackgroundOutcome.Confirmed);
         }
-        else if (answer.Status is 200 or 206 or 404 or 410)
+        else if (answer.Status is 200 or 206 or 304 or 404 or 410)
         {
-            await _entries.EvictAsync(hit.Key); // changed or gone: the next request fetches the new version
+            // Changed or gone, or a 304 naming another version: the next request fetches what the origin has now.
+            await _entries.EvictAsync(hit.Key);
+            Metrics.BackgroundRevalidation(BackgroundOutcome.Changed);
+        }
+        else
+        {
+            Metrics.BackgroundRevalidation(BackgroundOutcome.Failed);
         }
     }
 }

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net;
 using Sidekick.Caching;
 using Sidekick.Hosting;
+using Sidekick.Tests.Infrastructure;
 using Sidekick.Tests.Integration;
 
 namespace Sidekick.Tests.Caching;
@@ -405,6 +406,72 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
             Assert.Equal(["\"f1\""], answer.Values("ETag"));
             Assert.Equal(Body, answer.Body);
         }
+    }
+
+    [Fact]
+    public async Task Freshening_4_3_4_a_background_revalidation_asks_about_the_entry_not_about_the_clients_copy()
+    {
+        // A stale-while-revalidate entry holds v1; the origin now has v2. A client holding v2 asks with its own
+        // If-None-Match: "v2". Sent on in the background as it came, that validator got a 304 carrying v2's ETag, and
+        // the 304 was applied to the entry: v1's bytes under v2's ETag, for every later client and sidecar. The
+        // background request must ask about the entry's own validator, and a 304 updates only the response it
+        // names (its strong validator, §4.3.4).
+        var path = Unique("/background");
+        var version = 1;
+        await using var origin = new Origin(request =>
+        {
+            var current = $"\"v{Volatile.Read(ref version)}\"";
+            return request.Head.Contains($"\r\nIf-None-Match: {current}\r\n", StringComparison.OrdinalIgnoreCase)
+                ? Response(304, $"ETag: {current}\r\nCache-Control: max-age=0, stale-while-revalidate=600\r\n", "")
+                : Response(200, $"ETag: {current}\r\nCache-Control: max-age=0, stale-while-revalidate=600\r\n", $"body-{current.Trim('"')}");
+        });
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, "v1's fill");
+
+        Volatile.Write(ref version, 2);
+        var holder = await sidekick.SendAsync("GET", path, "If-None-Match: \"v2\"");
+        Assert.Equal((200, "body-v1"), (holder.Status, holder.Body));
+        await Eventually.WaitUntilAsync(
+            () => Enum.GetValues<BackgroundOutcome>().Sum(sidekick.Metrics.BackgroundRevalidationsOf) > 0, what: "the background revalidation's outcome");
+        Assert.Equal(1, sidekick.Metrics.BackgroundRevalidationsOf(BackgroundOutcome.Changed));
+        Assert.Contains("\r\nIf-None-Match: \"v1\"\r\n", origin.Requests.Last(r => r.Target == path).Head, StringComparison.OrdinalIgnoreCase);
+
+        var later = await sidekick.SendAsync("GET", path);
+        Assert.Equal(200, later.Status);
+        Assert.Equal($"\"{later.Body["body-".Length..]}\"", Assert.Single(later.Values("ETag")));
+        Assert.Equal("body-v2", later.Body);
+    }
+
+    [Fact]
+    public async Task Freshening_4_3_4_a_304_naming_another_version_updates_nothing_and_the_origins_current_response_is_served()
+    {
+        // A 304 carrying a strong ETag other than the entry's (an origin that answers every conditional request with
+        // its current validator) does not select the entry: "MUST NOT use the new response to update any stored
+        // responses". Served as REVALIDATED, the client would get v1's bytes under v2's ETag.
+        var path = Unique("/other-version");
+        var version = 1;
+        await using var origin = new Origin(request =>
+        {
+            var current = $"\"v{Volatile.Read(ref version)}\"";
+            return request.Head.Contains("\r\nIf-None-Match:", StringComparison.OrdinalIgnoreCase)
+                ? Response(304, $"ETag: {current}\r\nCache-Control: max-age=0\r\n", "")
+                : Response(200, $"ETag: {current}\r\nCache-Control: max-age=0\r\n", $"body-{current.Trim('"')}");
+        });
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, "v1's fill");
+
+        Volatile.Write(ref version, 2);
+        var answer = await sidekick.SendAsync("GET", path);
+
+        Assert.Equal((200, "body-v2"), (answer.Status, answer.Body));
+        Assert.Equal(["\"v2\""], answer.Values("ETag"));
+        Assert.NotEqual(["REVALIDATED"], answer.Values("X-Cache"));
+        // Nor was v2's ETag written onto v1's bytes in the bucket, for other sidecars: the entry is gone from it.
+        using var s3 = fixture.Client();
+        await Assert.ThrowsAsync<Amazon.S3.AmazonS3Exception>(
+            () => s3.GetObjectMetadataAsync(CacheFixture.Bucket, CacheFixture.ObjectName(CacheKey.For("rfc.example", path))));
     }
 
     // ---- §4.4 invalidating stored responses ----
