@@ -151,7 +151,18 @@ internal sealed record CachedResponse
             var list = root.GetProperty("h");
             for (var i = 0; i + 1 < list.GetArrayLength(); i += 2)
             {
-                headers.Add(new(list[i].GetString()!, list[i + 1].GetString()!));
+                var (name, value) = (list[i].GetString(), list[i + 1].GetString());
+                if (name is null || value is null)
+                {
+                    return null;
+                }
+
+                // What a fill never stores (Set-Cookie, hop-by-hop fields, …) is not served from an object that
+                // holds it either: anything with write access to the bucket could have put it there.
+                if (KeepHeader(name))
+                {
+                    headers.Add(new(name, value));
+                }
             }
 
             var varyNames = new List<string>();
@@ -163,10 +174,17 @@ internal sealed record CachedResponse
                 varyValues.Add(vary[i + 1].GetString()!);
             }
 
+            var status = root.GetProperty("s").GetInt32();
+            var length = root.GetProperty("l").GetInt64();
+            if (status is < 200 or > 599 || length < 0)
+            {
+                return null;
+            }
+
             return new CachedResponse
             {
-                Status = root.GetProperty("s").GetInt32(),
-                Length = root.GetProperty("l").GetInt64(),
+                Status = status,
+                Length = length,
                 ReceivedAt = DateTimeOffset.FromUnixTimeMilliseconds(root.GetProperty("r").GetInt64()),
                 InitialAge = TimeSpan.FromSeconds(root.GetProperty("a").GetInt64()),
                 Date = root.TryGetProperty("d", out var d) ? DateTimeOffset.FromUnixTimeSeconds(d.GetInt64()) : null,
@@ -178,9 +196,10 @@ internal sealed record CachedResponse
                 VaryValues = varyValues,
             };
         }
-        catch (Exception ex) when (ex is FormatException or JsonException or KeyNotFoundException or InvalidOperationException)
+        catch (Exception ex) when (ex is FormatException or JsonException or KeyNotFoundException or InvalidOperationException or ArgumentException or OverflowException)
         {
-            return null; // not ours or damaged: treated as a miss
+            // Not ours or damaged (a time or an age out of range throws ArgumentOutOfRangeException): a miss.
+            return null;
         }
     }
 

@@ -44,6 +44,33 @@ internal sealed class SpoolFiles : IDisposable
     public long Kept => Volatile.Read(ref _keptBytes);
 
     /// <summary>
+    /// A new spool file, readable by this user alone (0600, in a directory made 0700): a spool holds response bodies,
+    /// credentialed ones among them, and the default directory is in the shared temp directory. A directory the
+    /// operator made keeps its own mode.
+    /// </summary>
+    private SafeFileHandle Create(long length)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            Directory.CreateDirectory(_directory);
+        }
+        else
+        {
+            Directory.CreateDirectory(_directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+
+        var created = File.OpenHandle(Path.Combine(_directory, $"fill-{Guid.NewGuid():N}.spool"), FileMode.CreateNew, FileAccess.ReadWrite,
+            FileShare.None, FileOptions.DeleteOnClose | FileOptions.Asynchronous, preallocationSize: length);
+        if (!OperatingSystem.IsWindows())
+        {
+            // Before a byte is written; File.OpenHandle has no mode of its own, the umask's would be 0644.
+            File.SetUnixFileMode(created, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+
+        return created;
+    }
+
+    /// <summary>
     /// A file for a fill of <paramref name="length"/> bytes with that length reserved, or null when the budget cannot
     /// hold it (even without the kept files). A new file is allocated its whole length on disk at once (fallocate):
     /// a file system with less room than the budget says refuses the fill before it starts, with
@@ -110,9 +137,7 @@ internal sealed class SpoolFiles : IDisposable
         SafeFileHandle created;
         try
         {
-            Directory.CreateDirectory(_directory);
-            created = File.OpenHandle(Path.Combine(_directory, $"fill-{Guid.NewGuid():N}.spool"), FileMode.CreateNew, FileAccess.ReadWrite,
-                FileShare.None, FileOptions.DeleteOnClose | FileOptions.Asynchronous, preallocationSize: length);
+            created = Create(length);
         }
         catch (IOException ex) when (FreeSpace() is { } free && free < length)
         {

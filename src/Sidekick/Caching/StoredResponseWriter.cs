@@ -394,6 +394,22 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         string.Equals(a.StartsWith("W/", StringComparison.Ordinal) ? a[2..] : a, b.StartsWith("W/", StringComparison.Ordinal) ? b[2..] : b, StringComparison.Ordinal);
 
     /// <summary>
+    /// RFC 9110 §13.1.5: an entity tag holds only if it is strong and the entry's strong ETag is the same (a weak one
+    /// never does); a date only if it is exactly the entry's Last-Modified, and that one is strong (a second or more
+    /// before the entry's Date, when it has one). An entry without the validator asked about never matches.
+    /// </summary>
+    private static bool IfRangeHolds(string ifRange, CachedResponse entry)
+    {
+        if (ifRange.StartsWith('"') || ifRange.StartsWith("W/", StringComparison.Ordinal))
+        {
+            return ifRange[0] == '"' && entry.ETag is { } etag && etag == ifRange;
+        }
+
+        return CachedResponse.HttpDate(ifRange) is { } date && entry.LastModified is { } lastModified && date == lastModified &&
+               (entry.Date is not { } served || lastModified <= served.AddSeconds(-1));
+    }
+
+    /// <summary>
     /// The part of a stored 200 the request is answered with: a single byte range served as 206; several ranges or a
     /// stale If-Range get the whole entity, and so does any other status (Range applies to a 200 only, RFC 9110 §14.2).
     /// </summary>
@@ -405,7 +421,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             return (0, 0, false, false);
         }
 
-        if (request.Headers.IfRange.ToString() is { Length: > 0 } ifRange && ifRange != entry.ETag && CachedResponse.HttpDate(ifRange) != entry.LastModified)
+        if (request.Headers.IfRange.ToString() is { Length: > 0 } ifRange && !IfRangeHolds(ifRange, entry))
         {
             return (0, 0, false, false);
         }

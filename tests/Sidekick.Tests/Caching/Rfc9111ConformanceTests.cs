@@ -713,6 +713,87 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
             $"<?xml version=\"1.0\" encoding=\"UTF-8\"?>{xml}");
     }
 
+    // ---- RFC 9110 §13.1.5 If-Range, answered from the cache ----
+
+    [Theory]
+    [InlineData("\"v1\"", "", 206)]
+    [InlineData("\"v0\"", "", 200)]
+    [InlineData("W/\"v1\"", "", 200)]
+    [InlineData("Sat, 01 Jan 2000 00:00:00 GMT", "", 200)]
+    [InlineData("Sat, 01 Jan 2000 00:00:00 GMT", "Last-Modified: Sat, 01 Jan 2000 00:00:00 GMT\r\n", 206)]
+    [InlineData("Sun, 02 Jan 2000 00:00:00 GMT", "Last-Modified: Sat, 01 Jan 2000 00:00:00 GMT\r\n", 200)]
+    public async Task If_range_13_1_5_a_range_of_the_entry_only_for_its_own_strong_validator(string ifRange, string lastModified, int status)
+    {
+        // A client resuming a download of another version (its If-Range names that version) must get the whole
+        // entry, never a range of it spliced onto its old bytes. An entry without Last-Modified used to match any
+        // If-Range that was not a date of its own (two absent dates compared equal).
+        var path = Unique("/if-range");
+        await using var origin = new Origin(_ => Response(200, $"Cache-Control: max-age=600\r\nETag: \"v1\"\r\n{lastModified}", Body));
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, "the fill");
+
+        var answer = await sidekick.SendAsync("GET", path, "Range: bytes=0-2", $"If-Range: {ifRange}");
+
+        Assert.Equal(["HIT"], answer.Values("X-Cache"));
+        Assert.Equal((status, status == 206 ? Body[..3] : Body), (answer.Status, answer.Body));
+    }
+
+    // ---- what the bucket holds is checked as it is read ----
+
+    [Theory]
+    [InlineData("a time out of range", "{\"s\":200,\"l\":7,\"r\":9223372036854775807,\"a\":0,\"c\":false,\"h\":[\"Cache-Control\",\"max-age=600\"],\"v\":[]}")]
+    [InlineData("an age out of range", "{\"s\":200,\"l\":7,\"r\":0,\"a\":9223372036854775807,\"c\":false,\"h\":[\"Cache-Control\",\"max-age=600\"],\"v\":[]}")]
+    [InlineData("a field without a name", "{\"s\":200,\"l\":7,\"r\":0,\"a\":0,\"c\":false,\"h\":[null,\"x\"],\"v\":[]}")]
+    [InlineData("an interim status", "{\"s\":101,\"l\":7,\"r\":0,\"a\":0,\"c\":false,\"h\":[\"Cache-Control\",\"max-age=600\"],\"v\":[]}")]
+    public async Task Metadata_sidekick_did_not_write_is_a_miss_answered_by_the_origin(string what, string json)
+    {
+        // Whatever else has write access to the bucket (another tool, a damaged copy) may leave metadata no fill
+        // writes. Read, an out-of-range time threw past the lookup's handling: the client got a 500.
+        var path = Unique("/planted");
+        await using var origin = new Origin(_ => Response(200, "Cache-Control: max-age=600\r\n", Body));
+        await Plant(path, json, "planted");
+        await using var sidekick = await StartAsync(origin);
+
+        var answer = await sidekick.SendAsync("GET", path);
+
+        Assert.True((200, Body) == (answer.Status, answer.Body), $"{what}: {answer.Status} {answer.Body}");
+        Assert.Equal(1, origin.Asked(path));
+    }
+
+    [Fact]
+    public async Task Fields_a_fill_never_stores_are_not_served_from_an_entry_that_holds_them()
+    {
+        // A fill leaves Set-Cookie and hop-by-hop fields out; an object planted in the bucket with them does not
+        // get them served to every client of the URL.
+        var path = Unique("/planted-fields");
+        await using var origin = new Origin(_ => Response(200, "Cache-Control: max-age=600\r\n", Body));
+        const string json = "{\"s\":200,\"l\":7,\"r\":4102444800000,\"a\":0,\"c\":false," +
+                            "\"h\":[\"Cache-Control\",\"max-age=600\",\"Set-Cookie\",\"session=planted\",\"Connection\",\"close\",\"X-Kept\",\"yes\"],\"v\":[]}";
+        await Plant(path, json, "planted");
+        await using var sidekick = await StartAsync(origin);
+
+        var answer = await sidekick.SendAsync("GET", path);
+
+        Assert.Equal(["yes"], answer.Values("X-Kept"));
+        Assert.Empty(answer.Values("Set-Cookie"));
+        Assert.DoesNotContain("close", answer.Values("Connection"));
+    }
+
+    private async Task Plant(string path, string json, string body)
+    {
+        using var s3 = fixture.Client();
+        var put = new Amazon.S3.Model.PutObjectRequest
+        {
+            BucketName = CacheFixture.Bucket,
+            Key = CacheFixture.ObjectName(CacheKey.For("rfc.example", path)),
+            ContentBody = body,
+            UseChunkEncoding = false,
+        };
+        put.Metadata[S3CacheStore.EntryMetadata] = Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(json));
+        await s3.PutObjectAsync(put);
+    }
+
     // ---- the harness ----
 
     private static string Unique(string name) => $"{name}-{Guid.NewGuid():N}";

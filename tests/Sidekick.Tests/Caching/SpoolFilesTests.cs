@@ -65,6 +65,20 @@ public sealed class SpoolFilesTests : IDisposable
     }
 
     [Fact]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+    public void Spool_files_and_the_directory_made_for_them_are_this_users_alone()
+    {
+        // Spools hold response bodies, credentialed ones too, and the default directory is under the shared /tmp.
+        var directory = Path.Combine(_directory, "made-here");
+        using var spool = new SpoolFiles(directory, 1 << 20, _time);
+        var file = spool.Take(4096)!;
+
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(directory));
+        spool.Return(file);
+    }
+
+    [Fact]
     public void No_spool_directory_yet_is_nothing_to_remove()
     {
         using var spool = new SpoolFiles(Path.Combine(_directory, "not-made-yet"), 1 << 20, _time);
