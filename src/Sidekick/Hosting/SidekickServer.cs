@@ -225,6 +225,9 @@ internal sealed class SidekickServer : IAsyncDisposable
     /// <summary>Requests carried by the HTTP/1.1 fast path (the others went through YARP).</summary>
     public long FastPathRequests => _forwarder.Forwarded;
 
+    /// <summary>Idle backend connections on which something arrived that the event loop has seen (for tests).</summary>
+    internal int FastPathIdleWithArrivals => _forwarder.IdleWithArrivals;
+
     /// <summary>Client connections served by sidekick's event loops (0 with the .NET socket engine).</summary>
     public long EventLoopConnections => (_app.Services.GetService<IConnectionListenerFactory>() as LoopTransportFactory)?.Accepted ?? 0;
 

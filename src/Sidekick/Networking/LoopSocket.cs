@@ -194,6 +194,12 @@ internal sealed class LoopSocket : IDisposable
 
     private bool MaybeReadable => Volatile.Read(ref _readEdges) != _readDrained || _readEnded;
 
+    /// <summary>
+    /// Whether the loop has seen bytes, an end of stream or an error arrive since a receive last emptied the socket;
+    /// false means nothing came that the loop has been told of (an event still on its way is not seen).
+    /// </summary>
+    public bool MayBeReadable => MaybeReadable;
+
     private bool MaybeWritable => Volatile.Read(ref _writeEdges) != _writeDrained;
 
     /// <summary>Bytes received (0 at end of stream), or -1 when nothing can have arrived since the last look.</summary>

@@ -196,6 +196,12 @@ internal sealed class BackendConnection : IDisposable
     /// Whether an idle connection was closed (or sent something unasked) by the backend: a non-blocking
     /// readability check, paid only for connections idle long enough for a backend to have dropped them.
     /// </summary>
+    /// <summary>
+    /// Whether something may have arrived on this idle connection: bytes after the response (a backend answering
+    /// twice, a body after a HEAD response), or its close. Without an event loop nothing tells, so it may have.
+    /// </summary>
+    public bool MayHaveArrived => _loopSocket?.MayBeReadable ?? true;
+
     public bool LooksDead()
     {
         try

@@ -61,6 +61,18 @@ internal sealed class BackendConnectionPool
     /// <summary>The pool's clock in milliseconds (a <see cref="TimeProvider"/>, so tests can drive idle and activity times).</summary>
     public long Now => _time.GetTimestamp() / _ticksPerMillisecond;
 
+    /// <summary>Idle connections on which something arrived that the loop has seen (for tests).</summary>
+    public int IdleWithArrivals
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _idle.Sum(static lane => lane.Count(static c => c.MayHaveArrived));
+            }
+        }
+    }
+
     /// <summary>
     /// A live idle connection, or null when a new one must be opened. <paramref name="mustBeAlive"/> checks
     /// even a connection idle for a moment: a request that cannot be resent (POST) should not find out
@@ -94,8 +106,13 @@ internal sealed class BackendConnectionPool
                 return null;
             }
 
+            // Looked at (a system call) when something may have arrived since the last response: stray bytes would be
+            // read as the next client's response (and its response as the one after), so such a connection is closed.
+            // With event loops the loop's read events tell for free; a connection idle long enough for a backend to
+            // have closed it, or one for a request that must not be sent twice, is looked at in any case.
             var idle = now - connection.IdleSince;
-            if (!PastKeepAlive(connection, idle) && ((!mustBeAlive && idle < StaleCheckAfterMilliseconds) || !connection.LooksDead()))
+            var look = mustBeAlive || idle >= StaleCheckAfterMilliseconds || connection.MayHaveArrived;
+            if (!PastKeepAlive(connection, idle) && (!look || !connection.LooksDead()))
             {
                 return connection;
             }
@@ -255,6 +272,9 @@ internal sealed class BackendConnectionPools : IDisposable
         _time = time;
         _sweeper = time.CreateTimer(static state => ((BackendConnectionPools)state!).Sweep(), this, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
     }
+
+    /// <summary>Idle connections on which something arrived that the loop has seen (for tests).</summary>
+    public int IdleWithArrivals => _pools.Values.Sum(static p => p.IdleWithArrivals);
 
     public BackendConnectionPool For(string destinationPrefix) =>
         _pools.GetOrAdd(destinationPrefix, static (prefix, pools) => new BackendConnectionPool(prefix, pools._lanes, pools._time), this);

@@ -58,6 +58,9 @@ internal sealed class Http1Forwarder : IDisposable
     /// <summary>Requests this path carried (the rest went to YARP).</summary>
     public long Forwarded => Volatile.Read(ref _chosen[(int)PathReason.Plain]);
 
+    /// <summary>Idle backend connections on which something arrived that the event loop has seen (for tests).</summary>
+    internal int IdleWithArrivals => _pools.IdleWithArrivals;
+
     /// <summary>Requests forwarded for each <see cref="PathReason"/> (plain ones on this path, the rest on YARP).</summary>
     public long ForwardedFor(PathReason reason) => Volatile.Read(ref _chosen[(int)reason]);
 
