@@ -401,7 +401,8 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         Owe(key);
         _refreshed.TryRemove(key, out _);
         _refreshWritten.TryRemove(key, out _);
-        fills.Running(key)?.Abandon(FillAbandonReason.ObjectChanged, "its entry was evicted (an unsafe request to it succeeded, or the origin no longer has it)");
+        // The entry's own fill and those of its variants (a response with Vary fills under a variant key).
+        fills.AbandonUnder(key, FillAbandonReason.ObjectChanged, "its entry was evicted (an unsafe request to it succeeded, or the origin no longer has it)");
     }
 
     public async Task EvictAsync(string key)

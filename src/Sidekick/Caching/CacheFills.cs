@@ -76,6 +76,19 @@ internal sealed class CacheFills : IDisposable
     /// <summary>The fill in flight for <paramref name="key"/>, if one runs and has not been given up.</summary>
     public CacheFill? Running(string key) => _running.TryGetValue(key, out var fill) && !fill.Abandoned ? fill : null;
 
+    /// <summary>Gives up the running fill of <paramref name="key"/> and those of its variants (<see cref="CacheKey.Variant"/>).</summary>
+    public void AbandonUnder(string key, FillAbandonReason reason, string why)
+    {
+        var variants = CacheKey.VariantPrefix(key);
+        foreach (var (running, fill) in _running)
+        {
+            if (!fill.Abandoned && (running == key || running.StartsWith(variants, StringComparison.Ordinal)))
+            {
+                fill.Abandon(reason, why);
+            }
+        }
+    }
+
     /// <summary>
     /// Starts storing <paramref name="entry"/> under <paramref name="key"/>; null (and counted) when no fill may
     /// start: too many in flight, no room in the spool budget, or no spool file.
@@ -154,12 +167,14 @@ internal sealed class CacheFills : IDisposable
 
         Metrics.FillStarted();
         var fill = new CacheFill(this, _store, key, target, entry, metadata, _options.PartSize, spool, _time, fromPieces);
-        if (_running.TryGetValue(key, out var earlier))
+        // One swap, so that of two fills started at once for one key exactly one stays registered and uploads.
+        CacheFill? earlier = null;
+        _running.AddOrUpdate(key, fill, (_, running) =>
         {
-            earlier.Abandon(FillAbandonReason.OriginIncomplete, "replaced by a newer fill of the same entry");
-        }
-
-        _running[key] = fill;
+            earlier = running;
+            return fill;
+        });
+        earlier?.Abandon(FillAbandonReason.OriginIncomplete, "replaced by a newer fill of the same entry");
         return fill;
     }
 

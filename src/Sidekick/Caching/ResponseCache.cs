@@ -509,7 +509,19 @@ internal sealed class ResponseCache : IDisposable
                 slot.Head.TrySetResult(fill);
             },
         };
-        await PassWatchedAsync(context, origin, answer);
+        try
+        {
+            await PassWatchedAsync(context, origin, answer);
+        }
+        catch
+        {
+            // Whatever broke the exchange, its fill ends here (given up, its slot and spool freed), and the requests
+            // waiting for this one's head stop waiting.
+            answer.Finish(context);
+            slot?.Head.TrySetResult(null);
+            throw;
+        }
+
         if (answer is { TookOver: true, Status: 0 })
         {
             AnswerGatewayTimeout(context);
@@ -609,6 +621,11 @@ internal sealed class ResponseCache : IDisposable
         {
             context.Response.Headers[CacheHeader] = "MISS";
             await origin.ForwardAsync(context, answer);
+        }
+        catch
+        {
+            answer.Finish(context); // a fill the exchange had started is given up, not left holding its slot
+            throw;
         }
         finally
         {

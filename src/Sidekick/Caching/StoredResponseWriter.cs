@@ -102,7 +102,10 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 return false;
             }
 
-            if (!S3CacheStore.Holds(stored, entry) || (hit.StoreETag is { } seen && !SameBytes(seen, stored, entry)))
+            // Without the store's ETag (the entry came from a fill here, which may have left the upload to another
+            // sidecar's version), only a strong origin ETag ties the bytes to the entry: equal lengths do not.
+            if (!S3CacheStore.Holds(stored, entry) ||
+                (hit.StoreETag is { } seen ? !SameBytes(seen, stored, entry) : entry.ETag is not { } strong || strong.StartsWith("W/", StringComparison.Ordinal)))
             {
                 // Replaced since the lookup: these bytes are not the entry's; the backend answers instead.
                 stored.Dispose();

@@ -250,6 +250,40 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
     }
 
     [Fact]
+    public async Task A_successful_unsafe_request_also_drops_the_fill_of_a_variant_still_uploading()
+    {
+        // A response with Vary fills under a variant key; the invalidation looked only under the plain key, so the
+        // variant's fill went on and its version landed in the store after the delete, to be served again.
+        await using var backend = await CacheTestBackend.StartAsync();
+        const string Path = "/bucket/varied-uploading.bin";
+        var item = backend.Put(Path, 12 * 1024 * 1024);
+        item.Vary = "X-Tenant";
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var upload = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.PartsWaitFor = upload.Task; // the store takes no part: the variant stays uploading
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        var cache = instance.Server.Cache!;
+
+        using (var first = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, Path) { Headers = { { "X-Tenant", "a" } } }))
+        {
+            Assert.Equal("MISS", Outcome(first));
+            Assert.Equal(item.Body.Length + "[]".Length, (await first.Content.ReadAsByteArrayAsync()).Length); // the origin's variant: "[Accept-Encoding]" first
+        }
+
+        await fixture.Eventually(() => relay.Requests.Any(r => r.StartsWith("POST /", StringComparison.Ordinal)), "the upload to begin");
+        using (var deleted = await client.DeleteAsync(Path))
+        {
+            Assert.Equal(HttpStatusCode.NoContent, deleted.StatusCode);
+        }
+
+        Assert.Equal(1, cache.Fills.AbandonedFor(FillAbandonReason.ObjectChanged));
+        upload.SetResult();
+        await fixture.Eventually(() => cache.FillsInFlight == 0 && cache.Fills.SpoolUsed == 0, "the dropped fill to let its spool go");
+        Assert.Equal(0, cache.Metrics.FillsCompleted);
+    }
+
+    [Fact]
     public async Task A_fill_with_no_room_in_the_spool_is_counted_and_logged_by_reason()
     {
         await using var backend = await CacheTestBackend.StartAsync();

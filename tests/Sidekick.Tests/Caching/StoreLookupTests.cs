@@ -203,4 +203,36 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
         Assert.NotNull(found);
         Assert.Equal("Accept", found.Value.VaryNames);
     }
+
+    [Fact]
+    public async Task Deleting_an_entry_deletes_every_variant_past_the_first_page_of_the_listing()
+    {
+        // A listing returns 1,000 names at most: an entry that varies on a field with many values (User-Agent, Origin)
+        // had the variants past the first page left behind, to be served again after an invalidation. Pages of 2 here.
+        using var store = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!) { VariantsListedAtOnce = 2 };
+        var key = $"many-variants-{Guid.NewGuid():N}";
+        using (var s3 = fixture.Client())
+        {
+            await Parallel.ForEachAsync(Enumerable.Range(0, 5), new ParallelOptions { MaxDegreeOfParallelism = 1 }, async (i, token) =>
+                await s3.PutObjectAsync(new PutObjectRequest
+                {
+                    BucketName = CacheFixture.Bucket,
+                    Key = CacheFixture.ObjectName(CacheKey.Variant(key, [i.ToString(System.Globalization.CultureInfo.InvariantCulture)])),
+                    ContentBody = "v",
+                    UseChunkEncoding = false,
+                }, token));
+        }
+
+        await store.DeleteEntryAsync(key, CancellationToken.None);
+
+        using (var s3 = fixture.Client())
+        {
+            var left = await s3.ListObjectsV2Async(new ListObjectsV2Request
+            {
+                BucketName = CacheFixture.Bucket,
+                Prefix = CacheFixture.ObjectName(CacheKey.VariantPrefix(key)),
+            });
+            Assert.Empty(left.S3Objects ?? []);
+        }
+    }
 }
