@@ -26,7 +26,8 @@ internal static class BypassingFields
     private static readonly FrozenSet<string> Unkeyed = FrozenSet.Create(StringComparer.OrdinalIgnoreCase,
         "Forwarded", "X-Forwarded-Proto", "X-Forwarded-Scheme", "X-Forwarded-Ssl", "X-Forwarded-Port", "X-Forwarded-Prefix",
         "X-Forwarded-Uri", "X-Forwarded-Server", "X-Host", "X-Original-URL", "X-Rewrite-URL", "X-HTTP-Method-Override",
-        "X-HTTP-Method", "X-Method-Override");
+        "X-HTTP-Method", "X-Method-Override", "X-Forwarded-Path", "X-Original-Host", "X-Forwarded-Protocol",
+        "X-Forwarded-Https", "X-Url-Scheme", "Front-End-Https");
 
     private static readonly FrozenSet<string> CustomerKey = FrozenSet.Create(StringComparer.OrdinalIgnoreCase,
         "X-Amz-Server-Side-Encryption-Customer-Key", "X-Amz-Server-Side-Encryption-Customer-Algorithm",
@@ -48,7 +49,12 @@ internal static class BypassingFields
                     $"the request carries an SSE-C key ({name}): the object is encrypted with the customer's key, and the cache never keeps its plaintext");
             }
 
-            if (Unkeyed.Contains(name) || (!hostSent && name.Equals(ForwardingHeaders.ForwardedHost, StringComparison.OrdinalIgnoreCase)))
+            // CGI, PHP and WSGI turn '-' and '_' alike into '_' (HTTP_X_FORWARDED_HOST): X_Forwarded_Host reaches such an
+            // origin as X-Forwarded-Host would, and sidekick replaces only the latter with its own value.
+            var underscored = name.Contains('_');
+            var spelled = underscored ? name.Replace('_', '-') : name;
+            if (Unkeyed.Contains(spelled) ||
+                ((!hostSent || underscored) && spelled.Equals(ForwardingHeaders.ForwardedHost, StringComparison.OrdinalIgnoreCase)))
             {
                 return (NotStoredReason.UnkeyedHeader,
                     $"the request carries {name}, which can change the origin's answer and is not part of an entry's name; such a request neither reads nor fills the cache");

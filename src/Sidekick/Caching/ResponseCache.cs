@@ -188,6 +188,18 @@ internal sealed class ResponseCache : IDisposable
         return CacheControl.Parse(control.Count == 0 && request.Headers.Pragma.ToString().Contains("no-cache", StringComparison.OrdinalIgnoreCase) ? "no-cache" : control);
     }
 
+    /// <summary>
+    /// The options an entry for <paramref name="request"/> is judged by. With SIDEKICK_CACHE_SHARE_PUBLIC, a response
+    /// marked public is shared even when filled with credentials; but where the query carries response-cache-control
+    /// (S3 and MinIO let a signed request choose the response's Cache-Control), it is the requester, not the object's
+    /// owner, who marked it public: any reader could presign such a URL and so publish a private object, to anyone,
+    /// for as long as the entry lives. The query is part of the entry's name, so every request for it carries it.
+    /// </summary>
+    private CacheOptions PolicyFor(HttpRequest request) =>
+        _options.SharePublic && request.QueryString.HasValue && request.Query.ContainsKey("response-cache-control")
+            ? _options with { SharePublic = false }
+            : _options;
+
     private async Task BypassAsync(HttpContext context, ICacheOrigin origin, CacheControl requestControl)
     {
         Metrics.Bypass();
@@ -467,7 +479,7 @@ internal sealed class ResponseCache : IDisposable
 
         var responseControl = CacheControl.Parse(entry.Header(HeaderNames.CacheControl));
         var lookup = new CacheLookup(fill.Key, entry);
-        switch (CachePolicy.Decide(entry, requestControl, responseControl, _time.GetUtcNow(), _options, CachePolicy.CarriesCredentials(context.Request)))
+        switch (CachePolicy.Decide(entry, requestControl, responseControl, _time.GetUtcNow(), PolicyFor(context.Request), CachePolicy.CarriesCredentials(context.Request)))
         {
             case CacheDecision.Serve:
                 if (!await _writer.ServeAsync(context, lookup, "HIT", fill))
@@ -550,7 +562,7 @@ internal sealed class ResponseCache : IDisposable
         var responseControl = hit.Entry.CacheControl();
         var credentials = CachePolicy.CarriesCredentials(request);
         var now = _time.GetUtcNow();
-        var decision = CachePolicy.Decide(hit.Entry, requestControl, responseControl, now, _options, credentials);
+        var decision = CachePolicy.Decide(hit.Entry, requestControl, responseControl, now, PolicyFor(request), credentials);
         if (decision == CacheDecision.Revalidate && requestControl.Has("only-if-cached"))
         {
             // §5.2.1.7: nothing may be served without asking the backend, and the client forbade asking.
@@ -601,7 +613,7 @@ internal sealed class ResponseCache : IDisposable
         var entry = hit.Entry;
         var request = context.Request;
         var requestTime = _time.GetUtcNow();
-        var staleIfError = CachePolicy.MayServeStaleOnError(entry, requestControl, responseControl, requestTime, _options);
+        var staleIfError = CachePolicy.MayServeStaleOnError(entry, requestControl, responseControl, requestTime, PolicyFor(request));
         // §4.2.4: an entry that must not be served stale gets a 504 when no backend answers at all.
         var gatewayTimeout = CachePolicy.MustNotServeStale(responseControl);
         if (ClientConditionals.HasOwnValidators(request))

@@ -739,6 +739,31 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         Assert.Equal((status, status == 206 ? Body[..3] : Body), (answer.Status, answer.Body));
     }
 
+    // ---- §3.5 storing responses to authenticated requests, with SIDEKICK_CACHE_SHARE_PUBLIC ----
+
+    [Theory]
+    [InlineData("", 200)]
+    [InlineData("?response-cache-control=public%2Cmax-age%3D600", 403)]
+    public async Task Storing_3_5_public_shares_an_authorized_response_only_when_the_owner_not_the_requester_said_so(string query, int anonymousStatus)
+    {
+        // S3 and MinIO let a signed request choose its response's Cache-Control (response-cache-control). With
+        // SHARE_PUBLIC on, any reader could so mark a private object public, and the cache would hand it to anyone.
+        var path = Unique("/owner-public") + query;
+        await using var origin = new Origin(request =>
+            !request.Head.Contains("\r\nAuthorization: Bearer alice\r\n", StringComparison.OrdinalIgnoreCase)
+                ? Response(403, "", "denied")
+                : Response(200, "Cache-Control: public, max-age=600\r\nETag: \"p1\"\r\n", Body));
+        await using var sidekick = await StartAsync(origin, ("SIDEKICK_CACHE_SHARE_PUBLIC", "true"));
+        await sidekick.SendAsync("GET", path, "Authorization: Bearer alice");
+        await sidekick.UntilFilledAsync(1, "the authorized fill");
+
+        var anonymous = await sidekick.SendAsync("GET", path);
+
+        // Shared as the owner's public allows; asked of the origin with the anonymous request when the requester chose it.
+        Assert.Equal((anonymousStatus, anonymousStatus == 200 ? Body : "denied"), (anonymous.Status, anonymous.Body));
+        Assert.Equal(anonymousStatus == 200 ? ["HIT"] : ["MISS"], anonymous.Values("X-Cache"));
+    }
+
     // ---- what the bucket holds is checked as it is read ----
 
     [Theory]
