@@ -22,6 +22,7 @@ internal sealed class CacheMetrics : IDisposable
     private readonly long[] _notStored = new long[Enum.GetValues<NotStoredReason>().Length];
     private long _racesYielded;
     private long _racesFetchedTwice;
+    private long _fillReadsCut;
     private readonly long[] _backgroundRevalidations = new long[Enum.GetValues<BackgroundOutcome>().Length];
 
     public CacheMetrics()
@@ -87,6 +88,11 @@ internal sealed class CacheMetrics : IDisposable
 
     public long FillRacesLost(bool fetchedTwice) => Volatile.Read(ref fetchedTwice ? ref _racesFetchedTwice : ref _racesYielded);
 
+    /// <summary>A request reading a fill in progress was cut: the fill sent nothing for a while.</summary>
+    public void FillReadCut() => Interlocked.Increment(ref _fillReadsCut);
+
+    public long FillReadsCut => Volatile.Read(ref _fillReadsCut);
+
     /// <summary>Counts a stale-while-revalidate refresh by what the origin said of the entry.</summary>
     public void BackgroundRevalidation(BackgroundOutcome outcome) => Interlocked.Increment(ref _backgroundRevalidations[(int)outcome]);
 
@@ -141,6 +147,9 @@ internal sealed class CacheMetrics : IDisposable
         text.Append("# HELP sidekick_cache_fill_races_lost_total Leases taken by another sidecar at the same moment as this one's, by what came first: the store's answer (yielded) or the origin's (fetched_twice)\n# TYPE sidekick_cache_fill_races_lost_total counter\n")
             .Append("sidekick_cache_fill_races_lost_total{outcome=\"yielded\"} ").Append(FillRacesLost(fetchedTwice: false)).Append('\n')
             .Append("sidekick_cache_fill_races_lost_total{outcome=\"fetched_twice\"} ").Append(FillRacesLost(fetchedTwice: true)).Append('\n');
+        Counter("sidekick_cache_fill_reads_cut_total",
+            "Responses read from a fill in progress that were cut because the fill sent no byte for 30 s (its first client stopped reading, or the origin stalled)",
+            FillReadsCut);
         text.Append("# HELP sidekick_cache_background_revalidations_total Stale-while-revalidate refreshes, by what the origin said: confirmed (a 304 naming the entry), changed (a new version or gone: the entry evicted), failed (no answer, or one that says nothing of the entry)\n# TYPE sidekick_cache_background_revalidations_total counter\n");
         foreach (var outcome in Enum.GetValues<BackgroundOutcome>())
         {

@@ -439,8 +439,10 @@ internal sealed class ResponseCache : IDisposable
             return false;
         }
 
-        // A combination of ranges may never cover the object: a reader of it would wait for bytes that never come.
-        return fill is { FromPieces: false } && await ReadFillAsync(context, origin, fill, requestControl);
+        // A combination of ranges may never cover the object: a reader of it would wait for bytes that never come. Nor
+        // is a fill joined that has sent nothing for a while (its first client stopped reading): the origin answers.
+        return fill is { FromPieces: false } && (fill.BodyComplete || fill.IdleFor < StoredResponseWriter.FillReadIdleTimeout) &&
+               await ReadFillAsync(context, origin, fill, requestControl);
     }
 
     /// <summary>

@@ -150,7 +150,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 
             if (spooled is not null)
             {
-                await CopyFromSpoolAsync(context, spooled);
+                await CopyFromSpoolAsync(context, spooled, fill!);
             }
             else
             {
@@ -169,14 +169,31 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         return true;
     }
 
-    /// <summary>A fill's spool: a read that fails is the spool's trouble, not the store's; the client's response is cut.</summary>
-    private async Task CopyFromSpoolAsync(HttpContext context, Stream spooled)
+    /// <summary>
+    /// A fill's spool: a read that fails is the spool's trouble, not the store's; the client's response is cut. So is
+    /// one whose fill sent no byte for <see cref="FillReadIdleTimeout"/>: a fill runs at its first client's pace, and
+    /// a first client that stopped reading would otherwise hold every request reading the fill for as long as it likes.
+    /// </summary>
+    private async Task CopyFromSpoolAsync(HttpContext context, Stream spooled, CacheFill fill)
     {
-        if ((await CopyAsync(spooled, context, long.MaxValue, metrics)).Failure is not null)
+        var (sent, failure) = await CopyAsync(spooled, context, long.MaxValue, metrics, idleClock: time, idleTimeout: FillReadIdleTimeout);
+        if (failure is not null)
         {
+            if (failure is TimeoutException)
+            {
+                metrics.FillReadCut();
+                ReadBroken?.Invoke(fill.Key, sent, false, $"its fill, running here, sent no byte for {Cli.GoDuration.Format(FillReadIdleTimeout)}");
+            }
+
             context.Abort(); // headers are out: abort rather than send a truncated body
         }
     }
+
+    /// <summary>
+    /// How long a request reading a fill in progress waits for its next byte; a fill idle that long is not joined either.
+    /// Under the 50-60 s after which S3 clients give up a read, so that their retry is answered by the origin.
+    /// </summary>
+    internal static TimeSpan FillReadIdleTimeout { get; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
     /// Sends bytes <paramref name="from"/> through <paramref name="to"/> of the stored body. A read that breaks
@@ -284,8 +301,10 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     /// fails as a timeout, so that a store stalled mid-body is asked again instead of holding the client until its
     /// own read timeout; only the wait for the store counts, never a slow client's.
     /// </summary>
-    private static async Task<(long Sent, Exception? Failure)> CopyAsync(Stream body, HttpContext context, long limit, CacheMetrics metrics, TimeProvider? idleClock = null)
+    private static async Task<(long Sent, Exception? Failure)> CopyAsync(
+        Stream body, HttpContext context, long limit, CacheMetrics metrics, TimeProvider? idleClock = null, TimeSpan? idleTimeout = null)
     {
+        var idleLimit = idleTimeout ?? StoredReadIdleTimeout;
         var metered = context.Features.Get<IHttpResponseBodyFeature>() as IMeteredResponseBody;
         var writer = metered?.ServerWriter ?? context.Response.BodyWriter;
         var served = context.Features.Get<ServedBodyCount>();
@@ -306,14 +325,14 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             int read;
             try
             {
-                idle?.CancelAfter(StoredReadIdleTimeout);
+                idle?.CancelAfter(idleLimit);
                 read = await body.ReadAsync(memory, readToken);
                 idle?.CancelAfter(Timeout.InfiniteTimeSpan);
             }
             catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !aborted.IsCancellationRequested)
             {
                 return (sent, idle is { IsCancellationRequested: true }
-                    ? new TimeoutException($"the store sent no byte of the body for {Cli.GoDuration.Format(StoredReadIdleTimeout)}", ex)
+                    ? new TimeoutException($"the store sent no byte of the body for {Cli.GoDuration.Format(idleLimit)}", ex)
                     : ex);
             }
 

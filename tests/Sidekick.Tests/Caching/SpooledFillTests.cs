@@ -284,6 +284,66 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
     }
 
     [Fact]
+    public async Task A_first_client_that_stops_reading_holds_the_requests_reading_its_fill_no_longer_than_the_fill_read_timeout()
+    {
+        // A fill runs at its first client's pace. That client stops reading (an open connection, nothing read): the
+        // requests reading the fill waited as long as it liked, and so did every retry of theirs. Now a reader gets
+        // nothing for the fill read timeout, its response is cut (counted and logged), and a later request for the
+        // object is answered by the origin instead of joining the stalled fill.
+        await using var backend = await CacheTestBackend.StartAsync();
+        const string Path = "/bucket/stalled-first-client.bin";
+        var item = backend.Put(Path, 64 * 1024 * 1024);
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, time: time);
+        await using var running = instance;
+        var cache = instance.Server.Cache!;
+
+        // The first client: its request, the head and a few bytes, then nothing more read.
+        using var stalled = new System.Net.Sockets.TcpClient();
+        await stalled.ConnectAsync(IPAddress.Loopback, instance.Server.BaseAddress.Port);
+        var stream = stalled.GetStream();
+        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes($"GET {Path} HTTP/1.1\r\nHost: {client.BaseAddress!.Authority}\r\n\r\n"));
+        await stream.ReadAtLeastAsync(new byte[4096], 4096);
+        CacheFill? fill = null;
+        await fixture.Eventually(() => (fill = cache.Fills.Running(CacheKey.For(client.BaseAddress!.Authority, Path))) is not null, "the first client's fill");
+        // Stalled once the buffers between the origin and that client are full: no byte written for three looks in a row.
+        var (written, unchanged) = (-1L, 0);
+        for (var look = 0; unchanged < 3; look++)
+        {
+            Assert.True(look < 300, "the fill never stalled behind its first client");
+            await Task.Delay(200);
+            (written, unchanged) = fill!.Written == written ? (written, unchanged + 1) : (fill.Written, 0);
+        }
+
+        Assert.True(written < item.Body.Length);
+
+        using var reader = await client.GetAsync(Path, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("HIT", Outcome(reader));
+        var body = await reader.Content.ReadAsStreamAsync();
+        var read = 0L;
+        var buffer = new byte[1 << 20];
+        while (read < written)
+        {
+            read += await body.ReadAsync(buffer);
+        }
+
+        time.Advance(StoredResponseWriter.FillReadIdleTimeout + TimeSpan.FromSeconds(1));
+        // Bounded in real time only so that a reader that is never cut fails the test instead of hanging it.
+        await Assert.ThrowsAnyAsync<IOException>(async () =>
+        {
+            while (await body.ReadAsync(buffer).AsTask().WaitAsync(TimeSpan.FromSeconds(60)) > 0)
+            {
+            }
+        });
+        Assert.Equal(1, cache.Metrics.FillReadsCut);
+
+        using var later = await client.GetAsync(Path);
+        Assert.Equal(HttpStatusCode.OK, later.StatusCode);
+        Assert.Equal(item.Body, await later.Content.ReadAsByteArrayAsync());
+        Assert.Equal(2, backend.Served(Path));
+    }
+
+    [Fact]
     public async Task A_fill_with_no_room_in_the_spool_is_counted_and_logged_by_reason()
     {
         await using var backend = await CacheTestBackend.StartAsync();
