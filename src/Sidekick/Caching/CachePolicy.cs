@@ -23,9 +23,13 @@ internal static class CachePolicy
     private static readonly string[] PresignParameters =
         ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-Security-Token", "X-Amz-SignedHeaders", "X-Amz-Algorithm", "Signature", "AWSAccessKeyId", "Expires"];
 
-    /// <summary>Those of them that are, or name, a credential: any one makes the request a credentialed one.</summary>
+    /// <summary>
+    /// Those of them that are, or name, a credential: any one makes the request a credentialed one. Also the signatures
+    /// of Google Cloud Storage's (X-Goog-Signature) and Azure's (sig, a SAS) signed URLs: not left out of the key, but
+    /// each reuse is confirmed with its requester, so an entry is not served past its URL's expiry.
+    /// </summary>
     private static readonly string[] CredentialParameters =
-        ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId"];
+        ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId", "X-Goog-Signature", "X-Goog-Credential", "sig"];
 
     /// <summary>Whether the (decoded) query parameter name is one of a presigned URL's signing parameters.</summary>
     public static bool IsPresignParameter(string name) =>
@@ -63,6 +67,9 @@ internal static class CachePolicy
     public static bool IsCredentialParameter(string name) =>
         CredentialParameters.Any(p => string.Equals(p, name, StringComparison.OrdinalIgnoreCase));
 
+    /// <summary>OpenStack Swift's and Ceph RGW's token header, their Authorization.</summary>
+    private const string AuthToken = "X-Auth-Token";
+
     /// <summary>
     /// The request carries credentials (§3.5): an Authorization header, a cookie (a session is a credential
     /// too), or a presigned query. Its response may be stored, but is then reused only after each requester's
@@ -71,6 +78,7 @@ internal static class CachePolicy
     public static bool CarriesCredentials(HttpRequest request) =>
         request.Headers.ContainsKey(HeaderNames.Authorization) ||
         request.Headers.ContainsKey(HeaderNames.Cookie) ||
+        request.Headers.ContainsKey(AuthToken) ||
         (request.QueryString.HasValue && request.Query.Keys.Any(IsCredentialParameter));
 
     /// <summary>

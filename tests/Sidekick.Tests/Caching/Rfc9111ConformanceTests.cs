@@ -764,6 +764,32 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         Assert.Equal(anonymousStatus == 200 ? ["HIT"] : ["MISS"], anonymous.Values("X-Cache"));
     }
 
+    [Theory]
+    [InlineData("", "X-Auth-Token: tk_alice")]
+    [InlineData("?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=a%2F20261206&X-Goog-Expires=60&X-Goog-Signature=ab12", "")]
+    [InlineData("?sv=2022-11-02&se=2026-12-06T21%3A00%3A00Z&sp=r&sig=c2lnbmF0dXJl", "")]
+    public async Task Storing_3_5_other_stores_credentials_are_credentials_too(string query, string field)
+    {
+        // A Swift or RGW token, a GCS or Azure signed URL: a response to one is reused only after the origin confirms
+        // it for each requester. Stored as anonymous, it went to requests without the token, and a signed URL's
+        // entry outlived the URL's expiry.
+        var path = Unique("/other-credentials") + query;
+        var granted = 1;
+        await using var origin = new Origin(request =>
+            Volatile.Read(ref granted) == 1 && (field.Length == 0 || request.Head.Contains($"\r\n{field}\r\n", StringComparison.OrdinalIgnoreCase))
+                ? Response(200, "Cache-Control: max-age=600\r\nETag: \"c1\"\r\n", Body)
+                : Response(403, "", "denied"));
+        await using var sidekick = await StartAsync(origin);
+        string[] credentials = field.Length == 0 ? [] : [field];
+        await sidekick.SendAsync("GET", path, credentials);
+        await sidekick.UntilFilledAsync(1, "the credentialed fill");
+
+        Volatile.Write(ref granted, 0); // the token revoked, the URL expired
+        var later = await sidekick.SendAsync("GET", path);
+
+        Assert.Equal((403, "denied"), (later.Status, later.Body));
+    }
+
     // ---- what the bucket holds is checked as it is read ----
 
     [Theory]
