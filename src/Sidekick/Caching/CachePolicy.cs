@@ -89,6 +89,9 @@ internal static class CachePolicy
     public static bool NeedsRequesterValidation(CachedResponse entry, CacheControl response, CacheOptions options) =>
         entry.FilledWithCredentials && !(options.SharePublic && (response.Has("public") || response.Has("s-maxage")));
 
+    /// <summary>Whether a shared cache may go on keeping a response with these directives (§5.2.2.5, §5.2.2.7).</summary>
+    public static bool MayKeep(CacheControl response) => !response.Has("no-store") && !response.Has("private");
+
     /// <summary>
     /// Statuses a cache may give heuristic freshness (RFC 9110 §15.1, RFC 9111 §4.2.2); any other status is
     /// reused only with explicit freshness. 206 is listed but never stored here: the cache keeps full
@@ -106,7 +109,8 @@ internal static class CachePolicy
     /// freshness for any status, or, for a status that is heuristically cacheable, a validator or the
     /// configured default freshness. Content-Range means nothing on a 200 (RFC 9110 §14.4): it is an ordinary
     /// field there, stored like any other, unless the request asked for a range, when the 200 could be a piece
-    /// mislabelled by its server. A 416 answers the request's Range, which the key does not hold: never stored.
+    /// mislabelled by its server. A 416 answers the request's Range, and a 412 its preconditions (If-Match,
+    /// If-Unmodified-Since), which the key does not hold: never stored, or a request without them would get it.
     /// </summary>
     public static bool IsStorable(
         int status, CacheControl request, CacheControl response, IReadOnlyList<KeyValuePair<string, string>> headers, long? length, CacheOptions options,
@@ -119,7 +123,7 @@ internal static class CachePolicy
         bool rangeRequested = false)
     {
         string? Header(string name) => headers.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
-        if (status is < 200 or 206 or 304 or 416)
+        if (status is < 200 or 206 or 304 or 412 or 416)
         {
             return NotStoredReason.Status;
         }

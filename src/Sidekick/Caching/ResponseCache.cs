@@ -659,15 +659,24 @@ internal sealed class ResponseCache : IDisposable
         if (answer.TookOver && answer.Status == StatusCodes.Status304NotModified)
         {
             var refreshed = _entries.Refresh(entry, answer.Headers, requestTime);
-            if (fill is null)
+            // A 304 whose fields now say no-store or private (a shared cache keeps neither): the requester it answered
+            // gets the entry this once, and the entry goes.
+            var keep = CachePolicy.MayKeep(refreshed.CacheControl());
+            if (fill is null && keep)
             {
                 _ = Task.Run(() => _entries.UpdateMetadataAsync(hit.Key, refreshed, hit.StoreETag));
             }
 
             context.Response.Clear();
             // A fill that ended meanwhile has handed its body to the store: read it there.
-            if (await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED", fill) ||
-                (fill is { IsCommitted: true } && await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED")))
+            var served = await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED", fill) ||
+                         (fill is { IsCommitted: true } && await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED"));
+            if (!keep)
+            {
+                await _entries.EvictAsync(hit.Key);
+            }
+
+            if (served)
             {
                 Metrics.Revalidation();
                 return;
@@ -719,7 +728,8 @@ internal sealed class ResponseCache : IDisposable
         // There is no client to answer: every answer is taken over and nothing is copied.
         var answer = new OriginAnswer(startFill: null, takeOver: static _ => true);
         await origin.ForwardAsync(context, answer);
-        if (answer.Status == StatusCodes.Status304NotModified && CacheEntries.Names(hit.Entry, answer.Headers))
+        if (answer.Status == StatusCodes.Status304NotModified && CacheEntries.Names(hit.Entry, answer.Headers) &&
+            CachePolicy.MayKeep(_entries.Refresh(hit.Entry, answer.Headers, requestTime).CacheControl()))
         {
             await _entries.UpdateMetadataAsync(hit.Key, _entries.Refresh(hit.Entry, answer.Headers, requestTime), hit.StoreETag);
             Metrics.BackgroundRevalidation(BackgroundOutcome.Confirmed);

@@ -429,7 +429,8 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
             new[]
             {
                 "X-Forwarded-Proto", "X-Forwarded-Scheme", "X-Forwarded-Port", "X-Forwarded-Prefix", "Forwarded", "X-Original-URL",
-                "X-Rewrite-URL", "X-HTTP-Method-Override", "X-Host",
+                "X-Rewrite-URL", "X-HTTP-Method-Override", "X-Host", "X_Forwarded_Host", "X_Forwarded_Proto", "X-Forwarded-Path",
+                "X-Original-Host", "Front-End-Https",
             }.Where(headers.ContainsKey).Select(name => $"{name.ToLowerInvariant()}={headers[name]}").FirstOrDefault();
     }
 }

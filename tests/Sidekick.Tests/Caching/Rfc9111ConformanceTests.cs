@@ -474,6 +474,32 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
             () => s3.GetObjectMetadataAsync(CacheFixture.Bucket, CacheFixture.ObjectName(CacheKey.For("rfc.example", path))));
     }
 
+    [Theory]
+    [InlineData("no-store")]
+    [InlineData("private")]
+    public async Task Freshening_4_3_4_a_304_that_makes_the_entry_unstorable_serves_it_once_and_the_entry_goes(string directive)
+    {
+        // §4.3.4 updates the stored response with the 304's fields; with those, a shared cache may not keep it (§5.2.2.5,
+        // §5.2.2.7). Kept, the entry went on being served, and refreshed in the bucket for every sidecar.
+        var path = Unique("/freshened-away");
+        await using var origin = new Origin(request => request.Head.Contains("\r\nIf-None-Match: \"k1\"\r\n", StringComparison.OrdinalIgnoreCase)
+            ? Response(304, $"ETag: \"k1\"\r\nCache-Control: {directive}\r\n", "")
+            : Response(200, "ETag: \"k1\"\r\nCache-Control: max-age=0\r\n", Body));
+        await using var sidekick = await StartAsync(origin);
+        await sidekick.SendAsync("GET", path);
+        await sidekick.UntilFilledAsync(1, "the fill");
+
+        var revalidated = await sidekick.SendAsync("GET", path);
+        Assert.Equal((200, Body), (revalidated.Status, revalidated.Body));
+        Assert.Equal(["REVALIDATED"], revalidated.Values("X-Cache"));
+
+        using var s3 = fixture.Client();
+        await Assert.ThrowsAsync<Amazon.S3.AmazonS3Exception>(
+            () => s3.GetObjectMetadataAsync(CacheFixture.Bucket, CacheFixture.ObjectName(CacheKey.For("rfc.example", path))));
+        var next = await sidekick.SendAsync("GET", path);
+        Assert.Equal(["MISS"], next.Values("X-Cache"));
+    }
+
     // ---- §4.4 invalidating stored responses ----
 
     public static TheoryData<string, int, bool> InvalidationRows => new()
@@ -641,6 +667,23 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
 
         var whole = await sidekick.SendAsync("GET", path);
         Assert.Equal((200, Body), (whole.Status, whole.Body));
+        Assert.Equal(2, origin.Asked(path));
+    }
+
+    [Fact]
+    public async Task Storing_responses_3_a_412_is_never_stored_even_with_explicit_freshness()
+    {
+        // A 412 answers the request's preconditions (RFC 9110 §13.1.1, §13.1.4), which are not part of the cache key:
+        // stored, it answered the next request for the URL, a plain GET without any precondition, with a 412.
+        var path = Unique("/precondition");
+        await using var origin = new Origin(request => request.Head.Contains("\r\nIf-Match:", StringComparison.OrdinalIgnoreCase)
+            ? Response(412, "Cache-Control: max-age=600\r\n", "")
+            : Response(200, "Cache-Control: max-age=600\r\n", Body));
+        await using var sidekick = await StartAsync(origin);
+        Assert.Equal(412, (await sidekick.SendAsync("GET", path, "If-Match: \"other\"")).Status);
+
+        var plain = await sidekick.SendAsync("GET", path);
+        Assert.Equal((200, Body), (plain.Status, plain.Body));
         Assert.Equal(2, origin.Asked(path));
     }
 
