@@ -120,6 +120,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             {
                 if (!string.Equals(name, HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase))
                 {
+                    Forwarding.Latin1Fields.AllowFor(name, value);
                     response.Headers.Append(name, value);
                 }
             }

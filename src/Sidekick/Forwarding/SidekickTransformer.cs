@@ -72,6 +72,26 @@ internal sealed class SidekickTransformer : HttpTransformer
     public override async ValueTask<bool> TransformResponseAsync(
         HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
     {
+        if (proxyResponse is not null)
+        {
+            // Before YARP copies them: Kestrel checks each value as it is set (Latin1Fields).
+            foreach (var (name, values) in proxyResponse.Headers.NonValidated)
+            {
+                foreach (var value in values)
+                {
+                    Latin1Fields.AllowFor(name, value);
+                }
+            }
+
+            foreach (var (name, values) in proxyResponse.Content.Headers.NonValidated)
+            {
+                foreach (var value in values)
+                {
+                    Latin1Fields.AllowFor(name, value);
+                }
+            }
+        }
+
         var proceed = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
         if (proxyResponse is not null)
         {

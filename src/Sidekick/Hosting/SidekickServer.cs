@@ -114,11 +114,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            // Backends send header values as bytes, and some of them above 0x7F (UTF-8 in S3 user metadata, a
-            // Latin-1 file name): both forwarders decode them as Latin-1, so Kestrel writes them back as Latin-1,
-            // the backend's bytes unchanged. Its default refuses any such character with an exception, which
-            // turned the response into a 500.
-            kestrel.ResponseHeaderEncodingSelector = static _ => Encoding.Latin1;
+            // Values above 0x7F from backends are written back as Latin-1, their bytes unchanged (Latin1Fields).
+            kestrel.ResponseHeaderEncodingSelector = Latin1Fields.Selector;
             // A proxy for object storage: no body size cap and no minimum response rate (slow readers of huge
             // objects are legitimate, and backpressure bounds what they hold). A request body that trickles
             // in slower than the minimum rate (Kestrel's 240 B/s by default) holds a backend exchange open

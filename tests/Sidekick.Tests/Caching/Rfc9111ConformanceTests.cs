@@ -876,6 +876,25 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         Assert.DoesNotContain("close", answer.Values("Connection"));
     }
 
+    [Fact]
+    public async Task A_stored_field_value_with_bytes_above_0x7F_is_served_as_the_origin_sent_it()
+    {
+        // S3 user metadata in UTF-8, stored as the origin sent it (each byte one Latin-1 character): served from the
+        // bucket by a sidecar that never saw the origin's answer, the bytes go out unchanged, not a 500.
+        var path = Unique("/stored-latin1");
+        await using var origin = new Origin(_ => Response(200, "Cache-Control: max-age=600\r\n", Body));
+        const string json = "{\"s\":200,\"l\":7,\"r\":4102444800000,\"a\":0,\"c\":false," +
+                            "\"h\":[\"Cache-Control\",\"max-age=600\",\"X-Amz-Meta-Stored-Name\",\"caf\\u00c3\\u00a9\"],\"v\":[]}";
+        await Plant(path, json, "planted");
+        await using var sidekick = await StartAsync(origin);
+
+        var answer = await sidekick.SendAsync("GET", path);
+
+        Assert.Equal((200, "planted"), (answer.Status, answer.Body));
+        Assert.Equal(["caf\u00c3\u00a9"], answer.Values("X-Amz-Meta-Stored-Name"));
+        Assert.Equal(0, origin.Asked(path));
+    }
+
     private async Task Plant(string path, string json, string body)
     {
         using var s3 = fixture.Client();

@@ -215,6 +215,11 @@ internal readonly struct ResponseHead
                 value = Scrub(value);
             }
 
+            if (field.Latin1)
+            {
+                Latin1Fields.Allow(name);
+            }
+
             var mayExist = true;
             if (presetIsServerAtMost && field.Known >= 0)
             {
@@ -309,8 +314,12 @@ internal readonly struct ResponseHead
         // RFC 9110 §5.5: NUL or a bare CR in a value is replaced with a space (or the message refused); replaced,
         // as HttpClient on YARP's path lets such a value through. The other control characters but HTAB are not
         // field content either, and Kestrel refuses to send them (an exception midway through the head): spaces too.
-        var scrub = line.Slice(valueStart, length).IndexOfAny(NotFieldContent) >= 0;
-        return new Field(offset, name.Length, offset + valueStart, length, known, scrub);
+        // One range check for the common value (visible ASCII and spaces only); a closer look only past it.
+        var value = line.Slice(valueStart, length);
+        var unusual = value.IndexOfAnyExceptInRange((byte)0x20, (byte)0x7E) >= 0;
+        var scrub = unusual && value.IndexOfAny(NotFieldContent) >= 0;
+        var latin1 = unusual && value.IndexOfAnyInRange((byte)0x80, (byte)0xFF) >= 0;
+        return new Field(offset, name.Length, offset + valueStart, length, known, scrub, latin1);
     }
 
     /// <summary>Whether a Connection header's options (RFC 9112 §9.3) end the connection after this response.</summary>
@@ -388,7 +397,7 @@ internal readonly struct ResponseHead
 
     /// <summary>
     /// Where one field's name and value lie in the head, and its known-name index (or -1); <c>Scrub</c> when the
-    /// value holds folds, NULs or bare CRs to turn into spaces.
+    /// value holds folds, NULs, bare CRs or other controls to turn into spaces, <c>Latin1</c> when bytes above 0x7F.
     /// </summary>
-    private readonly record struct Field(int NameStart, int NameLength, int ValueStart, int ValueLength, int Known, bool Scrub = false);
+    private readonly record struct Field(int NameStart, int NameLength, int ValueStart, int ValueLength, int Known, bool Scrub = false, bool Latin1 = false);
 }
