@@ -164,6 +164,16 @@ internal static class StateEndpoint
         json.WriteNumber("resumed", cache.Metrics.StoredReadsResumed);
         json.WriteNumber("cut", cache.Metrics.StoredReadsCut);
         json.WriteEndObject();
+        // Responses read from a fill running here, cut because the fill sent nothing for 30 s (its first client stalled).
+        json.WriteNumber("fillReadsCut", cache.Metrics.FillReadsCut);
+        // Stale-while-revalidate refreshes, by what the origin said of the entry.
+        json.WriteStartObject("backgroundRevalidations");
+        foreach (var outcome in Enum.GetValues<BackgroundOutcome>())
+        {
+            json.WriteNumber(outcome.ToString().ToLowerInvariant(), cache.Metrics.BackgroundRevalidationsOf(outcome));
+        }
+
+        json.WriteEndObject();
         if (health.LastError is { } error)
         {
             json.WriteStartObject("lastError");

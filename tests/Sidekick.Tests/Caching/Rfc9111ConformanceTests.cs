@@ -435,6 +435,8 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         await Eventually.WaitUntilAsync(
             () => Enum.GetValues<BackgroundOutcome>().Sum(sidekick.Metrics.BackgroundRevalidationsOf) > 0, what: "the background revalidation's outcome");
         Assert.Equal(1, sidekick.Metrics.BackgroundRevalidationsOf(BackgroundOutcome.Changed));
+        var state = System.Text.Json.JsonDocument.Parse(await sidekick.Client.GetStringAsync("/v1/state")).RootElement.GetProperty("cache");
+        Assert.Equal(1, state.GetProperty("backgroundRevalidations").GetProperty("changed").GetInt64());
         Assert.Contains("\r\nIf-None-Match: \"v1\"\r\n", origin.Requests.Last(r => r.Target == path).Head, StringComparison.OrdinalIgnoreCase);
 
         var later = await sidekick.SendAsync("GET", path);

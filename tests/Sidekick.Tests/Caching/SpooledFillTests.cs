@@ -336,6 +336,8 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
             }
         });
         Assert.Equal(1, cache.Metrics.FillReadsCut);
+        var state = System.Text.Json.JsonDocument.Parse(await client.GetStringAsync("/v1/state")).RootElement.GetProperty("cache");
+        Assert.Equal(1, state.GetProperty("fillReadsCut").GetInt64());
 
         using var later = await client.GetAsync(Path);
         Assert.Equal(HttpStatusCode.OK, later.StatusCode);
