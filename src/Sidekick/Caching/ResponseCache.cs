@@ -728,15 +728,18 @@ internal sealed class ResponseCache : IDisposable
         // There is no client to answer: every answer is taken over and nothing is copied.
         var answer = new OriginAnswer(startFill: null, takeOver: static _ => true);
         await origin.ForwardAsync(context, answer);
-        if (answer.Status == StatusCodes.Status304NotModified && CacheEntries.Names(hit.Entry, answer.Headers) &&
-            CachePolicy.MayKeep(_entries.Refresh(hit.Entry, answer.Headers, requestTime).CacheControl()))
+        var refreshed = answer.Status == StatusCodes.Status304NotModified && CacheEntries.Names(hit.Entry, answer.Headers)
+            ? _entries.Refresh(hit.Entry, answer.Headers, requestTime)
+            : null;
+        if (refreshed is not null && CachePolicy.MayKeep(refreshed.CacheControl()))
         {
-            await _entries.UpdateMetadataAsync(hit.Key, _entries.Refresh(hit.Entry, answer.Headers, requestTime), hit.StoreETag);
+            await _entries.UpdateMetadataAsync(hit.Key, refreshed, hit.StoreETag);
             Metrics.BackgroundRevalidation(BackgroundOutcome.Confirmed);
         }
         else if (answer.Status is 200 or 206 or 304 or 404 or 410)
         {
-            // Changed or gone, or a 304 naming another version: the next request fetches what the origin has now.
+            // Changed or gone, a 304 naming another version, or one that makes the entry no-store or private: the next
+            // request fetches what the origin has now.
             await _entries.EvictAsync(hit.Key);
             Metrics.BackgroundRevalidation(BackgroundOutcome.Changed);
         }

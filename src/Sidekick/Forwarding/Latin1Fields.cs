@@ -25,6 +25,12 @@ internal static class Latin1Fields
     /// <summary>From now on <paramref name="name"/> is written as Latin-1; before its value is set, which Kestrel checks.</summary>
     public static void Allow(string name)
     {
+        // Known already: the common case once a backend sends such a field on every response. (Count takes every lock.)
+        if (s_any && Names.ContainsKey(name))
+        {
+            return;
+        }
+
         if (Names.Count < MaxNames)
         {
             Names.TryAdd(name, 0);
