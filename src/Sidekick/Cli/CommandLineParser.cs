@@ -210,6 +210,11 @@ internal static class CommandLineParser
             throw new UsageException($"invalid --backend-timeout \"{GoDuration.Format(o.BackendTimeout)}\": must not be negative, e.g. 5m (0 = no limit)");
         }
 
+        if (o.ClientSendTimeout < TimeSpan.Zero)
+        {
+            throw new UsageException($"invalid --client-send-timeout \"{GoDuration.Format(o.ClientSendTimeout)}\": must not be negative, e.g. 5m (0 = no limit)");
+        }
+
         if (o.WaitQueue < 0)
         {
             throw new UsageException($"invalid --wait-queue \"{o.WaitQueue}\": must not be negative, e.g. 1024 (0 = never wait)");

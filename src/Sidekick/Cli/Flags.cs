@@ -51,6 +51,7 @@ internal static class Flags
         new(["max-header-size"], FlagKind.Bytes, "largest request header block accepted from a client", "64KiB", static (o, v) => o with { MaxHeaderBytes = (int)v.Int }),
         new(["client-idle-timeout"], FlagKind.Duration, "how long an idle client connection stays open", "2m10s", static (o, v) => o with { ClientIdleTimeout = v.Duration }),
         new(["client-header-timeout"], FlagKind.Duration, "how long a client may take to send its request headers", "30s", static (o, v) => o with { ClientHeaderTimeout = v.Duration }),
+        new(["client-send-timeout"], FlagKind.Duration, "how long a client may take no response bytes while some wait for it; its connection is then closed (0 = no limit)", "5m0s", static (o, v) => o with { ClientSendTimeout = v.Duration }),
         new(["admin-address"], FlagKind.String, "serve /v1/state, the metrics, /v1/certificates and the --pprof routes on this address instead of the proxy port (\":9091\" = 127.0.0.1:9091)", null, static (o, v) => o with { AdminAddress = v.Text }, Placeholder: ":9091"),
         new(["shutdown-timeout"], FlagKind.Duration, "on SIGTERM/SIGINT, how long in-flight requests may finish before exit", "30s", static (o, v) => o with { ShutdownTimeout = v.Duration }),
 

@@ -111,6 +111,12 @@ internal sealed class SidekickServer : IAsyncDisposable
         // --admin-address, --pprof's routes are served there and --pprof's own address is not bound.
         _admin = options.AdminAddress is { Length: > 0 } admin ? SideListener.Admin(admin) : null;
         _diagnostics = _admin is null && options.Pprof is { Length: > 0 } pprof ? SideListener.Diagnostics(pprof) : null;
+        if (options.ClientSendTimeout > TimeSpan.Zero)
+        {
+            _sendTimeout = new ClientSendTimeout(options.ClientSendTimeout, time);
+            _sendTimeout.Cut += (client, timeout) => _stateLog?.OnClientSendTimeout(client, timeout, time.GetUtcNow());
+        }
+
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -138,6 +144,11 @@ internal sealed class SidekickServer : IAsyncDisposable
             {
                 listen.Use(Compactor.Track);
                 listen.Use(FirstByteTimeout.Create(options.ClientHeaderTimeout, time));
+                if (_sendTimeout is { } sendTimeout)
+                {
+                    listen.Use(sendTimeout.Install);
+                }
+
                 if (parts.ConfigureTls is { } tls)
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2;
@@ -196,7 +207,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         Proxy = new ProxyHandler(Cache, Exchange, Trace, time);
         Meter = new SidekickMeter(Topology, Sites, Retries);
         var metrics = new PrometheusExporter(
-            Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache, Panic, Waits);
+            Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache, Panic, Waits,
+            () => _sendTimeout?.Closed ?? 0);
         var local = new LocalEndpoints(Topology, parts.CertificatePem ?? (static () => null), metrics, Cache,
             adminListener: _admin is not null, diagnostics: options.Pprof is { Length: > 0 }, Panic, Waits);
         var adminListener = _admin;
@@ -227,6 +239,9 @@ internal sealed class SidekickServer : IAsyncDisposable
 
     /// <summary>Client connections served by sidekick's event loops (0 with the .NET socket engine).</summary>
     public long EventLoopConnections => (_app.Services.GetService<IConnectionListenerFactory>() as LoopTransportFactory)?.Accepted ?? 0;
+
+    /// <summary>The client send timeout's watch (null when --client-send-timeout is 0), for tests.</summary>
+    internal ClientSendTimeout? SendTimeout => _sendTimeout;
 
     public HealthProber Prober { get; }
 
@@ -265,6 +280,7 @@ internal sealed class SidekickServer : IAsyncDisposable
     private readonly SideListener? _admin;
     private readonly SideListener? _diagnostics;
     private readonly ListenFailure _binds = new();
+    private readonly ClientSendTimeout? _sendTimeout;
 
     /// <summary>The admin listener's address (<c>--admin-address</c>), e.g. <c>http://127.0.0.1:9091</c>; null without one. Known after start.</summary>
     public Uri? AdminAddress => _admin?.BoundEndPoint is { } bound ? new Uri($"http://{bound}") : null;
@@ -547,6 +563,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         await Output.DisposeAsync();
         await _app.DisposeAsync();
         _forwarder.Dispose();
+        _sendTimeout?.Dispose();
         foreach (var site in Topology.Current.Sites)
         {
             site.Invoker.Dispose();

@@ -12,7 +12,7 @@ namespace Sidekick.Observability;
 /// </summary>
 internal sealed class PrometheusExporter(
     TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Func<PathReason, long> forwarded,
-    Caching.ResponseCache? cache = null, Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
+    Caching.ResponseCache? cache = null, Routing.PanicRule? panic = null, Routing.BackendWait? waits = null, Func<long>? sendTimeouts = null)
 {
     public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -119,6 +119,7 @@ internal sealed class PrometheusExporter(
         }
 
         Single(text, "sidekick_outlier_ejections_total", "Backends ejected for consecutive gateway errors", ejections());
+        Single(text, "sidekick_client_send_timeouts_total", "Client connections closed because they took no response bytes for --client-send-timeout", sendTimeouts?.Invoke() ?? 0);
         Single(text, "sidekick_trace_dropped_total", "Trace and log lines dropped because the console was too slow or could not be written to", droppedTraces());
         if (panic is not null)
         {

@@ -1,3 +1,4 @@
+using System.Net;
 using System.Text;
 using System.Text.Json;
 using Sidekick.Caching;
@@ -8,7 +9,7 @@ namespace Sidekick.Observability;
 
 /// <summary>
 /// Prints one line per backend up/down transition (--log), as text or JSON (upstream §8.2), one per change of the
-/// cache store's state, and the panic rule's. A backend that is unreachable from the start is reported down once. A
+/// cache store's state, the panic rule's, and client connections cut by --client-send-timeout. A backend that is unreachable from the start is reported down once. A
 /// reason names the probe URL, so it is printed through <see cref="SecretRedaction"/>.
 /// </summary>
 internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
@@ -70,7 +71,7 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
 
     /// <summary>A cache fill was given up: which request, why, and what happened.</summary>
     public void OnFillAbandoned(string target, string reason, string detail, DateTimeOffset at) =>
-        CacheLine($"cache fill of {target} abandoned ({reason}): {detail}", "cache-fill-abandoned", at, json =>
+        EventLine($"cache fill of {target} abandoned ({reason}): {detail}", "cache-fill-abandoned", at, json =>
         {
             json.WriteString("Target", target);
             json.WriteString("Reason", reason);
@@ -78,7 +79,7 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
 
     /// <summary>An answer served and not stored, for a reason an operator can act on (rate-limited by the cache).</summary>
     public void OnNotStored(string target, string reason, string detail, DateTimeOffset at) =>
-        CacheLine($"cache did not store {target} ({reason}): {detail}", "cache-not-stored", at, json =>
+        EventLine($"cache did not store {target} ({reason}): {detail}", "cache-not-stored", at, json =>
         {
             json.WriteString("Target", target);
             json.WriteString("Reason", reason);
@@ -89,21 +90,21 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
     /// the origin's answer was already on its way here: fetched twice from the origin, stored by the other sidecar.
     /// </summary>
     public void OnFetchedTwice(string target, DateTimeOffset at) =>
-        CacheLine($"cache fill of {target} left to another sidecar: its lease write replaced this one at the same moment " +
+        EventLine($"cache fill of {target} left to another sidecar: its lease write replaced this one at the same moment " +
             "(the store ignores If-None-Match) after the origin's answer was already coming here, so the object was fetched from the origin twice",
             "cache-fill-fetched-twice", at, json => json.WriteString("Target", target));
 
     /// <summary>A stored body's read from the store broke midway and was resumed, or the client's response was cut.</summary>
     public void OnStoredReadBroken(string key, long offset, bool resumed, string detail, DateTimeOffset at) =>
-        CacheLine($"cache read of stored entry {key} broke at byte {offset} ({detail}): " + (resumed ? "resumed from the store" : "the client's response was cut"),
+        EventLine($"cache read of stored entry {key} broke at byte {offset} ({detail}): " + (resumed ? "resumed from the store" : "the client's response was cut"),
             resumed ? "cache-read-resumed" : "cache-read-cut", at, json =>
             {
                 json.WriteString("Key", key);
                 json.WriteNumber("Offset", offset);
             });
 
-    /// <summary>One cache event: a text line, or a JSON LOG object with its own fields between Status and Message.</summary>
-    private void CacheLine(string message, string status, DateTimeOffset at, Action<Utf8JsonWriter> fields)
+    /// <summary>One event: a text line, or a JSON LOG object with its own fields between Status and Message.</summary>
+    private void EventLine(string message, string status, DateTimeOffset at, Action<Utf8JsonWriter> fields)
     {
         if (mode.Json)
         {
@@ -123,6 +124,11 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
         // A message can quote the origin or the store (an error's text): one event, one line.
         output.Enqueue(TextLine(at).Append(PrintableText.Of(SecretRedaction.Text(message))).ToString());
     }
+
+    /// <summary>A client connection closed because the client took no response bytes for the send timeout.</summary>
+    public void OnClientSendTimeout(EndPoint? client, TimeSpan timeout, DateTimeOffset at) =>
+        EventLine($"client {client} took no response bytes for {GoDuration.Format(timeout)}: its connection was closed (--client-send-timeout)",
+            "client-send-timeout", at, json => json.WriteString("Client", client?.ToString()));
 
     /// <summary>Panic began on <paramref name="site"/> (0: it ended).</summary>
     public void OnPanic(int site, DateTimeOffset at) => output.Enqueue(FormatPanic(site, at));

@@ -112,6 +112,7 @@ public sealed class CommandLineParserTests
     [InlineData("invalid --wait-for-backend \"-1s\": must not be negative", "--wait-for-backend=-1s", "http://x:1")]
     [InlineData("invalid --wait-queue \"-1\": must not be negative", "--wait-queue=-1", "http://x:1")]
     [InlineData("invalid --backend-timeout \"-5s\": must not be negative", "--backend-timeout", "-5s", "http://x:1")]
+    [InlineData("invalid --client-send-timeout \"-1m0s\": must not be negative", "--client-send-timeout=-1m", "http://x:1")]
     [InlineData("invalid value \"-1\" for flag -client-min-body-rate", "--client-min-body-rate=-1", "http://x:1")]
     [InlineData("invalid value \"fast\" for flag -client-min-body-rate", "--client-min-body-rate", "fast", "http://x:1")]
     public void Usage_errors_name_the_value(string expected, params string[] args) =>
@@ -143,12 +144,14 @@ public sealed class CommandLineParserTests
         Assert.Equal(1024, defaults.WaitQueue);
         Assert.Equal(TimeSpan.FromMinutes(5), defaults.BackendTimeout);
         Assert.Equal(240, defaults.ClientMinBodyRate);
+        Assert.Equal(TimeSpan.FromMinutes(5), defaults.ClientSendTimeout);
         Assert.False(defaults.MaxConnectionsSet); // the descriptor limit decides
 
-        var off = Run("--wait-for-backend=0", "--backend-timeout", "0", "--client-min-body-rate=0", "--max-connections=0", "http://x:1");
+        var off = Run("--wait-for-backend=0", "--backend-timeout", "0", "--client-min-body-rate=0", "--max-connections=0", "--client-send-timeout=0", "http://x:1");
         Assert.Equal(TimeSpan.Zero, off.WaitForBackend);
         Assert.Equal(TimeSpan.Zero, off.BackendTimeout);
         Assert.Equal(0, off.ClientMinBodyRate);
+        Assert.Equal(TimeSpan.Zero, off.ClientSendTimeout);
         Assert.True(off.MaxConnectionsSet);
         Assert.Null(off.MaxConnections); // unlimited
         Assert.Equal(1000, Run("--max-connections", "1000", "http://x:1").MaxConnections);
