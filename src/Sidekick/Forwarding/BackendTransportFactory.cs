@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http;
 using System.Net.Security;
+using System.Net.Sockets;
 
 namespace Sidekick.Forwarding;
 
@@ -38,16 +39,80 @@ internal sealed class BackendTransportFactory(
             ActivityHeadersPropagator = null,
         };
 
-        if (tlsOptions is not null && firstEndpoint.Scheme == Uri.UriSchemeHttps)
-        {
-            handler.SslOptions = tlsOptions(serverName ?? firstEndpoint.IdnHost);
-        }
-
         if (connect is not null)
         {
             handler.ConnectCallback = connect;
         }
 
-        return new HttpMessageInvoker(handler, disposeHandler: true);
+        if (tlsOptions is null || firstEndpoint.Scheme != Uri.UriSchemeHttps)
+        {
+            return new HttpMessageInvoker(handler, disposeHandler: true);
+        }
+
+        if (environmentProxy)
+        {
+            // Through an HTTP proxy the handler must see the https scheme (it tunnels with CONNECT), so it does the
+            // TLS itself, and names the backend after the request's Host as below; the HTTP/1.1 path is off anyway.
+            handler.SslOptions = tlsOptions(serverName ?? firstEndpoint.IdnHost);
+            return new HttpMessageInvoker(handler, disposeHandler: true);
+        }
+
+        // The TLS is done here, on the connection, with the backend's own name, and the handler is handed plain
+        // requests. Left to SocketsHttpHandler, the name it sends as SNI, verifies the certificate against and keys
+        // its connection pools by is the request's Host header, which is the client's: any client could make the
+        // handshake fail (a backend marked down for it, traffic pushed to the next site) or open a new TLS connection
+        // per spelling of a Host.
+        var plain = connect ?? ConnectDirectAsync;
+        handler.ConnectCallback = async (context, cancellationToken) =>
+        {
+            var stream = await plain(context, cancellationToken);
+            var tls = new SslStream(stream, leaveInnerStreamOpen: false);
+            try
+            {
+                var options = tlsOptions(serverName ?? context.DnsEndPoint.Host);
+                options.ApplicationProtocols = [SslApplicationProtocol.Http11];
+                await tls.AuthenticateAsClientAsync(options, cancellationToken);
+                return tls;
+            }
+            catch
+            {
+                await tls.DisposeAsync();
+                throw;
+            }
+        };
+        return new HttpMessageInvoker(new PlainBelowTls(handler), disposeHandler: true);
+    }
+
+    private static async ValueTask<Stream> ConnectDirectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
+    {
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+            return new NetworkStream(socket, ownsSocket: true);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Sends an https request to the handler as http to the same port, whose connections are TLS already (see the
+    /// connect callback). A request without a Host field gets the one the https URI implies, not "host:443".
+    /// </summary>
+    private sealed class PlainBelowTls(HttpMessageHandler inner) : DelegatingHandler(inner)
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            if (request.RequestUri is { Scheme: "https" } uri)
+            {
+                request.Headers.Host ??= uri.IsDefaultPort ? uri.IdnHost : $"{uri.IdnHost}:{uri.Port}";
+                request.RequestUri = new UriBuilder(uri) { Scheme = Uri.UriSchemeHttp, Port = uri.Port }.Uri;
+            }
+
+            return base.SendAsync(request, cancellationToken);
+        }
     }
 }

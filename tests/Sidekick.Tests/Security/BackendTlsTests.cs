@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -135,6 +136,59 @@ public sealed class BackendTlsTests
         {
             await WaitForProbeAsync(right);
             Assert.True(right.Server.Topology.Current.AllBackends.Single().IsUp);
+        }
+    }
+
+    [Fact]
+    public async Task The_backends_TLS_name_is_its_own_whatever_Host_the_client_sends()
+    {
+        // The client's Host goes to the backend as sent (SigV4 signs it), but it must not name the backend for TLS:
+        // left to SocketsHttpHandler, it was the SNI, the name the certificate was checked against and the key of the
+        // connection pool, so a client could fail the handshake (the backend marked down) or open a connection per
+        // spelling of a Host.
+        using var certificates = new TestCertificates();
+        var server = certificates.Leaf("backend");
+        var names = new ConcurrentQueue<string>();
+        var hosts = new ConcurrentQueue<string>();
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.UseHttps(https =>
+            https.ServerCertificateSelector = (_, name) =>
+            {
+                names.Enqueue(name ?? "(none)");
+                return server.Certificate;
+            })));
+        await using var backend = builder.Build();
+        backend.Run(context =>
+        {
+            hosts.Enqueue(context.Request.Host.Value ?? "");
+            return context.Response.WriteAsync("ok");
+        });
+        await backend.StartAsync();
+        var backendPort = new Uri(backend.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+
+        var (instance, http) = await StartSidekickAsync(backendPort, o => o with { CaCert = certificates.CaPath });
+        await using (instance)
+        using (http)
+        {
+            await WaitForProbeAsync(instance);
+            var state = instance.Server.Topology.Current.AllBackends.Single();
+            Assert.True(state.IsUp);
+
+            string[] sent = ["evil.example", "LOCALHOST", "LoCaLhOsT", "localhost.", "127.0.0.2", "x.example:1"];
+            for (var i = 0; i < 12; i++)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Get, $"/o{i}");
+                request.Headers.Host = sent[i % sent.Length];
+                using var response = await http.SendAsync(request);
+                Assert.Equal((HttpStatusCode.OK, "ok"), (response.StatusCode, await response.Content.ReadAsStringAsync()));
+            }
+
+            Assert.Equal(sent.Concat(sent), hosts.Where(h => h != $"localhost:{backendPort}"));
+            Assert.All(names, name => Assert.Equal("localhost", name));
+            // One connection for the twelve (and the probes'), not one per Host.
+            Assert.InRange(names.Count, 1, 3);
+            Assert.True(state.IsUp);
         }
     }
 
