@@ -244,6 +244,28 @@ public sealed class Http1PathTests
         Assert.Equal(first.ConnectionNumber, slow.ConnectionNumber);
     }
 
+    [Theory]
+    [InlineData("POST")]
+    [InlineData("PATCH")]
+    [InlineData("M-SEARCH")]
+    public async Task A_bodyless_request_of_a_method_that_is_not_idempotent_is_never_sent_twice(string method)
+    {
+        // The backend reads the request, acts on it, and its connection ends before it answers (it crashed, or its
+        // handler did). That looks like a kept-alive connection the backend had closed as the request went out, but
+        // the request was carried out: sending it again would carry it out twice (RFC 9110 §9.2.2).
+        await using var backend = new RawBackend(r => r.Target == "/charge"
+            ? new RawResponse([], Close: true)
+            : RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+        await using var sidekick = await StartAsync(FastPath, backend.Url);
+
+        Assert.Equal("ok", await sidekick.Client.GetStringAsync("/warm"));
+        var answer = await RawClient.ExchangeAsync(sidekick.BaseAddress.Port, $"{method} /charge HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+
+        Assert.Equal(502, answer.Status);
+        var charge = Assert.Single(backend.Requests, r => r.Target == "/charge");
+        Assert.Equal(backend.Requests.Single(r => r.Target == "/warm").ConnectionNumber, charge.ConnectionNumber);
+    }
+
     [Fact]
     public async Task Bytes_a_backend_sends_after_its_response_are_never_read_as_the_next_clients_response()
     {

@@ -248,10 +248,12 @@ internal sealed class Http1Forwarder : IDisposable
                     ex = new HttpRequestException(HttpRequestError.InvalidResponse, $"the backend sent a response head the client's connection cannot carry ({ex.Message})", ex);
                 }
 
-                // A connection the backend had closed as we sent on it: nothing reached its application, so the same
-                // bytes go out again on a fresh one. Not after the activity timeout: then the backend was alive, only
-                // slow, and may have acted on the request already.
-                if (reused && !receivedAny && !connection.TimedOut && (resendable || bodyLength == 0) &&
+                // A kept-alive connection that ended before any answer: most often the backend had closed it as we
+                // sent, so the same bytes go out again on a fresh one, for idempotent methods only (RFC 9110 §9.2.2):
+                // a backend that read the request and then crashed may have acted on it, and a bodyless POST (S3's
+                // POST ?uploads) would then be carried out twice. Not after the activity timeout either: then the
+                // backend was alive, only slow.
+                if (reused && !receivedAny && !connection.TimedOut && resendable &&
                     ex is not HttpRequestException { HttpRequestError: HttpRequestError.InvalidResponse })
                 {
                     continue;
