@@ -28,6 +28,11 @@ internal static class RequestGuard
             return "both Content-Length and Transfer-Encoding";
         }
 
+        if (PortOutOfRange(headers.Host.ToString()))
+        {
+            return "the Host's port must be at most 65535";
+        }
+
         var request = context.Features.Get<IHttpRequestFeature>();
         var target = request?.RawTarget;
         if (!HttpProtocol.IsHttp11(context.Request.Protocol) && !HttpProtocol.IsHttp10(context.Request.Protocol) &&
@@ -47,6 +52,24 @@ internal static class RequestGuard
         }
 
         return null;
+    }
+
+    /// <summary>
+    /// Kestrel checks that a Host's port is digits, not that it is a port: "h:99999" went to the backend as sent on
+    /// one path, and made .NET's client throw on the other (YARP), a 502 counted against the backend.
+    /// </summary>
+    private static bool PortOutOfRange(string host)
+    {
+        var colon = host.LastIndexOf(':');
+        if (colon < 0 || host.AsSpan(colon).Contains(']'))
+        {
+            return false; // no port, or a colon of an IPv6 literal
+        }
+
+        // Leading zeros are allowed (RFC 3986 §3.2.3: port = *DIGIT); anything but digits is Kestrel's to refuse.
+        var port = host.AsSpan(colon + 1).TrimStart('0');
+        return !port.ContainsAnyExceptInRange('0', '9') &&
+               (port.Length > 5 || (port.Length == 5 && int.Parse(port, System.Globalization.CultureInfo.InvariantCulture) > 65535));
     }
 
     /// <summary>

@@ -35,6 +35,8 @@ public sealed class HostileInputTests : IAsyncLifetime
         { "absolute-form target of another scheme", "GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n" },
         { "space before colon", "GET /x HTTP/1.1\r\nHost: h\r\nX-A : b\r\n\r\n" },
         { "missing Host", "GET /x HTTP/1.1\r\n\r\n" },
+        { "Host port beyond 65535", "GET /x HTTP/1.1\r\nHost: h:99999\r\n\r\n" },
+        { "Host port beyond 2^32", "GET /x HTTP/1.1\r\nHost: h:4294967377\r\n\r\n" },
         { "huge header", "GET /x HTTP/1.1\r\nHost: h\r\nX-A: " + new string('a', 200_000) + "\r\n\r\n" },
         { "unknown transfer coding", "POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked, identity\r\n\r\n0\r\n\r\n" },
     };
