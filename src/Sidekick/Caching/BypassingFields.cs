@@ -13,6 +13,8 @@ namespace Sidekick.Caching;
 /// so an origin that builds links or redirects from <c>X-Forwarded-Proto</c>, or routes by <c>X-Original-URL</c> or
 /// <c>X-HTTP-Method-Override</c> (frameworks behind proxies do), would have one client's choice stored under the name
 /// every other client asks for: web cache poisoning through unkeyed input.</item>
+/// <item>Named in Connection: a field the client marks hop-by-hop is dropped before the origin, yet would choose the
+/// entry (its Vary variant).</item>
 /// <item>SSE-C: the origin decrypts with the key the request carries (S3 and MinIO take it in these fields, never in the
 /// query, presigned URLs included). An entry would keep the plaintext in the cache's bucket, which the customer's key
 /// exists to prevent, and the key would no longer guard it.</item>
@@ -47,6 +49,15 @@ internal static class BypassingFields
             {
                 return (NotStoredReason.CustomerKey,
                     $"the request carries an SSE-C key ({name}): the object is encrypted with the customer's key, and the cache never keeps its plaintext");
+            }
+
+            // Fields the client's Connection names are dropped on the way to the origin (hop-by-hop), but an entry's
+            // variant (Vary) and the checks above read the request as the client sent it: the origin's answer to a
+            // request without them would be stored as the answer to a request with them.
+            if (name.Equals("Connection", StringComparison.OrdinalIgnoreCase) && HopByHopHeaders.NamedIn(headers.Connection) is [var named, ..])
+            {
+                return (NotStoredReason.UnkeyedHeader,
+                    $"the request's Connection names {named}, which does not reach the origin while the entry would be chosen by it; such a request neither reads nor fills the cache");
             }
 
             // CGI, PHP and WSGI turn '-' and '_' alike into '_' (HTTP_X_FORWARDED_HOST): X_Forwarded_Host reaches such an

@@ -189,6 +189,38 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task A_field_the_clients_Connection_names_never_selects_an_entry_it_did_not_reach_the_origin_in()
+    {
+        // Connection names fields hop-by-hop (RFC 9110 §7.6.1): sidekick drops them on the way to the origin. The
+        // entry's variant was chosen by the request as the client sent it, so an answer to a request without X-A was
+        // stored as the answer for X-A: one, and served to every client sending it (Origin and CORS, Accept-Encoding).
+        await using var origin = await QueryOrigin.StartAsync();
+        var (instance, client) = await StartAsync(origin);
+        await using var running = instance;
+
+        string hostileOutcome;
+        using (var hostile = new HttpRequestMessage(HttpMethod.Get, "/shift"))
+        {
+            Assert.True(hostile.Headers.TryAddWithoutValidation("X-A", "one"));
+            Assert.True(hostile.Headers.TryAddWithoutValidation("Connection", "X-A"));
+            using var response = await client.SendAsync(hostile);
+            Assert.Equal("X-A=", await response.Content.ReadAsStringAsync());
+            hostileOutcome = Outcome(response);
+        }
+
+        await Eventually.WaitUntilAsync(() => instance.Server.Cache!.FillsInFlight == 0);
+        using (var victim = new HttpRequestMessage(HttpMethod.Get, "/shift"))
+        {
+            Assert.True(victim.Headers.TryAddWithoutValidation("X-A", "one"));
+            using var response = await client.SendAsync(victim);
+            Assert.Equal("X-A=one", await response.Content.ReadAsStringAsync());
+        }
+
+        Assert.Equal(2, origin.Asked("/shift"));
+        Assert.Equal("BYPASS", hostileOutcome);
+    }
+
+    [Fact]
     public async Task An_object_read_with_its_SSE_C_key_is_never_kept_in_the_bucket_nor_served_to_a_request_without_it()
     {
         // SSE-C: the origin decrypts with the key the request carries, and answers a request without it with an error.
