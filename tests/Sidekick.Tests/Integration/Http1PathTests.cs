@@ -245,6 +245,24 @@ public sealed class Http1PathTests
     }
 
     [Theory]
+    [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")]
+    [InlineData("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n")]
+    public async Task A_connection_whose_response_was_framed_faultily_is_not_used_again(string head)
+    {
+        // RFC 9112 §6.1 and §6.3: such framing may be an attempt at response splitting; what follows it on the
+        // connection must not be read as the next client's response.
+        await using var backend = new RawBackend(_ => RawResponse.Text(head + "5\r\nhello\r\n0\r\n\r\n"));
+        await using var sidekick = await StartAsync(FastPath, backend.Url);
+
+        Assert.Equal("hello", await sidekick.Client.GetStringAsync("/first"));
+        Assert.Equal("hello", await sidekick.Client.GetStringAsync("/second"));
+
+        var first = backend.Requests.Single(r => r.Target == "/first");
+        var second = backend.Requests.Single(r => r.Target == "/second");
+        Assert.NotEqual(first.ConnectionNumber, second.ConnectionNumber);
+    }
+
+    [Theory]
     [InlineData("POST")]
     [InlineData("PATCH")]
     [InlineData("M-SEARCH")]

@@ -242,7 +242,10 @@ internal readonly struct ResponseHead
             : contentLength == 0 ? BodyFraming.None
             : contentLength > 0 ? BodyFraming.ContentLength
             : BodyFraming.UntilClose;
-        return new ResponseHead(framing, contentLength, !close && framing != BodyFraming.UntilClose, keepAliveSeconds);
+        // Chunked beside a Content-Length, or in an HTTP/1.0 response, is faulty framing, maybe an attempt at response
+        // splitting (RFC 9112 §6.1, §6.3): the body is read as chunked and the connection is not used again.
+        var faulty = chunked && (contentLength >= 0 || head[7] != (byte)'1');
+        return new ResponseHead(framing, contentLength, !close && !faulty && framing != BodyFraming.UntilClose, keepAliveSeconds);
     }
 
     /// <summary>
