@@ -210,6 +210,7 @@ internal static class CommandLineParser
             throw new UsageException($"invalid --backend-timeout \"{GoDuration.Format(o.BackendTimeout)}\": must not be negative, e.g. 5m (0 = no limit)");
         }
 
+        _ = Forwarding.TrustedProxies.Parse(o.TrustedProxies);
         if (o.ClientSendTimeout < TimeSpan.Zero)
         {
             throw new UsageException($"invalid --client-send-timeout \"{GoDuration.Format(o.ClientSendTimeout)}\": must not be negative, e.g. 5m (0 = no limit)");

@@ -100,6 +100,8 @@ internal sealed record SidekickOptions
     public TimeSpan ClientIdleTimeout { get; init; } = TimeSpan.FromSeconds(130);
     /// <summary>How long a client may take to send its request headers.</summary>
     public TimeSpan ClientHeaderTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Peers whose forwarding fields are passed on (addresses and CIDR ranges, comma-separated; empty: none).</summary>
+    public string TrustedProxies { get; init; } = Forwarding.TrustedProxies.DefaultText;
     /// <summary>How long a client may take no response bytes while some wait for it; zero: no limit.</summary>
     public TimeSpan ClientSendTimeout { get; init; } = TimeSpan.FromMinutes(5);
 

@@ -5,8 +5,8 @@ namespace Sidekick.Forwarding;
 
 /// <summary>
 /// YARP's side of <see cref="ForwardingHeaders"/>: the client's Host and raw request target reach the backend
-/// byte for byte (SigV4 signs both), forwarding headers are added once, and headers named in Connection are
-/// dropped both ways.
+/// byte for byte (SigV4 signs both), forwarding headers are added once (a client's own only from a trusted peer,
+/// <see cref="TrustedProxies"/>), and headers named in Connection are dropped both ways.
 /// </summary>
 internal sealed class SidekickTransformer : HttpTransformer
 {
@@ -36,11 +36,13 @@ internal sealed class SidekickTransformer : HttpTransformer
 
         var host = request.Headers.Host.ToString();
         var named = request.Headers.Connection.Count == 0 ? null : HopByHopHeaders.NamedIn(request.Headers.Connection);
+        var trusted = TrustedProxies.Current.Trusts(httpContext.Connection.RemoteIpAddress);
         foreach (var (name, _) in request.Headers)
         {
-            // YARP copied what its own rules allow; ours (ForwardingHeaders) decide, as on the HTTP/1.1 path.
-            // Content-Length stays: HttpClient frames the body it sends from the content's length.
-            if (!ForwardingHeaders.IsCopied(name, host.Length > 0, named) && !name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+            // YARP copied what its own rules allow; ours (ForwardingHeaders, TrustedProxies) decide, as on the HTTP/1.1
+            // path. Content-Length stays: HttpClient frames the body it sends from the content's length.
+            if ((!ForwardingHeaders.IsCopied(name, host.Length > 0, named) && !name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase)) ||
+                (!trusted && TrustedProxies.IsClaim(name)))
             {
                 Remove(proxyRequest, name);
             }
@@ -48,7 +50,8 @@ internal sealed class SidekickTransformer : HttpTransformer
 
         proxyRequest.Headers.Host = host;
         var ip = ClientAddress.For(httpContext.Connection.RemoteIpAddress);
-        proxyRequest.Headers.TryAddWithoutValidation(ForwardingHeaders.ForwardedFor, ForwardingHeaders.ForwardedForValue(request.Headers[ForwardingHeaders.ForwardedFor], ip));
+        var prior = trusted ? request.Headers[ForwardingHeaders.ForwardedFor] : default;
+        proxyRequest.Headers.TryAddWithoutValidation(ForwardingHeaders.ForwardedFor, ForwardingHeaders.ForwardedForValue(prior, ip));
         proxyRequest.Headers.TryAddWithoutValidation(ForwardingHeaders.RealIp, ip);
         if (host.Length > 0)
         {

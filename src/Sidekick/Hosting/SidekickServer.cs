@@ -111,6 +111,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         // --admin-address, --pprof's routes are served there and --pprof's own address is not bound.
         _admin = options.AdminAddress is { Length: > 0 } admin ? SideListener.Admin(admin) : null;
         _diagnostics = _admin is null && options.Pprof is { Length: > 0 } pprof ? SideListener.Diagnostics(pprof) : null;
+        TrustedProxies.Current = TrustedProxies.Parse(options.TrustedProxies);
         if (options.ClientSendTimeout > TimeSpan.Zero)
         {
             _sendTimeout = new ClientSendTimeout(options.ClientSendTimeout, time);

@@ -72,7 +72,8 @@ internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, Outpu
 
     /// <summary>
     /// The client as upstream reports it: first X-Forwarded-For entry, else X-Real-IP, else Forwarded for=,
-    /// else the peer; the port is removed without breaking IPv6 addresses.
+    /// else the peer, whose fields count only when it is a trusted proxy; the port is removed without breaking IPv6
+    /// addresses.
     /// </summary>
     public static string ClientOf(HttpContext context) => ClientOf(context, ClientAddressFields.Of(context.Request.Headers));
 
@@ -82,6 +83,13 @@ internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, Outpu
     public static string ClientOf(HttpContext context, in ClientAddressFields fields)
     {
         var (forwardedFor, realIp, forwarded) = fields;
+        var peer = context.Connection.RemoteIpAddress;
+        if ((forwardedFor.Count > 0 || realIp.Count > 0 || forwarded.Count > 0) && !Forwarding.TrustedProxies.Current.Trusts(peer))
+        {
+            // Fields from a peer not trusted (--trusted-proxies) are its own claims: the log names the peer.
+            return StripPort(peer?.ToString() ?? "");
+        }
+
         string? client = null;
         if (forwardedFor.Count > 0)
         {
@@ -104,7 +112,7 @@ internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, Outpu
             }
         }
 
-        client ??= context.Connection.RemoteIpAddress?.ToString() ?? "";
+        client ??= peer?.ToString() ?? "";
         return StripPort(client);
     }
 

@@ -55,9 +55,11 @@ internal struct RequestHead : IDisposable
         // here rather than looked up again.
         var clientFields = default(Observability.ClientAddressFields);
         long headerBytes = 0;
+        bool? trusted = null; // asked only of a request that carries a forwarding field
         foreach (var (name, values) in headers)
         {
-            var copied = ForwardingHeaders.IsCopied(name, host.Length > 0, connectionNamed);
+            var copied = ForwardingHeaders.IsCopied(name, host.Length > 0, connectionNamed) &&
+                         !(TrustedProxies.IsClaim(name) && !(trusted ??= TrustedProxies.Current.Trusts(context.Connection.RemoteIpAddress)));
             Observability.ClientAddressFields.Note(ref clientFields, name, values);
 
             foreach (var value in values)
@@ -83,7 +85,7 @@ internal struct RequestHead : IDisposable
 
         var ip = ClientAddress.For(context.Connection.RemoteIpAddress);
         head.Append("X-Forwarded-For: "u8);
-        if (prior.Count > 0)
+        if (prior.Count > 0 && (trusted ??= TrustedProxies.Current.Trusts(context.Connection.RemoteIpAddress)))
         {
             head.AppendJoined(prior);
             head.Append(", "u8);
