@@ -162,7 +162,16 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
             }
             catch (Exception ex) when (ex is HttpRequestException or IOException && !_context.RequestAborted.IsCancellationRequested)
             {
-                health.ReportTransportFailure(backend, TransportErrors.Describe(ex));
+                // As for the first backend: only a backend that cannot be reached is down at once; a response
+                // ended early or invalid is a broken one, which needs a run to mark the backend down.
+                if (IsConnectFailure(ex))
+                {
+                    health.ReportTransportFailure(backend, TransportErrors.Describe(ex));
+                }
+                else
+                {
+                    health.ReportBrokenResponse(backend, _context.TraceIdentifier, TransportErrors.Describe(ex));
+                }
             }
             catch (OperationCanceledException)
             {
@@ -176,6 +185,15 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
 
         return BytesSent == length ? ResumeOutcome.Completed : Fail(ResumeOutcome.Failed, $"resume: no backend completed the body in {maxAttempts} attempts");
     }
+
+    /// <summary>
+    /// The backend could not be reached at all (refused, unreachable, name or TLS failure), as BackendExchange
+    /// tells it: anything after the connection was made counts as a broken response.
+    /// </summary>
+    private static bool IsConnectFailure(Exception exception) => exception is HttpRequestException
+    {
+        HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError,
+    };
 
     /// <summary>
     /// Null when the 206 carries the first response's strong ETag (byte for byte) and, if the first had one, its
