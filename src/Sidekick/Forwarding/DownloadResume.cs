@@ -51,13 +51,14 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
     public long BytesSent => _meter.ResponseBodyBytes;
 
     /// <summary>
-    /// Starts watching a plain GET (no client Range); null for every other request. The watch is kept with
-    /// the exchange's meter, which is kept per connection, so watching allocates nothing after the first time.
+    /// Starts watching a plain GET (no client Range, no request body); null for every other request. The watch
+    /// is kept with the exchange's meter, which is kept per connection, so watching allocates nothing after the
+    /// first time.
     /// </summary>
     public static DownloadResume? Watch(HttpContext context, ExchangeMeter meter)
     {
         var request = context.Request;
-        if (!HttpMethods.IsGet(request.Method) || request.Headers.Range.Count > 0)
+        if (!HttpMethods.IsGet(request.Method) || request.Headers.Range.Count > 0 || HasBody(request))
         {
             return null;
         }
@@ -71,6 +72,23 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
         meter.InstallWith(watch);
         return watch;
     }
+
+    /// <summary>
+    /// A GET that carries a body: the resume's Range request is sent without it, so it could be answered for
+    /// another request than the client's. HTTP/1.x frames a body only by Content-Length or Transfer-Encoding;
+    /// HTTP/2 by the stream, which only the server's body detection knows (asked only then: a feature lookup
+    /// costs ~160 instructions).
+    /// </summary>
+    private static bool HasBody(HttpRequest request) =>
+        request.ContentLength switch
+        {
+            > 0 => true,
+            0 => false,
+            null => request.Headers.TransferEncoding.Count > 0 ||
+                    (!HttpProtocol.IsHttp11(request.Protocol) && !HttpProtocol.IsHttp10(request.Protocol) &&
+                     request.HttpContext.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true),
+            _ => true,
+        };
 
     /// <summary>Deferred: the forwarder asks to abort; we decide after trying to resume.</summary>
     public void Abort() => _abortRequested = true;
