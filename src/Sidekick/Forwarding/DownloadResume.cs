@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
 using Microsoft.AspNetCore.Http.Features;
+using Sidekick.Cli;
 using Sidekick.Health;
 using Sidekick.Routing;
 using Sidekick.Topology;
@@ -14,14 +15,16 @@ namespace Sidekick.Forwarding;
 /// body bytes sent from the exchange meter and holds back the forwarder's abort of the client connection until a resume has been
 /// tried. The rest is spliced on only when the 206 proves it is the same version: the same strong ETag and,
 /// when the first response had one, the same Last-Modified (a backend may ignore If-Match), in the same
-/// Content-Encoding, for exactly the bytes missing. Otherwise, or when the object changed (412) or no backend
-/// can continue, the client connection is aborted.
+/// Content-Encoding, for exactly the bytes missing. Otherwise, or when the object changed (412), no backend
+/// can continue or one stays silent past the backend timeout, the client connection is aborted.
 /// </summary>
 internal sealed class DownloadResume : IHttpRequestLifetimeFeature
 {
     private readonly ExchangeMeter _meter;
     private HttpContext _context = null!;
     private bool _abortRequested;
+    private TimeProvider _time = TimeProvider.System;
+    private TimeSpan _backendTimeout;
 
     private DownloadResume(ExchangeMeter meter) => _meter = meter;
 
@@ -53,9 +56,10 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
     /// <summary>
     /// Starts watching a plain GET (no client Range, no request body); null for every other request. The watch
     /// is kept with the exchange's meter, which is kept per connection, so watching allocates nothing after the
-    /// first time.
+    /// first time. <paramref name="backendTimeout"/> (--backend-timeout, 0 = no limit) bounds each silence of a
+    /// resuming backend, on <paramref name="time"/>'s clock.
     /// </summary>
-    public static DownloadResume? Watch(HttpContext context, ExchangeMeter meter)
+    public static DownloadResume? Watch(HttpContext context, ExchangeMeter meter, TimeProvider time, TimeSpan backendTimeout)
     {
         var request = context.Request;
         if (!HttpMethods.IsGet(request.Method) || request.Headers.Range.Count > 0 || HasBody(request))
@@ -66,6 +70,8 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
         var watch = meter.KeptResume ??= new DownloadResume(meter);
         watch._context = context;
         watch._abortRequested = false;
+        watch._time = time;
+        watch._backendTimeout = backendTimeout;
         watch.Failure = null;
         // In front of the server's lifetime feature whenever the meter is (a forwarder writing through the
         // HttpContext, such as YARP, aborts the client through it).
@@ -136,6 +142,13 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
         var first = new Representation(etag, headers.LastModified.ToString(), ContentCoding(headers.ContentEncoding.ToString()));
         var aborted = _context.RequestAborted;
 
+        // --backend-timeout, as for the first backend: the longest a resuming backend may stay silent, before
+        // its response head and between body reads (never while the client is being written to: a slow reader
+        // is the client send timeout's business). On the server's clock, so tests can move it.
+        using var silence = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(aborted, silence.Token);
+        var token = linked.Token;
+
         // The rest goes through the HttpContext: counted by the meter, aborts deferred to this watch.
         _meter.Install();
         var buffer = new byte[64 * 1024];
@@ -160,7 +173,9 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
                 request.Headers.Remove("If-None-Match");
                 request.Headers.Remove("If-Modified-Since");
 
-                using var response = await site.Invoker.SendAsync(request, aborted);
+                Listen(silence);
+                using var response = await site.Invoker.SendAsync(request, token);
+                Listen(silence, stop: true);
                 if (response.StatusCode != HttpStatusCode.PartialContent || !ContinuesAt(response, from, length))
                 {
                     // 412: the object changed; never stitch two versions together.
@@ -178,10 +193,12 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
                 // Never more than the range proved: the client's Content-Length is already out, and Kestrel
                 // refuses a byte beyond it.
                 var missing = length - from;
-                await using var source = await response.Content.ReadAsStreamAsync(aborted);
+                await using var source = await response.Content.ReadAsStreamAsync(token);
                 while (missing > 0)
                 {
-                    var read = await source.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, missing)), aborted);
+                    Listen(silence);
+                    var read = await source.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, missing)), token);
+                    Listen(silence, stop: true);
                     if (read == 0)
                     {
                         // A body without a length that ended short: broken, like one that announced its length.
@@ -193,6 +210,15 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
                     await _context.Response.Body.WriteAsync(buffer.AsMemory(0, read), aborted);
                     missing -= read;
                 }
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or HttpRequestException or IOException &&
+                                       silence.IsCancellationRequested && !aborted.IsCancellationRequested)
+            {
+                // The client has waited a whole backend timeout already: cut its response rather than make it
+                // wait as long again on the next backend.
+                var silent = $"silent for {GoDuration.Format(_backendTimeout)} (--backend-timeout)";
+                health.ReportBrokenResponse(backend, _context.TraceIdentifier, silent);
+                return Fail(ResumeOutcome.Failed, $"resume: {backend.Name} was {silent}");
             }
             catch (Exception ex) when (ex is HttpRequestException or IOException && !aborted.IsCancellationRequested)
             {
@@ -219,11 +245,21 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
             }
             finally
             {
+                Listen(silence, stop: true);
                 backend.EndRequest();
             }
         }
 
         return BytesSent == length ? ResumeOutcome.Completed : Fail(ResumeOutcome.Failed, $"resume: no backend completed the body in {maxAttempts} attempts");
+    }
+
+    /// <summary>Starts (or stops) the silence clock; with no --backend-timeout it never runs.</summary>
+    private void Listen(CancellationTokenSource silence, bool stop = false)
+    {
+        if (_backendTimeout > TimeSpan.Zero)
+        {
+            silence.CancelAfter(stop ? Timeout.InfiniteTimeSpan : _backendTimeout);
+        }
     }
 
     /// <summary>

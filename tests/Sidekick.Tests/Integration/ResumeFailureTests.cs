@@ -1,13 +1,16 @@
 using System.Net;
 using System.Text;
 using System.Text.RegularExpressions;
+using Microsoft.Extensions.Time.Testing;
+using Sidekick.Hosting;
 using Sidekick.Topology;
 
 namespace Sidekick.Tests.Integration;
 
 /// <summary>
 /// How a download resume fails: a resuming backend whose body breaks too is a broken response (not a backend
-/// down), and a GET with a body is never resumed (the Range request would go without it).
+/// down), one that stays silent is cut at the backend timeout, and a GET with a body is never resumed (the
+/// Range request would go without it).
 /// </summary>
 public sealed partial class ResumeFailureTests
 {
@@ -48,6 +51,32 @@ public sealed partial class ResumeFailureTests
         Assert.Contains("sidekick_download_resumes_total{outcome=\"failed\"} 1", metrics, StringComparison.Ordinal);
         Assert.Empty(markedDown);
         Assert.All(new[] { a, b, c }, backend => Assert.True(sidekick.BackendOf(backend).IsUp));
+    }
+
+    [Fact]
+    public async Task A_resuming_backend_silent_past_the_backend_timeout_cuts_the_client()
+    {
+        // The Range request is accepted and never answered: without the backend timeout the client waited forever.
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var dying = new RawBackend(_ => Truncated());
+        await using var silent = new RawBackend(_ => new RawResponse([]));
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5), BackendTimeout = TimeSpan.FromSeconds(30) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, Sites(dying, silent), new SidekickSeams { Time = time });
+
+        using var response = await sidekick.Client.GetAsync("/object", HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        var received = new MemoryStream();
+        var reading = body.CopyToAsync(received);
+        await sidekick.WaitUntilAsync(() => silent.Requests.Any(r => RangeStart().IsMatch(r.Head)));
+        Assert.False(reading.IsCompleted);
+
+        time.Advance(TimeSpan.FromSeconds(31));
+        // Real time only bounds a hang; the fake clock decides.
+        await Assert.ThrowsAnyAsync<IOException>(() => reading.WaitAsync(TimeSpan.FromSeconds(20)));
+        Assert.Equal(Size / 2, received.Length);
+        var metrics = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        Assert.Contains("sidekick_download_resumes_total{outcome=\"failed\"} 1", metrics, StringComparison.Ordinal);
     }
 
     [Theory]
@@ -97,6 +126,9 @@ public sealed partial class ResumeFailureTests
         var text = url.ToString().TrimEnd('/');
         return new BackendDefinition(url, text, new Uri(text + "/health"));
     }
+
+    [GeneratedRegex(@"\r\nRange: bytes=(\d+)-", RegexOptions.IgnoreCase)]
+    private static partial Regex RangeStart();
 
     [GeneratedRegex(@"^sidekick_download_resumes_total\{outcome=""\w+""\} (\d+)$", RegexOptions.Multiline)]
     private static partial Regex ResumeCount();
