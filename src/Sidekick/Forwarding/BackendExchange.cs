@@ -76,7 +76,7 @@ internal sealed class BackendExchange(
             context.Features.Set(observer);
         }
 
-        var resume = DownloadResume.Watch(context, meter);
+        var resume = DownloadResume.Watch(context, meter, time, backendTimeout);
         var waited = false;
         List<Backend>? failedOn = null;
         for (var attempt = 1; ; attempt++)

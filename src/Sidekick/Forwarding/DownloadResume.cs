@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
 using Microsoft.AspNetCore.Http.Features;
+using Sidekick.Cli;
 using Sidekick.Health;
 using Sidekick.Routing;
 using Sidekick.Topology;
@@ -13,14 +14,17 @@ namespace Sidekick.Forwarding;
 /// with <c>Range: bytes=N-</c> and <c>If-Match: ETag</c> and appended to the client's stream. It reads the
 /// body bytes sent from the exchange meter and holds back the forwarder's abort of the client connection until a resume has been
 /// tried. The rest is spliced on only when the 206 proves it is the same version: the same strong ETag and,
-/// when the first response had one, the same Last-Modified (a backend may ignore If-Match). Otherwise, or
-/// when the object changed (412) or no backend can continue, the client connection is aborted.
+/// when the first response had one, the same Last-Modified (a backend may ignore If-Match), in the same
+/// Content-Encoding, for exactly the bytes missing. Otherwise, or when the object changed (412), no backend
+/// can continue or one stays silent past the backend timeout, the client connection is aborted.
 /// </summary>
 internal sealed class DownloadResume : IHttpRequestLifetimeFeature
 {
     private readonly ExchangeMeter _meter;
     private HttpContext _context = null!;
     private bool _abortRequested;
+    private TimeProvider _time = TimeProvider.System;
+    private TimeSpan _backendTimeout;
 
     private DownloadResume(ExchangeMeter meter) => _meter = meter;
 
@@ -50,13 +54,15 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
     public long BytesSent => _meter.ResponseBodyBytes;
 
     /// <summary>
-    /// Starts watching a plain GET (no client Range); null for every other request. The watch is kept with
-    /// the exchange's meter, which is kept per connection, so watching allocates nothing after the first time.
+    /// Starts watching a plain GET (no client Range, no request body); null for every other request. The watch
+    /// is kept with the exchange's meter, which is kept per connection, so watching allocates nothing after the
+    /// first time. <paramref name="backendTimeout"/> (--backend-timeout, 0 = no limit) bounds each silence of a
+    /// resuming backend, on <paramref name="time"/>'s clock.
     /// </summary>
-    public static DownloadResume? Watch(HttpContext context, ExchangeMeter meter)
+    public static DownloadResume? Watch(HttpContext context, ExchangeMeter meter, TimeProvider time, TimeSpan backendTimeout)
     {
         var request = context.Request;
-        if (!HttpMethods.IsGet(request.Method) || request.Headers.Range.Count > 0)
+        if (!HttpMethods.IsGet(request.Method) || request.Headers.Range.Count > 0 || HasBody(request))
         {
             return null;
         }
@@ -64,12 +70,31 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
         var watch = meter.KeptResume ??= new DownloadResume(meter);
         watch._context = context;
         watch._abortRequested = false;
+        watch._time = time;
+        watch._backendTimeout = backendTimeout;
         watch.Failure = null;
         // In front of the server's lifetime feature whenever the meter is (a forwarder writing through the
         // HttpContext, such as YARP, aborts the client through it).
         meter.InstallWith(watch);
         return watch;
     }
+
+    /// <summary>
+    /// A GET that carries a body: the resume's Range request is sent without it, so it could be answered for
+    /// another request than the client's. HTTP/1.x frames a body only by Content-Length or Transfer-Encoding;
+    /// HTTP/2 by the stream, which only the server's body detection knows (asked only then: a feature lookup
+    /// costs ~160 instructions).
+    /// </summary>
+    private static bool HasBody(HttpRequest request) =>
+        request.ContentLength switch
+        {
+            > 0 => true,
+            0 => false,
+            null => request.Headers.TransferEncoding.Count > 0 ||
+                    (!HttpProtocol.IsHttp11(request.Protocol) && !HttpProtocol.IsHttp10(request.Protocol) &&
+                     request.HttpContext.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true),
+            _ => true,
+        };
 
     /// <summary>Deferred: the forwarder asks to abort; we decide after trying to resume.</summary>
     public void Abort() => _abortRequested = true;
@@ -113,7 +138,16 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
 
     private async Task<ResumeOutcome> ContinueAsync(Func<Site?> selectSite, IBalancer balancer, HealthProber health, int maxAttempts, string etag, long length)
     {
-        var lastModified = _context.Response.Headers.LastModified.ToString();
+        var headers = _context.Response.Headers;
+        var first = new Representation(etag, headers.LastModified.ToString(), ContentCoding(headers.ContentEncoding.ToString()));
+        var aborted = _context.RequestAborted;
+
+        // --backend-timeout, as for the first backend: the longest a resuming backend may stay silent, before
+        // its response head and between body reads (never while the client is being written to: a slow reader
+        // is the client send timeout's business). On the server's clock, so tests can move it.
+        using var silence = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(aborted, silence.Token);
+        var token = linked.Token;
 
         // The rest goes through the HttpContext: counted by the meter, aborts deferred to this watch.
         _meter.Install();
@@ -131,45 +165,87 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
             try
             {
                 using var request = new HttpRequestMessage(HttpMethod.Get, backend.DestinationPrefix) { Version = HttpVersion.Version11 };
-                await SidekickTransformer.Instance.TransformRequestAsync(_context, request, backend.DestinationPrefix, _context.RequestAborted);
-                request.Headers.Range = new RangeHeaderValue(BytesSent, length - 1);
+                await SidekickTransformer.Instance.TransformRequestAsync(_context, request, backend.DestinationPrefix, aborted);
+                var from = BytesSent;
+                request.Headers.Range = new RangeHeaderValue(from, length - 1);
                 request.Headers.IfMatch.Clear();
                 request.Headers.TryAddWithoutValidation("If-Match", etag);
                 request.Headers.Remove("If-None-Match");
                 request.Headers.Remove("If-Modified-Since");
 
-                using var response = await site.Invoker.SendAsync(request, _context.RequestAborted);
-                var range = response.Content.Headers.ContentRange;
-                if (response.StatusCode != HttpStatusCode.PartialContent || range?.From != BytesSent || range.Length != length)
+                Listen(silence);
+                using var response = await site.Invoker.SendAsync(request, token);
+                Listen(silence, stop: true);
+                if (response.StatusCode != HttpStatusCode.PartialContent || !ContinuesAt(response, from, length))
                 {
                     // 412: the object changed; never stitch two versions together.
-                    return Fail(ResumeOutcome.Refused, $"resume refused by {backend.Name}: {(int)response.StatusCode} {range}");
+                    var range = response.Content.Headers.ContentRange;
+                    return Fail(ResumeOutcome.Refused,
+                        $"resume refused by {backend.Name}: {(int)response.StatusCode} {range} (length {response.Content.Headers.ContentLength?.ToString(CultureInfo.InvariantCulture) ?? "unknown"})");
                 }
 
-                if (SameVersion(response, etag, lastModified) is { } mismatch)
+                if (Differs(response, first) is { } mismatch)
                 {
-                    // The backend ignored If-Match and sent another version's bytes.
+                    // The backend ignored If-Match and sent another version's bytes, or another coding of them.
                     return Fail(ResumeOutcome.ValidatorMismatch, $"resume refused: {backend.Name} answered with {mismatch}");
                 }
 
-                await using var source = await response.Content.ReadAsStreamAsync(_context.RequestAborted);
-                int read;
-                while ((read = await source.ReadAsync(buffer, _context.RequestAborted)) > 0)
+                // Never more than the range proved: the client's Content-Length is already out, and Kestrel
+                // refuses a byte beyond it.
+                var missing = length - from;
+                await using var source = await response.Content.ReadAsStreamAsync(token);
+                while (missing > 0)
                 {
+                    Listen(silence);
+                    var read = await source.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, missing)), token);
+                    Listen(silence, stop: true);
+                    if (read == 0)
+                    {
+                        // A body without a length that ended short: broken, like one that announced its length.
+                        health.ReportBrokenResponse(backend, _context.TraceIdentifier, "the resumed body ended early");
+                        break;
+                    }
+
                     // Through the response body (the meter's stream), so the bytes are counted.
-                    await _context.Response.Body.WriteAsync(buffer.AsMemory(0, read), _context.RequestAborted);
+                    await _context.Response.Body.WriteAsync(buffer.AsMemory(0, read), aborted);
+                    missing -= read;
                 }
             }
-            catch (Exception ex) when (ex is HttpRequestException or IOException && !_context.RequestAborted.IsCancellationRequested)
+            catch (Exception ex) when (ex is OperationCanceledException or HttpRequestException or IOException &&
+                                       silence.IsCancellationRequested && !aborted.IsCancellationRequested)
             {
-                health.ReportTransportFailure(backend, TransportErrors.Describe(ex));
+                // The client has waited a whole backend timeout already: cut its response rather than make it
+                // wait as long again on the next backend.
+                var silent = $"silent for {GoDuration.Format(_backendTimeout)} (--backend-timeout)";
+                health.ReportBrokenResponse(backend, _context.TraceIdentifier, silent);
+                return Fail(ResumeOutcome.Failed, $"resume: {backend.Name} was {silent}");
+            }
+            catch (Exception ex) when (ex is HttpRequestException or IOException && !aborted.IsCancellationRequested)
+            {
+                // As for the first backend: only a backend that cannot be reached is down at once; a response
+                // ended early or invalid is a broken one, which needs a run to mark the backend down.
+                if (IsConnectFailure(ex))
+                {
+                    health.ReportTransportFailure(backend, TransportErrors.Describe(ex));
+                }
+                else
+                {
+                    health.ReportBrokenResponse(backend, _context.TraceIdentifier, TransportErrors.Describe(ex));
+                }
             }
             catch (OperationCanceledException)
             {
                 return Fail(ResumeOutcome.Failed, "resume: the client went away");
             }
+            catch (InvalidOperationException ex)
+            {
+                // Kestrel refusing a write past the client's Content-Length: the client's response is cut, and
+                // the trace says why.
+                return Fail(ResumeOutcome.Failed, $"resume: {ex.Message}");
+            }
             finally
             {
+                Listen(silence, stop: true);
                 backend.EndRequest();
             }
         }
@@ -177,18 +253,59 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
         return BytesSent == length ? ResumeOutcome.Completed : Fail(ResumeOutcome.Failed, $"resume: no backend completed the body in {maxAttempts} attempts");
     }
 
+    /// <summary>Starts (or stops) the silence clock; with no --backend-timeout it never runs.</summary>
+    private void Listen(CancellationTokenSource silence, bool stop = false)
+    {
+        if (_backendTimeout > TimeSpan.Zero)
+        {
+            silence.CancelAfter(stop ? Timeout.InfiniteTimeSpan : _backendTimeout);
+        }
+    }
+
     /// <summary>
-    /// Null when the 206 carries the first response's strong ETag (byte for byte) and, if the first had one, its
-    /// Last-Modified; else what differed.
+    /// The backend could not be reached at all (refused, unreachable, name or TLS failure), as BackendExchange
+    /// tells it: anything after the connection was made counts as a broken response.
     /// </summary>
-    private static string? SameVersion(HttpResponseMessage partial, string etag, string lastModified)
+    private static bool IsConnectFailure(Exception exception) => exception is HttpRequestException
+    {
+        HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError,
+    };
+
+    /// <summary>
+    /// Whether the 206 holds exactly the bytes missing: <c>bytes from-(length-1)/length</c> and, when it says
+    /// its length, <c>length - from</c> of them.
+    /// </summary>
+    private static bool ContinuesAt(HttpResponseMessage partial, long from, long length)
+    {
+        var headers = partial.Content.Headers;
+        return headers.ContentRange is { HasRange: true, HasLength: true } range &&
+               string.Equals(range.Unit, "bytes", StringComparison.OrdinalIgnoreCase) &&
+               range.From == from && range.To == length - 1 && range.Length == length &&
+               (headers.ContentLength is not { } announced || announced == length - from);
+    }
+
+    /// <summary>The content coding as compared: none is <c>identity</c>.</summary>
+    private static string ContentCoding(string value) => value.Trim() is { Length: > 0 } coding ? coding : "identity";
+
+    /// <summary>
+    /// Null when the 206 carries the first response's strong ETag (byte for byte), its Last-Modified if it had
+    /// one, and its Content-Encoding (gzip bytes spliced onto identity ones are garbage); else what differed.
+    /// </summary>
+    private static string? Differs(HttpResponseMessage partial, Representation first)
     {
         var partialEtag = partial.Headers.TryGetValues("ETag", out var etags) ? string.Join(", ", etags) : "";
-        if (!string.Equals(partialEtag, etag, StringComparison.Ordinal))
+        if (!string.Equals(partialEtag, first.ETag, StringComparison.Ordinal))
         {
-            return $"ETag {(partialEtag.Length == 0 ? "(none)" : partialEtag)} instead of {etag}";
+            return $"ETag {(partialEtag.Length == 0 ? "(none)" : partialEtag)} instead of {first.ETag}";
         }
 
+        var partialCoding = ContentCoding(partial.Content.Headers.TryGetValues("Content-Encoding", out var codings) ? string.Join(", ", codings) : "");
+        if (!string.Equals(partialCoding, first.ContentCoding, StringComparison.OrdinalIgnoreCase))
+        {
+            return $"Content-Encoding {partialCoding} instead of {first.ContentCoding}";
+        }
+
+        var lastModified = first.LastModified;
         if (lastModified.Length == 0)
         {
             return null;
@@ -207,4 +324,7 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
         Failure = why;
         return outcome;
     }
+
+    /// <summary>What a 206 must repeat of the first response to be spliced onto it.</summary>
+    private readonly record struct Representation(string ETag, string LastModified, string ContentCoding);
 }

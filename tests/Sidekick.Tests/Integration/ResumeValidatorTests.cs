@@ -45,6 +45,41 @@ public sealed partial class ResumeValidatorTests
         Assert.Contains("sidekick_download_resumes_total{outcome=\"completed\"} 0", metrics, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("Content-Encoding: gzip\r\n", "bytes", 0, 0, "validator_mismatch")]
+    [InlineData("Content-Encoding: identity\r\n", "bytes", 0, 0, "completed")]
+    [InlineData("", "items", 0, 0, "refused")]
+    [InlineData("", "bytes", 1, 0, "refused")]
+    [InlineData("", "bytes", 0, 10, "refused")]
+    public async Task A_resume_that_is_not_exactly_the_missing_bytes_is_not_spliced(string fields, string unit, int endShort, int extra, string outcome)
+    {
+        // The same version, but another coding of it (gzip bytes after identity ones), another unit, a range
+        // that stops short of the end, or more bytes than the range: the client's response is cut, and gets
+        // none of them. "identity" is what no Content-Encoding means.
+        var first = Version(1);
+        await using var dying = new RawBackend(_ => Truncated(first));
+        await using var odd = new RawBackend(request => Partial(request, first, "\"v1\"", LastModified, fields, unit, endShort, extra));
+        await using var sidekick = await StartAsync(dying, odd);
+
+        using var response = await sidekick.Client.GetAsync("/object", HttpCompletionOption.ResponseHeadersRead);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        var received = new MemoryStream();
+        if (outcome == "completed")
+        {
+            await body.CopyToAsync(received);
+            Assert.Equal(first, received.ToArray());
+        }
+        else
+        {
+            await Assert.ThrowsAnyAsync<IOException>(() => body.CopyToAsync(received));
+            Assert.Equal(Size / 2, received.Length);
+            Assert.Equal(first.AsSpan(0, Size / 2).ToArray(), received.ToArray());
+        }
+
+        var metrics = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        Assert.Contains($"sidekick_download_resumes_total{{outcome=\"{outcome}\"}} 1", metrics, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task A_resume_under_the_same_validators_completes_the_object()
     {
@@ -73,11 +108,19 @@ public sealed partial class ResumeValidatorTests
         return new RawResponse([.. head, .. body.AsSpan(0, body.Length / 2)], Close: true);
     }
 
-    /// <summary>A 206 for the requested range, whatever If-Match said, under the given validators.</summary>
-    private static RawResponse Partial(RawRequest request, byte[] body, string? etag, string? lastModified)
+    /// <summary>
+    /// A 206 for the requested range, whatever If-Match said, under the given validators; with
+    /// <paramref name="fields"/> added, the range in another <paramref name="unit"/>, ending
+    /// <paramref name="endShort"/> bytes early or followed by <paramref name="extra"/> bytes (counted in its
+    /// Content-Length).
+    /// </summary>
+    private static RawResponse Partial(
+        RawRequest request, byte[] body, string? etag, string? lastModified, string fields = "", string unit = "bytes", int endShort = 0, int extra = 0)
     {
         var from = int.Parse(RangeStart().Match(request.Head).Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
-        var head = new StringBuilder($"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{body.Length - 1}/{body.Length}\r\nContent-Length: {body.Length - from}\r\n");
+        var end = body.Length - 1 - endShort;
+        var sent = end + 1 - from + extra;
+        var head = new StringBuilder($"HTTP/1.1 206 Partial Content\r\nContent-Range: {unit} {from}-{end}/{body.Length}\r\nContent-Length: {sent}\r\n{fields}");
         if (etag is not null)
         {
             head.Append($"ETag: {etag}\r\n");
@@ -88,7 +131,7 @@ public sealed partial class ResumeValidatorTests
             head.Append($"Last-Modified: {lastModified}\r\n");
         }
 
-        return new RawResponse([.. Encoding.ASCII.GetBytes(head.Append("\r\n").ToString()), .. body.AsSpan(from)]);
+        return new RawResponse([.. Encoding.ASCII.GetBytes(head.Append("\r\n").ToString()), .. body.AsSpan(from, end + 1 - from), .. new byte[extra]]);
     }
 
     private static Task<SidekickHarness> StartAsync(RawBackend first, RawBackend second)

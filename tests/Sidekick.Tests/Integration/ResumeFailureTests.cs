@@ -1,0 +1,135 @@
+using System.Net;
+using System.Text;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Time.Testing;
+using Sidekick.Hosting;
+using Sidekick.Topology;
+
+namespace Sidekick.Tests.Integration;
+
+/// <summary>
+/// How a download resume fails: a resuming backend whose body breaks too is a broken response (not a backend
+/// down), one that stays silent is cut at the backend timeout, and a GET with a body is never resumed (the
+/// Range request would go without it).
+/// </summary>
+public sealed partial class ResumeFailureTests
+{
+    private const int Size = 1024 * 1024;
+    private const string Etag = "\"v1\"";
+
+    [Fact]
+    public async Task A_body_that_breaks_on_every_backend_marks_none_of_them_down()
+    {
+        // The object is broken, not the backends: each resume attempt is one broken response, which takes a
+        // run of them (from different requests) to mark a backend down. It was a transport failure, down at once.
+        await using var a = await TestBackend.StartAsync("a");
+        await using var b = await TestBackend.StartAsync("b");
+        await using var c = await TestBackend.StartAsync("c");
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, [a, b, c]);
+        // Every mark-down, even one a probe undoes a moment later (a passive mark-down wakes the probe loop).
+        var markedDown = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        foreach (var backend in sidekick.Server.Topology.Current.AllBackends)
+        {
+            backend.StateChanged += (down, transition) =>
+            {
+                if (!transition.IsUp)
+                {
+                    markedDown.Enqueue($"{down.Name}: {transition.Reason}");
+                }
+            };
+        }
+
+        using var response = await sidekick.Client.GetAsync($"/download/{Size}?dieAt={Size / 8}", HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        await Assert.ThrowsAnyAsync<IOException>(() => body.CopyToAsync(Stream.Null));
+
+        // Resumed (and broken) on the other backends; none of the three is down for it.
+        Assert.Contains(new[] { a, b, c }.SelectMany(t => t.Seen), r => r.Headers.ContainsKey("Range"));
+        var metrics = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        Assert.Contains("sidekick_download_resumes_total{outcome=\"failed\"} 1", metrics, StringComparison.Ordinal);
+        Assert.Empty(markedDown);
+        Assert.All(new[] { a, b, c }, backend => Assert.True(sidekick.BackendOf(backend).IsUp));
+    }
+
+    [Fact]
+    public async Task A_resuming_backend_silent_past_the_backend_timeout_cuts_the_client()
+    {
+        // The Range request is accepted and never answered: without the backend timeout the client waited forever.
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var dying = new RawBackend(_ => Truncated());
+        await using var silent = new RawBackend(_ => new RawResponse([]));
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5), BackendTimeout = TimeSpan.FromSeconds(30) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, Sites(dying, silent), new SidekickSeams { Time = time });
+
+        using var response = await sidekick.Client.GetAsync("/object", HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        var received = new MemoryStream();
+        var reading = body.CopyToAsync(received);
+        await sidekick.WaitUntilAsync(() => silent.Requests.Any(r => RangeStart().IsMatch(r.Head)));
+        Assert.False(reading.IsCompleted);
+
+        time.Advance(TimeSpan.FromSeconds(31));
+        // Real time only bounds a hang; the fake clock decides.
+        await Assert.ThrowsAnyAsync<IOException>(() => reading.WaitAsync(TimeSpan.FromSeconds(20)));
+        Assert.Equal(Size / 2, received.Length);
+        var metrics = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        Assert.Contains("sidekick_download_resumes_total{outcome=\"failed\"} 1", metrics, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_get_with_a_body_is_not_resumed(bool chunked)
+    {
+        // The Range request would be sent without the body, so the rest could belong to another request's answer.
+        await using var dying = new RawBackend(_ => Truncated());
+        await using var other = new RawBackend(request => RawResponse.Text(
+            $"HTTP/1.1 206 Partial Content\r\nETag: {Etag}\r\nContent-Range: bytes {Size / 2}-{Size - 1}/{Size}\r\nContent-Length: {Size / 2}\r\n\r\n" +
+            new string('x', Size / 2)));
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, Sites(dying, other), hooks: null);
+
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/search") { Content = new StringContent("{\"query\":\"q\"}") };
+        request.Headers.TransferEncodingChunked = chunked;
+        using var response = await sidekick.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        await Assert.ThrowsAnyAsync<IOException>(() => body.CopyToAsync(Stream.Null));
+
+        Assert.Contains("{\"query\":\"q\"}", Encoding.ASCII.GetString(Assert.Single(dying.Requests).Body), StringComparison.Ordinal);
+        Assert.Empty(other.Requests);
+        // Not tried at all (a resume of it fails before it reaches a backend when the client sent a length).
+        var metrics = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        var resumes = ResumeCount().Matches(metrics);
+        Assert.NotEmpty(resumes);
+        Assert.All(resumes, m => Assert.Equal("0", m.Groups[1].Value));
+    }
+
+    /// <summary>The whole object announced, half of it sent, then the connection closed.</summary>
+    private static RawResponse Truncated()
+    {
+        var head = Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nETag: {Etag}\r\nContent-Length: {Size}\r\n\r\n");
+        return new RawResponse([.. head, .. new byte[Size / 2]], Close: true);
+    }
+
+    private static SiteDefinition[] Sites(RawBackend first, RawBackend second) =>
+    [
+        new(1, [Definition(first.Url)]),
+        new(2, [Definition(second.Url)]),
+    ];
+
+    private static BackendDefinition Definition(Uri url)
+    {
+        var text = url.ToString().TrimEnd('/');
+        return new BackendDefinition(url, text, new Uri(text + "/health"));
+    }
+
+    [GeneratedRegex(@"\r\nRange: bytes=(\d+)-", RegexOptions.IgnoreCase)]
+    private static partial Regex RangeStart();
+
+    [GeneratedRegex(@"^sidekick_download_resumes_total\{outcome=""\w+""\} (\d+)$", RegexOptions.Multiline)]
+    private static partial Regex ResumeCount();
+}
