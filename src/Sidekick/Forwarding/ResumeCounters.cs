@@ -15,7 +15,10 @@ internal enum ResumeOutcome
     /// <summary>No backend was left to continue from.</summary>
     NoBackend,
 
-    /// <summary>The attempts ran out on transport failures.</summary>
+    /// <summary>
+    /// The attempts ran out on transport failures, a resuming backend stayed silent past --backend-timeout, or the
+    /// client went away.
+    /// </summary>
     Failed,
 }
 
