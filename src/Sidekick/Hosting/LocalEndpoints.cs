@@ -16,7 +16,7 @@ namespace Sidekick.Hosting;
 /// </summary>
 internal sealed class LocalEndpoints(
     TopologyStore topology, Func<string?> certificatePem, PrometheusExporter metrics, ResponseCache? cache, bool adminListener, bool diagnostics,
-    Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
+    Routing.PanicRule? panic = null, Routing.BackendWait? waits = null, TimeProvider? time = null)
 {
     public const string MetricsPath = "/.prometheus/metrics";
     public const string HealthPath = "/v1/health";
@@ -58,7 +58,7 @@ internal sealed class LocalEndpoints(
 
         if (diagnostics && path is not null && (path == "/debug" || path.StartsWith("/debug/", StringComparison.Ordinal)))
         {
-            return DiagnosticsEndpoints.HandleAsync(context);
+            return DiagnosticsEndpoints.HandleAsync(context, time ?? TimeProvider.System);
         }
 
         context.Response.StatusCode = StatusCodes.Status404NotFound;
