@@ -69,7 +69,9 @@ internal sealed class LocalEndpoints(
 
     private bool TryAdmin(HttpContext context, string? path, out Task handled)
     {
-        if (path == MetricsPath && IsRawTarget(context, MetricsPath))
+        // Only the methods that read are sidekick's, as for the state and the certificates: a PUT, POST or DELETE
+        // to a local path is an S3 request like any other on the proxy port (a 404 on the admin listener).
+        if (path == MetricsPath && (HttpMethods.IsGet(context.Request.Method) || HttpMethods.IsHead(context.Request.Method)) && IsRawTarget(context, MetricsPath))
         {
             context.Response.ContentType = PrometheusExporter.ContentType;
             handled = context.Response.WriteAsync(metrics.Render());
