@@ -6,16 +6,13 @@ namespace Sidekick.Observability;
 /// <summary>
 /// The one rule for credentials in anything sidekick prints (trace records, --debug headers and bodies, log
 /// lines): the name stays, the value becomes <see cref="Redacted"/>. Header values of credential headers go
-/// whole; in queries and in text, only the values of the presigned-URL parameters. Records keep the raw values
+/// whole; in queries and in text, only the values of the signed-URL credential parameters. Records keep the raw values
 /// (they never leave the process); the rule is applied where a record or reason turns into text, on the
 /// output writer, so the request path pays nothing for it.
 /// </summary>
 internal static class SecretRedaction
 {
     public const string Redacted = "REDACTED";
-
-    /// <summary>Query parameters whose values sign or authorise a request (SigV4 and SigV2 presigned URLs).</summary>
-    private static readonly string[] ParameterNames = ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId"];
 
     /// <summary>
     /// Headers whose whole value is a credential: the request's authorisation and cookies, the STS session
@@ -41,7 +38,11 @@ internal static class SecretRedaction
     /// </summary>
     private static readonly string[] ErrorBodyElements = ["SignatureProvided", "StringToSign", "StringToSignBytes", "CanonicalRequest", "CanonicalRequestBytes", "AWSAccessKeyId"];
 
-    private static readonly SearchValues<string> Candidates = SearchValues.Create(ParameterNames, StringComparison.OrdinalIgnoreCase);
+    /// <summary>
+    /// The query parameters whose values sign or authorise a request: the list the cache treats as credentials
+    /// (SigV4, SigV2, Google Cloud Storage's signed URLs, Azure's SAS).
+    /// </summary>
+    private static readonly SearchValues<string> Candidates = SearchValues.Create(Security.CredentialParameters.Names.AsSpan(), StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Characters that may be part of a parameter name: a candidate preceded by one is not a name of its own.</summary>
     private static readonly SearchValues<char> NameCharacters = SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.%");
@@ -106,13 +107,15 @@ internal static class SecretRedaction
     /// Free text that may hold a URL or a query (a probe failure, a Location or Referer header, an error about
     /// a SITE): each <c>name=value</c> of a signing parameter that starts a word or follows '?', '&amp;' or ';'
     /// keeps its name and loses its value (up to '&amp;', ';', a space, a quote, '&lt;', '&gt;', ',' or '#'), and
-    /// the password of a URL's <c>user:password@</c> goes too.
+    /// the password of a URL's <c>user:password@</c> goes too. Names compare as in <see cref="Query"/>:
+    /// case-insensitively and percent-decoded (an S3 server decodes <c>X-Amz-Signatur%65</c>).
     /// </summary>
     public static string Text(string text)
     {
         text = UserInfo(text);
         var span = text.AsSpan();
-        if (span.IndexOfAny(Candidates) < 0)
+        // Fast path: nothing that could be a signing parameter (an encoded name needs a '%').
+        if (span.IndexOfAny(Candidates) < 0 && !span.Contains('%'))
         {
             return text;
         }
@@ -122,21 +125,23 @@ internal static class SecretRedaction
         var position = 0;
         while (position < text.Length)
         {
-            var found = span[position..].IndexOfAny(Candidates);
+            var found = span[position..].IndexOf('=');
             if (found < 0)
             {
                 break;
             }
 
-            var at = position + found;
-            var nameLength = MatchedNameLength(span[at..]);
-            var valueStart = at + nameLength + 1;
-            if ((at > 0 && NameCharacters.Contains(text[at - 1])) || valueStart > text.Length || text[valueStart - 1] != '=')
+            // The name is the run of name characters before the '=', so it starts a word or follows '?', '&' or ';'
+            // (a redacted value ends at a character that is not one, so a name never reaches into it).
+            var equals = position + found;
+            var nameStart = span[..equals].LastIndexOfAnyExcept(NameCharacters) + 1;
+            if (!IsSecretParameter(span[nameStart..equals]))
             {
-                position = at + 1;
+                position = equals + 1;
                 continue;
             }
 
+            var valueStart = equals + 1;
             var valueLength = span[valueStart..].IndexOfAny(TextValueEnd);
             var valueEnd = valueLength < 0 ? text.Length : valueStart + valueLength;
             redacted ??= new StringBuilder(text.Length);
@@ -204,26 +209,16 @@ internal static class SecretRedaction
         return Text(body);
     }
 
-    /// <summary>The length of the longest signing-parameter name at the start of <paramref name="text"/>.</summary>
-    private static int MatchedNameLength(ReadOnlySpan<char> text)
-    {
-        var longest = 0;
-        foreach (var name in ParameterNames)
-        {
-            if (name.Length > longest && text.StartsWith(name, StringComparison.OrdinalIgnoreCase))
-            {
-                longest = name.Length;
-            }
-        }
-
-        return longest;
-    }
-
     private static bool IsSecretParameter(ReadOnlySpan<char> name)
     {
-        foreach (var candidate in ParameterNames)
+        if (!name.Contains('%'))
         {
-            if (name.Contains('%') ? DecodedEquals(name, candidate) : name.Equals(candidate, StringComparison.OrdinalIgnoreCase))
+            return Security.CredentialParameters.Contains(name);
+        }
+
+        foreach (var candidate in Security.CredentialParameters.Names)
+        {
+            if (DecodedEquals(name, candidate))
             {
                 return true;
             }
