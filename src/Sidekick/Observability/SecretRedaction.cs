@@ -53,6 +53,12 @@ internal static class SecretRedaction
     /// <summary>Where a URL's authority (and so its user information) ends.</summary>
     private static readonly SearchValues<char> AuthorityEnd = SearchValues.Create("/?# \t\r\n\"'<>");
 
+    /// <summary>Where user information that holds '/', '?', '#' or a space ends at the latest: the text around the URL.</summary>
+    private static readonly SearchValues<char> UserInfoEnd = SearchValues.Create("\t\r\n\"'<>");
+
+    /// <summary>The characters of a host name or an IPv4 address.</summary>
+    private static readonly SearchValues<char> HostCharacters = SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%");
+
     public static bool IsSecretHeader(string name) => HeaderNames.Contains(name);
 
     /// <summary>A header value as it may be printed.</summary>
@@ -107,7 +113,7 @@ internal static class SecretRedaction
     /// Free text that may hold a URL or a query (a probe failure, a Location or Referer header, an error about
     /// a SITE): each <c>name=value</c> of a signing parameter that starts a word or follows '?', '&amp;' or ';'
     /// keeps its name and loses its value (up to '&amp;', ';', a space, a quote, '&lt;', '&gt;', ',' or '#'), and
-    /// the password of a URL's <c>user:password@</c> goes too. Names compare as in <see cref="Query"/>:
+    /// a URL's user information (<c>user:password@</c>, <c>TOKEN@</c>) goes too. Names compare as in <see cref="Query"/>:
     /// case-insensitively and percent-decoded (an S3 server decodes <c>X-Amz-Signatur%65</c>).
     /// </summary>
     public static string Text(string text)
@@ -153,7 +159,14 @@ internal static class SecretRedaction
         return redacted is null ? text : redacted.Append(text, copied, text.Length - copied).ToString();
     }
 
-    /// <summary><c>scheme://user:password@host</c> becomes <c>scheme://user:REDACTED@host</c>.</summary>
+    /// <summary>
+    /// <c>scheme://userinfo@host</c> becomes <c>scheme://REDACTED@host</c>, the user too: a user alone is often a
+    /// token (<c>http://TOKEN@host</c>). A password typed as is may hold '/', '?', '#' or a space, which end a URL's
+    /// authority; so when what precedes the first of them is not a host (and port), as <c>user:pa</c> of
+    /// <c>http://user:pa/ss@host</c> is not, the user information runs to the last '@' before the text around the
+    /// URL resumes (a quote, '&lt;', '&gt;', a line end, the next URL). After a host, '/' and the rest end the
+    /// authority as in any URL: <c>http://h/p@q</c> keeps its path.
+    /// </summary>
     private static string UserInfo(string text)
     {
         var scheme = text.IndexOf("://", StringComparison.Ordinal);
@@ -170,18 +183,52 @@ internal static class SecretRedaction
             var length = text.AsSpan(authority).IndexOfAny(AuthorityEnd);
             var end = length < 0 ? text.Length : authority + length;
             var at = text.AsSpan(authority, end - authority).LastIndexOf('@');
-            var colon = at < 0 ? -1 : text.AsSpan(authority, at).IndexOf(':');
-            if (colon >= 0)
+            if (at < 0 && end < text.Length && !IsHostAndPort(text.AsSpan(authority, end - authority)))
+            {
+                var next = text.IndexOf("://", end, StringComparison.Ordinal);
+                var around = text.AsSpan(end, (next < 0 ? text.Length : next) - end).IndexOfAny(UserInfoEnd);
+                var limit = around < 0 ? (next < 0 ? text.Length : next) : end + around;
+                at = text.AsSpan(authority, limit - authority).LastIndexOf('@');
+            }
+
+            if (at >= 0)
             {
                 redacted ??= new StringBuilder(text.Length);
-                redacted.Append(text, copied, authority + colon + 1 - copied).Append(Redacted);
+                redacted.Append(text, copied, authority - copied).Append(Redacted);
                 copied = authority + at;
+                end = Math.Max(end, copied);
             }
 
             scheme = end < text.Length ? text.IndexOf("://", end, StringComparison.Ordinal) : -1;
         }
 
         return redacted is null ? text : redacted.Append(text, copied, text.Length - copied).ToString();
+    }
+
+    /// <summary>
+    /// Whether an authority without '@' is a host and an optional port (<c>h</c>, <c>h:9000</c>, <c>[::1]:1</c>), not
+    /// the start of user information cut by a '/', '?', '#' or space in it (<c>user:pa</c>); punctuation that ends a
+    /// sentence after the port does not count.
+    /// </summary>
+    private static bool IsHostAndPort(ReadOnlySpan<char> authority)
+    {
+        authority = authority.TrimEnd(".,;:)");
+        if (authority.StartsWith('['))
+        {
+            var close = authority.IndexOf(']');
+            if (close < 0)
+            {
+                return false;
+            }
+
+            authority = authority[(close + 1)..];
+            return authority.IsEmpty || (authority[0] == ':' && !authority[1..].ContainsAnyExceptInRange('0', '9'));
+        }
+
+        var colon = authority.IndexOf(':');
+        var host = colon < 0 ? authority : authority[..colon];
+        var port = colon < 0 ? [] : authority[(colon + 1)..];
+        return !host.ContainsAnyExcept(HostCharacters) && !port.ContainsAnyExceptInRange('0', '9');
     }
 
     /// <summary>

@@ -86,10 +86,18 @@ public sealed class SecretRedactionTests
     [InlineData("100% done, a=%41&b=1", "100% done, a=%41&b=1")]
     [InlineData("https://acct.blob.core.windows.net/c/b?sv=2022-11-02&sig=abc%3D and X-Goog-Signature=0123",
         "https://acct.blob.core.windows.net/c/b?sv=2022-11-02&sig=REDACTED and X-Goog-Signature=REDACTED")]
-    // A URL's password goes, its user stays.
-    [InlineData("endpoint \"http://minio:pa55w0rd@m1:9000\" must not carry credentials", "endpoint \"http://minio:REDACTED@m1:9000\" must not carry credentials")]
-    [InlineData("a http://u:p@h/x@y b https://v:q:r@[::1]:1?z=@ c", "a http://u:REDACTED@h/x@y b https://v:REDACTED@[::1]:1?z=@ c")]
-    [InlineData("http://user@h:1 and http://h/p@q and mailto:a@b", "http://user@h:1 and http://h/p@q and mailto:a@b")]
+    // A URL's user information goes whole: a user alone may be a token.
+    [InlineData("endpoint \"http://minio:pa55w0rd@m1:9000\" must not carry credentials", "endpoint \"http://REDACTED@m1:9000\" must not carry credentials")]
+    [InlineData("a http://u:p@h/x@y b https://v:q:r@[::1]:1?z=@ c", "a http://REDACTED@h/x@y b https://REDACTED@[::1]:1?z=@ c")]
+    [InlineData("http://user@h:1 and http://h/p@q and mailto:a@b", "http://REDACTED@h:1 and http://h/p@q and mailto:a@b")]
+    [InlineData("probe of https://ghp_0123456789abcdef@git.example.com/x failed", "probe of https://REDACTED@git.example.com/x failed")]
+    // A password typed as is, with the characters that end an authority: up to the last '@' before the host.
+    [InlineData("endpoint \"http://minio:pa/ss@m1:9000/b\" is invalid", "endpoint \"http://REDACTED@m1:9000/b\" is invalid")]
+    [InlineData("http://minio:p?a#s/s@m1:9000", "http://REDACTED@m1:9000")]
+    [InlineData("'http://minio:my secret pass@m1:9000' and 'x@y'", "'http://REDACTED@m1:9000' and 'x@y'")]
+    [InlineData("http://u:a/b@h1 then http://v:c d@h2/k@z", "http://REDACTED@h1 then http://REDACTED@z")]
+    // After a host and port the path is a path, also at the end of a sentence.
+    [InlineData("http://h:9000/p@q, http://[::1]:1/r@s and http://h:9000. mail a@b", "http://h:9000/p@q, http://[::1]:1/r@s and http://h:9000. mail a@b")]
     public void Text_loses_the_values_of_signing_parameters(string text, string expected) =>
         Assert.Equal(expected, SecretRedaction.Text(text));
 
