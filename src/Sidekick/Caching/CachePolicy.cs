@@ -23,14 +23,6 @@ internal static class CachePolicy
     private static readonly string[] PresignParameters =
         ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-Security-Token", "X-Amz-SignedHeaders", "X-Amz-Algorithm", "Signature", "AWSAccessKeyId", "Expires"];
 
-    /// <summary>
-    /// Those of them that are, or name, a credential: any one makes the request a credentialed one. Also the signatures
-    /// of Google Cloud Storage's (X-Goog-Signature) and Azure's (sig, a SAS) signed URLs: not left out of the key, but
-    /// each reuse is confirmed with its requester, so an entry is not served past its URL's expiry.
-    /// </summary>
-    private static readonly string[] CredentialParameters =
-        ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId", "X-Goog-Signature", "X-Goog-Credential", "sig"];
-
     /// <summary>Whether the (decoded) query parameter name is one of a presigned URL's signing parameters.</summary>
     public static bool IsPresignParameter(string name) =>
         PresignParameters.Any(p => string.Equals(p, name, StringComparison.OrdinalIgnoreCase));
@@ -63,9 +55,13 @@ internal static class CachePolicy
         return true;
     }
 
-    /// <summary>Whether the (decoded) query parameter name is, or names, a credential.</summary>
-    public static bool IsCredentialParameter(string name) =>
-        CredentialParameters.Any(p => string.Equals(p, name, StringComparison.OrdinalIgnoreCase));
+    /// <summary>
+    /// Whether the (decoded) query parameter name is, or names, a credential (<see cref="Security.CredentialParameters"/>,
+    /// the list the output redacts): any one makes the request a credentialed one. Those of Google Cloud Storage's and
+    /// Azure's signed URLs are not left out of the key, but each reuse is confirmed with its requester, so an entry is
+    /// not served past its URL's expiry.
+    /// </summary>
+    public static bool IsCredentialParameter(string name) => Security.CredentialParameters.Contains(name);
 
     /// <summary>OpenStack Swift's and Ceph RGW's token header, their Authorization.</summary>
     private const string AuthToken = "X-Auth-Token";

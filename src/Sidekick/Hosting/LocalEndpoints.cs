@@ -16,7 +16,7 @@ namespace Sidekick.Hosting;
 /// </summary>
 internal sealed class LocalEndpoints(
     TopologyStore topology, Func<string?> certificatePem, PrometheusExporter metrics, ResponseCache? cache, bool adminListener, bool diagnostics,
-    Routing.PanicRule? panic = null, Routing.BackendWait? waits = null)
+    Routing.PanicRule? panic = null, Routing.BackendWait? waits = null, TimeProvider? time = null)
 {
     public const string MetricsPath = "/.prometheus/metrics";
     public const string HealthPath = "/v1/health";
@@ -58,7 +58,7 @@ internal sealed class LocalEndpoints(
 
         if (diagnostics && path is not null && (path == "/debug" || path.StartsWith("/debug/", StringComparison.Ordinal)))
         {
-            return DiagnosticsEndpoints.HandleAsync(context);
+            return DiagnosticsEndpoints.HandleAsync(context, time ?? TimeProvider.System);
         }
 
         context.Response.StatusCode = StatusCodes.Status404NotFound;
@@ -69,7 +69,9 @@ internal sealed class LocalEndpoints(
 
     private bool TryAdmin(HttpContext context, string? path, out Task handled)
     {
-        if (path == MetricsPath && IsRawTarget(context, MetricsPath))
+        // Only the methods that read are sidekick's, as for the state and the certificates: a PUT, POST or DELETE
+        // to a local path is an S3 request like any other on the proxy port (a 404 on the admin listener).
+        if (path == MetricsPath && (HttpMethods.IsGet(context.Request.Method) || HttpMethods.IsHead(context.Request.Method)) && IsRawTarget(context, MetricsPath))
         {
             context.Response.ContentType = PrometheusExporter.ContentType;
             handled = context.Response.WriteAsync(metrics.Render());

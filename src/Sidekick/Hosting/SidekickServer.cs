@@ -211,7 +211,7 @@ internal sealed class SidekickServer : IAsyncDisposable
             Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache, Panic, Waits,
             () => _sendTimeout?.Closed ?? 0);
         var local = new LocalEndpoints(Topology, parts.CertificatePem ?? (static () => null), metrics, Cache,
-            adminListener: _admin is not null, diagnostics: options.Pprof is { Length: > 0 }, Panic, Waits);
+            adminListener: _admin is not null, diagnostics: options.Pprof is { Length: > 0 }, Panic, Waits, time);
         var adminListener = _admin;
         var diagnosticsListener = _diagnostics;
         _app.Run(context =>
@@ -223,7 +223,7 @@ internal sealed class SidekickServer : IAsyncDisposable
 
             if (diagnosticsListener is not null && diagnosticsListener.Serves(context.Connection))
             {
-                return DiagnosticsEndpoints.HandleAsync(context);
+                return DiagnosticsEndpoints.HandleAsync(context, time);
             }
 
             return local.TryHandle(context, out var handled) ? handled : Proxy.HandleAsync(context);

@@ -12,12 +12,27 @@ namespace Sidekick.Observability;
 /// </summary>
 internal static class DiagnosticsEndpoints
 {
-    public static Task HandleAsync(HttpContext context) => context.Request.Path.Value switch
+    /// <summary>
+    /// 1 while a /debug/events capture runs, in the whole process: creating and disposing EventListeners on
+    /// several threads at once deadlocks inside the runtime (EventListener.Dispose and the EventPipe dispatcher
+    /// take the same two locks in opposite orders), which stops every request, so a second capture is refused.
+    /// </summary>
+    private static int s_capturing;
+
+    /// <summary>When the running capture ends, in <see cref="TimeProvider.GetTimestamp"/> units (for Retry-After).</summary>
+    private static long s_captureEnds;
+
+    /// <summary>Whether a /debug/events capture is running (for tests).</summary>
+    internal static bool Capturing => Volatile.Read(ref s_capturing) != 0;
+
+    /// <param name="context">The request, on the --pprof or admin listener.</param>
+    /// <param name="time">The clock a /debug/events capture waits on (the server's).</param>
+    public static Task HandleAsync(HttpContext context, TimeProvider time) => context.Request.Path.Value switch
     {
         "/debug/gc" => Json(context, WriteGc),
         "/debug/threadpool" => Json(context, WriteThreadPool),
         "/debug/process" => Json(context, WriteProcess),
-        "/debug/events" => EventsAsync(context),
+        "/debug/events" => EventsAsync(context, time),
         "/debug/gc/collect" when HttpMethods.IsPost(context.Request.Method) => IsLocalClient(context) ? CollectAsync(context) : Refuse(context),
         _ => Index(context),
     };
@@ -31,7 +46,7 @@ internal static class DiagnosticsEndpoints
               GET  /debug/gc              GC and heap statistics (JSON)
               GET  /debug/threadpool      thread pool threads, queue length, completed items (JSON)
               GET  /debug/process         CPU time, working set, handles, uptime (JSON)
-              GET  /debug/events?seconds=N  runtime event counts (GC, allocation ticks, contention, exceptions) over N seconds
+              GET  /debug/events?seconds=N  runtime event counts (GC, allocation ticks, contention, exceptions) over N seconds; one at a time
               POST /debug/gc/collect      force a full blocking GC (then compare /debug/gc); from this host only
             For CPU traces and heap dumps: dotnet-trace collect -p PID, dotnet-gcdump collect -p PID, dotnet-counters monitor -p PID --counters Sidekick,System.Runtime
 
@@ -129,12 +144,29 @@ internal static class DiagnosticsEndpoints
         await Json(context, WriteGc);
     }
 
-    private static async Task EventsAsync(HttpContext context)
+    private static async Task EventsAsync(HttpContext context, TimeProvider time)
     {
         var seconds = int.TryParse(context.Request.Query["seconds"], out var s) ? Math.Clamp(s, 1, 60) : 5;
-        using var listener = new RuntimeEventCounter();
-        await Task.Delay(TimeSpan.FromSeconds(seconds), context.RequestAborted);
-        var counts = listener.Snapshot();
+        if (Interlocked.CompareExchange(ref s_capturing, 1, 0) != 0)
+        {
+            await Busy(context, time);
+            return;
+        }
+
+        Dictionary<string, long> counts;
+        try
+        {
+            Volatile.Write(ref s_captureEnds, time.GetTimestamp() + (seconds * time.TimestampFrequency));
+            // The listener is created and disposed inside the gate: both take the runtime's locks.
+            using var listener = new RuntimeEventCounter();
+            await Task.Delay(TimeSpan.FromSeconds(seconds), time, context.RequestAborted);
+            counts = listener.Snapshot();
+        }
+        finally
+        {
+            Volatile.Write(ref s_capturing, 0);
+        }
+
         await Json(context, json =>
         {
             json.WriteNumber("seconds", seconds);
@@ -146,6 +178,15 @@ internal static class DiagnosticsEndpoints
 
             json.WriteEndObject();
         });
+    }
+
+    private static Task Busy(HttpContext context, TimeProvider time)
+    {
+        var left = time.GetElapsedTime(time.GetTimestamp(), Volatile.Read(ref s_captureEnds));
+        context.Response.StatusCode = StatusCodes.Status429TooManyRequests;
+        context.Response.Headers.RetryAfter = Math.Clamp((long)Math.Ceiling(left.TotalSeconds), 1, 60).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        return context.Response.WriteAsync("a /debug/events capture is already running: one at a time, try again when it ends\n");
     }
 
     /// <summary>Counts runtime events (GC, allocation ticks, contention, exceptions) while it is alive.</summary>

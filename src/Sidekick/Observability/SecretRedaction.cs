@@ -6,16 +6,13 @@ namespace Sidekick.Observability;
 /// <summary>
 /// The one rule for credentials in anything sidekick prints (trace records, --debug headers and bodies, log
 /// lines): the name stays, the value becomes <see cref="Redacted"/>. Header values of credential headers go
-/// whole; in queries and in text, only the values of the presigned-URL parameters. Records keep the raw values
+/// whole; in queries and in text, only the values of the signed-URL credential parameters. Records keep the raw values
 /// (they never leave the process); the rule is applied where a record or reason turns into text, on the
 /// output writer, so the request path pays nothing for it.
 /// </summary>
 internal static class SecretRedaction
 {
     public const string Redacted = "REDACTED";
-
-    /// <summary>Query parameters whose values sign or authorise a request (SigV4 and SigV2 presigned URLs).</summary>
-    private static readonly string[] ParameterNames = ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "AWSAccessKeyId"];
 
     /// <summary>
     /// Headers whose whole value is a credential: the request's authorisation and cookies, the STS session
@@ -41,7 +38,11 @@ internal static class SecretRedaction
     /// </summary>
     private static readonly string[] ErrorBodyElements = ["SignatureProvided", "StringToSign", "StringToSignBytes", "CanonicalRequest", "CanonicalRequestBytes", "AWSAccessKeyId"];
 
-    private static readonly SearchValues<string> Candidates = SearchValues.Create(ParameterNames, StringComparison.OrdinalIgnoreCase);
+    /// <summary>
+    /// The query parameters whose values sign or authorise a request: the list the cache treats as credentials
+    /// (SigV4, SigV2, Google Cloud Storage's signed URLs, Azure's SAS).
+    /// </summary>
+    private static readonly SearchValues<string> Candidates = SearchValues.Create(Security.CredentialParameters.Names.AsSpan(), StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Characters that may be part of a parameter name: a candidate preceded by one is not a name of its own.</summary>
     private static readonly SearchValues<char> NameCharacters = SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.%");
@@ -51,6 +52,12 @@ internal static class SecretRedaction
 
     /// <summary>Where a URL's authority (and so its user information) ends.</summary>
     private static readonly SearchValues<char> AuthorityEnd = SearchValues.Create("/?# \t\r\n\"'<>");
+
+    /// <summary>Where user information that holds '/', '?', '#' or a space ends at the latest: the text around the URL.</summary>
+    private static readonly SearchValues<char> UserInfoEnd = SearchValues.Create("\t\r\n\"'<>");
+
+    /// <summary>The characters of a host name or an IPv4 address.</summary>
+    private static readonly SearchValues<char> HostCharacters = SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%");
 
     public static bool IsSecretHeader(string name) => HeaderNames.Contains(name);
 
@@ -106,13 +113,15 @@ internal static class SecretRedaction
     /// Free text that may hold a URL or a query (a probe failure, a Location or Referer header, an error about
     /// a SITE): each <c>name=value</c> of a signing parameter that starts a word or follows '?', '&amp;' or ';'
     /// keeps its name and loses its value (up to '&amp;', ';', a space, a quote, '&lt;', '&gt;', ',' or '#'), and
-    /// the password of a URL's <c>user:password@</c> goes too.
+    /// a URL's user information (<c>user:password@</c>, <c>TOKEN@</c>) goes too. Names compare as in <see cref="Query"/>:
+    /// case-insensitively and percent-decoded (an S3 server decodes <c>X-Amz-Signatur%65</c>).
     /// </summary>
     public static string Text(string text)
     {
         text = UserInfo(text);
         var span = text.AsSpan();
-        if (span.IndexOfAny(Candidates) < 0)
+        // Fast path: nothing that could be a signing parameter (an encoded name needs a '%').
+        if (span.IndexOfAny(Candidates) < 0 && !span.Contains('%'))
         {
             return text;
         }
@@ -122,21 +131,23 @@ internal static class SecretRedaction
         var position = 0;
         while (position < text.Length)
         {
-            var found = span[position..].IndexOfAny(Candidates);
+            var found = span[position..].IndexOf('=');
             if (found < 0)
             {
                 break;
             }
 
-            var at = position + found;
-            var nameLength = MatchedNameLength(span[at..]);
-            var valueStart = at + nameLength + 1;
-            if ((at > 0 && NameCharacters.Contains(text[at - 1])) || valueStart > text.Length || text[valueStart - 1] != '=')
+            // The name is the run of name characters before the '=', so it starts a word or follows '?', '&' or ';'
+            // (a redacted value ends at a character that is not one, so a name never reaches into it).
+            var equals = position + found;
+            var nameStart = span[..equals].LastIndexOfAnyExcept(NameCharacters) + 1;
+            if (!IsSecretParameter(span[nameStart..equals]))
             {
-                position = at + 1;
+                position = equals + 1;
                 continue;
             }
 
+            var valueStart = equals + 1;
             var valueLength = span[valueStart..].IndexOfAny(TextValueEnd);
             var valueEnd = valueLength < 0 ? text.Length : valueStart + valueLength;
             redacted ??= new StringBuilder(text.Length);
@@ -148,7 +159,14 @@ internal static class SecretRedaction
         return redacted is null ? text : redacted.Append(text, copied, text.Length - copied).ToString();
     }
 
-    /// <summary><c>scheme://user:password@host</c> becomes <c>scheme://user:REDACTED@host</c>.</summary>
+    /// <summary>
+    /// <c>scheme://userinfo@host</c> becomes <c>scheme://REDACTED@host</c>, the user too: a user alone is often a
+    /// token (<c>http://TOKEN@host</c>). A password typed as is may hold '/', '?', '#' or a space, which end a URL's
+    /// authority; so when what precedes the first of them is not a host (and port), as <c>user:pa</c> of
+    /// <c>http://user:pa/ss@host</c> is not, the user information runs to the last '@' before the text around the
+    /// URL resumes (a quote, '&lt;', '&gt;', a line end, the next URL). After a host, '/' and the rest end the
+    /// authority as in any URL: <c>http://h/p@q</c> keeps its path.
+    /// </summary>
     private static string UserInfo(string text)
     {
         var scheme = text.IndexOf("://", StringComparison.Ordinal);
@@ -165,18 +183,52 @@ internal static class SecretRedaction
             var length = text.AsSpan(authority).IndexOfAny(AuthorityEnd);
             var end = length < 0 ? text.Length : authority + length;
             var at = text.AsSpan(authority, end - authority).LastIndexOf('@');
-            var colon = at < 0 ? -1 : text.AsSpan(authority, at).IndexOf(':');
-            if (colon >= 0)
+            if (at < 0 && end < text.Length && !IsHostAndPort(text.AsSpan(authority, end - authority)))
+            {
+                var next = text.IndexOf("://", end, StringComparison.Ordinal);
+                var around = text.AsSpan(end, (next < 0 ? text.Length : next) - end).IndexOfAny(UserInfoEnd);
+                var limit = around < 0 ? (next < 0 ? text.Length : next) : end + around;
+                at = text.AsSpan(authority, limit - authority).LastIndexOf('@');
+            }
+
+            if (at >= 0)
             {
                 redacted ??= new StringBuilder(text.Length);
-                redacted.Append(text, copied, authority + colon + 1 - copied).Append(Redacted);
+                redacted.Append(text, copied, authority - copied).Append(Redacted);
                 copied = authority + at;
+                end = Math.Max(end, copied);
             }
 
             scheme = end < text.Length ? text.IndexOf("://", end, StringComparison.Ordinal) : -1;
         }
 
         return redacted is null ? text : redacted.Append(text, copied, text.Length - copied).ToString();
+    }
+
+    /// <summary>
+    /// Whether an authority without '@' is a host and an optional port (<c>h</c>, <c>h:9000</c>, <c>[::1]:1</c>), not
+    /// the start of user information cut by a '/', '?', '#' or space in it (<c>user:pa</c>); punctuation that ends a
+    /// sentence after the port does not count.
+    /// </summary>
+    private static bool IsHostAndPort(ReadOnlySpan<char> authority)
+    {
+        authority = authority.TrimEnd(".,;:)");
+        if (authority.StartsWith('['))
+        {
+            var close = authority.IndexOf(']');
+            if (close < 0)
+            {
+                return false;
+            }
+
+            authority = authority[(close + 1)..];
+            return authority.IsEmpty || (authority[0] == ':' && !authority[1..].ContainsAnyExceptInRange('0', '9'));
+        }
+
+        var colon = authority.IndexOf(':');
+        var host = colon < 0 ? authority : authority[..colon];
+        var port = colon < 0 ? [] : authority[(colon + 1)..];
+        return !host.ContainsAnyExcept(HostCharacters) && !port.ContainsAnyExceptInRange('0', '9');
     }
 
     /// <summary>
@@ -204,26 +256,16 @@ internal static class SecretRedaction
         return Text(body);
     }
 
-    /// <summary>The length of the longest signing-parameter name at the start of <paramref name="text"/>.</summary>
-    private static int MatchedNameLength(ReadOnlySpan<char> text)
-    {
-        var longest = 0;
-        foreach (var name in ParameterNames)
-        {
-            if (name.Length > longest && text.StartsWith(name, StringComparison.OrdinalIgnoreCase))
-            {
-                longest = name.Length;
-            }
-        }
-
-        return longest;
-    }
-
     private static bool IsSecretParameter(ReadOnlySpan<char> name)
     {
-        foreach (var candidate in ParameterNames)
+        if (!name.Contains('%'))
         {
-            if (name.Contains('%') ? DecodedEquals(name, candidate) : name.Equals(candidate, StringComparison.OrdinalIgnoreCase))
+            return Security.CredentialParameters.Contains(name);
+        }
+
+        foreach (var candidate in Security.CredentialParameters.Names)
+        {
+            if (DecodedEquals(name, candidate))
             {
                 return true;
             }

@@ -56,7 +56,7 @@ internal static class ShortTextLine
         line.Raw(" "u8);
         plain &= line.Plain(r.Client);
         line.Raw(" "u8);
-        line.Spaces(Math.Max(Math.Abs(15 - r.Client.Length), 1));
+        line.Spaces(Math.Max(15 - r.Client.Length, 1));
         line.Raw("  "u8);
         var latency = chars[..GoDuration.FormatRounded(r.Latency, chars)];
         line.Chars(latency);

@@ -81,7 +81,8 @@ internal sealed class TraceFormatter(ConsoleMode mode)
         latency = latency[..GoDuration.FormatRounded(r.Latency, latency)];
         Span<char> size = stackalloc char[ByteSize.MaxIecLength];
         var client = PrintableText.Of(r.Client);
-        line.Append(' ').Append(client).Append(' ').Append(' ', Math.Max(Math.Abs(15 - client.Length), 1)).Append("  ")
+        // The column is 15 wide (an IPv4 address); a longer address pushes the rest by one space, never by its length.
+        line.Append(' ').Append(client).Append(' ').Append(' ', Math.Max(15 - client.Length, 1)).Append("  ")
             .Append(latency).Append(' ', Math.Max(Math.Abs(12 - latency.Length), 1))
             .Append(" ↑ ").Append(size[..ByteSize.FormatIec(r.Rx, size)])
             .Append(" ↓ ").Append(size[..ByteSize.FormatIec(r.Tx, size)]);

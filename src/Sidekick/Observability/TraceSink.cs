@@ -73,7 +73,8 @@ internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, Outpu
     /// <summary>
     /// The client as upstream reports it: first X-Forwarded-For entry, else X-Real-IP, else Forwarded for=,
     /// else the peer, whose fields count only when it is a trusted proxy; the port is removed without breaking IPv6
-    /// addresses.
+    /// addresses, and an address longer than <see cref="MaxClientLength"/> is cut there, with <see cref="ClientCut"/>
+    /// after it.
     /// </summary>
     public static string ClientOf(HttpContext context) => ClientOf(context, ClientAddressFields.Of(context.Request.Headers));
 
@@ -93,7 +94,9 @@ internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, Outpu
         string? client = null;
         if (forwardedFor.Count > 0)
         {
-            client = forwardedFor[0]!.Split(',')[0].Trim();
+            var first = forwardedFor[0]!;
+            var comma = first.IndexOf(',', StringComparison.Ordinal);
+            client = (comma < 0 ? first : first[..comma]).Trim();
         }
         else if (realIp.Count > 0)
         {
@@ -113,8 +116,18 @@ internal sealed class TraceSink(SidekickOptions options, ConsoleMode mode, Outpu
         }
 
         client ??= peer?.ToString() ?? "";
-        return StripPort(client);
+        client = StripPort(client);
+        return client.Length <= MaxClientLength ? client : string.Concat(client.AsSpan(0, MaxClientLength), ClientCut);
     }
+
+    /// <summary>
+    /// The longest client address a trace keeps: an IPv6 address with a zone fits. The fields it comes from are the
+    /// client's to choose, and a 30 KB X-Forwarded-For would otherwise be 30 KB of every line of its requests.
+    /// </summary>
+    public const int MaxClientLength = 64;
+
+    /// <summary>What replaces the rest of a longer address, so a reader knows it was cut.</summary>
+    public const string ClientCut = "...";
 
     public static IReadOnlyList<KeyValuePair<string, string[]>> Capture(IHeaderDictionary headers)
     {

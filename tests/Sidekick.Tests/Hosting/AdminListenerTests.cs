@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.NetworkInformation;
 using System.Net.Sockets;
 using System.Text.Json;
+using Sidekick.Hosting;
 using Sidekick.Tests.Infrastructure;
 using Sidekick.Tests.Integration;
 
@@ -96,6 +97,44 @@ public sealed class AdminListenerTests
         var metrics = await RawClient.ExchangeAsync(port, "GET /.prometheus/metrics?x HTTP/1.1\r\nHost: s3\r\n\r\n");
         Assert.Contains("sidekick_requests_total", metrics.Body, StringComparison.Ordinal);
         Assert.Equal(hits, a.Hits);
+    }
+
+    [Fact]
+    public async Task The_metrics_answer_reads_only_and_other_methods_go_where_they_go_for_the_state()
+    {
+        await using var a = await TestBackend.StartAsync("a");
+        var options = SidekickHarness.FastOptions with { AdminAddress = "127.0.0.1:0" };
+        await using (var withAdmin = await SidekickHarness.StartAsync(options, [a]))
+        {
+            var admin = withAdmin.Server.AdminAddress!.Port;
+            Assert.Contains("sidekick_requests_total", (await RawClient.ExchangeAsync(admin, "GET /.prometheus/metrics HTTP/1.1\r\nHost: s3\r\n\r\n")).Body, StringComparison.Ordinal);
+            using var client = new HttpClient { BaseAddress = withAdmin.Server.AdminAddress };
+            using var head = await client.SendAsync(new HttpRequestMessage(HttpMethod.Head, LocalEndpoints.MetricsPath));
+            Assert.Equal(HttpStatusCode.OK, head.StatusCode);
+            foreach (var method in new[] { "PUT", "POST", "DELETE", "PATCH" })
+            {
+                var answer = await RawClient.ExchangeAsync(admin, $"{method} /.prometheus/metrics HTTP/1.1\r\nHost: s3\r\nContent-Length: 0\r\n\r\n");
+                Assert.Equal(404, answer.Status);
+                Assert.StartsWith("not an admin path", answer.Body, StringComparison.Ordinal);
+            }
+        }
+
+        // Without --admin-address a write to the path is an S3 request: the backend gets it, as a PUT /v1/state.
+        await using var sidekick = await SidekickHarness.StartAsync([a]);
+        var port = sidekick.BaseAddress.Port;
+        using (var head = await sidekick.Client.SendAsync(new HttpRequestMessage(HttpMethod.Head, LocalEndpoints.MetricsPath)))
+        {
+            Assert.Equal(HttpStatusCode.OK, head.StatusCode);
+            Assert.False(head.Headers.Contains("X-Backend"));
+        }
+
+        foreach (var method in new[] { "PUT", "POST", "DELETE" })
+        {
+            var hits = a.Seen.Count(r => r.Method == method && r.RawTarget == LocalEndpoints.MetricsPath);
+            var answer = await RawClient.ExchangeAsync(port, $"{method} /.prometheus/metrics HTTP/1.1\r\nHost: s3\r\nContent-Length: 0\r\n\r\n");
+            Assert.Equal("a", answer.Body);
+            Assert.Equal(hits + 1, a.Seen.Count(r => r.Method == method && r.RawTarget == LocalEndpoints.MetricsPath));
+        }
     }
 
     [Fact]

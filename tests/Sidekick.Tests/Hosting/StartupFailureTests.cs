@@ -199,6 +199,6 @@ public sealed class StartupFailureTests
     [Fact]
     public async Task A_site_with_credentials_is_refused_without_printing_the_password() =>
         AssertOneLine(1,
-            "sidekick: endpoint \"http://minio:REDACTED@127.0.0.1:9000\" must not carry credentials, a query or a fragment",
+            "sidekick: endpoint \"http://REDACTED@127.0.0.1:9000\" must not carry credentials, a query or a fragment",
             await SidekickProcess.RunAsync("--address", "127.0.0.1:0", "http://minio:pa55w0rd@127.0.0.1:9000"));
 }

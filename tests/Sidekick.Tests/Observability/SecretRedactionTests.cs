@@ -31,6 +31,11 @@ public sealed class SecretRedactionTests
     [InlineData("Signature=a&Signature=&&x=1&", "Signature=REDACTED&Signature=REDACTED&&x=1&")]
     [InlineData("", "")]
     [InlineData("versionId=3&uploads", "versionId=3&uploads")]
+    // Google Cloud Storage's signed URLs and Azure's SAS: the names the cache takes for credentials.
+    [InlineData("X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=sa%40p.iam%2F20260101%2Fauto%2Fstorage%2Fgoog4_request&X-Goog-Signature=0123ab&X-Goog-Security-Token=tok",
+        "X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=REDACTED&X-Goog-Signature=REDACTED&X-Goog-Security-Token=REDACTED")]
+    [InlineData("sv=2022-11-02&se=2026-01-01T00%3A00%3A00Z&sp=r&SIG=abc%3D&%73ig=def", "sv=2022-11-02&se=2026-01-01T00%3A00%3A00Z&sp=r&SIG=REDACTED&%73ig=REDACTED")]
+    [InlineData("sigma=1&design=2", "sigma=1&design=2")]
     public void Query_values_of_signing_parameters_are_redacted(string query, string expected) =>
         Assert.Equal(expected, SecretRedaction.Query(query));
 
@@ -75,12 +80,39 @@ public sealed class SecretRedactionTests
     [InlineData("connection refused", "connection refused")]
     [InlineData("MySignature=abc Signature", "MySignature=abc Signature")]
     [InlineData("ends with Signature=", "ends with Signature=REDACTED")]
-    // A URL's password goes, its user stays.
-    [InlineData("endpoint \"http://minio:pa55w0rd@m1:9000\" must not carry credentials", "endpoint \"http://minio:REDACTED@m1:9000\" must not carry credentials")]
-    [InlineData("a http://u:p@h/x@y b https://v:q:r@[::1]:1?z=@ c", "a http://u:REDACTED@h/x@y b https://v:REDACTED@[::1]:1?z=@ c")]
-    [InlineData("http://user@h:1 and http://h/p@q and mailto:a@b", "http://user@h:1 and http://h/p@q and mailto:a@b")]
+    // A percent-encoded name is the same parameter to the server, in text as in a query.
+    [InlineData("probe http://m1:9000/b/k?X-Amz-Signatur%65=abc&x=1 failed", "probe http://m1:9000/b/k?X-Amz-Signatur%65=REDACTED&x=1 failed")]
+    [InlineData("Location: /k?%58-Amz-Credential=AKIA%2Fx;X%2DAmz%2DSecurity%2DToken=tok", "Location: /k?%58-Amz-Credential=REDACTED;X%2DAmz%2DSecurity%2DToken=REDACTED")]
+    [InlineData("100% done, a=%41&b=1", "100% done, a=%41&b=1")]
+    [InlineData("https://acct.blob.core.windows.net/c/b?sv=2022-11-02&sig=abc%3D and X-Goog-Signature=0123",
+        "https://acct.blob.core.windows.net/c/b?sv=2022-11-02&sig=REDACTED and X-Goog-Signature=REDACTED")]
+    // A URL's user information goes whole: a user alone may be a token.
+    [InlineData("endpoint \"http://minio:pa55w0rd@m1:9000\" must not carry credentials", "endpoint \"http://REDACTED@m1:9000\" must not carry credentials")]
+    [InlineData("a http://u:p@h/x@y b https://v:q:r@[::1]:1?z=@ c", "a http://REDACTED@h/x@y b https://REDACTED@[::1]:1?z=@ c")]
+    [InlineData("http://user@h:1 and http://h/p@q and mailto:a@b", "http://REDACTED@h:1 and http://h/p@q and mailto:a@b")]
+    [InlineData("probe of https://ghp_0123456789abcdef@git.example.com/x failed", "probe of https://REDACTED@git.example.com/x failed")]
+    // A password typed as is, with the characters that end an authority: up to the last '@' before the host.
+    [InlineData("endpoint \"http://minio:pa/ss@m1:9000/b\" is invalid", "endpoint \"http://REDACTED@m1:9000/b\" is invalid")]
+    [InlineData("http://minio:p?a#s/s@m1:9000", "http://REDACTED@m1:9000")]
+    [InlineData("'http://minio:my secret pass@m1:9000' and 'x@y'", "'http://REDACTED@m1:9000' and 'x@y'")]
+    [InlineData("http://u:a/b@h1 then http://v:c d@h2/k@z", "http://REDACTED@h1 then http://REDACTED@z")]
+    // After a host and port the path is a path, also at the end of a sentence.
+    [InlineData("http://h:9000/p@q, http://[::1]:1/r@s and http://h:9000. mail a@b", "http://h:9000/p@q, http://[::1]:1/r@s and http://h:9000. mail a@b")]
     public void Text_loses_the_values_of_signing_parameters(string text, string expected) =>
         Assert.Equal(expected, SecretRedaction.Text(text));
+
+    [Fact]
+    public void The_output_redacts_every_parameter_the_cache_takes_for_a_credential()
+    {
+        foreach (var name in Sidekick.Security.CredentialParameters.Names)
+        {
+            Assert.True(Sidekick.Caching.CachePolicy.IsCredentialParameter(name));
+            Assert.Equal($"a=1&{name}=REDACTED", SecretRedaction.Query($"a=1&{name}=secret"));
+            Assert.Equal($"see /k?{name}=REDACTED now", SecretRedaction.Text($"see /k?{name}=secret now"));
+        }
+
+        Assert.Contains("X-Goog-Security-Token", Sidekick.Security.CredentialParameters.Names);
+    }
 
     [Fact]
     public void An_s3_signature_error_body_loses_the_signature_material()

@@ -190,6 +190,32 @@ public sealed class TraceFormatTests
                 false, at, new Sidekick.Caching.CacheStoreFailure(Sidekick.Caching.CacheStoreFailureReason.Unreachable, Hostile), null, false)));
     }
 
+    [Fact]
+    public void A_long_client_address_moves_the_columns_by_one_space_not_by_its_length()
+    {
+        // Longer than ClientOf keeps: the formatters are the last line of defence.
+        var record = Record with { Client = new string('a', 1_000) };
+        var expected = $"   LOG: 12:00:00.123 [200 OK]  http://minio2:9000 GET /bucket/obj?versionId=1 {record.Client}    1.234ms      ↑ 512 B ↓ 1.0 MiB";
+        Assert.Equal(expected, new TraceFormatter(Mode()).ShortText(record));
+        var direct = new System.Buffers.ArrayBufferWriter<byte>();
+        Assert.True(ShortTextLine.TryWrite(record, false, direct));
+        Assert.Equal(expected, System.Text.Encoding.UTF8.GetString(direct.WrittenSpan));
+    }
+
+    [Fact]
+    public void A_huge_forwarded_for_is_logged_as_its_first_entry_cut_to_a_sane_length()
+    {
+        var context = new DefaultHttpContext();
+        var first = new string('1', 30_000);
+        context.Request.Headers["X-Forwarded-For"] = first + ", 5.6.7.8";
+        Assert.Equal(new string('1', TraceSink.MaxClientLength) + "...", TraceSink.ClientOf(context));
+        context.Request.Headers["X-Forwarded-For"] = "fe80::1%eth0-with-a-long-zone-name-0123456789abcdef, 5.6.7.8";
+        Assert.Equal("fe80::1%eth0-with-a-long-zone-name-0123456789abcdef", TraceSink.ClientOf(context));
+        context.Request.Headers.Remove("X-Forwarded-For");
+        context.Request.Headers["X-Real-IP"] = first;
+        Assert.Equal(TraceSink.MaxClientLength + 3, TraceSink.ClientOf(context).Length);
+    }
+
     [Theory]
     [InlineData("1.2.3.4, 5.6.7.8", null, "1.2.3.4")]
     [InlineData(null, "9.9.9.9", "9.9.9.9")]
