@@ -205,7 +205,7 @@ public sealed class TraceFormatTests
     [Fact]
     public void A_huge_forwarded_for_is_logged_as_its_first_entry_cut_to_a_sane_length()
     {
-        var context = new DefaultHttpContext();
+        var context = FromTrustedProxy();
         var first = new string('1', 30_000);
         context.Request.Headers["X-Forwarded-For"] = first + ", 5.6.7.8";
         Assert.Equal(new string('1', TraceSink.MaxClientLength) + "...", TraceSink.ClientOf(context));
@@ -224,7 +224,7 @@ public sealed class TraceFormatTests
     [InlineData("10.0.0.1:5555", null, "10.0.0.1")]
     public void Client_address_is_ipv6_safe(string? xff, string? realIp, string expected)
     {
-        var context = new DefaultHttpContext();
+        var context = FromTrustedProxy();
         if (xff is not null)
         {
             context.Request.Headers["X-Forwarded-For"] = xff;
@@ -236,5 +236,23 @@ public sealed class TraceFormatTests
         }
 
         Assert.Equal(expected, TraceSink.ClientOf(context));
+    }
+
+    [Fact]
+    public void A_peer_that_is_not_a_trusted_proxy_is_logged_as_itself_whatever_it_claims()
+    {
+        var context = new DefaultHttpContext();
+        context.Connection.RemoteIpAddress = System.Net.IPAddress.Parse("192.0.2.10");
+        context.Request.Headers["X-Forwarded-For"] = "6.6.6.6";
+        context.Request.Headers["X-Real-IP"] = "6.6.6.7";
+        Assert.Equal("192.0.2.10", TraceSink.ClientOf(context));
+    }
+
+    /// <summary>A request from loopback, a trusted proxy by default: its forwarding fields name the client.</summary>
+    private static DefaultHttpContext FromTrustedProxy()
+    {
+        var context = new DefaultHttpContext();
+        context.Connection.RemoteIpAddress = System.Net.IPAddress.Loopback;
+        return context;
     }
 }
