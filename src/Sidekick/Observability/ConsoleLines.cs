@@ -13,7 +13,7 @@ namespace Sidekick.Observability;
 /// </summary>
 internal sealed class ConsoleLines(bool json, string programName, TimeProvider time)
 {
-    private static readonly JsonWriterOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    private static readonly JsonWriterOptions JsonOptions = new() { Encoder = LogJsonEncoder.Instance };
 
     /// <summary>Plain text under the default program name, for code that runs without options (tests, reloads).</summary>
     public static ConsoleLines Plain { get; } = new(false, "sidekick", TimeProvider.System);

@@ -13,7 +13,7 @@ namespace Sidekick.Observability;
 /// </summary>
 internal sealed class TraceFormatter(ConsoleMode mode)
 {
-    public static readonly JsonWriterOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    public static readonly JsonWriterOptions JsonOptions = new() { Encoder = LogJsonEncoder.Instance };
 
     /// <summary>Whether records print as JSON (written with <see cref="Write"/>) or as text (<see cref="Append"/>).</summary>
     public bool Json => mode.Json;

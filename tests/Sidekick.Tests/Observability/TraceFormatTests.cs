@@ -59,6 +59,28 @@ public sealed class TraceFormatTests
         Assert.Equal("versionId=1", json.GetProperty("query").GetString());
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Bidirectional_controls_a_client_sends_are_escaped_in_json_lines(bool debug)
+    {
+        // U+202E and the isolates reorder what a terminal shows of the rest of the line ("Trojan Source"): a log read
+        // with cat or less would show another path than the one asked for. Other non-ASCII text stays readable.
+        var record = Record with { Path = "/bucket/\u202Etxt.exe\u2066x\u2069\u200F\u061Cé" };
+        var line = new TraceFormatter(Mode(json: true, debug: debug)).Format(record);
+
+        foreach (var control in new[] { "\u202E", "\u2066", "\u2069", "\u200F", "\u061C" })
+        {
+            Assert.DoesNotContain(control, line, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("\\u202E", line, StringComparison.Ordinal);
+        Assert.Contains("é", line, StringComparison.Ordinal);
+        var json = JsonDocument.Parse(line).RootElement;
+        var path = debug ? json.GetProperty("request").GetProperty("path").GetString() : json.GetProperty("path").GetString();
+        Assert.StartsWith(record.Path, path, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Full_json_has_request_response_and_stats()
     {
