@@ -79,6 +79,15 @@ internal sealed class Http1Forwarder : IDisposable
             return ForwardAsync(context, meter.Response, _pools.For(destinationPrefix), rawTarget!, bodyLength, requestConfig.ActivityTimeout ?? DefaultActivityTimeout);
         }
 
+        if (!meter.RequestMayHaveBody && context.Request.ContentLength is null && !IdempotentMethods.Contains(context.Request.Method))
+        {
+            // .NET's HttpClient sends a request without content again when a kept-alive connection ends before the
+            // answer (dotnet/runtime#86714), whatever its method: a bodyless POST the backend had read and acted on
+            // would be carried out twice. It does not for a request with content, and YARP gives one with
+            // "Content-Length: 0" (the same request: no body; servers expect the field of a POST anyway).
+            context.Request.ContentLength = 0;
+        }
+
         meter.Install();
         return _fallback.SendAsync(context, destinationPrefix, httpClient, requestConfig, SidekickTransformer.Instance);
     }
