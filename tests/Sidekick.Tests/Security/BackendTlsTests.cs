@@ -148,24 +148,8 @@ public sealed class BackendTlsTests
         // spelling of a Host.
         using var certificates = new TestCertificates();
         var server = certificates.Leaf("backend");
-        var names = new ConcurrentQueue<string>();
-        var hosts = new ConcurrentQueue<string>();
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.UseHttps(https =>
-            https.ServerCertificateSelector = (_, name) =>
-            {
-                names.Enqueue(name ?? "(none)");
-                return server.Certificate;
-            })));
-        await using var backend = builder.Build();
-        backend.Run(context =>
-        {
-            hosts.Enqueue(context.Request.Host.Value ?? "");
-            return context.Response.WriteAsync("ok");
-        });
-        await backend.StartAsync();
-        var backendPort = new Uri(backend.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        var (backend, backendPort, names, hosts) = await StartNamingBackendAsync(server.Certificate);
+        await using var running = backend;
 
         var (instance, http) = await StartSidekickAsync(backendPort, o => o with { CaCert = certificates.CaPath });
         await using (instance)
@@ -190,6 +174,65 @@ public sealed class BackendTlsTests
             Assert.InRange(names.Count, 1, 3);
             Assert.True(state.IsUp);
         }
+    }
+
+    [Fact]
+    public async Task Each_backend_of_a_site_is_named_by_its_own_host()
+    {
+        // One connection pool serves the whole site, but each backend is checked against the name it was given: a
+        // site of a name and an address must not present the first backend's name to the second.
+        using var certificates = new TestCertificates();
+        var server = certificates.Leaf("backend");
+        var (a, aPort, aNames, _) = await StartNamingBackendAsync(server.Certificate);
+        var (b, bPort, bNames, _) = await StartNamingBackendAsync(server.Certificate);
+        await using var runningA = a;
+        await using var runningB = b;
+
+        var (instance, http) = await StartSidekickAsync(aPort, o => o with
+        {
+            CaCert = certificates.CaPath,
+            Sites = [$"https://localhost:{aPort},https://127.0.0.1:{bPort}"],
+        });
+        await using (instance)
+        using (http)
+        {
+            await Eventually.WaitUntilAsync(() => instance.Server.Topology.Current.AllBackends.All(backend => backend.IsUp), timeoutMs: 45000);
+            for (var i = 0; i < 4; i++)
+            {
+                Assert.Equal("ok", await http.GetStringAsync($"/o{i}"));
+            }
+
+            Assert.NotEmpty(aNames);
+            Assert.All(aNames, name => Assert.Equal("localhost", name));
+            // An address is checked against the certificate's IP entries and never sent as SNI (RFC 6066 §3).
+            Assert.NotEmpty(bNames);
+            Assert.All(bNames, name => Assert.Equal("(none)", name));
+        }
+    }
+
+    /// <summary>An HTTPS backend answering "ok" that records the SNI of each handshake and the Host of each request.</summary>
+    private static async Task<(WebApplication App, int Port, ConcurrentQueue<string> Names, ConcurrentQueue<string> Hosts)> StartNamingBackendAsync(
+        X509Certificate2 certificate)
+    {
+        var names = new ConcurrentQueue<string>();
+        var hosts = new ConcurrentQueue<string>();
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.UseHttps(https =>
+            https.ServerCertificateSelector = (_, name) =>
+            {
+                names.Enqueue(string.IsNullOrEmpty(name) ? "(none)" : name);
+                return certificate;
+            })));
+        var app = builder.Build();
+        app.Run(context =>
+        {
+            hosts.Enqueue(context.Request.Host.Value ?? "");
+            return context.Response.WriteAsync("ok");
+        });
+        await app.StartAsync();
+        var port = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        return (app, port, names, hosts);
     }
 
     [Fact]
