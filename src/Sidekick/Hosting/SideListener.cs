@@ -74,6 +74,32 @@ internal sealed class SideListener
                (connection.LocalIpAddress is { } local && (local.Equals(bound.Address) || (local.IsIPv4MappedToIPv6 && local.MapToIPv4().Equals(bound.Address))));
     }
 
+    /// <summary>
+    /// Whether a request naming <paramref name="host"/> is answered here. A listener on a loopback address answers only
+    /// requests that name a loopback host (localhost, 127.x.x.x, [::1]): a web page whose name its owner points at
+    /// 127.0.0.1 (DNS rebinding) would otherwise read the state and metrics through an operator's browser on this
+    /// host, its requests carrying the page's own name. Listeners on other addresses are named however the network
+    /// names them (a scraper's target), so they answer any.
+    /// </summary>
+    public bool Admits(HostString host) =>
+        BoundEndPoint is not { } bound || !IPAddress.IsLoopback(bound.Address) || IsLoopbackName(host);
+
+    /// <summary>localhost, or a loopback address (brackets allowed), with any port.</summary>
+    public static bool IsLoopbackName(HostString host)
+    {
+        var name = host.Host.AsSpan().Trim('[').TrimEnd(']');
+        return name.Equals("localhost", StringComparison.OrdinalIgnoreCase) ||
+               (IPAddress.TryParse(name, out var address) && IPAddress.IsLoopback(address));
+    }
+
+    /// <summary>The answer to a request <see cref="Admits"/> refused: 421, the request was not meant for this server.</summary>
+    public static Task MisdirectedAsync(HttpContext context)
+    {
+        context.Response.StatusCode = StatusCodes.Status421MisdirectedRequest;
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        return context.Response.WriteAsync("this listener is on a loopback address and answers requests for localhost only\n");
+    }
+
     /// <summary>Whether a failed bind of <paramref name="endpoint"/> was this listener's.</summary>
     public bool Tried(IPEndPoint endpoint) => ListensOn(Address, endpoint);
 

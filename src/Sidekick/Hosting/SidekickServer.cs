@@ -218,11 +218,16 @@ internal sealed class SidekickServer : IAsyncDisposable
         {
             if (adminListener is not null && adminListener.Serves(context.Connection))
             {
-                return local.HandleAdminAsync(context);
+                return adminListener.Admits(context.Request.Host) ? local.HandleAdminAsync(context) : SideListener.MisdirectedAsync(context);
             }
 
             if (diagnosticsListener is not null && diagnosticsListener.Serves(context.Connection))
             {
+                if (!diagnosticsListener.Admits(context.Request.Host))
+                {
+                    return SideListener.MisdirectedAsync(context);
+                }
+
                 return DiagnosticsEndpoints.HandleAsync(context, time);
             }
 

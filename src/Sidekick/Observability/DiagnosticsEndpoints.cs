@@ -127,14 +127,19 @@ internal static class DiagnosticsEndpoints
     /// A full blocking collection pauses every request: only a client on this host may ask for one, even when the
     /// listener is reachable from the network (--pprof :1337 listens on every interface, as upstream's did).
     /// </summary>
+    /// <summary>
+    /// A loopback peer naming a loopback host: a web page on this host's browser (a form POST needs no permission from
+    /// us) names its own host, so it cannot force full blocking collections.
+    /// </summary>
     private static bool IsLocalClient(HttpContext context) =>
-        context.Connection.RemoteIpAddress is { } client && System.Net.IPAddress.IsLoopback(client.IsIPv4MappedToIPv6 ? client.MapToIPv4() : client);
+        context.Connection.RemoteIpAddress is { } client && System.Net.IPAddress.IsLoopback(client.IsIPv4MappedToIPv6 ? client.MapToIPv4() : client) &&
+        Hosting.SideListener.IsLoopbackName(context.Request.Host);
 
     private static Task Refuse(HttpContext context)
     {
         context.Response.StatusCode = StatusCodes.Status403Forbidden;
         context.Response.ContentType = "text/plain; charset=utf-8";
-        return context.Response.WriteAsync("POST /debug/gc/collect is only accepted from this host (a loopback address)\n");
+        return context.Response.WriteAsync("POST /debug/gc/collect is only accepted from this host (a loopback address, naming localhost or a loopback address)\n");
     }
 
     private static async Task CollectAsync(HttpContext context)

@@ -107,13 +107,13 @@ public sealed class AdminListenerTests
         await using (var withAdmin = await SidekickHarness.StartAsync(options, [a]))
         {
             var admin = withAdmin.Server.AdminAddress!.Port;
-            Assert.Contains("sidekick_requests_total", (await RawClient.ExchangeAsync(admin, "GET /.prometheus/metrics HTTP/1.1\r\nHost: s3\r\n\r\n")).Body, StringComparison.Ordinal);
+            Assert.Contains("sidekick_requests_total", (await RawClient.ExchangeAsync(admin, "GET /.prometheus/metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")).Body, StringComparison.Ordinal);
             using var client = new HttpClient { BaseAddress = withAdmin.Server.AdminAddress };
             using var head = await client.SendAsync(new HttpRequestMessage(HttpMethod.Head, LocalEndpoints.MetricsPath));
             Assert.Equal(HttpStatusCode.OK, head.StatusCode);
             foreach (var method in new[] { "PUT", "POST", "DELETE", "PATCH" })
             {
-                var answer = await RawClient.ExchangeAsync(admin, $"{method} /.prometheus/metrics HTTP/1.1\r\nHost: s3\r\nContent-Length: 0\r\n\r\n");
+                var answer = await RawClient.ExchangeAsync(admin, $"{method} /.prometheus/metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
                 Assert.Equal(404, answer.Status);
                 Assert.StartsWith("not an admin path", answer.Body, StringComparison.Ordinal);
             }
@@ -156,6 +156,35 @@ public sealed class AdminListenerTests
         // The proxy port forwards /debug/ paths: they are keys like any other.
         using var proxied = await sidekick.Client.GetAsync("/debug/gc");
         Assert.Equal("a", await proxied.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task A_listener_on_loopback_answers_only_requests_naming_a_loopback_host()
+    {
+        // DNS rebinding: a page at evil.example, its name pointed at 127.0.0.1, reads what the operator's browser fetches
+        // for it; its requests name evil.example. A form POST needs no such trick: it only has to reach the port.
+        await using var a = await TestBackend.StartAsync("a");
+        var options = SidekickHarness.FastOptions with { AdminAddress = "127.0.0.1:0", Pprof = $"127.0.0.1:{SidekickProcess.FreePort()}" };
+        await using var sidekick = await SidekickHarness.StartAsync(options, [a]);
+        var admin = sidekick.Server.AdminAddress!;
+
+        foreach (var (host, path, method) in new[] { ("evil.example", "/v1/state", "GET"), ($"evil.example:{admin.Port}", "/.prometheus/metrics", "GET"), ("evil.example", "/debug/gc/collect", "POST") })
+        {
+            var answer = await RawClient.ExchangeAsync(admin.Port, $"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n");
+            Assert.Equal(421, answer.Status);
+            Assert.DoesNotContain("sidekick_", answer.Body, StringComparison.Ordinal);
+            Assert.DoesNotContain(a.Url.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), answer.Body, StringComparison.Ordinal);
+        }
+
+        foreach (var host in new[] { "localhost", $"localhost:{admin.Port}", $"127.0.0.1:{admin.Port}", "127.8.9.10", "[::1]", $"[::1]:{admin.Port}" })
+        {
+            var answer = await RawClient.ExchangeAsync(admin.Port, $"GET /v1/state HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            Assert.Equal((host, 200), (host, answer.Status));
+        }
+
+        // A forced collection must name a loopback host too, wherever the diagnostics listen.
+        var posted = await RawClient.ExchangeAsync(admin.Port, "POST /debug/gc/collect HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+        Assert.Equal(200, posted.Status);
     }
 
     [NonLoopbackAddressFact]
