@@ -82,11 +82,19 @@ internal sealed class SideListener
     /// names them (a scraper's target), so they answer any.
     /// </summary>
     public bool Admits(HostString host) =>
-        BoundEndPoint is not { } bound || !IPAddress.IsLoopback(bound.Address) || IsLoopbackName(host);
+        BoundEndPoint is not { } bound || !IPAddress.IsLoopback(bound.Address) || NamesNoOtherHost(host);
 
-    /// <summary>localhost, or a loopback address (brackets allowed), with any port.</summary>
-    public static bool IsLoopbackName(HostString host)
+    /// <summary>
+    /// No Host at all (HTTP/1.0 health checkers send none; a browser always does), localhost, or a loopback address
+    /// (brackets allowed), with any port.
+    /// </summary>
+    public static bool NamesNoOtherHost(HostString host)
     {
+        if (!host.HasValue)
+        {
+            return true;
+        }
+
         var name = host.Host.AsSpan().Trim('[').TrimEnd(']');
         return name.Equals("localhost", StringComparison.OrdinalIgnoreCase) ||
                (IPAddress.TryParse(name, out var address) && IPAddress.IsLoopback(address));

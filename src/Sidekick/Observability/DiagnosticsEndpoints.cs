@@ -133,7 +133,7 @@ internal static class DiagnosticsEndpoints
     /// </summary>
     private static bool IsLocalClient(HttpContext context) =>
         context.Connection.RemoteIpAddress is { } client && System.Net.IPAddress.IsLoopback(client.IsIPv4MappedToIPv6 ? client.MapToIPv4() : client) &&
-        Hosting.SideListener.IsLoopbackName(context.Request.Host);
+        Hosting.SideListener.NamesNoOtherHost(context.Request.Host);
 
     private static Task Refuse(HttpContext context)
     {

@@ -182,6 +182,9 @@ public sealed class AdminListenerTests
             Assert.Equal((host, 200), (host, answer.Status));
         }
 
+        // An HTTP/1.0 health checker sends no Host at all; no browser does that.
+        Assert.Equal(200, (await RawClient.ExchangeAsync(admin.Port, "GET /v1/health HTTP/1.0\r\n\r\n")).Status);
+
         // A forced collection must name a loopback host too, wherever the diagnostics listen.
         var posted = await RawClient.ExchangeAsync(admin.Port, "POST /debug/gc/collect HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
         Assert.Equal(200, posted.Status);
