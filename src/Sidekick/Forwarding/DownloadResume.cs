@@ -168,10 +168,14 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
                 await SidekickTransformer.Instance.TransformRequestAsync(_context, request, backend.DestinationPrefix, aborted);
                 var from = BytesSent;
                 request.Headers.Range = new RangeHeaderValue(from, length - 1);
-                request.Headers.IfMatch.Clear();
-                request.Headers.TryAddWithoutValidation("If-Match", etag);
-                request.Headers.Remove("If-None-Match");
-                request.Headers.Remove("If-Modified-Since");
+                // The client's own conditionals stay as it sent them: they let the first response's version through,
+                // so they let it through again (and a 304 or 412 is refused below), and a SigV4 client signs every
+                // field it sends, so a removed or replaced one voids the signature. If-Match is added where the client
+                // sent none; the 206's ETag is checked against the first response's whatever the backend made of it.
+                if (!request.Headers.Contains("If-Match"))
+                {
+                    request.Headers.TryAddWithoutValidation("If-Match", etag);
+                }
 
                 Listen(silence);
                 using var response = await site.Invoker.SendAsync(request, token);

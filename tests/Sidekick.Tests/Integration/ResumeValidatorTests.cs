@@ -94,6 +94,36 @@ public sealed partial class ResumeValidatorTests
         Assert.Contains("sidekick_download_resumes_total{outcome=\"completed\"} 1", metrics, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("If-None-Match: \"v0\"\r\nIf-Modified-Since: Mon, 30 Nov 2026 10:00:00 GMT\r\n", "If-Match: \"v1\"\r\n")]
+    [InlineData("If-Match: \"v1\"\r\nIf-Unmodified-Since: Wed, 02 Dec 2026 10:00:00 GMT\r\n", "")]
+    public async Task A_resume_keeps_the_clients_own_conditionals_as_it_signed_them(string conditionals, string added)
+    {
+        // An S3 SDK signs every field it sends: a resume that dropped or replaced the client's If-None-Match was
+        // refused with 403 SignatureDoesNotMatch, and the download cut. They let the first response's version
+        // through, so they let it through again; the 206's ETag is checked whatever they say.
+        var first = Version(1);
+        await using var dying = new RawBackend(_ => Truncated(first));
+        await using var honest = new RawBackend(request => Partial(request, first, "\"v1\"", LastModified));
+        await using var sidekick = await StartAsync(dying, honest);
+
+        var answer = await RawClient.ExchangeAsync(sidekick.BaseAddress.Port, $"GET /object HTTP/1.1\r\nHost: h\r\n{conditionals}\r\n");
+        Assert.Equal(200, answer.Status);
+        Assert.Equal(first.Length, answer.Body.Length);
+
+        var asked = Assert.Single(honest.Requests).Head;
+        foreach (var line in conditionals.Split("\r\n", StringSplitOptions.RemoveEmptyEntries))
+        {
+            Assert.Contains("\r\n" + line + "\r\n", asked, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(1, Regex.Count(asked, "\r\nIf-Match:", RegexOptions.IgnoreCase));
+        if (added.Length > 0)
+        {
+            Assert.Contains("\r\n" + added, asked, StringComparison.Ordinal);
+        }
+    }
+
     private static byte[] Version(int number)
     {
         var bytes = new byte[Size];
