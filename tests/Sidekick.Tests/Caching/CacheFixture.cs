@@ -44,7 +44,8 @@ public sealed class CacheFixture : IAsyncLifetime
     /// Waits for <paramref name="condition"/> (fills and uploads finish on their own time), failing after a minute
     /// with what was awaited and the store's state: a fill that never lands because s3rver died says so.
     /// </summary>
-    internal async Task Eventually(Func<bool> condition, string what)
+    /// <param name="cache">When given, its counters that are not zero are added to the failure (why a fill never landed).</param>
+    internal async Task Eventually(Func<bool> condition, string what, Sidekick.Caching.ResponseCache? cache = null)
     {
         try
         {
@@ -52,7 +53,16 @@ public sealed class CacheFixture : IAsyncLifetime
         }
         catch (TimeoutException timeout)
         {
-            throw new TimeoutException($"{timeout.Message} (s3rver {S3.State})", timeout);
+            var counters = "";
+            if (cache is not null)
+            {
+                var text = new System.Text.StringBuilder();
+                cache.Metrics.WriteTo(text, cache.Health.Online, cache.FillsInFlight, cache.Fills);
+                counters = "; cache: " + string.Join(", ", text.ToString().Split('\n')
+                    .Where(line => line.Length > 0 && line[0] != '#' && !line.EndsWith(" 0", StringComparison.Ordinal)));
+            }
+
+            throw new TimeoutException($"{timeout.Message} (s3rver {S3.State}{counters})", timeout);
         }
     }
 
