@@ -60,10 +60,11 @@ internal static class RequestGuard
     /// </summary>
     private static bool PortOutOfRange(string host)
     {
+        // A port of up to four characters is in range, whatever it is (most Hosts: none, or h:9000).
         var colon = host.LastIndexOf(':');
-        if (colon < 0 || host.AsSpan(colon).Contains(']'))
+        if (colon < 0 || host.Length - colon <= 5 || host.AsSpan(colon).Contains(']'))
         {
-            return false; // no port, or a colon of an IPv6 literal
+            return false; // no port, a short one, or a colon of an IPv6 literal
         }
 
         // Leading zeros are allowed (RFC 3986 §3.2.3: port = *DIGIT); anything but digits is Kestrel's to refuse.

@@ -223,12 +223,7 @@ internal sealed class SidekickServer : IAsyncDisposable
 
             if (diagnosticsListener is not null && diagnosticsListener.Serves(context.Connection))
             {
-                if (!diagnosticsListener.Admits(context.Request.Host))
-                {
-                    return SideListener.MisdirectedAsync(context);
-                }
-
-                return DiagnosticsEndpoints.HandleAsync(context, time);
+                return diagnosticsListener.Admits(context.Request.Host) ? DiagnosticsEndpoints.HandleAsync(context, time) : SideListener.MisdirectedAsync(context);
             }
 
             return local.TryHandle(context, out var handled) ? handled : Proxy.HandleAsync(context);
