@@ -155,6 +155,15 @@ internal sealed class ResponseCache : IDisposable
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {
             _health.LookupFailed(ex, _options.StoreTimeout);
+            if (_health.Online && request.Headers.Range.Count > 0 && _fills.Running(key) is { FromPieces: true })
+            {
+                // One of a burst of parallel ranges, whose lookup the store failed (a timeout, a 503 SlowDown) while
+                // another range's found nothing and began combining the object: its bytes are the object's all the
+                // same, and left out they would leave the combination a hole it never fills.
+                await MissAsync(context, origin, key, requestControl, leaseAhead: null);
+                return;
+            }
+
             await BypassAsync(context, origin, requestControl);
             return;
         }

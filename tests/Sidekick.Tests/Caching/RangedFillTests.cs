@@ -237,6 +237,53 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
     }
 
     [Fact]
+    public async Task Section_3_4_a_range_whose_store_lookup_failed_still_joins_the_ranges_being_combined()
+    {
+        // A busy store can fail one lookup of a burst of parallel ranges (a timeout, a 503 SlowDown) while another
+        // range's lookup found nothing and began combining the object. The failed range's bytes are the object's all
+        // the same: left out, the pieces never cover the object and the whole first read is given up after the idle time.
+        await using var backend = await CacheTestBackend.StartAsync();
+        const string Path = "/bucket/burst.bin";
+        var item = backend.Put(Path, Piece * Pieces, "max-age=300");
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        var cache = instance.Server.Cache!;
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var rangeOne = $"bytes={Piece}-{2 * Piece - 1}";
+        relay.EntryLookupDecides = async lookup =>
+        {
+            if (lookup.Headers.Range.ToString() != rangeOne)
+            {
+                return null;
+            }
+
+            held.TrySetResult();
+            await release.Task;
+            return HttpStatusCode.ServiceUnavailable; // and so its retries
+        };
+
+        // Range 1's lookup is held at the store; range 0's finds nothing and begins the combination; then range 1's fails.
+        var late = ReadInRangesAsync(client, Path, item.Body, only: i => i == 1);
+        await held.Task.WaitAsync(TimeSpan.FromMinutes(1));
+        // (Range 0's answer read whole first: its head is what makes the combination one that others join. If the held
+        // lookup times out in sidekick meanwhile, it failed all the same.)
+        Assert.Equal("MISS", (await ReadInRangesAsync(client, Path, item.Body, only: i => i == 0)).Single());
+        release.SetResult();
+        Assert.Equal("MISS", (await late).Single());
+        Assert.All(await ReadInRangesAsync(client, Path, item.Body, only: i => i >= 2), outcome => Assert.Equal("MISS", outcome));
+
+        await fixture.Eventually(() => cache.Metrics.FillsCompleted == 1, "the ranges to be stored as one entry", cache);
+        Assert.Equal(0, cache.Metrics.FillsAbandoned);
+        Assert.Equal(item.Body.Length, backend.RangeBytes[Path]); // every range from the origin once
+        relay.EntryLookupDecides = null;
+        var asked = backend.Log.Count;
+        Assert.All(await ReadInRangesAsync(client, Path, item.Body), outcome => Assert.Equal("HIT", outcome));
+        Assert.Equal(asked, backend.Log.Count);
+    }
+
+    [Fact]
     public async Task Section_3_4_ranges_of_two_versions_are_never_combined()
     {
         await using var backend = await CacheTestBackend.StartAsync();

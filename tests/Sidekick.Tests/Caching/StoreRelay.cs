@@ -80,6 +80,18 @@ internal sealed class StoreRelay : IAsyncDisposable
 
     private Task? _entryLookupsWaitFor;
 
+    /// <summary>
+    /// While set, decides each lookup or read of an entry (not a lease): a status to answer with (an S3 error body) or
+    /// null to pass it on, once the returned task ends. One lookup held and failed while others pass.
+    /// </summary>
+    public Func<HttpRequest, Task<HttpStatusCode?>>? EntryLookupDecides
+    {
+        get => Volatile.Read(ref _entryLookupDecides);
+        set => Volatile.Write(ref _entryLookupDecides, value);
+    }
+
+    private Func<HttpRequest, Task<HttpStatusCode?>>? _entryLookupDecides;
+
     /// <summary>While set, lookups and reads of entries (not leases) are answered with this status and an S3 error body, as S3 throttling a prefix answers 503 SlowDown.</summary>
     public HttpStatusCode? EntryLookupsAnswer { get; set; }
 
@@ -198,9 +210,13 @@ internal sealed class StoreRelay : IAsyncDisposable
             await change();
         }
 
+        var decided = (HttpMethods.IsHead(request.Method) || HttpMethods.IsGet(request.Method)) &&
+                      !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) && EntryLookupDecides is { } decides
+            ? await decides(request)
+            : null;
         if ((HttpMethods.IsHead(request.Method) || HttpMethods.IsGet(request.Method)) &&
             !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
-            (EntryLookupsAnswer ?? (HttpMethods.IsGet(request.Method) ? EntryReadsAnswer : null)) is { } refusal)
+            (decided ?? EntryLookupsAnswer ?? (HttpMethods.IsGet(request.Method) ? EntryReadsAnswer : null)) is { } refusal)
         {
             context.Response.StatusCode = (int)refusal;
             context.Response.ContentType = "application/xml";
