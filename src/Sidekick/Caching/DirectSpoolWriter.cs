@@ -15,8 +15,8 @@ namespace Sidekick.Caching;
 /// (through a second descriptor of the same file) and then publishes the bytes to the fill (readers and the
 /// uploader read the spool as before, through the page cache). When every buffer of a fill is waiting for the
 /// writer, the copy loop waits for one: the local disk paces the client as the buffered write did, never the
-/// store. The last buffer is written padded to the block size; what lies past the body's length in the file is
-/// never read. Where O_DIRECT cannot be opened, or a write with it fails (that fill is given up as a spool error),
+/// store. The last buffer is written padded to the block size with zeros; what lies past the body's length in the
+/// file is never read. Where O_DIRECT cannot be opened, or a write with it fails (that fill is given up as a spool error),
 /// fills write through the page cache on the copy loop instead, as they did before.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The semaphore never creates a wait handle (no AvailableWaitHandle); the descriptor is closed by the writer thread.")]
@@ -291,6 +291,9 @@ internal sealed unsafe class DirectSpoolWriter
                 if (!_fill.Abandoned)
                 {
                     var padded = (job.Length + Block - 1) / Block * Block;
+                    // The padding of the last buffer held an earlier fill's body (pooled buffers are not cleared): it
+                    // is never read, but nothing of another object is to lie in this one's file either.
+                    new Span<byte>((byte*)job.Buffer + job.Length, padded - job.Length).Clear();
                     RandomAccess.Write(_direct, new ReadOnlySpan<byte>((byte*)job.Buffer, padded), job.At);
 
                     _fill.Published(job.At, job.Length);

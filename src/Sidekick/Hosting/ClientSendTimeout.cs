@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
 
 namespace Sidekick.Hosting;
 
@@ -15,6 +16,11 @@ namespace Sidekick.Hosting;
 /// restarts with each flush that goes through (the transport lets a flush through once under 64 KiB wait), so a
 /// client is cut only when it took almost nothing for the whole timeout. Installed before TLS: what it watches
 /// are the connection's own sends, for HTTP/1.1, HTTP/2 and TLS alike.
+/// The last bytes of a connection are watched too. When the server is done with a connection (a response with
+/// Connection: close, an idle keep-alive connection closed) the transport still sends what its output holds before it
+/// closes the socket, for as long as the client takes it: a client that stopped reading with under 64 KiB left there
+/// made no flush wait, and held its connection for ever (30 non-reading clients, 3 stuck, measured). Such a
+/// connection is cut once its kernel send queue has not moved for the timeout.
 /// </summary>
 internal sealed class ClientSendTimeout : IDisposable
 {
@@ -22,6 +28,7 @@ internal sealed class ClientSendTimeout : IDisposable
     private readonly TimeProvider _time;
     private readonly ITimer _sweep;
     private readonly ConcurrentDictionary<WatchedOutput, byte> _waiting = new();
+    private readonly ConcurrentDictionary<WatchedOutput, byte> _draining = new();
     private long _stalls;
     private long _cut;
 
@@ -46,11 +53,22 @@ internal sealed class ClientSendTimeout : IDisposable
     /// <summary>Connections whose flush is waiting for their client now.</summary>
     internal int Waiting => _waiting.Count;
 
-    public ConnectionDelegate Install(ConnectionDelegate next) => connection =>
+    /// <summary>Connections the server is done with whose transport has not closed them yet (their last bytes unsent).</summary>
+    internal int Draining => _draining.Count;
+
+    public ConnectionDelegate Install(ConnectionDelegate next) => async connection =>
     {
         var transport = connection.Transport;
-        connection.Transport = new DuplexPipe(transport.Input, new WatchedOutput(transport.Output, connection, this));
-        return next(connection);
+        var output = new WatchedOutput(transport.Output, connection, this);
+        connection.Transport = new DuplexPipe(transport.Input, output);
+        try
+        {
+            await next(connection).ConfigureAwait(false);
+        }
+        finally
+        {
+            WatchDrain(output);
+        }
     };
 
     public void Dispose() => _sweep.Dispose();
@@ -62,12 +80,60 @@ internal sealed class ClientSendTimeout : IDisposable
         {
             if (_time.GetElapsedTime(Volatile.Read(ref waiting.Since), now) >= _timeout && _waiting.TryRemove(waiting, out _))
             {
-                Interlocked.Increment(ref _cut);
-                waiting.Connection.Abort(new ConnectionAbortedException(
-                    $"the client took no response bytes for {Cli.GoDuration.Format(_timeout)} (--client-send-timeout)"));
-                Cut?.Invoke(waiting.Connection.RemoteEndPoint, _timeout);
+                CutConnection(waiting);
             }
         }
+
+        foreach (var draining in _draining.Keys)
+        {
+            // The client took bytes since the last sweep when the kernel's send queue changed: the clock starts again.
+            var queued = draining.SendQueued();
+            if (queued != draining.Queued)
+            {
+                draining.Queued = queued;
+                Volatile.Write(ref draining.Since, now);
+            }
+            else if (_time.GetElapsedTime(Volatile.Read(ref draining.Since), now) >= _timeout && _draining.TryRemove(draining, out _))
+            {
+                CutConnection(draining);
+            }
+        }
+    }
+
+    private void CutConnection(WatchedOutput output)
+    {
+        Interlocked.Increment(ref _cut);
+        output.Connection.Abort(new ConnectionAbortedException(
+            $"the client took no response bytes for {Cli.GoDuration.Format(_timeout)} (--client-send-timeout)"));
+        Cut?.Invoke(output.Connection.RemoteEndPoint, _timeout);
+    }
+
+    /// <summary>
+    /// The server is done with the connection; until the transport closes it (ConnectionClosed), what is left of its
+    /// output is watched. Once per connection, not per request.
+    /// </summary>
+    private void WatchDrain(WatchedOutput output)
+    {
+        CancellationToken closed;
+        try
+        {
+            closed = output.Connection.ConnectionClosed;
+        }
+        catch (ObjectDisposedException)
+        {
+            return; // closed and gone already
+        }
+
+        if (closed.IsCancellationRequested)
+        {
+            return;
+        }
+
+        output.Queued = output.SendQueued();
+        Volatile.Write(ref output.Since, _time.GetTimestamp());
+        _draining.TryAdd(output, 0);
+        // Runs at once when the connection closed meanwhile.
+        closed.UnsafeRegister(static state => ((WatchedOutput)state!).Drained(), output);
     }
 
     /// <summary>A flush the client holds up: watched until it goes through, fails or the connection is cut.</summary>
@@ -97,10 +163,36 @@ internal sealed class ClientSendTimeout : IDisposable
     /// <summary>The connection's output as the server writes it; only flushes that do not complete at once are watched.</summary>
     private sealed class WatchedOutput(PipeWriter inner, ConnectionContext connection, ClientSendTimeout owner) : PipeWriter
     {
-        /// <summary>When the flush now waiting began (a timestamp of the owner's clock).</summary>
+        /// <summary>When the flush now waiting began, or the drain last moved (a timestamp of the owner's clock).</summary>
         public long Since;
 
+        /// <summary>While draining: the kernel send queue's length at the last sweep.</summary>
+        public int Queued;
+
         public ConnectionContext Connection { get; } = connection;
+
+        /// <summary>
+        /// Bytes the connection's kernel send queue holds, -1 where that cannot be read (no socket: the drain's clock
+        /// then never restarts; a closed socket: ConnectionClosed ends the watch).
+        /// </summary>
+        public int SendQueued()
+        {
+            if (!OperatingSystem.IsLinux() || Connection.Features.Get<IConnectionSocketFeature>()?.Socket is not { } socket)
+            {
+                return -1;
+            }
+
+            try
+            {
+                return Platform.Libc.SendQueued(socket.SafeHandle);
+            }
+            catch (ObjectDisposedException)
+            {
+                return -1;
+            }
+        }
+
+        public void Drained() => owner._draining.TryRemove(this, out _);
 
         public override bool CanGetUnflushedBytes => inner.CanGetUnflushedBytes;
 

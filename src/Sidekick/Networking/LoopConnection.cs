@@ -14,7 +14,7 @@ namespace Sidekick.Networking;
 /// loop thread without a hop through the thread pool (the request path never blocks).
 /// </summary>
 internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature,
-    IConnectionLifetimeFeature, IConnectionEndPointFeature, IMemoryPoolFeature
+    IConnectionLifetimeFeature, IConnectionEndPointFeature, IMemoryPoolFeature, IConnectionSocketFeature
 {
     /// <summary>Request bytes Kestrel may hold unparsed before the socket is read no further (Kestrel's default).</summary>
     private const long InputPause = 1024 * 1024;
@@ -51,6 +51,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     public LoopConnection(LoopSocket socket, Socket accepted, MemoryPool<byte> pool)
     {
         _socket = socket;
+        Socket = accepted;
         MemoryPool = pool;
         LocalEndPoint = accepted.LocalEndPoint;
         RemoteEndPoint = accepted.RemoteEndPoint;
@@ -67,6 +68,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         features.Set<IConnectionLifetimeFeature>(this);
         features.Set<IConnectionEndPointFeature>(this);
         features.Set<IMemoryPoolFeature>(this);
+        features.Set<IConnectionSocketFeature>(this); // as Kestrel's own transport: ClientSendTimeout reads its send queue
         features.Set(this);
         Features = features;
     }
@@ -98,6 +100,8 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     public override EndPoint? RemoteEndPoint { get; set; }
 
     public MemoryPool<byte> MemoryPool { get; }
+
+    public Socket Socket { get; }
 
     /// <summary>
     /// Lets the loop batch this connection's sends (<see cref="LoopSocket.DeferSends"/>): called by a connection

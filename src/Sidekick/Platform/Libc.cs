@@ -78,6 +78,19 @@ internal static unsafe partial class Libc
     [SuppressGCTransition]
     private static partial nint syscall(nint number, SafeSocketHandle socket, nint a2, nint a3, nint a4, nint a5, nint a6);
 
+    /// <summary>ioctl request for the bytes a socket's kernel send queue still holds (TIOCOUTQ, alias SIOCOUTQ).</summary>
+    public const nuint SIOCOUTQ = 0x5411;
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int ioctl(SafeSocketHandle socket, nuint request, int* value);
+
+    /// <summary>Bytes a socket's kernel send queue holds (sent to no peer yet, or not acknowledged), -1 when it cannot be read.</summary>
+    public static int SendQueued(SafeSocketHandle socket)
+    {
+        int queued;
+        return ioctl(socket, SIOCOUTQ, &queued) == 0 ? queued : -1;
+    }
+
     public const int O_WRONLY = 1;
     public const int O_CLOEXEC = 0x80000;
 
