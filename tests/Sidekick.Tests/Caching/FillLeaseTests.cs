@@ -231,6 +231,45 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     }
 
     [Theory]
+    [InlineData(false)] // s3rver: the lease write, then its read-back
+    [InlineData(true)] // as AWS S3 and MinIO: the conditional create
+    public async Task A_lease_written_for_a_client_that_left_meanwhile_is_removed_only_after_the_store_took_it(bool conditionalWrites)
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/left-{Guid.NewGuid():N}.bin";
+        backend.Put(path, 256 * 1024);
+        var origin = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        backend.HeadsWaitFor = origin.Task; // the origin has not answered when the client leaves
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites);
+        var (sidekick, client) = await LearnedSidekickAsync(backend, relay);
+        await using var _ = sidekick;
+        var leaseObject = $"/cache/{CacheFixture.ObjectName(FillLeases.KeyOf(CacheKey.For("minio.example:9000", path)))}";
+        var store = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.LeaseWritesWaitFor = store.Task;
+
+        // The client leaves while its lease write is held at the store. A write cut short on sidekick's side may still be
+        // carried out by a store that had the whole request, after the removal that follows: the lease stays for good.
+        using var leaving = new CancellationTokenSource();
+        var miss = client.GetAsync(path, leaving.Token);
+        await Eventually.WaitUntilAsync(() => relay.Requests.Any(r => r.StartsWith("PUT " + leaseObject, StringComparison.Ordinal)) && backend.Arrivals.Contains($"GET {path}"),
+            what: $"the lease write held and the origin asked; the store saw: {string.Join(", ", relay.Requests)}");
+        await leaving.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => miss);
+        relay.LeaseWritesWaitFor = null;
+        store.SetResult();
+        origin.SetResult();
+        await Eventually.WaitUntilAsync(() => relay.Requests.Contains("DELETE " + leaseObject),
+            what: $"the lease removed; the store saw: {string.Join(", ", relay.Requests)}");
+
+        // The removal came after the store had carried out the write, so nothing is left in the bucket.
+        var removal = relay.Requests.ToList().IndexOf("DELETE " + leaseObject);
+        Assert.Contains(relay.LeaseWritesAnswered, write => write.Path == leaseObject && write.Seen <= removal);
+        using var direct = new S3CacheStore(CacheOptions.FromEnvironment(fixture.Environment())!);
+        await Eventually.WaitUntilAsync(() => direct.HeadAsync(FillLeases.KeyOf(CacheKey.For("minio.example:9000", path)), default).GetAwaiter().GetResult() is null,
+            what: "the lease gone from the bucket");
+    }
+
+    [Theory]
     [InlineData("write", false)] // s3rver: the lease write, then its read-back
     [InlineData("read-back", false)]
     [InlineData("create", true)] // as AWS S3 and MinIO: the conditional create

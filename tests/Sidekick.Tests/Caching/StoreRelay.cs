@@ -98,6 +98,12 @@ internal sealed class StoreRelay : IAsyncDisposable
     /// <summary>The same for GETs of entries only: a HEAD lookup is answered, the read of the body it found is not.</summary>
     public HttpStatusCode? EntryReadsAnswer { get; set; }
 
+    /// <summary>
+    /// Each lease write s3rver carried out, with how many requests the relay had seen by then: a request logged at or past
+    /// that position came after the write was answered.
+    /// </summary>
+    public ConcurrentQueue<(string Path, int Seen)> LeaseWritesAnswered { get; } = new();
+
     /// <summary>While set, reads of a lease this relay has seen written (a read-back) wait for it before they go to s3rver.</summary>
     public Task? LeaseReadBacksWaitFor
     {
@@ -322,6 +328,11 @@ internal sealed class StoreRelay : IAsyncDisposable
         }
 
         using var answer = await _upstream.SendAsync(forward, HttpCompletionOption.ResponseHeadersRead, context.RequestAborted);
+        if (lease && HttpMethods.IsPut(request.Method))
+        {
+            LeaseWritesAnswered.Enqueue((request.Path.Value, TimedRequests.Count));
+        }
+
         // Only a body read is cut (a whole GET's lookup is one too), never a "no such key" answer.
         var cutAfter = -1L;
         var cut = HttpMethods.IsGet(request.Method) && answer.IsSuccessStatusCode && !request.Path.Value!.EndsWith(".fill", StringComparison.Ordinal) &&
