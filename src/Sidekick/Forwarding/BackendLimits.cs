@@ -11,4 +11,13 @@ internal static class BackendLimits
 
     /// <summary>Largest backend response head accepted: Go's 1 MiB limit.</summary>
     public const int MaxResponseHeadBytes = 1024 * 1024;
+
+    /// <summary>
+    /// Most field lines (obs-fold continuations included) accepted in a backend response head on the HTTP/1.1
+    /// path; past it the head is refused as invalid (a 502, as for any malformed head). Generous: real heads carry
+    /// tens, and nginx (proxy_buffer_size) and HAProxy (bufsize) bound a head to 4-16 KiB in practice. A bound
+    /// on the lines, not only on the bytes, refuses a broken or hostile backend's head of 200,000 tiny fields
+    /// early instead of parsing and copying it onto the client's response.
+    /// </summary>
+    public const int MaxResponseHeadFieldLines = 1000;
 }

@@ -18,6 +18,7 @@ internal static class ResponseCorpus
             .Select(name => (name, File.ReadAllBytes(Path.Combine(directory, name + ".http")), name.EndsWith(".close", StringComparison.Ordinal)))
             .ToList();
         cases.Add(("oversized-head", OversizedHead(), false));
+        cases.Add(("too-many-field-lines", TooManyFieldLines(), false));
         return cases;
     }
 
@@ -32,4 +33,8 @@ internal static class ResponseCorpus
 
         return Encoding.ASCII.GetBytes(head.Append("Content-Length: 2\r\n\r\nok").ToString());
     }
+
+    /// <summary>A head of 10 KiB in 2,000 field lines, past the HTTP/1.1 path's limit on lines (not on bytes).</summary>
+    private static byte[] TooManyFieldLines() =>
+        Encoding.ASCII.GetBytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + string.Concat(Enumerable.Repeat("a: b\r\n", 2000)) + "\r\nok");
 }

@@ -1,5 +1,6 @@
 using System.Text;
 using Microsoft.AspNetCore.Http;
+using Sidekick.Forwarding;
 using Sidekick.Forwarding.Http1;
 
 namespace Sidekick.Tests.Forwarding;
@@ -18,6 +19,102 @@ public sealed class ResponseHeadTests
     [InlineData("", -1)]
     public void The_head_ends_at_the_first_empty_line(string data, int expected) =>
         Assert.Equal(expected, ResponseHead.FindEnd(Encoding.ASCII.GetBytes(data)));
+
+    [Theory]
+    [InlineData("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore")]
+    [InlineData("HTTP/1.1 200 OK\nA: 1\nB: 2\n\nbody")] // bare LF throughout
+    [InlineData("HTTP/1.1 200 OK\r\nA: 1\n\r\nbody")] // mixed
+    [InlineData("HTTP/1.1 200 OK\r\nA: one\r\n two\r\n\r\n")] // obs-fold
+    [InlineData("HTTP/1.1 200 OK\r\nA: a\rb\r\n\r\n")] // a bare CR in a value
+    [InlineData("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nA: 1\r\n\r\nbody")]
+    [InlineData("HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\nA: 1\n\nbody")]
+    [InlineData("\n\nHTTP/1.1 200 OK\r\n\r\n")] // what the first, odd head is does not matter: where it ends does
+    public void A_head_in_pieces_ends_where_the_whole_head_does(string wire)
+    {
+        // As the HTTP/1.1 path reads: the search goes on after each receive, and a 1xx interim head is consumed
+        // and the next one searched from scratch. Every split, so a CRLF falls across two pieces too.
+        var bytes = Encoding.ASCII.GetBytes(wire);
+        var whole = HeadEnds(bytes, [bytes.Length]);
+        Assert.NotEmpty(whole);
+        for (var piece = 1; piece <= 4; piece++)
+        {
+            Assert.Equal(whole, HeadEnds(bytes, Enumerable.Repeat(piece, (bytes.Length + piece - 1) / piece)));
+        }
+
+        for (var split = 1; split < bytes.Length; split++)
+        {
+            Assert.Equal(whole, HeadEnds(bytes, [split, bytes.Length - split]));
+        }
+    }
+
+    [Fact]
+    public void A_head_fed_in_many_pieces_is_searched_once_not_once_per_piece()
+    {
+        // A backend that sends a head of many short lines, one TCP segment each: searching from byte 0 after each
+        // receive cost sidekick 140 CPU-seconds for 160,000 lines. The search goes on where it stopped instead.
+        var bytes = Encoding.ASCII.GetBytes("HTTP/1.1 200 OK\r\n" + string.Concat(Enumerable.Repeat("a:b\r\n", BackendLimits.MaxResponseHeadFieldLines)) + "\r\n");
+        foreach (var piece in new[] { 1, 3, 5, 64 })
+        {
+            var scan = default(HeadScan);
+            var end = -1;
+            for (var received = Math.Min(piece, bytes.Length); end < 0; received = Math.Min(received + piece, bytes.Length))
+            {
+                end = ResponseHead.FindEnd(bytes.AsSpan(0, received), ref scan);
+            }
+
+            Assert.Equal(bytes.Length, end);
+            Assert.True(scan.Searched <= bytes.Length, $"{scan.Searched:N0} bytes searched for a head of {bytes.Length:N0} in pieces of {piece}");
+        }
+    }
+
+    [Theory]
+    [InlineData("a:b\r\n")]
+    [InlineData("a:b\n")]
+    [InlineData(" folded\r\n")]
+    public void A_head_of_more_field_lines_than_the_limit_is_refused(string line)
+    {
+        string Head(int lines) => "HTTP/1.1 200 OK\r\nA: 1\r\n" + string.Concat(Enumerable.Repeat(line, lines - 1)) + "\r\nok";
+        var atLimit = Encoding.ASCII.GetBytes(Head(BackendLimits.MaxResponseHeadFieldLines));
+        Assert.Equal(atLimit.Length - 2, ResponseHead.FindEnd(atLimit));
+        var scan = default(HeadScan);
+        Assert.Equal(-1, ResponseHead.FindEnd(atLimit.AsSpan(0, atLimit.Length - 4), ref scan));
+        Assert.Equal(atLimit.Length - 2, ResponseHead.FindEnd(atLimit, ref scan));
+
+        // Refused as soon as the line past the limit is complete, whole or in pieces, before its blank line comes.
+        var over = Encoding.ASCII.GetBytes(Head(BackendLimits.MaxResponseHeadFieldLines + 1));
+        var refused = Assert.Throws<HttpRequestException>(() => ResponseHead.FindEnd(over));
+        Assert.Equal(HttpRequestError.InvalidResponse, refused.HttpRequestError);
+        Assert.Throws<HttpRequestException>(() => ResponseHead.FindEnd(over.AsSpan(0, over.Length - 4)));
+        Assert.Throws<HttpRequestException>(() => HeadEnds(over, Enumerable.Repeat(7, over.Length / 7 + 1)));
+    }
+
+    /// <summary>
+    /// The ends of the heads in <paramref name="wire"/> received in pieces of the given sizes, each 1xx head consumed
+    /// as the HTTP/1.1 path does, up to the first final one.
+    /// </summary>
+    private static List<int> HeadEnds(byte[] wire, IEnumerable<int> pieces)
+    {
+        var ends = new List<int>();
+        var (consumed, received) = (0, 0);
+        var scan = default(HeadScan);
+        foreach (var piece in pieces)
+        {
+            received = Math.Min(received + piece, wire.Length);
+            while (ResponseHead.FindEnd(wire.AsSpan(consumed, received - consumed), ref scan) is var end and >= 0)
+            {
+                ends.Add(consumed + end);
+                if (ResponseHead.PeekStatus(wire.AsSpan(consumed, end)) is >= 200 or < 100)
+                {
+                    return ends;
+                }
+
+                consumed += end;
+                scan = default;
+            }
+        }
+
+        return ends;
+    }
 
     [Fact]
     public void The_framing_indexes_name_their_fields()

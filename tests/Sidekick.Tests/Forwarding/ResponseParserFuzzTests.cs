@@ -76,7 +76,16 @@ public sealed class ResponseParserFuzzTests(ITestOutputHelper output)
 
     private static Result Exercise(byte[] input, ResponseHeaderValues values, Random random)
     {
-        var end = ResponseHead.FindEnd(input);
+        int end;
+        try
+        {
+            end = ResponseHead.FindEnd(input);
+        }
+        catch (HttpRequestException ex) when (ex.HttpRequestError == HttpRequestError.InvalidResponse)
+        {
+            return Result.RefusedHead; // more field lines than the limit
+        }
+
         if (end < 0)
         {
             return Result.Incomplete;

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using Microsoft.Extensions.Time.Testing;
+using Sidekick.Forwarding;
 using Sidekick.Health;
 using Sidekick.Hosting;
 using Sidekick.Topology;
@@ -284,6 +285,29 @@ public sealed class Http1PathTests
         Assert.Equal(502, answer.Status);
         var charge = Assert.Single(backend.Requests, r => r.Target == "/charge");
         Assert.Equal(backend.Requests.Single(r => r.Target == "/warm").ConnectionNumber, charge.ConnectionNumber);
+    }
+
+    [Fact]
+    public async Task A_response_head_of_more_field_lines_than_the_limit_is_a_502_and_none_of_it_reaches_the_client()
+    {
+        // A broken or hostile backend's head of many tiny fields (each one costs a parse and a header on the client's
+        // response): past BackendLimits.MaxResponseHeadFieldLines the head is refused like any malformed one.
+        var fields = string.Concat(Enumerable.Range(0, BackendLimits.MaxResponseHeadFieldLines).Select(i => $"X-Leak-{i}: v\r\n"));
+        await using var backend = new RawBackend(r => r.Target == "/many"
+            ? RawResponse.Text($"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n{fields}\r\nsecret")
+            : RawResponse.Text($"HTTP/1.1 200 OK\r\n{fields[..^("X-Leak-999: v\r\n".Length)]}Content-Length: 2\r\n\r\nok"));
+        await using var sidekick = await StartAsync(FastPath, backend.Url);
+
+        var answer = await RawClient.ExchangeAsync(sidekick.BaseAddress.Port, "GET /many HTTP/1.1\r\nHost: h\r\n\r\n");
+        Assert.Equal(502, answer.Status);
+        Assert.DoesNotContain("X-Leak", answer.Head, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("secret", answer.Body, StringComparison.Ordinal);
+        Assert.Contains(backend.Requests, r => r.Target == "/many"); // (a bodyless GET is retried, as after any malformed head)
+
+        // At the limit (this one's Content-Length is its last field line) the head is taken whole.
+        var atLimit = await RawClient.ExchangeAsync(sidekick.BaseAddress.Port, "GET /at-limit HTTP/1.1\r\nHost: h\r\n\r\n");
+        Assert.Equal((200, "ok"), (atLimit.Status, atLimit.Body));
+        Assert.Contains("\r\nX-Leak-998: v\r\n", atLimit.Head, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -211,9 +211,12 @@ internal sealed class Http1Forwarder : IDisposable
             {
                 await connection.SendAsync(headBytes);
                 int headLength;
+                // Where the search for the head's end stopped: offsets from the first unconsumed byte, which stay
+                // true when the buffer is compacted or grown; reset for the head after a 1xx.
+                var scan = default(HeadScan);
                 while (true)
                 {
-                    headLength = ResponseHead.FindEnd(connection.Buffered);
+                    headLength = ResponseHead.FindEnd(connection.Buffered, ref scan);
                     if (headLength < 0)
                     {
                         // In two steps, so nothing sits between this state machine and the socket's.
@@ -232,6 +235,7 @@ internal sealed class Http1Forwarder : IDisposable
                     if (ResponseHead.PeekStatus(connection.Buffered[..headLength]) is >= 100 and < 200 and not 101)
                     {
                         connection.Consume(headLength);
+                        scan = default;
                         continue;
                     }
 

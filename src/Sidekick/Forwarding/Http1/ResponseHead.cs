@@ -50,29 +50,64 @@ internal readonly struct ResponseHead
     /// <summary>Length of the head including its blank line, or -1 if it is not complete yet.</summary>
     public static int FindEnd(ReadOnlySpan<byte> data)
     {
+        var scan = default(HeadScan);
+        return FindEnd(data, ref scan);
+    }
+
+    /// <summary>
+    /// Length of the head at the start of <paramref name="data"/> including its blank line, or -1 if it is not
+    /// complete yet; then <paramref name="scan"/> keeps where the search stopped, and the next call (with the
+    /// same bytes at the start of <paramref name="data"/> and more after them) goes on from there instead of
+    /// from byte 0: a head that comes in many pieces costs its length, not its length times the pieces.
+    /// Throws <see cref="HttpRequestException"/> (InvalidResponse) past
+    /// <see cref="BackendLimits.MaxResponseHeadFieldLines"/> field lines.
+    /// </summary>
+    public static int FindEnd(ReadOnlySpan<byte> data, ref HeadScan scan)
+    {
         // Line by line to the first empty one, CRLF or bare LF (RFC 9112 §2.2; tolerated, as HttpClient does),
         // so the body that came in the same receive is never searched.
-        var lineStart = 0;
+        var lineStart = scan.LineStart;
+        var searchFrom = scan.SearchFrom;
+        var lines = scan.Lines;
         while (true)
         {
-            var lineEnd = data[lineStart..].IndexOf((byte)'\n');
+            // A line after the status line that is empty ends the head (when its CR has come, its LF too).
+            if (lineStart > 0 && lineStart < data.Length)
+            {
+                if (data[lineStart] == (byte)'\n')
+                {
+                    return Found(ref scan, lineStart + 1);
+                }
+
+                if (lineStart + 1 < data.Length && data[lineStart] == (byte)'\r' && data[lineStart + 1] == (byte)'\n')
+                {
+                    return Found(ref scan, lineStart + 2);
+                }
+            }
+
+            var lineEnd = data[searchFrom..].IndexOf((byte)'\n');
             if (lineEnd < 0)
             {
+                // The line is incomplete: its start is kept for the check above, and what was searched of it
+                // is not searched again.
+                scan.Searched += data.Length - scan.SearchFrom;
+                scan.LineStart = lineStart;
+                scan.SearchFrom = data.Length;
+                scan.Lines = lines;
                 return -1;
             }
 
-            var next = lineStart + lineEnd + 1;
-            if (next < data.Length && data[next] == (byte)'\n')
+            lineStart = searchFrom = searchFrom + lineEnd + 1;
+            if (++lines > BackendLimits.MaxResponseHeadFieldLines + 1)
             {
-                return next + 1;
+                throw Invalid($"more than {BackendLimits.MaxResponseHeadFieldLines} header lines");
             }
+        }
 
-            if (next + 1 < data.Length && data[next] == (byte)'\r' && data[next + 1] == (byte)'\n')
-            {
-                return next + 2;
-            }
-
-            lineStart = next;
+        static int Found(ref HeadScan scan, int end)
+        {
+            scan.Searched += Math.Max(0, end - scan.SearchFrom);
+            return end;
         }
     }
 
@@ -403,4 +438,23 @@ internal readonly struct ResponseHead
     /// value holds folds, NULs, bare CRs or other controls to turn into spaces, <c>Latin1</c> when bytes above 0x7F.
     /// </summary>
     private readonly record struct Field(int NameStart, int NameLength, int ValueStart, int ValueLength, int Known, bool Scrub = false, bool Latin1 = false);
+}
+
+/// <summary>
+/// Where <see cref="ResponseHead.FindEnd(ReadOnlySpan{byte}, ref HeadScan)"/> stopped in a head not complete yet,
+/// as offsets from the head's first byte; <c>default</c> for each new head (after a 1xx interim response too).
+/// </summary>
+internal struct HeadScan
+{
+    /// <summary>Where the first line not complete yet starts.</summary>
+    public int LineStart;
+
+    /// <summary>Where the search for that line's LF goes on (all before it was searched).</summary>
+    public int SearchFrom;
+
+    /// <summary>Lines complete so far, the status line included.</summary>
+    public int Lines;
+
+    /// <summary>Bytes the LF searches passed over in all: the head's length at most (tests check it stays so).</summary>
+    public int Searched;
 }
