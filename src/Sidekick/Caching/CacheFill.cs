@@ -55,6 +55,8 @@ internal sealed class CacheFill
     private readonly SafeFileHandle _spool;
     private readonly CancellationTokenSource _abandon = new();
     private readonly FillCoverage _coverage = new();
+    // The bytes a fill combined from ranges reserved in the spool budget: every range it began to write.
+    private readonly FillCoverage _reservedCoverage = new();
     private readonly TimeProvider _time;
     private readonly ITimer? _idleCheck;
     private readonly Task<bool> _upload;
@@ -172,18 +174,51 @@ internal sealed class CacheFill
             return direct.Append(data); // a whole body: written in order from 0, published as it reaches the file
         }
 
+        if (FromPieces && !Reserved(at, data.Length))
+        {
+            return false;
+        }
+
         try
         {
             RandomAccess.Write(_spool, data, at);
         }
         catch (IOException ex)
         {
-            Abandon(FillAbandonReason.SpoolError, ex.Message);
+            // A combination's file is sparse: its disk may fill under it, which is a full spool, not a failed one.
+            var full = FromPieces && _owner.SpoolDiskFree is { } free && free < data.Length;
+            Abandon(full ? FillAbandonReason.SpoolFull : FillAbandonReason.SpoolError, full ? $"the spool's file system is full ({ex.Message})" : ex.Message);
             return false;
         }
 
         Published(at, data.Length);
         return true;
+    }
+
+    /// <summary>
+    /// Reserves in the spool budget the bytes of [<paramref name="at"/>, +<paramref name="length"/>) no range reserved
+    /// before (a fill combined from ranges holds only what its ranges cover, not the object's length); when the
+    /// budget has no room for them the fill is given up (<see cref="FillAbandonReason.SpoolFull"/>) and this is false.
+    /// </summary>
+    private bool Reserved(long at, int length)
+    {
+        long more, covered;
+        lock (_reservedCoverage)
+        {
+            var before = _reservedCoverage.Covered;
+            _reservedCoverage.Add(at, at + length);
+            covered = _reservedCoverage.Covered;
+            more = covered - before;
+        }
+
+        if (more == 0 || _owner.GrowSpool(_spool, more))
+        {
+            return true;
+        }
+
+        Abandon(FillAbandonReason.SpoolFull,
+            $"the ranges' {covered} bytes do not fit the spool budget ({_owner.SpoolUsed} of {_owner.SpoolCapacity} in use)");
+        return false;
     }
 
     /// <summary>Bytes [<paramref name="at"/>, +<paramref name="length"/>) are in the spool file: readers and the uploader may read them.</summary>

@@ -19,6 +19,7 @@ internal sealed class CacheFills : IDisposable
     private readonly TimeProvider _time;
     private readonly long[] _abandoned = new long[Enum.GetValues<FillAbandonReason>().Length];
     private int _inFlight;
+    private int _combining;
 
     public CacheFills(CacheOptions options, S3CacheStore store, CacheMetrics metrics, TimeProvider time)
     {
@@ -131,19 +132,53 @@ internal sealed class CacheFills : IDisposable
         }
     }
 
+    /// <summary>
+    /// How many fills combined from ranges may run at once: a quarter of SIDEKICK_CACHE_MAX_FILLS, at least one, so
+    /// that ranges (cheap to send, one fill per query string) never hold every slot and whole GETs always find one.
+    /// </summary>
+    public int MaxCombining => Math.Max(1, _options.MaxFills / 4);
+
+    /// <summary>Fills combined from ranges whose upload has not ended yet.</summary>
+    public int Combining => Volatile.Read(ref _combining);
+
+    /// <summary>
+    /// Reserves <paramref name="bytes"/> more of the spool budget for a fill combined from ranges, as its ranges
+    /// are written (<see cref="SpoolFiles.Grow"/>); false when the budget has no room for them.
+    /// </summary>
+    internal bool GrowSpool(SafeFileHandle spool, long bytes) => _spool.Grow(spool, bytes);
+
     /// <summary>A fill that cannot start: its slot is given back, and why is counted and logged.</summary>
-    private CacheFill? Refused(string target, FillAbandonReason reason, string detail)
+    private CacheFill? Refused(string target, bool fromPieces, FillAbandonReason reason, string detail)
     {
         Interlocked.Decrement(ref _inFlight);
+        if (fromPieces)
+        {
+            Interlocked.Decrement(ref _combining);
+        }
+
         Count(target, reason, detail);
         return null;
     }
 
     private CacheFill? Start(string key, string target, CachedResponse entry, IReadOnlyDictionary<string, string> metadata, bool fromPieces)
     {
+        if (fromPieces && Interlocked.Increment(ref _combining) > MaxCombining && !YieldedByWaitingPieces())
+        {
+            Interlocked.Decrement(ref _combining);
+            // Not an abandonment: the range is served and not kept (docs/cache.md).
+            NotStored(target, NotStoredReason.FillsBusy,
+                $"{MaxCombining} fills combining ranges were already running (a quarter of SIDEKICK_CACHE_MAX_FILLS, {_options.MaxFills})");
+            return null;
+        }
+
         if (Interlocked.Increment(ref _inFlight) > _options.MaxFills && !YieldedByWaitingPieces())
         {
             Interlocked.Decrement(ref _inFlight);
+            if (fromPieces)
+            {
+                Interlocked.Decrement(ref _combining);
+            }
+
             // Not an abandonment: the response is served and not stored (docs/cache.md).
             NotStored(target, NotStoredReason.FillsBusy, $"SIDEKICK_CACHE_MAX_FILLS ({_options.MaxFills}) fills were already running");
             return null;
@@ -152,17 +187,19 @@ internal sealed class CacheFills : IDisposable
         SafeFileHandle? spool;
         try
         {
-            spool = _spool.Take(entry.Length);
+            // A combination reserves its ranges as they are written, into a sparse file: a 1-byte range of a large
+            // object must not hold the object's length of budget and disk.
+            spool = fromPieces ? _spool.TakeGrowing() : _spool.Take(entry.Length);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             // A disk with less room than the budget promised is a full spool; anything else is a spool that failed.
-            return Refused(target, ex is SpoolDiskFullException ? FillAbandonReason.SpoolFull : FillAbandonReason.SpoolError, ex.Message);
+            return Refused(target, fromPieces, ex is SpoolDiskFullException ? FillAbandonReason.SpoolFull : FillAbandonReason.SpoolError, ex.Message);
         }
 
         if (spool is null)
         {
-            return Refused(target, FillAbandonReason.SpoolFull, $"{entry.Length} bytes do not fit the spool budget ({_spool.Reserved} of {_spool.Capacity} in use)");
+            return Refused(target, fromPieces, FillAbandonReason.SpoolFull, $"{entry.Length} bytes do not fit the spool budget ({_spool.Reserved} of {_spool.Capacity} in use)");
         }
 
         Metrics.FillStarted();
@@ -210,7 +247,7 @@ internal sealed class CacheFills : IDisposable
     internal void OnCommitted(CacheFill fill, bool stored)
     {
         _running.TryRemove(new KeyValuePair<string, CacheFill>(fill.Key, fill));
-        Interlocked.Decrement(ref _inFlight);
+        Ended(fill);
         if (stored)
         {
             Metrics.FillCompleted();
@@ -220,8 +257,17 @@ internal sealed class CacheFills : IDisposable
     internal void OnAbandoned(CacheFill fill, FillAbandonReason reason, string detail)
     {
         _running.TryRemove(new KeyValuePair<string, CacheFill>(fill.Key, fill));
-        Interlocked.Decrement(ref _inFlight);
+        Ended(fill);
         Count(fill.Target, reason, detail);
+    }
+
+    private void Ended(CacheFill fill)
+    {
+        Interlocked.Decrement(ref _inFlight);
+        if (fill.FromPieces)
+        {
+            Interlocked.Decrement(ref _combining);
+        }
     }
 
     /// <summary>The fill is done with its spool file (upload and readers done): kept for the next fill, or deleted.</summary>

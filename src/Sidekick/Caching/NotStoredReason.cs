@@ -37,7 +37,7 @@ internal enum NotStoredReason
     /// <summary>Its header fields do not fit the store's 2 KiB of user metadata.</summary>
     HeadersTooLarge,
 
-    /// <summary>SIDEKICK_CACHE_MAX_FILLS fills were already running.</summary>
+    /// <summary>SIDEKICK_CACHE_MAX_FILLS fills were already running, or a quarter of them combined ranges and this range would start one more.</summary>
     FillsBusy,
 
     /// <summary>

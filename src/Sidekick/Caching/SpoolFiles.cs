@@ -10,7 +10,10 @@ namespace Sidekick.Caching;
 /// machine, where that allocation was half of what a miss cost beyond proxying). Kept files count against the
 /// budget and are deleted first when a fill needs the room, and all of them once no fill came for
 /// <see cref="Linger"/>, so an idle sidecar holds no spool. A fill only ever reads bytes it wrote itself, so what an
-/// earlier fill left in a file is never served.
+/// earlier fill left in a file is never served. A fill combined from ranges takes a new sparse file with nothing
+/// reserved (<see cref="TakeGrowing"/>) and reserves the bytes its ranges cover as they are written
+/// (<see cref="Grow"/>): a client's ranges never hold more of the budget than the origin sent for them. Such a file is
+/// not kept (its size is the object's length, its disk only what was written).
 /// </summary>
 internal sealed class SpoolFiles : IDisposable
 {
@@ -20,6 +23,8 @@ internal sealed class SpoolFiles : IDisposable
     private readonly List<KeptFile> _kept = [];
     // What each file in use reserved: its fill's length, or a larger kept file's whole size.
     private readonly Dictionary<SafeFileHandle, long> _reservations = [];
+    // Files of fills combined from ranges: reserved as they are written, deleted (not kept) when done.
+    private readonly HashSet<SafeFileHandle> _growing = [];
     private readonly ITimer _sweeper;
     private long _reserved;
     private long _keptBytes;
@@ -48,7 +53,7 @@ internal sealed class SpoolFiles : IDisposable
     /// credentialed ones among them, and the default directory is in the shared temp directory. A directory the
     /// operator made keeps its own mode.
     /// </summary>
-    private SafeFileHandle Create(long length)
+    private SafeFileHandle Create(long length, bool preallocate = true)
     {
         if (OperatingSystem.IsWindows())
         {
@@ -60,7 +65,7 @@ internal sealed class SpoolFiles : IDisposable
         }
 
         var created = File.OpenHandle(Path.Combine(_directory, $"fill-{Guid.NewGuid():N}.spool"), FileMode.CreateNew, FileAccess.ReadWrite,
-            FileShare.None, FileOptions.DeleteOnClose | FileOptions.Asynchronous, preallocationSize: length);
+            FileShare.None, FileOptions.DeleteOnClose | FileOptions.Asynchronous, preallocationSize: preallocate ? length : 0);
         if (!OperatingSystem.IsWindows())
         {
             // Before a byte is written; File.OpenHandle has no mode of its own, the umask's would be 0644.
@@ -160,6 +165,55 @@ internal sealed class SpoolFiles : IDisposable
     }
 
     /// <summary>
+    /// A new sparse file with nothing reserved, for a fill combined from ranges: it reserves its bytes as they are
+    /// written (<see cref="Grow"/>), not the object's length up front, and nothing is allocated on disk ahead of them.
+    /// Throws IOException or UnauthorizedAccessException when no file can be created.
+    /// </summary>
+    public SafeFileHandle TakeGrowing()
+    {
+        var created = Create(0, preallocate: false);
+        lock (_lock)
+        {
+            _reservations[created] = 0;
+            _growing.Add(created);
+        }
+
+        return created;
+    }
+
+    /// <summary>
+    /// Reserves <paramref name="bytes"/> more for <paramref name="file"/> (one taken by <see cref="TakeGrowing"/>),
+    /// deleting kept files when the budget needs their room; false when the budget cannot hold them, or the file was
+    /// returned already.
+    /// </summary>
+    public bool Grow(SafeFileHandle file, long bytes)
+    {
+        var evicted = new List<KeptFile>();
+        bool grown;
+        lock (_lock)
+        {
+            grown = _reservations.TryGetValue(file, out var reserved);
+            while (grown && _reserved + _keptBytes + bytes > Capacity && _kept.Count > 0)
+            {
+                var oldest = _kept[0];
+                _kept.RemoveAt(0);
+                _keptBytes -= oldest.Size;
+                evicted.Add(oldest);
+            }
+
+            grown = grown && _reserved + _keptBytes + bytes <= Capacity;
+            if (grown)
+            {
+                _reserved += bytes;
+                _reservations[file] = reserved + bytes;
+            }
+        }
+
+        evicted.ForEach(k => k.Handle.Dispose());
+        return grown;
+    }
+
+    /// <summary>
     /// Deletes the spool files a sidekick left here when it stopped without closing them (killed, crashed, out of
     /// memory): a fill's file is deleted when its handle closes, so one left by a process that never closed it would
     /// hold the disk until someone noticed. Sidecars on one host may share the directory: a live one holds each of its
@@ -238,9 +292,18 @@ internal sealed class SpoolFiles : IDisposable
     public void Return(SafeFileHandle file)
     {
         long reserved;
+        bool growing;
         lock (_lock)
         {
             _reservations.Remove(file, out reserved);
+            growing = _growing.Remove(file);
+        }
+
+        if (growing)
+        {
+            Release(reserved);
+            file.Dispose(); // sparse, as long as the object: not a file to hand on (opened DeleteOnClose)
+            return;
         }
 
         long size;
