@@ -71,9 +71,17 @@ internal sealed record CacheOptions
             return null;
         }
 
+        // The value may carry a password or a token (user information, a query): messages show it without them.
+        var shown = Observability.SecretRedaction.Address(endpointText);
         if (!Uri.TryCreate(endpointText, UriKind.Absolute, out var endpoint) || endpoint.Scheme is not ("http" or "https") || endpoint.Host.Length == 0)
         {
-            throw new UsageException($"invalid {Prefix}ENDPOINT \"{endpointText}\": expected an http or https URL such as http://minio-cache:9000");
+            throw new UsageException($"invalid {Prefix}ENDPOINT \"{shown}\": expected an http or https URL such as http://minio-cache:9000");
+        }
+
+        if (endpoint.UserInfo.Length > 0 || endpoint.Query.Length > 0 || endpoint.Fragment.Length > 0)
+        {
+            // The store's requests are signed with the access key; a query or user information would be ignored.
+            throw new UsageException($"invalid {Prefix}ENDPOINT \"{shown}\": expected no user information, query or fragment, such as http://minio-cache:9000 (credentials go in {Prefix}ACCESS_KEY and {Prefix}SECRET_KEY)");
         }
 
         var missing = RequiredNames.Where(n => Get(n) is null).Select(n => Prefix + n).ToArray();

@@ -50,6 +50,17 @@ public sealed class CacheConfigurationTests
         Assert.DoesNotContain("minio123-very-secret", CacheOptions.FromEnvironment(Valid())!.ToString(), StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("u:hunter2@h:9000", "invalid SIDEKICK_CACHE_ENDPOINT \"REDACTED@h:9000\": expected an http or https URL such as http://minio-cache:9000")]
+    [InlineData("http://h:9000/?secret=hunter2", "invalid SIDEKICK_CACHE_ENDPOINT \"http://h:9000/?REDACTED\": expected no user information, query or fragment, such as http://minio-cache:9000 (credentials go in SIDEKICK_CACHE_ACCESS_KEY and SIDEKICK_CACHE_SECRET_KEY)")]
+    [InlineData("http://u:hunter2@h:9000", "invalid SIDEKICK_CACHE_ENDPOINT \"http://REDACTED@h:9000\": expected no user information, query or fragment, such as http://minio-cache:9000 (credentials go in SIDEKICK_CACHE_ACCESS_KEY and SIDEKICK_CACHE_SECRET_KEY)")]
+    public void A_cache_endpoint_with_a_secret_is_refused_without_echoing_it(string endpoint, string expected)
+    {
+        var env = Valid();
+        env["SIDEKICK_CACHE_ENDPOINT"] = endpoint;
+        Assert.Equal(expected, Assert.Throws<UsageException>(() => CacheOptions.FromEnvironment(env)).Message);
+    }
+
     [Fact]
     public void The_default_spool_budget_holds_the_largest_object_the_cache_takes()
     {

@@ -201,4 +201,24 @@ public sealed class StartupFailureTests
         AssertOneLine(1,
             "sidekick: endpoint \"http://REDACTED@127.0.0.1:9000\" must not carry credentials, a query or a fragment",
             await SidekickProcess.RunAsync("--address", "127.0.0.1:0", "http://minio:pa55w0rd@127.0.0.1:9000"));
+
+    [Fact]
+    public async Task A_site_without_a_scheme_never_echoes_its_password() =>
+        AssertOneLine(1,
+            "sidekick: missing host address \"REDACTED@127.0.0.1:9001\" in SITE 1, expected a URL such as http://minio1:9000; see 'sidekick --help'",
+            await SidekickProcess.RunAsync("--address", "127.0.0.1:0", "u:hunter2@127.0.0.1:9001"));
+
+    [Fact]
+    public async Task An_unclosed_bracket_is_named_not_called_a_bad_port() =>
+        AssertOneLine(1,
+            "sidekick: missing ']' in \"http://[::1:9003\": an IPv6 address is written in brackets, e.g. http://[::1]:9000",
+            await SidekickProcess.RunAsync("--address", "127.0.0.1:0", "http://[::1:9003"));
+
+    [Fact]
+    public async Task A_cache_endpoint_with_a_query_is_refused_without_echoing_it() =>
+        AssertOneLine(2,
+            "sidekick: invalid SIDEKICK_CACHE_ENDPOINT \"http://h:9000/?REDACTED\": expected no user information, query or fragment, such as http://minio-cache:9000 (credentials go in SIDEKICK_CACHE_ACCESS_KEY and SIDEKICK_CACHE_SECRET_KEY) (see 'sidekick --help')",
+            await SidekickProcess.RunAsync(
+                new Dictionary<string, string> { ["SIDEKICK_CACHE_ENDPOINT"] = "http://h:9000/?secret=hunter2", ["SIDEKICK_CACHE_ACCESS_KEY"] = "a", ["SIDEKICK_CACHE_SECRET_KEY"] = "s", ["SIDEKICK_CACHE_BUCKET"] = "b01" },
+                "--address", "127.0.0.1:0", "http://127.0.0.1:1"));
 }
