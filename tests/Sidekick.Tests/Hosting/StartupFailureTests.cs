@@ -221,4 +221,40 @@ public sealed class StartupFailureTests
             await SidekickProcess.RunAsync(
                 new Dictionary<string, string> { ["SIDEKICK_CACHE_ENDPOINT"] = "http://h:9000/?secret=hunter2", ["SIDEKICK_CACHE_ACCESS_KEY"] = "a", ["SIDEKICK_CACHE_SECRET_KEY"] = "s", ["SIDEKICK_CACHE_BUCKET"] = "b01" },
                 "--address", "127.0.0.1:0", "http://127.0.0.1:1"));
+
+    [Fact]
+    public async Task A_spool_directory_that_cannot_be_made_is_one_line_naming_it_not_a_free_space_warning()
+    {
+        // A regular file where the directory should go: no user, root included, can make a directory under it.
+        var file = Path.GetTempFileName();
+        try
+        {
+            var spool = Path.Combine(file, "spool");
+            var run = await SidekickProcess.RunAsync(
+                new Dictionary<string, string>
+                {
+                    ["SIDEKICK_CACHE_ENDPOINT"] = "http://127.0.0.1:1", ["SIDEKICK_CACHE_ACCESS_KEY"] = "a", ["SIDEKICK_CACHE_SECRET_KEY"] = "s",
+                    ["SIDEKICK_CACHE_BUCKET"] = "sidekick-cache", ["SIDEKICK_CACHE_SPOOL_DIR"] = spool,
+                },
+                "--address", "127.0.0.1:0", "http://127.0.0.1:1");
+            Assert.Equal(2, run.ExitCode);
+            var line = Assert.Single(run.Stderr.ReplaceLineEndings("\n").TrimEnd('\n').Split('\n'));
+            Assert.StartsWith($"sidekick: the cache spool directory '{spool}' (SIDEKICK_CACHE_SPOOL_DIR) cannot be created or written: ", line, StringComparison.Ordinal);
+            Assert.EndsWith(" (see 'sidekick --help')", line, StringComparison.Ordinal);
+            Assert.DoesNotContain("bytes free", run.Stderr, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
+    public async Task A_bucket_name_with_a_slash_is_refused_at_start() =>
+        AssertOneLine(2,
+            "sidekick: invalid SIDEKICK_CACHE_BUCKET \"bad/bucket\": expected the name of an existing bucket, 3 to 255 letters, digits, '.', '-' or '_' " +
+            "(S3 today: 3 to 63 lowercase letters, digits, '.' and '-'), such as sidekick-cache (see 'sidekick --help')",
+            await SidekickProcess.RunAsync(
+                new Dictionary<string, string> { ["SIDEKICK_CACHE_ENDPOINT"] = "http://127.0.0.1:1", ["SIDEKICK_CACHE_ACCESS_KEY"] = "a", ["SIDEKICK_CACHE_SECRET_KEY"] = "s", ["SIDEKICK_CACHE_BUCKET"] = "bad/bucket" },
+                "--address", "127.0.0.1:0", "http://127.0.0.1:1"));
 }
