@@ -48,7 +48,8 @@ ok "/usr/bin/sidekick --version: $printed"
 unit=$(dpkg -L sidekick | grep '/sidekick\.service$' || true)
 [ "$unit" = /lib/systemd/system/sidekick.service ] || fail "the package lists the unit as '$unit', expected /lib/systemd/system/sidekick.service"
 [ -f "$unit" ] || fail "$unit is listed by the package but not on disk"
-grep -qx 'ExecStart=/usr/bin/sidekick $SIDEKICK_ARGS' "$unit" || fail "$unit does not start /usr/bin/sidekick \$SIDEKICK_ARGS"
+grep -qx 'ExecStart=/usr/bin/sidekick $SIDEKICK_OPTIONS $SIDEKICK_SITES $SIDEKICK_ARGS' "$unit" ||
+  fail "$unit does not start /usr/bin/sidekick \$SIDEKICK_OPTIONS \$SIDEKICK_SITES \$SIDEKICK_ARGS (upstream's variables, then ours)"
 dpkg-query -W -f='${Conffiles}\n' sidekick | grep -q '^ /etc/default/sidekick ' || fail "/etc/default/sidekick is not a conffile"
 ok "unit at $unit, /etc/default/sidekick a conffile"
 

@@ -104,6 +104,7 @@ internal sealed class CacheHealth : IDisposable
     /// </summary>
     private bool ToleratedAsBusy(CacheStoreFailure failure)
     {
+        failure = failure.WithoutSecrets(_store.AccessKey);
         var now = _time.GetTimestamp();
         lock (_gate)
         {
@@ -174,6 +175,7 @@ internal sealed class CacheHealth : IDisposable
 
     private void Fail(CacheStoreFailure failure)
     {
+        failure = failure.WithoutSecrets(_store.AccessKey);
         _metrics.StoreError(failure);
         lock (_gate)
         {

@@ -60,6 +60,19 @@ internal sealed record CacheOptions
     /// </summary>
     public string? Namespace { get; init; }
 
+    /// <summary>
+    /// Whether a name can be a bucket on some S3-compatible store: S3's rules today are 3 to 63 lowercase letters,
+    /// digits, '.' and '-', but legacy us-east-1 buckets may hold uppercase letters and '_' and run to 255 characters,
+    /// and other stores follow those looser rules; what none of them allows ('/', '!', a space, a control character)
+    /// would only fail at the first store request.
+    /// </summary>
+    private static bool IsPossibleBucket(string name) =>
+        name.Length is >= 3 and <= 255 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_');
+
+    /// <summary>A value as a message may quote it: control characters escaped, so the line stays one line.</summary>
+    private static string Printable(string value) =>
+        string.Concat(value.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()));
+
     /// <summary>Null when SIDEKICK_CACHE_ENDPOINT is unset or empty (the cache is off).</summary>
     public static CacheOptions? FromEnvironment(IReadOnlyDictionary<string, string?> env)
     {
@@ -71,9 +84,17 @@ internal sealed record CacheOptions
             return null;
         }
 
+        // The value may carry a password or a token (user information, a query): messages show it without them.
+        var shown = Observability.SecretRedaction.Address(endpointText);
         if (!Uri.TryCreate(endpointText, UriKind.Absolute, out var endpoint) || endpoint.Scheme is not ("http" or "https") || endpoint.Host.Length == 0)
         {
-            throw new UsageException($"invalid {Prefix}ENDPOINT \"{endpointText}\": expected an http or https URL such as http://minio-cache:9000");
+            throw new UsageException($"invalid {Prefix}ENDPOINT \"{shown}\": expected an http or https URL such as http://minio-cache:9000");
+        }
+
+        if (endpoint.UserInfo.Length > 0 || endpoint.Query.Length > 0 || endpoint.Fragment.Length > 0)
+        {
+            // The store's requests are signed with the access key; a query or user information would be ignored.
+            throw new UsageException($"invalid {Prefix}ENDPOINT \"{shown}\": expected no user information, query or fragment, such as http://minio-cache:9000 (credentials go in {Prefix}ACCESS_KEY and {Prefix}SECRET_KEY)");
         }
 
         var missing = RequiredNames.Where(n => Get(n) is null).Select(n => Prefix + n).ToArray();
@@ -82,7 +103,14 @@ internal sealed record CacheOptions
             throw new UsageException($"{string.Join(", ", missing)} must be set when {Prefix}ENDPOINT is set");
         }
 
-        var options = new CacheOptions { Endpoint = endpoint, AccessKey = Get("ACCESS_KEY")!, SecretKey = Get("SECRET_KEY")!, Bucket = Get("BUCKET")! };
+        var bucket = Get("BUCKET")!;
+        if (!IsPossibleBucket(bucket))
+        {
+            throw new UsageException($"invalid {Prefix}BUCKET \"{Printable(bucket)}\": expected the name of an existing bucket, 3 to 255 letters, digits, '.', '-' or '_' " +
+                                     "(S3 today: 3 to 63 lowercase letters, digits, '.' and '-'), such as sidekick-cache");
+        }
+
+        var options = new CacheOptions { Endpoint = endpoint, AccessKey = Get("ACCESS_KEY")!, SecretKey = Get("SECRET_KEY")!, Bucket = bucket };
         if (Get("REGION") is { } region)
         {
             options = options with { Region = region };

@@ -28,7 +28,7 @@ internal enum CacheStoreFailureReason
 /// store or the network said, e.g. "connection refused" or "InvalidAccessKeyId: The AWS Access Key Id you provided
 /// does not exist in our records.". Never an exception's type or a stack trace.
 /// </summary>
-internal sealed record CacheStoreFailure(CacheStoreFailureReason Reason, string Detail)
+internal sealed partial record CacheStoreFailure(CacheStoreFailureReason Reason, string Detail)
 {
     public static readonly CacheStoreFailureReason[] Reasons = Enum.GetValues<CacheStoreFailureReason>();
 
@@ -119,6 +119,25 @@ internal sealed record CacheStoreFailure(CacheStoreFailureReason Reason, string 
 
         return new(innermost is IOException or HttpRequestException ? CacheStoreFailureReason.Unreachable : CacheStoreFailureReason.Other, innermost.Message);
     }
+
+    /// <summary>
+    /// This failure as it may be printed (--log, --json, /v1/state's lastError): a store's error text can echo the
+    /// request's <c>Credential=AKIA…/20261207/us-east-1/s3/aws4_request</c> or name the access key; both go, as
+    /// <c>Signature=</c> does where the text is printed.
+    /// </summary>
+    public CacheStoreFailure WithoutSecrets(string? accessKey)
+    {
+        var detail = CredentialValue().Replace(Detail, "${name}" + Observability.SecretRedaction.Redacted);
+        if (!string.IsNullOrEmpty(accessKey))
+        {
+            detail = detail.Replace(accessKey, Observability.SecretRedaction.Redacted, StringComparison.Ordinal);
+        }
+
+        return ReferenceEquals(detail, Detail) || detail == Detail ? this : this with { Detail = detail };
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"(?<name>\bCredential=)[^,;&\s""'<>]*", System.Text.RegularExpressions.RegexOptions.IgnoreCase | System.Text.RegularExpressions.RegexOptions.CultureInvariant)]
+    private static partial System.Text.RegularExpressions.Regex CredentialValue();
 
     private static CacheStoreFailure Answered(AmazonServiceException answer)
     {

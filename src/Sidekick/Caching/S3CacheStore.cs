@@ -39,8 +39,12 @@ internal sealed class S3CacheStore : IDisposable
 
     public string Bucket => _bucket;
 
+    /// <summary>The configured access key: a store's error text may echo it, and it is redacted there (not a secret, but it names the account).</summary>
+    public string AccessKey { get; }
+
     public S3CacheStore(CacheOptions options)
     {
+        AccessKey = options.AccessKey;
         _bucket = options.Bucket;
         _folder = options.Namespace is { } ns ? ns + "/" : "";
         Endpoint = options.Endpoint;

@@ -29,6 +29,32 @@ internal sealed class SpoolFiles : IDisposable
     private long _reserved;
     private long _keptBytes;
 
+    /// <summary>
+    /// At start: the spool directory is made (0700, as <see cref="Create"/> makes it) and a file created and removed in
+    /// it, so that a directory that can never hold a spool is one usage error naming it, not a failure per fill.
+    /// </summary>
+    public static void RequireWritable(string directory)
+    {
+        try
+        {
+            if (OperatingSystem.IsWindows())
+            {
+                Directory.CreateDirectory(directory);
+            }
+            else
+            {
+                Directory.CreateDirectory(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            }
+
+            using var probe = File.OpenHandle(Path.Combine(directory, $"probe-{Guid.NewGuid():N}.spool"), FileMode.CreateNew, FileAccess.ReadWrite,
+                FileShare.None, FileOptions.DeleteOnClose);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            throw new Cli.UsageException($"the cache spool directory '{directory}' (SIDEKICK_CACHE_SPOOL_DIR) cannot be created or written: {ex.Message}");
+        }
+    }
+
     public SpoolFiles(string directory, long capacity, TimeProvider time)
     {
         _directory = directory;

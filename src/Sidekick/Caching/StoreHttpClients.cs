@@ -27,6 +27,11 @@ internal sealed class StoreHttpClients : HttpClientFactory
 
             sockets.Proxy = proxy;
         }
+        else
+        {
+            // The environment's proxy, but never for a store on loopback (as the backends' and Go's).
+            sockets.Proxy = Forwarding.LoopbackBypassProxy.FromEnvironment();
+        }
 
         if (clientConfig.MaxConnectionsPerServer is { } limit)
         {

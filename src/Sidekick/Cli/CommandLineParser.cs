@@ -227,9 +227,14 @@ internal static class CommandLineParser
             throw new UsageException($"invalid --host-balance \"{o.HostBalance}\": supported values are 'least', 'random'");
         }
 
+        var warnings = new List<string>(o.Warnings);
         if (o.Trace is not ("all" or "application" or "minio" or ""))
         {
-            throw new UsageException($"invalid --trace \"{o.Trace}\": valid values are [all,application,minio] (or \"\" to print none)");
+            // Upstream accepts any value and traces everything; `-t -l` even takes "-l" as the value (so --log is
+            // not set). Keep that, but say so: the operator most likely meant something else.
+            var flagHint = o.Trace.StartsWith('-') ? $" (--trace takes the next argument as its value, so {o.Trace} was not read as a flag)" : "";
+            warnings.Add($"warning: --trace \"{o.Trace}\" is not one of [all,application,minio] (or \"\" to print none); tracing all{flagHint}");
+            o = o with { Trace = "all" };
         }
 
         if (o.TlsMax is not ("1.2" or "1.3"))
@@ -260,7 +265,7 @@ internal static class CommandLineParser
         // Upstream: a leading '/' is added; an empty read path means the health path.
         var healthPath = Normalize(o.HealthPath);
         var readPath = o.ReadHealthPath.Length == 0 ? healthPath : Normalize(o.ReadHealthPath);
-        return o with { HealthPath = healthPath, ReadHealthPath = readPath, HostBalance = balance };
+        return o with { HealthPath = healthPath, ReadHealthPath = readPath, HostBalance = balance, Warnings = warnings };
     }
 
     private static void RequirePositive(TimeSpan value, string flag, string example)

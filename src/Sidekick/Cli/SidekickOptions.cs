@@ -7,6 +7,8 @@ namespace Sidekick.Cli;
 internal sealed record SidekickOptions
 {
     public string Address { get; init; } = ":8080";
+    /// <summary>Lines for stderr about values accepted as upstream accepts them but likely not meant (one each).</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
     public string HealthPath { get; init; } = "/";
     /// <summary>Probe path for the last site only; empty means <see cref="HealthPath"/> (the parser resolves it).</summary>
     public string ReadHealthPath { get; init; } = "";

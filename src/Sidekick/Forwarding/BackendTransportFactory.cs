@@ -20,6 +20,9 @@ internal sealed class BackendTransportFactory(
     /// <param name="serverName">TLS name to verify and send as SNI; null for the endpoint's own host.</param>
     public HttpMessageInvoker Create(Uri firstEndpoint, string? serverName = null)
     {
+        // A loopback backend never goes through the environment's proxy (as Go's ProxyFromEnvironment); an https one
+        // then takes the TLS path below, as without a proxy.
+        var proxied = environmentProxy && !LoopbackBypassProxy.IsLoopback(firstEndpoint);
         var handler = new SocketsHttpHandler
         {
             UseProxy = environmentProxy,
@@ -39,6 +42,11 @@ internal sealed class BackendTransportFactory(
             ActivityHeadersPropagator = null,
         };
 
+        if (environmentProxy)
+        {
+            handler.Proxy = LoopbackBypassProxy.FromEnvironment();
+        }
+
         if (connect is not null)
         {
             handler.ConnectCallback = connect;
@@ -49,7 +57,7 @@ internal sealed class BackendTransportFactory(
             return new HttpMessageInvoker(handler, disposeHandler: true);
         }
 
-        if (environmentProxy)
+        if (proxied)
         {
             // Through an HTTP proxy the handler must see the https scheme (it tunnels with CONNECT), so it does the
             // TLS itself, and names the backend after the request's Host as below; the HTTP/1.1 path is off anyway.
@@ -62,6 +70,9 @@ internal sealed class BackendTransportFactory(
         // its connection pools by is the request's Host header, which is the client's: any client could make the
         // handshake fail (a backend marked down for it, traffic pushed to the next site) or open a new TLS connection
         // per spelling of a Host.
+        // The handler sees plain http requests here: a proxy it chose would get them in clear. Only a loopback site
+        // (never proxied) reaches this with a proxy in the environment; its endpoints go direct.
+        handler.UseProxy = false;
         var plain = connect ?? ConnectDirectAsync;
         handler.ConnectCallback = async (context, cancellationToken) =>
         {

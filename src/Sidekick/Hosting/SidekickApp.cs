@@ -32,6 +32,11 @@ internal static class SidekickApp
             }
 
             options = ((CommandLineResult.Run)parsed).Options;
+            foreach (var warning in options.Warnings)
+            {
+                await stderr.WriteLineAsync(ErrorLine(options, programName, warning));
+            }
+
             await using var app = Create(options, new SidekickSeams { Stdout = stdout, Stderr = stderr, StdoutStream = stdoutStream });
             await app.Server.StartAsync();
             started = true;

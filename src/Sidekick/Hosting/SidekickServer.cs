@@ -190,6 +190,11 @@ internal sealed class SidekickServer : IAsyncDisposable
             new OutlierOptions(options.OutlierConsecutiveErrors, options.OutlierEjectionTime, options.OutlierMaxEjectionTime, options.OutlierMaxEjectionPercent),
             Topology);
         Outliers.Ejected += (_, _) => Interlocked.Increment(ref _ejections);
+        if (settings.Cache is { } spooled)
+        {
+            Caching.SpoolFiles.RequireWritable(spooled.SpoolDirectory);
+        }
+
         Cache = settings.Cache is { } cache ? new ResponseCache(WithNamespace(cache, options), time) : null;
         _settingsNamespace = settings.Cache?.Namespace is not null;
         if (Cache is not null)

@@ -106,6 +106,25 @@ internal static class SecretRedaction
         return redacted?.ToString() ?? query;
     }
 
+    /// <summary>
+    /// An address as the operator typed it (a SITE endpoint, the cache endpoint), for a message about it: whatever
+    /// precedes the last '@' of the authority goes, with or without a <c>scheme://</c> before it (<c>u:pw@h:1</c> is
+    /// refused for its missing scheme, and must not be echoed), and so do the values of a query and a fragment.
+    /// </summary>
+    public static string Address(string text)
+    {
+        var scheme = text.IndexOf("://", StringComparison.Ordinal);
+        var start = scheme < 0 ? 0 : scheme + 3;
+        var at = text.LastIndexOf('@');
+        if (at >= start)
+        {
+            text = string.Concat(text.AsSpan(0, start), Redacted, text.AsSpan(at));
+        }
+
+        var rest = text.AsSpan(start).IndexOfAny('?', '#');
+        return rest < 0 ? text : string.Concat(text.AsSpan(0, start + rest + 1), Redacted);
+    }
+
     /// <summary>A configured URL as sidekick prints it (logs, /v1/state): without a trailing slash, its secrets out.</summary>
     public static string Url(Uri url) => Text(url.ToString().TrimEnd('/'));
 

@@ -54,44 +54,67 @@ internal static class SiteParser
 
     private static Uri ParseEndpoint(string text, int site, string programName)
     {
+        // Messages quote the endpoint without its user information, query or fragment (they may hold secrets).
+        var shown = Observability.SecretRedaction.Address(text);
         var hint = text.StartsWith('-') ? " (flags must come before the SITE arguments)" : "";
         if (!text.Contains("://", StringComparison.Ordinal))
         {
-            throw new FatalException($"missing host address \"{text}\" in SITE {site}{hint}, expected a URL such as http://minio1:9000; see '{programName} --help'");
+            throw new FatalException($"missing host address \"{shown}\" in SITE {site}{hint}, expected a URL such as http://minio1:9000; see '{programName} --help'");
         }
 
         var schemeEnd = text.IndexOf("://", StringComparison.Ordinal);
         var scheme = text[..schemeEnd].ToLowerInvariant();
         if (scheme is not ("http" or "https"))
         {
-            throw new FatalException($"unexpected scheme \"{text[..schemeEnd]}\" in \"{text}\", should be http or https");
+            throw new FatalException($"unexpected scheme \"{Observability.SecretRedaction.Address(text[..schemeEnd])}\" in \"{shown}\", should be http or https");
         }
 
+        // As Go's url.Parse: the fragment and the query are cut off first, the authority ends at the first '/'.
         var authority = text[(schemeEnd + 3)..];
-        var slash = authority.IndexOf('/', StringComparison.Ordinal);
-        authority = slash < 0 ? authority : authority[..slash];
+        var authorityEnd = authority.AsSpan().IndexOfAny('/', '?', '#');
+        authority = authorityEnd < 0 ? authority : authority[..authorityEnd];
         authority = authority[(authority.LastIndexOf('@') + 1)..];
-        var portText = authority.StartsWith('[') ? authority[(authority.IndexOf(']', StringComparison.Ordinal) + 1)..] : authority[(authority.IndexOf(':', StringComparison.Ordinal) + 1)..];
-        if (authority.Contains(':', StringComparison.Ordinal) && !authority.EndsWith(']') &&
-            (!int.TryParse(portText.TrimStart(':'), NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535))
+        string portText;
+        if (authority.StartsWith('['))
         {
-            throw new FatalException($"invalid port in \"{text}\": must be a number in [1, 65535]");
+            var close = authority.IndexOf(']', StringComparison.Ordinal);
+            if (close < 0)
+            {
+                throw new FatalException($"missing ']' in \"{shown}\": an IPv6 address is written in brackets, e.g. http://[::1]:9000");
+            }
+
+            portText = authority[(close + 1)..];
+            if (portText.Length > 0 && portText[0] != ':')
+            {
+                throw new FatalException($"invalid port in \"{shown}\": expected ':' and a number in [1, 65535] after ']'");
+            }
+        }
+        else
+        {
+            var colon = authority.IndexOf(':', StringComparison.Ordinal);
+            portText = colon < 0 ? "" : authority[colon..];
+        }
+
+        if (portText.Length > 0 &&
+            (!int.TryParse(portText.AsSpan(1), NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535))
+        {
+            throw new FatalException($"invalid port in \"{shown}\": must be a number in [1, 65535]");
         }
 
         if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Host.Length == 0)
         {
-            throw new FatalException($"missing or invalid host address in \"{text}\" (SITE {site}); expected e.g. http://minio1:9000");
+            throw new FatalException($"missing or invalid host address in \"{shown}\" (SITE {site}); expected e.g. http://minio1:9000");
         }
 
         if (uri.UserInfo.Length > 0 || uri.Query.Length > 0 || uri.Fragment.Length > 0)
         {
             // Upstream silently ignores them for traffic (probes would send them); better to say so.
-            throw new FatalException($"endpoint \"{text}\" must not carry credentials, a query or a fragment");
+            throw new FatalException($"endpoint \"{shown}\" must not carry credentials, a query or a fragment");
         }
 
         if (uri.HostNameType == UriHostNameType.Dns && !IsValidHostName(uri.Host))
         {
-            throw new FatalException($"invalid host name \"{uri.Host}\" in \"{text}\"");
+            throw new FatalException($"invalid host name \"{uri.Host}\" in \"{shown}\"");
         }
 
         return uri;

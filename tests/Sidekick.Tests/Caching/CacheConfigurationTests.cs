@@ -50,6 +50,50 @@ public sealed class CacheConfigurationTests
         Assert.DoesNotContain("minio123-very-secret", CacheOptions.FromEnvironment(Valid())!.ToString(), StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("u:hunter2@h:9000", "invalid SIDEKICK_CACHE_ENDPOINT \"REDACTED@h:9000\": expected an http or https URL such as http://minio-cache:9000")]
+    [InlineData("http://h:9000/?secret=hunter2", "invalid SIDEKICK_CACHE_ENDPOINT \"http://h:9000/?REDACTED\": expected no user information, query or fragment, such as http://minio-cache:9000 (credentials go in SIDEKICK_CACHE_ACCESS_KEY and SIDEKICK_CACHE_SECRET_KEY)")]
+    [InlineData("http://u:hunter2@h:9000", "invalid SIDEKICK_CACHE_ENDPOINT \"http://REDACTED@h:9000\": expected no user information, query or fragment, such as http://minio-cache:9000 (credentials go in SIDEKICK_CACHE_ACCESS_KEY and SIDEKICK_CACHE_SECRET_KEY)")]
+    public void A_cache_endpoint_with_a_secret_is_refused_without_echoing_it(string endpoint, string expected)
+    {
+        var env = Valid();
+        env["SIDEKICK_CACHE_ENDPOINT"] = endpoint;
+        Assert.Equal(expected, Assert.Throws<UsageException>(() => CacheOptions.FromEnvironment(env)).Message);
+    }
+
+    private const string BucketRule = "expected the name of an existing bucket, 3 to 255 letters, digits, '.', '-' or '_' " +
+                                      "(S3 today: 3 to 63 lowercase letters, digits, '.' and '-'), such as sidekick-cache";
+
+    [Theory]
+    [InlineData("bad/bucket", "bad/bucket")]
+    [InlineData("x!", "x!")]
+    [InlineData("ab", "ab")]
+    [InlineData("a b", "a b")]
+    [InlineData("a\u0001b", "a\\u0001b")]
+    public void A_name_that_can_never_be_a_bucket_is_refused_at_start(string bucket, string shown)
+    {
+        var env = Valid();
+        env["SIDEKICK_CACHE_BUCKET"] = bucket;
+        Assert.Equal($"invalid SIDEKICK_CACHE_BUCKET \"{shown}\": {BucketRule}", Assert.Throws<UsageException>(() => CacheOptions.FromEnvironment(env)).Message);
+        env["SIDEKICK_CACHE_BUCKET"] = new string('b', 256);
+        Assert.Throws<UsageException>(() => CacheOptions.FromEnvironment(env));
+    }
+
+    // Legacy S3 buckets and other S3-compatible stores allow uppercase, '_' and up to 255 characters.
+    [Theory]
+    [InlineData("sidekick-cache")]
+    [InlineData("cache.v2")]
+    [InlineData("Legacy_Bucket")]
+    [InlineData("abc")]
+    public void Names_some_store_allows_are_accepted(string bucket)
+    {
+        var env = Valid();
+        env["SIDEKICK_CACHE_BUCKET"] = bucket;
+        Assert.Equal(bucket, CacheOptions.FromEnvironment(env)!.Bucket);
+        env["SIDEKICK_CACHE_BUCKET"] = new string('b', 255);
+        Assert.NotNull(CacheOptions.FromEnvironment(env));
+    }
+
     [Fact]
     public void The_default_spool_budget_holds_the_largest_object_the_cache_takes()
     {

@@ -338,6 +338,32 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task A_store_error_echoing_the_credential_or_the_access_key_keeps_neither()
+    {
+        using var probed = await ProbedHealthAsync();
+        var key = fixture.Environment()["SIDEKICK_CACHE_ACCESS_KEY"]!;
+        var said = $"The authorization header is malformed; Credential={key}/20261207/us-east-1/s3/aws4_request, SignedHeaders=host, " +
+                   $"Signature=0123abcd; access key {key} is not valid here";
+        probed.Health.LookupFailed(new AmazonS3Exception(said, ErrorType.Sender, "AuthorizationHeaderMalformed", "request-1", HttpStatusCode.Forbidden), TimeSpan.FromSeconds(2));
+
+        Assert.False(probed.Health.Online);
+        var detail = probed.Health.Snapshot().LastError!.Detail;
+        Assert.Equal(
+            "AuthorizationHeaderMalformed: The authorization header is malformed; Credential=REDACTED, SignedHeaders=host, " +
+            "Signature=0123abcd; access key REDACTED is not valid here", detail);
+        // Where it is printed (--log, --json, /v1/state), the signature goes too.
+        Assert.DoesNotContain("0123abcd", Sidekick.Observability.SecretRedaction.Text(detail), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("x credential=AKIAEXAMPLE/2026/us-east-1/s3/aws4_request", "AKIAEXAMPLE", "x credential=REDACTED")]
+    [InlineData("X-Amz-Credential=AKIAEXAMPLE%2F2026&b=1", "other", "X-Amz-Credential=REDACTED&b=1")]
+    [InlineData("key AKIAEXAMPLE unknown", "AKIAEXAMPLE", "key REDACTED unknown")]
+    [InlineData("connection refused", "AKIAEXAMPLE", "connection refused")]
+    public void Store_error_text_loses_the_credential_scope_and_the_access_key(string detail, string accessKey, string expected) =>
+        Assert.Equal(expected, new CacheStoreFailure(CacheStoreFailureReason.Other, detail).WithoutSecrets(accessKey).Detail);
+
+    [Fact]
     public void Transport_failures_are_classified()
     {
         var refused = CacheStoreFailure.Of(new HttpRequestException("x", new SocketException((int)SocketError.ConnectionRefused)));

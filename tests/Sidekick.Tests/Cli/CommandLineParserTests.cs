@@ -104,7 +104,6 @@ public sealed class CommandLineParserTests
     [InlineData("invalid --dns-ttl \"0s\"", "--dns-ttl=0s", "http://x:1")]
     [InlineData("invalid health check port \"65536\"", "--health-port", "65536", "http://x:1")]
     [InlineData("invalid --host-balance \"foo\"", "--host-balance", "foo", "http://x:1")]
-    [InlineData("invalid --trace \"everything\"", "--trace", "everything", "http://x:1")]
     [InlineData("invalid TLS max version specified '1.1'", "--tls-max", "1.1", "http://x:1")]
     [InlineData("invalid boolean value \"yes\" for -insecure", "--insecure=yes", "http://x:1")]
     [InlineData("invalid value \"5xx\" for flag -status-code", "--status-code", "5xx", "http://x:1")]
@@ -162,4 +161,41 @@ public sealed class CommandLineParserTests
 
     [Fact]
     public void Trace_given_explicitly_is_remembered() => Assert.True(Run("--trace=all", "http://x:1").TraceExplicit);
+
+    // Upstream accepts any --trace value and traces everything; ours does too, with one warning line naming it.
+    [Theory]
+    [InlineData("true", "--trace=true")]
+    [InlineData("ALL", "--trace=ALL")]
+    [InlineData("everything", "--trace", "everything")]
+    public void Unknown_trace_values_trace_all_with_one_warning(string value, params string[] flags)
+    {
+        var o = Run([.. flags, "http://x:1"]);
+        Assert.Equal("all", o.Trace);
+        Assert.True(o.TraceExplicit);
+        var warning = Assert.Single(o.Warnings);
+        Assert.Equal($"warning: --trace \"{value}\" is not one of [all,application,minio] (or \"\" to print none); tracing all", warning);
+    }
+
+    [Fact]
+    public void Trace_takes_the_next_argument_even_a_flag_as_go_does()
+    {
+        // Go's flag package: `-t -l` gives --trace the value "-l", and --log stays off.
+        var o = Run("-t", "-l", "http://x:1");
+        Assert.Equal("all", o.Trace);
+        Assert.False(o.Log);
+        Assert.Equal(["http://x:1"], o.Sites);
+        Assert.Contains("--trace \"-l\" is not one of", Assert.Single(o.Warnings), StringComparison.Ordinal);
+        Assert.Contains("so -l was not read as a flag", o.Warnings[0], StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("", "--trace=")]
+    [InlineData("application", "--trace=application")]
+    [InlineData("minio", "-t", "minio")]
+    public void Known_trace_values_warn_nothing(string value, params string[] flags)
+    {
+        var o = Run([.. flags, "http://x:1"]);
+        Assert.Equal(value, o.Trace);
+        Assert.Empty(o.Warnings);
+    }
 }

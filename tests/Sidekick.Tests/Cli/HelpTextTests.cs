@@ -34,7 +34,7 @@ public sealed class HelpTextTests
             ["SIDEKICK_CACHE_ENDPOINT"] = "http://cache:9000",
             ["SIDEKICK_CACHE_ACCESS_KEY"] = "a",
             ["SIDEKICK_CACHE_SECRET_KEY"] = "s",
-            ["SIDEKICK_CACHE_BUCKET"] = "b",
+            ["SIDEKICK_CACHE_BUCKET"] = "bkt",
         };
         CacheOptions.FromEnvironment(environment);
         Assert.NotEmpty(environment.Read);
@@ -52,7 +52,7 @@ public sealed class HelpTextTests
             ["SIDEKICK_CACHE_ENDPOINT"] = "http://cache:9000",
             ["SIDEKICK_CACHE_ACCESS_KEY"] = "a",
             ["SIDEKICK_CACHE_SECRET_KEY"] = "s",
-            ["SIDEKICK_CACHE_BUCKET"] = "b",
+            ["SIDEKICK_CACHE_BUCKET"] = "bkt",
         })!;
         static long Bytes(string text) => ByteSize.TryParse(text, out var bytes) ? bytes : throw new FormatException(text);
         Assert.Equal(defaults.MinSize, Bytes(HelpDefault("SIDEKICK_CACHE_MIN_SIZE")));

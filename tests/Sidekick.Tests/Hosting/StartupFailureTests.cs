@@ -201,4 +201,60 @@ public sealed class StartupFailureTests
         AssertOneLine(1,
             "sidekick: endpoint \"http://REDACTED@127.0.0.1:9000\" must not carry credentials, a query or a fragment",
             await SidekickProcess.RunAsync("--address", "127.0.0.1:0", "http://minio:pa55w0rd@127.0.0.1:9000"));
+
+    [Fact]
+    public async Task A_site_without_a_scheme_never_echoes_its_password() =>
+        AssertOneLine(1,
+            "sidekick: missing host address \"REDACTED@127.0.0.1:9001\" in SITE 1, expected a URL such as http://minio1:9000; see 'sidekick --help'",
+            await SidekickProcess.RunAsync("--address", "127.0.0.1:0", "u:hunter2@127.0.0.1:9001"));
+
+    [Fact]
+    public async Task An_unclosed_bracket_is_named_not_called_a_bad_port() =>
+        AssertOneLine(1,
+            "sidekick: missing ']' in \"http://[::1:9003\": an IPv6 address is written in brackets, e.g. http://[::1]:9000",
+            await SidekickProcess.RunAsync("--address", "127.0.0.1:0", "http://[::1:9003"));
+
+    [Fact]
+    public async Task A_cache_endpoint_with_a_query_is_refused_without_echoing_it() =>
+        AssertOneLine(2,
+            "sidekick: invalid SIDEKICK_CACHE_ENDPOINT \"http://h:9000/?REDACTED\": expected no user information, query or fragment, such as http://minio-cache:9000 (credentials go in SIDEKICK_CACHE_ACCESS_KEY and SIDEKICK_CACHE_SECRET_KEY) (see 'sidekick --help')",
+            await SidekickProcess.RunAsync(
+                new Dictionary<string, string> { ["SIDEKICK_CACHE_ENDPOINT"] = "http://h:9000/?secret=hunter2", ["SIDEKICK_CACHE_ACCESS_KEY"] = "a", ["SIDEKICK_CACHE_SECRET_KEY"] = "s", ["SIDEKICK_CACHE_BUCKET"] = "b01" },
+                "--address", "127.0.0.1:0", "http://127.0.0.1:1"));
+
+    [Fact]
+    public async Task A_spool_directory_that_cannot_be_made_is_one_line_naming_it_not_a_free_space_warning()
+    {
+        // A regular file where the directory should go: no user, root included, can make a directory under it.
+        var file = Path.GetTempFileName();
+        try
+        {
+            var spool = Path.Combine(file, "spool");
+            var run = await SidekickProcess.RunAsync(
+                new Dictionary<string, string>
+                {
+                    ["SIDEKICK_CACHE_ENDPOINT"] = "http://127.0.0.1:1", ["SIDEKICK_CACHE_ACCESS_KEY"] = "a", ["SIDEKICK_CACHE_SECRET_KEY"] = "s",
+                    ["SIDEKICK_CACHE_BUCKET"] = "sidekick-cache", ["SIDEKICK_CACHE_SPOOL_DIR"] = spool,
+                },
+                "--address", "127.0.0.1:0", "http://127.0.0.1:1");
+            Assert.Equal(2, run.ExitCode);
+            var line = Assert.Single(run.Stderr.ReplaceLineEndings("\n").TrimEnd('\n').Split('\n'));
+            Assert.StartsWith($"sidekick: the cache spool directory '{spool}' (SIDEKICK_CACHE_SPOOL_DIR) cannot be created or written: ", line, StringComparison.Ordinal);
+            Assert.EndsWith(" (see 'sidekick --help')", line, StringComparison.Ordinal);
+            Assert.DoesNotContain("bytes free", run.Stderr, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
+    public async Task A_bucket_name_with_a_slash_is_refused_at_start() =>
+        AssertOneLine(2,
+            "sidekick: invalid SIDEKICK_CACHE_BUCKET \"bad/bucket\": expected the name of an existing bucket, 3 to 255 letters, digits, '.', '-' or '_' " +
+            "(S3 today: 3 to 63 lowercase letters, digits, '.' and '-'), such as sidekick-cache (see 'sidekick --help')",
+            await SidekickProcess.RunAsync(
+                new Dictionary<string, string> { ["SIDEKICK_CACHE_ENDPOINT"] = "http://127.0.0.1:1", ["SIDEKICK_CACHE_ACCESS_KEY"] = "a", ["SIDEKICK_CACHE_SECRET_KEY"] = "s", ["SIDEKICK_CACHE_BUCKET"] = "bad/bucket" },
+                "--address", "127.0.0.1:0", "http://127.0.0.1:1"));
 }

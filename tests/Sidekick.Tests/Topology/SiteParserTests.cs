@@ -51,6 +51,29 @@ public sealed class SiteParserTests
         Assert.DoesNotContain('\n', error.Message);
     }
 
+    // The port is read after the query and the fragment are cut off (as Go's url.Parse does), and an unclosed
+    // '[' is named as such; none of them is "invalid port".
+    [Theory]
+    [InlineData("http://127.0.0.1:9001?x=1", "endpoint \"http://127.0.0.1:9001?REDACTED\" must not carry credentials, a query or a fragment")]
+    [InlineData("http://127.0.0.1:9001#f", "endpoint \"http://127.0.0.1:9001#REDACTED\" must not carry credentials, a query or a fragment")]
+    [InlineData("http://[::1:9003", "missing ']' in \"http://[::1:9003\": an IPv6 address is written in brackets, e.g. http://[::1]:9000")]
+    [InlineData("http://[::1]x:9003", "invalid port in \"http://[::1]x:9003\": expected ':' and a number in [1, 65535] after ']'")]
+    [InlineData("http://h:9x/p?a=1", "invalid port in \"http://h:9x/p?REDACTED\": must be a number in [1, 65535]")]
+    public void Query_fragment_and_bracket_errors_say_what_is_wrong(string site, string expected) =>
+        Assert.Equal(expected, Assert.Throws<FatalException>(() => SiteParser.Parse([site], "sidekick", "/", "/", 0)).Message);
+
+    // Without "scheme://" whatever precedes '@' is still user information: never echoed.
+    [Theory]
+    [InlineData("u:hunter2@127.0.0.1:9001", "missing host address \"REDACTED@127.0.0.1:9001\" in SITE 1")]
+    [InlineData("hunter2@127.0.0.1:9001/x?tok=hunter2", "missing host address \"REDACTED@127.0.0.1:9001/x?REDACTED\" in SITE 1")]
+    [InlineData("ftp://u:hunter2@h:9000", "unexpected scheme \"ftp\" in \"ftp://REDACTED@h:9000\"")]
+    public void Sites_without_a_scheme_never_echo_credentials(string site, string expected)
+    {
+        var message = Assert.Throws<FatalException>(() => SiteParser.Parse([site], "sidekick", "/", "/", 0)).Message;
+        Assert.StartsWith(expected, message, StringComparison.Ordinal);
+        Assert.DoesNotContain("hunter2", message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Underscores_in_host_names_are_accepted()
     {

@@ -1,0 +1,50 @@
+using Sidekick.Forwarding;
+using Sidekick.Tests.Infrastructure;
+
+namespace Sidekick.Tests.Integration;
+
+/// <summary>
+/// HTTP_PROXY is honoured for backend traffic as Go's ProxyFromEnvironment honours it, which never proxies localhost
+/// or a loopback address: a sidecar's loopback backend must come up and serve with a proxy in the environment.
+/// </summary>
+public sealed class EnvironmentProxyTests
+{
+    [Fact]
+    public async Task Loopback_backends_bypass_the_environment_proxy_and_other_names_still_use_it()
+    {
+        // The "proxy" records what it is sent and answers 502: a probe that went through it would keep a backend down.
+        await using var proxy = new RawBackend(_ => RawResponse.Text("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"));
+        await using var backend = new RawBackend(_ => RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+        var backendPort = backend.Url.Port;
+        var port = SidekickProcess.FreePort();
+        var environment = new Dictionary<string, string>
+        {
+            ["HTTP_PROXY"] = proxy.Url.ToString(), ["http_proxy"] = proxy.Url.ToString(), ["NO_PROXY"] = "", ["no_proxy"] = "",
+        };
+        await using var sidekick = SidekickProcess.StartIn(Environment.CurrentDirectory, environment,
+            "--health-path", "/health", "--health-duration", "200ms", "--address", $"127.0.0.1:{port}", "--trace", "",
+            $"http://127.0.0.1:{backendPort},http://localhost:{backendPort}", "http://made-up-backend.example:9000");
+        await sidekick.WaitForHealthAsync(port);
+
+        using var client = new HttpClient();
+        Assert.Equal("ok", await client.GetStringAsync($"http://127.0.0.1:{port}/bucket/object"));
+        Assert.Contains(backend.Requests, r => r.Target == "/bucket/object");
+        // The second site is not on loopback: its probes reach the proxy, in absolute form.
+        await Eventually.WaitUntilAsync(() => proxy.ReceivedText().Contains("GET http://made-up-backend.example:9000/health HTTP/1.1", StringComparison.Ordinal));
+        Assert.DoesNotContain("127.0.0.1", proxy.ReceivedText().Replace($"Host: made-up-backend.example:9000", "", StringComparison.Ordinal), StringComparison.Ordinal);
+        Assert.DoesNotContain("localhost", proxy.ReceivedText(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("http://localhost:9000", true)]
+    [InlineData("http://LOCALHOST:9000", true)]
+    [InlineData("http://127.0.0.1:9000", true)]
+    [InlineData("http://127.1.2.3:9000", true)]
+    [InlineData("http://[::1]:9000", true)]
+    [InlineData("https://[::ffff:127.0.0.1]:9000", true)]
+    [InlineData("http://a.localhost:9000", false)] // Go bypasses only the name "localhost" itself
+    [InlineData("http://minio1:9000", false)]
+    [InlineData("http://10.0.0.1:9000", false)]
+    public void Loopback_is_what_go_calls_loopback(string url, bool loopback) =>
+        Assert.Equal(loopback, LoopbackBypassProxy.IsLoopback(new Uri(url)));
+}
