@@ -215,9 +215,17 @@ internal sealed class BackendConnection : IDisposable
         }
     }
 
-    /// <summary>Cuts a stalled exchange (the pending receive or send fails at once).</summary>
-    public void TimeOut()
+    /// <summary>
+    /// Cuts a stalled exchange (the pending receive or send fails at once), unless it ended or made progress since the
+    /// sweeper found it stalled at <paramref name="now"/>: the connection may be another request's by then.
+    /// </summary>
+    public void TimeOut(long now)
     {
+        if (ActivityDeadline is var deadline && (deadline == 0 || now <= deadline))
+        {
+            return;
+        }
+
         TimedOut = true;
         Dispose();
     }

@@ -229,7 +229,10 @@ internal sealed class BackendConnectionPool
         }
 
         expired?.ForEach(static c => c.Dispose());
-        stalled?.ForEach(static c => c.TimeOut());
+        foreach (var connection in stalled ?? [])
+        {
+            connection.TimeOut(now);
+        }
         return _retired;
     }
 
