@@ -132,6 +132,12 @@ internal sealed class HealthProber : IDisposable
                     Version = HttpVersion.Version11,
                     VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
                 };
+                if (backend.Definition.ProbeCredentials is { } credentials)
+                {
+                    // The endpoint's user information, as Go's client sends it for a URL with a user.
+                    request.Headers.TryAddWithoutValidation("Authorization", credentials.HeaderValue);
+                }
+
                 using var response = await invoker.SendAsync(request, timeout.Token);
                 // Drain the body inside the timeout so a stalled probe endpoint counts as a failure.
                 await response.Content.CopyToAsync(Stream.Null, timeout.Token);

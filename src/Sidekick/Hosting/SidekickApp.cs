@@ -94,7 +94,8 @@ internal static class SidekickApp
         var resolver = seams.Resolver ?? SystemHostResolver.Instance;
 
         // Validate the SITEs before anything binds, so a typo fails fast with one line.
-        var parsed = SiteParser.Parse(options.Sites, options.ProgramName, options.HealthPath, options.ReadHealthPath, options.HealthPort);
+        var siteWarnings = new List<string>();
+        var parsed = SiteParser.Parse(options.Sites, options.ProgramName, options.HealthPath, options.ReadHealthPath, options.HealthPort, siteWarnings);
         var settings = RuntimeSettings.From(RuntimeSettings.ProcessEnvironment(seams.Environment));
         options = options with { KeyPassword = KeyPassword.Resolve(options, settings.KeyPassword) };
         var tls = ServerTls.Create(options, stdout, stderr, time);
@@ -102,6 +103,11 @@ internal static class SidekickApp
         var dns = new DnsCache(resolver, options.DnsTtl, time);
         var lookupFailed = false;
         var lines = new ConsoleLines(options.Json, options.ProgramName, time);
+        foreach (var warning in siteWarnings)
+        {
+            // Once, at start (reloads parse the same SITEs again); on stderr like the command line's warnings.
+            stderr.WriteLine(lines.Error(warning));
+        }
 
         IReadOnlyList<SiteDefinition> LoadSites()
         {

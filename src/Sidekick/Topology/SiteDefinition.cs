@@ -6,5 +6,9 @@ namespace Sidekick.Topology;
 /// </summary>
 internal sealed record SiteDefinition(int Number, IReadOnlyList<BackendDefinition> Backends, string? ServerName = null);
 
-/// <summary>One backend: its URL, the text shown for it (logs, metrics), and the URL its probes go to.</summary>
-internal sealed record BackendDefinition(Uri Endpoint, string EndpointText, Uri ProbeUri);
+/// <summary>
+/// One backend: its URL, the text shown for it (logs, metrics), and the URL its probes go to. None of them holds
+/// the endpoint's user information (<c>http://user:password@host</c>): that is <paramref name="ProbeCredentials"/>,
+/// sent by the probes only (as Go's client does for a URL with a user), never by proxied requests, never shown.
+/// </summary>
+internal sealed record BackendDefinition(Uri Endpoint, string EndpointText, Uri ProbeUri, BasicCredentials? ProbeCredentials = null);

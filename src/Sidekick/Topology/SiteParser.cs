@@ -7,11 +7,16 @@ namespace Sidekick.Topology;
 /// <summary>
 /// Turns SITE arguments into site definitions: comma separated pools, range expansion, endpoint validation
 /// and probe URLs. Errors are one clear line (exit 1) naming the offending value.
+/// As upstream, an endpoint's path, query and user information do not reach proxied requests (they keep the
+/// client's path and query): the path goes into the probe URL, the user information becomes the probes' Basic
+/// credentials, and a query or fragment is dropped with a warning (upstream glued the health path into it).
 /// </summary>
 internal static class SiteParser
 {
+    /// <param name="warnings">Receives one line per SITE whose endpoints carry a query or fragment (ignored).</param>
     public static IReadOnlyList<SiteDefinition> Parse(
-        IReadOnlyList<string> siteArgs, string programName, string healthPath, string readHealthPath, int healthPort)
+        IReadOnlyList<string> siteArgs, string programName, string healthPath, string readHealthPath, int healthPort,
+        ICollection<string>? warnings = null)
     {
         var sites = new SiteDefinition[siteArgs.Count];
         for (var i = 0; i < siteArgs.Count; i++)
@@ -21,17 +26,28 @@ internal static class SiteParser
             var probePath = i == siteArgs.Count - 1 ? readHealthPath : healthPath;
             var backends = new List<BackendDefinition>();
             string? scheme = null;
+            var ignored = new List<string>();
             foreach (var endpointText in ExpandSite(siteArgs[i]))
             {
-                var endpoint = ParseEndpoint(endpointText, number, programName);
+                var (endpoint, text, credentials, queryOrFragment) = ParseEndpoint(endpointText, number, programName);
                 scheme ??= endpoint.Scheme;
                 if (endpoint.Scheme != scheme)
                 {
-                    throw new FatalException($"SITE {number} mixes http and https (\"{endpointText}\"): use one scheme for all endpoints of a site");
+                    throw new FatalException($"SITE {number} mixes http and https (\"{Observability.SecretRedaction.Address(endpointText)}\"): use one scheme for all endpoints of a site");
                 }
 
-                var text = endpointText.EndsWith('/') ? endpointText[..^1] : endpointText;
-                backends.Add(new BackendDefinition(endpoint, text, ProbeUri(endpoint, probePath, healthPort)));
+                if (queryOrFragment)
+                {
+                    ignored.Add(text);
+                }
+
+                backends.Add(new BackendDefinition(endpoint, text, ProbeUri(endpoint, probePath, healthPort), credentials));
+            }
+
+            if (ignored.Count > 0)
+            {
+                var more = ignored.Count > 1 ? $" (and {ignored.Count - 1} more)" : "";
+                warnings?.Add($"SITE {number}: the query and fragment of endpoint \"{ignored[0]}\"{more} are ignored: requests keep the client's path and query, probes use the health path");
             }
 
             sites[i] = new SiteDefinition(number, backends);
@@ -52,7 +68,11 @@ internal static class SiteParser
         return items.SelectMany(Ellipsis.Expand).ToArray();
     }
 
-    private static Uri ParseEndpoint(string text, int site, string programName)
+    /// <summary>
+    /// The endpoint without user information, query and fragment; the text shown for it (the same, without a
+    /// trailing '/'); its user information as credentials; whether a query or fragment was dropped.
+    /// </summary>
+    private static (Uri Endpoint, string Text, BasicCredentials? Credentials, bool QueryOrFragment) ParseEndpoint(string text, int site, string programName)
     {
         // Messages quote the endpoint without its user information, query or fragment (they may hold secrets).
         var shown = Observability.SecretRedaction.Address(text);
@@ -73,7 +93,9 @@ internal static class SiteParser
         var authority = text[(schemeEnd + 3)..];
         var authorityEnd = authority.AsSpan().IndexOfAny('/', '?', '#');
         authority = authorityEnd < 0 ? authority : authority[..authorityEnd];
-        authority = authority[(authority.LastIndexOf('@') + 1)..];
+        var at = authority.LastIndexOf('@');
+        var credentials = at < 0 ? null : BasicCredentials.Parse(authority[..at]);
+        authority = authority[(at + 1)..];
         string portText;
         if (authority.StartsWith('['))
         {
@@ -101,15 +123,15 @@ internal static class SiteParser
             throw new FatalException($"invalid port in \"{shown}\": must be a number in [1, 65535]");
         }
 
-        if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Host.Length == 0)
+        // What is left once the user information, the query and the fragment are cut out, as Go's url.Parse splits them.
+        var stripped = string.Concat(text.AsSpan(0, schemeEnd + 3), text.AsSpan(schemeEnd + 3 + at + 1));
+        var queryStart = stripped.AsSpan(schemeEnd + 3).IndexOfAny('?', '#');
+        var queryOrFragment = queryStart >= 0;
+        stripped = queryOrFragment ? stripped[..(schemeEnd + 3 + queryStart)] : stripped;
+        if (!Uri.TryCreate(stripped, UriKind.Absolute, out var uri) || uri.Host.Length == 0 ||
+            uri.UserInfo.Length > 0 || uri.Query.Length > 0 || uri.Fragment.Length > 0)
         {
             throw new FatalException($"missing or invalid host address in \"{shown}\" (SITE {site}); expected e.g. http://minio1:9000");
-        }
-
-        if (uri.UserInfo.Length > 0 || uri.Query.Length > 0 || uri.Fragment.Length > 0)
-        {
-            // Upstream silently ignores them for traffic (probes would send them); better to say so.
-            throw new FatalException($"endpoint \"{shown}\" must not carry credentials, a query or a fragment");
         }
 
         if (uri.HostNameType == UriHostNameType.Dns && !IsValidHostName(uri.Host))
@@ -117,7 +139,7 @@ internal static class SiteParser
             throw new FatalException($"invalid host name \"{uri.Host}\" in \"{shown}\"");
         }
 
-        return uri;
+        return (uri, stripped.EndsWith('/') ? stripped[..^1] : stripped, credentials, queryOrFragment);
     }
 
     /// <summary>DNS-style labels; underscores are allowed on purpose (docker-compose service names use them).</summary>

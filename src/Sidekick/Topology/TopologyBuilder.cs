@@ -11,7 +11,7 @@ internal sealed class TopologyBuilder(BackendTransportFactory transports, TimePr
 {
     public TopologySnapshot Build(IReadOnlyList<SiteDefinition> definitions, TopologySnapshot previous)
     {
-        var oldBackends = new Dictionary<(int, string, Uri), Backend>();
+        var oldBackends = new Dictionary<(int, string, Uri, BasicCredentials?), Backend>();
         var oldSites = new Dictionary<(int, string), Site>();
         foreach (var site in previous.Sites)
         {
@@ -49,6 +49,6 @@ internal sealed class TopologyBuilder(BackendTransportFactory transports, TimePr
         return new TopologySnapshot(sites);
     }
 
-    private static (int, string, Uri) Key(int site, BackendDefinition definition) =>
-        (site, definition.EndpointText, definition.ProbeUri);
+    private static (int, string, Uri, BasicCredentials?) Key(int site, BackendDefinition definition) =>
+        (site, definition.EndpointText, definition.ProbeUri, definition.ProbeCredentials);
 }

@@ -119,6 +119,10 @@ public sealed class CacheConfigurationTests
         Assert.Equal(production, Of("http://minio{1...2}:9000", "http://minio{3...4}:9000"));
         Assert.Equal(Of("http://a:9000", "http://b:9000"), Of("http://b:9000", "http://a:9000"));
         Assert.Equal(Of("http://a"), Of("http://a:80"));
+        // Credentials (the probes' user information) are not part of the origin: a new password keeps the entries.
+        Assert.Equal(production, Of("http://minio:one@minio{1...4}:9000"));
+        Assert.Equal(Of("http://u:one@a:9000"), Of("http://u:two@a:9000"));
+        Assert.Equal(Of("http://a:9000?x=1"), Of("http://a:9000"));
         // Another cluster, port or scheme is another origin.
         Assert.NotEqual(production, Of("http://minio{1...3}:9000"));
         Assert.NotEqual(production, Of("http://minio{1...4}:9001"));

@@ -91,6 +91,22 @@ public sealed class DnsTests
     }
 
     [Fact]
+    public async Task Round_robin_dns_copies_the_probe_credentials_to_every_address()
+    {
+        var resolver = new FakeResolver();
+        resolver.Records["pool.test"] = [IPAddress.Parse("127.0.0.1"), IPAddress.Parse("::1")];
+        var site = SiteParser.Parse(["http://u:hunter2@pool.test:9000"], "sidekick", "/health", "/health", 0)[0];
+        var expanded = await RoundRobinDns.ExpandAsync(site, resolver, _ => { });
+        Assert.Equal(["http://127.0.0.1:9000", "http://[::1]:9000"], expanded.Backends.Select(b => b.EndpointText));
+        Assert.Equal(["http://127.0.0.1:9000/health", "http://[::1]:9000/health"], expanded.Backends.Select(b => b.ProbeUri.ToString()));
+        Assert.All(expanded.Backends, b =>
+        {
+            Assert.Equal("hunter2", b.ProbeCredentials!.Password);
+            Assert.Equal("", b.Endpoint.UserInfo);
+        });
+    }
+
+    [Fact]
     public async Task A_name_that_does_not_resolve_at_start_is_retried()
     {
         await using var a = await TestBackend.StartAsync("a");

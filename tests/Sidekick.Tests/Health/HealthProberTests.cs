@@ -40,6 +40,30 @@ public sealed class HealthProberTests
         }
     }
 
+    [Fact]
+    public async Task Probes_send_the_endpoints_user_information_as_basic_credentials_and_only_there()
+    {
+        // As Go's client for a URL with a user: "Authorization: Basic base64(user:password)", decoded.
+        await using var backend = new RawBackend(_ => RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        var sites = SiteParser.Parse(
+            [$"http://us%40er:p%3Ass@127.0.0.1:{backend.Url.Port}", $"http://127.0.0.1:{backend.Url.Port}"], "sidekick", "/health/a", "/health/b", 0);
+        var topology = new TopologyStore();
+        topology.Publish(new TopologyBuilder(new BackendTransportFactory(), TimeProvider.System).Build(sites, topology.Current));
+        using var prober = new HealthProber(new HealthProberOptions(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(10), Optimistic: false),
+            topology, TimeProvider.System, new Random(1));
+        prober.Start();
+        for (var deadline = Environment.TickCount64 + 10000; !topology.Current.AllBackends.All(b => b.IsUp); await Task.Delay(25))
+        {
+            Assert.True(Environment.TickCount64 < deadline, "the backends were never probed up");
+        }
+
+        var heads = backend.ProbeHeads.ToArray();
+        var withCredentials = Assert.Single(heads, h => h.StartsWith("GET /health/a ", StringComparison.Ordinal));
+        Assert.Contains("\r\nAuthorization: Basic dXNAZXI6cDpzcw==\r\n", withCredentials, StringComparison.Ordinal);
+        var without = Assert.Single(heads, h => h.StartsWith("GET /health/b ", StringComparison.Ordinal));
+        Assert.DoesNotContain("Authorization", without, StringComparison.OrdinalIgnoreCase);
+    }
+
     private sealed class NeverRunsContext : SynchronizationContext
     {
         public override void Post(SendOrPostCallback d, object? state)

@@ -42,7 +42,6 @@ public sealed class SiteParserTests
     [InlineData("http://h:99999", "invalid port")]
     [InlineData("http://a:9000,", "missing host address \"\"")]
     [InlineData("http://a:9000,https://b:9000", "mixes http and https")]
-    [InlineData("http://u:p@h:9000", "must not carry credentials")]
     [InlineData("--log", "flags must come before the SITE arguments")]
     public void Bad_sites_fail_with_one_clear_line(string site, string expected)
     {
@@ -54,8 +53,7 @@ public sealed class SiteParserTests
     // The port is read after the query and the fragment are cut off (as Go's url.Parse does), and an unclosed
     // '[' is named as such; none of them is "invalid port".
     [Theory]
-    [InlineData("http://127.0.0.1:9001?x=1", "endpoint \"http://127.0.0.1:9001?REDACTED\" must not carry credentials, a query or a fragment")]
-    [InlineData("http://127.0.0.1:9001#f", "endpoint \"http://127.0.0.1:9001#REDACTED\" must not carry credentials, a query or a fragment")]
+    [InlineData("http://u:hunter2@h:99999", "invalid port in \"http://REDACTED@h:99999\": must be a number in [1, 65535]")]
     [InlineData("http://[::1:9003", "missing ']' in \"http://[::1:9003\": an IPv6 address is written in brackets, e.g. http://[::1]:9000")]
     [InlineData("http://[::1]x:9003", "invalid port in \"http://[::1]x:9003\": expected ':' and a number in [1, 65535] after ']'")]
     [InlineData("http://h:9x/p?a=1", "invalid port in \"http://h:9x/p?REDACTED\": must be a number in [1, 65535]")]
@@ -72,6 +70,76 @@ public sealed class SiteParserTests
         var message = Assert.Throws<FatalException>(() => SiteParser.Parse([site], "sidekick", "/", "/", 0)).Message;
         Assert.StartsWith(expected, message, StringComparison.Ordinal);
         Assert.DoesNotContain("hunter2", message, StringComparison.Ordinal);
+    }
+
+    // As Go's sidekick: user information is accepted, kept off proxied requests and sent by the probes as Basic
+    // credentials (url.UserPassword: percent-decoded, a user alone has an empty password). The endpoint, the text
+    // shown for it and the probe URL carry none of it, nor does the definition as text.
+    [Theory]
+    [InlineData("http://admin:pa55w0rd@127.0.0.1:9001", "admin", "pa55w0rd", "http://127.0.0.1:9001", "http://127.0.0.1:9001/minio/health/ready")]
+    [InlineData("http://us%40er:p%3Aa%2Fss+w%25@h:9000/base/", "us@er", "p:a/ss+w%", "http://h:9000/base", "http://h:9000/base/minio/health/ready")]
+    [InlineData("http://u:p@ss:w@h:9000", "u", "p@ss:w", "http://h:9000", "http://h:9000/minio/health/ready")]
+    [InlineData("https://T0KEN@[::1]:9000", "T0KEN", "", "https://[::1]:9000", "https://[::1]:9000/minio/health/ready")]
+    [InlineData("http://%C3%A9l%C3%A8ve:%E2%82%AC@h", "élève", "€", "http://h", "http://h/minio/health/ready")]
+    public void User_information_becomes_the_probes_basic_credentials(string site, string user, string password, string shown, string probe)
+    {
+        var backend = Assert.Single(Assert.Single(SiteParser.Parse([site], "sidekick", "/minio/health/ready", "/minio/health/ready", 0)).Backends);
+        var credentials = Assert.IsType<BasicCredentials>(backend.ProbeCredentials);
+        Assert.Equal(user, credentials.User);
+        Assert.Equal(password, credentials.Password);
+        Assert.Equal("Basic " + Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes($"{user}:{password}")), credentials.HeaderValue);
+        Assert.Equal(shown, backend.EndpointText);
+        Assert.Equal(probe, backend.ProbeUri.ToString());
+        Assert.Equal("", backend.Endpoint.UserInfo);
+        Assert.Equal("", backend.ProbeUri.UserInfo);
+        Assert.DoesNotContain('@', backend.Endpoint.GetLeftPart(UriPartial.Authority));
+        Assert.DoesNotContain('@', backend.ToString());
+        Assert.DoesNotContain(user, backend.ToString(), StringComparison.Ordinal);
+        Assert.DoesNotContain(credentials.HeaderValue[6..], backend.ToString(), StringComparison.Ordinal);
+        if (password.Length > 0)
+        {
+            Assert.DoesNotContain(password, backend.ToString(), StringComparison.Ordinal);
+        }
+        Assert.Contains("ProbeCredentials = REDACTED", backend.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Credentials_are_the_decoded_bytes_even_when_they_are_not_utf8()
+    {
+        // Go's strings are bytes: %FF is sent as the byte 0xFF.
+        var backend = Assert.Single(Assert.Single(SiteParser.Parse(["http://u:%FF%zz@h:1"], "sidekick", "/", "/", 0)).Backends);
+        Assert.Equal("Basic " + Convert.ToBase64String([(byte)'u', (byte)':', 0xFF, (byte)'%', (byte)'z', (byte)'z']), backend.ProbeCredentials!.HeaderValue);
+        Assert.Null(Assert.Single(Assert.Single(SiteParser.Parse(["http://h:1"], "sidekick", "/", "/", 0)).Backends).ProbeCredentials);
+    }
+
+    [Fact]
+    public void Endpoints_differing_only_in_credentials_compare_by_value_without_printing_them()
+    {
+        BackendDefinition Of(string site) => SiteParser.Parse([site], "sidekick", "/", "/", 0)[0].Backends[0];
+        Assert.Equal(Of("http://u:one@h:1"), Of("http://u:one@h:1"));
+        Assert.NotEqual(Of("http://u:one@h:1"), Of("http://u:two@h:1"));
+        Assert.Equal(Of("http://u:one@h:1").EndpointText, Of("http://u:two@h:1").EndpointText);
+    }
+
+    // Upstream glues the health path into an endpoint's query (its probe then asks for "/"); here a query or a
+    // fragment is dropped, for requests and probes alike, with one warning line per SITE.
+    [Fact]
+    public void A_query_or_fragment_is_ignored_with_one_warning_per_site()
+    {
+        var warnings = new List<string>();
+        var sites = SiteParser.Parse(["http://h{1...3}:9000/?tok=hunter2", "http://b:1#frag", "http://c:1"], "sidekick", "/health", "/health?ready=1", 0, warnings);
+        Assert.Equal(
+        [
+            "SITE 1: the query and fragment of endpoint \"http://h1:9000\" (and 2 more) are ignored: requests keep the client's path and query, probes use the health path",
+            "SITE 2: the query and fragment of endpoint \"http://b:1\" are ignored: requests keep the client's path and query, probes use the health path",
+        ], warnings);
+        Assert.Equal(["http://h1:9000", "http://h2:9000", "http://h3:9000"], sites[0].Backends.Select(b => b.EndpointText));
+        Assert.Equal("http://h2:9000/health", sites[0].Backends[1].ProbeUri.ToString());
+        Assert.Equal("", sites[0].Backends[1].Endpoint.Query);
+        Assert.Equal("http://b:1", sites[1].Backends[0].EndpointText);
+        Assert.Equal("", sites[1].Backends[0].Endpoint.Fragment);
+        Assert.Equal("http://c:1/health?ready=1", sites[2].Backends[0].ProbeUri.ToString());
+        Assert.Null(sites[0].Backends[0].ProbeCredentials);
     }
 
     [Fact]

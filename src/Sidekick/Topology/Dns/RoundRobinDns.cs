@@ -39,8 +39,8 @@ internal static class RoundRobinDns
                 var ip = address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{address}]" : address.ToString();
                 var endpoint = new UriBuilder(only.Endpoint) { Host = ip }.Uri;
                 var text = endpoint.GetLeftPart(UriPartial.Path).TrimEnd('/');
-                // The probe keeps its path and port (the read path for the last site, --health-port).
-                return new BackendDefinition(endpoint, text, new UriBuilder(only.ProbeUri) { Host = ip }.Uri);
+                // The probe keeps its path and port (the read path for the last site, --health-port) and its credentials.
+                return only with { Endpoint = endpoint, EndpointText = text, ProbeUri = new UriBuilder(only.ProbeUri) { Host = ip }.Uri };
             })
             .ToArray();
         return site with { Backends = backends, ServerName = host };
