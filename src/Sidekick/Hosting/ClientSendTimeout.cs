@@ -88,7 +88,11 @@ internal sealed class ClientSendTimeout : IDisposable
         {
             // The client took bytes since the last sweep when the kernel's send queue changed: the clock starts again.
             var queued = draining.SendQueued();
-            if (queued != draining.Queued)
+            if (queued == WatchedOutput.SocketClosed)
+            {
+                draining.Drained(); // closed without its closed token firing: nothing left to watch
+            }
+            else if (queued != draining.Queued)
             {
                 draining.Queued = queued;
                 Volatile.Write(ref draining.Since, now);
@@ -102,9 +106,17 @@ internal sealed class ClientSendTimeout : IDisposable
 
     private void CutConnection(WatchedOutput output)
     {
+        try
+        {
+            output.Connection.Abort(new ConnectionAbortedException(
+                $"the client took no response bytes for {Cli.GoDuration.Format(_timeout)} (--client-send-timeout)"));
+        }
+        catch (ObjectDisposedException)
+        {
+            return; // closed meanwhile: not cut
+        }
+
         Interlocked.Increment(ref _cut);
-        output.Connection.Abort(new ConnectionAbortedException(
-            $"the client took no response bytes for {Cli.GoDuration.Format(_timeout)} (--client-send-timeout)"));
         Cut?.Invoke(output.Connection.RemoteEndPoint, _timeout);
     }
 
@@ -171,9 +183,12 @@ internal sealed class ClientSendTimeout : IDisposable
 
         public ConnectionContext Connection { get; } = connection;
 
+        /// <summary><see cref="SendQueued"/> of a connection whose socket is closed.</summary>
+        public const int SocketClosed = -2;
+
         /// <summary>
-        /// Bytes the connection's kernel send queue holds, -1 where that cannot be read (no socket: the drain's clock
-        /// then never restarts; a closed socket: ConnectionClosed ends the watch).
+        /// Bytes the connection's kernel send queue holds; -1 where that cannot be read (no socket, not Linux: the
+        /// drain's clock then never restarts), <see cref="SocketClosed"/> once the socket is closed.
         /// </summary>
         public int SendQueued()
         {
@@ -184,11 +199,12 @@ internal sealed class ClientSendTimeout : IDisposable
 
             try
             {
-                return Platform.Libc.SendQueued(socket.SafeHandle);
+                var queued = Platform.Libc.SendQueued(socket.SafeHandle);
+                return queued >= 0 ? queued : SocketClosed;
             }
             catch (ObjectDisposedException)
             {
-                return -1;
+                return SocketClosed;
             }
         }
 

@@ -143,6 +143,9 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         await _receiving;
         await _sending;
         _socket.Dispose();
+        // The closed token fires before it is disposed: the queued cancel (FireClosed) may not have run yet, and a
+        // connection whose token never fires stays watched (ClientSendTimeout's drain watch ends on it).
+        CancelClosed();
         _closed.Dispose();
         await base.DisposeAsync();
     }

@@ -83,6 +83,23 @@ public sealed class ClientSendDrainTests
         Assert.Equal(0, watch.Closed);
     }
 
+    [Fact]
+    public async Task A_connection_whose_socket_closed_without_its_closed_token_is_no_longer_watched_and_not_cut()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var watch = new ClientSendTimeout(Timeout, time);
+        using var pair = await StalledPair.OpenAsync();
+        var connection = new FinishedConnection(pair.Server);
+        await watch.Install(_ => Task.CompletedTask)(connection);
+
+        pair.Server.Dispose(); // a transport that closed the socket and disposed its token without firing it
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(0, watch.Draining);
+        time.Advance(Timeout * 2);
+        Assert.False(connection.Aborted);
+        Assert.Equal(0, watch.Closed);
+    }
+
     /// <summary>A loopback TCP connection whose client does not read, with the server's send queue filled.</summary>
     private sealed class StalledPair : IDisposable
     {
