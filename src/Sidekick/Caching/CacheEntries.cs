@@ -405,15 +405,27 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         fills.AbandonUnder(key, FillAbandonReason.ObjectChanged, "its entry was evicted (an unsafe request to it succeeded, or the origin no longer has it)");
     }
 
+    /// <summary>The longest one eviction (its variants' listings and deletes, then the entry's delete) is awaited.</summary>
+    internal static TimeSpan EvictionTimeout { get; } = TimeSpan.FromSeconds(30);
+
     public async Task EvictAsync(string key)
     {
         Forget(key);
+        using var timeout = new CancellationTokenSource(EvictionTimeout);
         try
         {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
             await store.DeleteEntryAsync(key, timeout.Token);
             _owed.TryRemove(key, out _);
             metrics.Evicted();
+        }
+        catch (OperationCanceledException ex) when (timeout.IsCancellationRequested)
+        {
+            // Slow, not failed: an entry with very many Vary variants takes a listing and a delete per thousand of
+            // them. That is no reason to take the store offline (lookups have their own tolerance, CacheHealth); the key
+            // stays owed (never served from the bucket) and the deletes go on in the background, each pass from where
+            // the last one stopped (what it deleted is gone from the next listing).
+            metrics.StoreError(CacheStoreFailure.Of(ex, EvictionTimeout));
+            _ = Task.Run(PayOwedEvictionsAsync);
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
         {
@@ -423,11 +435,12 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
 
     /// <summary>
     /// An unsafe request's non-error answer drops the entries for its target URI (with and without query) and
-    /// for the URIs its Location and Content-Location name on the same origin (RFC 9111 §4.4).
+    /// for the URIs its Location and Content-Location name on the same origin, at most
+    /// <see cref="Invalidation.MaxRelatedUris"/> of them, each key once (RFC 9111 §4.4).
     /// </summary>
     public async Task InvalidateAsync(HttpContext context)
     {
-        foreach (var key in (string[])[CacheKey.For(context), CacheKey.For(context, withQuery: false), .. Invalidation.RelatedKeys(context)])
+        foreach (var key in Invalidation.Keys(context))
         {
             if (health.Online)
             {

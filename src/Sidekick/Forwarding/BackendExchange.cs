@@ -57,7 +57,7 @@ internal sealed class BackendExchange(
         ReplayableBody? replayable;
         try
         {
-            replayable = await ReplayableBody.CaptureAsync(context, retries.MaxReplayBytes);
+            replayable = await ReplayableBody.CaptureAsync(context, retries.MaxReplayBytes, retries.ReplayBudget);
         }
         catch (IOException)
         {

@@ -215,4 +215,6 @@ internal sealed record SidekickSeams
     public IReadOnlyDictionary<string, string?>? Environment { get; init; }
     /// <summary>Counts this server's closed connections; null shares <see cref="HeapCompactor.Shared"/>.</summary>
     public HeapCompactor? Compactor { get; init; }
+    /// <summary>The bytes all replay buffers may hold at once; null: <see cref="Forwarding.ReplayBudget.DefaultBytes"/> (or --max-replay-size when larger).</summary>
+    public long? ReplayBudgetBytes { get; init; }
 }

@@ -111,6 +111,7 @@ internal sealed class PrometheusExporter(
 
         Single(text, "sidekick_failovers_total", "Times traffic moved from one site to another", sites.Failovers);
         Single(text, "sidekick_retries_total", "Requests retried on another backend", retries.Count.Value);
+        Single(text, "sidekick_replay_unbuffered_total", "Idempotent request bodies within --max-replay-size streamed unbuffered (never replayed) because the replay budget was in use", retries.ReplayBudget.Unbuffered);
         Header(text, "sidekick_download_resumes_total", "GETs cut mid-body and continued from another backend, by outcome", "counter");
         foreach (var outcome in Enum.GetValues<ResumeOutcome>())
         {

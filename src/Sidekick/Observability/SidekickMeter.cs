@@ -27,6 +27,7 @@ internal sealed class SidekickMeter : IDisposable
         _meter.CreateObservableGauge("sidekick.site.active", () => (long)sites.ActiveSiteNumber, description: "Number of the site taking traffic (0 = none)");
         _meter.CreateObservableCounter("sidekick.failovers", () => sites.Failovers);
         _meter.CreateObservableCounter("sidekick.retries", () => retries.Count.Value);
+        _meter.CreateObservableCounter("sidekick.replay.unbuffered", () => retries.ReplayBudget.Unbuffered, description: "Idempotent request bodies within --max-replay-size streamed unbuffered because the replay budget was in use");
         Duration = _meter.CreateHistogram<double>("sidekick.request.duration", unit: "s", description: "Duration of proxied requests");
     }
 

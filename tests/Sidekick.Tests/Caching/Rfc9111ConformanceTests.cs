@@ -596,6 +596,61 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         }
     }
 
+    [Fact]
+    public async Task Invalidation_4_4_a_target_without_a_query_is_evicted_once()
+    {
+        // Without a query the target's key with and without it is one key: one eviction (one delete), not two.
+        var target = Unique("/invalidate-once");
+        await using var origin = new Origin(_ => Response(204, "", ""));
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url);
+        await using var sidekick = await StartAsync(origin, relay);
+
+        var answer = await RawClient.ExchangeAsync(
+            sidekick.Port,
+            $"PUT {target} HTTP/1.1\r\nHost: rfc.example\r\nContent-Length: 0\r\n\r\n",
+            $"GET {target} HTTP/1.1\r\nHost: rfc.example\r\nCache-Control: only-if-cached\r\n\r\n");
+        Assert.Equal(204, answer.Status);
+
+        var deletes = Deletes(relay);
+        Assert.True(deletes.Length == 1, $"the store saw: {string.Join(", ", deletes)}");
+        Assert.Equal(1, sidekick.Metrics.Evictions);
+    }
+
+    [Fact]
+    public async Task Invalidation_4_4_evicts_a_bounded_number_of_related_uris()
+    {
+        // A backend answering a PUT with 500 Content-Location values on the same origin: the target and the first
+        // Invalidation.MaxRelatedUris of them are evicted (each key once), not a thousand entries inside the request.
+        var prefix = Unique("/invalidate-many");
+        var target = prefix + "/target";
+        var related = string.Concat(Enumerable.Range(0, 500).Select(i => $"Content-Location: {prefix}/related/{i}\r\n"));
+        await using var origin = new Origin(_ => Response(201, related, ""));
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url);
+        await using var sidekick = await StartAsync(origin, relay);
+
+        var answer = await RawClient.ExchangeAsync(
+            sidekick.Port,
+            $"PUT {target} HTTP/1.1\r\nHost: rfc.example\r\nContent-Length: 0\r\n\r\n",
+            $"GET {target} HTTP/1.1\r\nHost: rfc.example\r\nCache-Control: only-if-cached\r\n\r\n");
+        Assert.Equal(201, answer.Status);
+
+        var deletes = Deletes(relay);
+        Assert.True(deletes.Length == 1 + Invalidation.MaxRelatedUris, $"{deletes.Length} deletes; the store saw: {string.Join(", ", deletes.Take(20))}");
+        string[] expected = [target, .. Enumerable.Range(0, Invalidation.MaxRelatedUris).Select(i => $"{prefix}/related/{i}")];
+        foreach (var path in expected)
+        {
+            var name = CacheFixture.ObjectName(CacheKey.For("rfc.example", path));
+            Assert.Contains(deletes, d => d.EndsWith("/" + name, StringComparison.Ordinal));
+        }
+
+        Assert.Equal(1 + Invalidation.MaxRelatedUris, sidekick.Metrics.Evictions);
+    }
+
+    /// <summary>The entries' deletes the store saw (not the leases', nor the conditional-write probe's at start).</summary>
+    private static string[] Deletes(StoreRelay relay) =>
+        relay.Requests.Where(r => r.StartsWith("DELETE ", StringComparison.Ordinal) && !r.EndsWith(".fill", StringComparison.Ordinal) &&
+                                  !r.Contains("sidekick-conditional-write-probe-", StringComparison.Ordinal)).ToArray();
+
     // ---- §3 storing responses: Content-Range on a 200, and 416 ----
 
     [Fact]
@@ -939,9 +994,11 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         }
     }
 
-    private async Task<Running> StartAsync(Origin origin, params (string Name, string Value)[] settings)
+    private Task<Running> StartAsync(Origin origin, params (string Name, string Value)[] settings) => StartAsync(origin, null, settings);
+
+    private async Task<Running> StartAsync(Origin origin, StoreRelay? relay, params (string Name, string Value)[] settings)
     {
-        var environment = fixture.Environment();
+        var environment = fixture.Environment(relay?.Url);
         environment["SIDEKICK_CACHE_MIN_SIZE"] = "0";
         foreach (var (name, value) in settings)
         {
