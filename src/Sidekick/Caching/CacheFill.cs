@@ -160,6 +160,12 @@ internal sealed class CacheFill
     /// </summary>
     public FillWriter Writer(long start, long end) => new(this, start, end, whole: start == 0 && end == Length && !FromPieces);
 
+    /// <summary>
+    /// Completes when the fill takes more bytes without holding more than its buffers (see
+    /// <see cref="DirectSpoolWriter.WhenWritable"/>); at once when it writes through the page cache.
+    /// </summary>
+    public ValueTask WhenWritable() => _direct is { } direct ? direct.WhenWritable() : default;
+
     /// <summary>Writes body bytes at <paramref name="at"/> into the spool; false once the fill has been abandoned.</summary>
     public bool Write(long at, ReadOnlySpan<byte> data)
     {

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Globalization;
+using System.Threading.Tasks.Sources;
 using Microsoft.Win32.SafeHandles;
 using Sidekick.Platform;
 
@@ -13,20 +14,25 @@ namespace Sidekick.Caching;
 /// 256 KiB writes, most of it the writer thread's wake-ups). The copy loop only copies the body into one of two
 /// aligned buffers (with non-temporal stores, <see cref="StreamingCopy"/>); a single writer thread for the process writes each full buffer at its offset with O_DIRECT
 /// (through a second descriptor of the same file) and then publishes the bytes to the fill (readers and the
-/// uploader read the spool as before, through the page cache). When every buffer of a fill is waiting for the
-/// writer, the copy loop waits for one: the local disk paces the client as the buffered write did, never the
-/// store. The last buffer is written padded to the block size with zeros; what lies past the body's length in the
+/// uploader read the spool as before, through the page cache). The copy loop never blocks on the writer (it is an
+/// event loop's thread, shared by every connection on it): when every buffer of a fill is waiting for the writer,
+/// the next bytes go into one more buffer, and the copy loop awaits <see cref="WhenWritable"/> before it receives
+/// more. The local disk still paces the client as the buffered write did, never the store. The last buffer is written padded to the block size with zeros; what lies past the body's length in the
 /// file is never read. Where O_DIRECT cannot be opened, or a write with it fails (that fill is given up as a spool error),
 /// fills write through the page cache on the copy loop instead, as they did before.
 /// </summary>
-[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The semaphore never creates a wait handle (no AvailableWaitHandle); the descriptor is closed by the writer thread.")]
-internal sealed unsafe class DirectSpoolWriter
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The descriptor is closed by the writer thread.")]
+internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
 {
     /// <summary>
-    /// Buffers per fill, what one fill holds in memory at most: one filled by the copy loop while the other is
-    /// written.
+    /// Buffers per fill, what one fill holds in memory while the copy loop goes on receiving: one filled by the copy
+    /// loop while the other is written. When both wait for the writer, one more takes the bytes already received
+    /// (a fill holds at most one receive beyond these), and the copy loop awaits <see cref="WhenWritable"/>.
     /// </summary>
     internal const int Buffers = 2;
+
+    /// <summary>Tests only: run by the writer thread before each write (a test holds the writer there).</summary>
+    internal static Action? BeforeWriteForTests;
 
     // Which buffer size each fill gets: a process-wide budget of large buffers.
     private static readonly DirectBufferBudget s_budget = new(DirectBufferBudget.DefaultLargeFills);
@@ -47,9 +53,11 @@ internal sealed unsafe class DirectSpoolWriter
     private readonly CacheFill _fill;
     private readonly SafeFileHandle _direct;
     private readonly int _bufferSize;
-    private readonly SemaphoreSlim _free = new(Buffers, Buffers);
     private readonly ConcurrentBag<nint> _spare = [];
     private readonly Lock _lock = new();
+    private ManualResetValueTaskSourceCore<bool> _writable = new() { RunContinuationsAsynchronously = true }; // never on the writer thread
+    private bool _waiting; // the copy loop awaits _writable
+    private int _queued; // buffers sent to the writer and not yet written
     private nint _current; // the buffer the copy loop fills; 0 between buffers
     private int _filled;
     private long _position; // where the current buffer starts in the file
@@ -117,21 +125,25 @@ internal sealed unsafe class DirectSpoolWriter
         }
     }
 
-    /// <summary>The next bytes of the body (the copy loop's thread). False once the writer is closed.</summary>
+    /// <summary>
+    /// The next bytes of the body (the copy loop's thread); never waits for the writer (see <see cref="WhenWritable"/>).
+    /// False once the writer is closed.
+    /// </summary>
     public bool Append(ReadOnlySpan<byte> data)
     {
-        while (data.Length > 0)
+        lock (_lock)
         {
-            if (Volatile.Read(ref _current) == 0 && !TakeBuffer())
-            {
-                return false;
-            }
-
-            lock (_lock)
+            while (data.Length > 0)
             {
                 if (_closed)
                 {
                     return false; // Close freed the buffer
+                }
+
+                if (_current == 0)
+                {
+                    _current = _spare.TryTake(out var spare) ? spare : s_buffers.Rent(_bufferSize);
+                    _filled = 0;
                 }
 
                 var take = Math.Min(data.Length, _bufferSize - _filled);
@@ -147,6 +159,48 @@ internal sealed unsafe class DirectSpoolWriter
 
         return true;
     }
+
+    /// <summary>
+    /// Completes when the fill is back within its <see cref="Buffers"/> buffers (at once when it is, or once the
+    /// writer is closed): the copy loop awaits it before it receives more, so a writer that is behind (a slow or hung
+    /// spool device, many fills) pauses this copy and no other connection of its loop. One awaiter at a time.
+    /// </summary>
+    public ValueTask WhenWritable()
+    {
+        lock (_lock)
+        {
+            if (_closed || WritableLocked)
+            {
+                return default;
+            }
+
+            if (!_waiting)
+            {
+                _writable.Reset();
+                _waiting = true;
+            }
+
+            return new ValueTask(this, _writable.Version);
+        }
+    }
+
+    private bool WritableLocked => _queued + (_current != 0 ? 1 : 0) <= Buffers;
+
+    private void WakeLocked()
+    {
+        if (_waiting)
+        {
+            _waiting = false;
+            _writable.SetResult(true); // the continuation goes to the thread pool
+        }
+    }
+
+    void IValueTaskSource.GetResult(short token) => _writable.GetResult(token);
+
+    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _writable.GetStatus(token);
+
+    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _writable.OnCompleted(continuation, state, token, flags);
 
     /// <summary>
     /// The body ended (the copy loop's thread): the last bytes are written, then <paramref name="then"/> runs on the
@@ -192,6 +246,7 @@ internal sealed unsafe class DirectSpoolWriter
     private void CloseLocked()
     {
         _closed = true;
+        WakeLocked();
         // After every job already queued for this fill: the writer thread takes them in order.
         Enqueue(new Job(this, 0, 0, 0, null, Closing: true));
     }
@@ -203,30 +258,13 @@ internal sealed unsafe class DirectSpoolWriter
             _spare.Add(_current);
             _current = 0;
             _filled = 0;
-            _free.Release();
-        }
-    }
-
-    private bool TakeBuffer()
-    {
-        _free.Wait(); // every buffer is queued: the local disk paces the copy loop, as a buffered write did
-        lock (_lock)
-        {
-            if (_closed)
-            {
-                _free.Release();
-                return false;
-            }
-
-            _current = _spare.TryTake(out var spare) ? spare : s_buffers.Rent(_bufferSize);
-            _filled = 0;
-            return true;
         }
     }
 
     private void SendLocked(Action? then)
     {
         Enqueue(new Job(this, _current, _position, _filled, then));
+        _queued++;
         _position += _filled;
         _current = 0;
         _filled = 0;
@@ -288,6 +326,7 @@ internal sealed unsafe class DirectSpoolWriter
         {
             try
             {
+                BeforeWriteForTests?.Invoke();
                 if (!_fill.Abandoned)
                 {
                     var padded = (job.Length + Block - 1) / Block * Block;
@@ -316,7 +355,14 @@ internal sealed unsafe class DirectSpoolWriter
             finally
             {
                 _spare.Add(job.Buffer);
-                _free.Release();
+                lock (_lock)
+                {
+                    _queued--;
+                    if (WritableLocked)
+                    {
+                        WakeLocked();
+                    }
+                }
             }
         }
 

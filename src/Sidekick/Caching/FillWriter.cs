@@ -34,6 +34,9 @@ internal sealed class FillWriter(CacheFill fill, long start, long end, bool whol
         return true;
     }
 
+    /// <summary>Completes when the fill is ready for more bytes: the copy loop awaits it before it receives more.</summary>
+    public ValueTask WhenWritable() => fill.WhenWritable();
+
     /// <summary>This response will not be completed (a retry brought another head, or no backend answered).</summary>
     public void Void(string why)
     {

@@ -75,6 +75,8 @@ internal sealed class OriginAnswer : IExchangeObserver
         }
     }
 
+    public ValueTask WhenBodyWritable() => _writer is { } writer ? writer.WhenWritable() : default;
+
     /// <summary>
     /// Ends the fill after the exchange: its upload goes on in the background and commits only when every
     /// announced byte came. Returns the fill (null when nothing is being stored).

@@ -314,6 +314,8 @@ internal sealed class ExchangeMeter : IDisposable
             _written += data.Length;
         }
 
+        public ValueTask WhenObserverReady() => Observer is { } observer ? observer.WhenBodyWritable() : default;
+
         Stream IHttpResponseBodyFeature.Stream => this;
 
         // Rarely used (the proxy writes through the stream): created on demand, writing through this stream.
@@ -363,6 +365,12 @@ internal sealed class ExchangeMeter : IDisposable
             Observe(buffer.Span);
             await _inner.WriteAsync(buffer, cancellationToken);
             _written += buffer.Length;
+            if (Observer is { } observer)
+            {
+                // A fill whose spool writer is behind: the copy loop (YARP's, or the chunked and until-close loops of
+                // the HTTP/1.1 forwarder) waits here, before it receives more, instead of blocking its thread.
+                await observer.WhenBodyWritable();
+            }
         }
 
         public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>

@@ -22,4 +22,10 @@ internal interface IExchangeObserver
 
     /// <summary>Every response body byte, as it goes to the client (a resumed body's too).</summary>
     void OnBody(ReadOnlySpan<byte> data);
+
+    /// <summary>
+    /// Completes when the observer is ready for more body bytes (a fill whose spool writer is behind): a body's copy
+    /// loop awaits it before it receives more from the backend, so the copy loop's thread never blocks on the observer.
+    /// </summary>
+    ValueTask WhenBodyWritable();
 }

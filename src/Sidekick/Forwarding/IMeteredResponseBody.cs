@@ -23,6 +23,12 @@ internal interface IMeteredResponseBody
     void Wrote(ReadOnlySpan<byte> data);
 
     /// <summary>
+    /// Completes when the <see cref="Observer"/> is ready for more body bytes (<see cref="IExchangeObserver.WhenBodyWritable"/>):
+    /// await it before receiving more after <see cref="Wrote"/>. At once (no allocation) without an observer.
+    /// </summary>
+    ValueTask WhenObserverReady();
+
+    /// <summary>
     /// The request's header bytes as <see cref="ExchangeMeter.RequestHeaderBytes"/> counts them, and the fields its
     /// trace names the client by, from a forwarder that walked the headers anyway (so the meter need not walk them
     /// again).

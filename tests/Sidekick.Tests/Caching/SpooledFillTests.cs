@@ -102,6 +102,81 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         }
     }
 
+    [Fact]
+    public async Task A_spool_writer_that_is_behind_pauses_its_fill_and_not_the_event_loop()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var big = backend.Put("/bucket/held-writer.bin", 12 * DirectBufferBudget.LargeBufferSize + 4097);
+        var small = backend.Put("/bucket/uncached.bin", 1024, cacheControl: "no-store");
+        var spool = Directory.CreateTempSubdirectory("sidekick-spool-held").FullName;
+        if (!DirectIoSupported(spool))
+        {
+            return; // the fill would write through the page cache on the copy loop: nothing waits for the writer
+        }
+
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
+        var (instance, client) = await fixture.StartSidekickAsync(backend, environment);
+        await using var running = instance;
+        var opened = DirectSpoolWriter.Opened;
+        // A paced origin: the copy loop waits on its receive, whose completion runs it on the event loop's thread
+        // (a copy that waited on the client's flush would go on on a pool thread, and block only that).
+        backend.ChunkDelayMs = 2;
+
+        // The process's one spool writer thread is held before its next write, as a hung spool device would hold it.
+        using var release = new ManualResetEventSlim(false);
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        DirectSpoolWriter.BeforeWriteForTests = () =>
+        {
+            held.TrySetResult();
+            release.Wait();
+        };
+        try
+        {
+            using var miss = await client.GetAsync("/bucket/held-writer.bin", HttpCompletionOption.ResponseHeadersRead);
+            Assert.Equal("MISS", Outcome(miss));
+            await using var body = await miss.Content.ReadAsStreamAsync();
+            var received = new MemoryStream();
+            var reading = body.CopyToAsync(received);
+            await held.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            // The fill's buffers fill up behind the held writer: its copy stops short of the body.
+            long seen = -1;
+            while (seen != received.Length)
+            {
+                seen = received.Length;
+                await Task.Delay(500);
+            }
+
+            Assert.True(received.Length < big.Body.Length, $"the client had all {received.Length} bytes while the writer was held");
+
+            // Another client's uncached request, on the same event loop, is answered meanwhile.
+            using var other = new HttpClient { BaseAddress = client.BaseAddress };
+            using var answer = await other.GetAsync("/bucket/uncached.bin").WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.Equal(small.Body, await answer.Content.ReadAsByteArrayAsync());
+            Assert.False(reading.IsCompleted);
+
+            Assert.True(DirectSpoolWriter.Opened > opened, "the fill wrote with O_DIRECT");
+
+            // Let the writer go: the fill completes, whole and stored.
+            release.Set();
+            await reading.WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.Equal(big.Body, received.ToArray());
+        }
+        finally
+        {
+            DirectSpoolWriter.BeforeWriteForTests = null;
+            release.Set();
+        }
+
+        await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1 && instance.Server.Cache.FillsInFlight == 0, "the fill stored");
+        Assert.Equal(0, instance.Server.Cache!.Metrics.FillsAbandoned);
+        using var hit = await client.GetAsync("/bucket/held-writer.bin");
+        Assert.Equal("HIT", Outcome(hit));
+        Assert.Equal(big.Body, await hit.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, backend.Served("/bucket/held-writer.bin"));
+    }
+
     private static bool DirectIoSupported(string directory)
     {
         var probe = Path.Combine(directory, "probe");

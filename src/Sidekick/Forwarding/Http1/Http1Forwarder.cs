@@ -413,6 +413,14 @@ internal sealed class Http1Forwarder : IDisposable
         await FlushToClientAsync(writer, connection);
         while (remaining > 0)
         {
+            // A fill whose spool writer is behind: wait for it here, never on the loop thread (no observer: at once).
+            var observerReady = server.WhenObserverReady();
+            if (!observerReady.IsCompleted)
+            {
+                await observerReady;
+                connection.Touch();
+            }
+
             var memory = writer.GetMemory((int)Math.Min(remaining, BackendConnection.LargeBufferSize));
             if (memory.Length > remaining)
             {
