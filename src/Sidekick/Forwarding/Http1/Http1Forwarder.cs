@@ -55,6 +55,13 @@ internal sealed class Http1Forwarder : IDisposable
         _disabled = disabled;
     }
 
+    // Which destinations are on loopback (LoopbackBypassProxy's rule), asked only while an HTTP proxy is set; one
+    // entry per backend.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> _loopback = new(StringComparer.Ordinal);
+
+    private bool IsLoopback(string destinationPrefix) =>
+        _loopback.GetOrAdd(destinationPrefix, static prefix => Uri.TryCreate(prefix, UriKind.Absolute, out var uri) && LoopbackBypassProxy.IsLoopback(uri));
+
     /// <summary>Requests this path carried (the rest went to YARP).</summary>
     public long Forwarded => Volatile.Read(ref _chosen[(int)PathReason.Plain]);
 
@@ -103,8 +110,9 @@ internal sealed class Http1Forwarder : IDisposable
     {
         rawTarget = null;
         bodyLength = 0;
-        if (_disabled is { } disabled)
+        if (_disabled is { } disabled && !(disabled == PathReason.HttpProxy && IsLoopback(destinationPrefix)))
         {
+            // (A loopback backend never goes through the environment's proxy, so nothing stops this path for it.)
             return new PathChoice(ForwardingPath.Yarp, disabled);
         }
 
