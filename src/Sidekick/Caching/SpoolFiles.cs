@@ -37,14 +37,7 @@ internal sealed class SpoolFiles : IDisposable
     {
         try
         {
-            if (OperatingSystem.IsWindows())
-            {
-                Directory.CreateDirectory(directory);
-            }
-            else
-            {
-                Directory.CreateDirectory(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            }
+            MakeDirectory(directory);
 
             using var probe = File.OpenHandle(Path.Combine(directory, $"probe-{Guid.NewGuid():N}.spool"), FileMode.CreateNew, FileAccess.ReadWrite,
                 FileShare.None, FileOptions.DeleteOnClose);
@@ -81,14 +74,7 @@ internal sealed class SpoolFiles : IDisposable
     /// </summary>
     private SafeFileHandle Create(long length, bool preallocate = true)
     {
-        if (OperatingSystem.IsWindows())
-        {
-            Directory.CreateDirectory(_directory);
-        }
-        else
-        {
-            Directory.CreateDirectory(_directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        }
+        MakeDirectory(_directory);
 
         var created = File.OpenHandle(Path.Combine(_directory, $"fill-{Guid.NewGuid():N}.spool"), FileMode.CreateNew, FileAccess.ReadWrite,
             FileShare.None, FileOptions.DeleteOnClose | FileOptions.Asynchronous, preallocationSize: preallocate ? length : 0);
@@ -125,13 +111,7 @@ internal sealed class SpoolFiles : IDisposable
 
             // A larger file is taken whole, its pages kept for the next large fill: the budget counted it already.
             reserved = Math.Max(length, reuse?.Size ?? 0);
-            while (_reserved + _keptBytes + reserved > Capacity && _kept.Count > 0)
-            {
-                var oldest = _kept[0];
-                _kept.RemoveAt(0);
-                _keptBytes -= oldest.Size;
-                evicted.Add(oldest);
-            }
+            EvictKeptLocked(reserved, evicted);
 
             if (_reserved + _keptBytes + reserved > Capacity)
             {
@@ -190,6 +170,31 @@ internal sealed class SpoolFiles : IDisposable
         return created;
     }
 
+    /// <summary>Kept files, oldest first, until <paramref name="bytes"/> more fit the budget or none is left (under the lock).</summary>
+    private void EvictKeptLocked(long bytes, List<KeptFile> evicted)
+    {
+        while (_reserved + _keptBytes + bytes > Capacity && _kept.Count > 0)
+        {
+            var oldest = _kept[0];
+            _kept.RemoveAt(0);
+            _keptBytes -= oldest.Size;
+            evicted.Add(oldest);
+        }
+    }
+
+    /// <summary>The spool directory, made readable by sidekick's user alone (0700) where the system has modes.</summary>
+    private static void MakeDirectory(string directory)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            Directory.CreateDirectory(directory);
+        }
+        else
+        {
+            Directory.CreateDirectory(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+    }
+
     /// <summary>
     /// A new sparse file with nothing reserved, for a fill combined from ranges: it reserves its bytes as they are
     /// written (<see cref="Grow"/>), not the object's length up front, and nothing is allocated on disk ahead of them.
@@ -219,12 +224,9 @@ internal sealed class SpoolFiles : IDisposable
         lock (_lock)
         {
             grown = _reservations.TryGetValue(file, out var reserved);
-            while (grown && _reserved + _keptBytes + bytes > Capacity && _kept.Count > 0)
+            if (grown)
             {
-                var oldest = _kept[0];
-                _kept.RemoveAt(0);
-                _keptBytes -= oldest.Size;
-                evicted.Add(oldest);
+                EvictKeptLocked(bytes, evicted);
             }
 
             grown = grown && _reserved + _keptBytes + bytes <= Capacity;
