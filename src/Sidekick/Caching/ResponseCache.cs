@@ -367,8 +367,14 @@ internal sealed class ResponseCache : IDisposable
             return false;
         }
 
-        var stored = await FromStoreAsync(context, origin, key, requestControl);
-        Metrics.FillWait(!stored ? FillWaitOutcome.NotStored : claim.Kind == FillClaimKind.JustStored ? FillWaitOutcome.JustStored : FillWaitOutcome.Stored);
+        // Counted once the entry is found, before it is sent: a client holding the whole response sees the count.
+        var found = claim.Kind == FillClaimKind.JustStored ? FillWaitOutcome.JustStored : FillWaitOutcome.Stored;
+        var stored = await FromStoreAsync(context, origin, key, requestControl, onFound: () => Metrics.FillWait(found));
+        if (!stored)
+        {
+            Metrics.FillWait(FillWaitOutcome.NotStored);
+        }
+
         return stored;
     }
 
@@ -406,7 +412,7 @@ internal sealed class ResponseCache : IDisposable
             : FromStoreAsync(context, origin, key, requestControl);
 
     /// <summary>After a fill ended (here, or another sidecar's this request waited for): its entry, when the store has one for this request.</summary>
-    private async Task<bool> FromStoreAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl)
+    private async Task<bool> FromStoreAsync(HttpContext context, ICacheOrigin origin, string key, CacheControl requestControl, Action? onFound = null)
     {
         CacheLookup? stored = null;
         try
@@ -423,6 +429,7 @@ internal sealed class ResponseCache : IDisposable
             return false;
         }
 
+        onFound?.Invoke();
         using (hit.Opened)
         {
             await HitAsync(context, origin, hit, requestControl);
