@@ -233,7 +233,7 @@ internal static class CommandLineParser
             // Upstream accepts any value and traces everything; `-t -l` even takes "-l" as the value (so --log is
             // not set). Keep that, but say so: the operator most likely meant something else.
             var flagHint = o.Trace.StartsWith('-') ? $" (--trace takes the next argument as its value, so {o.Trace} was not read as a flag)" : "";
-            warnings.Add($"warning: --trace \"{o.Trace}\" is not one of [all,application,minio] (or \"\" to print none); tracing all{flagHint}");
+            warnings.Add($"--trace \"{o.Trace}\" is not one of [all,application,minio] (or \"\" to print none); tracing all{flagHint}");
             o = o with { Trace = "all" };
         }
 

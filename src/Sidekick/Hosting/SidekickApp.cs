@@ -32,11 +32,6 @@ internal static class SidekickApp
             }
 
             options = ((CommandLineResult.Run)parsed).Options;
-            foreach (var warning in options.Warnings)
-            {
-                await stderr.WriteLineAsync(ErrorLine(options, programName, warning));
-            }
-
             await using var app = Create(options, new SidekickSeams { Stdout = stdout, Stderr = stderr, StdoutStream = stdoutStream });
             await app.Server.StartAsync();
             started = true;
@@ -93,20 +88,28 @@ internal static class SidekickApp
         var time = seams.Time ?? TimeProvider.System;
         var resolver = seams.Resolver ?? SystemHostResolver.Instance;
 
+        // Every start-up warning (the command line's, then the SITEs') is one line on stderr, in the format --json
+        // chose, printed once: reloads parse the same SITEs again.
+        var lines = new ConsoleLines(options.Json, options.ProgramName, time);
+        WarnAll(options.Warnings);
+
         // Validate the SITEs before anything binds, so a typo fails fast with one line.
         var siteWarnings = new List<string>();
         var parsed = SiteParser.Parse(options.Sites, options.ProgramName, options.HealthPath, options.ReadHealthPath, options.HealthPort, siteWarnings);
+        WarnAll(siteWarnings);
         var settings = RuntimeSettings.From(RuntimeSettings.ProcessEnvironment(seams.Environment));
         options = options with { KeyPassword = KeyPassword.Resolve(options, settings.KeyPassword) };
         var tls = ServerTls.Create(options, stdout, stderr, time);
         var backendTls = parsed.Any(s => s.Backends.Any(b => b.Endpoint.Scheme == Uri.UriSchemeHttps)) ? BackendTls.Load(options) : null;
         var dns = new DnsCache(resolver, options.DnsTtl, time);
         var lookupFailed = false;
-        var lines = new ConsoleLines(options.Json, options.ProgramName, time);
-        foreach (var warning in siteWarnings)
+
+        void WarnAll(IEnumerable<string> warnings)
         {
-            // Once, at start (reloads parse the same SITEs again); on stderr like the command line's warnings.
-            stderr.WriteLine(lines.Error(warning));
+            foreach (var warning in warnings)
+            {
+                stderr.WriteLine(lines.Warning(warning));
+            }
         }
 
         IReadOnlyList<SiteDefinition> LoadSites()

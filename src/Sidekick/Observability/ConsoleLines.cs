@@ -26,6 +26,9 @@ internal sealed class ConsoleLines(bool json, string programName, TimeProvider t
     /// <summary>A problem that sidekick survives (on stderr).</summary>
     public string Error(string message, params ReadOnlySpan<(string Name, object Value)> fields) => Line("ERROR", message, fields);
 
+    /// <summary>A start-up warning: sidekick goes on as the line says (on stderr; in JSON an ERROR whose message says so).</summary>
+    public string Warning(string message) => Error($"warning: {message}");
+
     private string Line(string type, string message, ReadOnlySpan<(string Name, object Value)> fields)
     {
         // A message may quote a SITE or URL the operator typed, credentials and all.

@@ -173,7 +173,7 @@ public sealed class CommandLineParserTests
         Assert.Equal("all", o.Trace);
         Assert.True(o.TraceExplicit);
         var warning = Assert.Single(o.Warnings);
-        Assert.Equal($"warning: --trace \"{value}\" is not one of [all,application,minio] (or \"\" to print none); tracing all", warning);
+        Assert.Equal($"--trace \"{value}\" is not one of [all,application,minio] (or \"\" to print none); tracing all", warning);
     }
 
     [Fact]
