@@ -122,7 +122,7 @@ internal sealed class BackendExchange(
             FailedAttempt failed;
             try
             {
-                var error = await forwarder.SendAsync(context, meter, backend.DestinationPrefix, site!.Invoker, RequestConfig);
+                var error = await forwarder.SendAsync(context, meter, backend, site!.Invoker, RequestConfig);
                 if (error == ForwarderError.None)
                 {
                     backend.RecordCompleteResponse();

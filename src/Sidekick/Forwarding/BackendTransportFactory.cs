@@ -18,11 +18,13 @@ internal sealed class BackendTransportFactory(
 
     /// <param name="firstEndpoint">Any endpoint of the site (they share a scheme).</param>
     /// <param name="serverName">TLS name to verify and send as SNI; null for the endpoint's own host.</param>
-    public HttpMessageInvoker Create(Uri firstEndpoint, string? serverName = null)
+    /// <param name="allOnLoopback">Every backend of the site is on loopback (<see cref="Topology.Backend.OnLoopback"/>).</param>
+    public HttpMessageInvoker Create(Uri firstEndpoint, string? serverName = null, bool allOnLoopback = false)
     {
-        // A loopback backend never goes through the environment's proxy (as Go's ProxyFromEnvironment); an https one
-        // then takes the TLS path below, as without a proxy.
-        var proxied = environmentProxy && !LoopbackBypassProxy.IsLoopback(firstEndpoint);
+        // A loopback backend never goes through the environment's proxy (as Go's ProxyFromEnvironment): a site of
+        // loopback backends only takes the TLS path below, as without a proxy. In a site that mixes them, the
+        // handler's proxy (LoopbackBypassProxy) still sends the loopback ones direct.
+        var proxied = environmentProxy && !allOnLoopback;
         var handler = new SocketsHttpHandler
         {
             UseProxy = environmentProxy,
@@ -70,8 +72,8 @@ internal sealed class BackendTransportFactory(
         // its connection pools by is the request's Host header, which is the client's: any client could make the
         // handshake fail (a backend marked down for it, traffic pushed to the next site) or open a new TLS connection
         // per spelling of a Host.
-        // The handler sees plain http requests here: a proxy it chose would get them in clear. Only a loopback site
-        // (never proxied) reaches this with a proxy in the environment; its endpoints go direct.
+        // The handler sees plain http requests here: a proxy it chose would get them in clear. Only a site of loopback
+        // backends (never proxied) reaches this with a proxy in the environment.
         handler.UseProxy = false;
         var plain = connect ?? ConnectDirectAsync;
         handler.ConnectCallback = async (context, cancellationToken) =>

@@ -39,6 +39,7 @@ internal sealed class Backend
         _downSince = time.GetUtcNow();
         // The forwarder wants a prefix without a trailing slash; the client's raw target is appended.
         DestinationPrefix = definition.Endpoint.GetLeftPart(UriPartial.Authority);
+        OnLoopback = Forwarding.LoopbackBypassProxy.IsLoopback(definition.Endpoint);
     }
 
     public BackendDefinition Definition { get; }
@@ -49,6 +50,12 @@ internal sealed class Backend
     public string Name => Definition.EndpointText;
 
     public string DestinationPrefix { get; }
+
+    /// <summary>
+    /// On this host's loopback (<see cref="Forwarding.LoopbackBypassProxy.IsLoopback"/>): never reached through the
+    /// environment's HTTP proxy. The one answer the site's connection pool and the forwarding path both follow.
+    /// </summary>
+    public bool OnLoopback { get; }
 
     public BackendStats Stats { get; } = new();
 

@@ -12,7 +12,7 @@ internal sealed class TopologyBuilder(BackendTransportFactory transports, TimePr
     public TopologySnapshot Build(IReadOnlyList<SiteDefinition> definitions, TopologySnapshot previous)
     {
         var oldBackends = new Dictionary<(int, string, Uri, BasicCredentials?), Backend>();
-        var oldSites = new Dictionary<(int, string), Site>();
+        var oldSites = new Dictionary<(int, string, bool), Site>();
         foreach (var site in previous.Sites)
         {
             foreach (var backend in site.Backends)
@@ -22,7 +22,7 @@ internal sealed class TopologyBuilder(BackendTransportFactory transports, TimePr
 
             if (site.Backends.Length > 0)
             {
-                oldSites.TryAdd((site.Number, site.Backends[0].Definition.Endpoint.Scheme), site);
+                oldSites.TryAdd((site.Number, site.Backends[0].Definition.Endpoint.Scheme, AllOnLoopback(site.Backends)), site);
             }
         }
 
@@ -40,14 +40,18 @@ internal sealed class TopologyBuilder(BackendTransportFactory transports, TimePr
             }
 
             var scheme = definition.Backends.Count > 0 ? definition.Backends[0].Endpoint.Scheme : Uri.UriSchemeHttp;
-            var invoker = oldSites.TryGetValue((definition.Number, scheme), out var oldSite)
+            var direct = AllOnLoopback(backends);
+            var invoker = oldSites.TryGetValue((definition.Number, scheme, direct), out var oldSite)
                 ? oldSite.Invoker
-                : transports.Create(definition.Backends.Count > 0 ? definition.Backends[0].Endpoint : new Uri("http://localhost"), definition.ServerName);
+                : transports.Create(definition.Backends.Count > 0 ? definition.Backends[0].Endpoint : new Uri("http://localhost"), definition.ServerName, direct);
             sites[i] = new Site(definition.Number, backends, invoker);
         }
 
         return new TopologySnapshot(sites);
     }
+
+    /// <summary>Whether none of a site's backends can go through a proxy: its pool then never uses one.</summary>
+    private static bool AllOnLoopback(IReadOnlyList<Backend> backends) => backends.All(b => b.OnLoopback);
 
     private static (int, string, Uri, BasicCredentials?) Key(int site, BackendDefinition definition) =>
         (site, definition.EndpointText, definition.ProbeUri, definition.ProbeCredentials);

@@ -42,6 +42,35 @@ public sealed class EnvironmentProxyTests
         Assert.DoesNotContain("localhost", proxy.ReceivedText(), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task An_https_site_that_mixes_loopback_and_remote_backends_sends_only_the_loopback_ones_direct()
+    {
+        // The site's first backend is on loopback: once that decided for the whole site's connection pool, the remote
+        // backend was sent direct too (past the operator's proxy), and here never reached the proxy at all.
+        using var certificates = new Security.TestCertificates();
+        var leaf = certificates.Leaf("backend");
+        var (tlsBackend, tlsPort) = await Security.BackendTlsTests.StartTlsBackendAsync(leaf.Certificate, requireClientCa: null);
+        await using var _ = tlsBackend;
+        await using var proxy = new RawBackend(_ => RawResponse.Text("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"));
+        var port = SidekickProcess.FreePort();
+        var environment = new Dictionary<string, string>
+        {
+            ["HTTPS_PROXY"] = proxy.Url.ToString(), ["https_proxy"] = proxy.Url.ToString(), ["NO_PROXY"] = "", ["no_proxy"] = "",
+        };
+        await using var sidekick = SidekickProcess.StartIn(Environment.CurrentDirectory, environment,
+            "--health-path", "/", "--health-duration", "200ms", "--address", $"127.0.0.1:{port}", "--trace", "", "--cacert", certificates.CaPath,
+            $"https://localhost:{tlsPort},https://made-up-backend.example:9443");
+        await sidekick.WaitForHealthAsync(port);
+
+        // The remote backend's probes go through the proxy, as a tunnel; the loopback one is up (probed direct) and serves.
+        await Eventually.WaitUntilAsync(() => proxy.ReceivedText().Contains("CONNECT made-up-backend.example:9443 HTTP/1.1", StringComparison.Ordinal),
+            what: $"the remote backend's probe tunnelled through the proxy; the proxy received: {proxy.ReceivedText()}");
+        using var client = new HttpClient();
+        Assert.Equal("no client certificate", await client.GetStringAsync($"http://127.0.0.1:{port}/bucket/object"));
+        Assert.DoesNotContain("localhost", proxy.ReceivedText(), StringComparison.Ordinal);
+        Assert.DoesNotContain("127.0.0.1", proxy.ReceivedText(), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("http://localhost:9000", true)]
     [InlineData("http://LOCALHOST:9000", true)]

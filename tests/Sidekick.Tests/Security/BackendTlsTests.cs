@@ -13,7 +13,7 @@ namespace Sidekick.Tests.Security;
 public sealed class BackendTlsTests
 {
     /// <summary>An HTTPS backend on loopback, optionally requiring a client certificate signed by the test CA.</summary>
-    private static async Task<(WebApplication App, int Port)> StartTlsBackendAsync(X509Certificate2 certificate, X509Certificate2? requireClientCa)
+    internal static async Task<(WebApplication App, int Port)> StartTlsBackendAsync(X509Certificate2 certificate, X509Certificate2? requireClientCa)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();

@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Primitives;
 using Microsoft.Net.Http.Headers;
 using Sidekick.Networking;
+using Sidekick.Topology;
 using Sidekick.Topology.Dns;
 using Yarp.ReverseProxy.Forwarder;
 
@@ -55,13 +56,6 @@ internal sealed class Http1Forwarder : IDisposable
         _disabled = disabled;
     }
 
-    // Which destinations are on loopback (LoopbackBypassProxy's rule), asked only while an HTTP proxy is set; one
-    // entry per backend.
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> _loopback = new(StringComparer.Ordinal);
-
-    private bool IsLoopback(string destinationPrefix) =>
-        _loopback.GetOrAdd(destinationPrefix, static prefix => Uri.TryCreate(prefix, UriKind.Absolute, out var uri) && LoopbackBypassProxy.IsLoopback(uri));
-
     /// <summary>Requests this path carried (the rest went to YARP).</summary>
     public long Forwarded => Volatile.Read(ref _chosen[(int)PathReason.Plain]);
 
@@ -76,9 +70,10 @@ internal sealed class Http1Forwarder : IDisposable
     /// picks; the choice is left on the meter for the trace record.
     /// </summary>
     public ValueTask<ForwarderError> SendAsync(
-        HttpContext context, ExchangeMeter meter, string destinationPrefix, HttpMessageInvoker httpClient, ForwarderRequestConfig requestConfig)
+        HttpContext context, ExchangeMeter meter, Backend backend, HttpMessageInvoker httpClient, ForwarderRequestConfig requestConfig)
     {
-        var choice = Choose(context, meter.RequestMayHaveBody, destinationPrefix, out var rawTarget, out var bodyLength);
+        var destinationPrefix = backend.DestinationPrefix;
+        var choice = Choose(context, meter.RequestMayHaveBody, backend, out var rawTarget, out var bodyLength);
         meter.Path = choice;
         Interlocked.Increment(ref _chosen[(int)choice.Reason]);
         if (choice.Path == ForwardingPath.Http1)
@@ -106,17 +101,17 @@ internal sealed class Http1Forwarder : IDisposable
     /// target and the length of its body, 0 for none), YARP for everything else, with the reason.
     /// </summary>
     /// <param name="mayHaveBody">What the server said of the request's content (the meter asked it already).</param>
-    public PathChoice Choose(HttpContext context, bool mayHaveBody, string destinationPrefix, out string? rawTarget, out int bodyLength)
+    public PathChoice Choose(HttpContext context, bool mayHaveBody, Backend backend, out string? rawTarget, out int bodyLength)
     {
         rawTarget = null;
         bodyLength = 0;
-        if (_disabled is { } disabled && !(disabled == PathReason.HttpProxy && IsLoopback(destinationPrefix)))
+        if (_disabled is { } disabled && !(disabled == PathReason.HttpProxy && backend.OnLoopback))
         {
             // (A loopback backend never goes through the environment's proxy, so nothing stops this path for it.)
             return new PathChoice(ForwardingPath.Yarp, disabled);
         }
 
-        if (!destinationPrefix.StartsWith("http://", StringComparison.OrdinalIgnoreCase))
+        if (!backend.DestinationPrefix.StartsWith("http://", StringComparison.OrdinalIgnoreCase))
         {
             return new PathChoice(ForwardingPath.Yarp, PathReason.TlsBackend);
         }
