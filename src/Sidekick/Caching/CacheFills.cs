@@ -247,18 +247,26 @@ internal sealed class CacheFills : IDisposable
     internal void OnCommitted(CacheFill fill, bool stored)
     {
         _running.TryRemove(new KeyValuePair<string, CacheFill>(fill.Key, fill));
-        Ended(fill);
+        // Counted before the fill leaves the fills in flight: whoever sees none in flight sees how each one ended.
         if (stored)
         {
             Metrics.FillCompleted();
         }
+
+        Ended(fill);
     }
 
     internal void OnAbandoned(CacheFill fill, FillAbandonReason reason, string detail)
     {
         _running.TryRemove(new KeyValuePair<string, CacheFill>(fill.Key, fill));
-        Ended(fill);
-        Count(fill.Target, reason, detail);
+        try
+        {
+            Count(fill.Target, reason, detail); // before Ended, as in OnCommitted
+        }
+        finally
+        {
+            Ended(fill); // even when a watcher of Abandoned throws
+        }
     }
 
     private void Ended(CacheFill fill)

@@ -28,6 +28,7 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
         await using var sidekick = await RunningSidekick.StartAsync(backend, Fast(fixture.Environment(nothing)), json: false);
         var metrics = sidekick.Cache.Metrics;
         await sidekick.WaitUntilAsync(() => metrics.StoreErrorsOf(CacheStoreFailureReason.Unreachable) >= 3, "three failed probes of the store");
+        await sidekick.WaitUntilAsync(() => sidekick.CacheLines().Length > 0, "the line (the log is written by its own thread)");
 
         var line = Assert.Single(sidekick.CacheLines());
         Assert.Matches(new Regex(@"^LOG  : \d\d:\d\d:\d\d\.\d{3}  cache store " + Regex.Escape(nothing.ToString().TrimEnd('/')) +
@@ -64,6 +65,7 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
         await using var sidekick = await RunningSidekick.StartAsync(backend, environment, json: false);
         var metrics = sidekick.Cache.Metrics;
         await sidekick.WaitUntilAsync(() => metrics.StoreErrorsOf(CacheStoreFailureReason.CredentialsRejected) >= 3, "three probes refused by the store");
+        await sidekick.WaitUntilAsync(() => sidekick.CacheLines().Length > 0, "the line (the log is written by its own thread)");
 
         var line = Assert.Single(sidekick.CacheLines());
         Assert.EndsWith(

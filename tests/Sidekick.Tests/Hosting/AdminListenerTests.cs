@@ -221,7 +221,9 @@ public sealed class AdminListenerTests
         var state = JsonDocument.Parse(await client.GetStringAsync($"http://127.0.0.1:{adminPort}/v1/state")).RootElement;
         Assert.Equal(1, state.GetProperty("activeSite").GetInt32());
         Assert.Equal("a", await client.GetStringAsync($"http://127.0.0.1:{port}/v1/state"));
-        Assert.Contains($"admin endpoints (state, metrics, certificates) on '127.0.0.1:{adminPort}'", sidekick.Stdout, StringComparison.Ordinal);
+        // Printed once the listeners accept, so a healthy answer may come first; and stdout reaches the test through a pipe.
+        await Eventually.WaitUntilAsync(() => sidekick.Stdout.Contains($"admin endpoints (state, metrics, certificates) on '127.0.0.1:{adminPort}'", StringComparison.Ordinal),
+            what: "the admin endpoints' line");
         if (NonLoopbackAddressFactAttribute.Address is { } network)
         {
             using var outside = new TcpClient();

@@ -163,7 +163,7 @@ internal sealed class LoggingRelay : IAsyncDisposable
                 _exchanges.Enqueue(exchange);
                 await pending.WriteAsync(exchange, _stop.Token); // before the server can answer it
                 await SendAsync(to, head);
-                await CopyBodyAsync(from, to, Framing(exchange.Field, isResponse: false, noContent: false), _stop.Token);
+                await CopyBodyAsync(from, to, Framing(exchange.Field, isResponse: false, noContent: false), counted: null, _stop.Token);
             }
         }
         finally
@@ -189,17 +189,20 @@ internal sealed class LoggingRelay : IAsyncDisposable
                 }).ToList();
                 string? Field(string name) => fields.Where(f => string.Equals(f.Key, name, StringComparison.OrdinalIgnoreCase)).Select(f => f.Value).FirstOrDefault();
 
-                await SendAsync(to, head);
                 if (status is >= 100 and < 200 and not 101)
                 {
+                    await SendAsync(to, head);
                     continue; // interim: the final answer follows
                 }
 
+                // Recorded before it is passed on, and each run of body bytes before it is: a client that has the whole
+                // answer through the server behind the relay finds it in the log, not a moment later.
                 var exchange = await pending.ReadAsync(_stop.Token);
                 var framing = Framing(Field, isResponse: true, noContent: exchange.Method == "HEAD" || status is 204 or 304);
                 exchange.ResponseHead = text;
                 exchange.Status = status;
-                exchange.ResponseBodyBytes = await CopyBodyAsync(from, to, framing, _stop.Token);
+                await SendAsync(to, head);
+                await CopyBodyAsync(from, to, framing, bytes => exchange.ResponseBodyBytes += bytes, _stop.Token);
                 if (status == 101)
                 {
                     break;
@@ -233,18 +236,18 @@ internal sealed class LoggingRelay : IAsyncDisposable
         return isResponse ? -2 : 0;
     }
 
-    /// <summary>Copies one body as framed; returns its content bytes.</summary>
-    private static async Task<long> CopyBodyAsync(WireReader from, Socket to, long framing, CancellationToken cancel)
+    /// <summary>Copies one body as framed; <paramref name="counted"/> is told its content bytes before they are passed on.</summary>
+    private static async Task CopyBodyAsync(WireReader from, Socket to, long framing, Action<long>? counted, CancellationToken cancel)
     {
         switch (framing)
         {
             case >= 0:
-                await from.CopyAsync(to, framing, cancel);
-                return framing;
+                await from.CopyAsync(to, framing, counted, cancel);
+                return;
             case -2:
-                return await from.CopyToEndAsync(to, cancel);
+                await from.CopyToEndAsync(to, counted, cancel);
+                return;
             default:
-                long content = 0;
                 while (true)
                 {
                     var sizeLine = await from.ReadLineAsync(cancel) ?? throw new IOException("connection ended inside a chunked body");
@@ -258,15 +261,15 @@ internal sealed class LoggingRelay : IAsyncDisposable
                             await SendAsync(to, trailer);
                             if (IsEmpty(trailer))
                             {
-                                return content;
+                                return;
                             }
                         }
 
                         throw new IOException("connection ended inside a chunked trailer");
                     }
 
-                    await from.CopyAsync(to, size + 2, cancel); // the data and its CRLF
-                    content += size;
+                    counted?.Invoke(size);
+                    await from.CopyAsync(to, size + 2, counted: null, cancel); // the data and its CRLF
                 }
         }
     }
@@ -349,7 +352,7 @@ internal sealed class LoggingRelay : IAsyncDisposable
             }
         }
 
-        public async Task CopyAsync(Socket to, long count, CancellationToken cancel)
+        public async Task CopyAsync(Socket to, long count, Action<long>? counted, CancellationToken cancel)
         {
             while (count > 0)
             {
@@ -359,23 +362,21 @@ internal sealed class LoggingRelay : IAsyncDisposable
                 }
 
                 var take = (int)Math.Min(count, _end - _start);
+                counted?.Invoke(take);
                 await SendAsync(to, _buffer.AsMemory(_start, take));
                 _start += take;
                 count -= take;
             }
         }
 
-        public async Task<long> CopyToEndAsync(Socket to, CancellationToken cancel)
+        public async Task CopyToEndAsync(Socket to, Action<long>? counted, CancellationToken cancel)
         {
-            long total = 0;
             while (_start < _end || await FillAsync(cancel))
             {
-                total += _end - _start;
+                counted?.Invoke(_end - _start);
                 await SendAsync(to, _buffer.AsMemory(_start, _end - _start));
                 _start = _end;
             }
-
-            return total;
         }
 
         private async Task<bool> FillAsync(CancellationToken cancel)
