@@ -145,6 +145,14 @@ internal sealed class SpoolFiles : IDisposable
             return reuse.Handle;
         }
 
+        // Asked first: fallocate of more than the file system has takes all of it before it fails (ext4 keeps what it
+        // allocated until the file goes), so every other writer on the host would meet a full disk meanwhile.
+        if (FreeSpace() is { } before && before < length)
+        {
+            Release(reserved);
+            throw DiskFull(before, length, inner: null);
+        }
+
         SafeFileHandle created;
         try
         {
@@ -153,8 +161,7 @@ internal sealed class SpoolFiles : IDisposable
         catch (IOException ex) when (FreeSpace() is { } free && free < length)
         {
             Release(reserved);
-            throw new SpoolDiskFullException(
-                $"the spool directory {_directory} has {free} bytes free on its file system, the body needs {length} (SIDEKICK_CACHE_SPOOL_SIZE is {Capacity})", ex);
+            throw DiskFull(free, length, ex);
         }
         catch
         {
@@ -169,6 +176,9 @@ internal sealed class SpoolFiles : IDisposable
 
         return created;
     }
+
+    private SpoolDiskFullException DiskFull(long free, long length, IOException? inner) => new(
+        $"the spool directory {_directory} has {free} bytes free on its file system, the body needs {length} (SIDEKICK_CACHE_SPOOL_SIZE is {Capacity})", inner);
 
     /// <summary>Kept files, oldest first, until <paramref name="bytes"/> more fit the budget or none is left (under the lock).</summary>
     private void EvictKeptLocked(long bytes, List<KeptFile> evicted)
@@ -422,4 +432,4 @@ internal sealed class SpoolFiles : IDisposable
 }
 
 /// <summary>The spool directory's file system has no room for a fill's body (however large the budget is).</summary>
-internal sealed class SpoolDiskFullException(string message, Exception inner) : IOException(message, inner);
+internal sealed class SpoolDiskFullException(string message, Exception? inner) : IOException(message, inner);

@@ -443,9 +443,14 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
     }
 
     [Fact]
-    public void A_body_larger_than_the_spool_disks_free_space_is_refused_as_spool_full_whatever_the_budget()
+    public async Task A_body_larger_than_the_spool_disks_free_space_is_refused_as_spool_full_whatever_the_budget()
     {
         var spool = Directory.CreateTempSubdirectory("sidekick-spool-disk").FullName;
+        // Every spool file made: a fallocate of more than the disk holds takes the whole disk before it fails (on ext4
+        // until the file is gone), so that every other writer on the host meets a full disk. It must not be tried.
+        var created = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var watcher = new FileSystemWatcher(spool) { EnableRaisingEvents = true };
+        watcher.Created += (_, e) => created.Enqueue(e.Name ?? "");
         var free = new DriveInfo(spool).AvailableFreeSpace;
         var environment = fixture.Environment();
         environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
@@ -468,6 +473,14 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         Assert.Equal(0, fills.AbandonedFor(FillAbandonReason.SpoolError));
         Assert.Equal(0, fills.InFlight);
         Assert.Contains($"/too-big {FillAbandonReason.SpoolFull}: the spool directory {spool} has ", Assert.Single(said), StringComparison.Ordinal);
+
+        // A small fill's file is the marker: the watcher reports in order, so the refused fill's file would come first.
+        var small = entry with { Length = 4096 };
+        var marker = fills.Start("small", "/small", small, new Dictionary<string, string> { ["sidekick"] = small.Serialize() })!;
+        await Eventually.WaitUntilAsync(() => !created.IsEmpty, what: "the small fill's spool file seen by the watcher");
+        marker.Abandon(FillAbandonReason.ClientGone, "test over");
+        Assert.False(await marker.Upload);
+        Assert.Single(created);
         Directory.Delete(spool, recursive: true);
     }
 
