@@ -394,8 +394,12 @@ internal sealed class CacheFill
 
                 if (!await StoredByAnotherAsync(token))
                 {
-                    await using var whole = new SpoolSlice(_spool, 0, Length);
-                    await _store.PutAsync(Key, whole, _metadata, token);
+                    await StoreWriteStall.RunAsync(_time, "the entry's PUT", async stall =>
+                    {
+                        await using var whole = new SpoolSlice(_spool, 0, Length) { Moved = stall.Progressed };
+                        await _store.PutAsync(Key, whole, _metadata, stall.Token);
+                        return true;
+                    }, token);
                     ForgetUploaded(0, Length);
                 }
 
@@ -429,10 +433,14 @@ internal sealed class CacheFill
                     return await LeaveUploadAsync(uploadId, token);
                 }
 
-                uploadId ??= await _store.BeginMultipartAsync(Key, _metadata, token);
-                // Read from the spool as the store takes it: no part is held in memory.
-                await using var part = new SpoolSlice(_spool, offset, end - offset);
-                etags.Add(await _store.UploadPartAsync(Key, uploadId, etags.Count + 1, part, token));
+                uploadId ??= await StoreWriteStall.RunAsync(_time, "the multipart upload's start", stall => _store.BeginMultipartAsync(Key, _metadata, stall.Token), token);
+                var number = etags.Count + 1;
+                etags.Add(await StoreWriteStall.RunAsync(_time, $"part {number}", async stall =>
+                {
+                    // Read from the spool as the store takes it: no part is held in memory.
+                    await using var part = new SpoolSlice(_spool, offset, end - offset) { Moved = stall.Progressed };
+                    return await _store.UploadPartAsync(Key, uploadId, number, part, stall.Token);
+                }, token));
                 ForgetUploaded(offset, end);
             }
 
@@ -448,7 +456,11 @@ internal sealed class CacheFill
             }
             else
             {
-                await _store.CompleteMultipartAsync(Key, uploadId!, etags, token);
+                await StoreWriteStall.RunAsync(_time, "the multipart upload's completion", async stall =>
+                {
+                    await _store.CompleteMultipartAsync(Key, uploadId!, etags, stall.Token);
+                    return true;
+                }, token);
             }
 
             return Committed();
@@ -530,7 +542,12 @@ internal sealed class CacheFill
     {
         try
         {
-            await _store.AbortMultipartAsync(Key, uploadId);
+            // Watched as the upload's writes are: a stalled store would otherwise keep the fill's spool for minutes more.
+            await StoreWriteStall.RunAsync(_time, "the multipart upload's abort", async stall =>
+            {
+                await _store.AbortMultipartAsync(Key, uploadId, stall.Token);
+                return true;
+            }, CancellationToken.None);
         }
         catch (Exception abortError) when (S3CacheStore.IsStoreError(abortError))
         {

@@ -27,7 +27,7 @@ internal sealed class S3CacheStore : IDisposable
 
     /// <summary>What a store call throws when the store is down, slow or refuses: never the client's problem.</summary>
     public static bool IsStoreError(Exception ex) =>
-        ex is OperationCanceledException or AmazonServiceException or AmazonClientException or HttpRequestException or IOException;
+        ex is OperationCanceledException or AmazonServiceException or AmazonClientException or HttpRequestException or IOException or TimeoutException;
     private readonly string _bucket;
     // "<namespace>/" before every object's name (see CacheNamespace); empty only for a store built without one.
     private readonly string _folder;
@@ -168,8 +168,8 @@ internal sealed class S3CacheStore : IDisposable
     public Task CompleteMultipartAsync(string key, string uploadId, List<PartETag> parts, CancellationToken cancellationToken) =>
         _s3.CompleteMultipartUploadAsync(new CompleteMultipartUploadRequest { BucketName = _bucket, Key = Name(key), UploadId = uploadId, PartETags = parts }, cancellationToken);
 
-    public Task AbortMultipartAsync(string key, string uploadId) =>
-        _s3.AbortMultipartUploadAsync(new AbortMultipartUploadRequest { BucketName = _bucket, Key = Name(key), UploadId = uploadId });
+    public Task AbortMultipartAsync(string key, string uploadId, CancellationToken cancellationToken = default) =>
+        _s3.AbortMultipartUploadAsync(new AbortMultipartUploadRequest { BucketName = _bucket, Key = Name(key), UploadId = uploadId }, cancellationToken);
 
     /// <summary>
     /// Replaces an entry's metadata (after a 304 refreshed its headers) while the object is still the one

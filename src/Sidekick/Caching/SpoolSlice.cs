@@ -23,6 +23,9 @@ internal sealed class SpoolSlice(SafeFileHandle spool, long start, long size) : 
 
     private byte[]? _ahead;
 
+    /// <summary>Called after each read that moved the position (the upload's progress, for <see cref="StoreWriteStall"/>).</summary>
+    public Action? Moved { get; init; }
+
     // Where the buffered bytes lie in the slice: [_aheadFrom, _aheadFrom + _aheadLength).
     private long _aheadFrom;
 
@@ -171,6 +174,7 @@ internal sealed class SpoolSlice(SafeFileHandle spool, long start, long size) : 
         }
 
         _position += read;
+        Moved?.Invoke();
         return read;
     }
 

@@ -1,0 +1,58 @@
+namespace Sidekick.Caching;
+
+/// <summary>
+/// Cuts a fill's store write (a whole PUT, a multipart upload's begin, part or completion) that has taken no byte of
+/// its body and sent no answer for <see cref="Timeout"/>. The SDK's own limit is minutes per try: a store that
+/// accepts the connection and then stalls (a node gone without a reset, a full disk behind it) held each fill's spool
+/// budget and slot that long, and every fill it started meanwhile. A store that is merely slow keeps reading the
+/// body, which counts as progress, and is not cut.
+/// </summary>
+internal sealed class StoreWriteStall : IDisposable
+{
+    /// <summary>How long a store write may go without progress.</summary>
+    public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
+
+    private readonly CancellationTokenSource _stalled;
+    private readonly CancellationTokenSource _either;
+
+    public StoreWriteStall(TimeProvider time, CancellationToken cancellationToken)
+    {
+        _stalled = new CancellationTokenSource(Timeout, time);
+        _either = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stalled.Token);
+    }
+
+    /// <summary>Cancelled when the write stalled or the fill was given up.</summary>
+    public CancellationToken Token => _either.Token;
+
+    /// <summary>The write moved on (the HTTP client or the signer read more of its body): the clock starts again.</summary>
+    public void Progressed()
+    {
+        if (!_stalled.IsCancellationRequested)
+        {
+            _stalled.CancelAfter(Timeout);
+        }
+    }
+
+    /// <summary>
+    /// Runs one store write under the watch; its stall is a <see cref="TimeoutException"/> naming <paramref name="what"/>
+    /// (a store error: the fill is given up as store_error, with that line).
+    /// </summary>
+    public static async Task<T> RunAsync<T>(TimeProvider time, string what, Func<StoreWriteStall, Task<T>> write, CancellationToken cancellationToken)
+    {
+        using var stall = new StoreWriteStall(time, cancellationToken);
+        try
+        {
+            return await write(stall);
+        }
+        catch (OperationCanceledException ex) when (stall._stalled.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw new TimeoutException($"the store took nothing more of {what} and did not answer for {Timeout.TotalSeconds:F0} s", ex);
+        }
+    }
+
+    public void Dispose()
+    {
+        _either.Dispose();
+        _stalled.Dispose();
+    }
+}

@@ -1,0 +1,65 @@
+using Microsoft.Extensions.Time.Testing;
+using Sidekick.Caching;
+
+namespace Sidekick.Tests.Caching;
+
+/// <summary>
+/// A store that takes a fill's upload request and then neither reads its body nor answers (a node gone without a
+/// reset, a full disk behind it) must not hold the fill, its spool budget and its slot for the SDK's minutes per try.
+/// </summary>
+public sealed class StoreWriteStallTests(CacheFixture fixture) : IClassFixture<CacheFixture>
+{
+    [Fact]
+    public async Task A_part_the_store_stops_taking_is_cut_after_the_stall_timeout_and_the_fill_is_given_up_as_a_store_error()
+    {
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.PartsWaitFor = hold.Task; // the store accepts each part's request and then reads and answers nothing
+        var environment = fixture.Environment(relay.Url);
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-stall").FullName;
+        var options = CacheOptions.FromEnvironment(environment)!;
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var store = new S3CacheStore(options);
+        using var metrics = new CacheMetrics();
+        using var fills = new CacheFills(options, store, metrics, time);
+        var said = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        fills.Abandoned += (target, reason, detail) => said.Enqueue($"{target} {reason}: {detail}");
+        const int Length = 12 * 1024 * 1024; // three parts
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"v1\"")], Length = Length, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
+        };
+        var fill = fills.Start("stalled-" + Guid.NewGuid().ToString("N"), "/stalled.bin", entry,
+            new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
+        var writer = fill.Writer(0, Length);
+        Assert.True(writer.Offer(new byte[Length]));
+        writer.End(clientGone: false);
+
+        try
+        {
+            await Eventually.WaitUntilAsync(() => relay.Requests.Any(r => r.StartsWith("PUT ", StringComparison.Ordinal) && !r.EndsWith(".fill", StringComparison.Ordinal)),
+                what: $"the first part sent; the store saw: {string.Join(", ", relay.Requests)}");
+            // Short of the timeout nothing is cut, however long the store keeps the part.
+            time.Advance(StoreWriteStall.Timeout - TimeSpan.FromSeconds(1));
+            Assert.False(fill.Upload.IsCompleted);
+            // Past it, counted from the last byte the store took (the HTTP client reads on until the socket is full).
+            await Eventually.WaitUntilAsync(() =>
+            {
+                time.Advance(TimeSpan.FromSeconds(1));
+                return fill.Upload.IsCompleted;
+            }, what: "the stalled part cut");
+
+            Assert.False(await fill.Upload);
+            Assert.Equal(1, fills.AbandonedFor(FillAbandonReason.StoreError));
+            Assert.True(metrics.StoreErrors >= 1); // and the abort that follows, which s3rver refuses
+            var line = Assert.Single(said);
+            Assert.Contains("/stalled.bin StoreError: the store took nothing more of part 1 and did not answer for 60 s", line, StringComparison.Ordinal);
+            Assert.Equal(0, fills.InFlight);
+            await Eventually.WaitUntilAsync(() => fills.SpoolUsed == 0, what: "the fill's spool budget given back");
+        }
+        finally
+        {
+            hold.TrySetResult();
+        }
+    }
+}
