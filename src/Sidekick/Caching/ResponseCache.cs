@@ -500,13 +500,7 @@ internal sealed class ResponseCache : IDisposable
         switch (CachePolicy.Decide(entry, requestControl, responseControl, _time.GetUtcNow(), PolicyFor(context.Request), CachePolicy.CarriesCredentials(context.Request)))
         {
             case CacheDecision.Serve:
-                if (!await _writer.ServeAsync(context, lookup, "HIT", fill))
-                {
-                    return false;
-                }
-
-                Metrics.Hit();
-                return true;
+                return await _writer.ServeAsync(context, lookup, "HIT", fill);
             case CacheDecision.Revalidate when !requestControl.Has("only-if-cached") && (entry.ETag is not null || entry.LastModified is not null) &&
                                                !ClientConditionals.HasOwnValidators(context.Request):
                 // Filled with credentials (or stale at once): the requester's own conditional request decides, as
@@ -593,7 +587,6 @@ internal sealed class ResponseCache : IDisposable
             case CacheDecision.Serve:
                 if (await _writer.ServeAsync(context, hit, "HIT"))
                 {
-                    Metrics.Hit();
                     return;
                 }
 
@@ -602,7 +595,6 @@ internal sealed class ResponseCache : IDisposable
                 var background = BackgroundRevalidation.From(context);
                 if (await _writer.ServeAsync(context, hit, "HIT"))
                 {
-                    Metrics.Hit();
                     _ = Task.Run(() => RevalidateInBackgroundAsync(origin, background, hit));
                     return;
                 }
@@ -694,7 +686,6 @@ internal sealed class ResponseCache : IDisposable
 
             if (served)
             {
-                Metrics.Revalidation();
                 return;
             }
 
@@ -715,7 +706,6 @@ internal sealed class ResponseCache : IDisposable
             context.Response.Clear();
             if (await _writer.ServeAsync(context, hit, "HIT", fill))
             {
-                Metrics.Hit();
                 return;
             }
 

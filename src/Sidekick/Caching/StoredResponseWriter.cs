@@ -16,7 +16,8 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 {
     /// <summary>
     /// Serves a stored response, its body from the store, or from <paramref name="fill"/>'s spool while that fill
-    /// is still running. False when the body could not be opened before anything was sent.
+    /// is still running, and counts it by <paramref name="outcome"/> (X-Cache: HIT or REVALIDATED). False, with
+    /// nothing sent or counted, when the body could not be opened.
     /// </summary>
     public async Task<bool> ServeAsync(HttpContext context, CacheLookup hit, string outcome, CacheFill? fill = null)
     {
@@ -32,7 +33,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         {
             response.StatusCode = StatusCodes.Status412PreconditionFailed;
             response.Headers[ResponseCache.CacheHeader] = outcome;
-            return true;
+            return Answered(outcome);
         }
 
         if (entry.Status is >= 200 and < 300 && NotModified(request, entry))
@@ -49,7 +50,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             response.Headers.Age = age.ToString(CultureInfo.InvariantCulture);
             StoredDate(response, entry);
             response.Headers[ResponseCache.CacheHeader] = outcome;
-            return true;
+            return Answered(outcome);
         }
 
         var (from, to, partial, unsatisfiable) = RangeOf(request, entry);
@@ -58,7 +59,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             response.StatusCode = StatusCodes.Status416RangeNotSatisfiable;
             response.Headers.ContentRange = $"bytes */{entry.Length}";
             response.Headers[ResponseCache.CacheHeader] = outcome;
-            return true;
+            return Answered(outcome);
         }
 
         // The bytes of the stored body this answer sends: its range, or all of it.
@@ -144,6 +145,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 response.Headers.ContentRange = $"bytes {from}-{to}/{entry.Length}";
             }
 
+            Answered(outcome);
             if (stored is null && spooled is null)
             {
                 return true;
@@ -165,6 +167,24 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             {
                 await spooled.DisposeAsync();
             }
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Counts the answer (a hit, or a stored entry the backend confirmed) once it is decided, before its body: a client
+    /// holding the whole response, or an operator watching a long one, finds it counted. True, for the caller's return.
+    /// </summary>
+    private bool Answered(string outcome)
+    {
+        if (outcome == "REVALIDATED")
+        {
+            metrics.Revalidation();
+        }
+        else
+        {
+            metrics.Hit();
         }
 
         return true;

@@ -450,4 +450,23 @@ public sealed class ResponseCacheTests(CacheFixture fixture) : IClassFixture<Cac
         Assert.Matches(@"sidekick_cache_hits_total [1-9]", metrics);
         Assert.Matches(@"sidekick_cache_fills_completed_total 1", metrics);
     }
+
+    [Fact]
+    public async Task A_hit_is_counted_when_it_is_answered_not_when_its_body_ends()
+    {
+        // A HIT of a large object takes as long as its client reads: a dashboard (or a test holding the whole answer)
+        // must see it counted from its head on, not only once the last byte went.
+        await using var backend = await CacheTestBackend.StartAsync();
+        backend.Put("/bucket/long.bin", 32 * 1024 * 1024);
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        await GetAsync(client, "/bucket/long.bin");
+        await UntilStoredAsync(instance, client, "/bucket/long.bin");
+        var before = instance.Server.Cache!.Metrics.Hits;
+
+        using var unread = await client.GetAsync("/bucket/long.bin", HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("HIT", unread.Headers.GetValues("X-Cache").Single());
+        // Its body is not read: sidekick waits to send the rest, and the hit is counted already.
+        Assert.Equal(before + 1, instance.Server.Cache.Metrics.Hits);
+    }
 }
