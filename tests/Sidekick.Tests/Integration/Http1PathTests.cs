@@ -245,6 +245,34 @@ public sealed class Http1PathTests
         Assert.Equal(first.ConnectionNumber, slow.ConnectionNumber);
     }
 
+    [Fact]
+    public async Task A_response_head_dripped_a_byte_at_a_time_is_cut_at_the_backend_timeout_counted_from_the_request()
+    {
+        // Each byte well within the timeout of the one before, the whole head far past it: a backend (or anything
+        // between) doing so held the client for as long as it liked, when each byte moved the deadline on.
+        using var next = new SemaphoreSlim(0);
+        await using var backend = new RawBackend(_ => new RawResponse(
+            System.Text.Encoding.Latin1.GetBytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Padding: dripped-slowly\r\n\r\nok"),
+            BeforeEachByte: _ => next.WaitAsync()));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var options = SidekickHarness.FastOptions with { BackendTimeout = TimeSpan.FromSeconds(30) };
+        var url = backend.Url.ToString().TrimEnd('/');
+        SiteDefinition[] sites = [new(1, [new BackendDefinition(backend.Url, url, new Uri(url + options.HealthPath))])];
+        await using var sidekick = await SidekickHarness.StartAsync(options, sites, FastPath with { Time = time });
+
+        var get = sidekick.Client.GetAsync("/dripped");
+        await sidekick.WaitUntilAsync(() => backend.Requests.Any(r => r.Target == "/dripped"));
+        for (var step = 0; step < 200 && !get.IsCompleted; step++)
+        {
+            next.Release(); // one more byte of the head, 10 s after the last
+            await Task.Delay(10);
+            time.Advance(TimeSpan.FromSeconds(10));
+        }
+
+        using var response = await get;
+        Assert.Equal(HttpStatusCode.GatewayTimeout, response.StatusCode);
+    }
+
     [Theory]
     [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")]
     [InlineData("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n")]

@@ -8,8 +8,11 @@ namespace Sidekick.Tests.Integration;
 /// <summary>One request as a <see cref="RawBackend"/> read it off the wire.</summary>
 internal sealed record RawRequest(string Method, string Target, string Head, byte[] Body, int ConnectionNumber);
 
-/// <summary>What a <see cref="RawBackend"/> writes back, and whether it then closes the connection.</summary>
-internal sealed record RawResponse(byte[] Bytes, bool Close = false)
+/// <summary>
+/// What a <see cref="RawBackend"/> writes back, and whether it then closes the connection; with
+/// <paramref name="BeforeEachByte"/>, one byte per write, each once that task (given the byte's index) completes.
+/// </summary>
+internal sealed record RawResponse(byte[] Bytes, bool Close = false, Func<int, Task>? BeforeEachByte = null)
 {
     public static RawResponse Text(string wire, bool close = false) => new(Encoding.Latin1.GetBytes(wire), close);
 }
@@ -164,7 +167,19 @@ internal sealed class RawBackend : IAsyncDisposable
                 }
 
                 var response = probe ? RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") : Record(request);
-                await socket.SendAsync(response.Bytes, SocketFlags.None, _stop.Token);
+                if (response.BeforeEachByte is { } before)
+                {
+                    for (var i = 0; i < response.Bytes.Length; i++)
+                    {
+                        await before(i);
+                        await socket.SendAsync(response.Bytes.AsMemory(i, 1), SocketFlags.None, _stop.Token);
+                    }
+                }
+                else
+                {
+                    await socket.SendAsync(response.Bytes, SocketFlags.None, _stop.Token);
+                }
+
                 if (response.Close)
                 {
                     return;

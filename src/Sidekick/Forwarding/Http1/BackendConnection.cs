@@ -129,14 +129,15 @@ internal sealed class BackendConnection : IDisposable
     }
 
     /// <summary>
-    /// Receives more bytes after those buffered; returns how many (0 at end of stream). A buffer full of
-    /// unconsumed bytes grows, up to <paramref name="limit"/>, past which it throws.
+    /// Receives more bytes of a body after those buffered, as progress; returns how many (0 at end of stream). A buffer
+    /// full of unconsumed bytes grows, up to <paramref name="limit"/>, past which it throws.
     /// </summary>
     [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder<>))]
     public async ValueTask<int> ReceiveAsync(int limit = LargeBufferSize)
     {
         var received = await ReceiveIntoAsync(ReceiveRoom(limit));
         Received(received);
+        Touch();
         return received;
     }
 
@@ -178,12 +179,12 @@ internal sealed class BackendConnection : IDisposable
         return buffer.AsMemory(_end);
     }
 
-    /// <summary>Counts bytes received into <see cref="ReceiveRoom"/> as buffered.</summary>
-    public void Received(int count)
-    {
-        _end += count;
-        Touch();
-    }
+    /// <summary>
+    /// Counts bytes of a response head received into <see cref="ReceiveRoom"/> as buffered, without moving the activity
+    /// deadline: the head as a whole must come within the activity timeout of the request (as on YARP's path), or a
+    /// backend dripping it a byte at a time held the client for ever.
+    /// </summary>
+    public void Received(int count) => _end += count;
 
     /// <summary>
     /// One socket receive into <paramref name="destination"/>; returns how many bytes, 0 at end of stream.

@@ -238,6 +238,7 @@ internal sealed class Http1Forwarder : IDisposable
                     if (ResponseHead.PeekStatus(connection.Buffered[..headLength]) is >= 100 and < 200 and not 101)
                     {
                         connection.Consume(headLength);
+                        connection.Touch(); // a whole interim head is progress: the final one gets its own timeout
                         scan = default;
                         continue;
                     }
@@ -248,6 +249,7 @@ internal sealed class Http1Forwarder : IDisposable
                 response = ResponseHead.Apply(connection.Buffered[..headLength], context.Response, HttpMethods.IsHead(context.Request.Method), pool.HeaderValues);
                 context.Response.Headers[ForwardingHeaders.ProxyMarkerName] = ForwardingHeaders.ProxyMarker;
                 connection.Consume(headLength);
+                connection.Touch(); // the body's reads move the deadline on from here
             }
             catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or HttpRequestException or InvalidOperationException)
             {
