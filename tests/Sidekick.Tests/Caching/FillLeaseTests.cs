@@ -455,11 +455,10 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
     [Fact]
     public async Task Of_two_sidecars_that_took_the_lease_at_once_on_a_store_ignoring_the_condition_only_the_one_named_uploads()
     {
-        var (leases, store, metrics, time) = Leases();
-        using var owned = store;
-        using var counted = metrics;
-        var options = CacheOptions.FromEnvironment(fixture.Environment())!;
-        var fills = new CacheFills(options, store, metrics, time);
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var under = new FillsUnderTest(fixture.Environment(), time);
+        var store = under.Store;
+        var leases = new FillLeases(under.Options, store, under.Metrics, time);
         var key = "raced-" + Guid.NewGuid().ToString("N");
         var claim = await ClaimedAsync(leases, key);
         Assert.Equal(FillClaimKind.Holding, claim.Kind);
@@ -469,7 +468,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         {
             Status = 200, Headers = [new("ETag", "\"v1\"")], Length = 1000, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
         };
-        var fill = fills.Start(key, "/raced", entry, new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
+        var fill = under.Fills.Start(key, "/raced", entry, new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
 
         leases.Hold(claim.LeaseKey!, Task.FromResult<CacheFill?>(fill));
         while (!fill.LeftToAnother && time.GetUtcNow() - DateTimeOffset.UtcNow < TimeSpan.FromMinutes(1))
@@ -483,7 +482,7 @@ public sealed class FillLeaseTests(CacheFixture fixture) : IClassFixture<CacheFi
         writer.End(clientGone: false);
         Assert.True(await fill.Upload); // done: the entry is the other sidecar's to store
         Assert.Null(await store.HeadAsync(key, default));
-        Assert.Equal(0, metrics.FillsCompleted);
+        Assert.Equal(0, under.Metrics.FillsCompleted);
         Assert.Equal("other", (await store.ReadLeaseAsync(claim.LeaseKey!, default))!.Value.Lease.Owner); // not removed: not ours
     }
 

@@ -72,11 +72,9 @@ public sealed class RangeSpoolHoldTests(CacheFixture fixture) : IClassFixture<Ca
         environment["SIDEKICK_CACHE_MAX_FILLS"] = "8";
         environment["SIDEKICK_CACHE_SPOOL_SIZE"] = "16MiB";
         environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-hold").FullName;
-        var options = CacheOptions.FromEnvironment(environment)!;
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var store = new S3CacheStore(options);
-        using var metrics = new CacheMetrics();
-        var fills = new CacheFills(options, store, metrics, time);
+        using var under = new FillsUnderTest(environment, time);
+        var fills = under.Fills;
 
         var combining = new List<CacheFill>();
         for (var i = 0; i < 8; i++)
@@ -90,7 +88,7 @@ public sealed class RangeSpoolHoldTests(CacheFixture fixture) : IClassFixture<Ca
         }
 
         Assert.Equal(2, combining.Count);
-        Assert.Equal(6, metrics.NotStoredOf(NotStoredReason.FillsBusy));
+        Assert.Equal(6, under.Metrics.NotStoredOf(NotStoredReason.FillsBusy));
         Assert.Equal(2, fills.SpoolUsed); // the bytes the ranges brought, not 2 x 12 MiB
 
         // Whole fills still find slots and the budget.
@@ -119,13 +117,9 @@ public sealed class RangeSpoolHoldTests(CacheFixture fixture) : IClassFixture<Ca
         var environment = fixture.Environment();
         environment["SIDEKICK_CACHE_SPOOL_SIZE"] = "1MiB";
         environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
-        var options = CacheOptions.FromEnvironment(environment)!;
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var store = new S3CacheStore(options);
-        using var metrics = new CacheMetrics();
-        var fills = new CacheFills(options, store, metrics, time);
-        var reasons = new List<string>();
-        fills.Abandoned += (target, reason, detail) => reasons.Add($"{target} {CacheMetrics.AbandonLabel(reason)}: {detail}");
+        using var under = new FillsUnderTest(environment, time);
+        var fills = under.Fills;
 
         // An object ten times the budget: its ranges are combined for as long as they fit.
         var (fill, created) = fills.StartPiece("large", "/bucket/large.bin", Entry(time, "\"v1\"", 10_000_000), new Dictionary<string, string>());
@@ -139,7 +133,7 @@ public sealed class RangeSpoolHoldTests(CacheFixture fixture) : IClassFixture<Ca
         Assert.False(fill.Writer(5_000_000, 5_600_000).Offer(new byte[600_000])); // 1.2 MB of ranges: over the budget
         Assert.True(fill.Abandoned);
         Assert.False(await fill.Upload);
-        Assert.Equal(["/bucket/large.bin spool_full: the ranges' 1200000 bytes do not fit the spool budget (600000 of 1048576 in use)"], reasons);
+        Assert.Equal(["/bucket/large.bin spool_full: the ranges' 1200000 bytes do not fit the spool budget (600000 of 1048576 in use)"], under.Abandonments);
         Assert.Equal(1, fills.AbandonedFor(FillAbandonReason.SpoolFull));
         Assert.Equal(0, fills.InFlight);
         Assert.Equal(0, fills.SpoolUsed);

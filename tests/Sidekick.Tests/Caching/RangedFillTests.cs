@@ -178,10 +178,8 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         // reading it is not cut short for the store's sake, and is cut where the spool ends, never served short.
         var environment = fixture.Environment();
         environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-given-up").FullName;
-        var options = CacheOptions.FromEnvironment(environment)!;
-        using var store = new S3CacheStore(options);
-        using var metrics = new CacheMetrics();
-        var fills = new CacheFills(options, store, metrics, TimeProvider.System);
+        using var under = new FillsUnderTest(environment);
+        var fills = under.Fills;
         var entry = new CachedResponse
         {
             Status = 200, Headers = [new("ETag", "\"v1\"")], Length = 3 * Piece, ReceivedAt = DateTimeOffset.UtcNow, InitialAge = TimeSpan.Zero,
@@ -333,13 +331,9 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         var spool = Directory.CreateTempSubdirectory("sidekick-pieces").FullName;
         var environment = fixture.Environment();
         environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
-        var options = CacheOptions.FromEnvironment(environment)!;
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var store = new S3CacheStore(options);
-        using var metrics = new CacheMetrics();
-        var fills = new CacheFills(options, store, metrics, time);
-        var reasons = new List<string>();
-        fills.Abandoned += (target, reason, detail) => reasons.Add($"{target} {CacheMetrics.AbandonLabel(reason)}: {detail}");
+        using var under = new FillsUnderTest(environment, time);
+        var fills = under.Fills;
         var entry = new CachedResponse
         {
             Status = 200, Headers = [new("ETag", "\"v1\"")], Length = 10_000_000, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
@@ -362,7 +356,7 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         Assert.True(fill.Abandoned);
         Assert.False(await fill.Upload);
 
-        Assert.Equal(["/bucket/footer.parquet ranges_incomplete: the ranges read cover 14096 of 10000000 bytes, and none came for 30 s"], reasons);
+        Assert.Equal(["/bucket/footer.parquet ranges_incomplete: the ranges read cover 14096 of 10000000 bytes, and none came for 30 s"], under.Abandonments);
         Assert.Equal(1, fills.AbandonedFor(FillAbandonReason.RangesIncomplete));
         Assert.Equal(0, fills.InFlight);
         Assert.Equal(0, fills.SpoolUsed);
@@ -377,11 +371,9 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         var environment = fixture.Environment();
         environment["SIDEKICK_CACHE_MAX_FILLS"] = "1";
         environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-pieces").FullName;
-        var options = CacheOptions.FromEnvironment(environment)!;
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var store = new S3CacheStore(options);
-        using var metrics = new CacheMetrics();
-        var fills = new CacheFills(options, store, metrics, time);
+        using var under = new FillsUnderTest(environment, time);
+        var fills = under.Fills;
         CachedResponse Entry(string etag) => new()
         {
             Status = 200, Headers = [new("ETag", etag)], Length = 1_000_000, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
@@ -412,10 +404,8 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
     {
         // Two sidecars that missed at the same moment both fill; the second must not rewrite the object under the
         // readers of the first one's entry. Its bytes differ here only to show which upload the store kept.
-        var options = CacheOptions.FromEnvironment(fixture.Environment())!;
-        using var store = new S3CacheStore(options);
-        using var metrics = new CacheMetrics();
-        var fills = new CacheFills(options, store, metrics, TimeProvider.System);
+        using var under = new FillsUnderTest(fixture.Environment());
+        var fills = under.Fills;
         var entry = new CachedResponse
         {
             Status = 200, Headers = [new("ETag", "\"v1\"")], Length = length, ReceivedAt = DateTimeOffset.UtcNow, InitialAge = TimeSpan.Zero,
@@ -439,9 +429,9 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         using var body = new MemoryStream();
         await stored.ResponseStream.CopyToAsync(body);
         Assert.Equal(Enumerable.Repeat((byte)'a', length).ToArray(), body.ToArray());
-        Assert.Equal(2, metrics.FillsCompleted);
-        Assert.Equal(0, metrics.FillsAbandoned);
-        Assert.Equal(0, metrics.StoreErrors);
+        Assert.Equal(2, under.Metrics.FillsCompleted);
+        Assert.Equal(0, under.Metrics.FillsAbandoned);
+        Assert.Equal(0, under.Metrics.StoreErrors);
     }
 
     /// <summary>

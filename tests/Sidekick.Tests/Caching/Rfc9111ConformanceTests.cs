@@ -600,20 +600,10 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
     public async Task Invalidation_4_4_a_target_without_a_query_is_evicted_once()
     {
         // Without a query the target's key with and without it is one key: one eviction (one delete), not two.
-        var target = Unique("/invalidate-once");
-        await using var origin = new Origin(_ => Response(204, "", ""));
-        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url);
-        await using var sidekick = await StartAsync(origin, relay);
+        var (deletes, evictions) = await InvalidateByPutAsync(Unique("/invalidate-once"), 204, "");
 
-        var answer = await RawClient.ExchangeAsync(
-            sidekick.Port,
-            $"PUT {target} HTTP/1.1\r\nHost: rfc.example\r\nContent-Length: 0\r\n\r\n",
-            $"GET {target} HTTP/1.1\r\nHost: rfc.example\r\nCache-Control: only-if-cached\r\n\r\n");
-        Assert.Equal(204, answer.Status);
-
-        var deletes = Deletes(relay);
         Assert.True(deletes.Length == 1, $"the store saw: {string.Join(", ", deletes)}");
-        Assert.Equal(1, sidekick.Metrics.Evictions);
+        Assert.Equal(1, evictions);
     }
 
     [Fact]
@@ -624,17 +614,8 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
         var prefix = Unique("/invalidate-many");
         var target = prefix + "/target";
         var related = string.Concat(Enumerable.Range(0, 500).Select(i => $"Content-Location: {prefix}/related/{i}\r\n"));
-        await using var origin = new Origin(_ => Response(201, related, ""));
-        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url);
-        await using var sidekick = await StartAsync(origin, relay);
+        var (deletes, evictions) = await InvalidateByPutAsync(target, 201, related);
 
-        var answer = await RawClient.ExchangeAsync(
-            sidekick.Port,
-            $"PUT {target} HTTP/1.1\r\nHost: rfc.example\r\nContent-Length: 0\r\n\r\n",
-            $"GET {target} HTTP/1.1\r\nHost: rfc.example\r\nCache-Control: only-if-cached\r\n\r\n");
-        Assert.Equal(201, answer.Status);
-
-        var deletes = Deletes(relay);
         Assert.True(deletes.Length == 1 + Invalidation.MaxRelatedUris, $"{deletes.Length} deletes; the store saw: {string.Join(", ", deletes.Take(20))}");
         string[] expected = [target, .. Enumerable.Range(0, Invalidation.MaxRelatedUris).Select(i => $"{prefix}/related/{i}")];
         foreach (var path in expected)
@@ -643,7 +624,25 @@ public sealed class Rfc9111ConformanceTests(CacheFixture fixture) : IClassFixtur
             Assert.Contains(deletes, d => d.EndsWith("/" + name, StringComparison.Ordinal));
         }
 
-        Assert.Equal(1 + Invalidation.MaxRelatedUris, sidekick.Metrics.Evictions);
+        Assert.Equal(1 + Invalidation.MaxRelatedUris, evictions);
+    }
+
+    /// <summary>
+    /// A PUT of <paramref name="target"/> that the origin answers with <paramref name="status"/> and
+    /// <paramref name="fields"/>, then an only-if-cached GET of it: the deletes the store saw, and the evictions counted.
+    /// </summary>
+    private async Task<(string[] Deletes, long Evictions)> InvalidateByPutAsync(string target, int status, string fields)
+    {
+        await using var origin = new Origin(_ => Response(status, fields, ""));
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url);
+        await using var sidekick = await StartAsync(origin, relay);
+
+        var answer = await RawClient.ExchangeAsync(
+            sidekick.Port,
+            $"PUT {target} HTTP/1.1\r\nHost: rfc.example\r\nContent-Length: 0\r\n\r\n",
+            $"GET {target} HTTP/1.1\r\nHost: rfc.example\r\nCache-Control: only-if-cached\r\n\r\n");
+        Assert.Equal(status, answer.Status);
+        return (Deletes(relay), sidekick.Metrics.Evictions);
     }
 
     /// <summary>The entries' deletes the store saw (not the leases', nor the conditional-write probe's at start).</summary>

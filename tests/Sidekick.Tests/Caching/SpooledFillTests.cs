@@ -455,12 +455,8 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         var environment = fixture.Environment();
         environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
         environment["SIDEKICK_CACHE_SPOOL_SIZE"] = (4 * (free + (1L << 40))).ToString(System.Globalization.CultureInfo.InvariantCulture);
-        var options = CacheOptions.FromEnvironment(environment)!;
-        using var store = new S3CacheStore(options);
-        using var metrics = new CacheMetrics();
-        using var fills = new CacheFills(options, store, metrics, TimeProvider.System);
-        var said = new List<string>();
-        fills.Abandoned += (target, reason, detail) => said.Add($"{target} {reason}: {detail}");
+        using var under = new FillsUnderTest(environment);
+        var fills = under.Fills;
         var entry = new CachedResponse
         {
             Status = 200, Headers = [new("ETag", "\"v1\"")], Length = free + (1L << 40), ReceivedAt = DateTimeOffset.UtcNow, InitialAge = TimeSpan.Zero,
@@ -472,7 +468,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         Assert.Equal(1, fills.AbandonedFor(FillAbandonReason.SpoolFull));
         Assert.Equal(0, fills.AbandonedFor(FillAbandonReason.SpoolError));
         Assert.Equal(0, fills.InFlight);
-        Assert.Contains($"/too-big {FillAbandonReason.SpoolFull}: the spool directory {spool} has ", Assert.Single(said), StringComparison.Ordinal);
+        Assert.Contains($"/too-big spool_full: the spool directory {spool} has ", Assert.Single(under.Abandonments), StringComparison.Ordinal);
 
         // A small fill's file is the marker: the watcher reports in order, so the refused fill's file would come first.
         var small = entry with { Length = 4096 };

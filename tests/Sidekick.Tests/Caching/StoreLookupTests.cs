@@ -18,13 +18,11 @@ public sealed class StoreLookupTests(CacheFixture fixture) : IClassFixture<Cache
         // S3 changes an object's metadata only by copying the object onto itself: every 304 writing its refreshed
         // headers back rewrote the whole entry (a 2 GiB object read again in 256 signed ranges: 256 copies).
         await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
-        var options = CacheOptions.FromEnvironment(fixture.Environment(relay.Url))!;
         var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var store = new S3CacheStore(options);
-        using var metrics = new CacheMetrics();
-        using var health = new CacheHealth(store, metrics, TimeSpan.FromMinutes(1), time);
-        var fills = new CacheFills(options, store, metrics, time);
-        var entries = new CacheEntries(options, store, health, fills, metrics, time);
+        using var under = new FillsUnderTest(fixture.Environment(relay.Url), time);
+        var store = under.Store;
+        using var health = new CacheHealth(store, under.Metrics, TimeSpan.FromMinutes(1), time);
+        var entries = new CacheEntries(under.Options, store, health, under.Fills, under.Metrics, time);
         var key = "refreshed-" + Guid.NewGuid().ToString("N");
         await store.PutAsync(key, new byte[10], new Dictionary<string, string> { ["sidekick"] = "stored" }, CancellationToken.None);
         var storeETag = (await store.HeadAsync(key, CancellationToken.None))!.Value.StoreETag;

@@ -17,13 +17,9 @@ public sealed class StoreWriteStallTests(CacheFixture fixture) : IClassFixture<C
         relay.PartsWaitFor = hold.Task; // the store accepts each part's request and then reads and answers nothing
         var environment = fixture.Environment(relay.Url);
         environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-stall").FullName;
-        var options = CacheOptions.FromEnvironment(environment)!;
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var store = new S3CacheStore(options);
-        using var metrics = new CacheMetrics();
-        using var fills = new CacheFills(options, store, metrics, time);
-        var said = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        fills.Abandoned += (target, reason, detail) => said.Enqueue($"{target} {reason}: {detail}");
+        using var under = new FillsUnderTest(environment, time);
+        var fills = under.Fills;
         const int Length = 12 * 1024 * 1024; // three parts
         var entry = new CachedResponse
         {
@@ -51,9 +47,9 @@ public sealed class StoreWriteStallTests(CacheFixture fixture) : IClassFixture<C
 
             Assert.False(await fill.Upload);
             Assert.Equal(1, fills.AbandonedFor(FillAbandonReason.StoreError));
-            Assert.True(metrics.StoreErrors >= 1); // and the abort that follows, which s3rver refuses
-            var line = Assert.Single(said);
-            Assert.Contains("/stalled.bin StoreError: the store took nothing more of part 1 and did not answer for 60 s", line, StringComparison.Ordinal);
+            Assert.True(under.Metrics.StoreErrors >= 1); // and the abort that follows, which s3rver refuses
+            var line = Assert.Single(under.Abandonments);
+            Assert.Contains("/stalled.bin store_error: the store took nothing more of part 1 and did not answer for 60 s", line, StringComparison.Ordinal);
             Assert.Equal(0, fills.InFlight);
             await Eventually.WaitUntilAsync(() => fills.SpoolUsed == 0, what: "the fill's spool budget given back");
         }
