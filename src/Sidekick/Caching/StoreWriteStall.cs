@@ -12,11 +12,19 @@ internal sealed class StoreWriteStall : IDisposable
     /// <summary>How long a store write may go without progress.</summary>
     public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
 
+    // The clock is moved on at most this often: the signer reads a part 4 KiB at a time (a quarter of a million
+    // reads per GiB), and a timer's re-arming costs more than a clock read.
+    private static readonly TimeSpan Rearm = TimeSpan.FromSeconds(1);
+
+    private readonly TimeProvider _time;
     private readonly CancellationTokenSource _stalled;
     private readonly CancellationTokenSource _either;
+    private long _armedAt;
 
     public StoreWriteStall(TimeProvider time, CancellationToken cancellationToken)
     {
+        _time = time;
+        _armedAt = time.GetTimestamp();
         _stalled = new CancellationTokenSource(Timeout, time);
         _either = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stalled.Token);
     }
@@ -27,8 +35,10 @@ internal sealed class StoreWriteStall : IDisposable
     /// <summary>The write moved on (the HTTP client or the signer read more of its body): the clock starts again.</summary>
     public void Progressed()
     {
-        if (!_stalled.IsCancellationRequested)
+        var now = _time.GetTimestamp();
+        if (_time.GetElapsedTime(_armedAt, now) >= Rearm && !_stalled.IsCancellationRequested)
         {
+            _armedAt = now;
             _stalled.CancelAfter(Timeout);
         }
     }
