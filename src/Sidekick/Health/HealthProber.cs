@@ -127,21 +127,7 @@ internal sealed class HealthProber : IDisposable
             timeout.CancelAfter(_options.Timeout);
             try
             {
-                using var request = new HttpRequestMessage(HttpMethod.Get, backend.Definition.ProbeUri)
-                {
-                    Version = HttpVersion.Version11,
-                    VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
-                };
-                if (backend.Definition.ProbeCredentials is { } credentials)
-                {
-                    // The endpoint's user information, as Go's client sends it for a URL with a user.
-                    request.Headers.TryAddWithoutValidation("Authorization", credentials.HeaderValue);
-                }
-
-                using var response = await invoker.SendAsync(request, timeout.Token);
-                // Drain the body inside the timeout so a stalled probe endpoint counts as a failure.
-                await response.Content.CopyToAsync(Stream.Null, timeout.Token);
-                var status = (int)response.StatusCode;
+                var status = await FollowAsync(backend.Definition, invoker, timeout.Token);
                 var healthy = status == 200;
                 result = new ProbeResult(started, healthy, status, _time.GetElapsedTime(startTimestamp),
                     healthy ? null : $"response status {status}");
@@ -177,6 +163,53 @@ internal sealed class HealthProber : IDisposable
 
         ProbeCompleted?.Invoke(backend, result);
         return result;
+    }
+
+    /// <summary>Redirects a probe follows before it fails, as Go's client (upstream's probes) does.</summary>
+    internal const int MaxRedirects = 10;
+
+    /// <summary>
+    /// One probe's GET and the redirects it is answered with (301, 302, 303, 307, 308 with a Location, up to
+    /// <see cref="MaxRedirects"/>, all within the probe's timeout, as upstream's Go client follows them); the final
+    /// status. Each body is drained inside the timeout, so a stalled probe endpoint counts as a failure. The
+    /// endpoint's user information goes as Basic credentials, as Go's client sends it for a URL with a user, and only
+    /// to the endpoint's own scheme, host and port: a redirect elsewhere does not get them.
+    /// </summary>
+    private static async Task<int> FollowAsync(BackendDefinition definition, HttpMessageInvoker invoker, CancellationToken cancellationToken)
+    {
+        var target = definition.ProbeUri;
+        for (var redirects = 0; ; redirects++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, target)
+            {
+                Version = HttpVersion.Version11,
+                VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
+            };
+            if (definition.ProbeCredentials is { } credentials &&
+                Uri.Compare(target, definition.ProbeUri, UriComponents.SchemeAndServer, UriFormat.SafeUnescaped, StringComparison.OrdinalIgnoreCase) == 0)
+            {
+                request.Headers.TryAddWithoutValidation("Authorization", credentials.HeaderValue);
+            }
+
+            using var response = await invoker.SendAsync(request, cancellationToken);
+            await response.Content.CopyToAsync(Stream.Null, cancellationToken);
+            var status = (int)response.StatusCode;
+            if (status is not (301 or 302 or 303 or 307 or 308) || response.Headers.Location is not { } location)
+            {
+                return status;
+            }
+
+            if (redirects == MaxRedirects)
+            {
+                throw new HttpRequestException($"stopped after {MaxRedirects} redirects");
+            }
+
+            target = location.IsAbsoluteUri ? location : new Uri(target, location);
+            if (target.Scheme != Uri.UriSchemeHttp && target.Scheme != Uri.UriSchemeHttps)
+            {
+                throw new HttpRequestException($"redirected to {target.Scheme}: URL, which is not HTTP");
+            }
+        }
     }
 
     public void Dispose()

@@ -64,6 +64,53 @@ public sealed class HealthProberTests
         Assert.DoesNotContain("Authorization", without, StringComparison.OrdinalIgnoreCase);
     }
 
+    [Fact]
+    public async Task Probes_follow_redirects_as_gos_client_does_with_credentials_only_for_the_endpoint_itself()
+    {
+        // Upstream's probe is Go's client: it follows up to 10 redirects, and a redirect to a 200 is a healthy backend.
+        await using var elsewhere = new RawBackend(_ => RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        await using var backend = new RawBackend(request => RawResponse.Text(request.Target switch
+        {
+            "/ready" => "HTTP/1.1 302 Found\r\nLocation: /ready/final\r\nContent-Length: 5\r\n\r\nmoved",
+            "/ready/final" => "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            "/away" => $"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{elsewhere.Url.Port}/there\r\nContent-Length: 0\r\n\r\n",
+            "/loop" => "HTTP/1.1 301 Moved Permanently\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n",
+            "/gone" => "HTTP/1.1 308 Permanent Redirect\r\nLocation: /missing\r\nContent-Length: 0\r\n\r\n",
+            "/ftp" => "HTTP/1.1 302 Found\r\nLocation: ftp://127.0.0.1/x\r\nContent-Length: 0\r\n\r\n",
+            "/no-location" => "HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n",
+            _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        }));
+        var endpoint = $"http://us:pw@127.0.0.1:{backend.Url.Port}";
+        string[] paths = ["/ready", "/away", "/loop", "/gone", "/ftp", "/no-location"];
+        var sites = paths.Select((path, i) => new SiteDefinition(i + 1, [SiteParser.Parse([endpoint], "sidekick", path, path, 0)[0].Backends[0]])).ToArray();
+        var topology = new TopologyStore();
+        topology.Publish(new TopologyBuilder(new BackendTransportFactory(), TimeProvider.System).Build(sites, topology.Current));
+        using var prober = new HealthProber(new HealthProberOptions(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(10), Optimistic: false),
+            topology, TimeProvider.System, new Random(1));
+        prober.Start();
+        var backends = topology.Current.Sites.Select(s => s.Backends.Single()).ToArray();
+        for (var deadline = Environment.TickCount64 + 10000; backends.Any(b => b.GetHealthSnapshot().LastProbe is null); await Task.Delay(25))
+        {
+            Assert.True(Environment.TickCount64 < deadline, "not every backend was probed");
+        }
+
+        string Outcome(int site) => backends[site].GetHealthSnapshot().LastProbe is { } probe ? probe.Healthy ? "up" : probe.Error! : "none";
+        Assert.Equal("up", Outcome(0));
+        Assert.Equal("up", Outcome(1));
+        Assert.EndsWith($"stopped after {HealthProber.MaxRedirects} redirects", Outcome(2), StringComparison.Ordinal);
+        Assert.Equal("response status 404", Outcome(3));
+        Assert.Contains("redirected to ftp: URL", Outcome(4), StringComparison.Ordinal);
+        Assert.Equal("response status 302", Outcome(5));
+        // The loop was asked 11 times: the probe and its 10 redirects.
+        Assert.Equal(1 + HealthProber.MaxRedirects, backend.Requests.Count(r => r.Target == "/loop"));
+        // The credentials went with every request to the endpoint, never to the other host.
+        const string Basic = "\r\nAuthorization: Basic dXM6cHc=\r\n";
+        Assert.All(backend.Requests, r => Assert.Contains(Basic, r.Head, StringComparison.Ordinal));
+        var there = Assert.Single(elsewhere.Requests);
+        Assert.Equal("/there", there.Target);
+        Assert.DoesNotContain("Authorization", there.Head, StringComparison.OrdinalIgnoreCase);
+    }
+
     private sealed class NeverRunsContext : SynchronizationContext
     {
         public override void Post(SendOrPostCallback d, object? state)
