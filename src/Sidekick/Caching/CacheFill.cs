@@ -180,14 +180,20 @@ internal sealed class CacheFill
             return direct.Append(data); // a whole body: written in order from 0, published as it reaches the file
         }
 
-        if (FromPieces && !Reserved(at, data.Length))
+        if (FromPieces && (Volatile.Read(ref _bodyComplete) != 0 || !Reserved(at, data.Length)))
         {
+            // Complete: other ranges covered the object, and it may be stored and its spool let go already. A slower
+            // client of the same range reads on from the origin; only its copy into the spool stops.
             return false;
         }
 
         try
         {
             RandomAccess.Write(_spool, data, at);
+        }
+        catch (ObjectDisposedException)
+        {
+            return false; // the same, when the other ranges completed it between the check above and this write
         }
         catch (IOException ex)
         {
@@ -202,17 +208,20 @@ internal sealed class CacheFill
     }
 
     /// <summary>
-    /// Reserves in the spool budget the bytes of [<paramref name="at"/>, +<paramref name="length"/>) no range reserved
+    /// Reserves in the spool budget the blocks of [<paramref name="at"/>, +<paramref name="length"/>) no range reserved
     /// before (a fill combined from ranges holds only what its ranges cover, not the object's length); when the
     /// budget has no room for them the fill is given up (<see cref="FillAbandonReason.SpoolFull"/>) and this is false.
+    /// Whole blocks, as the file system allocates them in the sparse file: counted in bytes, one-byte ranges 4 KiB
+    /// apart reserved one byte each and took 4 KiB of disk each, and the budget no longer bounded the disk.
     /// </summary>
     private bool Reserved(long at, int length)
     {
+        const long Block = SpoolBufferPool.Alignment;
         long more, covered;
         lock (_reservedCoverage)
         {
             var before = _reservedCoverage.Covered;
-            _reservedCoverage.Add(at, at + length);
+            _reservedCoverage.Add(at / Block * Block, (at + length + Block - 1) / Block * Block);
             covered = _reservedCoverage.Covered;
             more = covered - before;
         }

@@ -14,6 +14,7 @@ namespace Sidekick.Tests.Caching;
 /// </summary>
 public sealed class RangeSpoolHoldTests(CacheFixture fixture) : IClassFixture<CacheFixture>
 {
+    private const int Block = SpoolBufferPool.Alignment; // what a range reserves at least: the file system's block
     private static CachedResponse Entry(TimeProvider time, string etag, long length) => new()
     {
         Status = 200, Headers = [new("ETag", etag)], Length = length, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
@@ -43,10 +44,11 @@ public sealed class RangeSpoolHoldTests(CacheFixture fixture) : IClassFixture<Ca
             Assert.Single(await response.Content.ReadAsByteArrayAsync());
         }
 
-        // Each combination holds the byte it got, not the object's 4 MiB; at most a quarter of the 64 fill slots combine.
+        // Each combination holds the block of the byte it got, not the object's 4 MiB; at most a quarter of the 64 fill
+        // slots combine.
         var cache = instance.Server.Cache!;
         var state = await StateAsync(client);
-        Assert.InRange(state.GetProperty("spoolBytes").GetInt64(), 0, Ranges);
+        Assert.InRange(state.GetProperty("spoolBytes").GetInt64(), 0, Combining * Block);
         Assert.InRange(state.GetProperty("fillsInFlight").GetInt32(), 0, Combining);
         Assert.Equal(0, state.GetProperty("fillsAbandoned").GetProperty("spool_full").GetInt64());
         Assert.Equal(Ranges - Combining, cache.Metrics.NotStoredOf(NotStoredReason.FillsBusy));
@@ -89,13 +91,13 @@ public sealed class RangeSpoolHoldTests(CacheFixture fixture) : IClassFixture<Ca
 
         Assert.Equal(2, combining.Count);
         Assert.Equal(6, under.Metrics.NotStoredOf(NotStoredReason.FillsBusy));
-        Assert.Equal(2, fills.SpoolUsed); // the bytes the ranges brought, not 2 x 12 MiB
+        Assert.Equal(2 * Block, fills.SpoolUsed); // the blocks of the bytes the ranges brought, not 2 x 12 MiB
 
         // Whole fills still find slots and the budget.
         var whole = fills.Start("whole", "/whole.bin", Entry(time, "\"whole\"", 8 * 1024 * 1024), new Dictionary<string, string>());
         Assert.NotNull(whole);
         Assert.Equal(3, fills.InFlight);
-        Assert.Equal(8 * 1024 * 1024 + 2, fills.SpoolUsed);
+        Assert.Equal(8 * 1024 * 1024 + 2 * Block, fills.SpoolUsed);
 
         whole!.Abandon(FillAbandonReason.ClientGone, "test over");
         combining.ForEach(f => f.Abandon(FillAbandonReason.ClientGone, "test over"));
@@ -125,19 +127,54 @@ public sealed class RangeSpoolHoldTests(CacheFixture fixture) : IClassFixture<Ca
         var (fill, created) = fills.StartPiece("large", "/bucket/large.bin", Entry(time, "\"v1\"", 10_000_000), new Dictionary<string, string>());
         Assert.True(created);
         Assert.True(fill!.Writer(0, 600_000).Offer(new byte[600_000]));
-        Assert.Equal(600_000, fills.SpoolUsed);
+        Assert.Equal(602_112, fills.SpoolUsed); // its whole blocks
         Assert.True(fill.Writer(100_000, 200_000).Offer(new byte[100_000])); // bytes it holds already reserve nothing more
-        Assert.Equal(600_000, fills.SpoolUsed);
+        Assert.Equal(602_112, fills.SpoolUsed);
         Assert.Equal(600_000, new FileInfo(Directory.GetFiles(spool).Single()).Length); // sparse: nothing allocated ahead of the ranges
 
         Assert.False(fill.Writer(5_000_000, 5_600_000).Offer(new byte[600_000])); // 1.2 MB of ranges: over the budget
         Assert.True(fill.Abandoned);
         Assert.False(await fill.Upload);
-        Assert.Equal(["/bucket/large.bin spool_full: the ranges' 1200000 bytes do not fit the spool budget (600000 of 1048576 in use)"], under.Abandonments);
+        Assert.Equal(["/bucket/large.bin spool_full: the ranges' 1208320 bytes do not fit the spool budget (602112 of 1048576 in use)"], under.Abandonments);
         Assert.Equal(1, fills.AbandonedFor(FillAbandonReason.SpoolFull));
         Assert.Equal(0, fills.InFlight);
         Assert.Equal(0, fills.SpoolUsed);
         Assert.Empty(Directory.GetFiles(spool)); // a combination's sparse file is not kept
+    }
+
+    [Fact]
+    public async Task One_byte_ranges_far_apart_reserve_the_blocks_they_take_on_disk()
+    {
+        // A sparse file takes a whole block for a byte: counted in bytes, 4,000 one-byte ranges 64 KiB apart reserved
+        // 4,000 bytes of a 1 MiB budget and took 16 MB of disk, and the budget no longer bounded the spool.
+        var spool = Directory.CreateTempSubdirectory("sidekick-hold").FullName;
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_SIZE"] = "1MiB";
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var under = new FillsUnderTest(environment, time);
+        var (fill, _) = under.Fills.StartPiece("apart", "/bucket/apart.bin", Entry(time, "\"v1\"", 4L * 1024 * 1024 * 1024), new Dictionary<string, string>());
+
+        const int Fit = 1024 * 1024 / Block;
+        for (var i = 0; i < Fit; i++)
+        {
+            Assert.True(fill!.Writer(i * 65_536L, (i * 65_536L) + 1).Offer(new byte[1]), $"range {i}");
+        }
+
+        Assert.Equal(Fit * Block, under.Fills.SpoolUsed);
+        Assert.InRange(AllocatedBytes(Directory.GetFiles(spool).Single()), 0, under.Fills.SpoolCapacity);
+        Assert.False(fill!.Writer(Fit * 65_536L, (Fit * 65_536L) + 1).Offer(new byte[1])); // one block more than the budget
+        Assert.False(await fill.Upload);
+        Assert.Equal(1, under.Fills.AbandonedFor(FillAbandonReason.SpoolFull));
+    }
+
+    /// <summary>What a file takes on disk (stat's blocks), not its length.</summary>
+    private static long AllocatedBytes(string path)
+    {
+        using var stat = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%b %B", path]) { RedirectStandardOutput = true })!;
+        var fields = stat.StandardOutput.ReadToEnd().Trim().Split(' ');
+        stat.WaitForExit();
+        return long.Parse(fields[0], System.Globalization.CultureInfo.InvariantCulture) * long.Parse(fields[1], System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static async Task<JsonElement> StateAsync(HttpClient client)

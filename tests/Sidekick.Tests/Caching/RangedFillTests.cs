@@ -325,6 +325,37 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
     }
 
     [Fact]
+    public async Task A_slower_client_of_a_range_others_completed_is_served_on_when_the_combination_is_stored()
+    {
+        // Two clients read the same range at different speeds. The fast one covers the object, which is stored and its
+        // spool let go while the slow one still streams: its next bytes went to a closed file, the exception cut its
+        // response (measured end to end: 4 of 24 MiB, then "response ended prematurely").
+        var spool = Directory.CreateTempSubdirectory("sidekick-late").FullName;
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
+        using var under = new FillsUnderTest(environment);
+        var key = $"late-{Guid.NewGuid():N}";
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"late\"")], Length = 1000, ReceivedAt = under.Time.GetUtcNow(), InitialAge = TimeSpan.Zero,
+        };
+        var (fill, created) = under.Fills.StartPiece(key, "/bucket/late.bin", entry, new Dictionary<string, string>());
+        var (joined, _) = under.Fills.StartPiece(key, "/bucket/late.bin", entry, new Dictionary<string, string>());
+        Assert.True(created);
+        Assert.Same(fill, joined);
+        var slow = joined!.Writer(0, 1000);
+        var fast = fill!.Writer(0, 1000);
+        Assert.True(slow.Offer(new byte[100]));
+        Assert.True(fast.Offer(new byte[1000]));
+        Assert.True(await fill.Upload);
+        await fixture.Eventually(() => Directory.GetFiles(spool).Length == 0, "the stored combination's spool let go");
+
+        // Nothing more of it is kept, and nothing is thrown at its copy loop.
+        Assert.False(slow.Offer(new byte[100]));
+        Assert.Equal(0, under.Fills.AbandonedFor(FillAbandonReason.SpoolError));
+    }
+
+    [Fact]
     public async Task Ranges_that_never_cover_the_object_are_given_up_after_the_idle_time_and_free_their_spool()
     {
         // A Parquet reader fetches a footer and a few column chunks, never the whole object.
