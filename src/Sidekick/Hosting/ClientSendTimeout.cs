@@ -90,10 +90,11 @@ internal sealed class ClientSendTimeout : IDisposable
             var queued = draining.SendQueued();
             if (queued == WatchedOutput.SocketClosed)
             {
-                draining.Drained(); // closed without its closed token firing: nothing left to watch
+                draining.Drained(); // the transport closed the socket: nothing left to watch
             }
-            else if (queued != draining.Queued)
+            else if (queued != draining.Queued || queued == 0)
             {
+                // (An empty queue: the client has every byte sent so far; whatever is late is not its doing.)
                 draining.Queued = queued;
                 Volatile.Write(ref draining.Since, now);
             }
@@ -121,9 +122,14 @@ internal sealed class ClientSendTimeout : IDisposable
     }
 
     /// <summary>
-    /// The server is done with the connection; until the transport closes it (ConnectionClosed), what is left of its
-    /// output is watched. Once per connection, not per request.
+    /// The server is done with the connection; until the transport closes its socket, what is left of its output is
+    /// watched. Once per connection, not per request.
     /// </summary>
+    /// <remarks>
+    /// ConnectionClosed is not that close: both transports fire it when the client's side ends (a FIN), and a client
+    /// that sends one and then reads nothing left the send loop blocked for ever once the token had ended the watch.
+    /// The token ends the watch only where no socket can be asked; otherwise the sweep sees the socket closed.
+    /// </remarks>
     private void WatchDrain(WatchedOutput output)
     {
         CancellationToken closed;
@@ -136,16 +142,20 @@ internal sealed class ClientSendTimeout : IDisposable
             return; // closed and gone already
         }
 
-        if (closed.IsCancellationRequested)
+        var queued = output.SendQueued();
+        if (queued == WatchedOutput.SocketClosed || (queued == WatchedOutput.NoSocket && closed.IsCancellationRequested))
         {
             return;
         }
 
-        output.Queued = output.SendQueued();
+        output.Queued = queued;
         Volatile.Write(ref output.Since, _time.GetTimestamp());
         _draining.TryAdd(output, 0);
-        // Runs at once when the connection closed meanwhile.
-        closed.UnsafeRegister(static state => ((WatchedOutput)state!).Drained(), output);
+        if (queued == WatchedOutput.NoSocket)
+        {
+            // Runs at once when the connection closed meanwhile.
+            closed.UnsafeRegister(static state => ((WatchedOutput)state!).Drained(), output);
+        }
     }
 
     /// <summary>A flush the client holds up: watched until it goes through, fails or the connection is cut.</summary>
@@ -183,18 +193,26 @@ internal sealed class ClientSendTimeout : IDisposable
 
         public ConnectionContext Connection { get; } = connection;
 
+        /// <summary><see cref="SendQueued"/> where no socket can be asked (no socket feature, not Linux).</summary>
+        public const int NoSocket = -1;
+
         /// <summary><see cref="SendQueued"/> of a connection whose socket is closed.</summary>
         public const int SocketClosed = -2;
 
         /// <summary>
-        /// Bytes the connection's kernel send queue holds; -1 where that cannot be read (no socket, not Linux: the
-        /// drain's clock then never restarts), <see cref="SocketClosed"/> once the socket is closed.
+        /// Bytes the connection's kernel send queue holds; <see cref="NoSocket"/> where that cannot be read (the drain's
+        /// clock then never restarts), <see cref="SocketClosed"/> once the socket is closed.
         /// </summary>
         public int SendQueued()
         {
             if (!OperatingSystem.IsLinux() || Connection.Features.Get<IConnectionSocketFeature>()?.Socket is not { } socket)
             {
-                return -1;
+                return NoSocket;
+            }
+
+            if (socket.SafeHandle.IsClosed)
+            {
+                return SocketClosed; // asked every sweep until then: no exception thrown per closed connection
             }
 
             try

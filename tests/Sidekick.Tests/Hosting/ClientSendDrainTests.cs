@@ -77,10 +77,53 @@ public sealed class ClientSendDrainTests
         Assert.Equal(1, watch.Draining);
 
         connection.CloseByTransport();
+        time.Advance(TimeSpan.FromSeconds(1)); // the next sweep sees the socket closed
         Assert.Equal(0, watch.Draining);
         time.Advance(Timeout * 2);
         Assert.False(connection.Aborted);
         Assert.Equal(0, watch.Closed);
+    }
+
+    [Fact]
+    public async Task A_client_that_ends_its_side_and_then_reads_nothing_is_still_cut()
+    {
+        // Both transports fire ConnectionClosed when the client's FIN arrives, with the socket still open and the send
+        // loop blocked on the client: taken as the close, it ended the watch and the connection was held for ever.
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var watch = new ClientSendTimeout(Timeout, time);
+        using var pair = await StalledPair.OpenAsync();
+        var connection = new FinishedConnection(pair.Server);
+        await watch.Install(_ => Task.CompletedTask)(connection);
+
+        pair.Client.Shutdown(SocketShutdown.Send);
+        connection.ReceiveSideEnded();
+        for (var second = 0; second < 40 && !connection.Aborted; second++)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        Assert.True(connection.Aborted, "the connection whose client sent a FIN and read nothing was never cut");
+        Assert.Equal(1, watch.Closed);
+    }
+
+    [Fact]
+    public async Task A_connection_whose_client_ended_its_side_before_the_server_was_done_is_watched_too()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var watch = new ClientSendTimeout(Timeout, time);
+        using var pair = await StalledPair.OpenAsync();
+        var connection = new FinishedConnection(pair.Server);
+        pair.Client.Shutdown(SocketShutdown.Send);
+        connection.ReceiveSideEnded();
+
+        await watch.Install(_ => Task.CompletedTask)(connection);
+        Assert.Equal(1, watch.Draining);
+        for (var second = 0; second < 40 && !connection.Aborted; second++)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        Assert.True(connection.Aborted);
     }
 
     [Fact]
@@ -175,10 +218,18 @@ public sealed class ClientSendDrainTests
         {
             Aborted = true;
             Socket.Shutdown(SocketShutdown.Both);
-            CloseByTransport();
+            _closed.Cancel();
         }
 
-        public void CloseByTransport() => _closed.Cancel();
+        /// <summary>As a transport closes a connection: its socket, then the closed token.</summary>
+        public void CloseByTransport()
+        {
+            Socket.Dispose();
+            _closed.Cancel();
+        }
+
+        /// <summary>As both transports do when the client's FIN arrives: the token fires, the socket stays open.</summary>
+        public void ReceiveSideEnded() => _closed.Cancel();
 
         private sealed record Duplex(PipeReader Input, PipeWriter Output) : IDuplexPipe;
     }
