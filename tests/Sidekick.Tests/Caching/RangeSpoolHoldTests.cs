@@ -115,12 +115,8 @@ public sealed class RangeSpoolHoldTests(CacheFixture fixture) : IClassFixture<Ca
     [Fact]
     public async Task A_combination_reserves_its_ranges_as_they_come_and_is_given_up_when_they_outgrow_the_spool()
     {
-        var spool = Directory.CreateTempSubdirectory("sidekick-hold").FullName;
-        var environment = fixture.Environment();
-        environment["SIDEKICK_CACHE_SPOOL_SIZE"] = "1MiB";
-        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var under = new FillsUnderTest(environment, time);
+        using var under = OverOneMiB(time, out var spool);
         var fills = under.Fills;
 
         // An object ten times the budget: its ranges are combined for as long as they fit.
@@ -147,12 +143,8 @@ public sealed class RangeSpoolHoldTests(CacheFixture fixture) : IClassFixture<Ca
     {
         // A sparse file takes a whole block for a byte: counted in bytes, 4,000 one-byte ranges 64 KiB apart reserved
         // 4,000 bytes of a 1 MiB budget and took 16 MB of disk, and the budget no longer bounded the spool.
-        var spool = Directory.CreateTempSubdirectory("sidekick-hold").FullName;
-        var environment = fixture.Environment();
-        environment["SIDEKICK_CACHE_SPOOL_SIZE"] = "1MiB";
-        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var under = new FillsUnderTest(environment, time);
+        using var under = OverOneMiB(time, out var spool);
         var (fill, _) = under.Fills.StartPiece("apart", "/bucket/apart.bin", Entry(time, "\"v1\"", 4L * 1024 * 1024 * 1024), new Dictionary<string, string>());
 
         const int Fit = 1024 * 1024 / Block;
@@ -166,6 +158,16 @@ public sealed class RangeSpoolHoldTests(CacheFixture fixture) : IClassFixture<Ca
         Assert.False(fill!.Writer(Fit * 65_536L, (Fit * 65_536L) + 1).Offer(new byte[1])); // one block more than the budget
         Assert.False(await fill.Upload);
         Assert.Equal(1, under.Fills.AbandonedFor(FillAbandonReason.SpoolFull));
+    }
+
+    /// <summary>Fills with a 1 MiB spool budget in a directory of their own, on <paramref name="time"/>.</summary>
+    private FillsUnderTest OverOneMiB(FakeTimeProvider time, out string spool)
+    {
+        spool = Directory.CreateTempSubdirectory("sidekick-hold").FullName;
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_SIZE"] = "1MiB";
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
+        return new FillsUnderTest(environment, time);
     }
 
     /// <summary>What a file takes on disk (stat's blocks), not its length.</summary>
