@@ -90,7 +90,7 @@ internal sealed class CacheFill
             _idleCheck = time.CreateTimer(static state => ((CacheFill)state!).CheckIdle(), this, PieceIdle, PieceIdle);
         }
 
-        if (!fromPieces && DirectSpoolWriter.TryOpen(this, spool) is { } direct)
+        if (!fromPieces && DirectSpoolWriter.TryOpen(this, spool, time) is { } direct)
         {
             _direct = direct;
             _users++; // the writer's descriptor is closed and its last write done before the spool is let go

@@ -50,9 +50,18 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
     private static readonly Queue<Job> Jobs = StartWriterThread();
     private static bool s_writerWaiting;
 
+    /// <summary>
+    /// How long a copy loop waits for the writer to take one of its fill's buffers before the fill is given up
+    /// (<see cref="FillAbandonReason.SpoolError"/>): a spool device hung in a write would otherwise hold every miss
+    /// behind it, and its client, for as long as the device hangs. The client is then served on from the origin.
+    /// </summary>
+    public static readonly TimeSpan StallTimeout = TimeSpan.FromSeconds(30);
+
     private readonly CacheFill _fill;
     private readonly SafeFileHandle _direct;
     private readonly int _bufferSize;
+    private readonly TimeProvider _time;
+    private ITimer? _stall; // armed while the copy loop waits (made at the first wait)
     private readonly ConcurrentBag<nint> _spare = [];
     private readonly Lock _lock = new();
     private ManualResetValueTaskSourceCore<bool> _writable = new() { RunContinuationsAsynchronously = true }; // never on the writer thread
@@ -63,18 +72,19 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
     private long _position; // where the current buffer starts in the file
     private bool _closed;
 
-    private DirectSpoolWriter(CacheFill fill, SafeFileHandle direct, int bufferSize)
+    private DirectSpoolWriter(CacheFill fill, SafeFileHandle direct, int bufferSize, TimeProvider time)
     {
         _fill = fill;
         _direct = direct;
         _bufferSize = bufferSize;
+        _time = time;
     }
 
     /// <summary>
     /// A writer for <paramref name="fill"/>'s spool, or null where O_DIRECT cannot be used (a file system without
     /// it, such as tmpfs, or not Linux): the fill then writes through the page cache on the copy loop, as before.
     /// </summary>
-    public static DirectSpoolWriter? TryOpen(CacheFill fill, SafeFileHandle spool)
+    public static DirectSpoolWriter? TryOpen(CacheFill fill, SafeFileHandle spool, TimeProvider time)
     {
         if (!OperatingSystem.IsLinux() || Volatile.Read(ref s_failed))
         {
@@ -90,7 +100,7 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
         }
 
         Interlocked.Increment(ref s_opened);
-        return new DirectSpoolWriter(fill, new SafeFileHandle(fd, ownsHandle: true), s_budget.Take());
+        return new DirectSpoolWriter(fill, new SafeFileHandle(fd, ownsHandle: true), s_budget.Take(), time);
     }
 
     private static long s_opened;
@@ -178,6 +188,8 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
             {
                 _writable.Reset();
                 _waiting = true;
+                _stall ??= _time.CreateTimer(static state => ((DirectSpoolWriter)state!).Stalled(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+                _stall.Change(StallTimeout, Timeout.InfiniteTimeSpan);
             }
 
             return new ValueTask(this, _writable.Version);
@@ -191,8 +203,24 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
         if (_waiting)
         {
             _waiting = false;
+            _stall?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
             _writable.SetResult(true); // the continuation goes to the thread pool
         }
+    }
+
+    /// <summary>The copy loop waited <see cref="StallTimeout"/> for the writer: the fill is given up, which wakes it.</summary>
+    private void Stalled()
+    {
+        lock (_lock)
+        {
+            if (!_waiting || _closed)
+            {
+                return; // woken meanwhile
+            }
+        }
+
+        _fill.Abandon(FillAbandonReason.SpoolError,
+            $"the spool device took none of this fill's writes for {StallTimeout.TotalSeconds:F0} s; the client is served on from the origin");
     }
 
     void IValueTaskSource.GetResult(short token) => _writable.GetResult(token);
@@ -247,6 +275,7 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
     {
         _closed = true;
         WakeLocked();
+        _stall?.Dispose();
         // After every job already queued for this fill: the writer thread takes them in order.
         Enqueue(new Job(this, 0, 0, 0, null, Closing: true));
     }

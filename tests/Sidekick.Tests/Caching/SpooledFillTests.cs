@@ -103,6 +103,63 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
     }
 
     [Fact]
+    public async Task A_fill_whose_spool_writes_hang_is_given_up_after_the_stall_timeout_and_its_copy_goes_on()
+    {
+        // A spool device hung in a write holds the process's one spool writer: the copy loop of a fill whose buffers
+        // all wait for it must not wait as long as the device hangs (its client with it).
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-hung").FullName;
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var under = new FillsUnderTest(environment, time);
+        const int Length = 64 * 1024 * 1024;
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"hung\"")], Length = Length, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
+        };
+        using var release = new ManualResetEventSlim(false);
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        DirectSpoolWriter.BeforeWriteForTests = () =>
+        {
+            held.TrySetResult();
+            release.Wait();
+        };
+        try
+        {
+            var opened = DirectSpoolWriter.Opened;
+            var fill = under.Fills.Start("hung", "/bucket/hung.bin", entry, new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
+            Assert.True(DirectSpoolWriter.Opened > opened, "the fill writes with O_DIRECT");
+            var writer = fill.Writer(0, Length);
+            var chunk = new byte[64 * 1024];
+            var waiting = writer.WhenWritable();
+            for (var offered = 0; waiting.IsCompleted && offered < Length; offered += chunk.Length)
+            {
+                Assert.True(writer.Offer(chunk));
+                waiting = writer.WhenWritable();
+            }
+
+            await held.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.False(waiting.IsCompleted, "the copy loop was never asked to wait for the held writer");
+
+            time.Advance(DirectSpoolWriter.StallTimeout - TimeSpan.FromSeconds(1));
+            Assert.False(waiting.IsCompleted);
+            time.Advance(TimeSpan.FromSeconds(1));
+            await waiting.AsTask().WaitAsync(TimeSpan.FromSeconds(30)); // woken: the copy goes on, without the fill
+
+            Assert.True(fill.Abandoned);
+            Assert.False(writer.Offer(chunk));
+            Assert.Equal(["/bucket/hung.bin spool_error: the spool device took none of this fill's writes for 30 s; the client is served on from the origin"],
+                under.Abandonments);
+        }
+        finally
+        {
+            DirectSpoolWriter.BeforeWriteForTests = null;
+            release.Set();
+        }
+
+        await fixture.Eventually(() => under.Fills.SpoolUsed == 0, "the hung fill's spool given back once the writer goes on");
+    }
+
+    [Fact]
     public async Task A_spool_writer_that_is_behind_pauses_its_fill_and_not_the_event_loop()
     {
         await using var backend = await CacheTestBackend.StartAsync();
