@@ -407,7 +407,6 @@ internal sealed class CacheFill
                     {
                         await using var whole = new SpoolSlice(_spool, 0, Length) { Moved = stall.Progressed };
                         await _store.PutAsync(Key, whole, _metadata, stall.Token);
-                        return true;
                     }, token);
                     ForgetUploaded(0, Length);
                 }
@@ -465,11 +464,8 @@ internal sealed class CacheFill
             }
             else
             {
-                await StoreWriteStall.RunAsync(_time, "the multipart upload's completion", async stall =>
-                {
-                    await _store.CompleteMultipartAsync(Key, uploadId!, etags, stall.Token);
-                    return true;
-                }, token);
+                await StoreWriteStall.RunAsync(_time, "the multipart upload's completion",
+                    stall => _store.CompleteMultipartAsync(Key, uploadId!, etags, stall.Token), token);
             }
 
             return Committed();
@@ -552,11 +548,8 @@ internal sealed class CacheFill
         try
         {
             // Watched as the upload's writes are: a stalled store would otherwise keep the fill's spool for minutes more.
-            await StoreWriteStall.RunAsync(_time, "the multipart upload's abort", async stall =>
-            {
-                await _store.AbortMultipartAsync(Key, uploadId, stall.Token);
-                return true;
-            }, CancellationToken.None);
+            await StoreWriteStall.RunAsync(_time, "the multipart upload's abort",
+                stall => _store.AbortMultipartAsync(Key, uploadId, stall.Token), CancellationToken.None);
         }
         catch (Exception abortError) when (S3CacheStore.IsStoreError(abortError))
         {

@@ -60,6 +60,14 @@ internal sealed class StoreWriteStall : IDisposable
         }
     }
 
+    /// <summary><see cref="RunAsync{T}"/> for a write that returns nothing.</summary>
+    public static Task RunAsync(TimeProvider time, string what, Func<StoreWriteStall, Task> write, CancellationToken cancellationToken) =>
+        RunAsync(time, what, async stall =>
+        {
+            await write(stall);
+            return true;
+        }, cancellationToken);
+
     public void Dispose()
     {
         _either.Dispose();

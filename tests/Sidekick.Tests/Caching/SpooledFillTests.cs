@@ -116,14 +116,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         {
             Status = 200, Headers = [new("ETag", "\"hung\"")], Length = Length, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
         };
-        using var release = new ManualResetEventSlim(false);
-        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        DirectSpoolWriter.BeforeWriteForTests = () =>
-        {
-            held.TrySetResult();
-            release.Wait();
-        };
-        try
+        using (var held = new HeldSpoolWriter())
         {
             var opened = DirectSpoolWriter.Opened;
             var fill = under.Fills.Start("hung", "/bucket/hung.bin", entry, new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
@@ -137,7 +130,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
                 waiting = writer.WhenWritable();
             }
 
-            await held.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            await held.Held.WaitAsync(TimeSpan.FromSeconds(30));
             Assert.False(waiting.IsCompleted, "the copy loop was never asked to wait for the held writer");
 
             time.Advance(DirectSpoolWriter.StallTimeout - TimeSpan.FromSeconds(1));
@@ -149,11 +142,6 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
             Assert.False(writer.Offer(chunk));
             Assert.Equal(["/bucket/hung.bin spool_error: the spool device took none of this fill's writes for 30 s; the client is served on from the origin"],
                 under.Abandonments);
-        }
-        finally
-        {
-            DirectSpoolWriter.BeforeWriteForTests = null;
-            release.Set();
         }
 
         await fixture.Eventually(() => under.Fills.SpoolUsed == 0, "the hung fill's spool given back once the writer goes on");
@@ -181,21 +169,14 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         backend.ChunkDelayMs = 2;
 
         // The process's one spool writer thread is held before its next write, as a hung spool device would hold it.
-        using var release = new ManualResetEventSlim(false);
-        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        DirectSpoolWriter.BeforeWriteForTests = () =>
-        {
-            held.TrySetResult();
-            release.Wait();
-        };
-        try
+        using (var held = new HeldSpoolWriter())
         {
             using var miss = await client.GetAsync("/bucket/held-writer.bin", HttpCompletionOption.ResponseHeadersRead);
             Assert.Equal("MISS", Outcome(miss));
             await using var body = await miss.Content.ReadAsStreamAsync();
             var received = new MemoryStream();
             var reading = body.CopyToAsync(received);
-            await held.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            await held.Held.WaitAsync(TimeSpan.FromSeconds(30));
 
             // The fill's buffers fill up behind the held writer: its copy stops short of the body.
             long seen = -1;
@@ -216,14 +197,9 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
             Assert.True(DirectSpoolWriter.Opened > opened, "the fill wrote with O_DIRECT");
 
             // Let the writer go: the fill completes, whole and stored.
-            release.Set();
+            held.Release();
             await reading.WaitAsync(TimeSpan.FromSeconds(60));
             Assert.Equal(big.Body, received.ToArray());
-        }
-        finally
-        {
-            DirectSpoolWriter.BeforeWriteForTests = null;
-            release.Set();
         }
 
         await fixture.Eventually(() => instance.Server.Cache!.Metrics.FillsCompleted == 1 && instance.Server.Cache.FillsInFlight == 0, "the fill stored");
