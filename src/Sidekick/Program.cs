@@ -25,6 +25,11 @@ internal static class Program
 
         NativeHeap.LimitArenas();
 
+        // Every descriptor the operator's hard limit allows, as upstream's Go binary has (see DescriptorLimit); a
+        // refusal (it cannot happen for an unprivileged raise up to the hard limit) leaves the limit as it was, and
+        // process_max_fds shows it.
+        DescriptorLimit.RaiseToHard();
+
         // nohup hands SIGHUP over ignored, a shell its background jobs SIGINT, and the runtime leaves an ignored
         // signal ignored when it sets up its own handling (on first use of the console), so this comes first.
         if (!OperatingSystem.IsWindows())

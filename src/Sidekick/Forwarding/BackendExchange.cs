@@ -1,9 +1,11 @@
 using System.Net;
+using System.Net.Sockets;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Primitives;
 using Sidekick.Caching;
 using Sidekick.Forwarding.Http1;
 using Sidekick.Health;
+using Sidekick.Networking;
 using Sidekick.Observability;
 using Sidekick.Routing;
 using Sidekick.Topology;
@@ -33,7 +35,8 @@ internal sealed class BackendExchange(
     TimeProvider time,
     PanicRule panic,
     BackendWait waits,
-    TimeSpan backendTimeout) : ICacheOrigin
+    TimeSpan backendTimeout,
+    LocalShortage? shortage = null) : ICacheOrigin
 {
     private readonly ForwarderRequestConfig RequestConfig = new()
     {
@@ -143,6 +146,17 @@ internal sealed class BackendExchange(
                 Account(context, backend, meter, started, resume?.Failure);
             }
 
+            if (failed.Shortage is { } local)
+            {
+                // sidekick's own shortage, not the backend's: another backend would meet it too.
+                if (observer?.OnNoAnswer(context) != true)
+                {
+                    await BackendErrorResponse.WriteShortageAsync(context, LocalShortage.Describe(local));
+                }
+
+                return;
+            }
+
             if (attempt < retries.MaxAttempts && CanRetry(context, failed, replayable is not null) && retries.Budget.TryWithdraw())
             {
                 retries.Count.Add(1);
@@ -239,6 +253,13 @@ internal sealed class BackendExchange(
         var exception = context.Features.Get<IForwarderErrorFeature>()?.Exception;
         var clientGone = context.RequestAborted.IsCancellationRequested;
         var reason = exception is null ? error.ToString() : TransportErrors.Describe(exception);
+        if (!clientGone && !context.Response.HasStarted && LocalShortage.Find(exception, out var local))
+        {
+            // No socket could be had for the backend (EMFILE, ENOBUFS): nothing is learnt about the backend.
+            shortage?.Record(ShortageSite.Backend, local);
+            return new FailedAttempt(error, exception, reason, local);
+        }
+
         if (!clientGone && IsBackendFault(error))
         {
             if (IsConnectFailure(error, exception))
@@ -361,4 +382,6 @@ internal sealed class BackendExchange(
         ForwarderError.RequestBodyClient or
         ForwarderError.UpgradeRequestClient;
 
-    private readonly record struct FailedAttempt(ForwarderError Error, Exception? Exception, string Reason);}
+    /// <param name="Shortage">Set when the attempt failed for want of a socket (<see cref="LocalShortage"/>).</param>
+    private readonly record struct FailedAttempt(ForwarderError Error, Exception? Exception, string Reason, SocketError? Shortage = null);
+}

@@ -1,4 +1,5 @@
 using System.Net;
+using Sidekick.Networking;
 using Sidekick.Topology;
 
 namespace Sidekick.Health;
@@ -30,13 +31,15 @@ internal sealed class HealthProber : IDisposable
     private readonly HealthProberOptions _options;
     private readonly TopologyStore _topology;
     private readonly TimeProvider _time;
+    private readonly LocalShortage? _shortage;
     private readonly Random _random;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _loopsGate = new();
     private readonly Dictionary<Backend, ProbeWakeup> _running = [];
 
-    public HealthProber(HealthProberOptions options, TopologyStore topology, TimeProvider time, Random random)
+    public HealthProber(HealthProberOptions options, TopologyStore topology, TimeProvider time, Random random, LocalShortage? shortage = null)
     {
+        _shortage = shortage;
         _options = options;
         _topology = topology;
         _time = time;
@@ -139,8 +142,20 @@ internal sealed class HealthProber : IDisposable
                     $"probe {backend.Definition.ProbeUri} timed out after {_options.Timeout.TotalSeconds:0.###}s");
                 failure = ProbeFailureKind.Timeout;
             }
-            catch (Exception ex) when (ex is HttpRequestException or IOException)
+            catch (Exception ex) when (LocalShortage.Find(ex, out var local))
             {
+                // No socket could be had for the probe: nothing is learnt about the backend, whose state stays.
+                _shortage?.Record(ShortageSite.Probe, local);
+                var unsent = new ProbeResult(started, false, null, _time.GetElapsedTime(startTimestamp),
+                    $"probe {backend.Definition.ProbeUri} not sent: sidekick is {LocalShortage.Describe(local)}; the backend keeps its state");
+                ProbeCompleted?.Invoke(backend, unsent);
+                return unsent;
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // Any failure is a failed probe (HttpRequestException and IOException are the usual ones; a request the
+                // client refuses to send throws others): an exception out of here would end the backend's probe loop,
+                // and with it the only way back up for a backend that is down.
                 result = new ProbeResult(started, false, null, _time.GetElapsedTime(startTimestamp),
                     $"probe {backend.Definition.ProbeUri} failed: {TransportErrors.Describe(ex)}");
                 failure = TransportErrors.Classify(ex);
@@ -165,7 +180,10 @@ internal sealed class HealthProber : IDisposable
         return result;
     }
 
-    /// <summary>Redirects a probe follows before it fails, as Go's client (upstream's probes) does.</summary>
+    /// <summary>
+    /// The redirect answer that fails a probe, as with Go's client (upstream's probes): it sends at most this many
+    /// requests, so it follows one redirect fewer, and fails with "stopped after 10 redirects" when the last is one.
+    /// </summary>
     internal const int MaxRedirects = 10;
 
     /// <summary>
@@ -178,7 +196,7 @@ internal sealed class HealthProber : IDisposable
     private static async Task<int> FollowAsync(BackendDefinition definition, HttpMessageInvoker invoker, CancellationToken cancellationToken)
     {
         var target = definition.ProbeUri;
-        for (var redirects = 0; ; redirects++)
+        for (var sent = 1; ; sent++)
         {
             using var request = new HttpRequestMessage(HttpMethod.Get, target)
             {
@@ -199,12 +217,19 @@ internal sealed class HealthProber : IDisposable
                 return status;
             }
 
-            if (redirects == MaxRedirects)
+            if (sent == MaxRedirects)
             {
                 throw new HttpRequestException($"stopped after {MaxRedirects} redirects");
             }
 
-            target = location.IsAbsoluteUri ? location : new Uri(target, location);
+            // A Location the header parser took as a relative reference can still fail to combine with the target
+            // ("//", "//h:-1/"): a failed probe, not an exception out of the probe loop.
+            if (!location.IsAbsoluteUri && !Uri.TryCreate(target, location, out location))
+            {
+                throw new HttpRequestException($"redirected to an invalid Location ({response.Headers.Location})");
+            }
+
+            target = location;
             if (target.Scheme != Uri.UriSchemeHttp && target.Scheme != Uri.UriSchemeHttps)
             {
                 throw new HttpRequestException($"redirected to {target.Scheme}: URL, which is not HTTP");

@@ -66,9 +66,11 @@ internal sealed class SidekickServer : IAsyncDisposable
         _stateLog = options.Log && !options.Quiet ? new StateLog(_mode, Output) : null;
         Topology.Changed += OnTopologyChanged;
         _builder = new TopologyBuilder(new BackendTransportFactory(parts.BackendTls, parts.Connect, settings.EnvironmentProxy), time);
+        Shortage = new LocalShortage(time);
+        Shortage.Met += (site, error, more) => _stateLog?.OnShortage(site, error, more, time.GetUtcNow());
         Prober = new HealthProber(
             new HealthProberOptions(options.HealthDuration, options.HealthTimeout, options.HealthOptimistic),
-            Topology, time, seams.Random ?? new Random());
+            Topology, time, seams.Random ?? new Random(), Shortage);
         Prober.ProbeCompleted += Trace.OnProbe;
 
         // No host defaults: sidekick is configured by its flags and SIDEKICK_* variables only. The default
@@ -84,25 +86,12 @@ internal sealed class SidekickServer : IAsyncDisposable
             // Client connections on sidekick's event loops (see Networking/): no speculative receives, and
             // requests are parsed and forwarded on the thread that saw them arrive.
             builder.Services.AddSingleton<IConnectionListenerFactory>(services =>
-                new LoopTransportFactory(services.GetRequiredService<IMemoryPoolFactory<byte>>(), _binds.Attempt));
+                new LoopTransportFactory(services.GetRequiredService<IMemoryPoolFactory<byte>>(), _binds.Attempt, Shortage, time));
         }
         else
         {
-            // The request path is fully asynchronous and never blocks, so socket completions can run it inline
-            // instead of hopping to the thread pool: measured ~25 % less CPU per request on a small proxy.
-            builder.WebHost.UseSockets(sockets =>
-            {
-                sockets.UnsafePreferInlineScheduling = true;
-                // Read straight into a buffer instead of a zero-byte "wait for data" read first: one receive
-                // system call fewer per request (strace: 3.1 -> 2.2 per proxied request), for a 4 KiB buffer
-                // held by each idle client connection.
-                sockets.WaitForDataBeforeAllocatingBuffer = false;
-                sockets.CreateBoundListenSocket = endpoint =>
-                {
-                    _binds.Attempt(endpoint);
-                    return SocketTransportOptions.CreateDefaultBoundListenSocket(endpoint);
-                };
-            });
+            // Kestrel's socket connections, accepted with backoff when the process is short of descriptors.
+            builder.Services.AddSingleton<IConnectionListenerFactory>(new DotnetTransportFactory(_binds.Attempt, Shortage, time));
         }
 
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
@@ -209,12 +198,12 @@ internal sealed class SidekickServer : IAsyncDisposable
         Panic.Changed += site => _stateLog?.OnPanic(site, time.GetUtcNow());
         Waits = new BackendWait(options.WaitForBackend, options.WaitQueue, time, Prober.ProbeDownBackendsNow);
         Exchange = new BackendExchange(Cache is not null, Topology, Balancers.Create(options.HostBalance, options.SlowStart), _forwarder, Prober, Outliers,
-            Retries, (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time, Panic, Waits, options.BackendTimeout);
+            Retries, (long)options.FailbackHoldDown.TotalMilliseconds, Trace, time, Panic, Waits, options.BackendTimeout, Shortage);
         Proxy = new ProxyHandler(Cache, Exchange, Trace, time);
         Meter = new SidekickMeter(Topology, Sites, Retries);
         var metrics = new PrometheusExporter(
             Topology, Sites, Retries, () => Volatile.Read(ref _ejections), () => Output.Dropped, _forwarder.ForwardedFor, Cache, Panic, Waits,
-            () => _sendTimeout?.Closed ?? 0);
+            () => _sendTimeout?.Closed ?? 0, Shortage);
         var local = new LocalEndpoints(Topology, parts.CertificatePem ?? (static () => null), metrics, Cache,
             adminListener: _admin is not null, diagnostics: options.Pprof is { Length: > 0 }, Panic, Waits, time);
         var adminListener = _admin;
@@ -250,6 +239,9 @@ internal sealed class SidekickServer : IAsyncDisposable
     internal ClientSendTimeout? SendTimeout => _sendTimeout;
 
     public HealthProber Prober { get; }
+
+    /// <summary>Sockets the process could not have (out of descriptors or socket memory), by where.</summary>
+    public LocalShortage Shortage { get; }
 
     public ProxyHandler Proxy { get; }
 

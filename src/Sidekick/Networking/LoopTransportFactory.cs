@@ -11,10 +11,12 @@ namespace Sidekick.Networking;
 /// the proxy forwards them on the loop thread that saw the bytes arrive.
 /// </summary>
 /// <param name="binding">Told each endpoint before it is bound (so a refused bind can name it).</param>
-internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, Action<EndPoint>? binding = null) : IConnectionListenerFactory, IConnectionListenerFactorySelector
+/// <param name="shortage">Told when accept fails for want of descriptors or socket memory.</param>
+internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, Action<EndPoint>? binding = null, LocalShortage? shortage = null, TimeProvider? time = null)
+    : IConnectionListenerFactory, IConnectionListenerFactorySelector
 {
     /// <summary>Pending connections the kernel queues before accept (Kestrel's default).</summary>
-    private const int Backlog = 512;
+    internal const int Backlog = 512;
 
     private long _accepted;
 
@@ -49,48 +51,38 @@ internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, Actio
             throw;
         }
 
-        return ValueTask.FromResult<IConnectionListener>(new LoopListener(this, socket, pools.Create(new MemoryPoolOptions()), EventLoops.Shared));
+        var acceptor = new Acceptor(socket.AcceptAsync, shortage, time ?? TimeProvider.System);
+        return ValueTask.FromResult<IConnectionListener>(new LoopListener(this, socket, acceptor, pools.Create(new MemoryPoolOptions()), EventLoops.Shared));
     }
 
-    private sealed class LoopListener(LoopTransportFactory factory, Socket socket, MemoryPool<byte> pool, EventLoops loops) : IConnectionListener
+    private sealed class LoopListener(LoopTransportFactory factory, Socket socket, Acceptor acceptor, MemoryPool<byte> pool, EventLoops loops) : IConnectionListener
     {
         public EndPoint EndPoint { get; } = socket.LocalEndPoint!;
 
         public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
         {
-            while (true)
+            if (await acceptor.AcceptAsync(cancellationToken) is not { } accepted)
             {
-                Socket accepted;
-                try
-                {
-                    accepted = await socket.AcceptAsync(cancellationToken);
-                }
-                catch (Exception ex) when (ex is ObjectDisposedException or OperationCanceledException ||
-                                           ex is SocketException { SocketErrorCode: SocketError.OperationAborted })
-                {
-                    return null; // unbound
-                }
-                catch (SocketException)
-                {
-                    continue; // a client that reset before we accepted it
-                }
-
-                accepted.NoDelay = true;
-                Interlocked.Increment(ref factory._accepted);
-                var connection = new LoopConnection(LoopSocket.Accepted(accepted, loops.Next()), accepted, pool);
-                connection.Start();
-                return connection;
+                return null;
             }
+
+            accepted.NoDelay = true;
+            Interlocked.Increment(ref factory._accepted);
+            var connection = new LoopConnection(LoopSocket.Accepted(accepted, loops.Next()), accepted, pool);
+            connection.Start();
+            return connection;
         }
 
         public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
         {
+            acceptor.Stop();
             socket.Dispose();
             return ValueTask.CompletedTask;
         }
 
         public ValueTask DisposeAsync()
         {
+            acceptor.Stop();
             socket.Dispose();
             pool.Dispose();
             return ValueTask.CompletedTask;

@@ -12,7 +12,8 @@ namespace Sidekick.Observability;
 /// </summary>
 internal sealed class PrometheusExporter(
     TopologyStore topology, SiteWatch sites, RetryPolicy retries, Func<long> ejections, Func<long> droppedTraces, Func<PathReason, long> forwarded,
-    Caching.ResponseCache? cache = null, Routing.PanicRule? panic = null, Routing.BackendWait? waits = null, Func<long>? sendTimeouts = null)
+    Caching.ResponseCache? cache = null, Routing.PanicRule? panic = null, Routing.BackendWait? waits = null, Func<long>? sendTimeouts = null,
+    Networking.LocalShortage? shortage = null)
 {
     public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -121,6 +122,17 @@ internal sealed class PrometheusExporter(
 
         Single(text, "sidekick_outlier_ejections_total", "Backends ejected for consecutive gateway errors", ejections());
         Single(text, "sidekick_client_send_timeouts_total", "Client connections closed because they took no response bytes for --client-send-timeout", sendTimeouts?.Invoke() ?? 0);
+        if (shortage is not null)
+        {
+            Header(text, "sidekick_socket_shortages_total",
+                "Sockets sidekick could not have because it was out of file descriptors or socket memory, by what wanted one (accept: a client waited; backend: a request was answered 503; probe: not sent)", "counter");
+            foreach (var site in Enum.GetValues<Networking.ShortageSite>())
+            {
+                text.Append("sidekick_socket_shortages_total{during=\"").Append(site.ToString().ToLowerInvariant()).Append("\"} ")
+                    .Append(shortage.Count(site)).Append('\n');
+            }
+        }
+
         Single(text, "sidekick_trace_dropped_total", "Trace and log lines dropped because the console was too slow or could not be written to", droppedTraces());
         if (panic is not null)
         {

@@ -1,8 +1,10 @@
 using System.Net;
+using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using Sidekick.Caching;
 using Sidekick.Cli;
+using Sidekick.Networking;
 using Sidekick.Topology;
 
 namespace Sidekick.Observability;
@@ -129,6 +131,30 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
     public void OnClientSendTimeout(EndPoint? client, TimeSpan timeout, DateTimeOffset at) =>
         EventLine($"client {client} took no response bytes for {GoDuration.Format(timeout)}: its connection was closed (--client-send-timeout)",
             "client-send-timeout", at, json => json.WriteString("Client", client?.ToString()));
+
+    /// <summary>
+    /// sidekick could not have a socket (out of descriptors or socket memory); at most one line per
+    /// <see cref="LocalShortage.LinePeriod"/>, with the count of those met since the last line.
+    /// </summary>
+    public void OnShortage(ShortageSite site, SocketError error, long more, DateTimeOffset at)
+    {
+        var what = site switch
+        {
+            ShortageSite.Accept => "new client connections wait in the kernel's queue while accept retries (every 5 ms, backing off to 1 s)",
+            ShortageSite.Backend => "a request was answered 503 SlowDown, and no backend was marked down",
+            _ => "a health probe was not sent, and its backend keeps its state",
+        };
+        var since = more > 0 ? $" ({more} more since the last such line)" : "";
+        var remedy = error == SocketError.TooManyOpenSockets
+            ? "raise the open-files limit (ulimit -n, systemd LimitNOFILE) or lower --max-connections"
+            : "the host is short of kernel memory";
+        EventLine($"sidekick is {LocalShortage.Describe(error)}: {what}{since}; {remedy}",
+            "socket-shortage", at, json =>
+            {
+                json.WriteString("During", site.ToString().ToLowerInvariant());
+                json.WriteNumber("More", more);
+            });
+    }
 
     /// <summary>Panic began on <paramref name="site"/> (0: it ended).</summary>
     public void OnPanic(int site, DateTimeOffset at) => output.Enqueue(FormatPanic(site, at));

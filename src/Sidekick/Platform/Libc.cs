@@ -138,6 +138,8 @@ internal static unsafe partial class Libc
     public static SocketError ToSocketError(int errno) => errno switch
     {
         9 => SocketError.OperationAborted, // EBADF: closed under us
+        12 or 105 => SocketError.NoBufferSpaceAvailable, // ENOMEM, ENOBUFS: as .NET reports them
+        23 or 24 => SocketError.TooManyOpenSockets, // ENFILE, EMFILE
         32 => SocketError.Shutdown, // EPIPE
         101 => SocketError.NetworkUnreachable,
         103 => SocketError.ConnectionAborted,

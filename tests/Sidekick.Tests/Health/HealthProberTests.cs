@@ -67,7 +67,8 @@ public sealed class HealthProberTests
     [Fact]
     public async Task Probes_follow_redirects_as_gos_client_does_with_credentials_only_for_the_endpoint_itself()
     {
-        // Upstream's probe is Go's client: it follows up to 10 redirects, and a redirect to a 200 is a healthy backend.
+        // Upstream's probe is Go's client: it sends up to 10 requests (9 redirects followed), and a redirect to a 200 is a
+        // healthy backend. A Location that cannot be combined with the target fails the probe, and the probe goes on.
         await using var elsewhere = new RawBackend(_ => RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
         await using var backend = new RawBackend(request => RawResponse.Text(request.Target switch
         {
@@ -78,10 +79,11 @@ public sealed class HealthProberTests
             "/gone" => "HTTP/1.1 308 Permanent Redirect\r\nLocation: /missing\r\nContent-Length: 0\r\n\r\n",
             "/ftp" => "HTTP/1.1 302 Found\r\nLocation: ftp://127.0.0.1/x\r\nContent-Length: 0\r\n\r\n",
             "/no-location" => "HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n",
+            "/bad-location" => "HTTP/1.1 302 Found\r\nLocation: //\r\nContent-Length: 0\r\n\r\n",
             _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
         }));
         var endpoint = $"http://us:pw@127.0.0.1:{backend.Url.Port}";
-        string[] paths = ["/ready", "/away", "/loop", "/gone", "/ftp", "/no-location"];
+        string[] paths = ["/ready", "/away", "/loop", "/gone", "/ftp", "/no-location", "/bad-location"];
         var sites = paths.Select((path, i) => new SiteDefinition(i + 1, [SiteParser.Parse([endpoint], "sidekick", path, path, 0)[0].Backends[0]])).ToArray();
         var topology = new TopologyStore();
         topology.Publish(new TopologyBuilder(new BackendTransportFactory(), TimeProvider.System).Build(sites, topology.Current));
@@ -101,8 +103,9 @@ public sealed class HealthProberTests
         Assert.Equal("response status 404", Outcome(3));
         Assert.Contains("redirected to ftp: URL", Outcome(4), StringComparison.Ordinal);
         Assert.Equal("response status 302", Outcome(5));
-        // The loop was asked 11 times: the probe and its 10 redirects.
-        Assert.Equal(1 + HealthProber.MaxRedirects, backend.Requests.Count(r => r.Target == "/loop"));
+        Assert.Contains("redirected to an invalid Location (//)", Outcome(6), StringComparison.Ordinal);
+        // The loop was asked 10 times, as Go's client asks it: the probe and 9 redirects.
+        Assert.Equal(HealthProber.MaxRedirects, backend.Requests.Count(r => r.Target == "/loop"));
         // The credentials went with every request to the endpoint, never to the other host.
         const string Basic = "\r\nAuthorization: Basic dXM6cHc=\r\n";
         Assert.All(backend.Requests, r => Assert.Contains(Basic, r.Head, StringComparison.Ordinal));

@@ -29,7 +29,7 @@ internal static class RawClient
     }
 
     /// <summary>Reads HTTP/1.1 responses framed by Content-Length or chunked off one connection.</summary>
-    private sealed class ResponseReader(NetworkStream stream, CancellationToken cancellationToken)
+    internal sealed class ResponseReader(NetworkStream stream, CancellationToken cancellationToken)
     {
         private readonly List<byte> _buffered = [];
 
