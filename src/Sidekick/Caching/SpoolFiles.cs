@@ -28,6 +28,9 @@ internal sealed class SpoolFiles : IDisposable
     private readonly ITimer _sweeper;
     private long _reserved;
     private long _keptBytes;
+    // The free-space check and the count of files being made (allocated, outside the lock) it takes into account.
+    private readonly Lock _creations = new();
+    private long _creating;
 
     /// <summary>
     /// At start: the spool directory is made (0700, as <see cref="Create"/> makes it) and a file created and removed in
@@ -66,6 +69,12 @@ internal sealed class SpoolFiles : IDisposable
 
     /// <summary>Disk held by files kept for reuse.</summary>
     public long Kept => Volatile.Read(ref _keptBytes);
+
+    /// <summary>Tests only: the spool file system's free space, instead of the real one's.</summary>
+    internal Func<long?>? FreeSpaceForTests { get; init; }
+
+    /// <summary>Tests only: run by <see cref="Take"/> once its free-space check passed, before it makes the new file.</summary>
+    internal Action? BeforeCreateForTests { get; set; }
 
     /// <summary>
     /// A new spool file, readable by this user alone (0600, in a directory made 0700): a spool holds response bodies,
@@ -146,27 +155,56 @@ internal sealed class SpoolFiles : IDisposable
         }
 
         // Asked first: fallocate of more than the file system has takes all of it before it fails (ext4 keeps what it
-        // allocated until the file goes), so every other writer on the host would meet a full disk meanwhile.
-        if (FreeSpace() is { } before && before < length)
+        // allocated until the file goes), so every other writer on the host would meet a full disk meanwhile. The
+        // files other fills are making count as taken: the free space does not show them until their fallocate is
+        // done, and two fills of 60 % of it each both passed the check, the second fallocate then filling the disk.
+        // Check and count are one step; the fallocate itself runs outside the lock, so a fill's start never waits
+        // for another's. While one runs, the part of it already allocated is counted twice: a fill that would just
+        // have fit may then be refused, on a disk with little more room than the two bodies. (Counted per spool
+        // directory, which is one SpoolFiles in a process; another process's fills on the same disk are not seen.)
+        long? tooLittle = null;
+        long creating;
+        lock (_creations)
+        {
+            creating = _creating;
+            if (FreeSpace() is { } before && before - creating < length)
+            {
+                tooLittle = before;
+            }
+            else
+            {
+                _creating += length;
+            }
+        }
+
+        if (tooLittle is { } free)
         {
             Release(reserved);
-            throw DiskFull(before, length, inner: null);
+            throw DiskFull(free, length, inner: null, creating);
         }
 
         SafeFileHandle created;
         try
         {
+            BeforeCreateForTests?.Invoke();
             created = Create(length);
         }
-        catch (IOException ex) when (FreeSpace() is { } free && free < length)
+        catch (IOException ex) when (FreeSpace() is { } freeNow && freeNow < length)
         {
             Release(reserved);
-            throw DiskFull(free, length, ex);
+            throw DiskFull(freeNow, length, ex);
         }
         catch
         {
             Release(reserved);
             throw;
+        }
+        finally
+        {
+            lock (_creations)
+            {
+                _creating -= length; // allocated, or failed: the free space tells from now on
+            }
         }
 
         lock (_lock)
@@ -177,8 +215,10 @@ internal sealed class SpoolFiles : IDisposable
         return created;
     }
 
-    private SpoolDiskFullException DiskFull(long free, long length, IOException? inner) => new(
-        $"the spool directory {_directory} has {free} bytes free on its file system, the body needs {length} (SIDEKICK_CACHE_SPOOL_SIZE is {Capacity})", inner);
+    private SpoolDiskFullException DiskFull(long free, long length, IOException? inner, long creating = 0) => new(
+        $"the spool directory {_directory} has {free} bytes free on its file system" +
+        (creating > 0 ? $" ({creating} of them being allocated to other fills' spool files)" : "") +
+        $", the body needs {length} (SIDEKICK_CACHE_SPOOL_SIZE is {Capacity})", inner);
 
     /// <summary>Kept files, oldest first, until <paramref name="bytes"/> more fit the budget or none is left (under the lock).</summary>
     private void EvictKeptLocked(long bytes, List<KeptFile> evicted)
@@ -309,6 +349,11 @@ internal sealed class SpoolFiles : IDisposable
     /// <summary>The bytes free on the spool directory's file system for this process, or null when that cannot be told.</summary>
     public long? FreeSpace()
     {
+        if (FreeSpaceForTests is { } fake)
+        {
+            return fake();
+        }
+
         try
         {
             // The directory is made by the first fill: until then, the file system it will be on.

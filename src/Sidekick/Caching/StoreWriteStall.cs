@@ -1,8 +1,9 @@
 namespace Sidekick.Caching;
 
 /// <summary>
-/// Cuts a fill's store write (a whole PUT, a multipart upload's begin, part or completion) that has taken no byte of
-/// its body and sent no answer for <see cref="Timeout"/>. The SDK's own limit is minutes per try: a store that
+/// Cuts a fill's store write (a whole PUT, a multipart upload's begin, part or abort) that has taken no byte of
+/// its body and sent no answer for <see cref="Timeout"/>. Not a multipart upload's completion: its short list of parts
+/// shows no progress, and a store may take minutes over it for a large object (see <see cref="CacheFill"/>). The SDK's own limit is minutes per try: a store that
 /// accepts the connection and then stalls (a node gone without a reset, a full disk behind it) held each fill's spool
 /// budget and slot that long, and every fill it started meanwhile. A store that is merely slow keeps reading the
 /// body, which counts as progress, and is not cut.

@@ -141,5 +141,49 @@ public sealed class SpoolFilesTests : IDisposable
         spool.Return(file);
     }
 
+    [Fact]
+    public async Task Two_fills_that_each_fit_the_free_space_but_not_together_get_one_file_and_one_spool_full()
+    {
+        // Each fill's check saw the free space without the other's file still being made: both passed, and the second
+        // fallocate took the rest of the disk before it failed (ext4 allocates all it can first), so every other
+        // writer on the host met a full disk. A file system with 10 MiB free, as the spool is told, and two fills of
+        // 6 MiB: the real disk is never asked for more than one of them.
+        const long Free = 10 << 20;
+        const long Length = 6 << 20;
+        var created = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var watcher = new FileSystemWatcher(_directory) { EnableRaisingEvents = true };
+        watcher.Created += (_, e) => created.Enqueue(e.Name ?? "");
+        using var spool = new SpoolFiles(_directory, long.MaxValue / 4, _time) { FreeSpaceForTests = () => Free };
+        Microsoft.Win32.SafeHandles.SafeFileHandle? secondFile = null;
+        Exception? secondRefused = null;
+        var filesMeanwhile = -1;
+        spool.BeforeCreateForTests = () =>
+        {
+            spool.BeforeCreateForTests = null; // the first fill's creation only
+            // The second fill, on another thread, while the first has passed its check and not made its file yet.
+            var second = Task.Run(() => Record.Exception(() => secondFile = spool.Take(Length)));
+            Assert.True(second.Wait(TimeSpan.FromSeconds(30)), "the second fill's take did not return while the first made its file");
+            secondRefused = second.Result;
+            filesMeanwhile = Directory.GetFiles(_directory).Length;
+        };
+
+        var first = spool.Take(Length);
+
+        Assert.NotNull(first);
+        Assert.Null(secondFile);
+        var refused = Assert.IsType<SpoolDiskFullException>(secondRefused); // spool_full (CacheFills)
+        Assert.Contains($"has {Free} bytes free on its file system ({Length} of them being allocated to other fills' spool files), the body needs {Length}",
+            refused.Message, StringComparison.Ordinal);
+        Assert.Equal(0, filesMeanwhile);
+        Assert.Equal(Length, spool.Reserved); // the refused fill's reservation given back
+        // The first fill's file is the marker: the watcher reports in order, so a file the second made (and deleted when
+        // its fallocate failed) would come first.
+        await Eventually.WaitUntilAsync(() => !created.IsEmpty, what: "the first fill's spool file seen by the watcher");
+        Assert.Single(created);
+        Assert.Single(Directory.GetFiles(_directory));
+        spool.Return(first);
+        secondFile?.Dispose();
+    }
+
     public void Dispose() => Directory.Delete(_directory, recursive: true);
 }

@@ -148,6 +148,125 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
     }
 
     [Fact]
+    public async Task A_stall_callback_of_an_earlier_wait_run_late_does_not_give_up_a_fill_that_moved_on()
+    {
+        // Disarming a timer does not stop a callback it already dispatched to the thread pool: the stall timer of a
+        // wait that fires just as the writer takes a buffer may run only once the copy loop has moved on and waits
+        // again. It must not give up that fill. The first wait's callback is run here by hand, late, as the pool would.
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-stale-stall").FullName;
+        var time = new ArmingsSeen(DateTimeOffset.UtcNow);
+        using var under = new FillsUnderTest(environment, time);
+        const int Length = 64 * 1024 * 1024;
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"stale\"")], Length = Length, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
+        };
+        using (var first = new HeldSpoolWriter())
+        {
+            var opened = DirectSpoolWriter.Opened;
+            var fill = under.Fills.Start("stale", "/bucket/stale.bin", entry, new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
+            Assert.True(DirectSpoolWriter.Opened > opened, "the fill writes with O_DIRECT");
+            var writer = fill.Writer(0, Length);
+            var chunk = new byte[64 * 1024];
+            var offered = 0;
+            ValueTask OfferUntilWaiting()
+            {
+                var waiting = time.Watching(writer.WhenWritable);
+                for (; waiting.IsCompleted && offered < Length; offered += chunk.Length)
+                {
+                    Assert.True(writer.Offer(chunk));
+                    waiting = time.Watching(writer.WhenWritable);
+                }
+
+                return waiting;
+            }
+
+            var waiting = OfferUntilWaiting();
+            await first.Held.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.False(waiting.IsCompleted, "the copy loop was never asked to wait for the held writer");
+            var (staleCallback, staleState) = Assert.Single(time.Armed); // the first wait's stall timer
+
+            // The writer takes one buffer, which ends the first wait, and is held again before its next write.
+            using var second = new HeldSpoolWriter();
+            first.Release();
+            await waiting.AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            await second.Held.WaitAsync(TimeSpan.FromSeconds(30));
+            var again = OfferUntilWaiting();
+            Assert.False(again.IsCompleted, "the copy loop did not wait again");
+            Assert.Equal(2, time.Armed.Count);
+
+            staleCallback(staleState);
+            Assert.False(fill.Abandoned, "the first wait's stall callback gave up the fill waiting again");
+            Assert.False(again.IsCompleted);
+
+            // The second wait's own timer still gives the fill up once that wait has lasted the whole timeout.
+            time.Advance(DirectSpoolWriter.StallTimeout - TimeSpan.FromSeconds(1));
+            Assert.False(again.IsCompleted);
+            time.Advance(TimeSpan.FromSeconds(1));
+            await again.AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(fill.Abandoned);
+            Assert.Equal(["/bucket/stale.bin spool_error: the spool device took none of this fill's writes for 30 s; the client is served on from the origin"],
+                under.Abandonments);
+        }
+
+        await fixture.Eventually(() => under.Fills.SpoolUsed == 0, "the fill's spool given back once the writer goes on");
+    }
+
+    /// <summary>
+    /// A fake clock that records each timer armed (made or changed with a due time) by a call made through
+    /// <see cref="Watching"/> on the test's thread: the timers that call armed, whatever other threads arm meanwhile.
+    /// </summary>
+    private sealed class ArmingsSeen(DateTimeOffset start) : Microsoft.Extensions.Time.Testing.FakeTimeProvider(start)
+    {
+        [ThreadStatic]
+        private static bool t_watching;
+
+        /// <summary>Each timer armed by a watched call, with what it would call back, in order.</summary>
+        public System.Collections.Concurrent.ConcurrentQueue<(TimerCallback Callback, object? State)> Armed { get; } = new();
+
+        public ValueTask Watching(Func<ValueTask> call)
+        {
+            t_watching = true;
+            try
+            {
+                return call();
+            }
+            finally
+            {
+                t_watching = false;
+            }
+        }
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            Seen(callback, state, dueTime);
+            return new SeenTimer(this, base.CreateTimer(callback, state, dueTime, period), callback, state);
+        }
+
+        private void Seen(TimerCallback callback, object? state, TimeSpan dueTime)
+        {
+            if (t_watching && dueTime != Timeout.InfiniteTimeSpan)
+            {
+                Armed.Enqueue((callback, state));
+            }
+        }
+
+        private sealed class SeenTimer(ArmingsSeen clock, ITimer timer, TimerCallback callback, object? state) : ITimer
+        {
+            public bool Change(TimeSpan dueTime, TimeSpan period)
+            {
+                clock.Seen(callback, state, dueTime);
+                return timer.Change(dueTime, period);
+            }
+
+            public void Dispose() => timer.Dispose();
+
+            public ValueTask DisposeAsync() => timer.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task A_spool_writer_that_is_behind_pauses_its_fill_and_not_the_event_loop()
     {
         await using var backend = await CacheTestBackend.StartAsync();

@@ -172,6 +172,18 @@ internal sealed class StoreRelay : IAsyncDisposable
 
     private Task? _partsWaitFor;
 
+    /// <summary>
+    /// While set, every multipart upload's completion (a POST with an uploadId) waits for it before it goes to s3rver: a
+    /// store joining a large object's parts, which S3 documents may take minutes.
+    /// </summary>
+    public Task? CompletionsWaitFor
+    {
+        get => Volatile.Read(ref _completionsWaitFor);
+        set => Volatile.Write(ref _completionsWaitFor, value);
+    }
+
+    private Task? _completionsWaitFor;
+
     /// <summary>Once the reads of <see cref="CutReads"/> are used up, every GET of an entry's body ends after <paramref name="afterBytes"/>.</summary>
     public void CutEveryRead(long afterBytes) => Volatile.Write(ref _cutEveryReadAfter, afterBytes);
 
@@ -280,6 +292,11 @@ internal sealed class StoreRelay : IAsyncDisposable
             {
                 await partRelease.WaitAsync(context.RequestAborted);
             }
+        }
+
+        if (HttpMethods.IsPost(request.Method) && request.Query.ContainsKey("uploadId") && CompletionsWaitFor is { } completionRelease)
+        {
+            await completionRelease.WaitAsync(context.RequestAborted);
         }
 
         if (conditional)

@@ -58,4 +58,55 @@ public sealed class StoreWriteStallTests(CacheFixture fixture) : IClassFixture<C
             hold.TrySetResult();
         }
     }
+
+    [Fact]
+    public async Task A_multipart_completion_the_store_takes_minutes_over_is_not_cut_and_the_fill_is_stored()
+    {
+        // S3 documents that a completion may take minutes for a large object (it answers 200 at once and sends
+        // whitespace while it joins the parts): its request shows no progress the watch could see, so it must not be
+        // cut as a stalled write, or a multi-GiB fill would be given up as store_error just before it was stored.
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.CompletionsWaitFor = hold.Task;
+        var environment = fixture.Environment(relay.Url);
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-completion").FullName;
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var under = new FillsUnderTest(environment, time);
+        var fills = under.Fills;
+        const int Length = 12 * 1024 * 1024; // three parts
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"v1\"")], Length = Length, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
+        };
+        var fill = fills.Start("joining-" + Guid.NewGuid().ToString("N"), "/joining.bin", entry,
+            new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
+        var writer = fill.Writer(0, Length);
+        Assert.True(writer.Offer(new byte[Length]));
+        writer.End(clientGone: false);
+
+        try
+        {
+            // The multipart upload's start and its completion (the relay logs a request as it comes, before it holds it).
+            await Eventually.WaitUntilAsync(() => relay.Requests.Count(r => r.StartsWith("POST ", StringComparison.Ordinal)) == 2,
+                what: $"the completion sent; the store saw: {string.Join(", ", relay.Requests)}");
+
+            // Three times the stall timeout, a second at a time as the watch's clock would see it: the store's
+            // completion is still running, and the fill still waits for it.
+            for (var waited = TimeSpan.Zero; waited < 3 * StoreWriteStall.Timeout; waited += TimeSpan.FromSeconds(1))
+            {
+                time.Advance(TimeSpan.FromSeconds(1));
+            }
+
+            Assert.False(fill.Upload.IsCompleted);
+            hold.TrySetResult();
+            Assert.True(await fill.Upload.WaitAsync(TimeSpan.FromSeconds(60)));
+            Assert.Empty(under.Abandonments);
+            Assert.Equal(0, under.Metrics.StoreErrors);
+            Assert.NotNull(await under.Store.HeadAsync(fill.Key, CancellationToken.None));
+        }
+        finally
+        {
+            hold.TrySetResult();
+        }
+    }
 }
