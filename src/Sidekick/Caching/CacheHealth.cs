@@ -62,7 +62,13 @@ internal sealed class CacheHealth : IDisposable
     public string Bucket => _store.Bucket;
 
     /// <summary>A store operation failed or was too slow: bypass until the next good probe.</summary>
-    public void MarkOffline(Exception? error = null) => Fail(CacheStoreFailure.Of(error));
+    public void MarkOffline(Exception? error = null)
+    {
+        if (!Networking.LocalShortage.Find(error, out _))
+        {
+            Fail(CacheStoreFailure.Of(error));
+        }
+    }
 
     /// <summary>
     /// Lookups that failed as a busy store fails them, within <see cref="SlowLookupWindow"/>, that take the store
@@ -88,6 +94,11 @@ internal sealed class CacheHealth : IDisposable
     /// </summary>
     public void LookupFailed(Exception error, TimeSpan timeout)
     {
+        if (Networking.LocalShortage.Find(error, out _))
+        {
+            return; // sidekick had no socket for the store (out of descriptors): the request bypasses, the store stays
+        }
+
         var failure = CacheStoreFailure.Of(error, timeout);
         if (failure.Busy && ToleratedAsBusy(failure))
         {
@@ -131,6 +142,10 @@ internal sealed class CacheHealth : IDisposable
         try
         {
             await _store.ProbeAsync(timeout.Token);
+        }
+        catch (Exception ex) when (Networking.LocalShortage.Find(ex, out _))
+        {
+            return _online; // no socket to ask with: nothing learnt about the store
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex))
         {

@@ -237,6 +237,20 @@ public sealed class CacheStoreHealthTests(CacheFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task A_store_call_sidekick_had_no_socket_for_leaves_the_store_online()
+    {
+        // Out of descriptors (EMFILE) or socket memory: sidekick's shortage, which says nothing about the store.
+        using var probed = await ProbedHealthAsync();
+        var (metrics, health) = (probed.Metrics, probed.Health);
+
+        health.LookupFailed(new HttpRequestException("no socket", new SocketException((int)SocketError.TooManyOpenSockets)), TimeSpan.FromSeconds(2));
+        health.MarkOffline(new HttpRequestException("no socket", new SocketException((int)SocketError.NoBufferSpaceAvailable)));
+        Assert.True(health.Online);
+        Assert.Equal(0, metrics.StoreErrorsOf(CacheStoreFailureReason.Unreachable));
+        Assert.Equal(0, metrics.StoreErrorsOf(CacheStoreFailureReason.Other));
+    }
+
+    [Fact]
     public async Task Lookups_a_busy_store_answered_with_a_5xx_count_with_the_slow_ones_and_a_403_takes_it_offline_at_once()
     {
         using var probed = await ProbedHealthAsync();
