@@ -53,17 +53,10 @@ internal sealed class DotnetTransportFactory(Action<EndPoint>? binding, LocalSho
         return ValueTask.FromResult<IConnectionListener>(new Listener(socket, acceptor, connections));
     }
 
-    private sealed class Listener(Socket socket, Acceptor acceptor, SocketConnectionContextFactory connections) : IConnectionListener
+    private sealed class Listener(Socket socket, Acceptor acceptor, SocketConnectionContextFactory connections) : AcceptingListener(socket, acceptor)
     {
-        public EndPoint EndPoint { get; } = socket.LocalEndPoint!;
-
-        public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+        protected override ConnectionContext Serve(Socket accepted)
         {
-            if (await acceptor.AcceptAsync(cancellationToken) is not { } accepted)
-            {
-                return null;
-            }
-
             if (accepted.LocalEndPoint is IPEndPoint)
             {
                 accepted.NoDelay = true;
@@ -72,19 +65,6 @@ internal sealed class DotnetTransportFactory(Action<EndPoint>? binding, LocalSho
             return connections.Create(accepted);
         }
 
-        public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
-        {
-            acceptor.Stop();
-            socket.Dispose();
-            return ValueTask.CompletedTask;
-        }
-
-        public ValueTask DisposeAsync()
-        {
-            acceptor.Stop();
-            socket.Dispose();
-            connections.Dispose();
-            return ValueTask.CompletedTask;
-        }
+        protected override void DisposeTransport() => connections.Dispose();
     }
 }

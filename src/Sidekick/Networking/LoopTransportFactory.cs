@@ -55,17 +55,11 @@ internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, Actio
         return ValueTask.FromResult<IConnectionListener>(new LoopListener(this, socket, acceptor, pools.Create(new MemoryPoolOptions()), EventLoops.Shared));
     }
 
-    private sealed class LoopListener(LoopTransportFactory factory, Socket socket, Acceptor acceptor, MemoryPool<byte> pool, EventLoops loops) : IConnectionListener
+    private sealed class LoopListener(LoopTransportFactory factory, Socket socket, Acceptor acceptor, MemoryPool<byte> pool, EventLoops loops)
+        : AcceptingListener(socket, acceptor)
     {
-        public EndPoint EndPoint { get; } = socket.LocalEndPoint!;
-
-        public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+        protected override ConnectionContext Serve(Socket accepted)
         {
-            if (await acceptor.AcceptAsync(cancellationToken) is not { } accepted)
-            {
-                return null;
-            }
-
             accepted.NoDelay = true;
             Interlocked.Increment(ref factory._accepted);
             var connection = new LoopConnection(LoopSocket.Accepted(accepted, loops.Next()), accepted, pool);
@@ -73,19 +67,6 @@ internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, Actio
             return connection;
         }
 
-        public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
-        {
-            acceptor.Stop();
-            socket.Dispose();
-            return ValueTask.CompletedTask;
-        }
-
-        public ValueTask DisposeAsync()
-        {
-            acceptor.Stop();
-            socket.Dispose();
-            pool.Dispose();
-            return ValueTask.CompletedTask;
-        }
+        protected override void DisposeTransport() => pool.Dispose();
     }
 }

@@ -15,21 +15,10 @@ public sealed class StoreWriteStallTests(CacheFixture fixture) : IClassFixture<C
         await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
         var hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         relay.PartsWaitFor = hold.Task; // the store accepts each part's request and then reads and answers nothing
-        var environment = fixture.Environment(relay.Url);
-        environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-stall").FullName;
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var under = new FillsUnderTest(environment, time);
+        using var under = new FillsUnderTest(SpooledEnvironment(relay), time);
         var fills = under.Fills;
-        const int Length = 12 * 1024 * 1024; // three parts
-        var entry = new CachedResponse
-        {
-            Status = 200, Headers = [new("ETag", "\"v1\"")], Length = Length, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
-        };
-        var fill = fills.Start("stalled-" + Guid.NewGuid().ToString("N"), "/stalled.bin", entry,
-            new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
-        var writer = fill.Writer(0, Length);
-        Assert.True(writer.Offer(new byte[Length]));
-        writer.End(clientGone: false);
+        var fill = StartThreePartFill(fills, "/stalled.bin", time);
 
         try
         {
@@ -68,21 +57,9 @@ public sealed class StoreWriteStallTests(CacheFixture fixture) : IClassFixture<C
         await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
         var hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         relay.CompletionsWaitFor = hold.Task;
-        var environment = fixture.Environment(relay.Url);
-        environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-completion").FullName;
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        using var under = new FillsUnderTest(environment, time);
-        var fills = under.Fills;
-        const int Length = 12 * 1024 * 1024; // three parts
-        var entry = new CachedResponse
-        {
-            Status = 200, Headers = [new("ETag", "\"v1\"")], Length = Length, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
-        };
-        var fill = fills.Start("joining-" + Guid.NewGuid().ToString("N"), "/joining.bin", entry,
-            new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
-        var writer = fill.Writer(0, Length);
-        Assert.True(writer.Offer(new byte[Length]));
-        writer.End(clientGone: false);
+        using var under = new FillsUnderTest(SpooledEnvironment(relay), time);
+        var fill = StartThreePartFill(under.Fills, "/joining.bin", time);
 
         try
         {
@@ -108,5 +85,28 @@ public sealed class StoreWriteStallTests(CacheFixture fixture) : IClassFixture<C
         {
             hold.TrySetResult();
         }
+    }
+
+    private Dictionary<string, string?> SpooledEnvironment(StoreRelay relay)
+    {
+        var environment = fixture.Environment(relay.Url);
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-stall").FullName;
+        return environment;
+    }
+
+    /// <summary>A fill of three 5 MiB parts (12 MiB), its whole body written and ended: its upload runs from the spool.</summary>
+    private static CacheFill StartThreePartFill(CacheFills fills, string target, TimeProvider time)
+    {
+        const int Length = 12 * 1024 * 1024;
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"v1\"")], Length = Length, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
+        };
+        var fill = fills.Start(target.TrimStart('/') + "-" + Guid.NewGuid().ToString("N"), target, entry,
+            new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
+        var writer = fill.Writer(0, Length);
+        Assert.True(writer.Offer(new byte[Length]));
+        writer.End(clientGone: false);
+        return fill;
     }
 }
