@@ -464,12 +464,13 @@ internal sealed class CacheFill
             }
             else
             {
-                // Not under StoreWriteStall: a completion sends only the short list of parts, so nothing shows progress, and S3
-                // documents that it may take minutes for a large object (it answers 200 at once and sends whitespace
-                // while it joins the parts), as Ceph and a busy MinIO may too. Cut at 60 s, a multi-GiB fill would be
-                // given up as store_error just before it was stored, and its abort then refused (NoSuchUpload) as a
-                // second error. The SDK's own timeout (S3CacheStore) bounds it instead.
-                await _store.CompleteMultipartAsync(Key, uploadId!, etags, token);
+                // Not cut at the 60 s without progress of the other writes: a completion sends only the short list of parts,
+                // so nothing shows progress, and S3 documents that it may take minutes for a large object (it answers 200
+                // at once and sends whitespace while it joins the parts), as Ceph and a busy MinIO may too. Cut at 60 s, a
+                // multi-GiB fill would be given up as store_error just before it was stored, and its abort then refused
+                // (NoSuchUpload) as a second error. Bounded all the same: the SDK's timeout ends at those early headers.
+                await StoreWriteStall.RunAsync(_time, "the multipart upload's completion",
+                    stall => _store.CompleteMultipartAsync(Key, uploadId!, etags, stall.Token), token, StoreWriteStall.CompletionTimeout);
             }
 
             return Committed();

@@ -87,6 +87,40 @@ public sealed class StoreWriteStallTests(CacheFixture fixture) : IClassFixture<C
         }
     }
 
+    [Fact]
+    public async Task A_multipart_completion_is_cut_after_fifteen_minutes_all_the_same()
+    {
+        // Its headers can come at once and its body never (a store gone silent mid-answer): the store client's own
+        // timeout ends at the headers, so without this cut the fill would hold its spool and slot for good.
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.CompletionsWaitFor = hold.Task;
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var under = new FillsUnderTest(SpooledEnvironment(relay), time);
+        var fill = StartThreePartFill(under.Fills, "/never-joined.bin", time);
+        try
+        {
+            await Eventually.WaitUntilAsync(() => relay.Requests.Count(r => r.StartsWith("POST ", StringComparison.Ordinal)) == 2,
+                what: $"the completion sent; the store saw: {string.Join(", ", relay.Requests)}");
+            time.Advance(StoreWriteStall.CompletionTimeout - TimeSpan.FromSeconds(1));
+            Assert.False(fill.Upload.IsCompleted);
+            await Eventually.WaitUntilAsync(() =>
+            {
+                time.Advance(TimeSpan.FromSeconds(1));
+                return fill.Upload.IsCompleted;
+            }, what: "the completion cut");
+
+            Assert.False(await fill.Upload);
+            var line = Assert.Single(under.Abandonments);
+            Assert.Contains("/never-joined.bin store_error: the store took nothing more of the multipart upload's completion and did not answer for 900 s", line, StringComparison.Ordinal);
+            await Eventually.WaitUntilAsync(() => under.Fills.SpoolUsed == 0, what: "the fill's spool budget given back");
+        }
+        finally
+        {
+            hold.TrySetResult();
+        }
+    }
+
     private Dictionary<string, string?> SpooledEnvironment(StoreRelay relay)
     {
         var environment = fixture.Environment(relay.Url);
