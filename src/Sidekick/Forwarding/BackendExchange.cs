@@ -123,6 +123,7 @@ internal sealed class BackendExchange(
             // request instead of two (each costs an allocation and a continuation hop).
             var started = time.GetTimestamp();
             FailedAttempt failed;
+            string? noSocket = null; // why no socket could be had for the backend, when that is how the attempt failed
             try
             {
                 var error = await forwarder.SendAsync(context, meter, backend, site!.Invoker, RequestConfig);
@@ -139,11 +140,12 @@ internal sealed class BackendExchange(
                 }
 
                 failed = attemptFailed;
+                noSocket = failed.Shortage is { } want ? "sidekick is " + LocalShortage.Describe(want) : null;
             }
             finally
             {
                 backend.EndRequest();
-                Account(context, backend, meter, started, resume?.Failure);
+                Account(context, backend, meter, started, noSocket ?? resume?.Failure, reachedBackend: noSocket is null);
             }
 
             if (failed.Shortage is { } local)
@@ -255,8 +257,10 @@ internal sealed class BackendExchange(
         var reason = exception is null ? error.ToString() : TransportErrors.Describe(exception);
         if (!clientGone && !context.Response.HasStarted && LocalShortage.Find(exception, out var local))
         {
-            // No socket could be had for the backend (EMFILE, ENOBUFS): nothing is learnt about the backend.
+            // No socket could be had for the backend (EMFILE, ENOBUFS): nothing is learnt about the backend. The trace
+            // shows the 503 the client gets, not the forwarder's 502.
             shortage?.Record(ShortageSite.Backend, local);
+            context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
             return new FailedAttempt(error, exception, reason, local);
         }
 
@@ -277,7 +281,7 @@ internal sealed class BackendExchange(
             // Headers are out: continue the body from another backend if the object allows it, else
             // abort — never a silently truncated 200.
             if (resume is null || !IsBackendFault(error) ||
-                !await resume.ResumeAsync(() => SiteAvoiding([backend]), new AvoidingBalancer(balancer, [backend]), health, retries.MaxAttempts, retries.Resumes))
+                !await resume.ResumeAsync(() => SiteAvoiding([backend]), new AvoidingBalancer(balancer, [backend]), health, retries.MaxAttempts, retries.Resumes, shortage))
             {
                 context.Abort();
                 resume?.CompleteAbort();
@@ -292,8 +296,11 @@ internal sealed class BackendExchange(
     /// <summary>The status recorded for a request whose client left before the answer began (nginx's convention).</summary>
     public const int ClientClosedRequest = 499;
 
-    /// <summary>Statistics always; a trace record only when something will print it.</summary>
-    private void Account(HttpContext context, Backend backend, ExchangeMeter meter, long started, string? error)
+    /// <summary>
+    /// Statistics (unless the request never reached the backend: no socket could be had for it); a trace record only
+    /// when something will print it.
+    /// </summary>
+    private void Account(HttpContext context, Backend backend, ExchangeMeter meter, long started, string? error, bool reachedBackend = true)
     {
         var latency = time.GetElapsedTime(started);
         // A client that left before the answer began is nginx's 499, not the 502 the forwarder set on the way out:
@@ -303,8 +310,12 @@ internal sealed class BackendExchange(
             : context.Response.StatusCode;
         var rx = meter.RequestBodyBytes + meter.RequestHeaderBytesOf(context.Request);
         var tx = meter.ResponseBodyBytes + ExchangeMeter.ResponseHeaderBytes(context.Response);
-        backend.Stats.RecordCall(status, latency, rx, tx);
-        backend.Stats.RecordRequestDuration(latency);
+        if (reachedBackend)
+        {
+            backend.Stats.RecordCall(status, latency, rx, tx);
+            backend.Stats.RecordRequestDuration(latency);
+        }
+
         if (!trace.Enabled)
         {
             return;

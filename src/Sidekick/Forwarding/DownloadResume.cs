@@ -4,6 +4,7 @@ using System.Net.Http.Headers;
 using Microsoft.AspNetCore.Http.Features;
 using Sidekick.Cli;
 using Sidekick.Health;
+using Sidekick.Networking;
 using Sidekick.Routing;
 using Sidekick.Topology;
 
@@ -124,19 +125,20 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
     /// Fetches the remaining bytes from other backends until the body is complete. Returns false when the
     /// response cannot be completed (no backend, object changed, attempts exhausted).
     /// </summary>
-    public async Task<bool> ResumeAsync(Func<Site?> selectSite, IBalancer balancer, HealthProber health, int maxAttempts, ResumeCounters counters)
+    public async Task<bool> ResumeAsync(Func<Site?> selectSite, IBalancer balancer, HealthProber health, int maxAttempts, ResumeCounters counters, LocalShortage? shortage = null)
     {
         if (!TryGetResumePoint(out var etag, out var length))
         {
             return false;
         }
 
-        var outcome = await ContinueAsync(selectSite, balancer, health, maxAttempts, etag, length);
+        var outcome = await ContinueAsync(selectSite, balancer, health, maxAttempts, etag, length, shortage);
         counters.Add(outcome);
         return outcome == ResumeOutcome.Completed;
     }
 
-    private async Task<ResumeOutcome> ContinueAsync(Func<Site?> selectSite, IBalancer balancer, HealthProber health, int maxAttempts, string etag, long length)
+    private async Task<ResumeOutcome> ContinueAsync(
+        Func<Site?> selectSite, IBalancer balancer, HealthProber health, int maxAttempts, string etag, long length, LocalShortage? shortage)
     {
         var headers = _context.Response.Headers;
         var first = new Representation(etag, headers.LastModified.ToString(), ContentCoding(headers.ContentEncoding.ToString()));
@@ -223,6 +225,13 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
                 var silent = $"silent for {GoDuration.Format(_backendTimeout)} (--backend-timeout)";
                 health.ReportBrokenResponse(backend, _context.TraceIdentifier, silent);
                 return Fail(ResumeOutcome.Failed, $"resume: {backend.Name} was {silent}");
+            }
+            catch (Exception ex) when (LocalShortage.Find(ex, out var local) && !aborted.IsCancellationRequested)
+            {
+                // No socket for the next backend (out of descriptors): nothing learnt about it, and every other would
+                // fail the same way, so the client's response is cut without marking any backend down.
+                shortage?.Record(ShortageSite.Backend, local);
+                return Fail(ResumeOutcome.Failed, $"resume: sidekick is {LocalShortage.Describe(local)}");
             }
             catch (Exception ex) when (ex is HttpRequestException or IOException && !aborted.IsCancellationRequested)
             {

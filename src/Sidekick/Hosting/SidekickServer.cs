@@ -91,7 +91,8 @@ internal sealed class SidekickServer : IAsyncDisposable
         else
         {
             // Kestrel's socket connections, accepted with backoff when the process is short of descriptors.
-            builder.Services.AddSingleton<IConnectionListenerFactory>(new DotnetTransportFactory(_binds.Attempt, Shortage, time));
+            builder.Services.AddSingleton<IConnectionListenerFactory>(services =>
+                new DotnetTransportFactory(services.GetRequiredService<IMemoryPoolFactory<byte>>(), _binds.Attempt, Shortage, time));
         }
 
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);

@@ -8,12 +8,34 @@ namespace Sidekick.Networking;
 /// A Kestrel listener that takes client connections through an <see cref="Acceptor"/> (backing off when the process
 /// is short of descriptors) and hands each to its transport.
 /// </summary>
-internal abstract class AcceptingListener(Socket socket, Acceptor acceptor) : IConnectionListener
+internal abstract class AcceptingListener(Socket socket, Acceptor acceptor, LocalShortage? shortage) : IConnectionListener
 {
     public EndPoint EndPoint { get; } = socket.LocalEndPoint!;
 
-    public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default) =>
-        await acceptor.AcceptAsync(cancellationToken) is { } accepted ? Serve(accepted) : null;
+    public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+    {
+        while (await acceptor.AcceptAsync(cancellationToken) is { } accepted)
+        {
+            try
+            {
+                return Serve(accepted);
+            }
+            catch (Exception ex) when (ex is SocketException or IOException)
+            {
+                // That one client is dropped (its socket closed), and accepting goes on: an exception out of here ends
+                // Kestrel's accept loop, and the port would never be served again while the process runs. Setting a
+                // socket up can fail for want of kernel memory (epoll_ctl ENOMEM near a container's memory limit).
+                if (ex is SocketException { SocketErrorCode: var error } && LocalShortage.Is(error))
+                {
+                    shortage?.Record(ShortageSite.Accept, error);
+                }
+
+                accepted.Dispose();
+            }
+        }
+
+        return null;
+    }
 
     public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
     {

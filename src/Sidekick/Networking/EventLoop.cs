@@ -56,9 +56,9 @@ internal sealed unsafe class EventLoop
     public void Register(LoopSocket socket, int fd)
     {
         ulong token;
+        int slot;
         lock (_gate)
         {
-            int slot;
             if (!_freeSlots.TryPop(out slot))
             {
                 slot = _usedSlots++;
@@ -77,7 +77,15 @@ internal sealed unsafe class EventLoop
             Volatile.Write(ref _slots[slot], socket);
         }
 
-        Add(fd, Libc.EPOLLIN | Libc.EPOLLOUT | Libc.EPOLLRDHUP | Libc.EPOLLET, token);
+        try
+        {
+            Add(fd, Libc.EPOLLIN | Libc.EPOLLOUT | Libc.EPOLLRDHUP | Libc.EPOLLET, token);
+        }
+        catch
+        {
+            Unregister(socket); // the slot is free again: the caller closes the socket
+            throw;
+        }
     }
 
     /// <summary>Frees the socket's slot; its descriptor must already be closed (which leaves the epoll set).</summary>
@@ -120,7 +128,12 @@ internal sealed unsafe class EventLoop
         *(ulong*)(eventData + Libc.EpollDataOffset) = token;
         if (Libc.epoll_ctl(_epoll, Libc.EPOLL_CTL_ADD, fd, eventData) != 0)
         {
-            throw new IOException($"epoll_ctl failed (errno {Marshal.GetLastPInvokeError()})");
+            var errno = Marshal.GetLastPInvokeError();
+            // ENOMEM (kernel memory, charged to the container's cgroup) and ENOSPC (fs.epoll.max_user_watches): the
+            // process is short of what a socket needs, as with EMFILE (see LocalShortage), not a peer's failure.
+            throw errno is 12 or 28
+                ? new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.NoBufferSpaceAvailable)
+                : new IOException($"epoll_ctl failed (errno {errno})");
         }
     }
 

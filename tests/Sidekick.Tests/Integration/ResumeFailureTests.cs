@@ -54,6 +54,57 @@ public sealed partial class ResumeFailureTests
     }
 
     [Fact]
+    public async Task A_resume_that_gets_no_socket_for_the_next_backend_cuts_the_client_and_marks_no_backend_down()
+    {
+        // sidekick out of descriptors when a body breaks: the connect to the backend it would resume from fails for want
+        // of a socket (EMFILE), which says nothing about that backend. It was a connect failure: that backend down at once.
+        await using var a = await TestBackend.StartAsync("a");
+        await using var b = await TestBackend.StartAsync("b");
+        TestBackend[] backends = [a, b];
+        static bool Downloaded(TestBackend backend) => backend.Seen.Any(r => r.RawTarget.StartsWith("/download", StringComparison.Ordinal));
+        var parts = new ServerParts
+        {
+            // Refuses, as EMFILE does, every new connection once a backend has served the download: the first resume goes
+            // on the other backend's idle probe connection and breaks there too, the second needs a new connection.
+            Connect = async (context, token) =>
+            {
+                if (backends.Any(Downloaded))
+                {
+                    throw new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.TooManyOpenSockets);
+                }
+
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                await socket.ConnectAsync(context.DnsEndPoint, token);
+                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+            },
+        };
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, SidekickHarness.Definitions(options, [backends]), hooks: null, parts: parts);
+        var markedDown = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        foreach (var backend in sidekick.Server.Topology.Current.AllBackends)
+        {
+            backend.StateChanged += (down, transition) =>
+            {
+                if (!transition.IsUp)
+                {
+                    markedDown.Enqueue($"{down.Name}: {transition.Reason}");
+                }
+            };
+        }
+
+        using var response = await sidekick.Client.GetAsync($"/download/{Size}?dieAt={Size / 8}", HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        await Assert.ThrowsAnyAsync<IOException>(() => body.CopyToAsync(Stream.Null));
+
+        var metrics = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        Assert.Contains("sidekick_download_resumes_total{outcome=\"failed\"} 1", metrics, StringComparison.Ordinal);
+        Assert.Contains("sidekick_socket_shortages_total{during=\"backend\"} 1", metrics, StringComparison.Ordinal);
+        Assert.Empty(markedDown);
+        Assert.All(backends, backend => Assert.True(sidekick.BackendOf(backend).IsUp));
+    }
+
+    [Fact]
     public async Task A_resuming_backend_silent_past_the_backend_timeout_cuts_the_client()
     {
         // The Range request is accepted and never answered: without the backend timeout the client waited forever.

@@ -42,9 +42,9 @@ internal sealed class SidekickHarness : IAsyncDisposable
 
     /// <summary>Starts in front of any backends; waits until those expected up (all by default) are up.</summary>
     public static async Task<SidekickHarness> StartAsync(
-        SidekickOptions options, IReadOnlyList<SiteDefinition> definitions, SidekickSeams? hooks, Func<Backend, bool>? expectedUp = null)
+        SidekickOptions options, IReadOnlyList<SiteDefinition> definitions, SidekickSeams? hooks, Func<Backend, bool>? expectedUp = null, ServerParts? parts = null)
     {
-        var server = SidekickServer.Create(options, () => definitions, hooks);
+        var server = SidekickServer.Create(options, () => definitions, hooks, parts);
         await server.StartAsync();
         var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false })
         {

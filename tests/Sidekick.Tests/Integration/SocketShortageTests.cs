@@ -37,6 +37,7 @@ public sealed class SocketShortageTests
         Assert.Equal(502, (await RawClient.ExchangeAsync(port, "GET /broken HTTP/1.1\r\nHost: h\r\n\r\n")).Status);
         Assert.Equal(200, (await RawClient.ExchangeAsync(port, "GET /v1/health HTTP/1.1\r\nHost: h\r\n\r\n")).Status);
         var backendRequests = backend.Requests.Count;
+        var backendErrors = BackendErrors((await RawClient.ExchangeAsync(port, "GET /.prometheus/metrics HTTP/1.1\r\nHost: h\r\n\r\n")).Body);
 
         var held = new List<HeldConnection>();
         try
@@ -103,13 +104,22 @@ public sealed class SocketShortageTests
 
         await Eventually.WaitUntilAsync(() => sidekick.Stdout.Contains("a request was answered 503 SlowDown, and no backend was marked down", StringComparison.Ordinal));
         Assert.DoesNotContain(" is down", sidekick.Stdout, StringComparison.Ordinal);
+        // The trace shows the 503 the client got, never a 502 from the backend (trace lines are written by another thread).
+        bool Traced(string status) => sidekick.Stdout.Split('\n').Any(line => line.Contains(status, StringComparison.Ordinal) && line.Contains("GET /object", StringComparison.Ordinal));
+        await Eventually.WaitUntilAsync(() => Traced("[503 Service Unavailable]"));
+        Assert.False(Traced("[502 "));
         var metrics = (await RawClient.ExchangeAsync(port, "GET /.prometheus/metrics HTTP/1.1\r\nHost: h\r\n\r\n")).Body;
         // Retried with backoff while the clients held their descriptors (about a second or two): a handful of failed
         // accepts; an accept loop that asks again at once fails thousands of times a second.
         var failedAccepts = Sample(metrics, "sidekick_socket_shortages_total{during=\"accept\"}");
         Assert.InRange(failedAccepts, 1, 999);
         Assert.True(Sample(metrics, "sidekick_socket_shortages_total{during=\"backend\"}") >= 1, metrics);
+        // The backend's own statistics did not count the request it never got.
+        Assert.Equal(backendErrors, BackendErrors(metrics));
     }
+
+    private static string BackendErrors(string metrics) =>
+        metrics.Split('\n').Single(line => line.StartsWith("sidekick_errors_total{", StringComparison.Ordinal)).Split(' ')[^1];
 
     private static long Sample(string metrics, string series) =>
         long.Parse(metrics.Split('\n').Single(line => line.StartsWith(series + " ", StringComparison.Ordinal))[(series.Length + 1)..], CultureInfo.InvariantCulture);

@@ -1,4 +1,6 @@
+using System.Net;
 using System.Net.Sockets;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Time.Testing;
 using Sidekick.Networking;
 
@@ -101,5 +103,41 @@ public sealed class AcceptorTests
         Assert.Equal([(ShortageSite.Accept, 0L), (ShortageSite.Backend, 0L), (ShortageSite.Accept, 2L)], lines);
         Assert.Equal(4, shortage.Count(ShortageSite.Accept));
         Assert.Equal(1, shortage.Count(ShortageSite.Backend));
+    }
+
+    [Fact]
+    public async Task A_client_whose_connection_cannot_be_set_up_is_dropped_and_accepting_goes_on()
+    {
+        // An exception out of a listener's AcceptAsync ends Kestrel's accept loop for good: the port is never served
+        // again. Setting a connection up can fail (epoll_ctl ENOMEM near a container's memory limit).
+        var time = new FakeTimeProvider();
+        var shortage = new LocalShortage(time);
+        using var listening = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listening.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        var first = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        using var second = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        var accepted = new Queue<Socket>([first, second]);
+        await using var listener = new ScriptedListener(listening, new Acceptor(_ => ValueTask.FromResult(accepted.Dequeue()), shortage, time), shortage);
+
+        Assert.NotNull(await listener.AcceptAsync());
+        Assert.Equal([first, second], listener.Served);
+        Assert.True(first.SafeHandle.IsClosed);
+        Assert.Equal(1, shortage.Count(ShortageSite.Accept));
+    }
+
+    /// <summary>A transport whose first connection cannot be set up for want of kernel memory.</summary>
+    private sealed class ScriptedListener(Socket socket, Acceptor acceptor, LocalShortage shortage) : AcceptingListener(socket, acceptor, shortage)
+    {
+        public List<Socket> Served { get; } = [];
+
+        protected override ConnectionContext Serve(Socket accepted)
+        {
+            Served.Add(accepted);
+            return Served.Count == 1 ? throw new SocketException((int)SocketError.NoBufferSpaceAvailable) : new DefaultConnectionContext();
+        }
+
+        protected override void DisposeTransport()
+        {
+        }
     }
 }
