@@ -27,23 +27,8 @@ public sealed partial class ResumeFailureTests
         await using var c = await TestBackend.StartAsync("c");
         var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5) };
         await using var sidekick = await SidekickHarness.StartAsync(options, [a, b, c]);
-        // Every mark-down, even one a probe undoes a moment later (a passive mark-down wakes the probe loop).
-        var markedDown = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        foreach (var backend in sidekick.Server.Topology.Current.AllBackends)
-        {
-            backend.StateChanged += (down, transition) =>
-            {
-                if (!transition.IsUp)
-                {
-                    markedDown.Enqueue($"{down.Name}: {transition.Reason}");
-                }
-            };
-        }
-
-        using var response = await sidekick.Client.GetAsync($"/download/{Size}?dieAt={Size / 8}", HttpCompletionOption.ResponseHeadersRead);
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        await using var body = await response.Content.ReadAsStreamAsync();
-        await Assert.ThrowsAnyAsync<IOException>(() => body.CopyToAsync(Stream.Null));
+        var markedDown = MarkDowns(sidekick);
+        await DownloadCutMidBodyAsync(sidekick);
 
         // Resumed (and broken) on the other backends; none of the three is down for it.
         Assert.Contains(new[] { a, b, c }.SelectMany(t => t.Seen), r => r.Headers.ContainsKey("Range"));
@@ -80,22 +65,8 @@ public sealed partial class ResumeFailureTests
         };
         var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5) };
         await using var sidekick = await SidekickHarness.StartAsync(options, SidekickHarness.Definitions(options, [backends]), hooks: null, parts: parts);
-        var markedDown = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        foreach (var backend in sidekick.Server.Topology.Current.AllBackends)
-        {
-            backend.StateChanged += (down, transition) =>
-            {
-                if (!transition.IsUp)
-                {
-                    markedDown.Enqueue($"{down.Name}: {transition.Reason}");
-                }
-            };
-        }
-
-        using var response = await sidekick.Client.GetAsync($"/download/{Size}?dieAt={Size / 8}", HttpCompletionOption.ResponseHeadersRead);
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        await using var body = await response.Content.ReadAsStreamAsync();
-        await Assert.ThrowsAnyAsync<IOException>(() => body.CopyToAsync(Stream.Null));
+        var markedDown = MarkDowns(sidekick);
+        await DownloadCutMidBodyAsync(sidekick);
 
         var metrics = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
         Assert.Contains("sidekick_download_resumes_total{outcome=\"failed\"} 1", metrics, StringComparison.Ordinal);
@@ -183,4 +154,31 @@ public sealed partial class ResumeFailureTests
 
     [GeneratedRegex(@"^sidekick_download_resumes_total\{outcome=""\w+""\} (\d+)$", RegexOptions.Multiline)]
     private static partial Regex ResumeCount();
+
+    /// <summary>Every mark-down from now on, even one a probe undoes a moment later (a passive mark-down wakes the probe loop).</summary>
+    private static System.Collections.Concurrent.ConcurrentQueue<string> MarkDowns(SidekickHarness sidekick)
+    {
+        var markedDown = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        foreach (var backend in sidekick.Server.Topology.Current.AllBackends)
+        {
+            backend.StateChanged += (down, transition) =>
+            {
+                if (!transition.IsUp)
+                {
+                    markedDown.Enqueue($"{down.Name}: {transition.Reason}");
+                }
+            };
+        }
+
+        return markedDown;
+    }
+
+    /// <summary>A GET whose backend's body breaks an eighth of the way in (and every resume's too): the client's is cut.</summary>
+    private static async Task DownloadCutMidBodyAsync(SidekickHarness sidekick)
+    {
+        using var response = await sidekick.Client.GetAsync($"/download/{Size}?dieAt={Size / 8}", HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        await Assert.ThrowsAnyAsync<IOException>(() => body.CopyToAsync(Stream.Null));
+    }
 }
