@@ -56,10 +56,9 @@ internal sealed unsafe class EventLoop
     public void Register(LoopSocket socket, int fd)
     {
         ulong token;
-        int slot;
         lock (_gate)
         {
-            if (!_freeSlots.TryPop(out slot))
+            if (!_freeSlots.TryPop(out var slot))
             {
                 slot = _usedSlots++;
                 if (slot == _slots.Length)

@@ -17,9 +17,9 @@ internal enum ShortageSite
 
 /// <summary>
 /// The process ran short of what every socket needs: descriptors (EMFILE, ENFILE: the open-files limit) or kernel
-/// memory for socket buffers (ENOBUFS, ENOMEM). Such a failure is sidekick's own, not a backend's or a client's: it
-/// must not mark backends down (every backend would fail the same way, and stay down after the shortage ends), nor
-/// spin an accept loop on a listening socket that stays readable. Counted by site for the metrics, and told to the log
+/// memory for sockets (ENOBUFS, ENOMEM; epoll_ctl's ENOMEM and ENOSPC on sidekick's event loops). Such a failure is
+/// sidekick's own, not a backend's or a client's: it must not mark backends down (every backend would fail the same
+/// way, and stay down after the shortage ends), nor spin an accept loop on a listening socket that stays readable. Counted by site for the metrics, and told to the log
 /// at most once per <see cref="LinePeriod"/> for each site, with how many more came there since its last line.
 /// </summary>
 internal sealed class LocalShortage(TimeProvider time)
@@ -60,7 +60,7 @@ internal sealed class LocalShortage(TimeProvider time)
     /// <summary>What ran short, in an operator's words.</summary>
     public static string Describe(SocketError error) => error == SocketError.TooManyOpenSockets
         ? "out of file descriptors (" + DescriptorLimitText() + ")"
-        : "out of memory for socket buffers (ENOBUFS)";
+        : "out of kernel memory for sockets (ENOBUFS, ENOMEM)";
 
     public void Record(ShortageSite site, SocketError error)
     {
