@@ -61,6 +61,35 @@ public sealed class DnsTests
     }
 
     [Fact]
+    public async Task A_name_dropped_while_unused_gets_its_last_answer_when_the_lookup_fails_again()
+    {
+        // A name is dropped after a refresh period without a new connection (its pooled ones served), and asked again
+        // for the next one: if the resolver is down then (or sidekick out of descriptors), the error was a connect
+        // failure that marked the backend down at once.
+        var resolver = new FakeResolver();
+        resolver.Records["svc"] = [IPAddress.Parse("127.0.0.2")];
+        using var cache = new DnsCache(resolver, TimeSpan.FromHours(1), TimeProvider.System);
+        await cache.ResolveAsync("svc", CancellationToken.None);
+        await cache.RefreshAsync(); // used: refreshed
+        await cache.RefreshAsync(); // unused since: dropped
+        Assert.Empty(cache.Names);
+
+        resolver.Records.TryRemove("svc", out _);
+        var lookups = resolver.Lookups;
+        Assert.Equal(IPAddress.Parse("127.0.0.2"), Assert.Single(await cache.ResolveAsync("svc", CancellationToken.None)));
+        Assert.Equal(lookups + 1, resolver.Lookups);
+        // Kept until the next refresh, which asks again: connections meanwhile do not each wait for a failing resolver.
+        Assert.Equal(IPAddress.Parse("127.0.0.2"), Assert.Single(await cache.ResolveAsync("svc", CancellationToken.None)));
+        Assert.Equal(lookups + 1, resolver.Lookups);
+        resolver.Records["svc"] = [IPAddress.Parse("127.0.0.4")];
+        await cache.RefreshAsync();
+        Assert.Equal(IPAddress.Parse("127.0.0.4"), Assert.Single(await cache.ResolveAsync("svc", CancellationToken.None)));
+
+        // A name that never resolved still fails.
+        await Assert.ThrowsAnyAsync<System.Net.Sockets.SocketException>(() => cache.ResolveAsync("never", CancellationToken.None).AsTask());
+    }
+
+    [Fact]
     public async Task Round_robin_dns_adds_and_removes_backends_and_keeps_the_others()
     {
         await using var a = await TestBackend.StartAsync("a");

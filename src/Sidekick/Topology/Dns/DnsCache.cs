@@ -8,7 +8,10 @@ namespace Sidekick.Topology.Dns;
 /// <summary>
 /// Process-wide DNS cache for backend names: concurrent lookups of one name share a single query, answers
 /// are refreshed every --dns-ttl for names used since the last refresh (a failed refresh keeps the old
-/// answer), unused names are dropped, and failures are never cached. Its <see cref="ConnectAsync"/> is the
+/// answer), unused names are dropped, and failures are never cached. A lookup that fails for a name that resolved
+/// before (dropped while its pooled connections served, then asked again when the resolver is down or the process is
+/// out of descriptors) gets that last answer, until the next refresh asks again, rather than an error: an error marks
+/// the backend down at once (a connect failure). Its <see cref="ConnectAsync"/> is the
 /// connection callback of every site's pool (and <see cref="ConnectSocketAsync"/> that of the HTTP/1.1
 /// fast path): it tries the addresses in order until one connects.
 /// </summary>
@@ -18,6 +21,8 @@ internal sealed class DnsCache : IDisposable
 
     private readonly IHostResolver _resolver;
     private readonly ConcurrentDictionary<string, Entry> _entries = new(StringComparer.OrdinalIgnoreCase);
+    // The last answer of every name that ever resolved (backend names: as many as the configuration has had).
+    private readonly ConcurrentDictionary<string, IPAddress[]> _lastKnown = new(StringComparer.OrdinalIgnoreCase);
     private readonly ITimer _refresh;
 
     public DnsCache(IHostResolver resolver, TimeSpan ttl, TimeProvider time)
@@ -44,7 +49,14 @@ internal sealed class DnsCache : IDisposable
         }
         catch (Exception ex) when (ex is SocketException or TimeoutException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
-            // Failures are not cached: the next request asks again.
+            // Failures are not cached: the next request asks again. A name that resolved before keeps its last answer
+            // until the next refresh asks again (connections meanwhile do not each wait for a failing resolver).
+            if (_lastKnown.TryGetValue(host, out var last))
+            {
+                _entries.TryUpdate(host, new Entry(Task.FromResult(last)) { Used = true }, entry);
+                return last;
+            }
+
             _entries.TryRemove(new KeyValuePair<string, Entry>(host, entry));
             throw;
         }
@@ -87,7 +99,13 @@ internal sealed class DnsCache : IDisposable
     {
         using var timeout = new CancellationTokenSource(LookupTimeout);
         var addresses = await _resolver.ResolveAsync(host, timeout.Token);
-        return addresses.Length > 0 ? addresses : throw new SocketException((int)SocketError.HostNotFound);
+        if (addresses.Length == 0)
+        {
+            throw new SocketException((int)SocketError.HostNotFound);
+        }
+
+        _lastKnown[host] = addresses;
+        return addresses;
     }
 
     private sealed class Entry(Task<IPAddress[]> addresses)
