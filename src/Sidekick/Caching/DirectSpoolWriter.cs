@@ -61,8 +61,8 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
     private readonly SafeFileHandle _direct;
     private readonly int _bufferSize;
     private readonly TimeProvider _time;
-    private ITimer? _stall; // armed while the copy loop waits, one for each wait (see WhenWritable)
-    private int _wait; // which wait of the copy loop is the current one: a stall timer armed for an earlier wait is stale
+    private ITimer? _stall; // armed while the copy loop waits (made at its first wait)
+    private long _waitingSince; // when the copy loop's current wait began (a timestamp of _time)
     private readonly ConcurrentBag<nint> _spare = [];
     private readonly Lock _lock = new();
     private ManualResetValueTaskSourceCore<bool> _writable = new() { RunContinuationsAsynchronously = true }; // never on the writer thread
@@ -189,14 +189,15 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
             {
                 _writable.Reset();
                 _waiting = true;
-                // A timer of its own for each wait, told which wait it watches: disarming a timer (WakeLocked) does not
-                // stop a callback already dispatched to the thread pool, and that callback, run late, would find the
-                // copy loop waiting again (after it had moved on) and give up a fill that is not stalled.
-                _stall = _time.CreateTimer(static state =>
+                _waitingSince = _time.GetTimestamp();
+                if (_stall is null)
                 {
-                    var watch = (StallWatch)state!;
-                    watch.Writer.Stalled(watch.Wait);
-                }, new StallWatch(this, ++_wait), StallTimeout, Timeout.InfiniteTimeSpan);
+                    _stall = _time.CreateTimer(static state => ((DirectSpoolWriter)state!).Stalled(), this, StallTimeout, Timeout.InfiniteTimeSpan);
+                }
+                else
+                {
+                    _stall.Change(StallTimeout, Timeout.InfiniteTimeSpan);
+                }
             }
 
             return new ValueTask(this, _writable.Version);
@@ -210,24 +211,23 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
         if (_waiting)
         {
             _waiting = false;
-            _stall?.Dispose(); // its callback may still run, if dispatched already: Stalled tells it by its wait
-            _stall = null;
+            _stall?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan); // a callback dispatched already still runs
             _writable.SetResult(true); // the continuation goes to the thread pool
         }
     }
 
     /// <summary>
-    /// The copy loop waited <see cref="StallTimeout"/> for the writer in its wait number <paramref name="wait"/>: the
-    /// fill is given up, which wakes it. A callback of an earlier wait, dispatched before that wait ended and run only
-    /// now, is ignored.
+    /// The stall timer fired: if the copy loop's current wait has lasted <see cref="StallTimeout"/>, the fill is given
+    /// up, which wakes it. Disarming the timer does not stop a callback already dispatched to the thread pool, and one
+    /// run late may find the loop woken, or waiting again since (for less than the timeout): it is ignored.
     /// </summary>
-    private void Stalled(int wait)
+    private void Stalled()
     {
         lock (_lock)
         {
-            if (!_waiting || _closed || wait != _wait)
+            if (!_waiting || _closed || _time.GetElapsedTime(_waitingSince) < StallTimeout)
             {
-                return; // woken meanwhile, or waiting again since then (for less than StallTimeout)
+                return;
             }
         }
 
@@ -286,7 +286,8 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
     private void CloseLocked()
     {
         _closed = true;
-        WakeLocked(); // and the stall timer with it
+        WakeLocked();
+        _stall?.Dispose();
         // After every job already queued for this fill: the writer thread takes them in order.
         Enqueue(new Job(this, 0, 0, 0, null, Closing: true));
     }
@@ -417,9 +418,6 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
             _fill.Abandon(FillAbandonReason.SpoolError, ex.Message);
         }
     }
-
-    // What a stall timer watches: the writer, and which of its copy loop's waits.
-    private sealed record StallWatch(DirectSpoolWriter Writer, int Wait);
 
     private readonly record struct Job(DirectSpoolWriter Writer, nint Buffer, long At, int Length, Action? Then, bool Closing = false);
 }

@@ -162,25 +162,15 @@ internal sealed class SpoolFiles : IDisposable
         // for another's. While one runs, the part of it already allocated is counted twice: a fill that would just
         // have fit may then be refused, on a disk with little more room than the two bodies. (Counted per spool
         // directory, which is one SpoolFiles in a process; another process's fills on the same disk are not seen.)
-        long? tooLittle = null;
-        long creating;
         lock (_creations)
         {
-            creating = _creating;
-            if (FreeSpace() is { } before && before - creating < length)
+            if (FreeSpace() is { } free && free - _creating < length)
             {
-                tooLittle = before;
+                Release(reserved);
+                throw DiskFull(free, length, inner: null, _creating);
             }
-            else
-            {
-                _creating += length;
-            }
-        }
 
-        if (tooLittle is { } free)
-        {
-            Release(reserved);
-            throw DiskFull(free, length, inner: null, creating);
+            _creating += length;
         }
 
         SafeFileHandle created;

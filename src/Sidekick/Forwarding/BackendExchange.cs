@@ -123,7 +123,7 @@ internal sealed class BackendExchange(
             // request instead of two (each costs an allocation and a continuation hop).
             var started = time.GetTimestamp();
             FailedAttempt failed;
-            string? noSocket = null; // why no socket could be had for the backend, when that is how the attempt failed
+            string? noSocket = null; // what sidekick ran short of, when no socket could be had for the backend
             try
             {
                 var error = await forwarder.SendAsync(context, meter, backend, site!.Invoker, RequestConfig);
@@ -140,20 +140,20 @@ internal sealed class BackendExchange(
                 }
 
                 failed = attemptFailed;
-                noSocket = failed.Shortage is { } want ? "sidekick is " + LocalShortage.Describe(want) : null;
+                noSocket = failed.Shortage is { } want ? LocalShortage.Describe(want) : null;
             }
             finally
             {
                 backend.EndRequest();
-                Account(context, backend, meter, started, noSocket ?? resume?.Failure, reachedBackend: noSocket is null);
+                Account(context, backend, meter, started, noSocket is null ? resume?.Failure : "sidekick is " + noSocket, reachedBackend: noSocket is null);
             }
 
-            if (failed.Shortage is { } local)
+            if (noSocket is not null)
             {
                 // sidekick's own shortage, not the backend's: another backend would meet it too.
                 if (observer?.OnNoAnswer(context) != true)
                 {
-                    await BackendErrorResponse.WriteShortageAsync(context, LocalShortage.Describe(local));
+                    await BackendErrorResponse.WriteShortageAsync(context, noSocket);
                 }
 
                 return;

@@ -8,7 +8,7 @@ namespace Sidekick.Networking;
 /// A Kestrel listener that takes client connections through an <see cref="Acceptor"/> (backing off when the process
 /// is short of descriptors) and hands each to its transport.
 /// </summary>
-internal abstract class AcceptingListener(Socket socket, Acceptor acceptor, LocalShortage? shortage) : IConnectionListener
+internal abstract class AcceptingListener(Socket socket, Acceptor acceptor) : IConnectionListener
 {
     public EndPoint EndPoint { get; } = socket.LocalEndPoint!;
 
@@ -27,7 +27,7 @@ internal abstract class AcceptingListener(Socket socket, Acceptor acceptor, Loca
                 // socket up can fail for want of kernel memory (epoll_ctl ENOMEM near a container's memory limit).
                 if (ex is SocketException { SocketErrorCode: var error } && LocalShortage.Is(error))
                 {
-                    shortage?.Record(ShortageSite.Accept, error);
+                    acceptor.Shortage?.Record(ShortageSite.Accept, error);
                 }
 
                 accepted.Dispose();

@@ -17,6 +17,9 @@ internal sealed class Acceptor(Func<CancellationToken, ValueTask<Socket>> accept
     public static readonly TimeSpan FirstWait = TimeSpan.FromMilliseconds(5);
     public static readonly TimeSpan LongestWait = TimeSpan.FromSeconds(1);
 
+    /// <summary>Where a shortage is counted, by the accept here and by the listener setting up what was accepted.</summary>
+    public LocalShortage? Shortage => shortage;
+
     // Cancelled when the listener is unbound, so that a wait between attempts does not hold Kestrel's shutdown.
     private readonly CancellationTokenSource _stopped = new();
 

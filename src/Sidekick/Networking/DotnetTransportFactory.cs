@@ -53,11 +53,10 @@ internal sealed class DotnetTransportFactory(IMemoryPoolFactory<byte> pools, Act
         UsePools(options, pools);
         var connections = new SocketConnectionContextFactory(options, NullLogger.Instance);
         var acceptor = new Acceptor(socket.AcceptAsync, shortage, time);
-        return ValueTask.FromResult<IConnectionListener>(new Listener(socket, acceptor, shortage, connections));
+        return ValueTask.FromResult<IConnectionListener>(new Listener(socket, acceptor, connections));
     }
 
-    private sealed class Listener(Socket socket, Acceptor acceptor, LocalShortage? shortage, SocketConnectionContextFactory connections)
-        : AcceptingListener(socket, acceptor, shortage)
+    private sealed class Listener(Socket socket, Acceptor acceptor, SocketConnectionContextFactory connections) : AcceptingListener(socket, acceptor)
     {
         protected override ConnectionContext Serve(Socket accepted)
         {

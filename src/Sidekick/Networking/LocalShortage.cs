@@ -19,8 +19,9 @@ internal enum ShortageSite
 /// The process ran short of what every socket needs: descriptors (EMFILE, ENFILE: the open-files limit) or kernel
 /// memory for sockets (ENOBUFS, ENOMEM; epoll_ctl's ENOMEM and ENOSPC on sidekick's event loops). Such a failure is
 /// sidekick's own, not a backend's or a client's: it must not mark backends down (every backend would fail the same
-/// way, and stay down after the shortage ends), nor spin an accept loop on a listening socket that stays readable. Counted by site for the metrics, and told to the log
-/// at most once per <see cref="LinePeriod"/> for each site, with how many more came there since its last line.
+/// way, and stay down after the shortage ends), nor spin an accept loop on a listening socket that stays readable.
+/// Counted by site for the metrics, and told to the log at most once per <see cref="LinePeriod"/> for each site, with
+/// how many more came there since its last line.
 /// </summary>
 internal sealed class LocalShortage(TimeProvider time)
 {
@@ -54,6 +55,14 @@ internal sealed class LocalShortage(TimeProvider time)
         error = default;
         return false;
     }
+
+    /// <summary>The site as the metric's label and the JSON log line's During name it.</summary>
+    public static string Label(ShortageSite site) => site switch
+    {
+        ShortageSite.Accept => "accept",
+        ShortageSite.Backend => "backend",
+        _ => "probe",
+    };
 
     public static bool Is(SocketError error) => error is SocketError.TooManyOpenSockets or SocketError.NoBufferSpaceAvailable;
 

@@ -52,11 +52,11 @@ internal sealed class LoopTransportFactory(IMemoryPoolFactory<byte> pools, Actio
         }
 
         var acceptor = new Acceptor(socket.AcceptAsync, shortage, time ?? TimeProvider.System);
-        return ValueTask.FromResult<IConnectionListener>(new LoopListener(this, socket, acceptor, shortage, pools.Create(new MemoryPoolOptions()), EventLoops.Shared));
+        return ValueTask.FromResult<IConnectionListener>(new LoopListener(this, socket, acceptor, pools.Create(new MemoryPoolOptions()), EventLoops.Shared));
     }
 
-    private sealed class LoopListener(LoopTransportFactory factory, Socket socket, Acceptor acceptor, LocalShortage? shortage, MemoryPool<byte> pool, EventLoops loops)
-        : AcceptingListener(socket, acceptor, shortage)
+    private sealed class LoopListener(LoopTransportFactory factory, Socket socket, Acceptor acceptor, MemoryPool<byte> pool, EventLoops loops)
+        : AcceptingListener(socket, acceptor)
     {
         protected override ConnectionContext Serve(Socket accepted)
         {

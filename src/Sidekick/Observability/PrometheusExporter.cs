@@ -128,7 +128,7 @@ internal sealed class PrometheusExporter(
                 "Sockets sidekick could not have because it was out of file descriptors or socket memory, by what wanted one (accept: a client waited; backend: a request was answered 503; probe: not sent)", "counter");
             foreach (var site in Enum.GetValues<Networking.ShortageSite>())
             {
-                text.Append("sidekick_socket_shortages_total{during=\"").Append(site.ToString().ToLowerInvariant()).Append("\"} ")
+                text.Append("sidekick_socket_shortages_total{during=\"").Append(Networking.LocalShortage.Label(site)).Append("\"} ")
                     .Append(shortage.Count(site)).Append('\n');
             }
         }

@@ -151,7 +151,7 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
         EventLine($"sidekick is {LocalShortage.Describe(error)}: {what}{since}; {remedy}",
             "socket-shortage", at, json =>
             {
-                json.WriteString("During", site.ToString().ToLowerInvariant());
+                json.WriteString("During", LocalShortage.Label(site));
                 json.WriteNumber("More", more);
             });
     }

@@ -63,9 +63,7 @@ public sealed class StoreWriteStallTests(CacheFixture fixture) : IClassFixture<C
 
         try
         {
-            // The multipart upload's start and its completion (the relay logs a request as it comes, before it holds it).
-            await Eventually.WaitUntilAsync(() => relay.Requests.Count(r => r.StartsWith("POST ", StringComparison.Ordinal)) == 2,
-                what: $"the completion sent; the store saw: {string.Join(", ", relay.Requests)}");
+            await CompletionSentAsync(relay);
 
             // Three times the stall timeout, a second at a time as the watch's clock would see it: the store's
             // completion is still running, and the fill still waits for it.
@@ -100,8 +98,7 @@ public sealed class StoreWriteStallTests(CacheFixture fixture) : IClassFixture<C
         var fill = StartThreePartFill(under.Fills, "/never-joined.bin", time);
         try
         {
-            await Eventually.WaitUntilAsync(() => relay.Requests.Count(r => r.StartsWith("POST ", StringComparison.Ordinal)) == 2,
-                what: $"the completion sent; the store saw: {string.Join(", ", relay.Requests)}");
+            await CompletionSentAsync(relay);
             time.Advance(StoreWriteStall.CompletionTimeout - TimeSpan.FromSeconds(1));
             Assert.False(fill.Upload.IsCompleted);
             await Eventually.WaitUntilAsync(() =>
@@ -120,6 +117,11 @@ public sealed class StoreWriteStallTests(CacheFixture fixture) : IClassFixture<C
             hold.TrySetResult();
         }
     }
+
+    /// <summary>The multipart upload's start and its completion reached the store (logged as they come, before being held).</summary>
+    private static Task CompletionSentAsync(StoreRelay relay) =>
+        Eventually.WaitUntilAsync(() => relay.Requests.Count(r => r.StartsWith("POST ", StringComparison.Ordinal)) == 2,
+            what: $"the completion sent; the store saw: {string.Join(", ", relay.Requests)}");
 
     private Dictionary<string, string?> SpooledEnvironment(StoreRelay relay)
     {

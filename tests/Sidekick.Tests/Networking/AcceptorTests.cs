@@ -117,7 +117,7 @@ public sealed class AcceptorTests
         var first = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         using var second = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         var accepted = new Queue<Socket>([first, second]);
-        await using var listener = new ScriptedListener(listening, new Acceptor(_ => ValueTask.FromResult(accepted.Dequeue()), shortage, time), shortage);
+        await using var listener = new ScriptedListener(listening, new Acceptor(_ => ValueTask.FromResult(accepted.Dequeue()), shortage, time));
 
         Assert.NotNull(await listener.AcceptAsync());
         Assert.Equal([first, second], listener.Served);
@@ -126,7 +126,7 @@ public sealed class AcceptorTests
     }
 
     /// <summary>A transport whose first connection cannot be set up for want of kernel memory.</summary>
-    private sealed class ScriptedListener(Socket socket, Acceptor acceptor, LocalShortage shortage) : AcceptingListener(socket, acceptor, shortage)
+    private sealed class ScriptedListener(Socket socket, Acceptor acceptor) : AcceptingListener(socket, acceptor)
     {
         public List<Socket> Served { get; } = [];
 
