@@ -9,31 +9,43 @@ namespace Sidekick.Forwarding;
 /// Latin-1, so writing them back as Latin-1 passes the backend's bytes on unchanged; Kestrel's default refuses any such
 /// character with an exception (a 500). Latin-1 for every field cost about 750 instructions a response (Kestrel's
 /// Latin-1 writer and checks, against its ASCII ones), so only the names a value above 0x7F was seen under take it,
-/// from the moment one was: nothing else pays more than the selector's call.
+/// from the moment one was: nothing else pays more than the selector's call. Past <see cref="MaxNames"/> names every
+/// field is written as Latin-1: backend responses choose the names (S3 user metadata, <c>x-amz-meta-*</c>, is any
+/// user's to write), and refusing the names past a cap made every later such field, of any object, a 502 that marked
+/// the backend down, until a restart.
 /// </summary>
 internal static class Latin1Fields
 {
-    /// <summary>Names remembered at most; a backend sending more such names gets its answer refused past them (a 502).</summary>
-    private const int MaxNames = 1024;
+    /// <summary>Names remembered at most; past them every name is written as Latin-1.</summary>
+    internal const int MaxNames = 1024;
 
     private static readonly ConcurrentDictionary<string, byte> Names = new(StringComparer.OrdinalIgnoreCase);
     private static volatile bool s_any;
+    private static volatile bool s_all;
 
     /// <summary>Kestrel's ResponseHeaderEncodingSelector: Latin-1 for the names seen with such values, else its ASCII.</summary>
-    public static readonly Func<string, Encoding?> Selector = static name => s_any && Names.ContainsKey(name) ? Encoding.Latin1 : null;
+    public static readonly Func<string, Encoding?> Selector = static name => s_any && (s_all || Names.ContainsKey(name)) ? Encoding.Latin1 : null;
 
     /// <summary>From now on <paramref name="name"/> is written as Latin-1; before its value is set, which Kestrel checks.</summary>
     public static void Allow(string name)
     {
         // Known already: the common case once a backend sends such a field on every response. (Count takes every lock.)
-        if (s_any && Names.ContainsKey(name))
+        // Every name is past the cap (s_any was set by the calls that filled it).
+        if (s_all || (s_any && Names.ContainsKey(name)))
         {
             return;
         }
 
-        if (Names.Count < MaxNames)
+        if (!s_all)
         {
-            Names.TryAdd(name, 0);
+            if (Names.Count < MaxNames)
+            {
+                Names.TryAdd(name, 0);
+            }
+            else
+            {
+                s_all = true;
+            }
         }
 
         s_any = true;

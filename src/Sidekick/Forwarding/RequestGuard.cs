@@ -6,9 +6,11 @@ namespace Sidekick.Forwarding;
 /// <summary>
 /// Refuses requests a backend could read differently from us (request smuggling): both Content-Length and
 /// Transfer-Encoding, a target that is neither origin-form nor an absolute URI naming the request's own Host, and
-/// over HTTP/2 or HTTP/3 a field name or value, or a target, that cannot be written on an HTTP/1.1 line as it is.
-/// Kestrel already rejects the rest over HTTP/1.1 (obs-fold, bad bytes, duplicate Content-Length, oversized headers,
-/// an absolute-form target whose authority differs from Host).
+/// over HTTP/2 or HTTP/3 a field name or value, or a target, that cannot be written on an HTTP/1.1 line as it is; over
+/// HTTP/1.x a target holding a control character, which Kestrel lets through. Kestrel already rejects the rest over
+/// HTTP/1.1 (obs-fold, CR or LF in a field, duplicate Content-Length, oversized headers, an absolute-form target whose
+/// authority differs from Host). A standard method spelled in another case is refused too (see
+/// <see cref="IsMisspelledStandardMethod"/>).
 /// </summary>
 internal static class RequestGuard
 {
@@ -20,6 +22,11 @@ internal static class RequestGuard
     /// </summary>
     public static string? Admit(HttpContext context)
     {
+        if (IsMisspelledStandardMethod(context.Request.Method))
+        {
+            return "method names are case-sensitive (RFC 9110 §9.1): send " + HttpMethods.GetCanonicalizedValue(context.Request.Method);
+        }
+
         var headers = context.Request.Headers;
         // Kestrel keeps Transfer-Encoding and renames a conflicting Content-Length to X-Content-Length.
         if (headers.ContainsKey("Transfer-Encoding") &&
@@ -35,8 +42,18 @@ internal static class RequestGuard
 
         var request = context.Features.Get<IHttpRequestFeature>();
         var target = request?.RawTarget;
-        if (!HttpProtocol.IsHttp11(context.Request.Protocol) && !HttpProtocol.IsHttp10(context.Request.Protocol) &&
-            UnwritableOnHttp1(headers, target) is { } unwritable)
+        if (HttpProtocol.IsHttp11(context.Request.Protocol) || HttpProtocol.IsHttp10(context.Request.Protocol))
+        {
+            // Kestrel takes a bare CR, a TAB, DEL or another control in an HTTP/1.1 target and sidekick writes the
+            // target as it came: a backend that ends a line at a bare CR would read what follows it as a field
+            // ("GET /a\rTransfer-Encoding: chunked"). RFC 9112 §2.2 asks a recipient to refuse a bare CR. Bytes above
+            // 0x7F stay allowed: Go's server (upstream) passes raw UTF-8 object names on, and so does Kestrel.
+            if (target is not null && (target.AsSpan().IndexOfAnyInRange('\0', ' ') >= 0 || target.Contains('\u007f')))
+            {
+                return "request target with a space or a control character";
+            }
+        }
+        else if (UnwritableOnHttp1(headers, target) is { } unwritable)
         {
             return unwritable;
         }
@@ -53,6 +70,18 @@ internal static class RequestGuard
 
         return null;
     }
+
+    /// <summary>
+    /// Whether the method is a standard one spelled in another case (<c>head</c>, <c>Get</c>). Methods are
+    /// case-sensitive (RFC 9110 §9.1), so to a backend <c>head</c> is an unknown method, answered with a body; but
+    /// ASP.NET's method checks ignore case, so the HTTP/1.1 forwarder read that answer as a HEAD's, without its body,
+    /// and pooled the connection with the body still to come, which the next client's request on it then received as
+    /// its answer; the cache took a <c>get</c> for a GET. Kestrel, on the other hand, takes <c>head</c> for a method
+    /// of its own and would want a body; no spelling of it can be forwarded that every party reads alike. No client
+    /// sends one (S3 and MinIO refuse them too): it is refused.
+    /// </summary>
+    private static bool IsMisspelledStandardMethod(string method) =>
+        !string.Equals(HttpMethods.GetCanonicalizedValue(method), method, StringComparison.Ordinal);
 
     /// <summary>
     /// Kestrel checks that a Host's port is digits, not that it is a port: "h:99999" went to the backend as sent on
@@ -95,7 +124,7 @@ internal static class RequestGuard
                 continue;
             }
 
-            if (name.Length == 0 || name.AsSpan().IndexOfAnyExcept(TokenCharacters) >= 0)
+            if (!IsToken(name))
             {
                 return "field name that is not a token";
             }
@@ -111,6 +140,13 @@ internal static class RequestGuard
 
         return null;
     }
+
+    /// <summary>
+    /// Whether <paramref name="name"/> is a token (RFC 9110 §5.6.2), as a field name must be. Kestrel's HTTP/1.1 parser
+    /// takes names with controls in them (<c>X\x01A</c>); the HTTP/1.1 forwarder leaves such a field out, as HttpClient
+    /// on YARP's path does, rather than write bytes a backend may split differently.
+    /// </summary>
+    public static bool IsToken(string name) => name.Length > 0 && name.AsSpan().IndexOfAnyExcept(TokenCharacters) < 0;
 
     private static readonly SearchValues<char> TokenCharacters =
         SearchValues.Create("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ");

@@ -5,7 +5,7 @@ namespace Sidekick.Forwarding;
 
 /// <summary>
 /// The peers whose word sidekick takes for where a request came from (--trusted-proxies): the X-Forwarded-For chain
-/// they send is continued, and their Forwarded, X-Forwarded-Proto and X-Forwarded-Host reach the backend. From any
+/// they send is continued, and their Forwarded, X-Forwarded-Proto, -Host (and the like, <see cref="IsClaim"/>) reach the backend. From any
 /// other peer those fields are the client's own claims: MinIO takes the first X-Forwarded-For entry as the source
 /// address its aws:SourceIp policies check, so a client could name any address it liked. Such a peer's chain is
 /// replaced by its own address and its claims are dropped; the trace names the peer too. Loopback is trusted by
@@ -77,13 +77,19 @@ internal sealed class TrustedProxies
 
     /// <summary>
     /// The client's fields that only a trusted peer may pass on (besides X-Forwarded-For, whose chain is continued or
-    /// replaced): they claim a scheme, host or address for the request.
+    /// replaced): they claim a scheme, host, port or address for the request. MinIO reads X-Forwarded-Scheme exactly
+    /// as X-Forwarded-Proto (the scheme of the Location and STS answers it builds); X-Forwarded-Ssl, -Protocol and
+    /// -Port are the same claims in other frameworks' spelling (Rack, Rails).
     /// </summary>
     public static bool IsClaim(string name) => name.Length switch
     {
         9 => name.Equals("Forwarded", StringComparison.OrdinalIgnoreCase),
-        16 => name.Equals(ForwardingHeaders.ForwardedHost, StringComparison.OrdinalIgnoreCase),
+        15 => name.Equals("X-Forwarded-Ssl", StringComparison.OrdinalIgnoreCase),
+        16 => name.Equals(ForwardingHeaders.ForwardedHost, StringComparison.OrdinalIgnoreCase) ||
+              name.Equals("X-Forwarded-Port", StringComparison.OrdinalIgnoreCase),
         17 => name.Equals("X-Forwarded-Proto", StringComparison.OrdinalIgnoreCase),
+        18 => name.Equals("X-Forwarded-Scheme", StringComparison.OrdinalIgnoreCase),
+        20 => name.Equals("X-Forwarded-Protocol", StringComparison.OrdinalIgnoreCase),
         _ => false,
     };
 }

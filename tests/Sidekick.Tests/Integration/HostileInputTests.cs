@@ -39,6 +39,11 @@ public sealed class HostileInputTests : IAsyncLifetime
         { "Host port beyond 2^32", "GET /x HTTP/1.1\r\nHost: h:4294967377\r\n\r\n" },
         { "huge header", "GET /x HTTP/1.1\r\nHost: h\r\nX-A: " + new string('a', 200_000) + "\r\n\r\n" },
         { "unknown transfer coding", "POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked, identity\r\n\r\n0\r\n\r\n" },
+        // Kestrel takes these in an HTTP/1.1 target; a backend ending lines at a bare CR would read a field after it.
+        { "bare CR in the target", "GET /a\rTransfer-Encoding: chunked HTTP/1.1\r\nHost: h\r\n\r\n" },
+        { "TAB in the target", "GET /a\tb HTTP/1.1\r\nHost: h\r\n\r\n" },
+        { "control in the target", "GET /a\u0001b HTTP/1.1\r\nHost: h\r\n\r\n" },
+        { "DEL in the target", "GET /a\u007fb HTTP/1.1\r\nHost: h\r\n\r\n" },
     };
 
     [Theory]
@@ -70,6 +75,26 @@ public sealed class HostileInputTests : IAsyncLifetime
         var seen = _backend.Seen.Skip(before).Single(r => !r.RawTarget.StartsWith("/health", StringComparison.Ordinal));
         Assert.Equal(expected, seen.RawTarget);
         Assert.Equal(request.Split("Host: ")[1].Split("\r\n")[0], seen.Headers["Host"]);
+    }
+
+    [Theory]
+    [InlineData("http1")]
+    [InlineData("yarp")]
+    public async Task A_field_name_with_a_control_character_never_reaches_the_backend(string forwarder)
+    {
+        // Kestrel's HTTP/1.1 parser takes it; HttpClient (YARP's path) leaves such a field out, and so does ours.
+        await using var backend = new RawBackend(_ => RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+        var url = backend.Url.ToString().TrimEnd('/');
+        Sidekick.Topology.SiteDefinition[] sites = [new(1, [new Sidekick.Topology.BackendDefinition(backend.Url, url, new Uri(url + "/health"))])];
+        await using var sidekick = await SidekickHarness.StartAsync(SidekickHarness.FastOptions, sites,
+            new Sidekick.Hosting.SidekickSeams { Environment = SidekickHarness.Variables(("SIDEKICK_FORWARDER", forwarder)) });
+
+        var answer = await RawClient.ExchangeAsync(sidekick.BaseAddress.Port, "GET /n HTTP/1.1\r\nHost: h\r\nX\u0001A: a\r\nX-B: b\r\n\r\n");
+
+        Assert.Equal(200, answer.Status);
+        var head = Assert.Single(backend.Requests).Head;
+        Assert.Contains("\r\nX-B: b\r\n", head, StringComparison.Ordinal);
+        Assert.DoesNotContain("\u0001", head, StringComparison.Ordinal);
     }
 
     [Fact]

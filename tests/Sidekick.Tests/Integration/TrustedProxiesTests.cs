@@ -12,7 +12,11 @@ namespace Sidekick.Tests.Integration;
 public sealed class TrustedProxiesTests
 {
     private const string Claims =
-        "X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.7\r\nForwarded: for=1.1.1.1;proto=https\r\nX-Forwarded-Proto: https\r\n";
+        "X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.7\r\nForwarded: for=1.1.1.1;proto=https\r\nX-Forwarded-Proto: https\r\n" +
+        // The same claims as other frameworks spell them; MinIO reads X-Forwarded-Scheme as X-Forwarded-Proto.
+        "X-Forwarded-Scheme: https\r\nX-Forwarded-Ssl: on\r\nX-Forwarded-Protocol: https\r\nX-Forwarded-Port: 443\r\n";
+
+    private static readonly string[] OtherSpellings = ["X-Forwarded-Scheme: https", "X-Forwarded-Ssl: on", "X-Forwarded-Protocol: https", "X-Forwarded-Port: 443"];
 
     [Theory]
     [InlineData("http1")]
@@ -28,6 +32,11 @@ public sealed class TrustedProxiesTests
         Assert.DoesNotContain("1.1.1.1", head, StringComparison.Ordinal);
         Assert.DoesNotContain(lines, l => l.StartsWith("Forwarded:", StringComparison.OrdinalIgnoreCase));
         Assert.DoesNotContain(lines, l => l.StartsWith("X-Forwarded-Proto:", StringComparison.OrdinalIgnoreCase));
+        foreach (var claim in OtherSpellings)
+        {
+            Assert.DoesNotContain(lines, l => l.StartsWith(claim.Split(':')[0] + ":", StringComparison.OrdinalIgnoreCase));
+        }
+
         // The trace names the peer, not what it claimed.
         Assert.DoesNotContain("6.6.6", stdout, StringComparison.Ordinal);
         Assert.DoesNotContain("1.1.1.1", stdout, StringComparison.Ordinal);
@@ -46,6 +55,11 @@ public sealed class TrustedProxiesTests
         Assert.StartsWith("X-Forwarded-For: 6.6.6.6, ", forwardedFor, StringComparison.Ordinal);
         Assert.Contains(lines, l => l.Equals("Forwarded: for=1.1.1.1;proto=https", StringComparison.OrdinalIgnoreCase));
         Assert.Contains(lines, l => l.Equals("X-Forwarded-Proto: https", StringComparison.OrdinalIgnoreCase));
+        foreach (var claim in OtherSpellings)
+        {
+            Assert.Contains(lines, l => l.Equals(claim, StringComparison.OrdinalIgnoreCase));
+        }
+
         Assert.Contains("6.6.6.6", stdout, StringComparison.Ordinal);
     }
 

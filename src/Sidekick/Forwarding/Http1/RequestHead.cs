@@ -59,7 +59,8 @@ internal struct RequestHead : IDisposable
         foreach (var (name, values) in headers)
         {
             var copied = ForwardingHeaders.IsCopied(name, host.Length > 0, connectionNamed) &&
-                         !(TrustedProxies.IsClaim(name) && !(trusted ??= TrustedProxies.Current.Trusts(context.Connection.RemoteIpAddress)));
+                         !(TrustedProxies.IsClaim(name) && !(trusted ??= TrustedProxies.Current.Trusts(context.Connection.RemoteIpAddress))) &&
+                         RequestGuard.IsToken(name);
             Observability.ClientAddressFields.Note(ref clientFields, name, values);
 
             foreach (var value in values)
