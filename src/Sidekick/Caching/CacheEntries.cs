@@ -68,7 +68,8 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             opened?.Dispose(); // a Vary marker: an empty object
             var names = varyNames.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             key = CacheKey.Variant(key, names.Select(n => CachePolicy.VaryValue(request.Headers, n)).ToArray());
-            if (await store.LookAsync(key, openBody, range, timeout.Token) is not var (variantHead, variantOpened))
+            // A variant's own eviction (a 304 naming another version, a 404) is owed under its variant key.
+            if (IsOwed(key) || await store.LookAsync(key, openBody, range, timeout.Token) is not var (variantHead, variantOpened))
             {
                 return null;
             }
@@ -289,9 +290,12 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
 
     /// <summary>
     /// Applies a 304's header fields to the stored ones (RFC 9111 §4.3.4: each field the 304 carries replaces
-    /// the stored field of that name, values as the 304 sent them) and restarts the age clock.
+    /// the stored field of that name, values as the 304 sent them) and restarts the age clock. A 304 that answered a
+    /// request with credentials makes the entry one filled with credentials (§3.5): it now stands on that requester's
+    /// word. Otherwise an object read anonymously while public, then made private (same bytes, same ETag), was made
+    /// fresh again by an authorised reader's 304 and served to anonymous clients, whom the origin now refuses.
     /// </summary>
-    public CachedResponse Refresh(CachedResponse entry, IReadOnlyList<KeyValuePair<string, string>> notModified, DateTimeOffset requestTime)
+    public CachedResponse Refresh(CachedResponse entry, IReadOnlyList<KeyValuePair<string, string>> notModified, DateTimeOffset requestTime, bool withCredentials)
     {
         var updates = notModified.Where(h => CachedResponse.KeepHeader(h.Key) &&
             !string.Equals(h.Key, HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase)).ToArray();
@@ -305,6 +309,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             ReceivedAt = responseTime,
             Date = date,
             InitialAge = CachePolicy.InitialAge(Get(HeaderNames.Age), date, requestTime, responseTime),
+            FilledWithCredentials = entry.FilledWithCredentials || withCredentials,
         };
     }
 

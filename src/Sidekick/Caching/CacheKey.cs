@@ -10,7 +10,10 @@ namespace Sidekick.Caching;
 /// <list type="bullet">
 /// <item>The sort is by name alone and stable: a repeated name keeps the order of its values, which many servers
 /// read as "the first (or the last) wins"; sorted whole, <c>?v=a&amp;v=b</c> and <c>?v=b&amp;v=a</c> shared an entry, and one
-/// client chose what the other was served.</item>
+/// client chose what the other was served. A name counts as repeated in any spelling an origin may decode to the
+/// same name: percent-encoded (<c>%76</c> is <c>v</c>), <c>+</c> for a space, in another case (ASP.NET's query
+/// matches names so); sorted by the name as written, <c>?v=evil&amp;%76=good</c> and <c>?%76=good&amp;v=evil</c> shared
+/// an entry the same way.</item>
 /// <item>A presigned URL's signing parameters are left out, so presigned URLs for one object share its entry (the
 /// origin confirms it for each requester: such an entry is served only after the requester's own 304). Only when the
 /// query carries a credential, though: without one, a parameter that merely has such a name (an <c>Expires</c> on a
@@ -39,7 +42,7 @@ internal static class CacheKey
             var presigned = parameters.Any(p => CachePolicy.IsCredentialParameter(DecodedName(p)));
             var kept = parameters
                 .Where(p => !presigned || !CachePolicy.IsPresignParameter(DecodedName(p)))
-                .OrderBy(RawName, StringComparer.Ordinal) // stable: a repeated name keeps its values' order
+                .OrderBy(SortName, StringComparer.OrdinalIgnoreCase) // stable: a repeated name keeps its values' order
                 .ToArray();
             if (kept.Length > 0)
             {
@@ -57,6 +60,9 @@ internal static class CacheKey
     }
 
     private static string DecodedName(string parameter) => Uri.UnescapeDataString(RawName(parameter));
+
+    /// <summary>The name as a form-decoding origin reads it: '+' is a space, then percent-decoded.</summary>
+    private static string SortName(string parameter) => Uri.UnescapeDataString(RawName(parameter).Replace('+', ' '));
 
     // A variant must not sit "under" its marker: stores with a file-system layout (MinIO, s3rver) refuse an
     // object whose name is a prefix directory of another.

@@ -666,7 +666,7 @@ internal sealed class ResponseCache : IDisposable
 
         if (answer.TookOver && answer.Status == StatusCodes.Status304NotModified)
         {
-            var refreshed = _entries.Refresh(entry, answer.Headers, requestTime);
+            var refreshed = _entries.Refresh(entry, answer.Headers, requestTime, CachePolicy.CarriesCredentials(request));
             // A 304 whose fields now say no-store or private (a shared cache keeps neither): the requester it answered
             // gets the entry this once, and the entry goes.
             var keep = CachePolicy.MayKeep(refreshed.CacheControl());
@@ -735,7 +735,7 @@ internal sealed class ResponseCache : IDisposable
         var answer = new OriginAnswer(startFill: null, takeOver: static _ => true);
         await origin.ForwardAsync(context, answer);
         var refreshed = answer.Status == StatusCodes.Status304NotModified && CacheEntries.Names(hit.Entry, answer.Headers)
-            ? _entries.Refresh(hit.Entry, answer.Headers, requestTime)
+            ? _entries.Refresh(hit.Entry, answer.Headers, requestTime, CachePolicy.CarriesCredentials(context.Request))
             : null;
         if (refreshed is not null && CachePolicy.MayKeep(refreshed.CacheControl()))
         {

@@ -349,6 +349,12 @@ public sealed class CacheKeyPoisoningTests(CacheFixture fixture) : IClassFixture
 
         Assert.Equal(CacheKey.For(host, "/b/o?a=1&b=2"), CacheKey.For(host, "/b/o?b=2&a=1"));
         Assert.NotEqual(CacheKey.For(host, "/b/o?a=1&a=2"), CacheKey.For(host, "/b/o?a=2&a=1"));
+        // The same name spelled two ways is the same parameter to an origin that decodes names (ASP.NET, most
+        // frameworks), or matches them in any case: its values keep their order whichever spelling comes first.
+        Assert.NotEqual(CacheKey.For(host, "/b/o?v=evil&%76=good"), CacheKey.For(host, "/b/o?%76=good&v=evil"));
+        Assert.NotEqual(CacheKey.For(host, "/b/o?v=evil&V=good"), CacheKey.For(host, "/b/o?V=good&v=evil"));
+        Assert.NotEqual(CacheKey.For(host, "/b/o?a+b=evil&a%20b=good"), CacheKey.For(host, "/b/o?a%20b=good&a+b=evil"));
+        Assert.Equal(CacheKey.For(host, "/b/o?B=1&a=2"), CacheKey.For(host, "/b/o?a=2&B=1"));
         Assert.NotEqual(CacheKey.For(host, "/b/o"), CacheKey.For(host, "/b/o?Expires=1"));
         Assert.NotEqual(CacheKey.For(host, "/b/o"), CacheKey.For(host, "/b/o?X-Amz-Date=20260101T000000Z"));
     }

@@ -187,6 +187,37 @@ public sealed class CredentialedEntryTests(CacheFixture fixture) : IClassFixture
     }
 
     /// <summary>One credentialed GET that fills the entry, then waits until the store has it.</summary>
+    [Fact]
+    public async Task An_authorised_readers_304_does_not_reopen_an_object_made_private_to_anonymous_clients()
+    {
+        // Read anonymously while public, then made private by its owner (an ACL or policy change: same bytes, same
+        // ETag). An authorised reader's 304 refreshes the entry; the entry now stands on that reader's credentials, so an
+        // anonymous client is still asked about, and refused by the origin, rather than served the fresh entry.
+        await using var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put(Path, 64 * 1024, "max-age=0");
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        await FillAsync(instance, client, _ => { });
+
+        item.AllowedUser = "alice";
+        item.CacheControl = "max-age=600";
+        using (var request = new HttpRequestMessage(HttpMethod.Get, Path))
+        {
+            Alice(request);
+            using var alice = await client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.OK, alice.StatusCode);
+            Assert.Equal("REVALIDATED", Outcome(alice));
+            Assert.Equal(item.Body, await alice.Content.ReadAsByteArrayAsync());
+        }
+
+        var deniedBefore = backend.Denied.Count;
+        using var anonymous = await client.GetAsync(Path);
+        var body = await anonymous.Content.ReadAsByteArrayAsync();
+        Assert.Equal(HttpStatusCode.Forbidden, anonymous.StatusCode);
+        AssertNoObjectBytes(item.Body, body);
+        Assert.True(backend.Denied.Count > deniedBefore, $"the origin was not asked; X-Cache {Outcome(anonymous)}");
+    }
+
     private static async Task FillAsync(Sidekick.Hosting.SidekickInstance instance, HttpClient client, Action<HttpRequestMessage> credentials, string target = Path)
     {
         using var request = new HttpRequestMessage(HttpMethod.Get, target);
