@@ -32,6 +32,20 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// <inheritdoc cref="_owed"/>
     internal const int MaxOwedEvictions = 100_000;
 
+    /// <summary>
+    /// When this sidecar last invalidated each key (RFC 9111 §4.4), by its clock. Deleting the entry is not enough when
+    /// another sidecar sharing the bucket is still uploading the version the unsafe request replaced: its upload lands
+    /// after the delete, and this sidecar, which saw the PUT or DELETE succeed, would serve the old version as a HIT. An
+    /// entry found under an invalidated key that was received before the invalidation is a miss here (the origin's
+    /// answer then fills the key again). Entries' receive times are their filler's clock, so clocks more than a few
+    /// milliseconds apart narrow what this catches. Kept for <see cref="InvalidationRemembered"/>, at most
+    /// <see cref="MaxOwedEvictions"/> keys (cleared when full).
+    /// </summary>
+    private readonly ConcurrentDictionary<string, DateTimeOffset> _invalidatedAt = new();
+
+    /// <summary>How long an invalidation outlasts the uploads it may have to outrun (a multi-GiB upload takes minutes).</summary>
+    internal static TimeSpan InvalidationRemembered { get; } = TimeSpan.FromHours(1);
+
     private int _payingOwed;
 
     /// <summary>
@@ -55,6 +69,8 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             return null;
         }
 
+        var plainKey = key;
+
         var openBody = OpensBody(request, out var range);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(options.StoreTimeout);
@@ -77,7 +93,8 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             (head, opened) = (variantHead, variantOpened);
         }
 
-        if (CachedResponse.Deserialize(head.Metadata(S3CacheStore.EntryMetadata)) is not { } entry || !CachePolicy.VarySelects(entry, request.Headers))
+        if (CachedResponse.Deserialize(head.Metadata(S3CacheStore.EntryMetadata)) is not { } entry || !CachePolicy.VarySelects(entry, request.Headers) ||
+            InvalidatedSince(plainKey, entry))
         {
             opened?.Dispose();
             return null;
@@ -445,8 +462,15 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// </summary>
     public async Task InvalidateAsync(HttpContext context)
     {
+        var now = time.GetUtcNow();
         foreach (var key in Invalidation.Keys(context))
         {
+            if (_invalidatedAt.Count >= MaxOwedEvictions)
+            {
+                _invalidatedAt.Clear();
+            }
+
+            _invalidatedAt[key] = now;
             if (health.Online)
             {
                 await EvictAsync(key);
@@ -456,6 +480,23 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
                 Forget(key); // owed: deleted once the store is back (PayOwedEvictionsAsync)
             }
         }
+    }
+
+    /// <summary>Whether <paramref name="entry"/>, found under <paramref name="key"/>, was received before this sidecar invalidated the key.</summary>
+    private bool InvalidatedSince(string key, CachedResponse entry)
+    {
+        if (!_invalidatedAt.TryGetValue(key, out var invalidated))
+        {
+            return false;
+        }
+
+        if (time.GetUtcNow() - invalidated > InvalidationRemembered)
+        {
+            _invalidatedAt.TryRemove(new KeyValuePair<string, DateTimeOffset>(key, invalidated));
+            return false;
+        }
+
+        return entry.ReceivedAt <= invalidated;
     }
 
     /// <summary>The marker at the plain key that names the Vary headers, so a lookup finds the variant.</summary>
