@@ -39,9 +39,15 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// entry found under an invalidated key that was received before the invalidation is a miss here (the origin's
     /// answer then fills the key again). Entries' receive times are their filler's clock, so clocks more than a few
     /// milliseconds apart narrow what this catches. Kept for <see cref="InvalidationRemembered"/>, at most
-    /// <see cref="MaxOwedEvictions"/> keys (cleared when full).
+    /// <see cref="MaxInvalidationsRemembered"/> keys (cleared when full).
     /// </summary>
     private readonly ConcurrentDictionary<string, DateTimeOffset> _invalidatedAt = new();
+
+    /// <summary>
+    /// Every unsafe request adds its keys (an S3 upload two per part), so the bound is what a sidecar may spend on them:
+    /// about 2 MB.
+    /// </summary>
+    internal const int MaxInvalidationsRemembered = 10_000;
 
     /// <summary>How long an invalidation outlasts the uploads it may have to outrun (a multi-GiB upload takes minutes).</summary>
     internal static TimeSpan InvalidationRemembered { get; } = TimeSpan.FromHours(1);
@@ -465,7 +471,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         var now = time.GetUtcNow();
         foreach (var key in Invalidation.Keys(context))
         {
-            if (_invalidatedAt.Count >= MaxOwedEvictions)
+            if (_invalidatedAt.Count >= MaxInvalidationsRemembered)
             {
                 _invalidatedAt.Clear();
             }

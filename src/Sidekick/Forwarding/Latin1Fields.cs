@@ -29,23 +29,20 @@ internal static class Latin1Fields
     /// <summary>From now on <paramref name="name"/> is written as Latin-1; before its value is set, which Kestrel checks.</summary>
     public static void Allow(string name)
     {
-        // Known already: the common case once a backend sends such a field on every response. (Count takes every lock.)
-        // Every name is past the cap (s_any was set by the calls that filled it).
+        // Every name is Latin-1 already (past the cap), or this one is known: the common case once a backend sends such
+        // a field on every response. (Count takes every lock.)
         if (s_all || (s_any && Names.ContainsKey(name)))
         {
             return;
         }
 
-        if (!s_all)
+        if (Names.Count < MaxNames)
         {
-            if (Names.Count < MaxNames)
-            {
-                Names.TryAdd(name, 0);
-            }
-            else
-            {
-                s_all = true;
-            }
+            Names.TryAdd(name, 0);
+        }
+        else
+        {
+            s_all = true;
         }
 
         s_any = true;
