@@ -233,6 +233,8 @@ internal sealed class SidekickServer : IAsyncDisposable
     /// <summary>Idle backend connections on which something arrived that the event loop has seen (for tests).</summary>
     internal int FastPathIdleWithArrivals => _forwarder.IdleWithArrivals;
 
+    internal int FastPathIdle => _forwarder.Idle;
+
     /// <summary>Client connections served by sidekick's event loops (0 with the .NET socket engine).</summary>
     public long EventLoopConnections => (_app.Services.GetService<IConnectionListenerFactory>() as LoopTransportFactory)?.Accepted ?? 0;
 

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Sockets;
 using System.Text;
 using Microsoft.Extensions.Time.Testing;
 using Sidekick.Forwarding;
@@ -402,6 +403,100 @@ public sealed class Http1PathTests
             Assert.Equal("fresh", await sidekick.Client.GetStringAsync("/third"));
         }
 
+        await stop.CancelAsync();
+        listener.Stop();
+        await Assert.ThrowsAnyAsync<Exception>(() => serving);
+    }
+
+    [Fact]
+    public async Task A_POST_whose_body_outlasts_the_backends_keep_alive_goes_out_on_a_new_connection()
+    {
+        // The POST's head takes the idle connection (alive then); the backend closes it, as its keep-alive timeout
+        // would, while the client is still to send the body. A POST cannot be resent, so it must not be sent there.
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        using var stop = new CancellationTokenSource();
+        var closeFirst = new TaskCompletionSource();
+        var firstClosed = new TaskCompletionSource();
+        var posts = new System.Collections.Concurrent.ConcurrentQueue<(int Connection, string Body)>();
+        var firstConnection = 0;
+        var serving = Task.Run(async () =>
+        {
+            var number = 0;
+            while (!stop.IsCancellationRequested)
+            {
+                var socket = await listener.AcceptSocketAsync(stop.Token);
+                var connection = ++number;
+                _ = Task.Run(async () =>
+                {
+                    using var _ = socket;
+                    var buffer = new byte[4096];
+                    var filled = 0;
+                    while (true)
+                    {
+                        int end;
+                        while ((end = buffer.AsSpan(0, filled).IndexOf("\r\n\r\n"u8)) < 0)
+                        {
+                            var read = await socket.ReceiveAsync(buffer.AsMemory(filled));
+                            if (read == 0)
+                            {
+                                return;
+                            }
+
+                            filled += read;
+                        }
+
+                        var head = Encoding.ASCII.GetString(buffer, 0, end);
+                        var length = head.Contains("Content-Length: 5", StringComparison.Ordinal) ? 5 : 0;
+                        while (filled < end + 4 + length)
+                        {
+                            filled += await socket.ReceiveAsync(buffer.AsMemory(filled));
+                        }
+
+                        var body = Encoding.ASCII.GetString(buffer, end + 4, length);
+                        buffer.AsSpan(end + 4 + length, filled - end - 4 - length).CopyTo(buffer);
+                        filled -= end + 4 + length;
+                        if (head.StartsWith("POST", StringComparison.Ordinal))
+                        {
+                            posts.Enqueue((connection, body));
+                        }
+
+                        await socket.SendAsync("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"u8.ToArray());
+                        if (head.StartsWith("GET /first", StringComparison.Ordinal))
+                        {
+                            firstConnection = connection;
+                            await closeFirst.Task;
+                            socket.Close();
+                            firstClosed.SetResult();
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        var url = new Uri($"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}");
+        await using (var sidekick = await StartAsync(FastPath, url))
+        {
+            Assert.Equal("done", await sidekick.Client.GetStringAsync("/first"));
+            await sidekick.WaitUntilAsync(() => sidekick.Server.FastPathIdle == 1);
+
+            using var client = new TcpClient();
+            await client.ConnectAsync(IPAddress.Loopback, sidekick.BaseAddress.Port);
+            var stream = client.GetStream();
+            await stream.WriteAsync("POST /submit HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n"u8.ToArray());
+            await sidekick.WaitUntilAsync(() => sidekick.Server.FastPathIdle == 0); // the POST took it, alive
+            closeFirst.SetResult();
+            await firstClosed.Task;
+            await stream.WriteAsync("hello"u8.ToArray());
+
+            var answer = new byte[1024];
+            var read = await stream.ReadAsync(answer).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.StartsWith("HTTP/1.1 200 ", Encoding.ASCII.GetString(answer, 0, read), StringComparison.Ordinal);
+        }
+
+        var post = Assert.Single(posts);
+        Assert.Equal("hello", post.Body);
+        Assert.NotEqual(firstConnection, post.Connection);
         await stop.CancelAsync();
         listener.Stop();
         await Assert.ThrowsAnyAsync<Exception>(() => serving);

@@ -61,6 +61,18 @@ internal sealed class BackendConnectionPool
     /// <summary>The pool's clock in milliseconds (a <see cref="TimeProvider"/>, so tests can drive idle and activity times).</summary>
     public long Now => _time.GetTimestamp() / _ticksPerMillisecond;
 
+    /// <summary>Idle connections (for tests).</summary>
+    public int Idle
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _idle.Sum(static lane => lane.Count);
+            }
+        }
+    }
+
     /// <summary>Idle connections on which something arrived that the loop has seen (for tests).</summary>
     public int IdleWithArrivals
     {
@@ -278,6 +290,9 @@ internal sealed class BackendConnectionPools : IDisposable
 
     /// <summary>Idle connections on which something arrived that the loop has seen (for tests).</summary>
     public int IdleWithArrivals => _pools.Values.Sum(static p => p.IdleWithArrivals);
+
+    /// <summary>Idle connections (for tests).</summary>
+    public int Idle => _pools.Values.Sum(static p => p.Idle);
 
     public BackendConnectionPool For(string destinationPrefix) =>
         _pools.GetOrAdd(destinationPrefix, static (prefix, pools) => new BackendConnectionPool(prefix, pools._lanes, pools._time), this);

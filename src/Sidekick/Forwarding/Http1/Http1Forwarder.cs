@@ -62,6 +62,9 @@ internal sealed class Http1Forwarder : IDisposable
     /// <summary>Idle backend connections on which something arrived that the event loop has seen (for tests).</summary>
     internal int IdleWithArrivals => _pools.IdleWithArrivals;
 
+    /// <summary>Idle backend connections (for tests).</summary>
+    internal int Idle => _pools.Idle;
+
     /// <summary>Requests forwarded for each <see cref="PathReason"/> (plain ones on this path, the rest on YARP).</summary>
     public long ForwardedFor(PathReason reason) => Volatile.Read(ref _chosen[(int)reason]);
 
@@ -200,6 +203,24 @@ internal sealed class Http1Forwarder : IDisposable
                 {
                     pool.Return(connection);
                     return clientError;
+                }
+
+                if (!resendable && connection.HasServedRequest && connection.LooksDead())
+                {
+                    // A slow client's body outlasted the backend's keep-alive: it closed this idle connection after
+                    // TakeIdle found it alive. A request that cannot be resent must not find that out by sending on it.
+                    connection.Dispose();
+                    try
+                    {
+                        connection = await pool.ConnectAsync(_resolve, _loops, _connectTimeout, context.RequestAborted);
+                    }
+                    catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException)
+                    {
+                        // The body is read and not kept: not retried on another backend (RequestBodyDestination).
+                        return context.RequestAborted.IsCancellationRequested
+                            ? Fail(context, ForwarderError.RequestCanceled, ex)
+                            : Fail(context, ForwarderError.RequestBodyDestination, new HttpRequestException(HttpRequestError.ConnectionError, ConnectFailure(pool, ex), ex));
+                    }
                 }
             }
 
