@@ -359,6 +359,21 @@ internal sealed class CacheFill
         }
     }
 
+    /// <summary>
+    /// Waits until the bytes from the start through <paramref name="end"/> are in the spool without a gap (a part is
+    /// read from there), the body is complete, or the fill ends. Not until byte <paramref name="end"/> - 1 alone is:
+    /// a combination's later range may hold a part's last byte before the ranges ahead of it came (a Parquet reader
+    /// reads the tail first; of parallel 8 MiB ranges the second holds the end of the second 5 MiB part), and the
+    /// part, found short, gave the fill up as a store error.
+    /// </summary>
+    internal async ValueTask WaitForPrefixAsync(long end, CancellationToken cancellationToken)
+    {
+        while (Written < end && Volatile.Read(ref _bodyComplete) == 0 && !Abandoned)
+        {
+            await WaitBeyondAsync(Written, cancellationToken);
+        }
+    }
+
     private void Moved() => Interlocked.Exchange(ref _moved, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
 
     private void Release()
@@ -429,7 +444,7 @@ internal sealed class CacheFill
             for (long offset = 0; offset < Length; offset += partSize)
             {
                 var end = Math.Min(offset + partSize, Length);
-                await WaitBeyondAsync(end - 1, token);
+                await WaitForPrefixAsync(end, token);
                 token.ThrowIfCancellationRequested();
                 if (Written < end)
                 {

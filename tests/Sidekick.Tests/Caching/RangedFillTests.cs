@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Http.Headers;
+using System.Security.Cryptography;
 using Microsoft.Extensions.Time.Testing;
 using Sidekick.Caching;
 
@@ -353,6 +354,66 @@ public sealed class RangedFillTests(CacheFixture fixture) : IClassFixture<CacheF
         // Nothing more of it is kept, and nothing is thrown at its copy loop.
         Assert.False(slow.Offer(new byte[100]));
         Assert.Equal(0, under.Fills.AbandonedFor(FillAbandonReason.SpoolError));
+    }
+
+    [Fact]
+    public async Task A_part_waits_for_the_bytes_before_it_not_only_for_its_last_byte()
+    {
+        // Ranges [0, 1000) and [4000, 12000) of an object: a later range holds the end of the part [0, 5000) before the
+        // range between them came. The upload reads a part from the start of the body: it must wait for the gap.
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-gap").FullName;
+        using var under = new FillsUnderTest(environment);
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"gap\"")], Length = 12000, ReceivedAt = under.Time.GetUtcNow(), InitialAge = TimeSpan.Zero,
+        };
+        var body = RandomNumberGenerator.GetBytes(12000);
+        var (fill, _) = under.Fills.StartPiece($"gap-{Guid.NewGuid():N}", "/bucket/gap.bin", entry, new Dictionary<string, string>());
+        Assert.True(fill!.Writer(0, 1000).Offer(body.AsSpan(0, 1000)));
+        Assert.True(fill.Writer(4000, 12000).Offer(body.AsSpan(4000)));
+        await fixture.Eventually(() => fill.SpooledFrom(4999) > 4999, "the later range in the spool");
+
+        var part = fill.WaitForPrefixAsync(5000, CancellationToken.None).AsTask();
+        Assert.False(part.IsCompleted);
+
+        Assert.True(fill.Writer(1000, 4000).Offer(body.AsSpan(1000, 3000)));
+        await part.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(fill.Written >= 5000);
+        Assert.True(await fill.Upload);
+    }
+
+    [Fact]
+    public async Task Ranges_read_out_of_order_after_the_upload_began_are_stored()
+    {
+        // A Parquet-like reader over a 12 MiB object (parts of 5 MiB): the tail, the head, and the middle only once the
+        // upload has begun (past UploadDelay on the cache's clock). The part whose end the tail held waited for the
+        // middle; it was given up as a store error.
+        await using var backend = await CacheTestBackend.StartAsync();
+        const string path = "/bucket/out-of-order.parquet";
+        var item = backend.Put(path, 12 * 1024 * 1024, "max-age=300");
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, time: time);
+        await using var running = instance;
+        var cache = instance.Server.Cache!;
+
+        async Task ReadAsync(long first, long last)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, path);
+            request.Headers.Range = new RangeHeaderValue(first, last);
+            using var response = await client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.PartialContent, response.StatusCode);
+            Assert.Equal(item.Body.AsSpan((int)first, (int)(last - first + 1)).ToArray(), await response.Content.ReadAsByteArrayAsync());
+        }
+
+        await ReadAsync(4 * 1024 * 1024, item.Body.Length - 1);
+        await ReadAsync(0, (1024 * 1024) - 1);
+        time.Advance(CacheFill.UploadDelay);
+        await ReadAsync(1024 * 1024, (4 * 1024 * 1024) - 1);
+
+        await fixture.Eventually(() => cache.Metrics.FillsCompleted + cache.Metrics.FillsAbandoned >= 1, "the combination to end", cache);
+        Assert.Equal(0, cache.Metrics.FillsAbandoned);
+        Assert.Equal(1, cache.Metrics.FillsCompleted);
     }
 
     [Fact]
