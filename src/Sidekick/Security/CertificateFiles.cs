@@ -1,3 +1,4 @@
+using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Sidekick.Cli;
@@ -42,6 +43,14 @@ internal static class CertificateFiles
             }
         }
     }
+
+    /// <summary>
+    /// What a handshake sends for <paramref name="certificate"/> (with its key): it and the intermediate certificates
+    /// that follow it in <paramref name="certPath"/> (a <c>fullchain.pem</c>), the chain built once here rather than
+    /// on each handshake, and never fetched from the network.
+    /// </summary>
+    public static SslStreamCertificateContext ContextFor(X509Certificate2 certificate, string? certPath) =>
+        SslStreamCertificateContext.Create(certificate, certPath is null ? null : LoadChain(certPath), offline: true);
 
     /// <summary>The intermediate certificates that follow the leaf in a chain file.</summary>
     public static X509Certificate2Collection LoadChain(string certPath)

@@ -1,3 +1,5 @@
+using System.Net.Security;
+using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Sidekick.Cli;
 
@@ -23,7 +25,7 @@ internal sealed class ReloadingCertificate : IDisposable
     private readonly ITimer _poll;
     private readonly ITimer _retry;
     private readonly Lock _gate = new();
-    private volatile X509Certificate2 _current;
+    private volatile Served _served;
     private string _fingerprint;
     private string? _lastError;
     private int _checks;
@@ -36,7 +38,7 @@ internal sealed class ReloadingCertificate : IDisposable
         _keyPath = Path.GetFullPath(keyPath);
         _password = password;
         _stderr = stderr;
-        _current = CertificateFiles.Load(_certPath, _keyPath, password);
+        _served = Load();
         _fingerprint = ContentFingerprint();
         _fileNames = [Path.GetFileName(_certPath), Path.GetFileName(_keyPath)];
         foreach (var directory in new[] { Path.GetDirectoryName(_certPath)!, Path.GetDirectoryName(_keyPath)! }.Distinct())
@@ -54,7 +56,10 @@ internal sealed class ReloadingCertificate : IDisposable
         _retry = time.CreateTimer(_ => TryReload(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
-    public X509Certificate2 Current => _current;
+    public X509Certificate2 Current => _served.Certificate;
+
+    /// <summary>What handshakes send: the certificate and the intermediates its file holds after it.</summary>
+    public SslStreamCertificateContext Context => _served.Context;
 
     /// <summary>How many times the files were read to see whether they changed (for tests).</summary>
     internal int Checks => Volatile.Read(ref _checks);
@@ -73,7 +78,7 @@ internal sealed class ReloadingCertificate : IDisposable
                     return false;
                 }
 
-                _current = CertificateFiles.Load(_certPath, _keyPath, _password);
+                _served = Load();
                 _fingerprint = fingerprint;
                 _lastError = null;
                 return true;
@@ -111,6 +116,22 @@ internal sealed class ReloadingCertificate : IDisposable
             watcher.Dispose();
         }
     }
+
+    private Served Load()
+    {
+        var certificate = CertificateFiles.Load(_certPath, _keyPath, _password);
+        try
+        {
+            return new Served(certificate, CertificateFiles.ContextFor(certificate, _certPath));
+        }
+        catch (CryptographicException ex)
+        {
+            certificate.Dispose();
+            throw new FatalException($"unable to load certs from {_certPath}: {ex.Message}");
+        }
+    }
+
+    private sealed record Served(X509Certificate2 Certificate, SslStreamCertificateContext Context);
 
     private string ContentFingerprint() =>
         Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(

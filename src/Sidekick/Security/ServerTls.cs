@@ -1,3 +1,4 @@
+using System.Net.Security;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
@@ -12,11 +13,13 @@ namespace Sidekick.Security;
 internal sealed class ServerTls : IDisposable
 {
     private readonly Func<X509Certificate2> _current;
+    private readonly Func<SslStreamCertificateContext> _context;
     private readonly IDisposable? _owner;
 
-    private ServerTls(Func<X509Certificate2> current, string? pem, IDisposable? owner, SslProtocols protocols)
+    private ServerTls(Func<X509Certificate2> current, Func<SslStreamCertificateContext> context, string? pem, IDisposable? owner, SslProtocols protocols)
     {
         _current = current;
+        _context = context;
         CertificatePem = pem;
         _owner = owner;
         Protocols = protocols;
@@ -44,7 +47,7 @@ internal sealed class ServerTls : IDisposable
         if (hasCert)
         {
             var reloading = new ReloadingCertificate(options.Cert!, options.Key!, options.KeyPassword, pollInterval ?? TimeSpan.FromMinutes(1), time, stderr, lines);
-            return new ServerTls(() => reloading.Current, null, reloading, protocols);
+            return new ServerTls(() => reloading.Current, () => reloading.Context, null, reloading, protocols);
         }
 
         if (!string.IsNullOrEmpty(options.AutoTlsHost))
@@ -58,7 +61,8 @@ internal sealed class ServerTls : IDisposable
             {
                 stdout.Write(AutoTlsCertificate.Fingerprint(options.AutoTlsHost, certificate));
             }
-            return new ServerTls(() => certificate, pem, certificate, protocols);
+            var context = CertificateFiles.ContextFor(certificate, certPath: null);
+            return new ServerTls(() => certificate, () => context, pem, certificate, protocols);
         }
 
         return null;
@@ -67,7 +71,17 @@ internal sealed class ServerTls : IDisposable
     public void Configure(HttpsConnectionAdapterOptions https)
     {
         https.SslProtocols = Protocols;
+        // Kestrel asks for a certificate or a selector up front; each handshake is then given the context instead.
         https.ServerCertificateSelector = (_, _) => _current();
+        https.OnAuthenticate = (_, ssl) =>
+        {
+            // A certificate from the selector goes out alone (SslStream looks for its issuers only in the machine's
+            // stores): the intermediates of a fullchain.pem were never sent, and clients that do not hold them (most,
+            // for a public or an internal CA) failed the handshake. The context carries them.
+            ssl.ServerCertificateContext = _context();
+            ssl.ServerCertificate = null;
+            ssl.ServerCertificateSelectionCallback = null;
+        };
     }
 
     public void Dispose() => _owner?.Dispose();

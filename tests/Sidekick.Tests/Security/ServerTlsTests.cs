@@ -1,5 +1,7 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Security;
+using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Sidekick.Cli;
 using Sidekick.Hosting;
@@ -68,6 +70,52 @@ public sealed class ServerTlsTests
             Assert.True(Environment.TickCount64 < deadline, "the new certificate was not picked up");
             await Task.Delay(100);
         }
+    }
+
+    [Fact]
+    public async Task A_chain_files_intermediates_are_sent_with_the_certificate()
+    {
+        // A fullchain.pem: the leaf, then the intermediate that signed it. A client that trusts only the root (most
+        // clients of a public or an internal CA) verifies the leaf only if the handshake carries the intermediate.
+        using var certificates = new TestCertificates();
+        using var intermediateKey = RSA.Create(2048);
+        var intermediateRequest = new CertificateRequest("CN=sidekick test intermediate", intermediateKey, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        intermediateRequest.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        intermediateRequest.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+        using var intermediateSigned = intermediateRequest.Create(certificates.Ca, DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(20), RandomNumberGenerator.GetBytes(16));
+        using var intermediate = intermediateSigned.CopyWithPrivateKey(intermediateKey);
+        using var leafKey = RSA.Create(2048);
+        var leafRequest = new CertificateRequest("CN=chained", leafKey, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var san = new SubjectAlternativeNameBuilder();
+        san.AddIpAddress(IPAddress.Loopback);
+        leafRequest.CertificateExtensions.Add(san.Build());
+        leafRequest.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
+        using var leaf = leafRequest.Create(intermediate, DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(10), RandomNumberGenerator.GetBytes(16));
+        var certPath = Path.Combine(certificates.Directory, "fullchain.pem");
+        var keyPath = Path.Combine(certificates.Directory, "chained.key");
+        File.WriteAllText(certPath, leaf.ExportCertificatePem() + "\n" + intermediateSigned.ExportCertificatePem() + "\n");
+        File.WriteAllText(keyPath, leafKey.ExportPkcs8PrivateKeyPem());
+
+        await using var backend = await TestBackend.StartAsync("a");
+        var port = SidekickProcess.FreePort();
+        await using var instance = SidekickApp.Create(Options(backend, port) with { Cert = certPath, Key = keyPath },
+            new SidekickSeams { Stdout = TextWriter.Null, Stderr = TextWriter.Null });
+        await instance.Server.StartAsync();
+
+        var start = new ProcessStartInfo("openssl") { RedirectStandardError = true, RedirectStandardOutput = true, RedirectStandardInput = true };
+        foreach (var argument in (string[])["s_client", "-connect", $"127.0.0.1:{port}", "-showcerts", "-CAfile", certificates.CaPath, "-verify_return_error"])
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        using var openssl = Process.Start(start)!;
+        openssl.StandardInput.Close();
+        var shown = await openssl.StandardOutput.ReadToEndAsync();
+        var errors = await openssl.StandardError.ReadToEndAsync();
+        await openssl.WaitForExitAsync();
+        Assert.True(openssl.ExitCode == 0, $"openssl could not verify the server: {errors}");
+        Assert.Equal(2, shown.Split('\n').Count(line => line.StartsWith("-----BEGIN CERTIFICATE-----", StringComparison.Ordinal)));
+        Assert.Contains("Verify return code: 0 (ok)", shown, StringComparison.Ordinal);
     }
 
     [Fact]
