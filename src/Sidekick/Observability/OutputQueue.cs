@@ -107,7 +107,17 @@ internal sealed class OutputQueue : IAsyncDisposable
         Interlocked.Increment(ref _dropped);
     }
 
-    /// <summary>Writes every line queued so far, then stops the writer; lines queued later are dropped.</summary>
+    /// <summary>
+    /// How long stopping waits for the output to take the lines still queued. A reader that stopped reading (a
+    /// paused log shipper, a stalled container log driver, a full pipe) leaves the writer in a write that never
+    /// returns, and the process never exited on SIGTERM: its orchestrator waited for the kill.
+    /// </summary>
+    internal static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Writes every line queued so far, then stops the writer; lines queued later are dropped. Gives up after
+    /// <see cref="DrainTimeout"/>, leaving the writer's buffers and the output to the process's exit.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         lock (_gate)
@@ -117,7 +127,15 @@ internal sealed class OutputQueue : IAsyncDisposable
         }
 
         await _disposing.CancelAsync();
-        await _task;
+        try
+        {
+            await _task.WaitAsync(DrainTimeout, _time);
+        }
+        catch (TimeoutException)
+        {
+            return; // the writer is still in a write: nothing it holds may be disposed under it
+        }
+
         _disposing.Dispose();
         _wake.Dispose();
         _filling.Dispose();

@@ -70,6 +70,25 @@ public sealed class OutputQueueTests
     }
 
     [Fact]
+    public async Task Stopping_gives_up_on_an_output_that_takes_nothing_after_the_drain_timeout()
+    {
+        // A reader that stopped reading (a paused log shipper, a full pipe): the writer's write never returns.
+        var console = new StuckWriter();
+        var clock = new PauseWatchingClock();
+        var queue = new OutputQueue(console, Formatter, clock, Interval);
+        queue.Enqueue("stuck");
+        await console.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var stopping = queue.DisposeAsync().AsTask();
+        await clock.WaitForPauseAsync(); // the only timer: the stop's wait for the writer
+        clock.Fake.Advance(OutputQueue.DrainTimeout - TimeSpan.FromMilliseconds(1));
+        Assert.False(stopping.IsCompleted);
+        clock.Fake.Advance(TimeSpan.FromMilliseconds(1));
+        await stopping.WaitAsync(TimeSpan.FromSeconds(30));
+        console.Release.SetResult();
+    }
+
+    [Fact]
     public async Task The_console_stream_gets_every_line_as_utf8()
     {
         var formatter = new TraceFormatter(new ConsoleMode(true, false, false, true, false));
@@ -132,6 +151,22 @@ public sealed class OutputQueueTests
             {
                 Assert.True(await _written.WaitAsync(TimeSpan.FromSeconds(30)), $"no write {count} within 30 s");
             }
+        }
+    }
+
+    /// <summary>An output whose writes never return until released.</summary>
+    private sealed class StuckWriter : TextWriter
+    {
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override Encoding Encoding => Encoding.UTF8;
+
+        public override Task WriteAsync(StringBuilder? value, CancellationToken cancellationToken = default)
+        {
+            Entered.TrySetResult();
+            return Release.Task;
         }
     }
 
