@@ -27,6 +27,15 @@ internal static class RequestGuard
             return "method names are case-sensitive (RFC 9110 §9.1): send " + HttpMethods.GetCanonicalizedValue(context.Request.Method);
         }
 
+        if (HttpMethods.IsConnect(context.Request.Method) &&
+            context.Features.Get<IHttpExtendedConnectFeature>() is { IsExtendedConnect: true } extended &&
+            !string.Equals(extended.Protocol, "websocket", StringComparison.OrdinalIgnoreCase))
+        {
+            // An HTTP/2 extended CONNECT (RFC 8441) is forwarded as an HTTP/1.1 upgrade only for WebSockets; any other
+            // :protocol failed in the forwarder, a 502 counted against a backend that was never asked.
+            return "an extended CONNECT can only open a WebSocket (:protocol websocket)";
+        }
+
         var headers = context.Request.Headers;
         // Kestrel keeps Transfer-Encoding and renames a conflicting Content-Length to X-Content-Length.
         if (headers.ContainsKey("Transfer-Encoding") &&

@@ -86,7 +86,7 @@ internal static class StateEndpoint
                     json.WriteNumber("latencyMs", probe.Latency.TotalMilliseconds);
                     if (probe.Error is { } error)
                     {
-                        json.WriteString("error", error);
+                        json.WriteString("error", SecretRedaction.Text(error)); // as lastDownReason, which is the same text
                     }
 
                     json.WriteEndObject();

@@ -65,6 +65,20 @@ public sealed class Http2FieldTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_extended_CONNECT_for_another_protocol_than_websocket_is_refused_and_counts_against_no_backend()
+    {
+        var backend = _sidekick.Server.Topology.Current.AllBackends.Single();
+        var failures = backend.Stats.Failures;
+
+        var (status, body) = await RawHttp2Client.SendAsync(_port, "CONNECT", "/b/k", [(":protocol", "h2c")]);
+
+        Assert.Equal(400, status);
+        Assert.Contains(":protocol websocket", body, StringComparison.Ordinal);
+        Assert.Empty(_backend.Requests);
+        Assert.Equal(failures, backend.Stats.Failures);
+    }
+
+    [Fact]
     public async Task A_well_formed_request_reaches_the_backend_with_its_fields_as_sent()
     {
         var (status, body) = await RawHttp2Client.SendAsync(

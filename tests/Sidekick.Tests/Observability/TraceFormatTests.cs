@@ -81,6 +81,24 @@ public sealed class TraceFormatTests
         Assert.StartsWith(record.Path, path, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Bidirectional_controls_and_marks_a_client_sends_are_escaped_in_text_lines(bool debug)
+    {
+        // The marks (U+200E, U+200F, U+061C) reorder what a terminal shows as the overrides do.
+        var record = Record with { Path = "/bucket/\u202Etxt.exe\u2066x\u2069\u200F\u061C\u200Eé" };
+        var line = new TraceFormatter(Mode(json: false, debug: debug)).Format(record);
+
+        foreach (var control in new[] { "\u202E", "\u2066", "\u2069", "\u200F", "\u061C", "\u200E" })
+        {
+            Assert.DoesNotContain(control, line, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("%u200F%u061C%u200E", line, StringComparison.Ordinal);
+        Assert.Contains("é", line, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Full_json_has_request_response_and_stats()
     {
