@@ -358,25 +358,9 @@ public sealed class Http1PathTests
                 _ = Task.Run(async () =>
                 {
                     using var _ = socket;
-                    var buffer = new byte[16 * 1024];
-                    var filled = 0;
-                    while (true)
+                    var connection = new ScriptedConnection(socket);
+                    while (await connection.NextHeadAsync() is { } head)
                     {
-                        int end;
-                        while ((end = buffer.AsSpan(0, filled).IndexOf("\r\n\r\n"u8)) < 0)
-                        {
-                            var read = await socket.ReceiveAsync(buffer.AsMemory(filled));
-                            if (read == 0)
-                            {
-                                return;
-                            }
-
-                            filled += read;
-                        }
-
-                        var head = Encoding.ASCII.GetString(buffer, 0, end);
-                        buffer.AsSpan(end + 4, filled - end - 4).CopyTo(buffer);
-                        filled -= end + 4;
                         var first = head.StartsWith("GET /first ", StringComparison.Ordinal);
                         await socket.SendAsync(Encoding.ASCII.GetBytes(first ? "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" : "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"));
                         if (first)
@@ -430,32 +414,14 @@ public sealed class Http1PathTests
                 _ = Task.Run(async () =>
                 {
                     using var _ = socket;
-                    var buffer = new byte[4096];
-                    var filled = 0;
-                    while (true)
+                    var scripted = new ScriptedConnection(socket);
+                    while (await scripted.NextHeadAsync() is { } head)
                     {
-                        int end;
-                        while ((end = buffer.AsSpan(0, filled).IndexOf("\r\n\r\n"u8)) < 0)
+                        if (await scripted.BodyAsync(head.Contains("Content-Length: 5", StringComparison.Ordinal) ? 5 : 0) is not { } body)
                         {
-                            var read = await socket.ReceiveAsync(buffer.AsMemory(filled));
-                            if (read == 0)
-                            {
-                                return;
-                            }
-
-                            filled += read;
+                            return;
                         }
 
-                        var head = Encoding.ASCII.GetString(buffer, 0, end);
-                        var length = head.Contains("Content-Length: 5", StringComparison.Ordinal) ? 5 : 0;
-                        while (filled < end + 4 + length)
-                        {
-                            filled += await socket.ReceiveAsync(buffer.AsMemory(filled));
-                        }
-
-                        var body = Encoding.ASCII.GetString(buffer, end + 4, length);
-                        buffer.AsSpan(end + 4 + length, filled - end - 4 - length).CopyTo(buffer);
-                        filled -= end + 4 + length;
                         if (head.StartsWith("POST", StringComparison.Ordinal))
                         {
                             posts.Enqueue((connection, body));

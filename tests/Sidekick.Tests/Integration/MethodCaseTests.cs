@@ -81,27 +81,11 @@ public sealed class MethodCaseTests
     private static async Task ServeConnectionAsync(Socket socket, System.Collections.Concurrent.ConcurrentQueue<string> heads)
     {
         using var _ = socket;
-        var buffer = new byte[16 * 1024];
-        var filled = 0;
+        var connection = new ScriptedConnection(socket);
         try
         {
-            while (true)
+            while (await connection.NextHeadAsync() is { } head)
             {
-                int end;
-                while ((end = buffer.AsSpan(0, filled).IndexOf("\r\n\r\n"u8)) < 0)
-                {
-                    var read = await socket.ReceiveAsync(buffer.AsMemory(filled));
-                    if (read == 0)
-                    {
-                        return;
-                    }
-
-                    filled += read;
-                }
-
-                var head = Encoding.Latin1.GetString(buffer, 0, end);
-                buffer.AsSpan(end + 4, filled - end - 4).CopyTo(buffer);
-                filled -= end + 4;
                 var line = head.Split("\r\n")[0];
                 if (!line.StartsWith("GET /health", StringComparison.Ordinal))
                 {
@@ -110,29 +94,23 @@ public sealed class MethodCaseTests
 
                 if (line.StartsWith("head ", StringComparison.Ordinal))
                 {
-                    await socket.SendAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {Planted.Length}\r\n\r\n"));
-                    while (filled == 0)
+                    await connection.SendAsync($"HTTP/1.1 200 OK\r\nContent-Length: {Planted.Length}\r\n\r\n");
+                    // The body follows once the next request is on this connection (or the peer closed it).
+                    if (connection.Pending == 0 && !await connection.ReceiveAsync().WaitAsync(TimeSpan.FromSeconds(20)))
                     {
-                        // The body follows once the next request is on this connection (or the peer closed it).
-                        var read = await socket.ReceiveAsync(buffer.AsMemory(filled)).AsTask().WaitAsync(TimeSpan.FromSeconds(20));
-                        if (read == 0)
-                        {
-                            return;
-                        }
-
-                        filled += read;
+                        return;
                     }
 
-                    await socket.SendAsync(Encoding.ASCII.GetBytes(Planted));
+                    await connection.SendAsync(Planted);
                 }
                 else if (line.StartsWith("HEAD ", StringComparison.Ordinal))
                 {
-                    await socket.SendAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {Planted.Length}\r\n\r\n"));
+                    await connection.SendAsync($"HTTP/1.1 200 OK\r\nContent-Length: {Planted.Length}\r\n\r\n");
                 }
                 else
                 {
                     var body = line.StartsWith("GET /health", StringComparison.Ordinal) ? "" : "fresh for " + line.Split(' ')[1];
-                    await socket.SendAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {body.Length}\r\n\r\n{body}"));
+                    await connection.SendAsync($"HTTP/1.1 200 OK\r\nContent-Length: {body.Length}\r\n\r\n{body}");
                 }
             }
         }
