@@ -125,20 +125,23 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
     /// Fetches the remaining bytes from other backends until the body is complete. Returns false when the
     /// response cannot be completed (no backend, object changed, attempts exhausted).
     /// </summary>
-    public async Task<bool> ResumeAsync(Func<Site?> selectSite, IBalancer balancer, HealthProber health, int maxAttempts, ResumeCounters counters, LocalShortage? shortage = null)
+    /// <param name="avoided">The backends <paramref name="selectSite"/> and <paramref name="balancer"/> pass over; each backend a
+    /// resume attempt breaks on is added, so that the next attempt goes elsewhere.</param>
+    public async Task<bool> ResumeAsync(
+        Func<Site?> selectSite, IBalancer balancer, List<Backend> avoided, HealthProber health, int maxAttempts, ResumeCounters counters, LocalShortage? shortage = null)
     {
         if (!TryGetResumePoint(out var etag, out var length))
         {
             return false;
         }
 
-        var outcome = await ContinueAsync(selectSite, balancer, health, maxAttempts, etag, length, shortage);
+        var outcome = await ContinueAsync(selectSite, balancer, avoided, health, maxAttempts, etag, length, shortage);
         counters.Add(outcome);
         return outcome == ResumeOutcome.Completed;
     }
 
     private async Task<ResumeOutcome> ContinueAsync(
-        Func<Site?> selectSite, IBalancer balancer, HealthProber health, int maxAttempts, string etag, long length, LocalShortage? shortage)
+        Func<Site?> selectSite, IBalancer balancer, List<Backend> avoided, HealthProber health, int maxAttempts, string etag, long length, LocalShortage? shortage)
     {
         var headers = _context.Response.Headers;
         var first = new Representation(etag, headers.LastModified.ToString(), ContentCoding(headers.ContentEncoding.ToString()));
@@ -160,7 +163,10 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
             var backend = site is null ? null : balancer.Pick(site.Backends);
             if (site is null || backend is null)
             {
-                return Fail(ResumeOutcome.NoBackend, "resume: no backend left to continue from");
+                // After attempts, every backend left has broken the body: those were the resume's failures.
+                return attempt == 0
+                    ? Fail(ResumeOutcome.NoBackend, "resume: no backend left to continue from")
+                    : Fail(ResumeOutcome.Failed, $"resume: no backend completed the body ({attempt} broke it)");
             }
 
             backend.BeginRequest();
@@ -209,6 +215,7 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
                     {
                         // A body without a length that ended short: broken, like one that announced its length.
                         health.ReportBrokenResponse(backend, _context.TraceIdentifier, "the resumed body ended early");
+                        avoided.Add(backend);
                         break;
                     }
 
@@ -245,6 +252,8 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
                 {
                     health.ReportBrokenResponse(backend, _context.TraceIdentifier, TransportErrors.Describe(ex));
                 }
+
+                avoided.Add(backend);
             }
             catch (OperationCanceledException)
             {

@@ -469,6 +469,43 @@ public sealed class Http1PathTests
     }
 
     [Fact]
+    public async Task A_client_that_pauses_reading_longer_than_the_backend_timeout_is_no_fault_of_the_backend()
+    {
+        // --backend-timeout is how long the backend may stay silent. While the copy waits for a client that stopped
+        // reading, the backend is not silent: its connection was cut, counted as its broken response (five such
+        // clients marked it down) and the body resumed with a Range request.
+        const long size = 16L * 1024 * 1024;
+        await using var a = await TestBackend.StartAsync("a");
+        var url = a.Url;
+        var options = SidekickHarness.FastOptions with { BackendTimeout = TimeSpan.FromSeconds(1), ClientSendTimeout = TimeSpan.FromSeconds(60) };
+        var text = url.ToString().TrimEnd('/');
+        SiteDefinition[] sites = [new(1, [new BackendDefinition(url, text, new Uri(text + options.HealthPath))])];
+        await using var sidekick = await SidekickHarness.StartAsync(options, sites, FastPath);
+
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 8192 };
+        await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, sidekick.BaseAddress.Port));
+        await socket.SendAsync(Encoding.ASCII.GetBytes($"GET /download/{size} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        var buffer = new byte[64 * 1024];
+        var received = new MemoryStream();
+        received.Write(buffer, 0, await socket.ReceiveAsync(buffer));
+
+        // A consumer applying backpressure: longer than the backend timeout and the pool's 1 s sweep together.
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        int read;
+        while ((read = await socket.ReceiveAsync(buffer)) > 0)
+        {
+            received.Write(buffer, 0, read);
+        }
+
+        var all = received.ToArray();
+        var bodyStart = all.AsSpan().IndexOf("\r\n\r\n"u8) + 4;
+        Assert.Equal(size, all.Length - bodyStart);
+        Assert.True(all.AsSpan(bodyStart).ToArray().Select((value, offset) => value == TestBackend.Pattern(offset)).All(same => same));
+        Assert.DoesNotContain(a.Seen, r => r.Headers.ContainsKey("Range"));
+        Assert.Equal(0, sidekick.BackendOf(a).Stats.Failures);
+    }
+
+    [Fact]
     public async Task A_backend_closing_kept_alive_connections_unannounced_costs_no_request()
     {
         // Every response is followed by a close the response never announced: each next request finds

@@ -64,6 +64,9 @@ internal sealed class RawBackend : IAsyncDisposable
         return text.ToString();
     }
 
+    /// <summary>New connections are refused from now on (a backend process gone); those open stay as they are.</summary>
+    public void StopAccepting() => _listener.Stop();
+
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync();

@@ -119,4 +119,44 @@ public sealed class ReplayBudgetTests
 
         public void Dispose() => _tcp.Dispose();
     }
+
+    [Fact]
+    public async Task A_PUT_not_kept_for_replay_whose_backend_dies_is_a_502_not_a_retry_without_its_body()
+    {
+        // The PUT's body (not kept: --max-replay-size 0) is read for the first attempt, on a kept-alive connection the
+        // backend closes unanswered as it dies; the resend finds the backend gone. Tried on site 2's backend, the body
+        // was no longer there to send: the client got 400, which S3 SDKs take for their own fault and do not retry.
+        var puts = 0;
+        RawBackend? a = null;
+        a = new RawBackend(_ =>
+        {
+            if (Interlocked.Increment(ref puts) == 1)
+            {
+                return RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+
+            a!.StopAccepting();
+            return new RawResponse([], Close: true);
+        });
+        await using var dying = a;
+        await using var b = new RawBackend(_ => RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        var options = SidekickHarness.FastOptions with { MaxReplayBytes = 0 };
+        SiteDefinition[] sites = [new(1, [Definition(a.Url, options.HealthPath)]), new(2, [Definition(b.Url, options.HealthPath)])];
+        await using var sidekick = await SidekickHarness.StartAsync(options, sites, hooks: null);
+
+        using (var first = await sidekick.Client.PutAsync("/bucket/one", new ByteArrayContent(new byte[1000])))
+        {
+            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        }
+
+        using var second = await sidekick.Client.PutAsync("/bucket/two", new ByteArrayContent(new byte[1000]));
+        Assert.Equal(HttpStatusCode.BadGateway, second.StatusCode);
+        Assert.Empty(b.Requests);
+    }
+
+    private static BackendDefinition Definition(Uri url, string healthPath)
+    {
+        var text = url.ToString().TrimEnd('/');
+        return new BackendDefinition(url, text, new Uri(text + healthPath));
+    }
 }

@@ -39,6 +39,30 @@ public sealed partial class ResumeFailureTests
     }
 
     [Fact]
+    public async Task A_resume_that_breaks_on_one_backend_goes_to_another_not_back_to_it()
+    {
+        // Site 2 has b, which breaks every resume at once, and c, busier with another download: the least-loaded pick
+        // chose b on every attempt and the client's body was cut though c could complete it.
+        await using var a = await TestBackend.StartAsync("a");
+        await using var b = await TestBackend.StartAsync("b");
+        await using var c = await TestBackend.StartAsync("c");
+        a.DieAfterBytes = Size / 8;
+        b.DieAfterBytes = 0;
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, [a], [b, c]);
+        sidekick.BackendOf(c).BeginRequest(); // another client's download in progress on c
+
+        using var response = await sidekick.Client.GetAsync($"/download/{Size}", HttpCompletionOption.ResponseHeadersRead);
+        var body = await response.Content.ReadAsByteArrayAsync();
+
+        Assert.Equal(Size, body.Length);
+        Assert.True(body.Select((value, offset) => value == TestBackend.Pattern(offset)).All(same => same));
+        static int Ranges(TestBackend backend) => backend.Seen.Count(r => r.Headers.ContainsKey("Range"));
+        Assert.Equal(1, Ranges(b));
+        Assert.Equal(1, Ranges(c));
+    }
+
+    [Fact]
     public async Task A_resume_that_gets_no_socket_for_the_next_backend_cuts_the_client_and_marks_no_backend_down()
     {
         // sidekick out of descriptors when a body breaks: the connect to the backend it would resume from fails for want

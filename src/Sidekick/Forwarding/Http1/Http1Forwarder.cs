@@ -188,10 +188,14 @@ internal sealed class Http1Forwarder : IDisposable
             }
             catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException)
             {
-                // Nothing was read from the client yet, so the caller may still try another backend.
+                // On the first attempt nothing was read from the client yet, so the caller may still try another
+                // backend (ForwarderError.Request). A resend's body was read on the first: another backend may have it
+                // only from a buffer the caller kept (RequestBodyDestination); tried unbuffered, the client's body was
+                // gone, and its request was answered 400 as if the client had sent too little.
+                var error = attempt > 1 && bodyLength > 0 ? ForwarderError.RequestBodyDestination : ForwarderError.Request;
                 return context.RequestAborted.IsCancellationRequested
                     ? Fail(context, ForwarderError.RequestCanceled, ex)
-                    : Fail(context, ForwarderError.Request, new HttpRequestException(HttpRequestError.ConnectionError, ConnectFailure(pool, ex), ex));
+                    : Fail(context, error, new HttpRequestException(HttpRequestError.ConnectionError, ConnectFailure(pool, ex), ex));
             }
 
             if (attempt == 1 && bodyLength > 0)
@@ -473,7 +477,13 @@ internal sealed class Http1Forwarder : IDisposable
         FlushResult flushed;
         try
         {
-            flushed = await writer.FlushAsync();
+            var flush = writer.FlushAsync();
+            if (!flush.IsCompleted)
+            {
+                ClientHolds(connection);
+            }
+
+            flushed = await flush;
         }
         catch (Exception ex)
         {
@@ -532,7 +542,13 @@ internal sealed class Http1Forwarder : IDisposable
     {
         try
         {
-            await client.WriteAsync(connection.BufferedMemory[..count]);
+            var write = client.WriteAsync(connection.BufferedMemory[..count]);
+            if (!write.IsCompleted)
+            {
+                ClientHolds(connection);
+            }
+
+            await write;
         }
         catch (Exception ex) when (ex is not ClientWriteException)
         {
@@ -542,6 +558,14 @@ internal sealed class Http1Forwarder : IDisposable
         connection.Consume(count);
         connection.Touch();
     }
+
+    /// <summary>
+    /// The copy waits for the client to take bytes, not for the backend: the backend's silence clock stops until the
+    /// next <see cref="BackendConnection.Touch"/>. A client that paused reading longer than --backend-timeout had its
+    /// backend connection cut, counted as the backend's broken response (five such clients marked a healthy backend
+    /// down) and its body resumed elsewhere. A client too slow is --client-send-timeout's to judge.
+    /// </summary>
+    private static void ClientHolds(BackendConnection connection) => connection.ActivityDeadline = 0;
 
     private static void Close(BackendConnection connection)
     {
