@@ -242,6 +242,10 @@ internal sealed class Backend
             _downSince = null;
             _upSince = now;
             _reportedDown = false;
+            // A new run of broken responses starts: the one that marked it down would otherwise take it down again at
+            // the first broken response after the probe brought it back.
+            _consecutiveBrokenResponses = 0;
+            _lastBrokenRequest = null;
             // Only a recovery warms up; the first up at start takes a full share at once.
             Volatile.Write(ref _warmStart, _everUp ? _time.GetTimestamp() : 0);
             _everUp = true;

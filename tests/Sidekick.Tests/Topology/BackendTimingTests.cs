@@ -120,4 +120,19 @@ public sealed class BackendTimingTests
         backend.RecordCompleteResponse();
         Assert.Equal(1, backend.RecordBrokenResponse("r3"));
     }
+
+    [Fact]
+    public void A_backend_a_probe_brings_back_starts_a_new_run_of_broken_responses()
+    {
+        // Marked down by a run of them, brought back by a good probe: one more broken response took it down again.
+        var backend = Healthy(1);
+        for (var i = 0; i < 5; i++)
+        {
+            backend.RecordBrokenResponse($"r{i}");
+        }
+
+        backend.MarkDown("5 broken responses in a row");
+        backend.MarkUp();
+        Assert.Equal(1, backend.RecordBrokenResponse("r5"));
+    }
 }
