@@ -66,7 +66,15 @@ internal static class GoDuration
                 return false;
             }
 
-            totalNanoseconds += number * scale.Value;
+            try
+            {
+                totalNanoseconds += number * scale.Value;
+            }
+            catch (OverflowException)
+            {
+                return false; // beyond any duration Go takes either
+            }
+
             s = s[unitLength..];
         }
 

@@ -10,6 +10,12 @@ namespace Sidekick.Topology;
 /// </summary>
 internal static class Ellipsis
 {
+    /// <summary>
+    /// Backends one item may expand to. A range of billions made a .NET error (or a wrapped count) the only message,
+    /// and tens of thousands of backends leave a process probing them that no longer answers its clients or signals.
+    /// </summary>
+    internal const int MaxExpanded = 10_000;
+
     private const string FormatHelp =
         "ellipsis range must be provided in format {N...M} where N and M are positive integers, M must be greater than N";
 
@@ -57,6 +63,11 @@ internal static class Ellipsis
             throw FormatError(item);
         }
 
+        if (ranges.Aggregate(1L, (product, range) => Math.Min(product * range.Length, MaxExpanded + 1L)) > MaxExpanded)
+        {
+            throw TooMany(item);
+        }
+
         // Cartesian product; the leftmost range varies fastest.
         var results = new List<string>();
         var indices = new int[ranges.Count];
@@ -98,6 +109,11 @@ internal static class Ellipsis
             throw new FatalException($"unable to parse input arg {item}: incorrect range start {start} cannot be bigger than end {end}");
         }
 
+        if (to - from >= MaxExpanded)
+        {
+            throw TooMany(item);
+        }
+
         // Padding as upstream: a start written with a leading zero, or an end starting with zero.
         var pad = (start.Length > 1 && start[0] == '0') || end.StartsWith('0') ? end.Length : 0;
         var values = new string[to - from + 1];
@@ -110,6 +126,9 @@ internal static class Ellipsis
 
         return values;
     }
+
+    private static FatalException TooMany(string item) =>
+        new($"unable to parse input arg {item}: it expands to more than {MaxExpanded:N0} backends");
 
     private static bool TryParse(string text, ref bool hex, out ulong value)
     {

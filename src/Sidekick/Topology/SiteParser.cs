@@ -62,6 +62,13 @@ internal static class SiteParser
         var items = site.Split(',');
         if (!items.All(Ellipsis.HasEllipses))
         {
+            // Upstream expands nothing then, and the item with a range fails as a URL: say why instead.
+            if (items.FirstOrDefault(i => i.Contains('{') && i.Contains("...", StringComparison.Ordinal) && i.Contains('}')) is { } ranged &&
+                items.FirstOrDefault(i => !Ellipsis.HasEllipses(i)) is { } plain)
+            {
+                throw new FatalException($"unable to parse input arg {Observability.SecretRedaction.Address(ranged)}: ranges are expanded only when every pool of the SITE has one (\"{Observability.SecretRedaction.Address(plain)}\" has none)");
+            }
+
             return items;
         }
 

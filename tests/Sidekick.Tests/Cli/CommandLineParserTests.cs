@@ -114,8 +114,27 @@ public sealed class CommandLineParserTests
     [InlineData("invalid --client-send-timeout \"-1m0s\": must not be negative", "--client-send-timeout=-1m", "http://x:1")]
     [InlineData("invalid value \"-1\" for flag -client-min-body-rate", "--client-min-body-rate=-1", "http://x:1")]
     [InlineData("invalid value \"fast\" for flag -client-min-body-rate", "--client-min-body-rate", "fast", "http://x:1")]
+    // 64-bit as Go reads them, for settings of 32 bits: cut to them they were other numbers (port 18500 probed).
+    [InlineData("invalid value \"4294985796\" for flag -health-port: out of range", "--health-port", "4294985796", "http://x:1")]
+    [InlineData("invalid value \"4294967296\" for flag -max-attempts: out of range", "--max-attempts", "4294967296", "http://x:1")]
+    [InlineData("invalid value \"4GiB\" for flag -max-header-size: out of range", "--max-header-size", "4GiB", "http://x:1")]
+    [InlineData("invalid value \"99999999999999999999999h\" for flag -health-duration", "--health-duration", "99999999999999999999999h", "http://x:1")]
     public void Usage_errors_name_the_value(string expected, params string[] args) =>
         Assert.Contains(expected, Usage(args), StringComparison.Ordinal);
+
+    [Fact]
+    public void A_duration_longer_than_timers_take_means_for_ever_not_a_failure_later()
+    {
+        // Valid for Go's flags (up to 292 years); .NET's timers take at most 2^32 - 2 ms. Taken as it was, the stop cut
+        // the requests in flight, probes stopped for good and client connections closed unanswered.
+        var options = Run("--shutdown-timeout", "2000h", "--health-timeout", "2000h", "--client-header-timeout", "1194h", "--dns-ttl", "2000h", "http://x:1");
+        Assert.Equal(CommandLineParser.LongestTimer, options.ShutdownTimeout);
+        Assert.Equal(CommandLineParser.LongestTimer, options.HealthTimeout);
+        Assert.Equal(CommandLineParser.LongestTimer, options.ClientHeaderTimeout);
+        Assert.Equal(CommandLineParser.LongestTimer, options.DnsTtl);
+        using var timer = new CancellationTokenSource(options.ShutdownTimeout);
+        Assert.Equal(TimeSpan.FromHours(1193), Run("--shutdown-timeout", "1193h", "http://x:1").ShutdownTimeout);
+    }
 
     [Fact]
     public void Help_wins_over_version_and_lists_every_visible_flag()

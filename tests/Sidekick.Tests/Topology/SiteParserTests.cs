@@ -32,7 +32,11 @@ public sealed class SiteParserTests
     }
 
     [Theory]
-    [InlineData("http://a{1...2}:9000,http://c:9000", "invalid host")] // mixed items are not expanded
+    [InlineData("http://a{1...2}:9000,http://c:9000", "ranges are expanded only when every pool of the SITE has one (\"http://c:9000\" has none)")]
+    [InlineData("http://u:hunter2@a{1...2}:9000,http://c:9000", "unable to parse input arg http://REDACTED@a{1...2}:9000")]
+    [InlineData("http://h{0...18446744073709551615}:9000", "it expands to more than 10,000 backends")]
+    [InlineData("http://h{1...4294967296}:9000", "it expands to more than 10,000 backends")]
+    [InlineData("http://h{1...200}.z{1...200}:9000", "it expands to more than 10,000 backends")]
     [InlineData("http://n{A...C}:9000", "invalid ellipsis format")]
     [InlineData("http://n{3...1}:9000", "incorrect range start 3 cannot be bigger than end 1")]
     [InlineData("http://n{a...z}:9000", "invalid range bound \"z\"")]
