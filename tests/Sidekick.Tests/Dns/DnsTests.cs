@@ -25,18 +25,27 @@ internal sealed class FakeResolver : IHostResolver
 public sealed class DnsTests
 {
     [Fact]
-    public async Task Concurrent_lookups_share_one_query_and_failures_are_not_cached()
+    public async Task Concurrent_lookups_share_one_query_and_a_failure_answers_for_a_second_only()
     {
         var resolver = new FakeResolver();
         resolver.Records["minio1"] = [IPAddress.Loopback];
-        using var cache = new DnsCache(resolver, TimeSpan.FromHours(1), TimeProvider.System);
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var cache = new DnsCache(resolver, TimeSpan.FromHours(1), time);
         var answers = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => cache.ResolveAsync("minio1", CancellationToken.None).AsTask()));
         Assert.All(answers, a => Assert.Equal(IPAddress.Loopback, Assert.Single(a)));
         Assert.Equal(1, resolver.Lookups);
 
+        // A name that does not resolve: every probe of its backend (every 100 ms at first) asked again, each lookup
+        // holding a thread-pool thread in getaddrinfo. Within a second the failure answers.
         await Assert.ThrowsAnyAsync<System.Net.Sockets.SocketException>(() => cache.ResolveAsync("later", CancellationToken.None).AsTask());
         resolver.Records["later"] = [IPAddress.Loopback];
+        time.Advance(DnsCache.FailureHeld - TimeSpan.FromMilliseconds(1));
+        await Assert.ThrowsAnyAsync<System.Net.Sockets.SocketException>(() => cache.ResolveAsync("later", CancellationToken.None).AsTask());
+        Assert.Equal(2, resolver.Lookups);
+
+        time.Advance(TimeSpan.FromMilliseconds(1));
         Assert.Single(await cache.ResolveAsync("later", CancellationToken.None));
+        Assert.Equal(3, resolver.Lookups);
     }
 
     [Fact]

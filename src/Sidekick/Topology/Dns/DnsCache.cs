@@ -8,7 +8,8 @@ namespace Sidekick.Topology.Dns;
 /// <summary>
 /// Process-wide DNS cache for backend names: concurrent lookups of one name share a single query, answers
 /// are refreshed every --dns-ttl for names used since the last refresh (a failed refresh keeps the old
-/// answer), unused names are dropped, and failures are never cached. A lookup that fails for a name that resolved
+/// answer), unused names are dropped, and a failed lookup answers for its name for <see cref="FailureHeld"/>, no
+/// longer. A lookup that fails for a name that resolved
 /// before (dropped while its pooled connections served, then asked again when the resolver is down or the process is
 /// out of descriptors) gets that last answer, until the next refresh asks again, rather than an error: an error marks
 /// the backend down at once (a connect failure). Its <see cref="ConnectAsync"/> is the
@@ -24,12 +25,22 @@ internal sealed class DnsCache : IDisposable
     // The last answer of every name that ever resolved (backend names: as many as the configuration has had).
     private readonly ConcurrentDictionary<string, IPAddress[]> _lastKnown = new(StringComparer.OrdinalIgnoreCase);
     private readonly ITimer _refresh;
+    private readonly TimeProvider _time;
 
     public DnsCache(IHostResolver resolver, TimeSpan ttl, TimeProvider time)
     {
         _resolver = resolver;
+        _time = time;
         _refresh = time.CreateTimer(_ => _ = RefreshAsync(), null, ttl, ttl);
     }
+
+    /// <summary>
+    /// How long a failed lookup of a name that never resolved answers for it (counted from the lookup's start). A lookup
+    /// holds a thread-pool thread in getaddrinfo for as long as it takes, and down backends are probed every 100 ms
+    /// at first: with a lookup per probe, 128 names that did not resolve (records not created yet) took the pool from
+    /// the proxy for half a minute (its health endpoint answered in 8 s) and 256 kept SIGTERM waiting 15 s.
+    /// </summary>
+    internal static TimeSpan FailureHeld { get; } = TimeSpan.FromSeconds(1);
 
     /// <summary>Names currently cached (for tests and diagnostics).</summary>
     public IReadOnlyCollection<string> Names => _entries.Keys.ToArray();
@@ -41,7 +52,14 @@ internal sealed class DnsCache : IDisposable
             return [literal];
         }
 
-        var entry = _entries.GetOrAdd(host, static (name, cache) => new Entry(cache.LookupAsync(name)), this);
+        var entry = _entries.GetOrAdd(host, static (name, cache) => cache.StartLookup(name), this);
+        if (entry.Addresses is { IsCompleted: true, IsCompletedSuccessfully: false } && _time.GetElapsedTime(entry.Started) >= FailureHeld)
+        {
+            // Held long enough: ask again. One caller replaces the failure; the others share its lookup.
+            var fresh = StartLookup(host);
+            entry = _entries.TryUpdate(host, fresh, entry) ? fresh : _entries.GetOrAdd(host, static (name, cache) => cache.StartLookup(name), this);
+        }
+
         entry.Used = true;
         try
         {
@@ -49,15 +67,14 @@ internal sealed class DnsCache : IDisposable
         }
         catch (Exception ex) when (ex is SocketException or TimeoutException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
-            // Failures are not cached: the next request asks again. A name that resolved before keeps its last answer
-            // until the next refresh asks again (connections meanwhile do not each wait for a failing resolver).
+            // A name that resolved before keeps its last answer until the next refresh asks again (connections
+            // meanwhile do not each wait for a failing resolver). Any other failure answers for FailureHeld.
             if (_lastKnown.TryGetValue(host, out var last))
             {
-                _entries.TryUpdate(host, new Entry(Task.FromResult(last)) { Used = true }, entry);
+                _entries.TryUpdate(host, new Entry(Task.FromResult(last), _time.GetTimestamp()) { Used = true }, entry);
                 return last;
             }
 
-            _entries.TryRemove(new KeyValuePair<string, Entry>(host, entry));
             throw;
         }
     }
@@ -84,7 +101,7 @@ internal sealed class DnsCache : IDisposable
             try
             {
                 var fresh = await LookupAsync(name);
-                _entries[name] = new Entry(Task.FromResult(fresh)) { Used = false };
+                _entries[name] = new Entry(Task.FromResult(fresh), _time.GetTimestamp()) { Used = false };
             }
             catch (Exception ex) when (ex is SocketException or TimeoutException or OperationCanceledException)
             {
@@ -94,6 +111,8 @@ internal sealed class DnsCache : IDisposable
     }
 
     public void Dispose() => _refresh.Dispose();
+
+    private Entry StartLookup(string host) => new(LookupAsync(host), _time.GetTimestamp());
 
     private async Task<IPAddress[]> LookupAsync(string host)
     {
@@ -108,9 +127,12 @@ internal sealed class DnsCache : IDisposable
         return addresses;
     }
 
-    private sealed class Entry(Task<IPAddress[]> addresses)
+    private sealed class Entry(Task<IPAddress[]> addresses, long started)
     {
         public Task<IPAddress[]> Addresses { get; } = addresses;
+
+        /// <summary>When the lookup began (a <see cref="TimeProvider"/> timestamp).</summary>
+        public long Started { get; } = started;
 
         public bool Used { get; set; }
     }
