@@ -76,7 +76,6 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
 
         var plainKey = key;
-
         var openBody = OpensBody(request, out var range);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(options.StoreTimeout);

@@ -42,7 +42,7 @@ internal static class CacheKey
             var presigned = parameters.Any(p => CachePolicy.IsCredentialParameter(DecodedName(p)));
             var kept = parameters
                 .Where(p => !presigned || !CachePolicy.IsPresignParameter(DecodedName(p)))
-                .OrderBy(SortName, StringComparer.OrdinalIgnoreCase) // stable: a repeated name keeps its values' order
+                .OrderBy(DecodedName, StringComparer.OrdinalIgnoreCase) // stable: a repeated name keeps its values' order
                 .ToArray();
             if (kept.Length > 0)
             {
@@ -59,10 +59,8 @@ internal static class CacheKey
         return equals < 0 ? parameter : parameter[..equals];
     }
 
-    private static string DecodedName(string parameter) => Uri.UnescapeDataString(RawName(parameter));
-
     /// <summary>The name as a form-decoding origin reads it: '+' is a space, then percent-decoded.</summary>
-    private static string SortName(string parameter) => Uri.UnescapeDataString(RawName(parameter).Replace('+', ' '));
+    private static string DecodedName(string parameter) => Uri.UnescapeDataString(RawName(parameter).Replace('+', ' '));
 
     // A variant must not sit "under" its marker: stores with a file-system layout (MinIO, s3rver) refuse an
     // object whose name is a prefix directory of another.

@@ -221,7 +221,7 @@ internal sealed record CacheOptions
         }
 
         return result > TimeSpan.Zero || (allowZero && result == TimeSpan.Zero)
-            ? result
+            ? GoDuration.ForTimers(result)
             : throw new UsageException($"invalid {Prefix}{name} \"{value}\": must be greater than 0, e.g. {example}");
     }
 

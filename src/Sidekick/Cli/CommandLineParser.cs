@@ -112,14 +112,6 @@ internal static class CommandLineParser
     /// <summary>The version stamped at build time (<c>-p:Version=…</c>), without the commit suffix.</summary>
     public static string Version => Observability.BuildInfo.Current.Version;
 
-    /// <summary>
-    /// The longest wait .NET's timers take (2^32 - 2 ms, about 49.7 days). Go takes durations up to 292 years, so a
-    /// command line such as <c>--shutdown-timeout 2000h</c> (drain for ever) is valid upstream; a longer one means
-    /// "never" here too. Taken as it was, it made the timer that used it throw: the stop cut every request in flight,
-    /// probes stopped for good, client connections closed unanswered.
-    /// </summary>
-    internal static readonly TimeSpan LongestTimer = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
-
     private static FlagValue ReadValue(FlagDefinition flag, string name, string text)
     {
         switch (flag.Kind)
@@ -137,7 +129,7 @@ internal static class CommandLineParser
                     : throw new UsageException($"invalid value \"{text}\" for flag -{name}: expected an integer");
             case FlagKind.Duration:
                 return GoDuration.TryParse(text, out var duration)
-                    ? new FlagValue(text, Duration: duration > LongestTimer ? LongestTimer : duration)
+                    ? new FlagValue(text, Duration: GoDuration.ForTimers(duration))
                     : throw new UsageException($"invalid value \"{text}\" for flag -{name}: expected a duration such as 5s, 250ms or 1m30s");
             case FlagKind.Bytes:
                 return ByteSize.TryParse(text, out var bytes)

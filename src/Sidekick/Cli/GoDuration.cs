@@ -7,6 +7,17 @@ internal static class GoDuration
 {
     private const long TicksPerMicrosecond = 10;
 
+    /// <summary>
+    /// The longest wait .NET's timers take (2^32 - 2 ms, about 49.7 days). Go takes durations up to 292 years, so a
+    /// setting such as <c>--shutdown-timeout 2000h</c> (drain for ever) is valid upstream; a longer one means "never"
+    /// here too. Taken as it was, it made the timer that used it throw: the stop cut every request in flight, probes
+    /// stopped for good, client connections closed unanswered.
+    /// </summary>
+    public static readonly TimeSpan LongestTimer = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
+
+    /// <summary><paramref name="setting"/>, or <see cref="LongestTimer"/> when it is longer: what every timer a setting arms can take.</summary>
+    public static TimeSpan ForTimers(TimeSpan setting) => setting > LongestTimer ? LongestTimer : setting;
+
     /// <summary>Parses e.g. <c>5s</c>, <c>1m30s</c>, <c>1.5h</c>, <c>250ms</c>, <c>-2s</c> or <c>0</c>; a bare number other than 0 is invalid.</summary>
     public static bool TryParse(string text, out TimeSpan value)
     {

@@ -280,11 +280,8 @@ internal sealed class BackendExchange(
         {
             // Headers are out: continue the body from another backend if the object allows it, else
             // abort — never a silently truncated 200.
-            // One list for the site choice and the balancer: the resume adds each backend it broke on, so that its
-            // next attempt goes elsewhere (the least-loaded pick chose the same broken one on every attempt).
-            List<Backend> avoided = [backend];
             if (resume is null || !IsBackendFault(error) ||
-                !await resume.ResumeAsync(() => SiteAvoiding(avoided), new AvoidingBalancer(balancer, avoided), avoided, health, retries.MaxAttempts, retries.Resumes, shortage))
+                !await resume.ResumeAsync(backend, SiteAvoiding, balancer, health, retries.MaxAttempts, retries.Resumes, shortage))
             {
                 context.Abort();
                 resume?.CompleteAbort();

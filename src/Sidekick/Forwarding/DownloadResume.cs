@@ -125,23 +125,26 @@ internal sealed class DownloadResume : IHttpRequestLifetimeFeature
     /// Fetches the remaining bytes from other backends until the body is complete. Returns false when the
     /// response cannot be completed (no backend, object changed, attempts exhausted).
     /// </summary>
-    /// <param name="avoided">The backends <paramref name="selectSite"/> and <paramref name="balancer"/> pass over; each backend a
-    /// resume attempt breaks on is added, so that the next attempt goes elsewhere.</param>
+    /// <param name="failed">The backend whose body broke: the resume keeps off it, and off each backend it breaks on
+    /// itself (the least-loaded pick chose the same broken one on every attempt while another waited).</param>
+    /// <param name="siteAvoiding">The first site with a serving backend not among those given.</param>
     public async Task<bool> ResumeAsync(
-        Func<Site?> selectSite, IBalancer balancer, List<Backend> avoided, HealthProber health, int maxAttempts, ResumeCounters counters, LocalShortage? shortage = null)
+        Backend failed, Func<List<Backend>, Site?> siteAvoiding, IBalancer balancer, HealthProber health, int maxAttempts, ResumeCounters counters,
+        LocalShortage? shortage = null)
     {
         if (!TryGetResumePoint(out var etag, out var length))
         {
             return false;
         }
 
-        var outcome = await ContinueAsync(selectSite, balancer, avoided, health, maxAttempts, etag, length, shortage);
+        List<Backend> avoided = [failed];
+        var outcome = await ContinueAsync(() => siteAvoiding(avoided), new AvoidingBalancer(balancer, avoided), avoided, health, maxAttempts, etag, length, shortage);
         counters.Add(outcome);
         return outcome == ResumeOutcome.Completed;
     }
 
     private async Task<ResumeOutcome> ContinueAsync(
-        Func<Site?> selectSite, IBalancer balancer, List<Backend> avoided, HealthProber health, int maxAttempts, string etag, long length, LocalShortage? shortage)
+        Func<Site?> selectSite, AvoidingBalancer balancer, List<Backend> avoided, HealthProber health, int maxAttempts, string etag, long length, LocalShortage? shortage)
     {
         var headers = _context.Response.Headers;
         var first = new Representation(etag, headers.LastModified.ToString(), ContentCoding(headers.ContentEncoding.ToString()));

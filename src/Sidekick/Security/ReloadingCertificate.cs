@@ -25,7 +25,7 @@ internal sealed class ReloadingCertificate : IDisposable
     private readonly ITimer _poll;
     private readonly ITimer _retry;
     private readonly Lock _gate = new();
-    private volatile Served _served;
+    private volatile SslStreamCertificateContext _served;
     private string _fingerprint;
     private string? _lastError;
     private int _checks;
@@ -56,10 +56,10 @@ internal sealed class ReloadingCertificate : IDisposable
         _retry = time.CreateTimer(_ => TryReload(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
-    public X509Certificate2 Current => _served.Certificate;
+    public X509Certificate2 Current => _served.TargetCertificate;
 
     /// <summary>What handshakes send: the certificate and the intermediates its file holds after it.</summary>
-    public SslStreamCertificateContext Context => _served.Context;
+    public SslStreamCertificateContext Context => _served;
 
     /// <summary>How many times the files were read to see whether they changed (for tests).</summary>
     internal int Checks => Volatile.Read(ref _checks);
@@ -117,12 +117,12 @@ internal sealed class ReloadingCertificate : IDisposable
         }
     }
 
-    private Served Load()
+    private SslStreamCertificateContext Load()
     {
         var certificate = CertificateFiles.Load(_certPath, _keyPath, _password);
         try
         {
-            return new Served(certificate, CertificateFiles.ContextFor(certificate, _certPath));
+            return CertificateFiles.ContextFor(certificate, _certPath);
         }
         catch (CryptographicException ex)
         {
@@ -130,8 +130,6 @@ internal sealed class ReloadingCertificate : IDisposable
             throw new FatalException($"unable to load certs from {_certPath}: {ex.Message}");
         }
     }
-
-    private sealed record Served(X509Certificate2 Certificate, SslStreamCertificateContext Context);
 
     private string ContentFingerprint() =>
         Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(

@@ -12,13 +12,11 @@ namespace Sidekick.Security;
 /// </summary>
 internal sealed class ServerTls : IDisposable
 {
-    private readonly Func<X509Certificate2> _current;
     private readonly Func<SslStreamCertificateContext> _context;
     private readonly IDisposable? _owner;
 
-    private ServerTls(Func<X509Certificate2> current, Func<SslStreamCertificateContext> context, string? pem, IDisposable? owner, SslProtocols protocols)
+    private ServerTls(Func<SslStreamCertificateContext> context, string? pem, IDisposable? owner, SslProtocols protocols)
     {
-        _current = current;
         _context = context;
         CertificatePem = pem;
         _owner = owner;
@@ -29,8 +27,6 @@ internal sealed class ServerTls : IDisposable
     public string? CertificatePem { get; }
 
     public SslProtocols Protocols { get; }
-
-    public X509Certificate2 Current => _current();
 
     /// <summary>Null when TLS is not asked for.</summary>
     public static ServerTls? Create(SidekickOptions options, TextWriter stdout, TextWriter stderr, TimeProvider time, TimeSpan? pollInterval = null)
@@ -47,7 +43,7 @@ internal sealed class ServerTls : IDisposable
         if (hasCert)
         {
             var reloading = new ReloadingCertificate(options.Cert!, options.Key!, options.KeyPassword, pollInterval ?? TimeSpan.FromMinutes(1), time, stderr, lines);
-            return new ServerTls(() => reloading.Current, () => reloading.Context, null, reloading, protocols);
+            return new ServerTls(() => reloading.Context, null, reloading, protocols);
         }
 
         if (!string.IsNullOrEmpty(options.AutoTlsHost))
@@ -62,7 +58,7 @@ internal sealed class ServerTls : IDisposable
                 stdout.Write(AutoTlsCertificate.Fingerprint(options.AutoTlsHost, certificate));
             }
             var context = CertificateFiles.ContextFor(certificate, certPath: null);
-            return new ServerTls(() => certificate, () => context, pem, certificate, protocols);
+            return new ServerTls(() => context, pem, certificate, protocols);
         }
 
         return null;
@@ -72,7 +68,7 @@ internal sealed class ServerTls : IDisposable
     {
         https.SslProtocols = Protocols;
         // Kestrel asks for a certificate or a selector up front; each handshake is then given the context instead.
-        https.ServerCertificateSelector = (_, _) => _current();
+        https.ServerCertificateSelector = (_, _) => _context().TargetCertificate;
         https.OnAuthenticate = (_, ssl) =>
         {
             // A certificate from the selector goes out alone (SslStream looks for its issuers only in the machine's

@@ -128,10 +128,10 @@ public sealed class CommandLineParserTests
         // Valid for Go's flags (up to 292 years); .NET's timers take at most 2^32 - 2 ms. Taken as it was, the stop cut
         // the requests in flight, probes stopped for good and client connections closed unanswered.
         var options = Run("--shutdown-timeout", "2000h", "--health-timeout", "2000h", "--client-header-timeout", "1194h", "--dns-ttl", "2000h", "http://x:1");
-        Assert.Equal(CommandLineParser.LongestTimer, options.ShutdownTimeout);
-        Assert.Equal(CommandLineParser.LongestTimer, options.HealthTimeout);
-        Assert.Equal(CommandLineParser.LongestTimer, options.ClientHeaderTimeout);
-        Assert.Equal(CommandLineParser.LongestTimer, options.DnsTtl);
+        Assert.Equal(GoDuration.LongestTimer, options.ShutdownTimeout);
+        Assert.Equal(GoDuration.LongestTimer, options.HealthTimeout);
+        Assert.Equal(GoDuration.LongestTimer, options.ClientHeaderTimeout);
+        Assert.Equal(GoDuration.LongestTimer, options.DnsTtl);
         using var timer = new CancellationTokenSource(options.ShutdownTimeout);
         Assert.Equal(TimeSpan.FromHours(1193), Run("--shutdown-timeout", "1193h", "http://x:1").ShutdownTimeout);
     }

@@ -192,10 +192,7 @@ internal sealed class Http1Forwarder : IDisposable
                 // backend (ForwarderError.Request). A resend's body was read on the first: another backend may have it
                 // only from a buffer the caller kept (RequestBodyDestination); tried unbuffered, the client's body was
                 // gone, and its request was answered 400 as if the client had sent too little.
-                var error = attempt > 1 && bodyLength > 0 ? ForwarderError.RequestBodyDestination : ForwarderError.Request;
-                return context.RequestAborted.IsCancellationRequested
-                    ? Fail(context, ForwarderError.RequestCanceled, ex)
-                    : Fail(context, error, new HttpRequestException(HttpRequestError.ConnectionError, ConnectFailure(pool, ex), ex));
+                return FailConnect(context, pool, attempt > 1 && bodyLength > 0 ? ForwarderError.RequestBodyDestination : ForwarderError.Request, ex);
             }
 
             if (attempt == 1 && bodyLength > 0)
@@ -221,9 +218,7 @@ internal sealed class Http1Forwarder : IDisposable
                     catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException)
                     {
                         // The body is read and not kept: not retried on another backend (RequestBodyDestination).
-                        return context.RequestAborted.IsCancellationRequested
-                            ? Fail(context, ForwarderError.RequestCanceled, ex)
-                            : Fail(context, ForwarderError.RequestBodyDestination, new HttpRequestException(HttpRequestError.ConnectionError, ConnectFailure(pool, ex), ex));
+                        return FailConnect(context, pool, ForwarderError.RequestBodyDestination, ex);
                     }
                 }
             }
@@ -572,6 +567,12 @@ internal sealed class Http1Forwarder : IDisposable
         connection.EndExchange();
         connection.Dispose();
     }
+
+    /// <summary>No connection to the backend could be made: <paramref name="error"/> says whether another backend may be tried.</summary>
+    private static ForwarderError FailConnect(HttpContext context, BackendConnectionPool pool, ForwarderError error, Exception exception) =>
+        context.RequestAborted.IsCancellationRequested
+            ? Fail(context, ForwarderError.RequestCanceled, exception)
+            : Fail(context, error, new HttpRequestException(HttpRequestError.ConnectionError, ConnectFailure(pool, exception), exception));
 
     private static ForwarderError Fail(HttpContext context, ForwarderError error, Exception exception)
     {

@@ -52,12 +52,13 @@ internal sealed class DnsCache : IDisposable
             return [literal];
         }
 
-        var entry = _entries.GetOrAdd(host, static (name, cache) => cache.StartLookup(name), this);
+        var entry = _entries.GetOrAdd(host, static (name, cache) => cache.NewLookup(name), this);
         if (entry.Addresses is { IsCompleted: true, IsCompletedSuccessfully: false } && _time.GetElapsedTime(entry.Started) >= FailureHeld)
         {
-            // Held long enough: ask again. One caller replaces the failure; the others share its lookup.
-            var fresh = StartLookup(host);
-            entry = _entries.TryUpdate(host, fresh, entry) ? fresh : _entries.GetOrAdd(host, static (name, cache) => cache.StartLookup(name), this);
+            // Held long enough: ask again. One caller replaces the failure; the others share its lookup (an entry starts
+            // its lookup when first read, so one made by a caller that lost the race costs nothing).
+            var fresh = NewLookup(host);
+            entry = _entries.TryUpdate(host, fresh, entry) ? fresh : _entries.GetOrAdd(host, static (name, cache) => cache.NewLookup(name), this);
         }
 
         entry.Used = true;
@@ -71,7 +72,7 @@ internal sealed class DnsCache : IDisposable
             // meanwhile do not each wait for a failing resolver). Any other failure answers for FailureHeld.
             if (_lastKnown.TryGetValue(host, out var last))
             {
-                _entries.TryUpdate(host, new Entry(Task.FromResult(last), _time.GetTimestamp()) { Used = true }, entry);
+                _entries.TryUpdate(host, new Entry(last, _time.GetTimestamp()) { Used = true }, entry);
                 return last;
             }
 
@@ -101,7 +102,7 @@ internal sealed class DnsCache : IDisposable
             try
             {
                 var fresh = await LookupAsync(name);
-                _entries[name] = new Entry(Task.FromResult(fresh), _time.GetTimestamp()) { Used = false };
+                _entries[name] = new Entry(fresh, _time.GetTimestamp()) { Used = false };
             }
             catch (Exception ex) when (ex is SocketException or TimeoutException or OperationCanceledException)
             {
@@ -112,7 +113,7 @@ internal sealed class DnsCache : IDisposable
 
     public void Dispose() => _refresh.Dispose();
 
-    private Entry StartLookup(string host) => new(LookupAsync(host), _time.GetTimestamp());
+    private Entry NewLookup(string host) => new(() => LookupAsync(host), _time.GetTimestamp());
 
     private async Task<IPAddress[]> LookupAsync(string host)
     {
@@ -127,12 +128,27 @@ internal sealed class DnsCache : IDisposable
         return addresses;
     }
 
-    private sealed class Entry(Task<IPAddress[]> addresses, long started)
+    private sealed class Entry
     {
-        public Task<IPAddress[]> Addresses { get; } = addresses;
+        private readonly Lazy<Task<IPAddress[]>> _addresses;
+
+        /// <summary>A lookup, started when the addresses are first asked for.</summary>
+        public Entry(Func<Task<IPAddress[]>> lookup, long started)
+        {
+            _addresses = new(lookup);
+            Started = started;
+        }
+
+        public Entry(IPAddress[] known, long started)
+        {
+            _addresses = new(Task.FromResult(known));
+            Started = started;
+        }
+
+        public Task<IPAddress[]> Addresses => _addresses.Value;
 
         /// <summary>When the lookup began (a <see cref="TimeProvider"/> timestamp).</summary>
-        public long Started { get; } = started;
+        public long Started { get; }
 
         public bool Used { get; set; }
     }
