@@ -13,6 +13,7 @@ using Sidekick.Forwarding;
 using Sidekick.Health;
 using Sidekick.Networking;
 using Sidekick.Observability;
+using Sidekick.Platform;
 using Sidekick.Routing;
 using Sidekick.Topology;
 using Sidekick.Forwarding.Http1;
@@ -37,6 +38,7 @@ internal sealed class SidekickServer : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly TextWriter _stderr;
     private readonly List<PosixSignalRegistration> _signals = [];
+    private int _stopSignals;
     private Task _table = Task.CompletedTask;
     private readonly Http1Forwarder _forwarder;
     private readonly TimeProvider _time;
@@ -417,15 +419,45 @@ internal sealed class SidekickServer : IAsyncDisposable
         }
     }
 
-    /// <summary>SIGTERM, SIGINT: say what is draining (upstream printed the signal), then stop gracefully.</summary>
+    /// <summary>
+    /// SIGTERM, SIGINT: say what is draining (upstream printed the signal), then stop gracefully. A second one
+    /// during the drain stops at once: an operator pressing Ctrl-C again, or an orchestrator's second signal,
+    /// should not need SIGKILL to end a drain that a stuck request would hold for the whole --shutdown-timeout.
+    /// </summary>
     private void Drain(PosixSignalContext signal, string name)
     {
         signal.Cancel = true;
         var inFlight = Topology.Current.AllBackends.Sum(static b => b.InFlight);
+        if (Interlocked.Increment(ref _stopSignals) > 1)
+        {
+            ExitNow(name, inFlight);
+            return;
+        }
+
         Announce(Lines.Info(
             $"caught signal '{name}': stopping; {inFlight} {(inFlight == 1 ? "request" : "requests")} in flight get up to {GoDuration.Format(_options.ShutdownTimeout)} to finish",
             ("Signal", name), ("InFlight", inFlight)));
         _app.Lifetime.StopApplication();
+    }
+
+    /// <summary>
+    /// The second stop signal: one line on stderr, written before anything else can block, then the process
+    /// ends without running the drain's cleanup (which is what is being cut). Spool files left behind are swept
+    /// by the next start; multipart uploads left open are the store's to expire, as after any kill.
+    /// </summary>
+    private void ExitNow(string name, int inFlight)
+    {
+        try
+        {
+            _stderr.WriteLine(Lines.Error(
+                $"caught signal '{name}' again: exiting now, without waiting for {inFlight} {(inFlight == 1 ? "request" : "requests")} in flight",
+                ("Signal", name), ("InFlight", inFlight)));
+            _stderr.Flush();
+        }
+        finally
+        {
+            Libc._exit(SidekickApp.ShutdownCutExitCode);
+        }
     }
 
     /// <summary>SIGHUP: reload, then one line saying what changed (or why nothing did).</summary>

@@ -47,6 +47,10 @@ internal static unsafe partial class Libc
         public int Flags;
     }
 
+    /// <summary>Ends the process at once: no exit handlers, no waiting for the host (a second stop signal).</summary>
+    [LibraryImport("libc", EntryPoint = "_exit")]
+    public static partial void _exit(int status);
+
     [LibraryImport("libc", SetLastError = true)]
     public static partial int epoll_create1(int flags);
 

@@ -131,6 +131,35 @@ public sealed class BoundsProcessTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_second_stop_signal_ends_the_drain_at_once()
+    {
+        await using var silent = new SilentBackend();
+        var port = SidekickProcess.FreePort();
+        await using var sidekick = SidekickProcess.Start("--address", $"127.0.0.1:{port}", "--health-path", "/health", "--trace", "",
+            "--shutdown-timeout", "1h", silent.Url.ToString());
+        await sidekick.WaitForHealthAsync(port);
+
+        using var client = new HttpClient();
+        var held = client.GetAsync($"http://127.0.0.1:{port}/never");
+        await Eventually.WaitUntilAsync(() => silent.Held > 0);
+        sidekick.Signal("TERM");
+        await Eventually.WaitUntilAsync(() => sidekick.Stdout.Contains("caught signal 'terminated': stopping", StringComparison.Ordinal));
+        Assert.False(sidekick.Process.HasExited, "the first signal ended the process although a request was in flight");
+
+        sidekick.Signal("INT");
+        using (var exit = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+        {
+            // Without the second signal's exit this waits for the hour's drain: the token ends the wait, and the test fails.
+            await sidekick.Process.WaitForExitAsync(exit.Token);
+        }
+
+        sidekick.Process.WaitForExit();
+        await Assert.ThrowsAnyAsync<Exception>(() => held);
+        Assert.Equal(3, sidekick.Process.ExitCode);
+        Assert.Contains("caught signal 'interrupt' again: exiting now, without waiting for 1 request in flight", sidekick.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_stop_that_cuts_nothing_exits_zero()
     {
         await using var silent = new SilentBackend();
