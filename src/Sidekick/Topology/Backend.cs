@@ -126,12 +126,31 @@ internal sealed class Backend
         return 0;
     }
 
-    /// <summary>Takes the backend out of rotation until the back-off ends; the back-off grows with each ejection.</summary>
+    /// <summary>
+    /// Takes the backend out of rotation until the back-off ends. The back-off grows with each ejection and
+    /// shrinks by one step for each <paramref name="baseTime"/> the backend served since its last ejection
+    /// ended (as Envoy's multiplier decays): a backend that misbehaved once last week is ejected for the base
+    /// time again, not for the longest one.
+    /// </summary>
     public TimeSpan Eject(TimeSpan baseTime, TimeSpan maxTime)
     {
-        var count = Interlocked.Increment(ref _ejections);
+        int count;
+        var now = _time.GetTimestamp();
+        lock (_transitionGate)
+        {
+            count = _ejections;
+            var lastEnded = Volatile.Read(ref _ejectedUntil);
+            if (count > 0 && baseTime > TimeSpan.Zero && now > lastEnded)
+            {
+                var served = _time.GetElapsedTime(lastEnded, now);
+                count = (int)Math.Max(0, count - served.Ticks / baseTime.Ticks);
+            }
+
+            _ejections = ++count;
+        }
+
         var duration = TimeSpan.FromTicks(Math.Min(maxTime.Ticks, baseTime.Ticks * count));
-        Volatile.Write(ref _ejectedUntil, _time.GetTimestamp() + (long)(duration.TotalSeconds * _time.TimestampFrequency));
+        Volatile.Write(ref _ejectedUntil, now + (long)(duration.TotalSeconds * _time.TimestampFrequency));
         Interlocked.Exchange(ref _consecutiveGatewayErrors, 0);
         return duration;
     }

@@ -41,6 +41,33 @@ public sealed class BackendTimingTests
     }
 
     [Fact]
+    public void The_back_off_shrinks_by_a_step_for_each_base_time_served_since_the_last_ejection()
+    {
+        var (step, most) = (TimeSpan.FromSeconds(30), TimeSpan.FromMinutes(5));
+        var backend = Healthy(1);
+        for (var i = 1; i <= 12; i++)
+        {
+            var duration = backend.Eject(step, most);
+            _time.Advance(duration);
+        }
+
+        // Twelve ejections back to back: the longest back-off. An hour of serving since brings it back to the first step.
+        Assert.Equal(most, backend.Eject(step, most));
+        _time.Advance(most + TimeSpan.FromHours(1));
+        Assert.Equal(step, backend.Eject(step, most));
+
+        // Three steps' worth of serving after a one-step back-off: below the first step is still the first step.
+        _time.Advance(step + TimeSpan.FromSeconds(95));
+        Assert.Equal(step, backend.Eject(step, most));
+        // Straight after the last one ended: the next step.
+        _time.Advance(step);
+        Assert.Equal(2 * step, backend.Eject(step, most));
+        // One step of serving after it ended: the same step again (one up, one down).
+        _time.Advance(2 * step + step);
+        Assert.Equal(2 * step, backend.Eject(step, most));
+    }
+
+    [Fact]
     public void A_recovered_backend_warms_up_over_the_slow_start_but_the_first_up_does_not()
     {
         var backend = Healthy(1);
