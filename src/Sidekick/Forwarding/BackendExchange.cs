@@ -201,22 +201,28 @@ internal sealed class BackendExchange(
 
     /// <summary>
     /// Where a retry or a cut body goes: the first site with a serving backend other than those the request
-    /// failed on, else wherever requests go.
+    /// failed on, preferring one outside its failback hold-down (as <see cref="TopologySnapshot.SelectSite"/>
+    /// does for first attempts), else wherever requests go.
     /// </summary>
-    private Site? SiteAvoiding(List<Backend> failed)
+    private Site? SiteAvoiding(List<Backend> failed) =>
+        FirstSiteServingOtherThan(failed, failbackHoldDownMilliseconds)
+        ?? (failbackHoldDownMilliseconds > 0 ? FirstSiteServingOtherThan(failed, 0) : null)
+        ?? topology.Current.SelectSite(failbackHoldDownMilliseconds);
+
+    private Site? FirstSiteServingOtherThan(List<Backend> failed, long holdDownMilliseconds)
     {
         foreach (var site in topology.Current.Sites)
         {
             foreach (var candidate in site.Backends)
             {
-                if (candidate.IsServing && !failed.Contains(candidate))
+                if (candidate.IsServing && !failed.Contains(candidate) && !candidate.IsRecoveringWithin(holdDownMilliseconds))
                 {
                     return site;
                 }
             }
         }
 
-        return topology.Current.SelectSite(failbackHoldDownMilliseconds);
+        return null;
     }
 
     /// <summary>A waiting request may go on: a backend serves, or the panic rule has one.</summary>

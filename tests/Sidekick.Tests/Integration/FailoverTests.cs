@@ -217,6 +217,32 @@ public sealed class FailoverTests
     }
 
     [Fact]
+    public async Task A_retry_stays_off_a_site_inside_its_failback_hold_down()
+    {
+        await using var a = await TestBackend.StartAsync("a");
+        await using var b = await TestBackend.StartAsync("b");
+        await using var c = await TestBackend.StartAsync("c");
+        var options = SidekickHarness.FastOptions with { HealthDuration = TimeSpan.FromMinutes(5), FailbackHoldDown = TimeSpan.FromMinutes(10) };
+        await using var sidekick = await SidekickHarness.StartAsync(options, [a], [b, c]);
+
+        // Site 1 has just come back: inside its hold-down, requests stay on site 2.
+        sidekick.BackendOf(a).MarkDown("test");
+        sidekick.BackendOf(a).MarkUp();
+        await b.StopAsync();
+        var answers = new List<string>();
+        for (var i = 0; i < 10; i++)
+        {
+            answers.Add(await sidekick.Client.GetStringAsync("/x"));
+        }
+
+        // b refused (its probe is minutes away): each retry had site 2's c, which is settled, and must not have gone back
+        // to site 1 early: the hold-down exists so that a flapping site does not take traffic back, retries included.
+        Assert.True(sidekick.Server.Retries.Count.Value >= 1, "no request was retried: b was not chosen");
+        Assert.All(answers, answer => Assert.Equal("c", answer));
+        Assert.Equal(0, a.Hits);
+    }
+
+    [Fact]
     public async Task Without_retries_a_refused_connection_is_a_502_naming_the_error()
     {
         await using var a = await TestBackend.StartAsync("a");
