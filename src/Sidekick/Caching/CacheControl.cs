@@ -66,10 +66,28 @@ internal sealed class CacheControl
     /// </summary>
     public TimeSpan? Seconds(string directive) =>
         !_duplicated.Contains(directive) &&
-        _directives.TryGetValue(directive, out var value) && value is not null &&
-        long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds)
-            ? TimeSpan.FromSeconds(Math.Min(seconds, int.MaxValue))
+        _directives.TryGetValue(directive, out var value)
+            ? DeltaSeconds(value)
             : null;
+
+    /// <summary>
+    /// A delta-seconds value (RFC 9111 §1.2.2): digits only; one too large to represent counts as 2^31 seconds, as
+    /// the section requires (a max-age past the range of a long is for ever, not malformed). Null when not digits.
+    /// </summary>
+    public static TimeSpan? DeltaSeconds(string? value)
+    {
+        if (string.IsNullOrEmpty(value) || value.AsSpan().ContainsAnyExceptInRange('0', '9'))
+        {
+            return null;
+        }
+
+        return long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds) && seconds <= Int31
+            ? TimeSpan.FromSeconds(seconds)
+            : TimeSpan.FromSeconds(Int31);
+    }
+
+    /// <summary>2^31, the value §1.2.2 gives a delta-seconds too large to represent.</summary>
+    private const long Int31 = 2147483648;
 
     /// <summary><c>max-stale</c> without a value means any staleness is acceptable.</summary>
     public TimeSpan? MaxStale => Has("max-stale") ? Seconds("max-stale") ?? TimeSpan.MaxValue : null;

@@ -262,7 +262,8 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
 
     /// <summary>
     /// The header fields of a response worth storing, one pair per field line, values untouched: hop-by-hop
-    /// fields and those about this hop or this answer (Server, Age, Date, X-Cache, …) are left out.
+    /// fields and those about this hop or this answer (Age, Date, X-Cache, …) are left out, and so is the
+    /// <c>SideKick</c> the exchange put in front of the origin's Server (a hit puts its own there again).
     /// </summary>
     public static KeyValuePair<string, string>[] StoredHeaders(IHeaderDictionary headers)
     {
@@ -274,9 +275,10 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
                 continue;
             }
 
-            foreach (var value in values)
+            var ours = string.Equals(name, HeaderNames.Server, StringComparison.OrdinalIgnoreCase) && values.Count > 0 && values[0] == "SideKick" ? 1 : 0;
+            for (var i = ours; i < values.Count; i++)
             {
-                stored.Add(new(name, value ?? ""));
+                stored.Add(new(name, values[i] ?? ""));
             }
         }
 

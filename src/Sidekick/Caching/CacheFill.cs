@@ -29,6 +29,12 @@ internal enum FillAbandonReason
     /// object changed, so what was kept of it is dropped.
     /// </summary>
     ObjectChanged,
+
+    /// <summary>
+    /// Its client read so slowly (a whole fill goes at its client's pace) that the fill gave its slot to a new one
+    /// when every slot, or the spool, was taken: a few slow readers must not turn the cache off for everyone.
+    /// </summary>
+    ClientTooSlow,
 }
 
 /// <summary>
@@ -58,6 +64,7 @@ internal sealed class CacheFill
     // The bytes a fill combined from ranges reserved in the spool budget: every range it began to write.
     private readonly FillCoverage _reservedCoverage = new();
     private readonly TimeProvider _time;
+    private readonly long _startedAt;
     private readonly ITimer? _idleCheck;
     private readonly Task<bool> _upload;
     private readonly DirectSpoolWriter? _direct;
@@ -85,6 +92,7 @@ internal sealed class CacheFill
         _time = time;
         FromPieces = fromPieces;
         _lastWrite = time.GetTimestamp();
+        _startedAt = _lastWrite;
         if (fromPieces)
         {
             _idleCheck = time.CreateTimer(static state => ((CacheFill)state!).CheckIdle(), this, PieceIdle, PieceIdle);
@@ -114,6 +122,9 @@ internal sealed class CacheFill
 
     /// <summary>The body is combined from ranged (206) responses of the object rather than copied from one whole response.</summary>
     public bool FromPieces { get; }
+
+    /// <summary>How long ago the fill started.</summary>
+    public TimeSpan Running => _time.GetElapsedTime(_startedAt);
 
     /// <summary>The entry's key in the bucket.</summary>
     public string Key { get; }

@@ -171,7 +171,7 @@ internal sealed class CacheFills : IDisposable
             return null;
         }
 
-        if (Interlocked.Increment(ref _inFlight) > _options.MaxFills && !YieldedByWaitingPieces())
+        if (Interlocked.Increment(ref _inFlight) > _options.MaxFills && !YieldedByWaitingPieces() && !YieldedBySlowClient())
         {
             Interlocked.Decrement(ref _inFlight);
             if (fromPieces)
@@ -199,6 +199,9 @@ internal sealed class CacheFills : IDisposable
 
         if (spool is null)
         {
+            // A slow reader's reservation comes back once its fill lets go of the spool, too late for this fill but
+            // in time for the next ones.
+            YieldedBySlowClient();
             return Refused(target, fromPieces, FillAbandonReason.SpoolFull, $"{entry.Length} bytes do not fit the spool budget ({_spool.Reserved} of {_spool.Capacity} in use)");
         }
 
@@ -240,6 +243,49 @@ internal sealed class CacheFills : IDisposable
         longest.Abandon(FillAbandonReason.RangesIncomplete, $"gave its slot to a new fill after {longest.IdleFor.TotalSeconds:0} s without a new range");
         return true;
     }
+
+    /// <summary>
+    /// Frees a slot for a new fill by giving up the whole fill whose client reads slowest, when that client has read
+    /// under <see cref="SlowClientRate"/> on average for at least <see cref="SlowClientAfter"/>. A whole fill goes at
+    /// its client's pace and keeps its slot and spool reservation until that client has the body: without this, 64
+    /// clients reading a few bytes a second (SIDEKICK_CACHE_MAX_FILLS) turned the cache off for every other reader.
+    /// The slow client is still served, from the origin; only the entry is not made. True when a slot was freed.
+    /// </summary>
+    private bool YieldedBySlowClient()
+    {
+        CacheFill? slowest = null;
+        var slowestRate = SlowClientRate;
+        foreach (var (_, fill) in _running)
+        {
+            var running = fill.Running;
+            if (fill.FromPieces || fill.Abandoned || fill.BodyComplete || running < SlowClientAfter)
+            {
+                continue;
+            }
+
+            var rate = fill.Written / running.TotalSeconds;
+            if (rate < slowestRate)
+            {
+                (slowest, slowestRate) = (fill, rate);
+            }
+        }
+
+        if (slowest is null)
+        {
+            return false;
+        }
+
+        slowest.Abandon(FillAbandonReason.ClientTooSlow,
+            $"gave its slot to a new fill: its client read {slowestRate / 1024:0} KiB/s on average over {slowest.Running.TotalSeconds:0} s " +
+            $"(under {SlowClientRate / 1024 / 1024:0} MiB/s once every slot or the spool is taken)");
+        return true;
+    }
+
+    /// <summary>The average rate under which a whole fill's client counts as slow (bytes per second).</summary>
+    internal const double SlowClientRate = 1024 * 1024;
+
+    /// <summary>How long a whole fill runs before its client's rate is judged.</summary>
+    internal static TimeSpan SlowClientAfter { get; } = TimeSpan.FromSeconds(30);
 
     /// <summary>How long a combination of ranges may wait for its next range before a new fill may take its slot.</summary>
     internal static TimeSpan YieldAfter { get; } = TimeSpan.FromSeconds(5);

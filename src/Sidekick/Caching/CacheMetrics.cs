@@ -171,6 +171,7 @@ internal sealed class CacheMetrics : IDisposable
         FillAbandonReason.OriginIncomplete => "origin_incomplete",
         FillAbandonReason.RangesIncomplete => "ranges_incomplete",
         FillAbandonReason.ObjectChanged => "object_changed",
+        FillAbandonReason.ClientTooSlow => "client_too_slow",
         _ => "client_gone",
     };
 

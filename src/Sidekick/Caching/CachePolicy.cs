@@ -86,7 +86,23 @@ internal static class CachePolicy
         entry.FilledWithCredentials && !(options.SharePublic && (response.Has("public") || response.Has("s-maxage")));
 
     /// <summary>Whether a shared cache may go on keeping a response with these directives (§5.2.2.5, §5.2.2.7).</summary>
-    public static bool MayKeep(CacheControl response) => !response.Has("no-store") && !response.Has("private");
+    public static bool MayKeep(CacheControl response) => !StoreForbidden(response) && !response.Has("private");
+
+    /// <summary>
+    /// no-store, unless must-understand stands beside it: a cache that implements must-understand (§5.2.2.3) ignores
+    /// no-store for a status it understands (the origin sends both so that older caches store nothing at all).
+    /// </summary>
+    private static bool StoreForbidden(CacheControl response) => response.Has("no-store") && !response.Has("must-understand");
+
+    /// <summary>
+    /// The final statuses whose caching rules this cache implements: those RFC 9110 §15 defines. A response with
+    /// must-understand and any other status is never stored (§3, §5.2.2.3).
+    /// </summary>
+    private static readonly HashSet<int> Understood =
+    [
+        200, 201, 202, 203, 204, 205, 206, 300, 301, 302, 303, 304, 305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408,
+        409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 426, 500, 501, 502, 503, 504, 505,
+    ];
 
     /// <summary>
     /// Statuses a cache may give heuristic freshness (RFC 9110 §15.1, RFC 9111 §4.2.2); any other status is
@@ -124,7 +140,12 @@ internal static class CachePolicy
             return NotStoredReason.Status;
         }
 
-        if (request.Has("no-store") || response.Has("no-store"))
+        if (response.Has("must-understand") && !Understood.Contains(status))
+        {
+            return NotStoredReason.Status;
+        }
+
+        if (request.Has("no-store") || StoreForbidden(response))
         {
             return NotStoredReason.NoStore;
         }
@@ -221,9 +242,7 @@ internal static class CachePolicy
         var apparent = date is { } d && responseTime > d ? responseTime - d : TimeSpan.Zero;
         // §5.1: of a list-based Age the first member counts; an invalid one (not a non-negative integer) is ignored.
         var first = ageHeader?.Split(',')[0].Trim();
-        var ageValue = long.TryParse(first, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds) && seconds > 0
-            ? TimeSpan.FromSeconds(Math.Min(seconds, int.MaxValue))
-            : TimeSpan.Zero;
+        var ageValue = CacheControl.DeltaSeconds(first) ?? TimeSpan.Zero;
         var corrected = ageValue + (responseTime - requestTime);
         return apparent > corrected ? apparent : corrected;
     }
@@ -248,18 +267,10 @@ internal static class CachePolicy
 
         var lifetime = FreshnessLifetime(entry, response, options);
         var age = CurrentAge(entry, now);
-        var fresh = age < lifetime;
-        if (request.Seconds("max-age") is { } maxAge && age > maxAge)
-        {
-            fresh = false;
-        }
-
-        if (request.Seconds("min-fresh") is { } minFresh && lifetime - age < minFresh)
-        {
-            fresh = false;
-        }
-
-        if (fresh)
+        // The request's own limits (§5.2.1.1, §5.2.1.3): a client that sets them does not want this copy, fresh or not.
+        var refused = (request.Seconds("max-age") is { } maxAge && age > maxAge) ||
+                      (request.Seconds("min-fresh") is { } minFresh && lifetime - age < minFresh);
+        if (age < lifetime && !refused)
         {
             return CacheDecision.Serve;
         }
@@ -271,7 +282,9 @@ internal static class CachePolicy
             return CacheDecision.Serve;
         }
 
-        if (!mustRevalidate && !requestHasCredentials && response.Seconds("stale-while-revalidate") is { } swr && staleness <= swr)
+        // Only a stale response may be served while it revalidates (RFC 5861 §3), and not to a request that refused it.
+        if (!mustRevalidate && !requestHasCredentials && !refused && staleness >= TimeSpan.Zero &&
+            response.Seconds("stale-while-revalidate") is { } swr && staleness <= swr)
         {
             return CacheDecision.ServeAndRevalidate;
         }

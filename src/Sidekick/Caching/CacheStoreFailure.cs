@@ -30,6 +30,25 @@ internal enum CacheStoreFailureReason
 /// </summary>
 internal sealed partial record CacheStoreFailure(CacheStoreFailureReason Reason, string Detail)
 {
+    /// <summary>
+    /// The most of a store's own text a failure keeps. The AWS SDK puts an error's whole Message, or the whole body of
+    /// one it cannot parse (a gateway's error page), in its exception: a store answering 20 MiB of it made log lines
+    /// and a /v1/state of 20 MiB, on every probe.
+    /// </summary>
+    public const int MaxDetailLength = 512;
+
+    private readonly string _detail = Bounded(Detail);
+
+    public string Detail
+    {
+        get => _detail;
+        init => _detail = Bounded(value);
+    }
+
+    private static string Bounded(string detail) => detail.Length <= MaxDetailLength
+        ? detail
+        : string.Concat(detail.AsSpan(0, MaxDetailLength), $"… ({detail.Length} characters in all)");
+
     public static readonly CacheStoreFailureReason[] Reasons = Enum.GetValues<CacheStoreFailureReason>();
 
     /// <summary>The metric label and JSON value: unreachable, credentials_rejected, bucket_missing, timeout, other.</summary>

@@ -16,7 +16,7 @@ internal sealed record CachedResponse
     private static readonly HashSet<string> Skipped = new(StringComparer.OrdinalIgnoreCase)
     {
         "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "TE", "Trailer",
-        "Set-Cookie", "Server", "X-Proxy", "X-Cache", "Age", "Date",
+        "Set-Cookie", "X-Proxy", "X-Cache", "Age", "Date",
     };
 
     public required int Status { get; init; }
@@ -76,10 +76,23 @@ internal sealed record CachedResponse
             value = string.Concat(value.AsSpan(0, 8), "0", value.AsSpan(9)); // asctime "Dec  1" as "Dec 01"
         }
 
-        return !value.Contains("  ", StringComparison.Ordinal) &&
-               DateTimeOffset.TryParseExact(value, HttpDateFormats, HttpDateCulture, DateTimeStyles.AssumeUniversal, out var date)
-            ? date
-            : null;
+        if (value.Contains("  ", StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        foreach (var format in HttpDateFormats)
+        {
+            // HTTP-date is case-sensitive (§5.6.7: "Dec", never "DEC"), and parsing ignores case: the date must read
+            // back exactly as it came.
+            if (DateTimeOffset.TryParseExact(value, format, HttpDateCulture, DateTimeStyles.AssumeUniversal, out var date) &&
+                string.Equals(date.ToString(format, HttpDateCulture), value, StringComparison.Ordinal))
+            {
+                return date;
+            }
+        }
+
+        return null;
     }
 
     private static readonly string[] HttpDateFormats =

@@ -22,41 +22,49 @@ internal readonly struct ClientConditionals
     /// </summary>
     private static readonly string[] Validators = [HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince];
 
-    private readonly string? _added;
+    private readonly string[] _added;
 
-    private ClientConditionals(string? added) => _added = added;
+    private ClientConditionals(params string[] added) => _added = added;
 
     public static bool AnyIn(HttpRequest request) => Names.Any(request.Headers.ContainsKey);
 
     public static bool HasOwnValidators(HttpRequest request) => Validators.Any(request.Headers.ContainsKey);
 
     /// <summary>
-    /// Adds the entry's validator (ETag first, else Last-Modified) to a request that has none of its own; an entry
-    /// with neither is asked for unconditionally, and the new response replaces it.
+    /// Adds the entry's validators to a request that has none of its own: its ETag (If-None-Match) and, for a
+    /// request of the whole body, its Last-Modified as well (If-Modified-Since, RFC 9111 §4.3.1: an origin that
+    /// does not do entity tags still answers 304; one that does ignores the date, RFC 9110 §13.1.3). An entry with
+    /// neither is asked for unconditionally, and the new response replaces it.
     /// </summary>
     public static ClientConditionals MakeConditional(HttpRequest request, CachedResponse entry)
     {
-        if (entry.ETag is { } etag)
+        var etag = entry.ETag;
+        var lastModified = request.Headers.ContainsKey(HeaderNames.Range) && etag is not null ? null : entry.Header(HeaderNames.LastModified);
+        if (etag is not null)
         {
             request.Headers.IfNoneMatch = etag;
-            return new ClientConditionals(HeaderNames.IfNoneMatch);
         }
 
-        if (entry.Header(HeaderNames.LastModified) is { } lastModified)
+        if (lastModified is not null)
         {
             request.Headers.IfModifiedSince = lastModified;
-            return new ClientConditionals(HeaderNames.IfModifiedSince);
         }
 
-        return new ClientConditionals(null);
+        return (etag, lastModified) switch
+        {
+            (not null, not null) => new ClientConditionals(HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince),
+            (not null, null) => new ClientConditionals(HeaderNames.IfNoneMatch),
+            (null, not null) => new ClientConditionals(HeaderNames.IfModifiedSince),
+            _ => new ClientConditionals(),
+        };
     }
 
-    /// <summary>Takes the added validator away again, so the entry is served against the client's own request.</summary>
+    /// <summary>Takes the added validators away again, so the entry is served against the client's own request.</summary>
     public void Restore(HttpRequest request)
     {
-        if (_added is not null)
+        foreach (var name in _added ?? [])
         {
-            request.Headers.Remove(_added);
+            request.Headers.Remove(name);
         }
     }
 }

@@ -495,7 +495,7 @@ internal sealed class ResponseCache : IDisposable
             return false;
         }
 
-        var responseControl = CacheControl.Parse(entry.Header(HeaderNames.CacheControl));
+        var responseControl = entry.CacheControl();
         var lookup = new CacheLookup(fill.Key, entry);
         switch (CachePolicy.Decide(entry, requestControl, responseControl, _time.GetUtcNow(), PolicyFor(context.Request), CachePolicy.CarriesCredentials(context.Request)))
         {
@@ -716,6 +716,13 @@ internal sealed class ResponseCache : IDisposable
         if (answer.Status is 404 or 410 && answer.Fill is null)
         {
             // Gone, and not stored in its place (a 404 with explicit freshness is, §3): the old entry goes.
+            await _entries.EvictAsync(hit.Key);
+        }
+        else if (HttpMethods.IsHead(request.Method) && answer.Status == StatusCodes.Status200OK &&
+                 !CacheEntries.Names(entry, CacheEntries.StoredHeaders(context.Response.Headers)))
+        {
+            // §4.3.5: a HEAD's 200 showing another version than the stored GET's (its ETag or Last-Modified) says the
+            // stored body is not the current one; a HEAD brings no body to replace it with, so it goes.
             await _entries.EvictAsync(hit.Key);
         }
 

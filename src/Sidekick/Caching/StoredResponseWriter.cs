@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Primitives;
 using Microsoft.Net.Http.Headers;
 using Sidekick.Forwarding;
 
@@ -17,7 +18,8 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     /// <summary>
     /// Serves a stored response, its body from the store, or from <paramref name="fill"/>'s spool while that fill
     /// is still running, and counts it by <paramref name="outcome"/> (X-Cache: HIT or REVALIDATED). False, with
-    /// nothing sent or counted, when the body could not be opened.
+    /// nothing sent or counted, when the body could not be opened or the request's If-Match or If-Unmodified-Since
+    /// does not hold for the entry: the origin answers those.
     /// </summary>
     public async Task<bool> ServeAsync(HttpContext context, CacheLookup hit, string outcome, CacheFill? fill = null)
     {
@@ -27,23 +29,25 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         var age = (long)CachePolicy.CurrentAge(entry, time.GetUtcNow()).TotalSeconds;
 
         // The client's conditionals and Range apply to a successful response only (RFC 9110 §13.2.1, §14.2):
-        // a stored 404 or 301 is served as it is. A failed If-Match or If-Unmodified-Since comes first (§13.2.2):
-        // an SDK pinning one version across its ranged reads must never get bytes of another.
+        // a stored 404 or 301 is served as it is. If-Match and If-Unmodified-Since are the origin's to evaluate, not
+        // a cache's (RFC 9111 §4.3.2): when the entry does not satisfy them, the origin answers (its 412, or the newer
+        // version the client pinned); when it does, the entry holds the very bytes the client asked for. Either way
+        // an SDK pinning one version across its ranged reads never gets bytes of another.
         if (entry.Status is >= 200 and < 300 && PreconditionFails(request, entry))
         {
-            response.StatusCode = StatusCodes.Status412PreconditionFailed;
-            response.Headers[ResponseCache.CacheHeader] = outcome;
-            return Answered(outcome);
+            return false;
         }
 
         if (entry.Status is >= 200 and < 300 && NotModified(request, entry))
         {
+            // What a 200 would have carried of these (RFC 9110 §15.4.5), every field line of each.
             response.StatusCode = StatusCodes.Status304NotModified;
-            foreach (var name in new[] { HeaderNames.ETag, HeaderNames.LastModified, HeaderNames.CacheControl, HeaderNames.Expires, HeaderNames.Vary })
+            foreach (var (name, value) in entry.Headers)
             {
-                if (entry.Header(name) is { } value)
+                if (NotModifiedFields.Contains(name))
                 {
-                    response.Headers[name] = value;
+                    Forwarding.Latin1Fields.AllowFor(name, value);
+                    AppendLine(response.Headers, name, value);
                 }
             }
 
@@ -117,21 +121,23 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         try
         {
             response.StatusCode = partial ? StatusCodes.Status206PartialContent : entry.Status;
+            // Ours first, then the origin's, as on a proxied response.
+            response.Headers.Server = "SideKick";
             foreach (var (name, value) in entry.Headers)
             {
-                if (!string.Equals(name, HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase))
+                if (!string.Equals(name, HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase) && !(partial && WholeObjectOnly(name)))
                 {
                     Forwarding.Latin1Fields.AllowFor(name, value);
-                    response.Headers.Append(name, value);
+                    AppendLine(response.Headers, name, value);
                 }
             }
 
-            response.Headers.Server = "SideKick";
             response.Headers.Age = age.ToString(CultureInfo.InvariantCulture);
             StoredDate(response, entry);
             response.Headers[ResponseCache.CacheHeader] = outcome;
-            if (entry.Status == StatusCodes.Status200OK)
+            if (entry.Status == StatusCodes.Status200OK && entry.Header(HeaderNames.AcceptRanges) is null)
             {
+                // The cache answers ranges of a stored 200 itself; an origin's own Accept-Ranges (even "none") stays.
                 response.Headers.AcceptRanges = "bytes";
             }
 
@@ -389,16 +395,36 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 
     /// <summary>
     /// The Date the origin generated the response at, not the time it is served (RFC 9110 §6.6.1: the origin's
-    /// Date stays with the message; RFC 9111 §4.2.3: Age tells how long it has been stored since). A response
-    /// that came without one gets the server's own Date.
+    /// Date stays with the message; RFC 9111 §4.2.3: Age tells how long it has been stored since).
     /// </summary>
     private static void StoredDate(HttpResponse response, CachedResponse entry)
     {
-        if (entry.Date is { } date)
-        {
-            response.Headers.Date = date.ToString("r", CultureInfo.InvariantCulture);
-        }
+        // An origin that sent no Date: the time the response was received stands for it (RFC 9110 §6.6.1), not the
+        // time of this answer, which with Age would put the response's origination in the future.
+        response.Headers.Date = (entry.Date ?? entry.ReceivedAt).ToString("r", CultureInfo.InvariantCulture);
     }
+
+    /// <summary>
+    /// One stored field line added to the answer. IHeaderDictionary.Append drops an empty value (it tests with
+    /// StringValues.IsNullOrEmpty), and an empty field is a field the origin sent (RFC 9111 §3.1: all of them).
+    /// </summary>
+    private static void AppendLine(IHeaderDictionary headers, string name, string value) =>
+        headers[name] = StringValues.Concat(headers[name], value);
+
+    private static readonly HashSet<string> NotModifiedFields = new(StringComparer.OrdinalIgnoreCase)
+    {
+        HeaderNames.ETag, HeaderNames.LastModified, HeaderNames.CacheControl, HeaderNames.Expires, HeaderNames.Vary, HeaderNames.ContentLocation,
+    };
+
+    /// <summary>
+    /// Fields that describe the whole stored body and would be false on a range cut from it: S3's checksums
+    /// (<c>x-amz-checksum-crc32</c>, <c>-crc32c</c>, <c>-crc64nvme</c>, <c>-sha1</c>, <c>-sha256</c>, and their
+    /// <c>-type</c>) and Content-MD5. S3 and MinIO send none on a 206; botocore (awscli, boto3) checks any it
+    /// receives against the bytes it got, so a range carrying the whole object's failed every download.
+    /// </summary>
+    private static bool WholeObjectOnly(string name) =>
+        name.StartsWith("x-amz-checksum-", StringComparison.OrdinalIgnoreCase) ||
+        string.Equals(name, HeaderNames.ContentMD5, StringComparison.OrdinalIgnoreCase);
 
     /// <summary>The client's own conditional request, answered from the entry (RFC 9110 §13.2.2).</summary>
     private static bool NotModified(HttpRequest request, CachedResponse entry)
@@ -411,9 +437,10 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 .Any(t => t == "*" || WeakEquals(t, etag));
         }
 
+        // Without a Last-Modified, the entry's Date, else the time it was received, stands for it (RFC 9111 §4.3.2).
         return request.Headers.IfModifiedSince.Count > 0 &&
                CachedResponse.HttpDate(request.Headers.IfModifiedSince.ToString()) is { } since &&
-               entry.LastModified is { } lastModified && lastModified <= since;
+               (entry.LastModified ?? entry.Date ?? entry.ReceivedAt) <= since;
     }
 
     /// <summary>If-Match (strong comparison) or, without it, If-Unmodified-Since, evaluated against the entry (RFC 9110 §13.1.1, §13.1.4).</summary>
@@ -459,7 +486,8 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     internal static (long From, long To, bool Partial, bool Unsatisfiable) RangeOf(HttpRequest request, CachedResponse entry)
     {
         var range = request.Headers.Range.ToString();
-        if (entry.Status != StatusCodes.Status200OK || range.Length == 0 || !range.StartsWith("bytes=", StringComparison.OrdinalIgnoreCase) || range.Contains(',', StringComparison.Ordinal))
+        // Range is defined for GET alone (RFC 9110 §14.2): a HEAD with one gets the whole response's head.
+        if (entry.Status != StatusCodes.Status200OK || range.Length == 0 || !HttpMethods.IsGet(request.Method) || !range.StartsWith("bytes=", StringComparison.OrdinalIgnoreCase) || range.Contains(',', StringComparison.Ordinal))
         {
             return (0, 0, false, false);
         }

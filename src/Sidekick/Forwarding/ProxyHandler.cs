@@ -17,6 +17,14 @@ internal sealed class ProxyHandler(ResponseCache? cache, BackendExchange exchang
             return RequestGuard.RejectAsync(context, violation);
         }
 
+        if (RequestGuard.AsksAboutTheServer(context))
+        {
+            // OPTIONS * is about this server, not a resource (RFC 9110 §9.3.7): answered here, as upstream's Go server
+            // did. Forwarded, it reached the backend as "OPTIONS /" (a CORS preflight of an S3 service root).
+            context.Response.ContentLength = 0;
+            return Task.CompletedTask;
+        }
+
         // Without a cache the forwarding task is returned as is: no second state machine per request.
         return cache is null ? exchange.ForwardAsync(context) : HandleWithCacheAsync(context, cache);
     }

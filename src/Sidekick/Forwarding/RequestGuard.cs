@@ -53,6 +53,11 @@ internal static class RequestGuard
         var target = request?.RawTarget;
         if (HttpProtocol.IsHttp11(context.Request.Protocol) || HttpProtocol.IsHttp10(context.Request.Protocol))
         {
+            if (UnforwardableCoding(context.Request.Protocol, headers) is { } coding)
+            {
+                return coding;
+            }
+
             // Kestrel takes a bare CR, a TAB, DEL or another control in an HTTP/1.1 target and sidekick writes the
             // target as it came: a backend that ends a line at a bare CR would read what follows it as a field
             // ("GET /a\rTransfer-Encoding: chunked"). RFC 9112 §2.2 asks a recipient to refuse a bare CR. Bytes above
@@ -91,6 +96,32 @@ internal static class RequestGuard
     /// </summary>
     private static bool IsMisspelledStandardMethod(string method) =>
         !string.Equals(HttpMethods.GetCanonicalizedValue(method), method, StringComparison.Ordinal);
+
+    /// <summary>
+    /// A request body's framing sidekick cannot pass on as it came. Kestrel takes any Transfer-Encoding whose last
+    /// coding is chunked (<c>gzip, chunked</c>, <c>identity, chunked</c>, chunked twice) and removes the chunking
+    /// alone; the field is hop-by-hop and dropped, so the backend stored still-gzipped bytes as the object, told
+    /// nothing. Only a single <c>chunked</c> is forwarded (Go's server, so upstream, refuses the rest too). Over
+    /// HTTP/1.0 Transfer-Encoding is not defined, and RFC 9112 §6.1 makes its framing faulty: refused, and the
+    /// connection closed with the answer, so nothing read after it is taken for a request.
+    /// </summary>
+    private static string? UnforwardableCoding(string protocol, IHeaderDictionary headers)
+    {
+        var codings = headers.TransferEncoding;
+        if (codings.Count == 0)
+        {
+            return null;
+        }
+
+        if (HttpProtocol.IsHttp10(protocol))
+        {
+            return "Transfer-Encoding is not defined in HTTP/1.0 (RFC 9112 §6.1): send Content-Length";
+        }
+
+        return codings.Count == 1 && string.Equals(codings[0]?.Trim(' ', '\t'), "chunked", StringComparison.OrdinalIgnoreCase)
+            ? null
+            : $"only 'Transfer-Encoding: chunked' is forwarded, not '{string.Join(", ", codings.ToArray())}'";
+    }
 
     /// <summary>
     /// Kestrel checks that a Host's port is digits, not that it is a port: "h:99999" went to the backend as sent on
@@ -187,6 +218,10 @@ internal static class RequestGuard
         var rest = target[authorityEnd..];
         return rest.Length == 0 ? "/" : rest[0] == '?' ? "/" + rest : rest;
     }
+
+    /// <summary>The request is <c>OPTIONS *</c> (the asterisk-form target, RFC 9112 §3.2.4).</summary>
+    public static bool AsksAboutTheServer(HttpContext context) =>
+        HttpMethods.IsOptions(context.Request.Method) && context.Features.Get<IHttpRequestFeature>()?.RawTarget == "*";
 
     public static Task RejectAsync(HttpContext context, string violation)
     {

@@ -113,6 +113,14 @@ internal sealed class SidekickTransformer : HttpTransformer
                 }
             }
 
+            if (httpContext.Response.StatusCode is StatusCodes.Status204NoContent)
+            {
+                // A 204 has no content and no Content-Length (RFC 9110 §8.6); some servers send "Content-Length: 0" or
+                // more anyway. Kestrel refuses to write a 204 with one (a 500, and for a HEAD no answer at all), the
+                // HTTP/1.1 path drops it: so does this one.
+                headers.ContentLength = null;
+            }
+
             headers[ForwardingHeaders.ProxyMarkerName] = ForwardingHeaders.ProxyMarker;
             if (proceed && httpContext.Features.Get<IExchangeObserver>() is { } observer)
             {

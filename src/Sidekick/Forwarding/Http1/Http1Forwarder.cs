@@ -254,11 +254,12 @@ internal sealed class Http1Forwarder : IDisposable
                         continue;
                     }
 
-                    // 1xx interim responses (100 Continue, 103 Early Hints) are not forwarded, as with HttpClient.
+                    // 1xx interim responses (100 Continue, 103 Early Hints) are not forwarded, as with HttpClient. They do
+                    // not move the deadline: the final head must come within --backend-timeout of the request, as on YARP's
+                    // path, or a backend sending "102 Processing" every few seconds held the request for ever.
                     if (ResponseHead.PeekStatus(connection.Buffered[..headLength]) is >= 100 and < 200 and not 101)
                     {
                         connection.Consume(headLength);
-                        connection.Touch(); // a whole interim head is progress: the final one gets its own timeout
                         scan = default;
                         continue;
                     }

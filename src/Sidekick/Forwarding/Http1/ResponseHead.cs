@@ -140,7 +140,10 @@ internal readonly struct ResponseHead
         long contentLength = -1;
         var chunked = false;
         var keepAliveSeconds = 0;
-        var close = head[7] != (byte)'1';
+        // HTTP/1.0 closes unless told to keep alive; any "close", wherever it stands, is final (RFC 9112 §9.6), as it is
+        // to HttpClient: a later keep-alive does not take it back.
+        var http10 = head[7] != (byte)'1';
+        var (sawClose, sawKeepAlive) = (false, false);
         List<string>? connectionNamed = null;
         var lineStart = head.IndexOf((byte)'\n') + 1;
         while (lineStart < head.Length)
@@ -204,11 +207,11 @@ internal readonly struct ResponseHead
                     break;
                 case ResponseHeaderValues.Connection when ResponseHeaderValues.IsKeepAliveAlone(value):
                     // What the general case below concludes for this value, without decoding and splitting it.
-                    close = false;
+                    sawKeepAlive = true;
                     break;
                 case ResponseHeaderValues.Connection:
                     var options = values.Value(field.Known, value);
-                    close = Closes(options, close);
+                    ReadOptions(options, ref sawClose, ref sawKeepAlive);
                     HopByHopHeaders.AddNamed(options, ref connectionNamed);
                     break;
                 case ResponseHeaderValues.KeepAlive:
@@ -280,6 +283,7 @@ internal readonly struct ResponseHead
         // Chunked beside a Content-Length, or in an HTTP/1.0 response, is faulty framing, maybe an attempt at response
         // splitting (RFC 9112 §6.1, §6.3): the body is read as chunked and the connection is not used again.
         var faulty = chunked && (contentLength >= 0 || head[7] != (byte)'1');
+        var close = sawClose || (http10 && !sawKeepAlive);
         return new ResponseHead(framing, contentLength, !close && !faulty && framing != BodyFraming.UntilClose, keepAliveSeconds);
     }
 
@@ -360,24 +364,15 @@ internal readonly struct ResponseHead
         return new Field(offset, name.Length, offset + valueStart, length, known, scrub, latin1);
     }
 
-    /// <summary>Whether a Connection header's options (RFC 9112 §9.3) end the connection after this response.</summary>
-    private static bool Closes(string connection, bool byDefault)
+    /// <summary>The close and keep-alive options of a Connection field line (RFC 9112 §9.3, §9.6).</summary>
+    private static void ReadOptions(string connection, ref bool close, ref bool keepAlive)
     {
-        var closes = byDefault;
         foreach (var range in connection.AsSpan().Split(','))
         {
             var token = connection.AsSpan(range).Trim(" \t");
-            if (token.Equals("close", StringComparison.OrdinalIgnoreCase))
-            {
-                closes = true;
-            }
-            else if (token.Equals("keep-alive", StringComparison.OrdinalIgnoreCase))
-            {
-                closes = false;
-            }
+            close |= token.Equals("close", StringComparison.OrdinalIgnoreCase);
+            keepAlive |= token.Equals("keep-alive", StringComparison.OrdinalIgnoreCase);
         }
-
-        return closes;
     }
 
     /// <summary>Where <paramref name="text"/> lies without its leading and trailing spaces and tabs (OWS).</summary>
