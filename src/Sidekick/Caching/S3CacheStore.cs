@@ -252,11 +252,17 @@ internal sealed class S3CacheStore : IDisposable
     private string Name(string key) => _folder + key;
 
     /// <summary>
-    /// One cheap request that proves the store answers and the bucket exists: a listing of a prefix that holds
-    /// nothing (an empty, untruncated answer; a missing bucket is an error).
+    /// One cheap request that proves the store answers, the credentials hold and the bucket exists: a GET of an object
+    /// nobody writes, answered 404 NoSuchKey (NoSuchBucket, a 403 or a 5xx is the failure). Sent by sidekick itself, as
+    /// every read is, so that at most a few KiB of the answer are read: the SDK's listing it replaces read a store's
+    /// whole answer, and a broken or hostile store's endless body or megabytes of error text went into memory on every
+    /// probe (1.7 GB within 14 s in a review). Needs what the cache needs anyway: s3:GetObject and s3:ListBucket (S3
+    /// answers a missing key with 403 to a caller without the latter).
     /// </summary>
-    public async Task ProbeAsync(CancellationToken cancellationToken) =>
-        await _s3.ListObjectsV2Async(new ListObjectsV2Request { BucketName = _bucket, Prefix = "sidekick-health-probe/" }, cancellationToken);
+    public async Task ProbeAsync(CancellationToken cancellationToken)
+    {
+        using var found = await _requests.GetAsync("sidekick-health-probe/none", new RangeItemHeaderValue(0, 0), cancellationToken);
+    }
 
     public void Dispose()
     {

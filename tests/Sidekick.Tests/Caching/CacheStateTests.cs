@@ -9,7 +9,7 @@ namespace Sidekick.Tests.Caching;
 /// </summary>
 public sealed class CacheStateTests(CacheFixture fixture) : IClassFixture<CacheFixture>
 {
-    private static readonly string[] Reasons = ["spool_full", "spool_error", "store_error", "origin_incomplete", "client_gone", "ranges_incomplete", "object_changed"];
+    private static readonly string[] Reasons = ["spool_full", "spool_error", "store_error", "origin_incomplete", "client_gone", "ranges_incomplete", "object_changed", "client_too_slow"];
 
     [Fact]
     public async Task A_spool_budget_larger_than_the_disks_free_space_is_said_once_at_start()
