@@ -91,10 +91,11 @@ internal sealed class ResponseCache : IDisposable
         var request = context.Request;
         if (!HttpMethods.IsGet(request.Method) && !HttpMethods.IsHead(request.Method))
         {
+            using var deletes = DeleteObjects.Watch(request);
             await origin.ForwardAsync(context);
             if (CachePolicy.IsUnsafe(request.Method) && CachePolicy.InvalidatesOn(context.Response.StatusCode))
             {
-                await _entries.InvalidateAsync(context);
+                await _entries.InvalidateAsync(Invalidation.Of(context, deletes));
             }
 
             return;
@@ -490,7 +491,8 @@ internal sealed class ResponseCache : IDisposable
         }
 
         var entry = fill.Entry;
-        if (!CachePolicy.VarySelects(entry, context.Request.Headers))
+        // A fill under another spelling of a path a write invalidated since (its own key's fill was abandoned then).
+        if (!CachePolicy.VarySelects(entry, context.Request.Headers) || _entries.InvalidatedSince(context.Request, entry))
         {
             return false;
         }
