@@ -1,12 +1,17 @@
+using Sidekick.Forwarding;
+
 namespace Sidekick.Caching;
 
 /// <summary>
 /// A request body that keeps a copy of what the forwarder reads from it, up to a bound, as it passes: nothing is
-/// buffered ahead of the backend or delayed. Past the bound it only notes that it overflowed.
+/// buffered ahead of the backend or delayed. The copy's bytes are reserved in <paramref name="budget"/>, shared by all
+/// the copies in progress, as they arrive (clients sending many large bodies at once cannot make the process hold
+/// them all). Past the bound, or the budget, it only notes that it overflowed, and gives its bytes back.
 /// </summary>
-internal sealed class CapturingReadStream(Stream inner, int maxBytes) : Stream
+internal sealed class CapturingReadStream(Stream inner, int maxBytes, ReplayBudget budget) : Stream
 {
     private readonly MemoryStream _copy = new();
+    private long _reserved;
 
     public Stream Inner => inner;
 
@@ -50,16 +55,25 @@ internal sealed class CapturingReadStream(Stream inner, int maxBytes) : Stream
             return read.Length;
         }
 
-        if (_copy.Length + read.Length > maxBytes)
+        if (_copy.Length + read.Length > maxBytes || !budget.TryReserve(read.Length))
         {
             Overflowed = true;
-            _copy.SetLength(0); // the partial copy is of no use
-            _copy.Capacity = 0;
+            Release(); // the partial copy is of no use
             return read.Length;
         }
 
+        _reserved += read.Length;
         _copy.Write(read);
         return read.Length;
+    }
+
+    /// <summary>Lets the copy go and gives its bytes back to the budget.</summary>
+    public void Release()
+    {
+        _copy.SetLength(0);
+        _copy.Capacity = 0;
+        budget.Release(_reserved);
+        _reserved = 0;
     }
 
     public override void Flush()

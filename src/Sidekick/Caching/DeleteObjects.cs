@@ -1,4 +1,5 @@
 using System.Xml;
+using Sidekick.Forwarding;
 
 namespace Sidekick.Caching;
 
@@ -17,21 +18,30 @@ internal sealed class DeleteObjects : IDisposable
     /// <summary>S3 refuses a request with more (MalformedXML).</summary>
     internal const int MaxKeys = 1_000;
 
+    /// <summary>
+    /// What all the copies in progress may hold together: 16 bodies at the bound, hundreds of usual ones (a batch of
+    /// 1,000 short keys is about 60 KB). A copy that does not fit is given up, as one over the bound is.
+    /// </summary>
+    internal const long AllCopiesBytes = 32L * 1024 * 1024;
+
     private readonly HttpRequest _request;
     private readonly CapturingReadStream _body;
 
-    private DeleteObjects(HttpRequest request)
+    private DeleteObjects(HttpRequest request, ReplayBudget copies)
     {
         _request = request;
-        _body = new CapturingReadStream(request.Body, MaxBodyBytes);
+        _body = new CapturingReadStream(request.Body, MaxBodyBytes, copies);
         request.Body = _body; // both forwarding paths read the body through HttpRequest.Body
     }
 
-    /// <summary>Starts copying the body of a DeleteObjects request; null for any other request.</summary>
-    public static DeleteObjects? Watch(HttpRequest request) =>
-        HttpMethods.IsPost(request.Method) && request.QueryString.HasValue && request.Query.ContainsKey("delete") ? new DeleteObjects(request) : null;
+    /// <summary>Starts copying the body of a DeleteObjects request, its bytes reserved in <paramref name="copies"/>; null for any other request.</summary>
+    public static DeleteObjects? Watch(HttpRequest request, ReplayBudget copies) =>
+        HttpMethods.IsPost(request.Method) && request.QueryString.HasValue && request.Query.ContainsKey("delete") ? new DeleteObjects(request, copies) : null;
 
-    /// <summary>The keys the body names (entities decoded), or null when it was not read whole, is not such XML, or names too many.</summary>
+    /// <summary>
+    /// The keys the body names (entities decoded), or null when it was not copied whole (over the bound or the budget),
+    /// is not such XML, or names too many.
+    /// </summary>
     public IReadOnlyList<string>? Keys()
     {
         if (_body.Overflowed || _body.Captured is not { Array: { } array } captured)
@@ -77,6 +87,7 @@ internal sealed class DeleteObjects : IDisposable
 
     public void Dispose()
     {
+        _body.Release();
         if (ReferenceEquals(_request.Body, _body))
         {
             _request.Body = _body.Inner;

@@ -41,8 +41,13 @@ internal static class LoosePath
     /// <summary>The first segment of a loose path (<c>/bucket</c> of <c>/bucket/dir/key</c>), or <see cref="Root"/> for the root.</summary>
     public static string FirstSegment(string loose)
     {
+        if (loose.Length <= 1)
+        {
+            return Root;
+        }
+
         var slash = loose.IndexOf('/', 1);
-        return loose.Length <= 1 ? Root : slash < 0 ? loose : loose[..slash];
+        return slash < 0 ? loose : loose[..slash];
     }
 
     /// <summary>Whether the path is the root or has one segment: a bucket in path style, the bucket itself in virtual-host style.</summary>

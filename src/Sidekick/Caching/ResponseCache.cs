@@ -35,6 +35,9 @@ internal sealed class ResponseCache : IDisposable
     private readonly FillLeases _leases;
     private readonly ConcurrentDictionary<string, FillSlot> _pending = new();
 
+    // The copies of DeleteObjects bodies in progress, together (the replay buffers' kind of budget, a budget of its own).
+    private readonly Forwarding.ReplayBudget _deleteBodies = new(DeleteObjects.AllCopiesBytes);
+
     public ResponseCache(CacheOptions options, TimeProvider time)
     {
         _options = options;
@@ -91,11 +94,19 @@ internal sealed class ResponseCache : IDisposable
         var request = context.Request;
         if (!HttpMethods.IsGet(request.Method) && !HttpMethods.IsHead(request.Method))
         {
-            using var deletes = DeleteObjects.Watch(request);
-            await origin.ForwardAsync(context);
-            if (CachePolicy.IsUnsafe(request.Method) && CachePolicy.InvalidatesOn(context.Response.StatusCode))
+            WriteInvalidation? invalidation = null;
+            using (var deletes = DeleteObjects.Watch(request, _deleteBodies))
             {
-                await _entries.InvalidateAsync(Invalidation.Of(context, deletes));
+                await origin.ForwardAsync(context);
+                if (CachePolicy.IsUnsafe(request.Method) && CachePolicy.InvalidatesOn(context.Response.StatusCode))
+                {
+                    invalidation = Invalidation.Of(context, deletes);
+                }
+            }
+
+            if (invalidation is not null)
+            {
+                await _entries.InvalidateAsync(invalidation);
             }
 
             return;
