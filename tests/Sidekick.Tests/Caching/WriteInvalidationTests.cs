@@ -264,6 +264,28 @@ public sealed class WriteInvalidationTests(CacheFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task A_bucket_policy_set_in_virtual_host_style_reaches_the_objects_cached_under_it()
+    {
+        // Virtual-host style: the bucket is in the Host, and the bucket itself is the path "/".
+        await using var origin = await S3LikeOrigin.StartAsync();
+        origin.Put("/public/v.bin", 64 * 1024);
+        var (instance, client) = await StartAsync(origin);
+        await using var running = instance;
+        client.DefaultRequestHeaders.Host = "public.s3.local:9000";
+        await FillAnonymouslyAsync(instance, client, "/v.bin");
+
+        using (var policy = new HttpRequestMessage(HttpMethod.Put, "/?policy") { Content = new StringContent("{\"Statement\":[]}") })
+        {
+            Writer(policy);
+            using var set = await client.SendAsync(policy);
+            Assert.Equal(HttpStatusCode.NoContent, set.StatusCode);
+        }
+
+        using var after = await client.GetAsync("/v.bin");
+        Assert.True(after.StatusCode == HttpStatusCode.Forbidden, $"served to an anonymous client after the bucket was made private: {(int)after.StatusCode} X-Cache {Outcome(after)}");
+    }
+
+    [Fact]
     public async Task An_object_written_through_the_sidecar_makes_its_buckets_cached_listing_a_miss()
     {
         // With SIDEKICK_CACHE_DEFAULT_MAX_AGE, a ListObjectsV2 answer (no validator, no Cache-Control) is stored.
@@ -397,7 +419,10 @@ public sealed class WriteInvalidationTests(CacheFixture fixture) : IClassFixture
         private async Task HandleAsync(HttpContext context)
         {
             var request = context.Request;
-            var path = request.Path.Value!.TrimEnd('/'); // Kestrel decodes %28 etc. as S3 does
+            // Virtual-host style (<bucket>.s3.local) names the same objects as path style.
+            var host = request.Host.Host;
+            var bucketInHost = host.EndsWith(".s3.local", StringComparison.Ordinal) ? "/" + host[..host.IndexOf('.', StringComparison.Ordinal)] : "";
+            var path = (bucketInHost + request.Path.Value!).TrimEnd('/'); // Kestrel decodes %28 etc. as S3 does
             if (path == "/health")
             {
                 return;
