@@ -22,7 +22,8 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
 
     /// <summary>
     /// Keys whose removal the store has not confirmed: an unsafe request invalidated them while the store was offline,
-    /// or their delete failed (RFC 9111 §4.4). Until a delete succeeds, this sidecar never serves what the store holds
+    /// its answer stopped waiting for their delete (<see cref="EvictionWait"/>; a DeleteObjects body's keys at once), or
+    /// their delete failed (RFC 9111 §4.4). Until a delete succeeds, this sidecar never serves what the store holds
     /// under them (a lookup finds nothing, so their requests go to the origin as misses), and they are deleted again
     /// each time the store is found healthy: otherwise the version a DELETE or PUT replaced came back as a HIT once the
     /// store did. At most <see cref="MaxOwedEvictions"/> are remembered.
@@ -32,25 +33,8 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// <inheritdoc cref="_owed"/>
     internal const int MaxOwedEvictions = 100_000;
 
-    /// <summary>
-    /// When this sidecar last invalidated each key (RFC 9111 §4.4), by its clock. Deleting the entry is not enough when
-    /// another sidecar sharing the bucket is still uploading the version the unsafe request replaced: its upload lands
-    /// after the delete, and this sidecar, which saw the PUT or DELETE succeed, would serve the old version as a HIT. An
-    /// entry found under an invalidated key that was received before the invalidation is a miss here (the origin's
-    /// answer then fills the key again). Entries' receive times are their filler's clock, so clocks more than a few
-    /// milliseconds apart narrow what this catches. Kept for <see cref="InvalidationRemembered"/>, at most
-    /// <see cref="MaxInvalidationsRemembered"/> keys (cleared when full).
-    /// </summary>
-    private readonly ConcurrentDictionary<string, DateTimeOffset> _invalidatedAt = new();
-
-    /// <summary>
-    /// Every unsafe request adds its keys (an S3 upload two per part), so the bound is what a sidecar may spend on them:
-    /// about 2 MB.
-    /// </summary>
-    internal const int MaxInvalidationsRemembered = 10_000;
-
-    /// <summary>How long an invalidation outlasts the uploads it may have to outrun (a multi-GiB upload takes minutes).</summary>
-    internal static TimeSpan InvalidationRemembered { get; } = TimeSpan.FromHours(1);
+    /// <summary>What this sidecar invalidated lately: an entry received before is a miss here (see <see cref="InvalidationMemory"/>).</summary>
+    private readonly InvalidationMemory _invalidated = new(time);
 
     private int _payingOwed;
 
@@ -75,7 +59,6 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             return null;
         }
 
-        var plainKey = key;
         var openBody = OpensBody(request, out var range);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(options.StoreTimeout);
@@ -99,7 +82,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         }
 
         if (CachedResponse.Deserialize(head.Metadata(S3CacheStore.EntryMetadata)) is not { } entry || !CachePolicy.VarySelects(entry, request.Headers) ||
-            InvalidatedSince(plainKey, entry))
+            InvalidatedSince(request, entry))
         {
             opened?.Dispose();
             return null;
@@ -386,7 +369,11 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// <summary>Whether the store may still hold an entry this sidecar evicted (see <see cref="_owed"/>).</summary>
     public bool IsOwed(string key) => _owed.ContainsKey(key); // lock-free; IsEmpty of an empty dictionary takes every lock
 
-    /// <summary>Deletes again every entry whose eviction the store has not confirmed; one pass at a time.</summary>
+    /// <summary>
+    /// Deletes again every entry whose eviction the store has not confirmed; one pass at a time, and another when keys
+    /// were owed meanwhile (a pass works from a snapshot of them, and a request that owes keys during it finds it
+    /// running).
+    /// </summary>
     public async Task PayOwedEvictionsAsync()
     {
         if (_owed.IsEmpty || Interlocked.Exchange(ref _payingOwed, 1) != 0)
@@ -394,29 +381,44 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             return;
         }
 
+        long owedBefore;
         try
         {
-            foreach (var key in _owed.Keys)
+            do
             {
-                if (!health.Online)
+                owedBefore = Volatile.Read(ref _owedAdded);
+                foreach (var key in _owed.Keys)
                 {
-                    return;
-                }
+                    if (!health.Online)
+                    {
+                        return;
+                    }
 
-                await EvictAsync(key);
+                    await EvictAsync(key);
+                }
             }
+            while (Volatile.Read(ref _owedAdded) != owedBefore);
         }
         finally
         {
             Volatile.Write(ref _payingOwed, 0);
         }
+
+        // Owed after the last check, before the pass let go: their request's call found it still running.
+        if (Volatile.Read(ref _owedAdded) != owedBefore)
+        {
+            _ = Task.Run(PayOwedEvictionsAsync);
+        }
     }
+
+    // How many keys were ever added to _owed: tells a pass whether more came while it ran.
+    private long _owedAdded;
 
     private void Owe(string key)
     {
-        if (_owed.Count < MaxOwedEvictions)
+        if (_owed.Count < MaxOwedEvictions && _owed.TryAdd(key, 0))
         {
-            _owed.TryAdd(key, 0);
+            Interlocked.Increment(ref _owedAdded);
         }
     }
 
@@ -434,7 +436,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
         fills.AbandonUnder(key, FillAbandonReason.ObjectChanged, "its entry was evicted (an unsafe request to it succeeded, or the origin no longer has it)");
     }
 
-    /// <summary>The longest one eviction (its variants' listings and deletes, then the entry's delete) is awaited.</summary>
+    /// <summary>The longest one eviction (its variants' listings and deletes, then the entry's delete) takes before it is left to the owed deletes.</summary>
     internal static TimeSpan EvictionTimeout { get; } = TimeSpan.FromSeconds(30);
 
     public async Task EvictAsync(string key)
@@ -463,48 +465,63 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     }
 
     /// <summary>
-    /// An unsafe request's non-error answer drops the entries for its target URI (with and without query) and
-    /// for the URIs its Location and Content-Location name on the same origin, at most
-    /// <see cref="Invalidation.MaxRelatedUris"/> of them, each key once (RFC 9111 §4.4).
+    /// How long a write's answer waits for the deletes of the entries it invalidated, all together. The memory of the
+    /// invalidation is in place before any delete starts and the keys are owed, so this sidecar serves none of them
+    /// meanwhile; the wait only lets the other sidecars sharing the bucket see the delete before the writer has its
+    /// answer. A store that stopped answering held every write in flight for the whole <see cref="EvictionTimeout"/>
+    /// (30 s) although it was taken offline after 5 s, uploads that never touch the cache included.
     /// </summary>
-    public async Task InvalidateAsync(HttpContext context)
+    internal static TimeSpan EvictionWait { get; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// An unsafe request's non-error answer (RFC 9111 §4.4): what it invalidates is remembered (<see cref="InvalidationMemory"/>),
+    /// then its entries are deleted from the bucket, each key once, the answer waiting at most <see cref="EvictionWait"/>:
+    /// a delete still running goes on, and the keys not reached are owed (deleted in the background). The keys a
+    /// DeleteObjects body named are owed at once: up to 1,000 of them, two store requests each, would hold every batch
+    /// of a recursive delete for the whole wait.
+    /// </summary>
+    public async Task InvalidateAsync(WriteInvalidation what)
     {
         var now = time.GetUtcNow();
-        foreach (var key in Invalidation.Keys(context))
+        _invalidated.RememberPaths(what.Paths, now);
+        if (what.Bucket is { } bucket)
         {
-            if (_invalidatedAt.Count >= MaxInvalidationsRemembered)
+            _invalidated.RememberBucket(bucket, now);
+            metrics.BucketInvalidated(what.BodyUnread);
+        }
+
+        var owed = what.OwedKeys.Count > 0;
+        foreach (var key in what.OwedKeys)
+        {
+            Forget(key);
+        }
+
+        var started = time.GetTimestamp();
+        foreach (var key in what.Keys)
+        {
+            var left = EvictionWait - time.GetElapsedTime(started);
+            if (!health.Online || left <= TimeSpan.Zero)
             {
-                _invalidatedAt.Clear();
+                Forget(key); // owed: deleted once the store answers (PayOwedEvictionsAsync)
+                owed = true;
+                continue;
             }
 
-            _invalidatedAt[key] = now;
-            if (health.Online)
-            {
-                await EvictAsync(key);
-            }
-            else
-            {
-                Forget(key); // owed: deleted once the store is back (PayOwedEvictionsAsync)
-            }
+            // A delete the wait gives up on is not cancelled: the key stays owed until it ends.
+            await EvictAsync(key).WaitAsync(left, time).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+
+        if (owed && health.Online)
+        {
+            _ = Task.Run(PayOwedEvictionsAsync);
         }
     }
 
-    /// <summary>Whether <paramref name="entry"/>, found under <paramref name="key"/>, was received before this sidecar invalidated the key.</summary>
-    private bool InvalidatedSince(string key, CachedResponse entry)
-    {
-        if (!_invalidatedAt.TryGetValue(key, out var invalidated))
-        {
-            return false;
-        }
-
-        if (time.GetUtcNow() - invalidated > InvalidationRemembered)
-        {
-            _invalidatedAt.TryRemove(new KeyValuePair<string, DateTimeOffset>(key, invalidated));
-            return false;
-        }
-
-        return entry.ReceivedAt <= invalidated;
-    }
+    /// <summary>
+    /// Whether <paramref name="entry"/>, found for <paramref name="request"/> (in the bucket or in a fill running here), was
+    /// received before this sidecar invalidated the request's path, or its bucket.
+    /// </summary>
+    public bool InvalidatedSince(HttpRequest request, CachedResponse entry) => _invalidated.Covers(request, entry.ReceivedAt);
 
     /// <summary>The marker at the plain key that names the Vary headers, so a lookup finds the variant.</summary>
     private void PutVaryMarker(string key, string[] varyNames)

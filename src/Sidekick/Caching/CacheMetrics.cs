@@ -16,6 +16,8 @@ internal sealed class CacheMetrics : IDisposable
     private long _bytesServed;
     private readonly long[] _storeErrors = new long[CacheStoreFailure.Reasons.Length];
     private long _evictions;
+    private long _bucketsInvalidated;
+    private long _bucketsInvalidatedUnread;
     private long _storedReadsResumed;
     private long _storedReadsCut;
     private readonly long[] _fillWaits = new long[Enum.GetValues<FillWaitOutcome>().Length];
@@ -49,6 +51,7 @@ internal sealed class CacheMetrics : IDisposable
 
     public long StoreErrorsOf(CacheStoreFailureReason reason) => Volatile.Read(ref _storeErrors[(int)reason]);
     public long Evictions => Volatile.Read(ref _evictions);
+    public long BucketsInvalidated(bool bodyUnread) => Volatile.Read(ref bodyUnread ? ref _bucketsInvalidatedUnread : ref _bucketsInvalidated);
     public long StoredReadsResumed => Volatile.Read(ref _storedReadsResumed);
     public long StoredReadsCut => Volatile.Read(ref _storedReadsCut);
 
@@ -65,6 +68,9 @@ internal sealed class CacheMetrics : IDisposable
 
     public void StoreError(CacheStoreFailure failure) => Interlocked.Increment(ref _storeErrors[(int)failure.Reason]);
     public void Evicted() => Interlocked.Increment(ref _evictions);
+
+    /// <summary>A write invalidated every entry under a bucket: its access or existence changed, or a DeleteObjects body was not read (<paramref name="bodyUnread"/>).</summary>
+    public void BucketInvalidated(bool bodyUnread) => Interlocked.Increment(ref bodyUnread ? ref _bucketsInvalidatedUnread : ref _bucketsInvalidated);
 
     /// <summary>A stored body's read broke midway: resumed from the store, or the client's response was cut.</summary>
     public void StoredReadBroken(bool resumed) => Interlocked.Increment(ref (resumed ? ref _storedReadsResumed : ref _storedReadsCut));
@@ -161,6 +167,9 @@ internal sealed class CacheMetrics : IDisposable
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"resumed\"} ").Append(StoredReadsResumed).Append('\n')
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"cut\"} ").Append(StoredReadsCut).Append('\n');
         Counter("sidekick_cache_evictions_total", "Entries removed (404/410, invalidation by PUT/POST/DELETE)", Evictions);
+        text.Append("# HELP sidekick_cache_bucket_invalidations_total Writes that made every entry under a bucket a miss on this sidecar, by why: bucket_write (its policy, ACL, public access block or ownership set, or the bucket deleted), delete_objects_unread (a DeleteObjects body too large or not readable)\n# TYPE sidekick_cache_bucket_invalidations_total counter\n")
+            .Append("sidekick_cache_bucket_invalidations_total{reason=\"bucket_write\"} ").Append(BucketsInvalidated(bodyUnread: false)).Append('\n')
+            .Append("sidekick_cache_bucket_invalidations_total{reason=\"delete_objects_unread\"} ").Append(BucketsInvalidated(bodyUnread: true)).Append('\n');
     }
 
     public static string AbandonLabel(FillAbandonReason reason) => reason switch

@@ -35,6 +35,9 @@ internal sealed class ResponseCache : IDisposable
     private readonly FillLeases _leases;
     private readonly ConcurrentDictionary<string, FillSlot> _pending = new();
 
+    // The copies of DeleteObjects bodies in progress, together (the replay buffers' kind of budget, a budget of its own).
+    private readonly Forwarding.ReplayBudget _deleteBodies = new(DeleteObjects.AllCopiesBytes);
+
     public ResponseCache(CacheOptions options, TimeProvider time)
     {
         _options = options;
@@ -91,10 +94,19 @@ internal sealed class ResponseCache : IDisposable
         var request = context.Request;
         if (!HttpMethods.IsGet(request.Method) && !HttpMethods.IsHead(request.Method))
         {
-            await origin.ForwardAsync(context);
-            if (CachePolicy.IsUnsafe(request.Method) && CachePolicy.InvalidatesOn(context.Response.StatusCode))
+            WriteInvalidation? invalidation = null;
+            using (var deletes = DeleteObjects.Watch(request, _deleteBodies))
             {
-                await _entries.InvalidateAsync(context);
+                await origin.ForwardAsync(context);
+                if (CachePolicy.IsUnsafe(request.Method) && CachePolicy.InvalidatesOn(context.Response.StatusCode))
+                {
+                    invalidation = Invalidation.Of(context, deletes);
+                }
+            }
+
+            if (invalidation is not null)
+            {
+                await _entries.InvalidateAsync(invalidation);
             }
 
             return;
@@ -490,7 +502,8 @@ internal sealed class ResponseCache : IDisposable
         }
 
         var entry = fill.Entry;
-        if (!CachePolicy.VarySelects(entry, context.Request.Headers))
+        // A fill under another spelling of a path a write invalidated since (its own key's fill was abandoned then).
+        if (!CachePolicy.VarySelects(entry, context.Request.Headers) || _entries.InvalidatedSince(context.Request, entry))
         {
             return false;
         }
