@@ -213,6 +213,12 @@ internal sealed class CacheTestBackend : IAsyncDisposable
             return;
         }
 
+        if (request.Headers["x-amz-checksum-mode"] == "ENABLED")
+        {
+            // As S3 and MinIO: the whole object's checksum on a whole-object answer to a client that asks, never on a range.
+            context.Response.Headers["x-amz-checksum-sha256"] = Convert.ToBase64String(System.Security.Cryptography.SHA256.HashData(body));
+        }
+
         context.Response.ContentLength = body.Length;
         if (HttpMethods.IsHead(request.Method))
         {
