@@ -44,11 +44,15 @@ internal sealed class SideListener
     /// <summary>The endpoint bound (the real port when 0 was asked for); known once the server started.</summary>
     public IPEndPoint? BoundEndPoint => _listen?.IPEndPoint;
 
-    public void Bind(KestrelServerOptions kestrel)
+    /// <param name="headerTimeout">--client-header-timeout: a connection that sends nothing is closed after it, as on the
+    /// proxy port. Without it a silent connection here was held for the idle timeout (2m10s), and --max-connections
+    /// counts per listener: --pprof :PORT, open to the network, took another such share of descriptors four times as long.</param>
+    public void Bind(KestrelServerOptions kestrel, TimeSpan headerTimeout, TimeProvider time)
     {
         void Plain(ListenOptions listen)
         {
             listen.Protocols = HttpProtocols.Http1;
+            listen.Use(FirstByteTimeout.Create(headerTimeout, time));
             _listen = listen;
         }
 

@@ -164,8 +164,8 @@ internal sealed class SidekickServer : IAsyncDisposable
                 kestrel.ListenAnyIP(address.Port, Configure);
             }
 
-            _admin?.Bind(kestrel);
-            _diagnostics?.Bind(kestrel);
+            _admin?.Bind(kestrel, options.ClientHeaderTimeout, time);
+            _diagnostics?.Bind(kestrel, options.ClientHeaderTimeout, time);
         });
 
         _app = builder.Build();

@@ -11,7 +11,7 @@ namespace Sidekick.Security;
 /// writes to the two files (events for the directory's other files are ignored: a log written next to the
 /// certificate must not make every write a reload check); a periodic check of the files' contents also
 /// catches Kubernetes secret updates, which swap a symlink. A reload that fails keeps the current
-/// certificate and says so once on stderr.
+/// certificate and says so once on stderr, when it still fails <see cref="ReportAfter"/> later.
 /// </summary>
 internal sealed class ReloadingCertificate : IDisposable
 {
@@ -28,7 +28,17 @@ internal sealed class ReloadingCertificate : IDisposable
     private volatile SslStreamCertificateContext _served;
     private string _fingerprint;
     private string? _lastError;
+    private long _failingSince;
     private int _checks;
+    private readonly TimeProvider _time;
+
+    /// <summary>
+    /// How long a pair must keep failing to load before it is reported. A deploy writes the certificate, then the key
+    /// (cp, a rotation script): in between the pair does not match, and the retry half a second later loads it.
+    /// Reported at once, every ordinary rotation printed error lines, ERROR records with --json, and alerts fired on a
+    /// rotation that succeeded.
+    /// </summary>
+    internal static TimeSpan ReportAfter { get; } = TimeSpan.FromSeconds(3);
 
     public ReloadingCertificate(string certPath, string keyPath, string? password, TimeSpan pollInterval, TimeProvider time, TextWriter stderr,
         Observability.ConsoleLines? lines = null)
@@ -38,6 +48,7 @@ internal sealed class ReloadingCertificate : IDisposable
         _keyPath = Path.GetFullPath(keyPath);
         _password = password;
         _stderr = stderr;
+        _time = time;
         _served = Load();
         _fingerprint = ContentFingerprint();
         _fileNames = [Path.GetFileName(_certPath), Path.GetFileName(_keyPath)];
@@ -81,17 +92,26 @@ internal sealed class ReloadingCertificate : IDisposable
                 _served = Load();
                 _fingerprint = fingerprint;
                 _lastError = null;
+                _failingSince = 0;
                 return true;
             }
             catch (Exception ex) when (ex is FatalException or IOException or UnauthorizedAccessException)
             {
-                // Files are often written one after the other (certificate, then key): try again shortly,
-                // and report a persistent failure once.
+                // Files are often written one after the other (certificate, then key), or truncated and then written:
+                // try again shortly, and report a failure that outlasts ReportAfter, once.
                 _retry.Change(TimeSpan.FromMilliseconds(500), Timeout.InfiniteTimeSpan);
-                if (_lastError != ex.Message)
+                var now = _time.GetTimestamp();
+                if (_failingSince == 0)
                 {
-                    _lastError = ex.Message;
-                    _stderr.WriteLine(_lines.Error($"certificate reload failed, keeping the current certificate: {ex.Message}"));
+                    _failingSince = now;
+                }
+
+                // A read error says nothing of which file ("Unable to read beyond the end of the stream."): named here.
+                var error = ex is FatalException ? ex.Message : $"reading '{_certPath}' and '{_keyPath}': {ex.Message}";
+                if (_time.GetElapsedTime(_failingSince, now) >= ReportAfter && _lastError != error)
+                {
+                    _lastError = error;
+                    _stderr.WriteLine(_lines.Error($"certificate reload failed, keeping the current certificate: {error}"));
                 }
 
                 return false;
