@@ -4,6 +4,7 @@ using System.Net;
 using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http.Features;
 
 namespace Sidekick.Hosting;
 
@@ -29,6 +30,7 @@ internal sealed class ClientSendTimeout : IDisposable
     private readonly ITimer _sweep;
     private readonly ConcurrentDictionary<WatchedOutput, byte> _waiting = new();
     private readonly ConcurrentDictionary<WatchedOutput, byte> _draining = new();
+    private readonly ConcurrentDictionary<WatchedStream, byte> _streams = new();
     private long _stalls;
     private long _cut;
 
@@ -71,6 +73,21 @@ internal sealed class ClientSendTimeout : IDisposable
         }
     };
 
+    /// <summary>
+    /// Watches one HTTP/2 stream's response body (call before anything reads the response body feature). A stream's
+    /// flush waits for the client's flow-control window, not the socket: a client that asks with HTTP/2's default
+    /// 65,535-byte window and then hangs never makes a socket send wait, so the connection's watch never saw it, and
+    /// its request held its backend exchange for ever (39 s and counting against a 3 s timeout, in a review). The
+    /// stream alone is cut (reset); the connection's other streams go on.
+    /// </summary>
+    public void WatchStream(HttpContext context)
+    {
+        if (context.Features.Get<IHttpResponseBodyFeature>() is { } body)
+        {
+            context.Features.Set<IHttpResponseBodyFeature>(new WatchedStream(body, context, this));
+        }
+    }
+
     public void Dispose() => _sweep.Dispose();
 
     private void Sweep()
@@ -81,6 +98,16 @@ internal sealed class ClientSendTimeout : IDisposable
             if (_time.GetElapsedTime(Volatile.Read(ref waiting.Since), now) >= _timeout && _waiting.TryRemove(waiting, out _))
             {
                 CutConnection(waiting);
+            }
+        }
+
+        foreach (var stream in _streams.Keys)
+        {
+            if (_time.GetElapsedTime(Volatile.Read(ref stream.Since), now) >= _timeout && _streams.TryRemove(stream, out _))
+            {
+                stream.Cut();
+                Interlocked.Increment(ref _cut);
+                Cut?.Invoke(stream.Context.Connection.RemoteIpAddress is { } ip ? new IPEndPoint(ip, stream.Context.Connection.RemotePort) : null, _timeout);
             }
         }
 
@@ -172,6 +199,78 @@ internal sealed class ClientSendTimeout : IDisposable
         finally
         {
             _waiting.TryRemove(output, out _);
+        }
+    }
+
+    /// <summary>A stream's flush the client holds up (its window shut): watched until it goes through or fails.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<FlushResult> WatchAsync(WatchedStream stream, ValueTask<FlushResult> flush)
+    {
+        Volatile.Write(ref stream.Since, _time.GetTimestamp());
+        _streams.TryAdd(stream, 0);
+        Interlocked.Increment(ref _stalls);
+        try
+        {
+            return await flush.ConfigureAwait(false);
+        }
+        finally
+        {
+            _streams.TryRemove(stream, out _);
+        }
+    }
+
+    /// <summary>An HTTP/2 stream's response body as the request path writes it; only flushes that do not complete at once are watched.</summary>
+    private sealed class WatchedStream(IHttpResponseBodyFeature inner, HttpContext context, ClientSendTimeout owner) : PipeWriter, IHttpResponseBodyFeature
+    {
+        private Stream? _stream;
+
+        /// <summary>When the flush now waiting began (a timestamp of the owner's clock).</summary>
+        public long Since;
+
+        public HttpContext Context => context;
+
+        /// <summary>Resets this stream alone; Kestrel answers the reads and writes still waiting on it with an error.</summary>
+        public void Cut() => context.Abort();
+
+        Stream IHttpResponseBodyFeature.Stream => _stream ??= AsStream(leaveOpen: true);
+
+        PipeWriter IHttpResponseBodyFeature.Writer => this;
+
+        void IHttpResponseBodyFeature.DisableBuffering() => inner.DisableBuffering();
+
+        Task IHttpResponseBodyFeature.StartAsync(CancellationToken cancellationToken) => inner.StartAsync(cancellationToken);
+
+        Task IHttpResponseBodyFeature.SendFileAsync(string path, long offset, long? count, CancellationToken cancellationToken) =>
+            SendFileFallback.SendFileAsync(((IHttpResponseBodyFeature)this).Stream, path, offset, count, cancellationToken);
+
+        Task IHttpResponseBodyFeature.CompleteAsync() => inner.CompleteAsync();
+
+        public override bool CanGetUnflushedBytes => inner.Writer.CanGetUnflushedBytes;
+
+        public override long UnflushedBytes => inner.Writer.UnflushedBytes;
+
+        public override void Advance(int bytes) => inner.Writer.Advance(bytes);
+
+        public override Memory<byte> GetMemory(int sizeHint = 0) => inner.Writer.GetMemory(sizeHint);
+
+        public override Span<byte> GetSpan(int sizeHint = 0) => inner.Writer.GetSpan(sizeHint);
+
+        public override void CancelPendingFlush() => inner.Writer.CancelPendingFlush();
+
+        public override void Complete(Exception? exception = null) => inner.Writer.Complete(exception);
+
+        public override ValueTask CompleteAsync(Exception? exception = null) => inner.Writer.CompleteAsync(exception);
+
+        public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
+        {
+            var flush = inner.Writer.FlushAsync(cancellationToken);
+            return flush.IsCompleted ? flush : owner.WatchAsync(this, flush);
+        }
+
+        public override ValueTask<FlushResult> WriteAsync(ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
+        {
+            var write = inner.Writer.WriteAsync(source, cancellationToken);
+            return write.IsCompleted ? write : owner.WatchAsync(this, write);
         }
     }
 

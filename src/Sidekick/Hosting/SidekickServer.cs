@@ -211,6 +211,7 @@ internal sealed class SidekickServer : IAsyncDisposable
             adminListener: _admin is not null, diagnostics: options.Pprof is { Length: > 0 }, Panic, Waits, time);
         var adminListener = _admin;
         var diagnosticsListener = _diagnostics;
+        var sendTimeout = _sendTimeout;
         _app.Run(context =>
         {
             if (adminListener is not null && adminListener.Serves(context.Connection))
@@ -221,6 +222,11 @@ internal sealed class SidekickServer : IAsyncDisposable
             if (diagnosticsListener is not null && diagnosticsListener.Serves(context.Connection))
             {
                 return diagnosticsListener.Admits(context.Request.Host) ? DiagnosticsEndpoints.HandleAsync(context, time) : SideListener.MisdirectedAsync(context);
+            }
+
+            if (sendTimeout is not null && HttpProtocol.IsHttp2(context.Request.Protocol))
+            {
+                sendTimeout.WatchStream(context);
             }
 
             return local.TryHandle(context, out var handled) ? handled : Proxy.HandleAsync(context);
