@@ -22,49 +22,45 @@ internal readonly struct ClientConditionals
     /// </summary>
     private static readonly string[] Validators = [HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince];
 
-    private readonly string[] _added;
+    private readonly string? _added;
 
-    private ClientConditionals(params string[] added) => _added = added;
+    private ClientConditionals(string? added) => _added = added;
 
     public static bool AnyIn(HttpRequest request) => Names.Any(request.Headers.ContainsKey);
 
     public static bool HasOwnValidators(HttpRequest request) => Validators.Any(request.Headers.ContainsKey);
 
     /// <summary>
-    /// Adds the entry's validators to a request that has none of its own: its ETag (If-None-Match) and, for a
-    /// request of the whole body, its Last-Modified as well (If-Modified-Since, RFC 9111 §4.3.1: an origin that
-    /// does not do entity tags still answers 304; one that does ignores the date, RFC 9110 §13.1.3). An entry with
-    /// neither is asked for unconditionally, and the new response replaces it.
+    /// Adds the entry's validator to a request that has none of its own: its ETag (If-None-Match), else its
+    /// Last-Modified (If-Modified-Since). Not both, though RFC 9111 §4.3.1 says a cache SHOULD send the date beside the
+    /// tag for a request of the whole body: an origin must then ignore the date (RFC 9110 §13.1.3), but one that
+    /// evaluates it as well (MinIO's precondition checks take each field on its own) answers 304 for an object
+    /// overwritten within the second of the stored Last-Modified, and the entry's old bytes would be served as current.
+    /// An entry with neither is asked for unconditionally, and the new response replaces it.
     /// </summary>
     public static ClientConditionals MakeConditional(HttpRequest request, CachedResponse entry)
     {
-        var etag = entry.ETag;
-        var lastModified = request.Headers.ContainsKey(HeaderNames.Range) && etag is not null ? null : entry.Header(HeaderNames.LastModified);
-        if (etag is not null)
+        if (entry.ETag is { } etag)
         {
             request.Headers.IfNoneMatch = etag;
+            return new ClientConditionals(HeaderNames.IfNoneMatch);
         }
 
-        if (lastModified is not null)
+        if (entry.Header(HeaderNames.LastModified) is { } lastModified)
         {
             request.Headers.IfModifiedSince = lastModified;
+            return new ClientConditionals(HeaderNames.IfModifiedSince);
         }
 
-        return (etag, lastModified) switch
-        {
-            (not null, not null) => new ClientConditionals(HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince),
-            (not null, null) => new ClientConditionals(HeaderNames.IfNoneMatch),
-            (null, not null) => new ClientConditionals(HeaderNames.IfModifiedSince),
-            _ => new ClientConditionals(),
-        };
+        return new ClientConditionals(null);
     }
 
-    /// <summary>Takes the added validators away again, so the entry is served against the client's own request.</summary>
+    /// <summary>Takes the added validator away again, so the entry is served against the client's own request.</summary>
     public void Restore(HttpRequest request)
     {
-        foreach (var name in _added ?? [])
+        if (_added is not null)
         {
-            request.Headers.Remove(name);
+            request.Headers.Remove(_added);
         }
     }
 }
