@@ -28,9 +28,9 @@ internal sealed class ClientSendTimeout : IDisposable
     private readonly TimeSpan _timeout;
     private readonly TimeProvider _time;
     private readonly ITimer _sweep;
-    private readonly ConcurrentDictionary<WatchedOutput, byte> _waiting = new();
+    // Connections' and HTTP/2 streams' flushes waiting for their client.
+    private readonly ConcurrentDictionary<WatchedWriter, byte> _waiting = new();
     private readonly ConcurrentDictionary<WatchedOutput, byte> _draining = new();
-    private readonly ConcurrentDictionary<WatchedStream, byte> _streams = new();
     private long _stalls;
     private long _cut;
 
@@ -52,7 +52,7 @@ internal sealed class ClientSendTimeout : IDisposable
     /// <summary>Flushes that had to wait for a client so far (for tests: each starts the clock afresh).</summary>
     internal long Stalls => Interlocked.Read(ref _stalls);
 
-    /// <summary>Connections whose flush is waiting for their client now.</summary>
+    /// <summary>Connections and HTTP/2 streams whose flush is waiting for their client now.</summary>
     internal int Waiting => _waiting.Count;
 
     /// <summary>Connections the server is done with whose transport has not closed them yet (their last bytes unsent).</summary>
@@ -97,17 +97,7 @@ internal sealed class ClientSendTimeout : IDisposable
         {
             if (_time.GetElapsedTime(Volatile.Read(ref waiting.Since), now) >= _timeout && _waiting.TryRemove(waiting, out _))
             {
-                CutConnection(waiting);
-            }
-        }
-
-        foreach (var stream in _streams.Keys)
-        {
-            if (_time.GetElapsedTime(Volatile.Read(ref stream.Since), now) >= _timeout && _streams.TryRemove(stream, out _))
-            {
-                stream.Cut();
-                Interlocked.Increment(ref _cut);
-                Cut?.Invoke(stream.Context.Connection.RemoteIpAddress is { } ip ? new IPEndPoint(ip, stream.Context.Connection.RemotePort) : null, _timeout);
+                CutOff(waiting);
             }
         }
 
@@ -127,25 +117,20 @@ internal sealed class ClientSendTimeout : IDisposable
             }
             else if (_time.GetElapsedTime(Volatile.Read(ref draining.Since), now) >= _timeout && _draining.TryRemove(draining, out _))
             {
-                CutConnection(draining);
+                CutOff(draining);
             }
         }
     }
 
-    private void CutConnection(WatchedOutput output)
+    private void CutOff(WatchedWriter watched)
     {
-        try
-        {
-            output.Connection.Abort(new ConnectionAbortedException(
-                $"the client took no response bytes for {Cli.GoDuration.Format(_timeout)} (--client-send-timeout)"));
-        }
-        catch (ObjectDisposedException)
+        if (!watched.TryCut($"the client took no response bytes for {Cli.GoDuration.Format(_timeout)} (--client-send-timeout)", out var client))
         {
             return; // closed meanwhile: not cut
         }
 
         Interlocked.Increment(ref _cut);
-        Cut?.Invoke(output.Connection.RemoteEndPoint, _timeout);
+        Cut?.Invoke(client, _timeout);
     }
 
     /// <summary>
@@ -185,12 +170,12 @@ internal sealed class ClientSendTimeout : IDisposable
         }
     }
 
-    /// <summary>A flush the client holds up: watched until it goes through, fails or the connection is cut.</summary>
+    /// <summary>A flush the client holds up: watched until it goes through, fails or what it writes to is cut.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<FlushResult> WatchAsync(WatchedOutput output, ValueTask<FlushResult> flush)
+    private async ValueTask<FlushResult> WatchAsync(WatchedWriter watched, ValueTask<FlushResult> flush)
     {
-        Volatile.Write(ref output.Since, _time.GetTimestamp());
-        _waiting.TryAdd(output, 0);
+        Volatile.Write(ref watched.Since, _time.GetTimestamp());
+        _waiting.TryAdd(watched, 0);
         Interlocked.Increment(ref _stalls);
         try
         {
@@ -198,39 +183,66 @@ internal sealed class ClientSendTimeout : IDisposable
         }
         finally
         {
-            _waiting.TryRemove(output, out _);
+            _waiting.TryRemove(watched, out _);
         }
     }
 
-    /// <summary>A stream's flush the client holds up (its window shut): watched until it goes through or fails.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<FlushResult> WatchAsync(WatchedStream stream, ValueTask<FlushResult> flush)
+    /// <summary>
+    /// A response's writer as the server (a connection) or the request path (an HTTP/2 stream) uses it; only flushes
+    /// that do not complete at once are watched.
+    /// </summary>
+    private abstract class WatchedWriter(PipeWriter inner, ClientSendTimeout owner) : PipeWriter
     {
-        Volatile.Write(ref stream.Since, _time.GetTimestamp());
-        _streams.TryAdd(stream, 0);
-        Interlocked.Increment(ref _stalls);
-        try
+        /// <summary>When the flush now waiting began, or the drain last moved (a timestamp of the owner's clock).</summary>
+        public long Since;
+
+        protected ClientSendTimeout Owner => owner;
+
+        /// <summary>Cuts what this writer writes to; false when it was gone already. <paramref name="client"/>: who is cut.</summary>
+        public abstract bool TryCut(string reason, out EndPoint? client);
+
+        public override bool CanGetUnflushedBytes => inner.CanGetUnflushedBytes;
+
+        public override long UnflushedBytes => inner.UnflushedBytes;
+
+        public override void Advance(int bytes) => inner.Advance(bytes);
+
+        public override Memory<byte> GetMemory(int sizeHint = 0) => inner.GetMemory(sizeHint);
+
+        public override Span<byte> GetSpan(int sizeHint = 0) => inner.GetSpan(sizeHint);
+
+        public override void CancelPendingFlush() => inner.CancelPendingFlush();
+
+        public override void Complete(Exception? exception = null) => inner.Complete(exception);
+
+        public override ValueTask CompleteAsync(Exception? exception = null) => inner.CompleteAsync(exception);
+
+        public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
         {
-            return await flush.ConfigureAwait(false);
+            var flush = inner.FlushAsync(cancellationToken);
+            return flush.IsCompleted ? flush : owner.WatchAsync(this, flush);
         }
-        finally
+
+        public override ValueTask<FlushResult> WriteAsync(ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
         {
-            _streams.TryRemove(stream, out _);
+            var write = inner.WriteAsync(source, cancellationToken);
+            return write.IsCompleted ? write : owner.WatchAsync(this, write);
         }
     }
 
-    /// <summary>An HTTP/2 stream's response body as the request path writes it; only flushes that do not complete at once are watched.</summary>
-    private sealed class WatchedStream(IHttpResponseBodyFeature inner, HttpContext context, ClientSendTimeout owner) : PipeWriter, IHttpResponseBodyFeature
+    /// <summary>An HTTP/2 stream's response body: cut, it is reset alone (the connection's other streams go on).</summary>
+    private sealed class WatchedStream(IHttpResponseBodyFeature inner, HttpContext context, ClientSendTimeout owner)
+        : WatchedWriter(inner.Writer, owner), IHttpResponseBodyFeature
     {
         private Stream? _stream;
 
-        /// <summary>When the flush now waiting began (a timestamp of the owner's clock).</summary>
-        public long Since;
-
-        public HttpContext Context => context;
-
-        /// <summary>Resets this stream alone; Kestrel answers the reads and writes still waiting on it with an error.</summary>
-        public void Cut() => context.Abort();
+        public override bool TryCut(string reason, out EndPoint? client)
+        {
+            var connection = context.Connection;
+            client = connection.RemoteIpAddress is { } ip ? new IPEndPoint(ip, connection.RemotePort) : null;
+            context.Abort(); // Kestrel answers the writes still waiting on the stream with an error
+            return true;
+        }
 
         Stream IHttpResponseBodyFeature.Stream => _stream ??= AsStream(leaveOpen: true);
 
@@ -244,34 +256,6 @@ internal sealed class ClientSendTimeout : IDisposable
             SendFileFallback.SendFileAsync(((IHttpResponseBodyFeature)this).Stream, path, offset, count, cancellationToken);
 
         Task IHttpResponseBodyFeature.CompleteAsync() => inner.CompleteAsync();
-
-        public override bool CanGetUnflushedBytes => inner.Writer.CanGetUnflushedBytes;
-
-        public override long UnflushedBytes => inner.Writer.UnflushedBytes;
-
-        public override void Advance(int bytes) => inner.Writer.Advance(bytes);
-
-        public override Memory<byte> GetMemory(int sizeHint = 0) => inner.Writer.GetMemory(sizeHint);
-
-        public override Span<byte> GetSpan(int sizeHint = 0) => inner.Writer.GetSpan(sizeHint);
-
-        public override void CancelPendingFlush() => inner.Writer.CancelPendingFlush();
-
-        public override void Complete(Exception? exception = null) => inner.Writer.Complete(exception);
-
-        public override ValueTask CompleteAsync(Exception? exception = null) => inner.Writer.CompleteAsync(exception);
-
-        public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
-        {
-            var flush = inner.Writer.FlushAsync(cancellationToken);
-            return flush.IsCompleted ? flush : owner.WatchAsync(this, flush);
-        }
-
-        public override ValueTask<FlushResult> WriteAsync(ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
-        {
-            var write = inner.Writer.WriteAsync(source, cancellationToken);
-            return write.IsCompleted ? write : owner.WatchAsync(this, write);
-        }
     }
 
     private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
@@ -282,15 +266,27 @@ internal sealed class ClientSendTimeout : IDisposable
     }
 
     /// <summary>The connection's output as the server writes it; only flushes that do not complete at once are watched.</summary>
-    private sealed class WatchedOutput(PipeWriter inner, ConnectionContext connection, ClientSendTimeout owner) : PipeWriter
+    private sealed class WatchedOutput(PipeWriter inner, ConnectionContext connection, ClientSendTimeout owner) : WatchedWriter(inner, owner)
     {
-        /// <summary>When the flush now waiting began, or the drain last moved (a timestamp of the owner's clock).</summary>
-        public long Since;
-
         /// <summary>While draining: the kernel send queue's length at the last sweep.</summary>
         public int Queued;
 
         public ConnectionContext Connection { get; } = connection;
+
+        public override bool TryCut(string reason, out EndPoint? client)
+        {
+            client = null;
+            try
+            {
+                client = Connection.RemoteEndPoint;
+                Connection.Abort(new ConnectionAbortedException(reason));
+                return true;
+            }
+            catch (ObjectDisposedException)
+            {
+                return false;
+            }
+        }
 
         /// <summary><see cref="SendQueued"/> where no socket can be asked (no socket feature, not Linux).</summary>
         public const int NoSocket = -1;
@@ -325,34 +321,6 @@ internal sealed class ClientSendTimeout : IDisposable
             }
         }
 
-        public void Drained() => owner._draining.TryRemove(this, out _);
-
-        public override bool CanGetUnflushedBytes => inner.CanGetUnflushedBytes;
-
-        public override long UnflushedBytes => inner.UnflushedBytes;
-
-        public override void Advance(int bytes) => inner.Advance(bytes);
-
-        public override Memory<byte> GetMemory(int sizeHint = 0) => inner.GetMemory(sizeHint);
-
-        public override Span<byte> GetSpan(int sizeHint = 0) => inner.GetSpan(sizeHint);
-
-        public override void CancelPendingFlush() => inner.CancelPendingFlush();
-
-        public override void Complete(Exception? exception = null) => inner.Complete(exception);
-
-        public override ValueTask CompleteAsync(Exception? exception = null) => inner.CompleteAsync(exception);
-
-        public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
-        {
-            var flush = inner.FlushAsync(cancellationToken);
-            return flush.IsCompleted ? flush : owner.WatchAsync(this, flush);
-        }
-
-        public override ValueTask<FlushResult> WriteAsync(ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
-        {
-            var write = inner.WriteAsync(source, cancellationToken);
-            return write.IsCompleted ? write : owner.WatchAsync(this, write);
-        }
+        public void Drained() => Owner._draining.TryRemove(this, out _);
     }
 }

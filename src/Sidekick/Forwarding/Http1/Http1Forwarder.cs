@@ -184,7 +184,7 @@ internal sealed class Http1Forwarder : IDisposable
                 // The client left before anything was sent (an HTTP/2 stream reset right after its headers): no backend
                 // connection is taken or opened for it. A rapid reset made one a stream, each closed unused: 700 new
                 // backend connections a second from one client thread, the host's ports to the backend gone in a minute.
-                return Fail(context, ForwarderError.RequestCanceled, new OperationCanceledException("the client left before the request was sent"));
+                return ClientLeftBeforeSending(context);
             }
 
             BackendConnection connection;
@@ -235,7 +235,7 @@ internal sealed class Http1Forwarder : IDisposable
             {
                 // Gone while the connection was being made: nothing was sent on it, so it serves the next request.
                 pool.Return(connection);
-                return Fail(context, ForwarderError.RequestCanceled, new OperationCanceledException("the client left before the request was sent"));
+                return ClientLeftBeforeSending(context);
             }
 
             // One request and response on this connection. Written out in the attempt loop rather than
@@ -589,6 +589,9 @@ internal sealed class Http1Forwarder : IDisposable
         context.RequestAborted.IsCancellationRequested
             ? Fail(context, ForwarderError.RequestCanceled, exception)
             : Fail(context, error, new HttpRequestException(HttpRequestError.ConnectionError, ConnectFailure(pool, exception), exception));
+
+    private static ForwarderError ClientLeftBeforeSending(HttpContext context) =>
+        Fail(context, ForwarderError.RequestCanceled, new OperationCanceledException("the client left before the request was sent"));
 
     private static ForwarderError Fail(HttpContext context, ForwarderError error, Exception exception)
     {
