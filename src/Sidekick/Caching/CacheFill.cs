@@ -72,7 +72,7 @@ internal sealed class CacheFill
     private Task _mayUpload = Task.CompletedTask;
     private long _written;
     private int _bodyComplete;
-    private int _users = 1; // the upload; each reader adds one
+    private int _users = 1; // the upload; each reader adds one, and each write through the page cache while it runs
     private int _ended;
     private int _leftToAnother;
     private int _committed;
@@ -98,7 +98,7 @@ internal sealed class CacheFill
             _idleCheck = time.CreateTimer(static state => ((CacheFill)state!).CheckIdle(), this, PieceIdle, PieceIdle);
         }
 
-        if (!fromPieces && DirectSpoolWriter.TryOpen(this, spool, time) is { } direct)
+        if (!fromPieces && owner.WritesDirect && DirectSpoolWriter.TryOpen(this, spool, time) is { } direct)
         {
             _direct = direct;
             _users++; // the writer's descriptor is closed and its last write done before the spool is let go
@@ -198,8 +198,17 @@ internal sealed class CacheFill
             return false;
         }
 
+        // The write holds the spool file as a reader does: a whole fill's file is kept and handed to the next fill once
+        // its last user lets go, and a write that passed the check above and then stalled (its thread descheduled
+        // while the fill was given up) would otherwise land in that next fill's bytes, which its upload would store.
+        if (!TryHold())
+        {
+            return false;
+        }
+
         try
         {
+            _owner.BeforeSpoolWriteForTests?.Invoke(this);
             RandomAccess.Write(_spool, data, at);
         }
         catch (ObjectDisposedException)
@@ -212,6 +221,10 @@ internal sealed class CacheFill
             var full = FromPieces && _owner.SpoolDiskFree is { } free && free < data.Length;
             Abandon(full ? FillAbandonReason.SpoolFull : FillAbandonReason.SpoolError, full ? $"the spool's file system is full ({ex.Message})" : ex.Message);
             return false;
+        }
+        finally
+        {
+            Release();
         }
 
         Published(at, data.Length);
@@ -338,19 +351,22 @@ internal sealed class CacheFill
     /// spool as it fills; it fails with an IOException when the fill is abandoned before the bytes it still has to
     /// read came. Null when the fill already was abandoned.
     /// </summary>
-    public Stream? OpenReader(long from, long to)
+    public Stream? OpenReader(long from, long to) => TryHold() ? new SpoolReader(this, from, to + 1) : null;
+
+    /// <summary>Takes one more hold on the spool file (released by <see cref="Release"/>); false once it was let go or the fill given up.</summary>
+    private bool TryHold()
     {
         while (true)
         {
             var users = Volatile.Read(ref _users);
             if (users == 0 || Abandoned)
             {
-                return null;
+                return false;
             }
 
             if (Interlocked.CompareExchange(ref _users, users + 1, users) == users)
             {
-                return new SpoolReader(this, from, to + 1);
+                return true;
             }
         }
     }

@@ -51,6 +51,15 @@ internal sealed class CacheFills : IDisposable
 
     public CacheMetrics Metrics { get; }
 
+    /// <summary>
+    /// Whole fills write their spool with O_DIRECT where the file system allows it (<see cref="DirectSpoolWriter"/>);
+    /// tests turn it off for one instance to drive the page-cache path, which the process takes where it does not.
+    /// </summary>
+    internal bool WritesDirect { get; init; } = true;
+
+    /// <summary>Tests only: run by a page-cache spool write after its checks, just before the bytes are written.</summary>
+    internal Action<CacheFill>? BeforeSpoolWriteForTests { get; init; }
+
     /// <summary>Fills whose upload has not ended yet.</summary>
     public int InFlight => Volatile.Read(ref _inFlight);
 

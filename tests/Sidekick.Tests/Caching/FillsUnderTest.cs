@@ -13,13 +13,16 @@ internal sealed class FillsUnderTest : IDisposable
 
     /// <param name="environment">The cache's settings.</param>
     /// <param name="time">The clock; the real one when null.</param>
-    public FillsUnderTest(IReadOnlyDictionary<string, string?> environment, TimeProvider? time = null)
+    /// <param name="writesDirect">False: whole fills write their spool through the page cache, as where O_DIRECT fails.</param>
+    /// <param name="beforeSpoolWrite">Run by each page-cache spool write just before its bytes are written.</param>
+    public FillsUnderTest(IReadOnlyDictionary<string, string?> environment, TimeProvider? time = null, bool writesDirect = true,
+        Action<CacheFill>? beforeSpoolWrite = null)
     {
         Options = CacheOptions.FromEnvironment(environment)!;
         Time = time ?? TimeProvider.System;
         Store = new S3CacheStore(Options);
         Metrics = new CacheMetrics();
-        Fills = new CacheFills(Options, Store, Metrics, Time);
+        Fills = new CacheFills(Options, Store, Metrics, Time) { WritesDirect = writesDirect, BeforeSpoolWriteForTests = beforeSpoolWrite };
         Fills.Abandoned += (target, reason, detail) => _abandonments.Enqueue($"{target} {CacheMetrics.AbandonLabel(reason)}: {detail}");
     }
 
