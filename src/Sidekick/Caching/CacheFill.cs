@@ -316,11 +316,12 @@ internal sealed class CacheFill
         }
     }
 
-    public void Abandon(FillAbandonReason reason, string detail)
+    /// <summary>Gives the fill up; false when it had ended already (stored, or given up by another caller).</summary>
+    public bool Abandon(FillAbandonReason reason, string detail)
     {
         if (Interlocked.Exchange(ref _ended, 1) != 0)
         {
-            return;
+            return false;
         }
 
         _abandon.Cancel();
@@ -328,6 +329,7 @@ internal sealed class CacheFill
         _idleCheck?.Dispose();
         Moved();
         _owner.OnAbandoned(this, reason, detail);
+        return true;
     }
 
     private void CheckIdle()

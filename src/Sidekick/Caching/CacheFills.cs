@@ -249,8 +249,8 @@ internal sealed class CacheFills : IDisposable
             return false;
         }
 
-        longest.Abandon(FillAbandonReason.RangesIncomplete, $"gave its slot to a new fill after {longest.IdleFor.TotalSeconds:0} s without a new range");
-        return true;
+        // Only the caller that ended it takes its slot: two fills starting at once may pick the same combination.
+        return longest.Abandon(FillAbandonReason.RangesIncomplete, $"gave its slot to a new fill after {longest.IdleFor.TotalSeconds:0} s without a new range");
     }
 
     /// <summary>
@@ -284,10 +284,9 @@ internal sealed class CacheFills : IDisposable
             return false;
         }
 
-        slowest.Abandon(FillAbandonReason.ClientTooSlow,
+        return slowest.Abandon(FillAbandonReason.ClientTooSlow, // as above: one slot for one caller
             $"gave its slot to a new fill: its client read {slowestRate / 1024:0} KiB/s on average over {slowest.Running.TotalSeconds:0} s " +
             $"(under {SlowClientRate / 1024 / 1024:0} MiB/s once every slot or the spool is taken)");
-        return true;
     }
 
     /// <summary>The average rate under which a whole fill's client counts as slow (bytes per second).</summary>
