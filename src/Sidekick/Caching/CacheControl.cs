@@ -89,6 +89,13 @@ internal sealed class CacheControl
     /// <summary>2^31, the value §1.2.2 gives a delta-seconds too large to represent.</summary>
     private const long Int31 = 2147483648;
 
-    /// <summary><c>max-stale</c> without a value means any staleness is acceptable.</summary>
-    public TimeSpan? MaxStale => Has("max-stale") ? Seconds("max-stale") ?? TimeSpan.MaxValue : null;
+    /// <summary>
+    /// <c>max-stale</c> without a value means any staleness is acceptable (RFC 9111 §5.2.1.2). One with a malformed
+    /// value (<c>max-stale=abc</c>, <c>max-stale=</c>) or given twice is ignored: it asks for stale content, and a
+    /// value the cache cannot read must not widen that ask to "any age".
+    /// </summary>
+    public TimeSpan? MaxStale =>
+        !_directives.TryGetValue("max-stale", out var value) ? null
+        : value is null && !_duplicated.Contains("max-stale") ? TimeSpan.MaxValue
+        : Seconds("max-stale");
 }

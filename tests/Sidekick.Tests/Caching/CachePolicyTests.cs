@@ -55,6 +55,20 @@ public sealed class CachePolicyTests
     }
 
     [Theory]
+    [InlineData("max-stale", "Serve")]
+    [InlineData("max-stale=3600", "Serve")]
+    [InlineData("max-stale=10", "Revalidate")]
+    [InlineData("max-stale=abc", "Revalidate")] // §1.2.2: not delta-seconds, so not an ask for any staleness
+    [InlineData("max-stale=", "Revalidate")]
+    [InlineData("max-stale=-5", "Revalidate")]
+    [InlineData("max-stale, max-stale=10", "Revalidate")] // given twice: neither is trusted (§4.2.1's rule for max-age)
+    public void Section_5_2_1_2_max_stale_widens_only_by_a_value_it_can_read(string request, string expected)
+    {
+        // Stale by 40 s: max-age=60, age 100 s.
+        Assert.Equal(Enum.Parse<CacheDecision>(expected), Decide(Entry("max-age=60", TimeSpan.FromSeconds(100)), request));
+    }
+
+    [Theory]
     [InlineData("max-age=600, immutable", "")]
     [InlineData("public, max-age=600", "")]
     [InlineData("s-maxage=600", "")]
