@@ -201,8 +201,11 @@ internal sealed class PrometheusExporter(
         text.Append(name).Append('{').Append(Labels(backend)).Append("} ").Append(value).Append('\n');
 
     /// <summary>endpoint and site: the same endpoint may appear in two sites, and series must stay unique.</summary>
-    private static string Labels(Backend backend) =>
-        $"endpoint=\"{Escape(backend.Name)}\",site=\"{backend.SiteNumber}\"";
+    // An endpoint listed twice in its SITE is two backends: the second and later carry a copy label, so that no two
+    // series are the same (Prometheus keeps one sample of a duplicate and drops the other's counts).
+    private static string Labels(Backend backend) => backend.Definition.Copy == 1
+        ? $"endpoint=\"{Escape(backend.Name)}\",site=\"{backend.SiteNumber}\""
+        : $"endpoint=\"{Escape(backend.Name)}\",site=\"{backend.SiteNumber}\",copy=\"{backend.Definition.Copy}\"";
 
     private static string Escape(string value) =>
         value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);

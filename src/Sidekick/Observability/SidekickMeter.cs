@@ -15,7 +15,7 @@ internal sealed class SidekickMeter : IDisposable
     public SidekickMeter(TopologyStore topology, SiteWatch sites, RetryPolicy retries)
     {
         IEnumerable<Measurement<long>> PerBackend(Func<Backend, long> value) =>
-            topology.Current.AllBackends.Select(b => new Measurement<long>(value(b), new KeyValuePair<string, object?>("endpoint", b.Name)));
+            topology.Current.AllBackends.Select(b => new Measurement<long>(value(b), Tags(b)));
 
         _meter.CreateObservableCounter("sidekick.requests", () => PerBackend(b => b.Stats.Calls), description: "Proxied requests per backend (probes not included)");
         _meter.CreateObservableCounter("sidekick.errors", () => PerBackend(b => b.Stats.Failures), description: "Proxied requests answered with status >= 400");
@@ -30,6 +30,11 @@ internal sealed class SidekickMeter : IDisposable
         _meter.CreateObservableCounter("sidekick.replay.unbuffered", () => retries.ReplayBudget.Unbuffered, description: "Idempotent request bodies within --max-replay-size streamed unbuffered because the replay budget was in use");
         Duration = _meter.CreateHistogram<double>("sidekick.request.duration", unit: "s", description: "Duration of proxied requests");
     }
+
+    // As the Prometheus labels: an endpoint listed twice in its SITE is two backends, told apart by a copy tag.
+    private static KeyValuePair<string, object?>[] Tags(Backend backend) => backend.Definition.Copy == 1
+        ? [new("endpoint", backend.Name)]
+        : [new("endpoint", backend.Name), new("copy", backend.Definition.Copy)];
 
     /// <summary>Recorded only while a listener is attached (check <see cref="Instrument.Enabled"/> first).</summary>
     public Histogram<double> Duration { get; }

@@ -13,7 +13,10 @@ namespace Sidekick.Topology;
 /// </summary>
 internal static class SiteParser
 {
-    /// <param name="warnings">Receives one line per SITE whose endpoints carry a query or fragment (ignored).</param>
+    /// <param name="warnings">
+    /// Receives one line per SITE whose endpoints carry a query or fragment (ignored), and one per endpoint listed
+    /// more than once in a SITE.
+    /// </param>
     public static IReadOnlyList<SiteDefinition> Parse(
         IReadOnlyList<string> siteArgs, string programName, string healthPath, string readHealthPath, int healthPort,
         ICollection<string>? warnings = null)
@@ -27,6 +30,7 @@ internal static class SiteParser
             var backends = new List<BackendDefinition>();
             string? scheme = null;
             var ignored = new List<string>();
+            var copies = new Dictionary<string, int>(StringComparer.Ordinal);
             foreach (var endpointText in ExpandSite(siteArgs[i]))
             {
                 var (endpoint, text, credentials, queryOrFragment) = ParseEndpoint(endpointText, number, programName);
@@ -41,7 +45,13 @@ internal static class SiteParser
                     ignored.Add(text);
                 }
 
-                backends.Add(new BackendDefinition(endpoint, text, ProbeUri(endpoint, probePath, healthPort), credentials));
+                var copy = copies[text] = copies.GetValueOrDefault(text) + 1;
+                backends.Add(new BackendDefinition(endpoint, text, ProbeUri(endpoint, probePath, healthPort), credentials, copy));
+            }
+
+            foreach (var (text, count) in copies.Where(c => c.Value > 1))
+            {
+                warnings?.Add($"SITE {number}: endpoint \"{text}\" is listed {count} times: each copy is a backend of its own with its own share of the requests, as upstream; the metrics tell them apart by a copy label (copy=\"2\" and on)");
             }
 
             if (ignored.Count > 0)

@@ -11,7 +11,7 @@ internal sealed class TopologyBuilder(BackendTransportFactory transports, TimePr
 {
     public TopologySnapshot Build(IReadOnlyList<SiteDefinition> definitions, TopologySnapshot previous)
     {
-        var oldBackends = new Dictionary<(int, string, Uri, BasicCredentials?), Backend>();
+        var oldBackends = new Dictionary<(int, string, Uri, BasicCredentials?, int), Backend>();
         var oldSites = new Dictionary<(int, string, bool), Site>();
         foreach (var site in previous.Sites)
         {
@@ -53,6 +53,7 @@ internal sealed class TopologyBuilder(BackendTransportFactory transports, TimePr
     /// <summary>Whether none of a site's backends can go through a proxy: its pool then never uses one.</summary>
     private static bool AllOnLoopback(IReadOnlyList<Backend> backends) => backends.All(b => b.OnLoopback);
 
-    private static (int, string, Uri, BasicCredentials?) Key(int site, BackendDefinition definition) =>
-        (site, definition.EndpointText, definition.ProbeUri, definition.ProbeCredentials);
+    // The copy number too: an endpoint listed twice keeps both backends, each its own counters, across a reload.
+    private static (int, string, Uri, BasicCredentials?, int) Key(int site, BackendDefinition definition) =>
+        (site, definition.EndpointText, definition.ProbeUri, definition.ProbeCredentials, definition.Copy);
 }

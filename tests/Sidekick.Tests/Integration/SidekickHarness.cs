@@ -57,11 +57,12 @@ internal sealed class SidekickHarness : IAsyncDisposable
     }
 
     public static IReadOnlyList<SiteDefinition> Definitions(SidekickOptions options, TestBackend[][] sites) =>
-        sites.Select((backends, i) => new SiteDefinition(i + 1, backends.Select(b =>
+        sites.Select((backends, i) => new SiteDefinition(i + 1, backends.Select((b, j) =>
         {
             var url = b.Url.ToString().TrimEnd('/');
             var path = i == sites.Length - 1 ? options.ReadHealthPath : options.HealthPath;
-            return new BackendDefinition(b.Url, url, new Uri(url + path));
+            var copy = backends.Take(j + 1).Count(other => other == b); // numbered as SiteParser numbers an endpoint listed twice
+            return new BackendDefinition(b.Url, url, new Uri(url + path), Copy: copy);
         }).ToArray())).ToArray();
 
     public Backend BackendOf(TestBackend backend) =>

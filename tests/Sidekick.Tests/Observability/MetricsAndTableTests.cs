@@ -50,6 +50,31 @@ public sealed class MetricsAndTableTests
     }
 
     [Fact]
+    public async Task The_same_endpoint_twice_in_one_site_gives_distinct_series_that_count_each_copy()
+    {
+        // Upstream takes an endpoint listed twice as two backends: two shares of the requests, two sets of counters.
+        // Two series with the same labels would make Prometheus keep one sample and drop the other's counts.
+        await using var a = await TestBackend.StartAsync("a");
+        await using var sidekick = await SidekickHarness.StartAsync([a, a]);
+        for (var i = 0; i < 6; i++)
+        {
+            await sidekick.Client.GetStringAsync("/x");
+        }
+
+        var text = await sidekick.Client.GetStringAsync("/.prometheus/metrics");
+        var samples = text.Split('\n').Where(l => l.Length > 0 && !l.StartsWith('#')).Select(l => l[..l.LastIndexOf(' ')]).ToArray();
+        Assert.Equal(samples.Length, samples.Distinct().Count());
+        var name = a.Url.ToString().TrimEnd('/');
+        var first = RequestCount(text, $"sidekick_requests_total{{endpoint=\"{name}\",site=\"1\"}} ");
+        var second = RequestCount(text, $"sidekick_requests_total{{endpoint=\"{name}\",site=\"1\",copy=\"2\"}} ");
+        Assert.Equal(6, first + second);
+        await PromtoolAsync(text);
+
+        static long RequestCount(string text, string series) =>
+            long.Parse(text.Split('\n').Single(l => l.StartsWith(series, StringComparison.Ordinal))[series.Length..], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    [Fact]
     public async Task Build_info_names_the_version_commit_and_runtime()
     {
         await using var a = await TestBackend.StartAsync("a");

@@ -21,6 +21,23 @@ public sealed class SiteParserTests
         Assert.Equal(expected.Split(' '), SiteParser.ExpandSite(site));
 
     [Fact]
+    public void An_endpoint_listed_twice_is_two_numbered_backends_with_one_warning_and_keeps_both_across_a_reload()
+    {
+        var warnings = new List<string>();
+        var sites = SiteParser.Parse(["http://a:9000,http://b:9000,http://a:9000"], "sidekick", "/minio/health/live", "/minio/health/ready", 0, warnings);
+        Assert.Equal([1, 1, 2], sites[0].Backends.Select(b => b.Copy));
+        Assert.Equal("SITE 1: endpoint \"http://a:9000\" is listed 2 times: each copy is a backend of its own with its own share of the requests, as upstream; the metrics tell them apart by a copy label (copy=\"2\" and on)",
+            Assert.Single(warnings));
+
+        // A reload (SIGHUP) of the same command line keeps each copy's backend, its health and counters, apart.
+        var builder = new TopologyBuilder(new Sidekick.Forwarding.BackendTransportFactory(), TimeProvider.System);
+        var first = builder.Build(sites, TopologySnapshot.Empty);
+        var reloaded = builder.Build(SiteParser.Parse(["http://a:9000,http://b:9000,http://a:9000"], "sidekick", "/minio/health/live", "/minio/health/ready", 0), first);
+        Assert.Equal(first.Sites[0].Backends, reloaded.Sites[0].Backends);
+        Assert.Equal(3, reloaded.Sites[0].Backends.Distinct().Count());
+    }
+
+    [Fact]
     public void Padded_ranges_keep_width()
     {
         var values = SiteParser.ExpandSite("http://n{001...100}:9000");
