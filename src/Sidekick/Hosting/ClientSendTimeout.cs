@@ -234,13 +234,32 @@ internal sealed class ClientSendTimeout : IDisposable
     private sealed class WatchedStream(IHttpResponseBodyFeature inner, HttpContext context, ClientSendTimeout owner)
         : WatchedWriter(inner.Writer, owner), IHttpResponseBodyFeature
     {
+        /// <summary>RST_STREAM's INTERNAL_ERROR, the code Kestrel resets an aborted stream with.</summary>
+        private const int InternalError = 0x2;
+
         private Stream? _stream;
 
+        /// <remarks>
+        /// Reset through Kestrel's own stream, not <see cref="HttpContext.Abort"/>: that goes to whatever lifetime
+        /// feature the request path put in front, and on YARP's path a download's resume watch stands there and
+        /// only notes the abort, to decide on it once the forwarder returns. The forwarder was waiting on this very
+        /// flush, so it never returned: the stream was not reset, RequestAborted never fired, and the backend
+        /// exchange was held until the client's connection ended. Kestrel's reset fires RequestAborted, which
+        /// cancels the waiting write, and the forwarder lets its backend go.
+        /// </remarks>
         public override bool TryCut(string reason, out EndPoint? client)
         {
             var connection = context.Connection;
             client = connection.RemoteIpAddress is { } ip ? new IPEndPoint(ip, connection.RemotePort) : null;
-            context.Abort(); // Kestrel answers the writes still waiting on the stream with an error
+            if (context.Features.Get<IHttpResetFeature>() is { } reset)
+            {
+                reset.Reset(InternalError);
+            }
+            else
+            {
+                context.Abort(); // not Kestrel's HTTP/2 (no reset to ask for): the request's own abort
+            }
+
             return true;
         }
 
