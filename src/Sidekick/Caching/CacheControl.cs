@@ -60,6 +60,29 @@ internal sealed class CacheControl
 
     public bool Has(string directive) => _directives.ContainsKey(directive);
 
+    /// <summary>The longest freshness lifetime the response's <c>CDN-Cache-Control</c> allows, when it sets one.</summary>
+    public TimeSpan? TargetedMaxAge { get; private set; }
+
+    /// <summary>
+    /// A response's directives made as careful as its <c>CDN-Cache-Control</c> asks (<see cref="TargetedCacheControl"/>):
+    /// its restricting directives join these, and its max-age caps the lifetime. Cache-Control's own values stay.
+    /// </summary>
+    public CacheControl RestrictedBy(TargetedCacheControl? targeted)
+    {
+        if (targeted is null)
+        {
+            return this;
+        }
+
+        foreach (var directive in targeted.RestrictingDirectives)
+        {
+            _directives.TryAdd(directive, null);
+        }
+
+        TargetedMaxAge = targeted.MaxAge;
+        return this;
+    }
+
     /// <summary>
     /// Delta-seconds value of a directive; null when absent, malformed (not a non-negative integer, RFC 9111
     /// §1.2.2) or given more than once (§4.2.1). <see cref="Has"/> tells the last two from absent.

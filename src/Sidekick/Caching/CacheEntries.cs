@@ -163,7 +163,7 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
                 new(HeaderNames.ContentLength, piece.CompleteLength.ToString(CultureInfo.InvariantCulture))];
         }
 
-        var responseControl = CacheControl.Parse(response.Headers.CacheControl);
+        var responseControl = CacheControl.Parse(response.Headers.CacheControl).RestrictedBy(TargetedCacheControl.Parse(response.Headers[TargetedCacheControl.FieldName]));
         if (CachePolicy.WhyNotStorable(status, requestControl, responseControl, headers, length, options, rangeRequested) is { } why)
         {
             NotStored(context, why, why switch

@@ -195,6 +195,13 @@ internal static class CachePolicy
     /// </summary>
     public static TimeSpan FreshnessLifetime(CachedResponse entry, CacheControl response, CacheOptions options)
     {
+        // CDN-Cache-Control's max-age shortens a lifetime, never lengthens it (TargetedCacheControl).
+        var lifetime = OwnFreshnessLifetime(entry, response, options);
+        return response.TargetedMaxAge is { } cap && cap < lifetime ? cap : lifetime;
+    }
+
+    private static TimeSpan OwnFreshnessLifetime(CachedResponse entry, CacheControl response, CacheOptions options)
+    {
         if (response.Has("s-maxage"))
         {
             return response.Seconds("s-maxage") ?? TimeSpan.Zero;

@@ -39,10 +39,15 @@ internal sealed record CachedResponse
     public string? Header(string name) =>
         Headers.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
 
-    /// <summary>The directives of every Cache-Control field line, not only the first (RFC 9110 §5.3).</summary>
+    /// <summary>
+    /// The directives of every Cache-Control field line, not only the first (RFC 9110 §5.3), made as careful as the
+    /// response's CDN-Cache-Control asks (<see cref="TargetedCacheControl"/>).
+    /// </summary>
     public CacheControl CacheControl() =>
-        Caching.CacheControl.Parse(new Microsoft.Extensions.Primitives.StringValues(
-            Headers.Where(h => string.Equals(h.Key, HeaderNames.CacheControl, StringComparison.OrdinalIgnoreCase)).Select(h => h.Value).ToArray()));
+        Caching.CacheControl.Parse(Lines(HeaderNames.CacheControl)).RestrictedBy(TargetedCacheControl.Parse(Lines(TargetedCacheControl.FieldName)));
+
+    private Microsoft.Extensions.Primitives.StringValues Lines(string name) =>
+        new(Headers.Where(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Select(h => h.Value).ToArray());
 
     public string? ETag => Header(HeaderNames.ETag);
 
