@@ -13,13 +13,17 @@ internal static class ClientAddress
 {
     public const string Unknown = "<unknown-address>";
 
-    private static readonly Lazy<string> HostAddress = new(FindHostAddress);
+    /// <summary>How long a failed look-up of the host's address is not tried again (each request meanwhile gets <see cref="Unknown"/>).</summary>
+    private const long RetryMilliseconds = 5_000;
+
+    private static string? s_hostAddress; // once found, for the life of the process
+    private static long s_retryAt;
 
     public static string For(IPAddress? peer)
     {
         if (peer is null)
         {
-            return HostAddress.Value;
+            return HostAddress();
         }
 
         if (peer.IsIPv4MappedToIPv6)
@@ -27,10 +31,45 @@ internal static class ClientAddress
             peer = peer.MapToIPv4();
         }
 
-        return IPAddress.IsLoopback(peer) ? HostAddress.Value : peer.ToString();
+        return IPAddress.IsLoopback(peer) ? HostAddress() : peer.ToString();
     }
 
-    private static string FindHostAddress()
+    /// <summary>
+    /// Looks the host's address up before the listeners accept anyone: the look-up reads /proc/net/route and netlink,
+    /// which needs descriptors a shortage of them would deny to a first request.
+    /// </summary>
+    public static void Prime() => HostAddress();
+
+    /// <summary>
+    /// The host's address, found once. A look-up that fails (out of descriptors, /proc unreadable) is not kept: that
+    /// request reports <see cref="Unknown"/>, and a later one tries again. Kept in a Lazy, one failure answered every
+    /// loopback client with a bare 500 for the life of the process.
+    /// </summary>
+    private static string HostAddress()
+    {
+        if (Volatile.Read(ref s_hostAddress) is { } known)
+        {
+            return known;
+        }
+
+        var now = Environment.TickCount64;
+        if (now < Volatile.Read(ref s_retryAt))
+        {
+            return Unknown;
+        }
+
+        if (FindHostAddress() is { } found)
+        {
+            Volatile.Write(ref s_hostAddress, found);
+            return found;
+        }
+
+        Volatile.Write(ref s_retryAt, now + RetryMilliseconds);
+        return Unknown;
+    }
+
+    /// <summary>The first non-loopback IPv4 address, else IPv6, else <see cref="Unknown"/>; null when the look-up failed.</summary>
+    private static string? FindHostAddress()
     {
         IPAddress? v6 = null;
         try
@@ -62,8 +101,9 @@ internal static class ClientAddress
                 }
             }
         }
-        catch (NetworkInformationException)
+        catch (Exception ex) when (ex is NetworkInformationException or IOException or UnauthorizedAccessException or SocketException)
         {
+            return null;
         }
 
         return v6?.ToString() ?? Unknown;

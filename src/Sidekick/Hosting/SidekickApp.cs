@@ -97,6 +97,7 @@ internal static class SidekickApp
         var siteWarnings = new List<string>();
         var parsed = SiteParser.Parse(options.Sites, options.ProgramName, options.HealthPath, options.ReadHealthPath, options.HealthPort, siteWarnings);
         WarnAll(siteWarnings);
+        Forwarding.ClientAddress.Prime(); // before anything binds: see ClientAddress.HostAddress
         var settings = RuntimeSettings.From(RuntimeSettings.ProcessEnvironment(seams.Environment));
         options = options with { KeyPassword = KeyPassword.Resolve(options, settings.KeyPassword) };
         var tls = ServerTls.Create(options, stdout, stderr, time);

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using System.Net.NetworkInformation;
 using System.Net.Sockets;
 using System.Text;
 using Sidekick.Tests.Infrastructure;
@@ -156,4 +157,105 @@ public sealed class SocketShortageTests
             _timeout.Dispose();
         }
     }
+
+    /// <summary>
+    /// The shortage comes before a loopback client's first proxied request (a sidecar's usual client), which reports
+    /// the host's own address in X-Forwarded-For: its look-up reads /proc/net/route, and failing for want of a descriptor
+    /// it was kept, so every loopback client got a bare 500 for the life of the process (found by a docs review).
+    /// The address is now found at start, and a failed look-up is tried again later.
+    /// </summary>
+    [Fact]
+    public async Task A_shortage_before_the_first_loopback_request_leaves_loopback_clients_served_once_it_ends()
+    {
+        await using var backend = new RawBackend(_ =>
+            RawResponse.Text("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", close: true));
+        var port = SidekickProcess.FreePort();
+        await using var sidekick = SidekickProcess.StartUnder(["prlimit", $"--nofile={Limit}:{Limit}", "--"], Environment.CurrentDirectory,
+            new Dictionary<string, string>(), "--address", $"0.0.0.0:{port}", "--log", "--max-connections", "100000",
+            "--health-path=/health", backend.Url.ToString().TrimEnd('/'));
+        await sidekick.WaitForHealthAsync(port);
+
+        // Warm the proxy path (the .NET host loads assemblies on first use) from a non-loopback address of this host,
+        // which does not need the host address; only the loopback client's first request does.
+        if (NonLoopbackAddress() is { } external)
+        {
+            using var warm = new TcpClient();
+            await warm.ConnectAsync(external, port);
+            var stream = warm.GetStream();
+            await stream.WriteAsync(Encoding.Latin1.GetBytes("GET /warm HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
+            var answer = await new StreamReader(stream, Encoding.Latin1).ReadToEndAsync();
+            Assert.StartsWith("HTTP/1.1 200", answer, StringComparison.Ordinal);
+        }
+
+        var held = new List<TcpClient>();
+        try
+        {
+            const string acceptLine = "out of file descriptors";
+            while (!sidekick.Stdout.Contains(acceptLine, StringComparison.Ordinal))
+            {
+                Assert.True(held.Count < Limit, "every client was accepted: the limit did not apply");
+                var client = new TcpClient();
+                await client.ConnectAsync(IPAddress.Loopback, port);
+                held.Add(client);
+                if (held.Count > 150)
+                {
+                    await Task.Delay(20);
+                }
+            }
+
+            // During the shortage, a loopback client's first proxied request, on a connection already accepted.
+            var during = await RawExchangeAsync(held[0], "GET /object HTTP/1.1\r\nHost: h\r\n\r\n");
+            Assert.NotEqual("", during);
+        }
+        finally
+        {
+            foreach (var client in held)
+            {
+                client.Dispose();
+            }
+        }
+
+        // Descriptors back: a new loopback client must be served (503 SlowDown for a moment at most).
+        var deadline = Environment.TickCount64 + 30_000;
+        string after;
+        while (true)
+        {
+            using var client = new TcpClient();
+            await client.ConnectAsync(IPAddress.Loopback, port);
+            after = await RawExchangeAsync(client, "GET /object HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+            if (after.StartsWith("HTTP/1.1 200", StringComparison.Ordinal) || Environment.TickCount64 > deadline)
+            {
+                break;
+            }
+
+            await Task.Delay(200);
+        }
+
+        Assert.True(after.StartsWith("HTTP/1.1 200", StringComparison.Ordinal),
+            "30 s after the shortage ended a loopback client still gets: " + after.Split("\r\n")[0]);
+    }
+
+    private static async Task<string> RawExchangeAsync(TcpClient client, string request)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        var stream = client.GetStream();
+        await stream.WriteAsync(Encoding.Latin1.GetBytes(request), timeout.Token);
+        var buffer = new byte[4096];
+        try
+        {
+            var read = await stream.ReadAsync(buffer, timeout.Token);
+            return Encoding.Latin1.GetString(buffer, 0, read);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException)
+        {
+            return "";
+        }
+    }
+
+    private static IPAddress? NonLoopbackAddress() =>
+        NetworkInterface.GetAllNetworkInterfaces()
+            .Where(nic => nic.OperationalStatus == OperationalStatus.Up && nic.NetworkInterfaceType != NetworkInterfaceType.Loopback)
+            .SelectMany(nic => nic.GetIPProperties().UnicastAddresses)
+            .Select(unicast => unicast.Address)
+            .FirstOrDefault(address => address.AddressFamily == AddressFamily.InterNetwork && !IPAddress.IsLoopback(address));
 }
