@@ -199,6 +199,14 @@ internal sealed record CacheOptions
             throw new UsageException($"{Prefix}MIN_SIZE must not be larger than {Prefix}MAX_SIZE");
         }
 
+        if (options.SpoolSize < Math.Max(options.MinSize, 1))
+        {
+            // Every fill spools its body until the store has it: a budget below the smallest body stored stores nothing,
+            // and the cache would look on while every fill was given up as spool_full.
+            throw new UsageException(
+                $"invalid {Prefix}SPOOL_SIZE \"{Get("SPOOL_SIZE")}\": smaller than {Prefix}MIN_SIZE ({options.MinSize} bytes), so no response could be stored; give at least that, e.g. 4GiB");
+        }
+
         return options;
     }
 

@@ -37,7 +37,7 @@ internal static class EnvironmentHelp
         new(Cache + "PART_SIZE", "multipart part size, 5MiB to 512MiB", "5MiB"),
         new(Cache + "SPOOL_DIR", "where fills spool bodies for the upload", "<temp>/sidekick-spool"),
         new(Cache + "SPOOL_SIZE", "spool space all fills in flight may use together; unset: the larger of 4GiB and MAX_SIZE", "5GiB"),
-        new(Cache + "MAX_LAG", "removed: fills no longer race the client (they spool); refused at start", ""),
+        new(Cache + "MAX_LAG", "removed: fills no longer race the client (they spool); refused at start", null),
         new(Cache + "MAX_FILLS", "fills running at once; further misses are not stored", "64"),
         new(Cache + "FILL_WAIT", "how long a miss may wait for another sidecar's fill of the same object; 0: no fill leases", "10s"),
         new("HTTP_PROXY, HTTPS_PROXY", "proxy for requests and probes to http:// and https:// backends (lowercase names too)", null),

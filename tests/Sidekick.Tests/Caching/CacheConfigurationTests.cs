@@ -40,6 +40,8 @@ public sealed class CacheConfigurationTests
     [InlineData("SIDEKICK_CACHE_PART_SIZE", "1MiB", "must be between 5MiB and 512MiB")]
     [InlineData("SIDEKICK_CACHE_NAMESPACE", "prod/minio", "invalid SIDEKICK_CACHE_NAMESPACE \"prod/minio\": expected 1 to 64 letters")]
     [InlineData("SIDEKICK_CACHE_NAMESPACE", "..", "invalid SIDEKICK_CACHE_NAMESPACE \"..\"")]
+    [InlineData("SIDEKICK_CACHE_SPOOL_SIZE", "0", "invalid SIDEKICK_CACHE_SPOOL_SIZE \"0\": smaller than SIDEKICK_CACHE_MIN_SIZE (1048576 bytes), so no response could be stored")]
+    [InlineData("SIDEKICK_CACHE_SPOOL_SIZE", "512KiB", "invalid SIDEKICK_CACHE_SPOOL_SIZE \"512KiB\": smaller than SIDEKICK_CACHE_MIN_SIZE")]
     public void Bad_values_name_the_variable_and_never_the_secret(string name, string value, string expected)
     {
         var env = Valid();
