@@ -529,7 +529,15 @@ internal sealed class CacheFill
                     _owner.Metrics.StoreError(ex);
                 }
 
-                Abandon(spoolFailed ? FillAbandonReason.SpoolError : FillAbandonReason.StoreError, ex.Message);
+                if (spoolFailed || FromPieces)
+                {
+                    Abandon(spoolFailed ? FillAbandonReason.SpoolError : FillAbandonReason.StoreError, ex.Message);
+                }
+                else
+                {
+                    await OutliveStoreFailureAsync(uploadId, ex.Message);
+                    return false;
+                }
             }
 
             if (uploadId is not null)
@@ -543,6 +551,24 @@ internal sealed class CacheFill
         {
             Release();
         }
+    }
+
+    /// <summary>
+    /// The store failed a whole fill's upload while its body may still be arriving: the entry will not be stored, but
+    /// the requests reading this fill's spool (joined after the MISS) are served on to the body's end, as its first
+    /// client is from the origin. Given up at once, their responses were cut where the spool stopped. The upload is
+    /// aborted now; the fill is given up as a store error once the body has ended (or the fill ended otherwise), and
+    /// until then it holds its slot and spool as it did while uploading.
+    /// </summary>
+    private async Task OutliveStoreFailureAsync(string? uploadId, string why)
+    {
+        if (uploadId is not null)
+        {
+            await AbortQuietlyAsync(uploadId);
+        }
+
+        await WaitBeyondAsync(Length, CancellationToken.None);
+        Abandon(FillAbandonReason.StoreError, why);
     }
 
     /// <summary>
