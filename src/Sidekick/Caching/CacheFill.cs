@@ -511,7 +511,8 @@ internal sealed class CacheFill
                     _owner.Metrics.StoreError(ex);
                 }
 
-                Abandon(spoolFailed ? FillAbandonReason.SpoolError : FillAbandonReason.StoreError, ex.Message);
+                Abandon(spoolFailed ? FillAbandonReason.SpoolError : FillAbandonReason.StoreError,
+                    spoolFailed ? ex.Message : CacheStoreFailure.Describe(ex, _store.AccessKey));
             }
 
             if (uploadId is not null)
