@@ -529,13 +529,14 @@ internal sealed class CacheFill
                     _owner.Metrics.StoreError(ex);
                 }
 
+                var why = spoolFailed ? ex.Message : CacheStoreFailure.Describe(ex, _store.AccessKey);
                 if (spoolFailed || FromPieces)
                 {
-                    Abandon(spoolFailed ? FillAbandonReason.SpoolError : FillAbandonReason.StoreError, ex.Message);
+                    Abandon(spoolFailed ? FillAbandonReason.SpoolError : FillAbandonReason.StoreError, why);
                 }
                 else
                 {
-                    await OutliveStoreFailureAsync(uploadId, ex.Message);
+                    await OutliveStoreFailureAsync(uploadId, why);
                     return false;
                 }
             }

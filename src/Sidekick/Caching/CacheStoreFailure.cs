@@ -115,6 +115,10 @@ internal sealed partial record CacheStoreFailure(CacheStoreFailureReason Reason,
                         SocketError.ConnectionReset or SocketError.ConnectionAborted or SocketError.Shutdown => new(CacheStoreFailureReason.Unreachable, "connection reset"),
                         _ => new(CacheStoreFailureReason.Unreachable, $"connection failed ({socket.SocketErrorCode})"),
                     };
+                case StoreAnswerTooLongException tooLong:
+                    return new(tooLong.Status is HttpStatusCode.Forbidden or HttpStatusCode.Unauthorized
+                        ? CacheStoreFailureReason.CredentialsRejected
+                        : CacheStoreFailureReason.Other, tooLong.Message) { Status = tooLong.Status };
                 case HttpRequestException { StatusCode: { } status }:
                     // The store answered a read sidekick sends itself (StoreRequests) in a way it does not describe further.
                     return status is HttpStatusCode.Forbidden or HttpStatusCode.Unauthorized
@@ -137,6 +141,25 @@ internal sealed partial record CacheStoreFailure(CacheStoreFailureReason Reason,
         }
 
         return new(innermost is IOException or HttpRequestException ? CacheStoreFailureReason.Unreachable : CacheStoreFailureReason.Other, innermost.Message);
+    }
+
+    /// <summary>
+    /// What a log line says of a store call that failed: for an answer of the store, its status and code with the
+    /// bounded detail ("HTTP 500 InternalError: …"), as <see cref="Of"/> has it; for anything else (a stalled write,
+    /// a cut connection) the exception's own message, bounded too. The SDK's message of an error it could not parse
+    /// carries the body it read ("Response Body: …"): up to 64 KiB of a store's text in one line.
+    /// </summary>
+    public static string Describe(Exception error, string? accessKey)
+    {
+        for (var current = error; current is not null; current = current.InnerException)
+        {
+            if (current is AmazonServiceException { StatusCode: not 0, ErrorCode: not null } or StoreAnswerTooLongException)
+            {
+                return Of(error).WithoutSecrets(accessKey).Detail;
+            }
+        }
+
+        return new CacheStoreFailure(CacheStoreFailureReason.Other, error.Message).WithoutSecrets(accessKey).Detail;
     }
 
     /// <summary>

@@ -7,7 +7,7 @@ namespace Sidekick.Caching;
 /// The HTTP clients the AWS SDK talks to the store through: the SDK's own settings (no redirects followed, no
 /// decompression, its proxy, timeout and connection limit), with <c>Expect: 100-continue</c> kept for large bodies
 /// only (<see cref="ContinueForLargeBodies"/>), and an object that is not there answered without an exception
-/// (<see cref="AbsentAsAnswer"/>).
+/// (<see cref="AbsentAsAnswer"/>), and no answer the SDK reads whole read past a bound (<see cref="BoundedAnswers"/>).
 /// </summary>
 internal sealed class StoreHttpClients : HttpClientFactory
 {
@@ -43,7 +43,7 @@ internal sealed class StoreHttpClients : HttpClientFactory
             sockets.ConnectTimeout = connect;
         }
 
-        var client = new HttpClient(new AbsentAsAnswer(new ContinueForLargeBodies(sockets)));
+        var client = new HttpClient(new AbsentAsAnswer(new BoundedAnswers(new ContinueForLargeBodies(sockets))));
         if (clientConfig.Timeout is { } timeout)
         {
             client.Timeout = timeout;
@@ -84,6 +84,45 @@ internal sealed class StoreHttpClients : HttpClientFactory
             absent.Headers.TryAddWithoutValidation(AbsentMetadata, AbsentMark);
             response.Dispose();
             return absent;
+        }
+    }
+
+    /// <summary>
+    /// Bounds the bodies a store's answer may make sidekick read (<see cref="BoundedStoreAnswer"/>): an error's to
+    /// <see cref="MaxErrorBytes"/> (S3's are a few hundred bytes of XML), any other answer's but an object's to
+    /// <see cref="MaxAnswerBytes"/> (a listing page of 1,000 keys of up to 1 KiB each, XML-escaped, stays well under).
+    /// An object read (a GET without a query: sidekick's own reads, <see cref="StoreRequests"/>, and so every HIT's
+    /// body) that succeeded is left as it came: no wrapper, no extra copy, no allocation. Nor is an answer whose
+    /// declared length is within its bound: the connection's framing already holds it to that length.
+    /// </summary>
+    internal sealed class BoundedAnswers(HttpMessageHandler inner) : DelegatingHandler(inner)
+    {
+        public const long MaxErrorBytes = 64 * 1024;
+
+        public const long MaxAnswerBytes = 8 * 1024 * 1024;
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
+            Bound(request, await base.SendAsync(request, cancellationToken));
+
+        protected override HttpResponseMessage Send(HttpRequestMessage request, CancellationToken cancellationToken) =>
+            Bound(request, base.Send(request, cancellationToken));
+
+        private static HttpResponseMessage Bound(HttpRequestMessage request, HttpResponseMessage response)
+        {
+            var success = response.IsSuccessStatusCode;
+            if (success && request.Method == HttpMethod.Get && string.IsNullOrEmpty(request.RequestUri?.Query))
+            {
+                return response;
+            }
+
+            var cap = success ? MaxAnswerBytes : MaxErrorBytes;
+            if (response.Content.Headers.ContentLength <= cap)
+            {
+                return response;
+            }
+
+            response.Content = new BoundedStoreAnswer(response.Content, cap, response.StatusCode);
+            return response;
         }
     }
 

@@ -77,6 +77,14 @@ internal sealed class SidekickTransformer : HttpTransformer
     {
         if (proxyResponse is not null)
         {
+            if ((int)proxyResponse.StatusCode is >= 200 and < 300 && HttpMethods.IsConnect(httpContext.Request.Method))
+            {
+                // Thrown before a field or a byte reaches the client: YARP answers it as a broken response head (a 502,
+                // nothing sent yet), so the client, the trace and the statistics all see that 502. Relayed, the body's
+                // first write failed in Kestrel and left the response unwritable: the client got a bare 500.
+                throw new UnswitchedUpgradeException((int)proxyResponse.StatusCode);
+            }
+
             // Before YARP copies them: Kestrel checks each value as it is set (Latin1Fields).
             foreach (var (name, values) in proxyResponse.Headers.NonValidated)
             {

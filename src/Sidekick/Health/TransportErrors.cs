@@ -57,6 +57,8 @@ internal static class TransportErrors
                     return "connection closed early";
                 case HttpRequestException { HttpRequestError: HttpRequestError.NameResolutionError }:
                     return "host not found";
+                case Forwarding.UnswitchedUpgradeException:
+                    return Forwarding.UnswitchedUpgradeException.Summary;
             }
         }
 

@@ -9,9 +9,9 @@ namespace Sidekick.Tests.Caching;
 
 /// <summary>
 /// A cache store (hostile, or a broken one behind a gateway) that answers with an S3 error whose Message is 8 MiB.
-/// The store's own reads (StoreRequests) read a refusal's body up to a bound; the AWS SDK's calls (the health probe,
-/// uploads, listings, deletes) do not, and the whole text lands in the --log line, in /v1/state's lastError and in
-/// memory.
+/// The store's own reads (StoreRequests, the health probe among them) read a refusal's body up to a bound, and so do
+/// the AWS SDK's calls (StoreHttpClients.BoundedAnswers, see StoreWriteErrorBodyTests): the text must not land whole in
+/// the --log line, in /v1/state's lastError or in memory.
 /// </summary>
 [Collection(nameof(HeavyTests))]
 public sealed class StoreErrorBodyTests(ITestOutputHelper output)
