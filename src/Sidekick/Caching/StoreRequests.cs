@@ -220,7 +220,7 @@ internal sealed class StoreRequests
 
         return new StoredHead(
             response.Headers.TryGetValues("ETag", out var etags) ? etags.FirstOrDefault() : null, response.Content.Headers.LastModified, metadata,
-            SizeOf(response));
+            SizeOf(response), response.Headers.Date);
     }
 
     /// <summary>
@@ -275,12 +275,13 @@ internal sealed class StoreRequests
 
 /// <summary>
 /// What a HEAD or GET said of a stored object: its ETag as the store sent it, when it was written, its user metadata,
-/// and how many bytes it holds.
+/// how many bytes it holds, and the store's own time when it answered.
 /// </summary>
-internal sealed class StoredHead(string? etag, DateTimeOffset? lastModified, Dictionary<string, string> metadata, long? size = null)
+internal sealed class StoredHead(string? etag, DateTimeOffset? lastModified, Dictionary<string, string> metadata, long? size = null, DateTimeOffset? storeDate = null)
 {
     public string? ETag { get; } = etag;
 
+    /// <summary>When the store wrote the object, by the store's clock.</summary>
     public DateTimeOffset? LastModified { get; } = lastModified;
 
     /// <summary>
@@ -288,6 +289,9 @@ internal sealed class StoredHead(string? etag, DateTimeOffset? lastModified, Dic
     /// false (a lost tail, another writer's bytes under the same metadata). Null when the answer did not say.
     /// </summary>
     public long? Size { get; } = size;
+
+    /// <summary>The answer's Date: the store's clock at the time, which its Last-Modified is on too. Null when it sent none.</summary>
+    public DateTimeOffset? StoreDate { get; } = storeDate;
 
     /// <summary>The value of one user metadata header (its whole name, x-amz-meta-…), or null.</summary>
     public string? Metadata(string name) => metadata.GetValueOrDefault(name);
