@@ -88,7 +88,36 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             return null;
         }
 
+        if (head.Size is { } size && size != entry.Length)
+        {
+            // The object does not hold the body its metadata describes (a lost tail, another writer's bytes under the
+            // same metadata): served, every client would be cut at the same byte, or get the wrong bytes, for as long as
+            // the entry lives, and a 304 only confirms the metadata. It goes, and this request is a miss.
+            opened?.Dispose();
+            await EvictFaultyAsync(key, $"the store holds {size} bytes under it, its metadata says {entry.Length}");
+            return null;
+        }
+
         return new CacheLookup(key, Newest(key, entry), head.ETag, opened);
+    }
+
+    /// <summary>
+    /// An entry whose stored object was found not to hold the body its metadata describes, when it was looked up or
+    /// read (the key, and what was wrong): it was evicted. For the --log line.
+    /// </summary>
+    public event Action<string, string>? FaultyEntryEvicted;
+
+    /// <summary>
+    /// Evicts an entry whose object does not hold what its metadata says (<see cref="FaultyEntryEvicted"/>): a fact
+    /// about that one entry, not about the store's health. Awaited before the request goes to the origin, so that the
+    /// fill that request may start comes after the delete. A fill of the entry running here is left alone: it brings the
+    /// origin's bytes, not the faulty object's (another request that looked the faulty object up just before may evict
+    /// it after that fill began).
+    /// </summary>
+    public async Task EvictFaultyAsync(string key, string detail)
+    {
+        await EvictAsync(key, fillsToo: false);
+        FaultyEntryEvicted?.Invoke(key, detail);
     }
 
     /// <summary>
@@ -426,22 +455,29 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
     /// Stops using this sidecar's knowledge of an entry that is going: it is owed until the store confirms its delete,
     /// its refreshed headers are dropped, and a fill of it still uploading holds the version evicted: it must neither
     /// land after the eviction nor answer another request from its spool (its readers keep the bytes they already read).
+    /// With <paramref name="fillsToo"/> false (a faulty stored object: <see cref="EvictFaultyAsync"/>), a fill of it is
+    /// the origin's current version, not the object evicted, and goes on.
     /// </summary>
-    private void Forget(string key)
+    private void Forget(string key, bool fillsToo = true)
     {
         Owe(key);
         _refreshed.TryRemove(key, out _);
         _refreshWritten.TryRemove(key, out _);
-        // The entry's own fill and those of its variants (a response with Vary fills under a variant key).
-        fills.AbandonUnder(key, FillAbandonReason.ObjectChanged, "its entry was evicted (an unsafe request to it succeeded, or the origin no longer has it)");
+        if (fillsToo)
+        {
+            // The entry's own fill and those of its variants (a response with Vary fills under a variant key).
+            fills.AbandonUnder(key, FillAbandonReason.ObjectChanged, "its entry was evicted (an unsafe request to it succeeded, or the origin no longer has it)");
+        }
     }
 
     /// <summary>The longest one eviction (its variants' listings and deletes, then the entry's delete) takes before it is left to the owed deletes.</summary>
     internal static TimeSpan EvictionTimeout { get; } = TimeSpan.FromSeconds(30);
 
-    public async Task EvictAsync(string key)
+    public Task EvictAsync(string key) => EvictAsync(key, fillsToo: true);
+
+    private async Task EvictAsync(string key, bool fillsToo)
     {
-        Forget(key);
+        Forget(key, fillsToo);
         using var timeout = new CancellationTokenSource(EvictionTimeout);
         try
         {

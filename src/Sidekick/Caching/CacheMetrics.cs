@@ -166,7 +166,7 @@ internal sealed class CacheMetrics : IDisposable
         text.Append("# HELP sidekick_cache_store_reads_broken_total Stored bodies whose read from the store broke midway: resumed where it broke, or the client's response cut\n# TYPE sidekick_cache_store_reads_broken_total counter\n")
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"resumed\"} ").Append(StoredReadsResumed).Append('\n')
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"cut\"} ").Append(StoredReadsCut).Append('\n');
-        Counter("sidekick_cache_evictions_total", "Entries removed (404/410, invalidation by PUT/POST/DELETE)", Evictions);
+        Counter("sidekick_cache_evictions_total", "Entries removed (404/410, invalidation by PUT/POST/DELETE, a stored object not as long as its entry)", Evictions);
         text.Append("# HELP sidekick_cache_bucket_invalidations_total Writes that made every entry under a bucket a miss on this sidecar, by why: bucket_write (its policy, ACL, public access block or ownership set, or the bucket deleted), delete_objects_unread (a DeleteObjects body too large or not readable)\n# TYPE sidekick_cache_bucket_invalidations_total counter\n")
             .Append("sidekick_cache_bucket_invalidations_total{reason=\"bucket_write\"} ").Append(BucketsInvalidated(bodyUnread: false)).Append('\n')
             .Append("sidekick_cache_bucket_invalidations_total{reason=\"delete_objects_unread\"} ").Append(BucketsInvalidated(bodyUnread: true)).Append('\n');

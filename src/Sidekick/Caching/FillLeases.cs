@@ -516,11 +516,20 @@ internal sealed class FillLeases
 
     private bool IsAnother((FillLease Lease, DateTimeOffset Written) held) => held.Lease.Owner != _owner && !IsDead(held.Written);
 
-    // The store's clock wrote the time; a sidecar whose clock runs far ahead only sees leases as dead (no waiting).
+    // Written is on this sidecar's clock (see ReadAsync): the lease's age on one clock, whatever the store's says.
     private bool IsDead(DateTimeOffset written) => _time.GetUtcNow() - written > Lifetime;
 
-    private Task<(FillLease Lease, DateTimeOffset Written)?> ReadAsync(string leaseKey, CancellationToken cancellationToken) =>
-        WithTimeout(c => _store.ReadLeaseAsync(leaseKey, c), cancellationToken);
+    /// <summary>
+    /// The lease at <paramref name="leaseKey"/>, with when it was written moved onto this sidecar's clock: now less its
+    /// age by the store's clock (the answer's Date less its Last-Modified). The store's Last-Modified against this
+    /// sidecar's now would mix two machines' clocks: one behind the store's saw a lease a killed sidecar left as written
+    /// in the future and waited for it, one ahead by more than <see cref="Lifetime"/> took every live lease for dead.
+    /// Only a store that sends no Date is judged by its Last-Modified against this clock.
+    /// </summary>
+    private async Task<(FillLease Lease, DateTimeOffset Written)?> ReadAsync(string leaseKey, CancellationToken cancellationToken) =>
+        await WithTimeout(c => _store.ReadLeaseAsync(leaseKey, c), cancellationToken) is { } read
+            ? (read.Lease, read.Age is { } age ? _time.GetUtcNow() - age : read.Written)
+            : null;
 
     private async Task<T> WithTimeout<T>(Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken)
     {

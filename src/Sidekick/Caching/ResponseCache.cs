@@ -56,7 +56,7 @@ internal sealed class ResponseCache : IDisposable
                 _ = Task.Run(_leases.LearnAsync);
             }
         });
-        _writer = new StoredResponseWriter(options, _store, _health, Metrics, time);
+        _writer = new StoredResponseWriter(options, _store, _entries, _health, Metrics, time);
     }
 
     public CacheMetrics Metrics { get; }
@@ -80,6 +80,13 @@ internal sealed class ResponseCache : IDisposable
     {
         add => _writer.ReadBroken += value;
         remove => _writer.ReadBroken -= value;
+    }
+
+    /// <summary>An entry whose stored object did not hold the body its metadata describes was evicted (key, what was wrong): for the --log line.</summary>
+    public event Action<string, string>? FaultyEntryEvicted
+    {
+        add => _entries.FaultyEntryEvicted += value;
+        remove => _entries.FaultyEntryEvicted -= value;
     }
 
     /// <summary>

@@ -179,12 +179,17 @@ internal sealed class S3CacheStore : IDisposable
     public Task<bool> UpdateMetadataAsync(string key, string storeETag, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken) =>
         _requests.ReplaceMetadataAsync(Name(key), storeETag, metadata, cancellationToken);
 
-    /// <summary>The fill lease at <paramref name="key"/> and when the store last wrote it, or null when there is none.</summary>
-    public async Task<(FillLease Lease, DateTimeOffset Written)?> ReadLeaseAsync(string key, CancellationToken cancellationToken)
+    /// <summary>
+    /// The fill lease at <paramref name="key"/>, when the store last wrote it (its Last-Modified, by the store's clock),
+    /// and how long ago that was by the same clock (the answer's Date less the Last-Modified; null when the store sent
+    /// no Date), or null when there is none.
+    /// </summary>
+    public async Task<(FillLease Lease, DateTimeOffset Written, TimeSpan? Age)?> ReadLeaseAsync(string key, CancellationToken cancellationToken)
     {
         var head = await _requests.HeadAsync(Name(key), cancellationToken);
+        // Both times are whole seconds: a Date in the same second as the write may read as before it (zero, then).
         return head is not null && FillLease.Parse(head.Metadata(LeaseMetadata)) is { } lease && head.LastModified is { } written
-            ? (lease, written.ToUniversalTime())
+            ? (lease, written.ToUniversalTime(), head.StoreDate is { } now ? TimeSpan.FromTicks(Math.Max(0, (now - written).Ticks)) : null)
             : null;
     }
 

@@ -219,8 +219,18 @@ internal sealed class StoreRequests
         }
 
         return new StoredHead(
-            response.Headers.TryGetValues("ETag", out var etags) ? etags.FirstOrDefault() : null, response.Content.Headers.LastModified, metadata);
+            response.Headers.TryGetValues("ETag", out var etags) ? etags.FirstOrDefault() : null, response.Content.Headers.LastModified, metadata,
+            SizeOf(response), response.Headers.Date);
     }
+
+    /// <summary>
+    /// The whole object's length as the store gave it: a 206's complete length (<c>Content-Range: bytes 0-99/1048576</c>;
+    /// unknown for <c>/*</c>), else the Content-Length of the 200 or the HEAD. Null when the answer does not say.
+    /// </summary>
+    private static long? SizeOf(HttpResponseMessage response) =>
+        response.StatusCode == HttpStatusCode.PartialContent
+            ? response.Content.Headers.ContentRange?.Length
+            : response.Content.Headers.ContentLength;
 
     /// <summary>How much of an error answer's body is read for its code: S3's are a few hundred bytes of XML.</summary>
     private const int MaxRefusalBody = 16 * 1024;
@@ -263,12 +273,25 @@ internal sealed class StoreRequests
     }
 }
 
-/// <summary>What a HEAD or GET said of a stored object: its ETag as the store sent it, when it was written, its user metadata.</summary>
-internal sealed class StoredHead(string? etag, DateTimeOffset? lastModified, Dictionary<string, string> metadata)
+/// <summary>
+/// What a HEAD or GET said of a stored object: its ETag as the store sent it, when it was written, its user metadata,
+/// how many bytes it holds, and the store's own time when it answered.
+/// </summary>
+internal sealed class StoredHead(string? etag, DateTimeOffset? lastModified, Dictionary<string, string> metadata, long? size = null, DateTimeOffset? storeDate = null)
 {
     public string? ETag { get; } = etag;
 
+    /// <summary>When the store wrote the object, by the store's clock.</summary>
     public DateTimeOffset? LastModified { get; } = lastModified;
+
+    /// <summary>
+    /// The object's whole length as the store said it (not the range read): what an entry's metadata says of it can be
+    /// false (a lost tail, another writer's bytes under the same metadata). Null when the answer did not say.
+    /// </summary>
+    public long? Size { get; } = size;
+
+    /// <summary>The answer's Date: the store's clock at the time, which its Last-Modified is on too. Null when it sent none.</summary>
+    public DateTimeOffset? StoreDate { get; } = storeDate;
 
     /// <summary>The value of one user metadata header (its whole name, x-amz-meta-…), or null.</summary>
     public string? Metadata(string name) => metadata.GetValueOrDefault(name);

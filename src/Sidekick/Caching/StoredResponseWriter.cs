@@ -13,7 +13,7 @@ namespace Sidekick.Caching;
 /// the stored header values as they were received and a correct Age. Nothing here decides whether the entry
 /// may be used: <see cref="CachePolicy"/> did.
 /// </summary>
-internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore store, CacheHealth health, CacheMetrics metrics, TimeProvider time)
+internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore store, CacheEntries entries, CacheHealth health, CacheMetrics metrics, TimeProvider time)
 {
     /// <summary>
     /// Serves a stored response, its body from the store, or from <paramref name="fill"/>'s spool while that fill
@@ -92,6 +92,13 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                     timeout.CancelAfter(options.StoreTimeout);
                     stored = await store.OpenAsync(hit.Key, first, last, timeout.Token);
                 }
+                catch (Exception ex) when (PastTheEnd(ex) && !context.RequestAborted.IsCancellationRequested)
+                {
+                    // 416: the object ends before bytes the entry says it has. A fact about this entry, not the store's
+                    // health: the entry goes, and the origin answers this request (nothing was sent yet).
+                    await entries.EvictFaultyAsync(hit.Key, $"the store has no byte {first} of it (416), its metadata says {entry.Length} bytes");
+                    return false;
+                }
                 catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
                 {
                     // The second half of a lookup made with a HEAD: a busy store's answer is judged as the lookup's would be.
@@ -104,6 +111,14 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             // caller asks the origin; the store stays in use for every other request.
             if (stored is null)
             {
+                return false;
+            }
+
+            if (ShortOf(stored, entry) is { } wrong)
+            {
+                // The entry's own metadata over another number of bytes (found by a HEAD lookup, or written since).
+                stored.Dispose();
+                await entries.EvictFaultyAsync(hit.Key, wrong);
                 return false;
             }
 
@@ -249,16 +264,24 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             breaksWithoutProgress = copied > 0 ? 0 : breaksWithoutProgress;
             StoredObject? again = null;
             var sameBytes = true;
-            while (again is null && sameBytes && ++breaksWithoutProgress <= MaxResumesWithoutProgress)
+            string? wrong = null;
+            while (again is null && sameBytes && wrong is null && ++breaksWithoutProgress <= MaxResumesWithoutProgress)
             {
-                (again, sameBytes) = await ReopenAsync(context, hit, stored, from + sent, to, breaksWithoutProgress);
+                (again, sameBytes, wrong) = await ReopenAsync(context, hit, stored, from + sent, to, breaksWithoutProgress);
             }
 
             metrics.StoredReadBroken(resumed: again is not null);
-            ReadBroken?.Invoke(hit.Key, from + sent, again is not null, failure.Message);
+            ReadBroken?.Invoke(hit.Key, from + sent, again is not null, wrong is null ? failure.Message : $"{failure.Message}; {wrong}");
             if (again is null)
             {
                 context.Abort();
+                if (wrong is not null)
+                {
+                    // This client is cut (its headers are out), but the next one must not be, at the same byte: the
+                    // entry goes, and the next request fills it again.
+                    await entries.EvictFaultyAsync(hit.Key, wrong);
+                }
+
                 return stored;
             }
 
@@ -275,9 +298,11 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 
     /// <summary>
     /// The rest of a stored body whose read broke, when the store holds the same bytes; null with
-    /// <c>SameBytes</c> false when it holds others now (no use asking again), null alone after a store error.
+    /// <c>SameBytes</c> false when it holds others now (no use asking again), null with <c>Short</c> saying how when the
+    /// object under the entry's metadata is shorter or longer than the entry (no use asking again either), null alone
+    /// after a store error.
     /// </summary>
-    private async Task<(StoredObject? Again, bool SameBytes)> ReopenAsync(HttpContext context, CacheLookup hit, StoredObject broken, long from, long to, int attempt)
+    private async Task<(StoredObject? Again, bool SameBytes, string? Short)> ReopenAsync(HttpContext context, CacheLookup hit, StoredObject broken, long from, long to, int attempt)
     {
         try
         {
@@ -288,23 +313,47 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             var again = await store.OpenAsync(hit.Key, from, to, timeout.Token);
             if (again is null)
             {
-                return (null, true); // gone, or not readable yet (an object being rewritten): asked again
+                return (null, true, null); // gone, or not readable yet (an object being rewritten): asked again
             }
 
             if (SameBytes(broken.ETag, again, hit.Entry))
             {
-                return (again, true);
+                if (ShortOf(again, hit.Entry) is { } wrong)
+                {
+                    again.Dispose();
+                    return (null, true, wrong);
+                }
+
+                return (again, true, null);
             }
 
             again.Dispose();
-            return (null, false);
+            return (null, false, null);
+        }
+        catch (Exception ex) when (PastTheEnd(ex) && !context.RequestAborted.IsCancellationRequested)
+        {
+            return (null, true, $"the store has no byte {from} of it (416), its metadata says {hit.Entry.Length} bytes");
         }
         catch (Exception ex) when (S3CacheStore.IsStoreError(ex) && !context.RequestAborted.IsCancellationRequested)
         {
             metrics.StoreError(ex); // gone or not readable yet (an object being rewritten): asked again
-            return (null, true);
+            return (null, true, null);
         }
     }
+
+    /// <summary>
+    /// How an opened object that carries <paramref name="entry"/>'s own metadata does not hold its body: the store's
+    /// whole length of it is another than the entry's. Null when it holds as many bytes (or the store did not say, or
+    /// the metadata is another version's: a replacement, not a fault of this entry).
+    /// </summary>
+    private static string? ShortOf(StoredObject opened, CachedResponse entry) =>
+        opened.Head.Size is { } size && size != entry.Length && S3CacheStore.Holds(opened, entry)
+            ? $"the store holds {size} bytes under it, its metadata says {entry.Length}"
+            : null;
+
+    /// <summary>The store's 416 for a read of an entry's bytes: the object ends before them.</summary>
+    private static bool PastTheEnd(Exception ex) =>
+        ex is Amazon.S3.AmazonS3Exception { StatusCode: HttpStatusCode.RequestedRangeNotSatisfiable };
 
     /// <summary>
     /// Whether an opened object holds the bytes an earlier look at the store saw (the lookup, or the read that broke),

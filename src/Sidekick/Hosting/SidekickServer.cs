@@ -195,6 +195,7 @@ internal sealed class SidekickServer : IAsyncDisposable
             Cache.Fills.NotStoredLogged += (target, reason, detail) => _stateLog?.OnNotStored(target, CacheMetrics.NotStoredLabel(reason), detail, time.GetUtcNow());
             Cache.StoredReadBroken += (key, offset, resumed, detail) => _stateLog?.OnStoredReadBroken(key, offset, resumed, detail, time.GetUtcNow());
             Cache.FetchedTwice += target => _stateLog?.OnFetchedTwice(target, time.GetUtcNow());
+            Cache.FaultyEntryEvicted += (key, detail) => _stateLog?.OnFaultyEntryEvicted(key, detail, time.GetUtcNow());
         }
 
         Panic = new PanicRule();

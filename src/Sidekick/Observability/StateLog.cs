@@ -105,6 +105,10 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
                 json.WriteNumber("Offset", offset);
             });
 
+    /// <summary>A stored entry's object did not hold the body its metadata describes: the entry was evicted.</summary>
+    public void OnFaultyEntryEvicted(string key, string detail, DateTimeOffset at) =>
+        EventLine($"cache entry {key} evicted: {detail}", "cache-entry-faulty", at, json => json.WriteString("Key", key));
+
     /// <summary>One event: a text line, or a JSON LOG object with its own fields between Status and Message.</summary>
     private void EventLine(string message, string status, DateTimeOffset at, Action<Utf8JsonWriter> fields)
     {

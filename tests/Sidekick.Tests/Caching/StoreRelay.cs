@@ -160,6 +160,12 @@ internal sealed class StoreRelay : IAsyncDisposable
     private Func<Task>? _beforeNextLeaseReadBack;
     private readonly ConcurrentDictionary<string, bool> _leasesWritten = new();
 
+    /// <summary>
+    /// How far the store's clock has moved on, as lease reads see it: their Date is this much later than s3rver's, the
+    /// lease's Last-Modified as written. A lease ages by the store's clock without the test waiting for it.
+    /// </summary>
+    public TimeSpan LeaseReadsClockAhead { get; set; }
+
     /// <summary>Every part of a multipart upload is held this long before it goes to s3rver (a slow or loaded store).</summary>
     public TimeSpan PartDelay { get; set; }
 
@@ -364,6 +370,11 @@ internal sealed class StoreRelay : IAsyncDisposable
             {
                 context.Response.Headers[name] = values.ToArray();
             }
+        }
+
+        if (lease && HttpMethods.IsHead(request.Method) && LeaseReadsClockAhead != TimeSpan.Zero)
+        {
+            context.Response.Headers.Date = ((answer.Headers.Date ?? DateTimeOffset.UtcNow) + LeaseReadsClockAhead).ToString("r", System.Globalization.CultureInfo.InvariantCulture);
         }
 
         if (!cut && !stall)
