@@ -16,6 +16,9 @@ internal sealed class TargetedCacheControl
     /// <summary>The response field's name.</summary>
     public const string FieldName = "CDN-Cache-Control";
 
+    /// <summary>2^31 seconds, what RFC 9111 §1.2.2 makes of a delta-seconds too large to represent.</summary>
+    private const long MaxSeconds = 2147483648;
+
     /// <summary>The directives of RFC 9213 §2.1 that only restrict, as the bare names Cache-Control spells them.</summary>
     private static readonly string[] Restricting = ["no-store", "private", "no-cache", "must-revalidate"];
 
@@ -62,7 +65,7 @@ internal sealed class TargetedCacheControl
         var restricting = Restricting.Where(name => members.TryGetValue(name, out var value) && value != "?0").ToArray();
         TimeSpan? maxAge = members.TryGetValue("max-age", out var seconds) && seconds is not null &&
                            long.TryParse(seconds, NumberStyles.None, CultureInfo.InvariantCulture, out var parsed)
-            ? TimeSpan.FromSeconds(parsed) // an integer of at most 15 digits (checked below): no overflow
+            ? TimeSpan.FromSeconds(Math.Min(parsed, MaxSeconds)) // up to 15 digits: more than a TimeSpan holds
             : null; // absent, or of another type (a decimal, a string, a negative integer): ignored alone (§2.1)
         return new TargetedCacheControl(restricting, maxAge);
     }

@@ -29,6 +29,7 @@ public sealed class TargetedCacheControlTests
     [InlineData("max-age=3600", "max-age=0", 0, "Revalidate")] // cdn-max-age-0
     [InlineData("max-age=3600", "max-age=30", 60, "Revalidate")] // cdn-max-age-long-cc-max-age: the shorter wins
     [InlineData("max-age=3600", "max-age=120", 60, "Serve")]
+    [InlineData("max-age=3600", "max-age=999999999999999", 60, "Serve")] // 15 digits: 2^31 s, not an overflow
     [InlineData("max-age=10", "max-age=3600", 60, "Revalidate")] // never lengthens (cdn-fresh over a short Cache-Control)
     [InlineData("max-age=3600", "no-cache", 1, "Revalidate")] // cdn-no-cache
     [InlineData("max-age=3600", "no-cache=?1", 1, "Revalidate")]
