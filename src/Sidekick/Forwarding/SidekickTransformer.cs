@@ -77,7 +77,8 @@ internal sealed class SidekickTransformer : HttpTransformer
     {
         if (proxyResponse is not null)
         {
-            if ((int)proxyResponse.StatusCode is >= 200 and < 300 && HttpMethods.IsConnect(httpContext.Request.Method))
+            if ((int)proxyResponse.StatusCode is >= 200 and < 300 && HttpMethods.IsConnect(httpContext.Request.Method) &&
+                httpContext.Features.Get<IHttpExtendedConnectFeature>() is { IsExtendedConnect: true })
             {
                 // Thrown before a field or a byte reaches the client: YARP answers it as a broken response head (a 502,
                 // nothing sent yet), so the client, the trace and the statistics all see that 502. Relayed, the body's
