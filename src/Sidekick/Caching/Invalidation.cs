@@ -55,7 +55,7 @@ internal static class Invalidation
             if (deletes.Keys() is { } deleted)
             {
                 var host = request.Host.Value;
-                var container = RawPath(context).TrimEnd('/');
+                var container = LoosePath.RawPath(context).TrimEnd('/');
                 var exact = new List<string>(deleted.Count);
                 foreach (var key in deleted)
                 {
@@ -98,13 +98,6 @@ internal static class Invalidation
         }
 
         return keys;
-    }
-
-    private static string RawPath(HttpContext context)
-    {
-        var target = context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? "/";
-        var question = target.IndexOf('?', StringComparison.Ordinal);
-        return question < 0 ? target : target[..question];
     }
 
     public static IEnumerable<string> RelatedKeys(HttpContext context)

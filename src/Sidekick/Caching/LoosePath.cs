@@ -18,8 +18,15 @@ internal static class LoosePath
     /// <summary>The root: the whole of a virtual-host-style bucket, or the list of buckets in path style.</summary>
     public const string Root = "/";
 
-    public static string Of(HttpRequest request) =>
-        Of(request.HttpContext.Features.Get<IHttpRequestFeature>()?.RawTarget ?? request.Path.Value ?? Root);
+    public static string Of(HttpRequest request) => Of(RawPath(request.HttpContext));
+
+    /// <summary>The request's target as the client spelt it (no %XX decoded), without its query.</summary>
+    public static string RawPath(HttpContext context)
+    {
+        var target = context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? Root;
+        var question = target.IndexOf('?', StringComparison.Ordinal);
+        return question < 0 ? target : target[..question];
+    }
 
     /// <summary>The loose form of <paramref name="target"/> (origin-form or absolute-form, query optional).</summary>
     public static string Of(string target)
