@@ -88,13 +88,13 @@ internal sealed class CacheEntries(CacheOptions options, S3CacheStore store, Cac
             return null;
         }
 
-        if (head.Size is { } size && size != entry.Length)
+        if (head.SizeMismatch(entry.Length) is { } mismatch)
         {
             // The object does not hold the body its metadata describes (a lost tail, another writer's bytes under the
             // same metadata): served, every client would be cut at the same byte, or get the wrong bytes, for as long as
             // the entry lives, and a 304 only confirms the metadata. It goes, and this request is a miss.
             opened?.Dispose();
-            await EvictFaultyAsync(key, $"the store holds {size} bytes under it, its metadata says {entry.Length}");
+            await EvictFaultyAsync(key, mismatch);
             return null;
         }
 

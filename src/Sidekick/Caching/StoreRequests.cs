@@ -290,6 +290,10 @@ internal sealed class StoredHead(string? etag, DateTimeOffset? lastModified, Dic
     /// </summary>
     public long? Size { get; } = size;
 
+    /// <summary>How the object fails to hold a body of <paramref name="length"/> bytes, for the eviction's log line; null when it holds as many (or the store did not say).</summary>
+    public string? SizeMismatch(long length) =>
+        Size is { } size && size != length ? $"the store holds {size} bytes under it, its metadata says {length}" : null;
+
     /// <summary>The answer's Date: the store's clock at the time, which its Last-Modified is on too. Null when it sent none.</summary>
     public DateTimeOffset? StoreDate { get; } = storeDate;
 

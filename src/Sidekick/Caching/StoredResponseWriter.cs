@@ -347,9 +347,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     /// the metadata is another version's: a replacement, not a fault of this entry).
     /// </summary>
     private static string? ShortOf(StoredObject opened, CachedResponse entry) =>
-        opened.Head.Size is { } size && size != entry.Length && S3CacheStore.Holds(opened, entry)
-            ? $"the store holds {size} bytes under it, its metadata says {entry.Length}"
-            : null;
+        S3CacheStore.Holds(opened, entry) ? opened.Head.SizeMismatch(entry.Length) : null;
 
     /// <summary>The store's 416 for a read of an entry's bytes: the object ends before them.</summary>
     private static bool PastTheEnd(Exception ex) =>
