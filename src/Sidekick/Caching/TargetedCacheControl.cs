@@ -42,8 +42,7 @@ internal sealed class TargetedCacheControl
             return null;
         }
 
-        // The lines of one field are one dictionary (RFC 8941 §4.2: combined with commas; an empty line adds
-        // nothing); a key given twice keeps its last value (§3.2).
+        // The lines of one field are one dictionary (RFC 8941 §4.2: combined with commas; an empty line adds nothing).
         var text = string.Join(',', lines.Where(line => !string.IsNullOrWhiteSpace(line)));
         if (text.Length == 0)
         {
@@ -51,15 +50,9 @@ internal sealed class TargetedCacheControl
         }
 
         var members = new Dictionary<string, string?>(StringComparer.Ordinal);
-        foreach (var member in SplitMembers(text))
+        if (!TryReadDictionary(text, members))
         {
-            if (member is null)
-            {
-                return null;
-            }
-
-            var (key, value) = member.Value;
-            members[key] = value;
+            return null;
         }
 
         var restricting = Restricting.Where(name => members.TryGetValue(name, out var value) && value != "?0").ToArray();
@@ -71,37 +64,29 @@ internal sealed class TargetedCacheControl
     }
 
     /// <summary>
-    /// The dictionary's members as (key, bare value) without parameters; a null item where the text is not a valid
-    /// member, which voids the field. A member without a value is true (null here).
+    /// Reads the dictionary's members into <paramref name="members"/> as key and bare value (null for a member without
+    /// one, which is true), parameters left out; false at the first byte that is not a valid dictionary.
     /// </summary>
-    private static IEnumerable<(string Key, string? Value)?> SplitMembers(string text)
+    private static bool TryReadDictionary(string text, Dictionary<string, string?> members)
     {
         var position = 0;
         while (true)
         {
             SkipSpaces(text, ref position);
             var keyStart = position;
-            if (position >= text.Length || !(text[position] is >= 'a' and <= 'z' or '*'))
+            if (!SkipKey(text, ref position))
             {
-                yield return null; // an empty member, or a key that does not start as RFC 8941 §3.1.2 asks
-                yield break;
-            }
-
-            while (position < text.Length && (text[position] is >= 'a' and <= 'z' or >= '0' and <= '9' or '_' or '-' or '.' or '*'))
-            {
-                position++;
+                return false; // an empty member (a trailing comma included), or not a key
             }
 
             var key = text[keyStart..position];
             string? value = null;
             if (position < text.Length && text[position] == '=')
             {
-                position++;
-                var valueStart = position;
-                if (!(text[position..].StartsWith('(') ? SkipInnerList(text, ref position) : SkipBareItem(text, ref position)))
+                var valueStart = ++position;
+                if (!(position < text.Length && text[position] == '(' ? SkipInnerList(text, ref position) : SkipBareItem(text, ref position)))
                 {
-                    yield return null;
-                    yield break;
+                    return false;
                 }
 
                 value = text[valueStart..position];
@@ -112,47 +97,50 @@ internal sealed class TargetedCacheControl
                 // Parameters (";name" or ";name=item"): allowed, and meaningless for these directives.
                 position++;
                 SkipSpaces(text, ref position);
-                var parameterStart = position;
-                while (position < text.Length && (text[position] is >= 'a' and <= 'z' or >= '0' and <= '9' or '_' or '-' or '.' or '*'))
+                if (!SkipKey(text, ref position))
                 {
-                    position++;
+                    return false;
                 }
 
-                var valid = position > parameterStart;
-                if (valid && position < text.Length && text[position] == '=')
+                if (position < text.Length && text[position] == '=')
                 {
                     position++;
-                    valid = SkipBareItem(text, ref position);
-                }
-
-                if (!valid)
-                {
-                    yield return null;
-                    yield break;
+                    if (!SkipBareItem(text, ref position))
+                    {
+                        return false;
+                    }
                 }
             }
 
-            yield return (key, value);
+            members[key] = value; // a key given twice keeps its last value (RFC 8941 §3.2)
             SkipSpaces(text, ref position);
             if (position >= text.Length)
             {
-                yield break;
+                return true;
             }
 
             if (text[position] != ',')
             {
-                yield return null;
-                yield break;
+                return false;
             }
 
             position++;
-            SkipSpaces(text, ref position);
-            if (position >= text.Length)
-            {
-                yield return null; // a trailing comma (RFC 8941 §4.2.2)
-                yield break;
-            }
         }
+    }
+
+    /// <summary>Moves past a key (RFC 8941 §3.1.2): a lowercase letter or '*', then lowercase letters, digits, '_', '-', '.', '*'.</summary>
+    private static bool SkipKey(string text, ref int position)
+    {
+        if (position >= text.Length || !(text[position] is >= 'a' and <= 'z' or '*'))
+        {
+            return false;
+        }
+
+        while (++position < text.Length && text[position] is >= 'a' and <= 'z' or >= '0' and <= '9' or '_' or '-' or '.' or '*')
+        {
+        }
+
+        return true;
     }
 
     /// <summary>Moves past an inner list (RFC 8941 §3.1.1): bare items separated by spaces, in parentheses.</summary>
