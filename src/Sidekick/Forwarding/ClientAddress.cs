@@ -35,8 +35,8 @@ internal static class ClientAddress
     }
 
     /// <summary>
-    /// Looks the host's address up before the listeners accept anyone: the look-up reads /proc/net/route and netlink,
-    /// which needs descriptors a shortage of them would deny to a first request.
+    /// Looks the host's address up at start, not at a first loopback request: the look-up reads /proc/net/route and
+    /// netlink, which needs descriptors a shortage of them would deny to that request.
     /// </summary>
     public static void Prime() => HostAddress();
 

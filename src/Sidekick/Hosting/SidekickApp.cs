@@ -97,7 +97,9 @@ internal static class SidekickApp
         var siteWarnings = new List<string>();
         var parsed = SiteParser.Parse(options.Sites, options.ProgramName, options.HealthPath, options.ReadHealthPath, options.HealthPort, siteWarnings);
         WarnAll(siteWarnings);
-        Forwarding.ClientAddress.Prime(); // before anything binds: see ClientAddress.HostAddress
+        // Beside the start rather than on its path (reading the interfaces takes milliseconds), and long before a first
+        // client could meet a shortage of descriptors: see ClientAddress.HostAddress.
+        _ = Task.Run(Forwarding.ClientAddress.Prime);
         var settings = RuntimeSettings.From(RuntimeSettings.ProcessEnvironment(seams.Environment));
         options = options with { KeyPassword = KeyPassword.Resolve(options, settings.KeyPassword) };
         var tls = ServerTls.Create(options, stdout, stderr, time);
