@@ -34,7 +34,10 @@ public sealed class FillLeaseClockTests(CacheFixture fixture) : IClassFixture<Ca
         var waits = string.Join(", ", Enum.GetValues<FillWaitOutcome>().Where(o => metrics.FillWaitsOf(o) > 0).Select(o => $"{o}={metrics.FillWaitsOf(o)}"));
         Assert.True((await claim).Kind == FillClaimKind.Holding && waits.Length == 0,
             $"a lease dead by the store's clock was waited for (claim {(await claim).Kind}, waits ended: {waits})");
-        Assert.NotEqual("killed", (await store.ReadLeaseAsync(leaseKey, default))?.Lease.Owner); // taken over
+        // Taken over: the claim's lease write goes on beside the origin request (FillClaim.ReadBack), so it is waited for.
+        await Eventually.WaitUntilAsync(() => store.ReadLeaseAsync(leaseKey, default).Result?.Lease.Owner is not "killed",
+            timeoutMs: 15_000, what: "the dead lease taken over");
+        Assert.NotEqual("killed", (await store.ReadLeaseAsync(leaseKey, default))?.Lease.Owner);
     }
 
     /// <summary>

@@ -72,9 +72,18 @@ public sealed class StoreWriteErrorBodyTests(ITestOutputHelper output)
         for (var miss = 1; ; miss++)
         {
             // (On two busy cores the origin's probe has timed out once: that miss was a 502, and the next one filled. A
-            // first write has also waited for the 60 s write-stall cut now and then: hence the deadline of 90 s.)
-            using (await client.GetAsync($"http://127.0.0.1:{port}/bucket/object-{miss}"))
+            // first write has also waited for the 60 s write-stall cut now and then, and a miss has once waited past
+            // the client's 30 s behind it (an open defect, in the issue notes): a miss not answered in time is not what
+            // this test measures, so the next one is sent; hence the deadline of 90 s.)
+            try
             {
+                using (await client.GetAsync($"http://127.0.0.1:{port}/bucket/object-{miss}"))
+                {
+                }
+            }
+            catch (TaskCanceledException)
+            {
+                output.WriteLine($"miss {miss} had no answer within the client's 30 s");
             }
 
             var next = watch.Elapsed + TimeSpan.FromSeconds(1);
