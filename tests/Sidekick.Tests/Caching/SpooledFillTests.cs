@@ -555,6 +555,18 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         }
 
         time.Advance(StoredResponseWriter.FillReadIdleTimeout + TimeSpan.FromSeconds(1));
+        // The server may not be waiting for the spool's next byte yet when the clock moves (its last bytes still on
+        // their way to this client): its idle timer would then start after the move and never fire. So the clock goes
+        // on moving, a second at a time, until the reader is cut.
+        using var cut = new CancellationTokenSource();
+        var ticking = Task.Run(async () =>
+        {
+            while (!cut.IsCancellationRequested)
+            {
+                await Task.Delay(100);
+                time.Advance(TimeSpan.FromSeconds(1));
+            }
+        });
         // Bounded in real time only so that a reader that is never cut fails the test instead of hanging it.
         await Assert.ThrowsAnyAsync<IOException>(async () =>
         {
@@ -562,6 +574,8 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
             {
             }
         });
+        await cut.CancelAsync();
+        await ticking;
         Assert.Equal(1, cache.Metrics.FillReadsCut);
         var state = System.Text.Json.JsonDocument.Parse(await client.GetStringAsync("/v1/state")).RootElement.GetProperty("cache");
         Assert.Equal(1, state.GetProperty("fillReadsCut").GetInt64());
