@@ -66,6 +66,8 @@ public sealed class Http2SendTimeoutTests
         // Without the reset nothing comes after the first 64 KiB: the read gives up at its deadline.
         var reset = await ReadUntilAsync(tls, f => f.Type == RstStream && f.Stream == 1, "RST_STREAM on the stalled stream 1");
         Assert.Equal(4, reset.Payload.Length);
+        // The cut is counted just after the reset goes out (CutOff): the RST_STREAM can reach us first.
+        await Eventually.WaitUntilAsync(() => sidekick.App.Server.SendTimeout!.Closed >= 1, what: "the cut to be counted");
         Assert.Equal(1, sidekick.App.Server.SendTimeout!.Closed);
         await Eventually.WaitUntilAsync(() => sidekick.App.Server.Topology.Current.AllBackends.All(b => b.InFlight == 0), what: "the backend exchange to end");
 
