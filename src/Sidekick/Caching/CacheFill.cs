@@ -73,6 +73,7 @@ internal sealed class CacheFill
     private long _written;
     private int _bodyComplete;
     private int _users = 1; // the upload; each reader adds one, and each write through the page cache while it runs
+    private int _readers; // requests reading the spool now (OpenReader)
     private int _ended;
     private int _leftToAnother;
     private int _committed;
@@ -353,7 +354,25 @@ internal sealed class CacheFill
     /// spool as it fills; it fails with an IOException when the fill is abandoned before the bytes it still has to
     /// read came. Null when the fill already was abandoned.
     /// </summary>
-    public Stream? OpenReader(long from, long to) => TryHold() ? new SpoolReader(this, from, to + 1) : null;
+    public Stream? OpenReader(long from, long to)
+    {
+        if (!TryHold())
+        {
+            return null;
+        }
+
+        Interlocked.Increment(ref _readers);
+        return new SpoolReader(this, from, to + 1);
+    }
+
+    /// <summary>
+    /// Whether the rest of this whole fill, from <paramref name="from"/>, is worth fetching without the client that
+    /// started it: requests are reading its spool (cut where it stops, they would be left with a short body), and a
+    /// strong ETag lets the origin be asked for that very version (If-Match) and nothing else.
+    /// </summary>
+    public bool MayContinueFrom(long from) =>
+        !Abandoned && !FromPieces && from < Length && Volatile.Read(ref _readers) > 0 &&
+        Entry.ETag is { } etag && !etag.StartsWith("W/", StringComparison.Ordinal);
 
     /// <summary>Takes one more hold on the spool file (released by <see cref="Release"/>); false once it was let go or the fill given up.</summary>
     private bool TryHold()
@@ -745,6 +764,7 @@ internal sealed class CacheFill
         {
             if (Interlocked.Exchange(ref _disposed, 1) == 0)
             {
+                Interlocked.Decrement(ref fill._readers);
                 fill.Release();
             }
 

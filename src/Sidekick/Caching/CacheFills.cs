@@ -43,6 +43,19 @@ internal sealed class CacheFills : IDisposable
         }
     }
 
+    /// <summary>
+    /// A whole fill's client left while requests read its spool, and the rest is fetched without it
+    /// (<see cref="FillContinuation"/>): counted, and told to <see cref="ContinuedWithoutClient"/>.
+    /// </summary>
+    public void Continued(CacheFill fill, long from)
+    {
+        Metrics.FillContinued();
+        ContinuedWithoutClient?.Invoke(fill.Target, from, fill.Length);
+    }
+
+    /// <summary>A fill goes on without its client: the request target, the byte it goes on from and the body's length.</summary>
+    public event Action<string, long, long>? ContinuedWithoutClient;
+
     /// <summary>A fill was given up: the request target, the reason and what happened.</summary>
     public event Action<string, FillAbandonReason, string>? Abandoned;
 

@@ -13,6 +13,7 @@ internal sealed class CacheMetrics : IDisposable
     private long _fills;
     private long _fillsCompleted;
     private long _fillsAbandoned;
+    private long _fillsContinued;
     private long _bytesServed;
     private readonly long[] _storeErrors = new long[CacheStoreFailure.Reasons.Length];
     private long _evictions;
@@ -99,6 +100,11 @@ internal sealed class CacheMetrics : IDisposable
 
     public long FillReadsCut => Volatile.Read(ref _fillReadsCut);
 
+    /// <summary>Counts a whole fill whose client left and whose rest is fetched from the origin for the requests reading it.</summary>
+    public void FillContinued() => Interlocked.Increment(ref _fillsContinued);
+
+    public long FillsContinued => Volatile.Read(ref _fillsContinued);
+
     /// <summary>Counts a stale-while-revalidate refresh by what the origin said of the entry.</summary>
     public void BackgroundRevalidation(BackgroundOutcome outcome) => Interlocked.Increment(ref _backgroundRevalidations[(int)outcome]);
 
@@ -153,6 +159,9 @@ internal sealed class CacheMetrics : IDisposable
         text.Append("# HELP sidekick_cache_fill_races_lost_total Leases taken by another sidecar at the same moment as this one's, by what came first: the store's answer (yielded) or the origin's (fetched_twice)\n# TYPE sidekick_cache_fill_races_lost_total counter\n")
             .Append("sidekick_cache_fill_races_lost_total{outcome=\"yielded\"} ").Append(FillRacesLost(fetchedTwice: false)).Append('\n')
             .Append("sidekick_cache_fill_races_lost_total{outcome=\"fetched_twice\"} ").Append(FillRacesLost(fetchedTwice: true)).Append('\n');
+        Counter("sidekick_cache_fills_continued_total",
+            "Fills whose client left while other requests read them: the rest of the body was asked of the origin (a Range request for the same version) and the fill went on",
+            FillsContinued);
         Counter("sidekick_cache_fill_reads_cut_total",
             "Responses read from a fill in progress that were cut because the fill sent no byte for 30 s (its first client stopped reading, or the origin stalled)",
             FillReadsCut);

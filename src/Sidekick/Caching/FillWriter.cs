@@ -12,6 +12,12 @@ internal sealed class FillWriter(CacheFill fill, long start, long end, bool whol
 
     public CacheFill Fill => fill;
 
+    /// <summary>Where the next byte goes: the object's bytes before it are in the fill (or on their way to its spool).</summary>
+    public long Position => _position;
+
+    /// <summary>This whole body's fill may go on without the response feeding it (<see cref="CacheFill.MayContinueFrom"/>).</summary>
+    public bool MayContinue => whole && fill.MayContinueFrom(_position);
+
     /// <summary>Writes the next bytes of this response; false once nothing more of it will be kept.</summary>
     public bool Offer(ReadOnlySpan<byte> data)
     {

@@ -35,6 +35,12 @@ internal sealed class OriginAnswer : IExchangeObserver
     /// <summary>Called once the head is known: with the fill it started, or null when nothing is stored.</summary>
     public Action<CacheFill?>? HeadSeen { get; init; }
 
+    /// <summary>
+    /// Called in place of ending a whole fill whose client left while requests read its spool, when it may go on
+    /// (<see cref="FillWriter.MayContinue"/>): given the writer, it fetches the rest (<see cref="FillContinuation"/>).
+    /// </summary>
+    public Action<FillWriter>? ContinueWithoutClient { get; init; }
+
     /// <summary>The fill fed by this answer, while it may still complete.</summary>
     public CacheFill? Fill => _writer?.Fill is { Abandoned: false } fill ? fill : null;
 
@@ -89,7 +95,16 @@ internal sealed class OriginAnswer : IExchangeObserver
         }
 
         _writer = null;
-        writer.End(clientGone: ClientLeft(context));
+        var clientGone = ClientLeft(context);
+        if (clientGone && ContinueWithoutClient is { } carryOn && writer.MayContinue)
+        {
+            carryOn(writer);
+        }
+        else
+        {
+            writer.End(clientGone);
+        }
+
         return writer.Fill;
     }
 

@@ -546,6 +546,7 @@ internal sealed class ResponseCache : IDisposable
             c => _entries.StartFill(c, key, requestControl, requestTime),
             takeOver: status => status == 0 ? gatewayTimeoutOnNoAnswer : settlement?.YieldAtHead() == true)
         {
+            ContinueWithoutClient = writer => FillContinuation.Start(context, origin, writer, _fills),
             HeadSeen = slot is null ? null : fill =>
             {
                 // Set before any body byte: a body that is in before the lease's read-back must not be uploaded first.
@@ -612,7 +613,7 @@ internal sealed class ResponseCache : IDisposable
 
                 break;
             case CacheDecision.ServeAndRevalidate:
-                var background = BackgroundRevalidation.From(context);
+                var background = StandInRequest.From(context);
                 if (await _writer.ServeAsync(context, hit, "HIT"))
                 {
                     _ = Task.Run(() => RevalidateInBackgroundAsync(origin, background, hit));
@@ -657,7 +658,10 @@ internal sealed class ResponseCache : IDisposable
 
         var answer = new OriginAnswer(
             c => _entries.StartFill(c, hit.Key, requestControl, requestTime),
-            takeOver: status => status == StatusCodes.Status304NotModified || (staleIfError && status is >= 500 or 0) || (gatewayTimeout && status == 0));
+            takeOver: status => status == StatusCodes.Status304NotModified || (staleIfError && status is >= 500 or 0) || (gatewayTimeout && status == 0))
+        {
+            ContinueWithoutClient = writer => FillContinuation.Start(context, origin, writer, _fills),
+        };
         var conditionals = ClientConditionals.MakeConditional(request, entry);
         try
         {
@@ -749,14 +753,14 @@ internal sealed class ResponseCache : IDisposable
         answer.Finish(context);
     }
 
-    private async Task RevalidateInBackgroundAsync(ICacheOrigin origin, BackgroundRevalidation background, CacheLookup hit)
+    private async Task RevalidateInBackgroundAsync(ICacheOrigin origin, StandInRequest background, CacheLookup hit)
     {
         if (hit.Entry.ETag is null && hit.Entry.LastModified is null)
         {
             return;
         }
 
-        var context = background.ToContext(hit.Entry);
+        var context = background.Revalidating(hit.Entry);
         var requestTime = _time.GetUtcNow();
         // There is no client to answer: every answer is taken over and nothing is copied.
         var answer = new OriginAnswer(startFill: null, takeOver: static _ => true);

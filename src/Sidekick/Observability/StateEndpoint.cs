@@ -166,6 +166,7 @@ internal static class StateEndpoint
         json.WriteEndObject();
         // Responses read from a fill running here, cut because the fill sent nothing for 30 s (its first client stalled).
         json.WriteNumber("fillReadsCut", cache.Metrics.FillReadsCut);
+        json.WriteNumber("fillsContinued", cache.Metrics.FillsContinued);
         // Stale-while-revalidate refreshes, by what the origin said of the entry.
         json.WriteStartObject("backgroundRevalidations");
         foreach (var outcome in Enum.GetValues<BackgroundOutcome>())

@@ -79,6 +79,15 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
             json.WriteString("Reason", reason);
         });
 
+    /// <summary>A fill's client left while requests read its spool: the rest is fetched from the origin without it.</summary>
+    public void OnFillContinued(string target, long from, long length, DateTimeOffset at) =>
+        EventLine($"cache fill of {target} continued without its client: it left after {from} of {length} bytes while requests were reading the fill; the rest is asked of the origin",
+            "cache-fill-continued", at, json =>
+            {
+                json.WriteString("Target", target);
+                json.WriteNumber("Offset", from);
+            });
+
     /// <summary>An answer served and not stored, for a reason an operator can act on (rate-limited by the cache).</summary>
     public void OnNotStored(string target, string reason, string detail, DateTimeOffset at) =>
         EventLine($"cache did not store {target} ({reason}): {detail}", "cache-not-stored", at, json =>

@@ -1,0 +1,93 @@
+using System.Globalization;
+using System.Net;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Net.Http.Headers;
+
+namespace Sidekick.Caching;
+
+/// <summary>
+/// What the cache's own requests to the origin need of a client's request, copied before that request ends: the
+/// same target, Host, client address and end-to-end fields, sent through the normal forwarding path with no client
+/// to answer. A stale-while-revalidate refresh is made conditional on the entry (<see cref="Revalidating"/>); the
+/// rest of a fill whose client left asks for the bytes still missing of the same version (<see cref="ForRest"/>).
+/// </summary>
+internal sealed class StandInRequest
+{
+    private readonly string _method;
+    private readonly string _rawTarget;
+    private readonly KeyValuePair<string, Microsoft.Extensions.Primitives.StringValues>[] _headers;
+    private readonly IPAddress? _client;
+
+    private StandInRequest(HttpContext context)
+    {
+        _method = HttpMethods.IsHead(context.Request.Method) ? HttpMethods.Head : HttpMethods.Get;
+        _rawTarget = context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? "/";
+        _headers = [.. context.Request.Headers];
+        _client = context.Connection.RemoteIpAddress;
+    }
+
+    public static StandInRequest From(HttpContext context) => new(context);
+
+    /// <summary>A request of our own, as the client's would have reached the forwarding path, conditional on <paramref name="entry"/>.</summary>
+    public HttpContext Revalidating(CachedResponse entry)
+    {
+        var context = ToContext(_method);
+        // Conditional on the entry alone: the client's own validators name its copy, not the entry, and a 304 to
+        // "If-None-Match: <the new version>" would be taken for the entry's confirmation, the new ETag put on the
+        // old bytes. (An entry filled with credentials is never refreshed this way, so no signature covers them.)
+        context.Request.Headers.Remove(HeaderNames.IfNoneMatch);
+        context.Request.Headers.Remove(HeaderNames.IfModifiedSince);
+        ClientConditionals.MakeConditional(context.Request, entry);
+        return context;
+    }
+
+    /// <summary>
+    /// The client's GET for the body from byte <paramref name="from"/> on, of the version <paramref name="etag"/> (a
+    /// strong one) and no other: <c>Range: bytes=from-</c> and <c>If-Match</c>, in place of whatever range and
+    /// conditions the client sent (they asked for the whole body, which this completes). A request signed with those
+    /// fields is refused by its origin, and the fill then ends as it did without this.
+    /// </summary>
+    public HttpContext ForRest(string etag, long from)
+    {
+        var context = ToContext(HttpMethods.Get);
+        var headers = context.Request.Headers;
+        foreach (var condition in (ReadOnlySpan<string>)[HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince, HeaderNames.IfUnmodifiedSince, HeaderNames.IfRange])
+        {
+            headers.Remove(condition);
+        }
+
+        headers.Range = "bytes=" + from.ToString(CultureInfo.InvariantCulture) + "-";
+        headers.IfMatch = etag;
+        return context;
+    }
+
+    private DefaultHttpContext ToContext(string method)
+    {
+        var question = _rawTarget.IndexOf('?', StringComparison.Ordinal);
+        var request = new HttpRequestFeature
+        {
+            Method = method,
+            Protocol = "HTTP/1.1",
+            Scheme = "http",
+            RawTarget = _rawTarget,
+            Path = question < 0 ? _rawTarget : _rawTarget[..question],
+            QueryString = question < 0 ? "" : _rawTarget[question..],
+            Headers = new HeaderDictionary(_headers.ToDictionary(h => h.Key, h => h.Value, StringComparer.OrdinalIgnoreCase)),
+        };
+        var features = new FeatureCollection();
+        features.Set<IHttpRequestFeature>(request);
+        features.Set<IHttpResponseFeature>(new HttpResponseFeature());
+        features.Set<IHttpResponseBodyFeature>(new StreamResponseBodyFeature(Stream.Null));
+        features.Set<IHttpRequestBodyDetectionFeature>(NoBody.Instance);
+        features.Set<IHttpConnectionFeature>(new HttpConnectionFeature { RemoteIpAddress = _client });
+        features.Set<IHttpRequestLifetimeFeature>(new HttpRequestLifetimeFeature());
+        return new DefaultHttpContext(features);
+    }
+
+    private sealed class NoBody : IHttpRequestBodyDetectionFeature
+    {
+        public static readonly NoBody Instance = new();
+
+        public bool CanHaveBody => false;
+    }
+}

@@ -1,0 +1,129 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Sidekick.Caching;
+
+namespace Sidekick.Tests.Caching;
+
+/// <summary>
+/// A whole fill whose client leaves while another request reads it goes on: the rest is asked of the origin
+/// (Range from where the client's body stopped, If-Match with the fill's ETag), so the reader gets every byte and
+/// the entry is stored. Before, the reader was cut where the first client left.
+/// </summary>
+public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<CacheFixture>
+{
+    private const int Size = 4 * 1024 * 1024;
+
+    private static string Outcome(HttpResponseMessage response) =>
+        response.Headers.TryGetValues("X-Cache", out var values) ? values.Single() : "(none)";
+
+    [Fact]
+    public async Task A_reader_of_a_fill_whose_client_left_gets_the_whole_body_and_the_entry_is_stored()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        const string Path = "/bucket/left-early.bin";
+        var item = backend.Put(Path, Size);
+        backend.ChunkDelayMs = 20; // about 1.3 s for the whole body: the first client leaves well before its end
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        var cache = instance.Server.Cache!;
+
+        using var first = await FirstClientAsync(instance.Server.BaseAddress.Port, client.BaseAddress!.Authority, Path);
+        await fixture.Eventually(() => cache.FillsInFlight == 1, "the first client's fill");
+
+        // A second request reads the fill from its spool.
+        using var second = await client.GetAsync(Path, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("HIT", Outcome(second));
+        var body = await second.Content.ReadAsStreamAsync();
+        var received = new MemoryStream();
+        var buffer = new byte[64 * 1024];
+        received.Write(buffer, 0, await body.ReadAsync(buffer));
+
+        // The first client goes (a reset: no more of its body is read), long before the body's end.
+        first.Client.LingerState = new LingerOption(true, 0);
+        first.Close();
+
+        // Without the continuation this read failed where the first client's body had stopped.
+        await body.CopyToAsync(received);
+        Assert.Equal(item.Body, received.ToArray());
+
+        // The origin was asked for the rest, of that version, once; the whole body only by the first client.
+        var rest = Assert.Single(backend.Log, line => line.Contains("range=bytes=", StringComparison.Ordinal));
+        Assert.Matches($"^GET {Path} range=bytes=[1-9][0-9]*- if-none-match= if-match={item.ETag} -> 206$", rest);
+        Assert.Equal(1, backend.Served(Path));
+        Assert.Equal(1, cache.Metrics.FillsContinued);
+
+        // Stored as if the client had stayed: the next GET is a hit, the origin not asked again.
+        await fixture.Eventually(() => cache.Metrics.FillsCompleted == 1 && cache.FillsInFlight == 0, "the continued fill to be stored");
+        Assert.Equal(0, cache.Fills.AbandonedFor(FillAbandonReason.ClientGone));
+        using var later = await client.GetAsync(Path);
+        Assert.Equal("HIT", Outcome(later));
+        Assert.Equal(item.Body, await later.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, backend.Served(Path));
+        Assert.Single(backend.Log, line => line.Contains("range=bytes=", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_fill_whose_version_changed_at_the_origin_is_not_continued_with_another_versions_bytes()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        const string Path = "/bucket/changed-meanwhile.bin";
+        var item = backend.Put(Path, Size);
+        backend.ChunkDelayMs = 20;
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        var cache = instance.Server.Cache!;
+
+        using var first = await FirstClientAsync(instance.Server.BaseAddress.Port, client.BaseAddress!.Authority, Path);
+        await fixture.Eventually(() => cache.FillsInFlight == 1, "the first client's fill");
+        using var second = await client.GetAsync(Path, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("HIT", Outcome(second));
+        var body = await second.Content.ReadAsStreamAsync();
+
+        // The object is replaced at the origin (a new ETag), then the first client goes.
+        var oldETag = item.ETag;
+        item.ETag = "\"replaced\"";
+        first.Client.LingerState = new LingerOption(true, 0);
+        first.Close();
+
+        // The rest of the old version is not to be had: the origin refuses it (412), the fill is given up as
+        // object_changed, and the reader is cut where the spool ended rather than handed the new version's bytes.
+        await Assert.ThrowsAnyAsync<IOException>(() => body.CopyToAsync(Stream.Null));
+        Assert.Contains(backend.Log, line => line.Contains($"if-match={oldETag} -> 412", StringComparison.Ordinal));
+        await fixture.Eventually(() => cache.Fills.AbandonedFor(FillAbandonReason.ObjectChanged) == 1, "the fill given up as object_changed");
+        Assert.Equal(0, cache.Metrics.FillsCompleted);
+    }
+
+    [Fact]
+    public async Task A_fill_nobody_else_reads_ends_with_its_client_as_before()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        const string Path = "/bucket/alone.bin";
+        backend.Put(Path, Size);
+        backend.ChunkDelayMs = 20;
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        await using var running = instance;
+        var cache = instance.Server.Cache!;
+
+        using var first = await FirstClientAsync(instance.Server.BaseAddress.Port, client.BaseAddress!.Authority, Path);
+        await fixture.Eventually(() => cache.FillsInFlight == 1, "the first client's fill");
+        first.Client.LingerState = new LingerOption(true, 0);
+        first.Close();
+
+        // No request reads it: nothing more is asked of the origin for it.
+        await fixture.Eventually(() => cache.Fills.AbandonedFor(FillAbandonReason.ClientGone) == 1, "the fill given up as client_gone");
+        Assert.Equal(0, cache.Metrics.FillsContinued);
+        Assert.DoesNotContain(backend.Log, line => line.Contains("range=bytes=", StringComparison.Ordinal));
+    }
+
+    /// <summary>A client on a raw connection that asks for <paramref name="path"/> and reads its head and a first part of the body.</summary>
+    private static async Task<TcpClient> FirstClientAsync(int port, string authority, string path)
+    {
+        var tcp = new TcpClient();
+        await tcp.ConnectAsync(IPAddress.Loopback, port);
+        var stream = tcp.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {authority}\r\n\r\n"));
+        await stream.ReadAtLeastAsync(new byte[256 * 1024], 256 * 1024);
+        return tcp;
+    }
+}
