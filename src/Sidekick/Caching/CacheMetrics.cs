@@ -21,6 +21,8 @@ internal sealed class CacheMetrics : IDisposable
     private long _bucketsInvalidatedUnread;
     private long _storedReadsResumed;
     private long _storedReadsCut;
+    private long _storedReadsFromOrigin;
+    private long _fillReadsFromOrigin;
     private readonly long[] _fillWaits = new long[Enum.GetValues<FillWaitOutcome>().Length];
     private readonly long[] _notStored = new long[Enum.GetValues<NotStoredReason>().Length];
     private long _racesYielded;
@@ -55,6 +57,7 @@ internal sealed class CacheMetrics : IDisposable
     public long BucketsInvalidated(bool bodyUnread) => Volatile.Read(ref bodyUnread ? ref _bucketsInvalidatedUnread : ref _bucketsInvalidated);
     public long StoredReadsResumed => Volatile.Read(ref _storedReadsResumed);
     public long StoredReadsCut => Volatile.Read(ref _storedReadsCut);
+    public long StoredReadsFromOrigin => Volatile.Read(ref _storedReadsFromOrigin);
 
     public void Hit() => Interlocked.Increment(ref _hits);
     public void Miss() => Interlocked.Increment(ref _misses);
@@ -74,7 +77,17 @@ internal sealed class CacheMetrics : IDisposable
     public void BucketInvalidated(bool bodyUnread) => Interlocked.Increment(ref bodyUnread ? ref _bucketsInvalidatedUnread : ref _bucketsInvalidated);
 
     /// <summary>A stored body's read broke midway: resumed from the store, or the client's response was cut.</summary>
-    public void StoredReadBroken(bool resumed) => Interlocked.Increment(ref (resumed ? ref _storedReadsResumed : ref _storedReadsCut));
+    public void StoredReadBroken(BrokenRead outcome)
+    {
+        if (outcome == BrokenRead.Resumed)
+        {
+            Interlocked.Increment(ref _storedReadsResumed);
+        }
+        else
+        {
+            Interlocked.Increment(ref outcome == BrokenRead.FromOrigin ? ref _storedReadsFromOrigin : ref _storedReadsCut);
+        }
+    }
 
     /// <summary>Counts a miss that waited for another sidecar's fill, by how the wait ended.</summary>
     public void FillWait(FillWaitOutcome outcome) => Interlocked.Increment(ref _fillWaits[(int)outcome]);
@@ -96,7 +109,10 @@ internal sealed class CacheMetrics : IDisposable
     public long FillRacesLost(bool fetchedTwice) => Volatile.Read(ref fetchedTwice ? ref _racesFetchedTwice : ref _racesYielded);
 
     /// <summary>A request reading a fill in progress was cut: the fill sent nothing for a while.</summary>
-    public void FillReadCut() => Interlocked.Increment(ref _fillReadsCut);
+    /// <summary>Counts a response read from a fill that broke before its end (the fill stalled or was given up): finished from the origin, or cut.</summary>
+    public void FillReadBroken(BrokenRead outcome) => Interlocked.Increment(ref outcome == BrokenRead.FromOrigin ? ref _fillReadsFromOrigin : ref _fillReadsCut);
+
+    public long FillReadsFromOrigin => Volatile.Read(ref _fillReadsFromOrigin);
 
     public long FillReadsCut => Volatile.Read(ref _fillReadsCut);
 
@@ -163,8 +179,11 @@ internal sealed class CacheMetrics : IDisposable
             "Fills whose client left while other requests read them: the rest of the body was asked of the origin (a Range request for the same version) and the fill went on",
             FillsContinued);
         Counter("sidekick_cache_fill_reads_cut_total",
-            "Responses read from a fill in progress that were cut because the fill sent no byte for 30 s (its first client stopped reading, or the origin stalled)",
+            "Responses read from a fill in progress that were cut: the fill sent no byte for 30 s (its first client stopped reading, or the origin stalled) or was given up before their end, and the origin could not finish them",
             FillReadsCut);
+        Counter("sidekick_cache_fill_reads_from_origin_total",
+            "Responses read from a fill in progress that stalled for 30 s or was given up before their end, finished from the origin (a Range request for the same version)",
+            FillReadsFromOrigin);
         text.Append("# HELP sidekick_cache_background_revalidations_total Stale-while-revalidate refreshes, by what the origin said: confirmed (a 304 naming the entry), changed (a new version or gone: the entry evicted), failed (no answer, or one that says nothing of the entry)\n# TYPE sidekick_cache_background_revalidations_total counter\n");
         foreach (var outcome in Enum.GetValues<BackgroundOutcome>())
         {
@@ -172,8 +191,9 @@ internal sealed class CacheMetrics : IDisposable
                 .Append(BackgroundRevalidationsOf(outcome)).Append('\n');
         }
 
-        text.Append("# HELP sidekick_cache_store_reads_broken_total Stored bodies whose read from the store broke midway: resumed where it broke, or the client's response cut\n# TYPE sidekick_cache_store_reads_broken_total counter\n")
+        text.Append("# HELP sidekick_cache_store_reads_broken_total Stored bodies whose read from the store broke midway: resumed where it broke, finished from the origin (a Range request for the same version), or the client's response cut\n# TYPE sidekick_cache_store_reads_broken_total counter\n")
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"resumed\"} ").Append(StoredReadsResumed).Append('\n')
+            .Append("sidekick_cache_store_reads_broken_total{outcome=\"from_origin\"} ").Append(StoredReadsFromOrigin).Append('\n')
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"cut\"} ").Append(StoredReadsCut).Append('\n');
         Counter("sidekick_cache_evictions_total", "Entries removed (404/410, invalidation by PUT/POST/DELETE, a stored object not as long as its entry)", Evictions);
         text.Append("# HELP sidekick_cache_bucket_invalidations_total Writes that made every entry under a bucket a miss on this sidecar, by why: bucket_write (its policy, ACL, public access block or ownership set, or the bucket deleted), delete_objects_unread (a DeleteObjects body too large or not readable)\n# TYPE sidekick_cache_bucket_invalidations_total counter\n")

@@ -1,5 +1,4 @@
 using System.Globalization;
-using Microsoft.Net.Http.Headers;
 using Sidekick.Forwarding;
 
 namespace Sidekick.Caching;
@@ -62,7 +61,7 @@ internal sealed class FillContinuation : IExchangeObserver
             {
                 Fill.Abandon(_changed ? FillAbandonReason.ObjectChanged : FillAbandonReason.ClientGone,
                     $"its client left after {_from.ToString(CultureInfo.InvariantCulture)} of {Fill.Length.ToString(CultureInfo.InvariantCulture)} bytes, " +
-                    $"and the origin's answer for the rest was not it: {_refusal}");
+                    $"and the rest could not be had: {_refusal}");
             }
         }
     }
@@ -77,21 +76,8 @@ internal sealed class FillContinuation : IExchangeObserver
             return false;
         }
 
-        var response = context.Response;
-        var expected = $"bytes {_from.ToString(CultureInfo.InvariantCulture)}-{(Fill.Length - 1).ToString(CultureInfo.InvariantCulture)}/{Fill.Length.ToString(CultureInfo.InvariantCulture)}";
-        var etag = response.Headers[HeaderNames.ETag].ToString();
-        var range = response.Headers[HeaderNames.ContentRange].ToString();
-        _taken = response.StatusCode == StatusCodes.Status206PartialContent && range == expected && etag == Fill.Entry.ETag;
-        if (!_taken)
-        {
-            // 412: the version is not the origin's any more. A 206 of another ETag or length says so too.
-            _changed = response.StatusCode == StatusCodes.Status412PreconditionFailed ||
-                       (response.StatusCode is StatusCodes.Status200OK or StatusCodes.Status206PartialContent && etag.Length > 0 && etag != Fill.Entry.ETag);
-            _refusal = response.StatusCode == StatusCodes.Status206PartialContent
-                ? $"HTTP 206 with Content-Range '{range}' and ETag '{etag}' (expected '{expected}' and '{Fill.Entry.ETag}')"
-                : $"HTTP {response.StatusCode.ToString(CultureInfo.InvariantCulture)}";
-        }
-
+        _taken = OriginRemainder.IsTheRest(context.Response, Fill.Entry, _from, Fill.Length - 1, out var refusal, out _changed);
+        _refusal = refusal;
         // Nothing is copied to a client either way (there is none): the body is only written into the fill.
         return _taken;
     }

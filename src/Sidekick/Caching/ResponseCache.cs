@@ -76,7 +76,7 @@ internal sealed class ResponseCache : IDisposable
     public FillLeases Leases => _leases;
 
     /// <summary>A stored body's read from the store broke midway (key, offset, resumed or cut, why): for the --log line.</summary>
-    public event Action<string, long, bool, string>? StoredReadBroken
+    public event Action<string, long, BrokenRead, string>? StoredReadBroken
     {
         add => _writer.ReadBroken += value;
         remove => _writer.ReadBroken -= value;
@@ -520,7 +520,7 @@ internal sealed class ResponseCache : IDisposable
         switch (CachePolicy.Decide(entry, requestControl, responseControl, _time.GetUtcNow(), PolicyFor(context.Request), CachePolicy.CarriesCredentials(context.Request)))
         {
             case CacheDecision.Serve:
-                return await _writer.ServeAsync(context, lookup, "HIT", fill);
+                return await _writer.ServeAsync(context, origin, lookup, "HIT", fill);
             case CacheDecision.Revalidate when !requestControl.Has("only-if-cached") && (entry.ETag is not null || entry.LastModified is not null) &&
                                                !ClientConditionals.HasOwnValidators(context.Request):
                 // Filled with credentials (or stale at once): the requester's own conditional request decides, as
@@ -606,7 +606,7 @@ internal sealed class ResponseCache : IDisposable
         switch (decision)
         {
             case CacheDecision.Serve:
-                if (await _writer.ServeAsync(context, hit, "HIT"))
+                if (await _writer.ServeAsync(context, origin, hit, "HIT"))
                 {
                     return;
                 }
@@ -614,7 +614,7 @@ internal sealed class ResponseCache : IDisposable
                 break;
             case CacheDecision.ServeAndRevalidate:
                 var background = StandInRequest.From(context);
-                if (await _writer.ServeAsync(context, hit, "HIT"))
+                if (await _writer.ServeAsync(context, origin, hit, "HIT"))
                 {
                     _ = Task.Run(() => RevalidateInBackgroundAsync(origin, background, hit));
                     return;
@@ -701,8 +701,8 @@ internal sealed class ResponseCache : IDisposable
 
             context.Response.Clear();
             // A fill that ended meanwhile has handed its body to the store: read it there.
-            var served = await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED", fill) ||
-                         (fill is { IsCommitted: true } && await _writer.ServeAsync(context, hit with { Entry = refreshed }, "REVALIDATED"));
+            var served = await _writer.ServeAsync(context, origin, hit with { Entry = refreshed }, "REVALIDATED", fill) ||
+                         (fill is { IsCommitted: true } && await _writer.ServeAsync(context, origin, hit with { Entry = refreshed }, "REVALIDATED"));
             if (!keep)
             {
                 await _entries.EvictAsync(hit.Key);
@@ -728,7 +728,7 @@ internal sealed class ResponseCache : IDisposable
         {
             // A 5xx or no answer at all, and the entry allows stale-if-error.
             context.Response.Clear();
-            if (await _writer.ServeAsync(context, hit, "HIT", fill))
+            if (await _writer.ServeAsync(context, origin, hit, "HIT", fill))
             {
                 return;
             }

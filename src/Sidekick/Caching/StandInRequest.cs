@@ -9,7 +9,7 @@ namespace Sidekick.Caching;
 /// What the cache's own requests to the origin need of a client's request, copied before that request ends: the
 /// same target, Host, client address and end-to-end fields, sent through the normal forwarding path with no client
 /// to answer. A stale-while-revalidate refresh is made conditional on the entry (<see cref="Revalidating"/>); the
-/// rest of a fill whose client left asks for the bytes still missing of the same version (<see cref="ForRest"/>).
+/// bytes still missing of a body are asked of the same version (<see cref="ForRest"/>).
 /// </summary>
 internal sealed class StandInRequest
 {
@@ -31,7 +31,7 @@ internal sealed class StandInRequest
     /// <summary>A request of our own, as the client's would have reached the forwarding path, conditional on <paramref name="entry"/>.</summary>
     public HttpContext Revalidating(CachedResponse entry)
     {
-        var context = ToContext(_method);
+        var context = ToContext(_method, body: null);
         // Conditional on the entry alone: the client's own validators name its copy, not the entry, and a 304 to
         // "If-None-Match: <the new version>" would be taken for the entry's confirmation, the new ETag put on the
         // old bytes. (An entry filled with credentials is never refreshed this way, so no signature covers them.)
@@ -42,26 +42,29 @@ internal sealed class StandInRequest
     }
 
     /// <summary>
-    /// The client's GET for the body from byte <paramref name="from"/> on, of the version <paramref name="etag"/> (a
-    /// strong one) and no other: <c>Range: bytes=from-</c> and <c>If-Match</c>, in place of whatever range and
-    /// conditions the client sent (they asked for the whole body, which this completes). A request signed with those
-    /// fields is refused by its origin, and the fill then ends as it did without this.
+    /// The client's GET for the bytes from <paramref name="from"/> (through <paramref name="to"/>) of the version
+    /// <paramref name="etag"/> (a strong one) and no other: <c>Range</c> and <c>If-Match</c> in place of whatever
+    /// range and conditions the client sent. The rest of a fill whose client left (<see cref="FillContinuation"/>),
+    /// or of a body the cache began to serve and cannot finish (<see cref="OriginRemainder"/>). A request signed with
+    /// those fields is refused by its origin, and the answer is then not taken.
     /// </summary>
-    public HttpContext ForRest(string etag, long from)
+    /// <param name="to">The last byte wanted; null for the body's end.</param>
+    /// <param name="body">Where the answer's body goes; null: nowhere (an observer takes it).</param>
+    public HttpContext ForRest(string etag, long from, long? to = null, Stream? body = null)
     {
-        var context = ToContext(HttpMethods.Get);
+        var context = ToContext(HttpMethods.Get, body);
         var headers = context.Request.Headers;
         foreach (var condition in (ReadOnlySpan<string>)[HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince, HeaderNames.IfUnmodifiedSince, HeaderNames.IfRange])
         {
             headers.Remove(condition);
         }
 
-        headers.Range = "bytes=" + from.ToString(CultureInfo.InvariantCulture) + "-";
+        headers.Range = "bytes=" + from.ToString(CultureInfo.InvariantCulture) + "-" + to?.ToString(CultureInfo.InvariantCulture);
         headers.IfMatch = etag;
         return context;
     }
 
-    private DefaultHttpContext ToContext(string method)
+    private DefaultHttpContext ToContext(string method, Stream? body)
     {
         var question = _rawTarget.IndexOf('?', StringComparison.Ordinal);
         var request = new HttpRequestFeature
@@ -77,7 +80,7 @@ internal sealed class StandInRequest
         var features = new FeatureCollection();
         features.Set<IHttpRequestFeature>(request);
         features.Set<IHttpResponseFeature>(new HttpResponseFeature());
-        features.Set<IHttpResponseBodyFeature>(new StreamResponseBodyFeature(Stream.Null));
+        features.Set<IHttpResponseBodyFeature>(new StreamResponseBodyFeature(body ?? Stream.Null));
         features.Set<IHttpRequestBodyDetectionFeature>(NoBody.Instance);
         features.Set<IHttpConnectionFeature>(new HttpConnectionFeature { RemoteIpAddress = _client });
         features.Set<IHttpRequestLifetimeFeature>(new HttpRequestLifetimeFeature());

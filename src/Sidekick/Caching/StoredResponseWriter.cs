@@ -19,9 +19,10 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     /// Serves a stored response, its body from the store, or from <paramref name="fill"/>'s spool while that fill
     /// is still running, and counts it by <paramref name="outcome"/> (X-Cache: HIT or REVALIDATED). False, with
     /// nothing sent or counted, when the body could not be opened or the request's If-Match or If-Unmodified-Since
-    /// does not hold for the entry: the origin answers those.
+    /// does not hold for the entry: the origin answers those. A body that breaks midway and cannot be finished from
+    /// the cache is finished from <paramref name="origin"/> when it can (<see cref="OriginRemainder"/>).
     /// </summary>
-    public async Task<bool> ServeAsync(HttpContext context, CacheLookup hit, string outcome, CacheFill? fill = null)
+    public async Task<bool> ServeAsync(HttpContext context, ICacheOrigin origin, CacheLookup hit, string outcome, CacheFill? fill = null)
     {
         var entry = hit.Entry;
         var request = context.Request;
@@ -174,11 +175,11 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 
             if (spooled is not null)
             {
-                await CopyFromSpoolAsync(context, spooled, fill!);
+                await CopyFromSpoolAsync(context, origin, spooled, fill!, entry, first, last);
             }
             else
             {
-                stored = await CopyFromStoreAsync(context, hit, stored!, first, last);
+                stored = await CopyFromStoreAsync(context, origin, hit, stored!, first, last);
             }
         }
         finally
@@ -212,21 +213,25 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     }
 
     /// <summary>
-    /// A fill's spool: a read that fails is the spool's trouble, not the store's; the client's response is cut. So is
-    /// one whose fill sent no byte for <see cref="FillReadIdleTimeout"/>: a fill runs at its first client's pace, and
-    /// a first client that stopped reading would otherwise hold every request reading the fill for as long as it likes.
+    /// A fill's spool. A read that fails (the fill was given up before the bytes it still owes came) or that gets no
+    /// byte for <see cref="FillReadIdleTimeout"/> (a fill runs at its first client's pace, and a first client that
+    /// stopped reading would otherwise hold every request reading the fill for as long as it likes) is finished from
+    /// the origin when it can be, else the client's response is cut.
     /// </summary>
-    private async Task CopyFromSpoolAsync(HttpContext context, Stream spooled, CacheFill fill)
+    private async Task CopyFromSpoolAsync(HttpContext context, ICacheOrigin origin, Stream spooled, CacheFill fill, CachedResponse entry, long first, long last)
     {
         var (sent, failure) = await CopyAsync(spooled, context, long.MaxValue, metrics, idleClock: time, idleTimeout: FillReadIdleTimeout);
-        if (failure is not null)
+        if (failure is null)
         {
-            if (failure is TimeoutException)
-            {
-                metrics.FillReadCut();
-                ReadBroken?.Invoke(fill.Key, sent, false, $"its fill, running here, sent no byte for {Cli.GoDuration.Format(FillReadIdleTimeout)}");
-            }
+            return;
+        }
 
+        var why = failure is TimeoutException ? $"its fill, running here, sent no byte for {Cli.GoDuration.Format(FillReadIdleTimeout)}" : failure.Message;
+        var (finished, refusal) = await OriginRemainder.TrySendAsync(context, origin, entry, first + sent, last);
+        metrics.FillReadBroken(finished ? BrokenRead.FromOrigin : BrokenRead.Cut);
+        ReadBroken?.Invoke(fill.Key, first + sent, finished ? BrokenRead.FromOrigin : BrokenRead.Cut, finished ? why : $"{why}; {refusal}");
+        if (!finished)
+        {
             context.Abort(); // headers are out: abort rather than send a truncated body
         }
     }
@@ -245,7 +250,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     /// ETag and length). Only when it cannot resume is the client's response cut: its headers are out, and a
     /// short body must never pass for a whole one. Returns the stored object last opened, for the caller to dispose.
     /// </summary>
-    private async Task<StoredObject> CopyFromStoreAsync(HttpContext context, CacheLookup hit, StoredObject stored, long from, long to)
+    private async Task<StoredObject> CopyFromStoreAsync(HttpContext context, ICacheOrigin origin, CacheLookup hit, StoredObject stored, long from, long to)
     {
         var sent = 0L;
         var expected = to - from + 1;
@@ -270,11 +275,23 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 (again, sameBytes, wrong) = await ReopenAsync(context, hit, stored, from + sent, to, breaksWithoutProgress);
             }
 
-            metrics.StoredReadBroken(resumed: again is not null);
-            ReadBroken?.Invoke(hit.Key, from + sent, again is not null, wrong is null ? failure.Message : $"{failure.Message}; {wrong}");
+            var why = wrong is null ? failure.Message : $"{failure.Message}; {wrong}";
+            var outcome = BrokenRead.Resumed;
             if (again is null)
             {
-                context.Abort();
+                var (finished, refusal) = await OriginRemainder.TrySendAsync(context, origin, hit.Entry, from + sent, to);
+                (outcome, why) = finished ? (BrokenRead.FromOrigin, why) : (BrokenRead.Cut, $"{why}; {refusal}");
+            }
+
+            metrics.StoredReadBroken(outcome);
+            ReadBroken?.Invoke(hit.Key, from + sent, outcome, why);
+            if (again is null)
+            {
+                if (outcome == BrokenRead.Cut)
+                {
+                    context.Abort();
+                }
+
                 if (wrong is not null)
                 {
                     // This client is cut (its headers are out), but the next one must not be, at the same byte: the
@@ -293,8 +310,8 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     /// <summary>Attempts to reopen a broken read without a byte sent since, before the client's response is cut.</summary>
     internal const int MaxResumesWithoutProgress = 3;
 
-    /// <summary>A stored body's read broke: the entry's key, the offset it broke at, whether it resumed, and why.</summary>
-    public event Action<string, long, bool, string>? ReadBroken;
+    /// <summary>A body's read from the store or a fill broke: the entry's key, the offset it broke at, how it went on, and why.</summary>
+    public event Action<string, long, BrokenRead, string>? ReadBroken;
 
     /// <summary>
     /// The rest of a stored body whose read broke, when the store holds the same bytes; null with
@@ -578,4 +595,17 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 
         return from >= length || from > to ? (0, 0, false, true) : (from, to, true, false);
     }
+}
+
+/// <summary>How a body served from the cache went on after its read broke midway.</summary>
+internal enum BrokenRead
+{
+    /// <summary>Read on from the store (the same bytes).</summary>
+    Resumed,
+
+    /// <summary>Finished from the origin: the same bytes of the same version (<see cref="OriginRemainder"/>).</summary>
+    FromOrigin,
+
+    /// <summary>The client's response was cut: a short body never passes for a whole one.</summary>
+    Cut,
 }

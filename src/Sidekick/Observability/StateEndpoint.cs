@@ -159,13 +159,15 @@ internal static class StateEndpoint
         }
 
         json.WriteEndObject();
-        // Stored bodies whose read from the store broke midway: resumed where it broke, or the client's response cut.
+        // Stored bodies whose read from the store broke midway: resumed where it broke, finished from the origin, or cut.
         json.WriteStartObject("storeReadsBroken");
         json.WriteNumber("resumed", cache.Metrics.StoredReadsResumed);
+        json.WriteNumber("fromOrigin", cache.Metrics.StoredReadsFromOrigin);
         json.WriteNumber("cut", cache.Metrics.StoredReadsCut);
         json.WriteEndObject();
-        // Responses read from a fill running here, cut because the fill sent nothing for 30 s (its first client stalled).
+        // Responses read from a fill running here that stalled for 30 s or was given up before their end: cut, or finished from the origin.
         json.WriteNumber("fillReadsCut", cache.Metrics.FillReadsCut);
+        json.WriteNumber("fillReadsFromOrigin", cache.Metrics.FillReadsFromOrigin);
         json.WriteNumber("fillsContinued", cache.Metrics.FillsContinued);
         // Stale-while-revalidate refreshes, by what the origin said of the entry.
         json.WriteStartObject("backgroundRevalidations");

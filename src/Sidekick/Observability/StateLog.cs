@@ -105,10 +105,19 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
             "(the store ignores If-None-Match) after the origin's answer was already coming here, so the object was fetched from the origin twice",
             "cache-fill-fetched-twice", at, json => json.WriteString("Target", target));
 
-    /// <summary>A stored body's read from the store broke midway and was resumed, or the client's response was cut.</summary>
-    public void OnStoredReadBroken(string key, long offset, bool resumed, string detail, DateTimeOffset at) =>
-        EventLine($"cache read of stored entry {key} broke at byte {offset} ({detail}): " + (resumed ? "resumed from the store" : "the client's response was cut"),
-            resumed ? "cache-read-resumed" : "cache-read-cut", at, json =>
+    /// <summary>A body's read from the store or a fill broke midway: resumed from the store, finished from the origin, or the client's response cut.</summary>
+    public void OnStoredReadBroken(string key, long offset, Caching.BrokenRead outcome, string detail, DateTimeOffset at) =>
+        EventLine($"cache read of stored entry {key} broke at byte {offset} ({detail}): " + outcome switch
+        {
+            Caching.BrokenRead.Resumed => "resumed from the store",
+            Caching.BrokenRead.FromOrigin => "the rest came from the origin",
+            _ => "the client's response was cut",
+        }, outcome switch
+        {
+            Caching.BrokenRead.Resumed => "cache-read-resumed",
+            Caching.BrokenRead.FromOrigin => "cache-read-from-origin",
+            _ => "cache-read-cut",
+        }, at, json =>
             {
                 json.WriteString("Key", key);
                 json.WriteNumber("Offset", offset);

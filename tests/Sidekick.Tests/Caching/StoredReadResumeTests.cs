@@ -83,17 +83,57 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
     }
 
     [Fact]
-    public async Task A_stored_body_that_cannot_be_resumed_cuts_the_response_and_never_passes_for_whole()
+    public async Task A_stored_body_that_cannot_be_resumed_is_finished_from_the_origin_with_the_same_versions_bytes()
     {
         await using var backend = await CacheTestBackend.StartAsync();
-        var path = $"/bucket/cut-{Guid.NewGuid():N}.bin";
+        var path = $"/bucket/from-origin-{Guid.NewGuid():N}.bin";
         var item = backend.Put(path, 2 * 1024 * 1024);
         await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
         var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
         await using var running = instance;
         await StoredAsync(instance, client, path, item.Body);
 
-        // The first read breaks after 64 KiB, and every read after it before a byte: no progress after the first break.
+        // The first read breaks after 64 KiB, and every read after it before a byte: the store cannot resume it.
+        relay.CutReads(64 * 1024);
+        relay.CutEveryRead(0);
+        using var response = await client.GetAsync(path, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("HIT", Outcome(response));
+        // Before, the response was cut after the 64 KiB; now the origin sends the rest, of the version stored.
+        Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
+
+        var rest = Assert.Single(backend.Log, line => line.Contains("range=bytes=", StringComparison.Ordinal));
+        // From the first byte the client had not got (where the relay's cut fell in the store's answer, near 64 KiB).
+        Assert.Matches($"^GET {path} range=bytes=[1-9][0-9]*-{item.Body.Length - 1} if-none-match= if-match={item.ETag} -> 206$", rest);
+        Assert.Equal(1, backend.Served(path)); // the whole body only for the miss
+        await Eventually.WaitUntilAsync(() => instance.Server.Cache!.Metrics.StoredReadsFromOrigin == 1, what: "the read finished from the origin counted");
+        Assert.Equal(0, instance.Server.Cache!.Metrics.StoredReadsCut);
+        Assert.True(relay.ReadsCut > StoredResponseWriter.MaxResumesWithoutProgress); // the store was asked again first
+    }
+
+    [Theory]
+    [InlineData("changed")]
+    [InlineData("failing")]
+    public async Task A_stored_body_that_neither_the_store_nor_the_origin_can_finish_is_cut_and_never_passes_for_whole(string origin)
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/cut-{origin}-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 2 * 1024 * 1024);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        await StoredAsync(instance, client, path, item.Body);
+        var storedETag = item.ETag;
+        if (origin == "changed")
+        {
+            // A new version at the origin: its bytes must not finish the old one's body (If-Match is refused, 412).
+            item.Body = [.. item.Body.Select(b => (byte)~b)];
+            item.ETag = "\"new-version\"";
+        }
+        else
+        {
+            item.FailWith = 503;
+        }
+
         relay.CutReads(64 * 1024);
         relay.CutEveryRead(0);
         using var response = await client.GetAsync(path, HttpCompletionOption.ResponseHeadersRead);
@@ -103,8 +143,10 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
         var failure = await Record.ExceptionAsync(async () => await (await response.Content.ReadAsStreamAsync()).CopyToAsync(body));
         Assert.True(failure is not null, $"the body ended without an error after {body.Length} bytes; the store saw: {string.Join(", ", relay.Requests)}; cut {relay.ReadsCut}");
         Assert.True(body.Length < item.Body.Length);
-        Assert.Equal(item.Body.AsSpan(0, (int)body.Length).ToArray(), body.ToArray()); // what did arrive is the entry's
+        var stored = origin == "changed" ? item.Body.Select(b => (byte)~b).ToArray() : item.Body;
+        Assert.Equal(stored.AsSpan(0, (int)body.Length).ToArray(), body.ToArray()); // what did arrive is the entry's
 
+        Assert.Contains(backend.Log, line => line.Contains($"range=bytes={body.Length}-{item.Body.Length - 1} if-none-match= if-match={storedETag} -> {(origin == "changed" ? 412 : 503)}", StringComparison.Ordinal));
         await Eventually.WaitUntilAsync(() => instance.Server.Cache!.Metrics.StoredReadsCut == 1, what: "the cut counted");
         Assert.True(relay.ReadsCut > StoredResponseWriter.MaxResumesWithoutProgress); // asked again before giving up
     }
