@@ -75,7 +75,7 @@ internal sealed class ResponseCache : IDisposable
     /// <summary>The fill leases shared with the other sidecars of the bucket.</summary>
     public FillLeases Leases => _leases;
 
-    /// <summary>A stored body's read from the store broke midway (key, offset, resumed or cut, why): for the --log line.</summary>
+    /// <summary>A body served from the cache broke midway (key, offset, how it went on, why): for the --log line.</summary>
     public event Action<string, long, BrokenRead, string>? StoredReadBroken
     {
         add => _writer.ReadBroken += value;

@@ -227,6 +227,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         }
 
         var why = failure is TimeoutException ? $"its fill, running here, sent no byte for {Cli.GoDuration.Format(FillReadIdleTimeout)}" : failure.Message;
+        await spooled.DisposeAsync(); // the fill's spool is not held while the origin sends the rest
         var (finished, refusal) = await OriginRemainder.TrySendAsync(context, origin, entry, first + sent, last);
         metrics.FillReadBroken(finished ? BrokenRead.FromOrigin : BrokenRead.Cut);
         ReadBroken?.Invoke(fill.Key, first + sent, finished ? BrokenRead.FromOrigin : BrokenRead.Cut, finished ? why : $"{why}; {refusal}");
@@ -247,8 +248,9 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
     /// midway (a store connection reset, or an object rewritten in place under its readers, as s3rver does when
     /// two sidecars store the same version) is resumed from the first byte not sent, as long as the store still
     /// holds the same bytes: the same object (store ETag) or the same version of the response (a strong origin
-    /// ETag and length). Only when it cannot resume is the client's response cut: its headers are out, and a
-    /// short body must never pass for a whole one. Returns the stored object last opened, for the caller to dispose.
+    /// ETag and length). When it cannot resume, the origin is asked for the rest (<see cref="OriginRemainder"/>), and
+    /// only when that fails too is the client's response cut: its headers are out, and a short body must never pass
+    /// for a whole one. Returns the stored object last opened, for the caller to dispose.
     /// </summary>
     private async Task<StoredObject> CopyFromStoreAsync(HttpContext context, ICacheOrigin origin, CacheLookup hit, StoredObject stored, long from, long to)
     {
@@ -294,8 +296,8 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 
                 if (wrong is not null)
                 {
-                    // This client is cut (its headers are out), but the next one must not be, at the same byte: the
-                    // entry goes, and the next request fills it again.
+                    // This client was finished from the origin or cut (its headers are out); the next one must not break
+                    // at the same byte: the entry goes, and the next request fills it again.
                     await entries.EvictFaultyAsync(hit.Key, wrong);
                 }
 
@@ -307,7 +309,7 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
         }
     }
 
-    /// <summary>Attempts to reopen a broken read without a byte sent since, before the client's response is cut.</summary>
+    /// <summary>Attempts to reopen a broken read without a byte sent since, before the origin is asked for the rest.</summary>
     internal const int MaxResumesWithoutProgress = 3;
 
     /// <summary>A body's read from the store or a fill broke: the entry's key, the offset it broke at, how it went on, and why.</summary>
