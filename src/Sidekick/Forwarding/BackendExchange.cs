@@ -355,11 +355,12 @@ internal sealed class BackendExchange(
 
     /// <summary>
     /// A retry is safe when the connection was never made, or when the request is idempotent and its body
-    /// (if any) was buffered for replay, and no response byte was sent.
+    /// (if any) was buffered for replay, and no response byte was sent. A protocol upgrade (a WebSocket handshake)
+    /// is such a GET until its backend answers: one that failed before any answer is retried like any other.
     /// </summary>
     private static bool CanRetry(HttpContext context, FailedAttempt failed, bool bodyBuffered)
     {
-        if (failed.Error is not (ForwarderError.Request or ForwarderError.RequestBodyDestination) || context.WebSockets.IsWebSocketRequest)
+        if (failed.Error is not (ForwarderError.Request or ForwarderError.RequestBodyDestination))
         {
             return false;
         }
