@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using Sidekick.Caching;
+using Sidekick.Hosting;
 
 namespace Sidekick.Tests.Caching;
 
@@ -20,16 +21,9 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
     [Fact]
     public async Task A_reader_of_a_fill_whose_client_left_gets_the_whole_body_and_the_entry_is_stored()
     {
-        await using var backend = await CacheTestBackend.StartAsync();
         const string Path = "/bucket/left-early.bin";
-        var item = backend.Put(Path, Size);
-        backend.ChunkDelayMs = 20; // about 1.3 s for the whole body: the first client leaves well before its end
-        var (instance, client) = await fixture.StartSidekickAsync(backend);
-        await using var running = instance;
-        var cache = instance.Server.Cache!;
-
-        using var first = await FirstClientAsync(instance.Server.BaseAddress.Port, client.BaseAddress!.Authority, Path);
-        await fixture.Eventually(() => cache.FillsInFlight == 1, "the first client's fill");
+        await using var run = await FillingAsync(Path);
+        var (backend, item, client, cache) = (run.Backend, run.Item, run.Client, run.Cache);
 
         // A second request reads the fill from its spool.
         using var second = await client.GetAsync(Path, HttpCompletionOption.ResponseHeadersRead);
@@ -39,9 +33,8 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
         var buffer = new byte[64 * 1024];
         received.Write(buffer, 0, await body.ReadAsync(buffer));
 
-        // The first client goes (a reset: no more of its body is read), long before the body's end.
-        first.Client.LingerState = new LingerOption(true, 0);
-        first.Close();
+        // The first client goes, long before the body's end.
+        run.FirstLeaves();
 
         // Without the continuation this read failed where the first client's body had stopped.
         await body.CopyToAsync(received);
@@ -66,16 +59,9 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
     [Fact]
     public async Task A_fill_whose_version_changed_at_the_origin_is_not_continued_with_another_versions_bytes()
     {
-        await using var backend = await CacheTestBackend.StartAsync();
         const string Path = "/bucket/changed-meanwhile.bin";
-        var item = backend.Put(Path, Size);
-        backend.ChunkDelayMs = 20;
-        var (instance, client) = await fixture.StartSidekickAsync(backend);
-        await using var running = instance;
-        var cache = instance.Server.Cache!;
-
-        using var first = await FirstClientAsync(instance.Server.BaseAddress.Port, client.BaseAddress!.Authority, Path);
-        await fixture.Eventually(() => cache.FillsInFlight == 1, "the first client's fill");
+        await using var run = await FillingAsync(Path);
+        var (backend, item, client, cache) = (run.Backend, run.Item, run.Client, run.Cache);
         using var second = await client.GetAsync(Path, HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal("HIT", Outcome(second));
         var body = await second.Content.ReadAsStreamAsync();
@@ -83,8 +69,7 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
         // The object is replaced at the origin (a new ETag), then the first client goes.
         var oldETag = item.ETag;
         item.ETag = "\"replaced\"";
-        first.Client.LingerState = new LingerOption(true, 0);
-        first.Close();
+        run.FirstLeaves();
 
         // The rest of the old version is not to be had: the origin refuses it (412), the fill is given up as
         // object_changed, and the reader is cut where the spool ended rather than handed the new version's bytes.
@@ -97,18 +82,9 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
     [Fact]
     public async Task A_fill_nobody_else_reads_ends_with_its_client_as_before()
     {
-        await using var backend = await CacheTestBackend.StartAsync();
-        const string Path = "/bucket/alone.bin";
-        backend.Put(Path, Size);
-        backend.ChunkDelayMs = 20;
-        var (instance, client) = await fixture.StartSidekickAsync(backend);
-        await using var running = instance;
-        var cache = instance.Server.Cache!;
-
-        using var first = await FirstClientAsync(instance.Server.BaseAddress.Port, client.BaseAddress!.Authority, Path);
-        await fixture.Eventually(() => cache.FillsInFlight == 1, "the first client's fill");
-        first.Client.LingerState = new LingerOption(true, 0);
-        first.Close();
+        await using var run = await FillingAsync("/bucket/alone.bin");
+        var (backend, cache) = (run.Backend, run.Cache);
+        run.FirstLeaves();
 
         // No request reads it: nothing more is asked of the origin for it.
         await fixture.Eventually(() => cache.Fills.AbandonedFor(FillAbandonReason.ClientGone) == 1, "the fill given up as client_gone");
@@ -116,14 +92,42 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
         Assert.DoesNotContain(backend.Log, line => line.Contains("range=bytes=", StringComparison.Ordinal));
     }
 
-    /// <summary>A client on a raw connection that asks for <paramref name="path"/> and reads its head and a first part of the body.</summary>
-    private static async Task<TcpClient> FirstClientAsync(int port, string authority, string path)
+    /// <summary>
+    /// An origin pacing a <see cref="Size"/>-byte object (about 1.3 s for its body: the first client leaves well before
+    /// its end), a sidekick caching it, and a first client on a raw connection that asked for it and read its head and
+    /// a first part of its body: its fill is running.
+    /// </summary>
+    private async Task<Filling> FillingAsync(string path)
     {
-        var tcp = new TcpClient();
-        await tcp.ConnectAsync(IPAddress.Loopback, port);
-        var stream = tcp.GetStream();
-        await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {authority}\r\n\r\n"));
+        var backend = await CacheTestBackend.StartAsync();
+        var item = backend.Put(path, Size);
+        backend.ChunkDelayMs = 20;
+        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        var cache = instance.Server.Cache!;
+        var first = new TcpClient();
+        await first.ConnectAsync(IPAddress.Loopback, instance.Server.BaseAddress.Port);
+        var stream = first.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {client.BaseAddress!.Authority}\r\n\r\n"));
         await stream.ReadAtLeastAsync(new byte[256 * 1024], 256 * 1024);
-        return tcp;
+        await fixture.Eventually(() => cache.FillsInFlight == 1, "the first client's fill");
+        return new Filling(backend, item, instance, client, cache, first);
+    }
+
+    private sealed record Filling(CacheTestBackend Backend, OriginObject Item, SidekickInstance Instance, HttpClient Client, ResponseCache Cache, TcpClient First)
+        : IAsyncDisposable
+    {
+        /// <summary>The first client goes, with a reset: no more of its body is read.</summary>
+        public void FirstLeaves()
+        {
+            First.Client.LingerState = new LingerOption(true, 0);
+            First.Close();
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            First.Dispose();
+            await Instance.DisposeAsync();
+            await Backend.DisposeAsync();
+        }
     }
 }
