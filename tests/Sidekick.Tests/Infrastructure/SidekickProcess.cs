@@ -105,11 +105,56 @@ internal sealed class SidekickProcess : IAsyncDisposable
         return (process.Process.ExitCode, process.Stdout, process.Stderr);
     }
 
+    /// <summary>
+    /// A loopback port free now, for a server a test starts on a port it must know beforehand. Taken below the
+    /// kernel's ephemeral range: a port the kernel hands out for port 0 is also the source port of any outgoing
+    /// connection, and with hundreds of loopback connections a second, one took the port between this check and
+    /// the server's bind ("address already in use", seen on a busy machine). Below that range only another
+    /// listener can take it. Each call moves on from the last (from a start that differs between processes).
+    /// </summary>
     public static int FreePort()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        var (low, high) = BelowEphemeral;
+        for (var tries = 0; tries < high - low; tries++)
+        {
+            var port = low + (int)((uint)Interlocked.Increment(ref s_nextPort) % (uint)(high - low));
+            try
+            {
+                using var listener = new TcpListener(IPAddress.Loopback, port);
+                listener.Start();
+                return port;
+            }
+            catch (SocketException)
+            {
+                // In use: the next one.
+            }
+        }
+
+        using var any = new TcpListener(IPAddress.Loopback, 0);
+        any.Start();
+        return ((IPEndPoint)any.LocalEndpoint).Port;
+    }
+
+    private static int s_nextPort = Environment.ProcessId * 7919;
+
+    /// <summary>[low, high) under the kernel's ephemeral range (ip_local_port_range), above the well-known and common service ports.</summary>
+    private static readonly (int Low, int High) BelowEphemeral = ReadBelowEphemeral();
+
+    private static (int, int) ReadBelowEphemeral()
+    {
+        const int Low = 20000;
+        var ephemeralStart = 32768;
+        try
+        {
+            var range = File.ReadAllText("/proc/sys/net/ipv4/ip_local_port_range").Split((char[])['\t', ' ', '\n'], StringSplitOptions.RemoveEmptyEntries);
+            ephemeralStart = int.Parse(range[0], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
+        {
+            // Not Linux: the usual start of the range.
+        }
+
+        return ephemeralStart - Low >= 1000 ? (Low, ephemeralStart) : (ephemeralStart - 1000, ephemeralStart);
     }
 
     public void Signal(string name)

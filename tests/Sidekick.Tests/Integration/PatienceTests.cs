@@ -7,6 +7,7 @@ using Sidekick.Cli;
 using Sidekick.Forwarding;
 using Sidekick.Health;
 using Sidekick.Hosting;
+using Sidekick.Tests.Infrastructure;
 using Sidekick.Topology;
 using Xunit.Abstractions;
 
@@ -246,12 +247,7 @@ public sealed class PatienceTests(ITestOutputHelper output)
         Assert.Equal(0, sidekick.Server.Waits.TimedOut + sidekick.Server.Waits.Served);
     }
 
-    internal static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    private static int FreePort() => SidekickProcess.FreePort();
 
     private static SiteDefinition[] RawSite(SidekickOptions options, params RawBackend[] backends) =>
         [new SiteDefinition(1, backends.Select(b =>
