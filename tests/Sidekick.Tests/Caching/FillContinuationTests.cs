@@ -45,6 +45,8 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
         Assert.Matches($"^GET {Path} range=bytes=[1-9][0-9]*- if-none-match= if-match={item.ETag} -> 206$", rest);
         Assert.Equal(1, backend.Served(Path));
         Assert.Equal(1, cache.Metrics.FillsContinued);
+        Assert.Contains("sidekick_cache_fills_continued_total 1\n", await client.GetStringAsync("/.prometheus/metrics"), StringComparison.Ordinal);
+        Assert.Matches($"cache fill of {Path} continued without its client: it left after [1-9][0-9]* of {Size} bytes", run.Output.ToString());
 
         // Stored as if the client had stayed: the next GET is a hit, the origin not asked again.
         await fixture.Eventually(() => cache.Metrics.FillsCompleted == 1 && cache.FillsInFlight == 0, "the continued fill to be stored");
@@ -76,6 +78,7 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
         await Assert.ThrowsAnyAsync<IOException>(() => body.CopyToAsync(Stream.Null));
         Assert.Contains(backend.Log, line => line.Contains($"if-match={oldETag} -> 412", StringComparison.Ordinal));
         await fixture.Eventually(() => cache.Fills.AbandonedFor(FillAbandonReason.ObjectChanged) == 1, "the fill given up as object_changed");
+        await fixture.Eventually(() => run.Output.ToString().Contains($"cache fill of {Path} abandoned (object_changed)", StringComparison.Ordinal), "its --log line");
         Assert.Equal(0, cache.Metrics.FillsCompleted);
     }
 
@@ -102,7 +105,8 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
         var backend = await CacheTestBackend.StartAsync();
         var item = backend.Put(path, Size);
         backend.ChunkDelayMs = 20;
-        var (instance, client) = await fixture.StartSidekickAsync(backend);
+        var output = new StringWriter();
+        var (instance, client) = await fixture.StartSidekickAsync([backend.Url], Integration.SidekickHarness.FastOptions with { Log = true }, stdout: TextWriter.Synchronized(output));
         var cache = instance.Server.Cache!;
         var first = new TcpClient();
         await first.ConnectAsync(IPAddress.Loopback, instance.Server.BaseAddress.Port);
@@ -110,10 +114,11 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
         await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {client.BaseAddress!.Authority}\r\n\r\n"));
         await stream.ReadAtLeastAsync(new byte[256 * 1024], 256 * 1024);
         await fixture.Eventually(() => cache.FillsInFlight == 1, "the first client's fill");
-        return new Filling(backend, item, instance, client, cache, first);
+        return new Filling(backend, item, instance, client, cache, first, output);
     }
 
-    private sealed record Filling(CacheTestBackend Backend, OriginObject Item, SidekickInstance Instance, HttpClient Client, ResponseCache Cache, TcpClient First)
+    /// <param name="Output">The sidekick's --log lines and traces.</param>
+    private sealed record Filling(CacheTestBackend Backend, OriginObject Item, SidekickInstance Instance, HttpClient Client, ResponseCache Cache, TcpClient First, StringWriter Output)
         : IAsyncDisposable
     {
         /// <summary>The first client goes, with a reset: no more of its body is read.</summary>

@@ -107,6 +107,9 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
         Assert.Equal(1, backend.Served(path)); // the whole body only for the miss
         await Eventually.WaitUntilAsync(() => instance.Server.Cache!.Metrics.StoredReadsFromOrigin == 1, what: "the read finished from the origin counted");
         Assert.Equal(0, instance.Server.Cache!.Metrics.StoredReadsCut);
+        Assert.Contains("sidekick_cache_store_reads_broken_total{outcome=\"from_origin\"} 1\n", await client.GetStringAsync("/.prometheus/metrics"), StringComparison.Ordinal);
+        var state = System.Text.Json.JsonDocument.Parse(await client.GetStringAsync("/v1/state")).RootElement.GetProperty("cache");
+        Assert.Equal(1, state.GetProperty("storeReadsBroken").GetProperty("fromOrigin").GetInt64());
         Assert.True(relay.ReadsCut > StoredResponseWriter.MaxResumesWithoutProgress); // the store was asked again first
     }
 
