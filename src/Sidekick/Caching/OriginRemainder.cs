@@ -88,7 +88,7 @@ internal sealed class OriginRemainder : IExchangeObserver
     {
         if (_taken)
         {
-            // A retry's second head after bytes of the first went to the client: they cannot be taken back.
+            // A retry's second head: bytes of the first may have gone to the client, and they cannot be taken back.
             _taken = false;
             Refusal = "a retry brought another response after part of the first";
             return false;

@@ -77,6 +77,11 @@ internal sealed class StandInRequest
             QueryString = question < 0 ? "" : _rawTarget[question..],
             Headers = new HeaderDictionary(_headers.ToDictionary(h => h.Key, h => h.Value, StringComparer.OrdinalIgnoreCase)),
         };
+        // A request of its own with no body: a body's framing fields of the client's (a GET may carry them) would have
+        // the backend wait for bytes that never come.
+        request.Headers.Remove(HeaderNames.ContentLength);
+        request.Headers.Remove(HeaderNames.TransferEncoding);
+        request.Headers.Remove(HeaderNames.Expect);
         var features = new FeatureCollection();
         features.Set<IHttpRequestFeature>(request);
         features.Set<IHttpResponseFeature>(new HttpResponseFeature());
