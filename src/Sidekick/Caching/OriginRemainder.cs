@@ -43,7 +43,9 @@ internal sealed class OriginRemainder : IExchangeObserver
 
         var remainder = new OriginRemainder(entry, from, to);
         var sent = new CountingClientBody(context.Response.Body);
-        var standIn = StandInRequest.From(context).ForRest(etag, from, to, sent);
+        // Ended with the client's request: a client that gives up on a silent origin (S3 clients do after about a
+        // minute) must not leave this exchange waiting for the backend timeout.
+        var standIn = StandInRequest.From(context).ForRest(etag, from, to, sent, context.RequestAborted);
         try
         {
             await origin.ForwardAsync(standIn, remainder);

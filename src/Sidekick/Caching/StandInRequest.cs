@@ -31,7 +31,7 @@ internal sealed class StandInRequest
     /// <summary>A request of our own, as the client's would have reached the forwarding path, conditional on <paramref name="entry"/>.</summary>
     public HttpContext Revalidating(CachedResponse entry)
     {
-        var context = ToContext(_method, body: null);
+        var context = ToContext(_method, body: null, aborted: default);
         // Conditional on the entry alone: the client's own validators name its copy, not the entry, and a 304 to
         // "If-None-Match: <the new version>" would be taken for the entry's confirmation, the new ETag put on the
         // old bytes. (An entry filled with credentials is never refreshed this way, so no signature covers them.)
@@ -50,9 +50,10 @@ internal sealed class StandInRequest
     /// </summary>
     /// <param name="to">The last byte wanted; null for the body's end.</param>
     /// <param name="body">Where the answer's body goes; null: nowhere (an observer takes it).</param>
-    public HttpContext ForRest(string etag, long from, long? to = null, Stream? body = null)
+    /// <param name="aborted">Ends the request (the client it answers went away); none for a request no client waits on.</param>
+    public HttpContext ForRest(string etag, long from, long? to = null, Stream? body = null, CancellationToken aborted = default)
     {
-        var context = ToContext(HttpMethods.Get, body);
+        var context = ToContext(HttpMethods.Get, body, aborted);
         var headers = context.Request.Headers;
         foreach (var condition in (ReadOnlySpan<string>)[HeaderNames.IfNoneMatch, HeaderNames.IfModifiedSince, HeaderNames.IfUnmodifiedSince, HeaderNames.IfRange])
         {
@@ -64,7 +65,7 @@ internal sealed class StandInRequest
         return context;
     }
 
-    private DefaultHttpContext ToContext(string method, Stream? body)
+    private DefaultHttpContext ToContext(string method, Stream? body, CancellationToken aborted)
     {
         var question = _rawTarget.IndexOf('?', StringComparison.Ordinal);
         var request = new HttpRequestFeature
@@ -88,7 +89,7 @@ internal sealed class StandInRequest
         features.Set<IHttpResponseBodyFeature>(new StreamResponseBodyFeature(body ?? Stream.Null));
         features.Set<IHttpRequestBodyDetectionFeature>(NoBody.Instance);
         features.Set<IHttpConnectionFeature>(new HttpConnectionFeature { RemoteIpAddress = _client });
-        features.Set<IHttpRequestLifetimeFeature>(new HttpRequestLifetimeFeature());
+        features.Set<IHttpRequestLifetimeFeature>(new HttpRequestLifetimeFeature { RequestAborted = aborted });
         return new DefaultHttpContext(features);
     }
 

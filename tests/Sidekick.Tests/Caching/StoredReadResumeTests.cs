@@ -113,6 +113,36 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
         Assert.True(relay.ReadsCut > StoredResponseWriter.MaxResumesWithoutProgress); // the store was asked again first
     }
 
+    [Fact]
+    public async Task A_client_that_leaves_while_the_origin_is_silent_on_the_rest_of_its_body_lets_go_of_the_backend()
+    {
+        await using var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/silent-rest-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, 2 * 1024 * 1024);
+        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
+        await using var running = instance;
+        await StoredAsync(instance, client, path, item.Body);
+
+        // The store cannot finish the body, and the origin takes the request for the rest and says nothing.
+        var silent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        backend.HeadsWaitFor = silent.Task;
+        relay.CutReads(64 * 1024);
+        relay.CutEveryRead(0);
+        var response = await client.GetAsync(path, HttpCompletionOption.ResponseHeadersRead);
+        var body = await response.Content.ReadAsStreamAsync();
+        await body.ReadAtLeastAsync(new byte[1024], 1024);
+        await Eventually.WaitUntilAsync(() => backend.Arrivals.Count(a => a == $"GET {path}") == 2, what: "the origin asked for the rest");
+        var backendOf = instance.Server.Topology.Current.AllBackends.Single();
+        Assert.Equal(1, backendOf.InFlight);
+
+        // The client gives up (as an S3 client does on a silent read): the exchange for the rest ends with it, not at
+        // the backend timeout (5 minutes by default).
+        response.Dispose();
+        await Eventually.WaitUntilAsync(() => backendOf.InFlight == 0, what: "the backend exchange for the rest to end with its client");
+        silent.SetResult();
+    }
+
     [Theory]
     [InlineData("changed")]
     [InlineData("failing")]
