@@ -105,6 +105,9 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
         var backend = await CacheTestBackend.StartAsync();
         var item = backend.Put(path, Size);
         backend.ChunkDelayMs = 20;
+        // However slow the machine, the first client's body does not end before it leaves: its last chunk waits.
+        var lastChunk = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        backend.LastChunkWaitsFor = lastChunk.Task;
         var output = new StringWriter();
         var (instance, client) = await fixture.StartSidekickAsync([backend.Url], Integration.SidekickHarness.FastOptions with { Log = true }, stdout: TextWriter.Synchronized(output));
         var cache = instance.Server.Cache!;
@@ -114,11 +117,13 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
         await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {client.BaseAddress!.Authority}\r\n\r\n"));
         await stream.ReadAtLeastAsync(new byte[256 * 1024], 256 * 1024);
         await fixture.Eventually(() => cache.FillsInFlight == 1, "the first client's fill");
-        return new Filling(backend, item, instance, client, cache, first, output);
+        return new Filling(backend, item, instance, client, cache, first, output, lastChunk);
     }
 
     /// <param name="Output">The sidekick's --log lines and traces.</param>
-    private sealed record Filling(CacheTestBackend Backend, OriginObject Item, SidekickInstance Instance, HttpClient Client, ResponseCache Cache, TcpClient First, StringWriter Output)
+    private sealed record Filling(
+        CacheTestBackend Backend, OriginObject Item, SidekickInstance Instance, HttpClient Client, ResponseCache Cache, TcpClient First, StringWriter Output,
+        TaskCompletionSource LastChunk)
         : IAsyncDisposable
     {
         /// <summary>The first client goes, with a reset: no more of its body is read.</summary>
@@ -126,10 +131,12 @@ public sealed class FillContinuationTests(CacheFixture fixture) : IClassFixture<
         {
             First.Client.LingerState = new LingerOption(true, 0);
             First.Close();
+            LastChunk.TrySetResult(); // its copy then fails on the reset connection, if it did not see the reset already
         }
 
         public async ValueTask DisposeAsync()
         {
+            LastChunk.TrySetResult();
             First.Dispose();
             await Instance.DisposeAsync();
             await Backend.DisposeAsync();
