@@ -19,9 +19,7 @@ internal sealed class CacheMetrics : IDisposable
     private long _evictions;
     private long _bucketsInvalidated;
     private long _bucketsInvalidatedUnread;
-    private long _storedReadsResumed;
-    private long _storedReadsCut;
-    private long _storedReadsFromOrigin;
+    private readonly long[] _storedReadsBroken = new long[Enum.GetValues<BrokenRead>().Length];
     private long _fillReadsFromOrigin;
     private readonly long[] _fillWaits = new long[Enum.GetValues<FillWaitOutcome>().Length];
     private readonly long[] _notStored = new long[Enum.GetValues<NotStoredReason>().Length];
@@ -55,9 +53,9 @@ internal sealed class CacheMetrics : IDisposable
     public long StoreErrorsOf(CacheStoreFailureReason reason) => Volatile.Read(ref _storeErrors[(int)reason]);
     public long Evictions => Volatile.Read(ref _evictions);
     public long BucketsInvalidated(bool bodyUnread) => Volatile.Read(ref bodyUnread ? ref _bucketsInvalidatedUnread : ref _bucketsInvalidated);
-    public long StoredReadsResumed => Volatile.Read(ref _storedReadsResumed);
-    public long StoredReadsCut => Volatile.Read(ref _storedReadsCut);
-    public long StoredReadsFromOrigin => Volatile.Read(ref _storedReadsFromOrigin);
+    public long StoredReadsResumed => Volatile.Read(ref _storedReadsBroken[(int)BrokenRead.Resumed]);
+    public long StoredReadsCut => Volatile.Read(ref _storedReadsBroken[(int)BrokenRead.Cut]);
+    public long StoredReadsFromOrigin => Volatile.Read(ref _storedReadsBroken[(int)BrokenRead.FromOrigin]);
 
     public void Hit() => Interlocked.Increment(ref _hits);
     public void Miss() => Interlocked.Increment(ref _misses);
@@ -76,18 +74,8 @@ internal sealed class CacheMetrics : IDisposable
     /// <summary>A write invalidated every entry under a bucket: its access or existence changed, or a DeleteObjects body was not read (<paramref name="bodyUnread"/>).</summary>
     public void BucketInvalidated(bool bodyUnread) => Interlocked.Increment(ref bodyUnread ? ref _bucketsInvalidatedUnread : ref _bucketsInvalidated);
 
-    /// <summary>A stored body's read broke midway: resumed from the store, or the client's response was cut.</summary>
-    public void StoredReadBroken(BrokenRead outcome)
-    {
-        if (outcome == BrokenRead.Resumed)
-        {
-            Interlocked.Increment(ref _storedReadsResumed);
-        }
-        else
-        {
-            Interlocked.Increment(ref outcome == BrokenRead.FromOrigin ? ref _storedReadsFromOrigin : ref _storedReadsCut);
-        }
-    }
+    /// <summary>A stored body's read broke midway: resumed from the store, finished from the origin, or the client's response cut.</summary>
+    public void StoredReadBroken(BrokenRead outcome) => Interlocked.Increment(ref _storedReadsBroken[(int)outcome]);
 
     /// <summary>Counts a miss that waited for another sidecar's fill, by how the wait ended.</summary>
     public void FillWait(FillWaitOutcome outcome) => Interlocked.Increment(ref _fillWaits[(int)outcome]);

@@ -228,12 +228,24 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
 
         var why = failure is TimeoutException ? $"its fill, running here, sent no byte for {Cli.GoDuration.Format(FillReadIdleTimeout)}" : failure.Message;
         await spooled.DisposeAsync(); // the fill's spool is not held while the origin sends the rest
-        var (finished, refusal) = await OriginRemainder.TrySendAsync(context, origin, entry, first + sent, last);
-        metrics.FillReadBroken(finished ? BrokenRead.FromOrigin : BrokenRead.Cut);
-        ReadBroken?.Invoke(fill.Key, first + sent, finished ? BrokenRead.FromOrigin : BrokenRead.Cut, finished ? why : $"{why}; {refusal}");
+        await FinishFromOriginAsync(context, origin, entry, fill.Key, first + sent, last, why, metrics.FillReadBroken);
+    }
+
+    /// <summary>
+    /// The cache cannot send bytes <paramref name="from"/> through <paramref name="to"/> of a body under way: the
+    /// origin sends them (<see cref="OriginRemainder"/>), or the client's response is cut (its headers are out: never a
+    /// truncated body). Counted by <paramref name="count"/> and told to <see cref="ReadBroken"/> either way.
+    /// </summary>
+    private async Task FinishFromOriginAsync(
+        HttpContext context, ICacheOrigin origin, CachedResponse entry, string key, long from, long to, string why, Action<BrokenRead> count)
+    {
+        var (finished, refusal) = await OriginRemainder.TrySendAsync(context, origin, entry, from, to);
+        var outcome = finished ? BrokenRead.FromOrigin : BrokenRead.Cut;
+        count(outcome);
+        ReadBroken?.Invoke(key, from, outcome, finished ? why : $"{why}; {refusal}");
         if (!finished)
         {
-            context.Abort(); // headers are out: abort rather than send a truncated body
+            context.Abort();
         }
     }
 
@@ -278,22 +290,9 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
             }
 
             var why = wrong is null ? failure.Message : $"{failure.Message}; {wrong}";
-            var outcome = BrokenRead.Resumed;
             if (again is null)
             {
-                var (finished, refusal) = await OriginRemainder.TrySendAsync(context, origin, hit.Entry, from + sent, to);
-                (outcome, why) = finished ? (BrokenRead.FromOrigin, why) : (BrokenRead.Cut, $"{why}; {refusal}");
-            }
-
-            metrics.StoredReadBroken(outcome);
-            ReadBroken?.Invoke(hit.Key, from + sent, outcome, why);
-            if (again is null)
-            {
-                if (outcome == BrokenRead.Cut)
-                {
-                    context.Abort();
-                }
-
+                await FinishFromOriginAsync(context, origin, hit.Entry, hit.Key, from + sent, to, why, metrics.StoredReadBroken);
                 if (wrong is not null)
                 {
                     // This client was finished from the origin or cut (its headers are out); the next one must not break
@@ -304,6 +303,8 @@ internal sealed class StoredResponseWriter(CacheOptions options, S3CacheStore st
                 return stored;
             }
 
+            metrics.StoredReadBroken(BrokenRead.Resumed);
+            ReadBroken?.Invoke(hit.Key, from + sent, BrokenRead.Resumed, why);
             stored.Dispose();
             stored = again;
         }
