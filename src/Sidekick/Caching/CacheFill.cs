@@ -178,6 +178,9 @@ internal sealed class CacheFill
     /// </summary>
     public ValueTask WhenWritable() => _direct is { } direct ? direct.WhenWritable() : default;
 
+    /// <summary>The direct spool writer's buffer at the body's next offset (<see cref="DirectSpoolWriter.Lend"/>); null without one.</summary>
+    public System.Buffers.IMemoryOwner<byte>? Lend(long maxLength) => Abandoned ? null : _direct?.Lend(maxLength);
+
     /// <summary>Writes body bytes at <paramref name="at"/> into the spool; false once the fill has been abandoned.</summary>
     public bool Write(long at, ReadOnlySpan<byte> data)
     {

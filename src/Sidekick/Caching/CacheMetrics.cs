@@ -183,6 +183,11 @@ internal sealed class CacheMetrics : IDisposable
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"resumed\"} ").Append(StoredReadsResumed).Append('\n')
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"from_origin\"} ").Append(StoredReadsFromOrigin).Append('\n')
             .Append("sidekick_cache_store_reads_broken_total{outcome=\"cut\"} ").Append(StoredReadsCut).Append('\n');
+        text.Append("# HELP sidekick_cache_spool_direct_bytes_total Body bytes of whole fills written to the spool past the page cache, by how they reached its buffers: received_in_place (the client's response was received into the spool's buffer and sent from there: plain HTTP/1.1 clients on the default socket engine), copied (TLS and HTTP/2 clients, the .NET socket engine, the YARP forwarder, chunked bodies)\n# TYPE sidekick_cache_spool_direct_bytes_total counter\n")
+            .Append("sidekick_cache_spool_direct_bytes_total{how=\"received_in_place\"} ").Append(DirectSpoolWriter.BytesInPlace).Append('\n')
+            .Append("sidekick_cache_spool_direct_bytes_total{how=\"copied\"} ").Append(DirectSpoolWriter.BytesCopied).Append('\n');
+        text.Append("# HELP sidekick_cache_spool_buffers_lent_bytes Memory of spool buffers that client responses were received into and that are not back in the pool yet (being written to the spool, or still being sent)\n# TYPE sidekick_cache_spool_buffers_lent_bytes gauge\n")
+            .Append("sidekick_cache_spool_buffers_lent_bytes ").Append(DirectSpoolWriter.LentBytes).Append('\n');
         Counter("sidekick_cache_evictions_total", "Entries removed (404/410, invalidation by PUT/POST/DELETE, a stored object not as long as its entry)", Evictions);
         text.Append("# HELP sidekick_cache_bucket_invalidations_total Writes that made every entry under a bucket a miss on this sidecar, by why: bucket_write (its policy, ACL, public access block or ownership set, or the bucket deleted), delete_objects_unread (a DeleteObjects body too large or not readable)\n# TYPE sidekick_cache_bucket_invalidations_total counter\n")
             .Append("sidekick_cache_bucket_invalidations_total{reason=\"bucket_write\"} ").Append(BucketsInvalidated(bodyUnread: false)).Append('\n')

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Threading.Tasks.Sources;
@@ -69,6 +70,7 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
     private bool _waiting; // the copy loop awaits _writable
     private int _queued; // buffers sent to the writer and not yet written
     private nint _current; // the buffer the copy loop fills; 0 between buffers
+    private LentBuffer? _currentLent; // _current's loans, once part of it was lent (Lend)
     private int _filled;
     private long _position; // where the current buffer starts in the file
     private bool _closed;
@@ -158,7 +160,21 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
                 }
 
                 var take = Math.Min(data.Length, _bufferSize - _filled);
-                StreamingCopy.Copy(data[..take], (byte*)_current + _filled); // read next by the disk, not the CPU
+                var target = (byte*)_current + _filled;
+                fixed (byte* source = data)
+                {
+                    if (source == target)
+                    {
+                        // Received where it belongs, through memory this writer lent (Lend): nothing to copy.
+                        Interlocked.Add(ref s_inPlace, take);
+                    }
+                    else
+                    {
+                        StreamingCopy.Copy(data[..take], target); // read next by the disk, not the CPU
+                        Interlocked.Add(ref s_copied, take);
+                    }
+                }
+
                 _filled += take;
                 data = data[take..];
                 if (_filled == _bufferSize)
@@ -170,6 +186,50 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
 
         return true;
     }
+
+    /// <summary>
+    /// The current buffer from the next byte on, at most <paramref name="maxLength"/> bytes, lent to the client
+    /// connection's output pipe (<see cref="Networking.LendingPool"/>): the copy loop receives the body there, the
+    /// client is sent it from there, and <see cref="Append"/> finds it in place. The buffer is reused (or freed) only
+    /// once the writer has written it and every loan of it was given back, so the client's bytes stay as received until
+    /// they were sent, whatever becomes of the fill. Null once the writer is closed.
+    /// </summary>
+    public IMemoryOwner<byte>? Lend(long maxLength)
+    {
+        lock (_lock)
+        {
+            if (_closed || maxLength <= 0)
+            {
+                return null;
+            }
+
+            if (_current == 0)
+            {
+                _current = _spare.TryTake(out var spare) ? spare : s_buffers.Rent(_bufferSize);
+                _filled = 0;
+            }
+
+            _currentLent ??= new LentBuffer(_current, _bufferSize);
+            return _currentLent.Loan(_filled, (int)Math.Min(_bufferSize - _filled, maxLength));
+        }
+    }
+
+    private static long s_inPlace;
+    private static long s_copied;
+
+    /// <summary>Body bytes that reached a spool buffer without a copy (received into a lent buffer) since start.</summary>
+    public static long BytesInPlace => Volatile.Read(ref s_inPlace);
+
+    private static long s_lentBytes;
+
+    /// <summary>
+    /// Memory of the spool buffers part of which was lent and that are not back in the pool yet: being written, or
+    /// still held by a client connection that has not sent all that was received there.
+    /// </summary>
+    public static long LentBytes => Volatile.Read(ref s_lentBytes);
+
+    /// <summary>Body bytes copied into a spool buffer since start (the client's response was in memory of its own).</summary>
+    public static long BytesCopied => Volatile.Read(ref s_copied);
 
     /// <summary>
     /// Completes when the fill is back within its <see cref="Buffers"/> buffers (at once when it is, or once the
@@ -296,19 +356,37 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
     {
         if (_current != 0)
         {
-            _spare.Add(_current);
+            Recycle(_current, _currentLent);
             _current = 0;
+            _currentLent = null;
             _filled = 0;
         }
     }
 
     private void SendLocked(Action? then)
     {
-        Enqueue(new Job(this, _current, _position, _filled, then));
+        Enqueue(new Job(this, _current, _position, _filled, then, _currentLent));
         _queued++;
         _position += _filled;
         _current = 0;
+        _currentLent = null;
         _filled = 0;
+    }
+
+    /// <summary>
+    /// A buffer this writer is done with: kept for its next buffer, or, when part of it was lent, let go of (it goes
+    /// back to the pool once the last loan is given back too).
+    /// </summary>
+    private void Recycle(nint buffer, LentBuffer? lent)
+    {
+        if (lent is null)
+        {
+            _spare.Add(buffer);
+        }
+        else
+        {
+            lent.Release();
+        }
     }
 
     private static void Enqueue(Job job)
@@ -395,7 +473,7 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
             }
             finally
             {
-                _spare.Add(job.Buffer);
+                Recycle(job.Buffer, job.Lent);
                 lock (_lock)
                 {
                     _queued--;
@@ -419,5 +497,61 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
         }
     }
 
-    private readonly record struct Job(DirectSpoolWriter Writer, nint Buffer, long At, int Length, Action? Then, bool Closing = false);
+    private readonly record struct Job(DirectSpoolWriter Writer, nint Buffer, long At, int Length, Action? Then, LentBuffer? Lent = null, bool Closing = false);
+
+    /// <summary>
+    /// A buffer part of which was lent: one reference for the writer (until it has written the buffer, or given it
+    /// up) and one for each loan (until the output pipe has sent what it holds). The last one gives it back to the pool.
+    /// </summary>
+    private sealed class LentBuffer
+    {
+        private readonly nint _address;
+        private readonly int _size;
+        private int _references = 1;
+
+        public LentBuffer(nint address, int size)
+        {
+            _address = address;
+            _size = size;
+            Interlocked.Add(ref s_lentBytes, size);
+        }
+
+        public SpoolLoan Loan(int offset, int length)
+        {
+            Interlocked.Increment(ref _references);
+            return new SpoolLoan(this, (byte*)_address + offset, length);
+        }
+
+        public void Release()
+        {
+            if (Interlocked.Decrement(ref _references) == 0)
+            {
+                Interlocked.Add(ref s_lentBytes, -_size);
+                s_buffers.Return(_address, _size);
+            }
+        }
+    }
+
+    /// <summary>A part of a <see cref="LentBuffer"/> as memory the output pipe can hold; disposed once, by its holder.</summary>
+    private sealed class SpoolLoan(LentBuffer buffer, byte* start, int length) : MemoryManager<byte>
+    {
+        private int _returned;
+
+        public override Span<byte> GetSpan() => new(start, length);
+
+        // Native memory: it never moves.
+        public override MemoryHandle Pin(int elementIndex = 0) => new(start + elementIndex);
+
+        public override void Unpin()
+        {
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (Interlocked.Exchange(ref _returned, 1) == 0)
+            {
+                buffer.Release();
+            }
+        }
+    }
 }

@@ -40,6 +40,12 @@ internal sealed class FillWriter(CacheFill fill, long start, long end, bool whol
         return true;
     }
 
+    /// <summary>
+    /// Where the next bytes of this whole body may be received (<see cref="Forwarding.IExchangeObserver.LendBody"/>),
+    /// never past its end; null for a range, or a fill that writes through the page cache.
+    /// </summary>
+    public System.Buffers.IMemoryOwner<byte>? Lend(long maxLength) => whole ? fill.Lend(Math.Min(maxLength, end - _position)) : null;
+
     /// <summary>Completes when the fill is ready for more bytes: the copy loop awaits it before it receives more.</summary>
     public ValueTask WhenWritable() => fill.WhenWritable();
 

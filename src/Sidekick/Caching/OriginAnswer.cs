@@ -1,3 +1,4 @@
+using System.Buffers;
 using Sidekick.Forwarding;
 using Yarp.ReverseProxy.Forwarder;
 
@@ -80,6 +81,8 @@ internal sealed class OriginAnswer : IExchangeObserver
             _writer = null;
         }
     }
+
+    public IMemoryOwner<byte>? LendBody(long maxLength) => _writer?.Lend(maxLength);
 
     public ValueTask WhenBodyWritable() => _writer is { } writer ? writer.WhenWritable() : default;
 

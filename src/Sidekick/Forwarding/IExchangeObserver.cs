@@ -1,3 +1,5 @@
+using System.Buffers;
+
 namespace Sidekick.Forwarding;
 
 /// <summary>
@@ -22,6 +24,14 @@ internal interface IExchangeObserver
 
     /// <summary>Every response body byte, as it goes to the client (a resumed body's too).</summary>
     void OnBody(ReadOnlySpan<byte> data);
+
+    /// <summary>
+    /// Memory the next body bytes may be received into and sent to the client from, at most <paramref name="maxLength"/>
+    /// bytes: where the observer keeps them (a fill's spool buffer at the body's next offset), so that
+    /// <see cref="OnBody"/> finds them in place and copies nothing. Null when it has none. The owner is disposed once
+    /// nothing reads or writes it any more (after the bytes written there were sent).
+    /// </summary>
+    IMemoryOwner<byte>? LendBody(long maxLength);
 
     /// <summary>
     /// Completes when the observer is ready for more body bytes (a fill whose spool writer is behind): a body's copy

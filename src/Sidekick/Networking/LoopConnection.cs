@@ -58,7 +58,8 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         _input = new Pipe(new PipeOptions(pool, PipeScheduler.Inline, PipeScheduler.Inline, InputPause, InputPause / 2,
             pool.MaxBufferSize, useSynchronizationContext: false));
         _sendScheduler = new GatheredSends(socket.Loop);
-        _output = new Pipe(new PipeOptions(pool, _sendScheduler, PipeScheduler.Inline, OutputPause, OutputPause / 2,
+        Lending = new LendingPool(pool);
+        _output = new Pipe(new PipeOptions(Lending, _sendScheduler, PipeScheduler.Inline, OutputPause, OutputPause / 2,
             pool.MaxBufferSize, useSynchronizationContext: false));
         Transport = new DuplexPipe(_input.Reader, _output.Writer);
         var features = new FeatureCollection();
@@ -70,6 +71,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         features.Set<IMemoryPoolFeature>(this);
         features.Set<IConnectionSocketFeature>(this); // as Kestrel's own transport: ClientSendTimeout reads its send queue
         features.Set(this);
+        features.Set(Lending);
         Features = features;
     }
 
@@ -100,6 +102,9 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
     public override EndPoint? RemoteEndPoint { get; set; }
 
     public MemoryPool<byte> MemoryPool { get; }
+
+    /// <summary>The output pipe's pool, which a cache fill's spool buffer can be lent to (<see cref="LendingPool"/>).</summary>
+    public LendingPool Lending { get; }
 
     public Socket Socket { get; }
 

@@ -452,6 +452,7 @@ internal sealed class Http1Forwarder : IDisposable
         // The head, and the body bytes that came with it, leave now: the rest may be slow to come (a slow or stalled
         // origin, a stream), and the client must not wait for it to see them.
         await FlushToClientAsync(writer, connection);
+        var lending = server.Observer is not null ? LendingFor(context) : null;
         while (remaining > 0)
         {
             // A fill whose spool writer is behind: wait for it here, never on the loop thread (no observer: at once).
@@ -462,7 +463,10 @@ internal sealed class Http1Forwarder : IDisposable
                 connection.Touch();
             }
 
-            var memory = writer.GetMemory((int)Math.Min(remaining, BackendConnection.LargeBufferSize));
+            var want = (int)Math.Min(remaining, BackendConnection.LargeBufferSize);
+            var memory = lending is not null && server.Observer?.LendBody(remaining) is { } loan
+                ? lending.GetMemory(writer, loan, want) // received into the fill's spool buffer, sent from there
+                : writer.GetMemory(want);
             if (memory.Length > remaining)
             {
                 memory = memory[..(int)remaining];
@@ -481,6 +485,14 @@ internal sealed class Http1Forwarder : IDisposable
             await FlushToClientAsync(writer, connection);
         }
     }
+
+    /// <summary>
+    /// The client connection's lending output pool, where the response's bytes go from that pool's memory to the
+    /// socket unchanged: plain HTTP/1.1 on sidekick's own socket engine (TLS and HTTP/2 write through pipes of their
+    /// own, which would never take the loan).
+    /// </summary>
+    private static Networking.LendingPool? LendingFor(HttpContext context) =>
+        !context.Request.IsHttps && HttpProtocol.IsHttp11(context.Request.Protocol) ? context.Features.Get<Networking.LendingPool>() : null;
 
     [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder))]
     private static async ValueTask FlushToClientAsync(PipeWriter writer, BackendConnection connection)
