@@ -329,7 +329,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         Assert.Equal(1, backend.Served("/bucket/held-writer.bin"));
     }
 
-    private static bool DirectIoSupported(string directory)
+    internal static bool DirectIoSupported(string directory)
     {
         var probe = Path.Combine(directory, "probe");
         File.WriteAllBytes(probe, []);
