@@ -453,36 +453,50 @@ internal sealed class Http1Forwarder : IDisposable
         // origin, a stream), and the client must not wait for it to see them.
         await FlushToClientAsync(writer, connection);
         var lending = server.Observer is not null ? LendingFor(context) : null;
-        while (remaining > 0)
+        var window = new ReceiveWindow(ReceiveBudget.Shared);
+        try
         {
-            // A fill whose spool writer is behind: wait for it here, never on the loop thread (no observer: at once).
-            var observerReady = server.WhenObserverReady();
-            if (!observerReady.IsCompleted)
+            while (remaining > 0)
             {
-                await observerReady;
+                // A fill whose spool writer is behind: wait for it here, never on the loop thread (no observer: at once).
+                var observerReady = server.WhenObserverReady();
+                if (!observerReady.IsCompleted)
+                {
+                    await observerReady;
+                    connection.Touch();
+                }
+
+                var want = (int)Math.Min(remaining, window.Size);
+                var loan = lending is not null ? server.Observer?.LendBody(remaining) : null;
+                var memory = loan is not null
+                    ? lending!.GetMemory(writer, loan, want) // received into the fill's spool buffer, sent from there
+                    : writer.GetMemory(want);
+                if (memory.Length > remaining)
+                {
+                    memory = memory[..(int)remaining];
+                }
+
+                var received = await connection.ReceiveIntoAsync(memory);
                 connection.Touch();
-            }
+                if (received == 0)
+                {
+                    throw new HttpIOException(HttpRequestError.ResponseEnded, $"the backend closed the connection with {remaining} bytes of the body still to come");
+                }
 
-            var want = (int)Math.Min(remaining, BackendConnection.LargeBufferSize);
-            var memory = lending is not null && server.Observer?.LendBody(remaining) is { } loan
-                ? lending.GetMemory(writer, loan, want) // received into the fill's spool buffer, sent from there
-                : writer.GetMemory(want);
-            if (memory.Length > remaining)
-            {
-                memory = memory[..(int)remaining];
-            }
+                server.Wrote(memory.Span[..received]);
+                writer.Advance(received);
+                remaining -= received;
+                if (loan is null && received >= want)
+                {
+                    window.Filled(remaining); // a loan's size is the spool buffer's, not the window's
+                }
 
-            var received = await connection.ReceiveIntoAsync(memory);
-            connection.Touch();
-            if (received == 0)
-            {
-                throw new HttpIOException(HttpRequestError.ResponseEnded, $"the backend closed the connection with {remaining} bytes of the body still to come");
+                await FlushToClientAsync(writer, connection);
             }
-
-            server.Wrote(memory.Span[..received]);
-            writer.Advance(received);
-            remaining -= received;
-            await FlushToClientAsync(writer, connection);
+        }
+        finally
+        {
+            window.Close();
         }
     }
 
