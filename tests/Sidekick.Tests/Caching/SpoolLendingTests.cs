@@ -1,5 +1,8 @@
 using System.Buffers;
+using System.Net;
+using System.Net.Sockets;
 using System.Security.Cryptography;
+using System.Text;
 using Sidekick.Caching;
 
 namespace Sidekick.Tests.Caching;
@@ -188,6 +191,52 @@ public sealed class SpoolLendingTests(CacheFixture fixture) : IClassFixture<Cach
             Assert.Contains("sidekick_cache_spool_direct_bytes_total{how=\"received_in_place\"} ", metrics);
         }
 
+        await fixture.Eventually(() => DirectSpoolWriter.LentBytes == 0, "every lent spool buffer back in the pool (no fill of any test running)");
+    }
+
+    [Fact]
+    public async Task Clients_that_reset_their_connection_mid_miss_leave_every_other_clients_bytes_intact()
+    {
+        // Connections that die holding lent spool buffers (their pipes are torn down, not drained) while other misses
+        // take buffers from the same pool: every complete response is still its own object's bytes, and nothing lent
+        // stays out of the pool.
+        await using var backend = await CacheTestBackend.StartAsync();
+        var objects = Enumerable.Range(0, 6).Select(i => backend.Put($"/bucket/reset-{i}.bin", 3 * Large + 1000 * i + 7)).ToArray();
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = Directory.CreateTempSubdirectory("sidekick-lend-reset").FullName;
+        var (instance, client) = await fixture.StartSidekickAsync(backend, environment);
+        await using var running = instance;
+        backend.ChunkDelayMs = 1; // the bodies take a moment: the resets come mid-body
+
+        async Task ResetAfterAsync(string path, int bytes)
+        {
+            using var tcp = new TcpClient();
+            await tcp.ConnectAsync(IPAddress.Loopback, instance.Server.BaseAddress.Port);
+            var stream = tcp.GetStream();
+            await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {client.BaseAddress!.Authority}\r\n\r\n"));
+            await stream.ReadAtLeastAsync(new byte[bytes], bytes, throwOnEndOfStream: false);
+            tcp.Client.LingerState = new LingerOption(true, 0);
+        }
+
+        async Task ReadWholeAsync(int index)
+        {
+            using var reader = new HttpClient { BaseAddress = client.BaseAddress };
+            using var response = await reader.GetAsync($"/bucket/reset-{index}.bin");
+            Assert.Equal(objects[index].Body, await response.Content.ReadAsByteArrayAsync());
+        }
+
+        // Even objects: a client that resets after ~1 MiB first, then a whole reader of the same object; odd objects:
+        // whole readers meanwhile, whose misses take the buffers the reset connections let go of.
+        var work = new List<Task>();
+        for (var i = 0; i < objects.Length; i++)
+        {
+            work.Add(i % 2 == 0 ? ResetAfterAsync($"/bucket/reset-{i}.bin", 1024 * 1024 + 333 * i) : ReadWholeAsync(i));
+        }
+
+        await Task.WhenAll(work);
+        await Task.WhenAll(Enumerable.Range(0, objects.Length).Select(ReadWholeAsync));
+        await fixture.Eventually(() => instance.Server.Cache!.FillsInFlight == 0, "the fills over", instance.Server.Cache);
+        await Task.WhenAll(Enumerable.Range(0, objects.Length).Select(ReadWholeAsync)); // from the store now, or filled again
         await fixture.Eventually(() => DirectSpoolWriter.LentBytes == 0, "every lent spool buffer back in the pool (no fill of any test running)");
     }
 
