@@ -32,8 +32,8 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
     /// </summary>
     internal const int Buffers = 2;
 
-    /// <summary>Tests only: run by the writer thread before each write (a test holds the writer there).</summary>
-    internal static Action? BeforeWriteForTests;
+    /// <summary>Tests only: run by the writer thread before each write, with the fill written (a test holds the writer there).</summary>
+    internal static Action<CacheFill>? BeforeWriteForTests;
 
     // Which buffer size each fill gets: a process-wide budget of large buffers.
     private static readonly DirectBufferBudget s_budget = new(DirectBufferBudget.DefaultLargeFills);
@@ -445,7 +445,7 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
         {
             try
             {
-                BeforeWriteForTests?.Invoke();
+                BeforeWriteForTests?.Invoke(_fill);
                 if (!_fill.Abandoned)
                 {
                     var padded = (job.Length + Block - 1) / Block * Block;

@@ -116,7 +116,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         {
             Status = 200, Headers = [new("ETag", "\"hung\"")], Length = Length, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
         };
-        using (var held = new HeldSpoolWriter())
+        using (var held = new HeldSpoolWriter("/bucket/hung.bin"))
         {
             var opened = DirectSpoolWriter.Opened;
             var fill = under.Fills.Start("hung", "/bucket/hung.bin", entry, new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
@@ -162,7 +162,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         {
             Status = 200, Headers = [new("ETag", "\"stale\"")], Length = Length, ReceivedAt = time.GetUtcNow(), InitialAge = TimeSpan.Zero,
         };
-        using (var first = new HeldSpoolWriter())
+        using (var first = new HeldSpoolWriter("/bucket/stale.bin"))
         {
             var opened = DirectSpoolWriter.Opened;
             var fill = under.Fills.Start("stale", "/bucket/stale.bin", entry, new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
@@ -188,7 +188,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
             var (staleCallback, staleState) = Assert.Single(time.Armed); // the first wait's stall timer
 
             // The writer takes one buffer, which ends the first wait, and is held again before its next write.
-            using var second = new HeldSpoolWriter();
+            using var second = new HeldSpoolWriter("/bucket/stale.bin");
             first.Release();
             await waiting.AsTask().WaitAsync(TimeSpan.FromSeconds(30));
             await second.Held.WaitAsync(TimeSpan.FromSeconds(30));
@@ -288,7 +288,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         backend.ChunkDelayMs = 2;
 
         // The process's one spool writer thread is held before its next write, as a hung spool device would hold it.
-        using (var held = new HeldSpoolWriter())
+        using (var held = new HeldSpoolWriter("/bucket/held-writer.bin"))
         {
             using var miss = await client.GetAsync("/bucket/held-writer.bin", HttpCompletionOption.ResponseHeadersRead);
             Assert.Equal("MISS", Outcome(miss));
