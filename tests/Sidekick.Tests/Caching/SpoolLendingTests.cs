@@ -67,18 +67,7 @@ public sealed class SpoolLendingTests(CacheFixture fixture) : IClassFixture<Cach
 
         // Another fill now takes buffers (the first one's are written and it is over): none may be memory the first
         // client's connection still sends from. Its bytes would be what that client is sent.
-        var other = Start(under, "lend-second", 4 * Large);
-        var otherWriter = other.Writer(0, 4 * Large);
-        var filler = new byte[64 * 1024];
-        Array.Fill(filler, (byte)0xA5);
-        for (var written = 0; written < 4 * Large; written += filler.Length)
-        {
-            await otherWriter.WhenWritable();
-            Assert.True(otherWriter.Offer(filler));
-        }
-
-        otherWriter.End(clientGone: false);
-        Assert.True(await other.Upload.WaitAsync(TimeSpan.FromSeconds(60)), "the second fill was not stored");
+        await FillWholeAsync(under, "lend-second", 0xA5);
         foreach (var (loan, from, length) in loans)
         {
             Assert.True(loan.Memory.Span[..length].SequenceEqual(body.AsSpan(from, length)), $"the lent bytes at {from} changed while lent");
@@ -112,18 +101,7 @@ public sealed class SpoolLendingTests(CacheFixture fixture) : IClassFixture<Cach
         Assert.Null(writer.Lend(Length));
         await fixture.Eventually(() => under.Fills.SpoolUsed == 0, "the abandoned fill's spool let go");
 
-        var other = Start(under, "lend-after-abandoned", 4 * Large);
-        var otherWriter = other.Writer(0, 4 * Large);
-        var filler = new byte[64 * 1024];
-        Array.Fill(filler, (byte)0x5A);
-        for (var written = 0; written < 4 * Large; written += filler.Length)
-        {
-            await otherWriter.WhenWritable();
-            Assert.True(otherWriter.Offer(filler));
-        }
-
-        otherWriter.End(clientGone: false);
-        Assert.True(await other.Upload.WaitAsync(TimeSpan.FromSeconds(60)), "the second fill was not stored");
+        await FillWholeAsync(under, "lend-after-abandoned", 0x5A);
         Assert.True(loan.Memory.Span[..received.Length].SequenceEqual(received), "the given-up fill's lent bytes changed while lent");
         loan.Dispose();
     }
@@ -238,6 +216,23 @@ public sealed class SpoolLendingTests(CacheFixture fixture) : IClassFixture<Cach
         await fixture.Eventually(() => instance.Server.Cache!.FillsInFlight == 0, "the fills over", instance.Server.Cache);
         await Task.WhenAll(Enumerable.Range(0, objects.Length).Select(ReadWholeAsync)); // from the store now, or filled again
         await fixture.Eventually(() => DirectSpoolWriter.LentBytes == 0, "every lent spool buffer back in the pool (no fill of any test running)");
+    }
+
+    /// <summary>Another fill of four buffers' worth of <paramref name="value"/>, copied in and stored: it takes buffers from the pool.</summary>
+    private static async Task FillWholeAsync(FillsUnderTest under, string key, byte value)
+    {
+        var fill = Start(under, key, 4 * Large);
+        var writer = fill.Writer(0, 4 * Large);
+        var filler = new byte[64 * 1024];
+        Array.Fill(filler, value);
+        for (var written = 0; written < 4 * Large; written += filler.Length)
+        {
+            await writer.WhenWritable();
+            Assert.True(writer.Offer(filler));
+        }
+
+        writer.End(clientGone: false);
+        Assert.True(await fill.Upload.WaitAsync(TimeSpan.FromSeconds(60)), $"{key} was not stored");
     }
 
     private static CacheFill Start(FillsUnderTest under, string key, long length)
