@@ -153,12 +153,7 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
                     return false; // Close freed the buffer
                 }
 
-                if (_current == 0)
-                {
-                    _current = _spare.TryTake(out var spare) ? spare : s_buffers.Rent(_bufferSize);
-                    _filled = 0;
-                }
-
+                TakeBufferLocked();
                 var take = Math.Min(data.Length, _bufferSize - _filled);
                 var target = (byte*)_current + _filled;
                 fixed (byte* source = data)
@@ -203,33 +198,37 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
                 return null;
             }
 
-            if (_current == 0)
-            {
-                _current = _spare.TryTake(out var spare) ? spare : s_buffers.Rent(_bufferSize);
-                _filled = 0;
-            }
-
+            TakeBufferLocked();
             _currentLent ??= new LentBuffer(_current, _bufferSize);
             return _currentLent.Loan(_filled, (int)Math.Min(_bufferSize - _filled, maxLength));
         }
     }
 
+    /// <summary>A buffer for the copy loop to fill, when it has none: one this fill used before, else the pool's.</summary>
+    private void TakeBufferLocked()
+    {
+        if (_current == 0)
+        {
+            _current = _spare.TryTake(out var spare) ? spare : s_buffers.Rent(_bufferSize);
+            _filled = 0;
+        }
+    }
+
     private static long s_inPlace;
     private static long s_copied;
+    private static long s_lentBytes;
 
     /// <summary>Body bytes that reached a spool buffer without a copy (received into a lent buffer) since start.</summary>
     public static long BytesInPlace => Volatile.Read(ref s_inPlace);
 
-    private static long s_lentBytes;
+    /// <summary>Body bytes copied into a spool buffer since start (the client's response was in memory of its own).</summary>
+    public static long BytesCopied => Volatile.Read(ref s_copied);
 
     /// <summary>
     /// Memory of the spool buffers part of which was lent and that are not back in the pool yet: being written, or
     /// still held by a client connection that has not sent all that was received there.
     /// </summary>
     public static long LentBytes => Volatile.Read(ref s_lentBytes);
-
-    /// <summary>Body bytes copied into a spool buffer since start (the client's response was in memory of its own).</summary>
-    public static long BytesCopied => Volatile.Read(ref s_copied);
 
     /// <summary>
     /// Completes when the fill is back within its <see cref="Buffers"/> buffers (at once when it is, or once the

@@ -93,8 +93,5 @@ internal sealed class FillContinuation : IExchangeObserver
         }
     }
 
-    // Its stand-in request has no client connection to lend to.
-    public System.Buffers.IMemoryOwner<byte>? LendBody(long maxLength) => null;
-
     public ValueTask WhenBodyWritable() => _taken ? _writer.WhenWritable() : default;
 }

@@ -111,9 +111,6 @@ internal sealed class OriginRemainder : IExchangeObserver
     {
     }
 
-    // Its stand-in request has no client connection to lend to.
-    public System.Buffers.IMemoryOwner<byte>? LendBody(long maxLength) => null;
-
     public ValueTask WhenBodyWritable() => default;
 
     /// <summary>The client's response body, as the stand-in request's forwarder writes into it; counts what went through.</summary>

@@ -28,10 +28,11 @@ internal interface IExchangeObserver
     /// <summary>
     /// Memory the next body bytes may be received into and sent to the client from, at most <paramref name="maxLength"/>
     /// bytes: where the observer keeps them (a fill's spool buffer at the body's next offset), so that
-    /// <see cref="OnBody"/> finds them in place and copies nothing. Null when it has none. The owner is disposed once
-    /// nothing reads or writes it any more (after the bytes written there were sent).
+    /// <see cref="OnBody"/> finds them in place and copies nothing. Null when it has none (the default: an observer of a
+    /// stand-in request has no client connection to lend to). The owner is disposed once nothing reads or writes it any
+    /// more (after the bytes written there were sent).
     /// </summary>
-    IMemoryOwner<byte>? LendBody(long maxLength);
+    IMemoryOwner<byte>? LendBody(long maxLength) => null;
 
     /// <summary>
     /// Completes when the observer is ready for more body bytes (a fill whose spool writer is behind): a body's copy

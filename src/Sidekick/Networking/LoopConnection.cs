@@ -70,8 +70,7 @@ internal sealed class LoopConnection : ConnectionContext, IConnectionIdFeature, 
         features.Set<IConnectionEndPointFeature>(this);
         features.Set<IMemoryPoolFeature>(this);
         features.Set<IConnectionSocketFeature>(this); // as Kestrel's own transport: ClientSendTimeout reads its send queue
-        features.Set(this);
-        features.Set(Lending);
+        features.Set(this); // also how a forwarder finds Lending
         Features = features;
     }
 

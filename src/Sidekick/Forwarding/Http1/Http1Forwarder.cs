@@ -506,7 +506,7 @@ internal sealed class Http1Forwarder : IDisposable
     /// own, which would never take the loan).
     /// </summary>
     private static Networking.LendingPool? LendingFor(HttpContext context) =>
-        !context.Request.IsHttps && HttpProtocol.IsHttp11(context.Request.Protocol) ? context.Features.Get<Networking.LendingPool>() : null;
+        !context.Request.IsHttps && HttpProtocol.IsHttp11(context.Request.Protocol) ? context.Features.Get<Networking.LoopConnection>()?.Lending : null;
 
     [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder))]
     private static async ValueTask FlushToClientAsync(PipeWriter writer, BackendConnection connection)
