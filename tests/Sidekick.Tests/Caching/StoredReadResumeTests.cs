@@ -20,13 +20,8 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
     [Fact]
     public async Task A_stored_body_whose_read_breaks_midway_is_resumed_and_the_client_gets_every_byte()
     {
-        await using var backend = await CacheTestBackend.StartAsync();
-        var path = $"/bucket/resumed-{Guid.NewGuid():N}.bin";
-        var item = backend.Put(path, 3 * 1024 * 1024 + 17);
-        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
-        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
-        await using var running = instance;
-        await StoredAsync(instance, client, path, item.Body);
+        await using var setup = await StoredObjectAsync("resumed", 3 * 1024 * 1024 + 17);
+        var (backend, relay, instance, client, path, item) = setup;
 
         relay.CutReads(1024 * 1024 + 5);
         using var whole = await client.GetAsync(path);
@@ -51,13 +46,8 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
     {
         // The process runs on a fake clock: the idle timeout fires when the test moves the clock past it, not after 15 s.
         var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
-        await using var backend = await CacheTestBackend.StartAsync();
-        var path = $"/bucket/stalled-{Guid.NewGuid():N}.bin";
-        var item = backend.Put(path, 3 * 1024 * 1024 + 5);
-        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
-        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url), time);
-        await using var running = instance;
-        await StoredAsync(instance, client, path, item.Body);
+        await using var setup = await StoredObjectAsync("stalled", 3 * 1024 * 1024 + 5, time: time);
+        var (backend, relay, instance, client, path, item) = setup;
 
         relay.StallReads(512 * 1024 + 7);
         var hit = client.GetAsync(path);
@@ -85,13 +75,8 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
     [Fact]
     public async Task A_stored_body_that_cannot_be_resumed_is_finished_from_the_origin_with_the_same_versions_bytes()
     {
-        await using var backend = await CacheTestBackend.StartAsync();
-        var path = $"/bucket/from-origin-{Guid.NewGuid():N}.bin";
-        var item = backend.Put(path, 2 * 1024 * 1024);
-        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
-        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
-        await using var running = instance;
-        await StoredAsync(instance, client, path, item.Body);
+        await using var setup = await StoredObjectAsync("from-origin", 2 * 1024 * 1024);
+        var (backend, relay, instance, client, path, item) = setup;
 
         // The first read breaks after 64 KiB, and every read after it before a byte: the store cannot resume it.
         relay.CutReads(64 * 1024);
@@ -116,13 +101,8 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
     [Fact]
     public async Task A_client_that_leaves_while_the_origin_is_silent_on_the_rest_of_its_body_lets_go_of_the_backend()
     {
-        await using var backend = await CacheTestBackend.StartAsync();
-        var path = $"/bucket/silent-rest-{Guid.NewGuid():N}.bin";
-        var item = backend.Put(path, 2 * 1024 * 1024);
-        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
-        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
-        await using var running = instance;
-        await StoredAsync(instance, client, path, item.Body);
+        await using var setup = await StoredObjectAsync("silent-rest", 2 * 1024 * 1024);
+        var (backend, relay, instance, client, path, item) = setup;
 
         // The store cannot finish the body, and the origin takes the request for the rest and says nothing.
         var silent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -148,13 +128,8 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
     [InlineData("failing")]
     public async Task A_stored_body_that_neither_the_store_nor_the_origin_can_finish_is_cut_and_never_passes_for_whole(string origin)
     {
-        await using var backend = await CacheTestBackend.StartAsync();
-        var path = $"/bucket/cut-{origin}-{Guid.NewGuid():N}.bin";
-        var item = backend.Put(path, 2 * 1024 * 1024);
-        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
-        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
-        await using var running = instance;
-        await StoredAsync(instance, client, path, item.Body);
+        await using var setup = await StoredObjectAsync($"cut-{origin}", 2 * 1024 * 1024);
+        var (backend, relay, instance, client, path, item) = setup;
         var storedETag = item.ETag;
         if (origin == "changed")
         {
@@ -191,15 +166,9 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
     [Fact]
     public async Task An_entry_without_a_strong_etag_replaced_between_lookup_and_read_never_goes_out_under_the_headers_looked_up()
     {
-        await using var backend = await CacheTestBackend.StartAsync();
-        var path = $"/bucket/replaced-{Guid.NewGuid():N}.bin";
-        var item = backend.Put(path, 2 * 1024 * 1024 + 9);
-        item.ETag = null; // an origin that sends Last-Modified only: the length is all that tells versions apart
-        await using var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
-        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url));
-        await using var running = instance;
-        client.DefaultRequestHeaders.Host = "minio.example:9000";
-        await StoredAsync(instance, client, path, item.Body);
+        // An origin that sends Last-Modified only: the length is all that tells versions apart.
+        await using var setup = await StoredObjectAsync("replaced", 2 * 1024 * 1024 + 9, originSendsNoETag: true, host: "minio.example:9000");
+        var (backend, relay, instance, client, path, item) = setup;
 
         // Between this HIT's lookup and its read, another sidecar stores another version of the same length under
         // the key (its metadata the same as far as ETag and length go).
@@ -223,6 +192,51 @@ public sealed class StoredReadResumeTests(CacheFixture fixture) : IClassFixture<
         // The origin's own answer, not the other version's bytes under the first version's headers.
         Assert.Equal(item.Body, await response.Content.ReadAsByteArrayAsync());
         Assert.Equal(2, backend.Served(path));
+    }
+
+    /// <summary>
+    /// An origin with one object, a relay in front of the store, a sidekick caching through it, and the object stored
+    /// through that sidekick (its MISS read whole, its fill completed).
+    /// </summary>
+    private async Task<StoredSetup> StoredObjectAsync(string name, int size, TimeProvider? time = null, bool originSendsNoETag = false, string? host = null)
+    {
+        var backend = await CacheTestBackend.StartAsync();
+        var path = $"/bucket/{name}-{Guid.NewGuid():N}.bin";
+        var item = backend.Put(path, size);
+        if (originSendsNoETag)
+        {
+            item.ETag = null;
+        }
+
+        var relay = await StoreRelay.StartAsync(fixture.S3.Url, conditionalWrites: false);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, fixture.Environment(relay.Url), time);
+        var setup = new StoredSetup(backend, relay, instance, client, path, item);
+        try
+        {
+            if (host is not null)
+            {
+                client.DefaultRequestHeaders.Host = host;
+            }
+
+            await StoredAsync(instance, client, path, item.Body);
+            return setup;
+        }
+        catch
+        {
+            await setup.DisposeAsync();
+            throw;
+        }
+    }
+
+    private sealed record StoredSetup(CacheTestBackend Backend, StoreRelay Relay, SidekickInstance Instance, HttpClient Client, string Path, OriginObject Item)
+        : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await Instance.DisposeAsync();
+            await Relay.DisposeAsync();
+            await Backend.DisposeAsync();
+        }
     }
 
     private static async Task StoredAsync(SidekickInstance instance, HttpClient client, string path, byte[] body)
