@@ -74,6 +74,7 @@ internal sealed class CacheFill
     private int _bodyComplete;
     private int _users = 1; // the upload; each reader adds one, and each write through the page cache while it runs
     private int _readers; // requests reading the spool now (OpenReader)
+    private int _waitingReaders; // of those, the ones waiting for bytes the spool does not hold yet
     private int _ended;
     private int _leftToAnother;
     private int _committed;
@@ -180,6 +181,15 @@ internal sealed class CacheFill
 
     /// <summary>The direct spool writer's buffer at the body's next offset (<see cref="DirectSpoolWriter.Lend"/>); null without one.</summary>
     public System.Buffers.IMemoryOwner<byte>? Lend(long maxLength) => Abandoned ? null : _direct?.Lend(maxLength);
+
+    /// <summary>
+    /// The whole body's feeding changes hands (<see cref="FillWriter.HandOff"/>): the direct writer's current buffer is
+    /// moved out of the reach of the client connection it was lent to.
+    /// </summary>
+    public void Unlend() => _direct?.Unlend();
+
+    /// <summary>Requests reading the spool that wait for bytes it does not hold yet: they are as far as the fill.</summary>
+    public int WaitingReaders => Volatile.Read(ref _waitingReaders);
 
     /// <summary>Writes body bytes at <paramref name="at"/> into the spool; false once the fill has been abandoned.</summary>
     public bool Write(long at, ReadOnlySpan<byte> data)
@@ -738,7 +748,19 @@ internal sealed class CacheFill
                 return 0;
             }
 
-            await fill.WaitBeyondAsync(position, cancellationToken);
+            if (fill.SpooledFrom(position) <= position)
+            {
+                Interlocked.Increment(ref fill._waitingReaders);
+                try
+                {
+                    await fill.WaitBeyondAsync(position, cancellationToken);
+                }
+                finally
+                {
+                    Interlocked.Decrement(ref fill._waitingReaders);
+                }
+            }
+
             var spooled = fill.SpooledFrom(position);
             if (spooled <= position)
             {

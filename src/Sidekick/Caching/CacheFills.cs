@@ -56,6 +56,19 @@ internal sealed class CacheFills : IDisposable
     /// <summary>A fill goes on without its client: the request target, the byte it goes on from and the body's length.</summary>
     public event Action<string, long, long>? ContinuedWithoutClient;
 
+    /// <summary>
+    /// A whole fill's client held it back while requests waited for its next bytes, and the rest is fetched for the fill
+    /// alone (<see cref="FillHandOff"/>): counted, and told to <see cref="HandedOffFromClient"/>.
+    /// </summary>
+    public void HandedOff(CacheFill fill, long from)
+    {
+        Metrics.FillHandedOff();
+        HandedOffFromClient?.Invoke(fill.Target, from, fill.Length);
+    }
+
+    /// <summary>A fill's rest is fetched apart from its slow client: the request target, the byte it goes on from and the body's length.</summary>
+    public event Action<string, long, long>? HandedOffFromClient;
+
     /// <summary>A fill was given up: the request target, the reason and what happened.</summary>
     public event Action<string, FillAbandonReason, string>? Abandoned;
 

@@ -14,6 +14,7 @@ internal sealed class CacheMetrics : IDisposable
     private long _fillsCompleted;
     private long _fillsAbandoned;
     private long _fillsContinued;
+    private long _fillsHandedOff;
     private long _bytesServed;
     private readonly long[] _storeErrors = new long[CacheStoreFailure.Reasons.Length];
     private long _evictions;
@@ -109,6 +110,11 @@ internal sealed class CacheMetrics : IDisposable
 
     public long FillsContinued => Volatile.Read(ref _fillsContinued);
 
+    /// <summary>Counts a whole fill whose client held it back while requests waited for it: the rest is fetched from the origin for the fill.</summary>
+    public void FillHandedOff() => Interlocked.Increment(ref _fillsHandedOff);
+
+    public long FillsHandedOff => Volatile.Read(ref _fillsHandedOff);
+
     /// <summary>Counts a stale-while-revalidate refresh by what the origin said of the entry.</summary>
     public void BackgroundRevalidation(BackgroundOutcome outcome) => Interlocked.Increment(ref _backgroundRevalidations[(int)outcome]);
 
@@ -166,6 +172,9 @@ internal sealed class CacheMetrics : IDisposable
         Counter("sidekick_cache_fills_continued_total",
             "Fills whose client left while other requests read them: the rest of the body was asked of the origin (a Range request for the same version) and the fill went on",
             FillsContinued);
+        Counter("sidekick_cache_fills_handed_off_total",
+            "Fills whose client held them back (it took the bytes slower than the origin sent them) while other requests waited for their next bytes: the rest was asked of the origin for the fill, at the origin's pace, and the client went on at its own",
+            FillsHandedOff);
         Counter("sidekick_cache_fill_reads_cut_total",
             "Responses read from a fill in progress that were cut: the fill sent no byte for 30 s (its first client stopped reading, or the origin stalled) or was given up before their end, and the origin could not finish them",
             FillReadsCut);

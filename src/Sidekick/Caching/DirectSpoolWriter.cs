@@ -204,6 +204,29 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
         }
     }
 
+    /// <summary>
+    /// Another response feeds the fill from here on (<see cref="FillWriter.HandOff"/>), while the client connection
+    /// this writer lent part of its current buffer to goes on receiving its own response's next bytes into the rest
+    /// of that loan: the bytes written so far are copied to another buffer, which the next bytes go into, and the lent
+    /// one is let go of (it goes back to the pool once the pipe gave its loans back).
+    /// </summary>
+    public void Unlend()
+    {
+        lock (_lock)
+        {
+            if (_closed || _currentLent is not { } lent)
+            {
+                return;
+            }
+
+            var moved = _spare.TryTake(out var spare) ? spare : s_buffers.Rent(_bufferSize);
+            Buffer.MemoryCopy((void*)_current, (void*)moved, _bufferSize, _filled);
+            lent.Release();
+            _current = moved;
+            _currentLent = null;
+        }
+    }
+
     /// <summary>A buffer for the copy loop to fill, when it has none: one this fill used before, else the pool's.</summary>
     private void TakeBufferLocked()
     {

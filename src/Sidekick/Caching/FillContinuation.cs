@@ -10,20 +10,25 @@ namespace Sidekick.Caching;
 /// version and no other (<c>If-Match</c> with the fill's strong ETag), and they are written on into the fill, which
 /// completes and is stored as if the client had stayed. Only a 206 that is exactly that rest of that version is
 /// taken; any other answer gives the fill up as before (<c>client_gone</c>, or <c>object_changed</c> when the
-/// version is no longer the origin's).
+/// version is no longer the origin's). The same fetches the rest of a fill whose client stayed but held it back while
+/// requests waited for it (<see cref="StartRest"/>; given up as <c>client_too_slow</c> when the rest cannot be had).
 /// </summary>
 internal sealed class FillContinuation : IExchangeObserver
 {
     private readonly FillWriter _writer;
     private readonly long _from;
+    private readonly string _cause;
+    private readonly FillAbandonReason _causeReason;
     private bool _taken;
     private bool _changed;
     private string _refusal = "no backend answered";
 
-    private FillContinuation(FillWriter writer)
+    private FillContinuation(FillWriter writer, string cause, FillAbandonReason causeReason)
     {
         _writer = writer;
         _from = writer.Position;
+        _cause = cause;
+        _causeReason = causeReason;
     }
 
     /// <summary>
@@ -32,11 +37,24 @@ internal sealed class FillContinuation : IExchangeObserver
     /// </summary>
     public static void Start(HttpContext context, ICacheOrigin origin, FillWriter writer, CacheFills fills)
     {
-        var request = StandInRequest.From(context);
-        var continuation = new FillContinuation(writer);
+        var continuation = new FillContinuation(writer, "its client left", FillAbandonReason.ClientGone);
         fills.Continued(writer.Fill, continuation._from);
-        _ = Task.Run(() => continuation.RunAsync(origin, request));
+        continuation.Run(origin, StandInRequest.From(context));
     }
+
+    /// <summary>
+    /// Starts fetching, for the fill alone, the rest a client too slow for the requests waiting on its fill was
+    /// handed off from (<see cref="FillHandOff"/>): <paramref name="rest"/> from its position, with
+    /// <paramref name="request"/>, that client's request as it came.
+    /// </summary>
+    public static void StartRest(StandInRequest request, ICacheOrigin origin, FillWriter rest, CacheFills fills)
+    {
+        var continuation = new FillContinuation(rest, "its client held it back", FillAbandonReason.ClientTooSlow);
+        fills.HandedOff(rest.Fill, continuation._from);
+        continuation.Run(origin, request);
+    }
+
+    private void Run(ICacheOrigin origin, StandInRequest request) => _ = Task.Run(() => RunAsync(origin, request));
 
     private CacheFill Fill => _writer.Fill;
 
@@ -59,8 +77,8 @@ internal sealed class FillContinuation : IExchangeObserver
             }
             else
             {
-                Fill.Abandon(_changed ? FillAbandonReason.ObjectChanged : FillAbandonReason.ClientGone,
-                    $"its client left after {_from.ToString(CultureInfo.InvariantCulture)} of {Fill.Length.ToString(CultureInfo.InvariantCulture)} bytes, " +
+                Fill.Abandon(_changed ? FillAbandonReason.ObjectChanged : _causeReason,
+                    $"{_cause} after {_from.ToString(CultureInfo.InvariantCulture)} of {Fill.Length.ToString(CultureInfo.InvariantCulture)} bytes, " +
                     $"and the rest could not be had: {_refusal}");
             }
         }

@@ -15,6 +15,7 @@ internal sealed class OriginAnswer : IExchangeObserver
     private readonly Func<HttpContext, FillWriter?>? _startFill;
     private readonly Func<int, bool> _takeOver;
     private FillWriter? _writer;
+    private FillHandOff? _handOff;
 
     /// <param name="startFill">Starts (or, for a range, joins) the fill for a storable response; null stores nothing.</param>
     /// <param name="takeOver">Which statuses the cache answers itself instead of passing them to the client.</param>
@@ -42,12 +43,19 @@ internal sealed class OriginAnswer : IExchangeObserver
     /// </summary>
     public Action<FillWriter>? ContinueWithoutClient { get; init; }
 
+    /// <summary>
+    /// Watches a whole fill this answer feeds, to hand it off when the client holds it back while requests wait for it
+    /// (<see cref="FillHandOff.Watch"/>); null: never handed off.
+    /// </summary>
+    public Func<HttpContext, FillWriter, FillHandOff?>? HandOffWhenHeldBack { get; init; }
+
     /// <summary>The fill fed by this answer, while it may still complete.</summary>
     public CacheFill? Fill => _writer?.Fill is { Abandoned: false } fill ? fill : null;
 
     public bool OnResponseHead(HttpContext context)
     {
         // A retry can bring a second head: the first attempt's body is void.
+        StopWatching();
         _writer?.Void("a retry brought another response");
         _writer = null;
         Status = context.Response.StatusCode;
@@ -60,12 +68,14 @@ internal sealed class OriginAnswer : IExchangeObserver
 
         TookOver = false;
         _writer = _startFill?.Invoke(context);
+        _handOff = _writer is { } writer && HandOffWhenHeldBack is { } watch ? watch(context, writer) : null;
         HeadSeen?.Invoke(_writer?.Fill);
         return true;
     }
 
     public bool OnNoAnswer(HttpContext context)
     {
+        StopWatching();
         _writer?.Void("no backend answered");
         _writer = null;
         Status = 0;
@@ -76,7 +86,8 @@ internal sealed class OriginAnswer : IExchangeObserver
 
     public void OnBody(ReadOnlySpan<byte> data)
     {
-        if (_writer is { } writer && !writer.Offer(data))
+        // After a hand-off the writer is kept (it takes nothing more): the fill is still this answer's to report.
+        if (_writer is { } writer && !writer.Offer(data) && !writer.HandedOff)
         {
             _writer = null;
         }
@@ -86,18 +97,33 @@ internal sealed class OriginAnswer : IExchangeObserver
 
     public ValueTask WhenBodyWritable() => _writer is { } writer ? writer.WhenWritable() : default;
 
+    public void ClientHolding(bool holding) => _handOff?.Holding(holding);
+
+    private void StopWatching()
+    {
+        _handOff?.Dispose();
+        _handOff = null;
+    }
+
     /// <summary>
     /// Ends the fill after the exchange: its upload goes on in the background and commits only when every
-    /// announced byte came. Returns the fill (null when nothing is being stored).
+    /// announced byte came. Returns the fill (null when nothing is being stored). A fill handed off to a fetch of its
+    /// rest is that fetch's to end.
     /// </summary>
     public CacheFill? Finish(HttpContext context)
     {
+        StopWatching();
         if (_writer is not { } writer)
         {
             return null;
         }
 
         _writer = null;
+        if (!writer.Retire())
+        {
+            return writer.Fill;
+        }
+
         var clientGone = ClientLeft(context);
         if (clientGone && ContinueWithoutClient is { } carryOn && writer.MayContinue)
         {

@@ -547,6 +547,7 @@ internal sealed class ResponseCache : IDisposable
             takeOver: status => status == 0 ? gatewayTimeoutOnNoAnswer : settlement?.YieldAtHead() == true)
         {
             ContinueWithoutClient = writer => FillContinuation.Start(context, origin, writer, _fills),
+            HandOffWhenHeldBack = (c, writer) => FillHandOff.Watch(c, writer, origin, _fills, _time),
             HeadSeen = slot is null ? null : fill =>
             {
                 // Set before any body byte: a body that is in before the lease's read-back must not be uploaded first.
@@ -661,6 +662,7 @@ internal sealed class ResponseCache : IDisposable
             takeOver: status => status == StatusCodes.Status304NotModified || (staleIfError && status is >= 500 or 0) || (gatewayTimeout && status == 0))
         {
             ContinueWithoutClient = writer => FillContinuation.Start(context, origin, writer, _fills),
+            HandOffWhenHeldBack = (c, writer) => FillHandOff.Watch(c, writer, origin, _fills, _time),
         };
         var conditionals = ClientConditionals.MakeConditional(request, entry);
         try

@@ -363,7 +363,24 @@ internal sealed class ExchangeMeter : IDisposable
         public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
         {
             Observe(buffer.Span);
-            await _inner.WriteAsync(buffer, cancellationToken);
+            var write = _inner.WriteAsync(buffer, cancellationToken);
+            if (write.IsCompleted || Observer is not { } holder)
+            {
+                await write;
+            }
+            else
+            {
+                holder.ClientHolding(true);
+                try
+                {
+                    await write;
+                }
+                finally
+                {
+                    holder.ClientHolding(false);
+                }
+            }
+
             _written += buffer.Length;
             if (Observer is { } observer)
             {

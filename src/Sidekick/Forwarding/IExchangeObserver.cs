@@ -39,4 +39,12 @@ internal interface IExchangeObserver
     /// loop awaits it before it receives more from the backend, so the copy loop's thread never blocks on the observer.
     /// </summary>
     ValueTask WhenBodyWritable();
+
+    /// <summary>
+    /// The body's copy waits for the client to take bytes (true), or stopped waiting (false): how much of the time the
+    /// client, not the backend, paces the body. Called in pairs, from the copy loop, only for writes that did wait.
+    /// </summary>
+    void ClientHolding(bool holding)
+    {
+    }
 }

@@ -193,6 +193,7 @@ internal sealed class SidekickServer : IAsyncDisposable
         {
             Cache.Fills.Abandoned += (target, reason, detail) => _stateLog?.OnFillAbandoned(target, CacheMetrics.AbandonLabel(reason), detail, time.GetUtcNow());
             Cache.Fills.ContinuedWithoutClient += (target, from, length) => _stateLog?.OnFillContinued(target, from, length, time.GetUtcNow());
+            Cache.Fills.HandedOffFromClient += (target, from, length) => _stateLog?.OnFillHandedOff(target, from, length, time.GetUtcNow());
             Cache.Fills.NotStoredLogged += (target, reason, detail) => _stateLog?.OnNotStored(target, CacheMetrics.NotStoredLabel(reason), detail, time.GetUtcNow());
             Cache.StoredReadBroken += (key, offset, outcome, detail) => _stateLog?.OnStoredReadBroken(key, offset, outcome, detail, time.GetUtcNow());
             Cache.FetchedTwice += target => _stateLog?.OnFetchedTwice(target, time.GetUtcNow());

@@ -169,6 +169,7 @@ internal static class StateEndpoint
         json.WriteNumber("fillReadsCut", cache.Metrics.FillReadsCut);
         json.WriteNumber("fillReadsFromOrigin", cache.Metrics.FillReadsFromOrigin);
         json.WriteNumber("fillsContinued", cache.Metrics.FillsContinued);
+        json.WriteNumber("fillsHandedOff", cache.Metrics.FillsHandedOff);
         // Stale-while-revalidate refreshes, by what the origin said of the entry.
         json.WriteStartObject("backgroundRevalidations");
         foreach (var outcome in Enum.GetValues<BackgroundOutcome>())

@@ -88,6 +88,15 @@ internal sealed class StateLog(ConsoleMode mode, OutputQueue output)
                 json.WriteNumber("Offset", from);
             });
 
+    /// <summary>A fill's client held it back while requests waited for it: the rest is fetched from the origin for the fill.</summary>
+    public void OnFillHandedOff(string target, long from, long length, DateTimeOffset at) =>
+        EventLine($"cache fill of {target} handed off from its client after {from} of {length} bytes: the client took the body slower than the origin sent it while requests waited for the fill; the rest is asked of the origin for the fill, and the client goes on at its own pace",
+            "cache-fill-handed-off", at, json =>
+            {
+                json.WriteString("Target", target);
+                json.WriteNumber("Offset", from);
+            });
+
     /// <summary>An answer served and not stored, for a reason an operator can act on (rate-limited by the cache).</summary>
     public void OnNotStored(string target, string reason, string detail, DateTimeOffset at) =>
         EventLine($"cache did not store {target} ({reason}): {detail}", "cache-not-stored", at, json =>

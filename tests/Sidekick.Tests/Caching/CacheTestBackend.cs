@@ -63,6 +63,9 @@ internal sealed class CacheTestBackend : IAsyncDisposable
     /// <summary>While set, the last 64 KiB chunk of a whole body waits for it: a fill held open until the test lets it end.</summary>
     public Task? LastChunkWaitsFor { get; set; }
 
+    /// <summary>While set, the last 64 KiB chunk of the first whole body of each path waits for it: an origin that stalls once.</summary>
+    public Task? FirstBodysLastChunkWaitsFor { get; set; }
+
     /// <summary>When (Stopwatch timestamp) the last byte of the latest whole body of each path was handed to the server.</summary>
     public ConcurrentDictionary<string, long> BodySentAt { get; } = new();
 
@@ -225,10 +228,10 @@ internal sealed class CacheTestBackend : IAsyncDisposable
             return;
         }
 
-        FullBodies.AddOrUpdate(path, 1, (_, n) => n + 1);
+        var lastChunkWaitsFor = FullBodies.AddOrUpdate(path, 1, (_, n) => n + 1) == 1 ? LastChunkWaitsFor ?? FirstBodysLastChunkWaitsFor : LastChunkWaitsFor;
         for (var offset = 0; offset < body.Length; offset += 64 * 1024)
         {
-            if (offset + 64 * 1024 >= body.Length && LastChunkWaitsFor is { } release)
+            if (offset + 64 * 1024 >= body.Length && lastChunkWaitsFor is { } release)
             {
                 await release;
             }

@@ -107,6 +107,49 @@ public sealed class SpoolLendingTests(CacheFixture fixture) : IClassFixture<Cach
     }
 
     [Fact]
+    public async Task A_fill_handed_off_while_its_client_holds_lent_memory_takes_the_rest_where_that_client_cannot_write()
+    {
+        var spool = Directory.CreateTempSubdirectory("sidekick-lend-handoff").FullName;
+        if (!SpooledFillTests.DirectIoSupported(spool))
+        {
+            return;
+        }
+
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
+        using var under = new FillsUnderTest(environment);
+        const int Length = 2 * Large;
+        var body = RandomNumberGenerator.GetBytes(Length);
+        var fill = Start(under, "lend-handoff", Length);
+        var writer = fill.Writer(0, Length);
+        using var spooled = fill.OpenReader(0, Length - 1)!; // a request reads the fill: it may be handed off
+        var loan = writer.Lend(Length)!;
+        Assert.NotNull(loan);
+        body.AsSpan(0, 100_000).CopyTo(loan.Memory.Span);
+        Assert.True(writer.Offer(loan.Memory.Span[..100_000]));
+
+        // The client held the fill back: the rest comes from another response, from byte 100,000 on.
+        var rest = writer.HandOff();
+        Assert.NotNull(rest);
+        Assert.Equal(100_000, rest.Position);
+        Assert.Null(writer.Lend(Length));
+        Assert.False(writer.Offer(body.AsSpan(100_000, 10)));
+        Assert.Null(writer.HandOff());
+        Assert.True(rest.Offer(body.AsSpan(100_000, 50_000)));
+
+        // The client's connection goes on receiving its own response into the rest of what it was lent.
+        loan.Memory.Span[100_000..].Fill(0xEE);
+        Assert.True(rest.Offer(body.AsSpan(150_000)));
+        rest.End(clientGone: false);
+        var copy = new MemoryStream();
+        await spooled.CopyToAsync(copy);
+        Assert.True(body.AsSpan().SequenceEqual(copy.ToArray()), "the spool holds what the client's connection wrote after the hand-off");
+        Assert.True(await fill.Upload.WaitAsync(TimeSpan.FromSeconds(60)), "the fill was not stored");
+        loan.Dispose();
+        await fixture.Eventually(() => DirectSpoolWriter.LentBytes == 0, "every lent buffer back in the pool");
+    }
+
+    [Fact]
     public async Task Misses_on_kept_alive_connections_are_sent_byte_for_byte_from_the_spool_buffers_they_were_received_into()
     {
         await using var backend = await CacheTestBackend.StartAsync();

@@ -511,34 +511,35 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
     }
 
     [Fact]
-    public async Task A_first_client_that_stops_reading_holds_the_requests_reading_its_fill_no_longer_than_the_fill_read_timeout_and_the_origin_finishes_them()
+    public async Task A_fill_whose_origin_stalls_holds_the_requests_reading_it_no_longer_than_the_fill_read_timeout_and_the_origin_finishes_them()
     {
-        // A fill runs at its first client's pace. That client stops reading (an open connection, nothing read): the
-        // requests reading the fill waited as long as it liked, and so did every retry of theirs. Now a reader that
-        // gets nothing for the fill read timeout has the rest of its body from the origin (the same version, by
-        // Range and If-Match; counted and logged), and a later request for the object is answered by the origin
-        // instead of joining the stalled fill.
+        // A fill stalls: its origin stops sending mid-body while the connection stays open (a fill held back by its
+        // client instead is handed off, FillHandOffTests). The requests reading the fill waited as long as it liked,
+        // and so did every retry of theirs. Now a reader that gets nothing for the fill read timeout has the rest of
+        // its body from the origin (the same version, by Range and If-Match; counted and logged), and a later request
+        // for the object is answered by the origin instead of joining the stalled fill.
         await using var backend = await CacheTestBackend.StartAsync();
-        const string Path = "/bucket/stalled-first-client.bin";
+        const string Path = "/bucket/stalled-origin.bin";
         var item = backend.Put(Path, 64 * 1024 * 1024);
+        var originStalls = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        backend.FirstBodysLastChunkWaitsFor = originStalls.Task;
         var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
         var (instance, client) = await fixture.StartSidekickAsync(backend, time: time);
         await using var running = instance;
         var cache = instance.Server.Cache!;
 
-        // The first client: its request, the head and a few bytes, then nothing more read.
-        using var stalled = new System.Net.Sockets.TcpClient();
-        await stalled.ConnectAsync(IPAddress.Loopback, instance.Server.BaseAddress.Port);
-        var stream = stalled.GetStream();
-        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes($"GET {Path} HTTP/1.1\r\nHost: {client.BaseAddress!.Authority}\r\n\r\n"));
-        await stream.ReadAtLeastAsync(new byte[4096], 4096);
+        // The first client reads all it is sent, on a connection of its own.
+        using var firstClient = new HttpClient { BaseAddress = client.BaseAddress };
+        using var first = await firstClient.GetAsync(Path, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("MISS", Outcome(first));
+        var firstRead = (await first.Content.ReadAsStreamAsync()).CopyToAsync(Stream.Null);
         CacheFill? fill = null;
         await fixture.Eventually(() => (fill = cache.Fills.Running(CacheKey.For(client.BaseAddress!.Authority, Path))) is not null, "the first client's fill");
-        // Stalled once the buffers between the origin and that client are full: no byte written for three looks in a row.
+        // Stalled once the origin stopped sending: no byte written for three looks in a row.
         var (written, unchanged) = (-1L, 0);
         for (var look = 0; unchanged < 3; look++)
         {
-            Assert.True(look < 300, "the fill never stalled behind its first client");
+            Assert.True(look < 300, "the fill never stalled behind its origin");
             await Task.Delay(200);
             (written, unchanged) = fill!.Written == written ? (written, unchanged + 1) : (fill.Written, 0);
         }
@@ -591,6 +592,10 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         Assert.Equal(HttpStatusCode.OK, later.StatusCode);
         Assert.Equal(item.Body, await later.Content.ReadAsByteArrayAsync());
         Assert.Equal(2, backend.Served(Path));
+        Assert.Equal(0, cache.Metrics.FillsHandedOff); // the origin, not the client, held the fill
+
+        originStalls.SetResult();
+        await firstRead;
     }
 
     [Fact]

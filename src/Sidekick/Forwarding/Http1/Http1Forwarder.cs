@@ -451,7 +451,7 @@ internal sealed class Http1Forwarder : IDisposable
 
         // The head, and the body bytes that came with it, leave now: the rest may be slow to come (a slow or stalled
         // origin, a stream), and the client must not wait for it to see them.
-        await FlushToClientAsync(writer, connection);
+        await FlushToClientAsync(writer, connection, server.Observer);
         var lending = server.Observer is not null ? LendingFor(context) : null;
         var window = new ReceiveWindow(ReceiveBudget.Shared);
         try
@@ -491,7 +491,7 @@ internal sealed class Http1Forwarder : IDisposable
                     window.Filled(remaining); // a loan's size is the spool buffer's, not the window's
                 }
 
-                await FlushToClientAsync(writer, connection);
+                await FlushToClientAsync(writer, connection, server.Observer);
             }
         }
         finally
@@ -509,18 +509,29 @@ internal sealed class Http1Forwarder : IDisposable
         !context.Request.IsHttps && HttpProtocol.IsHttp11(context.Request.Protocol) ? context.Features.Get<Networking.LoopConnection>()?.Lending : null;
 
     [AsyncMethodBuilder(typeof(SharedPoolValueTaskBuilder))]
-    private static async ValueTask FlushToClientAsync(PipeWriter writer, BackendConnection connection)
+    private static async ValueTask FlushToClientAsync(PipeWriter writer, BackendConnection connection, IExchangeObserver? observer)
     {
         FlushResult flushed;
         try
         {
             var flush = writer.FlushAsync();
-            if (!flush.IsCompleted)
+            if (flush.IsCompleted)
+            {
+                flushed = flush.Result;
+            }
+            else
             {
                 ClientHolds(connection);
+                observer?.ClientHolding(true);
+                try
+                {
+                    flushed = await flush;
+                }
+                finally
+                {
+                    observer?.ClientHolding(false);
+                }
             }
-
-            flushed = await flush;
         }
         catch (Exception ex)
         {
