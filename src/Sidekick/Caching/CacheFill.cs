@@ -191,6 +191,9 @@ internal sealed class CacheFill
     /// <summary>Requests reading the spool that wait for bytes it does not hold yet: they are as far as the fill.</summary>
     public int WaitingReaders => Volatile.Read(ref _waitingReaders);
 
+    /// <summary>Called when a request reading the spool begins to wait and none was waiting (<see cref="FillHandOff"/>).</summary>
+    internal Action? ReaderWaits;
+
     /// <summary>Writes body bytes at <paramref name="at"/> into the spool; false once the fill has been abandoned.</summary>
     public bool Write(long at, ReadOnlySpan<byte> data)
     {
@@ -750,7 +753,11 @@ internal sealed class CacheFill
 
             if (fill.SpooledFrom(position) <= position)
             {
-                Interlocked.Increment(ref fill._waitingReaders);
+                if (Interlocked.Increment(ref fill._waitingReaders) == 1)
+                {
+                    Volatile.Read(ref fill.ReaderWaits)?.Invoke();
+                }
+
                 try
                 {
                     await fill.WaitBeyondAsync(position, cancellationToken);

@@ -5,9 +5,10 @@ namespace Sidekick.Caching;
 /// of the client that missed, as fast as that client takes the bytes: a client that reads slowly (a throttled
 /// download, a data loader that decodes as it reads) or stops reading held back every request reading the fill, each
 /// of which would have been faster on its own from the origin, and a stalled one held them until the fill's
-/// 30-second silence sent them to the origin. Every <see cref="Tick"/> this looks at the last one: when the client
-/// held the body back (its copy waited for the client to take bytes) for at least half of it, and a request reading
-/// the fill waits for bytes the fill does not have yet, the fill is handed off: the client's response goes on to the
+/// 30-second silence sent them to the origin. Every <see cref="Tick"/>, and when a request reading the fill begins to
+/// wait for bytes the fill does not have yet, this looks at the time since it last looked (at least
+/// <see cref="MinWindow"/> of it): when the client held the body back (its copy waited for the client to take bytes)
+/// for at least half of it, and a request reading the fill waits, the fill is handed off: the client's response goes on to the
 /// client alone, and the rest of the object is asked of the origin for the fill (<see cref="FillContinuation.StartRest"/>:
 /// a Range from the first byte the fill lacks, of the same version), at the origin's pace. The rest then crosses the
 /// origin's link twice (once to the slow client, once to the fill); it is asked only when a request is waiting for it.
@@ -15,7 +16,10 @@ namespace Sidekick.Caching;
 internal sealed class FillHandOff : IDisposable
 {
     /// <summary>How often the client's share of the body's time is looked at.</summary>
-    public static TimeSpan Tick { get; } = TimeSpan.FromMilliseconds(500);
+    public static TimeSpan Tick { get; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>The shortest time a look judges the client's share by (a waiting request may come just after a tick).</summary>
+    public static TimeSpan MinWindow { get; } = TimeSpan.FromMilliseconds(100);
 
     private readonly FillWriter _writer;
     private readonly StandInRequest _request;
@@ -23,6 +27,8 @@ internal sealed class FillHandOff : IDisposable
     private readonly CacheFills _fills;
     private readonly TimeProvider _time;
     private readonly ITimer _timer;
+    private readonly Lock _looking = new();
+    private readonly Action _look; // one delegate, so that Dispose can take back the one it gave the fill
     private long _heldBefore; // timestamp ticks the client held the body in holds that ended
     private long _holdingSince; // when the current hold began (0: none)
     private long _heldAtTick;
@@ -37,7 +43,9 @@ internal sealed class FillHandOff : IDisposable
         _fills = fills;
         _time = time;
         _lastTick = time.GetTimestamp();
-        _timer = time.CreateTimer(static state => ((FillHandOff)state!).Check(), this, Tick, Tick);
+        _look = Look;
+        _timer = time.CreateTimer(static state => ((FillHandOff)state!).Look(), this, Tick, Tick);
+        writer.Fill.ReaderWaits = _look;
     }
 
     /// <summary>
@@ -69,23 +77,38 @@ internal sealed class FillHandOff : IDisposable
     {
         Volatile.Write(ref _over, 1);
         _timer.Dispose();
+        Interlocked.CompareExchange(ref _writer.Fill.ReaderWaits, null, _look);
     }
 
-    private void Check()
+    /// <summary>On a tick, or when a request reading the fill begins to wait (a look already under way is enough).</summary>
+    private void Look()
     {
-        if (Volatile.Read(ref _over) != 0)
+        if (Volatile.Read(ref _over) != 0 || !_looking.TryEnter())
         {
             return;
         }
 
-        var now = _time.GetTimestamp();
-        var since = Volatile.Read(ref _holdingSince);
-        var held = Volatile.Read(ref _heldBefore) + (since != 0 ? now - since : 0);
-        var share = (double)(held - _heldAtTick) / Math.Max(1, now - _lastTick);
-        (_heldAtTick, _lastTick) = (held, now);
-        if (share < 0.5 || _writer.Fill.WaitingReaders == 0 || _writer.HandOff() is not { } rest)
+        FillWriter? rest;
+        try
         {
-            return;
+            var now = _time.GetTimestamp();
+            if (_time.GetElapsedTime(_lastTick, now) < MinWindow)
+            {
+                return;
+            }
+
+            var since = Volatile.Read(ref _holdingSince);
+            var held = Volatile.Read(ref _heldBefore) + (since != 0 ? now - since : 0);
+            var share = (double)(held - _heldAtTick) / (now - _lastTick);
+            (_heldAtTick, _lastTick) = (held, now);
+            if (share < 0.5 || _writer.Fill.WaitingReaders == 0 || (rest = _writer.HandOff()) is null)
+            {
+                return;
+            }
+        }
+        finally
+        {
+            _looking.Exit();
         }
 
         Dispose();
