@@ -22,15 +22,12 @@ public sealed class SpoolLendingTests(CacheFixture fixture) : IClassFixture<Cach
     [Fact]
     public async Task Bytes_received_into_lent_spool_memory_are_spooled_as_received_and_that_memory_is_no_other_fills_while_lent()
     {
-        var spool = Directory.CreateTempSubdirectory("sidekick-lend").FullName;
-        if (!SpooledFillTests.DirectIoSupported(spool))
+        using var under = DirectFills("sidekick-lend");
+        if (under is null)
         {
             return; // fills write through the page cache: nothing is lent
         }
 
-        var environment = fixture.Environment();
-        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
-        using var under = new FillsUnderTest(environment);
         const int Length = 3 * Large + 12_345; // the last buffer partly filled
         var body = RandomNumberGenerator.GetBytes(Length);
         var fill = Start(under, "lend-first", Length);
@@ -78,15 +75,12 @@ public sealed class SpoolLendingTests(CacheFixture fixture) : IClassFixture<Cach
     [Fact]
     public async Task A_fill_given_up_while_its_client_holds_lent_memory_leaves_that_memory_to_the_client()
     {
-        var spool = Directory.CreateTempSubdirectory("sidekick-lend-abandoned").FullName;
-        if (!SpooledFillTests.DirectIoSupported(spool))
+        using var under = DirectFills("sidekick-lend-abandoned");
+        if (under is null)
         {
             return;
         }
 
-        var environment = fixture.Environment();
-        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
-        using var under = new FillsUnderTest(environment);
         const int Length = 2 * Large;
         var fill = Start(under, "lend-abandoned", Length);
         var writer = fill.Writer(0, Length);
@@ -109,15 +103,12 @@ public sealed class SpoolLendingTests(CacheFixture fixture) : IClassFixture<Cach
     [Fact]
     public async Task A_fill_handed_off_while_its_client_holds_lent_memory_takes_the_rest_where_that_client_cannot_write()
     {
-        var spool = Directory.CreateTempSubdirectory("sidekick-lend-handoff").FullName;
-        if (!SpooledFillTests.DirectIoSupported(spool))
+        using var under = DirectFills("sidekick-lend-handoff");
+        if (under is null)
         {
             return;
         }
 
-        var environment = fixture.Environment();
-        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
-        using var under = new FillsUnderTest(environment);
         const int Length = 2 * Large;
         var body = RandomNumberGenerator.GetBytes(Length);
         var fill = Start(under, "lend-handoff", Length);
@@ -262,6 +253,20 @@ public sealed class SpoolLendingTests(CacheFixture fixture) : IClassFixture<Cach
     }
 
     /// <summary>Another fill of four buffers' worth of <paramref name="value"/>, copied in and stored: it takes buffers from the pool.</summary>
+    /// <summary>The fills of a cache whose spool takes O_DIRECT writes; null where it does not (nothing is lent there).</summary>
+    private FillsUnderTest? DirectFills(string name)
+    {
+        var spool = Directory.CreateTempSubdirectory(name).FullName;
+        if (!SpooledFillTests.DirectIoSupported(spool))
+        {
+            return null;
+        }
+
+        var environment = fixture.Environment();
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
+        return new FillsUnderTest(environment);
+    }
+
     private static async Task FillWholeAsync(FillsUnderTest under, string key, byte value)
     {
         var fill = Start(under, key, 4 * Large);
