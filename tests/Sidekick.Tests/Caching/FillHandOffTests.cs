@@ -90,6 +90,50 @@ public sealed class FillHandOffTests(CacheFixture fixture) : IClassFixture<Cache
     }
 
     [Fact]
+    public async Task A_request_that_begins_to_wait_on_a_held_back_fill_has_it_handed_off_at_once_not_at_the_next_tick()
+    {
+        // The cache's clock stands still but for one step shorter than a tick: no tick can look, so only the request
+        // that begins to wait can have the fill handed off.
+        const string Path = "/bucket/handed-off-on-wait.bin";
+        var backend = await CacheTestBackend.StartAsync();
+        await using var _ = backend;
+        var item = backend.Put(Path, Size);
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        var (instance, client) = await fixture.StartSidekickAsync(backend, time: time);
+        await using var __ = instance;
+        var cache = instance.Server.Cache!;
+
+        using var first = new TcpClient { ReceiveBufferSize = 64 * 1024 };
+        await first.ConnectAsync(IPAddress.Loopback, instance.Server.BaseAddress.Port);
+        var stream = first.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET {Path} HTTP/1.1\r\nHost: {client.BaseAddress!.Authority}\r\n\r\n"));
+        await stream.ReadAtLeastAsync(new byte[256 * 1024], 256 * 1024);
+        CacheFill? fill = null;
+        await fixture.Eventually(() => (fill = cache.Fills.Running(CacheKey.For(client.BaseAddress!.Authority, Path))) is not null, "the first client's fill");
+        // Held back once its client's buffers are full: no byte written for three looks in a row.
+        var (written, unchanged) = (-1L, 0);
+        for (var look = 0; unchanged < 3; look++)
+        {
+            Assert.True(look < 300, "the fill never stalled behind its first client");
+            await Task.Delay(200);
+            (written, unchanged) = fill!.Written == written ? (written, unchanged + 1) : (fill.Written, 0);
+        }
+
+        time.Advance(FillHandOff.Tick - TimeSpan.FromMilliseconds(50));
+        using var second = await client.GetAsync(Path, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("HIT", Outcome(second));
+        using (var bound = new CancellationTokenSource(TimeSpan.FromSeconds(20)))
+        {
+            var received = new MemoryStream();
+            await (await second.Content.ReadAsStreamAsync(bound.Token)).CopyToAsync(received, bound.Token);
+            Assert.True(item.Body.AsSpan().SequenceEqual(received.ToArray()), "the waiting request's body is the object's, byte for byte");
+        }
+
+        Assert.Equal(1, cache.Metrics.FillsHandedOff);
+        Assert.Single(backend.Log, line => line.Contains("range=bytes=", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task A_fill_paced_by_a_slow_origin_is_not_handed_off_however_long_a_request_waits_on_it()
     {
         const string Path = "/bucket/slow-origin.bin";
