@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.Globalization;
-using System.Threading.Tasks.Sources;
 using Microsoft.Win32.SafeHandles;
 using Sidekick.Platform;
 
@@ -23,7 +22,7 @@ namespace Sidekick.Caching;
 /// fills write through the page cache on the copy loop instead, as they did before.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The descriptor is closed by the writer thread.")]
-internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
+internal sealed unsafe class DirectSpoolWriter
 {
     /// <summary>
     /// Buffers per fill, what one fill holds in memory while the copy loop goes on receiving: one filled by the copy
@@ -66,8 +65,9 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
     private long _waitingSince; // when the copy loop's current wait began (a timestamp of _time)
     private readonly ConcurrentBag<nint> _spare = [];
     private readonly Lock _lock = new();
-    private ManualResetValueTaskSourceCore<bool> _writable = new() { RunContinuationsAsynchronously = true }; // never on the writer thread
-    private bool _waiting; // the copy loop awaits _writable
+    // Set while the copy loop waits; continuations never run on the writer thread. A task, not a reusable source: a fill
+    // handed off (FillWriter.HandOff) can have two loops waiting at once, its old feeder's and the new one's.
+    private TaskCompletionSource? _writable;
     private int _queued; // buffers sent to the writer and not yet written
     private nint _current; // the buffer the copy loop fills; 0 between buffers
     private LentBuffer? _currentLent; // _current's loans, once part of it was lent (Lend)
@@ -256,7 +256,7 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
     /// <summary>
     /// Completes when the fill is back within its <see cref="Buffers"/> buffers (at once when it is, or once the
     /// writer is closed): the copy loop awaits it before it receives more, so a writer that is behind (a slow or hung
-    /// spool device, many fills) pauses this copy and no other connection of its loop. One awaiter at a time.
+    /// spool device, many fills) pauses this copy and no other connection of its loop. Any number of awaiters.
     /// </summary>
     public ValueTask WhenWritable()
     {
@@ -267,10 +267,9 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
                 return default;
             }
 
-            if (!_waiting)
+            if (_writable is null)
             {
-                _writable.Reset();
-                _waiting = true;
+                _writable = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 _waitingSince = _time.GetTimestamp();
                 if (_stall is null)
                 {
@@ -282,7 +281,7 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
                 }
             }
 
-            return new ValueTask(this, _writable.Version);
+            return new ValueTask(_writable.Task);
         }
     }
 
@@ -290,11 +289,11 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
 
     private void WakeLocked()
     {
-        if (_waiting)
+        if (_writable is { } writable)
         {
-            _waiting = false;
+            _writable = null;
             _stall?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan); // a callback dispatched already still runs
-            _writable.SetResult(true); // the continuation goes to the thread pool
+            writable.SetResult(); // the continuations go to the thread pool
         }
     }
 
@@ -307,7 +306,7 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
     {
         lock (_lock)
         {
-            if (!_waiting || _closed || _time.GetElapsedTime(_waitingSince) < StallTimeout)
+            if (_writable is null || _closed || _time.GetElapsedTime(_waitingSince) < StallTimeout)
             {
                 return;
             }
@@ -316,13 +315,6 @@ internal sealed unsafe class DirectSpoolWriter : IValueTaskSource
         _fill.Abandon(FillAbandonReason.SpoolError,
             $"the spool device took none of this fill's writes for {StallTimeout.TotalSeconds:F0} s; the client is served on from the origin");
     }
-
-    void IValueTaskSource.GetResult(short token) => _writable.GetResult(token);
-
-    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _writable.GetStatus(token);
-
-    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _writable.OnCompleted(continuation, state, token, flags);
 
     /// <summary>
     /// The body ended (the copy loop's thread): the last bytes are written, then <paramref name="then"/> runs on the

@@ -148,6 +148,64 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
     }
 
     [Fact]
+    public async Task A_fill_handed_off_while_its_first_feeder_waits_for_the_spool_writer_lets_both_feeders_wait()
+    {
+        // A hand-off can come while the client's copy loop waits for the spool writer (the disk behind): the rest's
+        // copy loop then waits on the same writer. The wait was one reusable source for one awaiter: the second
+        // awaiter threw, the rest's exchange ended after its first bytes (the fill given up as origin_incomplete), and
+        // the client's response could be cut where the hand-off came (seen under load, 1 in ~100 fills).
+        var environment = fixture.Environment();
+        var spool = Directory.CreateTempSubdirectory("sidekick-handoff-wait").FullName;
+        if (!DirectIoSupported(spool))
+        {
+            return; // no spool writer to wait for
+        }
+
+        environment["SIDEKICK_CACHE_SPOOL_DIR"] = spool;
+        using var under = new FillsUnderTest(environment);
+        const int Length = 64 * 1024 * 1024;
+        var body = System.Security.Cryptography.RandomNumberGenerator.GetBytes(Length);
+        var entry = new CachedResponse
+        {
+            Status = 200, Headers = [new("ETag", "\"waits\"")], Length = Length, ReceivedAt = under.Time.GetUtcNow(), InitialAge = TimeSpan.Zero,
+        };
+        using var held = new HeldSpoolWriter("/bucket/waits.bin");
+        var fill = under.Fills.Start("waits", "/bucket/waits.bin", entry, new Dictionary<string, string> { ["sidekick"] = entry.Serialize() })!;
+        using var reading = fill.OpenReader(0, Length - 1)!; // a request reads the fill: it may be handed off
+        var writer = fill.Writer(0, Length);
+        var offered = 0;
+        var first = writer.WhenWritable();
+        for (; first.IsCompleted && offered < Length; offered += 64 * 1024)
+        {
+            Assert.True(writer.Offer(body.AsSpan(offered, 64 * 1024)));
+            first = writer.WhenWritable();
+        }
+
+        await held.Held.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.False(first.IsCompleted, "the first feeder never waited for the held writer");
+
+        // Handed off while the first feeder waits: the rest's feeder waits on the same writer.
+        var rest = writer.HandOff();
+        Assert.NotNull(rest);
+        var second = rest.WhenWritable();
+        Assert.False(second.IsCompleted, "the rest's feeder did not have to wait");
+
+        held.Release();
+        await Task.WhenAll(first.AsTask(), second.AsTask()).WaitAsync(TimeSpan.FromSeconds(30));
+        for (; offered < Length; offered += 64 * 1024)
+        {
+            await rest.WhenWritable();
+            Assert.True(rest.Offer(body.AsSpan(offered, 64 * 1024)));
+        }
+
+        rest.End(clientGone: false);
+        var copy = new MemoryStream();
+        await reading.CopyToAsync(copy);
+        Assert.True(body.AsSpan().SequenceEqual(copy.ToArray()), "the fill holds the object, byte for byte");
+        Assert.True(await fill.Upload.WaitAsync(TimeSpan.FromSeconds(60)), "the handed-off fill was not stored");
+    }
+
+    [Fact]
     public async Task A_stall_callback_of_an_earlier_wait_run_late_does_not_give_up_a_fill_that_moved_on()
     {
         // Disarming a timer does not stop a callback it already dispatched to the thread pool: the stall timer of a
