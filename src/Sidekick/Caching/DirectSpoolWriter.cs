@@ -219,7 +219,7 @@ internal sealed unsafe class DirectSpoolWriter
                 return;
             }
 
-            var moved = _spare.TryTake(out var spare) ? spare : s_buffers.Rent(_bufferSize);
+            var moved = AnotherBuffer();
             Buffer.MemoryCopy((void*)_current, (void*)moved, _bufferSize, _filled);
             lent.Release();
             _current = moved;
@@ -232,10 +232,13 @@ internal sealed unsafe class DirectSpoolWriter
     {
         if (_current == 0)
         {
-            _current = _spare.TryTake(out var spare) ? spare : s_buffers.Rent(_bufferSize);
+            _current = AnotherBuffer();
             _filled = 0;
         }
     }
+
+    /// <summary>One this fill used before, else the pool's.</summary>
+    private nint AnotherBuffer() => _spare.TryTake(out var spare) ? spare : s_buffers.Rent(_bufferSize);
 
     private static long s_inPlace;
     private static long s_copied;

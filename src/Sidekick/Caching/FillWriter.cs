@@ -24,17 +24,8 @@ internal sealed class FillWriter(CacheFill fill, long start, long end, bool whol
     /// <summary>This response brings the whole body (or, after a hand-off, all the rest of it), not one range.</summary>
     public bool IsWhole => whole;
 
-    /// <summary>Another response feeds the fill from <see cref="Position"/> on (<see cref="HandOff"/>).</summary>
-    public bool HandedOff
-    {
-        get
-        {
-            lock (_feeding)
-            {
-                return _handedOff;
-            }
-        }
-    }
+    /// <summary>Another response feeds the fill from <see cref="Position"/> on (<see cref="HandOff"/>); once true, true for good.</summary>
+    public bool HandedOff => Volatile.Read(ref _handedOff);
 
     /// <summary>This whole body's fill may go on without the response feeding it (<see cref="CacheFill.MayContinueFrom"/>).</summary>
     public bool MayContinue => whole && fill.MayContinueFrom(_position);
@@ -105,7 +96,7 @@ internal sealed class FillWriter(CacheFill fill, long start, long end, bool whol
                 return null;
             }
 
-            _handedOff = true;
+            Volatile.Write(ref _handedOff, true);
             fill.Unlend();
             return new FillWriter(fill, _position, end, whole: true);
         }
