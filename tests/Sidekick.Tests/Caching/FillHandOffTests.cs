@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using Sidekick.Caching;
+using Sidekick.Hosting;
 
 namespace Sidekick.Tests.Caching;
 
@@ -33,13 +34,10 @@ public sealed class FillHandOffTests(CacheFixture fixture) : IClassFixture<Cache
 
         // The first client asks, reads a little of the body, and stops reading: its connection's buffers fill, and
         // the fill's copy waits for it.
-        using var first = new TcpClient { ReceiveBufferSize = 64 * 1024 };
-        await first.ConnectAsync(IPAddress.Loopback, instance.Server.BaseAddress.Port);
+        var (first, firstBytes) = await StopsReadingAsync(instance, client, Path);
+        using var _first = first;
         var stream = first.GetStream();
-        await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET {Path} HTTP/1.1\r\nHost: {client.BaseAddress!.Authority}\r\n\r\n"));
-        var firstBytes = new MemoryStream();
         var buffer = new byte[256 * 1024];
-        firstBytes.Write(buffer, 0, await stream.ReadAtLeastAsync(buffer, buffer.Length));
         await fixture.Eventually(() => cache.FillsInFlight == 1, "the first client's fill");
 
         // A second request reads the fill, catches up with it and waits: it gets the whole body although the first
@@ -103,21 +101,11 @@ public sealed class FillHandOffTests(CacheFixture fixture) : IClassFixture<Cache
         await using var __ = instance;
         var cache = instance.Server.Cache!;
 
-        using var first = new TcpClient { ReceiveBufferSize = 64 * 1024 };
-        await first.ConnectAsync(IPAddress.Loopback, instance.Server.BaseAddress.Port);
-        var stream = first.GetStream();
-        await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET {Path} HTTP/1.1\r\nHost: {client.BaseAddress!.Authority}\r\n\r\n"));
-        await stream.ReadAtLeastAsync(new byte[256 * 1024], 256 * 1024);
+        var (first, _) = await StopsReadingAsync(instance, client, Path);
+        using var _first = first;
         CacheFill? fill = null;
         await fixture.Eventually(() => (fill = cache.Fills.Running(CacheKey.For(client.BaseAddress!.Authority, Path))) is not null, "the first client's fill");
-        // Held back once its client's buffers are full: no byte written for three looks in a row.
-        var (written, unchanged) = (-1L, 0);
-        for (var look = 0; unchanged < 3; look++)
-        {
-            Assert.True(look < 300, "the fill never stalled behind its first client");
-            await Task.Delay(200);
-            (written, unchanged) = fill!.Written == written ? (written, unchanged + 1) : (fill.Written, 0);
-        }
+        await SpooledFillTests.StalledAsync(fill!, "its first client"); // held back once its client's buffers are full
 
         time.Advance(FillHandOff.Tick - TimeSpan.FromMilliseconds(50));
         using var second = await client.GetAsync(Path, HttpCompletionOption.ResponseHeadersRead);
@@ -163,6 +151,22 @@ public sealed class FillHandOffTests(CacheFixture fixture) : IClassFixture<Cache
         Assert.Equal(0, cache.Metrics.FillsHandedOff);
         Assert.DoesNotContain(backend.Log, line => line.Contains("range=bytes=", StringComparison.Ordinal));
         Assert.Equal(1, backend.Served(Path));
+    }
+
+    /// <summary>
+    /// A first client on a raw connection with a small receive buffer: it asks for <paramref name="path"/>, reads the
+    /// head and 256 KiB of the body (returned), and reads no more until the test says so.
+    /// </summary>
+    private static async Task<(TcpClient Client, MemoryStream Read)> StopsReadingAsync(SidekickInstance instance, HttpClient client, string path)
+    {
+        var first = new TcpClient { ReceiveBufferSize = 64 * 1024 };
+        await first.ConnectAsync(IPAddress.Loopback, instance.Server.BaseAddress.Port);
+        var stream = first.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {client.BaseAddress!.Authority}\r\n\r\n"));
+        var buffer = new byte[256 * 1024];
+        var read = new MemoryStream();
+        read.Write(buffer, 0, await stream.ReadAtLeastAsync(buffer, buffer.Length));
+        return (first, read);
     }
 
     private static async Task<byte[]> ReadRestAsync(Stream body, MemoryStream received)

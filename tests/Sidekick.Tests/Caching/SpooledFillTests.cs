@@ -593,14 +593,7 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
         var firstRead = (await first.Content.ReadAsStreamAsync()).CopyToAsync(Stream.Null);
         CacheFill? fill = null;
         await fixture.Eventually(() => (fill = cache.Fills.Running(CacheKey.For(client.BaseAddress!.Authority, Path))) is not null, "the first client's fill");
-        // Stalled once the origin stopped sending: no byte written for three looks in a row.
-        var (written, unchanged) = (-1L, 0);
-        for (var look = 0; unchanged < 3; look++)
-        {
-            Assert.True(look < 300, "the fill never stalled behind its origin");
-            await Task.Delay(200);
-            (written, unchanged) = fill!.Written == written ? (written, unchanged + 1) : (fill.Written, 0);
-        }
+        var written = await StalledAsync(fill!, "its origin");
 
         Assert.True(written < item.Body.Length);
 
@@ -654,6 +647,23 @@ public sealed class SpooledFillTests(CacheFixture fixture) : IClassFixture<Cache
 
         originStalls.SetResult();
         await firstRead;
+    }
+
+    /// <summary>
+    /// Waits until <paramref name="fill"/> stopped growing (no byte written for three looks 200 ms apart): stalled
+    /// behind <paramref name="behind"/>. Returns the bytes it holds.
+    /// </summary>
+    internal static async Task<long> StalledAsync(CacheFill fill, string behind)
+    {
+        var (written, unchanged) = (-1L, 0);
+        for (var look = 0; unchanged < 3; look++)
+        {
+            Assert.True(look < 300, $"the fill never stalled behind {behind}");
+            await Task.Delay(200);
+            (written, unchanged) = fill.Written == written ? (written, unchanged + 1) : (fill.Written, 0);
+        }
+
+        return written;
     }
 
     [Fact]
